@@ -1,0 +1,99 @@
+// One Ck connection, used by both ends (controller sessions and KM agents): a bounded, timed
+// frame reader; one writer queue; request/response correlation by MessageID with timeouts.
+// Include only from translation units that need Asio.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include "qkdn/southbound/ck_frame.hpp"
+#include "qkdn/southbound/ck_messages.hpp"
+
+namespace qkdn::southbound {
+
+namespace net = boost::asio;
+
+/// Limits and timers of one connection (ck-protocol.md clauses 2 and 5).
+struct ChannelOptions {
+  std::chrono::milliseconds read_timeout{10'000};     ///< a frame must complete within this
+  std::chrono::milliseconds idle_timeout{0};          ///< 0 = none; else close when no frame arrives
+  std::chrono::milliseconds request_timeout{5'000};   ///< a request without response fails
+  std::size_t max_queued_writes = 4096;               ///< beyond this the peer is too slow: close
+};
+
+/// Counters a channel reports to (metrics live elsewhere). Every member may be empty.
+struct ChannelObserver {
+  std::function<void(bool inbound, std::uint16_t command)> on_message;
+  std::function<void(std::string_view reason)> on_protocol_error;
+};
+
+/// A Ck connection over plain TCP or TLS. All its work runs on its own strand. Created with
+/// make_plain / make_tls; owned by shared_ptr (the read loop holds a reference while running).
+class CkChannel : public std::enable_shared_from_this<CkChannel> {
+ public:
+  /// Called on the channel's strand for every inbound frame that is not a response to one of our
+  /// own pending requests (i.e. a command, or a response nobody waits for). `frame.payload` is
+  /// raw; the handler decodes it. Exceptions thrown by the handler close the channel.
+  using FrameHandler = std::function<net::awaitable<void>(std::shared_ptr<CkChannel>, ck::Frame)>;
+
+  virtual ~CkChannel() = default;
+
+  /// Reads frames until EOF, error, timeout or close(); dispatches them. Frames with a wrong
+  /// version get Error unsupported_version and close the channel. Returns when the channel ends.
+  virtual net::awaitable<void> run(FrameHandler handler) = 0;
+
+  /// Sends a command with a fresh MessageID and waits for the frame that carries the same
+  /// MessageID and the paired response code (ck_messages.hpp response_of), or for an Error
+  /// frame naming that MessageID. Throws qkdn::Unavailable on timeout or closed channel.
+  virtual net::awaitable<ck::Frame> request(ck::Message command) = 0;
+  /// Same with an explicit timeout.
+  virtual net::awaitable<ck::Frame> request(ck::Message command,
+                                            std::chrono::milliseconds timeout) = 0;
+
+  /// Queues a message without waiting. `reply_to` = MessageID of the command it answers
+  /// (responses and Error); otherwise a fresh MessageID is taken. Returns the MessageID used.
+  /// Thread-safe: posts to the strand. Closes the channel if the write queue is full.
+  virtual std::uint32_t send(ck::Message message, std::optional<std::uint32_t> reply_to = {}) = 0;
+
+  /// Closes the connection (idempotent, thread-safe). Pending requests fail with Unavailable.
+  virtual void close() = 0;
+
+  /// Peer identity from a verified TLS client/server certificate: CN, or the `<id>` of a SAN URI
+  /// `urn:qkdn:km:<id>`. Empty for plain TCP.
+  [[nodiscard]] virtual std::string peer_identity() const = 0;
+  /// "ip:port" of the peer.
+  [[nodiscard]] virtual std::string remote_endpoint() const = 0;
+  /// The channel's strand executor.
+  [[nodiscard]] virtual net::any_io_executor executor() const = 0;
+  [[nodiscard]] virtual bool is_open() const = 0;
+};
+
+/// Wraps an accepted or connected plain TCP socket.
+std::shared_ptr<CkChannel> make_plain_channel(net::ip::tcp::socket socket, ChannelOptions options,
+                                              ChannelObserver observer = {});
+/// Wraps a TCP socket in TLS; `server` selects the handshake role. The handshake runs inside
+/// run() before the first read (and fails the channel on error).
+std::shared_ptr<CkChannel> make_tls_channel(net::ip::tcp::socket socket, net::ssl::context& ctx,
+                                            bool server, ChannelOptions options,
+                                            ChannelObserver observer = {});
+
+/// TLS settings shared by controller, agents and CLI tools.
+struct TlsFiles {
+  std::string ca_file;    ///< PEM CA bundle used to verify the peer
+  std::string cert_file;  ///< our PEM certificate (chain)
+  std::string key_file;   ///< our PEM private key
+};
+/// A TLS 1.3-only context that requires and verifies a peer certificate. Throws InvalidArgument
+/// naming the file that cannot be loaded.
+std::unique_ptr<net::ssl::context> make_tls_context(const TlsFiles& files, bool server);
+
+}  // namespace qkdn::southbound

@@ -1,0 +1,198 @@
+#include "qkdn/southbound/topology_json.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+
+#include <boost/json.hpp>
+
+#include "qkdn/controller/error.hpp"
+
+namespace qkdn::southbound {
+namespace json = boost::json;
+using controller::TopologyDoc;
+
+namespace {
+
+// Reports unknown members of `obj` as errors when strict.
+void check_members(const json::object& obj, std::initializer_list<std::string_view> known,
+                   const std::string& path, bool strict) {
+  if (!strict) return;
+  for (const auto& kv : obj) {
+    bool ok = false;
+    for (auto k : known) ok = ok || kv.key() == k;
+    if (!ok) {
+      throw InvalidArgument(path + "." + std::string(kv.key()) + ": unknown field");
+    }
+  }
+}
+
+std::string get_string(const json::object& obj, std::string_view key, const std::string& path,
+                       bool required) {
+  const auto* v = obj.if_contains(key);
+  if (v == nullptr) {
+    if (required) throw InvalidArgument(path + "." + std::string(key) + ": missing");
+    return {};
+  }
+  if (!v->is_string()) {
+    throw InvalidArgument(path + "." + std::string(key) + ": expected string");
+  }
+  return std::string(v->get_string());
+}
+
+double get_number(const json::object& obj, std::string_view key, const std::string& path,
+                  bool required, double fallback) {
+  const auto* v = obj.if_contains(key);
+  if (v == nullptr) {
+    if (required) throw InvalidArgument(path + "." + std::string(key) + ": missing");
+    return fallback;
+  }
+  if (!v->is_number()) {
+    throw InvalidArgument(path + "." + std::string(key) + ": expected number");
+  }
+  double d = v->to_number<double>();
+  if (!std::isfinite(d)) {
+    throw InvalidArgument(path + "." + std::string(key) + ": not a finite number");
+  }
+  return d;
+}
+
+const json::array& get_array(const json::object& obj, std::string_view key, bool required) {
+  static const json::array kEmpty;
+  const auto* v = obj.if_contains(key);
+  if (v == nullptr) {
+    if (required) throw InvalidArgument(std::string(key) + ": missing");
+    return kEmpty;
+  }
+  if (!v->is_array()) throw InvalidArgument(std::string(key) + ": expected array");
+  return v->get_array();
+}
+
+const json::object& as_object(const json::value& v, const std::string& path) {
+  if (!v.is_object()) throw InvalidArgument(path + ": expected object");
+  return v.get_object();
+}
+
+}  // namespace
+
+TopologyDoc parse_topology(std::string_view text, bool strict) {
+  json::error_code ec;
+  json::value root = json::parse(text, ec);
+  if (ec) throw InvalidArgument("topology: malformed JSON: " + ec.message());
+  const auto& obj = as_object(root, "topology");
+  check_members(obj, {"name", "kms", "links", "applications"}, "topology", strict);
+
+  TopologyDoc doc;
+  doc.name = get_string(obj, "name", "topology", false);
+  const auto& kms = get_array(obj, "kms", true);
+  for (std::size_t i = 0; i < kms.size(); ++i) {
+    const std::string path = "kms[" + std::to_string(i) + "]";
+    const auto& o = as_object(kms[i], path);
+    check_members(o, {"km_id", "site"}, path, strict);
+    doc.kms.push_back({get_string(o, "km_id", path, true), get_string(o, "site", path, false)});
+  }
+  const auto& links = get_array(obj, "links", false);
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    const std::string path = "links[" + std::to_string(i) + "]";
+    const auto& o = as_object(links[i], path);
+    check_members(o, {"link_id", "a", "b", "key_rate_bps", "distance_km", "qber"}, path, strict);
+    controller::LinkSpec l;
+    l.link_id = get_string(o, "link_id", path, true);
+    l.a = get_string(o, "a", path, true);
+    l.b = get_string(o, "b", path, true);
+    l.key_rate_bps = get_number(o, "key_rate_bps", path, true, 0);
+    l.distance_km = get_number(o, "distance_km", path, false, 0);
+    l.qber = get_number(o, "qber", path, false, 0);
+    doc.links.push_back(std::move(l));
+  }
+  const auto& apps = get_array(obj, "applications", false);
+  for (std::size_t i = 0; i < apps.size(); ++i) {
+    const std::string path = "applications[" + std::to_string(i) + "]";
+    const auto& o = as_object(apps[i], path);
+    check_members(o, {"sae_id", "km_id"}, path, strict);
+    doc.applications.push_back(
+        {get_string(o, "sae_id", path, true), get_string(o, "km_id", path, true)});
+  }
+  controller::validate_topology(doc);
+  return doc;
+}
+
+TopologyDoc load_topology_file(const std::string& path, bool strict) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InvalidArgument("cannot read topology file '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  try {
+    return parse_topology(ss.str(), strict);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(path + ": " + e.what());
+  }
+}
+
+namespace {
+void pretty_print(std::ostream& os, const json::value& v, int indent) {
+  const std::string pad(static_cast<std::size_t>(indent), ' ');
+  if (v.is_object()) {
+    const auto& o = v.get_object();
+    if (o.empty()) {
+      os << "{}";
+      return;
+    }
+    os << "{\n";
+    bool first = true;
+    for (const auto& kv : o) {
+      if (!first) os << ",\n";
+      first = false;
+      os << pad << "  " << json::serialize(json::string(kv.key())) << ": ";
+      pretty_print(os, kv.value(), indent + 2);
+    }
+    os << "\n" << pad << "}";
+  } else if (v.is_array()) {
+    const auto& a = v.get_array();
+    if (a.empty()) {
+      os << "[]";
+      return;
+    }
+    os << "[\n";
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (i) os << ",\n";
+      os << pad << "  ";
+      pretty_print(os, a[i], indent + 2);
+    }
+    os << "\n" << pad << "]";
+  } else {
+    os << json::serialize(v);
+  }
+}
+}  // namespace
+
+std::string serialize_topology(const TopologyDoc& doc, bool pretty) {
+  json::object root;
+  root["name"] = doc.name;
+  json::array kms;
+  for (const auto& k : doc.kms) kms.push_back(json::object{{"km_id", k.km_id}, {"site", k.site}});
+  root["kms"] = std::move(kms);
+  json::array links;
+  for (const auto& l : doc.links) {
+    links.push_back(json::object{{"link_id", l.link_id},
+                                 {"a", l.a},
+                                 {"b", l.b},
+                                 {"key_rate_bps", l.key_rate_bps},
+                                 {"distance_km", l.distance_km},
+                                 {"qber", l.qber}});
+  }
+  root["links"] = std::move(links);
+  json::array apps;
+  for (const auto& a : doc.applications) {
+    apps.push_back(json::object{{"sae_id", a.sae_id}, {"km_id", a.km_id}});
+  }
+  root["applications"] = std::move(apps);
+  if (!pretty) return json::serialize(root);
+  std::ostringstream os;
+  pretty_print(os, root, 0);
+  os << "\n";
+  return os.str();
+}
+
+}  // namespace qkdn::southbound
