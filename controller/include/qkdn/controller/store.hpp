@@ -1,0 +1,185 @@
+// The core's persistence interface (DESIGN.md section 8). The core owns this interface; db/
+// implements it with PostgreSQL (PgStore) and tests may use MemoryStore. Records are plain data:
+// IDs, counts, states and times — never key material.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qkdn/controller/alarms.hpp"
+#include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/topology.hpp"
+
+namespace qkdn::controller {
+
+/// Operator configuration of one link beyond the topology document.
+struct LinkConfigRecord {
+  std::string link_id;
+  std::string admin_state = "enabled";  ///< enabled | disabled | maintenance
+  std::optional<double> qber_threshold;
+  std::optional<std::uint64_t> pool_floor_bits;
+};
+
+/// A rerouting policy: network-wide (src and dst empty) or an override for one KM pair.
+struct PolicyRecord {
+  std::string src_km;  ///< empty = network-wide
+  std::string dst_km;
+  std::string mode;    ///< manual | fixed_rate | traffic_adaptive | scheduled
+  std::map<std::string, double> params;  ///< mode parameters (e.g. "interval_s", "threshold")
+};
+
+/// A scheduled relay window (scheduled mode).
+struct ScheduleRecord {
+  std::string schedule_id;  ///< UUID
+  std::string src_km;
+  std::string dst_km;
+  std::int64_t number_of_keys = 0;
+  std::int64_t key_size_bits = 256;
+  SysTime not_before{};
+  SysTime not_after{};
+  SysTime created_at{};
+};
+
+/// An operator-pinned route (manual mode).
+struct PinnedRouteRecord {
+  std::string src_km;
+  std::string dst_km;
+  std::vector<std::string> kms;    ///< src ... dst
+  std::vector<std::string> links;  ///< one per hop; may be empty = any link between the KMs
+  SysTime created_at{};
+};
+
+/// A key-supply session (Q.4164 7.3/7.4).
+struct SessionRecord {
+  std::string session_id;  ///< UUID
+  std::string src_sae;
+  std::string dst_sae;
+  std::string src_km;
+  std::string dst_km;
+  std::int64_t keys_requested = 0;
+  std::int64_t keys_delivered = 0;
+  std::string state;  ///< pending | active | closed | expired | failed
+  SysTime created_at{};
+  SysTime updated_at{};
+  std::optional<SysTime> expires_at;
+};
+
+/// A key relay along a route (Q.4164 7.2, 7.5, 7.6).
+struct RelayRecord {
+  std::string relay_id;  ///< key_relay_request_id (UUID)
+  std::string session_id;  ///< may be empty (instruction-driven relays)
+  std::string src_km;
+  std::string dst_km;
+  std::vector<std::string> route_kms;
+  std::vector<std::string> route_links;
+  std::int64_t number_of_keys = 0;
+  std::int64_t key_size_bits = 256;
+  std::string state;  ///< requested | reserved | relaying | relayed | failed | voided
+  std::string reason;  ///< failure / void reason
+  SysTime created_at{};
+  SysTime updated_at{};
+};
+
+/// One KMA-key in the reservation ledger (Q.4164 7.5/7.6). A key ID appears at most once, ever.
+struct LedgerEntry {
+  std::string key_id;  ///< UUID named by the KM
+  std::string link_id;
+  std::string km_id;       ///< near-end KM of the hop that reserved it
+  std::string peer_km_id;  ///< far-end KM of the hop
+  std::string relay_id;
+  std::string state;  ///< reserved | allocated | consumed | released
+  std::optional<SysTime> lease_expires_at;  ///< set while reserved/allocated
+  SysTime updated_at{};
+};
+
+/// Key bytes delivered, per application and session, per time bucket.
+struct AccountingRecord {
+  SysTime bucket_start{};  ///< start of the bucket (buckets are whole minutes)
+  std::string sae_id;
+  std::string session_id;
+  std::int64_t key_bytes = 0;
+  std::int64_t keys = 0;
+};
+
+/// One audit event: every operator write and every authentication failure. Append-only.
+struct AuditRecord {
+  std::int64_t id = 0;  ///< assigned by the store
+  SysTime at{};
+  std::string actor;     ///< token name, "anonymous", or a KM/SAE ID
+  std::string action;    ///< e.g. "PUT /api/v1/topology", "auth_failure"
+  std::string resource;
+  std::string outcome;   ///< e.g. "200", "401"
+  std::string detail;
+  std::string remote;    ///< peer address
+};
+
+/// Everything the controller reloads on start.
+struct StoredState {
+  std::optional<TopologyDoc> topology;
+  std::vector<LinkConfigRecord> link_configs;
+  std::vector<PolicyRecord> policies;
+  std::vector<ScheduleRecord> schedules;
+  std::vector<PinnedRouteRecord> pinned_routes;
+  std::vector<SessionRecord> sessions;
+  std::vector<RelayRecord> relays;
+  std::vector<LedgerEntry> ledger;  ///< entries not yet consumed/released, plus all key IDs seen
+  std::vector<Alarm> alarms;        ///< active alarms and recent history
+  std::uint64_t next_alarm_id = 1;
+};
+
+/// Persistence. Every method is synchronous and may block: the service layer calls it from the
+/// store's own thread pool, never from the controller strand. A method that cannot complete
+/// throws Unavailable (database unreachable; the write may or may not have committed unless the
+/// method says it is idempotent), Conflict (a constraint was violated), or InvalidArgument.
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  /// Loads everything the controller needs after a restart.
+  virtual StoredState load() = 0;
+  /// True when the database answers a trivial query now.
+  virtual bool healthy() = 0;
+
+  /// Replaces the stored topology (one transaction).
+  virtual void save_topology(const TopologyDoc& doc) = 0;
+  virtual void save_link_config(const LinkConfigRecord& rec) = 0;
+  virtual void delete_link_config(const std::string& link_id) = 0;
+
+  /// Upserts the policy of its scope.
+  virtual void save_policy(const PolicyRecord& rec) = 0;
+  virtual void delete_policy(const std::string& src_km, const std::string& dst_km) = 0;
+  virtual void save_schedule(const ScheduleRecord& rec) = 0;
+  virtual void delete_schedule(const std::string& schedule_id) = 0;
+  virtual void save_pinned_route(const PinnedRouteRecord& rec) = 0;
+  virtual void delete_pinned_route(const std::string& src_km, const std::string& dst_km) = 0;
+
+  /// Upserts a session / relay by ID.
+  virtual void save_session(const SessionRecord& rec) = 0;
+  virtual void save_relay(const RelayRecord& rec) = 0;
+
+  /// Applies ledger changes in one transaction. Idempotent under `idempotency_key`: applying the
+  /// same key twice is a no-op the second time, so an in-doubt commit can be retried. A new
+  /// key_id that already exists in the ledger in another relay throws Conflict (a key ID is never
+  /// allocated twice).
+  virtual void apply_ledger(const std::string& idempotency_key,
+                            const std::vector<LedgerEntry>& entries) = 0;
+  /// True when a ledger batch with this key has committed.
+  virtual bool ledger_batch_committed(const std::string& idempotency_key) = 0;
+
+  virtual void save_alarm(const Alarm& alarm) = 0;
+  /// Adds to the bucket (key_bytes and keys are added to what is stored).
+  virtual void add_accounting(const AccountingRecord& rec) = 0;
+  /// Accounting rows in [from, to), optionally for one SAE, ordered by bucket then SAE.
+  virtual std::vector<AccountingRecord> accounting(SysTime from, SysTime to,
+                                                   const std::string& sae_id) = 0;
+  /// Appends an audit record; returns its id.
+  virtual std::int64_t append_audit(const AuditRecord& rec) = 0;
+  /// Audit records with id > after_id, ascending, at most `limit`.
+  virtual std::vector<AuditRecord> audit(std::int64_t after_id, std::size_t limit) = 0;
+};
+
+}  // namespace qkdn::controller
