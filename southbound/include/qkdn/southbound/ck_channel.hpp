@@ -28,12 +28,18 @@ struct ChannelOptions {
   std::chrono::milliseconds idle_timeout{0};          ///< 0 = none; else close when no frame arrives
   std::chrono::milliseconds request_timeout{5'000};   ///< a request without response fails
   std::size_t max_queued_writes = 4096;               ///< beyond this the peer is too slow: close
+  /// Which end this is, for the Error frames the channel sends itself (unsupported_version):
+  /// 0x41EF on the controller, 0x14EF on a KM. make_tls_channel derives it from `server`.
+  bool controller_side = true;
 };
 
 /// Counters a channel reports to (metrics live elsewhere). Every member may be empty.
 struct ChannelObserver {
   std::function<void(bool inbound, std::uint16_t command)> on_message;
   std::function<void(std::string_view reason)> on_protocol_error;
+  /// Called on the channel's strand whenever the per-connection read buffer grows, with its new
+  /// capacity in bytes (never above ck::kHeaderSize + ck::kMaxPayload).
+  std::function<void(std::size_t capacity)> on_buffer_grow;
 };
 
 /// A Ck connection over plain TCP or TLS. All its work runs on its own strand. Created with
@@ -66,6 +72,9 @@ class CkChannel : public std::enable_shared_from_this<CkChannel> {
 
   /// Closes the connection (idempotent, thread-safe). Pending requests fail with Unavailable.
   virtual void close() = 0;
+  /// Stops dispatching inbound frames, sends what is queued (bounded by the read timeout), then
+  /// closes. Use after queueing a final Error. Idempotent, thread-safe.
+  virtual void close_after_flush() = 0;
 
   /// Peer identity from a verified TLS client/server certificate: CN, or the `<id>` of a SAN URI
   /// `urn:qkdn:km:<id>`. Empty for plain TCP.
@@ -92,6 +101,10 @@ struct TlsFiles {
   std::string cert_file;  ///< our PEM certificate (chain)
   std::string key_file;   ///< our PEM private key
 };
+/// The KM (or SAE) identity a certificate names: the `<id>` of its first SAN URI
+/// `urn:qkdn:km:<id>`, else its subject CN; empty if neither. Does not take ownership.
+std::string certificate_identity(X509* cert);
+
 /// A TLS 1.3-only context that requires and verifies a peer certificate. Throws InvalidArgument
 /// naming the file that cannot be loaded.
 std::unique_ptr<net::ssl::context> make_tls_context(const TlsFiles& files, bool server);
