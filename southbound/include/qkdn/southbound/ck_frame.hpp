@@ -45,24 +45,31 @@ class FrameDecoder {
  public:
   /// Outcome of next().
   enum class Status {
-    kFrame,        ///< `frame` holds a complete frame
-    kNeedMore,     ///< no complete frame buffered yet
-    kBadVersion,   ///< the header's version is not kVersion (header_ holds it); close after Error
+    kFrame,       ///< `frame` holds a complete frame
+    kNeedMore,    ///< no complete frame buffered yet
+    kBadVersion,  ///< the header's version is not kVersion (header_ holds it); close after Error
   };
   /// Appends bytes; returns how many were consumed (it stops accepting once one frame is
-  /// complete and not yet taken, so call next() and feed the rest again).
+  /// complete and not yet taken, or once a bad version was seen, so call next() and feed the
+  /// rest again). Never throws except std::bad_alloc.
   std::size_t feed(std::string_view bytes);
-  /// Takes the next complete frame if any.
+  /// Takes the next complete frame if any. On kFrame the decoder swaps its buffer with
+  /// frame.payload, so reusing one Frame object avoids an allocation per frame. kBadVersion is
+  /// sticky until reset().
   Status next(Frame& frame);
   /// Header of the frame being assembled (valid once kHeaderSize bytes arrived).
   [[nodiscard]] const FrameHeader& header() const { return header_; }
   /// Bytes currently buffered (for the one-frame memory bound).
-  [[nodiscard]] std::size_t buffered() const { return buf_.size(); }
+  [[nodiscard]] std::size_t buffered() const { return header_len_ + buf_.size(); }
+  /// Drops whatever is buffered, including a bad-version state, and starts afresh.
+  void reset() noexcept;
 
  private:
-  std::string buf_;
+  std::string buf_;  ///< payload bytes of the frame being assembled
   FrameHeader header_;
   bool have_header_ = false;
+  std::array<std::uint8_t, kHeaderSize> header_bytes_{};
+  std::size_t header_len_ = 0;  ///< header bytes received so far (0..kHeaderSize)
 };
 
 }  // namespace qkdn::southbound::ck

@@ -2,6 +2,7 @@
 // their JSON payload encoding and their validation. Pure code, no I/O.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -79,6 +80,7 @@ struct HopKeys {
   std::string next_kma_id;
   std::string link_id;
   std::vector<std::string> key_ids;
+  bool operator==(const HopKeys&) const = default;
 };
 
 // ---- Q.4164 clause 8 -------------------------------------------------------------------------
@@ -89,6 +91,7 @@ struct KeyRelayNextHopRequest {
   std::optional<std::string> destination_kma_id;
   std::optional<std::string> application_destination_id;
   Extension extension;
+  bool operator==(const KeyRelayNextHopRequest&) const = default;
 };
 /// 0x4102, Table 2.
 struct KeyRelayNextHopResponse {
@@ -96,6 +99,8 @@ struct KeyRelayNextHopResponse {
   std::optional<std::string> destination_kma_id;
   std::vector<std::string> next_kma_ids;  ///< best first; empty = no route
   Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const KeyRelayNextHopResponse&) const = default;
 };
 /// 0x1403, Table 3 (+ number_of_keys, key_size [project]).
 struct KeyRelayRequestNotification {
@@ -105,6 +110,7 @@ struct KeyRelayRequestNotification {
   std::optional<std::int64_t> number_of_keys;  ///< >= 1
   std::optional<std::int64_t> key_size;        ///< bits, >= 1
   Extension extension;
+  bool operator==(const KeyRelayRequestNotification&) const = default;
 };
 /// 0x4104, Table 4. `hop_keys` is encoded into / decoded from `extension`.
 struct KeyRelayRequest {
@@ -115,12 +121,15 @@ struct KeyRelayRequest {
   std::optional<std::uint32_t> notification_message_id;
   std::vector<HopKeys> hop_keys;  ///< from/to the {"hop_keys": [...]} extension object
   Extension extension;            ///< other extension objects (hop_keys excluded)
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const KeyRelayRequest&) const = default;
 };
 /// 0x1405, Table 5.
 struct KeyRelayResponse {
   std::string response;  ///< "OK" or "NG: <reason>"
   std::optional<std::string> key_relay_request_id;
   Extension extension;
+  bool operator==(const KeyRelayResponse&) const = default;
 };
 /// 0x1406, Table 6.
 struct SessionCreationRequest {
@@ -128,6 +137,7 @@ struct SessionCreationRequest {
   std::string application_destination_id;
   std::optional<std::int64_t> number_of_keys;
   Extension extension;
+  bool operator==(const SessionCreationRequest&) const = default;
 };
 /// 0x4107, Table 7.
 struct SessionCreationResponse {
@@ -135,6 +145,8 @@ struct SessionCreationResponse {
   std::string response;
   std::string destination_km_id;
   Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const SessionCreationResponse&) const = default;
 };
 /// 0x4108, Table 8.
 struct SessionCreationNotification {
@@ -144,12 +156,15 @@ struct SessionCreationNotification {
   std::string source_km_id;
   std::optional<std::int64_t> number_of_keys;
   Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const SessionCreationNotification&) const = default;
 };
 /// 0x1409, Table 9.
 struct SessionCreationNotificationResponse {
   std::string session_id;
   std::string response;
   Extension extension;
+  bool operator==(const SessionCreationNotificationResponse&) const = default;
 };
 /// 0x410A, Table 10 (+ number_of_keys, next_kma_id, link_id, key_relay_request_id [project]).
 struct KeyReservationRequest {
@@ -161,6 +176,8 @@ struct KeyReservationRequest {
   std::optional<std::string> link_id;
   std::optional<std::string> key_relay_request_id;
   Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const KeyReservationRequest&) const = default;
 };
 /// 0x140B, Table 11. response: 0 OK, 1 NG.
 struct KeyReservationResponse {
@@ -172,6 +189,7 @@ struct KeyReservationResponse {
   std::vector<std::string> key_ids;
   std::int64_t response = 0;
   Extension extension;
+  bool operator==(const KeyReservationResponse&) const = default;
 };
 /// 0x410C, Table 12.
 struct KeyAllocationRequest {
@@ -183,6 +201,8 @@ struct KeyAllocationRequest {
   std::optional<std::string> key_relay_request_id;
   std::vector<std::string> key_ids;
   Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const KeyAllocationRequest&) const = default;
 };
 /// 0x140D, Table 13.
 struct KeyAllocationResponse {
@@ -194,6 +214,7 @@ struct KeyAllocationResponse {
   std::optional<std::vector<std::string>> key_ids;
   std::int64_t response = 0;
   Extension extension;
+  bool operator==(const KeyAllocationResponse&) const = default;
 };
 
 // ---- project extensions ----------------------------------------------------------------------
@@ -201,6 +222,7 @@ struct KeyAllocationResponse {
 struct LinkRef {
   std::string link_id;
   std::string peer_kma_id;
+  bool operator==(const LinkRef&) const = default;
 };
 /// 0x14E1.
 struct Register {
@@ -211,10 +233,12 @@ struct Register {
   std::vector<LinkRef> links;
   std::optional<std::vector<std::string>> applications;
   std::optional<std::string> software;
+  bool operator==(const Register&) const = default;
 };
 struct PeerEndpoint {
   std::string kma_id;
   std::string kma_endpoint;
+  bool operator==(const PeerEndpoint&) const = default;
 };
 /// 0x41E2.
 struct RegisterResponse {
@@ -224,6 +248,7 @@ struct RegisterResponse {
   std::int64_t heartbeat_interval_ms = 0;
   std::int64_t status_interval_ms = 0;
   std::optional<std::vector<PeerEndpoint>> peers;
+  bool operator==(const RegisterResponse&) const = default;
 };
 struct LinkStatus {
   std::string link_id;
@@ -234,12 +259,14 @@ struct LinkStatus {
   double key_rate_bps = 0;
   double consumption_rate_bps = 0;
   double qber = 0;
+  bool operator==(const LinkStatus&) const = default;
 };
 /// 0x14E3.
 struct StatusReport {
   std::string kma_id;
   std::string timestamp;  ///< RFC 3339
   std::vector<LinkStatus> links;
+  bool operator==(const StatusReport&) const = default;
 };
 /// 0x14E4. alarm in {qber_high, link_down, link_up, key_pool_low, relay_failure,
 /// peer_unreachable}; severity in {critical, major, minor, cleared}.
@@ -251,6 +278,7 @@ struct Alarm {
   std::optional<double> value;
   std::optional<std::string> text;
   std::string timestamp;
+  bool operator==(const Alarm&) const = default;
 };
 /// 0x41E5.
 struct RelayInstruction {
@@ -262,42 +290,49 @@ struct RelayInstruction {
   std::optional<std::string> not_before;
   std::optional<std::string> not_after;
   Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const RelayInstruction&) const = default;
 };
 /// 0x14E6.
 struct RelayInstructionResponse {
   std::string instruction_id;
   std::string response;
   std::optional<std::int64_t> keys_relayed;
+  bool operator==(const RelayInstructionResponse&) const = default;
 };
 /// 0x14E7.
 struct ApplicationsUpdate {
   std::string kma_id;
   std::optional<std::vector<std::string>> attached;
   std::optional<std::vector<std::string>> detached;
+  bool operator==(const ApplicationsUpdate&) const = default;
 };
 /// 0x14E8.
 struct Heartbeat {
   std::string kma_id;
+  bool operator==(const Heartbeat&) const = default;
 };
 /// 0x41E9.
-struct HeartbeatResponse {};
+struct HeartbeatResponse {
+  bool operator==(const HeartbeatResponse&) const = default;
+};
 /// 0x14EF / 0x41EF. `from_km` selects the code on encode and is set from it on decode.
 struct ErrorMessage {
   std::string error;
   std::optional<std::string> message;
   std::optional<std::uint32_t> message_id;
   bool from_km = false;
+  bool operator==(const ErrorMessage&) const = default;
 };
 
 using Message =
     std::variant<KeyRelayNextHopRequest, KeyRelayNextHopResponse, KeyRelayRequestNotification,
-                 KeyRelayRequest, KeyRelayResponse, SessionCreationRequest,
-                 SessionCreationResponse, SessionCreationNotification,
-                 SessionCreationNotificationResponse, KeyReservationRequest,
-                 KeyReservationResponse, KeyAllocationRequest, KeyAllocationResponse, Register,
-                 RegisterResponse, StatusReport, Alarm, RelayInstruction,
-                 RelayInstructionResponse, ApplicationsUpdate, Heartbeat, HeartbeatResponse,
-                 ErrorMessage>;
+                 KeyRelayRequest, KeyRelayResponse, SessionCreationRequest, SessionCreationResponse,
+                 SessionCreationNotification, SessionCreationNotificationResponse,
+                 KeyReservationRequest, KeyReservationResponse, KeyAllocationRequest,
+                 KeyAllocationResponse, Register, RegisterResponse, StatusReport, Alarm,
+                 RelayInstruction, RelayInstructionResponse, ApplicationsUpdate, Heartbeat,
+                 HeartbeatResponse, ErrorMessage>;
 
 /// The command code of a message.
 Command command_of(const Message& m) noexcept;
@@ -306,6 +341,7 @@ Command command_of(const Message& m) noexcept;
 struct DecodeError {
   std::string_view code;  ///< errc::kBadRequest or errc::kUnknownCommand
   std::string message;    ///< e.g. "key_ids[2]: expected string"
+  bool operator==(const DecodeError&) const = default;
 };
 
 /// Result of decode_payload: the message or why it was rejected.
@@ -324,5 +360,51 @@ std::string encode_payload(const Message& m);
 
 /// Validates a message against its table without encoding; throws InvalidArgument.
 void validate(const Message& m);
+
+// ---- codec bounds and decisions [project] ----------------------------------------------------
+//
+// Decisions where ck-protocol.md leaves room, applied alike by decode_payload and validate:
+// - A field that is present with JSON null has the wrong type (null is never "absent").
+// - Integers must be JSON integers (1.0 is rejected); numbers (qber, rates, value) may be
+//   integers or decimals and must be finite.
+// - Duplicate member names: the last one wins (Boost.JSON behaviour).
+// - UUIDs: 8-4-4-4-12 hex digits, either case. Identifiers: clause 3.
+// - String `response`: exactly "OK", or "NG: " followed by a non-empty reason.
+// - Integer `response`: 0 or 1 (an NG need not carry the error extension to be accepted).
+// - key_ids of 0x410C and of each hop_keys entry must be non-empty; key_ids of 0x140B and
+//   0x140D, transit_kma_ids and next_kma_ids may be empty. Arrays of a Register / Status report
+//   may be empty.
+// - 0x4102/0x4104 destination_kma_id is optional here (its condition depends on the request).
+// - Register: kma_id, when present, must equal km_id (one KMA per KM).
+// - kma_endpoint: host ":" port, host a DNS name, IPv4 address or "[IPv6]", port 1..65535.
+// - Timestamps: RFC 3339 date-time ("T"/"t", "Z"/"z" or +-hh:mm, optional fraction).
+// - Error `error`: one of the codes of clause 3. Alarm enums: clause 4.
+// - 0x4104: the extension object that has a "hop_keys" member becomes `hop_keys` (at most one
+//   such object); `extension` keeps the others (absent if none remain).
+// - Free text (software, text, message, NG reasons) must be valid UTF-8 on encode.
+
+/// Upper bound of number_of_keys (lower bound 1).
+inline constexpr std::int64_t kMaxNumberOfKeys = 1'000'000;
+/// Upper bound of key_size in bits (lower bound 1).
+inline constexpr std::int64_t kMaxKeySizeBits = 1'048'576;
+/// Upper bound of heartbeat_interval_ms / status_interval_ms (lower bound 1): one day.
+inline constexpr std::int64_t kMaxIntervalMs = 86'400'000;
+/// Deepest JSON nesting accepted in a payload (the payload object is depth 1).
+inline constexpr std::size_t kMaxJsonDepth = 32;
+
+/// The content of an NG extension object {"error": code, "message": text} (clause 3).
+struct ExtensionError {
+  std::string error;
+  std::string message;
+  bool operator==(const ExtensionError&) const = default;
+};
+/// Builds an `extension` value "[{"error":...,"message":...}]" for an integer NG response.
+/// Throws InvalidArgument if code is not a clause 3 code or message is not valid UTF-8.
+std::string make_error_extension(std::string_view code, std::string_view message);
+/// The first extension object that has a string "error" member (message "" when absent or not
+/// a string); nullopt when there is none or the text is not a JSON array. Never throws.
+std::optional<ExtensionError> find_error_extension(const Extension& extension) noexcept;
+/// True for the error codes of clause 3.
+bool is_error_code(std::string_view code) noexcept;
 
 }  // namespace qkdn::southbound::ck
