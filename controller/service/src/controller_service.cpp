@@ -1,0 +1,717 @@
+// The service layer: io_context + threads, the core strand, the Ck server and its sessions.
+//
+// Threading: the core (Network, AlarmTable, the session registry) is touched only on core_;
+// each Ck session runs on its CkChannel's strand and hops to core_ with co_spawn(core_, ...,
+// use_awaitable) to apply a command, then resumes on its own strand to answer.
+#include "qkdn/service/controller_service.hpp"
+
+#include <cstdio>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <utility>
+#include <variant>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include "qkdn/controller/error.hpp"
+
+namespace qkdn::service {
+namespace {
+
+using net::ip::tcp;
+using SteadyTime = std::chrono::steady_clock::time_point;
+constexpr auto kUseTuple = net::as_tuple(net::use_awaitable);
+
+std::string hex_code(std::uint16_t code) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "0x%04X", static_cast<unsigned>(code));
+  return buf;
+}
+
+std::string command_label(std::uint16_t code) {
+  return ck::is_known_command(code) ? std::string(ck::command_name(code)) : hex_code(code);
+}
+
+// Outcome of a step run on the core strand: empty error = success.
+struct CoreResult {
+  std::string error;  ///< Ck error code (clause 3)
+  std::string message;
+  std::vector<ck::PeerEndpoint> peers;
+};
+
+CoreResult failure(const std::exception& e) {
+  if (const auto* qe = dynamic_cast<const Error*>(&e)) {
+    return {std::string(error_ck_code(qe->code())), qe->what(), {}};
+  }
+  return {std::string(ck::errc::kInternal), e.what(), {}};
+}
+
+}  // namespace
+
+// ---- implementation state -----------------------------------------------------------------------
+
+struct ControllerService::Impl {
+  // One Ck connection, owned by its session coroutine; fields touched on the channel's strand.
+  struct Session {
+    std::uint64_t id = 0;
+    std::shared_ptr<southbound::CkChannel> channel;
+    std::string km_id;  ///< set once registered
+    bool registered = false;
+    SteadyTime last_touch{};
+  };
+  struct Registered {
+    std::uint64_t session_id = 0;
+    std::shared_ptr<southbound::CkChannel> channel;
+  };
+
+  explicit Impl(ControllerService& s)
+      : svc(s),
+        core(net::make_strand(ioc)),
+        acceptor_strand(net::make_strand(ioc)),
+        acceptor(acceptor_strand) {}
+
+  ControllerService& svc;
+  net::io_context ioc;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  net::any_io_executor core;
+  net::any_io_executor acceptor_strand;
+  tcp::acceptor acceptor;
+  std::unique_ptr<net::ssl::context> tls;
+  std::vector<std::thread> threads;
+  std::shared_ptr<CommandHandler> handler;
+  CkCounters counters;
+  mutable std::mutex errors_mu;  // metrics only, never domain state
+  std::map<std::string, std::uint64_t, std::less<>> protocol_errors;
+  std::mutex log_mu;
+  std::atomic<std::uint64_t> next_session_id{1};
+  bool started = false;
+  bool stopped = false;
+
+  // Core strand only.
+  std::map<std::string, Registered> registered;
+  std::map<std::uint64_t, std::shared_ptr<southbound::CkChannel>> live;
+  bool stopping = false;
+  bool accept_done = false;
+  std::promise<void>* drained = nullptr;
+
+  // ---- helpers ----
+
+  void count_protocol_error(std::string_view reason) {
+    std::lock_guard lock(errors_mu);
+    auto it = protocol_errors.find(reason);
+    if (it == protocol_errors.end()) it = protocol_errors.emplace(std::string(reason), 0).first;
+    ++it->second;
+  }
+
+  void emit(const std::vector<controller::NetworkEvent>& events) {
+    if (!events.empty() && svc.options_.on_events) svc.options_.on_events(events);
+  }
+
+  // A root coroutine's completion: never a bare `detached` (STYLE.md): log and count.
+  auto completion(std::string what) {
+    return [this, w = std::move(what)](std::exception_ptr e) {
+      if (!e) return;
+      ++counters.handler_failures;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        svc.log("ck: " + w + " ended by exception: " + x.what());
+      } catch (...) {
+        svc.log("ck: " + w + " ended by unknown exception");
+      }
+    };
+  }
+
+  void send_error(Session& s, std::string_view code, std::string message,
+                  std::optional<std::uint32_t> about) {
+    count_protocol_error(code);
+    svc.log("ck: " + s.channel->remote_endpoint() + (s.km_id.empty() ? "" : " (" + s.km_id + ")") +
+            ": error " + std::string(code) + ": " + message);
+    try {
+      s.channel->send(ck::ErrorMessage{std::string(code), std::move(message), about, false}, about);
+    } catch (const std::exception&) {
+      // The text could not be encoded (e.g. not UTF-8): the code alone still tells the peer.
+      s.channel->send(ck::ErrorMessage{std::string(code), std::nullopt, about, false}, about);
+    }
+  }
+
+  void send_register_ng(Session& s, std::uint32_t id, std::string_view code,
+                        const std::string& why) {
+    count_protocol_error(code);
+    svc.log("ck: " + s.channel->remote_endpoint() + ": register refused: " + std::string(code) +
+            ": " + why);
+    ck::RegisterResponse r;
+    r.response = "NG: " + std::string(code);
+    r.controller_id = svc.options_.controller_id;
+    r.controller_epoch = svc.epoch_;
+    r.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
+    r.status_interval_ms = svc.options_.status_interval.count();
+    s.channel->send(r, id);
+  }
+
+  // ---- accept loop ----
+
+  net::awaitable<void> accept_loop() {
+    net::steady_timer backoff(acceptor_strand);
+    while (acceptor.is_open()) {
+      auto [ec, socket] = co_await acceptor.async_accept(ioc.get_executor(), kUseTuple);
+      if (ec == net::error::operation_aborted || !acceptor.is_open()) break;
+      if (ec) {
+        // Out of descriptors and the like: do not spin.
+        svc.log("ck: accept failed: " + ec.message());
+        backoff.expires_after(std::chrono::milliseconds(50));
+        co_await backoff.async_wait(kUseTuple);
+        continue;
+      }
+      start_session(std::move(socket));
+    }
+    net::post(core, [this] {
+      accept_done = true;
+      check_drained();
+    });
+  }
+
+  void start_session(tcp::socket socket) {
+    ++counters.connections_accepted;
+    ++counters.connections_active;
+    const auto& o = svc.options_;
+    southbound::ChannelOptions copt;
+    copt.read_timeout = o.read_timeout;
+    copt.idle_timeout = 3 * o.heartbeat_interval;
+    copt.request_timeout = o.request_timeout;
+    copt.controller_side = true;
+    southbound::ChannelObserver obs;
+    obs.on_message = [this](bool inbound, std::uint16_t code) {
+      const auto hi = code >> 8;
+      if ((inbound && hi != 0x14) || (!inbound && hi != 0x41)) {
+        ++counters.inbound_other;
+        return;
+      }
+      (inbound ? counters.inbound : counters.outbound)[code & 0xFF].fetch_add(
+          1, std::memory_order_relaxed);
+    };
+    obs.on_protocol_error = [this](std::string_view reason) { count_protocol_error(reason); };
+    obs.on_buffer_grow = [this](std::size_t capacity) {
+      auto cur = counters.max_connection_buffer.load();
+      while (capacity > cur &&
+             !counters.max_connection_buffer.compare_exchange_weak(cur, capacity)) {
+      }
+    };
+    auto channel =
+        o.insecure_ck
+            ? southbound::make_plain_channel(std::move(socket), copt, std::move(obs))
+            : southbound::make_tls_channel(std::move(socket), *tls, true, copt, std::move(obs));
+    auto session = std::make_shared<Session>();
+    session->channel = channel;
+    // The id is taken here (acceptor strand) and the session is made known to the core before
+    // it can end: posts to the core strand run in order.
+    session->id = next_session_id.fetch_add(1);
+    net::post(core, [this, id = session->id, channel] {
+      live.emplace(id, channel);
+      if (stopping) channel->close();
+    });
+    svc.log("ck: accepted " + channel->remote_endpoint() + " (session " +
+            std::to_string(session->id) + ")");
+    net::co_spawn(channel->executor(), run_session(session),
+                  completion("session " + std::to_string(session->id)));
+  }
+
+  net::awaitable<void> run_session(std::shared_ptr<Session> s) {
+    co_await s->channel->run([this, s](std::shared_ptr<southbound::CkChannel>, ck::Frame frame) {
+      return on_frame(s, std::move(frame));
+    });
+    co_await net::co_spawn(core, session_ended(s), net::use_awaitable);
+  }
+
+  net::awaitable<void> session_ended(std::shared_ptr<Session> s) {
+    --counters.connections_active;
+    live.erase(s->id);
+    std::string what = "ck: session " + std::to_string(s->id) + " closed";
+    if (s->registered) {
+      auto it = registered.find(s->km_id);
+      if (it != registered.end() && it->second.session_id == s->id) {
+        registered.erase(it);
+        try {
+          emit(svc.network_.disconnect_km(s->km_id));
+        } catch (const std::exception& e) {
+          svc.log("ck: disconnect " + s->km_id + ": " + e.what());
+        }
+        what += ", " + s->km_id + " disconnected";
+      } else {
+        what += " (" + s->km_id + " superseded by a newer connection)";
+      }
+    }
+    svc.log(what);
+    check_drained();
+    co_return;
+  }
+
+  void check_drained() {
+    if (stopping && accept_done && live.empty() && drained != nullptr) {
+      drained->set_value();
+      drained = nullptr;
+    }
+  }
+
+  // ---- inbound frames (channel strand) ----
+
+  net::awaitable<void> on_frame(std::shared_ptr<Session> s, ck::Frame frame) {
+    const std::uint16_t code = frame.command;
+    const bool known = ck::is_known_command(code);
+    if (!s->registered && code != static_cast<std::uint16_t>(ck::Command::kRegister)) {
+      send_error(*s, ck::errc::kNotRegistered,
+                 "the first command must be register (0x14E1), got " + command_label(code),
+                 frame.message_id);
+      s->channel->close_after_flush();
+      co_return;
+    }
+    if (!known) {
+      send_error(*s, ck::errc::kUnknownCommand, "unknown command code " + hex_code(code),
+                 frame.message_id);
+      co_return;
+    }
+    if (ck::direction_of(code) != ck::Direction::kKmToController) {
+      // [project] A controller -> KM code (0x41xx) sent by a KM is a bad request: the code is
+      // known, so not unknown_command; the connection stays open (ck-protocol.md clause 1).
+      count_protocol_error("wrong_direction");
+      send_error(*s, ck::errc::kBadRequest,
+                 command_label(code) + " (" + hex_code(code) + ") travels controller -> KM",
+                 frame.message_id);
+      co_return;
+    }
+    touch(*s);
+    auto decoded = ck::decode_payload(code, frame.payload);
+    if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+      if (code == static_cast<std::uint16_t>(ck::Command::kRegister)) {
+        send_register_ng(*s, frame.message_id, ck::errc::kBadRequest, bad->message);
+      } else if (code == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
+        // Never answer an Error with an Error: that could loop between two peers.
+        count_protocol_error(ck::errc::kBadRequest);
+        svc.log("ck: " + s->km_id + ": malformed error frame: " + bad->message);
+      } else {
+        send_error(*s, bad->code, command_label(code) + ": " + bad->message, frame.message_id);
+      }
+      co_return;
+    }
+    auto& message = std::get<ck::Message>(decoded);
+    switch (static_cast<ck::Command>(code)) {
+      case ck::Command::kRegister:
+        co_await on_register(s, frame.message_id, std::get<ck::Register>(std::move(message)));
+        co_return;
+      case ck::Command::kHeartbeat: {
+        const auto& hb = std::get<ck::Heartbeat>(message);
+        if (hb.kma_id != s->km_id) {
+          send_error(*s, ck::errc::kBadRequest,
+                     "heartbeat kma_id '" + hb.kma_id + "' is not this connection's KM",
+                     frame.message_id);
+          co_return;
+        }
+        s->channel->send(ck::HeartbeatResponse{}, frame.message_id);
+        co_return;
+      }
+      case ck::Command::kStatusReport:
+      case ck::Command::kAlarm:
+      case ck::Command::kApplicationsUpdate: {
+        auto r = co_await net::co_spawn(core, core_apply(s->km_id, std::move(message)),
+                                        net::use_awaitable);
+        if (!r.error.empty()) {
+          send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
+        }
+        co_return;
+      }
+      case ck::Command::kErrorFromKm: {
+        const auto& e = std::get<ck::ErrorMessage>(message);
+        ++counters.km_errors_received;
+        svc.log("ck: " + s->km_id + " reported error " + e.error +
+                (e.message_id ? " about message " + std::to_string(*e.message_id) : "") +
+                (e.message ? ": " + *e.message : ""));
+        co_return;
+      }
+      default:
+        break;
+    }
+    if (handler && handler->handles(code)) {
+      co_await handler->handle(svc,
+                               CommandContext{s->km_id, s->channel, frame.message_id, svc.epoch_},
+                               std::move(message));
+      co_return;
+    }
+    switch (static_cast<ck::Command>(code)) {
+      case ck::Command::kKeyRelayNextHopRequest:
+      case ck::Command::kKeyRelayRequestNotification:
+      case ck::Command::kSessionCreationRequest:
+        // Explicit, never silent: routing and key supply plug in through CommandHandler.
+        send_error(*s, ck::errc::kNoRoute,
+                   command_label(code) + ": not implemented (no routing/key-supply handler)",
+                   frame.message_id);
+        break;
+      default:
+        count_protocol_error("unexpected_response");
+        send_error(*s, ck::errc::kBadRequest,
+                   command_label(code) + ": no pending command with MessageID " +
+                       std::to_string(frame.message_id),
+                   frame.message_id);
+        break;
+    }
+  }
+
+  // Refreshes the KM's last_seen at most once per heartbeat interval (not on every frame: the
+  // hot path of heartbeats must not hop to the core).
+  void touch(Session& s) {
+    if (!s.registered) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - s.last_touch < svc.options_.heartbeat_interval) return;
+    s.last_touch = now;
+    net::post(core, [this, km = s.km_id] {
+      try {
+        svc.network_.touch_km(km);
+      } catch (const std::exception&) {
+        // The KM vanished from the topology meanwhile; its session is being closed.
+      }
+    });
+  }
+
+  net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg) {
+    if (s->registered && reg.km_id != s->km_id) {
+      count_protocol_error("second_register");
+      send_register_ng(
+          *s, id, ck::errc::kBadRequest,
+          "connection already registered as '" + s->km_id + "', not '" + reg.km_id + "'");
+      co_return;
+    }
+    if (!svc.options_.insecure_ck) {
+      const auto identity = s->channel->peer_identity();
+      if (identity != reg.km_id) {
+        count_protocol_error("identity_mismatch");
+        send_register_ng(
+            *s, id, ck::errc::kBadRequest,
+            "certificate names '" + identity + "', register names '" + reg.km_id + "'");
+        s->channel->close_after_flush();
+        co_return;
+      }
+    }
+    auto r = co_await net::co_spawn(core, core_register(s, reg), net::use_awaitable);
+    if (!r.error.empty()) {
+      send_register_ng(*s, id, r.error, r.message);
+      s->channel->close_after_flush();
+      co_return;
+    }
+    const bool again = s->registered;
+    s->registered = true;
+    s->km_id = reg.km_id;
+    s->last_touch = std::chrono::steady_clock::now();
+    ++counters.registrations;
+    ck::RegisterResponse resp;
+    resp.response = "OK";
+    resp.controller_id = svc.options_.controller_id;
+    resp.controller_epoch = svc.epoch_;
+    resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
+    resp.status_interval_ms = svc.options_.status_interval.count();
+    resp.peers = std::move(r.peers);
+    s->channel->send(resp, id);
+    svc.log("ck: " + reg.km_id + (again ? " re-registered" : " registered") + " from " +
+            s->channel->remote_endpoint() + " (session " + std::to_string(s->id) + ")");
+  }
+
+  // ---- core strand ----
+
+  net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg) {
+    if (stopping) co_return CoreResult{std::string(ck::errc::kInternal), "shutting down", {}};
+    auto& net = svc.network_;
+    if (net.find_km(reg.km_id) == nullptr) {
+      co_return CoreResult{
+          std::string(ck::errc::kUnknownKma), "KM '" + reg.km_id + "' is not in the topology", {}};
+    }
+    controller::Registration r;
+    r.km_id = reg.km_id;
+    r.kma_endpoint = reg.kma_endpoint;
+    for (auto& l : reg.links) r.links.push_back({l.link_id, l.peer_kma_id});
+    if (reg.applications) r.applications = *reg.applications;
+    if (reg.software) r.software = *reg.software;
+    std::vector<std::string> unknown_links;
+    try {
+      emit(net.register_km(r, &unknown_links));
+    } catch (const std::exception& e) {
+      co_return failure(e);
+    }
+    for (const auto& l : unknown_links) {
+      svc.log("ck: " + reg.km_id + " declares link '" + l + "' unknown to the topology");
+    }
+    auto [it, fresh] = registered.try_emplace(reg.km_id);
+    if (!fresh && it->second.session_id != s->id) {
+      // The newer connection wins (the KM restarted or reconnected before we noticed).
+      svc.log("ck: " + reg.km_id + " registered again on session " + std::to_string(s->id) +
+              ", closing its older session " + std::to_string(it->second.session_id));
+      it->second.channel->close();
+    }
+    it->second = Registered{s->id, s->channel};
+
+    CoreResult out;
+    std::set<std::string> seen;
+    for (const auto& [link_id, link] : net.links()) {
+      std::string peer;
+      if (link.spec.a == reg.km_id)
+        peer = link.spec.b;
+      else if (link.spec.b == reg.km_id)
+        peer = link.spec.a;
+      else
+        continue;
+      const auto* km = net.find_km(peer);
+      if (km == nullptr || km->kma_endpoint.empty() || !seen.insert(peer).second) continue;
+      out.peers.push_back({peer, km->kma_endpoint});
+    }
+    co_return out;
+  }
+
+  net::awaitable<CoreResult> core_apply(std::string km_id, ck::Message message) {
+    try {
+      if (auto* st = std::get_if<ck::StatusReport>(&message)) {
+        if (st->kma_id != km_id) {
+          co_return CoreResult{std::string(ck::errc::kBadRequest),
+                               "kma_id '" + st->kma_id + "' is not this connection's KM",
+                               {}};
+        }
+        std::vector<controller::LinkReport> reports;
+        reports.reserve(st->links.size());
+        for (const auto& l : st->links) {
+          if (l.stored_keys < 0 || l.stored_key_bits < 0) {
+            throw InvalidArgument("link '" + l.link_id + "': negative key counts");
+          }
+          reports.push_back({l.link_id, l.peer_kma_id, l.state == "up",
+                             static_cast<std::uint64_t>(l.stored_keys),
+                             static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
+                             l.consumption_rate_bps, l.qber});
+        }
+        emit(svc.network_.apply_status(km_id, reports));
+      } else if (auto* al = std::get_if<ck::Alarm>(&message)) {
+        if (al->kma_id != km_id) {
+          co_return CoreResult{std::string(ck::errc::kBadRequest),
+                               "kma_id '" + al->kma_id + "' is not this connection's KM",
+                               {}};
+        }
+        emit(svc.network_.apply_alarm(km_id, al->alarm, al->link_id.value_or(""), al->severity,
+                                      al->value.value_or(0.0)));
+        const std::string resource = al->link_id.value_or(km_id);
+        if (al->severity == "cleared") {
+          svc.alarms_.clear(al->alarm, resource);
+        } else if (al->alarm == "link_up") {
+          svc.alarms_.clear(controller::alarm_type::kLinkDown, resource);
+        } else {
+          controller::AlarmSpec spec;
+          spec.type = al->alarm;
+          spec.resource = resource;
+          spec.km_id = km_id;
+          spec.link_id = al->link_id.value_or("");
+          spec.severity = controller::parse_severity(al->severity);
+          spec.value = al->value.value_or(0.0);
+          spec.text = al->text.value_or("");
+          svc.alarms_.raise(spec);
+        }
+        svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
+                (al->link_id ? " on " + *al->link_id : ""));
+      } else if (auto* au = std::get_if<ck::ApplicationsUpdate>(&message)) {
+        if (au->kma_id != km_id) {
+          co_return CoreResult{std::string(ck::errc::kBadRequest),
+                               "kma_id '" + au->kma_id + "' is not this connection's KM",
+                               {}};
+        }
+        svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
+                                         au->detached.value_or(std::vector<std::string>{}));
+      }
+    } catch (const std::exception& e) {
+      co_return failure(e);
+    }
+    co_return CoreResult{};
+  }
+};
+
+// ---- ControllerService ----------------------------------------------------------------------
+
+namespace {
+std::int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void check_interval(std::chrono::milliseconds v, std::string_view name) {
+  if (v.count() < 1 || v.count() > ck::kMaxIntervalMs) {
+    throw InvalidArgument(std::string(name) + " must be between 1 and " +
+                          std::to_string(ck::kMaxIntervalMs) + " ms");
+  }
+}
+}  // namespace
+
+ControllerService::ControllerService(ServiceOptions options)
+    : options_(std::move(options)),
+      epoch_(now_unix_ms()),
+      network_(clock_),
+      alarms_(clock_),
+      impl_(std::make_unique<Impl>(*this)) {
+  if (!is_valid_id(options_.controller_id)) {
+    throw InvalidArgument("controller id '" + options_.controller_id +
+                          "' must be 1..128 characters of [A-Za-z0-9._:-]");
+  }
+  if (options_.threads < 1 || options_.threads > 256) {
+    throw InvalidArgument("threads must be between 1 and 256");
+  }
+  check_interval(options_.heartbeat_interval, "heartbeat interval");
+  check_interval(options_.status_interval, "status interval");
+  check_interval(options_.request_timeout, "request timeout");
+  check_interval(options_.read_timeout, "read timeout");
+  controller::validate_topology(options_.topology);
+  network_.apply_topology(options_.topology);
+  if (!options_.insecure_ck) {
+    if (options_.tls.ca_file.empty() || options_.tls.cert_file.empty() ||
+        options_.tls.key_file.empty()) {
+      throw InvalidArgument(
+          "Ck uses mutual TLS: give --tls-ca, --tls-cert and --tls-key (or --insecure-ck)");
+    }
+    impl_->tls = southbound::make_tls_context(options_.tls, true);
+  }
+}
+
+ControllerService::~ControllerService() { stop(); }
+
+void ControllerService::set_command_handler(std::shared_ptr<CommandHandler> handler) {
+  impl_->handler = std::move(handler);
+}
+
+net::ip::tcp::endpoint ControllerService::start() {
+  if (impl_->started) throw Conflict("service already started");
+  boost::system::error_code ec;
+  auto address = net::ip::make_address(options_.listen_host, ec);
+  if (ec) {
+    tcp::resolver resolver(impl_->ioc);
+    auto results = resolver.resolve(options_.listen_host, "", ec);
+    if (ec || results.empty()) {
+      throw InvalidArgument("cannot resolve Ck listen host '" + options_.listen_host + "'");
+    }
+    address = results.begin()->endpoint().address();
+  }
+  const tcp::endpoint want(address, options_.listen_port);
+  auto& acc = impl_->acceptor;
+  const std::string where = options_.listen_host + ":" + std::to_string(options_.listen_port);
+  acc.open(want.protocol(), ec);
+  if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acc.bind(want, ec);
+  if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) throw InvalidArgument("cannot listen for Ck on " + where + ": " + ec.message());
+  const auto bound = acc.local_endpoint();
+  port_ = bound.port();
+
+  impl_->work.emplace(impl_->ioc.get_executor());
+  net::co_spawn(impl_->acceptor_strand, impl_->accept_loop(), impl_->completion("accept loop"));
+  for (int i = 0; i < options_.threads; ++i) {
+    impl_->threads.emplace_back([this] {
+      for (;;) {
+        try {
+          impl_->ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          // A handler threw past its coroutine: log it and keep serving.
+          log(std::string("service thread: ") + e.what());
+        }
+      }
+    });
+  }
+  impl_->started = true;
+  return bound;
+}
+
+void ControllerService::stop() {
+  if (!impl_->started || impl_->stopped) return;
+  impl_->stopped = true;
+  std::promise<void> drained;
+  auto done = drained.get_future();
+  net::post(impl_->core, [this, &drained] {
+    impl_->stopping = true;
+    impl_->drained = &drained;
+    net::post(impl_->acceptor_strand, [this] {
+      boost::system::error_code ignored;
+      impl_->acceptor.close(ignored);
+    });
+    for (auto& [id, channel] : impl_->live) channel->close();
+    impl_->check_drained();
+  });
+  if (done.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    log("ck: sessions did not drain within 10 s; stopping anyway");
+    net::post(impl_->core, [this] { impl_->drained = nullptr; });
+    impl_->ioc.stop();
+  }
+  impl_->work.reset();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+  log("ck: stopped");
+}
+
+StateSnapshot ControllerService::snapshot_state() {
+  return net::co_spawn(impl_->core, async_snapshot_state(), net::use_future).get();
+}
+
+net::awaitable<StateSnapshot> ControllerService::async_snapshot_state() {
+  co_return co_await net::co_spawn(
+      impl_->core,
+      [](ControllerService* self) -> net::awaitable<StateSnapshot> {
+        StateSnapshot out;
+        for (const auto& [id, km] : self->network_.kms()) out.kms.push_back(km);
+        for (const auto& [id, link] : self->network_.links()) out.links.push_back(link);
+        out.alarms = self->alarms_.list();
+        out.sessions = self->impl_->registered.size();
+        co_return out;
+      }(this),
+      net::use_awaitable);
+}
+
+CountersSnapshot ControllerService::counters() const {
+  CountersSnapshot out;
+  const auto& c = impl_->counters;
+  for (std::size_t i = 0; i < CkCounters::kCodes; ++i) {
+    if (auto n = c.inbound[i].load())
+      out.inbound[command_label(static_cast<std::uint16_t>(0x1400 | i))] = n;
+    if (auto n = c.outbound[i].load())
+      out.outbound[command_label(static_cast<std::uint16_t>(0x4100 | i))] = n;
+  }
+  if (auto n = c.inbound_other.load()) out.inbound["other"] = n;
+  {
+    std::lock_guard lock(impl_->errors_mu);
+    for (const auto& [k, v] : impl_->protocol_errors) out.protocol_errors[k] = v;
+  }
+  out.connections_accepted = c.connections_accepted.load();
+  out.connections_active = c.connections_active.load();
+  out.registrations = c.registrations.load();
+  out.km_errors_received = c.km_errors_received.load();
+  out.handler_failures = c.handler_failures.load();
+  out.max_connection_buffer = c.max_connection_buffer.load();
+  return out;
+}
+
+net::any_io_executor ControllerService::core_executor() const { return impl_->core; }
+
+std::shared_ptr<southbound::CkChannel> ControllerService::channel_of(
+    const std::string& km_id) const {
+  auto it = impl_->registered.find(km_id);
+  return it == impl_->registered.end() ? nullptr : it->second.channel;
+}
+
+void ControllerService::log(std::string_view line) {
+  std::lock_guard lock(impl_->log_mu);
+  if (options_.log) {
+    options_.log(line);
+    return;
+  }
+  std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+}
+
+}  // namespace qkdn::service
