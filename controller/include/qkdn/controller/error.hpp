@@ -54,7 +54,10 @@ class Internal : public Error {
 int error_http_status(ErrorCode code) noexcept;
 /// Short machine name of a code ("invalid_argument", "not_found", ...), used in problem types.
 std::string_view error_name(ErrorCode code) noexcept;
-/// The Ck error code of ck-protocol.md clause 3 that best carries this code.
+/// The Ck error code of ck-protocol.md clause 3 that best carries this code: invalid_argument and
+/// conflict -> "bad_request", not_found -> "unknown_kma" (callers that know the missing entity is
+/// an application or a key send "unknown_application" / "unknown_key" themselves), unavailable and
+/// internal -> "internal".
 std::string_view error_ck_code(ErrorCode code) noexcept;
 
 }  // namespace qkdn
