@@ -3,4 +3,5 @@ list(APPEND QKDN_CORE_SOURCES
   core/clock.cpp
   core/topology.cpp
   core/network.cpp
+  core/alarms.cpp
 )

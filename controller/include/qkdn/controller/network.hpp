@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "qkdn/controller/clock.hpp"
@@ -35,29 +37,48 @@ struct Km {
 };
 
 /// A link with its declared attributes and its live key-pool state.
+///
+/// Operational state rule (Network keeps `oper` up to date on every mutation):
+/// - the link is *connected* when both end KMs are connected over Ck and both ends' last word on
+///   it is "up" (reported_up_a && reported_up_b). An end's word is set by its registration (a KM
+///   that lists the link in Register says "up" until a status report or alarm says otherwise; a
+///   KM that does not list it says "down"), then by each status report (state) and by
+///   link_down / link_up alarms;
+/// - oper = kDown when not connected; kAlarm when connected and qber_alarm; kUp otherwise.
+/// Admin state does not change oper: routing excludes links that are not kEnabled by itself.
 struct Link {
   LinkSpec spec;
   AdminState admin = AdminState::kEnabled;
-  /// Operational state: kDown when the agent reports it down or an end KM is disconnected or has
-  /// never reported it; kAlarm while a qber_high alarm is active; kUp otherwise.
+  /// Operational state: kDown when an end reports it down, an end KM is disconnected, or an end
+  /// has never declared it; kAlarm while qber_alarm is set; kUp otherwise (see the rule above).
   OperState oper = OperState::kDown;
-  bool reported_up = false;  ///< last state the agents reported ("up")
-  bool qber_alarm = false;   ///< a qber_high alarm is active for this link
-  bool pool_low = false;     ///< a key_pool_low alarm is active for this link
+  bool reported_up = false;    ///< both ends' last word is "up" (reported_up_a && reported_up_b)
+  bool reported_up_a = false;  ///< last state declared or reported by KM spec.a
+  bool reported_up_b = false;  ///< last state declared or reported by KM spec.b
+  /// QBER is high: set by a report above the threshold or by a qber_high alarm; cleared by a
+  /// report below threshold * (1 - qber_hysteresis) or by a "cleared" qber_high alarm.
+  bool qber_alarm = false;
+  /// Key pool is low: set by a report with stored_key_bits below the floor or by a key_pool_low
+  /// alarm; cleared by a report at or above the floor or a "cleared" key_pool_low alarm. Not
+  /// evaluated before the first report (a fresh link is not low).
+  bool pool_low = false;
   std::uint64_t stored_keys = 0;
   std::uint64_t stored_key_bits = 0;
-  double key_rate_bps = 0;          ///< measured generation rate (nominal until reported)
-  double consumption_rate_bps = 0;  ///< measured consumption rate
-  double qber = 0;                  ///< last reported QBER (nominal until reported)
-  std::optional<double> qber_threshold;     ///< per-link override of Thresholds::qber
-  std::optional<std::uint64_t> pool_floor_bits;  ///< per-link override of Thresholds::pool_floor_bits
-  SysTime last_report{};
+  double key_rate_bps = 0;               ///< measured generation rate (nominal until reported)
+  double consumption_rate_bps = 0;       ///< measured consumption rate
+  double qber = 0;                       ///< last reported QBER (nominal until reported)
+  std::optional<double> qber_threshold;  ///< per-link override of Thresholds::qber
+  std::optional<std::uint64_t>
+      pool_floor_bits;    ///< per-link override of Thresholds::pool_floor_bits
+  SysTime last_report{};  ///< time of the last status report about it (epoch = never)
 };
 
 /// Network-wide thresholds used for exclusion and alarms.
 struct Thresholds {
   double qber = 0.11;                   ///< above this a link is excluded from routing
   std::uint64_t pool_floor_bits = 256;  ///< below this a link is excluded from routing
+  /// A QBER alarm raised above `qber` clears only below qber * (1 - qber_hysteresis).
+  double qber_hysteresis = 0.10;
 };
 
 /// One link entry of a status report (0x14E3).
@@ -85,7 +106,11 @@ struct Registration {
   std::string software;
 };
 
-/// A change the rerouting engine, alarms and metrics react to.
+/// A change the rerouting engine, alarms and metrics react to. Each kind reports a transition of
+/// one flag, never a repeat: kKmConnected/kKmDisconnected (Km::connected; kKmConnected is also
+/// emitted on a re-registration), kLinkUp/kLinkDown (the link's connectivity, i.e. oper leaving
+/// or entering kDown; kUp <-> kAlarm is reported by kQberHigh/kQberNormal only),
+/// kQberHigh/kQberNormal (Link::qber_alarm), kPoolLow/kPoolOk (Link::pool_low).
 struct NetworkEvent {
   enum class Kind {
     kKmConnected,
@@ -107,45 +132,65 @@ struct NetworkEvent {
 
 std::string_view to_string(NetworkEvent::Kind k) noexcept;
 
-/// The live network. Mutators return the events they caused, in order.
+/// The live network. Mutators return the events they caused, in order. Per-call cost is
+/// O(log n) per link or KM touched (status reports touch only the links they name; KM
+/// (dis)connection touches only that KM's links); only apply_topology and topology() are O(n).
+/// Threshold changes take effect at the next report of each link.
 class Network {
  public:
   explicit Network(const Clock& clock) : clock_(&clock) {}
 
   /// Replaces the declared topology (all or nothing: validate_topology first). Live state of KMs
-  /// and links that keep their IDs is preserved; KMs that vanish are forgotten.
+  /// and links that keep their IDs is preserved (a link whose ends changed starts afresh; the
+  /// nominal rate/QBER of a link never reported follow the new spec). KMs that vanish are
+  /// forgotten. Events: kTopologyReplaced, then kKmDisconnected for each vanished connected KM
+  /// (the caller should close its Ck connection), then kLinkDown for vanished or changed links
+  /// that were not down, then link transitions. Throws InvalidArgument.
   std::vector<NetworkEvent> apply_topology(const TopologyDoc& doc);
   /// The declared topology, in document order (with current nominal values).
   [[nodiscard]] TopologyDoc topology() const;
 
   /// A KM registered on a Ck connection. Throws NotFound if the KM is not in the topology.
-  /// Links named in the registration that the topology does not know are ignored and returned in
-  /// `unknown_links` so the caller can log them.
+  /// Marks it connected, records endpoint, software and attached SAEs (which then map to it in
+  /// km_for_sae). The KM's word on each of its declared links becomes "up" if it lists the link,
+  /// "down" otherwise. Links named in the registration that the topology does not know (or that do
+  /// not join this KM and the named peer) are ignored and returned in `unknown_links` so the caller
+  /// can log them. Events: kKmConnected, then link transitions in link_id order.
   std::vector<NetworkEvent> register_km(const Registration& reg,
                                         std::vector<std::string>* unknown_links = nullptr);
   /// The KM's Ck connection ended (or it missed its heartbeats). Its links go down for routing.
+  /// Throws NotFound for an unknown KM; a KM already disconnected gives no events.
   std::vector<NetworkEvent> disconnect_km(const std::string& km_id);
-  /// Any frame from the KM refreshes last_seen.
+  /// Any frame from the KM refreshes last_seen. Throws NotFound.
   void touch_km(const std::string& km_id);
-  /// Applies a status report from `kma_id`. Links not touching kma_id are rejected with
-  /// InvalidArgument (a KM reports only its own links); unknown links are ignored.
+  /// Applies a status report from `kma_id` (all or nothing). Links not touching kma_id, and
+  /// negative/non-finite numbers or a QBER above 1, are rejected with InvalidArgument (a KM
+  /// reports only its own links); unknown links are ignored; an unknown KMA throws NotFound.
+  /// Events per link, on change only: kLinkUp/kLinkDown, kQberHigh/kQberNormal (value = QBER),
+  /// kPoolLow/kPoolOk (value = stored bits).
   std::vector<NetworkEvent> apply_status(const std::string& kma_id,
                                          const std::vector<LinkReport>& links);
   /// Applies an alarm's effect on link state (qber_high, link_down, link_up, key_pool_low;
-  /// severity "cleared" ends qber_high / key_pool_low).
+  /// severity "cleared" ends qber_high / key_pool_low, and a cleared link_down means up).
+  /// relay_failure and peer_unreachable have no effect on state. Throws NotFound for an unknown
+  /// KMA, InvalidArgument for an unknown alarm or severity, a missing link_id on a link alarm or a
+  /// link not touching kma_id; an unknown link is ignored.
   std::vector<NetworkEvent> apply_alarm(const std::string& kma_id, const std::string& alarm,
                                         const std::string& link_id, const std::string& severity,
                                         double value);
-  /// SAEs attached / detached at a KM (0x14E7).
+  /// SAEs attached / detached at a KM (0x14E7). A detached SAE falls back to the KM the topology
+  /// declares for it (if any). Throws NotFound for an unknown KM.
   void update_applications(const std::string& km_id, const std::vector<std::string>& attached,
                            const std::vector<std::string>& detached);
-  /// Sets a link's admin state. Throws NotFound.
+  /// Sets a link's admin state. Throws NotFound. Emits kAdminChanged when it changes.
   std::vector<NetworkEvent> set_admin(const std::string& link_id, AdminState admin);
 
   [[nodiscard]] const std::map<std::string, Km>& kms() const { return kms_; }
   [[nodiscard]] const std::map<std::string, Link>& links() const { return links_; }
   [[nodiscard]] const Km* find_km(const std::string& km_id) const;
   [[nodiscard]] const Link* find_link(const std::string& link_id) const;
+  /// Mutable access for operator edits (thresholds, nominal values). Counts as a change: version()
+  /// increases whenever a link is found.
   Link* find_link_mut(const std::string& link_id);
   /// SAE -> serving KM, from the topology and from agents' registrations.
   [[nodiscard]] std::optional<std::string> km_for_sae(const std::string& sae_id) const;
@@ -161,7 +206,14 @@ class Network {
   [[nodiscard]] std::string name() const { return name_; }
 
  private:
-  void recompute_oper(Link& link, std::vector<NetworkEvent>& events);
+  void recompute_oper(Link& link, const std::string& km_id, std::vector<NetworkEvent>& events);
+  void set_qber_alarm(Link& link, bool on, const std::string& km_id,
+                      std::vector<NetworkEvent>& events);
+  void set_pool_low(Link& link, bool on, double value, const std::string& km_id,
+                    std::vector<NetworkEvent>& events);
+  Km& km_or_throw(const std::string& km_id);
+  Link* link_of_km(const std::string& kma_id, const std::string& link_id, std::string_view where);
+  void detach_app(const std::string& km_id, const std::string& sae_id);
 
   const Clock* clock_;
   std::string name_;
@@ -171,6 +223,8 @@ class Network {
   std::map<std::string, Link> links_;
   std::map<std::string, std::string> apps_;  // sae -> km
   std::vector<AppSpec> declared_apps_;
+  std::map<std::string, std::string> declared_app_km_;        // sae -> km, from the topology
+  std::map<std::string, std::set<std::string>> links_by_km_;  // km -> its link IDs
   Thresholds thresholds_;
   std::uint64_t version_ = 0;
 };
