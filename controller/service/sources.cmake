@@ -1,9 +1,9 @@
 # controller/service: the service layer (core on a strand, Ck server and sessions) and the daemon.
 add_library(qkdn_service STATIC
-  service/src/controller_service.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/controller_service.cpp
 )
-target_include_directories(qkdn_service PUBLIC service/include)
+target_include_directories(qkdn_service PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
 target_link_libraries(qkdn_service PUBLIC qkdn_core qkdn_southbound_net PRIVATE qkdn_options)
 
-add_executable(qkdn-controller main/main.cpp)
+add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp)
 target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_options)
