@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Development PKI for Ck and ETSI 014: a CA, the controller, KMs and SAEs (openssl CLI).
+set -euo pipefail
+
+usage() {
+  cat <<'TXT'
+Usage: scripts/dev-ca.sh [--topology FILE] [--km ID]... [--sae ID]... [--days N] OUTDIR
+
+Creates (once; existing files are kept, so it is idempotent) under OUTDIR:
+  ca.pem, ca.key                 development CA (EC P-256)
+  controller.pem, controller.key CN=qkdn-controller, SAN DNS:localhost, IP:127.0.0.1
+  km/<km_id>.pem, .key           CN=<km_id>, SAN URI:urn:qkdn:km:<km_id> (client and server use)
+  sae/<sae_id>.pem, .key         CN=<sae_id> (client use)
+KMs and SAEs come from --km/--sae and from a topology document (kms[].km_id,
+applications[].sae_id). Development only: keys are unencrypted.
+
+Examples:
+  scripts/dev-ca.sh --topology tests/data/topologies/tokyo-qkd.json pki/
+  scripts/dev-ca.sh --km KM1 --km KM2 --sae SAE-A /tmp/pki
+TXT
+}
+
+kms=()
+saes=()
+topology=""
+days=825
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --topology) topology="${2:?--topology needs a file}"; shift 2 ;;
+    --km) kms+=("${2:?--km needs an id}"); shift 2 ;;
+    --sae) saes+=("${2:?--sae needs an id}"); shift 2 ;;
+    --days) days="${2:?--days needs a number}"; shift 2 ;;
+    -*) echo "dev-ca.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) [ -z "$out" ] || { echo "dev-ca.sh: one OUTDIR only" >&2; exit 2; }; out="$1"; shift ;;
+  esac
+done
+[ -n "$out" ] || { echo "dev-ca.sh: OUTDIR is required (see --help)" >&2; exit 2; }
+command -v openssl >/dev/null || { echo "dev-ca.sh: openssl not found" >&2; exit 1; }
+
+valid_id() { [[ "$1" =~ ^[A-Za-z0-9._:-]{1,128}$ ]]; }
+
+if [ -n "$topology" ]; then
+  [ -r "$topology" ] || { echo "dev-ca.sh: cannot read topology '$topology'" >&2; exit 1; }
+  mapfile -t tkms < <(python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+print("\n".join(k["km_id"] for k in d.get("kms",[])))' "$topology")
+  mapfile -t tsaes < <(python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+print("\n".join(a["sae_id"] for a in d.get("applications",[])))' "$topology")
+  for k in "${tkms[@]}"; do [ -n "$k" ] && kms+=("$k"); done
+  for s in "${tsaes[@]}"; do [ -n "$s" ] && saes+=("$s"); done
+fi
+
+mkdir -p "$out/km" "$out/sae"
+umask 077
+
+if [ ! -s "$out/ca.pem" ] || [ ! -s "$out/ca.key" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+    -keyout "$out/ca.key" -out "$out/ca.pem" -subj "/CN=qkdn-dev-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    2>/dev/null
+  echo "dev-ca.sh: created $out/ca.pem"
+fi
+
+# issue NAME_PATH CN EXTENSIONS
+issue() {
+  local base="$1" cn="$2" ext="$3"
+  if [ -s "$base.pem" ] && [ -s "$base.key" ]; then return 0; fi
+  local extfile
+  extfile=$(mktemp)
+  printf '%s\n' "$ext" >"$extfile"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$base.key" \
+    -out "$base.csr" -subj "/CN=$cn" 2>/dev/null
+  openssl x509 -req -in "$base.csr" -CA "$out/ca.pem" -CAkey "$out/ca.key" -CAcreateserial \
+    -days "$days" -out "$base.pem" -extfile "$extfile" 2>/dev/null
+  rm -f "$base.csr" "$extfile"
+  echo "dev-ca.sh: created $base.pem (CN=$cn)"
+}
+
+issue "$out/controller" "qkdn-controller" \
+  "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1"
+
+for k in "${kms[@]}"; do
+  valid_id "$k" || { echo "dev-ca.sh: bad KM id '$k'" >&2; exit 2; }
+  issue "$out/km/$k" "$k" \
+    "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=URI:urn:qkdn:km:$k,DNS:localhost,IP:127.0.0.1"
+done
+
+for s in "${saes[@]}"; do
+  valid_id "$s" || { echo "dev-ca.sh: bad SAE id '$s'" >&2; exit 2; }
+  issue "$out/sae/$s" "$s" \
+    "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth"
+done
