@@ -1,11 +1,17 @@
 # End-to-end tests: real controller and agent processes, driven by Python scripts.
-find_package(Python3 REQUIRED COMPONENTS Interpreter)
+# Debian's interpreter, which has python3-requests from scripts/install-deps.sh.
+if(EXISTS /usr/bin/python3)
+  set(QKDN_PYTHON /usr/bin/python3)
+else()
+  find_package(Python3 REQUIRED COMPONENTS Interpreter)
+  set(QKDN_PYTHON ${Python3_EXECUTABLE})
+endif()
 set(QKDN_E2E_ENV
   "QKDN_CONTROLLER=$<TARGET_FILE:qkdn-controller>"
   "QKDN_AGENT=$<TARGET_FILE:qkdn-agent>"
   "PYTHONDONTWRITEBYTECODE=1")
 function(qkdn_e2e_test name script)
-  add_test(NAME ${name} COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/${script})
+  add_test(NAME ${name} COMMAND ${QKDN_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/${script})
   set_tests_properties(${name} PROPERTIES LABELS e2e ENVIRONMENT "${QKDN_E2E_ENV}" TIMEOUT 180)
 endfunction()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
