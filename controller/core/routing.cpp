@@ -1,0 +1,320 @@
+// Topology snapshots, link exclusion and hop costs. Route search lives in yen.cpp.
+#include "qkdn/controller/routing.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+#include <utility>
+
+#include "qkdn/controller/error.hpp"
+
+namespace qkdn::controller {
+
+namespace {
+
+constexpr ExclusionReason kAllReasons[] = {
+    ExclusionReason::kLinkDown,       ExclusionReason::kAlarm,
+    ExclusionReason::kAdminDisabled,  ExclusionReason::kMaintenance,
+    ExclusionReason::kQberHigh,       ExclusionReason::kPoolBelowFloor,
+    ExclusionReason::kKmDisconnected, ExclusionReason::kAvoidedLink,
+    ExclusionReason::kAvoidedKm,      ExclusionReason::kPoolBelowDemand,
+};
+
+constexpr std::uint32_t bit(ExclusionReason r) { return static_cast<std::uint32_t>(r); }
+
+std::string format(const char* fmt, double a, double b) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, fmt, a, b);
+  return buf;
+}
+
+std::string describe(const SnapshotLink& l, ExclusionReason r, const RouteOptions& options) {
+  switch (r) {
+    case ExclusionReason::kLinkDown:
+      return "link is down";
+    case ExclusionReason::kAlarm:
+      return "link is in alarm";
+    case ExclusionReason::kAdminDisabled:
+      return "link is administratively disabled";
+    case ExclusionReason::kMaintenance:
+      return "link is in maintenance";
+    case ExclusionReason::kQberHigh:
+      return format("qber %.3f > threshold %.3f", l.qber, l.qber_threshold);
+    case ExclusionReason::kPoolBelowFloor:
+      return format("pool %.0f bits < floor %.0f bits", static_cast<double>(l.pool_bits),
+                    static_cast<double>(l.pool_floor_bits));
+    case ExclusionReason::kKmDisconnected: {
+      std::string s = "KM ";
+      if (!l.a_connected) s += "'" + l.a + "'";
+      if (!l.a_connected && !l.b_connected) s += " and ";
+      if (!l.b_connected) s += "'" + l.b + "'";
+      return s + " not connected";
+    }
+    case ExclusionReason::kAvoidedLink:
+      return "link avoided by request";
+    case ExclusionReason::kAvoidedKm:
+      return "end KM avoided by request";
+    case ExclusionReason::kPoolBelowDemand:
+      return format(
+          "pool %.0f bits < floor + demand %.0f bits", static_cast<double>(l.pool_bits),
+          static_cast<double>(l.pool_floor_bits) + static_cast<double>(options.demand_bits));
+  }
+  return {};
+}
+
+// Reasons that do not depend on the query.
+std::uint32_t static_mask(const SnapshotLink& l) {
+  std::uint32_t m = 0;
+  if (l.oper == OperState::kDown) m |= bit(ExclusionReason::kLinkDown);
+  if (l.oper == OperState::kAlarm) m |= bit(ExclusionReason::kAlarm);
+  if (l.admin == AdminState::kDisabled) m |= bit(ExclusionReason::kAdminDisabled);
+  if (l.admin == AdminState::kMaintenance) m |= bit(ExclusionReason::kMaintenance);
+  if (l.qber > l.qber_threshold) m |= bit(ExclusionReason::kQberHigh);
+  if (l.pool_bits < l.pool_floor_bits) m |= bit(ExclusionReason::kPoolBelowFloor);
+  return m;
+}
+
+}  // namespace
+
+std::string_view to_string(RouteMetric m) noexcept {
+  switch (m) {
+    case RouteMetric::kKeyAware:
+      return "key_aware";
+    case RouteMetric::kWidestShortest:
+      return "widest_shortest";
+    case RouteMetric::kHopCount:
+      return "hop_count";
+  }
+  return "unknown";
+}
+
+RouteMetric parse_route_metric(std::string_view s) {
+  for (auto m : {RouteMetric::kKeyAware, RouteMetric::kWidestShortest, RouteMetric::kHopCount}) {
+    if (to_string(m) == s) return m;
+  }
+  throw InvalidArgument("unknown route metric '" + std::string(s) +
+                        "' (expected key_aware, widest_shortest or hop_count)");
+}
+
+std::string_view to_string(ExclusionReason r) noexcept {
+  switch (r) {
+    case ExclusionReason::kLinkDown:
+      return "link_down";
+    case ExclusionReason::kAlarm:
+      return "alarm";
+    case ExclusionReason::kAdminDisabled:
+      return "admin_disabled";
+    case ExclusionReason::kMaintenance:
+      return "maintenance";
+    case ExclusionReason::kQberHigh:
+      return "qber_high";
+    case ExclusionReason::kPoolBelowFloor:
+      return "pool_below_floor";
+    case ExclusionReason::kKmDisconnected:
+      return "km_disconnected";
+    case ExclusionReason::kAvoidedLink:
+      return "avoided_link";
+    case ExclusionReason::kAvoidedKm:
+      return "avoided_km";
+    case ExclusionReason::kPoolBelowDemand:
+      return "pool_below_demand";
+  }
+  return "unknown";
+}
+
+// ---- snapshots ---------------------------------------------------------------------------------
+
+void TopologySnapshot::build_graph() {
+  std::sort(kms_.begin(), kms_.end(),
+            [](const SnapshotKm& x, const SnapshotKm& y) { return x.km_id < y.km_id; });
+  std::sort(links_.begin(), links_.end(),
+            [](const SnapshotLink& x, const SnapshotLink& y) { return x.link_id < y.link_id; });
+  km_by_id_.clear();
+  link_by_id_.clear();
+  for (std::size_t i = 0; i < kms_.size(); ++i) km_by_id_.emplace(kms_[i].km_id, i);
+  graph_ = Graph(kms_.size());
+  std::map<std::pair<std::size_t, std::size_t>, std::vector<std::size_t>> by_pair;
+  for (std::size_t i = 0; i < links_.size(); ++i) {
+    auto& l = links_[i];
+    link_by_id_.emplace(l.link_id, i);
+    auto a = km_by_id_.find(l.a);
+    auto b = km_by_id_.find(l.b);
+    if (a == km_by_id_.end() || b == km_by_id_.end()) {
+      throw Internal("snapshot link '" + l.link_id + "' joins an unknown KM");
+    }
+    l.a_connected = kms_[a->second].connected;
+    l.b_connected = kms_[b->second].connected;
+    boost::add_edge(a->second, b->second, i, graph_);
+    by_pair[std::minmax(a->second, b->second)].push_back(i);
+  }
+  parallel_groups_.clear();
+  for (auto& [pair, group] : by_pair) {
+    if (group.size() > 1) parallel_groups_.push_back(std::move(group));
+  }
+  std::sort(parallel_groups_.begin(), parallel_groups_.end());
+}
+
+std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_network(const Network& network) {
+  std::shared_ptr<TopologySnapshot> s(new TopologySnapshot());
+  s->thresholds_ = network.thresholds();
+  s->version_ = network.version();
+  for (const auto& [id, km] : network.kms()) s->kms_.push_back({id, km.connected});
+  for (const auto& [id, link] : network.links()) {
+    SnapshotLink l;
+    l.link_id = id;
+    l.a = link.spec.a;
+    l.b = link.spec.b;
+    l.admin = link.admin;
+    // KM connectivity is kept apart from the link's own state (see SnapshotLink::oper).
+    if (link.qber_alarm || link.oper == OperState::kAlarm) {
+      l.oper = OperState::kAlarm;
+    } else {
+      l.oper = link.reported_up ? OperState::kUp : OperState::kDown;
+    }
+    l.pool_bits = link.stored_key_bits;
+    l.key_rate_bps = link.key_rate_bps;
+    l.consumption_rate_bps = link.consumption_rate_bps;
+    l.qber = link.qber;
+    l.distance_km = link.spec.distance_km;
+    l.qber_threshold = link.qber_threshold.value_or(s->thresholds_.qber);
+    l.pool_floor_bits = link.pool_floor_bits.value_or(s->thresholds_.pool_floor_bits);
+    s->links_.push_back(std::move(l));
+  }
+  s->build_graph();
+  return s;
+}
+
+std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_doc(const TopologyDoc& doc,
+                                                                   const LiveState& live) {
+  validate_topology(doc);
+  std::shared_ptr<TopologySnapshot> s(new TopologySnapshot());
+  s->thresholds_ = live.thresholds;
+  for (const auto& km : doc.kms) {
+    s->kms_.push_back({km.km_id, !live.disconnected_kms.contains(km.km_id)});
+  }
+  std::set<std::string> seen;
+  for (const auto& spec : doc.links) {
+    auto it = live.links.find(spec.link_id);
+    const LinkLive& v = it == live.links.end() ? live.defaults : it->second;
+    if (it != live.links.end()) seen.insert(spec.link_id);
+    SnapshotLink l;
+    l.link_id = spec.link_id;
+    l.a = spec.a;
+    l.b = spec.b;
+    l.admin = v.admin;
+    l.oper = v.oper;
+    l.pool_bits = v.pool_bits;
+    l.key_rate_bps = v.key_rate_bps.value_or(spec.key_rate_bps);
+    l.consumption_rate_bps = v.consumption_rate_bps;
+    l.qber = v.qber.value_or(spec.qber);
+    l.distance_km = spec.distance_km;
+    l.qber_threshold = v.qber_threshold.value_or(live.thresholds.qber);
+    l.pool_floor_bits = v.pool_floor_bits.value_or(live.thresholds.pool_floor_bits);
+    s->links_.push_back(std::move(l));
+  }
+  for (const auto& [id, v] : live.links) {
+    if (!seen.contains(id)) throw NotFound("live values for unknown link '" + id + "'");
+  }
+  s->build_graph();
+  return s;
+}
+
+std::shared_ptr<const TopologySnapshot> TopologySnapshot::with_key_state(
+    std::span<const KeyState> state) const {
+  if (state.size() != links_.size()) {
+    throw InvalidArgument("with_key_state: " + std::to_string(state.size()) + " entries for " +
+                          std::to_string(links_.size()) + " links");
+  }
+  std::shared_ptr<TopologySnapshot> s(new TopologySnapshot(*this));
+  for (std::size_t i = 0; i < state.size(); ++i) {
+    s->links_[i].pool_bits = state[i].pool_bits;
+    s->links_[i].key_rate_bps = state[i].key_rate_bps;
+    s->links_[i].consumption_rate_bps = state[i].consumption_rate_bps;
+  }
+  return s;
+}
+
+std::optional<std::size_t> TopologySnapshot::km_index(const std::string& km_id) const {
+  auto it = km_by_id_.find(km_id);
+  if (it == km_by_id_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::size_t> TopologySnapshot::link_index(const std::string& link_id) const {
+  auto it = link_by_id_.find(link_id);
+  if (it == link_by_id_.end()) return std::nullopt;
+  return it->second;
+}
+
+// ---- exclusion and cost ------------------------------------------------------------------------
+
+std::uint32_t exclusion_mask(const TopologySnapshot& snapshot, std::size_t index,
+                             const RouteOptions& options) {
+  const SnapshotLink& l = snapshot.links().at(index);
+  std::uint32_t m = static_mask(l);
+  if (options.require_connected && (!l.a_connected || !l.b_connected)) {
+    m |= bit(ExclusionReason::kKmDisconnected);
+  }
+  if (std::find(options.avoid_links.begin(), options.avoid_links.end(), l.link_id) !=
+      options.avoid_links.end()) {
+    m |= bit(ExclusionReason::kAvoidedLink);
+  }
+  for (const auto& km : options.avoid_kms) {
+    if (km == l.a || km == l.b) m |= bit(ExclusionReason::kAvoidedKm);
+  }
+  if (options.demand_bits > 0 && l.pool_bits >= l.pool_floor_bits &&
+      l.pool_bits - l.pool_floor_bits < options.demand_bits) {
+    m |= bit(ExclusionReason::kPoolBelowDemand);
+  }
+  return m;
+}
+
+std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
+                                       const RouteOptions& options) {
+  for (const auto& km : options.avoid_kms) {
+    if (!snapshot.km_index(km)) throw NotFound("unknown KM '" + km + "' in avoid_kms");
+  }
+  for (const auto& id : options.avoid_links) {
+    if (!snapshot.link_index(id)) throw NotFound("unknown link '" + id + "' in avoid_links");
+  }
+  std::vector<LinkVerdict> out;
+  out.reserve(snapshot.links().size());
+  for (std::size_t i = 0; i < snapshot.links().size(); ++i) {
+    const SnapshotLink& l = snapshot.links()[i];
+    LinkVerdict v;
+    v.link_id = l.link_id;
+    v.a = l.a;
+    v.b = l.b;
+    const std::uint32_t m = exclusion_mask(snapshot, i, options);
+    v.usable = m == 0;
+    for (auto r : kAllReasons) {
+      if ((m & bit(r)) == 0) continue;
+      v.reasons.push_back(r);
+      if (!v.detail.empty()) v.detail += "; ";
+      v.detail += describe(l, r, options);
+    }
+    if (v.usable) v.cost = hop_cost(l, options);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+double hop_cost(const SnapshotLink& link, const RouteOptions& options) {
+  if (options.metric != RouteMetric::kKeyAware) return 1.0;
+  const KeyAwareWeights& w = options.weights;
+  const double demand = static_cast<double>(
+      options.demand_bits > 0 ? options.demand_bits
+                              : std::max<std::uint64_t>(w.reference_demand_bits, 1));
+  const double available = link.pool_bits > link.pool_floor_bits
+                               ? static_cast<double>(link.pool_bits - link.pool_floor_bits)
+                               : 0.0;
+  // A link that makes less than 1 b/s is treated as making 1 b/s so the terms stay finite.
+  const double gen = std::max(link.key_rate_bps, 1.0);
+  const double scarcity = demand / (available + demand);
+  const double drain = std::max(0.0, link.consumption_rate_bps - gen) / gen;
+  const double regen = demand / (gen * std::max(w.horizon_s, 1e-9));
+  return 1.0 + w.alpha * scarcity + w.beta * drain + w.gamma * regen;
+}
+
+}  // namespace qkdn::controller

@@ -1,0 +1,254 @@
+// Key-aware routing over immutable topology snapshots (DESIGN.md section 3).
+//
+// A TopologySnapshot freezes what routing depends on (KMs, links, key pools, rates, QBER, states,
+// thresholds) in a Boost.Graph undirected multigraph: two KMs may be joined by several links,
+// each with its own key pool. Route queries are pure functions of a snapshot and RouteOptions:
+// deterministic, no clock, no randomness, safe to run on any thread that holds the snapshot.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/graph/adjacency_list.hpp>
+
+#include "qkdn/controller/network.hpp"
+#include "qkdn/controller/topology.hpp"
+
+namespace qkdn::controller {
+
+/// How a route is scored.
+enum class RouteMetric {
+  /// Sum of hop_cost(): a hop costs more as its pool drains, as its generation rate falls and as
+  /// consumption outruns generation. Lowest total first.
+  kKeyAware,
+  /// Largest bottleneck pool (bits) first; among equally wide routes, fewest hops first.
+  kWidestShortest,
+  /// Fewest hops first (baseline); every hop costs 1.
+  kHopCount,
+};
+
+/// "key_aware" | "widest_shortest" | "hop_count".
+std::string_view to_string(RouteMetric m) noexcept;
+/// Parses the names of to_string(RouteMetric); throws InvalidArgument.
+RouteMetric parse_route_metric(std::string_view s);
+
+/// Why a link cannot carry a route. A link may have several reasons at once.
+enum class ExclusionReason : std::uint32_t {
+  kLinkDown = 1U << 0,         ///< operational state down
+  kAlarm = 1U << 1,            ///< operational state alarm (e.g. qber_high active)
+  kAdminDisabled = 1U << 2,    ///< admin state disabled
+  kMaintenance = 1U << 3,      ///< admin state maintenance
+  kQberHigh = 1U << 4,         ///< QBER above the link's threshold (override, else network)
+  kPoolBelowFloor = 1U << 5,   ///< pool below the link's floor (override, else network)
+  kKmDisconnected = 1U << 6,   ///< an end KM has no Ck connection (when require_connected)
+  kAvoidedLink = 1U << 7,      ///< named in RouteOptions::avoid_links
+  kAvoidedKm = 1U << 8,        ///< an end KM is named in RouteOptions::avoid_kms
+  kPoolBelowDemand = 1U << 9,  ///< pool < floor + RouteOptions::demand_bits
+};
+
+/// Stable machine name: "link_down", "alarm", "admin_disabled", "maintenance", "qber_high",
+/// "pool_below_floor", "km_disconnected", "avoided_link", "avoided_km", "pool_below_demand".
+std::string_view to_string(ExclusionReason r) noexcept;
+
+/// One link as frozen in a snapshot, with its effective thresholds.
+struct SnapshotLink {
+  std::string link_id;
+  std::string a;
+  std::string b;
+  AdminState admin = AdminState::kEnabled;
+  /// The link's own operational state as its agents report it; KM connectivity is kept apart
+  /// (a_connected / b_connected) so that require_connected can be lifted for what-if queries.
+  OperState oper = OperState::kUp;
+  std::uint64_t pool_bits = 0;
+  double key_rate_bps = 0;
+  double consumption_rate_bps = 0;
+  double qber = 0;
+  double distance_km = 0;
+  double qber_threshold = 0;          ///< effective: per-link override, else network
+  std::uint64_t pool_floor_bits = 0;  ///< effective: per-link override, else network
+  bool a_connected = true;
+  bool b_connected = true;
+};
+
+/// One KM as frozen in a snapshot.
+struct SnapshotKm {
+  std::string km_id;
+  bool connected = true;
+};
+
+/// Live values of one link for TopologySnapshot::from_doc. Absent optionals take the nominal
+/// value of the LinkSpec (rate, QBER) or the network threshold (overrides).
+struct LinkLive {
+  AdminState admin = AdminState::kEnabled;
+  OperState oper = OperState::kUp;
+  std::uint64_t pool_bits = 0;
+  std::optional<double> key_rate_bps;
+  double consumption_rate_bps = 0;
+  std::optional<double> qber;
+  std::optional<double> qber_threshold;
+  std::optional<std::uint64_t> pool_floor_bits;
+};
+
+/// Live state to freeze together with a TopologyDoc (tests, benches, what-if queries).
+struct LiveState {
+  std::map<std::string, LinkLive> links;   ///< by link_id; unknown IDs throw NotFound
+  LinkLive defaults;                       ///< for links absent from `links`
+  std::set<std::string> disconnected_kms;  ///< every other KM counts as connected
+  Thresholds thresholds;
+};
+
+/// Pool and consumption of one link, for TopologySnapshot::with_key_state.
+struct KeyState {
+  std::uint64_t pool_bits = 0;
+  double key_rate_bps = 0;
+  double consumption_rate_bps = 0;
+};
+
+/// An immutable routing graph. Build it once per topology/state change and share it as
+/// std::shared_ptr<const TopologySnapshot>; readers never see it half-updated.
+/// KMs are numbered in km_id order and links in link_id order; the graph's vertex and edge
+/// indices follow these numberings, which makes every tie-break stable.
+class TopologySnapshot {
+ public:
+  /// Undirected multigraph; vertex = KM index, edge_index = link index.
+  using Graph =
+      boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS, boost::no_property,
+                            boost::property<boost::edge_index_t, std::size_t>>;
+
+  /// Freezes a live Network (controller strand). A link's oper is kAlarm while its qber_high
+  /// alarm is active, else what its agents last reported; KM connectivity comes from kms().
+  static std::shared_ptr<const TopologySnapshot> from_network(const Network& network);
+  /// Freezes a topology document with the given live values. Throws InvalidArgument if the
+  /// document is inconsistent (validate_topology) and NotFound for live values of unknown links.
+  static std::shared_ptr<const TopologySnapshot> from_doc(const TopologyDoc& doc,
+                                                          const LiveState& live = {});
+
+  /// A copy whose pools, rates and consumption are replaced, one entry per link in links()
+  /// order (simulations, frequent status reports). Throws InvalidArgument on a size mismatch.
+  [[nodiscard]] std::shared_ptr<const TopologySnapshot> with_key_state(
+      std::span<const KeyState> state) const;
+
+  /// KMs in km_id order.
+  [[nodiscard]] const std::vector<SnapshotKm>& kms() const { return kms_; }
+  /// Links in link_id order; index i is edge_index i of graph().
+  [[nodiscard]] const std::vector<SnapshotLink>& links() const { return links_; }
+  /// The Boost graph (read-only).
+  [[nodiscard]] const Graph& graph() const { return graph_; }
+  /// Index of a KM in kms(), or nullopt.
+  [[nodiscard]] std::optional<std::size_t> km_index(const std::string& km_id) const;
+  /// Index of a link in links(), or nullopt.
+  [[nodiscard]] std::optional<std::size_t> link_index(const std::string& link_id) const;
+  /// Network::version() when built from a Network, else 0.
+  [[nodiscard]] std::uint64_t version() const { return version_; }
+  /// Network thresholds in force when the snapshot was taken.
+  [[nodiscard]] const Thresholds& thresholds() const { return thresholds_; }
+  /// Parallel links: for every KM pair joined by two or more links, their indices in link_id
+  /// order. Groups are ordered by their first link.
+  [[nodiscard]] const std::vector<std::vector<std::size_t>>& parallel_groups() const {
+    return parallel_groups_;
+  }
+
+ private:
+  TopologySnapshot() = default;
+  void build_graph();
+
+  std::vector<SnapshotKm> kms_;
+  std::vector<SnapshotLink> links_;
+  std::map<std::string, std::size_t, std::less<>> km_by_id_;
+  std::map<std::string, std::size_t, std::less<>> link_by_id_;
+  std::vector<std::vector<std::size_t>> parallel_groups_;
+  Graph graph_;
+  Thresholds thresholds_;
+  std::uint64_t version_ = 0;
+};
+
+/// Tuning of the key-aware hop cost (see hop_cost). Defaults were chosen with
+/// bench_demand_replay; all weights must be >= 0.
+struct KeyAwareWeights {
+  double alpha = 4.0;                         ///< weight of pool scarcity
+  double beta = 1.0;                          ///< weight of consumption outrunning generation
+  double gamma = 1.0;                         ///< weight of the time to regenerate the demand
+  double horizon_s = 1.0;                     ///< time scale of the regeneration term, seconds
+  std::uint64_t reference_demand_bits = 256;  ///< demand assumed when demand_bits is 0
+};
+
+/// What a route query asks for.
+struct RouteOptions {
+  RouteMetric metric = RouteMetric::kKeyAware;
+  std::size_t k = 1;                     ///< number of loopless routes wanted (>= 1)
+  std::optional<std::size_t> max_hops;   ///< longest acceptable route, in hops
+  std::vector<std::string> avoid_kms;    ///< KMs no route may cross (unknown IDs throw NotFound)
+  std::vector<std::string> avoid_links;  ///< links no route may use (unknown IDs throw NotFound)
+  /// Exclude links whose end KM has no Ck connection. Lift it for what-if queries on a topology
+  /// without agents.
+  bool require_connected = true;
+  /// Key the caller will draw on every hop; links with pool < floor + demand_bits are excluded.
+  std::uint64_t demand_bits = 0;
+  KeyAwareWeights weights;
+};
+
+/// A loopless route. kms.size() == links.size() + 1; links[i] joins kms[i] and kms[i+1] (the best
+/// of the parallel links between them).
+struct Route {
+  std::vector<std::string> kms;
+  std::vector<std::string> links;
+  /// kKeyAware: sum of hop_cost; kHopCount: hops; kWidestShortest: hops (routes are ordered by
+  /// bottleneck_bits first).
+  double cost = 0;
+  std::uint64_t bottleneck_bits = 0;  ///< smallest pool on the route
+};
+
+/// Whether a link may carry routes under given options, and why not.
+struct LinkVerdict {
+  std::string link_id;
+  std::string a;
+  std::string b;
+  bool usable = false;
+  std::vector<ExclusionReason> reasons;  ///< empty when usable, in enum order otherwise
+  std::string detail;  ///< for people, e.g. "qber 0.130 > threshold 0.110"; empty when usable
+  double cost = 0;     ///< hop cost under options.metric when usable
+};
+
+/// The exclusion reasons of link `index` under `options`, as a bit set of ExclusionReason.
+/// Does not validate the avoid lists. Throws std::out_of_range on a bad index.
+std::uint32_t exclusion_mask(const TopologySnapshot& snapshot, std::size_t index,
+                             const RouteOptions& options);
+
+/// Every link in link_id order with its verdict (northbound "why was this link excluded").
+/// Throws NotFound for unknown IDs in the avoid lists.
+std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
+                                       const RouteOptions& options = {});
+
+/// Cost of crossing `link` under `options.metric`, assuming the link is usable.
+/// kHopCount and kWidestShortest: 1. kKeyAware, with D = demand_bits (reference_demand_bits when
+/// 0), A = max(pool - floor, 0), g = max(key_rate, 1 b/s), c = consumption rate:
+///   1 + alpha * D / (A + D)            scarcity: 0..1, grows as the pool drains toward the floor
+///     + beta * max(0, c - g) / g       drain: how much faster key leaves than it is made
+///     + gamma * D / (g * horizon_s)    regeneration: seconds to remake D, per horizon
+/// Every term is non-negative, so costs are >= 1 and Dijkstra/Yen apply; the cost falls as the
+/// pool or the generation rate grows and rises with consumption.
+double hop_cost(const SnapshotLink& link, const RouteOptions& options);
+
+/// Up to options.k loopless routes from src to dst, best first (Yen's algorithm over
+/// Boost.Graph Dijkstra). Between two KMs only the best parallel link is considered (lowest
+/// cost, then fuller pool, then link_id). Ties between routes are broken by KM order, then
+/// link order. src == dst gives one zero-hop route. No route is an empty vector.
+/// Throws NotFound for an unknown src, dst or avoid entry, InvalidArgument when k == 0 or a
+/// weight is negative.
+std::vector<Route> compute_routes(const TopologySnapshot& snapshot, const std::string& src,
+                                  const std::string& dst, const RouteOptions& options = {});
+
+/// The distinct first-hop KMs of the k best routes, in route order (Q.4164 0x1401/0x4102
+/// distributed mode). Same errors as compute_routes; empty when there is no route or src == dst.
+std::vector<std::string> next_hops(const TopologySnapshot& snapshot, const std::string& src,
+                                   const std::string& dst, const RouteOptions& options = {});
+
+}  // namespace qkdn::controller
