@@ -163,16 +163,23 @@ CREATE INDEX ledger_relay_idx ON ledger (relay_id);
 --   allocated: -> allocated (lease renewal) | consumed | released
 --   consumed, released: final
 -- and a key stays with the relay, link and KMs that first took it. Violations raise SQLSTATE
--- QK001, which PgStore maps to Conflict.
-CREATE FUNCTION qkdn_ledger_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+-- QK001, which PgStore maps to Conflict. The new-key rule is an AFTER INSERT trigger because
+-- with INSERT ... ON CONFLICT DO UPDATE, BEFORE INSERT triggers also fire for rows that end up
+-- updating an existing key; AFTER INSERT fires only for rows really inserted.
+CREATE FUNCTION qkdn_ledger_new_key() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    IF NEW.state NOT IN ('reserved', 'allocated') THEN
-      RAISE EXCEPTION 'ledger: key % is unknown and cannot enter state %', NEW.key_id, NEW.state
-        USING ERRCODE = 'QK001';
-    END IF;
-    RETURN NEW;
+  IF NEW.state NOT IN ('reserved', 'allocated') THEN
+    RAISE EXCEPTION 'ledger: key % is unknown and cannot enter state %', NEW.key_id, NEW.state
+      USING ERRCODE = 'QK001';
   END IF;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER ledger_new_key AFTER INSERT ON ledger
+  FOR EACH ROW EXECUTE FUNCTION qkdn_ledger_new_key();
+
+CREATE FUNCTION qkdn_ledger_transition() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
   IF NEW.key_id <> OLD.key_id OR NEW.relay_id <> OLD.relay_id OR NEW.link_id <> OLD.link_id
      OR NEW.km_id <> OLD.km_id OR NEW.peer_km_id <> OLD.peer_km_id THEN
     RAISE EXCEPTION 'ledger: key % already belongs to relay % on link %', OLD.key_id,
@@ -186,8 +193,8 @@ BEGIN
   RETURN NEW;
 END
 $$;
-CREATE TRIGGER ledger_guard BEFORE INSERT OR UPDATE ON ledger
-  FOR EACH ROW EXECUTE FUNCTION qkdn_ledger_guard();
+CREATE TRIGGER ledger_transition BEFORE UPDATE ON ledger
+  FOR EACH ROW EXECUTE FUNCTION qkdn_ledger_transition();
 
 CREATE FUNCTION qkdn_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

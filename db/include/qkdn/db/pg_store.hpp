@@ -1,0 +1,106 @@
+// PostgreSQL implementation of the core's Store (DESIGN.md section 8), on libpqxx. The libpqxx
+// headers stay private to db/: callers see only this class and qkdn errors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qkdn/controller/store.hpp"
+
+namespace qkdn::db {
+
+/// One embedded schema migration (db/migrations/NNNN_name.sql, compiled into the binary).
+struct Migration {
+  int version = 0;   ///< NNNN
+  std::string name;  ///< file name without .sql, e.g. "0001_initial"
+  std::string sql;
+};
+
+/// The migrations compiled into this binary, ascending version.
+const std::vector<Migration>& embedded_migrations();
+
+/// Settings of a PgStore.
+struct PgStoreOptions {
+  /// libpq connection string or URI, e.g. "postgresql://postgres@127.0.0.1:5432/qkdn".
+  std::string dsn;
+  /// Apply pending migrations when the store is constructed.
+  bool migrate = true;
+  /// load() returns every open session/relay and every active alarm, plus at most this many of
+  /// the most recently updated finished sessions, finished relays and cleared alarms.
+  std::size_t history_limit = 10000;
+};
+
+/// Store on one PostgreSQL connection. Not thread-safe: a PgStore (and its connection) belongs to
+/// the one thread that calls it; StorePool gives each database thread its own.
+///
+/// Errors: database unreachable or the connection lost → Unavailable (the next call reconnects
+/// by itself; a connection found dead before a statement was sent is replaced transparently);
+/// unique or ledger-rule violations → Conflict; check, not-null, foreign-key and bad-data
+/// violations → InvalidArgument. Every write is one transaction.
+class PgStore final : public controller::Store {
+ public:
+  /// Connects and, if options.migrate, applies pending migrations (migrate()). Throws
+  /// Unavailable when the database cannot be reached, Internal when the database holds a newer
+  /// schema than this binary knows.
+  explicit PgStore(PgStoreOptions options);
+  ~PgStore() override;
+  PgStore(const PgStore&) = delete;
+  PgStore& operator=(const PgStore&) = delete;
+
+  /// Applies the embedded migrations the database lacks, all in one transaction serialised
+  /// across processes by an advisory lock, recording each in schema_version. Returns how many
+  /// were applied (0 when up to date). Throws as the constructor.
+  int migrate();
+  /// The versions recorded in schema_version, ascending.
+  std::vector<int> schema_versions();
+
+  controller::StoredState load() override;
+  bool healthy() override;
+
+  void save_topology(const controller::TopologyDoc& doc) override;
+  void save_link_config(const controller::LinkConfigRecord& rec) override;
+  void delete_link_config(const std::string& link_id) override;
+
+  void save_policy(const controller::PolicyRecord& rec) override;
+  void delete_policy(const std::string& src_km, const std::string& dst_km) override;
+  void save_schedule(const controller::ScheduleRecord& rec) override;
+  void delete_schedule(const std::string& schedule_id) override;
+  void save_pinned_route(const controller::PinnedRouteRecord& rec) override;
+  void delete_pinned_route(const std::string& src_km, const std::string& dst_km) override;
+
+  void save_session(const controller::SessionRecord& rec) override;
+  void save_relay(const controller::RelayRecord& rec) override;
+
+  /// Rules (enforced by the database): a new key_id enters as reserved or allocated; reserved →
+  /// reserved (lease renewal) | allocated | released; allocated → allocated | consumed |
+  /// released; consumed and released are final; a key stays with its relay, link and KMs. Any
+  /// breach throws Conflict and nothing of the batch is applied.
+  void apply_ledger(const std::string& idempotency_key,
+                    const std::vector<controller::LedgerEntry>& entries) override;
+  bool ledger_batch_committed(const std::string& idempotency_key) override;
+
+  void save_alarm(const controller::Alarm& alarm) override;
+  void add_accounting(const controller::AccountingRecord& rec) override;
+  std::vector<controller::AccountingRecord> accounting(SysTime from, SysTime to,
+                                                       const std::string& sae_id) override;
+  std::int64_t append_audit(const controller::AuditRecord& rec) override;
+  std::vector<controller::AuditRecord> audit(std::int64_t after_id, std::size_t limit) override;
+
+ private:
+  struct Conn;
+  /// Runs fn(connection) and maps whatever it throws to a qkdn::Error (see fail()).
+  template <class F>
+  auto run(const char* what, F&& fn, bool prepare = true);
+  /// The live connection, opened (and its statements prepared) on demand.
+  Conn& connection(bool prepare);
+  /// Rethrows the exception being handled as a qkdn::Error; drops a dead connection.
+  [[noreturn]] void fail(const char* what);
+
+  PgStoreOptions options_;
+  std::unique_ptr<Conn> conn_;
+};
+
+}  // namespace qkdn::db
