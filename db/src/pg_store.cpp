@@ -448,7 +448,10 @@ PgStore::Conn& PgStore::connection(bool prepare) {
   if (conn_) {
     // A connection the server closed while we were idle (restart, idle timeout) shows up here,
     // before any statement is sent on it, so replacing it cannot lose or repeat a write.
+    // Twice: the first read may only pick up the server's goodbye message (57P01), the
+    // second then sees the end of the stream.
     try {
+      conn_->c.get_notifs();
       conn_->c.get_notifs();
     } catch (const std::exception&) {
       conn_.reset();

@@ -4,6 +4,77 @@
 
 namespace qkdn::db {
 
+namespace {
+
+/// The Store of one pool thread, made by the factory on first use. A factory failure (e.g.
+/// Unavailable while the database is down) is thrown from the call that needed the store, so
+/// that with_retry treats it like any other failure of that call; the next call tries again.
+class LazyStore final : public controller::Store {
+ public:
+  explicit LazyStore(const StorePool::Factory& factory) : factory_(factory) {}
+
+  controller::StoredState load() override { return get().load(); }
+  bool healthy() override {
+    try {
+      return get().healthy();
+    } catch (const Error&) {
+      return false;
+    }
+  }
+  void save_topology(const controller::TopologyDoc& d) override { get().save_topology(d); }
+  void save_link_config(const controller::LinkConfigRecord& r) override {
+    get().save_link_config(r);
+  }
+  void delete_link_config(const std::string& id) override { get().delete_link_config(id); }
+  void save_policy(const controller::PolicyRecord& r) override { get().save_policy(r); }
+  void delete_policy(const std::string& s, const std::string& d) override {
+    get().delete_policy(s, d);
+  }
+  void save_schedule(const controller::ScheduleRecord& r) override { get().save_schedule(r); }
+  void delete_schedule(const std::string& id) override { get().delete_schedule(id); }
+  void save_pinned_route(const controller::PinnedRouteRecord& r) override {
+    get().save_pinned_route(r);
+  }
+  void delete_pinned_route(const std::string& s, const std::string& d) override {
+    get().delete_pinned_route(s, d);
+  }
+  void save_session(const controller::SessionRecord& r) override { get().save_session(r); }
+  void save_relay(const controller::RelayRecord& r) override { get().save_relay(r); }
+  void apply_ledger(const std::string& key,
+                    const std::vector<controller::LedgerEntry>& entries) override {
+    get().apply_ledger(key, entries);
+  }
+  bool ledger_batch_committed(const std::string& key) override {
+    return get().ledger_batch_committed(key);
+  }
+  void save_alarm(const controller::Alarm& a) override { get().save_alarm(a); }
+  void add_accounting(const controller::AccountingRecord& r) override { get().add_accounting(r); }
+  std::vector<controller::AccountingRecord> accounting(SysTime from, SysTime to,
+                                                       const std::string& sae) override {
+    return get().accounting(from, to, sae);
+  }
+  std::int64_t append_audit(const controller::AuditRecord& r) override {
+    return get().append_audit(r);
+  }
+  std::vector<controller::AuditRecord> audit(std::int64_t after, std::size_t limit) override {
+    return get().audit(after, limit);
+  }
+
+ private:
+  controller::Store& get() {
+    if (!store_) {
+      store_ = factory_();
+      if (!store_) throw Internal("store: the store factory returned nothing");
+    }
+    return *store_;
+  }
+
+  const StorePool::Factory& factory_;
+  std::unique_ptr<controller::Store> store_;
+};
+
+}  // namespace
+
 std::chrono::milliseconds retry_backoff(const RetryPolicy& policy, int attempt) noexcept {
   auto d = std::max(policy.initial_backoff, std::chrono::milliseconds{0});
   for (int i = 1; i < attempt && d < policy.max_backoff; ++i) d *= 2;
@@ -92,7 +163,7 @@ void StorePool::enqueue(Job job) {
 }
 
 void StorePool::work() {
-  std::unique_ptr<controller::Store> store;
+  LazyStore store{factory_};
   for (;;) {
     Job job;
     {
@@ -102,16 +173,7 @@ void StorePool::work() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    if (!store) {
-      try {
-        store = factory_();
-        if (!store) throw Internal("store: the store factory returned nothing");
-      } catch (...) {
-        job.fail(std::current_exception());
-        continue;
-      }
-    }
-    job.run(*store);
+    job.run(store);
   }
 }
 

@@ -75,12 +75,15 @@ void apply_ledger_with_retry(controller::Store& store, const std::string& idempo
 
 /// A small pool of database threads. Each thread creates its own Store with the factory on first
 /// use (and again after the factory failed), uses it only from that thread, and destroys it
-/// there. Jobs run in submission order per queue, concurrently across threads: callers that
-/// need ordering between two writes must wait for the first.
+/// there. Jobs receive a per-thread Store that forwards to it. Jobs run in submission order per
+/// queue, concurrently across threads: callers that need ordering between two writes must wait for
+/// the first.
 class StorePool {
  public:
-  /// Makes the Store of one thread; may throw (e.g. Unavailable when the database is down),
-  /// in which case the job that needed it fails with that exception.
+  /// Makes the Store of one thread, on that thread, when a job first calls it. May throw (e.g.
+  /// Unavailable while the database is down): the Store call that needed it throws that
+  /// exception (so with_retry retries it like any failure of that call), and the next call
+  /// tries the factory again.
   using Factory = std::function<std::unique_ptr<controller::Store>()>;
 
   struct Options {
