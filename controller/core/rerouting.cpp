@@ -485,7 +485,8 @@ ReroutingOutput ReroutingEngine::on_events(const std::vector<NetworkEvent>& even
           break;
       }
       if (reason) {
-        hit.emplace_back(pair, *reason);
+        // Links that vanish with a new topology are the operator's doing.
+        hit.emplace_back(pair, topology ? RerouteReason::kOperator : *reason);
         break;
       }
     }
