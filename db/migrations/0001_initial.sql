@@ -4,14 +4,16 @@
 -- states and times.
 
 -- Time conversion helpers: the C++ side passes and reads microseconds since the Unix epoch.
--- IMMUTABLE SQL functions are inlined by the planner, so they cost nothing per row.
+-- Declared STABLE (like the timestamptz operators they use) so that the planner inlines them:
+-- an IMMUTABLE wrapper around STABLE operators is not inlined and costs ~10 us per call.
+-- date_part's float8 is exact to the microsecond for the next ~285 years once rounded.
 CREATE FUNCTION qkdn_us_to_ts(us bigint) RETURNS timestamptz
-  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE sql STABLE STRICT PARALLEL SAFE
   AS $$ SELECT timestamptz 'epoch' + us * interval '1 microsecond' $$;
 
 CREATE FUNCTION qkdn_ts_to_us(ts timestamptz) RETURNS bigint
-  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-  AS $$ SELECT (extract(epoch FROM ts) * 1000000)::bigint $$;
+  LANGUAGE sql STABLE STRICT PARALLEL SAFE
+  AS $$ SELECT round(date_part('epoch', ts) * 1000000)::bigint $$;
 
 -- Topology ----------------------------------------------------------------------------------
 
