@@ -80,7 +80,10 @@ class ChannelImpl final : public CkChannel {
 
   net::awaitable<void> run(FrameHandler handler) override {
     auto self = std::static_pointer_cast<ChannelImpl>(shared_from_this());
-    co_await net::co_spawn(strand_, run_on_strand(self, std::move(handler)), net::use_awaitable);
+    // GCC 12 destroys by-value argument temporaries of a call inside a co_await expression twice
+    // (PR 99576-like): coroutines with non-trivial arguments are created in their own statement.
+    auto op = run_on_strand(self, std::move(handler));
+    co_await net::co_spawn(strand_, std::move(op), net::use_awaitable);
   }
 
   net::awaitable<ck::Frame> request(ck::Message command) override {
@@ -90,8 +93,8 @@ class ChannelImpl final : public CkChannel {
   net::awaitable<ck::Frame> request(ck::Message command,
                                     std::chrono::milliseconds timeout) override {
     auto self = std::static_pointer_cast<ChannelImpl>(shared_from_this());
-    co_return co_await net::co_spawn(strand_, do_request(self, std::move(command), timeout),
-                                     net::use_awaitable);
+    auto op = do_request(self, std::move(command), timeout);
+    co_return co_await net::co_spawn(strand_, std::move(op), net::use_awaitable);
   }
 
   std::uint32_t send(ck::Message message, std::optional<std::uint32_t> reply_to) override {
@@ -161,7 +164,9 @@ class ChannelImpl final : public CkChannel {
     last_activity(*self);
     // The watchdog never finishes on its own while the channel is open; `||` cancels it once the
     // reader and the writer are both done, and waits for it to unwind.
-    co_await (self->session(std::move(handler)) || self->watchdog());
+    auto session = self->session(std::move(handler));
+    auto watchdog = self->watchdog();
+    co_await (std::move(session) || std::move(watchdog));
     self->close_now();
   }
 
@@ -186,7 +191,9 @@ class ChannelImpl final : public CkChannel {
       }
       last_activity(*this);
     }
-    co_await (reader(std::move(handler)) && writer());
+    auto read_loop = reader(std::move(handler));
+    auto write_loop = writer();
+    co_await (std::move(read_loop) && std::move(write_loop));
   }
 
   void close_now() {
@@ -321,7 +328,8 @@ class ChannelImpl final : public CkChannel {
       // when reading resumes.
       in_handler_ = true;
       try {
-        co_await handler(self, std::move(frame));
+        auto op = handler(self, std::move(frame));
+        co_await std::move(op);
       } catch (const std::exception&) {
         in_handler_ = false;
         protocol_error("handler_exception");

@@ -228,10 +228,16 @@ struct ControllerService::Impl {
   }
 
   net::awaitable<void> run_session(std::shared_ptr<Session> s) {
-    co_await s->channel->run([this, s](std::shared_ptr<southbound::CkChannel>, ck::Frame frame) {
-      return on_frame(s, std::move(frame));
-    });
-    co_await net::co_spawn(core, session_ended(s), net::use_awaitable);
+    // GCC 12 destroys by-value argument temporaries of a call inside a co_await expression twice:
+    // every coroutine with non-trivial arguments is created in its own statement, then awaited.
+    southbound::CkChannel::FrameHandler on_frame_fn =
+        [this, s](std::shared_ptr<southbound::CkChannel>, ck::Frame frame) {
+          return on_frame(s, std::move(frame));
+        };
+    auto run = s->channel->run(std::move(on_frame_fn));
+    co_await std::move(run);
+    auto ended = session_ended(s);
+    co_await net::co_spawn(core, std::move(ended), net::use_awaitable);
   }
 
   net::awaitable<void> session_ended(std::shared_ptr<Session> s) {
@@ -306,9 +312,11 @@ struct ControllerService::Impl {
     }
     auto& message = std::get<ck::Message>(decoded);
     switch (static_cast<ck::Command>(code)) {
-      case ck::Command::kRegister:
-        co_await on_register(s, frame.message_id, std::get<ck::Register>(std::move(message)));
+      case ck::Command::kRegister: {
+        auto op = on_register(s, frame.message_id, std::get<ck::Register>(std::move(message)));
+        co_await std::move(op);
         co_return;
+      }
       case ck::Command::kHeartbeat: {
         const auto& hb = std::get<ck::Heartbeat>(message);
         if (hb.kma_id != s->km_id) {
@@ -323,8 +331,8 @@ struct ControllerService::Impl {
       case ck::Command::kStatusReport:
       case ck::Command::kAlarm:
       case ck::Command::kApplicationsUpdate: {
-        auto r = co_await net::co_spawn(core, core_apply(s->km_id, std::move(message)),
-                                        net::use_awaitable);
+        auto op = core_apply(s->km_id, std::move(message));
+        auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
         if (!r.error.empty()) {
           send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
         }
@@ -342,9 +350,10 @@ struct ControllerService::Impl {
         break;
     }
     if (handler && handler->handles(code)) {
-      co_await handler->handle(svc,
-                               CommandContext{s->km_id, s->channel, frame.message_id, svc.epoch_},
-                               std::move(message));
+      auto op =
+          handler->handle(svc, CommandContext{s->km_id, s->channel, frame.message_id, svc.epoch_},
+                          std::move(message));
+      co_await std::move(op);
       co_return;
     }
     switch (static_cast<ck::Command>(code)) {
@@ -401,7 +410,8 @@ struct ControllerService::Impl {
         co_return;
       }
     }
-    auto r = co_await net::co_spawn(core, core_register(s, reg), net::use_awaitable);
+    auto op = core_register(s, reg);
+    auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
     if (!r.error.empty()) {
       send_register_ng(*s, id, r.error, r.message);
       s->channel->close_after_flush();
@@ -661,17 +671,15 @@ StateSnapshot ControllerService::snapshot_state() {
 }
 
 net::awaitable<StateSnapshot> ControllerService::async_snapshot_state() {
-  co_return co_await net::co_spawn(
-      impl_->core,
-      [](ControllerService* self) -> net::awaitable<StateSnapshot> {
-        StateSnapshot out;
-        for (const auto& [id, km] : self->network_.kms()) out.kms.push_back(km);
-        for (const auto& [id, link] : self->network_.links()) out.links.push_back(link);
-        out.alarms = self->alarms_.list();
-        out.sessions = self->impl_->registered.size();
-        co_return out;
-      }(this),
-      net::use_awaitable);
+  auto op = [](ControllerService* self) -> net::awaitable<StateSnapshot> {
+    StateSnapshot out;
+    for (const auto& [id, km] : self->network_.kms()) out.kms.push_back(km);
+    for (const auto& [id, link] : self->network_.links()) out.links.push_back(link);
+    out.alarms = self->alarms_.list();
+    out.sessions = self->impl_->registered.size();
+    co_return out;
+  }(this);
+  co_return co_await net::co_spawn(impl_->core, std::move(op), net::use_awaitable);
 }
 
 CountersSnapshot ControllerService::counters() const {
