@@ -1,6 +1,7 @@
 #include "qkdn/controller/ledger.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <unordered_set>
 
@@ -29,14 +30,19 @@ void check_hop(const HopRef& hop, const char* what) {
   }
 }
 
-/// Empty list, malformed or repeated IDs: the caller's input is broken.
+/// Empty list, malformed or repeated IDs: the caller's input is broken. A UUID is the same key
+/// in either case, as the seen-set stores it.
 std::optional<std::string> list_problem(const std::vector<std::string>& key_ids) {
   if (key_ids.empty()) return "no key IDs";
-  std::unordered_set<std::string_view> distinct;
+  std::unordered_set<std::string> distinct;
   distinct.reserve(key_ids.size());
   for (const auto& id : key_ids) {
     if (!is_valid_id(id)) return "malformed key ID '" + id.substr(0, 64) + "'";
-    if (!distinct.insert(id).second) return "key ID " + id + " is named twice";
+    std::string norm = id;
+    if (is_uuid(id)) {
+      for (auto& c : norm) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (!distinct.insert(std::move(norm)).second) return "key ID " + id + " is named twice";
   }
   return std::nullopt;
 }

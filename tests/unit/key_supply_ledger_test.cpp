@@ -114,6 +114,9 @@ TEST_F(LedgerTest, DuplicateKeyIdRefusedForever) {
   std::string upper = keys[1];
   for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   EXPECT_THROW(ledger_.reserve(h23_, {upper}, now), Conflict);
+  std::string upper3 = keys[3];
+  for (auto& c : upper3) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_THROW(ledger_.reserve(h23_, {keys[3], upper3}, now), InvalidArgument);
   // The refusal names the key and its state; a fresh key beside a seen one is not taken.
   try {
     ledger_.reserve(h23_, {keys[3], keys[0]}, now);
