@@ -119,9 +119,10 @@ int two_digits(std::string_view s, std::size_t at) noexcept {
   return (s[at] - '0') * 10 + (s[at + 1] - '0');
 }
 
-// RFC 3339 section 5.6 date-time, with calendar checks (leap years; second 60 allowed).
+// RFC 3339 section 5.6 date-time, with calendar checks (leap years; second 60 allowed). At most
+// 64 characters, the bound of qkdn::parse_rfc3339, so that whatever we accept the core can parse.
 bool rfc3339_ok(std::string_view s) noexcept {
-  if (s.size() < 20) return false;
+  if (s.size() < 20 || s.size() > 64) return false;
   for (std::size_t i = 0; i < 4; ++i) {
     if (!is_digit(s[i])) return false;
   }
@@ -1348,6 +1349,8 @@ Command command_of(const Message& m) noexcept {
   if (const auto* e = std::get_if<ErrorMessage>(&m)) {
     return e->from_km ? Command::kErrorFromKm : Command::kErrorFromController;
   }
+  // A valueless variant (an exception during assignment) has no code; report it as an error.
+  if (m.index() >= kCodes.size()) return Command::kErrorFromController;
   return kCodes[m.index()];
 }
 

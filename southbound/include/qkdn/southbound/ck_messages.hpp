@@ -377,7 +377,8 @@ void validate(const Message& m);
 // - 0x4102/0x4104 destination_kma_id is optional here (its condition depends on the request).
 // - Register: kma_id, when present, must equal km_id (one KMA per KM).
 // - kma_endpoint: host ":" port, host a DNS name, IPv4 address or "[IPv6]", port 1..65535.
-// - Timestamps: RFC 3339 date-time ("T"/"t", "Z"/"z" or +-hh:mm, optional fraction).
+// - Timestamps: RFC 3339 date-time ("T"/"t", "Z"/"z" or +-hh:mm, optional fraction), at most
+//   64 characters (the bound of qkdn::parse_rfc3339).
 // - Error `error`: one of the codes of clause 3. Alarm enums: clause 4.
 // - 0x4104: the extension object that has a "hop_keys" member becomes `hop_keys` (at most one
 //   such object); `extension` keeps the others (absent if none remain).
