@@ -24,10 +24,10 @@ namespace net = boost::asio;
 
 /// Limits and timers of one connection (ck-protocol.md clauses 2 and 5).
 struct ChannelOptions {
-  std::chrono::milliseconds read_timeout{10'000};     ///< a frame must complete within this
-  std::chrono::milliseconds idle_timeout{0};          ///< 0 = none; else close when no frame arrives
-  std::chrono::milliseconds request_timeout{5'000};   ///< a request without response fails
-  std::size_t max_queued_writes = 4096;               ///< beyond this the peer is too slow: close
+  std::chrono::milliseconds read_timeout{10'000};    ///< a frame must complete within this
+  std::chrono::milliseconds idle_timeout{0};         ///< 0 = none; else close when no frame arrives
+  std::chrono::milliseconds request_timeout{5'000};  ///< a request without response fails
+  std::size_t max_queued_writes = 4096;              ///< beyond this the peer is too slow: close
   /// Which end this is, for the Error frames the channel sends itself (unsupported_version):
   /// 0x41EF on the controller, 0x14EF on a KM. make_tls_channel derives it from `server`.
   bool controller_side = true;
