@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "qkdn/controller/error.hpp"
+#include "routing_terms.hpp"
 
 namespace qkdn::controller {
 
@@ -153,6 +154,15 @@ void TopologySnapshot::build_graph() {
     if (group.size() > 1) parallel_groups_.push_back(std::move(group));
   }
   std::sort(parallel_groups_.begin(), parallel_groups_.end());
+  compute_terms();
+}
+
+void TopologySnapshot::compute_terms() {
+  terms_.resize(links_.size());
+  for (std::size_t i = 0; i < links_.size(); ++i) {
+    terms_[i] = make_terms(links_[i]);
+    terms_[i].static_exclusions = static_mask(links_[i]);
+  }
 }
 
 std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_network(const Network& network) {
@@ -232,6 +242,7 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::with_key_state(
     s->links_[i].key_rate_bps = state[i].key_rate_bps;
     s->links_[i].consumption_rate_bps = state[i].consumption_rate_bps;
   }
+  s->compute_terms();
   return s;
 }
 
@@ -302,19 +313,7 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 
 double hop_cost(const SnapshotLink& link, const RouteOptions& options) {
   if (options.metric != RouteMetric::kKeyAware) return 1.0;
-  const KeyAwareWeights& w = options.weights;
-  const double demand = static_cast<double>(
-      options.demand_bits > 0 ? options.demand_bits
-                              : std::max<std::uint64_t>(w.reference_demand_bits, 1));
-  const double available = link.pool_bits > link.pool_floor_bits
-                               ? static_cast<double>(link.pool_bits - link.pool_floor_bits)
-                               : 0.0;
-  // A link that makes less than 1 b/s is treated as making 1 b/s so the terms stay finite.
-  const double gen = std::max(link.key_rate_bps, 1.0);
-  const double scarcity = demand / (available + demand);
-  const double drain = std::max(0.0, link.consumption_rate_bps - gen) / gen;
-  const double regen = demand / (gen * std::max(w.horizon_s, 1e-9));
-  return 1.0 + w.alpha * scarcity + w.beta * drain + w.gamma * regen;
+  return key_aware_cost(make_terms(link), effective_demand(options), options.weights);
 }
 
 }  // namespace qkdn::controller

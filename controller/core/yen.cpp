@@ -14,6 +14,7 @@
 
 #include "qkdn/controller/error.hpp"
 #include "qkdn/controller/routing.hpp"
+#include "routing_terms.hpp"
 
 namespace qkdn::controller {
 
@@ -58,13 +59,30 @@ class Search {
   Search(const TopologySnapshot& snapshot, const RouteOptions& options)
       : snap_(snapshot), graph_(snapshot.graph()), options_(options) {
     const auto& links = snap_.links();
+    const auto& terms = snap_.link_terms();
     const std::size_t n_edges = links.size();
     weight_.assign(n_edges, kInf);
-    width_.assign(n_edges, kNoWidth);
+    if (widest()) width_.assign(n_edges, kNoWidth);
+    // Avoid lists are rare: turn them into per-link flags once, only when present.
+    std::vector<char> avoided;
+    if (!options_.avoid_kms.empty() || !options_.avoid_links.empty()) {
+      avoided.assign(n_edges, 0);
+      for (std::size_t i = 0; i < n_edges; ++i) {
+        avoided[i] = exclusion_mask(snap_, i, options_) != 0;
+      }
+    }
+    const double demand = static_cast<double>(options_.demand_bits);
+    const double cost_demand = effective_demand(options_);
+    const bool key_aware = options_.metric == RouteMetric::kKeyAware;
     for (std::size_t i = 0; i < n_edges; ++i) {
-      if (exclusion_mask(snap_, i, options_) != 0) continue;
-      weight_[i] = hop_cost(links[i], options_);
-      width_[i] = static_cast<double>(links[i].pool_bits);
+      // Same rule as exclusion_mask(), on the precomputed terms.
+      const LinkTerms& t = terms[i];
+      if (t.static_exclusions != 0 || (options_.require_connected && !t.ends_connected) ||
+          t.available_bits < demand || (!avoided.empty() && avoided[i])) {
+        continue;
+      }
+      weight_[i] = key_aware ? key_aware_cost(t, cost_demand, options_.weights) : 1.0;
+      if (widest()) width_[i] = static_cast<double>(links[i].pool_bits);
     }
     for (const auto& group : snap_.parallel_groups()) {
       std::size_t best = kNone;
@@ -75,7 +93,7 @@ class Search {
       for (std::size_t e : group) {
         if (e != best) {
           weight_[e] = kInf;
-          width_[e] = kNoWidth;
+          if (widest()) width_[e] = kNoWidth;
         }
       }
     }

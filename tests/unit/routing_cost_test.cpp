@@ -45,8 +45,8 @@ TEST(HopCost, MatchesDocumentedFormula) {
   o.weights = {2.0, 0.5, 3.0, 4.0, 256};
   const double d = 1'024;
   const double a = 10'000 - 256;
-  const double expected =
-      1 + 2.0 * d / (a + d) + 0.5 * (3'000.0 - 1'000.0) / 1'000.0 + 3.0 * d / (1'000.0 * 4.0);
+  const double expected = (1 + 3.0 * d / (1'000.0 * 4.0)) *
+                          (1 + 2.0 * d / (a + d) + 0.5 * (3'000.0 - 1'000.0) / 1'000.0);
   EXPECT_DOUBLE_EQ(hop_cost(l, o), expected);
 }
 
@@ -81,18 +81,19 @@ TEST(HopCost, GrowsAsGenerationFalls) {
   EXPECT_GT(hop_cost(l, o), fast + 1.0);
 }
 
-// Consumption only costs once it outruns generation, then grows linearly with the excess.
+// Consumption only costs once it outruns generation, then grows linearly with the excess
+// (scaled by the link's base factor 1 + gamma * D / (g * horizon)).
 TEST(HopCost, ConsumptionAboveGenerationCosts) {
   SnapshotLink l = base_link();
   const RouteOptions o = key_aware();
+  const double base = 1 + o.weights.gamma * 256.0 / (1'000.0 * o.weights.horizon_s);
   const double idle = hop_cost(l, o);
   l.consumption_rate_bps = 900;  // below the 1000 b/s generation
   EXPECT_DOUBLE_EQ(hop_cost(l, o), idle);
   l.consumption_rate_bps = 2'000;
-  const double twice = hop_cost(l, o);
-  EXPECT_NEAR(twice - idle, o.weights.beta * 1.0, 1e-12);
+  EXPECT_NEAR(hop_cost(l, o) - idle, base * o.weights.beta * 1.0, 1e-12);
   l.consumption_rate_bps = 3'000;
-  EXPECT_NEAR(hop_cost(l, o) - idle, o.weights.beta * 2.0, 1e-12);
+  EXPECT_NEAR(hop_cost(l, o) - idle, base * o.weights.beta * 2.0, 1e-12);
 }
 
 // A larger demand makes the same link dearer; costs never fall below 1.

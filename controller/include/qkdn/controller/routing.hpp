@@ -84,6 +84,16 @@ struct SnapshotKm {
   bool connected = true;
 };
 
+/// The query-independent parts of a link's exclusion test and key-aware cost, precomputed when a
+/// snapshot is built so that a route query touches each link only briefly.
+struct LinkTerms {
+  std::uint32_t static_exclusions = 0;  ///< ExclusionReason bits that no RouteOptions change
+  bool ends_connected = true;           ///< both end KMs have a Ck connection
+  double available_bits = 0;            ///< max(pool - floor, 0)
+  double inv_gen = 1;                   ///< 1 / max(key_rate_bps, 1)
+  double drain = 0;                     ///< max(0, consumption - generation) / generation
+};
+
 /// Live values of one link for TopologySnapshot::from_doc. Absent optionals take the nominal
 /// value of the LinkSpec (rate, QBER) or the network threshold (overrides).
 struct LinkLive {
@@ -140,6 +150,8 @@ class TopologySnapshot {
   [[nodiscard]] const std::vector<SnapshotKm>& kms() const { return kms_; }
   /// Links in link_id order; index i is edge_index i of graph().
   [[nodiscard]] const std::vector<SnapshotLink>& links() const { return links_; }
+  /// Precomputed terms per link, in links() order.
+  [[nodiscard]] const std::vector<LinkTerms>& link_terms() const { return terms_; }
   /// The Boost graph (read-only).
   [[nodiscard]] const Graph& graph() const { return graph_; }
   /// Index of a KM in kms(), or nullopt.
@@ -159,9 +171,11 @@ class TopologySnapshot {
  private:
   TopologySnapshot() = default;
   void build_graph();
+  void compute_terms();
 
   std::vector<SnapshotKm> kms_;
   std::vector<SnapshotLink> links_;
+  std::vector<LinkTerms> terms_;
   std::map<std::string, std::size_t, std::less<>> km_by_id_;
   std::map<std::string, std::size_t, std::less<>> link_by_id_;
   std::vector<std::vector<std::size_t>> parallel_groups_;
@@ -173,7 +187,7 @@ class TopologySnapshot {
 /// Tuning of the key-aware hop cost (see hop_cost). Defaults were chosen with
 /// bench_demand_replay; all weights must be >= 0.
 struct KeyAwareWeights {
-  double alpha = 4.0;                         ///< weight of pool scarcity
+  double alpha = 16.0;                        ///< weight of pool scarcity
   double beta = 1.0;                          ///< weight of consumption outrunning generation
   double gamma = 1.0;                         ///< weight of the time to regenerate the demand
   double horizon_s = 1.0;                     ///< time scale of the regeneration term, seconds
@@ -230,11 +244,14 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 /// Cost of crossing `link` under `options.metric`, assuming the link is usable.
 /// kHopCount and kWidestShortest: 1. kKeyAware, with D = demand_bits (reference_demand_bits when
 /// 0), A = max(pool - floor, 0), g = max(key_rate, 1 b/s), c = consumption rate:
-///   1 + alpha * D / (A + D)            scarcity: 0..1, grows as the pool drains toward the floor
-///     + beta * max(0, c - g) / g       drain: how much faster key leaves than it is made
-///     + gamma * D / (g * horizon_s)    regeneration: seconds to remake D, per horizon
-/// Every term is non-negative, so costs are >= 1 and Dijkstra/Yen apply; the cost falls as the
-/// pool or the generation rate grows and rises with consumption.
+///   (1 + gamma * D / (g * horizon_s))                  base: time to remake D, per horizon
+///   * (1 + alpha * D / (A + D)                         scarcity: grows as the pool drains
+///        + beta * max(0, c - g) / g)                   drain: key leaves faster than it is made
+/// The base prices a hop by how long its generator needs to replace what the request takes, so
+/// slow (long) links are dear even when full; the second factor raises that price as the pool
+/// nears the floor or is being overdrawn. Both factors are >= 1, so costs are >= 1 and
+/// Dijkstra/Yen apply; the cost falls as the pool or the generation rate grows and rises with
+/// consumption and demand.
 double hop_cost(const SnapshotLink& link, const RouteOptions& options);
 
 /// Up to options.k loopless routes from src to dst, best first (Yen's algorithm over
