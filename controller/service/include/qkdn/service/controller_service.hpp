@@ -19,8 +19,17 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "qkdn/controller/alarms.hpp"
+#include "qkdn/controller/ledger.hpp"
 #include "qkdn/controller/network.hpp"
+#include "qkdn/controller/relays.hpp"
+#include "qkdn/controller/rerouting.hpp"
+#include "qkdn/controller/sessions.hpp"
+#include "qkdn/controller/store.hpp"
 #include "qkdn/controller/topology.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
 
@@ -47,6 +56,24 @@ struct ServiceOptions {
   std::function<void(std::string_view line)> log;
   /// Network events, called on the core strand after each mutation (tests, later rerouting).
   std::function<void(const std::vector<controller::NetworkEvent>&)> on_events;
+  /// PostgreSQL connection string; empty = no persistence (state lives in memory only).
+  std::string store_dsn;
+  /// Database threads (each owns one connection).
+  int store_threads = 2;
+};
+
+class Metrics;
+
+/// The core objects. Touch them only on the core strand (ControllerService::on_core).
+struct Core {
+  controller::Network& network;
+  controller::AlarmTable& alarms;
+  controller::ReroutingEngine& rerouting;
+  controller::SessionTable& sessions;
+  controller::ReservationLedger& ledger;
+  controller::RelayTable& relays;
+  const Clock& clock;
+  Random& random;
 };
 
 /// Counters of the Ck server, exported as metrics later (DESIGN.md section 7). Thread-safe.
@@ -156,6 +183,53 @@ class ControllerService {
   [[nodiscard]] const ServiceOptions& options() const { return options_; }
   /// Writes one log line.
   void log(std::string_view line);
+
+  // ---- integration API used by the northbound layer (all coroutine functions may be called
+  // from any executor; they hop to the right place and back) ----
+
+  /// Runs f(Core&) on the core strand and returns its result; exceptions propagate to the caller.
+  template <class F>
+  net::awaitable<std::invoke_result_t<F, Core&>> on_core(F f) {
+    using R = std::invoke_result_t<F, Core&>;
+    auto op = net::co_spawn(
+        core_executor(), [this, fn = std::move(f)]() mutable -> net::awaitable<R> {
+          co_return fn(core_refs());
+        },
+        net::use_awaitable);
+    co_return co_await std::move(op);
+  }
+  /// The core objects. Core strand only.
+  Core core_refs();
+
+  /// After the caller changed the Network through Core (admin state, topology, thresholds), hands
+  /// the resulting events to everything that reacts: rerouting engine (reroutes, instructions
+  /// sent as 0x41E5), alarms, metrics, Ck connections of KMs that vanished. Core strand only.
+  void after_network_events(const std::vector<controller::NetworkEvent>& events);
+  /// Applies a rerouting-engine output: sends instructions (0x41E5), raises/clears alarms,
+  /// counts reroutes by reason, logs reroute events. Core strand only.
+  void apply_rerouting_output(const controller::ReroutingOutput& output);
+
+  /// True when a store DSN was configured.
+  [[nodiscard]] bool store_configured() const;
+  /// True while the last store operation (or health probe) succeeded.
+  [[nodiscard]] bool store_up() const;
+  /// Runs op on a database thread. Throws Unavailable when no store is configured or it is down
+  /// (the caller answers 503), Conflict / InvalidArgument from the store as is. `retry_safe`:
+  /// the operation may be retried after a broken connection (reads, idempotent writes).
+  net::awaitable<void> persist(std::function<void(controller::Store&)> op, bool retry_safe);
+  /// Appends an audit record without waiting (queued to the store; failures are logged and
+  /// counted, never thrown). Without a store, kept in a bounded in-memory ring.
+  void audit(controller::AuditRecord record);
+  /// Audit records after `after_id` (store if configured, else the in-memory ring).
+  net::awaitable<std::vector<controller::AuditRecord>> audit_page(std::int64_t after_id,
+                                                                 std::size_t limit);
+  /// Accounting rows (store if configured, else in-memory buckets).
+  net::awaitable<std::vector<controller::AccountingRecord>> accounting(SysTime from, SysTime to,
+                                                                     std::string sae_id);
+  /// The Prometheus metrics of this controller.
+  Metrics& metrics();
+  /// The io_context (for servers that share the service's threads, e.g. northbound).
+  net::io_context& io_context();
 
  private:
   struct Impl;

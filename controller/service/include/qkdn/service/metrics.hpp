@@ -1,0 +1,69 @@
+// Prometheus metrics of the controller (DESIGN.md section 7), built once with prometheus-cpp and
+// kept by reference. Counters and histograms are updated where events happen; gauges of links,
+// KMs, sessions and alarms are refreshed from a state snapshot just before each scrape.
+// Never a key ID or session ID as a label. Thread-safe.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qkdn/controller/alarms.hpp"
+#include "qkdn/controller/network.hpp"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace qkdn::service {
+
+/// Values for the gauge families, taken on the core strand.
+struct GaugeInput {
+  std::vector<controller::Link> links;
+  std::vector<controller::Km> kms;
+  std::size_t sessions_active = 0;
+  std::array<std::size_t, controller::kSeverityCount> alarms_active{};  ///< by Severity index
+  std::int64_t ck_connections = 0;
+  bool store_up = true;
+};
+
+class Metrics {
+ public:
+  /// Builds every family of DESIGN.md section 7 (and pre-creates the label sets of closed sets:
+  /// reroute reasons, relay results, severities) so dashboards see zeros rather than gaps.
+  Metrics(std::string version, std::string revision);
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  /// qkdn_ck_messages_total{direction="in"|"out", command=<command_name>}.
+  void ck_message(bool inbound, std::string_view command);
+  /// qkdn_ck_protocol_errors_total{reason}.
+  void ck_protocol_error(std::string_view reason);
+  /// qkdn_key_relays_total{result} and, for result "relayed", qkdn_key_relay_duration_seconds.
+  void key_relay(std::string_view result, double seconds);
+  /// qkdn_route_computation_seconds.
+  void route_computation(double seconds);
+  /// qkdn_reroutes_total{reason}.
+  void reroute(std::string_view reason);
+  /// qkdn_key_reservations_total{result} ("reserved", "allocated", "consumed", "released",
+  /// "refused", "expired").
+  void key_reservation(std::string_view result, std::uint64_t n = 1);
+  /// qkdn_http_requests_total{method, code} and qkdn_http_request_duration_seconds.
+  void http_request(std::string_view method, int code, double seconds);
+  /// Replaces the gauge values (links, KMs: label sets that vanished are removed).
+  void update_gauges(const GaugeInput& input);
+  /// The text exposition format (prometheus-cpp TextSerializer).
+  [[nodiscard]] std::string serialize() const;
+  /// The registry (for tests).
+  prometheus::Registry& registry();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace qkdn::service
