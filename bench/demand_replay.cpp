@@ -262,6 +262,11 @@ int main(int argc, char** argv) {
       "%.0f bits, floor 256 bits, consumption EWMA %.0f s\n",
       static_cast<unsigned long long>(cfg.seed), cfg.requests, cfg.warmup, cfg.max_keys,
       cfg.pool_capacity_bits, cfg.consumption_tau_s);
+  if (cfg.requests < 20'000) {
+    std::printf(
+        "note: short run (smoke test): pools start full and the warm-up is short, so these "
+        "figures reflect the transient, not the steady state of the full run\n");
+  }
   std::printf("key-aware weights: alpha %.3g, beta %.3g, gamma %.3g, horizon %.3g s\n\n",
               cfg.weights.alpha, cfg.weights.beta, cfg.weights.gamma, cfg.weights.horizon_s);
 
