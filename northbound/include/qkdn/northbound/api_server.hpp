@@ -1,0 +1,95 @@
+// The northbound management API (DESIGN.md section 4): REST resources over HTTP/1.1 (optional
+// TLS), bearer-token authentication with roles viewer and admin, RFC 9457 problems, ETags,
+// idempotency keys, cursor pagination, the OpenAPI document and /metrics.
+//
+// Authentication (see northbound/README.md):
+// - with a tokens file, every route except GET /api/v1/health, GET /metrics and
+//   GET /api/v1/openapi.json needs `Authorization: Bearer <token>`; viewer tokens may read,
+//   admin tokens may also write;
+// - without a tokens file (and without `insecure`), reads are open to anyone (role viewer, actor
+//   "anonymous") and every write answers 401 with a problem saying that no tokens are configured;
+// - `insecure` (--api-insecure, labs only) makes every request admin; a warning is logged.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qkdn::service {
+class ControllerService;
+}
+
+namespace qkdn::northbound {
+
+/// Start-up options of the API. Validated by ApiServer's constructor.
+struct ApiOptions {
+  std::string listen = "127.0.0.1:8080";  ///< HOST:PORT (port 0 = any free port, see port())
+  /// Tokens file: one token per line, `NAME ROLE SHA256-HEX` (role viewer | admin; the hash is
+  /// the lower-case hex SHA-256 of the token text); blank lines and `#` comments are ignored.
+  /// Make entries with scripts/make-token.sh. Empty = no tokens (see the file comment).
+  std::string tokens_file;
+  /// Every request is admin, without a token (labs and tests only; logged loudly).
+  bool insecure = false;
+  std::string tls_cert;  ///< PEM certificate chain; with tls_key enables HTTPS
+  std::string tls_key;   ///< PEM private key
+  std::size_t max_body_bytes = 4 * 1024 * 1024;    ///< larger bodies answer 413
+  std::size_t max_header_bytes = 16 * 1024;        ///< larger headers answer 431
+  std::chrono::milliseconds read_timeout{10'000};  ///< a whole request must arrive within this
+  std::chrono::milliseconds idle_timeout{60'000};  ///< keep-alive wait between requests
+  std::chrono::milliseconds write_timeout{10'000};
+  std::size_t max_connections = 10'000;
+  std::size_t default_page_limit = 100;  ///< lists without `limit`
+  std::size_t max_page_limit = 1000;     ///< larger `limit` answers 400
+  /// Idempotency-Key entries kept (least recently stored dropped first) and for how long.
+  std::size_t idempotency_entries = 10'000;
+  std::chrono::milliseconds idempotency_ttl{std::chrono::hours{24}};
+  /// GET /api/v1/links and /api/v1/kms reuse a serialized list while the network version is
+  /// unchanged and it is younger than this (0 = always ask the core).
+  std::chrono::milliseconds list_cache_ttl{100};
+};
+
+/// One route of the router (method and path template, e.g. "/api/v1/kms/{km_id}").
+struct ApiRoute {
+  std::string method;
+  std::string path;
+  bool write = false;  ///< needs the admin role
+  bool open = false;   ///< served without a token even when tokens are configured
+};
+
+/// The northbound API server. Runs on the service's io_context threads.
+class ApiServer {
+ public:
+  /// Validates options, reads the tokens file and the TLS files. Throws InvalidArgument with one
+  /// clear line on bad configuration (unreadable file, malformed token line, bad listen address,
+  /// a TLS certificate without a key). `service` must outlive the server.
+  ApiServer(service::ControllerService& service, ApiOptions options);
+  /// Stops if still running.
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  /// Binds, listens and starts accepting. Throws InvalidArgument when the address cannot be
+  /// bound. The service may be started before or after; requests are served once its threads
+  /// run.
+  void start();
+  /// The bound port (after start(); useful with port 0).
+  [[nodiscard]] std::uint16_t port() const;
+  /// Stops accepting and closes open connections. Idempotent; call before the service's stop().
+  void stop();
+
+  /// Every route the router serves (for tests and the OpenAPI equality check).
+  [[nodiscard]] std::vector<ApiRoute> routes() const;
+  /// The OpenAPI 3 document served at /api/v1/openapi.json (embedded at build time).
+  [[nodiscard]] static std::string_view openapi_document();
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace qkdn::northbound
