@@ -1,0 +1,87 @@
+#include "qkdn/agent/agent.hpp"
+
+#include <future>
+#include <set>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include "admin_http.hpp"
+#include "km_host.hpp"
+#include "qkdn/controller/error.hpp"
+
+namespace qkdn::agent {
+namespace {
+
+void validate(const AgentConfig& cfg) {
+  if (cfg.km_ids.empty()) throw InvalidArgument("no KM to host");
+  std::set<std::string> known;
+  for (const auto& km : cfg.topology.kms) known.insert(km.km_id);
+  std::set<std::string> seen;
+  for (const auto& id : cfg.km_ids) {
+    if (!known.contains(id)) throw InvalidArgument("--km " + id + ": not in the topology");
+    if (!seen.insert(id).second) throw InvalidArgument("--km " + id + ": given twice");
+  }
+  if (cfg.controller_port == 0) throw InvalidArgument("controller port missing");
+  if (!cfg.insecure_ck && cfg.tls_cert_dir.empty()) {
+    throw InvalidArgument("Ck needs TLS files or the insecure flag");
+  }
+  if (cfg.qber_threshold < 0 || cfg.qber_threshold > 1 || cfg.qber_hysteresis < 0) {
+    throw InvalidArgument("qber threshold out of range");
+  }
+}
+
+template <class T>
+T run_blocking(net::io_context& io, net::awaitable<T> work) {
+  return net::co_spawn(io, std::move(work), net::use_future).get();
+}
+
+}  // namespace
+
+Agent::Agent(net::io_context& io, AgentConfig config) {
+  validate(config);
+  const auto admin_port = config.admin_port;
+  const auto admin_host = config.admin_host;
+  core_ = std::make_unique<AgentCore>(io, std::move(config));
+  if (admin_port) admin_ = std::make_unique<AdminServer>(*core_, admin_host, *admin_port);
+}
+
+Agent::~Agent() = default;
+
+void Agent::start() {
+  core_->start();
+  if (admin_) {
+    admin_->bind();
+    admin_->start();
+  }
+}
+
+void Agent::stop() {
+  if (admin_) admin_->stop();
+  core_->stop();
+}
+
+bool Agent::wait_stopped(std::chrono::milliseconds timeout) { return core_->wait_drained(timeout); }
+
+std::uint16_t Agent::admin_port() const { return admin_ ? admin_->port() : 0; }
+
+std::string Agent::kma_endpoint(const std::string& km_id) const {
+  return core_->local_endpoint(km_id).value_or("");
+}
+
+std::vector<KmSnapshot> Agent::snapshot() { return run_blocking(core_->io(), core_->snapshot()); }
+
+std::optional<std::string> Agent::link_digest(const std::string& km_id,
+                                              const std::string& link_id) {
+  return run_blocking(core_->io(), core_->digest(km_id, link_id));
+}
+
+bool Agent::control_link(const std::string& link_id, const LinkControl& control) {
+  return run_blocking(core_->io(), core_->control_link(link_id, control));
+}
+
+bool Agent::disconnect(const std::string& km_id) {
+  return run_blocking(core_->io(), core_->disconnect(km_id));
+}
+
+}  // namespace qkdn::agent

@@ -1,0 +1,124 @@
+// qkdn-agent: a process that hosts one or many lightweight KMs (KMA + emulated QKD links + Ck
+// client). Every KM keeps its own Ck connection to the controller and its own KMA-link listener;
+// all of them share one io_context (no thread per KM).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qkdn/controller/topology.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace qkdn::agent {
+
+/// Everything the agent needs to run; filled by parse_options (options.hpp) or by tests.
+struct AgentConfig {
+  controller::TopologyDoc topology;
+  std::vector<std::string> km_ids;  ///< hosted KMs (every entry must exist in `topology`)
+
+  std::string controller_host = "127.0.0.1";
+  std::uint16_t controller_port = 0;
+  bool insecure_ck = false;  ///< plain TCP on Ck; else TLS 1.3 with the files below
+  std::string tls_ca;        ///< CA bundle (PEM) for Ck and, when set, KMA links
+  std::string tls_cert_dir;  ///< holds <km_id>.crt / <km_id>.key; KMA links use TLS when set
+
+  std::string kma_listen_host = "127.0.0.1";  ///< KMA listeners bind here on automatic ports
+  std::optional<std::uint16_t> admin_port;    ///< admin HTTP on 127.0.0.1; nullopt = none
+  std::string admin_host = "127.0.0.1";
+
+  double qber_threshold = 0.11;  ///< qber_high raised above, cleared below minus hysteresis
+  double qber_hysteresis = 0.01;
+  std::int64_t pool_floor_bits = 0;            ///< key_pool_low below this (0 = never)
+  std::size_t pool_capacity_bytes = 1u << 20;  ///< per link and end; generation pauses when full
+  std::optional<std::uint64_t> seed;           ///< deterministic key IDs and jitter (tests)
+
+  std::chrono::milliseconds reconnect_initial{250};  ///< Ck and KMA reconnect backoff
+  std::chrono::milliseconds reconnect_max{10'000};
+  std::chrono::milliseconds generation_tick{100};         ///< key generation and alarm evaluation
+  std::chrono::milliseconds secondary_dial_delay{1'500};  ///< secondary dials only after this
+};
+
+/// Run-time changes of an emulated link (any subset).
+struct LinkControl {
+  std::optional<double> key_rate_bps;
+  std::optional<double> qber;
+  std::optional<bool> up;
+};
+
+/// One link end as seen by a hosted KM.
+struct LinkSnapshot {
+  std::string link_id;
+  std::string peer_km_id;
+  bool primary = false;  ///< this end generates and sends the keys
+  bool up = false;       ///< admin up, KMA session established and synchronized
+  bool admin_up = true;
+  bool kma_connected = false;
+  std::int64_t stored_keys = 0;
+  std::int64_t stored_key_bits = 0;
+  std::int64_t capacity_bits = 0;
+  double key_rate_bps = 0;           ///< configured emulation rate
+  double measured_key_rate_bps = 0;  ///< bits stored per second over the last seconds
+  double qber = 0;
+};
+
+/// One hosted KM.
+struct KmSnapshot {
+  std::string km_id;
+  std::string kma_endpoint;
+  bool registered = false;            ///< Ck connected and registered
+  std::int64_t controller_epoch = 0;  ///< highest epoch seen
+  std::uint64_t registrations = 0;    ///< successful registrations so far
+  std::vector<LinkSnapshot> links;
+};
+
+class AgentCore;
+class AdminServer;
+
+/// The agent. Construct, start(), run the io_context on some threads, stop(), join the threads,
+/// destroy. The blocking helpers below must not be called from the io_context's threads.
+class Agent {
+ public:
+  /// Validates the configuration (throws InvalidArgument with one clear line).
+  Agent(boost::asio::io_context& io, AgentConfig config);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  /// Binds every KMA listener and the admin listener (throws Unavailable when a bind fails)
+  /// and starts the per-KM work. Call once, before or while the io_context runs.
+  void start();
+  /// Graceful shutdown (thread-safe, idempotent): closes connections and listeners, cancels
+  /// timers; the io_context then runs out of work.
+  void stop();
+  /// After stop(): waits until every coroutine of this agent has ended (the io_context must be
+  /// running); false on timeout. Destroy the agent only after this or after the io threads end.
+  bool wait_stopped(std::chrono::milliseconds timeout);
+
+  /// Bound admin port (0 when disabled).
+  [[nodiscard]] std::uint16_t admin_port() const;
+  /// "host:port" of a hosted KM's KMA listener; empty if not hosted.
+  [[nodiscard]] std::string kma_endpoint(const std::string& km_id) const;
+
+  /// State of every hosted KM (blocking).
+  std::vector<KmSnapshot> snapshot();
+  /// SHA-256 (hex) of the keys a hosted KM stores for a link (test hook; blocking).
+  std::optional<std::string> link_digest(const std::string& km_id, const std::string& link_id);
+  /// Applies a change to every hosted end of a link and forwards it to a remote peer end over
+  /// the KMA link (blocking). False when no end of the link is hosted here.
+  bool control_link(const std::string& link_id, const LinkControl& control);
+  /// Drops a KM's Ck connection (it reconnects with backoff). False when not hosted.
+  bool disconnect(const std::string& km_id);
+
+ private:
+  std::unique_ptr<AgentCore> core_;
+  std::unique_ptr<AdminServer> admin_;
+};
+
+}  // namespace qkdn::agent

@@ -1,0 +1,1216 @@
+// The per-KM machinery: Ck client with reconnect, KMA-link sessions, key generation, alarms.
+#include "km_host.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json.hpp>
+
+#include "log.hpp"
+#include "qkdn/controller/error.hpp"
+#include "tls_identity.hpp"
+
+namespace qkdn::agent {
+
+namespace ck = southbound::ck;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+using namespace net::experimental::awaitable_operators;
+
+namespace {
+
+constexpr auto kIdleTimeout = 30s;   // a KMA session without any frame for this long dies
+constexpr auto kFrameTimeout = 10s;  // a started frame / handshake step must complete
+constexpr auto kPingInterval = 10s;
+constexpr auto kConnectTimeout = 5s;
+constexpr std::size_t kMaxPendingBatches = 8;
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+std::optional<std::pair<std::string, std::string>> split_host_port(const std::string& ep) {
+  const auto pos = ep.rfind(':');
+  if (pos == std::string::npos || pos == 0 || pos + 1 == ep.size()) return std::nullopt;
+  std::string host = ep.substr(0, pos);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return std::make_pair(host, ep.substr(pos + 1));
+}
+
+std::string json_frame(kma::Type type, const json::object& obj) {
+  return kma::encode_frame(type, json::serialize(obj));
+}
+
+std::optional<json::object> parse_object(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  return std::move(v.as_object());
+}
+
+std::string get_string(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_string()) return {};
+  return std::string(v->as_string());
+}
+
+std::optional<double> get_number(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_number()) return std::nullopt;
+  return v->to_number<double>();
+}
+
+std::string describe(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+}  // namespace
+
+// ---- KmaSession ------------------------------------------------------------------------------
+
+KmaSession::KmaSession(KmHost& host, tcp::socket socket, net::ssl::context* tls, bool dialer)
+    : host_(host),
+      plain_(host.strand()),
+      dialer_(dialer),
+      write_wake_(host.strand()),
+      deadline_(host.strand()) {
+  if (tls != nullptr) {
+    tls_ = std::make_unique<net::ssl::stream<tcp::socket>>(std::move(socket), *tls);
+  } else {
+    plain_ = std::move(socket);
+  }
+  write_wake_.expires_at(SteadyTime::max());
+  deadline_.expires_at(SteadyTime::max());
+}
+
+net::awaitable<void> KmaSession::handshake() {
+  if (!tls_) co_return;
+  deadline_.expires_after(kFrameTimeout);
+  co_await tls_->async_handshake(
+      dialer_ ? net::ssl::stream_base::client : net::ssl::stream_base::server, net::use_awaitable);
+}
+
+net::awaitable<void> KmaSession::read_exact(void* data, std::size_t size) {
+  if (tls_) {
+    co_await net::async_read(*tls_, net::buffer(data, size), net::use_awaitable);
+  } else {
+    co_await net::async_read(plain_, net::buffer(data, size), net::use_awaitable);
+  }
+}
+
+net::awaitable<std::pair<kma::Type, std::string>> KmaSession::read_frame(
+    std::chrono::milliseconds timeout) {
+  std::array<std::uint8_t, kma::kHeaderSize> head{};
+  deadline_.expires_after(timeout);
+  co_await read_exact(head.data(), head.size());
+  const auto h = kma::decode_header(head.data());
+  if (h.length > kma::kMaxPayload) throw InvalidArgument("KMA frame too large");
+  std::string payload(h.length, '\0');
+  deadline_.expires_after(kFrameTimeout);
+  if (h.length > 0) co_await read_exact(payload.data(), payload.size());
+  deadline_.expires_at(SteadyTime::max());
+  co_return std::make_pair(static_cast<kma::Type>(h.type), std::move(payload));
+}
+
+void KmaSession::start_background() {
+  host_.spawn(
+      [](std::shared_ptr<KmaSession> self) -> net::awaitable<void> {
+        co_await self->writer();
+      }(shared_from_this()),
+      "KMA writer");
+  host_.spawn(
+      [](std::shared_ptr<KmaSession> self) -> net::awaitable<void> {
+        co_await self->watchdog();
+      }(shared_from_this()),
+      "KMA watchdog");
+}
+
+void KmaSession::send(std::string frame) {
+  if (!open_) {
+    OPENSSL_cleanse(frame.data(), frame.size());
+    return;
+  }
+  queue_.push_back(std::move(frame));
+  last_sent = std::chrono::steady_clock::now();
+  write_wake_.cancel();
+}
+
+net::awaitable<void> KmaSession::writer() {
+  while (open_) {
+    if (queue_.empty()) {
+      co_await write_wake_.async_wait(kTuple);
+      continue;
+    }
+    std::string frame = std::move(queue_.front());
+    queue_.pop_front();
+    boost::system::error_code ec;
+    if (tls_) {
+      std::tie(ec, std::ignore) = co_await net::async_write(*tls_, net::buffer(frame), kTuple);
+    } else {
+      std::tie(ec, std::ignore) = co_await net::async_write(plain_, net::buffer(frame), kTuple);
+    }
+    // Keys frames carry key bytes: wipe every written frame.
+    OPENSSL_cleanse(frame.data(), frame.size());
+    if (ec) {
+      close();
+      break;
+    }
+  }
+  for (auto& f : queue_) OPENSSL_cleanse(f.data(), f.size());
+  queue_.clear();
+}
+
+net::awaitable<void> KmaSession::watchdog() {
+  while (open_) {
+    co_await deadline_.async_wait(kTuple);
+    if (open_ && deadline_.expiry() <= std::chrono::steady_clock::now()) {
+      log_line(LogLevel::kWarn, "KMA session of " + host_.km_id() + ": read timeout");
+      close();
+    }
+  }
+}
+
+void KmaSession::close() {
+  if (!open_) return;
+  open_ = false;
+  boost::system::error_code ec;
+  auto& sock = tls_ ? tls_->next_layer() : plain_;
+  sock.shutdown(tcp::socket::shutdown_both, ec);
+  sock.close(ec);
+  write_wake_.cancel();
+  deadline_.cancel();
+}
+
+std::string KmaSession::peer_identity() {
+  if (!tls_) return {};
+  return peer_km_identity(tls_->native_handle());
+}
+
+// ---- LinkEnd ---------------------------------------------------------------------------------
+
+LinkEnd::LinkEnd(std::string id, std::string peer, bool is_primary, KeyStore key_store, double rate,
+                 double q, const net::any_io_executor& ex)
+    : link_id(std::move(id)),
+      peer_km(std::move(peer)),
+      primary(is_primary),
+      store(std::move(key_store)),
+      key_rate_bps(rate),
+      qber(q),
+      dial_wake(ex) {
+  dial_wake.expires_at(SteadyTime::max());
+}
+
+// ---- KmHost: construction and lifecycle ------------------------------------------------------
+
+KmHost::KmHost(AgentCore& core, std::string km_id)
+    : core_(core),
+      km_id_(std::move(km_id)),
+      strand_(net::make_strand(core.io())),
+      acceptor_(strand_),
+      ck_timer_(strand_),
+      beat_timer_(strand_),
+      tick_timer_(strand_) {
+  const auto& cfg = core_.config();
+  if (cfg.seed) {
+    rng_ = std::make_unique<SeededRandom>(*cfg.seed ^ fnv1a(km_id_));
+  } else {
+    rng_ = std::make_unique<OsRandom>();
+  }
+  for (const auto& l : cfg.topology.links) {
+    if (l.a != km_id_ && l.b != km_id_) continue;
+    const std::string& peer = l.a == km_id_ ? l.b : l.a;
+    auto end = std::make_unique<LinkEnd>(l.link_id, peer, km_id_ < peer,
+                                         KeyStore(l.link_id, km_id_, peer, cfg.pool_capacity_bytes),
+                                         l.key_rate_bps, l.qber, strand_);
+    link_by_id_[l.link_id] = end.get();
+    links_.push_back(std::move(end));
+  }
+  for (const auto& a : cfg.topology.applications) {
+    if (a.km_id == km_id_) applications_.push_back(a.sae_id);
+  }
+  if (!cfg.tls_cert_dir.empty()) {
+    southbound::TlsFiles files{cfg.tls_ca, cfg.tls_cert_dir + "/" + km_id_ + ".crt",
+                               cfg.tls_cert_dir + "/" + km_id_ + ".key"};
+    kma_server_tls_ = southbound::make_tls_context(files, true);
+    kma_client_tls_ = southbound::make_tls_context(files, false);
+    if (!cfg.insecure_ck) ck_tls_ = southbound::make_tls_context(files, false);
+  }
+}
+
+KmHost::~KmHost() = default;
+
+bool KmHost::stopping() const { return core_.stopping(); }
+
+void KmHost::spawn(net::awaitable<void> work, std::string what) {
+  core_.spawn(strand_, std::move(work), std::move(what));
+}
+
+void KmHost::bind_listener() {
+  const auto& cfg = core_.config();
+  boost::system::error_code ec;
+  const auto addr = net::ip::make_address(cfg.kma_listen_host, ec);
+  if (ec) throw InvalidArgument("--kma-listen-host: not an IP address: " + cfg.kma_listen_host);
+  tcp::endpoint ep(addr, 0);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw Unavailable("KM " + km_id_ + ": cannot listen on " + cfg.kma_listen_host + ": " +
+                      ec.message());
+  const auto bound = acceptor_.local_endpoint();
+  const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                   : bound.address().to_string();
+  kma_endpoint_ = host + ":" + std::to_string(bound.port());
+}
+
+void KmHost::start() {
+  spawn(ck_loop(), "Ck loop of " + km_id_);
+  spawn(accept_loop(), "KMA accept loop of " + km_id_);
+  spawn(tick_loop(), "tick loop of " + km_id_);
+  for (auto& l : links_) spawn(dial_loop(l.get()), "KMA dial loop of " + km_id_);
+}
+
+void KmHost::stop() {
+  net::post(strand_, [this] { shutdown(); });
+}
+
+void KmHost::shutdown() {
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  if (channel_) channel_->close();
+  ck_timer_.cancel();
+  beat_timer_.cancel();
+  tick_timer_.cancel();
+  for (auto& l : links_) l->dial_wake.cancel();
+  // Copy: close() may lead to detach() which edits sessions_ later, on this strand.
+  auto sessions = sessions_;
+  for (const auto& s : sessions) s->close();
+}
+
+std::chrono::milliseconds KmHost::jitter(std::chrono::milliseconds base) {
+  // "Equal jitter": half fixed, half random.
+  const auto half = base.count() / 2;
+  const auto r =
+      half > 0 ? static_cast<std::int64_t>(rng_->next_u64() % static_cast<std::uint64_t>(half + 1))
+               : 0;
+  return std::chrono::milliseconds{half + r};
+}
+
+KeyId KmHost::new_key_id() {
+  KeyId id{};
+  const std::uint64_t a = rng_->next_u64();
+  const std::uint64_t b = rng_->next_u64();
+  for (int i = 0; i < 8; ++i) {
+    id[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(a >> (56 - 8 * i));
+    id[static_cast<std::size_t>(8 + i)] = static_cast<std::uint8_t>(b >> (56 - 8 * i));
+  }
+  id[6] = static_cast<std::uint8_t>((id[6] & 0x0F) | 0x40);  // version 4
+  id[8] = static_cast<std::uint8_t>((id[8] & 0x3F) | 0x80);  // RFC 4122 variant
+  return id;
+}
+
+// ---- Ck client -------------------------------------------------------------------------------
+
+net::awaitable<void> KmHost::ck_loop() {
+  const auto& cfg = core_.config();
+  auto backoff = cfg.reconnect_initial;
+  while (!stopping()) {
+    bool registered = false;
+    try {
+      registered = co_await ck_session();
+    } catch (const std::exception& e) {
+      if (!stopping()) log_line(LogLevel::kWarn, "KM " + km_id_ + ": Ck: " + e.what());
+    }
+    if (channel_) channel_->close();
+    channel_.reset();
+    if (registered_) log_line(LogLevel::kInfo, "KM " + km_id_ + ": Ck connection lost");
+    registered_ = false;
+    if (stopping()) break;
+    if (registered) backoff = cfg.reconnect_initial;
+    const auto delay = jitter(backoff);
+    backoff = std::min(backoff * 2, cfg.reconnect_max);
+    ck_timer_.expires_after(delay);
+    co_await ck_timer_.async_wait(kTuple);
+  }
+}
+
+net::awaitable<bool> KmHost::ck_session() {
+  const auto& cfg = core_.config();
+  tcp::resolver resolver(strand_);
+  auto results = co_await resolver.async_resolve(
+      cfg.controller_host, std::to_string(cfg.controller_port), net::use_awaitable);
+  if (stopping()) co_return false;
+  tcp::socket socket(strand_);
+  ck_timer_.expires_after(kConnectTimeout);
+  auto outcome = co_await (net::async_connect(socket, results, net::use_awaitable) ||
+                           ck_timer_.async_wait(kTuple));
+  if (outcome.index() != 0 || stopping()) {
+    if (stopping()) co_return false;
+    throw Unavailable("connect to controller timed out");
+  }
+  socket.set_option(tcp::no_delay(true));
+  southbound::ChannelOptions options;
+  std::shared_ptr<southbound::CkChannel> channel =
+      ck_tls_ ? southbound::make_tls_channel(std::move(socket), *ck_tls_, false, options)
+              : southbound::make_plain_channel(std::move(socket), options);
+  channel_ = channel;
+  const std::uint64_t before = registrations_;
+  southbound::CkChannel::FrameHandler handler = [this](std::shared_ptr<southbound::CkChannel> ch,
+                                                       ck::Frame frame) {
+    return on_ck_frame_hop(std::move(ch), std::move(frame));
+  };
+  // run() is not raced with || : cancelling it trips an Asio 1.81 co_spawn cancellation
+  // lifetime bug. It runs as its own coroutine; closing the channel ends it, we wait for that.
+  auto run_state = std::make_shared<RunState>(strand_);
+  spawn(
+      [](std::shared_ptr<southbound::CkChannel> ch, southbound::CkChannel::FrameHandler h,
+         std::shared_ptr<RunState> state, KmHost* self) -> net::awaitable<void> {
+        try {
+          auto op = ch->run(std::move(h));
+          co_await std::move(op);
+        } catch (const std::exception& e) {
+          if (!self->stopping()) {
+            log_line(LogLevel::kDebug, "KM " + self->km_id_ + ": Ck channel: " + e.what());
+          }
+        }
+        state->finished = true;
+        state->done.cancel();
+        self->beat_timer_.cancel();
+      }(channel, std::move(handler), run_state, this),
+      "Ck channel of " + km_id_);
+  try {
+    auto beat_op = register_and_beat(channel);
+    co_await std::move(beat_op);
+  } catch (const std::exception& e) {
+    if (!stopping()) log_line(LogLevel::kWarn, "KM " + km_id_ + ": Ck: " + e.what());
+  }
+  channel->close();
+  while (!run_state->finished) co_await run_state->done.async_wait(kTuple);
+  co_return registrations_ > before;
+}
+
+net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkChannel> channel) {
+  try {
+    // The request completes on the channel's strand: hop back to ours for our state.
+    ck::Register reg;
+    reg.km_id = km_id_;
+    reg.kma_id = km_id_;
+    reg.kma_endpoint = kma_endpoint_;
+    for (const auto& l : links_) reg.links.push_back(ck::LinkRef{l->link_id, l->peer_km});
+    reg.applications = applications_;
+    reg.software = std::string("qkdn-agent/") + QKDN_VERSION;
+    ck::Message reg_message{std::move(reg)};
+    auto reg_op = channel->request(std::move(reg_message));
+    ck::Frame reply = co_await std::move(reg_op);
+    co_await net::post(strand_, net::use_awaitable);
+    if (reply.command == static_cast<std::uint16_t>(ck::Command::kErrorFromController)) {
+      auto decoded = ck::decode_payload(reply.command, reply.payload);
+      std::string why = "error";
+      if (auto* m = std::get_if<ck::Message>(&decoded)) {
+        if (auto* err = std::get_if<ck::ErrorMessage>(m))
+          why = err->error + " " + err->message.value_or("");
+      }
+      throw Unavailable("registration refused: " + why);
+    }
+    auto decoded = ck::decode_payload(reply.command, reply.payload);
+    if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+      throw Unavailable("bad registration response: " + bad->message);
+    }
+    const auto* resp = std::get_if<ck::RegisterResponse>(&std::get<ck::Message>(decoded));
+    if (resp == nullptr) throw Unavailable("unexpected reply to registration");
+    if (resp->response != "OK") throw Unavailable("registration refused: " + resp->response);
+
+    if (resp->controller_epoch < controller_epoch_) {
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": controller epoch went back from " +
+                                    std::to_string(controller_epoch_) + " to " +
+                                    std::to_string(resp->controller_epoch));
+    }
+    controller_epoch_ = std::max(controller_epoch_, resp->controller_epoch);
+    heartbeat_interval_ =
+        std::chrono::milliseconds{std::max<std::int64_t>(50, resp->heartbeat_interval_ms)};
+    status_interval_ =
+        std::chrono::milliseconds{std::max<std::int64_t>(50, resp->status_interval_ms)};
+    if (resp->peers) {
+      for (const auto& p : *resp->peers) peers_[p.kma_id] = p.kma_endpoint;
+      for (auto& l : links_) {
+        if (!l->session) l->dial_wake.cancel();
+      }
+    }
+    registered_ = true;
+    ++registrations_;
+    log_line(LogLevel::kInfo, "KM " + km_id_ + " registered (controller " + resp->controller_id +
+                                  ", epoch " + std::to_string(resp->controller_epoch) + ")");
+    // Alarms raised while disconnected are re-raised; the status report follows at once.
+    for (const auto& [key, alarm] : active_alarms_) channel->send(ck::Message{alarm});
+    channel->send(ck::Message{build_status()});
+
+    auto next_beat = std::chrono::steady_clock::now() + heartbeat_interval_;
+    auto next_status = std::chrono::steady_clock::now() + status_interval_;
+    while (!stopping() && channel->is_open()) {
+      beat_timer_.expires_at(std::min(next_beat, next_status));
+      co_await beat_timer_.async_wait(kTuple);
+      if (stopping() || !channel->is_open()) break;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_status) {
+        channel->send(ck::Message{build_status()});
+        next_status = now + status_interval_;
+      }
+      if (now >= next_beat) {
+        next_beat = now + heartbeat_interval_;
+        // A heartbeat without answer means a dead controller: reconnect.
+        ck::Message beat{ck::Heartbeat{km_id_}};
+        auto beat_op = channel->request(std::move(beat));
+        co_await std::move(beat_op);
+        co_await net::post(strand_, net::use_awaitable);
+      }
+    }
+  } catch (...) {
+    channel->close();
+    throw;
+  }
+  channel->close();
+}
+
+net::awaitable<void> KmHost::on_ck_frame_hop(std::shared_ptr<southbound::CkChannel> channel,
+                                             ck::Frame frame) {
+  // Handling never waits, so it is posted to our strand instead of awaited there.
+  core_.post(strand_, [this, ch = std::move(channel), f = std::move(frame)]() mutable {
+    on_ck_frame(ch, std::move(f));
+  });
+  co_return;
+}
+
+void KmHost::send_ck_error(const std::shared_ptr<southbound::CkChannel>& channel,
+                           std::string_view code, std::string message, std::uint32_t message_id) {
+  ck::ErrorMessage err;
+  err.error = std::string(code);
+  err.message = std::move(message);
+  err.message_id = message_id;
+  err.from_km = true;
+  channel->send(ck::Message{std::move(err)}, message_id);
+}
+
+void KmHost::on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel, ck::Frame frame) {
+  const std::uint16_t code = frame.command;
+  const auto direction = ck::direction_of(code);
+  if (!ck::is_known_command(code)) {
+    send_ck_error(channel, ck::errc::kUnknownCommand, "unknown command code", frame.message_id);
+    return;
+  }
+  if (direction != ck::Direction::kControllerToKm) {
+    send_ck_error(channel, ck::errc::kBadRequest, "command code points the wrong way",
+                  frame.message_id);
+    return;
+  }
+  switch (static_cast<ck::Command>(code)) {
+    case ck::Command::kKeyRelayNextHopResponse:
+    case ck::Command::kSessionCreationResponse:
+    case ck::Command::kRegisterResponse:
+    case ck::Command::kHeartbeatResponse:
+      // A response nobody waits for (late, after a timeout): nothing to do.
+      return;
+    case ck::Command::kErrorFromController: {
+      auto decoded = ck::decode_payload(code, frame.payload);
+      std::string text = "malformed";
+      if (auto* m = std::get_if<ck::Message>(&decoded)) {
+        if (auto* e = std::get_if<ck::ErrorMessage>(m))
+          text = e->error + " " + e->message.value_or("");
+      }
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": controller error: " + text);
+      return;
+    }
+    default:
+      break;
+  }
+  // A controller command: fence deposed controllers by epoch first (ck-protocol.md clause 2).
+  auto obj = parse_object(frame.payload);
+  if (!obj) {
+    send_ck_error(channel, ck::errc::kBadRequest, "payload is not a JSON object", frame.message_id);
+    return;
+  }
+  const auto* epoch = obj->if_contains("controller_epoch");
+  if (epoch == nullptr || !(epoch->is_int64() || epoch->is_uint64())) {
+    send_ck_error(channel, ck::errc::kBadRequest, "controller_epoch: missing or not an integer",
+                  frame.message_id);
+    return;
+  }
+  const std::int64_t e =
+      epoch->is_int64()
+          ? epoch->as_int64()
+          : static_cast<std::int64_t>(std::min<std::uint64_t>(epoch->as_uint64(), INT64_MAX));
+  if (e < controller_epoch_) {
+    send_ck_error(
+        channel, ck::errc::kStaleEpoch,
+        "controller_epoch " + std::to_string(e) + " < " + std::to_string(controller_epoch_),
+        frame.message_id);
+    return;
+  }
+  controller_epoch_ = e;
+  auto decoded = ck::decode_payload(code, frame.payload);
+  if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+    send_ck_error(channel, bad->code, bad->message, frame.message_id);
+    return;
+  }
+  // Key supply (relay, sessions, reservation, allocation, relay instructions) is later work.
+  send_ck_error(channel, ck::errc::kUnknownCommand,
+                std::string("not implemented: ") + std::string(ck::command_name(code)),
+                frame.message_id);
+}
+
+ck::StatusReport KmHost::build_status() {
+  ck::StatusReport report;
+  report.kma_id = km_id_;
+  report.timestamp = format_rfc3339(std::chrono::system_clock::now());
+  for (const auto& l : links_) {
+    ck::LinkStatus s;
+    s.link_id = l->link_id;
+    s.peer_kma_id = l->peer_km;
+    s.state = l->up() ? "up" : "down";
+    s.stored_keys = static_cast<std::int64_t>(l->store.size());
+    s.stored_key_bits = l->store.stored_bits();
+    s.key_rate_bps = l->meter.rate_per_second();
+    s.consumption_rate_bps = 0;  // keys are not consumed before key supply exists
+    s.qber = l->qber;
+    report.links.push_back(std::move(s));
+  }
+  return report;
+}
+
+void KmHost::send_alarm(const LinkEnd& link, const std::string& alarm, const std::string& severity,
+                        std::optional<double> value, std::string text) {
+  ck::Alarm a;
+  a.kma_id = km_id_;
+  a.alarm = alarm;
+  a.link_id = link.link_id;
+  a.severity = severity;
+  a.value = value;
+  a.text = std::move(text);
+  a.timestamp = format_rfc3339(std::chrono::system_clock::now());
+  const std::string key = link.link_id + "/" + alarm;
+  if (severity == "cleared") {
+    active_alarms_.erase(key);
+    // link_up clears link_down.
+    if (alarm == "link_up") active_alarms_.erase(link.link_id + "/link_down");
+  } else {
+    active_alarms_[key] = a;
+  }
+  log_line(LogLevel::kInfo,
+           "KM " + km_id_ + ": alarm " + alarm + " " + severity + " on " + link.link_id);
+  if (channel_ && registered_) channel_->send(ck::Message{std::move(a)});
+}
+
+// ---- KMA links -------------------------------------------------------------------------------
+
+std::optional<std::string> KmHost::peer_endpoint(const std::string& peer_km) const {
+  if (auto local = core_.local_endpoint(peer_km)) return local;
+  if (auto it = peers_.find(peer_km); it != peers_.end()) return it->second;
+  return std::nullopt;
+}
+
+net::awaitable<void> KmHost::accept_loop() {
+  while (!stopping()) {
+    auto [ec, socket] = co_await acceptor_.async_accept(strand_, kTuple);
+    if (stopping()) break;
+    if (ec) {
+      if (ec == net::error::operation_aborted || !acceptor_.is_open()) break;
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA accept: " + ec.message());
+      continue;
+    }
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto session =
+        std::make_shared<KmaSession>(*this, std::move(socket), kma_server_tls_.get(), false);
+    sessions_.insert(session);
+    session->start_background();
+    spawn(inbound(session), "KMA inbound session of " + km_id_);
+  }
+}
+
+net::awaitable<void> KmHost::inbound(std::shared_ptr<KmaSession> session) {
+  try {
+    co_await session->handshake();
+    auto [type, payload] = co_await session->read_frame(kFrameTimeout);
+    auto hello = parse_object(payload);
+    std::string problem;
+    LinkEnd* link = nullptr;
+    if (type != kma::Type::kHello || !hello) {
+      problem = "expected hello";
+    } else {
+      const std::string from = get_string(*hello, "from_km");
+      const std::string to = get_string(*hello, "to_km");
+      auto it = link_by_id_.find(get_string(*hello, "link_id"));
+      if (to != km_id_) {
+        problem = "wrong KM";
+      } else if (it == link_by_id_.end() || it->second->peer_km != from) {
+        problem = "unknown link";
+      } else if (session->tls() && session->peer_identity() != from) {
+        problem = "certificate does not name " + from;
+      } else {
+        link = it->second;
+      }
+    }
+    if (link == nullptr) {
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA session refused: " + problem);
+      session->send(
+          json_frame(kma::Type::kError, {{"error", "bad_request"}, {"message", problem}}));
+      session->close();
+    } else if (!attach(link, session)) {
+      session->send(json_frame(kma::Type::kError,
+                               {{"error", "conflict"}, {"message", "link already connected"}}));
+      session->close();
+    } else {
+      session->send(json_frame(kma::Type::kHelloOk, {}));
+      begin_sync(*link);
+      auto loop = session_loop(session);
+      co_await std::move(loop);
+    }
+  } catch (const std::exception& e) {
+    if (!stopping()) log_line(LogLevel::kDebug, "KM " + km_id_ + ": KMA inbound: " + e.what());
+  }
+  session->close();
+  detach(session);
+}
+
+net::awaitable<void> KmHost::dial_loop(LinkEnd* link) {
+  const auto& cfg = core_.config();
+  auto backoff = cfg.reconnect_initial;
+  if (!link->primary) {
+    // The primary dials; the secondary dials only when the primary could not (it may not know
+    // our endpoint when it registered before us).
+    link->dial_wake.expires_after(cfg.secondary_dial_delay + jitter(cfg.reconnect_initial));
+    co_await link->dial_wake.async_wait(kTuple);
+  }
+  while (!stopping()) {
+    if (!link->session) {
+      if (auto ep = peer_endpoint(link->peer_km)) {
+        bool ok = false;
+        try {
+          auto op = dial(link, *ep);
+          ok = co_await std::move(op);
+        } catch (const std::exception& e) {
+          if (!stopping()) {
+            log_line(LogLevel::kDebug,
+                     "KM " + km_id_ + ": dial " + link->link_id + " to " + *ep + ": " + e.what());
+          }
+        }
+        if (stopping()) break;
+        if (ok) {
+          backoff = cfg.reconnect_initial;
+        } else {
+          link->dial_wake.expires_after(jitter(backoff));
+          backoff = std::min(backoff * 2, cfg.reconnect_max);
+          co_await link->dial_wake.async_wait(kTuple);
+          continue;
+        }
+      }
+    }
+    link->dial_wake.expires_after(1s);
+    co_await link->dial_wake.async_wait(kTuple);
+  }
+}
+
+net::awaitable<bool> KmHost::dial(LinkEnd* link, std::string endpoint) {
+  auto hp = split_host_port(endpoint);
+  if (!hp) throw InvalidArgument("bad KMA endpoint " + endpoint);
+  tcp::resolver resolver(strand_);
+  auto results = co_await resolver.async_resolve(hp->first, hp->second, net::use_awaitable);
+  tcp::socket socket(strand_);
+  net::steady_timer timer(strand_);
+  timer.expires_after(kConnectTimeout);
+  auto outcome = co_await (net::async_connect(socket, results, net::use_awaitable) ||
+                           timer.async_wait(kTuple));
+  if (outcome.index() != 0) throw Unavailable("connect timed out");
+  if (stopping() || link->session) co_return link->session != nullptr;
+  boost::system::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  auto session =
+      std::make_shared<KmaSession>(*this, std::move(socket), kma_client_tls_.get(), true);
+  sessions_.insert(session);
+  session->start_background();
+  bool attached = false;
+  try {
+    co_await session->handshake();
+    if (session->tls() && session->peer_identity() != link->peer_km) {
+      throw Unavailable("peer certificate does not name " + link->peer_km);
+    }
+    session->send(
+        json_frame(kma::Type::kHello,
+                   {{"from_km", km_id_}, {"to_km", link->peer_km}, {"link_id", link->link_id}}));
+    auto [type, payload] = co_await session->read_frame(kFrameTimeout);
+    if (type != kma::Type::kHelloOk) {
+      auto err = parse_object(payload);
+      throw Unavailable("peer refused: " + (err ? get_string(*err, "message") : std::string{}));
+    }
+    attached = attach(link, session);
+    if (attached) begin_sync(*link);
+  } catch (...) {
+    session->close();
+    detach(session);
+    throw;
+  }
+  if (!attached) {
+    session->close();
+    detach(session);
+    co_return link->session != nullptr;
+  }
+  spawn(
+      [](KmHost* self, std::shared_ptr<KmaSession> s) -> net::awaitable<void> {
+        try {
+          auto loop = self->session_loop(s);
+          co_await std::move(loop);
+        } catch (const std::exception& e) {
+          if (!self->stopping()) {
+            log_line(LogLevel::kDebug, "KM " + self->km_id_ + ": KMA session: " + e.what());
+          }
+        }
+        s->close();
+        self->detach(s);
+      }(this, session),
+      "KMA outbound session of " + km_id_);
+  co_return true;
+}
+
+bool KmHost::attach(LinkEnd* link, const std::shared_ptr<KmaSession>& session) {
+  if (stopping()) return false;
+  // Both ends keep the connection dialed by the primary when two exist (simultaneous dials).
+  const bool preferred = session->dialer() == link->primary;
+  if (link->session && link->session != session) {
+    const bool old_preferred = link->session->dialer() == link->primary;
+    if (old_preferred && !preferred && link->session->is_open()) return false;
+    auto old = link->session;
+    old->close();
+    detach(old);
+  }
+  session->link = link;
+  link->session = session;
+  link->synced = false;
+  link->pending.clear();
+  log_line(LogLevel::kInfo,
+           "KM " + km_id_ + ": KMA link " + link->link_id + " connected to " + link->peer_km);
+  return true;
+}
+
+void KmHost::begin_sync(LinkEnd& link) {
+  if (!link.primary || !link.session) return;
+  const auto last = link.store.newest_id();
+  link.session->send(
+      json_frame(kma::Type::kSync, {{"last_key_id", last ? key_id_to_string(*last) : std::string{}},
+                                    {"capacity_bits", link.store.capacity_bits()}}));
+}
+
+void KmHost::detach(const std::shared_ptr<KmaSession>& session) {
+  sessions_.erase(session);
+  LinkEnd* link = session->link;
+  if (link == nullptr || link->session != session) return;
+  link->session.reset();
+  link->synced = false;
+  link->pending.clear();  // never stored here; the peer trims them at the next sync
+  link->dial_wake.cancel();
+  if (!stopping()) {
+    log_line(LogLevel::kInfo, "KM " + km_id_ + ": KMA link " + link->link_id + " disconnected");
+  }
+}
+
+net::awaitable<void> KmHost::session_loop(std::shared_ptr<KmaSession> session) {
+  while (session->is_open() && !stopping()) {
+    auto [type, payload] = co_await session->read_frame(kIdleTimeout);
+    on_kma_frame(session, type, payload);
+    OPENSSL_cleanse(payload.data(), payload.size());
+  }
+}
+
+void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type type,
+                          std::string& payload) {
+  LinkEnd* link = session->link;
+  if (link == nullptr || link->session != session) {
+    session->close();
+    return;
+  }
+  auto fail = [&](const std::string& why) {
+    log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA link " + link->link_id + ": " + why);
+    session->close();
+  };
+  switch (type) {
+    case kma::Type::kSync: {
+      auto msg = parse_object(payload);
+      if (link->primary || !msg) return fail("unexpected sync");
+      const std::string last = get_string(*msg, "last_key_id");
+      bool in_sync = true;
+      if (last.empty()) {
+        link->store.clear();
+      } else {
+        auto id = parse_key_id(last);
+        if (!id || !link->store.trim_after(*id)) {
+          link->store.clear();
+          in_sync = false;
+        }
+      }
+      link->peer_capacity_bits =
+          static_cast<std::int64_t>(get_number(*msg, "capacity_bits").value_or(0));
+      link->synced = true;
+      session->send(
+          json_frame(kma::Type::kSyncOk,
+                     {{"in_sync", in_sync}, {"capacity_bits", link->store.capacity_bits()}}));
+      return;
+    }
+    case kma::Type::kSyncOk: {
+      auto msg = parse_object(payload);
+      if (!link->primary || !msg) return fail("unexpected sync_ok");
+      const auto* in_sync = msg->if_contains("in_sync");
+      if (in_sync == nullptr || !in_sync->is_bool() || !in_sync->as_bool()) link->store.clear();
+      link->peer_capacity_bits =
+          static_cast<std::int64_t>(get_number(*msg, "capacity_bits").value_or(0));
+      link->synced = true;
+      link->last_generation = std::chrono::steady_clock::now();
+      link->credit_bits = 0;
+      return;
+    }
+    case kma::Type::kKeys: {
+      if (link->primary || !link->synced) return fail("unexpected keys");
+      auto body = kma::decode_keys(payload);
+      if (!body) return fail("malformed keys frame");
+      for (auto& k : body->keys) link->store.push(k);
+      session->send(kma::encode_ack_frame(body->seq));
+      return;
+    }
+    case kma::Type::kAck: {
+      auto seq = kma::decode_ack(payload);
+      if (!link->primary || !seq || link->pending.empty() || link->pending.front().seq != *seq) {
+        return fail("unexpected ack");
+      }
+      for (auto& k : link->pending.front().keys) link->store.push(k);
+      link->pending.pop_front();
+      return;
+    }
+    case kma::Type::kControl: {
+      auto msg = parse_object(payload);
+      if (!msg) return fail("malformed control");
+      LinkControl c;
+      c.key_rate_bps = get_number(*msg, "key_rate_bps");
+      c.qber = get_number(*msg, "qber");
+      if (const auto* up = msg->if_contains("up"); up != nullptr && up->is_bool()) {
+        c.up = up->as_bool();
+      }
+      apply_control_local(*link, c);
+      return;
+    }
+    case kma::Type::kPing:
+      return;
+    case kma::Type::kError: {
+      auto msg = parse_object(payload);
+      return fail("peer error: " + (msg ? get_string(*msg, "message") : std::string{}));
+    }
+    default:
+      return fail("unknown KMA frame type");
+  }
+}
+
+void KmHost::apply_control_local(LinkEnd& link, const LinkControl& control) {
+  if (control.key_rate_bps && std::isfinite(*control.key_rate_bps) && *control.key_rate_bps >= 0) {
+    link.key_rate_bps = *control.key_rate_bps;
+  }
+  if (control.qber && std::isfinite(*control.qber) && *control.qber >= 0 && *control.qber <= 1) {
+    link.qber = *control.qber;
+  }
+  if (control.up) link.admin_up = *control.up;
+  evaluate_alarms(link);
+}
+
+// ---- generation and alarms -------------------------------------------------------------------
+
+net::awaitable<void> KmHost::tick_loop() {
+  const auto tick = core_.config().generation_tick;
+  auto next = std::chrono::steady_clock::now();
+  while (!stopping()) {
+    next += tick;
+    tick_timer_.expires_at(next);
+    co_await tick_timer_.async_wait(kTuple);
+    if (stopping()) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (next < now - tick * 10) next = now;  // we fell far behind: do not burst
+    for (auto& l : links_) {
+      if (l->primary) generate(*l, now);
+      l->meter.sample(now, l->store.added_bits_total());
+      evaluate_alarms(*l);
+      if (l->session && now - l->session->last_sent > kPingInterval) {
+        l->session->send(kma::encode_frame(kma::Type::kPing, {}));
+      }
+    }
+  }
+}
+
+void KmHost::generate(LinkEnd& link, SteadyTime now) {
+  const double dt = std::chrono::duration<double>(now - link.last_generation).count();
+  link.last_generation = now;
+  if (!link.up() || link.key_rate_bps <= 0) {
+    link.credit_bits = 0;
+    return;
+  }
+  link.credit_bits = std::min(link.credit_bits + link.key_rate_bps * dt,
+                              link.key_rate_bps + static_cast<double>(kKeyBits));
+  const std::int64_t capacity = std::min(link.store.capacity_bits(), link.peer_capacity_bits);
+  while (link.credit_bits >= static_cast<double>(kKeyBits) &&
+         link.pending.size() < kMaxPendingBatches) {
+    std::int64_t in_flight = 0;
+    for (const auto& p : link.pending)
+      in_flight += static_cast<std::int64_t>(p.keys.size()) * kKeyBits;
+    const std::int64_t room = capacity - link.store.stored_bits() - in_flight;
+    const auto by_credit =
+        static_cast<std::int64_t>(link.credit_bits / static_cast<double>(kKeyBits));
+    const std::int64_t n =
+        std::min({by_credit, room / kKeyBits, static_cast<std::int64_t>(kma::kMaxKeysPerBatch)});
+    if (n <= 0) {
+      link.credit_bits = 0;  // the pool is full: generation pauses
+      return;
+    }
+    LinkEnd::Pending batch{link.next_seq++, std::vector<KeyBlock>(static_cast<std::size_t>(n))};
+    const auto created = std::chrono::system_clock::now();
+    for (auto& k : batch.keys) {
+      if (RAND_bytes(k.bytes.data(), static_cast<int>(k.bytes.size())) != 1) {
+        log_line(LogLevel::kError, "KM " + km_id_ + ": RAND_bytes failed");
+        link.credit_bits = 0;
+        return;
+      }
+      k.id = new_key_id();
+      k.created = created;
+    }
+    link.session->send(kma::encode_keys_frame(batch.seq, batch.keys));
+    link.pending.push_back(std::move(batch));
+    link.credit_bits -= static_cast<double>(n * kKeyBits);
+  }
+}
+
+void KmHost::evaluate_alarms(LinkEnd& link) {
+  const auto& cfg = core_.config();
+  const bool up = link.up();
+  if (up != link.last_up) {
+    link.last_up = up;
+    if (!up) {
+      link.down_raised = true;
+      send_alarm(link, "link_down", "major", std::nullopt,
+                 link.admin_up ? "KMA link to " + link.peer_km + " lost" : "link set down");
+    } else if (link.down_raised) {
+      link.down_raised = false;
+      send_alarm(link, "link_up", "cleared", std::nullopt, "link up");
+    }
+  }
+  if (!link.qber_raised && link.qber > cfg.qber_threshold) {
+    link.qber_raised = true;
+    send_alarm(link, "qber_high", "major", link.qber, "QBER above threshold");
+  } else if (link.qber_raised && link.qber < cfg.qber_threshold - cfg.qber_hysteresis) {
+    link.qber_raised = false;
+    send_alarm(link, "qber_high", "cleared", link.qber, "QBER back below threshold");
+  }
+  if (cfg.pool_floor_bits > 0) {
+    const auto bits = link.store.stored_bits();
+    if (!link.pool_low_raised && bits < cfg.pool_floor_bits) {
+      link.pool_low_raised = true;
+      send_alarm(link, "key_pool_low", "minor", static_cast<double>(bits), "key pool below floor");
+    } else if (link.pool_low_raised &&
+               bits >= cfg.pool_floor_bits +
+                           std::max<std::int64_t>(kKeyBits, cfg.pool_floor_bits / 10)) {
+      link.pool_low_raised = false;
+      send_alarm(link, "key_pool_low", "cleared", static_cast<double>(bits), "key pool refilled");
+    }
+  }
+}
+
+// ---- strand-side queries ---------------------------------------------------------------------
+
+net::awaitable<KmSnapshot> KmHost::snapshot() {
+  KmSnapshot s;
+  s.km_id = km_id_;
+  s.kma_endpoint = kma_endpoint_;
+  s.registered = registered_;
+  s.controller_epoch = controller_epoch_;
+  s.registrations = registrations_;
+  for (const auto& l : links_) {
+    LinkSnapshot ls;
+    ls.link_id = l->link_id;
+    ls.peer_km_id = l->peer_km;
+    ls.primary = l->primary;
+    ls.up = l->up();
+    ls.admin_up = l->admin_up;
+    ls.kma_connected = l->session != nullptr;
+    ls.stored_keys = static_cast<std::int64_t>(l->store.size());
+    ls.stored_key_bits = l->store.stored_bits();
+    ls.capacity_bits = l->store.capacity_bits();
+    ls.key_rate_bps = l->key_rate_bps;
+    ls.measured_key_rate_bps = l->meter.rate_per_second();
+    ls.qber = l->qber;
+    s.links.push_back(std::move(ls));
+  }
+  co_return s;
+}
+
+net::awaitable<bool> KmHost::apply_control(std::string link_id, LinkControl control,
+                                           bool propagate) {
+  auto it = link_by_id_.find(link_id);
+  if (it == link_by_id_.end()) co_return false;
+  LinkEnd& link = *it->second;
+  apply_control_local(link, control);
+  if (propagate && link.session) {
+    json::object msg;
+    if (control.key_rate_bps) msg["key_rate_bps"] = *control.key_rate_bps;
+    if (control.qber) msg["qber"] = *control.qber;
+    if (control.up) msg["up"] = *control.up;
+    link.session->send(json_frame(kma::Type::kControl, msg));
+  }
+  co_return true;
+}
+
+net::awaitable<std::optional<std::string>> KmHost::digest(std::string link_id) {
+  auto it = link_by_id_.find(link_id);
+  if (it == link_by_id_.end()) co_return std::nullopt;
+  co_return it->second->store.digest_hex();
+}
+
+net::awaitable<void> KmHost::disconnect() {
+  if (channel_) channel_->close();
+  co_return;
+}
+
+// ---- AgentCore -------------------------------------------------------------------------------
+
+AgentCore::AgentCore(net::io_context& io, AgentConfig config)
+    : io_(io), config_(std::move(config)) {
+  for (const auto& id : config_.km_ids) {
+    auto host = std::make_unique<KmHost>(*this, id);
+    by_id_[id] = host.get();
+    hosts_.push_back(std::move(host));
+  }
+}
+
+AgentCore::~AgentCore() = default;
+
+void AgentCore::start() {
+  if (started_) return;
+  started_ = true;
+  for (auto& h : hosts_) h->bind_listener();
+  for (auto& h : hosts_) h->start();
+}
+
+void AgentCore::stop() {
+  if (stopping_.exchange(true)) return;
+  for (auto& h : hosts_) h->stop();
+}
+
+std::optional<std::string> AgentCore::local_endpoint(const std::string& km_id) const {
+  auto it = by_id_.find(km_id);
+  if (it == by_id_.end() || it->second->kma_endpoint().empty()) return std::nullopt;
+  return it->second->kma_endpoint();
+}
+
+void AgentCore::spawn(const net::any_io_executor& ex, net::awaitable<void> work, std::string what) {
+  {
+    std::lock_guard lock(drain_mutex_);
+    ++running_;
+  }
+  net::co_spawn(ex, std::move(work), [this, what = std::move(what)](std::exception_ptr e) {
+    if (e) log_line(LogLevel::kError, what + " ended: " + describe(e));
+    std::lock_guard lock(drain_mutex_);
+    if (--running_ == 0) drained_.notify_all();
+  });
+}
+
+void AgentCore::post(const net::any_io_executor& ex, std::function<void()> fn) {
+  {
+    std::lock_guard lock(drain_mutex_);
+    ++running_;
+  }
+  net::post(ex, [this, fn = std::move(fn)] {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log_line(LogLevel::kError, std::string("posted work failed: ") + e.what());
+    }
+    std::lock_guard lock(drain_mutex_);
+    if (--running_ == 0) drained_.notify_all();
+  });
+}
+
+bool AgentCore::wait_drained(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(drain_mutex_);
+  return drained_.wait_for(lock, timeout, [this] { return running_ == 0; });
+}
+
+KmHost* AgentCore::find(const std::string& km_id) const {
+  auto it = by_id_.find(km_id);
+  return it == by_id_.end() ? nullptr : it->second;
+}
+
+net::awaitable<std::vector<KmSnapshot>> AgentCore::snapshot() {
+  std::vector<KmSnapshot> out;
+  out.reserve(hosts_.size());
+  for (auto& h : hosts_) {
+    auto op = h->snapshot();
+    KmSnapshot snap = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+    out.push_back(std::move(snap));
+  }
+  co_return out;
+}
+
+net::awaitable<bool> AgentCore::control_link(std::string link_id, LinkControl control) {
+  std::vector<KmHost*> ends;
+  for (const auto& l : config_.topology.links) {
+    if (l.link_id != link_id) continue;
+    for (const auto* km : {&l.a, &l.b}) {
+      if (auto* h = find(*km)) ends.push_back(h);
+    }
+  }
+  // Forward to the remote end only when this process hosts just one end.
+  const bool propagate = ends.size() == 1;
+  bool any = false;
+  for (auto* h : ends) {
+    auto op = h->apply_control(link_id, control, propagate);
+    const bool applied = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+    any = any || applied;
+  }
+  co_return any;
+}
+
+net::awaitable<bool> AgentCore::disconnect(std::string km_id) {
+  auto* h = find(km_id);
+  if (h == nullptr) co_return false;
+  auto op = h->disconnect();
+  co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+  co_return true;
+}
+
+net::awaitable<std::optional<std::string>> AgentCore::digest(std::string km_id,
+                                                             std::string link_id) {
+  auto* h = find(km_id);
+  if (h == nullptr) co_return std::nullopt;
+  auto op = h->digest(std::move(link_id));
+  auto result = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+  co_return result;
+}
+
+}  // namespace qkdn::agent

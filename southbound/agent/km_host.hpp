@@ -1,0 +1,264 @@
+// Internal: the agent's per-KM machinery on Asio. Each KmHost owns a strand; every member of a
+// KmHost, its LinkEnds and its KmaSessions is touched only on that strand.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "kma_wire.hpp"
+#include "qkdn/agent/agent.hpp"
+#include "qkdn/agent/key_store.hpp"
+#include "qkdn/controller/clock.hpp"
+#include "qkdn/southbound/ck_channel.hpp"
+#include "qkdn/southbound/ck_messages.hpp"
+
+namespace qkdn::agent {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using Strand = net::strand<net::io_context::executor_type>;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+class AgentCore;
+class KmHost;
+struct LinkEnd;
+
+/// One KMA-link connection (plain TCP or TLS). Lives on its host's strand.
+class KmaSession : public std::enable_shared_from_this<KmaSession> {
+ public:
+  KmaSession(KmHost& host, tcp::socket socket, net::ssl::context* tls, bool dialer);
+
+  /// TLS handshake when TLS is on (server role for accepted sessions); no-op otherwise.
+  net::awaitable<void> handshake();
+  /// Reads one frame within `timeout`; throws on EOF, error, timeout or an oversized length.
+  net::awaitable<std::pair<kma::Type, std::string>> read_frame(std::chrono::milliseconds timeout);
+  /// Starts the writer and the deadline watchdog.
+  void start_background();
+  /// Queues a frame (one outstanding write per socket); wiped after it is written.
+  void send(std::string frame);
+  /// Closes the socket and wakes the background coroutines (idempotent).
+  void close();
+  [[nodiscard]] bool is_open() const { return open_; }
+  /// Verified peer KM identity (TLS), empty for plain TCP.
+  [[nodiscard]] std::string peer_identity();
+  [[nodiscard]] bool dialer() const { return dialer_; }
+  [[nodiscard]] bool tls() const { return tls_ != nullptr; }
+
+  LinkEnd* link = nullptr;  ///< set once attached
+  SteadyTime last_sent{};
+
+ private:
+  net::awaitable<void> read_exact(void* data, std::size_t size);
+  net::awaitable<void> writer();
+  net::awaitable<void> watchdog();
+
+  KmHost& host_;
+  tcp::socket plain_;
+  std::unique_ptr<net::ssl::stream<tcp::socket>> tls_;
+  bool dialer_;
+  bool open_ = true;
+  std::deque<std::string> queue_;
+  net::steady_timer write_wake_;
+  net::steady_timer deadline_;
+};
+
+/// One end of an emulated QKD link at a hosted KM.
+struct LinkEnd {
+  LinkEnd(std::string id, std::string peer, bool is_primary, KeyStore key_store, double rate,
+          double q, const net::any_io_executor& ex);
+
+  std::string link_id;
+  std::string peer_km;
+  bool primary;
+  KeyStore store;
+  double key_rate_bps;
+  double qber;
+  bool admin_up = true;
+
+  std::shared_ptr<KmaSession> session;  ///< the active KMA session
+  bool synced = false;
+  std::int64_t peer_capacity_bits = INT64_MAX;
+
+  // Generator (primary only): credit in bits, batches sent but not yet acknowledged.
+  double credit_bits = 0;
+  SteadyTime last_generation{};
+  std::uint32_t next_seq = 1;
+  struct Pending {
+    std::uint32_t seq;
+    std::vector<KeyBlock> keys;
+  };
+  std::deque<Pending> pending;
+
+  RateMeter meter;
+  // Alarm state.
+  bool down_raised = false;
+  bool qber_raised = false;
+  bool pool_low_raised = false;
+  bool last_up = false;
+
+  net::steady_timer dial_wake;
+
+  [[nodiscard]] bool up() const { return admin_up && session && synced; }
+};
+
+/// One hosted KM: Ck client, KMA listener, link ends, timers.
+class KmHost {
+ public:
+  KmHost(AgentCore& core, std::string km_id);
+  ~KmHost();
+
+  /// Binds the KMA listener (called before start, from the constructing thread).
+  void bind_listener();
+  /// Spawns the Ck loop, the accept loop, the dial loops and the tick loop on the strand.
+  void start();
+  /// Posts a graceful shutdown to the strand.
+  void stop();
+
+  [[nodiscard]] const std::string& km_id() const { return km_id_; }
+  [[nodiscard]] const std::string& kma_endpoint() const { return kma_endpoint_; }
+  [[nodiscard]] Strand& strand() { return strand_; }
+
+  // Coroutines that must run on the strand (call through co_spawn(strand(), ...)).
+  net::awaitable<KmSnapshot> snapshot();
+  net::awaitable<bool> apply_control(std::string link_id, LinkControl control, bool propagate);
+  net::awaitable<std::optional<std::string>> digest(std::string link_id);
+  net::awaitable<void> disconnect();
+
+ private:
+  friend class KmaSession;
+
+  bool stopping() const;
+  void shutdown();
+  void spawn(net::awaitable<void> work, std::string what);
+
+  // Ck side.
+  net::awaitable<void> ck_loop();
+  net::awaitable<bool> ck_session();
+  net::awaitable<void> register_and_beat(std::shared_ptr<southbound::CkChannel> channel);
+  net::awaitable<void> on_ck_frame_hop(std::shared_ptr<southbound::CkChannel> channel,
+                                       southbound::ck::Frame frame);
+  void on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel,
+                   southbound::ck::Frame frame);
+  struct RunState {
+    explicit RunState(const Strand& s) : done(s) { done.expires_at(SteadyTime::max()); }
+    bool finished = false;
+    net::steady_timer done;
+  };
+  void send_ck_error(const std::shared_ptr<southbound::CkChannel>& channel, std::string_view code,
+                     std::string message, std::uint32_t message_id);
+  southbound::ck::StatusReport build_status();
+  void send_alarm(const LinkEnd& link, const std::string& alarm, const std::string& severity,
+                  std::optional<double> value, std::string text);
+
+  // KMA side.
+  net::awaitable<void> accept_loop();
+  net::awaitable<void> inbound(std::shared_ptr<KmaSession> session);
+  net::awaitable<void> dial_loop(LinkEnd* link);
+  net::awaitable<bool> dial(LinkEnd* link, std::string endpoint);
+  net::awaitable<void> session_loop(std::shared_ptr<KmaSession> session);
+  bool attach(LinkEnd* link, const std::shared_ptr<KmaSession>& session);
+  void detach(const std::shared_ptr<KmaSession>& session);
+  void begin_sync(LinkEnd& link);
+  void on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type type,
+                    std::string& payload);
+  void apply_control_local(LinkEnd& link, const LinkControl& control);
+  std::optional<std::string> peer_endpoint(const std::string& peer_km) const;
+
+  // Generation and alarms.
+  net::awaitable<void> tick_loop();
+  void generate(LinkEnd& link, SteadyTime now);
+  void evaluate_alarms(LinkEnd& link);
+  KeyId new_key_id();
+  std::chrono::milliseconds jitter(std::chrono::milliseconds base);
+
+  AgentCore& core_;
+  std::string km_id_;
+  Strand strand_;
+  std::unique_ptr<Random> rng_;
+  std::vector<std::unique_ptr<LinkEnd>> links_;
+  std::map<std::string, LinkEnd*> link_by_id_;
+  std::vector<std::string> applications_;
+
+  tcp::acceptor acceptor_;
+  std::string kma_endpoint_;
+  std::unique_ptr<net::ssl::context> kma_server_tls_;
+  std::unique_ptr<net::ssl::context> kma_client_tls_;
+  std::unique_ptr<net::ssl::context> ck_tls_;
+  std::set<std::shared_ptr<KmaSession>> sessions_;
+
+  std::shared_ptr<southbound::CkChannel> channel_;
+  bool registered_ = false;
+  std::int64_t controller_epoch_ = 0;
+  std::uint64_t registrations_ = 0;
+  std::chrono::milliseconds heartbeat_interval_{1'000};
+  std::chrono::milliseconds status_interval_{1'000};
+  std::map<std::string, std::string> peers_;  ///< kma_id -> endpoint, from the controller
+  std::map<std::string, southbound::ck::Alarm> active_alarms_;  ///< "<link>/<alarm>"
+
+  net::steady_timer ck_timer_;
+  net::steady_timer beat_timer_;
+  net::steady_timer tick_timer_;
+};
+
+/// Everything shared by the hosted KMs. Immutable after start() except through the strands.
+class AgentCore {
+ public:
+  AgentCore(net::io_context& io, AgentConfig config);
+  ~AgentCore();
+
+  void start();
+  void stop();
+  [[nodiscard]] bool stopping() const { return stopping_.load(); }
+  [[nodiscard]] const AgentConfig& config() const { return config_; }
+  [[nodiscard]] net::io_context& io() { return io_; }
+  /// KMA endpoint of a KM hosted in this process.
+  [[nodiscard]] std::optional<std::string> local_endpoint(const std::string& km_id) const;
+  [[nodiscard]] KmHost* find(const std::string& km_id) const;
+
+  /// Spawns a root coroutine: its exception is logged (never silently dropped) and it counts
+  /// as running until it ends (see wait_drained).
+  void spawn(const net::any_io_executor& ex, net::awaitable<void> work, std::string what);
+  /// Posts a function (counted like a root coroutine; exceptions are logged).
+  void post(const net::any_io_executor& ex, std::function<void()> fn);
+  /// Waits until every root coroutine has ended; false on timeout. Not from an io thread.
+  bool wait_drained(std::chrono::milliseconds timeout);
+
+  // Callable from any executor.
+  net::awaitable<std::vector<KmSnapshot>> snapshot();
+  net::awaitable<bool> control_link(std::string link_id, LinkControl control);
+  net::awaitable<bool> disconnect(std::string km_id);
+  net::awaitable<std::optional<std::string>> digest(std::string km_id, std::string link_id);
+
+ private:
+  net::io_context& io_;
+  AgentConfig config_;
+  std::vector<std::unique_ptr<KmHost>> hosts_;
+  std::unordered_map<std::string, KmHost*> by_id_;
+  std::atomic<bool> stopping_{false};
+  bool started_ = false;
+  std::mutex drain_mutex_;  // guards running_ for the condition variable only
+  std::condition_variable drained_;
+  std::int64_t running_ = 0;
+};
+
+}  // namespace qkdn::agent

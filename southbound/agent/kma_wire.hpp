@@ -1,0 +1,65 @@
+// KMA-link wire format between two agents' KMAs (project-internal, not part of Ck).
+//
+// Frame: type (2 bytes) | length (4 bytes) | payload, big-endian. Payloads are one JSON object,
+// except Keys and Ack which are binary. A session goes:
+//   dialer -> Hello {"from_km","to_km","link_id"};  acceptor -> HelloOk {} or Error and close
+//   primary -> Sync {"last_key_id": "<uuid>"|"", "capacity_bits"}
+//   secondary -> SyncOk {"in_sync": bool, "capacity_bits"}   (trimmed / flushed to match)
+//   primary -> Keys (seq, keys...);  secondary stores, -> Ack (seq);  primary stores on Ack
+//   either -> Control {"key_rate_bps","qber","up"} (admin changes, any subset), Ping {}
+// The primary of a link is the end with the lexicographically smaller KM ID.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qkdn/agent/key_store.hpp"
+
+namespace qkdn::agent::kma {
+
+enum class Type : std::uint16_t {
+  kHello = 1,
+  kHelloOk = 2,
+  kSync = 3,
+  kSyncOk = 4,
+  kKeys = 5,
+  kAck = 6,
+  kControl = 7,
+  kError = 8,
+  kPing = 9,
+};
+
+inline constexpr std::size_t kHeaderSize = 6;
+/// Largest accepted payload; a bigger length closes the session.
+inline constexpr std::uint32_t kMaxPayload = 1u << 20;
+/// Most keys in one Keys frame (keeps frames well under kMaxPayload).
+inline constexpr std::size_t kMaxKeysPerBatch = 1024;
+
+struct Header {
+  std::uint16_t type = 0;
+  std::uint32_t length = 0;
+};
+
+/// Decodes the 6 header bytes.
+Header decode_header(const std::uint8_t* bytes) noexcept;
+/// A whole frame. Throws InvalidArgument when the payload exceeds kMaxPayload.
+std::string encode_frame(Type type, std::string_view payload);
+
+/// A decoded Keys payload.
+struct KeysBody {
+  std::uint32_t seq = 0;
+  std::vector<KeyBlock> keys;
+};
+/// A whole Keys frame (contains key bytes: the caller wipes it after writing).
+std::string encode_keys_frame(std::uint32_t seq, const std::vector<KeyBlock>& keys);
+/// Parses a Keys payload; nullopt when malformed or over kMaxKeysPerBatch.
+std::optional<KeysBody> decode_keys(std::string_view payload);
+/// A whole Ack frame.
+std::string encode_ack_frame(std::uint32_t seq);
+/// Parses an Ack payload.
+std::optional<std::uint32_t> decode_ack(std::string_view payload);
+
+}  // namespace qkdn::agent::kma

@@ -1,0 +1,165 @@
+#include "qkdn/agent/options.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <set>
+
+#include "qkdn/controller/error.hpp"
+#include "qkdn/southbound/topology_json.hpp"
+
+namespace qkdn::agent {
+namespace {
+
+template <class T>
+T parse_int(const std::string& flag, const std::string& text, T min, T max) {
+  T v{};
+  const auto* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, v);
+  if (ec != std::errc{} || p != end || v < min || v > max) {
+    throw InvalidArgument(flag + ": expected an integer in [" + std::to_string(min) + ", " +
+                          std::to_string(max) + "], got '" + text + "'");
+  }
+  return v;
+}
+
+double parse_double(const std::string& flag, const std::string& text, double min, double max) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || text.empty() || !std::isfinite(v) || v < min || v > max) {
+    throw InvalidArgument(flag + ": expected a number in [" + std::to_string(min) + ", " +
+                          std::to_string(max) + "], got '" + text + "'");
+  }
+  return v;
+}
+
+std::pair<std::string, std::uint16_t> parse_host_port(const std::string& flag,
+                                                      const std::string& text) {
+  const auto pos = text.rfind(':');
+  if (pos == std::string::npos || pos == 0) {
+    throw InvalidArgument(flag + ": expected HOST:PORT, got '" + text + "'");
+  }
+  std::string host = text.substr(0, pos);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return {host, parse_int<std::uint16_t>(flag, text.substr(pos + 1), 0, 65535)};
+}
+
+}  // namespace
+
+std::string usage() {
+  return R"(Usage: qkdn-agent --topology FILE (--km ID ... | --all) --controller HOST:PORT
+                  (--insecure-ck | --tls-ca FILE --tls-cert-dir DIR) [options]
+
+Hosts one or many lightweight key managers (KMs) with emulated QKD links. Each KM keeps its own
+Ck connection to the controller and its own KMA-link listener.
+
+  --topology FILE         topology document (JSON) naming KMs, links and applications (required)
+  --km ID                 host this KM (repeatable)
+  --all                   host every KM of the topology
+  --controller HOST:PORT  the controller's Ck listener (required)
+  --insecure-ck           plain TCP on Ck (labs and tests only)
+  --tls-ca FILE           CA bundle (PEM) verifying the controller and peer KMAs
+  --tls-cert-dir DIR      per-KM certificates <km_id>.crt / <km_id>.key (scripts/dev-ca.sh);
+                          KMA links use mutual TLS when given
+  --kma-listen-host IP    address of the KMA listeners, ports are automatic (127.0.0.1)
+  --admin-listen IP:PORT  admin HTTP listener (port 0 = automatic; off when absent)
+  --qber-threshold X      qber_high alarm threshold (0.11)
+  --qber-hysteresis X     the alarm clears below threshold minus this (0.01)
+  --pool-floor-bits N     key_pool_low alarm below N stored bits per link (0 = off)
+  --pool-capacity-bytes N key store capacity per link end; generation pauses when full (1048576)
+  --threads N             io threads (2)
+  --seed N                deterministic key IDs and jitter (keys always come from RAND_bytes)
+  --help                  this text
+
+Prints "kma <km_id> listening on HOST:PORT" per KM, "admin listening on 127.0.0.1:PORT" and
+"agent ready: N KMs" on stdout. Logs go to stderr (QKDN_AGENT_DEBUG=1 for more).
+
+Examples:
+  qkdn-agent --topology tests/data/topologies/tokyo-qkd.json --all \
+             --controller 127.0.0.1:5600 --insecure-ck --admin-listen 127.0.0.1:0
+  qkdn-agent --topology net.json --km KM1 --km KM2 --controller ctl.example:5600 \
+             --tls-ca ca.crt --tls-cert-dir certs/
+)";
+}
+
+CommandLine parse_command_line(const std::vector<std::string>& args) {
+  CommandLine cl;
+  AgentConfig& cfg = cl.config;
+  std::string topology_path;
+  std::vector<std::string> kms;
+  bool all = false;
+  bool have_controller = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& flag = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw InvalidArgument(flag + ": missing value");
+      return args[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      cl.help = true;
+      return cl;
+    } else if (flag == "--topology") {
+      topology_path = value();
+    } else if (flag == "--km") {
+      kms.push_back(value());
+    } else if (flag == "--all") {
+      all = true;
+    } else if (flag == "--controller") {
+      auto [h, p] = parse_host_port(flag, value());
+      if (p == 0) throw InvalidArgument("--controller: port must not be 0");
+      cfg.controller_host = h;
+      cfg.controller_port = p;
+      have_controller = true;
+    } else if (flag == "--insecure-ck") {
+      cfg.insecure_ck = true;
+    } else if (flag == "--tls-ca") {
+      cfg.tls_ca = value();
+    } else if (flag == "--tls-cert-dir") {
+      cfg.tls_cert_dir = value();
+    } else if (flag == "--kma-listen-host") {
+      cfg.kma_listen_host = value();
+    } else if (flag == "--admin-listen") {
+      auto [h, p] = parse_host_port(flag, value());
+      cfg.admin_host = h;
+      cfg.admin_port = p;
+    } else if (flag == "--qber-threshold") {
+      cfg.qber_threshold = parse_double(flag, value(), 0, 1);
+    } else if (flag == "--qber-hysteresis") {
+      cfg.qber_hysteresis = parse_double(flag, value(), 0, 1);
+    } else if (flag == "--pool-floor-bits") {
+      cfg.pool_floor_bits = parse_int<std::int64_t>(flag, value(), 0, INT64_MAX / 2);
+    } else if (flag == "--pool-capacity-bytes") {
+      cfg.pool_capacity_bytes = parse_int<std::size_t>(flag, value(), 32, std::size_t{1} << 34);
+    } else if (flag == "--threads") {
+      cl.threads = parse_int<unsigned>(flag, value(), 1, 256);
+    } else if (flag == "--seed") {
+      cfg.seed = parse_int<std::uint64_t>(flag, value(), 0, UINT64_MAX);
+    } else {
+      throw InvalidArgument("unknown option '" + flag + "' (see --help)");
+    }
+  }
+  if (topology_path.empty()) throw InvalidArgument("--topology FILE is required");
+  if (!have_controller) throw InvalidArgument("--controller HOST:PORT is required");
+  if (all == !kms.empty()) throw InvalidArgument("give either --km ID (repeatable) or --all");
+  if (!cfg.insecure_ck && (cfg.tls_ca.empty() || cfg.tls_cert_dir.empty())) {
+    throw InvalidArgument("Ck needs --tls-ca and --tls-cert-dir, or --insecure-ck");
+  }
+  if (cfg.tls_cert_dir.empty() != cfg.tls_ca.empty()) {
+    throw InvalidArgument("--tls-ca and --tls-cert-dir go together");
+  }
+  cfg.topology = southbound::load_topology_file(topology_path);
+  if (all) {
+    for (const auto& km : cfg.topology.kms) cfg.km_ids.push_back(km.km_id);
+  } else {
+    cfg.km_ids = kms;
+  }
+  return cl;
+}
+
+}  // namespace qkdn::agent

@@ -1,0 +1,20 @@
+# southbound/agent: the qkdn-agent (lightweight KMs with emulated QKD links). Included from
+# southbound/CMakeLists.txt, so paths are relative to southbound/.
+add_library(qkdn_agent STATIC
+  agent/key_store.cpp
+  agent/log.cpp
+  agent/kma_wire.cpp
+  agent/options.cpp
+  agent/tls_identity.cpp
+  agent/km_host.cpp
+  agent/agent.cpp
+  agent/admin_http.cpp
+)
+target_include_directories(qkdn_agent PUBLIC agent/include PRIVATE agent)
+target_link_libraries(qkdn_agent
+  PUBLIC qkdn_southbound qkdn_core Boost::headers
+  PRIVATE qkdn_southbound_net Boost::json OpenSSL::SSL OpenSSL::Crypto Threads::Threads
+          qkdn_options)
+
+add_executable(qkdn-agent agent/main.cpp)
+target_link_libraries(qkdn-agent PRIVATE qkdn_agent Threads::Threads qkdn_options)

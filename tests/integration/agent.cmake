@@ -1,0 +1,9 @@
+# qkdn-agent integration tests: the agent library in-process against a minimal fake controller
+# (plain TCP on 127.0.0.1, port 0), KMA links over real sockets.
+add_executable(integration_agent
+  ${CMAKE_CURRENT_LIST_DIR}/agent_ck_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/agent_links_test.cpp
+)
+target_link_libraries(integration_agent PRIVATE qkdn_agent qkdn_southbound Boost::json
+                      GTest::gtest_main Threads::Threads qkdn_options)
+gtest_discover_tests(integration_agent PROPERTIES LABELS integration TIMEOUT 180)
