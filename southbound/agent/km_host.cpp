@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -255,8 +256,10 @@ KmHost::KmHost(AgentCore& core, std::string km_id)
     if (a.km_id == km_id_) applications_.push_back(a.sae_id);
   }
   if (!cfg.tls_cert_dir.empty()) {
-    southbound::TlsFiles files{cfg.tls_ca, cfg.tls_cert_dir + "/" + km_id_ + ".crt",
-                               cfg.tls_cert_dir + "/" + km_id_ + ".key"};
+    // <km_id>.crt, or <km_id>.pem as scripts/dev-ca.sh writes it.
+    const std::string base = cfg.tls_cert_dir + "/" + km_id_;
+    const std::string cert = std::filesystem::exists(base + ".crt") ? base + ".crt" : base + ".pem";
+    southbound::TlsFiles files{cfg.tls_ca, cert, base + ".key"};
     kma_server_tls_ = southbound::make_tls_context(files, true);
     kma_client_tls_ = southbound::make_tls_context(files, false);
     if (!cfg.insecure_ck) ck_tls_ = southbound::make_tls_context(files, false);

@@ -65,14 +65,15 @@ Ck connection to the controller and its own KMA-link listener.
   --controller HOST:PORT  the controller's Ck listener (required)
   --insecure-ck           plain TCP on Ck (labs and tests only)
   --tls-ca FILE           CA bundle (PEM) verifying the controller and peer KMAs
-  --tls-cert-dir DIR      per-KM certificates <km_id>.crt / <km_id>.key (scripts/dev-ca.sh);
+  --tls-cert-dir DIR      per-KM certificates <km_id>.crt (or .pem) and <km_id>.key, e.g.
+                          the km/ folder of scripts/dev-ca.sh;
                           KMA links use mutual TLS when given
   --kma-listen-host IP    address of the KMA listeners, ports are automatic (127.0.0.1)
   --admin-listen IP:PORT  admin HTTP listener (port 0 = automatic; off when absent)
   --qber-threshold X      qber_high alarm threshold (0.11)
   --qber-hysteresis X     the alarm clears below threshold minus this (0.01)
   --pool-floor-bits N     key_pool_low alarm below N stored bits per link (0 = off)
-  --pool-capacity-bytes N key store capacity per link end; generation pauses when full (1048576)
+  --pool-capacity-bytes N key store capacity per link end; generation pauses when full (262144)
   --threads N             io threads (2)
   --seed N                deterministic key IDs and jitter (keys always come from RAND_bytes)
   --help                  this text

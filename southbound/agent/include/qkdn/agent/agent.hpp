@@ -35,9 +35,11 @@ struct AgentConfig {
 
   double qber_threshold = 0.11;  ///< qber_high raised above, cleared below minus hysteresis
   double qber_hysteresis = 0.01;
-  std::int64_t pool_floor_bits = 0;            ///< key_pool_low below this (0 = never)
-  std::size_t pool_capacity_bytes = 1u << 20;  ///< per link and end; generation pauses when full
-  std::optional<std::uint64_t> seed;           ///< deterministic key IDs and jitter (tests)
+  std::int64_t pool_floor_bits = 0;  ///< key_pool_low below this (0 = never)
+  /// Key store capacity per link end (256 KiB of key, about 0.5 MiB of memory); generation
+  /// pauses while full. Memory of a 1,000-KM agent stays near 1 GB at this default.
+  std::size_t pool_capacity_bytes = 256u << 10;
+  std::optional<std::uint64_t> seed;  ///< deterministic key IDs and jitter (tests)
 
   std::chrono::milliseconds reconnect_initial{250};  ///< Ck and KMA reconnect backoff
   std::chrono::milliseconds reconnect_max{10'000};
