@@ -158,8 +158,17 @@ void TopologySnapshot::build_graph() {
 }
 
 void TopologySnapshot::compute_terms() {
+  // The depletion reference is snapshot-wide, so it is stored in every link before the terms are
+  // made: hop_cost(link) and the route search then see the same number.
+  double reference = 0;
+  for (const auto& l : links_) {
+    if (l.pool_bits > l.pool_floor_bits) {
+      reference = std::max(reference, static_cast<double>(l.pool_bits - l.pool_floor_bits));
+    }
+  }
   terms_.resize(links_.size());
   for (std::size_t i = 0; i < links_.size(); ++i) {
+    links_[i].pool_reference_bits = reference;
     terms_[i] = make_terms(links_[i]);
     terms_[i].static_exclusions = static_mask(links_[i]);
   }
@@ -313,7 +322,7 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 
 double hop_cost(const SnapshotLink& link, const RouteOptions& options) {
   if (options.metric != RouteMetric::kKeyAware) return 1.0;
-  return key_aware_cost(make_terms(link), effective_demand(options), options.weights);
+  return key_aware_cost(make_terms(link), KeyAwareQuery(options));
 }
 
 }  // namespace qkdn::controller

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "qkdn/controller/routing.hpp"
@@ -26,14 +27,40 @@ inline LinkTerms make_terms(const SnapshotLink& l) {
   const double gen = std::max(l.key_rate_bps, 1.0);
   t.inv_gen = 1.0 / gen;
   t.drain = std::max(0.0, l.consumption_rate_bps - gen) / gen;
+  if (l.pool_reference_bits > 0) {
+    t.depletion = 1.0 - t.available_bits / std::max(l.pool_reference_bits, t.available_bits);
+  }
+  t.default_depletion_factor = std::exp(KeyAwareWeights{}.kappa * t.depletion);
   return t;
 }
 
+/// The per-query constants of the key-aware cost, computed once so that a route search spends
+/// only a few multiplications and one division per link.
+struct KeyAwareQuery {
+  explicit KeyAwareQuery(const RouteOptions& o)
+      : demand(effective_demand(o)),
+        regen_scale(o.weights.gamma * demand / o.weights.horizon_s),
+        alpha(o.weights.alpha),
+        beta(o.weights.beta),
+        kappa(o.weights.kappa),
+        default_kappa(o.weights.kappa == KeyAwareWeights{}.kappa) {}
+  double demand;
+  double regen_scale;  ///< gamma * D / horizon_s
+  double alpha;
+  double beta;
+  double kappa;
+  bool default_kappa;  ///< LinkTerms::default_depletion_factor applies
+};
+
 /// The key-aware hop cost documented at hop_cost().
-inline double key_aware_cost(const LinkTerms& t, double demand, const KeyAwareWeights& w) {
-  const double scarcity = demand / (t.available_bits + demand);
-  const double regen = demand * t.inv_gen / w.horizon_s;
-  return (1.0 + w.gamma * regen) * (1.0 + w.alpha * scarcity + w.beta * t.drain);
+inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
+  const double scarcity = q.demand / (t.available_bits + q.demand);
+  // exp(0) is 1 exactly, so a full pool (or kappa 0) leaves the other factors untouched.
+  const double depletion = q.default_kappa   ? t.default_depletion_factor
+                           : t.depletion > 0 ? std::exp(q.kappa * t.depletion)
+                                             : 1.0;
+  return (1.0 + q.regen_scale * t.inv_gen) * depletion *
+         (1.0 + q.alpha * scarcity + q.beta * t.drain);
 }
 
 }  // namespace qkdn::controller

@@ -72,7 +72,7 @@ class Search {
       }
     }
     const double demand = static_cast<double>(options_.demand_bits);
-    const double cost_demand = effective_demand(options_);
+    const KeyAwareQuery cost_query(options_);
     const bool key_aware = options_.metric == RouteMetric::kKeyAware;
     for (std::size_t i = 0; i < n_edges; ++i) {
       // Same rule as exclusion_mask(), on the precomputed terms.
@@ -81,7 +81,7 @@ class Search {
           t.available_bits < demand || (!avoided.empty() && avoided[i])) {
         continue;
       }
-      weight_[i] = key_aware ? key_aware_cost(t, cost_demand, options_.weights) : 1.0;
+      weight_[i] = key_aware ? key_aware_cost(t, cost_query) : 1.0;
       if (widest()) width_[i] = static_cast<double>(links[i].pool_bits);
     }
     for (const auto& group : snap_.parallel_groups()) {
@@ -323,7 +323,7 @@ std::size_t require_km(const TopologySnapshot& snapshot, const std::string& km_i
 void validate(const TopologySnapshot& snapshot, const RouteOptions& options) {
   if (options.k == 0) throw InvalidArgument("k must be at least 1");
   const auto& w = options.weights;
-  if (!(w.alpha >= 0 && w.beta >= 0 && w.gamma >= 0 && w.horizon_s > 0)) {
+  if (!(w.alpha >= 0 && w.beta >= 0 && w.gamma >= 0 && w.kappa >= 0 && w.horizon_s > 0)) {
     throw InvalidArgument("key-aware weights must be >= 0 and horizon_s > 0");
   }
   for (const auto& km : options.avoid_kms) require_km(snapshot, km, "avoid_kms");

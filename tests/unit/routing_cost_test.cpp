@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -37,15 +38,16 @@ RouteOptions key_aware(std::uint64_t demand = 0) {
   return o;
 }
 
-// The key-aware cost is exactly the documented formula.
+// The key-aware cost is exactly the documented formula, depletion factor included.
 TEST(HopCost, MatchesDocumentedFormula) {
   SnapshotLink l = base_link();
   l.consumption_rate_bps = 3'000;
+  l.pool_reference_bits = 40'000;
   RouteOptions o = key_aware(1'024);
-  o.weights = {2.0, 0.5, 3.0, 4.0, 256};
+  o.weights = {2.0, 0.5, 3.0, 4.0, 256, 1.5};
   const double d = 1'024;
   const double a = 10'000 - 256;
-  const double expected = (1 + 3.0 * d / (1'000.0 * 4.0)) *
+  const double expected = (1 + 3.0 * d / (1'000.0 * 4.0)) * std::exp(1.5 * (1 - a / 40'000.0)) *
                           (1 + 2.0 * d / (a + d) + 0.5 * (3'000.0 - 1'000.0) / 1'000.0);
   EXPECT_DOUBLE_EQ(hop_cost(l, o), expected);
 }
@@ -99,10 +101,76 @@ TEST(HopCost, ConsumptionAboveGenerationCosts) {
 // A larger demand makes the same link dearer; costs never fall below 1.
 TEST(HopCost, DemandScalesScarcityAndRegeneration) {
   SnapshotLink l = base_link();
+  l.pool_reference_bits = 1'000'000;
   EXPECT_LT(hop_cost(l, key_aware(256)), hop_cost(l, key_aware(4'096)));
   RouteOptions zero = key_aware();
-  zero.weights = {0, 0, 0, 1, 256};
+  zero.weights = {0, 0, 0, 1, 256, 0};
   EXPECT_DOUBLE_EQ(hop_cost(l, zero), 1.0);
+}
+
+// The depletion factor is exp(kappa * used share of the reference pool): 1 for a pool as full as
+// the reference (or fuller, or with no reference), e^(kappa/2) at half, e^kappa when empty, and
+// it grows strictly as the pool drains.
+TEST(HopCost, DepletionIsExponentialInTheUsedShare) {
+  SnapshotLink l = base_link();
+  RouteOptions o = key_aware(256);
+  o.weights.alpha = 0;  // isolate the depletion factor from scarcity
+  o.weights.kappa = 4;
+  const double base = 1 + o.weights.gamma * 256.0 / (1'000.0 * o.weights.horizon_s);
+  l.pool_reference_bits = 0;  // unknown reference: no depletion term
+  EXPECT_DOUBLE_EQ(hop_cost(l, o), base);
+  l.pool_reference_bits = 100'000;
+  l.pool_bits = 100'000 + 256;  // available == reference
+  EXPECT_DOUBLE_EQ(hop_cost(l, o), base);
+  l.pool_bits = 200'000;  // fuller than the reference
+  EXPECT_DOUBLE_EQ(hop_cost(l, o), base);
+  l.pool_bits = 50'000 + 256;
+  EXPECT_NEAR(hop_cost(l, o), base * std::exp(2.0), 1e-9);
+  l.pool_bits = 256;
+  EXPECT_NEAR(hop_cost(l, o), base * std::exp(4.0), 1e-9);
+  double previous = 0;
+  for (std::uint64_t pool : {100'256ULL, 80'000ULL, 40'000ULL, 10'000ULL, 1'000ULL, 0ULL}) {
+    l.pool_bits = pool;
+    const double c = hop_cost(l, o);
+    EXPECT_GT(c, previous) << "pool " << pool;
+    previous = c;
+  }
+  o.weights.kappa = 0;  // the previous cost: depletion ignored
+  EXPECT_DOUBLE_EQ(hop_cost(l, o), base);
+}
+
+// A snapshot stores its fullest available pool in every link, and with_key_state refreshes it.
+TEST(Snapshot, PoolReferenceIsTheFullestPool) {
+  auto doc = make_doc({"A", "B", "C"}, {{"AB", "A", "B"}, {"BC", "B", "C"}});
+  LiveState live = full_pools();
+  live.links["AB"].pool_bits = 30'256;
+  live.links["BC"].pool_bits = 10'256;
+  auto snap = TopologySnapshot::from_doc(doc, live);
+  for (const auto& l : snap->links()) EXPECT_DOUBLE_EQ(l.pool_reference_bits, 30'000.0);
+  std::vector<KeyState> state{{1'256, 10'000, 0}, {5'256, 10'000, 0}};
+  auto next = snap->with_key_state(state);
+  for (const auto& l : next->links()) EXPECT_DOUBLE_EQ(l.pool_reference_bits, 5'000.0);
+  EXPECT_DOUBLE_EQ(next->link_terms()[0].depletion, 1.0 - 1'000.0 / 5'000.0);
+  EXPECT_DOUBLE_EQ(next->link_terms()[1].depletion, 0.0);
+}
+
+// Key-aware routing leaves a half-used direct link for a full two-hop detour (the depletion
+// price of e^(kappa/2) outweighs a second hop); with kappa 0 it stays direct, and when both are
+// equally full it takes the direct link.
+TEST(HopCost, DepletionMovesLoadToRicherRoutes) {
+  auto doc = make_doc({"A", "B", "C"}, {{"AB", "A", "B"}, {"BC", "B", "C"}, {"AC", "A", "C"}});
+  LiveState live = full_pools(1'000'256);
+  auto route = [&](const RouteOptions& o) {
+    auto snap = TopologySnapshot::from_doc(doc, live);
+    auto routes = compute_routes(*snap, "A", "C", o);
+    return routes.empty() ? std::vector<std::string>{} : routes.front().links;
+  };
+  RouteOptions o = key_aware(1'024);
+  EXPECT_EQ(route(o), std::vector<std::string>{"AC"});
+  live.links["AC"].pool_bits = 500'256;
+  EXPECT_EQ(route(o), (std::vector<std::string>{"AB", "BC"}));
+  o.weights.kappa = 0;
+  EXPECT_EQ(route(o), std::vector<std::string>{"AC"});
 }
 
 // Hop count and widest-shortest give every usable hop cost 1.

@@ -76,6 +76,11 @@ struct SnapshotLink {
   std::uint64_t pool_floor_bits = 0;  ///< effective: per-link override, else network
   bool a_connected = true;
   bool b_connected = true;
+  /// Set by the snapshot: the largest max(pool - floor, 0) over all its links, the reference
+  /// against which the key-aware cost measures how depleted this pool is (the controller does not
+  /// know the key stores' sizes; the fullest pool stands in for them). 0 = unknown: no depletion
+  /// term.
+  double pool_reference_bits = 0;
 };
 
 /// One KM as frozen in a snapshot.
@@ -92,6 +97,11 @@ struct LinkTerms {
   double available_bits = 0;            ///< max(pool - floor, 0)
   double inv_gen = 1;                   ///< 1 / max(key_rate_bps, 1)
   double drain = 0;                     ///< max(0, consumption - generation) / generation
+  /// 1 - available_bits / pool_reference_bits, in [0, 1]; 0 when the reference is unknown
+  double depletion = 0;
+  /// exp(KeyAwareWeights{}.kappa * depletion): the depletion factor at the default exponent, so
+  /// that default queries need no exp() per link
+  double default_depletion_factor = 1;
 };
 
 /// Live values of one link for TopologySnapshot::from_doc. Absent optionals take the nominal
@@ -185,13 +195,14 @@ class TopologySnapshot {
 };
 
 /// Tuning of the key-aware hop cost (see hop_cost). Defaults were chosen with
-/// bench_demand_replay; all weights must be >= 0.
+/// bench_demand_replay (3 seeds, germany50 and nobel-eu); all weights must be >= 0.
 struct KeyAwareWeights {
   double alpha = 16.0;                        ///< weight of pool scarcity
   double beta = 1.0;                          ///< weight of consumption outrunning generation
   double gamma = 1.0;                         ///< weight of the time to regenerate the demand
   double horizon_s = 1.0;                     ///< time scale of the regeneration term, seconds
   std::uint64_t reference_demand_bits = 256;  ///< demand assumed when demand_bits is 0
+  double kappa = 6.0;                         ///< exponent of the pool depletion factor
 };
 
 /// What a route query asks for.
@@ -243,15 +254,20 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 
 /// Cost of crossing `link` under `options.metric`, assuming the link is usable.
 /// kHopCount and kWidestShortest: 1. kKeyAware, with D = demand_bits (reference_demand_bits when
-/// 0), A = max(pool - floor, 0), g = max(key_rate, 1 b/s), c = consumption rate:
+/// 0), A = max(pool - floor, 0), g = max(key_rate, 1 b/s), c = consumption rate, and
+/// R = link.pool_reference_bits (the fullest pool of the snapshot):
 ///   (1 + gamma * D / (g * horizon_s))                  base: time to remake D, per horizon
-///   * (1 + alpha * D / (A + D)                         scarcity: grows as the pool drains
+///   * exp(kappa * (1 - A / max(R, A)))                 depletion (1 when R is 0)
+///   * (1 + alpha * D / (A + D)                         scarcity: grows as the pool nears D
 ///        + beta * max(0, c - g) / g)                   drain: key leaves faster than it is made
 /// The base prices a hop by how long its generator needs to replace what the request takes, so
-/// slow (long) links are dear even when full; the second factor raises that price as the pool
-/// nears the floor or is being overdrawn. Both factors are >= 1, so costs are >= 1 and
-/// Dijkstra/Yen apply; the cost falls as the pool or the generation rate grows and rises with
-/// consumption and demand.
+/// slow (long) links are dear even when full. The depletion factor is the exponential
+/// (Awerbuch-Azar-Plotkin) price of the share of the pool already used, measured against the
+/// fullest pool in the network: a half-empty pool costs e^(kappa/2) times a full one, which
+/// spreads load onto longer but richer routes long before a pool nears its floor. The last factor
+/// rises sharply as the pool nears the demand or is being overdrawn. Every factor is >= 1, so
+/// costs are >= 1 and Dijkstra/Yen apply; the cost falls as the pool or the generation rate grows
+/// and rises with consumption and demand.
 double hop_cost(const SnapshotLink& link, const RouteOptions& options);
 
 /// Up to options.k loopless routes from src to dst, best first (Yen's algorithm over
