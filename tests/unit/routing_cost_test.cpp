@@ -52,18 +52,22 @@ TEST(HopCost, MatchesDocumentedFormula) {
   EXPECT_DOUBLE_EQ(hop_cost(l, o), expected);
 }
 
-// A draining pool makes a hop dearer; a full one approaches the floor cost of 1 + regeneration.
+// A draining pool makes a hop dearer, with or without a depletion reference; an empty pool pays
+// at least the full scarcity term.
 TEST(HopCost, GrowsAsThePoolDrains) {
-  SnapshotLink l = base_link();
-  const RouteOptions o = key_aware();
-  double previous = 0;
-  for (std::uint64_t pool : {100'000'000ULL, 1'000'000ULL, 10'000ULL, 1'000ULL, 300ULL, 0ULL}) {
-    l.pool_bits = pool;
-    const double c = hop_cost(l, o);
-    EXPECT_GT(c, previous) << "pool " << pool;
-    previous = c;
+  for (double reference : {0.0, 1'000'000.0}) {
+    SnapshotLink l = base_link();
+    l.pool_reference_bits = reference;
+    const RouteOptions o = key_aware();
+    double previous = 0;
+    for (std::uint64_t pool : {100'000'000ULL, 1'000'000ULL, 10'000ULL, 1'000ULL, 300ULL, 0ULL}) {
+      l.pool_bits = pool;
+      const double c = hop_cost(l, o);
+      EXPECT_GT(c, previous) << "pool " << pool << ", reference " << reference;
+      previous = c;
+    }
+    EXPECT_GE(previous, 1.0 + o.weights.alpha);  // empty pool: full scarcity term
   }
-  EXPECT_GE(previous, 1.0 + o.weights.alpha);  // empty pool: full scarcity term
 }
 
 // A slower generator makes a hop dearer (regeneration term).
