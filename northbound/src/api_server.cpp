@@ -1,39 +1,432 @@
-// Placeholder of the northbound API server: binds and answers 503 until the handlers land.
+// The request pipeline: parse target -> route -> authenticate/authorize -> idempotency -> handler
+// -> audit. Problems are rendered here, once.
 #include "qkdn/northbound/api_server.hpp"
 
+#include <iostream>
 #include <utility>
 
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/url/parse.hpp>
+
+#include "api_internal.hpp"
 #include "qkdn/controller/error.hpp"
-#include "qkdn/northbound/http_server.hpp"
-#include "qkdn/service/controller_service.hpp"
+#include "qkdn/service/metrics.hpp"
 
 namespace qkdn::northbound {
 
+extern const char* const kOpenApiDocument;  // openapi_embed.cpp, generated at build time
+
+// ---- RequestContext ---------------------------------------------------------------------------
+
+void RequestContext::check_if_match(const std::optional<std::string>& current) const {
+  auto it = req.headers.find("if-match");
+  if (it == req.headers.end()) return;
+  if (!if_match_ok(it->second, current)) {
+    throw ApiError(412, "precondition-failed",
+                   current
+                       ? "If-Match " + it->second + " does not match the current ETag " + *current
+                       : "If-Match given but the resource does not exist");
+  }
+}
+
+// ---- Router -----------------------------------------------------------------------------------
+
+void Router::add(std::string method, std::string path, bool write, bool open, Handler handler) {
+  RouteEntry e;
+  e.info = ApiRoute{std::move(method), path, write, open};
+  std::size_t pos = 1;
+  while (pos <= path.size()) {
+    auto slash = path.find('/', pos);
+    if (slash == std::string::npos) slash = path.size();
+    e.segments.push_back(path.substr(pos, slash - pos));
+    pos = slash + 1;
+  }
+  e.handler = std::move(handler);
+  routes_.push_back(std::move(e));
+}
+
+const RouteEntry& Router::match(std::string_view method, const std::vector<std::string>& segments,
+                                std::map<std::string, std::string>& params) const {
+  std::string allow;
+  const RouteEntry* found = nullptr;
+  std::map<std::string, std::string> found_params;
+  for (const auto& r : routes_) {
+    if (r.segments.size() != segments.size()) continue;
+    std::map<std::string, std::string> p;
+    bool ok = true;
+    for (std::size_t i = 0; i < segments.size() && ok; ++i) {
+      const auto& t = r.segments[i];
+      if (t.size() > 2 && t.front() == '{' && t.back() == '}') {
+        if (segments[i].empty()) ok = false;
+        p[t.substr(1, t.size() - 2)] = segments[i];
+      } else {
+        ok = t == segments[i];
+      }
+    }
+    if (!ok) continue;
+    if (r.info.method == method) {
+      if (found == nullptr) {
+        found = &r;
+        found_params = std::move(p);
+      }
+    } else {
+      allow += (allow.empty() ? "" : ", ") + r.info.method;
+    }
+  }
+  if (found != nullptr) {
+    params = std::move(found_params);
+    return *found;
+  }
+  if (!allow.empty()) {
+    throw ApiError(405, "method-not-allowed", std::string(method) + " is not served here")
+        .with_header("Allow", allow);
+  }
+  throw ApiError(404, "not-found", "no such resource");
+}
+
+std::vector<ApiRoute> Router::routes() const {
+  std::vector<ApiRoute> out;
+  out.reserve(routes_.size());
+  for (const auto& r : routes_) out.push_back(r.info);
+  return out;
+}
+
+// ---- WriteLock --------------------------------------------------------------------------------
+
+WriteLock::Guard::~Guard() {
+  if (lock_ != nullptr) lock_->ch_.try_receive([](boost::system::error_code) {});
+}
+
+net::awaitable<WriteLock::Guard> WriteLock::acquire() {
+  // A buffered channel of capacity one is a semaphore: the send completes once the slot is free.
+  co_await ch_.async_send(boost::system::error_code{}, net::use_awaitable);
+  co_return Guard(this);
+}
+
+// ---- pagination -------------------------------------------------------------------------------
+
+PageParams page_params(Query& q, const ApiOptions& options) {
+  PageParams p;
+  p.limit = static_cast<std::size_t>(
+      q.get_uint("limit", 1, options.max_page_limit).value_or(options.default_page_limit));
+  if (auto c = q.get("cursor"); c && !c->empty()) p.after = decode_cursor(*c);
+  return p;
+}
+
+json::object page_json(json::array items, const std::optional<std::string>& next_key) {
+  json::object o;
+  o["items"] = std::move(items);
+  o["next_cursor"] = next_key ? json::value(encode_cursor(*next_key)) : json::value(nullptr);
+  return o;
+}
+
+// ---- Api --------------------------------------------------------------------------------------
+
+namespace {
+
+/// Methods as metric labels: a closed set.
+std::string_view method_label(std::string_view m) {
+  for (std::string_view k : {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}) {
+    if (m == k) return k;
+  }
+  return "OTHER";
+}
+
+bool valid_idempotency_key(std::string_view k) {
+  if (k.empty() || k.size() > 255) return false;
+  for (char c : k) {
+    if (c < 0x21 || c > 0x7E) return false;
+  }
+  return true;
+}
+
+HttpResponse error_response(const ApiError& e, std::string_view instance) {
+  auto r = problem_response(e.status(), e.kind(), e.detail(), instance);
+  for (const auto& h : e.headers()) r.headers.push_back(h);
+  return r;
+}
+
+std::string kind_of(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kInvalidArgument:
+      return "invalid-argument";
+    case ErrorCode::kNotFound:
+      return "not-found";
+    case ErrorCode::kConflict:
+      return "conflict";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kInternal:
+      return "internal";
+  }
+  return "internal";
+}
+
+void add_open_routes(Router& r) {
+  r.add("GET", "/api/v1/openapi.json", false, true,
+        [](Api&, RequestContext& ctx) -> net::awaitable<HttpResponse> {
+          ctx.query.finish();
+          HttpResponse out;
+          out.body = kOpenApiDocument;
+          co_return out;
+        });
+  r.add("GET", "/metrics", false, true,
+        [](Api& api, RequestContext& ctx) -> net::awaitable<HttpResponse> {
+          ctx.query.finish();
+          auto op = api.svc.metrics_text();
+          HttpResponse out;
+          out.body = co_await std::move(op);
+          out.content_type = "text/plain; version=0.0.4; charset=utf-8";
+          co_return out;
+        });
+}
+
+}  // namespace
+
+Api::Api(service::ControllerService& s, ApiOptions o)
+    : svc(s),
+      options(std::move(o)),
+      idempotency(options.idempotency_entries, options.idempotency_ttl),
+      write_lock(s.io_context().get_executor()) {
+  if (!options.tokens_file.empty()) {
+    tokens = TokenTable::load(options.tokens_file);
+    tokens_configured = true;
+  }
+  if (options.max_page_limit < 1 || options.default_page_limit < 1 ||
+      options.default_page_limit > options.max_page_limit) {
+    throw InvalidArgument("api: page limits must satisfy 1 <= default <= max");
+  }
+  if (options.idempotency_entries < 1) throw InvalidArgument("api: idempotency_entries >= 1");
+  add_open_routes(router);
+  add_network_routes(router);
+  add_routing_routes(router);
+  add_state_routes(router);
+}
+
+void Api::audit(const RequestContext& ctx, const std::string& action, int status,
+                const std::string& detail) {
+  controller::AuditRecord rec;
+  rec.at = std::chrono::system_clock::now();
+  rec.actor = ctx.actor;
+  rec.action = action;
+  rec.resource = ctx.path;
+  rec.outcome = std::to_string(status);
+  rec.detail = detail;
+  rec.remote = ctx.req.remote;
+  svc.audit(std::move(rec));
+}
+
+net::awaitable<void> Api::persist(std::function<void(controller::Store&)> op, bool retry_safe) {
+  if (!svc.store_configured()) co_return;
+  auto aw = svc.persist(std::move(op), retry_safe);
+  co_await std::move(aw);
+}
+
+net::awaitable<HttpResponse> Api::dispatch(RequestContext& ctx, const RouteEntry& route) {
+  auto op = route.handler(*this, ctx);
+  co_return co_await std::move(op);
+}
+
+// GCC 12 reports -Wmismatched-new-delete at the end of this coroutine: a false positive about
+// Asio's awaitable frame allocator (its operator new and delete are a matched pair).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+net::awaitable<HttpResponse> Api::handle(HttpRequest req) {
+  RequestContext ctx;
+  ctx.req = std::move(req);
+  ctx.actor = "anonymous";
+  const RouteEntry* route = nullptr;
+  std::string action;
+  HttpResponse out;
+  std::string idem_key;
+  bool idem_reserved = false;
+  bool replayed = false;
+  std::optional<ApiError> failure;
+  try {
+    auto url = boost::urls::parse_origin_form(ctx.req.target);
+    if (!url) bad_request("malformed request target");
+    std::vector<std::string> segments;
+    for (auto s : url->segments()) segments.push_back(std::string(s));
+    ctx.path = std::string(url->encoded_path());
+    ctx.query = Query::parse(url->encoded_query());
+    route = &router.match(ctx.req.method, segments, ctx.params);
+    action = route->info.method + " " + route->info.path;
+    const bool write = route->info.write;
+
+    // Authentication and authorization.
+    if (!route->info.open) {
+      if (options.insecure) {
+        ctx.actor = "insecure";
+        ctx.role = Role::kAdmin;
+      } else {
+        const std::string auth = ctx.req.header("authorization");
+        std::string token;
+        if (auth.size() > 7 &&
+            (auth.compare(0, 7, "Bearer ") == 0 || auth.compare(0, 7, "bearer ") == 0)) {
+          token = auth.substr(7);
+        }
+        if (tokens_configured) {
+          if (auth.empty()) {
+            throw ApiError(401, "unauthorized", "missing bearer token")
+                .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\"");
+          }
+          auto entry = tokens.find(token);
+          if (!entry) {
+            throw ApiError(401, "unauthorized", "invalid bearer token")
+                .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\", error=\"invalid_token\"");
+          }
+          ctx.actor = entry->name;
+          ctx.role = entry->role;
+        } else if (write) {
+          throw ApiError(401, "unauthorized",
+                         "writes need an admin token but no API tokens are configured (start "
+                         "the controller with --api-tokens FILE)")
+              .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\"");
+        }
+        if (write && ctx.role != Role::kAdmin) {
+          throw ApiError(403, "forbidden",
+                         "token '" + ctx.actor + "' has role viewer; writes need admin");
+        }
+      }
+    }
+
+    if (write) {
+      idem_key = ctx.req.header("idempotency-key");
+      if (ctx.req.headers.count("idempotency-key") != 0) {
+        if (!valid_idempotency_key(idem_key)) {
+          bad_request("Idempotency-Key must be 1..255 visible ASCII characters");
+        }
+        idem_key = ctx.actor + "\n" + idem_key;
+        const auto fp = sha256_hex(ctx.req.method + " " + ctx.req.target + "\n" + ctx.req.body);
+        auto b = idempotency.begin(idem_key, fp);
+        switch (b.outcome) {
+          case IdempotencyStore::Outcome::kNew:
+            idem_reserved = true;
+            break;
+          case IdempotencyStore::Outcome::kReplay:
+            replayed = true;
+            out = std::move(b.response);
+            out.headers.emplace_back("Idempotent-Replayed", "true");
+            break;
+          case IdempotencyStore::Outcome::kInProgress:
+            throw ApiError(409, "idempotency-in-progress",
+                           "a request with this Idempotency-Key is still being processed");
+          case IdempotencyStore::Outcome::kMismatch:
+            throw ApiError(422, "idempotency-key-reused",
+                           "this Idempotency-Key was used with a different request");
+        }
+      }
+    }
+    if (!replayed) {
+      auto op = dispatch(ctx, *route);
+      out = co_await std::move(op);
+    }
+  } catch (const ApiError& e) {
+    failure = e;
+  } catch (const Error& e) {
+    const int status = error_http_status(e.code());
+    failure =
+        ApiError(status, kind_of(e.code()),
+                 status >= 500 && e.code() == ErrorCode::kInternal ? std::string("internal error")
+                                                                   : std::string(e.what()));
+    if (e.code() == ErrorCode::kInternal) {
+      svc.log(std::string("api: ") + ctx.req.method + " " + ctx.path + ": " + e.what());
+    }
+    if (e.code() == ErrorCode::kUnavailable) failure->with_header("Retry-After", "5");
+  } catch (const std::exception& e) {
+    svc.log(std::string("api: ") + ctx.req.method + " " + ctx.path + " failed: " + e.what());
+    failure = ApiError(500, "internal", "internal error");
+  }
+  if (failure) out = error_response(*failure, ctx.path);
+
+  if (idem_reserved) {
+    if (out.status >= 500) {
+      idempotency.abandon(idem_key);
+    } else {
+      idempotency.complete(idem_key, out);
+    }
+  }
+  const bool auth_failure = out.status == 401 || out.status == 403;
+  if (route != nullptr && (route->info.write || auth_failure)) {
+    std::string detail = failure ? failure->detail() : std::string{};
+    if (replayed) detail = "idempotent replay";
+    audit(ctx, auth_failure && !route->info.write ? "auth_failure " + action : action, out.status,
+          detail);
+  }
+  co_return out;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+// ---- ApiServer --------------------------------------------------------------------------------
+
 struct ApiServer::State {
-  State(service::ControllerService& s, ApiOptions o) : svc(s), options(std::move(o)) {}
-  service::ControllerService& svc;
-  ApiOptions options;
+  std::shared_ptr<Api> api;
+  std::unique_ptr<net::ssl::context> tls;
   std::unique_ptr<HttpServer> http;
+  net::ip::tcp::endpoint endpoint;
 };
 
 ApiServer::ApiServer(service::ControllerService& service, ApiOptions options)
-    : state_(std::make_shared<State>(service, std::move(options))) {
-  (void)parse_endpoint(state_->options.listen);
+    : state_(std::make_shared<State>()) {
+  state_->endpoint = parse_endpoint(options.listen);
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    throw InvalidArgument("--api-tls-cert and --api-tls-key must be given together");
+  }
+  if (!options.tls_cert.empty()) {
+    auto ctx = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
+    ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                     net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                     net::ssl::context::no_tlsv1_1);
+    boost::system::error_code ec;
+    ctx->use_certificate_chain_file(options.tls_cert, ec);
+    if (ec) throw InvalidArgument("--api-tls-cert " + options.tls_cert + ": " + ec.message());
+    ctx->use_private_key_file(options.tls_key, net::ssl::context::pem, ec);
+    if (ec) throw InvalidArgument("--api-tls-key " + options.tls_key + ": " + ec.message());
+    state_->tls = std::move(ctx);
+  }
+  if (options.read_timeout.count() <= 0 || options.write_timeout.count() <= 0 ||
+      options.idle_timeout.count() <= 0) {
+    throw InvalidArgument("api: timeouts must be positive");
+  }
+  state_->api = std::make_shared<Api>(service, std::move(options));
+  if (state_->api->options.insecure) {
+    service.log(
+        "api: WARNING: --api-insecure: every API request is treated as admin without a token");
+  } else if (!state_->api->tokens_configured) {
+    service.log("api: no tokens file: reads are open to anyone, writes are refused (401)");
+  }
 }
 
 ApiServer::~ApiServer() { stop(); }
 
 void ApiServer::start() {
-  auto handler = [](HttpRequest) -> net::awaitable<HttpResponse> {
-    HttpResponse r;
-    r.status = 503;
-    r.content_type = "application/problem+json";
-    r.body = R"({"type":"about:blank","title":"Service Unavailable","status":503})";
-    co_return r;
+  if (state_->http) return;
+  auto api = state_->api;
+  const auto& o = api->options;
+  HttpServerOptions ho;
+  ho.max_body_bytes = o.max_body_bytes;
+  ho.max_header_bytes = o.max_header_bytes;
+  ho.read_timeout = o.read_timeout;
+  ho.idle_timeout = o.idle_timeout;
+  ho.write_timeout = o.write_timeout;
+  ho.max_connections = o.max_connections;
+  auto handler = [api](HttpRequest req) -> net::awaitable<HttpResponse> {
+    auto op = api->handle(std::move(req));
+    co_return co_await std::move(op);
   };
-  state_->http = std::make_unique<HttpServer>(state_->svc.io_context(),
-                                              parse_endpoint(state_->options.listen), handler);
+  auto* metrics = &api->svc.metrics();
+  auto observer = [metrics](const std::string& method, int status, double seconds) {
+    metrics->http_request(method_label(method), status, seconds);
+  };
+  state_->http = std::make_unique<HttpServer>(api->svc.io_context(), state_->endpoint, handler, ho,
+                                              state_->tls.get(), observer);
   state_->http->start();
+  api->svc.log("api listening on " + state_->endpoint.address().to_string() + ":" +
+               std::to_string(port()) + (state_->tls ? " (https)" : " (http)"));
 }
 
 std::uint16_t ApiServer::port() const { return state_->http ? state_->http->port() : 0; }
@@ -42,8 +435,8 @@ void ApiServer::stop() {
   if (state_->http) state_->http->stop();
 }
 
-std::vector<ApiRoute> ApiServer::routes() const { return {}; }
+std::vector<ApiRoute> ApiServer::routes() const { return state_->api->router.routes(); }
 
-std::string_view ApiServer::openapi_document() { return "{}"; }
+std::string_view ApiServer::openapi_document() { return kOpenApiDocument; }
 
 }  // namespace qkdn::northbound

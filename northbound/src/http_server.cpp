@@ -28,8 +28,7 @@ std::string problem_body(int status, std::string_view detail) {
   std::string title(reason_phrase(status));
   // Minimal escaping: details produced here contain no quotes or control characters.
   return std::string("{\"type\":\"about:blank\",\"title\":\"") + title +
-         "\",\"status\":" + std::to_string(status) + ",\"detail\":\"" + std::string(detail) +
-         "\"}";
+         "\",\"status\":" + std::to_string(status) + ",\"detail\":\"" + std::string(detail) + "\"}";
 }
 
 }  // namespace
@@ -63,20 +62,31 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
 
 template <class Stream>
 net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
-                                               std::string remote) {
+                                              std::string remote) {
   beast::flat_buffer buffer;
+  bool first = true;
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
     parser.body_limit(options.max_body_bytes);
+    if (!first && buffer.size() == 0) {
+      // Keep-alive: wait up to idle_timeout for the next request to start; once it has started
+      // the whole request must arrive within read_timeout (slow clients are cut off).
+      beast::get_lowest_layer(stream).expires_after(options.idle_timeout);
+      auto [iec, in] =
+          co_await stream.async_read_some(buffer.prepare(4096), net::as_tuple(net::use_awaitable));
+      if (iec) break;
+      buffer.commit(in);
+    }
+    first = false;
     beast::get_lowest_layer(stream).expires_after(options.read_timeout);
-    auto [ec, n] = co_await http::async_read(stream, buffer, parser,
-                                             net::as_tuple(net::use_awaitable));
+    auto [ec, n] =
+        co_await http::async_read(stream, buffer, parser, net::as_tuple(net::use_awaitable));
     (void)n;
-    if (ec == http::error::end_of_stream || ec == net::error::eof ||
-        ec == beast::error::timeout || ec == net::error::operation_aborted ||
-        ec == net::error::connection_reset) {
-      co_return;
+    if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
+        ec == net::error::operation_aborted || ec == net::error::connection_reset ||
+        ec == net::ssl::error::stream_truncated) {
+      break;
     }
     const auto started = std::chrono::steady_clock::now();
     HttpResponse out;
@@ -110,7 +120,10 @@ net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
       in.remote = remote;
       close_after = !req.keep_alive();
       try {
-        out = co_await handler(std::move(in));
+        // Awaitable first, then co_await: GCC 12 mishandles by-value coroutine arguments
+        // created in the co_await expression.
+        auto op = handler(std::move(in));
+        out = co_await std::move(op);
       } catch (const std::exception& e) {
         std::cerr << "http: handler failed: " << e.what() << "\n";
         out = HttpResponse{};
@@ -135,7 +148,25 @@ net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
       observer(method, out.status,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     }
-    if (wec || close_after || stopped) break;
+    if (wec) break;
+    if (close_after && ec) {
+      // The request was refused before its body was read (e.g. 413): stop sending, then read
+      // and discard for a short bounded time so that closing does not reset the connection
+      // before the client has read the answer.
+      beast::error_code ignored;
+      raw.shutdown(tcp::socket::shutdown_send, ignored);
+      beast::get_lowest_layer(stream).expires_after(std::chrono::milliseconds(500));
+      std::size_t drained = 0;
+      while (drained < options.max_body_bytes + options.max_header_bytes) {
+        buffer.clear();
+        auto [dec, dn] = co_await stream.async_read_some(buffer.prepare(16384),
+                                                         net::as_tuple(net::use_awaitable));
+        if (dec) break;
+        drained += dn;
+      }
+      co_return;
+    }
+    if (close_after || stopped) break;
   }
   beast::error_code ignored;
   raw.shutdown(tcp::socket::shutdown_send, ignored);

@@ -49,8 +49,8 @@ using HttpHandler = std::function<net::awaitable<HttpResponse>(HttpRequest)>;
 struct HttpServerOptions {
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
-  std::chrono::milliseconds read_timeout{10'000};   ///< a whole request must arrive within this
-  std::chrono::milliseconds idle_timeout{60'000};   ///< keep-alive wait between requests
+  std::chrono::milliseconds read_timeout{10'000};  ///< a whole request must arrive within this
+  std::chrono::milliseconds idle_timeout{60'000};  ///< keep-alive wait between requests
   std::chrono::milliseconds write_timeout{10'000};
   std::size_t max_connections = 10'000;
 };

@@ -1,0 +1,15 @@
+# cmake -DINPUT=file -DOUTPUT=file.cpp -DSYMBOL=name -P embed_text.cmake
+# Writes a C++ file defining `const char* const qkdn::northbound::<SYMBOL>` with INPUT's text.
+file(READ "${INPUT}" content)
+set(delim "qkdn_embed")
+string(FIND "${content}" ")${delim}\"" clash)
+if(NOT clash EQUAL -1)
+  message(FATAL_ERROR "${INPUT} contains the raw-string delimiter )${delim}\"")
+endif()
+set(text "// Generated from ${INPUT} by embed_text.cmake. Do not edit.\n")
+string(APPEND text "namespace qkdn::northbound {\nextern const char* const ${SYMBOL};\n")
+string(APPEND text "const char* const ${SYMBOL} = R\"${delim}(${content})${delim}\";\n")
+string(APPEND text "}  // namespace qkdn::northbound\n")
+file(WRITE "${OUTPUT}.tmp" "${text}")
+file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUTPUT}.tmp")

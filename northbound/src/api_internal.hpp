@@ -1,0 +1,176 @@
+// The northbound API's request pipeline and route table, shared by the handler files. Private to
+// qkdn_northbound.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/json.hpp>
+
+#include "api_util.hpp"
+#include "auth.hpp"
+#include "idempotency.hpp"
+#include "qkdn/northbound/api_server.hpp"
+#include "qkdn/northbound/http_server.hpp"
+#include "qkdn/service/controller_service.hpp"
+
+namespace qkdn::northbound {
+
+class Api;
+
+/// One request on its way through the pipeline.
+struct RequestContext {
+  HttpRequest req;
+  std::string path;                           ///< decoded path
+  std::map<std::string, std::string> params;  ///< path parameters by name
+  Query query;
+  std::string actor;  ///< token name, "anonymous" or "insecure"
+  Role role = Role::kViewer;
+
+  /// A path parameter (the route guarantees it exists).
+  [[nodiscard]] const std::string& param(const std::string& name) const { return params.at(name); }
+  /// Checks If-Match against the resource's current ETag (nullopt: it does not exist); 412 on
+  /// mismatch. No header: always passes.
+  void check_if_match(const std::optional<std::string>& current) const;
+};
+
+using Handler = std::function<net::awaitable<HttpResponse>(Api&, RequestContext&)>;
+
+/// One entry of the route table.
+struct RouteEntry {
+  ApiRoute info;
+  std::vector<std::string> segments;  ///< "{name}" marks a parameter
+  Handler handler;
+};
+
+/// Path-template router. Matching is exact on literal segments; a parameter matches one
+/// non-empty segment.
+class Router {
+ public:
+  void add(std::string method, std::string path, bool write, bool open, Handler handler);
+  /// The route for (method, segments), filling params. Throws ApiError 404 (no path) or 405
+  /// (path exists, not the method; with Allow).
+  const RouteEntry& match(std::string_view method, const std::vector<std::string>& segments,
+                          std::map<std::string, std::string>& params) const;
+  [[nodiscard]] std::vector<ApiRoute> routes() const;
+
+ private:
+  std::vector<RouteEntry> routes_;
+};
+
+/// Serializes operator writes: validate, persist, apply runs for one write at a time, so a write
+/// never validates against a state another write is about to change.
+class WriteLock {
+ public:
+  explicit WriteLock(const net::any_io_executor& ex) : ch_(ex, 1) {}
+  class Guard {
+   public:
+    explicit Guard(WriteLock* l) : lock_(l) {}
+    Guard(Guard&& o) noexcept : lock_(o.lock_) { o.lock_ = nullptr; }
+    Guard& operator=(Guard&&) = delete;
+    ~Guard();
+
+   private:
+    WriteLock* lock_;
+  };
+  net::awaitable<Guard> acquire();
+
+ private:
+  net::experimental::concurrent_channel<void(boost::system::error_code)> ch_;
+};
+
+/// A cached serialized list page.
+struct CachedPage {
+  std::uint64_t version = 0;
+  std::chrono::steady_clock::time_point at{};
+  std::shared_ptr<const std::string> body;
+};
+
+/// The API: options, tokens, route table, caches. Shared by the HTTP handler and handlers.
+class Api : public std::enable_shared_from_this<Api> {
+ public:
+  Api(service::ControllerService& svc, ApiOptions options);
+
+  /// Serves one request (the HttpServer's handler).
+  net::awaitable<HttpResponse> handle(HttpRequest req);
+
+  service::ControllerService& svc;
+  ApiOptions options;
+  TokenTable tokens;
+  bool tokens_configured = false;
+  Router router;
+  IdempotencyStore idempotency;
+  WriteLock write_lock;
+
+  /// Page cache of hot lists (kms, links): key -> page.
+  std::mutex cache_mu;  // guards page_cache only
+  std::map<std::string, CachedPage> page_cache;
+
+  /// Records an audit event (actor, "METHOD /template", path, status, detail).
+  void audit(const RequestContext& ctx, const std::string& action, int status,
+             const std::string& detail);
+  /// Persists with the store if one is configured (Unavailable -> 503 through the dispatcher).
+  net::awaitable<void> persist(std::function<void(controller::Store&)> op, bool retry_safe);
+
+ private:
+  net::awaitable<HttpResponse> dispatch(RequestContext& ctx, const RouteEntry& route);
+};
+
+/// Registers the handlers of each area.
+void add_network_routes(Router& r);  // topology, KMs, links, thresholds, applications
+void add_routing_routes(Router& r);  // routes, pinned routes, policy, schedules
+void add_state_routes(Router& r);    // health, sessions, relays, alarms, accounting, audit
+
+/// Pagination parameters from `limit` and `cursor`.
+struct PageParams {
+  std::size_t limit = 100;
+  std::optional<std::string> after;  ///< decoded cursor key
+};
+PageParams page_params(Query& q, const ApiOptions& options);
+/// {"items": items, "next_cursor": key or null}.
+json::object page_json(json::array items, const std::optional<std::string>& next_key);
+
+/// Pages through a map ordered by its key (the cursor key), keeping items that pass `keep`.
+template <class Map, class Filter, class ToJson>
+json::object page_of_map(const Map& m, const PageParams& p, Filter keep, ToJson to_json) {
+  json::array items;
+  std::optional<std::string> next;
+  auto it = p.after ? m.upper_bound(*p.after) : m.begin();
+  std::string last;
+  for (; it != m.end(); ++it) {
+    if (!keep(it->second)) continue;
+    if (items.size() == p.limit) {
+      next = last;
+      break;
+    }
+    items.push_back(to_json(it->second));
+    last = it->first;
+  }
+  return page_json(std::move(items), next);
+}
+
+/// Adds an ETag header.
+inline HttpResponse with_etag(HttpResponse r, const std::string& etag) {
+  r.headers.emplace_back("ETag", etag);
+  return r;
+}
+
+/// 204 without a body.
+inline HttpResponse no_content() {
+  HttpResponse out;
+  out.status = 204;
+  out.content_type.clear();
+  return out;
+}
+
+}  // namespace qkdn::northbound

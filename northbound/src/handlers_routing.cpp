@@ -1,0 +1,515 @@
+// Route queries, pinned routes, rerouting policy and scheduled relay windows.
+//
+// Writes follow the order of handlers_network.cpp: validate on the core strand (against the
+// topology, with the engine's own validators where they are public), persist, then apply through
+// the rerouting engine and hand its output to the service.
+#include <chrono>
+#include <set>
+
+#include "api_internal.hpp"
+#include "json_model.hpp"
+#include "qkdn/controller/error.hpp"
+#include "qkdn/service/metrics.hpp"
+
+namespace qkdn::northbound {
+
+namespace {
+
+using service::Core;
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= s.size()) {
+    auto comma = s.find(',', pos);
+    if (comma == std::string::npos) comma = s.size();
+    auto item = s.substr(pos, comma - pos);
+    if (!item.empty()) out.push_back(item);
+    pos = comma + 1;
+  }
+  return out;
+}
+
+void check_id_param(const std::string& name, const std::string& v) {
+  if (!is_valid_id(v)) bad_request("'" + name + "' is not a valid ID: '" + v + "'");
+}
+
+/// The snapshot to route on: the engine's when current, else a fresh one (core strand).
+std::shared_ptr<const controller::TopologySnapshot> current_snapshot(Core& c) {
+  const auto& s = c.rerouting.snapshot();
+  if (s && s->version() == c.network.version()) return s;
+  return controller::TopologySnapshot::from_network(c.network);
+}
+
+// ---- route queries ------------------------------------------------------------------------------
+
+net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
+  auto& q = ctx.query;
+  const auto src = q.required("src");
+  const auto dst = q.required("dst");
+  check_id_param("src", src);
+  check_id_param("dst", dst);
+  controller::RouteOptions o;
+  o.k = static_cast<std::size_t>(q.get_uint("k", 1, 16).value_or(3));
+  if (auto m = q.get("metric")) {
+    try {
+      o.metric = controller::parse_route_metric(*m);
+    } catch (const Error&) {
+      bad_request("query parameter 'metric' must be key_aware, widest_shortest or hop_count");
+    }
+  }
+  if (auto h = q.get_uint("max_hops", 1, 1000)) o.max_hops = static_cast<std::size_t>(*h);
+  o.demand_bits = q.get_uint("demand_bits", 0, 1ULL << 40).value_or(0);
+  o.require_connected = q.get_bool("require_connected").value_or(true);
+  if (auto a = q.get("avoid_kms")) o.avoid_kms = split_list(*a);
+  if (auto a = q.get("avoid_links")) o.avoid_links = split_list(*a);
+  q.finish();
+  auto op = api.svc.on_core([](Core& c) { return current_snapshot(c); });
+  auto snapshot = co_await std::move(op);
+  // Route computation needs only the immutable snapshot: it runs here, off the core strand.
+  const auto started = std::chrono::steady_clock::now();
+  if (!snapshot->km_index(src)) throw NotFound("KM '" + src + "' not found");
+  if (!snapshot->km_index(dst)) throw NotFound("KM '" + dst + "' not found");
+  auto routes = controller::compute_routes(*snapshot, src, dst, o);
+  api.svc.metrics().route_computation(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  auto verdicts = controller::explain_links(*snapshot, o);
+  json::array items;
+  for (const auto& r : routes) items.push_back(route_json(r));
+  json::array excluded;
+  for (const auto& v : verdicts) {
+    if (v.usable) continue;
+    json::array reasons;
+    for (auto reason : v.reasons) reasons.emplace_back(controller::to_string(reason));
+    excluded.push_back(json::object{{"link_id", v.link_id},
+                                    {"a", v.a},
+                                    {"b", v.b},
+                                    {"reasons", std::move(reasons)},
+                                    {"detail", v.detail}});
+  }
+  json::object out{{"src", src},
+                   {"dst", dst},
+                   {"metric", controller::to_string(o.metric)},
+                   {"items", std::move(items)},
+                   {"excluded", std::move(excluded)}};
+  co_return json_response(out);
+}
+
+// ---- pinned routes ------------------------------------------------------------------------------
+
+std::string pin_key(const std::string& src, const std::string& dst) { return src + "\n" + dst; }
+
+std::optional<controller::PinnedRouteRecord> find_pin(const Core& c, const std::string& src,
+                                                      const std::string& dst) {
+  for (auto& p : c.rerouting.pinned_routes()) {
+    if (p.src_km == src && p.dst_km == dst) return p;
+  }
+  return std::nullopt;
+}
+
+std::string pin_etag(const controller::PinnedRouteRecord& p) {
+  auto j = pin_json(p);
+  j.erase("created_at");
+  return etag_of(json::serialize(j));
+}
+
+net::awaitable<HttpResponse> list_pins(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    std::map<std::string, controller::PinnedRouteRecord> all;
+    for (auto& p : c.rerouting.pinned_routes()) all[pin_key(p.src_km, p.dst_km)] = p;
+    return json_response(page_of_map(
+        all, page, [](const auto&) { return true; }, [](const auto& p) { return pin_json(p); }));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> get_pin(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    auto p = find_pin(c, ctx.param("src"), ctx.param("dst"));
+    if (!p) {
+      throw NotFound("no pinned route " + ctx.param("src") + " -> " + ctx.param("dst"));
+    }
+    return with_etag(json_response(pin_json(*p)), pin_etag(*p));
+  });
+  co_return co_await std::move(op);
+}
+
+/// Checks a pin against the topology (what ReroutingEngine::pin_route would refuse), naming the
+/// offending element.
+void check_pin(const controller::Network& n, const controller::PinnedRouteRecord& p) {
+  if (p.kms.size() < 2) bad_body("field 'kms' needs at least the source and destination KMs");
+  if (p.kms.front() != p.src_km || p.kms.back() != p.dst_km) {
+    bad_body("field 'kms' must start with '" + p.src_km + "' and end with '" + p.dst_km + "'");
+  }
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i < p.kms.size(); ++i) {
+    const auto where = "kms[" + std::to_string(i) + "]";
+    if (!is_valid_id(p.kms[i])) bad_body(where + ": not a valid ID");
+    if (n.find_km(p.kms[i]) == nullptr) bad_body(where + ": unknown KM '" + p.kms[i] + "'");
+    if (!seen.insert(p.kms[i]).second) bad_body(where + ": KM '" + p.kms[i] + "' repeats");
+  }
+  if (!p.links.empty() && p.links.size() != p.kms.size() - 1) {
+    bad_body("field 'links' must be empty or name one link per hop (" +
+             std::to_string(p.kms.size() - 1) + ")");
+  }
+  for (std::size_t i = 0; i + 1 < p.kms.size(); ++i) {
+    const auto where = "hop " + std::to_string(i) + " (" + p.kms[i] + " - " + p.kms[i + 1] + ")";
+    if (p.links.empty() || p.links[i].empty()) {
+      if (n.links_between(p.kms[i], p.kms[i + 1]).empty()) bad_body(where + ": no link joins them");
+      continue;
+    }
+    const auto* l = n.find_link(p.links[i]);
+    if (l == nullptr)
+      bad_body("links[" + std::to_string(i) + "]: unknown link '" + p.links[i] + "'");
+    const bool joins = (l->spec.a == p.kms[i] && l->spec.b == p.kms[i + 1]) ||
+                       (l->spec.b == p.kms[i] && l->spec.a == p.kms[i + 1]);
+    if (!joins)
+      bad_body("links[" + std::to_string(i) + "]: '" + p.links[i] + "' does not join " + where);
+  }
+}
+
+net::awaitable<HttpResponse> put_pin(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  controller::PinnedRouteRecord rec;
+  rec.src_km = ctx.param("src");
+  rec.dst_km = ctx.param("dst");
+  check_id_param("src", rec.src_km);
+  check_id_param("dst", rec.dst_km);
+  if (rec.src_km == rec.dst_km) bad_request("source and destination KM must differ");
+  auto body = parse_body_object(ctx.req);
+  ObjectReader r(body);
+  auto kms = r.opt_string_array("kms");
+  if (!kms) bad_body("field 'kms' is required");
+  rec.kms = *kms;
+  rec.links = r.opt_string_array("links").value_or(std::vector<std::string>{});
+  r.finish();
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    auto current = find_pin(c, rec.src_km, rec.dst_km);
+    ctx.check_if_match(current ? std::optional(pin_etag(*current)) : std::nullopt);
+    check_pin(c.network, rec);
+    if (!c.rerouting.snapshot()) throw Unavailable("the rerouting engine has no topology yet");
+    rec.created_at = c.clock.now();
+    return current.has_value();
+  });
+  const bool existed = co_await std::move(plan);
+  auto persist = api.persist([rec](controller::Store& s) { s.save_pinned_route(rec); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    auto out = c.rerouting.pin_route(rec);
+    api.svc.apply_rerouting_output(out);
+    auto p = find_pin(c, rec.src_km, rec.dst_km).value_or(rec);
+    return with_etag(json_response(pin_json(p), existed ? 200 : 201), pin_etag(p));
+  });
+  co_return co_await std::move(apply);
+}
+
+net::awaitable<HttpResponse> delete_pin(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto src = ctx.param("src");
+  const auto dst = ctx.param("dst");
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    auto current = find_pin(c, src, dst);
+    if (!current) throw NotFound("no pinned route " + src + " -> " + dst);
+    ctx.check_if_match(pin_etag(*current));
+    return 0;
+  });
+  co_await std::move(plan);
+  auto persist =
+      api.persist([src, dst](controller::Store& s) { s.delete_pinned_route(src, dst); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    api.svc.apply_rerouting_output(c.rerouting.unpin_route(src, dst));
+    return 0;
+  });
+  co_await std::move(apply);
+  co_return no_content();
+}
+
+// ---- policy -------------------------------------------------------------------------------------
+
+controller::ReroutingPolicy read_policy(const json::object& body) {
+  ObjectReader r(body);
+  controller::ReroutingPolicy p;
+  const auto mode = r.string("mode");
+  try {
+    p.mode = controller::parse_reroute_mode(mode);
+  } catch (const Error&) {
+    bad_body("field 'mode' must be manual, fixed_rate, traffic_adaptive or scheduled, got '" +
+             mode + "'");
+  }
+  std::map<std::string, double> values;
+  if (const auto* params = r.opt_object("params")) {
+    for (const auto& kv : *params) {
+      const std::string name(kv.key());
+      const auto& v = kv.value();
+      if (name == "metric" && v.is_string()) {
+        try {
+          values[name] =
+              static_cast<double>(controller::parse_route_metric(std::string(v.as_string())));
+        } catch (const Error&) {
+          bad_body("field 'params.metric' must be key_aware, widest_shortest or hop_count");
+        }
+      } else if (v.is_number()) {
+        values[name] = v.to_number<double>();
+      } else {
+        bad_body("field 'params." + name + "': expected number");
+      }
+    }
+  }
+  r.finish();
+  try {
+    p.params = controller::params_from_map(values);
+    controller::validate_policy(p);
+  } catch (const InvalidArgument& e) {
+    bad_body(std::string("params: ") + e.what());
+  }
+  return p;
+}
+
+std::string policy_etag(const controller::ReroutingPolicy& p) {
+  return etag_of(json::serialize(policy_json(p)));
+}
+
+net::awaitable<HttpResponse> get_policy(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([](Core& c) {
+    auto j = policy_json(c.rerouting.policy());
+    json::array overrides;
+    for (const auto& rec : c.rerouting.export_config().policies) {
+      if (rec.src_km.empty()) continue;
+      auto o = policy_json(controller::policy_from_record(rec));
+      o["src_km"] = rec.src_km;
+      o["dst_km"] = rec.dst_km;
+      overrides.push_back(std::move(o));
+    }
+    j["overrides"] = std::move(overrides);
+    return with_etag(json_response(j), policy_etag(c.rerouting.policy()));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> put_policy(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto policy = read_policy(parse_body_object(ctx.req));
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto check = api.svc.on_core([&](Core& c) {
+    ctx.check_if_match(policy_etag(c.rerouting.policy()));
+    return 0;
+  });
+  co_await std::move(check);
+  auto rec = controller::policy_to_record(policy, "", "");
+  auto persist = api.persist([rec](controller::Store& s) { s.save_policy(rec); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    api.svc.apply_rerouting_output(c.rerouting.set_policy(policy));
+    return with_etag(json_response(policy_json(c.rerouting.policy())),
+                     policy_etag(c.rerouting.policy()));
+  });
+  co_return co_await std::move(apply);
+}
+
+void check_pair(Core& c, const std::string& src, const std::string& dst) {
+  check_id_param("src", src);
+  check_id_param("dst", dst);
+  if (src == dst) bad_request("source and destination KM must differ");
+  for (const auto* id : {&src, &dst}) {
+    if (c.network.find_km(*id) == nullptr) throw NotFound("KM '" + *id + "' not found");
+  }
+}
+
+net::awaitable<HttpResponse> get_pair_policy(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    const auto& src = ctx.param("src");
+    const auto& dst = ctx.param("dst");
+    auto p = c.rerouting.pair_policy(src, dst);
+    if (!p) throw NotFound("no policy override for " + src + " -> " + dst);
+    auto j = policy_json(*p);
+    j["src_km"] = src;
+    j["dst_km"] = dst;
+    return with_etag(json_response(j), policy_etag(*p));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> put_pair_policy(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto src = ctx.param("src");
+  const auto dst = ctx.param("dst");
+  auto policy = read_policy(parse_body_object(ctx.req));
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto check = api.svc.on_core([&](Core& c) {
+    check_pair(c, src, dst);
+    auto current = c.rerouting.pair_policy(src, dst);
+    ctx.check_if_match(current ? std::optional(policy_etag(*current)) : std::nullopt);
+    return current.has_value();
+  });
+  const bool existed = co_await std::move(check);
+  auto rec = controller::policy_to_record(policy, src, dst);
+  auto persist = api.persist([rec](controller::Store& s) { s.save_policy(rec); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    api.svc.apply_rerouting_output(c.rerouting.set_pair_policy(src, dst, policy));
+    auto j = policy_json(policy);
+    j["src_km"] = src;
+    j["dst_km"] = dst;
+    return with_etag(json_response(j, existed ? 200 : 201), policy_etag(policy));
+  });
+  co_return co_await std::move(apply);
+}
+
+net::awaitable<HttpResponse> delete_pair_policy(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto src = ctx.param("src");
+  const auto dst = ctx.param("dst");
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto check = api.svc.on_core([&](Core& c) {
+    auto current = c.rerouting.pair_policy(src, dst);
+    if (!current) throw NotFound("no policy override for " + src + " -> " + dst);
+    ctx.check_if_match(policy_etag(*current));
+    return 0;
+  });
+  co_await std::move(check);
+  auto persist = api.persist([src, dst](controller::Store& s) { s.delete_policy(src, dst); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    api.svc.apply_rerouting_output(c.rerouting.clear_pair_policy(src, dst));
+    return 0;
+  });
+  co_await std::move(apply);
+  co_return no_content();
+}
+
+// ---- schedules ----------------------------------------------------------------------------------
+
+net::awaitable<HttpResponse> list_schedules(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    std::map<std::string, controller::ScheduleRecord> all;
+    for (auto& s : c.rerouting.schedules()) all[s.schedule_id] = s;
+    return json_response(page_of_map(
+        all, page, [](const auto&) { return true; },
+        [](const auto& s) { return schedule_json(s); }));
+  });
+  co_return co_await std::move(op);
+}
+
+std::optional<controller::ScheduleRecord> find_schedule(const Core& c, const std::string& id) {
+  for (auto& s : c.rerouting.schedules()) {
+    if (s.schedule_id == id) return s;
+  }
+  return std::nullopt;
+}
+
+net::awaitable<HttpResponse> get_schedule(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    auto s = find_schedule(c, ctx.param("schedule_id"));
+    if (!s) throw NotFound("schedule '" + ctx.param("schedule_id") + "' not found");
+    return json_response(schedule_json(*s));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> post_schedule(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto body = parse_body_object(ctx.req);
+  ObjectReader r(body);
+  controller::ScheduleRecord rec;
+  rec.schedule_id = r.opt_string("schedule_id").value_or("");
+  rec.src_km = r.id("src_km");
+  rec.dst_km = r.id("dst_km");
+  auto keys = r.opt_int("number_of_keys");
+  if (!keys) bad_body("field 'number_of_keys' is required");
+  rec.number_of_keys = *keys;
+  rec.key_size_bits = r.opt_int("key_size_bits").value_or(256);
+  auto nb = r.opt_time("not_before");
+  auto na = r.opt_time("not_after");
+  r.finish();
+  if (!nb || !na) bad_body("fields 'not_before' and 'not_after' are required");
+  rec.not_before = *nb;
+  rec.not_after = *na;
+  if (!rec.schedule_id.empty() && !is_uuid(rec.schedule_id)) {
+    bad_body("field 'schedule_id' must be a UUID");
+  }
+  if (rec.src_km == rec.dst_km) bad_body("fields 'src_km' and 'dst_km' must differ");
+  if (rec.number_of_keys < 1) bad_body("field 'number_of_keys' must be >= 1");
+  if (rec.key_size_bits < 1) bad_body("field 'key_size_bits' must be >= 1");
+  if (rec.not_after <= rec.not_before) bad_body("'not_after' must be later than 'not_before'");
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    for (const auto* id : {&rec.src_km, &rec.dst_km}) {
+      if (c.network.find_km(*id) == nullptr) bad_body("unknown KM '" + *id + "'");
+    }
+    if (rec.schedule_id.empty()) {
+      rec.schedule_id = make_uuid_v4(c.random);
+    } else if (find_schedule(c, rec.schedule_id)) {
+      throw ApiError(409, "conflict", "schedule '" + rec.schedule_id + "' already exists");
+    }
+    rec.created_at = c.clock.now();
+    return 0;
+  });
+  co_await std::move(plan);
+  auto persist = api.persist([rec](controller::Store& s) { s.save_schedule(rec); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    c.rerouting.add_schedule(rec);
+    return json_response(schedule_json(rec), 201);
+  });
+  auto out = co_await std::move(apply);
+  out.headers.emplace_back("Location", "/api/v1/schedules/" + rec.schedule_id);
+  co_return out;
+}
+
+net::awaitable<HttpResponse> delete_schedule(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto id = ctx.param("schedule_id");
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    if (!find_schedule(c, id)) throw NotFound("schedule '" + id + "' not found");
+    return 0;
+  });
+  co_await std::move(plan);
+  auto persist = api.persist([id](controller::Store& s) { s.delete_schedule(id); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    api.svc.apply_rerouting_output(c.rerouting.remove_schedule(id));
+    return 0;
+  });
+  co_await std::move(apply);
+  co_return no_content();
+}
+
+}  // namespace
+
+void add_routing_routes(Router& r) {
+  r.add("GET", "/api/v1/routes", false, false, get_routes);
+  r.add("GET", "/api/v1/routes/pinned", false, false, list_pins);
+  r.add("GET", "/api/v1/routes/pinned/{src}/{dst}", false, false, get_pin);
+  r.add("PUT", "/api/v1/routes/pinned/{src}/{dst}", true, false, put_pin);
+  r.add("DELETE", "/api/v1/routes/pinned/{src}/{dst}", true, false, delete_pin);
+  r.add("GET", "/api/v1/policy", false, false, get_policy);
+  r.add("PUT", "/api/v1/policy", true, false, put_policy);
+  r.add("GET", "/api/v1/policy/pairs/{src}/{dst}", false, false, get_pair_policy);
+  r.add("PUT", "/api/v1/policy/pairs/{src}/{dst}", true, false, put_pair_policy);
+  r.add("DELETE", "/api/v1/policy/pairs/{src}/{dst}", true, false, delete_pair_policy);
+  r.add("GET", "/api/v1/schedules", false, false, list_schedules);
+  r.add("POST", "/api/v1/schedules", true, false, post_schedule);
+  r.add("GET", "/api/v1/schedules/{schedule_id}", false, false, get_schedule);
+  r.add("DELETE", "/api/v1/schedules/{schedule_id}", true, false, delete_schedule);
+}
+
+}  // namespace qkdn::northbound

@@ -1,0 +1,341 @@
+// Health, sessions, relays, alarms, accounting and the audit trail.
+#include <chrono>
+
+#include "api_internal.hpp"
+#include "json_model.hpp"
+#include "qkdn/controller/error.hpp"
+
+namespace qkdn::northbound {
+
+namespace {
+
+using service::Core;
+
+std::uint64_t parse_numeric_id(const std::string& name, const std::string& v) {
+  std::uint64_t n = 0;
+  if (v.empty() || v.size() > 19) bad_request("'" + name + "' must be a positive integer");
+  for (char c : v) {
+    if (c < '0' || c > '9') bad_request("'" + name + "' must be a positive integer");
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  if (n == 0) bad_request("'" + name + "' must be a positive integer");
+  return n;
+}
+
+// ---- health -------------------------------------------------------------------------------------
+
+net::awaitable<HttpResponse> get_health(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([](Core& c) {
+    std::size_t kms_up = 0;
+    std::size_t links_up = 0;
+    for (const auto& [id, k] : c.network.kms()) kms_up += k.connected ? 1 : 0;
+    for (const auto& [id, l] : c.network.links()) {
+      links_up += l.oper == controller::OperState::kUp ? 1 : 0;
+    }
+    return json::object{
+        {"kms", json::object{{"total", c.network.kms().size()}, {"connected", kms_up}}},
+        {"links", json::object{{"total", c.network.links().size()}, {"up", links_up}}},
+        {"alarms_active", c.alarms.active_count()}};
+  });
+  auto core = co_await std::move(op);
+  const bool configured = api.svc.store_configured();
+  const bool store_ok = !configured || api.svc.store_up();
+  const auto counters = api.svc.counters();
+  json::object o;
+  o["status"] = store_ok ? "ok" : "degraded";
+  o["version"] = QKDN_VERSION;
+  o["store"] = json::object{{"configured", configured}, {"up", configured && api.svc.store_up()}};
+  o["ck"] = json::object{{"listening", api.svc.port() != 0},
+                         {"port", api.svc.port()},
+                         {"connections", counters.connections_active}};
+  for (auto& kv : core) o[kv.key()] = kv.value();
+  co_return json_response(o, store_ok ? 200 : 503);
+}
+
+// ---- sessions and relays ------------------------------------------------------------------------
+
+net::awaitable<HttpResponse> list_sessions(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  auto state = ctx.query.get("state");
+  auto sae = ctx.query.get("sae_id");
+  ctx.query.finish();
+  if (state) {
+    try {
+      (void)controller::parse_session_state(*state);
+    } catch (const Error&) {
+      bad_request("query parameter 'state' must be pending, active, closed, expired or failed");
+    }
+  }
+  auto op = api.svc.on_core([&](Core& c) {
+    std::map<std::string, controller::Session> all;
+    for (auto& s : c.sessions.list()) all.emplace(s.session_id, std::move(s));
+    return json_response(page_of_map(
+        all, page,
+        [&](const controller::Session& s) {
+          return (!state || controller::to_string(s.state) == *state) &&
+                 (!sae || s.src_sae == *sae || s.dst_sae == *sae);
+        },
+        [](const controller::Session& s) { return session_json(s); }));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> get_session(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    const auto* s = c.sessions.find(ctx.param("session_id"));
+    if (s == nullptr) throw NotFound("session '" + ctx.param("session_id") + "' not found");
+    return json_response(session_json(*s));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> list_relays(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  auto state = ctx.query.get("state");
+  auto session = ctx.query.get("session_id");
+  ctx.query.finish();
+  if (state) {
+    try {
+      (void)controller::parse_relay_state(*state);
+    } catch (const Error&) {
+      bad_request(
+          "query parameter 'state' must be requested, reserved, relaying, relayed, failed or "
+          "voided");
+    }
+  }
+  auto op = api.svc.on_core([&](Core& c) {
+    std::map<std::string, controller::Relay> all;
+    for (auto& r : c.relays.list()) all.emplace(r.relay_id, std::move(r));
+    return json_response(page_of_map(
+        all, page,
+        [&](const controller::Relay& r) {
+          return (!state || controller::to_string(r.state) == *state) &&
+                 (!session || r.session_id == *session);
+        },
+        [](const controller::Relay& r) { return relay_json(r); }));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> get_relay(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    const auto* r = c.relays.find(ctx.param("relay_id"));
+    if (r == nullptr) throw NotFound("relay '" + ctx.param("relay_id") + "' not found");
+    return json_response(relay_json(*r));
+  });
+  co_return co_await std::move(op);
+}
+
+// ---- alarms -------------------------------------------------------------------------------------
+
+net::awaitable<HttpResponse> list_alarms(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  controller::AlarmFilter f;
+  auto state = ctx.query.get("state").value_or("all");
+  if (state != "active" && state != "cleared" && state != "all") {
+    bad_request("query parameter 'state' must be active, cleared or all");
+  }
+  f.active_only = state == "active";
+  if (auto s = ctx.query.get("severity")) {
+    try {
+      f.severity = controller::parse_severity(*s);
+    } catch (const Error&) {
+      bad_request("query parameter 'severity' must be critical, major, minor or warning");
+    }
+  }
+  f.type = ctx.query.get("type");
+  f.resource = ctx.query.get("resource");
+  f.km_id = ctx.query.get("km_id");
+  f.link_id = ctx.query.get("link_id");
+  ctx.query.finish();
+  if (page.after) f.after_id = parse_numeric_id("cursor", *page.after);
+  auto op = api.svc.on_core([&](Core& c) {
+    const bool cleared_only = state == "cleared";
+    // The table filters and limits itself except for "cleared only".
+    f.limit = cleared_only ? 0 : page.limit + 1;
+    auto alarms = c.alarms.list(f);
+    json::array items;
+    std::optional<std::string> next;
+    for (const auto& a : alarms) {
+      if (cleared_only && a.state != controller::AlarmState::kCleared) continue;
+      if (items.size() == page.limit) {
+        next = std::to_string(items.back().as_object().at("id").as_uint64());
+        break;
+      }
+      items.push_back(alarm_json(a));
+    }
+    return json_response(page_json(std::move(items), next));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> get_alarm(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto id = parse_numeric_id("alarm_id", ctx.param("alarm_id"));
+  auto op = api.svc.on_core([&](Core& c) {
+    const auto* a = c.alarms.find(id);
+    if (a == nullptr) throw NotFound("alarm " + std::to_string(id) + " not found");
+    return json_response(alarm_json(*a));
+  });
+  co_return co_await std::move(op);
+}
+
+/// Alarm actions take no parameters: an empty body or an empty JSON object.
+void check_empty_body(const HttpRequest& req) {
+  if (req.body.empty()) return;
+  auto body = parse_body_object(req);
+  ObjectReader(body).finish();
+}
+
+net::awaitable<HttpResponse> ack_alarm(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto id = parse_numeric_id("alarm_id", ctx.param("alarm_id"));
+  check_empty_body(ctx.req);
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    const auto* a = c.alarms.find(id);
+    if (a == nullptr) throw NotFound("alarm " + std::to_string(id) + " not found");
+    controller::Alarm copy = *a;
+    if (!copy.acknowledged) {
+      copy.acknowledged = true;
+      copy.acknowledged_by = ctx.actor;
+      copy.acknowledged_at = c.clock.now();
+    }
+    return copy;
+  });
+  auto copy = co_await std::move(plan);
+  auto persist = api.persist([copy](controller::Store& s) { s.save_alarm(copy); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core(
+      [&](Core& c) { return json_response(alarm_json(c.alarms.acknowledge(id, ctx.actor))); });
+  co_return co_await std::move(apply);
+}
+
+net::awaitable<HttpResponse> clear_alarm(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto id = parse_numeric_id("alarm_id", ctx.param("alarm_id"));
+  check_empty_body(ctx.req);
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    const auto* a = c.alarms.find(id);
+    if (a == nullptr) throw NotFound("alarm " + std::to_string(id) + " not found");
+    if (a->state != controller::AlarmState::kActive) {
+      throw ApiError(409, "conflict", "alarm " + std::to_string(id) + " is already cleared");
+    }
+    controller::Alarm copy = *a;
+    copy.state = controller::AlarmState::kCleared;
+    copy.cleared_at = c.clock.now();
+    return copy;
+  });
+  auto copy = co_await std::move(plan);
+  auto persist = api.persist([copy](controller::Store& s) { s.save_alarm(copy); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    const auto* a = c.alarms.clear(copy.type, copy.resource);
+    return json_response(alarm_json(a != nullptr ? *a : copy));
+  });
+  co_return co_await std::move(apply);
+}
+
+// ---- accounting and audit -----------------------------------------------------------------------
+
+SysTime query_time(Query& q, std::string_view name, SysTime fallback) {
+  auto v = q.get(name);
+  if (!v) return fallback;
+  try {
+    return parse_rfc3339(*v);
+  } catch (const Error& e) {
+    bad_request("query parameter '" + std::string(name) + "': " + e.what());
+  }
+}
+
+net::awaitable<HttpResponse> get_accounting(Api& api, RequestContext& ctx) {
+  auto& q = ctx.query;
+  auto page = page_params(q, api.options);
+  const auto now = std::chrono::system_clock::now();
+  const SysTime from = query_time(q, "from", now - std::chrono::hours(24));
+  const SysTime to = query_time(q, "to", now + std::chrono::minutes(1));
+  auto sae = q.get("sae_id").value_or("");
+  auto group = q.get("group_by").value_or("none");
+  q.finish();
+  if (to <= from) bad_request("'to' must be later than 'from'");
+  if (!sae.empty() && !is_valid_id(sae)) bad_request("'sae_id' is not a valid ID");
+  if (group != "none" && group != "sae_id" && group != "session_id") {
+    bad_request("query parameter 'group_by' must be none, sae_id or session_id");
+  }
+  auto op = api.svc.accounting(from, to, sae);
+  auto rows = co_await std::move(op);
+  // Keys sort like (bucket, sae, session), so the cursor resumes after the last row served.
+  std::map<std::string, controller::AccountingRecord> keyed;
+  for (auto& r : rows) {
+    std::string key;
+    if (group == "sae_id") {
+      key = r.sae_id;
+      r.session_id.clear();
+      r.bucket_start = SysTime{};
+    } else if (group == "session_id") {
+      key = r.sae_id + "\n" + r.session_id;
+      r.bucket_start = SysTime{};
+    } else {
+      const auto ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(r.bucket_start.time_since_epoch())
+              .count();
+      key = padded(static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0))) + "\n" + r.sae_id +
+            "\n" + r.session_id;
+    }
+    auto [it, fresh] = keyed.emplace(key, r);
+    if (!fresh) {
+      it->second.key_bytes += r.key_bytes;
+      it->second.keys += r.keys;
+    }
+  }
+  auto out = page_of_map(
+      keyed, page, [](const auto&) { return true; },
+      [](const controller::AccountingRecord& r) { return accounting_json(r); });
+  out["from"] = format_rfc3339(from);
+  out["to"] = format_rfc3339(to);
+  out["group_by"] = group;
+  co_return json_response(out);
+}
+
+net::awaitable<HttpResponse> get_audit(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  ctx.query.finish();
+  std::int64_t after = 0;
+  if (page.after) after = static_cast<std::int64_t>(parse_numeric_id("cursor", *page.after));
+  auto op = api.svc.audit_page(after, page.limit + 1);
+  auto records = co_await std::move(op);
+  json::array items;
+  std::optional<std::string> next;
+  for (const auto& r : records) {
+    if (items.size() == page.limit) {
+      next = std::to_string(items.back().as_object().at("id").as_int64());
+      break;
+    }
+    items.push_back(audit_json(r));
+  }
+  co_return json_response(page_json(std::move(items), next));
+}
+
+}  // namespace
+
+void add_state_routes(Router& r) {
+  r.add("GET", "/api/v1/health", false, true, get_health);
+  r.add("GET", "/api/v1/sessions", false, false, list_sessions);
+  r.add("GET", "/api/v1/sessions/{session_id}", false, false, get_session);
+  r.add("GET", "/api/v1/relays", false, false, list_relays);
+  r.add("GET", "/api/v1/relays/{relay_id}", false, false, get_relay);
+  r.add("GET", "/api/v1/alarms", false, false, list_alarms);
+  r.add("GET", "/api/v1/alarms/{alarm_id}", false, false, get_alarm);
+  r.add("POST", "/api/v1/alarms/{alarm_id}/ack", true, false, ack_alarm);
+  r.add("POST", "/api/v1/alarms/{alarm_id}/clear", true, false, clear_alarm);
+  r.add("GET", "/api/v1/accounting", false, false, get_accounting);
+  r.add("GET", "/api/v1/audit", false, false, get_audit);
+}
+
+}  // namespace qkdn::northbound
