@@ -141,6 +141,10 @@ TEST(HopCost, DepletionIsExponentialInTheUsedShare) {
   }
   o.weights.kappa = 0;  // the previous cost: depletion ignored
   EXPECT_DOUBLE_EQ(hop_cost(l, o), base);
+  // The default exponent takes the factor precomputed with the snapshot terms; same value.
+  o.weights.kappa = KeyAwareWeights{}.kappa;
+  l.pool_bits = 50'000 + 256;
+  EXPECT_NEAR(hop_cost(l, o), base * std::exp(0.5 * KeyAwareWeights{}.kappa), 1e-9);
 }
 
 // A snapshot stores its fullest available pool in every link, and with_key_state refreshes it.

@@ -202,7 +202,7 @@ struct KeyAwareWeights {
   double gamma = 1.0;                         ///< weight of the time to regenerate the demand
   double horizon_s = 1.0;                     ///< time scale of the regeneration term, seconds
   std::uint64_t reference_demand_bits = 256;  ///< demand assumed when demand_bits is 0
-  double kappa = 6.0;                         ///< exponent of the pool depletion factor
+  double kappa = 3.0;                         ///< exponent of the pool depletion factor
 };
 
 /// What a route query asks for.
