@@ -1,13 +1,17 @@
 // Demand-replay simulation: how often does each routing metric block key requests?
 //
-// Simulated time, fixed seed. Every link's pool fills at its key_rate_bps up to a capacity; SAE
+// Simulated time, fixed seeds. Every link's pool fills at its key_rate_bps up to a capacity; SAE
 // pairs (one SAE per KM) ask for n x 256-bit keys with Poisson arrivals; a request takes the best
 // route (k = 1) whose every hop holds floor + demand bits, and consumes the demand on every hop;
-// it is blocked when no such route exists. Each metric replays the same request sequence.
+// it is blocked when no such route exists. The router sees what a controller would: each link's
+// pool, rate and an EWMA of its consumption (as agents report consumption_rate_bps). Each metric
+// replays the same request sequence under the same rules.
 //
-// The offered load is searched (bisection on a log scale) until hop-count routing blocks about
-// 10 % of requests; the table reports every metric at that load (and at half and double), with
-// the blocking reduction of key-aware routing relative to hop count.
+// Per seed, the offered load is searched (bisection on a log scale) until hop-count routing
+// blocks about 10 % of requests; every metric is replayed at that load (and at half and double).
+// A fluid cut bound gives the blocking that no routing can avoid at that load. The report is a
+// markdown table, mean ± half the spread over the seeds (default 1,2,3). --compare adds rows for
+// other key-aware depletion exponents (kappa = 0 is the previous cost).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -37,6 +41,10 @@ struct Config {
   double consumption_tau_s = 60;        // EWMA time constant of the consumption rate
   int max_keys = 16;                    // each request asks 1..max_keys keys of 256 bits
   double target_blocking = 0.10;
+  bool only_1x = false;
+  std::vector<std::uint64_t> seeds{1, 2, 3};
+  int bisection_steps = 18;
+  bool compare = false;  // also replay the candidate key-aware costs
   qkdn::controller::KeyAwareWeights weights;
 };
 
@@ -191,7 +199,7 @@ double find_load(const Topology& t, const Config& cfg, Outcome& at) {
   double hi = 4;
   double best = hi;
   double best_err = 1e9;
-  for (int it = 0; it < 18; ++it) {
+  for (int it = 0; it < cfg.bisection_steps; ++it) {
     const double mid = 0.5 * (lo + hi);
     const Outcome o = replay(t, RouteMetric::kHopCount, std::pow(10.0, mid), cfg);
     const double err = std::abs(o.blocking - cfg.target_blocking);
@@ -209,12 +217,194 @@ double find_load(const Topology& t, const Config& cfg, Outcome& at) {
   return std::pow(10.0, best);
 }
 
+// ---- fluid cut bound ---------------------------------------------------------------------------
+
+// Share of requests that must be refused to shed a share `x` of the offered bits when the largest
+// requests are refused first (keys 1..max_keys, uniformly): the fewest refusals that can do it.
+double fewest_refusals(double x, int max_keys) {
+  const double total = 0.5 * max_keys * (max_keys + 1);
+  double shed = 0;
+  double refused = 0;
+  for (int k = max_keys; k >= 1; --k) {
+    const double share = k / total;
+    if (shed + share >= x) return refused + (x - shed) / share / max_keys;
+    shed += share;
+    refused += 1.0 / max_keys;
+  }
+  return 1.0;
+}
+
+struct CutBound {
+  double blocking = 0;           // lower bound on the blocking ratio of any routing
+  std::vector<std::size_t> kms;  // the smaller side of the cut
+  double capacity_bps = 0;       // generation rate of the links across it
+};
+
+// A fluid lower bound on the blocking of *any* routing at `rate` requests/s: for a KM set S, the
+// requests with one end in S must cross the links leaving S, which together make at most
+// cap(S) b/s, so a share max(0, 1 - cap(S) / offered(S)) of their bits is refused; refusing the
+// largest requests first turns that into the fewest refused requests. Heuristic search over S
+// (single KMs, components of the links faster than a threshold, then single-KM moves while the
+// bound grows); any S gives a valid bound, the search only looks for a tight one.
+CutBound cut_bound(const Topology& t, double rate, const Config& cfg) {
+  const auto& snap = *t.snapshot;
+  const std::size_t n = snap.kms().size();
+  std::vector<double> apps(n, 0);
+  for (const auto& km : t.app_kms) apps[*snap.km_index(km)] += 1;
+  const double n_apps = static_cast<double>(t.app_kms.size());
+  std::vector<std::pair<std::size_t, std::size_t>> ends;
+  for (const auto& l : snap.links()) ends.emplace_back(*snap.km_index(l.a), *snap.km_index(l.b));
+  const double mean_bits = 256.0 * 0.5 * (cfg.max_keys + 1);
+  auto bound = [&](const std::vector<char>& in) {
+    // P(a request has exactly one end in S): src app uniform, dst app uniform among the apps of
+    // other KMs (as load() draws them).
+    double cross = 0;
+    double apps_in = 0;
+    for (std::size_t v = 0; v < n; ++v) apps_in += in[v] ? apps[v] : 0;
+    for (std::size_t v = 0; v < n; ++v) {
+      if (apps[v] == 0) continue;
+      const double others = in[v] ? n_apps - apps_in : apps_in - apps[v];
+      cross += (apps[v] / n_apps) * (others / (n_apps - apps[v]));
+    }
+    double cap = 0;
+    for (std::size_t e = 0; e < ends.size(); ++e) {
+      if (in[ends[e].first] != in[ends[e].second]) cap += snap.links()[e].key_rate_bps;
+    }
+    const double offered = rate * cross * mean_bits;
+    if (offered <= cap || cross <= 0) return std::pair{0.0, cap};
+    return std::pair{cross * fewest_refusals(1 - cap / offered, cfg.max_keys), cap};
+  };
+  std::vector<std::vector<char>> starts;
+  for (std::size_t v = 0; v < n; ++v) {
+    starts.emplace_back(n, 0);
+    starts.back()[v] = 1;
+  }
+  std::vector<double> thresholds;
+  for (const auto& l : snap.links()) thresholds.push_back(l.key_rate_bps);
+  std::sort(thresholds.begin(), thresholds.end());
+  thresholds.erase(std::unique(thresholds.begin(), thresholds.end()), thresholds.end());
+  for (double thr : thresholds) {
+    std::vector<std::size_t> comp(n, n);
+    for (std::size_t root = 0; root < n; ++root) {
+      if (comp[root] != n) continue;
+      std::vector<std::size_t> stack{root};
+      comp[root] = root;
+      while (!stack.empty()) {
+        const std::size_t u = stack.back();
+        stack.pop_back();
+        for (std::size_t e = 0; e < ends.size(); ++e) {
+          if (snap.links()[e].key_rate_bps <= thr) continue;
+          const auto [a, b] = ends[e];
+          const std::size_t v = a == u ? b : b == u ? a : n;
+          if (v != n && comp[v] == n) {
+            comp[v] = root;
+            stack.push_back(v);
+          }
+        }
+      }
+      std::vector<char> in(n, 0);
+      std::size_t size = 0;
+      for (std::size_t v = 0; v < n; ++v) size += (in[v] = comp[v] == root) ? 1 : 0;
+      if (size < n) starts.push_back(std::move(in));
+    }
+  }
+  CutBound best;
+  for (auto in : starts) {
+    double cur = bound(in).first;
+    for (bool improved = true; improved;) {
+      improved = false;
+      for (std::size_t v = 0; v < n; ++v) {
+        in[v] = !in[v];
+        const double b = bound(in).first;
+        const auto size = static_cast<std::size_t>(std::count(in.begin(), in.end(), 1));
+        if (size > 0 && size < n && b > cur + 1e-12) {
+          cur = b;
+          improved = true;
+        } else {
+          in[v] = !in[v];
+        }
+      }
+    }
+    if (cur > best.blocking) {
+      best.blocking = cur;
+      best.capacity_bps = bound(in).second;
+      const auto size = static_cast<std::size_t>(std::count(in.begin(), in.end(), 1));
+      best.kms.clear();
+      for (std::size_t v = 0; v < n; ++v) {
+        if ((in[v] != 0) == (2 * size <= n)) best.kms.push_back(v);
+      }
+    }
+  }
+  return best;
+}
+
+// ---- report ------------------------------------------------------------------------------------
+
+struct Series {
+  std::vector<double> values;
+  void add(double v) { values.push_back(v); }
+  [[nodiscard]] std::string text(double scale, int precision) const {
+    if (values.empty()) return "-";
+    double lo = values[0];
+    double hi = values[0];
+    double sum = 0;
+    for (double v : values) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      sum += v;
+    }
+    const double mean = sum / static_cast<double>(values.size());
+    char buf[96];
+    if (values.size() == 1) {
+      std::snprintf(buf, sizeof buf, "%.*f", precision, scale * mean);
+    } else {
+      std::snprintf(buf, sizeof buf, "%.*f ± %.*f", precision, scale * mean, precision,
+                    scale * 0.5 * (hi - lo));
+    }
+    return buf;
+  }
+  [[nodiscard]] double mean() const {
+    double sum = 0;
+    for (double v : values) sum += v;
+    return values.empty() ? 0 : sum / static_cast<double>(values.size());
+  }
+};
+
+struct Row {
+  std::string topology;
+  std::string scale;
+  std::string metric;
+  Series blocking;
+  Series reduction;
+  Series key_per_delivered;
+  Series hops;
+  Series endpoint;
+};
+
+struct Candidate {
+  std::string name;
+  RouteMetric metric;
+  qkdn::controller::KeyAwareWeights weights;
+};
+
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--quick] [--seed N] [--requests N] [--topology NAME]...\n"
-               "          [--alpha X] [--beta X] [--gamma X] [--horizon S] [--capacity BITS]\n",
+               "usage: %s [--quick] [--seeds N,N,...] [--requests N] [--topology NAME]...\n"
+               "          [--compare] [--load-1x] [--capacity BITS] [--ewma-s S]\n"
+               "          [--alpha X] [--beta X] [--gamma X] [--horizon S] [--kappa X]\n",
                argv0);
   std::exit(2);
+}
+
+std::vector<std::uint64_t> parse_seeds(const std::string& s) {
+  std::vector<std::uint64_t> out;
+  std::size_t pos = 0;
+  while (pos <= s.size()) {
+    const std::size_t comma = std::min(s.find(',', pos), s.size());
+    out.push_back(std::stoull(s.substr(pos, comma - pos)));
+    pos = comma + 1;
+  }
+  return out;
 }
 
 }  // namespace
@@ -222,6 +412,7 @@ double find_load(const Topology& t, const Config& cfg, Outcome& at) {
 int main(int argc, char** argv) {
   Config cfg;
   bool topology_given = false;
+  bool quick = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -229,10 +420,9 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--quick") {
-      cfg.requests = 3'000;
-      cfg.warmup = 1'000;
-    } else if (a == "--seed") {
-      cfg.seed = std::stoull(value());
+      quick = true;
+    } else if (a == "--seed" || a == "--seeds") {
+      cfg.seeds = parse_seeds(value());
     } else if (a == "--requests") {
       cfg.requests = std::stoull(value());
       cfg.warmup = cfg.requests / 4;
@@ -240,6 +430,14 @@ int main(int argc, char** argv) {
       if (!topology_given) cfg.topologies.clear();
       topology_given = true;
       cfg.topologies.push_back(value());
+    } else if (a == "--compare") {
+      cfg.compare = true;
+    } else if (a == "--capacity") {
+      cfg.pool_capacity_bits = std::stod(value());
+    } else if (a == "--ewma-s") {
+      cfg.consumption_tau_s = std::stod(value());
+    } else if (a == "--kappa") {
+      cfg.weights.kappa = std::stod(value());
     } else if (a == "--alpha") {
       cfg.weights.alpha = std::stod(value());
     } else if (a == "--beta") {
@@ -248,62 +446,145 @@ int main(int argc, char** argv) {
       cfg.weights.gamma = std::stod(value());
     } else if (a == "--horizon") {
       cfg.weights.horizon_s = std::stod(value());
-    } else if (a == "--capacity") {
-      cfg.pool_capacity_bits = std::stod(value());
+    } else if (a == "--load-1x") {
+      cfg.only_1x = true;
     } else {
       usage(argv[0]);
     }
   }
+  if (quick) {
+    // CI smoke test: one seed, short runs, the 10 % load only.
+    cfg.seeds.resize(1);
+    cfg.requests = 3'000;
+    cfg.warmup = 1'000;
+    cfg.bisection_steps = 10;
+    cfg.only_1x = true;
+  }
   std::string cmd;
   for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
-  std::printf("command: %s\n", cmd.c_str());
-  std::printf(
-      "seed %llu, %zu measured requests after %zu warm-up, keys 1..%d x 256 bits, pool capacity "
-      "%.0f bits, floor 256 bits, consumption EWMA %.0f s\n",
-      static_cast<unsigned long long>(cfg.seed), cfg.requests, cfg.warmup, cfg.max_keys,
-      cfg.pool_capacity_bits, cfg.consumption_tau_s);
-  if (cfg.requests < 20'000) {
-    std::printf(
-        "note: short run (smoke test): pools start full and the warm-up is short, so these "
-        "figures reflect the transient, not the steady state of the full run\n");
-  }
-  std::printf("key-aware weights: alpha %.3g, beta %.3g, gamma %.3g, horizon %.3g s\n\n",
-              cfg.weights.alpha, cfg.weights.beta, cfg.weights.gamma, cfg.weights.horizon_s);
+  std::string seeds;
+  for (auto s : cfg.seeds) seeds += (seeds.empty() ? "" : ",") + std::to_string(s);
 
-  bool goal_met = true;
+  std::vector<Candidate> candidates{{"hop_count", RouteMetric::kHopCount, cfg.weights},
+                                    {"key_aware", RouteMetric::kKeyAware, cfg.weights},
+                                    {"widest_shortest", RouteMetric::kWidestShortest, cfg.weights}};
+  if (cfg.compare) {
+    // The candidate costs in the same run: the previous default (no depletion factor) and other
+    // depletion exponents.
+    for (double kappa : {0.0, 3.0, 6.0, 10.0}) {
+      if (kappa == cfg.weights.kappa) continue;
+      Candidate c{"key_aware kappa=" + std::to_string(static_cast<int>(kappa)),
+                  RouteMetric::kKeyAware, cfg.weights};
+      c.weights.kappa = kappa;
+      candidates.push_back(std::move(c));
+    }
+  }
+  std::vector<Row> rows;
+  std::vector<std::string> notes;
   for (const auto& name : cfg.topologies) {
-    const Topology t = load(name, cfg);
-    Outcome hop_at;
-    const double load10 = find_load(t, cfg, hop_at);
-    std::printf(
-        "%s: %zu KMs, %zu links; hop count blocks %.1f %% at load factor %.4g (%.4g "
-        "requests/s)\n",
-        name.c_str(), t.snapshot->kms().size(), t.snapshot->links().size(), 100 * hop_at.blocking,
-        load10, load10 * t.base_rate);
-    std::printf("  %-8s %-16s %10s %12s %10s %10s %12s\n", "load", "metric", "blocking",
-                "key/deliv.", "hops", "vs hop", "at endpoint");
-    double key_aware_reduction = 0;
-    for (double scale : {0.5, 1.0, 2.0}) {
-      const double load = load10 * scale;
-      const Outcome hop = replay(t, RouteMetric::kHopCount, load, cfg);
-      for (auto m :
-           {RouteMetric::kHopCount, RouteMetric::kKeyAware, RouteMetric::kWidestShortest}) {
-        const Outcome o = m == RouteMetric::kHopCount ? hop : replay(t, m, load, cfg);
-        const double reduction = hop.blocking > 0 ? 1 - o.blocking / hop.blocking : 0;
-        std::printf("  %-8s %-16s %9.2f%% %12.3f %10.2f %9.1f%% %11.1f%%\n",
-                    (std::to_string(scale).substr(0, 3) + "x").c_str(),
-                    std::string(to_string(m)).c_str(), 100 * o.blocking, o.consumed_per_delivered,
-                    o.mean_hops, 100 * reduction, 100 * o.endpoint_share);
-        if (scale == 1.0 && m == RouteMetric::kKeyAware) key_aware_reduction = reduction;
+    std::vector<double> scales{0.5, 1.0, 2.0};
+    if (cfg.only_1x) scales = {1.0};
+    const std::size_t first_row = rows.size();
+    for (double scale : scales) {
+      for (const auto& c : candidates) {
+        Row r;
+        r.topology = name;
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "%.1fx", scale);
+        r.scale = buf;
+        r.metric = c.name;
+        rows.push_back(std::move(r));
       }
     }
-    const bool met = key_aware_reduction >= 0.25;
+    Series bound;
+    Series load_rps;
+    std::string cut;
+    std::size_t n_kms = 0;
+    std::size_t n_links = 0;
+    for (std::uint64_t seed : cfg.seeds) {
+      Config run = cfg;
+      run.seed = seed;
+      const Topology t = load(name, run);
+      n_kms = t.snapshot->kms().size();
+      n_links = t.snapshot->links().size();
+      Outcome hop_at;
+      const double load10 = find_load(t, run, hop_at);
+      load_rps.add(load10 * t.base_rate);
+      const CutBound cb = cut_bound(t, load10 * t.base_rate, run);
+      bound.add(cb.blocking);
+      cut.clear();
+      for (std::size_t v : cb.kms) cut += (cut.empty() ? "" : ", ") + t.snapshot->kms()[v].km_id;
+      cut += " (" + std::to_string(static_cast<long long>(cb.capacity_bps)) + " b/s across)";
+      std::size_t row = first_row;
+      for (double scale : scales) {
+        const double load = load10 * scale;
+        double hop_blocking = 0;
+        for (const auto& c : candidates) {
+          Config with = run;
+          with.weights = c.weights;
+          const Outcome o = replay(t, c.metric, load, with);
+          if (c.metric == RouteMetric::kHopCount) hop_blocking = o.blocking;
+          Row& r = rows[row++];
+          r.blocking.add(o.blocking);
+          r.reduction.add(hop_blocking > 0 ? 1 - o.blocking / hop_blocking : 0);
+          r.key_per_delivered.add(o.consumed_per_delivered);
+          r.hops.add(o.mean_hops);
+          r.endpoint.add(o.endpoint_share);
+        }
+      }
+    }
+    char buf[400];
+    std::snprintf(buf, sizeof buf,
+                  "%s: %zu KMs, %zu links; 1.0x = %s requests/s (hop count blocks ~10 %%); "
+                  "fluid cut bound at 1.0x: %s %% of requests for any routing, cut {%s}",
+                  name.c_str(), n_kms, n_links, load_rps.text(1, 4).c_str(),
+                  bound.text(100, 2).c_str(), cut.c_str());
+    notes.emplace_back(buf);
+  }
+
+  std::printf("## bench_demand_replay\n\n");
+  std::printf("command: `%s`  \n", cmd.c_str());
+  std::printf(
+      "seeds %s; %zu measured requests after %zu warm-up per run; keys 1..%d x 256 bits; pool "
+      "capacity %.0f bits, floor 256 bits, pools start full and fill at key_rate_bps; "
+      "consumption seen by the router: EWMA, time constant %.0f s; values are mean ± half the "
+      "spread over the seeds\n\n",
+      seeds.c_str(), cfg.requests, cfg.warmup, cfg.max_keys, cfg.pool_capacity_bits,
+      cfg.consumption_tau_s);
+  std::printf(
+      "key-aware weights: alpha %.3g, beta %.3g, gamma %.3g, horizon %.3g s, kappa %.3g\n\n",
+      cfg.weights.alpha, cfg.weights.beta, cfg.weights.gamma, cfg.weights.horizon_s,
+      cfg.weights.kappa);
+  if (quick || cfg.requests < 20'000) {
+    std::printf(
+        "note: short run (smoke test): pools start full and the warm-up is short, so these "
+        "figures reflect the transient, not the steady state of the full run\n\n");
+  }
+  for (const auto& n : notes) std::printf("- %s\n", n.c_str());
+  std::printf(
+      "\n| topology | load | metric | blocking %% | vs hop count %% | key per delivered key | "
+      "hops | blocked at endpoint %% |\n|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : rows) {
+    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.topology.c_str(), r.scale.c_str(),
+                r.metric.c_str(), r.blocking.text(100, 2).c_str(),
+                r.metric == "hop_count" ? "-" : r.reduction.text(100, 1).c_str(),
+                r.key_per_delivered.text(1, 3).c_str(), r.hops.text(1, 2).c_str(),
+                r.endpoint.text(100, 1).c_str());
+  }
+  std::printf("\n");
+  if (quick) {
+    std::printf("smoke test: the goal is judged on the full run only\n");
+    return 0;
+  }
+  bool goal_met = true;
+  for (const auto& r : rows) {
+    if (r.scale != "1.0x" || r.metric != "key_aware") continue;
+    const bool met = r.reduction.mean() >= 0.25;
     goal_met = goal_met && met;
     std::printf(
-        "  -> %s: key-aware blocks %.1f %% fewer requests than hop count at the hop-count "
-        "~10 %% load (goal >= 25 %%): %s\n",
-        name.c_str(), 100 * key_aware_reduction, met ? "met" : "NOT met");
-    std::printf("\n");
+        "goal %s: key-aware blocks %.1f %% fewer requests than hop count at the hop-count ~10 %% "
+        "load (mean over seeds; >= 25 %%): %s\n",
+        r.topology.c_str(), 100 * r.reduction.mean(), met ? "met" : "NOT met");
   }
   std::printf("overall goal: %s\n", goal_met ? "met" : "NOT met");
   return 0;
