@@ -240,10 +240,12 @@ struct CutBound {
   double capacity_bps = 0;       // generation rate of the links across it
 };
 
-// A fluid lower bound on the blocking of *any* routing at `rate` requests/s: for a KM set S, the
-// requests with one end in S must cross the links leaving S, which together make at most
-// cap(S) b/s, so a share max(0, 1 - cap(S) / offered(S)) of their bits is refused; refusing the
-// largest requests first turns that into the fewest refused requests. Heuristic search over S
+// A fluid lower bound on the blocking of *any* routing at `rate` requests/s over the measured
+// window (T = requests / rate): for a KM set S, the requests with one end in S must cross the
+// links leaving S, which can pass at most cap(S) * T bits plus what their pools hold when
+// measuring starts (at most their capacity), so a share max(0, 1 - passable / offered) of those
+// requests' bits is refused; refusing the largest requests first turns that into the fewest
+// refused requests. Heuristic search over S
 // (single KMs, components of the links faster than a threshold, then single-KM moves while the
 // bound grows); any S gives a valid bound, the search only looks for a tight one.
 CutBound cut_bound(const Topology& t, double rate, const Config& cfg) {
@@ -267,12 +269,19 @@ CutBound cut_bound(const Topology& t, double rate, const Config& cfg) {
       cross += (apps[v] / n_apps) * (others / (n_apps - apps[v]));
     }
     double cap = 0;
+    double stock = 0;  // key the cut's pools can hold when measuring starts
     for (std::size_t e = 0; e < ends.size(); ++e) {
-      if (in[ends[e].first] != in[ends[e].second]) cap += snap.links()[e].key_rate_bps;
+      if (in[ends[e].first] != in[ends[e].second]) {
+        cap += snap.links()[e].key_rate_bps;
+        stock += cfg.pool_capacity_bits;
+      }
     }
-    const double offered = rate * cross * mean_bits;
-    if (offered <= cap || cross <= 0) return std::pair{0.0, cap};
-    return std::pair{cross * fewest_refusals(1 - cap / offered, cfg.max_keys), cap};
+    // Over the measured window of T seconds the cut can pass at most cap * T + stock bits.
+    const double window_s = static_cast<double>(cfg.requests) / rate;
+    const double offered = rate * cross * mean_bits * window_s;
+    const double passable = cap * window_s + stock;
+    if (offered <= passable || cross <= 0) return std::pair{0.0, cap};
+    return std::pair{cross * fewest_refusals(1 - passable / offered, cfg.max_keys), cap};
   };
   std::vector<std::vector<char>> starts;
   for (std::size_t v = 0; v < n; ++v) {
