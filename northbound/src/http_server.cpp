@@ -1,5 +1,6 @@
 #include "qkdn/northbound/http_server.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <iostream>
 #include <mutex>
@@ -157,7 +158,8 @@ net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
       raw.shutdown(tcp::socket::shutdown_send, ignored);
       beast::get_lowest_layer(stream).expires_after(std::chrono::milliseconds(500));
       std::size_t drained = 0;
-      while (drained < options.max_body_bytes + options.max_header_bytes) {
+      const std::size_t cap = std::max<std::size_t>(2 * options.max_body_bytes, 1 << 20);
+      while (drained < cap) {
         buffer.clear();
         auto [dec, dn] = co_await stream.async_read_some(buffer.prepare(16384),
                                                          net::as_tuple(net::use_awaitable));
