@@ -1,9 +1,15 @@
-# controller/service: the service layer (core on a strand, Ck server and sessions) and the daemon.
+# controller/service: the service layer (core on a strand, Ck server and sessions, routing and key
+# supply, persistence, metrics) and the daemon.
 add_library(qkdn_service STATIC
   ${CMAKE_CURRENT_LIST_DIR}/src/controller_service.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/core_wiring.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/key_supply.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/persistence.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/metrics.cpp
 )
 target_include_directories(qkdn_service PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
-target_link_libraries(qkdn_service PUBLIC qkdn_core qkdn_southbound_net PRIVATE qkdn_options)
+target_link_libraries(qkdn_service PUBLIC qkdn_core qkdn_southbound_net
+                                   PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
 
 add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp)
-target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_options)
+target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_options)

@@ -13,25 +13,27 @@
 #include <utility>
 #include <variant>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/ssl/context.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
 #include "qkdn/controller/error.hpp"
+#include "service_impl.hpp"
 
 namespace qkdn::service {
 namespace {
 
 using net::ip::tcp;
-using SteadyTime = std::chrono::steady_clock::time_point;
-constexpr auto kUseTuple = net::as_tuple(net::use_awaitable);
+
+CoreResult failure(const std::exception& e) {
+  if (const auto* qe = dynamic_cast<const Error*>(&e)) {
+    return {std::string(error_ck_code(qe->code())), qe->what(), {}};
+  }
+  return {std::string(ck::errc::kInternal), e.what(), {}};
+}
+
+}  // namespace
 
 std::string hex_code(std::uint16_t code) {
   char buf[8];
@@ -43,508 +45,488 @@ std::string command_label(std::uint16_t code) {
   return ck::is_known_command(code) ? std::string(ck::command_name(code)) : hex_code(code);
 }
 
-// Outcome of a step run on the core strand: empty error = success.
-struct CoreResult {
-  std::string error;  ///< Ck error code (clause 3)
-  std::string message;
-  std::vector<ck::PeerEndpoint> peers;
-};
-
-CoreResult failure(const std::exception& e) {
-  if (const auto* qe = dynamic_cast<const Error*>(&e)) {
-    return {std::string(error_ck_code(qe->code())), qe->what(), {}};
+std::string one_line(std::string text) {
+  for (auto& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
   }
-  return {std::string(ck::errc::kInternal), e.what(), {}};
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
 }
 
-}  // namespace
+ControllerService::Impl::Impl(ControllerService& s)
+    : svc(s),
+      core(net::make_strand(ioc)),
+      acceptor_strand(net::make_strand(ioc)),
+      acceptor(acceptor_strand),
+      metrics(std::make_unique<Metrics>(QKDN_VERSION, QKDN_REVISION)),
+      random(s.options_.random ? s.options_.random : std::make_shared<OsRandom>()),
+      engine(*s.clock_, *random),
+      sessions(s.network_, *random, s.options_.session),
+      ledger(*random, s.options_.ledger),
+      relays(ledger, *random, s.options_.relay),
+      tick_timer(core),
+      snapshot_timer(core),
+      writer_wake(core),
+      probe_timer(core) {}
 
-// ---- implementation state -----------------------------------------------------------------------
+ControllerService::Impl::~Impl() = default;
 
-struct ControllerService::Impl {
-  // One Ck connection, owned by its session coroutine; fields touched on the channel's strand.
-  struct Session {
-    std::uint64_t id = 0;
-    std::shared_ptr<southbound::CkChannel> channel;
-    std::string km_id;  ///< set once registered
-    bool registered = false;
-    SteadyTime last_touch{};
-  };
-  struct Registered {
-    std::uint64_t session_id = 0;
-    std::shared_ptr<southbound::CkChannel> channel;
-  };
+// ---- Impl ----------------------------------------------------------------------------------
 
-  explicit Impl(ControllerService& s)
-      : svc(s),
-        core(net::make_strand(ioc)),
-        acceptor_strand(net::make_strand(ioc)),
-        acceptor(acceptor_strand) {}
+void ControllerService::Impl::count_protocol_error(std::string_view reason) {
+  std::lock_guard lock(errors_mu);
+  auto it = protocol_errors.find(reason);
+  if (it == protocol_errors.end()) it = protocol_errors.emplace(std::string(reason), 0).first;
+  ++it->second;
+  metrics->ck_protocol_error(reason);
+}
 
-  ControllerService& svc;
-  net::io_context ioc;
-  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
-  net::any_io_executor core;
-  net::any_io_executor acceptor_strand;
-  tcp::acceptor acceptor;
-  std::unique_ptr<net::ssl::context> tls;
-  std::vector<std::thread> threads;
-  std::shared_ptr<CommandHandler> handler;
-  CkCounters counters;
-  mutable std::mutex errors_mu;  // metrics only, never domain state
-  std::map<std::string, std::uint64_t, std::less<>> protocol_errors;
-  std::mutex log_mu;
-  std::atomic<std::uint64_t> next_session_id{1};
-  bool started = false;
-  bool stopped = false;
+void ControllerService::Impl::emit(const std::vector<controller::NetworkEvent>& events) {
+  if (!events.empty() && svc.options_.on_events) svc.options_.on_events(events);
+}
 
-  // Core strand only.
-  std::map<std::string, Registered> registered;
-  std::map<std::uint64_t, std::shared_ptr<southbound::CkChannel>> live;
-  bool stopping = false;
-  bool accept_done = false;
-  std::promise<void>* drained = nullptr;
-
-  // ---- helpers ----
-
-  void count_protocol_error(std::string_view reason) {
-    std::lock_guard lock(errors_mu);
-    auto it = protocol_errors.find(reason);
-    if (it == protocol_errors.end()) it = protocol_errors.emplace(std::string(reason), 0).first;
-    ++it->second;
-  }
-
-  void emit(const std::vector<controller::NetworkEvent>& events) {
-    if (!events.empty() && svc.options_.on_events) svc.options_.on_events(events);
-  }
-
-  // A root coroutine's completion: never a bare `detached` (STYLE.md): log and count.
-  auto completion(std::string what) {
-    return [this, w = std::move(what)](std::exception_ptr e) {
-      if (!e) return;
-      ++counters.handler_failures;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        svc.log("ck: " + w + " ended by exception: " + x.what());
-      } catch (...) {
-        svc.log("ck: " + w + " ended by unknown exception");
-      }
-    };
-  }
-
-  void send_error(Session& s, std::string_view code, std::string message,
-                  std::optional<std::uint32_t> about) {
-    count_protocol_error(code);
-    svc.log("ck: " + s.channel->remote_endpoint() + (s.km_id.empty() ? "" : " (" + s.km_id + ")") +
-            ": error " + std::string(code) + ": " + message);
+// A root coroutine's completion: never a bare `detached` (STYLE.md): log and count.
+std::function<void(std::exception_ptr)> ControllerService::Impl::completion(std::string what) {
+  return [this, w = std::move(what)](std::exception_ptr e) {
+    if (!e) return;
+    ++counters.handler_failures;
     try {
-      s.channel->send(ck::ErrorMessage{std::string(code), std::move(message), about, false}, about);
-    } catch (const std::exception&) {
-      // The text could not be encoded (e.g. not UTF-8): the code alone still tells the peer.
-      s.channel->send(ck::ErrorMessage{std::string(code), std::nullopt, about, false}, about);
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      svc.log("ck: " + w + " ended by exception: " + x.what());
+    } catch (...) {
+      svc.log("ck: " + w + " ended by unknown exception");
     }
+  };
+}
+
+void ControllerService::Impl::send_error(Session& s, std::string_view code, std::string message,
+                                         std::optional<std::uint32_t> about) {
+  count_protocol_error(code);
+  svc.log("ck: " + s.channel->remote_endpoint() + (s.km_id.empty() ? "" : " (" + s.km_id + ")") +
+          ": error " + std::string(code) + ": " + message);
+  try {
+    s.channel->send(ck::ErrorMessage{std::string(code), std::move(message), about, false}, about);
+  } catch (const std::exception&) {
+    // The text could not be encoded (e.g. not UTF-8): the code alone still tells the peer.
+    s.channel->send(ck::ErrorMessage{std::string(code), std::nullopt, about, false}, about);
   }
+}
 
-  void send_register_ng(Session& s, std::uint32_t id, std::string_view code,
-                        const std::string& why) {
-    count_protocol_error(code);
-    svc.log("ck: " + s.channel->remote_endpoint() + ": register refused: " + std::string(code) +
-            ": " + why);
-    ck::RegisterResponse r;
-    r.response = "NG: " + std::string(code);
-    r.controller_id = svc.options_.controller_id;
-    r.controller_epoch = svc.epoch_;
-    r.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
-    r.status_interval_ms = svc.options_.status_interval.count();
-    s.channel->send(r, id);
-  }
+void ControllerService::Impl::send_register_ng(Session& s, std::uint32_t id, std::string_view code,
+                                               const std::string& why) {
+  count_protocol_error(code);
+  svc.log("ck: " + s.channel->remote_endpoint() + ": register refused: " + std::string(code) +
+          ": " + why);
+  ck::RegisterResponse r;
+  r.response = "NG: " + std::string(code);
+  r.controller_id = svc.options_.controller_id;
+  r.controller_epoch = svc.epoch_;
+  r.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
+  r.status_interval_ms = svc.options_.status_interval.count();
+  s.channel->send(r, id);
+}
 
-  // ---- accept loop ----
+// ---- accept loop ----
 
-  net::awaitable<void> accept_loop() {
-    net::steady_timer backoff(acceptor_strand);
-    while (acceptor.is_open()) {
-      auto [ec, socket] = co_await acceptor.async_accept(ioc.get_executor(), kUseTuple);
-      if (ec == net::error::operation_aborted || !acceptor.is_open()) break;
-      if (ec) {
-        // Out of descriptors and the like: do not spin.
-        svc.log("ck: accept failed: " + ec.message());
-        backoff.expires_after(std::chrono::milliseconds(50));
-        co_await backoff.async_wait(kUseTuple);
-        continue;
-      }
-      start_session(std::move(socket));
+net::awaitable<void> ControllerService::Impl::accept_loop() {
+  net::steady_timer backoff(acceptor_strand);
+  while (acceptor.is_open()) {
+    auto [ec, socket] = co_await acceptor.async_accept(ioc.get_executor(), kUseTuple);
+    if (ec == net::error::operation_aborted || !acceptor.is_open()) break;
+    if (ec) {
+      // Out of descriptors and the like: do not spin.
+      svc.log("ck: accept failed: " + ec.message());
+      backoff.expires_after(std::chrono::milliseconds(50));
+      co_await backoff.async_wait(kUseTuple);
+      continue;
     }
-    net::post(core, [this] {
-      accept_done = true;
-      check_drained();
-    });
+    start_session(std::move(socket));
   }
-
-  void start_session(tcp::socket socket) {
-    ++counters.connections_accepted;
-    ++counters.connections_active;
-    const auto& o = svc.options_;
-    southbound::ChannelOptions copt;
-    copt.read_timeout = o.read_timeout;
-    copt.idle_timeout = 3 * o.heartbeat_interval;
-    copt.request_timeout = o.request_timeout;
-    copt.controller_side = true;
-    southbound::ChannelObserver obs;
-    obs.on_message = [this](bool inbound, std::uint16_t code) {
-      const auto hi = code >> 8;
-      if ((inbound && hi != 0x14) || (!inbound && hi != 0x41)) {
-        ++counters.inbound_other;
-        return;
-      }
-      (inbound ? counters.inbound : counters.outbound)[code & 0xFF].fetch_add(
-          1, std::memory_order_relaxed);
-    };
-    obs.on_protocol_error = [this](std::string_view reason) { count_protocol_error(reason); };
-    obs.on_buffer_grow = [this](std::size_t capacity) {
-      auto cur = counters.max_connection_buffer.load();
-      while (capacity > cur &&
-             !counters.max_connection_buffer.compare_exchange_weak(cur, capacity)) {
-      }
-    };
-    auto channel =
-        o.insecure_ck
-            ? southbound::make_plain_channel(std::move(socket), copt, std::move(obs))
-            : southbound::make_tls_channel(std::move(socket), *tls, true, copt, std::move(obs));
-    auto session = std::make_shared<Session>();
-    session->channel = channel;
-    // The id is taken here (acceptor strand) and the session is made known to the core before
-    // it can end: posts to the core strand run in order.
-    session->id = next_session_id.fetch_add(1);
-    net::post(core, [this, id = session->id, channel] {
-      live.emplace(id, channel);
-      if (stopping) channel->close();
-    });
-    svc.log("ck: accepted " + channel->remote_endpoint() + " (session " +
-            std::to_string(session->id) + ")");
-    net::co_spawn(channel->executor(), run_session(session),
-                  completion("session " + std::to_string(session->id)));
-  }
-
-  net::awaitable<void> run_session(std::shared_ptr<Session> s) {
-    // GCC 12 destroys by-value argument temporaries of a call inside a co_await expression twice:
-    // every coroutine with non-trivial arguments is created in its own statement, then awaited.
-    southbound::CkChannel::FrameHandler on_frame_fn =
-        [this, s](std::shared_ptr<southbound::CkChannel>, ck::Frame frame) {
-          return on_frame(s, std::move(frame));
-        };
-    auto run = s->channel->run(std::move(on_frame_fn));
-    co_await std::move(run);
-    auto ended = session_ended(s);
-    co_await net::co_spawn(core, std::move(ended), net::use_awaitable);
-  }
-
-  net::awaitable<void> session_ended(std::shared_ptr<Session> s) {
-    --counters.connections_active;
-    live.erase(s->id);
-    std::string what = "ck: session " + std::to_string(s->id) + " closed";
-    if (s->registered) {
-      auto it = registered.find(s->km_id);
-      if (it != registered.end() && it->second.session_id == s->id) {
-        registered.erase(it);
-        try {
-          emit(svc.network_.disconnect_km(s->km_id));
-        } catch (const std::exception& e) {
-          svc.log("ck: disconnect " + s->km_id + ": " + e.what());
-        }
-        what += ", " + s->km_id + " disconnected";
-      } else {
-        what += " (" + s->km_id + " superseded by a newer connection)";
-      }
-    }
-    svc.log(what);
+  net::post(core, [this] {
+    accept_done = true;
     check_drained();
+  });
+}
+
+void ControllerService::Impl::start_session(tcp::socket socket) {
+  ++counters.connections_accepted;
+  ++counters.connections_active;
+  const auto& o = svc.options_;
+  southbound::ChannelOptions copt;
+  copt.read_timeout = o.read_timeout;
+  copt.idle_timeout = 3 * o.heartbeat_interval;
+  copt.request_timeout = o.request_timeout;
+  copt.controller_side = true;
+  southbound::ChannelObserver obs;
+  obs.on_message = [this](bool inbound, std::uint16_t code) {
+    metrics->ck_message(inbound, ck::command_name(code));  // bounded label set
+    const auto hi = code >> 8;
+    if ((inbound && hi != 0x14) || (!inbound && hi != 0x41)) {
+      ++counters.inbound_other;
+      return;
+    }
+    (inbound ? counters.inbound : counters.outbound)[code & 0xFF].fetch_add(
+        1, std::memory_order_relaxed);
+  };
+  obs.on_protocol_error = [this](std::string_view reason) { count_protocol_error(reason); };
+  obs.on_buffer_grow = [this](std::size_t capacity) {
+    auto cur = counters.max_connection_buffer.load();
+    while (capacity > cur && !counters.max_connection_buffer.compare_exchange_weak(cur, capacity)) {
+    }
+  };
+  auto channel =
+      o.insecure_ck
+          ? southbound::make_plain_channel(std::move(socket), copt, std::move(obs))
+          : southbound::make_tls_channel(std::move(socket), *tls, true, copt, std::move(obs));
+  auto session = std::make_shared<Session>();
+  session->channel = channel;
+  // The id is taken here (acceptor strand) and the session is made known to the core before
+  // it can end: posts to the core strand run in order.
+  session->id = next_session_id.fetch_add(1);
+  net::post(core, [this, id = session->id, channel] {
+    live.emplace(id, channel);
+    if (stopping) channel->close();
+  });
+  svc.log("ck: accepted " + channel->remote_endpoint() + " (session " +
+          std::to_string(session->id) + ")");
+  net::co_spawn(channel->executor(), run_session(session),
+                completion("session " + std::to_string(session->id)));
+}
+
+net::awaitable<void> ControllerService::Impl::run_session(std::shared_ptr<Session> s) {
+  // GCC 12 destroys by-value argument temporaries of a call inside a co_await expression twice:
+  // every coroutine with non-trivial arguments is created in its own statement, then awaited.
+  southbound::CkChannel::FrameHandler on_frame_fn =
+      [this, s](std::shared_ptr<southbound::CkChannel>, ck::Frame frame) {
+        return on_frame(s, std::move(frame));
+      };
+  auto run = s->channel->run(std::move(on_frame_fn));
+  co_await std::move(run);
+  auto ended = session_ended(s);
+  co_await net::co_spawn(core, std::move(ended), net::use_awaitable);
+}
+
+net::awaitable<void> ControllerService::Impl::session_ended(std::shared_ptr<Session> s) {
+  --counters.connections_active;
+  live.erase(s->id);
+  std::string what = "ck: session " + std::to_string(s->id) + " closed";
+  if (s->registered) {
+    auto it = registered.find(s->km_id);
+    if (it != registered.end() && it->second.session_id == s->id) {
+      registered.erase(it);
+      try {
+        network_changed(svc.network_.disconnect_km(s->km_id));
+      } catch (const std::exception& e) {
+        svc.log("ck: disconnect " + s->km_id + ": " + e.what());
+      }
+      what += ", " + s->km_id + " disconnected";
+    } else {
+      what += " (" + s->km_id + " superseded by a newer connection)";
+    }
+  }
+  svc.log(what);
+  check_drained();
+  co_return;
+}
+
+void ControllerService::Impl::check_drained() {
+  if (stopping && accept_done && live.empty() && drained != nullptr) {
+    drained->set_value();
+    drained = nullptr;
+  }
+}
+
+// ---- inbound frames (channel strand) ----
+
+net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> s,
+                                                       ck::Frame frame) {
+  const std::uint16_t code = frame.command;
+  const bool known = ck::is_known_command(code);
+  if (!s->registered && code != static_cast<std::uint16_t>(ck::Command::kRegister)) {
+    send_error(*s, ck::errc::kNotRegistered,
+               "the first command must be register (0x14E1), got " + command_label(code),
+               frame.message_id);
+    s->channel->close_after_flush();
     co_return;
   }
-
-  void check_drained() {
-    if (stopping && accept_done && live.empty() && drained != nullptr) {
-      drained->set_value();
-      drained = nullptr;
-    }
+  if (!known) {
+    send_error(*s, ck::errc::kUnknownCommand, "unknown command code " + hex_code(code),
+               frame.message_id);
+    co_return;
   }
-
-  // ---- inbound frames (channel strand) ----
-
-  net::awaitable<void> on_frame(std::shared_ptr<Session> s, ck::Frame frame) {
-    const std::uint16_t code = frame.command;
-    const bool known = ck::is_known_command(code);
-    if (!s->registered && code != static_cast<std::uint16_t>(ck::Command::kRegister)) {
-      send_error(*s, ck::errc::kNotRegistered,
-                 "the first command must be register (0x14E1), got " + command_label(code),
-                 frame.message_id);
-      s->channel->close_after_flush();
-      co_return;
+  if (ck::direction_of(code) != ck::Direction::kKmToController) {
+    // [project] A controller -> KM code (0x41xx) sent by a KM is a bad request: the code is
+    // known, so not unknown_command; the connection stays open (ck-protocol.md clause 1).
+    count_protocol_error("wrong_direction");
+    send_error(*s, ck::errc::kBadRequest,
+               command_label(code) + " (" + hex_code(code) + ") travels controller -> KM",
+               frame.message_id);
+    co_return;
+  }
+  touch(*s);
+  auto decoded = ck::decode_payload(code, frame.payload);
+  if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+    if (code == static_cast<std::uint16_t>(ck::Command::kRegister)) {
+      send_register_ng(*s, frame.message_id, ck::errc::kBadRequest, bad->message);
+    } else if (code == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
+      // Never answer an Error with an Error: that could loop between two peers.
+      count_protocol_error(ck::errc::kBadRequest);
+      svc.log("ck: " + s->km_id + ": malformed error frame: " + bad->message);
+    } else {
+      send_error(*s, bad->code, command_label(code) + ": " + bad->message, frame.message_id);
     }
-    if (!known) {
-      send_error(*s, ck::errc::kUnknownCommand, "unknown command code " + hex_code(code),
-                 frame.message_id);
-      co_return;
-    }
-    if (ck::direction_of(code) != ck::Direction::kKmToController) {
-      // [project] A controller -> KM code (0x41xx) sent by a KM is a bad request: the code is
-      // known, so not unknown_command; the connection stays open (ck-protocol.md clause 1).
-      count_protocol_error("wrong_direction");
-      send_error(*s, ck::errc::kBadRequest,
-                 command_label(code) + " (" + hex_code(code) + ") travels controller -> KM",
-                 frame.message_id);
-      co_return;
-    }
-    touch(*s);
-    auto decoded = ck::decode_payload(code, frame.payload);
-    if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
-      if (code == static_cast<std::uint16_t>(ck::Command::kRegister)) {
-        send_register_ng(*s, frame.message_id, ck::errc::kBadRequest, bad->message);
-      } else if (code == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
-        // Never answer an Error with an Error: that could loop between two peers.
-        count_protocol_error(ck::errc::kBadRequest);
-        svc.log("ck: " + s->km_id + ": malformed error frame: " + bad->message);
-      } else {
-        send_error(*s, bad->code, command_label(code) + ": " + bad->message, frame.message_id);
-      }
-      co_return;
-    }
-    auto& message = std::get<ck::Message>(decoded);
-    switch (static_cast<ck::Command>(code)) {
-      case ck::Command::kRegister: {
-        auto op = on_register(s, frame.message_id, std::get<ck::Register>(std::move(message)));
-        co_await std::move(op);
-        co_return;
-      }
-      case ck::Command::kHeartbeat: {
-        const auto& hb = std::get<ck::Heartbeat>(message);
-        if (hb.kma_id != s->km_id) {
-          send_error(*s, ck::errc::kBadRequest,
-                     "heartbeat kma_id '" + hb.kma_id + "' is not this connection's KM",
-                     frame.message_id);
-          co_return;
-        }
-        s->channel->send(ck::HeartbeatResponse{}, frame.message_id);
-        co_return;
-      }
-      case ck::Command::kStatusReport:
-      case ck::Command::kAlarm:
-      case ck::Command::kApplicationsUpdate: {
-        auto op = core_apply(s->km_id, std::move(message));
-        auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
-        if (!r.error.empty()) {
-          send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
-        }
-        co_return;
-      }
-      case ck::Command::kErrorFromKm: {
-        const auto& e = std::get<ck::ErrorMessage>(message);
-        ++counters.km_errors_received;
-        svc.log("ck: " + s->km_id + " reported error " + e.error +
-                (e.message_id ? " about message " + std::to_string(*e.message_id) : "") +
-                (e.message ? ": " + *e.message : ""));
-        co_return;
-      }
-      default:
-        break;
-    }
-    if (handler && handler->handles(code)) {
-      auto op =
-          handler->handle(svc, CommandContext{s->km_id, s->channel, frame.message_id, svc.epoch_},
-                          std::move(message));
+    co_return;
+  }
+  auto& message = std::get<ck::Message>(decoded);
+  switch (static_cast<ck::Command>(code)) {
+    case ck::Command::kRegister: {
+      auto op = on_register(s, frame.message_id, std::get<ck::Register>(std::move(message)));
       co_await std::move(op);
       co_return;
     }
-    switch (static_cast<ck::Command>(code)) {
-      case ck::Command::kKeyRelayNextHopRequest:
-      case ck::Command::kKeyRelayRequestNotification:
-      case ck::Command::kSessionCreationRequest:
-        // Explicit, never silent: routing and key supply plug in through CommandHandler.
-        send_error(*s, ck::errc::kNoRoute,
-                   command_label(code) + ": not implemented (no routing/key-supply handler)",
-                   frame.message_id);
-        break;
-      default:
-        count_protocol_error("unexpected_response");
+    case ck::Command::kHeartbeat: {
+      const auto& hb = std::get<ck::Heartbeat>(message);
+      if (hb.kma_id != s->km_id) {
         send_error(*s, ck::errc::kBadRequest,
-                   command_label(code) + ": no pending command with MessageID " +
-                       std::to_string(frame.message_id),
+                   "heartbeat kma_id '" + hb.kma_id + "' is not this connection's KM",
                    frame.message_id);
-        break;
-    }
-  }
-
-  // Refreshes the KM's last_seen at most once per heartbeat interval (not on every frame: the
-  // hot path of heartbeats must not hop to the core).
-  void touch(Session& s) {
-    if (!s.registered) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - s.last_touch < svc.options_.heartbeat_interval) return;
-    s.last_touch = now;
-    net::post(core, [this, km = s.km_id] {
-      try {
-        svc.network_.touch_km(km);
-      } catch (const std::exception&) {
-        // The KM vanished from the topology meanwhile; its session is being closed.
-      }
-    });
-  }
-
-  net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg) {
-    if (s->registered && reg.km_id != s->km_id) {
-      count_protocol_error("second_register");
-      send_register_ng(
-          *s, id, ck::errc::kBadRequest,
-          "connection already registered as '" + s->km_id + "', not '" + reg.km_id + "'");
-      co_return;
-    }
-    if (!svc.options_.insecure_ck) {
-      const auto identity = s->channel->peer_identity();
-      if (identity != reg.km_id) {
-        count_protocol_error("identity_mismatch");
-        send_register_ng(
-            *s, id, ck::errc::kBadRequest,
-            "certificate names '" + identity + "', register names '" + reg.km_id + "'");
-        s->channel->close_after_flush();
         co_return;
       }
+      s->channel->send(ck::HeartbeatResponse{}, frame.message_id);
+      co_return;
     }
-    auto op = core_register(s, reg);
-    auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
-    if (!r.error.empty()) {
-      send_register_ng(*s, id, r.error, r.message);
+    case ck::Command::kStatusReport:
+    case ck::Command::kAlarm:
+    case ck::Command::kApplicationsUpdate: {
+      auto op = core_apply(s->km_id, std::move(message));
+      auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
+      if (!r.error.empty()) {
+        send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
+      }
+      co_return;
+    }
+    case ck::Command::kRelayInstructionResponse: {
+      // 0x41E5 goes out with send(), so its answer arrives here: statistics of the relays the
+      // instruction made (traffic_adaptive) and NG logging.
+      net::post(core, [this, km = s->km_id,
+                       r = std::get<ck::RelayInstructionResponse>(std::move(message))] {
+        on_instruction_response(km, r);
+      });
+      co_return;
+    }
+    case ck::Command::kErrorFromKm: {
+      const auto& e = std::get<ck::ErrorMessage>(message);
+      ++counters.km_errors_received;
+      svc.log("ck: " + s->km_id + " reported error " + e.error +
+              (e.message_id ? " about message " + std::to_string(*e.message_id) : "") +
+              (e.message ? ": " + *e.message : ""));
+      co_return;
+    }
+    default:
+      break;
+  }
+  if (handler && handler->handles(code)) {
+    auto op =
+        handler->handle(svc, CommandContext{s->km_id, s->channel, frame.message_id, svc.epoch_},
+                        std::move(message));
+    co_await std::move(op);
+    co_return;
+  }
+  switch (static_cast<ck::Command>(code)) {
+    case ck::Command::kKeyRelayNextHopRequest:
+    case ck::Command::kKeyRelayRequestNotification:
+    case ck::Command::kSessionCreationRequest:
+      // Explicit, never silent: routing and key supply plug in through CommandHandler.
+      send_error(*s, ck::errc::kNoRoute,
+                 command_label(code) + ": not implemented (no routing/key-supply handler)",
+                 frame.message_id);
+      break;
+    default:
+      count_protocol_error("unexpected_response");
+      send_error(*s, ck::errc::kBadRequest,
+                 command_label(code) + ": no pending command with MessageID " +
+                     std::to_string(frame.message_id),
+                 frame.message_id);
+      break;
+  }
+}
+
+// Refreshes the KM's last_seen at most once per heartbeat interval (not on every frame: the
+// hot path of heartbeats must not hop to the core).
+void ControllerService::Impl::touch(Session& s) {
+  if (!s.registered) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - s.last_touch < svc.options_.heartbeat_interval) return;
+  s.last_touch = now;
+  net::post(core, [this, km = s.km_id] {
+    try {
+      svc.network_.touch_km(km);
+    } catch (const std::exception&) {
+      // The KM vanished from the topology meanwhile; its session is being closed.
+    }
+  });
+}
+
+net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Session> s,
+                                                          std::uint32_t id, ck::Register reg) {
+  if (s->registered && reg.km_id != s->km_id) {
+    count_protocol_error("second_register");
+    send_register_ng(
+        *s, id, ck::errc::kBadRequest,
+        "connection already registered as '" + s->km_id + "', not '" + reg.km_id + "'");
+    co_return;
+  }
+  if (!svc.options_.insecure_ck) {
+    const auto identity = s->channel->peer_identity();
+    if (identity != reg.km_id) {
+      count_protocol_error("identity_mismatch");
+      send_register_ng(*s, id, ck::errc::kBadRequest,
+                       "certificate names '" + identity + "', register names '" + reg.km_id + "'");
       s->channel->close_after_flush();
       co_return;
     }
-    const bool again = s->registered;
-    s->registered = true;
-    s->km_id = reg.km_id;
-    s->last_touch = std::chrono::steady_clock::now();
-    ++counters.registrations;
-    ck::RegisterResponse resp;
-    resp.response = "OK";
-    resp.controller_id = svc.options_.controller_id;
-    resp.controller_epoch = svc.epoch_;
-    resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
-    resp.status_interval_ms = svc.options_.status_interval.count();
-    resp.peers = std::move(r.peers);
-    s->channel->send(resp, id);
-    svc.log("ck: " + reg.km_id + (again ? " re-registered" : " registered") + " from " +
-            s->channel->remote_endpoint() + " (session " + std::to_string(s->id) + ")");
   }
-
-  // ---- core strand ----
-
-  net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg) {
-    if (stopping) co_return CoreResult{std::string(ck::errc::kInternal), "shutting down", {}};
-    auto& net = svc.network_;
-    if (net.find_km(reg.km_id) == nullptr) {
-      co_return CoreResult{
-          std::string(ck::errc::kUnknownKma), "KM '" + reg.km_id + "' is not in the topology", {}};
-    }
-    controller::Registration r;
-    r.km_id = reg.km_id;
-    r.kma_endpoint = reg.kma_endpoint;
-    for (auto& l : reg.links) r.links.push_back({l.link_id, l.peer_kma_id});
-    if (reg.applications) r.applications = *reg.applications;
-    if (reg.software) r.software = *reg.software;
-    std::vector<std::string> unknown_links;
-    try {
-      emit(net.register_km(r, &unknown_links));
-    } catch (const std::exception& e) {
-      co_return failure(e);
-    }
-    for (const auto& l : unknown_links) {
-      svc.log("ck: " + reg.km_id + " declares link '" + l + "' unknown to the topology");
-    }
-    auto [it, fresh] = registered.try_emplace(reg.km_id);
-    if (!fresh && it->second.session_id != s->id) {
-      // The newer connection wins (the KM restarted or reconnected before we noticed).
-      svc.log("ck: " + reg.km_id + " registered again on session " + std::to_string(s->id) +
-              ", closing its older session " + std::to_string(it->second.session_id));
-      it->second.channel->close();
-    }
-    it->second = Registered{s->id, s->channel};
-
-    CoreResult out;
-    std::set<std::string> seen;
-    for (const auto& [link_id, link] : net.links()) {
-      std::string peer;
-      if (link.spec.a == reg.km_id)
-        peer = link.spec.b;
-      else if (link.spec.b == reg.km_id)
-        peer = link.spec.a;
-      else
-        continue;
-      const auto* km = net.find_km(peer);
-      if (km == nullptr || km->kma_endpoint.empty() || !seen.insert(peer).second) continue;
-      out.peers.push_back({peer, km->kma_endpoint});
-    }
-    co_return out;
+  auto op = core_register(s, reg);
+  auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
+  if (!r.error.empty()) {
+    send_register_ng(*s, id, r.error, r.message);
+    s->channel->close_after_flush();
+    co_return;
   }
+  const bool again = s->registered;
+  s->registered = true;
+  s->km_id = reg.km_id;
+  s->last_touch = std::chrono::steady_clock::now();
+  ++counters.registrations;
+  ck::RegisterResponse resp;
+  resp.response = "OK";
+  resp.controller_id = svc.options_.controller_id;
+  resp.controller_epoch = svc.epoch_;
+  resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
+  resp.status_interval_ms = svc.options_.status_interval.count();
+  resp.peers = std::move(r.peers);
+  s->channel->send(resp, id);
+  svc.log("ck: " + reg.km_id + (again ? " re-registered" : " registered") + " from " +
+          s->channel->remote_endpoint() + " (session " + std::to_string(s->id) + ")");
+  // Standing relay instructions follow the register response (the KM learns the epoch first).
+  net::post(core, [this, km = reg.km_id] { resend_instructions(km); });
+}
 
-  net::awaitable<CoreResult> core_apply(std::string km_id, ck::Message message) {
-    try {
-      if (auto* st = std::get_if<ck::StatusReport>(&message)) {
-        if (st->kma_id != km_id) {
-          co_return CoreResult{std::string(ck::errc::kBadRequest),
-                               "kma_id '" + st->kma_id + "' is not this connection's KM",
-                               {}};
-        }
-        std::vector<controller::LinkReport> reports;
-        reports.reserve(st->links.size());
-        for (const auto& l : st->links) {
-          if (l.stored_keys < 0 || l.stored_key_bits < 0) {
-            throw InvalidArgument("link '" + l.link_id + "': negative key counts");
-          }
-          reports.push_back({l.link_id, l.peer_kma_id, l.state == "up",
-                             static_cast<std::uint64_t>(l.stored_keys),
-                             static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
-                             l.consumption_rate_bps, l.qber});
-        }
-        emit(svc.network_.apply_status(km_id, reports));
-      } else if (auto* al = std::get_if<ck::Alarm>(&message)) {
-        if (al->kma_id != km_id) {
-          co_return CoreResult{std::string(ck::errc::kBadRequest),
-                               "kma_id '" + al->kma_id + "' is not this connection's KM",
-                               {}};
-        }
-        emit(svc.network_.apply_alarm(km_id, al->alarm, al->link_id.value_or(""), al->severity,
-                                      al->value.value_or(0.0)));
-        const std::string resource = al->link_id.value_or(km_id);
-        if (al->severity == "cleared") {
-          svc.alarms_.clear(al->alarm, resource);
-        } else if (al->alarm == "link_up") {
-          svc.alarms_.clear(controller::alarm_type::kLinkDown, resource);
-        } else {
-          controller::AlarmSpec spec;
-          spec.type = al->alarm;
-          spec.resource = resource;
-          spec.km_id = km_id;
-          spec.link_id = al->link_id.value_or("");
-          spec.severity = controller::parse_severity(al->severity);
-          spec.value = al->value.value_or(0.0);
-          spec.text = al->text.value_or("");
-          svc.alarms_.raise(spec);
-        }
-        svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
-                (al->link_id ? " on " + *al->link_id : ""));
-      } else if (auto* au = std::get_if<ck::ApplicationsUpdate>(&message)) {
-        if (au->kma_id != km_id) {
-          co_return CoreResult{std::string(ck::errc::kBadRequest),
-                               "kma_id '" + au->kma_id + "' is not this connection's KM",
-                               {}};
-        }
-        svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
-                                         au->detached.value_or(std::vector<std::string>{}));
+// ---- core strand ----
+
+net::awaitable<CoreResult> ControllerService::Impl::core_register(std::shared_ptr<Session> s,
+                                                                  ck::Register reg) {
+  if (stopping) co_return CoreResult{std::string(ck::errc::kInternal), "shutting down", {}};
+  auto& net = svc.network_;
+  if (net.find_km(reg.km_id) == nullptr) {
+    co_return CoreResult{
+        std::string(ck::errc::kUnknownKma), "KM '" + reg.km_id + "' is not in the topology", {}};
+  }
+  controller::Registration r;
+  r.km_id = reg.km_id;
+  r.kma_endpoint = reg.kma_endpoint;
+  for (auto& l : reg.links) r.links.push_back({l.link_id, l.peer_kma_id});
+  if (reg.applications) r.applications = *reg.applications;
+  if (reg.software) r.software = *reg.software;
+  std::vector<std::string> unknown_links;
+  try {
+    network_changed(net.register_km(r, &unknown_links));
+  } catch (const std::exception& e) {
+    co_return failure(e);
+  }
+  for (const auto& l : unknown_links) {
+    svc.log("ck: " + reg.km_id + " declares link '" + l + "' unknown to the topology");
+  }
+  auto [it, fresh] = registered.try_emplace(reg.km_id);
+  if (!fresh && it->second.session_id != s->id) {
+    // The newer connection wins (the KM restarted or reconnected before we noticed).
+    svc.log("ck: " + reg.km_id + " registered again on session " + std::to_string(s->id) +
+            ", closing its older session " + std::to_string(it->second.session_id));
+    it->second.channel->close();
+  }
+  it->second = Registered{s->id, s->channel};
+
+  CoreResult out;
+  std::set<std::string> seen;
+  for (const auto& [link_id, link] : net.links()) {
+    std::string peer;
+    if (link.spec.a == reg.km_id)
+      peer = link.spec.b;
+    else if (link.spec.b == reg.km_id)
+      peer = link.spec.a;
+    else
+      continue;
+    const auto* km = net.find_km(peer);
+    if (km == nullptr || km->kma_endpoint.empty() || !seen.insert(peer).second) continue;
+    out.peers.push_back({peer, km->kma_endpoint});
+  }
+  co_return out;
+}
+
+net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id,
+                                                               ck::Message message) {
+  try {
+    if (auto* st = std::get_if<ck::StatusReport>(&message)) {
+      if (st->kma_id != km_id) {
+        co_return CoreResult{std::string(ck::errc::kBadRequest),
+                             "kma_id '" + st->kma_id + "' is not this connection's KM",
+                             {}};
       }
-    } catch (const std::exception& e) {
-      co_return failure(e);
+      std::vector<controller::LinkReport> reports;
+      reports.reserve(st->links.size());
+      for (const auto& l : st->links) {
+        if (l.stored_keys < 0 || l.stored_key_bits < 0) {
+          throw InvalidArgument("link '" + l.link_id + "': negative key counts");
+        }
+        reports.push_back({l.link_id, l.peer_kma_id, l.state == "up",
+                           static_cast<std::uint64_t>(l.stored_keys),
+                           static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
+                           l.consumption_rate_bps, l.qber});
+      }
+      network_changed(svc.network_.apply_status(km_id, reports));
+    } else if (auto* al = std::get_if<ck::Alarm>(&message)) {
+      if (al->kma_id != km_id) {
+        co_return CoreResult{std::string(ck::errc::kBadRequest),
+                             "kma_id '" + al->kma_id + "' is not this connection's KM",
+                             {}};
+      }
+      auto events = svc.network_.apply_alarm(km_id, al->alarm, al->link_id.value_or(""),
+                                             al->severity, al->value.value_or(0.0));
+      const std::string resource = al->link_id.value_or(km_id);
+      if (al->severity == "cleared") {
+        clear_alarm(al->alarm, resource);
+      } else if (al->alarm == "link_up") {
+        clear_alarm(controller::alarm_type::kLinkDown, resource);
+      } else {
+        controller::AlarmSpec spec;
+        spec.type = al->alarm;
+        spec.resource = resource;
+        spec.km_id = km_id;
+        spec.link_id = al->link_id.value_or("");
+        spec.severity = controller::parse_severity(al->severity);
+        spec.value = al->value.value_or(0.0);
+        spec.text = al->text.value_or("");
+        raise_alarm(spec);
+      }
+      svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
+              (al->link_id ? " on " + *al->link_id : ""));
+      // The alarm table first, then the engine (the alarms it raises or clears come after).
+      network_changed(events);
+    } else if (auto* au = std::get_if<ck::ApplicationsUpdate>(&message)) {
+      if (au->kma_id != km_id) {
+        co_return CoreResult{std::string(ck::errc::kBadRequest),
+                             "kma_id '" + au->kma_id + "' is not this connection's KM",
+                             {}};
+      }
+      svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
+                                       au->detached.value_or(std::vector<std::string>{}));
     }
-    co_return CoreResult{};
+  } catch (const std::exception& e) {
+    co_return failure(e);
   }
-};
+  co_return CoreResult{};
+}
 
 // ---- ControllerService ----------------------------------------------------------------------
 
@@ -566,8 +548,9 @@ void check_interval(std::chrono::milliseconds v, std::string_view name) {
 ControllerService::ControllerService(ServiceOptions options)
     : options_(std::move(options)),
       epoch_(now_unix_ms()),
-      network_(clock_),
-      alarms_(clock_),
+      clock_(options_.clock ? options_.clock : std::make_shared<SystemClock>()),
+      network_(*clock_),
+      alarms_(*clock_),
       impl_(std::make_unique<Impl>(*this)) {
   if (!is_valid_id(options_.controller_id)) {
     throw InvalidArgument("controller id '" + options_.controller_id +
@@ -576,12 +559,18 @@ ControllerService::ControllerService(ServiceOptions options)
   if (options_.threads < 1 || options_.threads > 256) {
     throw InvalidArgument("threads must be between 1 and 256");
   }
+  if (options_.store_threads < 1 || options_.store_threads > 64) {
+    throw InvalidArgument("store threads must be between 1 and 64");
+  }
+  if (options_.route_alternatives < 1 || options_.route_alternatives > 16) {
+    throw InvalidArgument("route alternatives must be between 1 and 16");
+  }
   check_interval(options_.heartbeat_interval, "heartbeat interval");
   check_interval(options_.status_interval, "status interval");
   check_interval(options_.request_timeout, "request timeout");
   check_interval(options_.read_timeout, "read timeout");
   controller::validate_topology(options_.topology);
-  network_.apply_topology(options_.topology);
+  if (options_.policy) controller::validate_policy(*options_.policy);
   if (!options_.insecure_ck) {
     if (options_.tls.ca_file.empty() || options_.tls.cert_file.empty() ||
         options_.tls.key_file.empty()) {
@@ -589,6 +578,14 @@ ControllerService::ControllerService(ServiceOptions options)
           "Ck uses mutual TLS: give --tls-ca, --tls-cert and --tls-key (or --insecure-ck)");
     }
     impl_->tls = southbound::make_tls_context(options_.tls, true);
+  }
+  // No io thread runs yet: the core may be touched from here.
+  if (store_configured()) {
+    impl_->open_store();
+  } else {
+    network_.apply_topology(options_.topology);
+    impl_->apply_rerouting(impl_->engine.on_snapshot(impl_->fresh_snapshot()));
+    if (options_.policy) impl_->apply_rerouting(impl_->engine.set_policy(*options_.policy));
   }
 }
 
@@ -623,6 +620,11 @@ net::ip::tcp::endpoint ControllerService::start() {
 
   impl_->work.emplace(impl_->ioc.get_executor());
   net::co_spawn(impl_->acceptor_strand, impl_->accept_loop(), impl_->completion("accept loop"));
+  net::post(impl_->core, [this] { impl_->start_timers(); });
+  if (impl_->pool) {
+    impl_->writer_running = true;
+    net::co_spawn(impl_->core, impl_->writer_loop(), impl_->completion("store writer"));
+  }
   for (int i = 0; i < options_.threads; ++i) {
     impl_->threads.emplace_back([this] {
       for (;;) {
@@ -660,10 +662,64 @@ void ControllerService::stop() {
     net::post(impl_->core, [this] { impl_->drained = nullptr; });
     impl_->ioc.stop();
   }
+  // Then the timers, and the writer once every queued write is in the store (bounded).
+  std::promise<void> written;
+  auto writes_done = written.get_future();
+  net::post(impl_->core, [this, &written] {
+    impl_->stop_timers();
+    impl_->writer_stop = true;
+    if (!impl_->writer_running) {
+      written.set_value();
+      return;
+    }
+    impl_->writes_drained = &written;
+    impl_->wake_writer();
+  });
+  if (writes_done.wait_for(std::chrono::seconds(15)) != std::future_status::ready) {
+    log("store: queued writes did not drain within 15 s; stopping anyway");
+    net::post(impl_->core, [this] { impl_->writes_drained = nullptr; });
+    impl_->ioc.stop();
+  }
   impl_->work.reset();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  impl_->close_store();
   log("ck: stopped");
+}
+
+Core ControllerService::core_refs() {
+  return Core{network_,      alarms_,       impl_->engine, impl_->sessions,
+              impl_->ledger, impl_->relays, *clock_,       *impl_->random};
+}
+
+void ControllerService::after_network_events(const std::vector<controller::NetworkEvent>& events) {
+  impl_->network_changed(events);
+}
+
+void ControllerService::apply_rerouting_output(const controller::ReroutingOutput& output) {
+  impl_->apply_rerouting(output);
+}
+
+Metrics& ControllerService::metrics() { return *impl_->metrics; }
+
+net::io_context& ControllerService::io_context() { return impl_->ioc; }
+
+net::awaitable<std::string> ControllerService::metrics_text() {
+  auto op = on_core([this](Core& c) {
+    GaugeInput in;
+    for (const auto& [id, link] : c.network.links()) in.links.push_back(link);
+    for (const auto& [id, km] : c.network.kms()) in.kms.push_back(km);
+    in.sessions_active = c.sessions.active_count();
+    for (std::size_t i = 0; i < controller::kSeverityCount; ++i) {
+      in.alarms_active[i] = c.alarms.active_count(static_cast<controller::Severity>(i));
+    }
+    in.ck_connections = impl_->counters.connections_active.load();
+    in.store_up = store_up();
+    return in;
+  });
+  auto gauges = co_await std::move(op);
+  impl_->metrics->update_gauges(gauges);
+  co_return impl_->metrics->serialize();
 }
 
 StateSnapshot ControllerService::snapshot_state() {

@@ -60,6 +60,23 @@ struct ServiceOptions {
   std::string store_dsn;
   /// Database threads (each owns one connection).
   int store_threads = 2;
+  /// With a store that already holds a topology, `topology` replaces it (else the stored one
+  /// wins and `topology` is ignored, with a log line saying so).
+  bool topology_override = false;
+  /// Time and randomness of the core (leases, deadlines, session/relay/instruction IDs).
+  /// Null: SystemClock and OsRandom (the daemon). Tests inject ManualClock / SeededRandom; the
+  /// core calls them on its strand only.
+  std::shared_ptr<const Clock> clock;
+  std::shared_ptr<Random> random;
+  /// Key-supply tuning (relays.hpp, ledger.hpp, sessions.hpp).
+  controller::LedgerConfig ledger;
+  controller::RelayConfig relay;
+  controller::SessionConfig session;
+  /// Routes tried per 0x1403 (the standing route first, then alternatives), and next hops
+  /// answered per 0x1401. >= 1.
+  std::size_t route_alternatives = 3;
+  /// Network-wide rerouting policy at start when the store holds none (default: manual).
+  std::optional<controller::ReroutingPolicy> policy;
 };
 
 class Metrics;
@@ -124,7 +141,8 @@ struct CommandContext {
 
 class ControllerService;
 
-/// Routing and key supply (0x1401, 0x1403, 0x1406, unsolicited responses...) plug in here.
+/// Routing and key supply (0x1401, 0x1403, 0x1406, unsolicited responses...) plug in here
+/// (make_key_supply_handler() is the controller's own).
 /// handle() runs on the session's strand; it may hop to the core strand with
 /// ControllerService::core_executor() (co_spawn ... use_awaitable). It must answer the command
 /// itself (or decide not to), must not throw for bad input, and must not await a request() on
@@ -139,6 +157,12 @@ class CommandHandler {
   virtual net::awaitable<void> handle(ControllerService& service, CommandContext ctx,
                                       ck::Message message) = 0;
 };
+
+/// The controller's routing and key-supply handler (ck-protocol.md clauses 4 and 6): 0x1401 next
+/// hops, 0x1403 key relay (0x410A / 0x410C per hop, then 0x4104), late 0x1405, 0x1406 sessions
+/// (0x4108 / 0x1409 / 0x4107) and late 0x1409. Install with set_command_handler() before
+/// start(); the daemon always does. Stateless: every state lives in the service's core.
+std::shared_ptr<CommandHandler> make_key_supply_handler();
 
 /// The controller daemon's service. Construct, start(), ..., stop() (or destroy).
 class ControllerService {
@@ -192,8 +216,10 @@ class ControllerService {
   net::awaitable<std::invoke_result_t<F, Core&>> on_core(F f) {
     using R = std::invoke_result_t<F, Core&>;
     auto op = net::co_spawn(
-        core_executor(), [this, fn = std::move(f)]() mutable -> net::awaitable<R> {
-          co_return fn(core_refs());
+        core_executor(),
+        [this, fn = std::move(f)]() mutable -> net::awaitable<R> {
+          Core core = core_refs();
+          co_return fn(core);
         },
         net::use_awaitable);
     co_return co_await std::move(op);
@@ -211,7 +237,10 @@ class ControllerService {
 
   /// True when a store DSN was configured.
   [[nodiscard]] bool store_configured() const;
-  /// True while the last store operation (or health probe) succeeded.
+  /// True while the last store operation (or health probe) succeeded; false without a store.
+  /// While down, a probe runs every second and flips it back once PostgreSQL answers; new key
+  /// relays (0x1403) and sessions (0x1406) are refused with Error / NG internal "store
+  /// unavailable", and queued ledger writes wait (they are retried until they commit).
   [[nodiscard]] bool store_up() const;
   /// Runs op on a database thread. Throws Unavailable when no store is configured or it is down
   /// (the caller answers 503), Conflict / InvalidArgument from the store as is. `retry_safe`:
@@ -222,21 +251,25 @@ class ControllerService {
   void audit(controller::AuditRecord record);
   /// Audit records after `after_id` (store if configured, else the in-memory ring).
   net::awaitable<std::vector<controller::AuditRecord>> audit_page(std::int64_t after_id,
-                                                                 std::size_t limit);
+                                                                  std::size_t limit);
   /// Accounting rows (store if configured, else in-memory buckets).
   net::awaitable<std::vector<controller::AccountingRecord>> accounting(SysTime from, SysTime to,
-                                                                     std::string sae_id);
+                                                                       std::string sae_id);
   /// The Prometheus metrics of this controller.
   Metrics& metrics();
+  /// Refreshes the gauges from the live state (on the core strand) and returns the text
+  /// exposition (what GET /metrics serves).
+  net::awaitable<std::string> metrics_text();
   /// The io_context (for servers that share the service's threads, e.g. northbound).
   net::io_context& io_context();
 
  private:
+  friend class KeySupplyHandler;
   struct Impl;
   friend struct Impl;
   ServiceOptions options_;
   std::int64_t epoch_;
-  SystemClock clock_;
+  std::shared_ptr<const Clock> clock_;
   controller::Network network_;
   controller::AlarmTable alarms_;
   std::unique_ptr<Impl> impl_;

@@ -1,0 +1,252 @@
+// Network events -> rerouting engine -> relay instructions (0x41E5), alarms and metrics; the
+// periodic tick (engine, relays, sessions) and the coalesced snapshot refresh. Core strand only.
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+
+#include "qkdn/controller/error.hpp"
+#include "service_impl.hpp"
+
+namespace qkdn::service {
+namespace {
+
+using controller::NetworkEvent;
+
+// Status reports arrive from every KM every status interval: the engine gets a fresh snapshot of
+// their pools at most this often (events, route queries and ticks refresh it at once).
+constexpr auto kSnapshotCoalesce = std::chrono::milliseconds(100);
+constexpr std::size_t kSentInstructionsKept = 10'000;
+constexpr auto kMinTick = std::chrono::milliseconds(10);
+
+std::string route_text(const std::optional<controller::Route>& r) {
+  if (!r) return "none";
+  std::string out;
+  for (const auto& km : r->kms) {
+    if (!out.empty()) out += ',';
+    out += km;
+  }
+  return out;
+}
+
+std::string number_text(double v) {
+  char buf[32];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, p) : std::string("0");
+}
+
+}  // namespace
+
+void ControllerService::Impl::network_changed(const std::vector<NetworkEvent>& events) {
+  emit(events);
+  if (events.empty()) {
+    // Only pools and rates moved (a status report): the engine's snapshot refresh is coalesced.
+    schedule_snapshot();
+    return;
+  }
+  try {
+    apply_rerouting(engine.on_events(events, fresh_snapshot()));
+  } catch (const std::exception& e) {
+    svc.log(std::string("rerouting: events not applied: ") + e.what());
+  }
+  const auto t = now();
+  for (const auto& e : events) {
+    if (e.kind != NetworkEvent::Kind::kKmDisconnected) continue;
+    apply_relay_output(relays.on_km_disconnected(e.km_id, t));
+    if (svc.network_.find_km(e.km_id) != nullptr) continue;
+    // The KM left the topology (replaced by an operator): its Ck connection goes too.
+    if (auto it = registered.find(e.km_id); it != registered.end()) {
+      svc.log("ck: " + e.km_id + " is no longer in the topology; closing its connection");
+      it->second.channel->close();
+      registered.erase(it);
+    }
+  }
+}
+
+std::shared_ptr<const controller::TopologySnapshot> ControllerService::Impl::fresh_snapshot() {
+  snapshot_dirty = false;
+  last_snapshot = std::chrono::steady_clock::now();
+  return controller::TopologySnapshot::from_network(svc.network_);
+}
+
+void ControllerService::Impl::schedule_snapshot() {
+  const auto& current = engine.snapshot();
+  if (current && current->version() == svc.network_.version()) return;
+  snapshot_dirty = true;
+  if (snapshot_armed || timers_stopped) return;
+  snapshot_armed = true;
+  snapshot_timer.expires_at(last_snapshot + kSnapshotCoalesce);
+  snapshot_timer.async_wait([this](boost::system::error_code ec) {
+    snapshot_armed = false;
+    if (ec || timers_stopped) return;
+    refresh_snapshot_if_dirty();
+  });
+}
+
+void ControllerService::Impl::refresh_snapshot_if_dirty() {
+  if (!snapshot_dirty) return;
+  try {
+    apply_rerouting(engine.on_snapshot(fresh_snapshot()));
+  } catch (const std::exception& e) {
+    svc.log(std::string("rerouting: snapshot not applied: ") + e.what());
+  }
+}
+
+void ControllerService::Impl::apply_rerouting(const controller::ReroutingOutput& out) {
+  for (const auto& i : out.withdraw) send_instruction(i, true);
+  for (const auto& i : out.send) send_instruction(i, false);
+  for (const auto& spec : out.raise_alarms) raise_alarm(spec);
+  for (const auto& c : out.clear_alarms) clear_alarm(c.type, c.resource);
+  for (const auto& r : out.reroutes) {
+    const auto reason = controller::to_string(r.reason);
+    metrics->reroute(reason);
+    svc.log("rerouting: " + r.src + "->" + r.dst + " (" + std::string(reason) +
+            "): " + route_text(r.old_route) + " -> " + route_text(r.new_route));
+  }
+}
+
+// Withdraw convention (docs/ck-extensions.md): Ck has no withdraw command, so a withdrawn
+// instruction is re-sent under its own instruction_id with a window that is already over
+// (not_before = not_after = now) and the extension object {"withdraw": true}. A KM that knows
+// the extension drops the instruction; one that does not replaces it by an instruction whose
+// window has passed, which relays nothing. number_of_keys stays >= 1 (the codec's bound).
+void ControllerService::Impl::send_instruction(const controller::RelayInstruction& inst,
+                                               bool withdraw) {
+  if (!withdraw && inst.number_of_keys == 0) return;  // a plan slot with no share: nothing to do
+  auto ch = svc.channel_of(inst.source_km);
+  if (!ch) {
+    // Kept by the engine; resend_instructions() sends it when the KM registers.
+    return;
+  }
+  ck::RelayInstruction m;
+  m.instruction_id = inst.instruction_id;
+  m.destination_kma_id = inst.destination_kma_id;
+  m.transit_kma_ids = inst.transit_kma_ids;
+  m.number_of_keys = std::clamp<std::int64_t>(static_cast<std::int64_t>(inst.number_of_keys), 1,
+                                              ck::kMaxNumberOfKeys);
+  m.key_size = std::clamp<std::int64_t>(static_cast<std::int64_t>(inst.key_size_bits), 1,
+                                        ck::kMaxKeySizeBits);
+  if (withdraw) {
+    const auto t = format_rfc3339(now());
+    m.not_before = t;
+    m.not_after = t;
+    m.extension = R"([{"withdraw":true}])";
+  } else {
+    if (inst.not_before) m.not_before = format_rfc3339(*inst.not_before);
+    if (inst.not_after) m.not_after = format_rfc3339(*inst.not_after);
+    std::string links;
+    for (const auto& l : inst.links) links += (links.empty() ? "\"" : ",\"") + l + "\"";
+    m.extension = R"([{"mode":")" + std::string(controller::to_string(inst.mode)) +
+                  R"(","interval_s":)" + number_text(inst.interval_s) + R"(,"links":[)" + links +
+                  "]}]";
+  }
+  m.controller_epoch = svc.epoch_;
+  try {
+    ch->send(std::move(m));
+  } catch (const std::exception& e) {
+    svc.log("rerouting: instruction " + inst.instruction_id + " not sent: " + e.what());
+    return;
+  }
+  if (withdraw) {
+    sent_instructions.erase(inst.instruction_id);
+    return;
+  }
+  if (sent_instructions
+          .try_emplace(inst.instruction_id,
+                       SentInstruction{inst.source_km, inst.destination_kma_id})
+          .second) {
+    sent_order.push_back(inst.instruction_id);
+    while (sent_order.size() > kSentInstructionsKept) {
+      sent_instructions.erase(sent_order.front());
+      sent_order.pop_front();
+    }
+  }
+}
+
+void ControllerService::Impl::resend_instructions(const std::string& km_id) {
+  for (const auto& i : engine.instructions()) {
+    if (i.source_km == km_id) send_instruction(i, false);
+  }
+}
+
+void ControllerService::Impl::on_instruction_response(const std::string& km_id,
+                                                      const ck::RelayInstructionResponse& r) {
+  if (r.response != "OK") {
+    svc.log("rerouting: " + km_id + " answered instruction " + r.instruction_id + " with " +
+            r.response);
+  }
+  const auto it = sent_instructions.find(r.instruction_id);
+  if (it == sent_instructions.end() || it->second.src != km_id) return;
+  if (r.keys_relayed && *r.keys_relayed > 0) {
+    try {
+      engine.record_relay(it->second.src, it->second.dst,
+                          static_cast<std::uint64_t>(*r.keys_relayed), now());
+    } catch (const std::exception& e) {
+      svc.log(std::string("rerouting: relay statistics not recorded: ") + e.what());
+    }
+  }
+}
+
+void ControllerService::Impl::raise_alarm(const controller::AlarmSpec& spec) {
+  controller::Alarm copy = svc.alarms_.raise(spec).first;
+  WriteGroup g;
+  g.ops.push_back({StoreWrite::Kind::kUpsert, "alarm " + std::to_string(copy.id),
+                   [a = std::move(copy)](controller::Store& s) { s.save_alarm(a); }});
+  submit_writes(std::move(g));
+}
+
+void ControllerService::Impl::clear_alarm(std::string_view type, std::string_view resource) {
+  const auto* cleared = svc.alarms_.clear(type, resource);
+  if (cleared == nullptr) return;
+  WriteGroup g;
+  g.ops.push_back({StoreWrite::Kind::kUpsert, "alarm " + std::to_string(cleared->id),
+                   [a = *cleared](controller::Store& s) { s.save_alarm(a); }});
+  submit_writes(std::move(g));
+}
+
+// ---- timers -------------------------------------------------------------------------------------
+
+void ControllerService::Impl::start_timers() {
+  timers_stopped = false;
+  arm_tick();
+  if (pool) arm_probe();
+}
+
+void ControllerService::Impl::arm_tick() {
+  if (timers_stopped) return;
+  const auto interval = svc.options_.status_interval;
+  auto wait = interval;
+  std::optional<SysTime> next = relays.next_deadline();
+  if (auto s = sessions.next_expiry(); s && (!next || *s < *next)) next = s;
+  if (next) {
+    const auto due =
+        std::chrono::duration_cast<std::chrono::milliseconds>(*next - now()) + Millis(1);
+    wait = std::clamp<std::chrono::milliseconds>(due, kMinTick, interval);
+  }
+  tick_timer.expires_after(wait);
+  tick_timer.async_wait([this](boost::system::error_code ec) {
+    if (ec || timers_stopped) return;
+    try {
+      on_tick();
+    } catch (const std::exception& e) {
+      svc.log(std::string("tick: ") + e.what());
+    }
+    arm_tick();
+  });
+}
+
+void ControllerService::Impl::on_tick() {
+  const auto t = now();
+  refresh_snapshot_if_dirty();
+  apply_rerouting(engine.tick(t));
+  apply_relay_output(relays.expire(t));
+  expire_sessions(t);
+}
+
+void ControllerService::Impl::stop_timers() {
+  timers_stopped = true;
+  tick_timer.cancel();
+  snapshot_timer.cancel();
+  probe_timer.cancel();
+}
+
+}  // namespace qkdn::service

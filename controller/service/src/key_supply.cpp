@@ -1,0 +1,746 @@
+// Routing and key supply over Ck (ck-protocol.md clauses 4 and 6; Q.4164 7.2-7.6):
+//   0x1401 -> 0x4102 next hops;
+//   0x1403 -> per hop 0x410A / 0x140B, then 0x410C / 0x140D, then 0x4104 / 0x1405 to the source
+//            (RelayTable drives the sequence; Error no_route / insufficient_keys / timeout when
+//            no 0x4104 could be sent);
+//   0x1406 -> 0x4108 / 0x1409 with the destination KM, then 0x4107 to the source.
+//
+// The handler runs on the Ck session's strand and only hops to the core strand; exchanges that
+// wait for a KM's answer run in coroutines spawned there (a session must never await a request
+// on its own channel). Write-ahead: Ck commands of a RelayTable output go out only after its
+// ledger batches and records are in the store, so a KM never uses a key the store does not know
+// as allocated, and a session is acknowledged (0x4107) only once stored.
+//
+// Key IDs travel through the controller; key material never does. Key IDs are never logged.
+#include <algorithm>
+
+#include <boost/asio/co_spawn.hpp>
+
+#include "qkdn/controller/error.hpp"
+#include "service_impl.hpp"
+
+namespace qkdn::service {
+namespace {
+
+using controller::HopStage;
+using controller::RelayState;
+using Clk = std::chrono::steady_clock;
+
+double seconds_since(Clk::time_point t0) {
+  return std::chrono::duration<double>(Clk::now() - t0).count();
+}
+
+std::string valid_error_code(const std::string& code) {
+  return ck::is_error_code(code) ? code : std::string(ck::errc::kInternal);
+}
+
+// The step of a ledger batch from its idempotency key "<relay_id>/<step>/<nonce>-<seq>".
+std::string_view batch_step(const std::string& key) {
+  const auto a = key.find('/');
+  if (a == std::string::npos) return {};
+  const auto b = key.find('/', a + 1);
+  return std::string_view(key).substr(a + 1, b == std::string::npos ? b : b - a - 1);
+}
+
+std::optional<std::string> non_empty(const std::string& s) {
+  return s.empty() ? std::nullopt : std::optional<std::string>(s);
+}
+
+// Why a KM exchange produced no usable answer: decoded Error frame, or a channel failure.
+struct Failure {
+  std::string code;
+  std::string message;
+};
+
+Failure error_frame(const ck::Frame& f) {
+  auto r = ck::decode_payload(f.command, f.payload);
+  if (auto* m = std::get_if<ck::Message>(&r)) {
+    if (auto* e = std::get_if<ck::ErrorMessage>(m)) {
+      return {e->error, e->message.value_or(e->error)};
+    }
+  }
+  return {std::string(ck::errc::kBadRequest), "malformed Error frame"};
+}
+
+}  // namespace
+
+std::string without_uuids(std::string text) {
+  constexpr std::size_t kLen = 36;
+  for (std::size_t i = 0; i + kLen <= text.size(); ++i) {
+    if (is_uuid(text.substr(i, kLen))) {
+      text.replace(i, kLen, "<uuid>");
+      i += 5;
+    }
+  }
+  return text;
+}
+
+std::string without_key_ids(std::string text) {
+  static constexpr std::string_view kTag = "key ID ";
+  for (auto pos = text.find(kTag); pos != std::string::npos; pos = text.find(kTag, pos)) {
+    pos += kTag.size();
+    auto end = text.find_first_of(" ,;)", pos);
+    if (end == std::string::npos) end = text.size();
+    text.replace(pos, end - pos, "<redacted>");
+  }
+  return text;
+}
+
+// ---- the handler --------------------------------------------------------------------------------
+
+class KeySupplyHandler final : public CommandHandler {
+ public:
+  [[nodiscard]] bool handles(std::uint16_t command) const override {
+    switch (static_cast<ck::Command>(command)) {
+      case ck::Command::kKeyRelayNextHopRequest:
+      case ck::Command::kKeyRelayRequestNotification:
+      case ck::Command::kKeyRelayResponse:
+      case ck::Command::kSessionCreationRequest:
+      case ck::Command::kSessionCreationNotificationResponse:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  net::awaitable<void> handle(ControllerService& service, CommandContext ctx,
+                              ck::Message message) override {
+    auto& impl = *service.impl_;
+    // Each step on the core strand is short and answers by itself; nothing here waits for a KM.
+    net::post(impl.core, [&impl, ctx = std::move(ctx), m = std::move(message)] {
+      try {
+        if (auto* a = std::get_if<ck::KeyRelayNextHopRequest>(&m)) {
+          impl.on_next_hop(ctx, *a);
+        } else if (auto* b = std::get_if<ck::KeyRelayRequestNotification>(&m)) {
+          impl.on_relay_notification(ctx, *b);
+        } else if (auto* c = std::get_if<ck::KeyRelayResponse>(&m)) {
+          impl.on_late_relay_response(ctx, *c);
+        } else if (auto* d = std::get_if<ck::SessionCreationRequest>(&m)) {
+          impl.on_session_request(ctx, *d);
+        } else if (auto* e = std::get_if<ck::SessionCreationNotificationResponse>(&m)) {
+          // The 0x4108 exchange waits with request(): this answer came after its timeout.
+          impl.svc.log("key supply: late session answer from " + ctx.km_id + " for session " +
+                       e->session_id + " ignored");
+        }
+      } catch (const std::exception& x) {
+        ++impl.counters.handler_failures;
+        impl.svc.log(std::string("key supply: ") +
+                     command_label(static_cast<std::uint16_t>(ck::command_of(m))) + " from " +
+                     ctx.km_id + ": " + x.what());
+        ctx.channel->send(ck::ErrorMessage{std::string(ck::errc::kInternal), one_line(x.what()),
+                                           ctx.message_id, false},
+                          ctx.message_id);
+      }
+    });
+    co_return;
+  }
+};
+
+std::shared_ptr<CommandHandler> make_key_supply_handler() {
+  return std::make_shared<KeySupplyHandler>();
+}
+
+// ---- routing ------------------------------------------------------------------------------------
+
+std::string ControllerService::Impl::resolve_destination(
+    const std::optional<std::string>& kma, const std::optional<std::string>& application,
+    std::string& error_code, std::string& error_message) const {
+  std::string dst;
+  if (kma) {
+    dst = *kma;
+  } else if (application) {
+    auto km = svc.network_.km_for_sae(*application);
+    if (!km) {
+      error_code = ck::errc::kUnknownApplication;
+      error_message = "application '" + *application + "' is not served by any KM";
+      return {};
+    }
+    dst = *km;
+  }
+  if (svc.network_.find_km(dst) == nullptr) {
+    error_code = ck::errc::kUnknownKma;
+    error_message = "destination KMA '" + dst + "' is not in the topology";
+    return {};
+  }
+  return dst;
+}
+
+controller::RouteOptions ControllerService::Impl::route_options(const std::string& src,
+                                                                const std::string& dst,
+                                                                std::uint64_t demand_bits) const {
+  const auto& p = engine.effective_policy(src, dst).params;
+  controller::RouteOptions o;
+  o.metric = p.metric;
+  o.k = svc.options_.route_alternatives;
+  if (p.max_hops > 0) o.max_hops = static_cast<std::size_t>(p.max_hops);
+  o.demand_bits = std::max(static_cast<std::uint64_t>(p.demand_bits), demand_bits);
+  return o;
+}
+
+void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
+                                          const ck::KeyRelayNextHopRequest& req) {
+  std::string code;
+  std::string message;
+  const auto dst =
+      resolve_destination(req.destination_kma_id, req.application_destination_id, code, message);
+  if (dst.empty()) {
+    count_protocol_error(code);
+    ctx.channel->send(ck::ErrorMessage{code, message, ctx.message_id, false}, ctx.message_id);
+    return;
+  }
+  const std::string& me = ctx.km_id;
+  std::vector<std::string> hops;
+  if (dst != me) {
+    refresh_snapshot_if_dirty();
+    const auto t0 = Clk::now();
+    // The route's source asks: its standing route first (rerouting policy), then alternatives.
+    // A transit KM asks (distributed mode): routes from it, never back through the source.
+    const bool from_source = !req.source_kma_id || *req.source_kma_id == me;
+    bool refused = false;
+    if (from_source) {
+      auto answer = engine.route_for(me, dst);
+      apply_rerouting(answer.output);
+      if (answer.route && answer.route->kms.size() > 1) {
+        hops.push_back(answer.route->kms[1]);
+      } else {
+        refused = true;  // no route, or a broken pin without fallback
+      }
+    }
+    if (!refused && engine.snapshot()) {
+      auto o = route_options(me, dst, 0);
+      if (!from_source && svc.network_.find_km(*req.source_kma_id) != nullptr &&
+          *req.source_kma_id != dst) {
+        o.avoid_kms.push_back(*req.source_kma_id);
+      }
+      for (auto& h : controller::next_hops(*engine.snapshot(), me, dst, o)) {
+        if (std::find(hops.begin(), hops.end(), h) == hops.end()) hops.push_back(std::move(h));
+      }
+    }
+    metrics->route_computation(seconds_since(t0));
+    if (hops.size() > svc.options_.route_alternatives) hops.resize(svc.options_.route_alternatives);
+  }
+  ck::KeyRelayNextHopResponse resp;
+  resp.source_kma_id = req.source_kma_id;
+  resp.destination_kma_id = dst;
+  resp.next_kma_ids = std::move(hops);
+  resp.controller_epoch = svc.epoch_;
+  ctx.channel->send(std::move(resp), ctx.message_id);
+}
+
+// ---- key relay ----------------------------------------------------------------------------------
+
+void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
+                                                    const ck::KeyRelayRequestNotification& n) {
+  const auto refuse = [&](std::string_view code, const std::string& why) {
+    count_protocol_error(code);
+    svc.log("key supply: 0x1403 from " + ctx.km_id + " refused: " + std::string(code) + ": " + why);
+    ctx.channel->send(ck::ErrorMessage{std::string(code), why, ctx.message_id, false},
+                      ctx.message_id);
+  };
+  const std::string& src = ctx.km_id;
+  if (n.source_kma_id && *n.source_kma_id != src) {
+    refuse(ck::errc::kBadRequest,
+           "source_kma_id '" + *n.source_kma_id + "' is not this connection's KM");
+    return;
+  }
+  std::string code;
+  std::string message;
+  const auto dst =
+      resolve_destination(n.destination_kma_id, n.application_destination_id, code, message);
+  if (dst.empty()) {
+    refuse(code, message);
+    return;
+  }
+  if (dst == src) {
+    refuse(ck::errc::kBadRequest, "destination is the requesting KM itself");
+    return;
+  }
+  if (stopping) {
+    refuse(ck::errc::kInternal, "shutting down");
+    return;
+  }
+  if (svc.store_configured() && !svc.store_up()) {
+    // Nothing may be allocated that the ledger cannot record.
+    refuse(ck::errc::kInternal, "store unavailable");
+    return;
+  }
+  const std::int64_t keys = n.number_of_keys.value_or(1);
+  const std::int64_t key_size = n.key_size.value_or(256);
+  if (keys > relays.config().max_number_of_keys) {
+    refuse(ck::errc::kBadRequest, "number_of_keys " + std::to_string(keys) + " exceeds " +
+                                      std::to_string(relays.config().max_number_of_keys));
+    return;
+  }
+
+  refresh_snapshot_if_dirty();
+  const auto t0 = Clk::now();
+  auto answer = engine.route_for(src, dst);
+  apply_rerouting(answer.output);
+  if (!answer.route || answer.route->links.empty()) {
+    metrics->route_computation(seconds_since(t0));
+    refuse(ck::errc::kNoRoute, "no usable route from " + src + " to " + dst);
+    return;
+  }
+  std::vector<controller::Route> routes{*answer.route};
+  const bool pin_only =
+      answer.pinned && engine.effective_policy(src, dst).params.pinned_fallback == 0;
+  if (!pin_only && svc.options_.route_alternatives > 1) {
+    const auto demand = static_cast<std::uint64_t>(keys) * static_cast<std::uint64_t>(key_size);
+    for (auto& r : controller::compute_routes(*engine.snapshot(), src, dst,
+                                              route_options(src, dst, demand))) {
+      if (routes.size() >= svc.options_.route_alternatives) break;
+      if (r.kms != routes.front().kms || r.links != routes.front().links) {
+        routes.push_back(std::move(r));
+      }
+    }
+  }
+  metrics->route_computation(seconds_since(t0));
+
+  controller::RelayRequest req;
+  if (const auto* s = sessions.find_active(src, dst)) req.session_id = s->session_id;
+  req.src_km = src;
+  req.dst_km = dst;
+  req.application_destination_id = n.application_destination_id.value_or("");
+  req.number_of_keys = keys;
+  req.key_size_bits = key_size;
+  req.routes = std::move(routes);
+  req.notification_message_id = ctx.message_id;
+  controller::RelayOutput out;
+  try {
+    out = relays.start(req, now());
+  } catch (const InvalidArgument& e) {
+    refuse(ck::errc::kBadRequest, e.what());
+    return;
+  }
+  apply_relay_output(std::move(out));
+}
+
+void ControllerService::Impl::on_late_relay_response(const CommandContext& ctx,
+                                                     const ck::KeyRelayResponse& r) {
+  // The 0x4104 exchange waits with request(); a 0x1405 arriving here came after its timeout (or
+  // answers nothing we sent). The relay has failed meanwhile: RelayTable ignores it.
+  if (!r.key_relay_request_id) {
+    count_protocol_error("unexpected_response");
+    ctx.channel->send(ck::ErrorMessage{std::string(ck::errc::kBadRequest),
+                                       "key_relay_response: no pending command with MessageID " +
+                                           std::to_string(ctx.message_id),
+                                       ctx.message_id, false},
+                      ctx.message_id);
+    return;
+  }
+  const auto* relay = relays.find(*r.key_relay_request_id);
+  if (relay == nullptr || relay->src_km != ctx.km_id) {
+    svc.log("key supply: 0x1405 from " + ctx.km_id + " for unknown relay " +
+            *r.key_relay_request_id + " ignored");
+    return;
+  }
+  const bool ok = r.response == "OK";
+  apply_relay_output(relays.on_relay_response(*r.key_relay_request_id, ok,
+                                              ok ? std::string() : r.response.substr(4), now()));
+}
+
+void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
+  WriteGroup g;
+  for (const auto& b : out.ledger) {
+    if (b.empty()) continue;
+    const bool expiry = batch_step(b.idempotency_key) == "expire";
+    std::map<std::string, std::uint64_t> by_state;
+    for (const auto& e : b.entries)
+      ++by_state[e.state == "released" && expiry ? "expired" : e.state];
+    for (const auto& [state, n] : by_state) metrics->key_reservation(state, n);
+    ledger_write(b, g);
+  }
+  for (auto& rec : out.records) {
+    g.ops.push_back({StoreWrite::Kind::kUpsert, "relay " + rec.relay_id,
+                     [r = std::move(rec)](controller::Store& s) { s.save_relay(r); }});
+  }
+  for (const auto& r : out.finished) relay_finished(r, g);
+  for (const auto& line : out.ignored) svc.log("key supply: ignored " + without_key_ids(line));
+  if (!out.reserve.empty() || !out.allocate.empty() || !out.relay_requests.empty()) {
+    g.then = [this, reserve = std::move(out.reserve), allocate = std::move(out.allocate),
+              requests = std::move(out.relay_requests)]() mutable {
+      send_relay_commands(std::move(reserve), std::move(allocate), std::move(requests));
+    };
+  }
+  if (!g.ops.empty() || g.then) submit_writes(std::move(g));
+}
+
+void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGroup& group) {
+  const auto state = controller::to_string(r.state);
+  metrics->key_relay(state, std::chrono::duration<double>(r.updated_at - r.created_at).count());
+  if (r.state == RelayState::kRelayed) {
+    try {
+      engine.record_relay(r.src_km, r.dst_km, static_cast<std::uint64_t>(r.number_of_keys),
+                          r.updated_at);
+    } catch (const std::exception& e) {
+      svc.log(std::string("rerouting: relay statistics not recorded: ") + e.what());
+    }
+    if (r.session_id.empty()) return;
+    try {
+      auto delivery = sessions.add_delivered(r.session_id, r.number_of_keys,
+                                             r.number_of_keys * r.key_size_bits / 8, now());
+      persist_session(delivery.session, group);
+      for (auto& a : delivery.accounting) {
+        if (!svc.store_configured()) {
+          auto& slot = accounting_mem[{a.bucket_start, a.sae_id, a.session_id}];
+          if (slot.sae_id.empty())
+            slot = a;
+          else {
+            slot.key_bytes += a.key_bytes;
+            slot.keys += a.keys;
+          }
+          continue;
+        }
+        group.ops.push_back(
+            {StoreWrite::Kind::kOnce, "accounting",
+             [acc = std::move(a)](controller::Store& s) { s.add_accounting(acc); }});
+      }
+    } catch (const Error& e) {
+      // The session ended meanwhile (expired, closed): the keys were delivered all the same.
+      svc.log("key supply: session " + r.session_id + " not credited: " + e.what());
+    }
+    return;
+  }
+  if (r.state != RelayState::kFailed) return;  // voided: a next attempt carries on
+  svc.log("key supply: relay " + r.relay_id + " " + r.src_km + "->" + r.dst_km +
+          " failed: " + without_key_ids(r.reason));
+  if (r.request_sent || !r.notification_message_id) return;
+  // No 0x4104 went out: the 0x1403 is answered with Error (ck-protocol.md clause 4, Pairs).
+  if (auto ch = svc.channel_of(r.src_km)) {
+    const auto code = valid_error_code(r.ck_error.empty() ? "no_route" : r.ck_error);
+    count_protocol_error(code);
+    ch->send(ck::ErrorMessage{code, one_line(r.reason), r.notification_message_id, false},
+             r.notification_message_id);
+  }
+}
+
+void ControllerService::Impl::send_relay_commands(
+    std::vector<controller::ReserveCommand> reserve,
+    std::vector<controller::AllocateCommand> allocate,
+    std::vector<controller::RelayRequestCommand> requests) {
+  // Only what is still wanted: the store may have delayed these while the relay moved on.
+  const auto hop_at = [this](const std::string& id, std::size_t hop,
+                             HopStage stage) -> const controller::Relay* {
+    const auto* r = relays.find(id);
+    if (r == nullptr || controller::is_final(r->state) || hop >= r->hops.size() ||
+        r->hops[hop].stage != stage) {
+      return nullptr;
+    }
+    return r;
+  };
+  for (auto& c : reserve) {
+    if (hop_at(c.relay_id, c.hop, HopStage::kReserving) == nullptr) continue;
+    net::co_spawn(core, reserve_hop(std::move(c)), completion("key reservation"));
+  }
+  for (auto& c : allocate) {
+    if (hop_at(c.relay_id, c.hop, HopStage::kAllocating) == nullptr) continue;
+    net::co_spawn(core, allocate_hop(std::move(c)), completion("key allocation"));
+  }
+  for (auto& c : requests) {
+    const auto* r = relays.find(c.relay_id);
+    if (r == nullptr || r->state != RelayState::kRelaying) continue;
+    net::co_spawn(core, request_relay(std::move(c)), completion("key relay request"));
+  }
+}
+
+// GCC 12 reports -Wmismatched-new-delete at the end of these coroutines once their frames are
+// inlined into co_spawn: a false positive about Asio's awaitable frame allocator (operator new
+// and operator delete are the frame's own matched pair).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+net::awaitable<void> ControllerService::Impl::reserve_hop(controller::ReserveCommand cmd) {
+  std::optional<Failure> failure;
+  std::optional<ck::Frame> frame;
+  auto ch = svc.channel_of(cmd.km_id);
+  if (!ch) {
+    failure = Failure{std::string(ck::errc::kNoRoute), "KM " + cmd.km_id + " is not connected"};
+  } else {
+    ck::KeyReservationRequest m;
+    m.source_kma_id = cmd.source_kma_id;
+    m.destination_kma_id = cmd.destination_kma_id;
+    m.application_destination_id = non_empty(cmd.application_destination_id);
+    m.number_of_keys = cmd.number_of_keys;
+    m.next_kma_id = cmd.next_kma_id;
+    m.link_id = cmd.link_id;
+    m.key_relay_request_id = cmd.relay_id;
+    m.controller_epoch = svc.epoch_;
+    try {
+      auto op = ch->request(ck::Message{std::move(m)});
+      frame = co_await std::move(op);
+    } catch (const std::exception& e) {
+      failure = Failure{std::string(ch->is_open() ? ck::errc::kTimeout : ck::errc::kNoRoute),
+                        one_line(e.what())};
+    }
+  }
+  controller::RelayOutput out;
+  if (frame) {
+    if (frame->command == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
+      failure = error_frame(*frame);
+    } else {
+      auto decoded = ck::decode_payload(frame->command, frame->payload);
+      if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+        failure = Failure{std::string(ck::errc::kBadRequest), bad->message};
+      } else {
+        const auto& resp = std::get<ck::KeyReservationResponse>(std::get<ck::Message>(decoded));
+        if (resp.response == 0) {
+          out = relays.on_reserved(cmd.relay_id, cmd.hop, resp.key_ids, now());
+        } else {
+          auto ext = ck::find_error_extension(resp.extension);
+          failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
+                            ext ? ext->message : std::string("reservation refused")};
+        }
+      }
+    }
+  }
+  if (failure) {
+    metrics->key_reservation("refused");
+    out = relays.on_reservation_failed(cmd.relay_id, cmd.hop, failure->code,
+                                       cmd.km_id + ": " + failure->message, now());
+  }
+  apply_relay_output(std::move(out));
+}
+
+net::awaitable<void> ControllerService::Impl::allocate_hop(controller::AllocateCommand cmd) {
+  std::optional<Failure> failure;
+  std::optional<ck::Frame> frame;
+  auto ch = svc.channel_of(cmd.km_id);
+  if (!ch) {
+    failure = Failure{std::string(ck::errc::kNoRoute), "KM " + cmd.km_id + " is not connected"};
+  } else {
+    ck::KeyAllocationRequest m;
+    m.source_kma_id = cmd.source_kma_id;
+    m.destination_kma_id = cmd.destination_kma_id;
+    m.application_destination_id = non_empty(cmd.application_destination_id);
+    m.next_kma_id = cmd.next_kma_id;
+    m.link_id = cmd.link_id;
+    m.key_relay_request_id = cmd.relay_id;
+    m.key_ids = std::move(cmd.key_ids);
+    m.controller_epoch = svc.epoch_;
+    try {
+      auto op = ch->request(ck::Message{std::move(m)});
+      frame = co_await std::move(op);
+    } catch (const std::exception& e) {
+      failure = Failure{std::string(ch->is_open() ? ck::errc::kTimeout : ck::errc::kNoRoute),
+                        one_line(e.what())};
+    }
+  }
+  controller::RelayOutput out;
+  if (frame) {
+    if (frame->command == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
+      failure = error_frame(*frame);
+    } else {
+      auto decoded = ck::decode_payload(frame->command, frame->payload);
+      if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+        failure = Failure{std::string(ck::errc::kBadRequest), bad->message};
+      } else {
+        const auto& resp = std::get<ck::KeyAllocationResponse>(std::get<ck::Message>(decoded));
+        if (resp.response == 0) {
+          out = relays.on_allocated(cmd.relay_id, cmd.hop, now());
+        } else {
+          auto ext = ck::find_error_extension(resp.extension);
+          failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
+                            ext ? ext->message : std::string("allocation refused")};
+        }
+      }
+    }
+  }
+  if (failure) {
+    metrics->key_reservation("refused");
+    out = relays.on_allocation_failed(cmd.relay_id, cmd.hop, failure->code,
+                                      cmd.km_id + ": " + failure->message, now());
+  }
+  apply_relay_output(std::move(out));
+}
+
+net::awaitable<void> ControllerService::Impl::request_relay(controller::RelayRequestCommand cmd) {
+  bool ok = false;
+  std::string reason;
+  std::optional<ck::Frame> frame;
+  auto ch = svc.channel_of(cmd.km_id);
+  if (!ch) {
+    reason = "KM " + cmd.km_id + " is not connected";
+  } else {
+    ck::KeyRelayRequest m;
+    m.source_kma_id = cmd.source_kma_id;
+    m.destination_kma_id = cmd.destination_kma_id;
+    m.transit_kma_ids = cmd.transit_kma_ids;
+    m.key_relay_request_id = cmd.relay_id;
+    m.notification_message_id = cmd.notification_message_id;
+    for (auto& h : cmd.hop_keys) {
+      m.hop_keys.push_back({h.kma_id, h.next_kma_id, h.link_id, std::move(h.key_ids)});
+    }
+    m.controller_epoch = svc.epoch_;
+    try {
+      auto op = ch->request(ck::Message{std::move(m)}, relays.config().relaying_timeout);
+      frame = co_await std::move(op);
+    } catch (const std::exception& e) {
+      reason = ch->is_open() ? "timeout" : "KM " + cmd.km_id + " disconnected";
+      if (!ch->is_open() || std::string_view(e.what()).find("timeout") == std::string_view::npos) {
+        reason += ": " + one_line(e.what());
+      }
+    }
+  }
+  if (frame) {
+    if (frame->command == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
+      const auto f = error_frame(*frame);
+      reason = f.code + ": " + f.message;
+    } else {
+      auto decoded = ck::decode_payload(frame->command, frame->payload);
+      if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+        reason = "malformed key relay response: " + bad->message;
+      } else {
+        const auto& resp = std::get<ck::KeyRelayResponse>(std::get<ck::Message>(decoded));
+        ok = resp.response == "OK";
+        if (!ok) reason = resp.response.substr(4);
+      }
+    }
+  }
+  apply_relay_output(relays.on_relay_response(cmd.relay_id, ok, reason, now()));
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+// ---- sessions -----------------------------------------------------------------------------------
+
+void ControllerService::Impl::persist_session(const controller::Session& s, WriteGroup& group) {
+  group.ops.push_back(
+      {StoreWrite::Kind::kUpsert, "session " + s.session_id,
+       [rec = controller::to_record(s)](controller::Store& st) { st.save_session(rec); }});
+}
+
+void ControllerService::Impl::on_session_request(const CommandContext& ctx,
+                                                 const ck::SessionCreationRequest& req) {
+  const auto answer_ng = [&](const std::string& code, const std::string& why,
+                             const std::string& dst_km) {
+    count_protocol_error(code);
+    svc.log("key supply: session request from " + ctx.km_id + " refused: " + code + ": " + why);
+    ck::SessionCreationResponse r;
+    r.session_id = make_uuid_v4(*random);  // names nothing: no session was created
+    r.response = "NG: " + code + ": " + one_line(why);
+    r.destination_km_id = dst_km;
+    r.controller_epoch = svc.epoch_;
+    ctx.channel->send(std::move(r), ctx.message_id);
+  };
+  if (stopping) {
+    answer_ng(std::string(ck::errc::kInternal), "shutting down", ctx.km_id);
+    return;
+  }
+  if (svc.store_configured() && !svc.store_up()) {
+    answer_ng(std::string(ck::errc::kInternal), "store unavailable", ctx.km_id);
+    return;
+  }
+  auto created = sessions.create(
+      {ctx.km_id, req.application_source_id, req.application_destination_id, req.number_of_keys},
+      now());
+  if (!created.session) {
+    answer_ng(created.ck_error, created.message,
+              svc.network_.km_for_sae(req.application_destination_id).value_or(ctx.km_id));
+    return;
+  }
+  WriteGroup g;
+  persist_session(*created.session, g);
+  g.then = [this, ctx, s = std::move(*created.session)]() mutable {
+    net::co_spawn(core, session_exchange(std::move(ctx), std::move(s)),
+                  completion("session creation"));
+  };
+  submit_writes(std::move(g));
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // as for reserve_hop above
+#endif
+
+net::awaitable<void> ControllerService::Impl::session_exchange(CommandContext ctx,
+                                                               controller::Session session) {
+  std::optional<ck::Frame> frame;
+  std::string reason;
+  auto ch = svc.channel_of(session.dst_km);
+  if (!ch) {
+    reason = "destination KM " + session.dst_km + " is not connected";
+  } else {
+    ck::SessionCreationNotification m;
+    m.application_source_id = session.src_sae;
+    m.application_destination_id = session.dst_sae;
+    m.session_id = session.session_id;
+    m.source_km_id = session.src_km;
+    m.number_of_keys = session.keys_requested;
+    m.controller_epoch = svc.epoch_;
+    try {
+      auto op = ch->request(ck::Message{std::move(m)}, sessions.config().pending_timeout);
+      frame = co_await std::move(op);
+    } catch (const std::exception&) {
+      reason = ch->is_open() ? "timeout" : "destination KM " + session.dst_km + " disconnected";
+    }
+  }
+  bool ok = false;
+  if (frame) {
+    if (frame->command == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
+      const auto f = error_frame(*frame);
+      reason = f.code + ": " + f.message;
+      frame.reset();
+    } else {
+      auto decoded = ck::decode_payload(frame->command, frame->payload);
+      if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+        reason = "malformed session answer: " + bad->message;
+        frame.reset();
+      } else {
+        const auto& resp =
+            std::get<ck::SessionCreationNotificationResponse>(std::get<ck::Message>(decoded));
+        if (resp.session_id != session.session_id) {
+          reason = "answer names session " + resp.session_id;
+          frame.reset();
+        } else {
+          ok = resp.response == "OK";
+          if (!ok) reason = resp.response.substr(4);
+        }
+      }
+    }
+  }
+  controller::Session result = session;
+  try {
+    result = frame ? sessions.on_answer(session.session_id, session.dst_km, ok, reason, now())
+                   : sessions.fail(session.session_id, reason, now());
+  } catch (const Error&) {
+    // Expired or closed meanwhile: answer with what it is now.
+    if (const auto* cur = sessions.find(session.session_id)) result = *cur;
+    if (reason.empty()) reason = result.reason.empty() ? "timeout" : result.reason;
+  }
+  ok = result.state == controller::SessionState::kActive;
+  if (!ok && reason.empty()) reason = std::string(controller::to_string(result.state));
+  WriteGroup g;
+  persist_session(result, g);
+  // Acknowledged only once stored.
+  g.then = [this, ctx = std::move(ctx), result, ok, reason] {
+    ck::SessionCreationResponse r;
+    r.session_id = result.session_id;
+    r.response = ok ? std::string("OK") : "NG: " + one_line(reason);
+    r.destination_km_id = result.dst_km;
+    r.controller_epoch = svc.epoch_;
+    try {
+      ctx.channel->send(std::move(r), ctx.message_id);
+    } catch (const std::exception& e) {
+      svc.log(std::string("key supply: session answer not sent: ") + e.what());
+    }
+  };
+  submit_writes(std::move(g));
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+void ControllerService::Impl::expire_sessions(SysTime t) {
+  auto ended = sessions.expire(t);
+  if (ended.empty()) return;
+  WriteGroup g;
+  for (const auto& s : ended) persist_session(s, g);
+  submit_writes(std::move(g));
+}
+
+}  // namespace qkdn::service

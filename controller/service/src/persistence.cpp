@@ -1,0 +1,444 @@
+// PostgreSQL behind the service (DESIGN.md section 8): start-up restore, the ordered writer, the
+// health probe, persist() for the northbound layer, audit and accounting.
+//
+// The writer: every core-side change that must outlive a restart (ledger batches, relay and
+// session records, alarms, accounting, audit) is queued as a WriteGroup on the core strand and
+// written in queue order on a database thread. Ledger batches and upserts are retried until they
+// commit (apply_ledger is idempotent under its key, upserts are idempotent), so an outage delays
+// them but never loses one; one-shot writes (audit append, accounting add) are dropped and
+// counted when the store fails under them. A group's `then` (the Ck commands that depend on it)
+// runs only once the whole group is stored.
+#include <boost/asio/co_spawn.hpp>
+
+#include "qkdn/controller/error.hpp"
+#include "qkdn/db/pg_store.hpp"
+#include "service_impl.hpp"
+
+namespace qkdn::service {
+namespace {
+
+constexpr auto kProbeWhileDown = std::chrono::seconds(1);
+constexpr auto kProbeWhileUp = std::chrono::seconds(5);
+constexpr auto kWriterPoll = std::chrono::milliseconds(100);
+constexpr auto kGiveUpAtShutdown = std::chrono::seconds(5);
+constexpr std::size_t kAuditRing = 10'000;
+
+// The DSN without its password, for messages.
+std::string redact_dsn(const std::string& dsn) {
+  std::string out = dsn;
+  if (const auto scheme = out.find("://"); scheme != std::string::npos) {
+    const auto at = out.find('@', scheme + 3);
+    const auto colon = out.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      out.replace(colon + 1, at - colon - 1, "***");
+    }
+    return out;
+  }
+  if (auto p = out.find("password="); p != std::string::npos) {
+    auto end = out.find(' ', p);
+    out.replace(p + 9, (end == std::string::npos ? out.size() : end) - p - 9, "***");
+  }
+  return out;
+}
+
+std::string topology_text(const controller::TopologyDoc& d) {
+  return "'" + d.name + "' (" + std::to_string(d.kms.size()) + " KMs, " +
+         std::to_string(d.links.size()) + " links)";
+}
+
+// Result of running the head group's remaining ops on a database thread.
+struct Progress {
+  std::size_t next = 0;               ///< first op not done
+  std::vector<std::string> problems;  ///< ops that failed for good (logged, counted)
+  std::optional<std::string> down;    ///< the store became unavailable at `next`
+};
+
+}  // namespace
+
+// ---- start-up -----------------------------------------------------------------------------------
+
+void ControllerService::Impl::open_store() {
+  const auto& o = svc.options_;
+  const auto where = redact_dsn(o.store_dsn);
+  std::unique_ptr<db::PgStore> store;
+  controller::StoredState stored;
+  try {
+    store = std::make_unique<db::PgStore>(db::PgStoreOptions{o.store_dsn});
+    stored = store->load();
+  } catch (const std::exception& e) {
+    throw Unavailable("store: cannot use PostgreSQL at " + where + ": " + one_line(e.what()));
+  }
+  // The stored topology wins unless the operator asks to replace it.
+  const bool given = !o.topology.kms.empty() || !o.topology.links.empty();
+  controller::TopologyDoc topology = o.topology;
+  bool save_topology = true;
+  if (stored.topology && !o.topology_override) {
+    topology = *stored.topology;
+    save_topology = false;
+    svc.log("topology: using the stored topology " + topology_text(topology) +
+            (given ? "; --topology ignored (--topology-override replaces the stored one)" : ""));
+  } else if (stored.topology) {
+    svc.log("topology: --topology-override: " + topology_text(o.topology) +
+            " replaces the stored " + topology_text(*stored.topology));
+  } else {
+    svc.log("topology: none stored; storing " + topology_text(o.topology));
+  }
+  try {
+    controller::validate_topology(topology);
+  } catch (const std::exception& e) {
+    throw InvalidArgument(std::string("stored topology: ") + e.what());
+  }
+  svc.network_.apply_topology(topology);
+  try {
+    if (save_topology) store->save_topology(topology);
+    restore_core(stored, *store);
+  } catch (const Unavailable& e) {
+    throw Unavailable("store: PostgreSQL at " + where +
+                      " failed during start-up: " + one_line(e.what()));
+  }
+  store.reset();
+  store_is_up = true;
+  db::StorePool::Options po;
+  po.threads = static_cast<std::size_t>(o.store_threads);
+  pool = std::make_unique<db::StorePool>(
+      [dsn = o.store_dsn]() -> std::unique_ptr<controller::Store> {
+        return std::make_unique<db::PgStore>(db::PgStoreOptions{dsn, false});
+      },
+      po);
+  svc.log("store: PostgreSQL at " + where + " (" + std::to_string(po.threads) + " threads)");
+}
+
+void ControllerService::Impl::restore_core(const controller::StoredState& stored,
+                                           controller::Store& store) {
+  // Writes of the restore go straight to `store` (no io thread runs yet).
+  struct Direct {
+    Impl& impl;
+    controller::Store* previous;
+    Direct(Impl& i, controller::Store& s) : impl(i), previous(i.startup_store) {
+      i.startup_store = &s;
+    }
+    ~Direct() { impl.startup_store = previous; }
+  } direct(*this, store);
+
+  const auto t = now();
+  for (const auto& lc : stored.link_configs) {
+    try {
+      if (svc.network_.find_link(lc.link_id) == nullptr) {
+        svc.log("store: link config of unknown link '" + lc.link_id + "' ignored");
+        continue;
+      }
+      svc.network_.set_admin(lc.link_id, controller::parse_admin_state(lc.admin_state));
+      auto* link = svc.network_.find_link_mut(lc.link_id);
+      link->qber_threshold = lc.qber_threshold;
+      link->pool_floor_bits = lc.pool_floor_bits;
+    } catch (const InvalidArgument& e) {
+      svc.log("store: link config of '" + lc.link_id + "' ignored: " + e.what());
+    }
+  }
+  for (const auto& a : stored.alarms) {
+    try {
+      svc.alarms_.restore(a);
+    } catch (const Error& e) {
+      svc.log("store: alarm " + std::to_string(a.id) + " not restored: " + e.what());
+    }
+  }
+  apply_rerouting(engine.on_snapshot(fresh_snapshot()));
+  if (!stored.policies.empty() || !stored.schedules.empty() || !stored.pinned_routes.empty()) {
+    controller::ReroutingConfig config{stored.policies, stored.schedules, stored.pinned_routes};
+    try {
+      apply_rerouting(engine.import_config(config));
+    } catch (const Error& e) {
+      throw InvalidArgument(std::string("stored rerouting configuration: ") + e.what());
+    }
+  }
+  if (stored.policies.empty() && svc.options_.policy) {
+    apply_rerouting(engine.set_policy(*svc.options_.policy));
+    store.save_policy(controller::policy_to_record(*svc.options_.policy, "", ""));
+  }
+
+  // Relays first: they settle the ledger (in-flight attempts end, their keys are released,
+  // expired leases go); then sessions (pending ones end: their exchange died with the process).
+  auto out = relays.restore(stored.relays, stored.ledger, t);
+  for (const auto& b : out.ledger) {
+    if (!b.empty()) store.apply_ledger(b.idempotency_key, b.entries);
+  }
+  for (const auto& r : out.records) store.save_relay(r);
+  const auto changed = sessions.restore(stored.sessions, t);
+  for (const auto& s : changed) store.save_session(controller::to_record(s));
+  svc.log("store: restored " + std::to_string(sessions.active_count()) + " active sessions (" +
+          std::to_string(changed.size()) + " ended by the restart), " +
+          std::to_string(stored.relays.size()) + " relays (" + std::to_string(out.finished.size()) +
+          " ended by the restart), " + std::to_string(ledger.seen_count()) +
+          " key IDs in the ledger, " + std::to_string(svc.alarms_.active_count()) +
+          " active alarms");
+}
+
+// ---- the writer ---------------------------------------------------------------------------------
+
+void ControllerService::Impl::ledger_write(const controller::LedgerBatch& batch, WriteGroup& g) {
+  g.ops.push_back({StoreWrite::Kind::kLedger, "ledger batch " + batch.idempotency_key,
+                   [key = batch.idempotency_key, entries = batch.entries](controller::Store& s) {
+                     db::apply_ledger_with_retry(s, key, entries);
+                   }});
+}
+
+void ControllerService::Impl::submit_writes(WriteGroup group) {
+  if (!svc.store_configured()) {
+    if (group.then) group.then();
+    return;
+  }
+  if (startup_store != nullptr) {
+    for (auto& w : group.ops) {
+      try {
+        w.op(*startup_store);
+      } catch (const Unavailable&) {
+        throw;
+      } catch (const std::exception& e) {
+        ++store_failures;
+        svc.log("store: " + w.what + ": " + e.what());
+      }
+    }
+    if (group.then) group.then();
+    return;
+  }
+  if (!writer_running) {
+    ++store_failures;
+    svc.log("store: " + std::to_string(group.ops.size()) + " write(s) after shutdown dropped");
+    return;
+  }
+  writes.push_back(std::move(group));
+  if (writes.size() == 1) wake_writer();
+}
+
+void ControllerService::Impl::wake_writer() { writer_wake.cancel(); }
+
+net::awaitable<void> ControllerService::Impl::writer_loop() {
+  for (;;) {
+    if (writes.empty()) {
+      if (writer_stop) break;
+      writer_wake.expires_at(SteadyTime::max());
+      co_await writer_wake.async_wait(kUseTuple);
+      continue;
+    }
+    // Deque elements stay put while others are appended: the database thread reads the head's
+    // ops in place; only this loop pops.
+    const std::vector<StoreWrite>* ops = &writes.front().ops;
+    const std::size_t from = write_progress;
+    auto job = [ops, from](controller::Store& store) {
+      Progress p;
+      for (p.next = from; p.next < ops->size(); ++p.next) {
+        const auto& w = (*ops)[p.next];
+        try {
+          if (w.kind == StoreWrite::Kind::kUpsert) {
+            db::with_retry(store, db::RetrySafety::kSafe, w.op);
+          } else {
+            w.op(store);  // kLedger retries inside (apply_ledger_with_retry); kOnce never
+          }
+        } catch (const Unavailable& e) {
+          if (w.kind == StoreWrite::Kind::kOnce) {
+            p.problems.push_back(w.what + " dropped: " + one_line(e.what()));
+            ++p.next;
+          }
+          p.down = one_line(e.what());
+          return p;
+        } catch (const std::exception& e) {
+          // Conflict / InvalidArgument: retrying cannot help. Logged and counted (ledger rows
+          // are named by key ID: never in the log).
+          auto why = one_line(e.what());
+          if (w.kind == StoreWrite::Kind::kLedger) why = without_uuids(std::move(why));
+          p.problems.push_back(w.what + ": " + why);
+        }
+      }
+      return p;
+    };
+    Progress p;
+    try {
+      auto op = on_pool<Progress>(std::move(job));
+      p = co_await std::move(op);
+    } catch (const std::exception& e) {
+      p.next = from;
+      p.down = one_line(e.what());
+    }
+    write_progress = p.next;
+    for (const auto& line : p.problems) {
+      ++store_failures;
+      svc.log("store: " + line);
+    }
+    if (p.down) {
+      mark_store_down(*p.down);
+      const auto since = std::chrono::steady_clock::now();
+      while (!store_is_up &&
+             !(writer_stop && std::chrono::steady_clock::now() - since > kGiveUpAtShutdown)) {
+        writer_wake.expires_after(kWriterPoll);
+        co_await writer_wake.async_wait(kUseTuple);
+      }
+      if (!store_is_up) {
+        svc.log("store: still unavailable at shutdown: " + std::to_string(writes.size()) +
+                " write group(s) not stored");
+        store_failures += writes.size();
+        writes.clear();
+        write_progress = 0;
+        break;
+      }
+      continue;
+    }
+    auto then = std::move(writes.front().then);
+    writes.pop_front();
+    write_progress = 0;
+    if (then) {
+      try {
+        then();
+      } catch (const std::exception& e) {
+        svc.log(std::string("store: after write: ") + e.what());
+      }
+    }
+  }
+  writer_running = false;
+  if (writes_drained != nullptr) {
+    writes_drained->set_value();
+    writes_drained = nullptr;
+  }
+}
+
+// ---- health -------------------------------------------------------------------------------------
+
+void ControllerService::Impl::mark_store_down(const std::string& why) {
+  if (store_is_up.exchange(false)) {
+    svc.log("store: unavailable (" + why +
+            "); new key relays are refused until it is back, queued writes wait");
+  }
+  arm_probe();
+}
+
+void ControllerService::Impl::arm_probe() {
+  if (probing || timers_stopped || !pool) return;
+  probing = true;
+  probe_timer.expires_after(store_is_up ? std::chrono::milliseconds(kProbeWhileUp)
+                                        : std::chrono::milliseconds(kProbeWhileDown));
+  probe_timer.async_wait([this](boost::system::error_code ec) {
+    if (ec || timers_stopped) {
+      probing = false;
+      return;
+    }
+    auto probe = [](Impl* self) -> net::awaitable<void> {
+      bool ok = false;
+      try {
+        auto op = self->on_pool<bool>([](controller::Store& s) { return s.healthy(); });
+        ok = co_await std::move(op);
+      } catch (const std::exception&) {
+        ok = false;
+      }
+      self->probing = false;
+      if (ok && !self->store_is_up.exchange(true)) {
+        self->svc.log("store: available again");
+        self->wake_writer();
+      } else if (!ok && self->store_is_up.exchange(false)) {
+        self->svc.log("store: health probe failed; new key relays are refused until it is back");
+      }
+      self->arm_probe();
+    };
+    net::co_spawn(core, probe(this), completion("store probe"));
+  });
+}
+
+void ControllerService::Impl::close_store() {
+  if (pool) pool->shutdown();
+  pool.reset();
+}
+
+// ---- public API ---------------------------------------------------------------------------------
+
+bool ControllerService::store_configured() const { return !options_.store_dsn.empty(); }
+
+bool ControllerService::store_up() const { return store_configured() && impl_->store_is_up; }
+
+net::awaitable<void> ControllerService::persist(std::function<void(controller::Store&)> op,
+                                                bool retry_safe) {
+  if (!store_configured()) throw Unavailable("no store configured (start with --store-dsn)");
+  if (!store_up() || !impl_->pool) throw Unavailable("store unavailable");
+  try {
+    auto job = [op = std::move(op), retry_safe](controller::Store& s) {
+      db::with_retry(s, retry_safe ? db::RetrySafety::kSafe : db::RetrySafety::kNever, op);
+    };
+    auto run = impl_->on_pool<void>(std::move(job));
+    co_await std::move(run);
+  } catch (const Unavailable& e) {
+    net::post(impl_->core, [this, why = one_line(e.what())] { impl_->mark_store_down(why); });
+    throw;
+  }
+}
+
+void ControllerService::audit(controller::AuditRecord record) {
+  net::post(impl_->core, [this, r = std::move(record)]() mutable {
+    if (r.at == SysTime{}) r.at = impl_->now();
+    if (!store_configured()) {
+      r.id = impl_->next_audit_id++;
+      impl_->audit_ring.push_back(std::move(r));
+      while (impl_->audit_ring.size() > kAuditRing) impl_->audit_ring.pop_front();
+      return;
+    }
+    WriteGroup g;
+    g.ops.push_back({StoreWrite::Kind::kOnce, "audit " + r.action,
+                     [rec = std::move(r)](controller::Store& s) { s.append_audit(rec); }});
+    impl_->submit_writes(std::move(g));
+  });
+}
+
+net::awaitable<std::vector<controller::AuditRecord>> ControllerService::audit_page(
+    std::int64_t after_id, std::size_t limit) {
+  if (!store_configured()) {
+    auto op = on_core([this, after_id, limit](Core&) {
+      std::vector<controller::AuditRecord> out;
+      for (const auto& r : impl_->audit_ring) {
+        if (r.id <= after_id) continue;
+        if (out.size() >= limit) break;
+        out.push_back(r);
+      }
+      return out;
+    });
+    co_return co_await std::move(op);
+  }
+  if (!store_up() || !impl_->pool) throw Unavailable("store unavailable");
+  try {
+    auto op = impl_->on_pool<std::vector<controller::AuditRecord>>(
+        [after_id, limit](controller::Store& s) {
+          return db::with_retry(s, db::RetrySafety::kSafe,
+                                [&](controller::Store& st) { return st.audit(after_id, limit); });
+        });
+    co_return co_await std::move(op);
+  } catch (const Unavailable& e) {
+    net::post(impl_->core, [this, why = one_line(e.what())] { impl_->mark_store_down(why); });
+    throw;
+  }
+}
+
+net::awaitable<std::vector<controller::AccountingRecord>> ControllerService::accounting(
+    SysTime from, SysTime to, std::string sae_id) {
+  if (!store_configured()) {
+    auto op = on_core([this, from, to, sae = std::move(sae_id)](Core&) {
+      std::vector<controller::AccountingRecord> out;
+      for (const auto& [key, rec] : impl_->accounting_mem) {
+        if (rec.bucket_start < from || rec.bucket_start >= to) continue;
+        if (!sae.empty() && rec.sae_id != sae) continue;
+        out.push_back(rec);
+      }
+      return out;
+    });
+    co_return co_await std::move(op);
+  }
+  if (!store_up() || !impl_->pool) throw Unavailable("store unavailable");
+  try {
+    auto op = impl_->on_pool<std::vector<controller::AccountingRecord>>(
+        [from, to, sae = std::move(sae_id)](controller::Store& s) {
+          return db::with_retry(s, db::RetrySafety::kSafe, [&](controller::Store& st) {
+            return st.accounting(from, to, sae);
+          });
+        });
+    co_return co_await std::move(op);
+  } catch (const Unavailable& e) {
+    net::post(impl_->core, [this, why = one_line(e.what())] { impl_->mark_store_down(why); });
+    throw;
+  }
+}
+
+}  // namespace qkdn::service

@@ -1,0 +1,265 @@
+// Private state of ControllerService, shared by the service's translation units:
+//   controller_service.cpp  the Ck server (accept loop, sessions, registration gate, status)
+//   core_wiring.cpp         network events -> rerouting engine -> 0x41E5, alarms, timers
+//   key_supply.cpp          0x1401 / 0x1403 / 0x1406 and the relay and session exchanges
+//   persistence.cpp         PostgreSQL: start-up restore, ordered writer, probe, audit, accounting
+//
+// Threading: everything below "core strand" is touched only on `core`. Ck sessions run on their
+// channel's strand and hop to `core` to apply a command. Blocking store calls run on the
+// StorePool's threads; their results come back to `core`.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "qkdn/controller/error.hpp"
+#include "qkdn/controller/routing.hpp"
+#include "qkdn/db/store_pool.hpp"
+#include "qkdn/service/controller_service.hpp"
+#include "qkdn/service/metrics.hpp"
+
+namespace qkdn::service {
+
+using SteadyTime = std::chrono::steady_clock::time_point;
+inline constexpr auto kUseTuple = net::as_tuple(net::use_awaitable);
+
+/// "0x1403".
+std::string hex_code(std::uint16_t code);
+/// Command name for known codes, else hex.
+std::string command_label(std::uint16_t code);
+/// One line: newlines of library messages (libpq) become spaces.
+std::string one_line(std::string text);
+/// `text` with every "key ID <id>" of core messages reduced to "key ID <redacted>": key IDs are
+/// never logged.
+std::string without_key_ids(std::string text);
+/// `text` with every UUID replaced by "<uuid>" (database messages about ledger rows).
+std::string without_uuids(std::string text);
+
+/// One store write of the ordered writer.
+struct StoreWrite {
+  enum class Kind {
+    kLedger,  ///< apply_ledger under its idempotency key: retried until it commits
+    kUpsert,  ///< an upsert (save_*): idempotent, retried until it commits
+    kOnce,    ///< not idempotent (audit append, accounting add): tried once, dropped on failure
+  };
+  Kind kind = Kind::kUpsert;
+  std::string what;  ///< for logs (never a key ID)
+  std::function<void(controller::Store&)> op;
+};
+
+/// Writes that commit in order, then `then` runs on the core strand (write-ahead: Ck commands
+/// that depend on the writes are sent from `then`).
+struct WriteGroup {
+  std::vector<StoreWrite> ops;
+  std::function<void()> then;
+};
+
+/// Outcome of a step run on the core strand: empty error = success.
+struct CoreResult {
+  std::string error;  ///< Ck error code (clause 3)
+  std::string message;
+  std::vector<ck::PeerEndpoint> peers;
+};
+
+struct ControllerService::Impl {
+  // One Ck connection, owned by its session coroutine; fields touched on the channel's strand.
+  struct Session {
+    std::uint64_t id = 0;
+    std::shared_ptr<southbound::CkChannel> channel;
+    std::string km_id;  ///< set once registered
+    bool registered = false;
+    SteadyTime last_touch{};
+  };
+  struct Registered {
+    std::uint64_t session_id = 0;
+    std::shared_ptr<southbound::CkChannel> channel;
+  };
+  // A relay instruction sent (for 0x14E6 statistics).
+  struct SentInstruction {
+    std::string src;
+    std::string dst;
+  };
+
+  explicit Impl(ControllerService& s);
+  ~Impl();
+
+  ControllerService& svc;
+  net::io_context ioc;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  net::any_io_executor core;
+  net::any_io_executor acceptor_strand;
+  net::ip::tcp::acceptor acceptor;
+  std::unique_ptr<net::ssl::context> tls;
+  std::vector<std::thread> threads;
+  std::shared_ptr<CommandHandler> handler;
+  CkCounters counters;
+  mutable std::mutex errors_mu;  // metrics only, never domain state
+  std::map<std::string, std::uint64_t, std::less<>> protocol_errors;
+  std::mutex log_mu;
+  std::atomic<std::uint64_t> next_session_id{1};
+  bool started = false;
+  bool stopped = false;
+  std::unique_ptr<Metrics> metrics;
+
+  // ---- core strand ----
+  std::shared_ptr<Random> random;
+  controller::ReroutingEngine engine;
+  controller::SessionTable sessions;
+  controller::ReservationLedger ledger;
+  controller::RelayTable relays;
+  std::map<std::string, Registered> registered;
+  std::map<std::uint64_t, std::shared_ptr<southbound::CkChannel>> live;
+  bool stopping = false;
+  bool accept_done = false;
+  std::promise<void>* drained = nullptr;
+  // Timers: the periodic tick (engine, relays, sessions) and the coalesced snapshot refresh.
+  net::steady_timer tick_timer;
+  net::steady_timer snapshot_timer;
+  bool timers_stopped = false;
+  bool snapshot_dirty = false;  ///< status reports changed pools since the engine's snapshot
+  bool snapshot_armed = false;
+  SteadyTime last_snapshot{};
+  std::map<std::string, SentInstruction> sent_instructions;  // by instruction_id, bounded
+  std::deque<std::string> sent_order;
+  // Without a store: the audit ring and accounting buckets.
+  std::deque<controller::AuditRecord> audit_ring;
+  std::int64_t next_audit_id = 1;
+  std::map<std::tuple<SysTime, std::string, std::string>, controller::AccountingRecord>
+      accounting_mem;
+
+  // ---- store (writer state on the core strand) ----
+  std::unique_ptr<db::StorePool> pool;
+  controller::Store* startup_store = nullptr;  ///< during open_store only: writes go here
+  std::atomic<bool> store_is_up{false};
+  std::deque<WriteGroup> writes;
+  std::size_t write_progress = 0;  ///< ops of writes.front() already done
+  bool writer_running = false;
+  bool writer_stop = false;
+  net::steady_timer writer_wake;
+  net::steady_timer probe_timer;
+  bool probing = false;
+  std::atomic<std::uint64_t> store_failures{0};
+  std::promise<void>* writes_drained = nullptr;
+
+  // ---- helpers (controller_service.cpp) ----
+  void count_protocol_error(std::string_view reason);
+  void emit(const std::vector<controller::NetworkEvent>& events);
+  std::function<void(std::exception_ptr)> completion(std::string what);
+  void send_error(Session& s, std::string_view code, std::string message,
+                  std::optional<std::uint32_t> about);
+  void send_register_ng(Session& s, std::uint32_t id, std::string_view code,
+                        const std::string& why);
+  net::awaitable<void> accept_loop();
+  void start_session(net::ip::tcp::socket socket);
+  net::awaitable<void> run_session(std::shared_ptr<Session> s);
+  net::awaitable<void> session_ended(std::shared_ptr<Session> s);
+  void check_drained();
+  net::awaitable<void> on_frame(std::shared_ptr<Session> s, ck::Frame frame);
+  void touch(Session& s);
+  net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg);
+  net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg);
+  net::awaitable<CoreResult> core_apply(std::string km_id, ck::Message message);
+  [[nodiscard]] SysTime now() const { return svc.clock_->now(); }
+
+  // ---- core wiring (core_wiring.cpp); core strand ----
+  /// Everything that reacts to a Network mutation; `status_only`: a status report (no events
+  /// means only pools/rates moved: the snapshot refresh is coalesced).
+  void network_changed(const std::vector<controller::NetworkEvent>& events);
+  /// A fresh snapshot of the Network (after the mutation that made it necessary).
+  std::shared_ptr<const controller::TopologySnapshot> fresh_snapshot();
+  /// Marks the engine's snapshot stale and arms the coalescing timer.
+  void schedule_snapshot();
+  /// Hands a fresh snapshot to the engine now if pools moved since the last one.
+  void refresh_snapshot_if_dirty();
+  void apply_rerouting(const controller::ReroutingOutput& out);
+  void send_instruction(const controller::RelayInstruction& inst, bool withdraw);
+  /// Sends the standing instructions of a KM that (re-)registered.
+  void resend_instructions(const std::string& km_id);
+  void on_instruction_response(const std::string& km_id, const ck::RelayInstructionResponse& r);
+  void raise_alarm(const controller::AlarmSpec& spec);
+  void clear_alarm(std::string_view type, std::string_view resource);
+  void start_timers();
+  void arm_tick();
+  void on_tick();
+  void stop_timers();
+
+  // ---- key supply (key_supply.cpp); core strand unless said otherwise ----
+  /// Carries out a RelayTable output: metrics, finished relays (sessions, accounting, Error
+  /// answers), then its ledger batches and records through the writer, then its Ck commands.
+  void apply_relay_output(controller::RelayOutput out);
+  void relay_finished(const controller::Relay& r, WriteGroup& group);
+  void send_relay_commands(std::vector<controller::ReserveCommand> reserve,
+                           std::vector<controller::AllocateCommand> allocate,
+                           std::vector<controller::RelayRequestCommand> requests);
+  net::awaitable<void> reserve_hop(controller::ReserveCommand cmd);
+  net::awaitable<void> allocate_hop(controller::AllocateCommand cmd);
+  net::awaitable<void> request_relay(controller::RelayRequestCommand cmd);
+  void on_next_hop(const CommandContext& ctx, const ck::KeyRelayNextHopRequest& req);
+  void on_relay_notification(const CommandContext& ctx, const ck::KeyRelayRequestNotification& n);
+  void on_late_relay_response(const CommandContext& ctx, const ck::KeyRelayResponse& r);
+  void on_session_request(const CommandContext& ctx, const ck::SessionCreationRequest& req);
+  net::awaitable<void> session_exchange(CommandContext ctx, controller::Session session);
+  /// The destination KM named by a 0x1401/0x1403 (by KMA or application); empty with a Ck
+  /// error code and message when there is none.
+  std::string resolve_destination(const std::optional<std::string>& kma,
+                                  const std::optional<std::string>& application,
+                                  std::string& error_code, std::string& error_message) const;
+  controller::RouteOptions route_options(const std::string& src, const std::string& dst,
+                                         std::uint64_t demand_bits) const;
+  void expire_sessions(SysTime now);
+  void persist_session(const controller::Session& s, WriteGroup& group);
+
+  // ---- persistence (persistence.cpp) ----
+  /// Start-up (constructor thread, before the io threads run): connects, migrates, loads and
+  /// restores the core, persists what restore changed, starts the pool. Throws Unavailable /
+  /// InvalidArgument with one clear line.
+  void open_store();
+  /// Core state from a StoredState (topology chosen by the caller).
+  void restore_core(const controller::StoredState& stored, controller::Store& store);
+  /// Queues a write group (core strand). Without a store, runs `then` at once.
+  void submit_writes(WriteGroup group);
+  net::awaitable<void> writer_loop();
+  void wake_writer();
+  /// The store failed: store_up false, probe every second until it answers.
+  void mark_store_down(const std::string& why);
+  void arm_probe();
+  void ledger_write(const controller::LedgerBatch& batch, WriteGroup& group);
+  /// Runs fn(Store&) on a database thread and returns its result (rethrows its exception).
+  template <class R, class F>
+  net::awaitable<R> on_pool(F fn) {
+    auto future = co_await net::async_initiate<decltype(net::use_awaitable), void(std::future<R>)>(
+        [this, fn = std::move(fn)](auto resume) mutable {
+          auto ex = net::get_associated_executor(resume, ioc.get_executor());
+          auto h = std::make_shared<decltype(resume)>(std::move(resume));
+          pool->submit(std::move(fn), [h, ex](std::future<R> f) mutable {
+            net::post(ex, [h, f = std::move(f)]() mutable { (*h)(std::move(f)); });
+          });
+        },
+        net::use_awaitable);
+    co_return future.get();
+  }
+  void close_store();
+};
+
+}  // namespace qkdn::service
