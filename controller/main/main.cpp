@@ -1,4 +1,5 @@
-// qkdn-controller: the controller daemon (Ck server over the core; northbound comes later).
+// qkdn-controller: the controller daemon (Ck server, routing and key supply over the core,
+// PostgreSQL store, northbound API).
 #include <pthread.h>
 #include <signal.h>
 
@@ -6,12 +7,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "qkdn/controller/error.hpp"
+#include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
 #include "qkdn/southbound/topology_json.hpp"
 
@@ -20,10 +23,14 @@ namespace {
 constexpr std::string_view kUsage = R"(Usage: qkdn-controller --topology FILE [options]
 
 The QKDN controller: accepts key managers (KMs) over Ck (ITU-T Q.4164, TLS 1.3 with mutual
-authentication by default) and keeps the live network state.
+authentication by default), routes and orchestrates key relay, keeps the live network state in
+PostgreSQL (optional) and serves the northbound REST API and /metrics.
 
-Options:
-  --topology FILE              topology document (JSON, DESIGN.md section 5); required
+Network and Ck:
+  --topology FILE              topology document (JSON, DESIGN.md section 5); required unless
+                               the store already holds one
+  --topology-override          replace the stored topology with --topology (default: a stored
+                               topology wins and --topology is ignored, with a log line)
   --ck-listen HOST:PORT        Ck listen address (default 0.0.0.0:4164; port 0 = any free port)
   --tls-ca FILE                CA bundle (PEM) that KM certificates must chain to
   --tls-cert FILE              controller certificate chain (PEM)
@@ -31,36 +38,76 @@ Options:
   --insecure-ck                plain TCP on Ck, no authentication (labs and tests only)
   --controller-id ID           controller ID sent to KMs (default qkdn-controller)
   --heartbeat-interval-ms N    KM heartbeat interval (default 1000); 3 missed = disconnected
-  --status-interval-ms N       KM status report interval (default 1000)
+  --status-interval-ms N       KM status report interval (default 1000); also the period of the
+                               controller's tick (rerouting schedules, leases, session expiry)
   --request-timeout-ms N       controller -> KM command timeout (default 5000)
   --read-timeout-ms N          a started frame must complete within N ms (default 10000)
+  --route-alternatives N       routes tried per key relay request / next hops answered (default 3)
   --threads N                  I/O threads (default 2)
   --port-file PATH             write the bound Ck port to PATH (for scripts and tests)
+
+Store (PostgreSQL; without it everything lives in memory and is lost at exit):
+  --store-dsn DSN              libpq connection string or URI (or env QKDN_STORE_DSN); the schema
+                               is migrated at start, an unreachable database fails start-up
+  --store-threads N            database threads, one connection each (default 2)
+
+Northbound API:
+  --api-listen HOST:PORT       REST API and /metrics (default 127.0.0.1:8080; port 0 = any)
+  --api-port-file PATH         write the bound API port to PATH
+  --api-tokens FILE            bearer tokens, one "NAME ROLE SHA256-HEX" per line (viewer|admin);
+                               without it reads are open and writes refused
+  --api-tls-cert FILE          HTTPS certificate chain (PEM); needs --api-tls-key
+  --api-tls-key FILE           HTTPS private key (PEM)
+  --api-insecure               every API request is admin without a token (labs and tests only)
+
+  --config FILE                read options from FILE: one "key = value" per line, keys are the
+                               long option names without "--" ('-' or '_'), e.g.
+                               "store_dsn = postgresql://qkdn@db/qkdn"; flags without a value
+                               take true/false; '#' starts a comment. Precedence: command line,
+                               then environment, then FILE.
   --help                       this text
 
 Examples:
   scripts/dev-ca.sh --topology net.json pki/
   qkdn-controller --topology net.json --ck-listen 0.0.0.0:4164 \
-      --tls-ca pki/ca.pem --tls-cert pki/controller.pem --tls-key pki/controller.key
-  qkdn-controller --topology net.json --ck-listen 127.0.0.1:0 --insecure-ck --port-file ck.port
+      --tls-ca pki/ca.pem --tls-cert pki/controller.pem --tls-key pki/controller.key \
+      --store-dsn postgresql://qkdn@127.0.0.1:5432/qkdn --api-listen 0.0.0.0:8080 \
+      --api-tokens tokens.txt
+  qkdn-controller --topology net.json --ck-listen 127.0.0.1:0 --insecure-ck --port-file ck.port \
+      --api-listen 127.0.0.1:0 --api-port-file api.port
+  QKDN_STORE_DSN=postgresql://qkdn@db/qkdn qkdn-controller --config /etc/qkdn/controller.conf
 
-Once bound it prints "ck listening on HOST:PORT" on stderr. SIGINT/SIGTERM stop it gracefully.
+Once bound it prints "ck listening on HOST:PORT" and "api listening on HOST:PORT" on stderr.
+SIGINT/SIGTERM stop it gracefully.
 )";
 
 struct Args {
   qkdn::service::ServiceOptions options;
+  qkdn::northbound::ApiOptions api;
   std::string topology_file;
   std::string port_file;
+  std::string api_port_file;
 };
 
-std::chrono::milliseconds parse_ms(std::string_view flag, std::string_view v) {
+std::int64_t parse_positive(std::string_view flag, std::string_view v) {
   std::int64_t n = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
   if (ec != std::errc() || p != v.data() + v.size() || n < 1) {
     throw qkdn::InvalidArgument(std::string(flag) + ": expected a positive integer, got '" +
                                 std::string(v) + "'");
   }
-  return std::chrono::milliseconds(n);
+  return n;
+}
+
+std::chrono::milliseconds parse_ms(std::string_view flag, std::string_view v) {
+  return std::chrono::milliseconds(parse_positive(flag, v));
+}
+
+bool parse_bool(std::string_view flag, std::string_view v) {
+  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
+  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
+  throw qkdn::InvalidArgument(std::string(flag) + ": expected true or false, got '" +
+                              std::string(v) + "'");
 }
 
 void parse_listen(std::string_view v, qkdn::service::ServiceOptions& o) {
@@ -82,54 +129,163 @@ void parse_listen(std::string_view v, qkdn::service::ServiceOptions& o) {
   o.listen_port = static_cast<std::uint16_t>(port);
 }
 
+// Options that take no value on the command line.
+bool is_switch(std::string_view name) {
+  return name == "insecure-ck" || name == "topology-override" || name == "api-insecure";
+}
+
+// Applies one option by its long name (without "--"). `value` is empty for switches given on
+// the command line, which means true. Returns false for an unknown name.
+bool apply_option(std::string_view name, std::string_view value, Args& a) {
+  auto& o = a.options;
+  const std::string flag = "--" + std::string(name);
+  const auto on = [&] { return value.empty() || parse_bool(flag, value); };
+  if (name == "topology")
+    a.topology_file = value;
+  else if (name == "topology-override")
+    o.topology_override = on();
+  else if (name == "ck-listen")
+    parse_listen(value, o);
+  else if (name == "tls-ca")
+    o.tls.ca_file = value;
+  else if (name == "tls-cert")
+    o.tls.cert_file = value;
+  else if (name == "tls-key")
+    o.tls.key_file = value;
+  else if (name == "insecure-ck")
+    o.insecure_ck = on();
+  else if (name == "controller-id")
+    o.controller_id = value;
+  else if (name == "heartbeat-interval-ms")
+    o.heartbeat_interval = parse_ms(flag, value);
+  else if (name == "status-interval-ms")
+    o.status_interval = parse_ms(flag, value);
+  else if (name == "request-timeout-ms")
+    o.request_timeout = parse_ms(flag, value);
+  else if (name == "read-timeout-ms")
+    o.read_timeout = parse_ms(flag, value);
+  else if (name == "route-alternatives")
+    o.route_alternatives = static_cast<std::size_t>(parse_positive(flag, value));
+  else if (name == "threads")
+    o.threads = static_cast<int>(std::min<std::int64_t>(parse_positive(flag, value), 1000));
+  else if (name == "port-file")
+    a.port_file = value;
+  else if (name == "store-dsn")
+    o.store_dsn = value;
+  else if (name == "store-threads")
+    o.store_threads = static_cast<int>(std::min<std::int64_t>(parse_positive(flag, value), 1000));
+  else if (name == "api-listen")
+    a.api.listen = value;
+  else if (name == "api-port-file")
+    a.api_port_file = value;
+  else if (name == "api-tokens")
+    a.api.tokens_file = value;
+  else if (name == "api-tls-cert")
+    a.api.tls_cert = value;
+  else if (name == "api-tls-key")
+    a.api.tls_key = value;
+  else if (name == "api-insecure")
+    a.api.insecure = on();
+  else
+    return false;
+  return true;
+}
+
+std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+void read_config(const std::string& path, Args& a) {
+  std::ifstream in(path);
+  if (!in) throw qkdn::InvalidArgument("--config: cannot read '" + path + "'");
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    const auto where = path + ":" + std::to_string(number);
+    const auto text = trim(line.substr(0, line.find('#')));
+    if (text.empty()) continue;
+    const auto eq = text.find('=');
+    std::string key = trim(text.substr(0, eq));
+    const std::string value = eq == std::string::npos ? "true" : trim(text.substr(eq + 1));
+    for (auto& c : key) {
+      if (c == '_') c = '-';
+    }
+    if (key == "config" || key == "help") {
+      throw qkdn::InvalidArgument(where + ": '" + key + "' is not allowed in a config file");
+    }
+    if (value.empty()) throw qkdn::InvalidArgument(where + ": '" + key + "' has no value");
+    if (!apply_option(key, value, a)) {
+      throw qkdn::InvalidArgument(where + ": unknown option '" + key + "'");
+    }
+  }
+}
+
 // Returns false when --help was asked for.
 bool parse_args(int argc, char** argv, Args& a) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
-  auto& o = a.options;
+  // The config file first (lowest precedence), then the environment, then the command line.
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") return false;
+    if (args[i] == "--config") {
+      if (i + 1 >= args.size()) throw qkdn::InvalidArgument("--config: missing value");
+      read_config(std::string(args[i + 1]), a);
+    }
+  }
+  if (const char* dsn = std::getenv("QKDN_STORE_DSN"); dsn != nullptr && *dsn != '\0') {
+    a.options.store_dsn = dsn;
+  }
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto flag = args[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= args.size()) {
-        throw qkdn::InvalidArgument(std::string(flag) + ": missing value");
-      }
-      return args[++i];
-    };
-    if (flag == "--help" || flag == "-h") return false;
-    if (flag == "--topology")
-      a.topology_file = value();
-    else if (flag == "--ck-listen")
-      parse_listen(value(), o);
-    else if (flag == "--tls-ca")
-      o.tls.ca_file = value();
-    else if (flag == "--tls-cert")
-      o.tls.cert_file = value();
-    else if (flag == "--tls-key")
-      o.tls.key_file = value();
-    else if (flag == "--insecure-ck")
-      o.insecure_ck = true;
-    else if (flag == "--controller-id")
-      o.controller_id = value();
-    else if (flag == "--heartbeat-interval-ms")
-      o.heartbeat_interval = parse_ms(flag, value());
-    else if (flag == "--status-interval-ms")
-      o.status_interval = parse_ms(flag, value());
-    else if (flag == "--request-timeout-ms")
-      o.request_timeout = parse_ms(flag, value());
-    else if (flag == "--read-timeout-ms")
-      o.read_timeout = parse_ms(flag, value());
-    else if (flag == "--threads")
-      o.threads = static_cast<int>(parse_ms(flag, value()).count());
-    else if (flag == "--port-file")
-      a.port_file = value();
-    else
+    if (flag.substr(0, 2) != "--") {
+      throw qkdn::InvalidArgument("unexpected argument '" + std::string(flag) + "' (see --help)");
+    }
+    const auto name = flag.substr(2);
+    if (name == "config") {
+      ++i;
+      continue;
+    }
+    std::string_view value;
+    if (!is_switch(name)) {
+      if (i + 1 >= args.size()) throw qkdn::InvalidArgument(std::string(flag) + ": missing value");
+      value = args[++i];
+    }
+    if (!apply_option(name, value, a)) {
       throw qkdn::InvalidArgument("unknown option '" + std::string(flag) + "' (see --help)");
+    }
   }
-  if (a.topology_file.empty()) throw qkdn::InvalidArgument("--topology FILE is required");
+  auto& o = a.options;
+  if (a.topology_file.empty() && o.store_dsn.empty()) {
+    throw qkdn::InvalidArgument("--topology FILE is required (or a --store-dsn that holds one)");
+  }
+  if (o.topology_override && a.topology_file.empty()) {
+    throw qkdn::InvalidArgument("--topology-override needs --topology FILE");
+  }
   if (o.insecure_ck &&
       (!o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty())) {
     throw qkdn::InvalidArgument("--insecure-ck and --tls-* are mutually exclusive");
   }
   return true;
+}
+
+void write_port_file(const std::string& path, std::uint16_t port, std::string_view flag) {
+  // Written whole and renamed, so that a script polling for the file never reads half of it.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    if (!out) throw qkdn::InvalidArgument(std::string(flag) + ": cannot write '" + path + "'");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw qkdn::InvalidArgument(std::string(flag) + ": cannot write '" + path + "'");
+  }
+}
+
+std::string host_text(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
 }  // namespace
@@ -141,7 +297,9 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    args.options.topology = qkdn::southbound::load_topology_file(args.topology_file);
+    if (!args.topology_file.empty()) {
+      args.options.topology = qkdn::southbound::load_topology_file(args.topology_file);
+    }
   } catch (const std::exception& e) {
     std::cerr << "qkdn-controller: " << e.what() << "\n";
     return 2;
@@ -158,21 +316,24 @@ int main(int argc, char** argv) {
 
   try {
     qkdn::service::ControllerService service(args.options);
+    service.set_command_handler(qkdn::service::make_key_supply_handler());
+    qkdn::northbound::ApiServer api(service, args.api);
     service.start();
-    const auto host = args.options.listen_host;
-    service.log("ck listening on " +
-                (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+    service.log("ck listening on " + host_text(args.options.listen_host) + ":" +
                 std::to_string(service.port()) +
                 (args.options.insecure_ck ? " (INSECURE plain TCP)" : " (TLS 1.3, mutual)"));
-    if (!args.port_file.empty()) {
-      std::ofstream out(args.port_file, std::ios::trunc);
-      out << service.port() << "\n";
-      if (!out) throw qkdn::InvalidArgument("--port-file: cannot write '" + args.port_file + "'");
+    api.start();
+    service.log("api listening on " + args.api.listen.substr(0, args.api.listen.rfind(':')) + ":" +
+                std::to_string(api.port()) + (args.api.tls_cert.empty() ? " (HTTP)" : " (HTTPS)"));
+    if (!args.port_file.empty()) write_port_file(args.port_file, service.port(), "--port-file");
+    if (!args.api_port_file.empty()) {
+      write_port_file(args.api_port_file, api.port(), "--api-port-file");
     }
     int sig = 0;
     sigwait(&stop_signals, &sig);
     service.log(std::string("qkdn-controller: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
                 ", stopping");
+    api.stop();
     service.stop();
   } catch (const std::exception& e) {
     std::cerr << "qkdn-controller: " << e.what() << "\n";
