@@ -1,0 +1,371 @@
+// Routing and key supply through the real Ck server: the service in-process on 127.0.0.1:0 with
+// the key-supply handler, fake KMs over TCP answering reservations, allocations, relay requests
+// and session notifications (ck-protocol.md clauses 4 and 6).
+#include <gtest/gtest.h>
+
+#include "qkdn/controller/error.hpp"
+#include "service_test_support.hpp"
+
+namespace qkdn::test {
+namespace {
+
+using controller::LedgerState;
+using controller::RelayState;
+
+std::string metrics_text(ServiceHarness& h) { return h.svc().metrics().serialize(); }
+
+double relays_total(ServiceHarness& h, const std::string& result) {
+  return metric_value(metrics_text(h), R"(qkdn_key_relays_total{result=")" + result + R"("})");
+}
+
+// The relay's 0x4104 as the source KM received it (the first one after `skip`).
+ck::KeyRelayRequest relay_request(FakeKm& km, std::size_t index = 0) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto all = km.received(0x4104);
+    if (all.size() > index) return decode_as<ck::KeyRelayRequest>(all[index]);
+    std::this_thread::sleep_for(5ms);
+  }
+  throw std::runtime_error(km.id() + ": no 0x4104 #" + std::to_string(index));
+}
+
+// 0x1401 answers the first hop of the standing route, by KMA and by application, with the
+// controller epoch; an unknown application is an Error.
+TEST(ServiceRouting, NextHopByKmaAndApplication) {
+  const auto topo = chain_topology(4);
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  auto& km1 = *kms["KM1"];
+
+  const auto id = km1.send(0x1401, R"({"destination_kma_id":"KM4"})");
+  auto f = km1.answer_to(id);
+  ASSERT_TRUE(f);
+  ASSERT_EQ(f->command, 0x4102) << f->payload;
+  auto r = decode_as<ck::KeyRelayNextHopResponse>(*f);
+  ASSERT_FALSE(r.next_kma_ids.empty());
+  EXPECT_EQ(r.next_kma_ids.front(), "KM2");
+  EXPECT_EQ(r.destination_kma_id, "KM4");
+  EXPECT_EQ(r.controller_epoch, h.svc().controller_epoch());
+
+  const auto id2 = km1.send(0x1401, R"({"application_destination_id":"SAE3"})");
+  f = km1.answer_to(id2);
+  ASSERT_TRUE(f);
+  r = decode_as<ck::KeyRelayNextHopResponse>(*f);
+  EXPECT_EQ(r.destination_kma_id, "KM3");
+  EXPECT_EQ(r.next_kma_ids, std::vector<std::string>{"KM2"});
+
+  // A transit KM asking for the route's source: routes onwards, never back.
+  auto& km2 = *kms["KM2"];
+  const auto id3 = km2.send(0x1401, R"({"source_kma_id":"KM1","destination_kma_id":"KM4"})");
+  f = km2.answer_to(id3);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(decode_as<ck::KeyRelayNextHopResponse>(*f).next_kma_ids,
+            std::vector<std::string>{"KM3"});
+
+  const auto id4 = km1.send(0x1401, R"({"application_destination_id":"NOBODY"})");
+  f = km1.answer_to(id4);
+  ASSERT_TRUE(f);
+  ASSERT_EQ(f->command, 0x41EF);
+  EXPECT_EQ(decode_as<ck::ErrorMessage>(*f).error, "unknown_application");
+  EXPECT_GT(metric_value(metrics_text(h), "qkdn_route_computation_seconds_count"), 0);
+}
+
+// No usable route (the far KM is not connected): an empty next_kma_ids, not an error.
+TEST(ServiceRouting, NoRouteIsEmptyNextHops) {
+  const auto topo = chain_topology(3);
+  ServiceHarness h(topo);
+  FakeKm km1(h.port(), "KM1", links_of(topo, "KM1"));
+  const auto id = km1.send(0x1401, R"({"destination_kma_id":"KM3"})");
+  auto f = km1.answer_to(id);
+  ASSERT_TRUE(f);
+  ASSERT_EQ(f->command, 0x4102) << f->payload;
+  EXPECT_TRUE(decode_as<ck::KeyRelayNextHopResponse>(*f).next_kma_ids.empty());
+}
+
+// A full relay over a 3-hop route: 0x410A and 0x410C to each hop's near KM, then 0x4104 to the
+// source with transit KMs and hop keys; its OK consumes every hop key and moves the metrics.
+TEST(ServiceKeySupply, FullRelayOverThreeHops) {
+  const auto topo = chain_topology(4);
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  auto& km1 = *kms["KM1"];
+
+  const auto notification = km1.request_relay("KM4", 2);
+  const auto req = relay_request(km1);
+  EXPECT_EQ(req.destination_kma_id, "KM4");
+  EXPECT_EQ(req.transit_kma_ids, (std::vector<std::string>{"KM2", "KM3"}));
+  EXPECT_EQ(req.notification_message_id, notification);
+  ASSERT_TRUE(req.key_relay_request_id);
+  ASSERT_EQ(req.hop_keys.size(), 3u);
+  EXPECT_EQ(req.hop_keys[0].kma_id, "KM1");
+  EXPECT_EQ(req.hop_keys[0].next_kma_id, "KM2");
+  EXPECT_EQ(req.hop_keys[2].kma_id, "KM3");
+  EXPECT_EQ(req.hop_keys[2].next_kma_id, "KM4");
+  EXPECT_EQ(req.controller_epoch, h.svc().controller_epoch());
+  // Every hop's near KM reserved and allocated; the far end of the route was asked nothing.
+  for (const char* km : {"KM1", "KM2", "KM3"}) {
+    ASSERT_EQ(kms[km]->received(0x410A).size(), 1u) << km;
+    const auto res = decode_as<ck::KeyReservationRequest>(kms[km]->received(0x410A)[0]);
+    EXPECT_EQ(res.source_kma_id, "KM1");
+    EXPECT_EQ(res.destination_kma_id, "KM4");
+    EXPECT_EQ(res.number_of_keys, 2);
+    EXPECT_TRUE(res.controller_epoch);
+    ASSERT_TRUE(kms[km]->wait_for(0x410C)) << km;
+  }
+  EXPECT_TRUE(kms["KM4"]->received(0x410A).empty());
+  std::vector<std::string> keys;
+  for (const auto& hk : req.hop_keys) keys.insert(keys.end(), hk.key_ids.begin(), hk.key_ids.end());
+  ASSERT_EQ(keys.size(), 6u);
+
+  const auto relay_id = *req.key_relay_request_id;
+  ASSERT_TRUE(h.wait_core([&](service::Core& c) {
+    const auto* r = c.relays.find(relay_id);
+    return r != nullptr && r->state == RelayState::kRelayed;
+  })) << h.log_text();
+  h.core([&](service::Core& c) {
+    for (const auto& k : keys) EXPECT_EQ(c.ledger.state_of(k), LedgerState::kConsumed) << k;
+    EXPECT_EQ(c.ledger.live_count(), 0u);
+    return 0;
+  });
+  const auto text = metrics_text(h);
+  EXPECT_EQ(relays_total(h, "relayed"), 1);
+  EXPECT_EQ(metric_value(text, R"(qkdn_key_reservations_total{result="consumed"})"), 6);
+  EXPECT_EQ(metric_value(text, R"(qkdn_key_reservations_total{result="reserved"})"), 6);
+  EXPECT_EQ(metric_value(text, "qkdn_key_relay_duration_seconds_count"), 1);
+  EXPECT_GT(
+      metric_value(text, R"(qkdn_ck_messages_total{command="key_relay_request",direction="out"})"),
+      0);
+  // The 0x1403 got no Error: its answer is the 0x4104.
+  EXPECT_FALSE(km1.answer_to(notification, 100ms));
+}
+
+// A hop that refuses its reservation voids the attempt: the next route is tried, and the keys
+// the first attempt held are released.
+TEST(ServiceKeySupply, RefusedReservationTriesNextRoute) {
+  const auto topo = diamond_topology();
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  FakeKm::Behavior refuse;
+  refuse.refuse_reservation = true;
+  kms["KM2"]->set_behavior(refuse);
+
+  kms["KM1"]->request_relay("KM4");
+  const auto req = relay_request(*kms["KM1"]);
+  EXPECT_EQ(req.transit_kma_ids, std::vector<std::string>{"KM3"});
+  ASSERT_EQ(kms["KM2"]->received(0x410A).size(), 1u);  // the first route was tried
+  EXPECT_TRUE(kms["KM2"]->received(0x410C).empty());
+  ASSERT_TRUE(h.wait_core([](service::Core& c) {
+    std::size_t relayed = 0;
+    std::size_t voided = 0;
+    for (const auto& r : c.relays.list()) {
+      relayed += r.state == RelayState::kRelayed;
+      voided += r.state == RelayState::kVoided;
+    }
+    return relayed == 1 && voided == 1 && c.ledger.live_count() == 0;
+  })) << h.log_text();
+  // The KM1 keys reserved for the voided attempt were released, never consumed.
+  h.core([&](service::Core& c) {
+    const auto first_keys = kms["KM1"]->reserved_keys();
+    EXPECT_EQ(first_keys.size(), 2u);
+    EXPECT_EQ(c.ledger.state_of(first_keys[0]), LedgerState::kReleased);
+    EXPECT_EQ(c.ledger.state_of(first_keys[1]), LedgerState::kConsumed);
+    return 0;
+  });
+  EXPECT_EQ(relays_total(h, "voided"), 1);
+  EXPECT_EQ(metric_value(metrics_text(h), R"(qkdn_key_reservations_total{result="refused"})"), 1);
+}
+
+// A KM of the route vanishing mid-relay (at allocation): the relay fails, every key is
+// released, the 0x1403 gets an Error with its MessageID and nothing is ever relayed.
+TEST(ServiceKeySupply, KmVanishingMidRelayFailsAndReleases) {
+  const auto topo = chain_topology(3);
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  FakeKm::Behavior vanish;
+  vanish.vanish_on_allocation = true;
+  kms["KM2"]->set_behavior(vanish);
+
+  const auto id = kms["KM1"]->request_relay("KM3", 3);
+  auto f = kms["KM1"]->answer_to(id);
+  ASSERT_TRUE(f) << h.log_text();
+  ASSERT_EQ(f->command, 0x41EF) << f->payload;
+  const auto e = decode_as<ck::ErrorMessage>(*f);
+  EXPECT_EQ(e.message_id, id);
+  EXPECT_TRUE(e.error == "no_route" || e.error == "timeout") << e.error;
+  ASSERT_TRUE(h.wait_core([](service::Core& c) { return c.ledger.live_count() == 0; }));
+  h.core([&](service::Core& c) {
+    std::size_t failed = 0;
+    for (const auto& r : c.relays.list()) {
+      EXPECT_NE(r.state, RelayState::kRelayed);
+      failed += r.state == RelayState::kFailed;
+    }
+    EXPECT_EQ(failed, 1u);
+    for (const auto* km : {"KM1", "KM2"}) {
+      for (const auto& k : kms[km]->reserved_keys()) {
+        EXPECT_EQ(c.ledger.state_of(k), LedgerState::kReleased);
+      }
+    }
+    return 0;
+  });
+  EXPECT_TRUE(kms["KM1"]->received(0x4104).empty());
+  EXPECT_EQ(relays_total(h, "relayed"), 0);
+  EXPECT_EQ(relays_total(h, "failed"), 1);
+}
+
+// A KM that answers 0x4104 with NG: the relay fails, its keys are released (never reused).
+TEST(ServiceKeySupply, RelayNgReleasesKeys) {
+  const auto topo = chain_topology(3);
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  FakeKm::Behavior ng;
+  ng.relay_response = "NG: peer unreachable";
+  kms["KM1"]->set_behavior(ng);
+  kms["KM1"]->request_relay("KM3");
+  const auto req = relay_request(*kms["KM1"]);
+  ASSERT_TRUE(h.wait_core([&](service::Core& c) {
+    const auto* r = c.relays.find(*req.key_relay_request_id);
+    return r != nullptr && r->state == RelayState::kFailed && c.ledger.live_count() == 0;
+  }));
+  h.core([&](service::Core& c) {
+    for (const auto& hk : req.hop_keys) {
+      for (const auto& k : hk.key_ids) EXPECT_EQ(c.ledger.state_of(k), LedgerState::kReleased);
+    }
+    return 0;
+  });
+}
+
+// 0x1406: the destination KM is notified (0x4108), answers 0x1409 OK, and the source gets
+// 0x4107 OK naming it; relays of the session count its keys and account them per SAE.
+TEST(ServiceKeySupply, SessionCreationAndDelivery) {
+  const auto topo = chain_topology(3);
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  auto& km1 = *kms["KM1"];
+
+  const auto id = km1.send(
+      0x1406,
+      R"({"application_source_id":"SAE1","application_destination_id":"SAE3","number_of_keys":4})");
+  auto f = km1.answer_to(id);
+  ASSERT_TRUE(f) << h.log_text();
+  ASSERT_EQ(f->command, 0x4107) << f->payload;
+  const auto resp = decode_as<ck::SessionCreationResponse>(*f);
+  EXPECT_EQ(resp.response, "OK");
+  EXPECT_EQ(resp.destination_km_id, "KM3");
+  EXPECT_EQ(resp.controller_epoch, h.svc().controller_epoch());
+  auto note = kms["KM3"]->wait_for(0x4108);
+  ASSERT_TRUE(note);
+  const auto n = decode_as<ck::SessionCreationNotification>(*note);
+  EXPECT_EQ(n.session_id, resp.session_id);
+  EXPECT_EQ(n.source_km_id, "KM1");
+  EXPECT_EQ(n.number_of_keys, 4);
+  EXPECT_TRUE(n.controller_epoch);
+
+  km1.request_relay("KM3", 4);
+  const auto req = relay_request(km1);
+  ASSERT_TRUE(h.wait_core([&](service::Core& c) {
+    const auto* s = c.sessions.find(resp.session_id);
+    return s != nullptr && s->keys_delivered == 4;
+  })) << h.log_text();
+  const auto rows = [&] {
+    auto op = h.svc().accounting(SysTime{}, SysTime::max(), "SAE1");
+    return net::co_spawn(h.svc().core_executor(), std::move(op), net::use_future).get();
+  }();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].keys, 4);
+  EXPECT_EQ(rows[0].key_bytes, 4 * 256 / 8);
+  EXPECT_EQ(rows[0].session_id, resp.session_id);
+
+  // An unknown application is refused with NG, and nothing is notified.
+  const auto id2 =
+      km1.send(0x1406, R"({"application_source_id":"SAE1","application_destination_id":"NOBODY"})");
+  f = km1.answer_to(id2);
+  ASSERT_TRUE(f);
+  ASSERT_EQ(f->command, 0x4107);
+  EXPECT_EQ(decode_as<ck::SessionCreationResponse>(*f).response.rfind("NG: unknown_application", 0),
+            0u);
+}
+
+// A QBER alarm on a link of a standing route reroutes it (qkdn_reroutes_total{reason="qber"})
+// and the next 0x1403 avoids the link.
+TEST(ServiceRerouting, QberAlarmReroutesStandingRoute) {
+  const auto topo = diamond_topology();
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  auto& km1 = *kms["KM1"];
+  const auto qber = [&] {
+    return metric_value(metrics_text(h), R"(qkdn_reroutes_total{reason="qber"})");
+  };
+  const double before = qber();
+  EXPECT_EQ(before, 0);
+
+  km1.request_relay("KM4");
+  EXPECT_EQ(relay_request(km1, 0).transit_kma_ids, std::vector<std::string>{"KM2"});
+  km1.send(0x14E4, R"({"kma_id":"KM1","alarm":"qber_high","link_id":"L12","severity":"major",)"
+                   R"("value":0.2,"timestamp":"2026-01-01T00:00:00Z"})");
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (qber() < before + 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(qber(), before + 1) << h.log_text();
+
+  km1.request_relay("KM4");
+  const auto second = relay_request(km1, 1);
+  EXPECT_EQ(second.transit_kma_ids, std::vector<std::string>{"KM3"});
+  for (const auto& hk : second.hop_keys) EXPECT_NE(hk.link_id, "L12");
+}
+
+// fixed_rate: the pair's standing instruction goes to its source KM as 0x41E5, with the
+// controller epoch and the project extension; the KM's 0x14E6 is accepted.
+TEST(ServiceRerouting, FixedRateSendsRelayInstructions) {
+  const auto topo = chain_topology(3);
+  service::ServiceOptions o;
+  controller::ReroutingPolicy policy;
+  policy.mode = controller::RerouteMode::kFixedRate;
+  o.policy = policy;
+  ServiceHarness h(topo, o);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  // Routing a pair makes it known to the plan.
+  kms["KM1"]->send(0x1401, R"({"destination_kma_id":"KM3"})");
+  auto f = kms["KM1"]->wait_for(0x41E5);
+  ASSERT_TRUE(f) << h.log_text();
+  const auto inst = decode_as<ck::RelayInstruction>(*f);
+  EXPECT_EQ(inst.destination_kma_id, "KM3");
+  EXPECT_EQ(inst.transit_kma_ids, std::vector<std::string>{"KM2"});
+  EXPECT_GE(inst.number_of_keys, 1);
+  EXPECT_EQ(inst.controller_epoch, h.svc().controller_epoch());
+  ASSERT_TRUE(inst.extension);
+  EXPECT_NE(inst.extension->find("\"interval_s\""), std::string::npos);
+  const auto instructions = h.core([](service::Core& c) { return c.rerouting.instructions(); });
+  EXPECT_FALSE(instructions.empty());
+  // The KM answered 0x14E6: no protocol error came of it.
+  EXPECT_EQ(h.svc().counters().protocol_errors.count("unexpected_response"), 0u);
+}
+
+// A KM reconnecting gets its standing instructions again, after its register response.
+TEST(ServiceRerouting, InstructionsResentOnRegistration) {
+  const auto topo = chain_topology(3);
+  service::ServiceOptions o;
+  controller::ReroutingPolicy policy;
+  policy.mode = controller::RerouteMode::kFixedRate;
+  o.policy = policy;
+  ServiceHarness h(topo, o);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  kms["KM1"]->send(0x1401, R"({"destination_kma_id":"KM3"})");
+  ASSERT_TRUE(kms["KM1"]->wait_for(0x41E5));
+  kms["KM1"]->stop();
+  ASSERT_TRUE(h.wait_core([](service::Core& c) { return !c.network.find_km("KM1")->connected; }));
+  FakeKm again(h.port(), "KM1", links_of(topo, "KM1"));
+  EXPECT_TRUE(again.wait_for(0x41E5)) << h.log_text();
+}
+
+}  // namespace
+}  // namespace qkdn::test
