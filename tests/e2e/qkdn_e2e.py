@@ -109,8 +109,19 @@ class Processes:
 
 
 def make_certs(dest, topology):
-    subprocess.run([os.path.join(ROOT, "scripts", "dev-ca.sh"), "--out", dest,
-                    "--topology", topology], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([os.path.join(ROOT, "scripts", "dev-ca.sh"), "--topology", topology, dest],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def make_token(tokens_file, name, role):
+    """Makes a bearer token with scripts/make-token.sh, appends its hash line to tokens_file and
+    returns the token."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "make-token.sh"), name, role], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    token = out[0].split(": ", 1)[1].strip()
+    with open(tokens_file, "a") as f:
+        f.write(out[-1].strip() + "\n")
+    return token
 
 
 class Api:

@@ -10,7 +10,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qkdn_e2e import (Api, Processes, TOPOLOGIES, binary, load_topology, log, make_certs,
-                      read_port_file, wait_for)
+                      make_token, read_port_file, wait_for)
 
 HEARTBEAT_MS = 500
 POLL = 0.05
@@ -28,22 +28,25 @@ def main():
         make_certs(certs, topo_path)
         ck_port_file = os.path.join(ps.dir, "ck.port")
         api_port_file = os.path.join(ps.dir, "api.port")
+        tokens = os.path.join(ps.dir, "tokens")
+        viewer = make_token(tokens, "e2e-viewer", "viewer")
         ctl = ps.start("controller", [
             controller, "--topology", topo_path,
             "--ck-listen", "127.0.0.1:0", "--port-file", ck_port_file,
             "--api-listen", "127.0.0.1:0", "--api-port-file", api_port_file,
-            "--tls-ca", f"{certs}/ca.crt", "--tls-cert", f"{certs}/qkdn-controller.crt",
-            "--tls-key", f"{certs}/qkdn-controller.key",
+            "--api-tokens", tokens,
+            "--tls-ca", f"{certs}/ca.pem", "--tls-cert", f"{certs}/controller.pem",
+            "--tls-key", f"{certs}/controller.key",
             "--heartbeat-interval-ms", str(HEARTBEAT_MS), "--status-interval-ms", "500"])
         ck_port = read_port_file(ck_port_file, ctl)
-        api = Api(read_port_file(api_port_file, ctl))
+        api = Api(read_port_file(api_port_file, ctl), viewer)
         assert all(not k["connected"] for k in api.items("/api/v1/kms"))
 
         start = time.monotonic()
         ag = ps.start("agent", [
             agent, "--topology", topo_path, "--all",
             "--controller", f"127.0.0.1:{ck_port}",
-            "--tls-ca", f"{certs}/ca.crt", "--tls-cert-dir", certs])
+            "--tls-ca", f"{certs}/ca.pem", "--tls-cert-dir", f"{certs}/km"])
 
         def all_connected():
             kms = api.items("/api/v1/kms")

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The demo network: installs what is missing, builds, then runs a private PostgreSQL, the
+# controller, and one agent hosting every KM of a sample network; shows live key pools, drives
+# key traffic, injects a QBER fault that triggers a reroute, and prints the URLs to look at.
+#
+# Usage: scripts/demo.sh [--topology FILE] [--duration SECONDS] [--no-build]
+#   --topology FILE     network to run (default tests/data/topologies/tokyo-qkd.json)
+#   --duration SECONDS  stop after this long (default: run until Ctrl-C; 0 = stop after the tour)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+topology="$root/tests/data/topologies/germany50.json"
+duration=""
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --topology) topology=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -f "$topology" ] || { echo "demo.sh: no topology file '$topology'" >&2; exit 2; }
+
+if [ "$build" = 1 ]; then
+  "$root/scripts/install-deps.sh"
+  "$root/scripts/build.sh" "$root/build"
+fi
+bin="$root/build"
+work="$root/build/demo"
+mkdir -p "$work"
+chmod 0711 "$root/build" "$work" 2>/dev/null || true
+pids=()
+cleanup() {
+  echo "demo: stopping"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  "$root/scripts/pg-private.sh" stop "$work/pg" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "demo: certificates"
+"$root/scripts/dev-ca.sh" --topology "$topology" "$work/pki" >/dev/null
+echo "demo: private PostgreSQL"
+dsn=$("$root/scripts/pg-private.sh" start "$work/pg" | tail -1)
+if [ ! -s "$work/admin.token" ]; then
+  out=$("$root/scripts/make-token.sh" demo-admin admin)
+  echo "$out" | sed -n 's/^token: //p' > "$work/admin.token"
+  echo "$out" | tail -1 > "$work/tokens"
+  chmod 600 "$work/admin.token"
+fi
+
+rm -f "$work/ck.port" "$work/api.port"
+"$bin/controller/qkdn-controller" --topology "$topology" --topology-override \
+  --ck-listen 127.0.0.1:0 --port-file "$work/ck.port" \
+  --api-listen 127.0.0.1:0 --api-port-file "$work/api.port" --api-tokens "$work/tokens" \
+  --tls-ca "$work/pki/ca.pem" --tls-cert "$work/pki/controller.pem" \
+  --tls-key "$work/pki/controller.key" --store-dsn "$dsn" \
+  --heartbeat-interval-ms 1000 --status-interval-ms 1000 2> "$work/controller.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/ck.port" ] && [ -s "$work/api.port" ] && break; sleep 0.1; done
+[ -s "$work/api.port" ] || { echo "demo: controller did not start; see $work/controller.log" >&2; tail -5 "$work/controller.log" >&2; exit 1; }
+ck=$(cat "$work/ck.port"); api=$(cat "$work/api.port")
+
+etsi_flags=""
+if "$bin/southbound/qkdn-agent" --help 2>&1 | grep -q -- --etsi-insecure; then etsi_flags="--etsi-insecure"; fi
+"$bin/southbound/qkdn-agent" --topology "$topology" --all --controller "127.0.0.1:$ck" \
+  --tls-ca "$work/pki/ca.pem" --tls-cert-dir "$work/pki/km" --admin-listen 127.0.0.1:0 $etsi_flags \
+  > "$work/agent.out" 2> "$work/agent.log" &
+pids+=($!)
+
+export QKDN_API="http://127.0.0.1:$api"
+export QKDN_TOKEN_FILE="$work/admin.token"
+python3 "$root/scripts/demo_tour.py" --api "$QKDN_API" --token-file "$work/admin.token" \
+  --agent-out "$work/agent.out" --topology "$topology"
+
+cat <<TXT
+
+demo: running.
+  northbound API   $QKDN_API/api/v1/health   (token: $work/admin.token)
+  OpenAPI          $QKDN_API/api/v1/openapi.json
+  metrics          $QKDN_API/metrics
+  CLI              QKDN_API=$QKDN_API QKDN_TOKEN_FILE=$work/admin.token $bin/northbound/qkdnctl link list
+  logs             $work/controller.log  $work/agent.log
+TXT
+if [ -z "$duration" ]; then
+  echo "Press Ctrl-C to stop."
+  wait "${pids[0]}"
+elif [ "$duration" != 0 ]; then
+  sleep "$duration"
+fi

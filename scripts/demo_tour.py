@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""The demo's guided tour (called by scripts/demo.sh): waits for the network to come up, shows
+live key pools and a route, drives key traffic where the agents offer ETSI GS QKD 014, then raises
+the QBER of a link on the route and shows the alarm and the new route."""
+
+import argparse
+import json
+import re
+import sys
+import time
+
+import requests
+
+
+def say(msg):
+    print(f"demo: {msg}", flush=True)
+
+
+class Api:
+    def __init__(self, base, token):
+        self.base = base
+        self.s = requests.Session()
+        self.s.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path, **params):
+        r = self.s.get(self.base + path, params=params, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def items(self, path, **params):
+        out, cursor = [], None
+        while True:
+            q = dict(params)
+            if cursor:
+                q["cursor"] = cursor
+            page = self.get(path, **q)
+            out.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
+
+def wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"demo: timed out waiting for {what}")
+
+
+def agent_ports(path, timeout=30):
+    """admin port and ETSI 014 endpoints from the agent's stdout."""
+    def ready():
+        text = open(path).read()
+        return text if "agent ready" in text else None
+    text = wait(ready, timeout, "the agent")
+    admin = int(re.search(r"admin listening on [\d.]+:(\d+)", text).group(1))
+    etsi = dict(re.findall(r"etsi (\S+) listening on (\S+)", text))
+    return admin, etsi
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--api", required=True)
+    ap.add_argument("--token-file", required=True)
+    ap.add_argument("--agent-out", required=True)
+    ap.add_argument("--topology", required=True)
+    a = ap.parse_args()
+    api = Api(a.api, open(a.token_file).read().strip())
+    topo = json.load(open(a.topology))
+    n = len(topo["kms"])
+
+    wait(lambda: api.get("/api/v1/health"), 20, "the controller API")
+    admin, etsi = agent_ports(a.agent_out)
+    wait(lambda: sum(k["connected"] for k in api.items("/api/v1/kms")) == n, 30,
+         f"{n} KMs to register")
+    say(f"all {n} KMs registered over mutual TLS")
+    wait(lambda: sum(l["stored_key_bits"] > 0 for l in api.items("/api/v1/links")) > 0, 20,
+         "key pools")
+    links = sorted(api.items("/api/v1/links"), key=lambda l: -l["stored_key_bits"])
+    say("fullest key pools:")
+    print(f"  {'link':28} {'state':6} {'pool':>10} {'rate':>12} {'qber':>6}")
+    for l in links[:8]:
+        print(f"  {l['link_id']:28} {l['oper_state']:6} {l['stored_key_bits'] // 8:>8} B "
+              f"{l['key_rate_bps']:>9.0f} b/s {l['qber']:>6.3f}")
+
+    apps = {app["km_id"]: app["sae_id"] for app in topo.get("applications", [])}
+    src, dst = topo["kms"][0]["km_id"], topo["kms"][-1]["km_id"]
+    if "Aachen" in apps and "Dresden" in apps:
+        src, dst = "Aachen", "Dresden"
+    route = api.get("/api/v1/routes", src=src, dst=dst, k=2)["items"]
+    if not route:
+        say(f"no route {src} -> {dst} yet")
+        return
+    best = route[0]
+    say(f"route {src} -> {dst}: {' -> '.join(best['kms'])} (cost {best['cost']:.2f})")
+
+    def traffic(rounds):
+        if src not in etsi or dst not in apps or src not in apps:
+            return 0
+        got = 0
+        for _ in range(rounds):
+            r = requests.get(f"http://{etsi[src]}/api/v1/keys/{apps[dst]}/enc_keys",
+                             params={"number": 4, "size": 256},
+                             headers={"X-SAE-ID": apps[src]}, timeout=10)
+            if r.status_code == 200:
+                got += len(r.json()["keys"])
+        return got
+
+    if etsi:
+        say(f"key traffic: {traffic(10)} keys delivered {apps.get(src)} -> {apps.get(dst)} "
+            "through ETSI GS QKD 014")
+    else:
+        say("the agents offer no ETSI GS QKD 014 listener in this build: no key traffic")
+
+    victim = best["links"][0]
+    say(f"fault: raising the QBER of {victim} to 0.2 (threshold 0.11)")
+    requests.post(f"http://127.0.0.1:{admin}/admin/links/{victim}", json={"qber": 0.2},
+                  timeout=5).raise_for_status()
+    alarm = wait(lambda: [x for x in api.items("/api/v1/alarms")
+                          if x.get("type") == "qber_high" and x.get("state") == "active"],
+                 15, "the qber_high alarm")
+    say(f"alarm raised: {alarm[0]['type']} on {alarm[0]['resource']} ({alarm[0]['severity']})")
+    new = wait(lambda: [r for r in api.get("/api/v1/routes", src=src, dst=dst)["items"]
+                        if victim not in r["links"]], 15, "a route avoiding the link")
+    say(f"new route {src} -> {dst}: {' -> '.join(new[0]['kms'])}")
+    if etsi:
+        say(f"key traffic after the fault: {traffic(5)} keys delivered")
+    metrics = requests.get(a.api + "/metrics", timeout=5).text
+    for line in metrics.splitlines():
+        if line.startswith("qkdn_reroutes_total") and not line.endswith(" 0"):
+            say(f"metric {line}")
+
+
+if __name__ == "__main__":
+    main()
