@@ -1,0 +1,1654 @@
+// qkdnctl: the operator command line over the northbound REST API (DESIGN.md section 4).
+//
+// One file on purpose: the CLI is a thin client (Beast + Asio + Boost.JSON + OpenSSL) and one
+// translation unit keeps the build cheap. It never links the controller libraries.
+
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+using tcp = net::ip::tcp;
+
+constexpr const char* kVersion = "qkdnctl 0.1.0";
+constexpr std::size_t kMaxPage = 1000;  // the server's max_page_limit
+
+enum ExitCode : int {
+  kOk = 0,
+  kFailure = 1,
+  kUsage = 2,
+  kNotFound = 3,
+  kAuth = 4,
+  kConflict = 5,
+  kUnavailable = 6,
+};
+
+/// Anything a command cannot do; carries the process exit code and one readable line.
+class CliError : public std::runtime_error {
+ public:
+  CliError(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  int code() const { return code_; }
+
+ private:
+  int code_;
+};
+
+[[noreturn]] void usage_error(const std::string& message) { throw CliError(kUsage, message); }
+
+// ---- help texts ---------------------------------------------------------------------------------
+
+constexpr const char* kMainHelp =
+    R"(qkdnctl - operator CLI for the QKDN controller's northbound REST API
+
+Usage: qkdnctl [global options] NOUN [VERB] [arguments] [options]
+
+Commands:
+  health                                 controller liveness, store and Ck listener state
+  topology get | apply -f FILE           export / apply the whole topology document (-f - = stdin)
+  km list | show ID | add ID [--site S] | set ID --site S | delete ID
+  link list | show ID | add ID A B [...] | set ID [...] | delete ID
+  app list                               applications (SAEs) and the KM serving each
+  route show SRC DST [--k N] [--metric M] [--explain]
+  pin list | set SRC DST KM... | delete SRC DST
+  policy get | set MODE [--param k=v ...] [--pair SRC DST] | unset SRC DST
+  schedule list | add SRC DST --keys N --not-before T --not-after T | delete ID
+  session list | show ID
+  relay list | show ID
+  alarm list [--active] | show ID | ack ID | clear ID
+  accounting [--sae ID] [--from T] [--to T] [--group-by G]
+  audit [--limit N]
+  metrics                                Prometheus text, raw
+  help [NOUN]                            this text, or a noun's help with examples
+
+Global options (anywhere on the line):
+  --api URL          API base URL (default: $QKDN_API, else http://127.0.0.1:8080)
+  --token-file FILE  read the bearer token from FILE (else $QKDN_TOKEN, else the file named by
+                     $QKDN_TOKEN_FILE); there is deliberately no --token flag
+  -o, --output FMT   table (default, for people) or json (for scripts)
+  --timeout SECONDS  per-request deadline (default 30)
+  --cacert FILE      CA certificate(s) to verify an https API (default: system store)
+  --limit N          list commands: stop after N items (default: follow next_cursor to the end)
+  -h, --help         help; `qkdnctl NOUN --help` shows a noun's verbs and examples
+  --version          print the version
+
+Exit codes:
+  0  ok
+  1  server-side or other error
+  2  usage error (bad command line, or the server answered 400/422)
+  3  not found (404)
+  4  authentication or authorization (401/403, or no token)
+  5  conflict or failed precondition (409/412)
+  6  unavailable (503, connection refused, timeout)
+
+Errors (RFC 9457 problem+json) are printed on stderr as one line: error 404: KM 'X' not found
+
+Examples:
+  export QKDN_API=https://ctl.example:8443 QKDN_TOKEN_FILE=~/.qkdn/admin.token
+  qkdnctl topology apply -f net.json
+  qkdnctl link list
+  qkdnctl route show KM1 KM5 --k 3 --explain
+  qkdnctl --output json route show KM1 KM5 | jq '.items[0].kms'
+  qkdnctl policy set traffic_adaptive
+  qkdnctl alarm ack 17
+)";
+
+const std::map<std::string, std::string>& noun_help() {
+  static const std::map<std::string, std::string> help{
+      {"health", R"(qkdnctl health - controller liveness and readiness
+
+Usage: qkdnctl health
+Example:
+  qkdnctl health
+  qkdnctl -o json health | jq .status
+)"},
+      {"topology", R"(qkdnctl topology - the whole topology document (DESIGN.md section 5)
+
+Usage:
+  qkdnctl topology get                 print the current document (JSON)
+  qkdnctl topology apply -f FILE       replace the topology (PUT /api/v1/topology); -f - = stdin
+Examples:
+  qkdnctl topology get > backup.json
+  qkdnctl topology apply -f tests/data/topologies/germany50.json
+  generate-net | qkdnctl topology apply -f -
+)"},
+      {"km", R"(qkdnctl km - key managers
+
+Usage:
+  qkdnctl km list [--connected true|false]
+  qkdnctl km show ID
+  qkdnctl km add ID [--site SITE]
+  qkdnctl km set ID --site SITE
+  qkdnctl km delete ID
+Examples:
+  qkdnctl km list
+  qkdnctl km add KM9 --site Shinagawa
+)"},
+      {"link", R"(qkdnctl link - QKD/KMA links, key pools, QBER and states
+
+Usage:
+  qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]
+  qkdnctl link show ID
+  qkdnctl link add ID A B [--key-rate-bps R] [--distance-km D] [--qber Q]
+  qkdnctl link set ID [--admin-state enabled|disabled|maintenance] [--qber-threshold X|default]
+                      [--pool-floor-bits N|default] [--key-rate-bps R] [--distance-km D] [--qber Q]
+  qkdnctl link delete ID
+Examples:
+  qkdnctl link list --km KM1
+  qkdnctl link set L12 --admin-state maintenance
+  qkdnctl link set L12 --qber-threshold 0.08 --pool-floor-bits 65536
+  qkdnctl link set L12 --qber-threshold default
+)"},
+      {"app", R"(qkdnctl app - applications (SAEs) and the KM serving each
+
+Usage: qkdnctl app list [--km ID]
+Example:
+  qkdnctl app list
+)"},
+      {"route", R"(qkdnctl route - computed routes, best first (no side effect)
+
+Usage:
+  qkdnctl route show SRC DST [--k N] [--metric key_aware|widest_shortest|hop_count]
+                             [--max-hops N] [--avoid-km ID,...] [--avoid-link ID,...] [--explain]
+  --explain also lists the links routing excluded and why.
+Examples:
+  qkdnctl route show KM1 KM5
+  qkdnctl route show KM1 KM5 --k 5 --metric hop_count --explain
+  qkdnctl -o json route show KM1 KM5 | jq '.items[0].kms'
+)"},
+      {"pin", R"(qkdnctl pin - manually pinned routes (used by the manual rerouting mode)
+
+Usage:
+  qkdnctl pin list
+  qkdnctl pin set SRC DST KM... [--links L1,L2,...]   SRC and DST may be omitted from KM...
+  qkdnctl pin delete SRC DST
+Examples:
+  qkdnctl pin set KM1 KM5 KM2 KM4
+  qkdnctl pin delete KM1 KM5
+)"},
+      {"policy",
+       R"(qkdnctl policy - rerouting mode (manual, fixed_rate, traffic_adaptive, scheduled)
+
+Usage:
+  qkdnctl policy get
+  qkdnctl policy set MODE [--param NAME=VALUE ...] [--pair SRC DST]
+  qkdnctl policy unset SRC DST             remove a per-pair override
+Examples:
+  qkdnctl policy set traffic_adaptive
+  qkdnctl policy set fixed_rate --param metric=hop_count
+  qkdnctl policy set manual --pair KM1 KM5
+)"},
+      {"schedule", R"(qkdnctl schedule - scheduled relay windows
+
+Usage:
+  qkdnctl schedule list
+  qkdnctl schedule add SRC DST --keys N --not-before T --not-after T [--key-size-bits B] [--id ID]
+  qkdnctl schedule delete ID
+  Times are RFC 3339, e.g. 2026-11-22T08:00:00Z.
+Example:
+  qkdnctl schedule add KM1 KM5 --keys 1000 --not-before 2026-11-22T08:00:00Z \
+      --not-after 2026-11-22T09:00:00Z
+)"},
+      {"session", R"(qkdnctl session - key-supply sessions
+
+Usage:
+  qkdnctl session list [--state S] [--sae ID]
+  qkdnctl session show ID
+Example:
+  qkdnctl session list --state active
+)"},
+      {"relay", R"(qkdnctl relay - key relays with state and route
+
+Usage:
+  qkdnctl relay list [--state S] [--session ID]
+  qkdnctl relay show ID
+Example:
+  qkdnctl relay list --state failed
+)"},
+      {"alarm", R"(qkdnctl alarm - faults
+
+Usage:
+  qkdnctl alarm list [--active] [--severity S] [--link ID] [--km ID]
+  qkdnctl alarm show ID
+  qkdnctl alarm ack ID
+  qkdnctl alarm clear ID
+Examples:
+  qkdnctl alarm list --active
+  qkdnctl alarm ack 17
+)"},
+      {"accounting", R"(qkdnctl accounting - key usage per application and session
+
+Usage: qkdnctl accounting [--sae ID] [--from T] [--to T] [--group-by G]
+Example:
+  qkdnctl accounting --sae SAE-A --from 2026-11-22T00:00:00Z --to 2026-11-23T00:00:00Z
+)"},
+      {"audit", R"(qkdnctl audit - security and configuration audit trail
+
+Usage: qkdnctl audit [--limit N]
+Example:
+  qkdnctl audit --limit 50
+)"},
+      {"metrics", R"(qkdnctl metrics - the controller's Prometheus metrics, raw text
+
+Usage: qkdnctl metrics
+Example:
+  qkdnctl metrics | grep qkdn_link_key_pool_bytes
+)"},
+  };
+  return help;
+}
+
+// ---- command line -------------------------------------------------------------------------------
+
+/// A parsed command line: positional words and options (repeatable) in order of appearance.
+struct Args {
+  std::vector<std::string> words;
+  std::multimap<std::string, std::string> options;
+  bool help = false;
+
+  std::optional<std::string> get(const std::string& name) const {
+    auto it = options.find(name);
+    if (it == options.end()) return std::nullopt;
+    return it->second;
+  }
+  bool has(const std::string& name) const { return options.count(name) != 0; }
+};
+
+/// Options a command accepts: name → takes a value.
+using OptionSpec = std::map<std::string, bool>;
+
+const OptionSpec kGlobalOptions{{"--api", true},     {"--token-file", true}, {"--output", true},
+                                {"-o", true},        {"--timeout", true},    {"--cacert", true},
+                                {"--limit", true},   {"--help", false},      {"-h", false},
+                                {"--version", false}};
+
+Args parse_args(const std::vector<std::string>& argv, const OptionSpec& spec) {
+  Args a;
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    const std::string& arg = argv[i];
+    if (arg.size() < 2 || arg[0] != '-' || arg == "--") {
+      a.words.push_back(arg);
+      continue;
+    }
+    std::string name = arg;
+    std::optional<std::string> value;
+    if (auto eq = arg.find('='); eq != std::string::npos && arg.rfind("--", 0) == 0) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    if (name == "--token") {
+      usage_error(
+          "there is no --token flag (it would leak into shell history and ps); use "
+          "--token-file FILE, QKDN_TOKEN or QKDN_TOKEN_FILE");
+    }
+    if (name == "--help" || name == "-h") {
+      a.help = true;
+      continue;
+    }
+    auto it = spec.find(name);
+    if (it == spec.end()) usage_error("unknown option '" + name + "'");
+    if (!it->second) {
+      if (value) usage_error("option '" + name + "' takes no value");
+      a.options.emplace(name, "true");
+      continue;
+    }
+    if (!value) {
+      if (i + 1 >= argv.size()) usage_error("option '" + name + "' needs a value");
+      value = argv[++i];
+    }
+    a.options.emplace(name == "-o" ? "--output" : name, *value);
+  }
+  return a;
+}
+
+std::int64_t parse_int(const std::string& what, const std::string& s, std::int64_t lo,
+                       std::int64_t hi) {
+  try {
+    std::size_t used = 0;
+    long long v = std::stoll(s, &used);
+    if (used == s.size() && v >= lo && v <= hi) return static_cast<std::int64_t>(v);
+  } catch (const std::exception&) {
+  }
+  usage_error(what + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+              "], got '" + s + "'");
+}
+
+double parse_number(const std::string& what, const std::string& s) {
+  try {
+    std::size_t used = 0;
+    double v = std::stod(s, &used);
+    if (used == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  usage_error(what + " must be a number, got '" + s + "'");
+}
+
+// ---- HTTP client --------------------------------------------------------------------------------
+
+struct Endpoint {
+  bool https = false;
+  std::string host;
+  std::string port;
+  std::string prefix;  // path before /api/v1, without a trailing slash
+};
+
+Endpoint parse_endpoint(const std::string& url) {
+  Endpoint e;
+  std::string rest;
+  if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else if (url.rfind("https://", 0) == 0) {
+    e.https = true;
+    rest = url.substr(8);
+  } else {
+    usage_error("--api must start with http:// or https://, got '" + url + "'");
+  }
+  const auto slash = rest.find('/');
+  const std::string hostport = rest.substr(0, slash);
+  if (slash != std::string::npos) e.prefix = rest.substr(slash);
+  while (!e.prefix.empty() && e.prefix.back() == '/') e.prefix.pop_back();
+  if (!hostport.empty() && hostport.front() == '[') {
+    const auto close = hostport.find(']');
+    if (close == std::string::npos) usage_error("bad IPv6 address in --api '" + url + "'");
+    e.host = hostport.substr(1, close - 1);
+    if (close + 1 < hostport.size() && hostport[close + 1] == ':') {
+      e.port = hostport.substr(close + 2);
+    }
+  } else if (const auto colon = hostport.rfind(':'); colon != std::string::npos) {
+    e.host = hostport.substr(0, colon);
+    e.port = hostport.substr(colon + 1);
+  } else {
+    e.host = hostport;
+  }
+  if (e.host.empty()) usage_error("no host in --api '" + url + "'");
+  if (e.port.empty()) e.port = e.https ? "443" : "80";
+  return e;
+}
+
+struct Response {
+  unsigned status = 0;
+  std::string content_type;
+  std::string body;
+};
+
+struct ClientOptions {
+  Endpoint endpoint;
+  std::string api_url;
+  std::string token;
+  std::chrono::milliseconds timeout{30000};
+  std::string cacert;
+};
+
+/// Sends one request over a fresh connection (the CLI makes few requests; no pooling needed).
+/// Connection failures and timeouts throw CliError(kUnavailable).
+class Client {
+ public:
+  explicit Client(ClientOptions options) : options_(std::move(options)) {}
+
+  Response request(http::verb verb, const std::string& target, const std::string& body = {},
+                   const std::string& content_type = "application/json") {
+    http::request<http::string_body> req{verb, options_.endpoint.prefix + target, 11};
+    req.set(http::field::host, options_.endpoint.host);
+    req.set(http::field::user_agent, kVersion);
+    req.set(http::field::accept, "application/json, application/problem+json, text/plain");
+    if (!options_.token.empty()) req.set(http::field::authorization, "Bearer " + options_.token);
+    if (!body.empty() || verb == http::verb::put || verb == http::verb::post ||
+        verb == http::verb::patch) {
+      req.set(http::field::content_type, content_type);
+      req.body() = body;
+    }
+    req.prepare_payload();
+
+    net::io_context ioc;
+    Response out;
+    std::exception_ptr failure;
+    std::optional<ssl::context> tls;
+    if (options_.endpoint.https) {
+      tls.emplace(ssl::context::tls_client);
+      tls->set_verify_mode(ssl::verify_peer);
+      try {
+        if (options_.cacert.empty()) {
+          tls->set_default_verify_paths();
+        } else {
+          tls->load_verify_file(options_.cacert);
+        }
+      } catch (const boost::system::system_error& e) {
+        throw CliError(kUsage, "cannot load CA file '" + options_.cacert + "': " + e.what());
+      }
+      net::co_spawn(ioc, round_trip_tls(ioc, *tls, req, out),
+                    [&failure](std::exception_ptr e) { failure = std::move(e); });
+    } else {
+      net::co_spawn(ioc, round_trip_plain(ioc, req, out),
+                    [&failure](std::exception_ptr e) { failure = std::move(e); });
+    }
+    ioc.run();
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const boost::system::system_error& e) {
+        throw_transport(e.code());
+      }
+    }
+    return out;
+  }
+
+ private:
+  [[noreturn]] void throw_transport(const boost::system::error_code& ec) const {
+    const std::string where = "cannot reach " + options_.api_url + ": ";
+    if (ec == beast::error::timeout) {
+      throw CliError(kUnavailable, where + "timed out after " +
+                                       std::to_string(options_.timeout.count() / 1000) + " s");
+    }
+    if (ec.category() == net::error::get_ssl_category() ||
+        ec.category() == net::ssl::error::get_stream_category()) {
+      throw CliError(kFailure, where + "TLS: " + ec.message());
+    }
+    throw CliError(kUnavailable, where + ec.message());
+  }
+
+  net::awaitable<void> connect(net::io_context& ioc, beast::tcp_stream& stream) {
+    tcp::resolver resolver(ioc);
+    stream.expires_after(options_.timeout);
+    auto results = co_await resolver.async_resolve(options_.endpoint.host, options_.endpoint.port,
+                                                   net::use_awaitable);
+    co_await stream.async_connect(results, net::use_awaitable);
+  }
+
+  template <class Stream>
+  net::awaitable<void> exchange(Stream& stream, http::request<http::string_body>& req,
+                                Response& out) {
+    beast::get_lowest_layer(stream).expires_after(options_.timeout);
+    co_await http::async_write(stream, req, net::use_awaitable);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(256u * 1024u * 1024u);
+    if (req.method() == http::verb::head) parser.skip(true);
+    co_await http::async_read(stream, buffer, parser, net::use_awaitable);
+    auto& res = parser.get();
+    out.status = res.result_int();
+    out.content_type = std::string(res[http::field::content_type]);
+    out.body = std::move(res.body());
+  }
+
+  net::awaitable<void> round_trip_plain(net::io_context& ioc, http::request<http::string_body>& req,
+                                        Response& out) {
+    beast::tcp_stream stream(ioc);
+    co_await connect(ioc, stream);
+    co_await exchange(stream, req, out);
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  net::awaitable<void> round_trip_tls(net::io_context& ioc, ssl::context& ctx,
+                                      http::request<http::string_body>& req, Response& out) {
+    ssl::stream<beast::tcp_stream> stream(ioc, ctx);
+    const std::string& host = options_.endpoint.host;
+    boost::system::error_code addr_ec;
+    net::ip::make_address(host, addr_ec);
+    if (addr_ec && !SSL_set_tlsext_host_name(stream.native_handle(), host.c_str())) {
+      throw boost::system::system_error(boost::system::error_code(
+          static_cast<int>(::ERR_get_error()), net::error::get_ssl_category()));
+    }
+    stream.set_verify_callback(ssl::host_name_verification(host));
+    co_await connect(ioc, beast::get_lowest_layer(stream));
+    beast::get_lowest_layer(stream).expires_after(options_.timeout);
+    co_await stream.async_handshake(ssl::stream_base::client, net::use_awaitable);
+    co_await exchange(stream, req, out);
+    // A TLS close_notify exchange is courtesy only; the answer is already complete.
+    beast::get_lowest_layer(stream).close();
+  }
+
+  ClientOptions options_;
+};
+
+// ---- API layer ----------------------------------------------------------------------------------
+
+int exit_code_for_status(unsigned status) {
+  switch (status) {
+    case 400:
+    case 422:
+      return kUsage;
+    case 401:
+    case 403:
+      return kAuth;
+    case 404:
+      return kNotFound;
+    case 409:
+    case 412:
+      return kConflict;
+    case 503:
+      return kUnavailable;
+    default:
+      return kFailure;
+  }
+}
+
+/// Throws CliError with a one-line message for any non-2xx answer.
+void check(const Response& r) {
+  if (r.status >= 200 && r.status < 300) return;
+  std::string text;
+  boost::system::error_code ec;
+  auto v = json::parse(r.body, ec);
+  if (!ec && v.is_object()) {
+    const auto& o = v.as_object();
+    if (auto* d = o.if_contains("detail"); d && d->is_string() && !d->as_string().empty()) {
+      text = std::string(d->as_string());
+    } else if (auto* t = o.if_contains("title"); t && t->is_string()) {
+      text = std::string(t->as_string());
+    }
+  }
+  if (text.empty()) {
+    text = r.body.substr(0, 200);
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    if (text.empty())
+      text = std::string(http::obsolete_reason(static_cast<http::status>(r.status)));
+  }
+  throw CliError(exit_code_for_status(r.status), "error " + std::to_string(r.status) + ": " + text);
+}
+
+std::string percent_encode(const std::string& s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+using Query = std::vector<std::pair<std::string, std::string>>;
+
+std::string with_query(const std::string& path, const Query& q) {
+  std::string out = path;
+  char sep = '?';
+  for (const auto& [k, v] : q) {
+    out += sep;
+    out += percent_encode(k) + "=" + percent_encode(v);
+    sep = '&';
+  }
+  return out;
+}
+
+/// What every command gets: the client, the output format and the --limit.
+struct Context {
+  Client& client;
+  bool json_output = false;
+  std::optional<std::size_t> limit;
+};
+
+json::value call(Context& ctx, http::verb verb, const std::string& target,
+                 const std::optional<json::value>& body = std::nullopt) {
+  auto r = ctx.client.request(verb, target, body ? json::serialize(*body) : std::string{});
+  check(r);
+  if (r.body.empty()) return nullptr;
+  boost::system::error_code ec;
+  auto v = json::parse(r.body, ec);
+  if (ec) throw CliError(kFailure, "the server answered " + target + " with invalid JSON");
+  return v;
+}
+
+/// GET a list, following next_cursor until the end (or until ctx.limit items).
+json::array fetch_all(Context& ctx, const std::string& path, const Query& query) {
+  json::array all;
+  std::string cursor;
+  for (;;) {
+    Query q = query;
+    std::size_t want = kMaxPage;
+    if (ctx.limit) want = std::min(kMaxPage, *ctx.limit - all.size());
+    q.emplace_back("limit", std::to_string(want));
+    if (!cursor.empty()) q.emplace_back("cursor", cursor);
+    auto v = call(ctx, http::verb::get, with_query(path, q));
+    if (!v.is_object()) throw CliError(kFailure, "the server answered " + path + " with no object");
+    auto& o = v.as_object();
+    if (auto* items = o.if_contains("items"); items && items->is_array()) {
+      for (auto& item : items->as_array()) all.push_back(std::move(item));
+    }
+    if (ctx.limit && all.size() >= *ctx.limit) break;
+    auto* next = o.if_contains("next_cursor");
+    if (next == nullptr || !next->is_string() || next->as_string().empty()) break;
+    cursor = std::string(next->as_string());
+  }
+  return all;
+}
+
+// ---- output -------------------------------------------------------------------------------------
+
+void pretty(std::ostream& os, const json::value& v, int indent = 0) {
+  const std::string pad(static_cast<std::size_t>(indent) * 2, ' ');
+  const std::string inner(static_cast<std::size_t>(indent + 1) * 2, ' ');
+  if (v.is_object()) {
+    const auto& o = v.as_object();
+    if (o.empty()) {
+      os << "{}";
+      return;
+    }
+    os << "{\n";
+    bool first = true;
+    for (const auto& kv : o) {
+      if (!first) os << ",\n";
+      first = false;
+      os << inner << json::serialize(json::string(kv.key())) << ": ";
+      pretty(os, kv.value(), indent + 1);
+    }
+    os << "\n" << pad << "}";
+  } else if (v.is_array()) {
+    const auto& a = v.as_array();
+    if (a.empty()) {
+      os << "[]";
+      return;
+    }
+    bool scalars = std::all_of(
+        a.begin(), a.end(), [](const json::value& e) { return !e.is_object() && !e.is_array(); });
+    if (scalars) {
+      os << json::serialize(v);
+      return;
+    }
+    os << "[\n";
+    bool first = true;
+    for (const auto& e : a) {
+      if (!first) os << ",\n";
+      first = false;
+      os << inner;
+      pretty(os, e, indent + 1);
+    }
+    os << "\n" << pad << "]";
+  } else {
+    os << json::serialize(v);
+  }
+}
+
+void print_json(const json::value& v) {
+  pretty(std::cout, v);
+  std::cout << "\n";
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+/// Bytes as B, KiB, MiB, GiB.
+std::string human_bytes(double bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  std::size_t u = 0;
+  while (bytes >= 1024.0 && u + 1 < std::size(kUnits)) {
+    bytes /= 1024.0;
+    ++u;
+  }
+  return u == 0 ? fixed(bytes, 0) + " B" : fixed(bytes, 1) + " " + kUnits[u];
+}
+
+/// Bits per second as bit/s, kbit/s, Mbit/s.
+std::string human_rate(double bps) {
+  static constexpr const char* kUnits[] = {"bit/s", "kbit/s", "Mbit/s", "Gbit/s"};
+  std::size_t u = 0;
+  while (bps >= 1000.0 && u + 1 < std::size(kUnits)) {
+    bps /= 1000.0;
+    ++u;
+  }
+  return (u == 0 ? fixed(bps, 0) : fixed(bps, 1)) + " " + kUnits[u];
+}
+
+const json::value* field(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return (v == nullptr || v->is_null()) ? nullptr : v;
+}
+
+std::optional<double> number(const json::object& o, std::string_view key) {
+  auto* v = field(o, key);
+  if (v == nullptr || !v->is_number()) return std::nullopt;
+  return v->to_number<double>();
+}
+
+std::string text(const json::value& v) {
+  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_bool()) return v.as_bool() ? "yes" : "no";
+  if (v.is_null()) return "-";
+  if (v.is_double()) return fixed(v.as_double(), 4);
+  if (v.is_array()) {
+    std::string out;
+    for (const auto& e : v.as_array()) out += (out.empty() ? "" : ",") + text(e);
+    return out.empty() ? "-" : out;
+  }
+  return json::serialize(v);
+}
+
+std::string str(const json::object& o, std::string_view key) {
+  auto* v = field(o, key);
+  return v == nullptr ? "-" : text(*v);
+}
+
+std::string bits_as_bytes(const json::object& o, std::string_view key) {
+  auto n = number(o, key);
+  return n ? human_bytes(*n / 8.0) : "-";
+}
+
+std::string rate(const json::object& o, std::string_view key) {
+  auto n = number(o, key);
+  return n ? human_rate(*n) : "-";
+}
+
+std::string ratio(const json::object& o, std::string_view key, int decimals = 4) {
+  auto n = number(o, key);
+  return n ? fixed(*n, decimals) : "-";
+}
+
+std::string path_of(const json::object& o, std::string_view key) {
+  auto* v = field(o, key);
+  if (v == nullptr || !v->is_array()) return "-";
+  std::string out;
+  for (const auto& e : v->as_array()) out += (out.empty() ? "" : " > ") + text(e);
+  return out.empty() ? "-" : out;
+}
+
+struct Column {
+  std::string header;
+  std::function<std::string(const json::object&)> cell;
+  bool right = false;  // numbers align right
+};
+
+Column col(std::string header, std::string key) {
+  return {std::move(header), [key](const json::object& o) { return str(o, key); }, false};
+}
+
+/// Natural order: numbers compare by value, everything else by text.
+bool natural_less(const std::string& a, const std::string& b) {
+  char* ea = nullptr;
+  char* eb = nullptr;
+  const long long na = std::strtoll(a.c_str(), &ea, 10);
+  const long long nb = std::strtoll(b.c_str(), &eb, 10);
+  if (!a.empty() && !b.empty() && *ea == '\0' && *eb == '\0') return na < nb;
+  return a < b;
+}
+
+/// Aligned columns; rows sorted by the first column unless `sorted` is false.
+void print_table(const json::array& items, const std::vector<Column>& columns, bool sorted = true) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& item : items) {
+    if (!item.is_object()) continue;
+    std::vector<std::string> row;
+    for (const auto& c : columns) row.push_back(c.cell(item.as_object()));
+    rows.push_back(std::move(row));
+  }
+  if (sorted) {
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const auto& x, const auto& y) { return natural_less(x[0], y[0]); });
+  }
+  std::vector<std::size_t> width;
+  for (const auto& c : columns) width.push_back(c.header.size());
+  for (const auto& row : rows) {
+    for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  auto emit = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      const std::string fill(width[i] - row[i].size(), ' ');
+      const bool last = i + 1 == row.size();
+      if (columns[i].right) {
+        line += fill + row[i];
+      } else {
+        line += row[i] + (last ? "" : fill);
+      }
+      if (!last) line += "  ";
+    }
+    std::cout << line << "\n";
+  };
+  std::vector<std::string> header;
+  for (const auto& c : columns) header.push_back(c.header);
+  emit(header);
+  for (const auto& row : rows) emit(row);
+  if (rows.empty()) std::cout << "(none)\n";
+}
+
+/// Key/value view of one object: nested objects flattened as a.b.
+void print_object(const json::object& o, const std::string& prefix = {}) {
+  std::size_t width = 0;
+  for (const auto& kv : o) width = std::max(width, prefix.size() + kv.key().size());
+  for (const auto& kv : o) {
+    const std::string key = prefix + std::string(kv.key());
+    if (kv.value().is_object()) {
+      print_object(kv.value().as_object(), key + ".");
+      continue;
+    }
+    std::string value;
+    if (kv.value().is_array() && !kv.value().as_array().empty() &&
+        kv.value().as_array().front().is_object()) {
+      value = std::to_string(kv.value().as_array().size()) + " item(s); see --output json";
+    } else {
+      value = text(kv.value());
+    }
+    std::cout << key << std::string(width + 2 - key.size(), ' ') << value << "\n";
+  }
+}
+
+void show(Context& ctx, const json::value& v) {
+  if (ctx.json_output || !v.is_object()) {
+    print_json(v);
+  } else {
+    print_object(v.as_object());
+  }
+}
+
+void list(Context& ctx, const json::array& items, const std::vector<Column>& columns,
+          bool sorted = true) {
+  if (ctx.json_output) {
+    print_json(items);
+  } else {
+    print_table(items, columns, sorted);
+  }
+}
+
+void done(Context& ctx, const json::value& answer, const std::string& message) {
+  if (ctx.json_output) {
+    print_json(answer.is_null() ? json::value(json::object{{"ok", true}}) : answer);
+  } else {
+    std::cout << message << "\n";
+  }
+}
+
+// ---- commands -----------------------------------------------------------------------------------
+
+using Handler = std::function<int(Context&, const std::vector<std::string>&)>;
+
+/// Parses a verb's arguments, checking positional count and options.
+Args verb_args(const std::vector<std::string>& argv, const OptionSpec& spec, std::size_t min_words,
+               std::size_t max_words, const std::string& synopsis) {
+  Args a = parse_args(argv, spec);
+  if (a.words.size() < min_words || a.words.size() > max_words) {
+    usage_error("usage: " + synopsis);
+  }
+  return a;
+}
+
+const std::string kApi = "/api/v1";
+
+std::string seg(const std::string& id) { return "/" + percent_encode(id); }
+
+int cmd_health(Context& ctx, const std::vector<std::string>& argv) {
+  verb_args(argv, {}, 0, 0, "qkdnctl health");
+  auto v = call(ctx, http::verb::get, kApi + "/health");
+  show(ctx, v);
+  return kOk;
+}
+
+std::string read_input(const std::string& file) {
+  std::ostringstream ss;
+  if (file == "-") {
+    ss << std::cin.rdbuf();
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) usage_error("cannot read '" + file + "'");
+    ss << in.rdbuf();
+  }
+  return ss.str();
+}
+
+int cmd_topology(Context& ctx, const std::vector<std::string>& argv) {
+  const std::string syn = "qkdnctl topology get | apply -f FILE";
+  Args a = verb_args(argv, {{"-f", true}, {"--file", true}}, 1, 1, syn);
+  const std::string& verb = a.words[0];
+  if (verb == "get") {
+    print_json(call(ctx, http::verb::get, kApi + "/topology"));
+    return kOk;
+  }
+  if (verb != "apply") usage_error("usage: " + syn);
+  auto file = a.get("-f");
+  if (!file) file = a.get("--file");
+  if (!file) usage_error("topology apply needs -f FILE (or -f - for stdin)");
+  const std::string body = read_input(*file);
+  boost::system::error_code ec;
+  auto doc = json::parse(body, ec);
+  if (ec || !doc.is_object()) usage_error("'" + *file + "' is not a JSON object");
+  auto answer = call(ctx, http::verb::put, kApi + "/topology", doc);
+  std::string summary = "topology applied";
+  const auto& d = doc.as_object();
+  auto count = [&d](const char* key) {
+    auto* v = d.if_contains(key);
+    return v != nullptr && v->is_array() ? v->as_array().size() : 0;
+  };
+  summary += ": " + std::to_string(count("kms")) + " KMs, " + std::to_string(count("links")) +
+             " links, " + std::to_string(count("applications")) + " applications";
+  done(ctx, answer, summary);
+  return kOk;
+}
+
+const std::vector<Column>& km_columns() {
+  static const std::vector<Column> c{col("KM", "km_id"),
+                                     col("SITE", "site"),
+                                     col("CONNECTED", "connected"),
+                                     col("KMA ENDPOINT", "kma_endpoint"),
+                                     col("SAES", "attached"),
+                                     col("LAST SEEN", "last_seen")};
+  return c;
+}
+
+int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl km list|show|add|set|delete ...");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    Args a = verb_args(rest, {{"--connected", true}}, 0, 0, "qkdnctl km list [--connected B]");
+    Query q;
+    if (auto c = a.get("--connected")) q.emplace_back("connected", *c);
+    list(ctx, fetch_all(ctx, kApi + "/kms", q), km_columns());
+  } else if (verb == "show") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl km show ID");
+    show(ctx, call(ctx, http::verb::get, kApi + "/kms" + seg(a.words[0])));
+  } else if (verb == "add") {
+    Args a = verb_args(rest, {{"--site", true}}, 1, 1, "qkdnctl km add ID [--site SITE]");
+    json::object body{{"km_id", a.words[0]}};
+    if (auto s = a.get("--site")) body["site"] = *s;
+    done(ctx, call(ctx, http::verb::post, kApi + "/kms", json::value(body)),
+         "KM '" + a.words[0] + "' added");
+  } else if (verb == "set") {
+    Args a = verb_args(rest, {{"--site", true}}, 1, 1, "qkdnctl km set ID --site SITE");
+    json::object body;
+    if (auto s = a.get("--site")) body["site"] = *s;
+    if (body.empty()) usage_error("km set: nothing to change (give --site)");
+    done(ctx, call(ctx, http::verb::patch, kApi + "/kms" + seg(a.words[0]), json::value(body)),
+         "KM '" + a.words[0] + "' updated");
+  } else if (verb == "delete") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl km delete ID");
+    done(ctx, call(ctx, http::verb::delete_, kApi + "/kms" + seg(a.words[0])),
+         "KM '" + a.words[0] + "' deleted");
+  } else {
+    usage_error("unknown verb 'km " + verb + "'; see qkdnctl km --help");
+  }
+  return kOk;
+}
+
+const std::vector<Column>& link_columns() {
+  static const std::vector<Column> c{
+      col("LINK", "link_id"),
+      col("A", "a"),
+      col("B", "b"),
+      col("ADMIN", "admin_state"),
+      col("OPER", "oper_state"),
+      {"KEYS", [](const json::object& o) { return str(o, "stored_keys"); }, true},
+      {"POOL", [](const json::object& o) { return bits_as_bytes(o, "stored_key_bits"); }, true},
+      {"KEY RATE", [](const json::object& o) { return rate(o, "key_rate_bps"); }, true},
+      {"USE RATE", [](const json::object& o) { return rate(o, "consumption_rate_bps"); }, true},
+      {"QBER", [](const json::object& o) { return ratio(o, "qber"); }, true},
+      {"DIST",
+       [](const json::object& o) {
+         auto d = number(o, "distance_km");
+         return d ? fixed(*d, 1) + " km" : std::string("-");
+       },
+       true},
+  };
+  return c;
+}
+
+/// Adds link fields shared by `link add` and `link set` from the options to `body`.
+void link_fields(const Args& a, json::object& body) {
+  if (auto v = a.get("--key-rate-bps")) body["key_rate_bps"] = parse_number("--key-rate-bps", *v);
+  if (auto v = a.get("--distance-km")) body["distance_km"] = parse_number("--distance-km", *v);
+  if (auto v = a.get("--qber")) body["qber"] = parse_number("--qber", *v);
+  if (auto v = a.get("--admin-state")) {
+    if (*v != "enabled" && *v != "disabled" && *v != "maintenance") {
+      usage_error("--admin-state must be enabled, disabled or maintenance, got '" + *v + "'");
+    }
+    body["admin_state"] = *v;
+  }
+  if (auto v = a.get("--qber-threshold")) {
+    body["qber_threshold"] =
+        *v == "default" ? json::value(nullptr) : json::value(parse_number("--qber-threshold", *v));
+  }
+  if (auto v = a.get("--pool-floor-bits")) {
+    body["pool_floor_bits"] = *v == "default"
+                                  ? json::value(nullptr)
+                                  : json::value(parse_int("--pool-floor-bits", *v, 0, INT64_MAX));
+  }
+}
+
+int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl link list|show|add|set|delete ...");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  const OptionSpec fields{{"--key-rate-bps", true},   {"--distance-km", true},
+                          {"--qber", true},           {"--admin-state", true},
+                          {"--qber-threshold", true}, {"--pool-floor-bits", true}};
+  if (verb == "list") {
+    Args a = verb_args(rest, {{"--km", true}, {"--admin-state", true}, {"--oper-state", true}}, 0,
+                       0, "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");
+    Query q;
+    if (auto v = a.get("--km")) q.emplace_back("km_id", *v);
+    if (auto v = a.get("--admin-state")) q.emplace_back("admin_state", *v);
+    if (auto v = a.get("--oper-state")) q.emplace_back("oper_state", *v);
+    list(ctx, fetch_all(ctx, kApi + "/links", q), link_columns());
+  } else if (verb == "show") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl link show ID");
+    show(ctx, call(ctx, http::verb::get, kApi + "/links" + seg(a.words[0])));
+  } else if (verb == "add") {
+    Args a = verb_args(rest, fields, 3, 3, "qkdnctl link add ID A B [options]");
+    json::object body{{"link_id", a.words[0]}, {"a", a.words[1]}, {"b", a.words[2]}};
+    link_fields(a, body);
+    done(ctx, call(ctx, http::verb::post, kApi + "/links", json::value(body)),
+         "link '" + a.words[0] + "' added");
+  } else if (verb == "set") {
+    Args a = verb_args(rest, fields, 1, 1, "qkdnctl link set ID [options]");
+    json::object body;
+    link_fields(a, body);
+    if (body.empty()) usage_error("link set: nothing to change; see qkdnctl link --help");
+    done(ctx, call(ctx, http::verb::patch, kApi + "/links" + seg(a.words[0]), json::value(body)),
+         "link '" + a.words[0] + "' updated");
+  } else if (verb == "delete") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl link delete ID");
+    done(ctx, call(ctx, http::verb::delete_, kApi + "/links" + seg(a.words[0])),
+         "link '" + a.words[0] + "' deleted");
+  } else {
+    usage_error("unknown verb 'link " + verb + "'; see qkdnctl link --help");
+  }
+  return kOk;
+}
+
+int cmd_app(Context& ctx, const std::vector<std::string>& argv) {
+  Args a = verb_args(argv, {{"--km", true}}, 1, 1, "qkdnctl app list [--km ID]");
+  if (a.words[0] != "list") usage_error("usage: qkdnctl app list [--km ID]");
+  Query q;
+  if (auto v = a.get("--km")) q.emplace_back("km_id", *v);
+  list(ctx, fetch_all(ctx, kApi + "/applications", q),
+       {col("SAE", "sae_id"), col("KM", "km_id"), col("DECLARED KM", "declared_km_id"),
+        col("ATTACHED", "attached"), col("KM CONNECTED", "km_connected")});
+  return kOk;
+}
+
+int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
+  const std::string syn =
+      "qkdnctl route show SRC DST [--k N] [--metric M] [--max-hops N] [--avoid-km IDS] "
+      "[--avoid-link IDS] [--explain]";
+  Args a = verb_args(argv,
+                     {{"--k", true},
+                      {"--metric", true},
+                      {"--max-hops", true},
+                      {"--avoid-km", true},
+                      {"--avoid-link", true},
+                      {"--explain", false}},
+                     3, 3, syn);
+  if (a.words[0] != "show") usage_error("usage: " + syn);
+  Query q{{"src", a.words[1]}, {"dst", a.words[2]}};
+  if (auto v = a.get("--k")) q.emplace_back("k", std::to_string(parse_int("--k", *v, 1, 16)));
+  if (auto v = a.get("--metric")) {
+    if (*v != "key_aware" && *v != "widest_shortest" && *v != "hop_count") {
+      usage_error("--metric must be key_aware, widest_shortest or hop_count, got '" + *v + "'");
+    }
+    q.emplace_back("metric", *v);
+  }
+  if (auto v = a.get("--max-hops")) {
+    q.emplace_back("max_hops", std::to_string(parse_int("--max-hops", *v, 1, 1000000)));
+  }
+  if (auto v = a.get("--avoid-km")) q.emplace_back("avoid_kms", *v);
+  if (auto v = a.get("--avoid-link")) q.emplace_back("avoid_links", *v);
+  auto answer = call(ctx, http::verb::get, with_query(kApi + "/routes", q));
+  if (ctx.json_output) {
+    print_json(answer);
+    return kOk;
+  }
+  const auto& o = answer.as_object();
+  json::array routes;
+  if (auto* items = o.if_contains("items"); items && items->is_array()) {
+    std::size_t rank = 0;
+    for (const auto& r : items->as_array()) {
+      json::object row = r.as_object();
+      row["rank"] = ++rank;
+      routes.push_back(std::move(row));
+    }
+  }
+  std::cout << "routes " << a.words[1] << " -> " << a.words[2] << " (metric " << str(o, "metric")
+            << ")\n";
+  print_table(routes,
+              {{"#", [](const json::object& r) { return str(r, "rank"); }, true},
+               {"HOPS", [](const json::object& r) { return str(r, "hops"); }, true},
+               {"COST", [](const json::object& r) { return ratio(r, "cost", 3); }, true},
+               {"BOTTLENECK",
+                [](const json::object& r) { return bits_as_bytes(r, "bottleneck_bits"); }, true},
+               {"KMS", [](const json::object& r) { return path_of(r, "kms"); }},
+               {"LINKS", [](const json::object& r) { return path_of(r, "links"); }}});
+  if (a.has("--explain")) {
+    std::cout << "\nexcluded links:\n";
+    json::array excluded;
+    if (auto* e = o.if_contains("excluded"); e && e->is_array()) excluded = e->as_array();
+    print_table(excluded, {col("LINK", "link_id"), col("A", "a"), col("B", "b"),
+                           col("REASONS", "reasons"), col("DETAIL", "detail")});
+  }
+  return routes.empty() ? kNotFound : kOk;
+}
+
+int cmd_pin(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl pin list | set SRC DST KM... | delete SRC DST");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    verb_args(rest, {}, 0, 0, "qkdnctl pin list");
+    list(ctx, fetch_all(ctx, kApi + "/routes/pinned", {}),
+         {{"PAIR",
+           [](const json::object& o) { return str(o, "src_km") + " -> " + str(o, "dst_km"); }},
+          {"KMS", [](const json::object& o) { return path_of(o, "kms"); }},
+          {"LINKS", [](const json::object& o) { return path_of(o, "links"); }},
+          col("CREATED", "created_at")});
+  } else if (verb == "set") {
+    Args a = verb_args(rest, {{"--links", true}}, 3, 10000,
+                       "qkdnctl pin set SRC DST KM... [--links L1,L2,...]");
+    const std::string& src = a.words[0];
+    const std::string& dst = a.words[1];
+    std::vector<std::string> kms(a.words.begin() + 2, a.words.end());
+    if (kms.front() != src) kms.insert(kms.begin(), src);
+    if (kms.back() != dst) kms.push_back(dst);
+    json::array k;
+    for (const auto& km : kms) k.emplace_back(km);
+    json::object body{{"kms", std::move(k)}};
+    if (auto v = a.get("--links")) {
+      json::array l;
+      std::stringstream ss(*v);
+      std::string item;
+      while (std::getline(ss, item, ',')) l.emplace_back(item);
+      body["links"] = std::move(l);
+    }
+    done(ctx,
+         call(ctx, http::verb::put, kApi + "/routes/pinned" + seg(src) + seg(dst),
+              json::value(body)),
+         "pinned " + src + " -> " + dst);
+  } else if (verb == "delete") {
+    Args a = verb_args(rest, {}, 2, 2, "qkdnctl pin delete SRC DST");
+    done(
+        ctx,
+        call(ctx, http::verb::delete_, kApi + "/routes/pinned" + seg(a.words[0]) + seg(a.words[1])),
+        "unpinned " + a.words[0] + " -> " + a.words[1]);
+  } else {
+    usage_error("unknown verb 'pin " + verb + "'; see qkdnctl pin --help");
+  }
+  return kOk;
+}
+
+std::string params_text(const json::object& o) {
+  auto* p = field(o, "params");
+  if (p == nullptr || !p->is_object() || p->as_object().empty()) return "-";
+  std::string out;
+  for (const auto& kv : p->as_object()) {
+    out += (out.empty() ? "" : " ") + std::string(kv.key()) + "=" + text(kv.value());
+  }
+  return out;
+}
+
+int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl policy get | set MODE ... | unset SRC DST");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "get") {
+    verb_args(rest, {}, 0, 0, "qkdnctl policy get");
+    auto v = call(ctx, http::verb::get, kApi + "/policy");
+    if (ctx.json_output) {
+      print_json(v);
+      return kOk;
+    }
+    const auto& o = v.as_object();
+    std::cout << "mode    " << str(o, "mode") << "\nparams  " << params_text(o) << "\n";
+    json::array overrides;
+    if (auto* ov = o.if_contains("overrides"); ov && ov->is_array()) overrides = ov->as_array();
+    std::cout << "\nper-pair overrides:\n";
+    print_table(
+        overrides,
+        {{"PAIR",
+          [](const json::object& r) { return str(r, "src_km") + " -> " + str(r, "dst_km"); }},
+         col("MODE", "mode"),
+         {"PARAMS", [](const json::object& r) { return params_text(r); }}});
+  } else if (verb == "set") {
+    // --pair takes two values: pull it out before the generic parser sees it.
+    std::vector<std::string> args;
+    std::optional<std::pair<std::string, std::string>> pair;
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      if (rest[i] == "--pair") {
+        if (i + 2 >= rest.size()) usage_error("--pair needs SRC and DST");
+        pair.emplace(rest[i + 1], rest[i + 2]);
+        i += 2;
+      } else {
+        args.push_back(rest[i]);
+      }
+    }
+    Args a = verb_args(args, {{"--param", true}}, 1, 1,
+                       "qkdnctl policy set MODE [--param NAME=VALUE ...] [--pair SRC DST]");
+    const std::string& mode = a.words[0];
+    if (mode != "manual" && mode != "fixed_rate" && mode != "traffic_adaptive" &&
+        mode != "scheduled") {
+      usage_error("MODE must be manual, fixed_rate, traffic_adaptive or scheduled, got '" + mode +
+                  "'");
+    }
+    json::object params;
+    auto [lo, hi] = a.options.equal_range("--param");
+    for (auto it = lo; it != hi; ++it) {
+      const auto eq = it->second.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        usage_error("--param wants NAME=VALUE, got '" + it->second + "'");
+      }
+      const std::string name = it->second.substr(0, eq);
+      const std::string value = it->second.substr(eq + 1);
+      char* end = nullptr;
+      const double d = std::strtod(value.c_str(), &end);
+      if (!value.empty() && end != nullptr && *end == '\0') {
+        params[name] = d;
+      } else {
+        params[name] = value;
+      }
+    }
+    json::object body{{"mode", mode}};
+    if (!params.empty()) body["params"] = std::move(params);
+    std::string target = kApi + "/policy";
+    std::string what = "policy set to " + mode;
+    if (pair) {
+      target += "/pairs" + seg(pair->first) + seg(pair->second);
+      what += " for " + pair->first + " -> " + pair->second;
+    }
+    done(ctx, call(ctx, http::verb::put, target, json::value(body)), what);
+  } else if (verb == "unset") {
+    Args a = verb_args(rest, {}, 2, 2, "qkdnctl policy unset SRC DST");
+    done(ctx,
+         call(ctx, http::verb::delete_, kApi + "/policy/pairs" + seg(a.words[0]) + seg(a.words[1])),
+         "override removed for " + a.words[0] + " -> " + a.words[1]);
+  } else {
+    usage_error("unknown verb 'policy " + verb + "'; see qkdnctl policy --help");
+  }
+  return kOk;
+}
+
+int cmd_schedule(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl schedule list | add SRC DST ... | delete ID");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    verb_args(rest, {}, 0, 0, "qkdnctl schedule list");
+    list(ctx, fetch_all(ctx, kApi + "/schedules", {}),
+         {col("SCHEDULE", "schedule_id"),
+          col("SRC", "src_km"),
+          col("DST", "dst_km"),
+          {"KEYS", [](const json::object& o) { return str(o, "number_of_keys"); }, true},
+          {"KEY SIZE", [](const json::object& o) { return str(o, "key_size_bits"); }, true},
+          col("NOT BEFORE", "not_before"),
+          col("NOT AFTER", "not_after")});
+  } else if (verb == "add") {
+    const std::string syn =
+        "qkdnctl schedule add SRC DST --keys N --not-before T --not-after T [--key-size-bits B] "
+        "[--id ID]";
+    Args a = verb_args(rest,
+                       {{"--keys", true},
+                        {"--not-before", true},
+                        {"--not-after", true},
+                        {"--key-size-bits", true},
+                        {"--id", true}},
+                       2, 2, syn);
+    auto keys = a.get("--keys");
+    auto nb = a.get("--not-before");
+    auto na = a.get("--not-after");
+    if (!keys || !nb || !na) usage_error("usage: " + syn);
+    json::object body{{"src_km", a.words[0]},
+                      {"dst_km", a.words[1]},
+                      {"number_of_keys", parse_int("--keys", *keys, 1, INT64_MAX)},
+                      {"not_before", *nb},
+                      {"not_after", *na}};
+    if (auto v = a.get("--key-size-bits")) {
+      body["key_size_bits"] = parse_int("--key-size-bits", *v, 1, INT64_MAX);
+    }
+    if (auto v = a.get("--id")) body["schedule_id"] = *v;
+    auto answer = call(ctx, http::verb::post, kApi + "/schedules", json::value(body));
+    std::string id;
+    if (answer.is_object()) id = str(answer.as_object(), "schedule_id");
+    done(ctx, answer, "schedule " + id + " added");
+  } else if (verb == "delete") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl schedule delete ID");
+    done(ctx, call(ctx, http::verb::delete_, kApi + "/schedules" + seg(a.words[0])),
+         "schedule " + a.words[0] + " deleted");
+  } else {
+    usage_error("unknown verb 'schedule " + verb + "'; see qkdnctl schedule --help");
+  }
+  return kOk;
+}
+
+int cmd_session(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl session list | show ID");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    Args a = verb_args(rest, {{"--state", true}, {"--sae", true}}, 0, 0,
+                       "qkdnctl session list [--state S] [--sae ID]");
+    Query q;
+    if (auto v = a.get("--state")) q.emplace_back("state", *v);
+    if (auto v = a.get("--sae")) q.emplace_back("sae_id", *v);
+    list(ctx, fetch_all(ctx, kApi + "/sessions", q),
+         {col("SESSION", "session_id"),
+          col("SRC SAE", "src_sae"),
+          col("DST SAE", "dst_sae"),
+          col("SRC KM", "src_km"),
+          col("DST KM", "dst_km"),
+          col("STATE", "state"),
+          {"DELIVERED",
+           [](const json::object& o) {
+             return str(o, "keys_delivered") + "/" + str(o, "keys_requested");
+           },
+           true},
+          col("CREATED", "created_at")});
+  } else if (verb == "show") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl session show ID");
+    show(ctx, call(ctx, http::verb::get, kApi + "/sessions" + seg(a.words[0])));
+  } else {
+    usage_error("unknown verb 'session " + verb + "'; see qkdnctl session --help");
+  }
+  return kOk;
+}
+
+int cmd_relay(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl relay list | show ID");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    Args a = verb_args(rest, {{"--state", true}, {"--session", true}}, 0, 0,
+                       "qkdnctl relay list [--state S] [--session ID]");
+    Query q;
+    if (auto v = a.get("--state")) q.emplace_back("state", *v);
+    if (auto v = a.get("--session")) q.emplace_back("session_id", *v);
+    list(ctx, fetch_all(ctx, kApi + "/relays", q),
+         {col("RELAY", "relay_id"),
+          col("SESSION", "session_id"),
+          col("SRC", "src_km"),
+          col("DST", "dst_km"),
+          {"KEYS", [](const json::object& o) { return str(o, "number_of_keys"); }, true},
+          col("STATE", "state"),
+          {"ROUTE",
+           [](const json::object& o) {
+             auto* r = field(o, "route");
+             return r != nullptr && r->is_object() ? path_of(r->as_object(), "kms")
+                                                   : std::string("-");
+           }},
+          col("UPDATED", "updated_at")});
+  } else if (verb == "show") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl relay show ID");
+    show(ctx, call(ctx, http::verb::get, kApi + "/relays" + seg(a.words[0])));
+  } else {
+    usage_error("unknown verb 'relay " + verb + "'; see qkdnctl relay --help");
+  }
+  return kOk;
+}
+
+int cmd_alarm(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl alarm list | show ID | ack ID | clear ID");
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    Args a = verb_args(rest,
+                       {{"--active", false},
+                        {"--severity", true},
+                        {"--link", true},
+                        {"--km", true},
+                        {"--type", true}},
+                       0, 0, "qkdnctl alarm list [--active] [--severity S] [--link ID] [--km ID]");
+    Query q;
+    if (a.has("--active")) q.emplace_back("state", "active");
+    if (auto v = a.get("--severity")) q.emplace_back("severity", *v);
+    if (auto v = a.get("--link")) q.emplace_back("link_id", *v);
+    if (auto v = a.get("--km")) q.emplace_back("km_id", *v);
+    if (auto v = a.get("--type")) q.emplace_back("type", *v);
+    list(ctx, fetch_all(ctx, kApi + "/alarms", q),
+         {{"ID", [](const json::object& o) { return str(o, "id"); }, true},
+          col("TYPE", "type"),
+          col("SEVERITY", "severity"),
+          col("STATE", "state"),
+          col("ACK", "acknowledged"),
+          col("RESOURCE", "resource"),
+          {"COUNT", [](const json::object& o) { return str(o, "count"); }, true},
+          col("RAISED", "raised_at"),
+          col("TEXT", "text")});
+  } else if (verb == "show") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl alarm show ID");
+    show(ctx, call(ctx, http::verb::get, kApi + "/alarms" + seg(a.words[0])));
+  } else if (verb == "ack" || verb == "clear") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl alarm " + verb + " ID");
+    done(ctx,
+         call(ctx, http::verb::post, kApi + "/alarms" + seg(a.words[0]) + "/" + verb,
+              json::value(json::object{})),
+         "alarm " + a.words[0] + (verb == "ack" ? " acknowledged" : " cleared"));
+  } else {
+    usage_error("unknown verb 'alarm " + verb + "'; see qkdnctl alarm --help");
+  }
+  return kOk;
+}
+
+int cmd_accounting(Context& ctx, const std::vector<std::string>& argv) {
+  Args a =
+      verb_args(argv, {{"--sae", true}, {"--from", true}, {"--to", true}, {"--group-by", true}}, 0,
+                0, "qkdnctl accounting [--sae ID] [--from T] [--to T] [--group-by G]");
+  Query q;
+  if (auto v = a.get("--sae")) q.emplace_back("sae_id", *v);
+  if (auto v = a.get("--from")) q.emplace_back("from", *v);
+  if (auto v = a.get("--to")) q.emplace_back("to", *v);
+  if (auto v = a.get("--group-by")) q.emplace_back("group_by", *v);
+  list(ctx, fetch_all(ctx, kApi + "/accounting", q),
+       {col("BUCKET", "bucket_start"),
+        col("SAE", "sae_id"),
+        col("SESSION", "session_id"),
+        {"KEYS", [](const json::object& o) { return str(o, "keys"); }, true},
+        {"KEY BYTES",
+         [](const json::object& o) {
+           auto n = number(o, "key_bytes");
+           return n ? human_bytes(*n) : std::string("-");
+         },
+         true}});
+  return kOk;
+}
+
+int cmd_audit(Context& ctx, const std::vector<std::string>& argv) {
+  verb_args(argv, {}, 0, 0, "qkdnctl audit [--limit N]");
+  list(ctx, fetch_all(ctx, kApi + "/audit", {}),
+       {{"ID", [](const json::object& o) { return str(o, "id"); }, true},
+        col("AT", "at"),
+        col("ACTOR", "actor"),
+        col("ACTION", "action"),
+        col("RESOURCE", "resource"),
+        col("OUTCOME", "outcome"),
+        col("REMOTE", "remote"),
+        col("DETAIL", "detail")});
+  return kOk;
+}
+
+int cmd_metrics(Context& ctx, const std::vector<std::string>& argv) {
+  verb_args(argv, {}, 0, 0, "qkdnctl metrics");
+  auto r = ctx.client.request(http::verb::get, "/metrics");
+  check(r);
+  std::cout << r.body;
+  return kOk;
+}
+
+const std::map<std::string, Handler>& commands() {
+  static const std::map<std::string, Handler> c{
+      {"health", cmd_health},
+      {"topology", cmd_topology},
+      {"km", cmd_km},
+      {"link", cmd_link},
+      {"app", cmd_app},
+      {"route", cmd_route},
+      {"pin", cmd_pin},
+      {"policy", cmd_policy},
+      {"schedule", cmd_schedule},
+      {"session", cmd_session},
+      {"relay", cmd_relay},
+      {"alarm", cmd_alarm},
+      {"accounting", cmd_accounting},
+      {"audit", cmd_audit},
+      {"metrics", cmd_metrics},
+  };
+  return c;
+}
+
+std::string trim(std::string s) {
+  const auto ws = " \t\r\n";
+  s.erase(0, s.find_first_not_of(ws));
+  const auto last = s.find_last_not_of(ws);
+  s.erase(last == std::string::npos ? 0 : last + 1);
+  return s;
+}
+
+/// The token: --token-file, else QKDN_TOKEN, else the file named by QKDN_TOKEN_FILE; may be empty.
+std::string load_token(const std::optional<std::string>& token_file) {
+  auto from_file = [](const std::string& path) {
+    std::ifstream in(path);
+    if (!in) usage_error("cannot read token file '" + path + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    std::string t = trim(ss.str());
+    if (t.find('\n') != std::string::npos) t = trim(t.substr(0, t.find('\n')));
+    return t;
+  };
+  if (token_file) return from_file(*token_file);
+  if (const char* t = std::getenv("QKDN_TOKEN"); t != nullptr && *t != '\0') return trim(t);
+  if (const char* f = std::getenv("QKDN_TOKEN_FILE"); f != nullptr && *f != '\0') {
+    return from_file(f);
+  }
+  return {};
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string> all(argv + 1, argv + argc);
+  // Global options are accepted anywhere: split them from the command's own words and options.
+  std::vector<std::string> rest;
+  std::multimap<std::string, std::string> globals;
+  bool help = false;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    std::string name = all[i];
+    std::optional<std::string> value;
+    if (auto eq = name.find('='); eq != std::string::npos && name.rfind("--", 0) == 0) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    if (name == "--token") {
+      usage_error(
+          "there is no --token flag (it would leak into shell history and ps); use "
+          "--token-file FILE, QKDN_TOKEN or QKDN_TOKEN_FILE");
+    }
+    auto it = kGlobalOptions.find(name);
+    if (it == kGlobalOptions.end()) {
+      rest.push_back(all[i]);
+      continue;
+    }
+    if (name == "--help" || name == "-h") {
+      help = true;
+      continue;
+    }
+    if (!it->second) {
+      globals.emplace(name, "true");
+      continue;
+    }
+    if (!value) {
+      if (i + 1 >= all.size()) usage_error("option '" + name + "' needs a value");
+      value = all[++i];
+    }
+    globals.emplace(name == "-o" ? "--output" : name, *value);
+  }
+  auto global = [&globals](const std::string& n) -> std::optional<std::string> {
+    auto it = globals.find(n);
+    if (it == globals.end()) return std::nullopt;
+    return it->second;
+  };
+
+  if (global("--version")) {
+    std::cout << kVersion << "\n";
+    return kOk;
+  }
+  if (!rest.empty() && rest[0] == "help") {
+    help = true;
+    rest.erase(rest.begin());
+  }
+  if (help) {
+    if (!rest.empty()) {
+      auto h = noun_help().find(rest[0]);
+      if (h == noun_help().end()) usage_error("unknown command '" + rest[0] + "'");
+      std::cout << h->second;
+    } else {
+      std::cout << kMainHelp;
+    }
+    return kOk;
+  }
+  if (rest.empty()) {
+    std::cerr << kMainHelp;
+    return kUsage;
+  }
+  auto cmd = commands().find(rest[0]);
+  if (cmd == commands().end()) {
+    usage_error("unknown command '" + rest[0] + "'; see qkdnctl --help");
+  }
+
+  const std::string output = global("--output").value_or("table");
+  if (output != "table" && output != "json") {
+    usage_error("--output must be table or json, got '" + output + "'");
+  }
+  ClientOptions options;
+  options.api_url = global("--api").value_or("");
+  if (options.api_url.empty()) {
+    const char* env = std::getenv("QKDN_API");
+    options.api_url = (env != nullptr && *env != '\0') ? env : "http://127.0.0.1:8080";
+  }
+  options.endpoint = parse_endpoint(options.api_url);
+  if (auto t = global("--timeout")) {
+    const double seconds = parse_number("--timeout", *t);
+    if (seconds <= 0 || seconds > 86400) usage_error("--timeout must be in (0, 86400] seconds");
+    options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
+  }
+  options.cacert = global("--cacert").value_or("");
+  options.token = load_token(global("--token-file"));
+
+  Client client(std::move(options));
+  Context ctx{client, output == "json", std::nullopt};
+  if (auto l = global("--limit")) {
+    ctx.limit = static_cast<std::size_t>(parse_int("--limit", *l, 1, 100000000));
+  }
+  const std::vector<std::string> args(rest.begin() + 1, rest.end());
+  return cmd->second(ctx, args);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const CliError& e) {
+    std::cerr << "qkdnctl: " << e.what() << "\n";
+    if (e.code() == kUsage && std::string(e.what()).rfind("error 4", 0) != 0) {
+      std::cerr << "(see qkdnctl --help)\n";
+    }
+    return e.code();
+  } catch (const std::exception& e) {
+    std::cerr << "qkdnctl: " << e.what() << "\n";
+    return kFailure;
+  }
+}
