@@ -184,7 +184,6 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
   const auto dst =
       resolve_destination(req.destination_kma_id, req.application_destination_id, code, message);
   if (dst.empty()) {
-    count_protocol_error(code);
     ctx.channel->send(ck::ErrorMessage{code, message, ctx.message_id, false}, ctx.message_id);
     return;
   }
@@ -232,7 +231,7 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
 void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
                                                     const ck::KeyRelayRequestNotification& n) {
   const auto refuse = [&](std::string_view code, const std::string& why) {
-    count_protocol_error(code);
+    if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes
     svc.log("key supply: 0x1403 from " + ctx.km_id + " refused: " + std::string(code) + ": " + why);
     ctx.channel->send(ck::ErrorMessage{std::string(code), why, ctx.message_id, false},
                       ctx.message_id);
@@ -408,7 +407,7 @@ void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGr
   // No 0x4104 went out: the 0x1403 is answered with Error (ck-protocol.md clause 4, Pairs).
   if (auto ch = svc.channel_of(r.src_km)) {
     const auto code = valid_error_code(r.ck_error.empty() ? "no_route" : r.ck_error);
-    count_protocol_error(code);
+    if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes
     ch->send(ck::ErrorMessage{code, one_line(r.reason), r.notification_message_id, false},
              r.notification_message_id);
   }
@@ -617,7 +616,7 @@ void ControllerService::Impl::on_session_request(const CommandContext& ctx,
                                                  const ck::SessionCreationRequest& req) {
   const auto answer_ng = [&](const std::string& code, const std::string& why,
                              const std::string& dst_km) {
-    count_protocol_error(code);
+    if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes
     svc.log("key supply: session request from " + ctx.km_id + " refused: " + code + ": " + why);
     ck::SessionCreationResponse r;
     r.session_id = make_uuid_v4(*random);  // names nothing: no session was created
