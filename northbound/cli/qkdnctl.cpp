@@ -179,7 +179,8 @@ Example:
 Usage:
   qkdnctl route show SRC DST [--k N] [--metric key_aware|widest_shortest|hop_count]
                              [--max-hops N] [--avoid-km ID,...] [--avoid-link ID,...] [--explain]
-  --explain also lists the links routing excluded and why.
+  --explain also lists each route's links and the links routing excluded, and why.
+  Exits 3 when no route exists (the answer is still printed).
 Examples:
   qkdnctl route show KM1 KM5
   qkdnctl route show KM1 KM5 --k 5 --metric hop_count --explain
@@ -739,7 +740,11 @@ std::string text(const json::value& v) {
   if (v.is_string()) return std::string(v.as_string());
   if (v.is_bool()) return v.as_bool() ? "yes" : "no";
   if (v.is_null()) return "-";
-  if (v.is_double()) return fixed(v.as_double(), 4);
+  if (v.is_double()) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", v.as_double());
+    return buf;
+  }
   if (v.is_array()) {
     std::string out;
     for (const auto& e : v.as_array()) out += (out.empty() ? "" : ",") + text(e);
@@ -835,23 +840,30 @@ void print_table(const json::array& items, const std::vector<Column>& columns, b
   if (rows.empty()) std::cout << "(none)\n";
 }
 
-/// Key/value view of one object: nested objects flattened as a.b.
-void print_object(const json::object& o, const std::string& prefix = {}) {
-  std::size_t width = 0;
-  for (const auto& kv : o) width = std::max(width, prefix.size() + kv.key().size());
+/// Flattens one object into key/value rows; nested objects become a.b keys.
+void flatten(const json::object& o, const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>& rows) {
   for (const auto& kv : o) {
     const std::string key = prefix + std::string(kv.key());
     if (kv.value().is_object()) {
-      print_object(kv.value().as_object(), key + ".");
-      continue;
-    }
-    std::string value;
-    if (kv.value().is_array() && !kv.value().as_array().empty() &&
-        kv.value().as_array().front().is_object()) {
-      value = std::to_string(kv.value().as_array().size()) + " item(s); see --output json";
+      flatten(kv.value().as_object(), key + ".", rows);
+    } else if (kv.value().is_array() && !kv.value().as_array().empty() &&
+               kv.value().as_array().front().is_object()) {
+      rows.emplace_back(
+          key, std::to_string(kv.value().as_array().size()) + " item(s); see --output json");
     } else {
-      value = text(kv.value());
+      rows.emplace_back(key, text(kv.value()));
     }
+  }
+}
+
+/// Key/value view of one object, values aligned.
+void print_object(const json::object& o) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  flatten(o, {}, rows);
+  std::size_t width = 0;
+  for (const auto& r : rows) width = std::max(width, r.first.size());
+  for (const auto& [key, value] : rows) {
     std::cout << key << std::string(width + 2 - key.size(), ' ') << value << "\n";
   }
 }
@@ -1115,11 +1127,13 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
   if (auto v = a.get("--avoid-km")) q.emplace_back("avoid_kms", *v);
   if (auto v = a.get("--avoid-link")) q.emplace_back("avoid_links", *v);
   auto answer = call(ctx, http::verb::get, with_query(kApi + "/routes", q));
+  const auto& o = answer.as_object();
+  const auto* found = o.if_contains("items");
+  const bool none = found == nullptr || !found->is_array() || found->as_array().empty();
   if (ctx.json_output) {
     print_json(answer);
-    return kOk;
+    return none ? kNotFound : kOk;
   }
-  const auto& o = answer.as_object();
   json::array routes;
   if (auto* items = o.if_contains("items"); items && items->is_array()) {
     std::size_t rank = 0;
@@ -1137,9 +1151,11 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
                {"COST", [](const json::object& r) { return ratio(r, "cost", 3); }, true},
                {"BOTTLENECK",
                 [](const json::object& r) { return bits_as_bytes(r, "bottleneck_bits"); }, true},
-               {"KMS", [](const json::object& r) { return path_of(r, "kms"); }},
-               {"LINKS", [](const json::object& r) { return path_of(r, "links"); }}});
+               {"KMS", [](const json::object& r) { return path_of(r, "kms"); }}});
   if (a.has("--explain")) {
+    std::cout << "\nlinks of each route:\n";
+    print_table(routes, {{"#", [](const json::object& r) { return str(r, "rank"); }, true},
+                         {"LINKS", [](const json::object& r) { return path_of(r, "links"); }}});
     std::cout << "\nexcluded links:\n";
     json::array excluded;
     if (auto* e = o.if_contains("excluded"); e && e->is_array()) excluded = e->as_array();
