@@ -46,11 +46,15 @@ std::string command_label(std::uint16_t code) {
 }
 
 std::string one_line(std::string text) {
-  for (auto& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const bool space = c == '\n' || c == '\r' || c == '\t' || c == ' ';
+    if (space && (out.empty() || out.back() == ' ')) continue;
+    out.push_back(space ? ' ' : c);
   }
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  return text;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
 }
 
 ControllerService::Impl::Impl(ControllerService& s)
