@@ -98,6 +98,7 @@ Global options (anywhere on the line):
   --timeout SECONDS  per-request deadline (default 30)
   --cacert FILE      CA certificate(s) to verify an https API (default: system store)
   --limit N          list commands: stop after N items (default: follow next_cursor to the end)
+  --page-size N      list commands: items per request, 1..1000 (default 1000)
   -h, --help         help; `qkdnctl NOUN --help` shows a noun's verbs and examples
   --version          print the version
 
@@ -287,10 +288,10 @@ struct Args {
 /// Options a command accepts: name → takes a value.
 using OptionSpec = std::map<std::string, bool>;
 
-const OptionSpec kGlobalOptions{{"--api", true},     {"--token-file", true}, {"--output", true},
-                                {"-o", true},        {"--timeout", true},    {"--cacert", true},
-                                {"--limit", true},   {"--help", false},      {"-h", false},
-                                {"--version", false}};
+const OptionSpec kGlobalOptions{{"--api", true},   {"--token-file", true}, {"--output", true},
+                                {"-o", true},      {"--timeout", true},    {"--cacert", true},
+                                {"--limit", true}, {"--page-size", true},  {"--help", false},
+                                {"-h", false},     {"--version", false}};
 
 Args parse_args(const std::vector<std::string>& argv, const OptionSpec& spec) {
   Args a;
@@ -609,6 +610,7 @@ struct Context {
   Client& client;
   bool json_output = false;
   std::optional<std::size_t> limit;
+  std::size_t page_size = kMaxPage;
 };
 
 json::value call(Context& ctx, http::verb verb, const std::string& target,
@@ -628,8 +630,8 @@ json::array fetch_all(Context& ctx, const std::string& path, const Query& query)
   std::string cursor;
   for (;;) {
     Query q = query;
-    std::size_t want = kMaxPage;
-    if (ctx.limit) want = std::min(kMaxPage, *ctx.limit - all.size());
+    std::size_t want = ctx.page_size;
+    if (ctx.limit) want = std::min(want, *ctx.limit - all.size());
     q.emplace_back("limit", std::to_string(want));
     if (!cursor.empty()) q.emplace_back("cursor", cursor);
     auto v = call(ctx, http::verb::get, with_query(path, q));
@@ -1647,6 +1649,10 @@ int run(int argc, char** argv) {
   Context ctx{client, output == "json", std::nullopt};
   if (auto l = global("--limit")) {
     ctx.limit = static_cast<std::size_t>(parse_int("--limit", *l, 1, 100000000));
+  }
+  if (auto p = global("--page-size")) {
+    ctx.page_size = static_cast<std::size_t>(
+        parse_int("--page-size", *p, 1, static_cast<std::int64_t>(kMaxPage)));
   }
   const std::vector<std::string> args(rest.begin() + 1, rest.end());
   return cmd->second(ctx, args);

@@ -425,8 +425,6 @@ void ApiServer::start() {
   state_->http = std::make_unique<HttpServer>(api->svc.io_context(), state_->endpoint, handler, ho,
                                               state_->tls.get(), observer);
   state_->http->start();
-  api->svc.log("api listening on " + state_->endpoint.address().to_string() + ":" +
-               std::to_string(port()) + (state_->tls ? " (https)" : " (http)"));
 }
 
 std::uint16_t ApiServer::port() const { return state_->http ? state_->http->port() : 0; }

@@ -25,11 +25,12 @@ using tcp = net::ip::tcp;
 
 namespace {
 
-std::string problem_body(int status, std::string_view detail) {
+std::string problem_body(int status, std::string_view kind, std::string_view detail) {
   std::string title(reason_phrase(status));
   // Minimal escaping: details produced here contain no quotes or control characters.
-  return std::string("{\"type\":\"about:blank\",\"title\":\"") + title +
-         "\",\"status\":" + std::to_string(status) + ",\"detail\":\"" + std::string(detail) + "\"}";
+  return std::string("{\"type\":\"urn:qkdn:problem:") + std::string(kind) + "\",\"title\":\"" +
+         title + "\",\"status\":" + std::to_string(status) + ",\"detail\":\"" +
+         std::string(detail) + "\"}";
 }
 
 }  // namespace
@@ -97,13 +98,13 @@ net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
       close_after = true;
       if (ec == http::error::body_limit) {
         out.status = 413;
-        out.body = problem_body(413, "request body exceeds the limit");
+        out.body = problem_body(413, "payload-too-large", "request body exceeds the limit");
       } else if (ec == http::error::header_limit) {
         out.status = 431;
-        out.body = problem_body(431, "request header exceeds the limit");
+        out.body = problem_body(431, "header-too-large", "request header exceeds the limit");
       } else {
         out.status = 400;
-        out.body = problem_body(400, "malformed HTTP request");
+        out.body = problem_body(400, "malformed-request", "malformed HTTP request");
       }
       out.content_type = "application/problem+json";
     } else {
@@ -130,7 +131,7 @@ net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
         out = HttpResponse{};
         out.status = 500;
         out.content_type = "application/problem+json";
-        out.body = problem_body(500, "internal error");
+        out.body = problem_body(500, "internal", "internal error");
       }
     }
     http::response<http::string_body> res;

@@ -101,7 +101,7 @@ TEST_F(NorthboundApi, LinkLifecycleAndLiveState) {
            R"({"kma_id":"KM1","timestamp":"2026-01-01T00:00:00Z","links":[{"link_id":"L12",)"
            R"("peer_kma_id":"KM2","state":"up","stored_keys":40,"stored_key_bits":10240,)"
            R"("key_rate_bps":5000,"consumption_rate_bps":100,"qber":0.03}]})");
-  ASSERT_EQ(km1.heartbeat("KM1", 3).command, 0x41E8);
+  ASSERT_EQ(km1.heartbeat("KM1", 3).command, 0x41E9);
   auto l = obj(c.get("/api/v1/links/L12"));
   EXPECT_EQ(l.at("oper_state").as_string(), "up");
   EXPECT_EQ(l.at("stored_key_bits").as_int64(), 10240);
@@ -172,37 +172,65 @@ TEST_F(NorthboundApi, Applications) {
 
 // Route queries: k best with costs; excluded links with reasons; validation of parameters.
 TEST_F(NorthboundApi, RouteQueries) {
-  auto r = c.get("/api/v1/routes?src=KM1&dst=KM3&k=2&require_connected=false");
-  ASSERT_EQ(r.status, 200) << r.body;
-  auto o = obj(r);
-  auto routes = o.at("items").as_array();
-  ASSERT_EQ(routes.size(), 1U);
-  auto r0 = routes[0].as_object();
-  EXPECT_EQ(r0.at("kms").as_array().size(), 3U);
-  EXPECT_EQ(r0.at("hops").as_int64(), 2);
-  EXPECT_GT(r0.at("cost").as_double(), 0);
-  // Connected KMs are required by default: without agents every link is excluded.
-  auto strict = obj(c.get("/api/v1/routes?src=KM1&dst=KM3"));
-  EXPECT_TRUE(strict.at("items").as_array().empty());
-  ASSERT_EQ(strict.at("excluded").as_array().size(), 2U);
-  auto reasons = strict.at("excluded").as_array()[0].as_object().at("reasons").as_array();
+  // Without agents every link is down and its KMs disconnected: all excluded, with reasons.
+  auto none = obj(c.get("/api/v1/routes?src=KM1&dst=KM3"));
+  EXPECT_TRUE(none.at("items").as_array().empty());
+  ASSERT_EQ(none.at("excluded").as_array().size(), 2U);
+  auto reasons = none.at("excluded").as_array()[0].as_object().at("reasons").as_array();
   EXPECT_NE(std::find(reasons.begin(), reasons.end(), json::value("km_disconnected")),
             reasons.end());
-  // A disabled link says so.
+  EXPECT_NE(std::find(reasons.begin(), reasons.end(), json::value("link_down")), reasons.end());
+
+  RawClient km1(h.ck_port());
+  RawClient km2(h.ck_port());
+  RawClient km3(h.ck_port());
+  ASSERT_EQ(km1.do_register("KM1", kLinks1).command, 0x41E2);
+  ASSERT_EQ(km2.do_register("KM2", kLinks2).command, 0x41E2);
+  ASSERT_EQ(km3.do_register("KM3", kLinks3).command, 0x41E2);
+  // Pools are empty until agents report: the routes exist only once the floor is lowered.
+  auto empty = obj(c.get("/api/v1/routes?src=KM1&dst=KM3"));
+  EXPECT_TRUE(empty.at("items").as_array().empty());
+  EXPECT_EQ(empty.at("excluded").as_array()[0].as_object().at("reasons").as_array()[0],
+            "pool_below_floor");
+  ASSERT_EQ(c.request("PUT", "/api/v1/thresholds", kAdminToken,
+                      R"({"qber":0.11,"pool_floor_bits":0,"qber_hysteresis":0.1})")
+                .status,
+            200);
+  auto r = c.get("/api/v1/routes?src=KM1&dst=KM3&k=2&metric=hop_count");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto o = obj(r);
+  EXPECT_EQ(o.at("metric").as_string(), "hop_count");
+  auto routes = o.at("items").as_array();
+  ASSERT_EQ(routes.size(), 1U) << r.body;
+  auto r0 = routes[0].as_object();
+  EXPECT_EQ(r0.at("kms").as_array().size(), 3U);
+  EXPECT_EQ(r0.at("links").as_array()[0].as_string(), "L12");
+  EXPECT_EQ(r0.at("hops").as_int64(), 2);
+  EXPECT_DOUBLE_EQ(r0.at("cost").as_double(), 2);
+  EXPECT_TRUE(o.at("excluded").as_array().empty());
+
+  // A disabled link says so, and the route is gone.
   ASSERT_EQ(
       c.request("PATCH", "/api/v1/links/L23", kAdminToken, R"({"admin_state":"disabled"})").status,
       200);
-  auto what_if = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&require_connected=false"));
-  EXPECT_TRUE(what_if.at("items").as_array().empty());
-  auto ex = what_if.at("excluded").as_array();
+  auto off = obj(c.get("/api/v1/routes?src=KM1&dst=KM3"));
+  EXPECT_TRUE(off.at("items").as_array().empty());
+  auto ex = off.at("excluded").as_array();
   ASSERT_EQ(ex.size(), 1U);
   EXPECT_EQ(ex[0].as_object().at("link_id").as_string(), "L23");
   EXPECT_EQ(ex[0].as_object().at("reasons").as_array()[0].as_string(), "admin_disabled");
+  // avoid_links is honoured too.
+  ASSERT_EQ(
+      c.request("PATCH", "/api/v1/links/L23", kAdminToken, R"({"admin_state":"enabled"})").status,
+      200);
+  auto avoided = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&avoid_links=L12"));
+  EXPECT_TRUE(avoided.at("items").as_array().empty());
 
   EXPECT_EQ(c.get("/api/v1/routes?src=KM1").status, 400);
   EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=KM3&k=0").status, 400);
   EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=KM3&metric=shortest").status, 400);
   EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=NOPE").status, 404);
+  EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=KM3&avoid_links=NOPE").status, 404);
 }
 
 // Pinned routes: put (validated against the topology), get with ETag, list, delete.
