@@ -96,6 +96,11 @@ def main():
             links = admin.json("link", "list")
             return links if sum(1 for l in links if l.get("stored_key_bits", 0) > 0) > 0 else None
         links = wait_for(live_pools, 30, POLL, "links with stored key")
+        paged = admin.json("--page-size", "7", "link", "list")
+        check("lists follow next_cursor across pages",
+              sorted(l["link_id"] for l in paged) == sorted(l["link_id"] for l in links))
+        check("--limit stops early", len(admin.json("--page-size", "5", "--limit", "12",
+                                                     "link", "list")) == 12)
         code, out, err = admin.run("link", "list")
         lines = out.splitlines()
         check("link list table", code == 0 and lines[0].split()[:3] == ["LINK", "A", "B"]
