@@ -97,6 +97,7 @@ Global options (anywhere on the line):
   -o, --output FMT   table (default, for people) or json (for scripts)
   --timeout SECONDS  per-request deadline (default 30)
   --cacert FILE      CA certificate(s) to verify an https API (default: system store)
+  --if-match ETAG    write commands: only apply if the resource still has this ETag (else 5)
   --limit N          list commands: stop after N items (default: follow next_cursor to the end)
   --page-size N      list commands: items per request, 1..1000 (default 1000)
   -h, --help         help; `qkdnctl NOUN --help` shows a noun's verbs and examples
@@ -288,10 +289,10 @@ struct Args {
 /// Options a command accepts: name → takes a value.
 using OptionSpec = std::map<std::string, bool>;
 
-const OptionSpec kGlobalOptions{{"--api", true},   {"--token-file", true}, {"--output", true},
-                                {"-o", true},      {"--timeout", true},    {"--cacert", true},
-                                {"--limit", true}, {"--page-size", true},  {"--help", false},
-                                {"-h", false},     {"--version", false}};
+const OptionSpec kGlobalOptions{{"--api", true},      {"--token-file", true}, {"--output", true},
+                                {"-o", true},         {"--timeout", true},    {"--cacert", true},
+                                {"--if-match", true}, {"--limit", true},      {"--page-size", true},
+                                {"--help", false},    {"-h", false},          {"--version", false}};
 
 Args parse_args(const std::vector<std::string>& argv, const OptionSpec& spec) {
   Args a;
@@ -408,6 +409,7 @@ struct ClientOptions {
   std::string token;
   std::chrono::milliseconds timeout{30000};
   std::string cacert;
+  std::string if_match;
 };
 
 /// Sends one request over a fresh connection (the CLI makes few requests; no pooling needed).
@@ -423,6 +425,9 @@ class Client {
     req.set(http::field::user_agent, kVersion);
     req.set(http::field::accept, "application/json, application/problem+json, text/plain");
     if (!options_.token.empty()) req.set(http::field::authorization, "Bearer " + options_.token);
+    if (!options_.if_match.empty() && verb != http::verb::get) {
+      req.set(http::field::if_match, options_.if_match);
+    }
     if (!body.empty() || verb == http::verb::put || verb == http::verb::post ||
         verb == http::verb::patch) {
       req.set(http::field::content_type, content_type);
@@ -1643,6 +1648,7 @@ int run(int argc, char** argv) {
     options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
   }
   options.cacert = global("--cacert").value_or("");
+  options.if_match = global("--if-match").value_or("");
   options.token = load_token(global("--token-file"));
 
   Client client(std::move(options));
@@ -1665,7 +1671,9 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const CliError& e) {
     std::cerr << "qkdnctl: " << e.what() << "\n";
-    if (e.code() == kUsage && std::string(e.what()).rfind("error 4", 0) != 0) {
+    const std::string message = e.what();
+    if (e.code() == kUsage && message.rfind("error ", 0) != 0 &&
+        message.find("--help") == std::string::npos) {
       std::cerr << "(see qkdnctl --help)\n";
     }
     return e.code();
