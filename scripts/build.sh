@@ -8,5 +8,7 @@ shift || true
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
 fi
+# ccache: share hits between checkouts at different paths (CI clones afresh each run).
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
 jobs=$(nproc)
 cmake --build "$build" -j "$jobs"
