@@ -72,19 +72,103 @@ bool KeyStore::trim_after(const KeyId& id) {
   for (auto it = keys_.rbegin(); it != keys_.rend(); ++it) {
     if (it->id == id) {
       keys_.erase(it.base(), keys_.end());
+      reserved_ = count(KeyState::kReserved);
       return true;
     }
   }
   return false;
 }
 
-void KeyStore::clear() { keys_.clear(); }
+void KeyStore::clear() {
+  keys_.clear();
+  reserved_ = 0;
+}
+
+std::vector<KeyId> KeyStore::reserve(std::size_t n, int parity,
+                                     std::chrono::steady_clock::time_point now) {
+  std::vector<KeyId> out;
+  if (n == 0) return out;
+  std::vector<KeyBlock*> picked;
+  for (auto& k : keys_) {
+    if (k.state == KeyState::kAvailable && (k.id[0] & 1) == parity) {
+      picked.push_back(&k);
+      if (picked.size() == n) break;
+    }
+  }
+  if (picked.size() < n) return out;
+  for (auto* k : picked) {
+    k->state = KeyState::kReserved;
+    k->reserved_at = now;
+    out.push_back(k->id);
+  }
+  reserved_ += n;
+  return out;
+}
+
+bool KeyStore::allocate(const std::vector<KeyId>& ids) {
+  std::vector<KeyBlock*> found;
+  for (const auto& id : ids) {
+    auto it =
+        std::find_if(keys_.begin(), keys_.end(), [&](const KeyBlock& k) { return k.id == id; });
+    if (it == keys_.end() || it->state != KeyState::kReserved) return false;
+    if (std::find(found.begin(), found.end(), &*it) != found.end()) return false;
+    found.push_back(&*it);
+  }
+  for (auto* k : found) k->state = KeyState::kAllocated;
+  reserved_ -= found.size();
+  return true;
+}
+
+std::optional<std::vector<KeyBlock>> KeyStore::take(const std::vector<KeyId>& ids,
+                                                    bool allocated_only) {
+  const KeyState want = allocated_only ? KeyState::kAllocated : KeyState::kAvailable;
+  std::vector<std::size_t> idx;
+  for (const auto& id : ids) {
+    auto it =
+        std::find_if(keys_.begin(), keys_.end(), [&](const KeyBlock& k) { return k.id == id; });
+    if (it == keys_.end() || it->state != want) return std::nullopt;
+    const auto i = static_cast<std::size_t>(it - keys_.begin());
+    if (std::find(idx.begin(), idx.end(), i) != idx.end()) return std::nullopt;
+    idx.push_back(i);
+  }
+  std::vector<KeyBlock> out;
+  out.reserve(idx.size());
+  for (auto i : idx) out.push_back(keys_[i]);
+  std::sort(idx.begin(), idx.end());
+  for (auto it = idx.rbegin(); it != idx.rend(); ++it) {
+    keys_.erase(keys_.begin() + static_cast<std::ptrdiff_t>(*it));  // the erased copy is wiped
+  }
+  return out;
+}
+
+std::size_t KeyStore::release_expired(std::chrono::steady_clock::time_point now,
+                                      std::chrono::milliseconds lease) {
+  if (reserved_ == 0) return 0;
+  std::size_t n = 0;
+  for (auto& k : keys_) {
+    if (k.state == KeyState::kReserved && now - k.reserved_at >= lease) {
+      k.state = KeyState::kAvailable;
+      ++n;
+    }
+  }
+  reserved_ -= n;
+  return n;
+}
+
+std::size_t KeyStore::count(KeyState state) const {
+  return static_cast<std::size_t>(std::count_if(
+      keys_.begin(), keys_.end(), [&](const KeyBlock& k) { return k.state == state; }));
+}
 
 std::string KeyStore::digest_hex() const {
+  return digest_of(std::vector<KeyBlock>(keys_.begin(), keys_.end()));
+}
+
+std::string digest_of(const std::vector<KeyBlock>& keys) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   if (ctx == nullptr) throw Internal("EVP_MD_CTX_new failed");
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  for (const auto& k : keys_) {
+  for (const auto& k : keys) {
     EVP_DigestUpdate(ctx, k.id.data(), k.id.size());
     EVP_DigestUpdate(ctx, k.bytes.data(), k.bytes.size());
   }

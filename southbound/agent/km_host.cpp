@@ -581,10 +581,7 @@ void KmHost::on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel, 
     send_ck_error(channel, bad->code, bad->message, frame.message_id);
     return;
   }
-  // Key supply (relay, sessions, reservation, allocation, relay instructions) is later work.
-  send_ck_error(channel, ck::errc::kUnknownCommand,
-                std::string("not implemented: ") + std::string(ck::command_name(code)),
-                frame.message_id);
+  on_key_supply(channel, std::move(std::get<ck::Message>(decoded)), frame.message_id);
 }
 
 ck::StatusReport KmHost::build_status() {
@@ -599,7 +596,7 @@ ck::StatusReport KmHost::build_status() {
     s.stored_keys = static_cast<std::int64_t>(l->store.size());
     s.stored_key_bits = l->store.stored_bits();
     s.key_rate_bps = l->meter.rate_per_second();
-    s.consumption_rate_bps = 0;  // keys are not consumed before key supply exists
+    s.consumption_rate_bps = 0;  // not metered yet (key supply consumes keys; see README)
     s.qber = l->qber;
     report.links.push_back(std::move(s));
   }
@@ -926,6 +923,13 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
     }
     case kma::Type::kPing:
       return;
+    case kma::Type::kRelay:
+      if (!link->synced) return fail("relay before sync");
+      on_relay_frame(*link, session, payload);
+      return;
+    case kma::Type::kRelayAck:
+      on_relay_ack(payload);
+      return;
     case kma::Type::kError: {
       auto msg = parse_object(payload);
       return fail("peer error: " + (msg ? get_string(*msg, "message") : std::string{}));
@@ -958,6 +962,7 @@ net::awaitable<void> KmHost::tick_loop() {
     if (stopping()) break;
     const auto now = std::chrono::steady_clock::now();
     if (next < now - tick * 10) next = now;  // we fell far behind: do not burst
+    expire_key_supply(now);
     for (auto& l : links_) {
       if (l->primary) generate(*l, now);
       l->meter.sample(now, l->store.added_bits_total());
@@ -1090,6 +1095,11 @@ net::awaitable<bool> KmHost::apply_control(std::string link_id, LinkControl cont
 }
 
 net::awaitable<std::optional<std::string>> KmHost::digest(std::string link_id) {
+  if (link_id.starts_with("relay:")) {  // test hook: the e2e keys of a relay (source or dest)
+    auto d = delivered_.find(link_id.substr(6));
+    if (d == delivered_.end()) co_return std::nullopt;
+    co_return digest_of(d->second.keys);
+  }
   auto it = link_by_id_.find(link_id);
   if (it == link_by_id_.end()) co_return std::nullopt;
   co_return it->second->store.digest_hex();

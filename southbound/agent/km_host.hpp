@@ -184,6 +184,37 @@ class KmHost {
   void apply_control_local(LinkEnd& link, const LinkControl& control);
   std::optional<std::string> peer_endpoint(const std::string& peer_km) const;
 
+  // Key supply (key_supply.cpp): 0x410A/0x410C/0x4108/0x4104/0x41E5 and the KMA relay frames.
+  void on_key_supply(const std::shared_ptr<southbound::CkChannel>& channel,
+                     southbound::ck::Message message, std::uint32_t message_id);
+  void on_reservation(const std::shared_ptr<southbound::CkChannel>& channel,
+                      const southbound::ck::KeyReservationRequest& r, std::uint32_t message_id);
+  void on_allocation(const std::shared_ptr<southbound::CkChannel>& channel,
+                     const southbound::ck::KeyAllocationRequest& r, std::uint32_t message_id);
+  void on_relay_request(const std::shared_ptr<southbound::CkChannel>& channel,
+                        const southbound::ck::KeyRelayRequest& r, std::uint32_t message_id);
+  void on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
+                      const std::string& payload);
+  void on_relay_ack(const std::string& payload);
+  void finish_source_relay(const std::string& request_id, const std::string& response);
+  void expire_key_supply(SteadyTime now);
+  /// The link end to `peer` (`link_id` when given and non-empty); nullptr when none.
+  LinkEnd* hop_link(const std::string& peer, const std::optional<std::string>& link_id);
+
+  struct SourceRelay {
+    std::shared_ptr<southbound::CkChannel> channel;
+    std::uint32_t message_id = 0;
+    SteadyTime deadline{};
+  };
+  struct Delivered {
+    std::string peer_km;         ///< the other end of the end-to-end key
+    std::vector<KeyBlock> keys;  ///< end-to-end keys (wiped when erased)
+  };
+  std::map<std::string, SourceRelay> source_relays_;     ///< request id -> waiting 0x1405
+  std::map<std::string, std::string> forwarded_relays_;  ///< request id -> inbound link id
+  std::map<std::string, Delivered> delivered_;           ///< request id -> e2e keys
+  std::map<std::string, southbound::ck::SessionCreationNotification> sessions_by_id_;
+
   // Generation and alarms.
   net::awaitable<void> tick_loop();
   void generate(LinkEnd& link, SteadyTime now);

@@ -7,6 +7,11 @@
 //   secondary -> SyncOk {"in_sync": bool, "capacity_bits"}   (trimmed / flushed to match)
 //   primary -> Keys (seq, keys...);  secondary stores, -> Ack (seq);  primary stores on Ack
 //   either -> Control {"key_rate_bps","qber","up"} (admin changes, any subset), Ping {}
+//   either -> Relay {relayed key metadata, "ciphertext": hex, "tag": hex} (key relay, Y.3803
+//             8.2.3: one hop of an end-to-end key, one-time-pad encrypted with hop keys; see
+//             southbound/agent/README.md "Key supply"); the receiver answers RelayAck
+//             {"key_relay_request_id","response": "OK"|"NG: <reason>"} once the rest of the
+//             route has answered (transit KMs forward the downstream RelayAck upstream)
 // The primary of a link is the end with the lexicographically smaller KM ID.
 #pragma once
 
@@ -30,6 +35,8 @@ enum class Type : std::uint16_t {
   kControl = 7,
   kError = 8,
   kPing = 9,
+  kRelay = 10,
+  kRelayAck = 11,
 };
 
 inline constexpr std::size_t kHeaderSize = 6;

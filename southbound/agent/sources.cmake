@@ -7,6 +7,7 @@ add_library(qkdn_agent STATIC
   agent/options.cpp
   agent/tls_identity.cpp
   agent/km_host.cpp
+  agent/key_supply.cpp
   agent/agent.cpp
   agent/admin_http.cpp
 )

@@ -3,6 +3,7 @@
 add_executable(integration_agent
   ${CMAKE_CURRENT_LIST_DIR}/agent_ck_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/agent_links_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/agent_keysupply_relay_test.cpp
 )
 target_link_libraries(integration_agent PRIVATE qkdn_agent qkdn_southbound Boost::json
                       GTest::gtest_main Threads::Threads qkdn_options)

@@ -110,7 +110,8 @@ class Agent {
 
   /// State of every hosted KM (blocking).
   std::vector<KmSnapshot> snapshot();
-  /// SHA-256 (hex) of the keys a hosted KM stores for a link (test hook; blocking).
+  /// SHA-256 (hex) of the keys a hosted KM stores for a link (test hook; blocking). With
+  /// link_id "relay:<key_relay_request_id>": of the end-to-end keys the KM holds for that relay.
   std::optional<std::string> link_digest(const std::string& km_id, const std::string& link_id);
   /// Applies a change to every hosted end of a link and forwards it to a remote peer end over
   /// the KMA link (blocking). False when no end of the link is hosted here.

@@ -10,6 +10,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "qkdn/controller/clock.hpp"
 
@@ -27,7 +28,7 @@ std::string key_id_to_string(const KeyId& id);
 /// Parses canonical UUID text; nullopt when malformed.
 std::optional<KeyId> parse_key_id(const std::string& text);
 
-/// Life-cycle state of a stored key (reservation and allocation are later work).
+/// Life-cycle state of a stored key: available, reserved (0x410A), allocated (0x410C).
 enum class KeyState : std::uint8_t { kAvailable, kReserved, kAllocated };
 
 /// One KMA-key. Y.3803 Table 1 (2): KMA-key ID (`id`), key length (kKeyBits), generation time
@@ -37,6 +38,7 @@ struct KeyBlock {
   KeyId id{};
   SysTime created{};
   KeyState state = KeyState::kAvailable;
+  std::chrono::steady_clock::time_point reserved_at{};  ///< when reserved (lease start)
   std::array<std::uint8_t, kKeyBytes> bytes{};
 
   KeyBlock() = default;
@@ -76,6 +78,23 @@ class KeyStore {
   bool trim_after(const KeyId& id);
   /// Drops every key.
   void clear();
+  /// Reserves `n` available keys, oldest first, among those whose ID's first byte has the
+  /// parity `parity` (0 or 1: the two ends of a link reserve disjoint halves, so reservations
+  /// made at both ends at once never collide). Empty (and nothing changed) when fewer exist.
+  std::vector<KeyId> reserve(std::size_t n, int parity, std::chrono::steady_clock::time_point now);
+  /// Reserved -> allocated for every ID. False (nothing changed) when an ID is not stored here
+  /// or not reserved.
+  bool allocate(const std::vector<KeyId>& ids);
+  /// Removes and returns the keys with these IDs, in the given order. With `allocated_only`,
+  /// every key must be allocated; otherwise every key must be available (the far end of a
+  /// hop). nullopt (nothing changed) when an ID is missing, repeated or in another state.
+  std::optional<std::vector<KeyBlock>> take(const std::vector<KeyId>& ids, bool allocated_only);
+  /// Releases reservations older than `lease` (reserved -> available). Returns how many.
+  std::size_t release_expired(std::chrono::steady_clock::time_point now,
+                              std::chrono::milliseconds lease);
+  /// Number of keys in a state.
+  [[nodiscard]] std::size_t count(KeyState state) const;
+
   /// Hex SHA-256 over (id || bytes) of every stored key in order: lets tests compare both ends
   /// of a link without exposing key bytes.
   [[nodiscard]] std::string digest_hex() const;
@@ -87,7 +106,11 @@ class KeyStore {
   std::int64_t capacity_bits_;
   std::int64_t added_bits_total_ = 0;
   std::deque<KeyBlock> keys_;
+  std::size_t reserved_ = 0;  ///< keys in kReserved (lets release_expired skip the scan)
 };
+
+/// Hex SHA-256 over (id || bytes) of a sequence of keys (test hook for relayed keys).
+std::string digest_of(const std::vector<KeyBlock>& keys);
 
 /// Measures a rate from a monotonic counter sampled over a sliding window. Single-threaded.
 class RateMeter {

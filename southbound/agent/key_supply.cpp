@@ -1,0 +1,491 @@
+// Key supply at a hosted KM: the controller's reservation (0x410A), allocation (0x410C), session
+// notification (0x4108), key relay (0x4104) and relay instruction (0x41E5) commands, and the
+// KMA-link Relay / RelayAck frames that carry an end-to-end key hop by hop (Y.3803 8.2.3).
+// Everything here runs on the KM's strand. Key bytes never reach a log or the controller.
+#include <algorithm>
+#include <cstring>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <boost/json.hpp>
+
+#include "km_host.hpp"
+#include "log.hpp"
+
+namespace qkdn::agent {
+
+namespace ck = southbound::ck;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A reservation not allocated within this lease is released (ck-protocol.md clause 6).
+constexpr auto kReservationLease = 10s;
+/// A source KM answers "NG: timeout" when the route has not answered within this time.
+constexpr auto kRelayTimeout = 10s;
+/// Most keys one reservation or relay may involve (one relay frame stays far below kMaxPayload).
+constexpr std::int64_t kMaxKeysPerRelay = 1024;
+constexpr std::string_view kMacLabel = "qkdn-relay-mac-v1";
+
+std::optional<json::object> parse_obj(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  return std::move(v.as_object());
+}
+
+std::string str_of(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_string()) return {};
+  return std::string(v->as_string());
+}
+
+std::vector<std::string> strings_of(const json::object& o, std::string_view key) {
+  std::vector<std::string> out;
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_array()) return out;
+  for (const auto& e : v->as_array()) {
+    if (e.is_string()) out.emplace_back(e.as_string());
+  }
+  return out;
+}
+
+json::array to_array(const std::vector<std::string>& v) {
+  json::array a;
+  for (const auto& s : v) a.emplace_back(s);
+  return a;
+}
+
+std::optional<std::vector<KeyId>> parse_ids(const std::vector<std::string>& text) {
+  std::vector<KeyId> out;
+  for (const auto& t : text) {
+    auto id = parse_key_id(t);
+    if (!id) return std::nullopt;
+    out.push_back(*id);
+  }
+  return out;
+}
+
+std::string to_hex(const std::uint8_t* data, std::size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(n * 2);
+  for (std::size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[data[i] >> 4]);
+    out.push_back(kHex[data[i] & 0x0F]);
+  }
+  return out;
+}
+
+std::optional<std::vector<std::uint8_t>> from_hex(std::string_view s) {
+  if (s.size() % 2 != 0) return std::nullopt;
+  auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::vector<std::uint8_t> out(s.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = nib(s[2 * i]);
+    const int lo = nib(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return out;
+}
+
+/// The one-time pad of a hop: the hop keys' bytes in the order of their IDs.
+std::vector<std::uint8_t> pad_of(const std::vector<KeyBlock>& keys) {
+  std::vector<std::uint8_t> pad;
+  pad.reserve(keys.size() * kKeyBytes);
+  for (const auto& k : keys) pad.insert(pad.end(), k.bytes.begin(), k.bytes.end());
+  return pad;
+}
+
+/// Integrity tag of one hop: HMAC-SHA256 over (associated data || ciphertext) under the MAC key
+/// HMAC-SHA256(pad, "qkdn-relay-mac-v1"). The MAC key is derived from the same hop keys as the
+/// pad (the controller reserves number_of_keys hop keys, exactly the pad): integrity is therefore
+/// computational (SHA-256), confidentiality stays one-time pad. See README "Key supply".
+std::array<std::uint8_t, 32> hop_tag(const std::vector<std::uint8_t>& pad, const std::string& aad,
+                                     const std::vector<std::uint8_t>& ciphertext) {
+  std::array<std::uint8_t, 32> mac_key{};
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), pad.data(), static_cast<int>(pad.size()),
+       reinterpret_cast<const unsigned char*>(kMacLabel.data()), kMacLabel.size(), mac_key.data(),
+       &len);
+  std::vector<std::uint8_t> msg(aad.begin(), aad.end());
+  msg.push_back(0);
+  msg.insert(msg.end(), ciphertext.begin(), ciphertext.end());
+  std::array<std::uint8_t, 32> tag{};
+  HMAC(EVP_sha256(), mac_key.data(), static_cast<int>(mac_key.size()), msg.data(), msg.size(),
+       tag.data(), &len);
+  OPENSSL_cleanse(mac_key.data(), mac_key.size());
+  return tag;
+}
+
+/// Associated data bound into every hop tag: the relayed-key metadata and the hop.
+std::string relay_aad(const json::object& meta, const std::string& from, const std::string& to) {
+  std::string aad = str_of(meta, "key_relay_request_id") + "\n" + str_of(meta, "source_kma_id") +
+                    "\n" + str_of(meta, "destination_kma_id") + "\n" + str_of(meta, "created") +
+                    "\n" + str_of(meta, "encryption") + "\n" + from + "\n" + to;
+  for (const auto& id : strings_of(meta, "key_ids")) aad += "\n" + id;
+  return aad;
+}
+
+/// XORs `data` with `pad` in place (same size).
+void xor_into(std::vector<std::uint8_t>& data, const std::vector<std::uint8_t>& pad) {
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] ^= pad[i];
+}
+
+void wipe(std::vector<std::uint8_t>& v) {
+  if (!v.empty()) OPENSSL_cleanse(v.data(), v.size());
+}
+
+/// A whole Relay frame: the metadata plus ciphertext and tag for the hop from -> to.
+std::string relay_frame(json::object meta, const std::string& from, const std::string& to,
+                        std::vector<std::uint8_t> plaintext, std::vector<std::uint8_t> pad) {
+  xor_into(plaintext, pad);  // plaintext now holds the ciphertext
+  const auto tag = hop_tag(pad, relay_aad(meta, from, to), plaintext);
+  wipe(pad);
+  meta["from"] = from;
+  meta["to"] = to;
+  meta["ciphertext"] = to_hex(plaintext.data(), plaintext.size());
+  meta["tag"] = to_hex(tag.data(), tag.size());
+  return kma::encode_frame(kma::Type::kRelay, json::serialize(meta));
+}
+
+std::string relay_ack_frame(const std::string& request_id, const std::string& response) {
+  json::object o{{"key_relay_request_id", request_id}, {"response", response}};
+  return kma::encode_frame(kma::Type::kRelayAck, json::serialize(o));
+}
+
+}  // namespace
+
+LinkEnd* KmHost::hop_link(const std::string& peer, const std::optional<std::string>& link_id) {
+  if (link_id && !link_id->empty()) {
+    auto it = link_by_id_.find(*link_id);
+    if (it == link_by_id_.end() || it->second->peer_km != peer) return nullptr;
+    return it->second;
+  }
+  for (auto& l : links_) {
+    if (l->peer_km == peer) return l.get();
+  }
+  return nullptr;
+}
+
+void KmHost::on_key_supply(const std::shared_ptr<southbound::CkChannel>& channel,
+                           ck::Message message, std::uint32_t message_id) {
+  if (auto* r = std::get_if<ck::KeyReservationRequest>(&message)) {
+    on_reservation(channel, *r, message_id);
+  } else if (auto* a = std::get_if<ck::KeyAllocationRequest>(&message)) {
+    on_allocation(channel, *a, message_id);
+  } else if (auto* k = std::get_if<ck::KeyRelayRequest>(&message)) {
+    on_relay_request(channel, *k, message_id);
+  } else if (auto* n = std::get_if<ck::SessionCreationNotification>(&message)) {
+    sessions_by_id_[n->session_id] = *n;
+    ck::SessionCreationNotificationResponse resp;
+    resp.session_id = n->session_id;
+    resp.response = "OK";
+    channel->send(ck::Message{std::move(resp)}, message_id);
+  } else if (auto* i = std::get_if<ck::RelayInstruction>(&message)) {
+    // Scheduled relays (clause 4, 0x41E5) are not implemented at the agent yet: say so.
+    ck::RelayInstructionResponse resp;
+    resp.instruction_id = i->instruction_id;
+    resp.response = "NG: not supported";
+    resp.keys_relayed = 0;
+    channel->send(ck::Message{std::move(resp)}, message_id);
+  } else {
+    send_ck_error(channel, ck::errc::kUnknownCommand, "command not handled by this KM", message_id);
+  }
+}
+
+void KmHost::on_reservation(const std::shared_ptr<southbound::CkChannel>& channel,
+                            const ck::KeyReservationRequest& r, std::uint32_t message_id) {
+  ck::KeyReservationResponse resp;
+  resp.source_kma_id = r.source_kma_id;
+  resp.destination_kma_id = r.destination_kma_id;
+  resp.application_destination_id = r.application_destination_id;
+  resp.next_kma_id = r.next_kma_id;
+  resp.link_id = r.link_id;
+  resp.response = 1;
+  auto ng = [&](std::string_view code, const std::string& text) {
+    resp.extension = ck::make_error_extension(code, text);
+    channel->send(ck::Message{std::move(resp)}, message_id);
+  };
+  const std::string peer = r.next_kma_id.value_or(r.destination_kma_id);
+  LinkEnd* link = hop_link(peer, r.link_id);
+  if (link == nullptr) return ng(ck::errc::kUnknownKma, "no link from " + km_id_ + " to " + peer);
+  const std::int64_t n = r.number_of_keys.value_or(1);
+  if (n < 1 || n > kMaxKeysPerRelay) {
+    return ng(ck::errc::kBadRequest,
+              "number_of_keys must be 1.." + std::to_string(kMaxKeysPerRelay));
+  }
+  // The primary end reserves keys with an even first ID byte, the secondary odd ones.
+  auto ids = link->store.reserve(static_cast<std::size_t>(n), link->primary ? 0 : 1,
+                                 std::chrono::steady_clock::now());
+  if (ids.empty()) {
+    return ng(ck::errc::kInsufficientKeys,
+              std::to_string(n) + " keys requested on " + link->link_id + ", fewer available");
+  }
+  for (const auto& id : ids) resp.key_ids.push_back(key_id_to_string(id));
+  resp.link_id = link->link_id;
+  resp.response = 0;
+  channel->send(ck::Message{std::move(resp)}, message_id);
+}
+
+void KmHost::on_allocation(const std::shared_ptr<southbound::CkChannel>& channel,
+                           const ck::KeyAllocationRequest& r, std::uint32_t message_id) {
+  ck::KeyAllocationResponse resp;
+  resp.source_kma_id = r.source_kma_id;
+  resp.destination_kma_id = r.destination_kma_id;
+  resp.application_destination_id = r.application_destination_id;
+  resp.next_kma_id = r.next_kma_id;
+  resp.link_id = r.link_id;
+  resp.key_ids = r.key_ids;
+  resp.response = 1;
+  auto ng = [&](std::string_view code, const std::string& text) {
+    resp.extension = ck::make_error_extension(code, text);
+    channel->send(ck::Message{std::move(resp)}, message_id);
+  };
+  const std::string peer = r.next_kma_id.value_or(r.destination_kma_id);
+  LinkEnd* link = hop_link(peer, r.link_id);
+  if (link == nullptr) return ng(ck::errc::kUnknownKma, "no link from " + km_id_ + " to " + peer);
+  auto ids = parse_ids(r.key_ids);
+  if (!ids || ids->empty() || !link->store.allocate(*ids)) {
+    return ng(ck::errc::kUnknownKey, "key IDs not reserved here on " + link->link_id);
+  }
+  resp.link_id = link->link_id;
+  resp.response = 0;
+  channel->send(ck::Message{std::move(resp)}, message_id);
+}
+
+void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& channel,
+                              const ck::KeyRelayRequest& r, std::uint32_t message_id) {
+  const std::string rid =
+      r.key_relay_request_id.value_or(km_id_ + "-" + key_id_to_string(new_key_id()));
+  auto ng = [&](const std::string& reason) {
+    ck::KeyRelayResponse resp;
+    resp.response = "NG: " + reason;
+    resp.key_relay_request_id = rid;
+    channel->send(ck::Message{std::move(resp)}, message_id);
+  };
+  if (!r.destination_kma_id || *r.destination_kma_id == km_id_)
+    return ng("bad_request: destination");
+  if (r.source_kma_id && *r.source_kma_id != km_id_) return ng("bad_request: not the source KM");
+  if (source_relays_.contains(rid) || delivered_.contains(rid) || forwarded_relays_.contains(rid)) {
+    return ng("bad_request: duplicate key_relay_request_id");
+  }
+  std::vector<std::string> route{km_id_};
+  route.insert(route.end(), r.transit_kma_ids.begin(), r.transit_kma_ids.end());
+  route.push_back(*r.destination_kma_id);
+  if (r.hop_keys.size() != route.size() - 1)
+    return ng("bad_request: hop_keys do not match the route");
+  const std::size_t n = r.hop_keys.front().key_ids.size();
+  if (n == 0 || n > static_cast<std::size_t>(kMaxKeysPerRelay)) return ng("bad_request: key count");
+  json::array hops;
+  for (std::size_t i = 0; i < r.hop_keys.size(); ++i) {
+    const auto& h = r.hop_keys[i];
+    if (h.kma_id != route[i] || h.next_kma_id != route[i + 1] || h.key_ids.size() != n) {
+      return ng("bad_request: hop_keys do not match the route");
+    }
+    hops.push_back(json::object{{"kma_id", h.kma_id},
+                                {"next_kma_id", h.next_kma_id},
+                                {"link_id", h.link_id},
+                                {"key_ids", to_array(h.key_ids)}});
+  }
+  const auto& first = r.hop_keys.front();
+  LinkEnd* out = hop_link(route[1], std::optional<std::string>(first.link_id));
+  if (out == nullptr) return ng("unknown_kma: no link to " + route[1]);
+  if (!out->session || !out->synced) return ng("peer_unreachable: KMA link " + out->link_id);
+  auto ids = parse_ids(first.key_ids);
+  if (!ids) return ng("unknown_key: malformed hop key ID");
+  auto hop_keys = out->store.take(*ids, true);
+  if (!hop_keys) return ng("unknown_key: hop keys not allocated at " + km_id_);
+
+  // The end-to-end keys: n x 256 bits from the CSPRNG, fresh random IDs.
+  Delivered d;
+  d.peer_km = *r.destination_kma_id;
+  d.keys.resize(n);
+  std::vector<std::uint8_t> plain;
+  plain.reserve(n * kKeyBytes);
+  const auto created = std::chrono::system_clock::now();
+  std::vector<std::string> e2e_ids;
+  for (auto& k : d.keys) {
+    if (RAND_bytes(k.bytes.data(), static_cast<int>(k.bytes.size())) != 1) {
+      return ng("internal: RAND_bytes failed");
+    }
+    k.id = new_key_id();
+    k.created = created;
+    k.state = KeyState::kAllocated;
+    plain.insert(plain.end(), k.bytes.begin(), k.bytes.end());
+    e2e_ids.push_back(key_id_to_string(k.id));
+  }
+  json::object meta{{"key_relay_request_id", rid},
+                    {"source_kma_id", km_id_},
+                    {"destination_kma_id", *r.destination_kma_id},
+                    {"route", to_array(route)},
+                    {"hop_keys", std::move(hops)},
+                    {"key_ids", to_array(e2e_ids)},
+                    {"key_size", kKeyBits},
+                    {"created", format_rfc3339(created)},
+                    {"encryption", "otp-xor"},
+                    {"integrity", "hmac-sha256"}};
+  std::string frame =
+      relay_frame(std::move(meta), km_id_, route[1], std::move(plain), pad_of(*hop_keys));
+  out->session->send(std::move(frame));
+  delivered_[rid] = std::move(d);
+  source_relays_[rid] =
+      SourceRelay{channel, message_id, std::chrono::steady_clock::now() + kRelayTimeout};
+  log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " started to " + route.back() +
+                                " (" + std::to_string(n) + " keys)");
+}
+
+void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
+                            const std::string& payload) {
+  auto meta = parse_obj(payload);
+  const std::string rid = meta ? str_of(*meta, "key_relay_request_id") : std::string{};
+  auto answer = [&](const std::string& response) {
+    session->send(relay_ack_frame(rid, response));
+    if (response != "OK") {
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": relay " + rid + ": " + response);
+    }
+  };
+  if (!meta || rid.empty()) return answer("NG: bad_request: malformed relay frame");
+  if (delivered_.contains(rid) || forwarded_relays_.contains(rid)) {
+    return answer("NG: bad_request: duplicate key_relay_request_id");
+  }
+  const std::string from = link.peer_km;
+  if (str_of(*meta, "from") != from || str_of(*meta, "to") != km_id_) {
+    return answer("NG: bad_request: relay hop mismatch");
+  }
+  const std::string destination = str_of(*meta, "destination_kma_id");
+  // Find the inbound hop (from -> here) and, at a transit KM, the outbound hop (here -> next).
+  const ck::HopKeys* in_hop = nullptr;
+  std::optional<ck::HopKeys> in_copy;
+  std::optional<ck::HopKeys> out_hop;
+  if (const auto* hv = meta->if_contains("hop_keys"); hv != nullptr && hv->is_array()) {
+    for (const auto& e : hv->as_array()) {
+      if (!e.is_object()) continue;
+      const auto& o = e.as_object();
+      ck::HopKeys h{str_of(o, "kma_id"), str_of(o, "next_kma_id"), str_of(o, "link_id"),
+                    strings_of(o, "key_ids")};
+      if (h.kma_id == from && h.next_kma_id == km_id_)
+        in_copy = std::move(h);
+      else if (h.kma_id == km_id_)
+        out_hop = std::move(h);
+    }
+  }
+  if (in_copy) in_hop = &*in_copy;
+  if (in_hop == nullptr) return answer("NG: bad_request: no hop keys for " + from + "->" + km_id_);
+  if (!in_hop->link_id.empty() && in_hop->link_id != link.link_id) {
+    return answer("NG: bad_request: hop link mismatch");
+  }
+  auto in_ids = parse_ids(in_hop->key_ids);
+  if (!in_ids || in_ids->empty()) return answer("NG: unknown_key: malformed hop key ID");
+  auto ct = from_hex(str_of(*meta, "ciphertext"));
+  auto tag = from_hex(str_of(*meta, "tag"));
+  if (!ct || !tag || tag->size() != 32 || ct->size() != in_ids->size() * kKeyBytes) {
+    return answer("NG: bad_request: ciphertext size");
+  }
+  auto in_keys = link.store.take(*in_ids, false);  // consumed (wiped) here whatever follows
+  if (!in_keys) return answer("NG: unknown_key: hop keys not held at " + km_id_);
+  auto pad = pad_of(*in_keys);
+  const auto expect = hop_tag(pad, relay_aad(*meta, from, km_id_), *ct);
+  if (CRYPTO_memcmp(expect.data(), tag->data(), 32) != 0) {
+    wipe(pad);
+    return answer("NG: integrity: relay tag mismatch");
+  }
+  auto plain = std::move(*ct);
+  xor_into(plain, pad);
+  wipe(pad);
+  if (destination == km_id_) {
+    auto ids = parse_ids(strings_of(*meta, "key_ids"));
+    if (!ids || ids->size() * kKeyBytes != plain.size()) {
+      wipe(plain);
+      return answer("NG: bad_request: end-to-end key IDs");
+    }
+    Delivered d;
+    d.peer_km = str_of(*meta, "source_kma_id");
+    d.keys.resize(ids->size());
+    for (std::size_t i = 0; i < ids->size(); ++i) {
+      d.keys[i].id = (*ids)[i];
+      d.keys[i].created = std::chrono::system_clock::now();
+      d.keys[i].state = KeyState::kAllocated;
+      std::memcpy(d.keys[i].bytes.data(), plain.data() + i * kKeyBytes, kKeyBytes);
+    }
+    wipe(plain);
+    delivered_[rid] = std::move(d);
+    log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
+                                  str_of(*meta, "source_kma_id"));
+    return answer("OK");
+  }
+  // Transit: re-encrypt with the outbound hop keys allocated here.
+  if (!out_hop) {
+    wipe(plain);
+    return answer("NG: bad_request: no outbound hop at " + km_id_);
+  }
+  LinkEnd* out = hop_link(out_hop->next_kma_id, std::optional<std::string>(out_hop->link_id));
+  auto out_ids = parse_ids(out_hop->key_ids);
+  if (out == nullptr || !out->session || !out->synced) {
+    wipe(plain);
+    return answer("NG: peer_unreachable: " + km_id_ + "->" + out_hop->next_kma_id);
+  }
+  std::optional<std::vector<KeyBlock>> out_keys;
+  if (out_ids && out_ids->size() == in_ids->size()) out_keys = out->store.take(*out_ids, true);
+  if (!out_keys) {
+    wipe(plain);
+    return answer("NG: unknown_key: hop keys not allocated at " + km_id_);
+  }
+  meta->erase("ciphertext");
+  meta->erase("tag");
+  std::string frame = relay_frame(std::move(*meta), km_id_, out_hop->next_kma_id, std::move(plain),
+                                  pad_of(*out_keys));
+  out->session->send(std::move(frame));
+  forwarded_relays_[rid] = link.link_id;
+}
+
+void KmHost::on_relay_ack(const std::string& payload) {
+  auto msg = parse_obj(payload);
+  if (!msg) return;
+  const std::string rid = str_of(*msg, "key_relay_request_id");
+  std::string response = str_of(*msg, "response");
+  if (response.empty()) response = "NG: bad_request: empty relay response";
+  if (auto f = forwarded_relays_.find(rid); f != forwarded_relays_.end()) {
+    auto l = link_by_id_.find(f->second);
+    if (l != link_by_id_.end() && l->second->session) {
+      l->second->session->send(relay_ack_frame(rid, response));
+    }
+    forwarded_relays_.erase(f);
+    return;
+  }
+  finish_source_relay(rid, response);
+}
+
+void KmHost::finish_source_relay(const std::string& request_id, const std::string& response) {
+  auto it = source_relays_.find(request_id);
+  if (it == source_relays_.end()) return;  // late (already timed out) or unknown
+  ck::KeyRelayResponse resp;
+  resp.response = response;
+  resp.key_relay_request_id = request_id;
+  if (it->second.channel) {  // send() on a closed channel is dropped
+    it->second.channel->send(ck::Message{std::move(resp)}, it->second.message_id);
+  }
+  if (response != "OK") delivered_.erase(request_id);  // the destination has nothing
+  log_line(response == "OK" ? LogLevel::kInfo : LogLevel::kWarn,
+           "KM " + km_id_ + ": relay " + request_id + ": " + response);
+  source_relays_.erase(it);
+}
+
+void KmHost::expire_key_supply(SteadyTime now) {
+  for (auto& l : links_) l->store.release_expired(now, kReservationLease);
+  std::vector<std::string> late;
+  for (const auto& [rid, s] : source_relays_) {
+    if (now >= s.deadline) late.push_back(rid);
+  }
+  for (const auto& rid : late) finish_source_relay(rid, "NG: timeout");
+}
+
+}  // namespace qkdn::agent
