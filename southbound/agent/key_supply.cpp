@@ -444,7 +444,7 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
   std::string frame = relay_frame(std::move(*meta), km_id_, out_hop->next_kma_id, std::move(plain),
                                   pad_of(*out_keys));
   out->session->send(std::move(frame));
-  forwarded_relays_[rid] = link.link_id;
+  forwarded_relays_[rid] = {link.link_id, std::chrono::steady_clock::now() + 2 * kRelayTimeout};
 }
 
 void KmHost::on_relay_ack(const std::string& payload) {
@@ -454,7 +454,7 @@ void KmHost::on_relay_ack(const std::string& payload) {
   std::string response = str_of(*msg, "response");
   if (response.empty()) response = "NG: bad_request: empty relay response";
   if (auto f = forwarded_relays_.find(rid); f != forwarded_relays_.end()) {
-    auto l = link_by_id_.find(f->second);
+    auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
       l->second->session->send(relay_ack_frame(rid, response));
     }
@@ -486,6 +486,8 @@ void KmHost::expire_key_supply(SteadyTime now) {
     if (now >= s.deadline) late.push_back(rid);
   }
   for (const auto& rid : late) finish_source_relay(rid, "NG: timeout");
+  // A transit KM forgets relays whose downstream never answered (the source timed out long ago).
+  std::erase_if(forwarded_relays_, [&](const auto& f) { return now >= f.second.second; });
 }
 
 }  // namespace qkdn::agent

@@ -210,9 +210,10 @@ class KmHost {
     std::string peer_km;         ///< the other end of the end-to-end key
     std::vector<KeyBlock> keys;  ///< end-to-end keys (wiped when erased)
   };
-  std::map<std::string, SourceRelay> source_relays_;     ///< request id -> waiting 0x1405
-  std::map<std::string, std::string> forwarded_relays_;  ///< request id -> inbound link id
-  std::map<std::string, Delivered> delivered_;           ///< request id -> e2e keys
+  std::map<std::string, SourceRelay> source_relays_;  ///< request id -> waiting 0x1405
+  /// request id -> (inbound link id, deadline): where a downstream RelayAck goes back to.
+  std::map<std::string, std::pair<std::string, SteadyTime>> forwarded_relays_;
+  std::map<std::string, Delivered> delivered_;  ///< request id -> e2e keys
   std::map<std::string, southbound::ck::SessionCreationNotification> sessions_by_id_;
 
   // Generation and alarms.
