@@ -91,9 +91,9 @@ class WriteLock {
 
 /// A cached serialized list page.
 struct CachedPage {
-  std::uint64_t version = 0;
   std::chrono::steady_clock::time_point at{};
   std::shared_ptr<const std::string> body;
+  bool refreshing = false;  ///< one request is rebuilding it; others serve `body` meanwhile
 };
 
 /// The API: options, tokens, route table, caches. Shared by the HTTP handler and handlers.

@@ -25,25 +25,40 @@ std::string topology_text(const controller::Network& n) {
   return southbound::serialize_topology(n.topology());
 }
 
-/// Serves a list page from the short-lived cache, or builds it on the core strand.
+/// Serves a list page from the short-lived cache, or builds it on the core strand. One request
+/// at a time rebuilds an expired page; concurrent ones serve the previous page meanwhile, so a
+/// burst of readers costs the core strand one rebuild per TTL rather than one per request.
 net::awaitable<HttpResponse> cached_page(Api& api, std::string key,
                                          std::function<std::string(Core&)> build) {
   const auto now = std::chrono::steady_clock::now();
+  const bool caching = api.options.list_cache_ttl.count() > 0;
   std::shared_ptr<const std::string> body;
-  if (api.options.list_cache_ttl.count() > 0) {
+  if (caching) {
     std::lock_guard lock(api.cache_mu);
-    auto it = api.page_cache.find(key);
-    if (it != api.page_cache.end() && now - it->second.at < api.options.list_cache_ttl) {
-      body = it->second.body;
+    if (api.page_cache.size() >= 256 && api.page_cache.count(key) == 0) api.page_cache.clear();
+    auto& entry = api.page_cache[key];
+    if (entry.body && (now - entry.at < api.options.list_cache_ttl || entry.refreshing)) {
+      body = entry.body;
+    } else {
+      entry.refreshing = true;
     }
   }
   if (!body) {
-    auto op = api.svc.on_core(std::move(build));
-    body = std::make_shared<const std::string>(co_await std::move(op));
-    if (api.options.list_cache_ttl.count() > 0) {
+    std::string text;
+    try {
+      auto op = api.svc.on_core(std::move(build));
+      text = co_await std::move(op);
+    } catch (...) {
+      if (caching) {
+        std::lock_guard lock(api.cache_mu);
+        api.page_cache[key].refreshing = false;
+      }
+      throw;
+    }
+    body = std::make_shared<const std::string>(std::move(text));
+    if (caching) {
       std::lock_guard lock(api.cache_mu);
-      if (api.page_cache.size() >= 256) api.page_cache.clear();
-      api.page_cache[key] = CachedPage{0, now, body};
+      api.page_cache[key] = CachedPage{std::chrono::steady_clock::now(), body, false};
     }
   }
   HttpResponse out;

@@ -47,9 +47,9 @@ struct ApiOptions {
   /// Idempotency-Key entries kept (least recently stored dropped first) and for how long.
   std::size_t idempotency_entries = 10'000;
   std::chrono::milliseconds idempotency_ttl{std::chrono::hours{24}};
-  /// GET /api/v1/links and /api/v1/kms reuse a serialized list while the network version is
-  /// unchanged and it is younger than this (0 = always ask the core).
-  std::chrono::milliseconds list_cache_ttl{100};
+  /// GET /api/v1/links and /api/v1/kms serve a serialized page (per query string) for this long
+  /// before asking the core again, so readers see state at most this old (0 = no cache).
+  std::chrono::milliseconds list_cache_ttl{25};
 };
 
 /// One route of the router (method and path template, e.g. "/api/v1/kms/{km_id}").
