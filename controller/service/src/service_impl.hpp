@@ -248,15 +248,18 @@ struct ControllerService::Impl {
   /// Runs fn(Store&) on a database thread and returns its result (rethrows its exception).
   template <class R, class F>
   net::awaitable<R> on_pool(F fn) {
-    auto future = co_await net::async_initiate<decltype(net::use_awaitable), void(std::future<R>)>(
-        [this, fn = std::move(fn)](auto resume) mutable {
-          auto ex = net::get_associated_executor(resume, ioc.get_executor());
-          auto h = std::make_shared<decltype(resume)>(std::move(resume));
-          pool->submit(std::move(fn), [h, ex](std::future<R> f) mutable {
-            net::post(ex, [h, f = std::move(f)]() mutable { (*h)(std::move(f)); });
-          });
-        },
-        net::use_awaitable);
+    // GCC 12 double-destroys temporaries created inside a co_await expression: build the
+    // initiation and the awaitable as named locals first, then await.
+    auto init = [this, fn = std::move(fn)](auto resume) mutable {
+      auto ex = net::get_associated_executor(resume, ioc.get_executor());
+      auto h = std::make_shared<decltype(resume)>(std::move(resume));
+      pool->submit(std::move(fn), [h, ex](std::future<R> f) mutable {
+        net::post(ex, [h, f = std::move(f)]() mutable { (*h)(std::move(f)); });
+      });
+    };
+    auto op = net::async_initiate<decltype(net::use_awaitable), void(std::future<R>)>(
+        std::move(init), net::use_awaitable);
+    auto future = co_await std::move(op);
     co_return future.get();
   }
   void close_store();
