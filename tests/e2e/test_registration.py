@@ -12,8 +12,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qkdn_e2e import (Api, Processes, TOPOLOGIES, binary, load_topology, log, make_certs,
                       make_token, read_port_file, wait_for)
 
-HEARTBEAT_MS = 500
+HEARTBEAT_MS = 1000
 POLL = 0.05
+# Measurement tolerance on top of three intervals: the poll period, the API's list cache (25 ms)
+# and one HTTP round trip on a loaded 2-core CI machine.
+TOLERANCE = 0.3
 
 
 def main():
@@ -78,8 +81,8 @@ def main():
                  10, POLL, "all KMs disconnected after SIGSTOP")
         elapsed = time.monotonic() - stopped
         log(f"silent agent: all KMs disconnected after {elapsed:.2f} s "
-            f"(limit {3 * HEARTBEAT_MS / 1000 + POLL:.2f} s)")
-        assert elapsed <= 3 * HEARTBEAT_MS / 1000 + 2 * POLL, elapsed
+            f"(three intervals: {3 * HEARTBEAT_MS / 1000:.2f} s, measurement tolerance {TOLERANCE} s)")
+        assert elapsed <= 3 * HEARTBEAT_MS / 1000 + TOLERANCE, elapsed
         links = api.items("/api/v1/links")
         assert all(l["oper_state"] == "down" for l in links)
 
