@@ -9,35 +9,16 @@ import re
 import sys
 import time
 
+import os
+
 import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+from qkdn_e2e import Api  # noqa: E402  (the one northbound client of the tests)
 
 
 def say(msg):
     print(f"demo: {msg}", flush=True)
-
-
-class Api:
-    def __init__(self, base, token):
-        self.base = base
-        self.s = requests.Session()
-        self.s.headers["Authorization"] = f"Bearer {token}"
-
-    def get(self, path, **params):
-        r = self.s.get(self.base + path, params=params, timeout=5)
-        r.raise_for_status()
-        return r.json()
-
-    def items(self, path, **params):
-        out, cursor = [], None
-        while True:
-            q = dict(params)
-            if cursor:
-                q["cursor"] = cursor
-            page = self.get(path, **q)
-            out.extend(page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return out
 
 
 def wait(pred, timeout, what):
@@ -71,7 +52,7 @@ def main():
     ap.add_argument("--agent-out", required=True)
     ap.add_argument("--topology", required=True)
     a = ap.parse_args()
-    api = Api(a.api, open(a.token_file).read().strip())
+    api = Api(int(a.api.rsplit(":", 1)[1]), open(a.token_file).read().strip())
     topo = json.load(open(a.topology))
     n = len(topo["kms"])
 
