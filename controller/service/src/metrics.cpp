@@ -265,6 +265,14 @@ void Metrics::http_request(std::string_view method, int code, double seconds) {
 void Metrics::update_gauges(const GaugeInput& in) {
   auto& s = *state_;
   std::lock_guard lock(s.mu);
+  auto remove_link_gauges = [&s](const State::LinkGauges& g) {
+    s.link_pool_bytes.Remove(g.pool);
+    s.link_stored_keys.Remove(g.keys);
+    s.link_rate.Remove(g.rate);
+    s.link_consumption.Remove(g.consumption);
+    s.link_qber.Remove(g.qber);
+    s.link_up.Remove(g.up);
+  };
   // Links: add new label sets, update all, remove those that vanished (or changed ends).
   std::map<std::string, bool> seen;
   for (const auto& link : in.links) {
@@ -273,12 +281,7 @@ void Metrics::update_gauges(const GaugeInput& in) {
     auto it = s.links.find(id);
     if (it != s.links.end() && (it->second.a != link.spec.a || it->second.b != link.spec.b)) {
       auto& g = it->second;
-      s.link_pool_bytes.Remove(g.pool);
-      s.link_stored_keys.Remove(g.keys);
-      s.link_rate.Remove(g.rate);
-      s.link_consumption.Remove(g.consumption);
-      s.link_qber.Remove(g.qber);
-      s.link_up.Remove(g.up);
+      remove_link_gauges(g);
       s.links.erase(it);
       it = s.links.end();
     }
@@ -309,12 +312,7 @@ void Metrics::update_gauges(const GaugeInput& in) {
       continue;
     }
     auto& g = it->second;
-    s.link_pool_bytes.Remove(g.pool);
-    s.link_stored_keys.Remove(g.keys);
-    s.link_rate.Remove(g.rate);
-    s.link_consumption.Remove(g.consumption);
-    s.link_qber.Remove(g.qber);
-    s.link_up.Remove(g.up);
+    remove_link_gauges(g);
     it = s.links.erase(it);
   }
   std::map<std::string, bool> seen_kms;
