@@ -4,7 +4,7 @@
 # key traffic, injects a QBER fault that triggers a reroute, and prints the URLs to look at.
 #
 # Usage: scripts/demo.sh [--topology FILE] [--duration SECONDS] [--no-build]
-#   --topology FILE     network to run (default tests/data/topologies/tokyo-qkd.json)
+#   --topology FILE     network to run (default tests/data/topologies/germany50.json)
 #   --duration SECONDS  stop after this long (default: run until Ctrl-C; 0 = stop after the tour)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
