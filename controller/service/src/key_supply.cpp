@@ -13,6 +13,8 @@
 //
 // Key IDs travel through the controller; key material never does. Key IDs are never logged.
 #include <algorithm>
+#include <optional>
+#include <variant>
 
 #include <boost/asio/co_spawn.hpp>
 
@@ -60,6 +62,31 @@ Failure error_frame(const ck::Frame& f) {
     }
   }
   return {std::string(ck::errc::kBadRequest), "malformed Error frame"};
+}
+
+// Sends a command to a KM and waits for the paired response: the decoded response, or why there is
+// none (KM not connected, timeout or closed channel, an Error frame, an undecodable payload).
+net::awaitable<std::variant<ck::Message, Failure>> ask_km(std::shared_ptr<southbound::CkChannel> ch,
+                                                          std::string km_id, ck::Message command) {
+  if (!ch) co_return Failure{std::string(ck::errc::kNoRoute), "KM " + km_id + " is not connected"};
+  std::optional<ck::Frame> frame;
+  std::optional<Failure> failure;
+  try {
+    auto op = ch->request(std::move(command));
+    frame = co_await std::move(op);
+  } catch (const std::exception& e) {
+    failure = Failure{std::string(ch->is_open() ? ck::errc::kTimeout : ck::errc::kNoRoute),
+                      one_line(e.what())};
+  }
+  if (failure) co_return *failure;
+  if (frame->command == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
+    co_return error_frame(*frame);
+  }
+  auto decoded = ck::decode_payload(frame->command, frame->payload);
+  if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
+    co_return Failure{std::string(ck::errc::kBadRequest), bad->message};
+  }
+  co_return std::get<ck::Message>(std::move(decoded));
 }
 
 }  // namespace
@@ -451,47 +478,29 @@ void ControllerService::Impl::send_relay_commands(
 #endif
 
 net::awaitable<void> ControllerService::Impl::reserve_hop(controller::ReserveCommand cmd) {
+  ck::KeyReservationRequest m;
+  m.source_kma_id = cmd.source_kma_id;
+  m.destination_kma_id = cmd.destination_kma_id;
+  m.application_destination_id = non_empty(cmd.application_destination_id);
+  m.number_of_keys = cmd.number_of_keys;
+  m.next_kma_id = cmd.next_kma_id;
+  m.link_id = cmd.link_id;
+  m.key_relay_request_id = cmd.relay_id;
+  m.controller_epoch = svc.epoch_;
+  auto op = ask_km(svc.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
+  auto answer = co_await std::move(op);
   std::optional<Failure> failure;
-  std::optional<ck::Frame> frame;
-  auto ch = svc.channel_of(cmd.km_id);
-  if (!ch) {
-    failure = Failure{std::string(ck::errc::kNoRoute), "KM " + cmd.km_id + " is not connected"};
-  } else {
-    ck::KeyReservationRequest m;
-    m.source_kma_id = cmd.source_kma_id;
-    m.destination_kma_id = cmd.destination_kma_id;
-    m.application_destination_id = non_empty(cmd.application_destination_id);
-    m.number_of_keys = cmd.number_of_keys;
-    m.next_kma_id = cmd.next_kma_id;
-    m.link_id = cmd.link_id;
-    m.key_relay_request_id = cmd.relay_id;
-    m.controller_epoch = svc.epoch_;
-    try {
-      auto op = ch->request(ck::Message{std::move(m)});
-      frame = co_await std::move(op);
-    } catch (const std::exception& e) {
-      failure = Failure{std::string(ch->is_open() ? ck::errc::kTimeout : ck::errc::kNoRoute),
-                        one_line(e.what())};
-    }
-  }
   controller::RelayOutput out;
-  if (frame) {
-    if (frame->command == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
-      failure = error_frame(*frame);
+  if (auto* f = std::get_if<Failure>(&answer)) {
+    failure = std::move(*f);
+  } else {
+    const auto& resp = std::get<ck::KeyReservationResponse>(std::get<ck::Message>(answer));
+    if (resp.response == 0) {
+      out = relays.on_reserved(cmd.relay_id, cmd.hop, resp.key_ids, now());
     } else {
-      auto decoded = ck::decode_payload(frame->command, frame->payload);
-      if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
-        failure = Failure{std::string(ck::errc::kBadRequest), bad->message};
-      } else {
-        const auto& resp = std::get<ck::KeyReservationResponse>(std::get<ck::Message>(decoded));
-        if (resp.response == 0) {
-          out = relays.on_reserved(cmd.relay_id, cmd.hop, resp.key_ids, now());
-        } else {
-          auto ext = ck::find_error_extension(resp.extension);
-          failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
-                            ext ? ext->message : std::string("reservation refused")};
-        }
-      }
+      auto ext = ck::find_error_extension(resp.extension);
+      failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
+                        ext ? ext->message : std::string("reservation refused")};
     }
   }
   if (failure) {
@@ -503,47 +512,29 @@ net::awaitable<void> ControllerService::Impl::reserve_hop(controller::ReserveCom
 }
 
 net::awaitable<void> ControllerService::Impl::allocate_hop(controller::AllocateCommand cmd) {
+  ck::KeyAllocationRequest m;
+  m.source_kma_id = cmd.source_kma_id;
+  m.destination_kma_id = cmd.destination_kma_id;
+  m.application_destination_id = non_empty(cmd.application_destination_id);
+  m.next_kma_id = cmd.next_kma_id;
+  m.link_id = cmd.link_id;
+  m.key_relay_request_id = cmd.relay_id;
+  m.key_ids = std::move(cmd.key_ids);
+  m.controller_epoch = svc.epoch_;
+  auto op = ask_km(svc.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
+  auto answer = co_await std::move(op);
   std::optional<Failure> failure;
-  std::optional<ck::Frame> frame;
-  auto ch = svc.channel_of(cmd.km_id);
-  if (!ch) {
-    failure = Failure{std::string(ck::errc::kNoRoute), "KM " + cmd.km_id + " is not connected"};
-  } else {
-    ck::KeyAllocationRequest m;
-    m.source_kma_id = cmd.source_kma_id;
-    m.destination_kma_id = cmd.destination_kma_id;
-    m.application_destination_id = non_empty(cmd.application_destination_id);
-    m.next_kma_id = cmd.next_kma_id;
-    m.link_id = cmd.link_id;
-    m.key_relay_request_id = cmd.relay_id;
-    m.key_ids = std::move(cmd.key_ids);
-    m.controller_epoch = svc.epoch_;
-    try {
-      auto op = ch->request(ck::Message{std::move(m)});
-      frame = co_await std::move(op);
-    } catch (const std::exception& e) {
-      failure = Failure{std::string(ch->is_open() ? ck::errc::kTimeout : ck::errc::kNoRoute),
-                        one_line(e.what())};
-    }
-  }
   controller::RelayOutput out;
-  if (frame) {
-    if (frame->command == static_cast<std::uint16_t>(ck::Command::kErrorFromKm)) {
-      failure = error_frame(*frame);
+  if (auto* f = std::get_if<Failure>(&answer)) {
+    failure = std::move(*f);
+  } else {
+    const auto& resp = std::get<ck::KeyAllocationResponse>(std::get<ck::Message>(answer));
+    if (resp.response == 0) {
+      out = relays.on_allocated(cmd.relay_id, cmd.hop, now());
     } else {
-      auto decoded = ck::decode_payload(frame->command, frame->payload);
-      if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
-        failure = Failure{std::string(ck::errc::kBadRequest), bad->message};
-      } else {
-        const auto& resp = std::get<ck::KeyAllocationResponse>(std::get<ck::Message>(decoded));
-        if (resp.response == 0) {
-          out = relays.on_allocated(cmd.relay_id, cmd.hop, now());
-        } else {
-          auto ext = ck::find_error_extension(resp.extension);
-          failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
-                            ext ? ext->message : std::string("allocation refused")};
-        }
-      }
+      auto ext = ck::find_error_extension(resp.extension);
+      failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
+                        ext ? ext->message : std::string("allocation refused")};
     }
   }
   if (failure) {
