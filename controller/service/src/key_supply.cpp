@@ -64,6 +64,10 @@ Failure error_frame(const ck::Frame& f) {
   return {std::string(ck::errc::kBadRequest), "malformed Error frame"};
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // see the note above reserve_hop
+#endif
 // Sends a command to a KM and waits for the paired response: the decoded response, or why there is
 // none (KM not connected, timeout or closed channel, an Error frame, an undecodable payload).
 net::awaitable<std::variant<ck::Message, Failure>> ask_km(std::shared_ptr<southbound::CkChannel> ch,
@@ -88,6 +92,9 @@ net::awaitable<std::variant<ck::Message, Failure>> ask_km(std::shared_ptr<southb
   }
   co_return std::get<ck::Message>(std::move(decoded));
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace
 
