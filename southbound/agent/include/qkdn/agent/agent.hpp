@@ -45,6 +45,22 @@ struct AgentConfig {
   std::chrono::milliseconds reconnect_max{10'000};
   std::chrono::milliseconds generation_tick{100};         ///< key generation and alarm evaluation
   std::chrono::milliseconds secondary_dial_delay{1'500};  ///< secondary dials only after this
+
+  // ETSI GS QKD 014 (etsi_server.cpp): one listener per agent process serves the SAEs of every
+  // hosted KM; the calling SAE (client certificate, or X-SAE-ID in insecure mode) selects the KM.
+  std::optional<std::uint16_t> etsi_port;  ///< nullopt = no ETSI listener; 0 = automatic port
+  std::string etsi_host = "127.0.0.1";
+  bool etsi_insecure = false;  ///< plain HTTP, the SAE names itself in X-SAE-ID (labs only)
+  std::string etsi_cert;       ///< HTTPS server certificate chain (PEM)
+  std::string etsi_key;        ///< its private key (PEM)
+  std::string etsi_ca;         ///< CA verifying SAE client certificates (default: tls_ca)
+
+  // SAE key supply (sae_supply.cpp).
+  std::int64_t sae_default_key_size = 256;   ///< bits, when a request names no size
+  std::int64_t sae_max_key_size = 8192;      ///< bits
+  std::int64_t sae_max_key_per_request = 128;
+  std::chrono::seconds supplied_key_ttl{600};  ///< keys not fetched within this are wiped
+  std::chrono::milliseconds supply_timeout{10'000};  ///< session + relay must finish within this
 };
 
 /// Run-time changes of an emulated link (any subset).
