@@ -10,6 +10,8 @@ add_library(qkdn_agent STATIC
   agent/key_supply.cpp
   agent/agent.cpp
   agent/admin_http.cpp
+  agent/sae_supply.cpp
+  agent/etsi_server.cpp
 )
 target_include_directories(qkdn_agent PUBLIC agent/include PRIVATE agent)
 target_link_libraries(qkdn_agent
