@@ -9,8 +9,11 @@ Usage: scripts/dev-ca.sh [--topology FILE] [--km ID]... [--sae ID]... [--days N]
 Creates (once; existing files are kept, so it is idempotent) under OUTDIR:
   ca.pem, ca.key                 development CA (EC P-256)
   controller.pem, controller.key CN=qkdn-controller, SAN DNS:localhost, IP:127.0.0.1
+  etsi.pem, etsi.key             CN=qkdn-etsi, SAN DNS:localhost, IP:127.0.0.1 (server use):
+                                 the agent's ETSI GS QKD 014 listener (--etsi-cert/--etsi-key)
   km/<km_id>.pem, .key           CN=<km_id>, SAN URI:urn:qkdn:km:<km_id> (client and server use)
-  sae/<sae_id>.pem, .key         CN=<sae_id> (client use)
+  sae/<sae_id>.pem, .key         CN=<sae_id>, SAN URI:urn:qkdn:sae:<sae_id> (client use): an
+                                 SAE calling ETSI GS QKD 014 with mutual TLS
 KMs and SAEs come from --km/--sae and from a topology document (kms[].km_id,
 applications[].sae_id). Development only: keys are unencrypted.
 
@@ -85,6 +88,12 @@ keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth,clientAuth
 subjectAltName=DNS:localhost,IP:127.0.0.1"
 
+issue "$out/etsi" "qkdn-etsi" \
+  "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1"
+
 for k in "${kms[@]}"; do
   valid_id "$k" || { echo "dev-ca.sh: bad KM id '$k'" >&2; exit 2; }
   issue "$out/km/$k" "$k" \
@@ -99,5 +108,6 @@ for s in "${saes[@]}"; do
   issue "$out/sae/$s" "$s" \
     "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
-extendedKeyUsage=clientAuth"
+extendedKeyUsage=clientAuth
+subjectAltName=URI:urn:qkdn:sae:$s"
 done
