@@ -22,3 +22,8 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
   set_tests_properties(e2e_cli PROPERTIES ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
 endif()
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
+  qkdn_e2e_test(e2e_api_tls test_api_tls.py)
+  set_tests_properties(e2e_api_tls PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
+endif()
