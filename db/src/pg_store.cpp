@@ -99,6 +99,13 @@ constexpr Statement kUpsertLinkConfig{
     "   qber_threshold = EXCLUDED.qber_threshold, pool_floor_bits = EXCLUDED.pool_floor_bits"};
 constexpr Statement kDeleteLinkConfig{"delete_link_config",
                                       "DELETE FROM link_configs WHERE link_id = $1"};
+constexpr Statement kUpsertThresholds{
+    "upsert_thresholds",
+    "INSERT INTO thresholds (id, qber, pool_floor_bits, qber_hysteresis, updated_at)"
+    " VALUES (1, $1, $2, $3, now())"
+    " ON CONFLICT (id) DO UPDATE SET qber = EXCLUDED.qber,"
+    "   pool_floor_bits = EXCLUDED.pool_floor_bits, qber_hysteresis = EXCLUDED.qber_hysteresis,"
+    "   updated_at = now()"};
 
 // --- policies, schedules, pinned routes ------------------------------------------------------
 
@@ -231,6 +238,9 @@ constexpr Statement kLoadLinks{
     "SELECT link_id, a, b, key_rate_bps, distance_km, qber FROM links ORDER BY ord, link_id"};
 constexpr Statement kLoadApplications{
     "load_applications", "SELECT sae_id, km_id FROM applications ORDER BY ord, sae_id"};
+constexpr Statement kLoadThresholds{
+    "load_thresholds",
+    "SELECT qber, pool_floor_bits, qber_hysteresis FROM thresholds WHERE id = 1"};
 constexpr Statement kLoadLinkConfigs{
     "load_link_configs",
     "SELECT link_id, admin_state, qber_threshold, pool_floor_bits FROM link_configs"
@@ -291,6 +301,7 @@ constexpr Statement kStatements[] = {
     kDeleteOtherKms,
     kUpsertLinkConfig,
     kDeleteLinkConfig,
+    kUpsertThresholds,
     kUpsertPolicy,
     kDeletePolicy,
     kUpsertSchedule,
@@ -311,6 +322,7 @@ constexpr Statement kStatements[] = {
     kLoadKms,
     kLoadLinks,
     kLoadApplications,
+    kLoadThresholds,
     kLoadLinkConfigs,
     kLoadPolicies,
     kLoadSchedules,
@@ -611,6 +623,14 @@ StoredState PgStore::load() {
       st.topology = std::move(doc);
     }
 
+    if (const pqxx::result t = tx.exec_prepared(kLoadThresholds.name); !t.empty()) {
+      controller::Thresholds th;
+      th.qber = t[0][0].as<double>();
+      th.pool_floor_bits = t[0][1].as<std::uint64_t>();
+      th.qber_hysteresis = t[0][2].as<double>();
+      st.thresholds = th;
+    }
+
     for (const auto& r : tx.exec_prepared(kLoadLinkConfigs.name)) {
       LinkConfigRecord rec;
       rec.link_id = as_text(r[0]);
@@ -791,6 +811,18 @@ void PgStore::delete_link_config(const std::string& link_id) {
   run("delete_link_config", [&](pqxx::connection& c) {
     pqxx::work tx{c};
     tx.exec_prepared(kDeleteLinkConfig.name, link_id);
+    tx.commit();
+  });
+}
+
+void PgStore::save_thresholds(const controller::Thresholds& t) {
+  run("save_thresholds", [&](pqxx::connection& c) {
+    if (t.pool_floor_bits > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      throw InvalidArgument("store: save_thresholds: pool_floor_bits out of range");
+    }
+    pqxx::work tx{c};
+    tx.exec_prepared(kUpsertThresholds.name, t.qber, static_cast<std::int64_t>(t.pool_floor_bits),
+                     t.qber_hysteresis);
     tx.commit();
   });
 }

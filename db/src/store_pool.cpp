@@ -26,6 +26,7 @@ class LazyStore final : public controller::Store {
     get().save_link_config(r);
   }
   void delete_link_config(const std::string& id) override { get().delete_link_config(id); }
+  void save_thresholds(const controller::Thresholds& t) override { get().save_thresholds(t); }
   void save_policy(const controller::PolicyRecord& r) override { get().save_policy(r); }
   void delete_policy(const std::string& s, const std::string& d) override {
     get().delete_policy(s, d);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <limits>
 #include <thread>
 
 #include "db_test_support.hpp"
@@ -32,6 +33,7 @@ TEST_F(DbTest, MigratesEmptyDatabaseOnceAndRecordsVersions) {
   EXPECT_EQ(again.schema_versions(), expected);
   EXPECT_EQ(sql("SELECT count(*) FROM schema_version"), std::to_string(all.size()));
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 1"), "0001_initial");
+  EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 2"), "0002_thresholds");
 }
 
 // Concurrent starters on an empty database serialise on the advisory lock: all succeed, once.
@@ -173,6 +175,42 @@ TEST_F(DbTest, LinkConfigRoundTrip) {
   st = store_->load();
   ASSERT_EQ(st.link_configs.size(), 1u);
   EXPECT_EQ(st.link_configs[0].link_id, "L23");
+}
+
+// Network-wide thresholds: none stored loads as none; saving replaces the one row; values out of
+// range are refused as InvalidArgument and change nothing.
+TEST_F(DbTest, ThresholdsRoundTrip) {
+  EXPECT_FALSE(store_->load().thresholds.has_value());
+  controller::Thresholds t;
+  t.qber = 0.07;
+  t.pool_floor_bits = 4096;
+  t.qber_hysteresis = 0.25;
+  store_->save_thresholds(t);
+  t.qber = 0.05;
+  store_->save_thresholds(t);
+  store_->save_thresholds(t);
+  auto st = store_->load();
+  ASSERT_TRUE(st.thresholds.has_value());
+  EXPECT_DOUBLE_EQ(st.thresholds->qber, 0.05);
+  EXPECT_EQ(st.thresholds->pool_floor_bits, 4096u);
+  EXPECT_DOUBLE_EQ(st.thresholds->qber_hysteresis, 0.25);
+  EXPECT_EQ(sql("SELECT count(*) FROM thresholds"), "1");
+
+  auto bad = t;
+  bad.qber = 1.5;
+  EXPECT_THROW(store_->save_thresholds(bad), InvalidArgument);
+  bad = t;
+  bad.qber = 0;
+  EXPECT_THROW(store_->save_thresholds(bad), InvalidArgument);
+  bad = t;
+  bad.qber_hysteresis = 1.0;
+  EXPECT_THROW(store_->save_thresholds(bad), InvalidArgument);
+  bad = t;
+  bad.pool_floor_bits = std::numeric_limits<std::uint64_t>::max();
+  EXPECT_THROW(store_->save_thresholds(bad), InvalidArgument);
+  st = store_->load();
+  ASSERT_TRUE(st.thresholds.has_value());
+  EXPECT_DOUBLE_EQ(st.thresholds->qber, 0.05);
 }
 
 // Policies: network-wide and per pair, parameters kept exactly, upsert and delete.
@@ -443,6 +481,7 @@ TEST_F(DbTest, SchemaHasNoKeyMaterialColumns) {
 TEST_F(DbTest, LoadReturnsEverything) {
   store_->save_topology(sample_topology());
   store_->save_link_config({"L12", "disabled", std::nullopt, std::nullopt});
+  store_->save_thresholds({0.09, 512, 0.1});
   store_->save_policy({"", "", "traffic_adaptive", {{"window_s", 60}}});
   store_->save_pinned_route({"KM1", "KM2", {"KM1", "KM2"}, {"L12"}, kT0});
   store_->save_session(session("s1", "active", kT0));
@@ -456,6 +495,8 @@ TEST_F(DbTest, LoadReturnsEverything) {
   store_->save_alarm(alarm(1, "L12", AlarmState::kActive));
   const auto st = store_->load();
   EXPECT_TRUE(st.topology.has_value());
+  ASSERT_TRUE(st.thresholds.has_value());
+  EXPECT_EQ(st.thresholds->pool_floor_bits, 512u);
   EXPECT_EQ(st.link_configs.size(), 1u);
   EXPECT_EQ(st.policies.size(), 1u);
   EXPECT_EQ(st.pinned_routes.size(), 1u);

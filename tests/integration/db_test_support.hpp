@@ -57,6 +57,7 @@ class ForwardingStore : public controller::Store {
     inner_.save_link_config(r);
   }
   void delete_link_config(const std::string& id) override { inner_.delete_link_config(id); }
+  void save_thresholds(const controller::Thresholds& t) override { inner_.save_thresholds(t); }
   void save_policy(const controller::PolicyRecord& r) override { inner_.save_policy(r); }
   void delete_policy(const std::string& s, const std::string& d) override {
     inner_.delete_policy(s, d);

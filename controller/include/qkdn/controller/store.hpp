@@ -12,6 +12,7 @@
 
 #include "qkdn/controller/alarms.hpp"
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/network.hpp"
 #include "qkdn/controller/topology.hpp"
 
 namespace qkdn::controller {
@@ -28,7 +29,7 @@ struct LinkConfigRecord {
 struct PolicyRecord {
   std::string src_km;  ///< empty = network-wide
   std::string dst_km;
-  std::string mode;    ///< manual | fixed_rate | traffic_adaptive | scheduled
+  std::string mode;                      ///< manual | fixed_rate | traffic_adaptive | scheduled
   std::map<std::string, double> params;  ///< mode parameters (e.g. "interval_s", "threshold")
 };
 
@@ -70,7 +71,7 @@ struct SessionRecord {
 
 /// A key relay along a route (Q.4164 7.2, 7.5, 7.6).
 struct RelayRecord {
-  std::string relay_id;  ///< key_relay_request_id (UUID)
+  std::string relay_id;    ///< key_relay_request_id (UUID)
   std::string session_id;  ///< may be empty (instruction-driven relays)
   std::string src_km;
   std::string dst_km;
@@ -78,7 +79,7 @@ struct RelayRecord {
   std::vector<std::string> route_links;
   std::int64_t number_of_keys = 0;
   std::int64_t key_size_bits = 256;
-  std::string state;  ///< requested | reserved | relaying | relayed | failed | voided
+  std::string state;   ///< requested | reserved | relaying | relayed | failed | voided
   std::string reason;  ///< failure / void reason
   SysTime created_at{};
   SysTime updated_at{};
@@ -91,7 +92,7 @@ struct LedgerEntry {
   std::string km_id;       ///< near-end KM of the hop that reserved it
   std::string peer_km_id;  ///< far-end KM of the hop
   std::string relay_id;
-  std::string state;  ///< reserved | allocated | consumed | released
+  std::string state;                        ///< reserved | allocated | consumed | released
   std::optional<SysTime> lease_expires_at;  ///< set while reserved/allocated
   SysTime updated_at{};
 };
@@ -109,17 +110,18 @@ struct AccountingRecord {
 struct AuditRecord {
   std::int64_t id = 0;  ///< assigned by the store
   SysTime at{};
-  std::string actor;     ///< token name, "anonymous", or a KM/SAE ID
-  std::string action;    ///< e.g. "PUT /api/v1/topology", "auth_failure"
+  std::string actor;   ///< token name, "anonymous", or a KM/SAE ID
+  std::string action;  ///< e.g. "PUT /api/v1/topology", "auth_failure"
   std::string resource;
-  std::string outcome;   ///< e.g. "200", "401"
+  std::string outcome;  ///< e.g. "200", "401"
   std::string detail;
-  std::string remote;    ///< peer address
+  std::string remote;  ///< peer address
 };
 
 /// Everything the controller reloads on start.
 struct StoredState {
   std::optional<TopologyDoc> topology;
+  std::optional<Thresholds> thresholds;  ///< network-wide; none saved = built-in defaults
   std::vector<LinkConfigRecord> link_configs;
   std::vector<PolicyRecord> policies;
   std::vector<ScheduleRecord> schedules;
@@ -148,6 +150,9 @@ class Store {
   virtual void save_topology(const TopologyDoc& doc) = 0;
   virtual void save_link_config(const LinkConfigRecord& rec) = 0;
   virtual void delete_link_config(const std::string& link_id) = 0;
+  /// Replaces the network-wide thresholds (QBER threshold, pool floor, QBER hysteresis).
+  /// Idempotent. Out-of-range values throw InvalidArgument.
+  virtual void save_thresholds(const Thresholds& t) = 0;
 
   /// Upserts the policy of its scope.
   virtual void save_policy(const PolicyRecord& rec) = 0;

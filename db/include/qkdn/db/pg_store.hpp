@@ -63,6 +63,7 @@ class PgStore final : public controller::Store {
   void save_topology(const controller::TopologyDoc& doc) override;
   void save_link_config(const controller::LinkConfigRecord& rec) override;
   void delete_link_config(const std::string& link_id) override;
+  void save_thresholds(const controller::Thresholds& t) override;
 
   void save_policy(const controller::PolicyRecord& rec) override;
   void delete_policy(const std::string& src_km, const std::string& dst_km) override;
