@@ -1119,6 +1119,9 @@ AgentCore::AgentCore(net::io_context& io, AgentConfig config)
     by_id_[id] = host.get();
     hosts_.push_back(std::move(host));
   }
+  for (const auto& a : config_.topology.applications) {
+    if (auto it = by_id_.find(a.km_id); it != by_id_.end()) by_sae_[a.sae_id] = it->second;
+  }
 }
 
 AgentCore::~AgentCore() = default;

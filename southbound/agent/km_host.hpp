@@ -31,6 +31,7 @@
 #include "qkdn/controller/clock.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
+#include "sae_keys.hpp"
 
 namespace qkdn::agent {
 
@@ -144,6 +145,13 @@ class KmHost {
   net::awaitable<std::optional<std::string>> digest(std::string link_id);
   net::awaitable<void> disconnect();
 
+  // SAE key supply (sae_supply.cpp): run on the strand; AgentCore routes the SAE calls here.
+  net::awaitable<SaeResult> sae_enc_keys(std::string master_sae, std::string slave_sae,
+                                         std::int64_t number, std::int64_t size_bits);
+  net::awaitable<SaeResult> sae_dec_keys(std::string slave_sae, std::string master_sae,
+                                         std::vector<std::string> key_ids);
+  net::awaitable<SaeStatus> sae_status(std::string master_sae, std::string slave_sae);
+
  private:
   friend class KmaSession;
 
@@ -253,7 +261,7 @@ class KmHost {
 };
 
 /// Everything shared by the hosted KMs. Immutable after start() except through the strands.
-class AgentCore {
+class AgentCore : public SaeKeyService {
  public:
   AgentCore(net::io_context& io, AgentConfig config);
   ~AgentCore();
@@ -281,11 +289,23 @@ class AgentCore {
   net::awaitable<bool> disconnect(std::string km_id);
   net::awaitable<std::optional<std::string>> digest(std::string km_id, std::string link_id);
 
+  // SaeKeyService (sae_supply.cpp): routed to the hosted KM serving the calling SAE.
+  [[nodiscard]] SaeLimits limits() const override;
+  [[nodiscard]] bool serves(const std::string& sae_id) const override;
+  /// The hosted KM serving `sae_id`; nullptr when none.
+  [[nodiscard]] KmHost* host_of_sae(const std::string& sae_id) const;
+  net::awaitable<SaeStatus> status(std::string master_sae, std::string slave_sae) override;
+  net::awaitable<SaeResult> enc_keys(std::string master_sae, std::string slave_sae,
+                                     std::int64_t number, std::int64_t size_bits) override;
+  net::awaitable<SaeResult> dec_keys(std::string slave_sae, std::string master_sae,
+                                     std::vector<std::string> key_ids) override;
+
  private:
   net::io_context& io_;
   AgentConfig config_;
   std::vector<std::unique_ptr<KmHost>> hosts_;
   std::unordered_map<std::string, KmHost*> by_id_;
+  std::unordered_map<std::string, KmHost*> by_sae_;  ///< SAE ID -> hosted KM serving it
   std::atomic<bool> stopping_{false};
   bool started_ = false;
   std::mutex drain_mutex_;  // guards running_ for the condition variable only
