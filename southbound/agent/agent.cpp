@@ -7,6 +7,7 @@
 #include <boost/asio/use_future.hpp>
 
 #include "admin_http.hpp"
+#include "etsi_server.hpp"
 #include "km_host.hpp"
 #include "qkdn/controller/error.hpp"
 
@@ -26,6 +27,14 @@ void validate(const AgentConfig& cfg) {
   if (!cfg.insecure_ck && cfg.tls_cert_dir.empty()) {
     throw InvalidArgument("Ck needs TLS files or the insecure flag");
   }
+  if (cfg.etsi_port && !cfg.etsi_insecure &&
+      (cfg.etsi_cert.empty() || cfg.etsi_key.empty() || cfg.etsi_ca.empty())) {
+    throw InvalidArgument("the ETSI 014 listener needs a certificate, a key and a CA, or insecure");
+  }
+  if (cfg.sae_max_key_per_request < 1 || cfg.sae_max_key_size < 8 || cfg.sae_default_key_size < 8 ||
+      cfg.sae_default_key_size % 8 != 0 || cfg.sae_default_key_size > cfg.sae_max_key_size) {
+    throw InvalidArgument("SAE key limits out of range");
+  }
   if (cfg.qber_threshold < 0 || cfg.qber_threshold > 1 || cfg.qber_hysteresis < 0) {
     throw InvalidArgument("qber threshold out of range");
   }
@@ -44,6 +53,22 @@ Agent::Agent(net::io_context& io, AgentConfig config) {
   const auto admin_host = config.admin_host;
   core_ = std::make_unique<AgentCore>(io, std::move(config));
   if (admin_port) admin_ = std::make_unique<AdminServer>(*core_, admin_host, *admin_port);
+  const AgentConfig& cfg = core_->config();
+  if (cfg.etsi_port) {
+    EtsiServerOptions o;
+    o.host = cfg.etsi_host;
+    o.port = *cfg.etsi_port;
+    o.insecure = cfg.etsi_insecure;
+    o.cert_file = cfg.etsi_cert;
+    o.key_file = cfg.etsi_key;
+    o.ca_file = cfg.etsi_ca.empty() ? cfg.tls_ca : cfg.etsi_ca;
+    AgentCore* core = core_.get();
+    etsi_ = std::make_unique<EtsiServer>(
+        io, *core_, std::move(o),
+        [core](const net::any_io_executor& ex, net::awaitable<void> work, std::string what) {
+          core->spawn(ex, std::move(work), std::move(what));
+        });
+  }
 }
 
 Agent::~Agent() = default;
@@ -54,9 +79,14 @@ void Agent::start() {
     admin_->bind();
     admin_->start();
   }
+  if (etsi_) {
+    etsi_->bind();
+    etsi_->start();
+  }
 }
 
 void Agent::stop() {
+  if (etsi_) etsi_->stop();
   if (admin_) admin_->stop();
   core_->stop();
 }
@@ -64,6 +94,8 @@ void Agent::stop() {
 bool Agent::wait_stopped(std::chrono::milliseconds timeout) { return core_->wait_drained(timeout); }
 
 std::uint16_t Agent::admin_port() const { return admin_ ? admin_->port() : 0; }
+
+std::uint16_t Agent::etsi_port() const { return etsi_ ? etsi_->port() : 0; }
 
 std::string Agent::kma_endpoint(const std::string& km_id) const {
   return core_->local_endpoint(km_id).value_or("");

@@ -3,7 +3,10 @@
 
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -22,6 +25,20 @@ void raise_fd_limit() {
   if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+// Written whole and renamed, so that a script polling for the file never reads half of it.
+void write_port_file(const std::string& path, std::uint16_t port, const std::string& flag) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    if (!out) throw std::runtime_error(flag + ": cannot write '" + tmp + "'");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw std::runtime_error(flag + ": cannot rename '" + tmp + "' to '" + path + "'");
   }
 }
 
@@ -46,6 +63,8 @@ int main(int argc, char** argv) {
   try {
     agent = std::make_unique<Agent>(io, cl.config);
     agent->start();
+    write_port_file(cl.admin_port_file, agent->admin_port(), "--admin-port-file");
+    write_port_file(cl.etsi_port_file, agent->etsi_port(), "--etsi-port-file");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qkdn-agent: %s\n", e.what());
     return 1;
@@ -55,6 +74,15 @@ int main(int argc, char** argv) {
   }
   if (agent->admin_port() != 0) {
     std::cout << "admin listening on " << cl.config.admin_host << ":" << agent->admin_port()
+              << "\n";
+  }
+  if (agent->etsi_port() != 0) {
+    const std::string endpoint = cl.config.etsi_host + ":" + std::to_string(agent->etsi_port());
+    for (const auto& id : cl.config.km_ids) {
+      std::cout << "etsi " << id << " listening on " << endpoint << "\n";
+    }
+    std::cout << "etsi listening on " << endpoint
+              << (cl.config.etsi_insecure ? " (insecure: plain HTTP, X-SAE-ID)" : " (mutual TLS)")
               << "\n";
   }
   std::cout << "agent ready: " << cl.config.km_ids.size() << " KMs" << std::endl;

@@ -74,18 +74,41 @@ Ck connection to the controller and its own KMA-link listener.
   --qber-hysteresis X     the alarm clears below threshold minus this (0.01)
   --pool-floor-bits N     key_pool_low alarm below N stored bits per link (0 = off)
   --pool-capacity-bytes N key store capacity per link end; generation pauses when full (262144)
+  --admin-port-file FILE  write the bound admin port to FILE (for scripts and tests)
+
+ETSI GS QKD 014 v1.1.1 key delivery to SAEs (one listener serves the SAEs of every hosted KM):
+  --etsi-listen IP:PORT   HTTPS listener with mutual TLS (port 0 = automatic; off when absent)
+  --etsi-cert FILE        server certificate chain (PEM), e.g. etsi.pem of scripts/dev-ca.sh
+  --etsi-key FILE         its private key (PEM)
+  --etsi-ca FILE          CA bundle verifying SAE client certificates (default: --tls-ca); the
+                          SAE ID is the certificate's SAN URI urn:qkdn:sae:<id> (or
+                          urn:qkdn:km:<id>), else its subject CN
+  --etsi-insecure         plain HTTP, the SAE names itself in an X-SAE-ID header (labs only;
+                          listens on 127.0.0.1:0 unless --etsi-listen is given)
+  --etsi-port-file FILE   write the bound ETSI port to FILE
+  --sae-key-size BITS     key size when a request names none (256)
+  --sae-max-key-size BITS largest key a request may ask for, a multiple of 256 (8192)
+  --sae-max-keys-per-request N  max_key_per_request (128)
+  --sae-key-ttl-s N       keys not fetched by the slave SAE within N s are wiped (600)
+  --sae-supply-timeout-ms N  a relayed key request fails (503) after this (10000)
   --threads N             io threads (2)
   --seed N                deterministic key IDs and jitter (keys always come from RAND_bytes)
   --help                  this text
 
-Prints "kma <km_id> listening on HOST:PORT" per KM, "admin listening on 127.0.0.1:PORT" and
-"agent ready: N KMs" on stdout. Logs go to stderr (QKDN_AGENT_DEBUG=1 for more).
+Prints "kma <km_id> listening on HOST:PORT" per KM, "admin listening on 127.0.0.1:PORT",
+"etsi <km_id> listening on HOST:PORT" per KM and "agent ready: N KMs" on stdout. Logs go to
+stderr (QKDN_AGENT_DEBUG=1 for more); nothing logs key bits.
 
 Examples:
   qkdn-agent --topology tests/data/topologies/tokyo-qkd.json --all \
              --controller 127.0.0.1:5600 --insecure-ck --admin-listen 127.0.0.1:0
   qkdn-agent --topology net.json --km KM1 --km KM2 --controller ctl.example:5600 \
              --tls-ca ca.crt --tls-cert-dir certs/
+  qkdn-agent --topology net.json --all --controller 127.0.0.1:5600 \
+             --tls-ca pki/ca.pem --tls-cert-dir pki/km \
+             --etsi-listen 127.0.0.1:8443 --etsi-cert pki/etsi.pem --etsi-key pki/etsi.key
+  curl --cacert pki/ca.pem --cert pki/sae/SAE-A.pem --key pki/sae/SAE-A.key \
+       'https://127.0.0.1:8443/api/v1/keys/SAE-B/enc_keys?number=2&size=256'
 )";
 }
 
@@ -137,6 +160,34 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cfg.pool_floor_bits = parse_int<std::int64_t>(flag, value(), 0, INT64_MAX / 2);
     } else if (flag == "--pool-capacity-bytes") {
       cfg.pool_capacity_bytes = parse_int<std::size_t>(flag, value(), 32, std::size_t{1} << 34);
+    } else if (flag == "--admin-port-file") {
+      cl.admin_port_file = value();
+    } else if (flag == "--etsi-listen") {
+      auto [h, p] = parse_host_port(flag, value());
+      cfg.etsi_host = h;
+      cfg.etsi_port = p;
+    } else if (flag == "--etsi-insecure") {
+      cfg.etsi_insecure = true;
+    } else if (flag == "--etsi-cert") {
+      cfg.etsi_cert = value();
+    } else if (flag == "--etsi-key") {
+      cfg.etsi_key = value();
+    } else if (flag == "--etsi-ca") {
+      cfg.etsi_ca = value();
+    } else if (flag == "--etsi-port-file") {
+      cl.etsi_port_file = value();
+    } else if (flag == "--sae-key-size") {
+      cfg.sae_default_key_size = parse_int<std::int64_t>(flag, value(), 8, 1 << 20);
+    } else if (flag == "--sae-max-key-size") {
+      cfg.sae_max_key_size = parse_int<std::int64_t>(flag, value(), 256, 1 << 20);
+    } else if (flag == "--sae-max-keys-per-request") {
+      cfg.sae_max_key_per_request = parse_int<std::int64_t>(flag, value(), 1, 100'000);
+    } else if (flag == "--sae-key-ttl-s") {
+      cfg.supplied_key_ttl =
+          std::chrono::seconds(parse_int<std::int64_t>(flag, value(), 1, 86'400));
+    } else if (flag == "--sae-supply-timeout-ms") {
+      cfg.supply_timeout =
+          std::chrono::milliseconds(parse_int<std::int64_t>(flag, value(), 1, 600'000));
     } else if (flag == "--threads") {
       cl.threads = parse_int<unsigned>(flag, value(), 1, 256);
     } else if (flag == "--seed") {
@@ -153,6 +204,27 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   }
   if (cfg.tls_cert_dir.empty() != cfg.tls_ca.empty()) {
     throw InvalidArgument("--tls-ca and --tls-cert-dir go together");
+  }
+  if (cfg.etsi_insecure && !cfg.etsi_port) cfg.etsi_port = 0;
+  if (cfg.etsi_port && !cfg.etsi_insecure) {
+    if (cfg.etsi_cert.empty() || cfg.etsi_key.empty()) {
+      throw InvalidArgument("--etsi-listen needs --etsi-cert and --etsi-key, or --etsi-insecure");
+    }
+    if (cfg.etsi_ca.empty()) cfg.etsi_ca = cfg.tls_ca;
+    if (cfg.etsi_ca.empty()) throw InvalidArgument("--etsi-listen needs --etsi-ca or --tls-ca");
+  }
+  if (!cfg.etsi_port && (!cfg.etsi_cert.empty() || !cfg.etsi_key.empty() || !cfg.etsi_ca.empty() ||
+                         !cl.etsi_port_file.empty())) {
+    throw InvalidArgument("--etsi-cert/--etsi-key/--etsi-ca/--etsi-port-file need --etsi-listen");
+  }
+  if (cfg.sae_max_key_size % 256 != 0) {
+    throw InvalidArgument("--sae-max-key-size: expected a multiple of 256");
+  }
+  if (cfg.sae_default_key_size % 8 != 0 || cfg.sae_default_key_size > cfg.sae_max_key_size) {
+    throw InvalidArgument("--sae-key-size: expected a multiple of 8 up to --sae-max-key-size");
+  }
+  if (!cl.admin_port_file.empty() && !cfg.admin_port) {
+    throw InvalidArgument("--admin-port-file needs --admin-listen");
   }
   cfg.topology = southbound::load_topology_file(topology_path);
   if (all) {

@@ -56,10 +56,10 @@ struct AgentConfig {
   std::string etsi_ca;         ///< CA verifying SAE client certificates (default: tls_ca)
 
   // SAE key supply (sae_supply.cpp).
-  std::int64_t sae_default_key_size = 256;   ///< bits, when a request names no size
-  std::int64_t sae_max_key_size = 8192;      ///< bits
+  std::int64_t sae_default_key_size = 256;  ///< bits, when a request names no size
+  std::int64_t sae_max_key_size = 8192;     ///< bits
   std::int64_t sae_max_key_per_request = 128;
-  std::chrono::seconds supplied_key_ttl{600};  ///< keys not fetched within this are wiped
+  std::chrono::seconds supplied_key_ttl{600};        ///< keys not fetched within this are wiped
   std::chrono::milliseconds supply_timeout{10'000};  ///< session + relay must finish within this
 };
 
@@ -98,6 +98,7 @@ struct KmSnapshot {
 
 class AgentCore;
 class AdminServer;
+class EtsiServer;
 
 /// The agent. Construct, start(), run the io_context on some threads, stop(), join the threads,
 /// destroy. The blocking helpers below must not be called from the io_context's threads.
@@ -109,8 +110,8 @@ class Agent {
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
-  /// Binds every KMA listener and the admin listener (throws Unavailable when a bind fails)
-  /// and starts the per-KM work. Call once, before or while the io_context runs.
+  /// Binds every KMA listener, the admin and the ETSI 014 listeners (throws Unavailable when a
+  /// bind fails) and starts the per-KM work. Call once, before or while the io_context runs.
   void start();
   /// Graceful shutdown (thread-safe, idempotent): closes connections and listeners, cancels
   /// timers; the io_context then runs out of work.
@@ -121,6 +122,8 @@ class Agent {
 
   /// Bound admin port (0 when disabled).
   [[nodiscard]] std::uint16_t admin_port() const;
+  /// Bound ETSI GS QKD 014 port (0 when disabled).
+  [[nodiscard]] std::uint16_t etsi_port() const;
   /// "host:port" of a hosted KM's KMA listener; empty if not hosted.
   [[nodiscard]] std::string kma_endpoint(const std::string& km_id) const;
 
@@ -138,6 +141,7 @@ class Agent {
  private:
   std::unique_ptr<AgentCore> core_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<EtsiServer> etsi_;
 };
 
 }  // namespace qkdn::agent

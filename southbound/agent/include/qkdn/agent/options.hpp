@@ -12,6 +12,8 @@ namespace qkdn::agent {
 struct CommandLine {
   bool help = false;
   unsigned threads = 2;
+  std::string admin_port_file;  ///< write the bound admin port here (empty = no file)
+  std::string etsi_port_file;   ///< write the bound ETSI 014 port here
   AgentConfig config;
 };
 
