@@ -162,3 +162,94 @@ def binary(env_name, default_rel):
 def load_topology(name):
     with open(os.path.join(TOPOLOGIES, name)) as f:
         return json.load(f)
+
+
+# ---- key supply (issue 4): a controller plus one agent hosting every KM, with ETSI GS QKD 014 ----
+
+class Network:
+    """Handles of a running controller + agent network (see start_network)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def etsi(self, sae_id, cert=True):
+        """A requests.Session of SAE sae_id against the agent's ETSI 014 listener: the SAE's client
+        certificate (mutual TLS), or X-SAE-ID in insecure mode; cert=False sends no certificate."""
+        s = requests.Session()
+        if self.insecure:
+            if sae_id:
+                s.headers["X-SAE-ID"] = sae_id
+        else:
+            s.verify = os.path.join(self.certs, "ca.pem")
+            if cert and sae_id:
+                s.cert = (os.path.join(self.certs, "sae", f"{sae_id}.pem"),
+                          os.path.join(self.certs, "sae", f"{sae_id}.key"))
+        s.base = self.etsi_base
+        return s
+
+    def admin_state(self):
+        r = requests.get(f"http://127.0.0.1:{self.admin_port}/admin/state", timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+
+def start_network(ps, topology_name, extra_saes=(), insecure=False, agent_args=(),
+                  controller_args=(), token_role="viewer"):
+    """Starts the controller and one agent hosting every KM of the topology, with certificates
+    from scripts/dev-ca.sh (plus extra_saes) in ps.dir, an ETSI 014 listener (mutual TLS unless
+    insecure) and the admin listener; waits until every KM is registered and every link is up."""
+    controller = binary("QKDN_CONTROLLER", "controller/qkdn-controller")
+    agent = binary("QKDN_AGENT", "southbound/qkdn-agent")
+    topo_path = os.path.join(TOPOLOGIES, topology_name)
+    topo = load_topology(topology_name)
+    certs = os.path.join(ps.dir, "certs")
+    make_certs(certs, topo_path)
+    if extra_saes:
+        argv = [os.path.join(ROOT, "scripts", "dev-ca.sh")]
+        for s in extra_saes:
+            argv += ["--sae", s]
+        subprocess.run(argv + [certs], check=True, stdout=subprocess.DEVNULL)
+    ck_port_file = os.path.join(ps.dir, "ck.port")
+    api_port_file = os.path.join(ps.dir, "api.port")
+    tokens = os.path.join(ps.dir, "tokens")
+    token = make_token(tokens, "e2e", token_role)
+    ctl = ps.start("controller", [
+        controller, "--topology", topo_path,
+        "--ck-listen", "127.0.0.1:0", "--port-file", ck_port_file,
+        "--api-listen", "127.0.0.1:0", "--api-port-file", api_port_file, "--api-tokens", tokens,
+        "--tls-ca", f"{certs}/ca.pem", "--tls-cert", f"{certs}/controller.pem",
+        "--tls-key", f"{certs}/controller.key", *controller_args])
+    ck_port = read_port_file(ck_port_file, ctl)
+    api = Api(read_port_file(api_port_file, ctl), token)
+    admin_port_file = os.path.join(ps.dir, "admin.port")
+    etsi_port_file = os.path.join(ps.dir, "etsi.port")
+    etsi_flags = ["--etsi-insecure"] if insecure else [
+        "--etsi-cert", f"{certs}/etsi.pem", "--etsi-key", f"{certs}/etsi.key"]
+    ag = ps.start("agent", [
+        agent, "--topology", topo_path, "--all", "--controller", f"127.0.0.1:{ck_port}",
+        "--tls-ca", f"{certs}/ca.pem", "--tls-cert-dir", f"{certs}/km",
+        "--admin-listen", "127.0.0.1:0", "--admin-port-file", admin_port_file,
+        "--etsi-listen", "127.0.0.1:0", "--etsi-port-file", etsi_port_file, *etsi_flags,
+        *agent_args])
+    admin_port = read_port_file(admin_port_file, ag)
+    etsi_port = read_port_file(etsi_port_file, ag)
+    n = len(topo["kms"])
+    wait_for(lambda: sum(k["connected"] for k in api.items("/api/v1/kms")) == n, 30, 0.1,
+             f"{n} KMs registered")
+    wait_for(lambda: all(l["oper_state"] == "up" for l in api.items("/api/v1/links")), 30, 0.1,
+             "every link up")
+    scheme = "http" if insecure else "https"
+    return Network(controller=ctl, agent=ag, api=api, certs=certs, topo=topo, insecure=insecure,
+                   admin_port=admin_port, etsi_port=etsi_port,
+                   etsi_base=f"{scheme}://127.0.0.1:{etsi_port}")
+
+
+def etsi_error(r, status):
+    """Asserts an ETSI 014 error reply: the status and an Error object with a message."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    body = r.json()
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if "details" in body:
+        assert isinstance(body["details"], list), body
+    return body

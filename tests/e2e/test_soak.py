@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""e2e soak (issue 4, done-when 2): concurrent ETSI GS QKD 014 key requests between random SAE
+pairs of germany50 (adjacent and relayed) for QKDN_SOAK_SECONDS (CI: 60), over mutual TLS against
+one agent hosting all 50 KMs and the real controller. Then checks:
+  - every delivered key ID is unique;
+  - both ends always received identical bytes;
+  - per link end, generated = available + reserved + allocated + consumed + discarded (agent
+    /admin/state);
+  - no controller reservation outlived its lease: once the traffic stops, every relay reaches a
+    final state within the supply timeout and the ledger holds no key (every reserved key was
+    consumed, released or expired: qkdn_key_reservations_total);
+  - only 200 or 503 (no keys now) answers, and enough keys were delivered to mean something."""
+
+import base64
+import os
+import random
+import re
+import sys
+import threading
+import time
+from collections import Counter
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qkdn_e2e import Processes, log, start_network, wait_for
+
+SECONDS = float(os.environ.get("QKDN_SOAK_SECONDS", "60"))
+WORKERS = int(os.environ.get("QKDN_SOAK_WORKERS", "8"))
+TOPOLOGY = os.environ.get("QKDN_SOAK_TOPOLOGY", "germany50.json")
+TIMEOUT = 30
+ACCOUNTING = ("generated_keys", "stored_keys", "reserved_keys", "allocated_keys",
+              "consumed_keys", "discarded_keys")
+
+
+class Soak:
+    def __init__(self, net, saes):
+        self.net = net
+        self.saes = saes
+        self.lock = threading.Lock()
+        self.ids = Counter()  # key ID -> times delivered by enc_keys
+        self.statuses = Counter()
+        self.mismatches = []
+        self.unexpected = []
+        self.latencies = []
+        self.keys = 0
+        self.stop = threading.Event()
+
+    def worker(self, seed):
+        rnd = random.Random(seed)
+        sessions = {}
+        base = self.net.etsi_base + "/api/v1/keys"
+
+        def session(sae):
+            if sae not in sessions:
+                sessions[sae] = self.net.etsi(sae)
+            return sessions[sae]
+
+        while not self.stop.is_set():
+            master, slave = rnd.sample(self.saes, 2)
+            number = rnd.randint(1, 4)
+            size = rnd.choice([256, 256, 512])
+            get = rnd.random() < 0.3
+            t = time.monotonic()
+            try:
+                if get:
+                    r = session(master).get(f"{base}/{slave}/enc_keys", timeout=TIMEOUT,
+                                            params={"number": number, "size": size})
+                else:
+                    r = session(master).post(f"{base}/{slave}/enc_keys", timeout=TIMEOUT,
+                                             json={"number": number, "size": size})
+            except requests.RequestException as exc:
+                with self.lock:
+                    self.unexpected.append(f"enc_keys {master}->{slave}: {exc}")
+                continue
+            with self.lock:
+                self.statuses[f"enc {r.status_code}"] += 1
+            if r.status_code == 503:
+                assert r.json()["message"]
+                continue
+            if r.status_code != 200:
+                with self.lock:
+                    self.unexpected.append(f"enc_keys {master}->{slave}: {r.status_code} "
+                                           f"{r.text[:200]}")
+                continue
+            sent = {k["key_ID"]: base64.b64decode(k["key"]) for k in r.json()["keys"]}
+            ok_shape = len(sent) == number and all(len(v) * 8 == size for v in sent.values())
+            try:
+                if get:
+                    r2 = session(slave).get(f"{base}/{master}/dec_keys", timeout=TIMEOUT,
+                                            params=[("key_ID", k) for k in sent])
+                else:
+                    r2 = session(slave).post(f"{base}/{master}/dec_keys", timeout=TIMEOUT,
+                                             json={"key_IDs": [{"key_ID": k} for k in sent]})
+            except requests.RequestException as exc:
+                with self.lock:
+                    self.unexpected.append(f"dec_keys {master}->{slave}: {exc}")
+                continue
+            latency = time.monotonic() - t
+            with self.lock:
+                self.statuses[f"dec {r2.status_code}"] += 1
+                for k in sent:
+                    self.ids[k] += 1
+                if r2.status_code != 200:
+                    self.unexpected.append(f"dec_keys {master}->{slave}: {r2.status_code} "
+                                           f"{r2.text[:200]}")
+                    continue
+                got = {k["key_ID"]: base64.b64decode(k["key"]) for k in r2.json()["keys"]}
+                if got != sent or not ok_shape:
+                    self.mismatches.append(f"{master}->{slave}: {sorted(sent)}")
+                self.keys += len(sent)
+                self.latencies.append(latency)
+
+
+def metric_sum(text, name, **labels):
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = re.match(r"^(\w+)(\{[^}]*\})?\s+(\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(lab.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def check_link_accounting(net):
+    bad, ends = [], 0
+    for km in net.admin_state()["kms"]:
+        for l in km["links"]:
+            missing = [f for f in ACCOUNTING if f not in l]
+            if missing:
+                raise AssertionError(f"/admin/state lacks {missing} (link {l['link_id']})")
+            ends += 1
+            held = (l["stored_keys"] + l["reserved_keys"] + l["allocated_keys"] +
+                    l["consumed_keys"] + l["discarded_keys"])
+            if l["generated_keys"] != held:
+                bad.append(f"{km['km_id']}/{l['link_id']}: generated {l['generated_keys']} != "
+                           f"available {l['stored_keys']} + reserved {l['reserved_keys']} + "
+                           f"allocated {l['allocated_keys']} + consumed {l['consumed_keys']} + "
+                           f"discarded {l['discarded_keys']}")
+    assert not bad, "\n".join(bad[:20])
+    return ends
+
+
+def main():
+    start = time.monotonic()
+    with Processes("soak") as ps:
+        net = start_network(ps, TOPOLOGY, agent_args=["--threads", "2"])
+        saes = [a["sae_id"] for a in net.topo["applications"]]
+        # Let the pools fill a little so that the soak measures correctness, not scarcity.
+        wait_for(lambda: sum(l["stored_key_bits"] > 100_000 for l in net.api.items("/api/v1/links"))
+                 >= len(net.topo["links"]) // 2, 30, 0.2, "link pools filling")
+        soak = Soak(net, saes)
+        threads = [threading.Thread(target=soak.worker, args=(1000 + i,), daemon=True)
+                   for i in range(WORKERS)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        # Mid-soak: the accounting identity holds under load too.
+        time.sleep(SECONDS / 2)
+        ends = check_link_accounting(net)
+        time.sleep(max(0.0, SECONDS - (time.monotonic() - t0)))
+        soak.stop.set()
+        for t in threads:
+            t.join(TIMEOUT + 5)
+        elapsed = time.monotonic() - t0
+        lat = sorted(soak.latencies) or [0.0]
+        log(f"soak {elapsed:.1f} s, {WORKERS} workers: {soak.keys} keys in "
+            f"{len(soak.latencies)} exchanges ({soak.keys / elapsed:.1f} keys/s); "
+            f"enc+dec p50 {lat[len(lat) // 2] * 1000:.1f} ms, "
+            f"p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms; answers {dict(soak.statuses)}")
+
+        # Identity and uniqueness.
+        dup = [k for k, n in soak.ids.items() if n > 1]
+        assert not dup, f"key IDs delivered twice: {dup[:10]}"
+        assert not soak.mismatches, f"ends received different bytes: {soak.mismatches[:5]}"
+        assert not soak.unexpected, "unexpected answers:\n" + "\n".join(soak.unexpected[:20])
+        assert soak.keys >= 50, f"only {soak.keys} keys delivered: the soak measured nothing"
+
+        # Leases: once traffic stops, every relay ends and the ledger holds nothing.
+        final = {"relayed", "failed", "voided"}
+        wait_for(lambda: all(r["state"] in final for r in net.api.items("/api/v1/relays")),
+                 40, 0.5, "every relay in a final state")
+        relays = net.api.items("/api/v1/relays")
+        metrics_url = net.api.base + "/metrics"
+
+        def ledger_empty():
+            text = requests.get(metrics_url, timeout=5).text
+            reserved = metric_sum(text, "qkdn_key_reservations_total", result="reserved")
+            ended = sum(metric_sum(text, "qkdn_key_reservations_total", result=r)
+                        for r in ("consumed", "released", "expired"))
+            return (reserved == ended, reserved, ended)
+        ok = wait_for(lambda: ledger_empty()[0] and ledger_empty(), 40, 0.5,
+                      "ledger to hold no reserved or allocated key")
+        log(f"relays: {len(relays)} ({dict(Counter(r['state'] for r in relays))}); ledger "
+            f"reserved {ok[1]:.0f} = consumed + released + expired {ok[2]:.0f}")
+
+        # Per link end accounting, after the traffic.
+        ends = check_link_accounting(net)
+        log(f"accounting identity holds on {ends} link ends")
+        assert net.controller.poll() is None and net.agent.poll() is None
+    log(f"done in {time.monotonic() - start:.1f} s")
+    print("e2e soak: 1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
