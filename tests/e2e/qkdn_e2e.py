@@ -176,6 +176,8 @@ class Network:
         """A requests.Session of SAE sae_id against the agent's ETSI 014 listener: the SAE's client
         certificate (mutual TLS), or X-SAE-ID in insecure mode; cert=False sends no certificate."""
         s = requests.Session()
+        # REQUESTS_CA_BUNDLE and proxies from the environment would override s.verify.
+        s.trust_env = False
         if self.insecure:
             if sae_id:
                 s.headers["X-SAE-ID"] = sae_id
