@@ -53,6 +53,15 @@ std::vector<std::string> strings_of(const json::object& o, std::string_view key)
   return out;
 }
 
+std::int64_t int_of(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr) return 0;
+  if (v->is_int64()) return v->as_int64();
+  if (v->is_uint64())
+    return static_cast<std::int64_t>(std::min<std::uint64_t>(v->as_uint64(), INT64_MAX));
+  return 0;
+}
+
 json::array to_array(const std::vector<std::string>& v) {
   json::array a;
   for (const auto& s : v) a.emplace_back(s);
@@ -132,6 +141,11 @@ std::string relay_aad(const json::object& meta, const std::string& from, const s
                     "\n" + str_of(meta, "destination_kma_id") + "\n" + str_of(meta, "created") +
                     "\n" + str_of(meta, "encryption") + "\n" + from + "\n" + to;
   for (const auto& id : strings_of(meta, "key_ids")) aad += "\n" + id;
+  // SAE key supply: the pair and the ETSI key size the destination files the keys under.
+  if (meta.contains("slave_sae")) {
+    aad += "\nsae\n" + str_of(meta, "master_sae") + "\n" + str_of(meta, "slave_sae") + "\n" +
+           str_of(meta, "session_id") + "\n" + std::to_string(int_of(meta, "sae_key_bits"));
+  }
   return aad;
 }
 
@@ -304,10 +318,12 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
   if (!ids) return ng("unknown_key: malformed hop key ID");
   auto hop_keys = out->store.take(*ids, true);
   if (!hop_keys) return ng("unknown_key: hop keys not allocated at " + km_id_);
+  out->keys_consumed += static_cast<std::int64_t>(hop_keys->size());
 
   // The end-to-end keys: n x 256 bits from the CSPRNG, fresh random IDs.
   Delivered d;
   d.peer_km = *r.destination_kma_id;
+  d.expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
   d.keys.resize(n);
   std::vector<std::uint8_t> plain;
   plain.reserve(n * kKeyBytes);
@@ -333,6 +349,20 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
                     {"created", format_rfc3339(created)},
                     {"encryption", "otp-xor"},
                     {"integrity", "hmac-sha256"}};
+  // A relay an SAE request asked for (0x1403 from sae_supply.cpp): the destination files the
+  // keys for that SAE pair, and the request waits for this relay.
+  if (r.notification_message_id) {
+    if (auto w = waits_by_notification_.find(*r.notification_message_id);
+        w != waits_by_notification_.end()) {
+      meta["master_sae"] = w->second->master_sae;
+      meta["slave_sae"] = w->second->slave_sae;
+      meta["session_id"] = w->second->session_id;
+      meta["sae_key_bits"] = w->second->key_bits;
+      w->second->relay_id = rid;
+      waits_by_relay_[rid] = w->second;
+      waits_by_notification_.erase(w);
+    }
+  }
   std::string frame =
       relay_frame(std::move(meta), km_id_, route[1], std::move(plain), pad_of(*hop_keys));
   out->session->send(std::move(frame));
@@ -392,6 +422,7 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
   }
   auto in_keys = link.store.take(*in_ids, false);  // consumed (wiped) here whatever follows
   if (!in_keys) return answer("NG: unknown_key: hop keys not held at " + km_id_);
+  link.keys_consumed += static_cast<std::int64_t>(in_keys->size());
   auto pad = pad_of(*in_keys);
   const auto expect = hop_tag(pad, relay_aad(*meta, from, km_id_), *ct);
   if (CRYPTO_memcmp(expect.data(), tag->data(), 32) != 0) {
@@ -417,6 +448,15 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
       std::memcpy(d.keys[i].bytes.data(), plain.data() + i * kKeyBytes, kKeyBytes);
     }
     wipe(plain);
+    if (meta->contains("slave_sae")) {  // an SAE request: filed for the slave SAE
+      file_supplied(d.keys, int_of(*meta, "sae_key_bits"), str_of(*meta, "master_sae"),
+                    str_of(*meta, "slave_sae"));
+      log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
+                                    str_of(*meta, "source_kma_id") + " for SAE " +
+                                    str_of(*meta, "slave_sae"));
+      return answer("OK");
+    }
+    d.expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
     delivered_[rid] = std::move(d);
     log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
                                   str_of(*meta, "source_kma_id"));
@@ -439,6 +479,7 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
     wipe(plain);
     return answer("NG: unknown_key: hop keys not allocated at " + km_id_);
   }
+  out->keys_consumed += static_cast<std::int64_t>(out_keys->size());
   meta->erase("ciphertext");
   meta->erase("tag");
   std::string frame = relay_frame(std::move(*meta), km_id_, out_hop->next_kma_id, std::move(plain),
@@ -473,6 +514,7 @@ void KmHost::finish_source_relay(const std::string& request_id, const std::strin
   if (it->second.channel) {  // send() on a closed channel is dropped
     it->second.channel->send(ck::Message{std::move(resp)}, it->second.message_id);
   }
+  finish_sae_relay(request_id, response);              // an SAE request waiting takes the keys
   if (response != "OK") delivered_.erase(request_id);  // the destination has nothing
   log_line(response == "OK" ? LogLevel::kInfo : LogLevel::kWarn,
            "KM " + km_id_ + ": relay " + request_id + ": " + response);
@@ -488,6 +530,11 @@ void KmHost::expire_key_supply(SteadyTime now) {
   for (const auto& rid : late) finish_source_relay(rid, "NG: timeout");
   // A transit KM forgets relays whose downstream never answered (the source timed out long ago).
   std::erase_if(forwarded_relays_, [&](const auto& f) { return now >= f.second.second; });
+  // End-to-end keys nobody claimed (controller-initiated relays, late SAE relays) expire.
+  std::erase_if(delivered_, [&](const auto& d) {
+    return now >= d.second.expires && !source_relays_.contains(d.first);
+  });
+  expire_sae_supply(now);
 }
 
 }  // namespace qkdn::agent

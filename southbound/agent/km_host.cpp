@@ -543,8 +543,14 @@ void KmHost::on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel, 
       auto decoded = ck::decode_payload(code, frame.payload);
       std::string text = "malformed";
       if (auto* m = std::get_if<ck::Message>(&decoded)) {
-        if (auto* e = std::get_if<ck::ErrorMessage>(m))
+        if (auto* e = std::get_if<ck::ErrorMessage>(m)) {
           text = e->error + " " + e->message.value_or("");
+          // An Error naming a 0x1403 an SAE request waits for fails that request.
+          if (fail_supply_notification(e->message_id.value_or(frame.message_id), e->error,
+                                       e->message.value_or(""))) {
+            return;
+          }
+        }
       }
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": controller error: " + text);
       return;
@@ -596,7 +602,7 @@ ck::StatusReport KmHost::build_status() {
     s.stored_keys = static_cast<std::int64_t>(l->store.size());
     s.stored_key_bits = l->store.stored_bits();
     s.key_rate_bps = l->meter.rate_per_second();
-    s.consumption_rate_bps = 0;  // not metered yet (key supply consumes keys; see README)
+    s.consumption_rate_bps = l->consumption_meter.rate_per_second();
     s.qber = l->qber;
     report.links.push_back(std::move(s));
   }
@@ -863,6 +869,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       if (link->primary || !msg) return fail("unexpected sync");
       const std::string last = get_string(*msg, "last_key_id");
       bool in_sync = true;
+      const auto before = static_cast<std::int64_t>(link->store.size());
       if (last.empty()) {
         link->store.clear();
       } else {
@@ -872,6 +879,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
           in_sync = false;
         }
       }
+      link->keys_discarded += before - static_cast<std::int64_t>(link->store.size());
       link->peer_capacity_bits =
           static_cast<std::int64_t>(get_number(*msg, "capacity_bits").value_or(0));
       link->synced = true;
@@ -884,7 +892,10 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       auto msg = parse_object(payload);
       if (!link->primary || !msg) return fail("unexpected sync_ok");
       const auto* in_sync = msg->if_contains("in_sync");
-      if (in_sync == nullptr || !in_sync->is_bool() || !in_sync->as_bool()) link->store.clear();
+      if (in_sync == nullptr || !in_sync->is_bool() || !in_sync->as_bool()) {
+        link->keys_discarded += static_cast<std::int64_t>(link->store.size());
+        link->store.clear();
+      }
       link->peer_capacity_bits =
           static_cast<std::int64_t>(get_number(*msg, "capacity_bits").value_or(0));
       link->synced = true;
@@ -897,6 +908,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       auto body = kma::decode_keys(payload);
       if (!body) return fail("malformed keys frame");
       for (auto& k : body->keys) link->store.push(k);
+      link->keys_generated += static_cast<std::int64_t>(body->keys.size());
       session->send(kma::encode_ack_frame(body->seq));
       return;
     }
@@ -906,6 +918,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
         return fail("unexpected ack");
       }
       for (auto& k : link->pending.front().keys) link->store.push(k);
+      link->keys_generated += static_cast<std::int64_t>(link->pending.front().keys.size());
       link->pending.pop_front();
       return;
     }
@@ -926,6 +939,13 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
     case kma::Type::kRelay:
       if (!link->synced) return fail("relay before sync");
       on_relay_frame(*link, session, payload);
+      return;
+    case kma::Type::kSupply:
+      if (!link->synced) return fail("unexpected supply");
+      on_supply_frame(*link, session, payload);
+      return;
+    case kma::Type::kSupplyAck:
+      on_supply_ack(payload);
       return;
     case kma::Type::kRelayAck:
       on_relay_ack(payload);
@@ -966,6 +986,7 @@ net::awaitable<void> KmHost::tick_loop() {
     for (auto& l : links_) {
       if (l->primary) generate(*l, now);
       l->meter.sample(now, l->store.added_bits_total());
+      l->consumption_meter.sample(now, l->keys_consumed * kKeyBits);
       evaluate_alarms(*l);
       if (l->session && now - l->session->last_sent > kPingInterval) {
         l->session->send(kma::encode_frame(kma::Type::kPing, {}));
@@ -1073,6 +1094,13 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
     ls.key_rate_bps = l->key_rate_bps;
     ls.measured_key_rate_bps = l->meter.rate_per_second();
     ls.qber = l->qber;
+    ls.consumption_rate_bps = l->consumption_meter.rate_per_second();
+    ls.keys_generated = l->keys_generated;
+    ls.keys_available = static_cast<std::int64_t>(l->store.count(KeyState::kAvailable));
+    ls.keys_reserved = static_cast<std::int64_t>(l->store.count(KeyState::kReserved));
+    ls.keys_allocated = static_cast<std::int64_t>(l->store.count(KeyState::kAllocated));
+    ls.keys_consumed = l->keys_consumed;
+    ls.keys_discarded = l->keys_discarded;
     s.links.push_back(std::move(ls));
   }
   co_return s;

@@ -111,6 +111,11 @@ struct LinkEnd {
   std::deque<Pending> pending;
 
   RateMeter meter;
+  // Accounting in keys: generated == available + reserved + allocated + consumed + discarded.
+  std::int64_t keys_generated = 0;  ///< stored (secondary: on Keys; primary: on Ack)
+  std::int64_t keys_consumed = 0;   ///< taken for a relay hop or an SAE supply
+  std::int64_t keys_discarded = 0;  ///< dropped by a resync (trim / clear)
+  RateMeter consumption_meter;      ///< samples keys_consumed * kKeyBits
   // Alarm state.
   bool down_raised = false;
   bool qber_raised = false;
@@ -215,14 +220,69 @@ class KmHost {
     SteadyTime deadline{};
   };
   struct Delivered {
-    std::string peer_km;         ///< the other end of the end-to-end key
-    std::vector<KeyBlock> keys;  ///< end-to-end keys (wiped when erased)
+    std::string peer_km;                     ///< the other end of the end-to-end key
+    std::vector<KeyBlock> keys;              ///< end-to-end keys (wiped when erased)
+    SteadyTime expires = SteadyTime::max();  ///< wiped then when nobody claimed them
   };
   std::map<std::string, SourceRelay> source_relays_;  ///< request id -> waiting 0x1405
   /// request id -> (inbound link id, deadline): where a downstream RelayAck goes back to.
   std::map<std::string, std::pair<std::string, SteadyTime>> forwarded_relays_;
   std::map<std::string, Delivered> delivered_;  ///< request id -> e2e keys
   std::map<std::string, southbound::ck::SessionCreationNotification> sessions_by_id_;
+
+  // SAE key supply (sae_supply.cpp).
+  /// One request of an SAE waiting for the network (a relay or an adjacent supply).
+  struct SupplyWait {
+    explicit SupplyWait(const Strand& s) : timer(s) { timer.expires_at(SteadyTime::max()); }
+    bool done = false;
+    std::string response;  ///< "OK" or "NG: <reason>"
+    int ng_status = 503;   ///< HTTP status when not OK
+    std::string relay_id;  ///< key_relay_request_id once the 0x4104 arrived
+    std::string master_sae, slave_sae, session_id;
+    std::int64_t key_bits = 256;
+    std::vector<KeyBlock> units;  ///< the end-to-end units (wiped when freed)
+    net::steady_timer timer;
+  };
+  /// A key filed for an SAE at this KM, until dec_keys fetches it or it expires.
+  struct SuppliedKey {
+    std::string master_sae;
+    std::string slave_sae;
+    std::vector<std::uint8_t> bytes;
+    SteadyTime expires{};
+    SuppliedKey() = default;
+    SuppliedKey(const SuppliedKey&) = delete;
+    SuppliedKey& operator=(const SuppliedKey&) = delete;
+    SuppliedKey(SuppliedKey&&) noexcept = default;
+    SuppliedKey& operator=(SuppliedKey&&) noexcept = default;
+    ~SuppliedKey();
+  };
+  struct SaeSession {
+    std::string session_id;
+    std::string destination_km;
+  };
+  /// Completes a waiting request (wakes its coroutine). Unknown IDs are ignored.
+  void complete_wait(const std::shared_ptr<SupplyWait>& w, std::string response, int ng_status);
+  /// An Error from the controller for the 0x1403 with this MessageID: true when one waited.
+  bool fail_supply_notification(std::uint32_t message_id, const std::string& code,
+                                const std::string& message);
+  /// A relay this KM started finished: true when an SAE request waited for it.
+  void finish_sae_relay(const std::string& request_id, const std::string& response);
+  /// Files end-to-end units for an SAE pair, grouped into ETSI keys of `key_bits`.
+  void file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                     const std::string& master_sae, const std::string& slave_sae);
+  void on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
+                       const std::string& payload);
+  void on_supply_ack(const std::string& payload);
+  void expire_sae_supply(SteadyTime now);
+  net::awaitable<std::optional<SaeSession>> sae_session(const std::string& master,
+                                                        const std::string& slave, bool renew,
+                                                        SaeResult& error);
+  net::awaitable<void> await_wait(std::shared_ptr<SupplyWait> w, SteadyTime deadline);
+
+  std::map<std::uint32_t, std::shared_ptr<SupplyWait>> waits_by_notification_;  ///< 0x1403 id
+  std::map<std::string, std::shared_ptr<SupplyWait>> waits_by_relay_;  ///< relay id / supply id
+  std::map<std::string, SuppliedKey> supplied_;  ///< ETSI key_ID -> key for an SAE
+  std::map<std::pair<std::string, std::string>, SaeSession> sae_sessions_;  ///< (master, slave)
 
   // Generation and alarms.
   net::awaitable<void> tick_loop();

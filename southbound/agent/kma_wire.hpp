@@ -12,6 +12,10 @@
 //             southbound/agent/README.md "Key supply"); the receiver answers RelayAck
 //             {"key_relay_request_id","response": "OK"|"NG: <reason>"} once the rest of the
 //             route has answered (transit KMs forward the downstream RelayAck upstream)
+//   either -> Supply {"supply_id","master_sae","slave_sae","session_id","key_bits","key_ids"}
+//             (SAE key supply between adjacent KMs: the sender took these available link keys
+//             from its store; the receiver takes the same IDs from its store, files them for
+//             slave_sae, and answers SupplyAck {"supply_id","response": "OK"|"NG: <reason>"})
 // The primary of a link is the end with the lexicographically smaller KM ID.
 #pragma once
 
@@ -37,6 +41,8 @@ enum class Type : std::uint16_t {
   kPing = 9,
   kRelay = 10,
   kRelayAck = 11,
+  kSupply = 12,
+  kSupplyAck = 13,
 };
 
 inline constexpr std::size_t kHeaderSize = 6;

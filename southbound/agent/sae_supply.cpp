@@ -1,10 +1,17 @@
 // Key supply to SAEs at a hosted KM (ETSI GS QKD 014 behind etsi_server.cpp): see sae_keys.hpp.
-#include <openssl/crypto.h>
+#include <algorithm>
+#include <cstring>
+#include <set>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
 
 #include "km_host.hpp"
+#include "log.hpp"
 #include "sae_keys.hpp"
 
 namespace qkdn::agent {
@@ -74,26 +81,394 @@ net::awaitable<SaeResult> AgentCore::dec_keys(std::string slave_sae, std::string
 
 // ---- KmHost: SAE key supply ------------------------------------------------------------------
 
-net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string, std::string, std::int64_t,
-                                               std::int64_t) {
+namespace {
+
+namespace ck = southbound::ck;
+namespace json = boost::json;
+constexpr auto kTupleSae = net::as_tuple(net::use_awaitable);
+
+SaeResult fail(int status, std::string message, std::vector<std::string> details = {}) {
   SaeResult r;
-  r.status = 503;
-  r.message = "not implemented yet";
-  co_return r;
+  r.status = status;
+  r.message = std::move(message);
+  r.details = std::move(details);
+  return r;
 }
 
-net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string, std::string, std::vector<std::string>) {
-  SaeResult r;
-  r.status = 503;
-  r.message = "not implemented yet";
-  co_return r;
+std::int64_t units_per_key(std::int64_t key_bits) { return (key_bits + kKeyBits - 1) / kKeyBits; }
+
+/// The ETSI keys made of `units` (256 bits each, in order): ceil(bits/256) units per key,
+/// truncated to bits/8 bytes; the key_ID is the first unit's ID. Both ends use this rule.
+std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t key_bits) {
+  std::vector<SaeKey> out;
+  const auto per = static_cast<std::size_t>(std::max<std::int64_t>(1, units_per_key(key_bits)));
+  const auto bytes = static_cast<std::size_t>(key_bits / 8);
+  for (std::size_t i = 0; i + per <= units.size(); i += per) {
+    SaeKey k;
+    k.key_id = key_id_to_string(units[i].id);
+    k.bytes.resize(per * kKeyBytes);
+    for (std::size_t j = 0; j < per; ++j) {
+      std::memcpy(k.bytes.data() + j * kKeyBytes, units[i + j].bytes.data(), kKeyBytes);
+    }
+    OPENSSL_cleanse(k.bytes.data() + bytes, k.bytes.size() - bytes);
+    k.bytes.resize(bytes);
+    out.push_back(std::move(k));
+  }
+  return out;
 }
 
-net::awaitable<SaeStatus> KmHost::sae_status(std::string, std::string) {
-  SaeStatus s;
-  s.status = 503;
-  s.message = "not implemented yet";
+std::optional<json::object> parse_json_object(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  return std::move(v.as_object());
+}
+
+std::string string_of(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string{};
+}
+
+std::string supply_ack(const std::string& id, const std::string& response) {
+  json::object o{{"supply_id", id}, {"response", response}};
+  return kma::encode_frame(kma::Type::kSupplyAck, json::serialize(o));
+}
+
+}  // namespace
+
+KmHost::SuppliedKey::~SuppliedKey() {
+  if (!bytes.empty()) OPENSSL_cleanse(bytes.data(), bytes.size());
+}
+
+void KmHost::complete_wait(const std::shared_ptr<SupplyWait>& w, std::string response,
+                           int ng_status) {
+  if (!w || w->done) return;
+  w->done = true;
+  w->response = std::move(response);
+  w->ng_status = ng_status;
+  w->timer.cancel();
+}
+
+bool KmHost::fail_supply_notification(std::uint32_t message_id, const std::string& code,
+                                      const std::string& message) {
+  auto it = waits_by_notification_.find(message_id);
+  if (it == waits_by_notification_.end()) return false;
+  auto w = it->second;
+  waits_by_notification_.erase(it);
+  const int status = code == ck::errc::kUnknownApplication ? 400 : 503;
+  complete_wait(w, "NG: " + code + ": " + message, status);
+  return true;
+}
+
+void KmHost::finish_sae_relay(const std::string& request_id, const std::string& response) {
+  auto it = waits_by_relay_.find(request_id);
+  if (it == waits_by_relay_.end()) return;
+  auto w = it->second;
+  waits_by_relay_.erase(it);
+  if (response == "OK") {
+    auto d = delivered_.find(request_id);
+    if (d == delivered_.end()) return complete_wait(w, "NG: internal: keys missing", 503);
+    w->units = std::move(d->second.keys);
+    delivered_.erase(d);
+  }
+  const int status = response.find(ck::errc::kUnknownApplication) != std::string::npos ? 400 : 503;
+  complete_wait(w, response, status);
+}
+
+void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                           const std::string& master_sae, const std::string& slave_sae) {
+  const auto expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
+  for (auto& k : group_units(units, key_bits)) {
+    SuppliedKey s;
+    s.master_sae = master_sae;
+    s.slave_sae = slave_sae;
+    s.bytes = std::move(k.bytes);
+    s.expires = expires;
+    supplied_.insert_or_assign(k.key_id, std::move(s));
+  }
+}
+
+void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
+                             const std::string& payload) {
+  auto msg = parse_json_object(payload);
+  const std::string id = msg ? string_of(*msg, "supply_id") : std::string{};
+  auto answer = [&](const std::string& response) {
+    session->send(supply_ack(id, response));
+    if (response != "OK")
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": supply " + id + ": " + response);
+  };
+  if (!msg || id.empty()) return answer("NG: bad_request: malformed supply frame");
+  std::vector<KeyId> ids;
+  if (const auto* v = msg->if_contains("key_ids"); v != nullptr && v->is_array()) {
+    for (const auto& e : v->as_array()) {
+      auto kid = e.is_string() ? parse_key_id(std::string(e.as_string())) : std::nullopt;
+      if (!kid) return answer("NG: bad_request: malformed key ID");
+      ids.push_back(*kid);
+    }
+  }
+  std::int64_t key_bits = 0;
+  if (const auto* v = msg->if_contains("key_bits"); v != nullptr && v->is_int64()) {
+    key_bits = v->as_int64();
+  }
+  const std::string master = string_of(*msg, "master_sae");
+  const std::string slave = string_of(*msg, "slave_sae");
+  if (ids.empty() || key_bits < 8 || slave.empty() ||
+      static_cast<std::int64_t>(ids.size()) % units_per_key(key_bits) != 0) {
+    return answer("NG: bad_request: supply metadata");
+  }
+  auto keys = link.store.take(ids, false);
+  if (!keys) return answer("NG: unknown_key: link keys not available at " + km_id_);
+  link.keys_consumed += static_cast<std::int64_t>(keys->size());
+  file_supplied(*keys, key_bits, master, slave);
+  answer("OK");
+}
+
+void KmHost::on_supply_ack(const std::string& payload) {
+  auto msg = parse_json_object(payload);
+  if (!msg) return;
+  auto it = waits_by_relay_.find(string_of(*msg, "supply_id"));
+  if (it == waits_by_relay_.end()) return;
+  auto w = it->second;
+  waits_by_relay_.erase(it);
+  std::string response = string_of(*msg, "response");
+  complete_wait(w, response.empty() ? "NG: empty supply answer" : response, 503);
+}
+
+void KmHost::expire_sae_supply(SteadyTime now) {
+  std::erase_if(supplied_, [&](const auto& s) { return now >= s.second.expires; });
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // GCC 12 false positive on coroutines
+#endif
+
+net::awaitable<void> KmHost::await_wait(std::shared_ptr<SupplyWait> w, SteadyTime deadline) {
+  if (w->done) co_return;
+  w->timer.expires_at(deadline);
+  co_await w->timer.async_wait(kTupleSae);
+}
+
+net::awaitable<std::optional<KmHost::SaeSession>> KmHost::sae_session(const std::string& master,
+                                                                      const std::string& slave,
+                                                                      bool renew,
+                                                                      SaeResult& error) {
+  const auto key = std::make_pair(master, slave);
+  if (!renew) {
+    if (auto it = sae_sessions_.find(key); it != sae_sessions_.end()) co_return it->second;
+  }
+  sae_sessions_.erase(key);
+  auto channel = channel_;
+  if (!channel || !registered_) {
+    error = fail(503, "controller unreachable");
+    co_return std::nullopt;
+  }
+  ck::SessionCreationRequest req;
+  req.application_source_id = master;
+  req.application_destination_id = slave;
+  std::optional<ck::Frame> frame;
+  try {
+    auto op = channel->request(ck::Message{std::move(req)}, core_.config().supply_timeout);
+    frame = co_await std::move(op);
+  } catch (const std::exception& e) {
+    error = fail(503, std::string("session creation failed: ") + e.what());
+    co_return std::nullopt;
+  }
+  auto decoded = ck::decode_payload(frame->command, frame->payload);
+  auto* m = std::get_if<ck::Message>(&decoded);
+  if (m == nullptr) {
+    error = fail(503, "malformed session answer");
+    co_return std::nullopt;
+  }
+  if (auto* e = std::get_if<ck::ErrorMessage>(m)) {
+    error = fail(e->error == ck::errc::kUnknownApplication ? 400 : 503,
+                 e->error == ck::errc::kUnknownApplication ? "unknown SAE" : "session refused",
+                 {e->error + ": " + e->message.value_or("")});
+    co_return std::nullopt;
+  }
+  auto* resp = std::get_if<ck::SessionCreationResponse>(m);
+  if (resp == nullptr) {
+    error = fail(503, "unexpected session answer");
+    co_return std::nullopt;
+  }
+  if (resp->response != "OK") {
+    const bool unknown = resp->response.find(ck::errc::kUnknownApplication) != std::string::npos;
+    error =
+        fail(unknown ? 400 : 503, unknown ? "unknown SAE" : "session refused", {resp->response});
+    co_return std::nullopt;
+  }
+  SaeSession s{resp->session_id, resp->destination_km_id};
+  sae_sessions_[key] = s;
   co_return s;
 }
+
+net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::string slave_sae,
+                                               std::int64_t number, std::int64_t size_bits) {
+  const auto deadline = std::chrono::steady_clock::now() + core_.config().supply_timeout;
+  if (number < 1 || size_bits < 8 || size_bits % 8 != 0) co_return fail(400, "bad number or size");
+  const std::int64_t units = number * units_per_key(size_bits);
+  SaeResult error;
+  auto op = sae_session(master_sae, slave_sae, false, error);
+  auto session = co_await std::move(op);
+  if (!session) co_return error;
+  const std::string dst = session->destination_km;
+
+  auto w = std::make_shared<SupplyWait>(strand_);
+  w->master_sae = master_sae;
+  w->slave_sae = slave_sae;
+  w->session_id = session->session_id;
+  w->key_bits = size_bits;
+
+  if (dst == km_id_) {  // both SAEs here: fresh random keys, filed for the slave too
+    std::vector<KeyBlock> keys(static_cast<std::size_t>(units));
+    const auto created = std::chrono::system_clock::now();
+    for (auto& k : keys) {
+      if (RAND_bytes(k.bytes.data(), static_cast<int>(k.bytes.size())) != 1) {
+        co_return fail(503, "random generator failed");
+      }
+      k.id = new_key_id();
+      k.created = created;
+    }
+    file_supplied(keys, size_bits, master_sae, slave_sae);
+    SaeResult r;
+    r.keys = group_units(keys, size_bits);
+    co_return r;
+  }
+
+  LinkEnd* link = hop_link(dst, std::nullopt);
+  if (link != nullptr && link->up()) {  // adjacent: this link's keys, taken at both ends
+    auto ids = link->store.reserve(static_cast<std::size_t>(units), link->primary ? 0 : 1,
+                                   std::chrono::steady_clock::now());
+    if (ids.empty()) {
+      co_return fail(503, "insufficient keys",
+                     {std::to_string(units) + " keys of 256 bits needed on " + link->link_id});
+    }
+    link->store.allocate(ids);
+    auto keys = link->store.take(ids, true);
+    if (!keys) co_return fail(503, "internal: link keys vanished");
+    link->keys_consumed += static_cast<std::int64_t>(keys->size());
+    const std::string supply_id = km_id_ + "-" + key_id_to_string(new_key_id());
+    json::array id_text;
+    for (const auto& k : *keys) id_text.emplace_back(key_id_to_string(k.id));
+    json::object frame{{"supply_id", supply_id}, {"master_sae", master_sae},
+                       {"slave_sae", slave_sae}, {"session_id", session->session_id},
+                       {"key_bits", size_bits},  {"key_ids", std::move(id_text)}};
+    w->units = std::move(*keys);
+    waits_by_relay_[supply_id] = w;
+    link->session->send(kma::encode_frame(kma::Type::kSupply, json::serialize(frame)));
+    auto wait = await_wait(w, deadline);
+    co_await std::move(wait);
+    waits_by_relay_.erase(supply_id);
+    if (!w->done) co_return fail(503, "timeout", {"no answer from KM " + dst});
+    if (w->response != "OK") co_return fail(503, "supply failed", {w->response});
+    SaeResult r;
+    r.keys = group_units(w->units, size_bits);
+    co_return r;
+  }
+
+  // Elsewhere: a key relay through the controller (0x1403 -> 0x4104 -> KMA relay).
+  if (units > 1024) co_return fail(400, "too many keys for one relay", {"at most 1024 x 256 bits"});
+  auto channel = channel_;
+  if (!channel || !registered_) co_return fail(503, "controller unreachable");
+  ck::KeyRelayRequestNotification n;
+  n.source_kma_id = km_id_;
+  n.destination_kma_id = dst;
+  n.application_destination_id = slave_sae;
+  n.number_of_keys = units;
+  n.key_size = kKeyBits;
+  const std::uint32_t mid = channel->send(ck::Message{std::move(n)});
+  waits_by_notification_[mid] = w;
+  auto wait = await_wait(w, deadline);
+  co_await std::move(wait);
+  waits_by_notification_.erase(mid);
+  if (!w->relay_id.empty()) waits_by_relay_.erase(w->relay_id);
+  if (!w->done) co_return fail(503, "timeout", {"relay to KM " + dst + " did not finish in time"});
+  if (w->response != "OK") {
+    sae_sessions_.erase({master_sae, slave_sae});  // the next request asks for a new session
+    co_return fail(w->ng_status, w->ng_status == 400 ? "unknown SAE" : "relay failed",
+                   {w->response});
+  }
+  SaeResult r;
+  r.keys = group_units(w->units, size_bits);
+  co_return r;
+}
+
+net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::string master_sae,
+                                               std::vector<std::string> key_ids) {
+  std::vector<std::string> unknown;
+  std::vector<std::string> duplicate;
+  std::vector<std::string> foreign;
+  std::set<std::string> seen;
+  for (const auto& id : key_ids) {
+    if (!seen.insert(id).second) {
+      duplicate.push_back(id);
+      continue;
+    }
+    auto it = supplied_.find(id);
+    if (it == supplied_.end()) {
+      unknown.push_back(id);
+    } else if (it->second.slave_sae != slave_sae || it->second.master_sae != master_sae) {
+      foreign.push_back(id);
+    }
+  }
+  if (key_ids.empty()) co_return fail(400, "no key IDs");
+  if (!unknown.empty() || !duplicate.empty()) {
+    std::vector<std::string> details;
+    for (const auto& id : unknown) details.push_back("unknown key_ID " + id);
+    for (const auto& id : duplicate) details.push_back("duplicate key_ID " + id);
+    co_return fail(400, "unknown or duplicate key IDs", std::move(details));
+  }
+  if (!foreign.empty()) {
+    std::vector<std::string> details;
+    for (const auto& id : foreign) details.push_back("key_ID " + id);
+    co_return fail(401, "not the SAE these keys were issued to", std::move(details));
+  }
+  SaeResult r;
+  for (const auto& id : key_ids) {
+    auto it = supplied_.find(id);
+    SaeKey k;
+    k.key_id = id;
+    k.bytes = std::move(it->second.bytes);
+    r.keys.push_back(std::move(k));
+    supplied_.erase(it);
+  }
+  co_return r;
+}
+
+net::awaitable<SaeStatus> KmHost::sae_status(std::string master_sae, std::string slave_sae) {
+  SaeStatus s;
+  const auto& cfg = core_.config();
+  s.source_kme_id = km_id_;
+  s.key_size = cfg.sae_default_key_size;
+  s.max_key_per_request = cfg.sae_max_key_per_request;
+  s.max_key_size = cfg.sae_max_key_size;
+  s.min_key_size = 64;
+  s.max_key_count = cfg.sae_max_key_per_request;
+  std::string dst;
+  if (auto it = sae_sessions_.find({master_sae, slave_sae}); it != sae_sessions_.end()) {
+    dst = it->second.destination_km;
+  } else {
+    for (const auto& a : cfg.topology.applications) {
+      if (a.sae_id == slave_sae) dst = a.km_id;
+    }
+  }
+  if (dst.empty()) {
+    s.status = 400;
+    s.message = "unknown SAE " + slave_sae;
+    co_return s;
+  }
+  s.target_kme_id = dst;
+  const std::int64_t per = units_per_key(s.key_size);
+  if (LinkEnd* link = hop_link(dst, std::nullopt); link != nullptr && link->up()) {
+    s.stored_key_count =
+        static_cast<std::int64_t>(link->store.count(KeyState::kAvailable)) / 2 / per;
+    s.max_key_count = link->store.capacity_bits() / kKeyBits / 2 / per;
+  }
+  co_return s;
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace qkdn::agent

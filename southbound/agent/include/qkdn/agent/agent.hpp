@@ -84,6 +84,16 @@ struct LinkSnapshot {
   double key_rate_bps = 0;           ///< configured emulation rate
   double measured_key_rate_bps = 0;  ///< bits stored per second over the last seconds
   double qber = 0;
+  double consumption_rate_bps = 0;  ///< bits consumed (relay hops, SAE supply) per second
+  // Key accounting of this end, in keys (256 bits each). Invariant:
+  // keys_generated == keys_available + keys_reserved + keys_allocated + keys_consumed
+  //                   + keys_discarded.
+  std::int64_t keys_generated = 0;  ///< ever stored at this end
+  std::int64_t keys_available = 0;
+  std::int64_t keys_reserved = 0;
+  std::int64_t keys_allocated = 0;
+  std::int64_t keys_consumed = 0;   ///< taken for relay hops and SAE supply
+  std::int64_t keys_discarded = 0;  ///< dropped by resynchronisation (trim / clear)
 };
 
 /// One hosted KM.
