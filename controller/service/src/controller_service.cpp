@@ -5,6 +5,7 @@
 // use_awaitable) to apply a command, then resumes on its own strand to answer.
 #include "qkdn/service/controller_service.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <future>
 #include <mutex>
@@ -697,6 +698,19 @@ Core ControllerService::core_refs() {
 }
 
 void ControllerService::after_network_events(const std::vector<controller::NetworkEvent>& events) {
+  // PUT /thresholds announces itself as an admin change of every link: store the network-wide
+  // thresholds then too (one idempotent single-row upsert, retried through an outage by the
+  // writer), so that they survive a restart.
+  const bool admin_changed =
+      std::any_of(events.begin(), events.end(), [](const controller::NetworkEvent& e) {
+        return e.kind == controller::NetworkEvent::Kind::kAdminChanged;
+      });
+  if (admin_changed && store_configured()) {
+    WriteGroup g;
+    g.ops.push_back({StoreWrite::Kind::kUpsert, "network thresholds",
+                     [t = network_.thresholds()](controller::Store& s) { s.save_thresholds(t); }});
+    impl_->submit_writes(std::move(g));
+  }
   impl_->network_changed(events);
 }
 

@@ -121,6 +121,14 @@ void ControllerService::Impl::restore_core(const controller::StoredState& stored
   } direct(*this, store);
 
   const auto t = now();
+  if (stored.thresholds) {
+    try {
+      svc.alarms_.set_hysteresis(stored.thresholds->qber_hysteresis);
+      svc.network_.thresholds() = *stored.thresholds;
+    } catch (const InvalidArgument& e) {
+      svc.log(std::string("store: network thresholds ignored: ") + e.what());
+    }
+  }
   for (const auto& lc : stored.link_configs) {
     try {
       if (svc.network_.find_link(lc.link_id) == nullptr) {
