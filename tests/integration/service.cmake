@@ -1,7 +1,9 @@
 # integration_service: the controller service in-process (127.0.0.1:0) with fake KMs speaking
 # real Ck over TCP — routing, key relay, sessions, rerouting — and, against a private PostgreSQL
 # (scripts/pg-private.sh, or QKDN_TEST_PG_DSN), restart recovery of the real qkdn-controller
-# binary after kill -9 and store outages under load.
+# binary after kill -9 (topology, thresholds, policies, schedules, pinned routes, sessions and
+# 1,000 ledger rows, compared through the northbound API and the store) and store outages under
+# load.
 add_executable(integration_service
   ${CMAKE_CURRENT_LIST_DIR}/service_key_supply_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/service_store_test.cpp
@@ -10,8 +12,9 @@ add_executable(integration_service
 target_compile_definitions(integration_service PRIVATE
   QKDN_PG_PRIVATE_SCRIPT="${CMAKE_SOURCE_DIR}/scripts/pg-private.sh"
   QKDN_CONTROLLER_BIN="$<TARGET_FILE:qkdn-controller>")
-target_link_libraries(integration_service PRIVATE qkdn_service qkdn_db PkgConfig::PQXX
-                                                  GTest::gtest_main qkdn_options)
+target_link_libraries(integration_service PRIVATE qkdn_northbound qkdn_service qkdn_db
+                                                  PkgConfig::PQXX Boost::json GTest::gtest_main
+                                                  qkdn_options)
 add_dependencies(integration_service qkdn-controller)
 add_test(NAME integration_service COMMAND integration_service)
 set_tests_properties(integration_service PROPERTIES LABELS integration TIMEOUT 600)

@@ -1,6 +1,7 @@
 // The service with a real private PostgreSQL (db_test_support.cpp starts it once per run, or
 // QKDN_TEST_PG_DSN names one): restart recovery of the real qkdn-controller binary after
-// kill -9, and store outages under key-relay load.
+// kill -9 (the issue's full restart test: configuration, sessions and 1,000 ledger rows), and
+// store outages under key-relay load.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -10,10 +11,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <pqxx/pqxx>
 #include <set>
+#include <tuple>
 
 #include "db_test_support.hpp"
+#include "northbound_test_support.hpp"
 #include "qkdn/controller/error.hpp"
 #include "service_test_support.hpp"
 
@@ -23,20 +27,6 @@ namespace {
 using controller::LedgerState;
 using controller::RelayState;
 using db::test::PgServer;
-
-/// A temporary folder removed at the end of the test.
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/qkdn-service-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string path;
-};
 
 /// The real qkdn-controller as a child process (stderr to a file).
 class ControllerProcess {
@@ -158,19 +148,20 @@ TEST(ServiceStore, RestartRecoveryAfterKill9) {
   const auto dsn = PgServer::fresh_database();
   TempDir dir;
   const auto topo = chain_topology(3);
-  const auto topo_file = dir.path + "/net.json";
+  const auto base = dir.path().string();
+  const auto topo_file = base + "/net.json";
   std::ofstream(topo_file) << topology_json(topo);
-  const auto log = dir.path + "/controller.log";
+  const auto log = base + "/controller.log";
 
   std::string session_id;
   std::vector<std::string> held;  // keys reserved by the relay in flight at the kill
   {
     ControllerProcess ctl(
         {"--topology", topo_file, "--store-dsn", dsn, "--insecure-ck", "--ck-listen", "127.0.0.1:0",
-         "--port-file", dir.path + "/ck.port", "--api-listen", "127.0.0.1:0",
-         "--heartbeat-interval-ms", "10000", "--status-interval-ms", "100"},
+         "--port-file", base + "/ck.port", "--api-listen", "127.0.0.1:0", "--heartbeat-interval-ms",
+         "10000", "--status-interval-ms", "100"},
         log);
-    const auto port = wait_port(dir.path + "/ck.port", log);
+    const auto port = wait_port(base + "/ck.port", log);
     auto kms = connect_all(topo, port);
     ASSERT_TRUE(wait_routable(*kms["KM1"], "KM3")) << read_file(log);
 
@@ -361,6 +352,325 @@ TEST(ServiceStore, OutageUnderLoad) {
       },
       true);
   EXPECT_NO_THROW(net::co_spawn(h.svc().core_executor(), std::move(op), net::use_future).get());
+}
+
+// ---- the issue's restart test -------------------------------------------------------------------
+
+/// Counts of ledger rows by state, and key -> (state, relay) of every row.
+struct LedgerView {
+  std::map<std::string, std::pair<std::string, std::string>> rows;
+  std::map<std::string, std::size_t> by_state;
+};
+
+LedgerView ledger_view(const std::string& dsn) {
+  pqxx::connection c{dsn};
+  pqxx::work tx{c};
+  LedgerView v;
+  for (const auto& row : tx.exec("SELECT key_id, state, relay_id FROM ledger")) {
+    v.rows[row[0].c_str()] = {row[1].c_str(), row[2].c_str()};
+    ++v.by_state[row[1].c_str()];
+  }
+  return v;
+}
+
+/// relay_id -> state of every relay row.
+std::map<std::string, std::string> relay_states(const std::string& dsn) {
+  pqxx::connection c{dsn};
+  pqxx::work tx{c};
+  std::map<std::string, std::string> out;
+  for (const auto& row : tx.exec("SELECT relay_id, state FROM relays")) {
+    out[row[0].c_str()] = row[1].c_str();
+  }
+  return out;
+}
+
+/// One number from a query.
+std::int64_t sql_count(const std::string& dsn, const std::string& query) {
+  pqxx::connection c{dsn};
+  pqxx::work tx{c};
+  return tx.exec1(query)[0].as<std::int64_t>();
+}
+
+/// Polls `pred` (bounded); true once it holds.
+template <class P>
+bool eventually(P pred, std::chrono::milliseconds bound = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+/// Sends `count` 0x1403 from `km` to `dst` for `keys` keys each.
+void request_relays(FakeKm& km, const std::string& dst, int count, int keys) {
+  for (int i = 0; i < count; ++i) km.request_relay(dst, keys);
+}
+
+/// The operator-visible configuration, as the northbound API serves it.
+std::map<std::string, json::value> api_config(HttpClient& c) {
+  std::map<std::string, json::value> out;
+  for (const auto* path :
+       {"/api/v1/topology", "/api/v1/thresholds", "/api/v1/policy", "/api/v1/policy/pairs/KM1/KM3",
+        "/api/v1/policy/pairs/KM2/KM3", "/api/v1/schedules", "/api/v1/routes/pinned/KM1/KM3"}) {
+    const auto r = c.get(path, "");
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+    out[path] = r.status == 200 ? r.json() : json::value(nullptr);
+  }
+  return out;
+}
+
+// The issue's "Done when": a topology, network-wide thresholds, policies (network-wide mode, two
+// per-pair overrides, a schedule, a pinned route), active sessions and 1,000 ledger rows —
+// 400 consumed by relayed relays, 300 allocated to relays whose 0x1405 never came, 300 reserved
+// by relays whose 0x410C was never answered (their leases then expire while the controller is
+// down) — survive kill -9 of the real binary: after the restart the API serves the same
+// configuration and sessions, in-flight relays are failed/voided, every live key is released, and
+// KMs that offer any of the 1,000 key IDs again are refused while fresh keys still relay.
+TEST(ServiceStore, Kill9RestartRestoresEverythingAnd1000LedgerRows) {
+  const auto dsn = PgServer::fresh_database();
+  TempDir dir;
+  const auto base = dir.path().string();
+  const auto topo = chain_topology(3);
+  const auto topo_file = base + "/net.json";
+  std::ofstream(topo_file) << topology_json(topo);
+  const auto log1 = base + "/controller-1.log";
+  const auto log2 = base + "/controller-2.log";
+  auto args = [&](bool with_topology) {
+    std::vector<std::string> a{"--store-dsn",
+                               dsn,
+                               "--insecure-ck",
+                               "--ck-listen",
+                               "127.0.0.1:0",
+                               "--port-file",
+                               base + "/ck.port",
+                               "--api-listen",
+                               "127.0.0.1:0",
+                               "--api-port-file",
+                               base + "/api.port",
+                               "--api-insecure",
+                               "--heartbeat-interval-ms",
+                               "10000",
+                               "--status-interval-ms",
+                               "100",
+                               "--request-timeout-ms",
+                               "30000"};
+    if (with_topology) {
+      a.emplace_back("--topology");
+      a.push_back(topo_file);
+    }
+    return a;
+  };
+  constexpr int kKeys = 10;  // keys per relay; two hops: 20 ledger rows per relay
+  constexpr int kRelayed = 20;
+  constexpr int kRelaying = 15;
+  constexpr int kReserved = 15;
+  const auto t_start = std::chrono::steady_clock::now();
+
+  std::map<std::string, json::value> config_before;
+  std::vector<std::string> session_ids;
+  LedgerView before;
+  std::map<std::string, std::string> relays_before;
+  {
+    ControllerProcess ctl(args(true), log1);
+    const auto ck_port = wait_port(base + "/ck.port", log1);
+    HttpClient api(wait_port(base + "/api.port", log1));
+
+    // Configuration through the API.
+    auto put = [&](const std::string& method, const std::string& path, const std::string& body) {
+      const auto r = api.request(method, path, "", body);
+      EXPECT_TRUE(r.status == 200 || r.status == 201) << method << " " << path << ": " << r.body;
+    };
+    put("PUT", "/api/v1/thresholds",
+        R"({"qber":0.08,"pool_floor_bits":1024,"qber_hysteresis":0.2})");
+    put("PUT", "/api/v1/policy", R"({"mode":"fixed_rate","params":{"interval_s":3600}})");
+    put("PUT", "/api/v1/policy/pairs/KM1/KM3", R"({"mode":"manual"})");
+    put("PUT", "/api/v1/policy/pairs/KM2/KM3", R"({"mode":"scheduled"})");
+    put("POST", "/api/v1/schedules",
+        R"({"schedule_id":"22222222-2222-4222-8222-222222222222","src_km":"KM2","dst_km":"KM3",)"
+        R"("number_of_keys":5,"not_before":"2031-01-01T00:00:00Z",)"
+        R"("not_after":"2031-01-02T00:00:00Z"})");
+    put("PUT", "/api/v1/routes/pinned/KM1/KM3", R"({"kms":["KM1","KM2","KM3"]})");
+
+    auto kms = connect_all(topo, ck_port);
+    ASSERT_TRUE(wait_routable(*kms["KM1"], "KM3")) << read_file(log1);
+    config_before = api_config(api);
+
+    // Sessions.
+    for (const auto& [km, src, dst] :
+         {std::tuple{"KM1", "SAE1", "SAE3"}, std::tuple{"KM1", "SAE1", "SAE2"},
+          std::tuple{"KM2", "SAE2", "SAE3"}, std::tuple{"KM3", "SAE3", "SAE1"}}) {
+      const auto id =
+          kms[km]->send(0x1406, std::string(R"({"application_source_id":")") + src +
+                                    R"(","application_destination_id":")" + dst + R"("})");
+      auto f = kms[km]->answer_to(id);
+      ASSERT_TRUE(f) << read_file(log1);
+      const auto resp = decode_as<ck::SessionCreationResponse>(*f);
+      ASSERT_EQ(resp.response, "OK") << f->payload;
+      session_ids.push_back(resp.session_id);
+    }
+
+    // 400 rows consumed: relays that complete.
+    request_relays(*kms["KM1"], "KM3", kRelayed, kKeys);
+    ASSERT_TRUE(eventually([&] {
+      return sql_count(dsn, "SELECT count(*) FROM ledger WHERE state = 'consumed'") ==
+             2 * kKeys * kRelayed;
+    })) << read_file(log1);
+
+    // 300 rows allocated: the source KM never answers the 0x4104 (relaying deadline 30 s).
+    FakeKm::Behavior silent;
+    silent.answer_relay = false;
+    kms["KM1"]->set_behavior(silent);
+    request_relays(*kms["KM1"], "KM3", kRelaying, kKeys);
+    ASSERT_TRUE(eventually([&] {
+      return kms["KM1"]->received(0x4104).size() == static_cast<std::size_t>(kRelayed + kRelaying);
+    })) << read_file(log1);
+
+    // 300 rows reserved: the 0x410C is never answered (admission deadline 10 s, reservation
+    // lease 10 s).
+    FakeKm::Behavior hold;
+    hold.hold_allocation = true;
+    hold.answer_relay = false;
+    kms["KM1"]->set_behavior(hold);
+    kms["KM2"]->set_behavior(hold);
+    request_relays(*kms["KM1"], "KM3", kReserved, kKeys);
+    const auto allocations = static_cast<std::size_t>(kRelayed + kRelaying + kReserved);
+    ASSERT_TRUE(eventually([&] {
+      return kms["KM1"]->received(0x410C).size() == allocations &&
+             kms["KM2"]->received(0x410C).size() == allocations;
+    })) << read_file(log1);
+
+    // Every acknowledged write is stored (the writer is asynchronous: bounded wait).
+    ASSERT_TRUE(eventually([&] {
+      const auto v = ledger_view(dsn);
+      return v.rows.size() == 1000 && v.by_state.count("allocated") == 1 &&
+             v.by_state.at("allocated") == 2u * kKeys * kRelaying &&
+             sql_count(dsn, "SELECT count(*) FROM sessions WHERE state = 'active'") == 4 &&
+             sql_count(dsn, "SELECT count(*) FROM thresholds WHERE qber = 0.08") == 1;
+    })) << read_file(log1);
+    before = ledger_view(dsn);
+    relays_before = relay_states(dsn);
+    ctl.kill9();
+    kms.clear();
+  }
+  EXPECT_EQ(before.rows.size(), 1000u);
+  EXPECT_EQ(before.by_state["consumed"], 2u * kKeys * kRelayed);
+  EXPECT_EQ(before.by_state["allocated"], 2u * kKeys * kRelaying);
+  EXPECT_EQ(before.by_state["reserved"], 2u * kKeys * kReserved);
+  std::map<std::string, std::size_t> relay_counts;
+  for (const auto& [id, state] : relays_before) ++relay_counts[state];
+  EXPECT_EQ(relay_counts["relayed"], static_cast<std::size_t>(kRelayed));
+  EXPECT_EQ(relay_counts["relaying"], static_cast<std::size_t>(kRelaying));
+  EXPECT_EQ(relay_counts["reserved"], static_cast<std::size_t>(kReserved));
+  // The controller stays down longer than the reservation leases: age them as that downtime
+  // would (a lease renewal is an allowed ledger update), instead of sleeping 10 s.
+  {
+    pqxx::connection c{dsn};
+    pqxx::work tx{c};
+    const auto aged = tx.exec(
+        "UPDATE ledger SET lease_expires_at = now() - interval '1 minute' WHERE state = "
+        "'reserved'");
+    EXPECT_EQ(aged.affected_rows(), 2u * kKeys * kReserved);
+    tx.commit();
+  }
+
+  std::filesystem::remove(base + "/ck.port");
+  std::filesystem::remove(base + "/api.port");
+  const auto t_kill = std::chrono::steady_clock::now();
+  ControllerProcess ctl(args(false), log2);
+  const auto ck_port = wait_port(base + "/ck.port", log2);
+  HttpClient api(wait_port(base + "/api.port", log2));
+  const auto restart_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t_kill);
+  auto kms = connect_all(topo, ck_port);
+  ASSERT_TRUE(wait_routable(*kms["KM1"], "KM3")) << read_file(log2);
+
+  // The configuration is back, as the API serves it.
+  const auto config_after = api_config(api);
+  for (const auto& [path, value] : config_before) {
+    EXPECT_EQ(config_after.at(path), value)
+        << path << "\nbefore: " << json::serialize(value)
+        << "\nafter:  " << json::serialize(config_after.at(path));
+  }
+  // The sessions are back, active.
+  for (const auto& id : session_ids) {
+    const auto r = api.get("/api/v1/sessions/" + id, "");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json().as_object().at("state").as_string(), "active") << r.body;
+  }
+  // In-flight relays ended: relaying ones failed, the others voided, by the restart.
+  const auto relays_after = relay_states(dsn);
+  for (const auto& [id, state] : relays_before) {
+    const std::string want = state == "relaying"   ? "failed"
+                             : state == "reserved" ? "voided"
+                                                   : state;
+    ASSERT_EQ(relays_after.count(id), 1u) << id;
+    EXPECT_EQ(relays_after.at(id), want) << id;
+    if (state != "relayed") {
+      const auto r = api.get("/api/v1/relays/" + id, "");
+      ASSERT_EQ(r.status, 200) << r.body;
+      EXPECT_EQ(r.json().as_object().at("state").as_string(), want) << r.body;
+    }
+  }
+  // Consumed keys stay consumed; every key that was live (allocated in flight, or reserved with a
+  // lease that expired meanwhile) is released; nothing is live any more.
+  const auto after = ledger_view(dsn);
+  EXPECT_EQ(after.rows.size(), 1000u);
+  std::map<std::string, std::vector<std::string>> old_keys;  // state before -> key IDs
+  for (const auto& [key, row] : before.rows) {
+    old_keys[row.first].push_back(key);
+    const auto& now_row = after.rows.at(key);
+    EXPECT_EQ(now_row.second, row.second) << key;
+    EXPECT_EQ(now_row.first, row.first == "consumed" ? "consumed" : "released") << key;
+  }
+
+  // No key ID is handed out twice: a KM naming old IDs (consumed, released in flight, expired
+  // lease) on either hop gets the 0x1403 refused, and those rows do not change.
+  auto offer_old = [&](const std::string& km, const std::vector<std::string>& ids) {
+    FakeKm::Behavior reuse;
+    reuse.next_key_ids.assign(ids.begin(), ids.end());
+    kms[km]->set_behavior(reuse);
+    const auto id = kms["KM1"]->request_relay("KM3", static_cast<int>(ids.size()));
+    auto f = kms["KM1"]->answer_to(id, 10s);
+    kms[km]->set_behavior({});
+    ASSERT_TRUE(f) << read_file(log2);
+    EXPECT_EQ(f->command, 0x41EF) << f->payload;
+  };
+  const auto relays_seen = kms["KM1"]->received(0x4104).size();
+  for (const auto& [state, keys] : old_keys) {
+    const std::vector<std::string> first(keys.begin(), keys.begin() + kKeys);
+    const std::vector<std::string> last(keys.end() - kKeys, keys.end());
+    offer_old("KM1", first);
+    offer_old("KM2", last);
+  }
+  EXPECT_EQ(kms["KM1"]->received(0x4104).size(), relays_seen);
+  // Fresh keys still relay.
+  kms["KM1"]->request_relay("KM3", kKeys);
+  ASSERT_TRUE(eventually([&] { return kms["KM1"]->received(0x4104).size() == relays_seen + 1; }))
+      << read_file(log2);
+  const auto fresh = decode_as<ck::KeyRelayRequest>(kms["KM1"]->received(0x4104).back());
+  std::size_t fresh_keys = 0;
+  for (const auto& hk : fresh.hop_keys) {
+    for (const auto& k : hk.key_ids) {
+      EXPECT_EQ(before.rows.count(k), 0u) << k;
+      ++fresh_keys;
+    }
+  }
+  EXPECT_EQ(fresh_keys, 2u * kKeys);
+  ASSERT_TRUE(eventually([&] {
+    return sql_count(dsn, "SELECT count(*) FROM ledger WHERE state = 'consumed'") ==
+           2 * kKeys * (kRelayed + 1);
+  })) << read_file(log2);
+  const auto final_view = ledger_view(dsn);
+  for (const auto& [key, row] : after.rows) EXPECT_EQ(final_view.rows.at(key), row) << key;
+  EXPECT_EQ(sql_count(dsn, "SELECT count(*) FROM ledger WHERE state IN ('reserved', 'allocated')"),
+            0);
+  std::cerr << "[ restart ] 1000 ledger rows: kill -9 to API up in " << restart_ms.count()
+            << " ms; test "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - t_start)
+                   .count()
+            << " ms\n";
 }
 
 }  // namespace
