@@ -196,14 +196,22 @@ class Network:
 
 
 def start_network(ps, topology_name, extra_saes=(), insecure=False, agent_args=(),
-                  controller_args=(), token_role="viewer"):
+                  controller_args=(), token_role="viewer", extra_apps=()):
     """Starts the controller and one agent hosting every KM of the topology, with certificates
-    from scripts/dev-ca.sh (plus extra_saes) in ps.dir, an ETSI 014 listener (mutual TLS unless
-    insecure) and the admin listener; waits until every KM is registered and every link is up."""
+    from scripts/dev-ca.sh (plus extra_saes: certificates of SAEs the topology does not know) in
+    ps.dir, an ETSI 014 listener (mutual TLS unless insecure) and the admin listener; waits until
+    every KM is registered and every link is up. extra_apps: (sae_id, km_id) pairs added to the
+    topology's applications (a copy in ps.dir)."""
     controller = binary("QKDN_CONTROLLER", "controller/qkdn-controller")
     agent = binary("QKDN_AGENT", "southbound/qkdn-agent")
     topo_path = os.path.join(TOPOLOGIES, topology_name)
     topo = load_topology(topology_name)
+    if extra_apps:
+        topo.setdefault("applications", []).extend(
+            {"sae_id": s, "km_id": k} for s, k in extra_apps)
+        topo_path = os.path.join(ps.dir, topology_name)
+        with open(topo_path, "w") as f:
+            json.dump(topo, f)
     certs = os.path.join(ps.dir, "certs")
     make_certs(certs, topo_path)
     if extra_saes:
