@@ -26,14 +26,15 @@ def keys(r, number):
 def main():
     start = time.monotonic()
     with Processes("key-supply") as ps:
-        net = start_network(ps, "germany50.json", token_role="viewer")
+        # SAE-Dresden-2 is a third SAE at Dresden's KM (the KM that holds the keys).
+        net = start_network(ps, "germany50.json", extra_apps=[("SAE-Dresden-2", "Dresden")])
         topo = net.topo
         adjacent = {(l["a"], l["b"]) for l in topo["links"]} | {(l["b"], l["a"])
                                                                for l in topo["links"]}
         assert ("Aachen", "Dresden") not in adjacent, "the test needs a relayed pair"
         base = net.etsi_base + "/api/v1/keys"
-        aachen, dresden, berlin = (net.etsi("SAE-Aachen"), net.etsi("SAE-Dresden"),
-                                   net.etsi("SAE-Berlin"))
+        aachen, dresden, third, berlin = (net.etsi("SAE-Aachen"), net.etsi("SAE-Dresden"),
+                                          net.etsi("SAE-Dresden-2"), net.etsi("SAE-Berlin"))
         route = net.api.get("/api/v1/routes", src="Aachen", dst="Dresden")["items"][0]
         log(f"route Aachen -> Dresden: {' -> '.join(route['kms'])} ({len(route['links'])} hops)")
 
@@ -55,10 +56,13 @@ def main():
         log(f"enc_keys: {len(got)} keys of 256 bits in {time.monotonic() - t:.3f} s")
         assert all(len(v) == 32 for v in got.values())
 
-        # A third SAE (Berlin, served by the same agent) may not fetch Dresden's keys.
+        # A third SAE may not fetch Dresden's keys: 401 at Dresden's KM; an SAE at another KM
+        # (Berlin, which never held them) is refused too.
         ids = list(got)
         body = {"key_IDs": [{"key_ID": k} for k in ids]}
-        etsi_error(berlin.post(f"{base}/SAE-Aachen/dec_keys", json=body, timeout=TIMEOUT), 401)
+        etsi_error(third.post(f"{base}/SAE-Aachen/dec_keys", json=body, timeout=TIMEOUT), 401)
+        r = berlin.post(f"{base}/SAE-Aachen/dec_keys", json=body, timeout=TIMEOUT)
+        assert r.status_code in (400, 401), r.status_code
         log("third SAE refused with 401")
 
         # dec_keys at Dresden: identical bytes.
