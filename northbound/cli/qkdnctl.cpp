@@ -96,7 +96,8 @@ Global options (anywhere on the line):
                      $QKDN_TOKEN_FILE); there is deliberately no --token flag
   -o, --output FMT   table (default, for people) or json (for scripts)
   --timeout SECONDS  per-request deadline (default 30)
-  --cacert FILE      CA certificate(s) to verify an https API (default: system store)
+  --cacert FILE      CA certificate(s) (PEM) to verify an https API (also --ca; else
+                     $QKDN_CACERT, else the system store); the server name is checked too
   --if-match ETAG    write commands: only apply if the resource still has this ETag (else 5)
   --limit N          list commands: stop after N items (default: follow next_cursor to the end)
   --page-size N      list commands: items per request, 1..1000 (default 1000)
@@ -116,6 +117,7 @@ Errors (RFC 9457 problem+json) are printed on stderr as one line: error 404: KM 
 
 Examples:
   export QKDN_API=https://ctl.example:8443 QKDN_TOKEN_FILE=~/.qkdn/admin.token
+  export QKDN_CACERT=pki/ca.pem        # the CA of scripts/dev-ca.sh
   qkdnctl topology apply -f net.json
   qkdnctl link list
   qkdnctl route show KM1 KM5 --k 3 --explain
@@ -289,10 +291,11 @@ struct Args {
 /// Options a command accepts: name → takes a value.
 using OptionSpec = std::map<std::string, bool>;
 
-const OptionSpec kGlobalOptions{{"--api", true},      {"--token-file", true}, {"--output", true},
-                                {"-o", true},         {"--timeout", true},    {"--cacert", true},
-                                {"--if-match", true}, {"--limit", true},      {"--page-size", true},
-                                {"--help", false},    {"-h", false},          {"--version", false}};
+const OptionSpec kGlobalOptions{{"--api", true},       {"--token-file", true}, {"--output", true},
+                                {"-o", true},          {"--timeout", true},    {"--cacert", true},
+                                {"--ca", true},        {"--if-match", true},   {"--limit", true},
+                                {"--page-size", true}, {"--help", false},      {"-h", false},
+                                {"--version", false}};
 
 Args parse_args(const std::vector<std::string>& argv, const OptionSpec& spec) {
   Args a;
@@ -1647,7 +1650,11 @@ int run(int argc, char** argv) {
     if (seconds <= 0 || seconds > 86400) usage_error("--timeout must be in (0, 86400] seconds");
     options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
   }
-  options.cacert = global("--cacert").value_or("");
+  options.cacert = global("--cacert").value_or(global("--ca").value_or(""));
+  if (options.cacert.empty()) {
+    const char* env = std::getenv("QKDN_CACERT");
+    if (env != nullptr) options.cacert = env;
+  }
   options.if_match = global("--if-match").value_or("");
   options.token = load_token(global("--token-file"));
 
