@@ -1,5 +1,6 @@
 #include "qkdn/service/metrics.hpp"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "qkdn/controller/rerouting.hpp"
+#include "qkdn/southbound/ck_messages.hpp"
 
 namespace qkdn::service {
 
@@ -33,101 +35,111 @@ constexpr std::string_view kRelayResults[] = {"relayed", "failed", "voided"};
 constexpr std::string_view kReservationResults[] = {"reserved", "allocated", "consumed",
                                                     "released", "refused",   "expired"};
 
+namespace ck = southbound::ck;
+
+// Every Ck command; its direction is the high byte of the code (0x14 KM -> controller, 0x41
+// controller -> KM). Pre-created at zero so that rate() and dashboards have series from start.
+constexpr ck::Command kCkCommands[] = {ck::Command::kKeyRelayNextHopRequest,
+                                       ck::Command::kKeyRelayNextHopResponse,
+                                       ck::Command::kKeyRelayRequestNotification,
+                                       ck::Command::kKeyRelayRequest,
+                                       ck::Command::kKeyRelayResponse,
+                                       ck::Command::kSessionCreationRequest,
+                                       ck::Command::kSessionCreationResponse,
+                                       ck::Command::kSessionCreationNotification,
+                                       ck::Command::kSessionCreationNotificationResponse,
+                                       ck::Command::kKeyReservationRequest,
+                                       ck::Command::kKeyReservationResponse,
+                                       ck::Command::kKeyAllocationRequest,
+                                       ck::Command::kKeyAllocationResponse,
+                                       ck::Command::kRegister,
+                                       ck::Command::kRegisterResponse,
+                                       ck::Command::kStatusReport,
+                                       ck::Command::kAlarm,
+                                       ck::Command::kRelayInstruction,
+                                       ck::Command::kRelayInstructionResponse,
+                                       ck::Command::kApplicationsUpdate,
+                                       ck::Command::kHeartbeat,
+                                       ck::Command::kHeartbeatResponse,
+                                       ck::Command::kErrorFromKm,
+                                       ck::Command::kErrorFromController};
+
+// The protocol error reasons a controller counts most often (framing, codec and session rules);
+// others appear on first use.
+constexpr std::string_view kCkErrorReasons[] = {
+    ck::errc::kBadRequest,    ck::errc::kUnknownCommand, ck::errc::kUnsupportedVersion,
+    ck::errc::kNotRegistered, "wrong_direction",         "unexpected_response",
+    "second_register",        "identity_mismatch",       "tls_handshake"};
+
 }  // namespace
 
 struct Metrics::State {
-  State()
-      : registry(std::make_shared<pm::Registry>()),
-        link_pool_bytes(pm::BuildGauge()
-                            .Name("qkdn_link_key_pool_bytes")
-                            .Help("Secret key stored for the link, bytes")
-                            .Register(*registry)),
-        link_stored_keys(pm::BuildGauge()
-                             .Name("qkdn_link_stored_keys")
-                             .Help("Keys stored for the link")
-                             .Register(*registry)),
-        link_rate(pm::BuildGauge()
-                      .Name("qkdn_link_secret_key_rate_bytes_per_second")
-                      .Help("Measured secret key generation rate of the link, bytes per second")
-                      .Register(*registry)),
-        link_consumption(pm::BuildGauge()
-                             .Name("qkdn_link_key_consumption_bytes_per_second")
-                             .Help("Measured key consumption of the link, bytes per second")
-                             .Register(*registry)),
-        link_qber(pm::BuildGauge()
-                      .Name("qkdn_link_qber_ratio")
-                      .Help("Last reported quantum bit error ratio of the link")
-                      .Register(*registry)),
-        link_up(pm::BuildGauge()
-                    .Name("qkdn_link_up")
-                    .Help("1 when the link is operationally up, else 0")
-                    .Register(*registry)),
-        km_connected(pm::BuildGauge()
-                         .Name("qkdn_km_connected")
-                         .Help("1 when the KM holds a registered Ck connection, else 0")
-                         .Register(*registry)),
-        sessions_active(pm::BuildGauge()
-                            .Name("qkdn_sessions_active")
-                            .Help("Key-supply sessions that are active")
-                            .Register(*registry)
-                            .Add({})),
-        relays(pm::BuildCounter()
-                   .Name("qkdn_key_relays_total")
-                   .Help("Key relays finished, by result")
-                   .Register(*registry)),
-        relay_duration(pm::BuildHistogram()
-                           .Name("qkdn_key_relay_duration_seconds")
-                           .Help("Time from key relay request to its successful end")
-                           .Register(*registry)
-                           .Add({}, kRelayBuckets)),
-        route_duration(pm::BuildHistogram()
-                           .Name("qkdn_route_computation_seconds")
-                           .Help("Time to compute a route")
-                           .Register(*registry)
-                           .Add({}, kRouteBuckets)),
-        reroutes(pm::BuildCounter()
-                     .Name("qkdn_reroutes_total")
-                     .Help("Standing routes changed, by reason")
-                     .Register(*registry)),
-        alarms_active(pm::BuildGauge()
-                          .Name("qkdn_alarms_active")
-                          .Help("Active alarms by severity")
-                          .Register(*registry)),
-        reservations(pm::BuildCounter()
-                         .Name("qkdn_key_reservations_total")
-                         .Help("Key reservation ledger transitions, by result")
-                         .Register(*registry)),
-        ck_messages(pm::BuildCounter()
-                        .Name("qkdn_ck_messages_total")
-                        .Help("Ck messages by direction and command")
-                        .Register(*registry)),
-        ck_errors(pm::BuildCounter()
-                      .Name("qkdn_ck_protocol_errors_total")
-                      .Help("Ck protocol errors by reason")
-                      .Register(*registry)),
-        ck_connections(pm::BuildGauge()
-                           .Name("qkdn_ck_connections")
-                           .Help("Open Ck connections")
-                           .Register(*registry)
-                           .Add({})),
-        http_requests(pm::BuildCounter()
-                          .Name("qkdn_http_requests_total")
-                          .Help("Northbound HTTP requests by method and status code")
-                          .Register(*registry)),
-        http_duration(pm::BuildHistogram()
-                          .Name("qkdn_http_request_duration_seconds")
-                          .Help("Northbound HTTP request duration")
-                          .Register(*registry)
-                          .Add({}, kHttpBuckets)),
-        store_up(pm::BuildGauge()
-                     .Name("qkdn_store_up")
-                     .Help("1 when the PostgreSQL store answers (or no store is configured)")
-                     .Register(*registry)
-                     .Add({})),
-        build_info(pm::BuildGauge()
-                       .Name("qkdn_build_info")
-                       .Help("Build of this controller (always 1)")
-                       .Register(*registry)) {}
+  // Registers a family and remembers its name, help and type, so that serialize() can still
+  // declare it (HELP and TYPE) while it has no series, e.g. link gauges before any topology.
+  pm::Family<pm::Gauge>& gauge(std::string_view name, std::string_view help) {
+    declared.push_back({std::string(name), std::string(help), "gauge"});
+    return pm::BuildGauge().Name(std::string(name)).Help(std::string(help)).Register(*registry);
+  }
+  pm::Family<pm::Counter>& counter(std::string_view name, std::string_view help) {
+    declared.push_back({std::string(name), std::string(help), "counter"});
+    return pm::BuildCounter().Name(std::string(name)).Help(std::string(help)).Register(*registry);
+  }
+  pm::Family<pm::Histogram>& histogram(std::string_view name, std::string_view help) {
+    declared.push_back({std::string(name), std::string(help), "histogram"});
+    return pm::BuildHistogram().Name(std::string(name)).Help(std::string(help)).Register(*registry);
+  }
+
+  struct Declared {
+    std::string name, help, type;
+  };
+  std::shared_ptr<pm::Registry> registry = std::make_shared<pm::Registry>();
+  std::vector<Declared> declared;  // written only by the constructor
+
+  pm::Family<pm::Gauge>& link_pool_bytes =
+      gauge("qkdn_link_key_pool_bytes", "Secret key stored for the link, bytes");
+  pm::Family<pm::Gauge>& link_stored_keys =
+      gauge("qkdn_link_stored_keys", "Keys stored for the link");
+  pm::Family<pm::Gauge>& link_rate =
+      gauge("qkdn_link_secret_key_rate_bytes_per_second",
+            "Measured secret key generation rate of the link, bytes per second");
+  pm::Family<pm::Gauge>& link_consumption =
+      gauge("qkdn_link_key_consumption_bytes_per_second",
+            "Measured key consumption of the link, bytes per second");
+  pm::Family<pm::Gauge>& link_qber =
+      gauge("qkdn_link_qber_ratio", "Last reported quantum bit error ratio of the link");
+  pm::Family<pm::Gauge>& link_up =
+      gauge("qkdn_link_up", "1 when the link is operationally up, else 0");
+  pm::Family<pm::Gauge>& km_connected =
+      gauge("qkdn_km_connected", "1 when the KM holds a registered Ck connection, else 0");
+  pm::Gauge& sessions_active =
+      gauge("qkdn_sessions_active", "Key-supply sessions that are active").Add({});
+  pm::Family<pm::Counter>& relays =
+      counter("qkdn_key_relays_total", "Key relays finished, by result");
+  pm::Histogram& relay_duration = histogram("qkdn_key_relay_duration_seconds",
+                                            "Time from key relay request to its successful end")
+                                      .Add({}, kRelayBuckets);
+  pm::Histogram& route_duration =
+      histogram("qkdn_route_computation_seconds", "Time to compute a route").Add({}, kRouteBuckets);
+  pm::Family<pm::Counter>& reroutes =
+      counter("qkdn_reroutes_total", "Standing routes changed, by reason");
+  pm::Family<pm::Gauge>& alarms_active = gauge("qkdn_alarms_active", "Active alarms by severity");
+  pm::Family<pm::Counter>& reservations =
+      counter("qkdn_key_reservations_total", "Key reservation ledger transitions, by result");
+  pm::Family<pm::Counter>& ck_messages =
+      counter("qkdn_ck_messages_total", "Ck messages by direction and command");
+  pm::Family<pm::Counter>& ck_errors =
+      counter("qkdn_ck_protocol_errors_total", "Ck protocol errors by reason");
+  pm::Gauge& ck_connections = gauge("qkdn_ck_connections", "Open Ck connections").Add({});
+  pm::Family<pm::Counter>& http_requests =
+      counter("qkdn_http_requests_total", "Northbound HTTP requests by method and status code");
+  pm::Histogram& http_duration =
+      histogram("qkdn_http_request_duration_seconds", "Northbound HTTP request duration")
+          .Add({}, kHttpBuckets);
+  pm::Gauge& store_up =
+      gauge("qkdn_store_up", "1 when the PostgreSQL store answers (or no store is configured)")
+          .Add({});
+  pm::Family<pm::Gauge>& build_info =
+      gauge("qkdn_build_info", "Build of this controller (always 1)");
 
   // A counter of `family` with one label, created on first use and cached.
   pm::Counter& labelled(pm::Family<pm::Counter>& family,
@@ -140,29 +152,6 @@ struct Metrics::State {
     }
     return *it->second;
   }
-
-  std::shared_ptr<pm::Registry> registry;
-  pm::Family<pm::Gauge>& link_pool_bytes;
-  pm::Family<pm::Gauge>& link_stored_keys;
-  pm::Family<pm::Gauge>& link_rate;
-  pm::Family<pm::Gauge>& link_consumption;
-  pm::Family<pm::Gauge>& link_qber;
-  pm::Family<pm::Gauge>& link_up;
-  pm::Family<pm::Gauge>& km_connected;
-  pm::Gauge& sessions_active;
-  pm::Family<pm::Counter>& relays;
-  pm::Histogram& relay_duration;
-  pm::Histogram& route_duration;
-  pm::Family<pm::Counter>& reroutes;
-  pm::Family<pm::Gauge>& alarms_active;
-  pm::Family<pm::Counter>& reservations;
-  pm::Family<pm::Counter>& ck_messages;
-  pm::Family<pm::Counter>& ck_errors;
-  pm::Gauge& ck_connections;
-  pm::Family<pm::Counter>& http_requests;
-  pm::Histogram& http_duration;
-  pm::Gauge& store_up;
-  pm::Family<pm::Gauge>& build_info;
 
   std::mutex mu;  // guards the caches below (never held across anything slow)
   std::map<std::string, pm::Counter*, std::less<>> relay_by_result;
@@ -202,26 +191,33 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
     s.alarm_gauges[i] = &s.alarms_active.Add(
         {{"severity", std::string(controller::to_string(static_cast<controller::Severity>(i)))}});
   }
+  for (auto cmd : kCkCommands) {
+    const auto code = static_cast<std::uint16_t>(cmd);
+    ck_message_counter((code >> 8) == 0x14, ck::command_name(code));
+  }
+  for (auto r : kCkErrorReasons) s.labelled(s.ck_errors, s.ck_error_by_reason, "reason", r);
+  // The first scrape is itself counted only after it is answered: a zero series until then.
+  http_counter("GET", 200);
   s.store_up.Set(1);
 }
 
 Metrics::~Metrics() = default;
 
-void Metrics::ck_message(bool inbound, std::string_view command) {
+prometheus::Counter& Metrics::ck_message_counter(bool inbound, std::string_view command) {
   auto& s = *state_;
   auto& cache = inbound ? s.ck_in : s.ck_out;
-  pm::Counter* c = nullptr;
-  {
-    std::lock_guard lock(s.mu);
-    auto it = cache.find(command);
-    if (it == cache.end()) {
-      auto& added = s.ck_messages.Add(
-          {{"direction", inbound ? "in" : "out"}, {"command", std::string(command)}});
-      it = cache.emplace(std::string(command), &added).first;
-    }
-    c = it->second;
+  std::lock_guard lock(s.mu);
+  auto it = cache.find(command);
+  if (it == cache.end()) {
+    auto& added = s.ck_messages.Add(
+        {{"direction", inbound ? "in" : "out"}, {"command", std::string(command)}});
+    it = cache.emplace(std::string(command), &added).first;
   }
-  c->Increment();
+  return *it->second;
+}
+
+void Metrics::ck_message(bool inbound, std::string_view command) {
+  ck_message_counter(inbound, command).Increment();
 }
 
 void Metrics::ck_protocol_error(std::string_view reason) {
@@ -244,22 +240,22 @@ void Metrics::key_reservation(std::string_view result, std::uint64_t n) {
       .Increment(static_cast<double>(n));
 }
 
-void Metrics::http_request(std::string_view method, int code, double seconds) {
+prometheus::Counter& Metrics::http_counter(std::string_view method, int code) {
   auto& s = *state_;
   std::string key = std::string(method) + " " + std::to_string(code);
-  pm::Counter* c = nullptr;
-  {
-    std::lock_guard lock(s.mu);
-    auto it = s.http_by_method_code.find(key);
-    if (it == s.http_by_method_code.end()) {
-      auto& added =
-          s.http_requests.Add({{"method", std::string(method)}, {"code", std::to_string(code)}});
-      it = s.http_by_method_code.emplace(key, &added).first;
-    }
-    c = it->second;
+  std::lock_guard lock(s.mu);
+  auto it = s.http_by_method_code.find(key);
+  if (it == s.http_by_method_code.end()) {
+    auto& added =
+        s.http_requests.Add({{"method", std::string(method)}, {"code", std::to_string(code)}});
+    it = s.http_by_method_code.emplace(std::move(key), &added).first;
   }
-  c->Increment();
-  s.http_duration.Observe(seconds);
+  return *it->second;
+}
+
+void Metrics::http_request(std::string_view method, int code, double seconds) {
+  http_counter(method, code).Increment();
+  state_->http_duration.Observe(seconds);
 }
 
 void Metrics::update_gauges(const GaugeInput& in) {
@@ -344,6 +340,15 @@ std::string Metrics::serialize() const {
   auto families = state_->registry->Collect();
   std::ostringstream out;
   pm::TextSerializer{}.Serialize(out, families);
+  // prometheus-cpp leaves out families without series; declare them anyway so that every name
+  // of DESIGN.md section 7 is on /metrics from start (valid exposition: HELP and TYPE only).
+  for (const auto& d : state_->declared) {
+    const bool present = std::any_of(families.begin(), families.end(),
+                                     [&d](const pm::MetricFamily& f) { return f.name == d.name; });
+    if (!present) {
+      out << "# HELP " << d.name << ' ' << d.help << "\n# TYPE " << d.name << ' ' << d.type << '\n';
+    }
+  }
   return out.str();
 }
 

@@ -15,8 +15,9 @@
 #include "qkdn/controller/network.hpp"
 
 namespace prometheus {
+class Counter;
 class Registry;
-}
+}  // namespace prometheus
 
 namespace qkdn::service {
 
@@ -32,8 +33,9 @@ struct GaugeInput {
 
 class Metrics {
  public:
-  /// Builds every family of DESIGN.md section 7 (and pre-creates the label sets of closed sets:
-  /// reroute reasons, relay results, severities) so dashboards see zeros rather than gaps.
+  /// Builds every family of DESIGN.md section 7 and pre-creates the label sets of closed sets
+  /// (reroute reasons, relay and reservation results, severities, every Ck command by direction,
+  /// the common Ck protocol error reasons, GET 200) so dashboards see zeros rather than gaps.
   Metrics(std::string version, std::string revision);
   ~Metrics();
   Metrics(const Metrics&) = delete;
@@ -56,12 +58,16 @@ class Metrics {
   void http_request(std::string_view method, int code, double seconds);
   /// Replaces the gauge values (links, KMs: label sets that vanished are removed).
   void update_gauges(const GaugeInput& input);
-  /// The text exposition format (prometheus-cpp TextSerializer).
+  /// The text exposition format (prometheus-cpp TextSerializer). Families without any series
+  /// yet (link and KM gauges before a topology) are still declared with HELP and TYPE.
   [[nodiscard]] std::string serialize() const;
   /// The registry (for tests).
   prometheus::Registry& registry();
 
  private:
+  prometheus::Counter& ck_message_counter(bool inbound, std::string_view command);
+  prometheus::Counter& http_counter(std::string_view method, int code);
+
   struct State;
   std::unique_ptr<State> state_;
 };
