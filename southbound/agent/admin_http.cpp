@@ -37,7 +37,16 @@ json::object link_json(const LinkSnapshot& l) {
                       {"capacity_bits", l.capacity_bits},
                       {"key_rate_bps", l.key_rate_bps},
                       {"measured_key_rate_bps", l.measured_key_rate_bps},
-                      {"qber", l.qber}};
+                      {"qber", l.qber},
+                      {"consumption_rate_bps", l.consumption_rate_bps},
+                      // Key accounting (keys of 256 bits): generated = available + reserved +
+                      // allocated + consumed + discarded.
+                      {"keys_generated", l.keys_generated},
+                      {"keys_available", l.keys_available},
+                      {"keys_reserved", l.keys_reserved},
+                      {"keys_allocated", l.keys_allocated},
+                      {"keys_consumed", l.keys_consumed},
+                      {"keys_discarded", l.keys_discarded}};
 }
 
 struct Reply {

@@ -1,5 +1,8 @@
 // Internal: the agent's admin HTTP/1.1 listener (tests and demos). Plain HTTP on loopback:
-//   GET  /admin/state                     hosted KMs, Ck state, links with pools and rates
+//   GET  /admin/state                     hosted KMs, Ck state, links with pools, rates and key
+//                                         accounting (keys_generated = keys_available +
+//                                         keys_reserved + keys_allocated + keys_consumed +
+//                                         keys_discarded)
 //   POST /admin/links/{link_id}           {"key_rate_bps":N,"qber":X,"up":bool} (any subset)
 //   POST /admin/kms/{km_id}/disconnect    drops the KM's Ck connection (it reconnects)
 #pragma once

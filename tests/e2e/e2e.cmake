@@ -27,3 +27,11 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
   set_tests_properties(e2e_api_tls PROPERTIES ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
 endif()
+# Key supply (issue 4): ETSI GS QKD 014 over mutual TLS, relays through the controller, soak.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_etsi_client test_etsi_client.py)
+  qkdn_e2e_test(e2e_key_supply test_key_supply.py)
+  qkdn_e2e_test(e2e_soak test_soak.py)
+  set_tests_properties(e2e_soak PROPERTIES TIMEOUT 300 ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_SOAK_SECONDS=60")
+endif()

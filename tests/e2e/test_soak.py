@@ -29,8 +29,8 @@ SECONDS = float(os.environ.get("QKDN_SOAK_SECONDS", "60"))
 WORKERS = int(os.environ.get("QKDN_SOAK_WORKERS", "8"))
 TOPOLOGY = os.environ.get("QKDN_SOAK_TOPOLOGY", "germany50.json")
 TIMEOUT = 30
-ACCOUNTING = ("generated_keys", "stored_keys", "reserved_keys", "allocated_keys",
-              "consumed_keys", "discarded_keys")
+ACCOUNTING = ("keys_generated", "keys_available", "keys_reserved", "keys_allocated",
+              "keys_consumed", "keys_discarded")
 
 
 class Soak:
@@ -40,6 +40,7 @@ class Soak:
         self.lock = threading.Lock()
         self.ids = Counter()  # key ID -> times delivered by enc_keys
         self.statuses = Counter()
+        self.unavailable = Counter()  # 503 messages
         self.mismatches = []
         self.unexpected = []
         self.latencies = []
@@ -76,7 +77,10 @@ class Soak:
             with self.lock:
                 self.statuses[f"enc {r.status_code}"] += 1
             if r.status_code == 503:
-                assert r.json()["message"]
+                message = r.json()["message"]
+                assert message
+                with self.lock:
+                    self.unavailable[message] += 1
                 continue
             if r.status_code != 200:
                 with self.lock:
@@ -134,13 +138,13 @@ def check_link_accounting(net):
             if missing:
                 raise AssertionError(f"/admin/state lacks {missing} (link {l['link_id']})")
             ends += 1
-            held = (l["stored_keys"] + l["reserved_keys"] + l["allocated_keys"] +
-                    l["consumed_keys"] + l["discarded_keys"])
-            if l["generated_keys"] != held:
-                bad.append(f"{km['km_id']}/{l['link_id']}: generated {l['generated_keys']} != "
-                           f"available {l['stored_keys']} + reserved {l['reserved_keys']} + "
-                           f"allocated {l['allocated_keys']} + consumed {l['consumed_keys']} + "
-                           f"discarded {l['discarded_keys']}")
+            held = (l["keys_available"] + l["keys_reserved"] + l["keys_allocated"] +
+                    l["keys_consumed"] + l["keys_discarded"])
+            if l["keys_generated"] != held:
+                bad.append(f"{km['km_id']}/{l['link_id']}: generated {l['keys_generated']} != "
+                           f"available {l['keys_available']} + reserved {l['keys_reserved']} + "
+                           f"allocated {l['keys_allocated']} + consumed {l['keys_consumed']} + "
+                           f"discarded {l['keys_discarded']}")
     assert not bad, "\n".join(bad[:20])
     return ends
 
@@ -171,7 +175,8 @@ def main():
         log(f"soak {elapsed:.1f} s, {WORKERS} workers: {soak.keys} keys in "
             f"{len(soak.latencies)} exchanges ({soak.keys / elapsed:.1f} keys/s); "
             f"enc+dec p50 {lat[len(lat) // 2] * 1000:.1f} ms, "
-            f"p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms; answers {dict(soak.statuses)}")
+            f"p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms; answers {dict(soak.statuses)}; "
+            f"503 reasons {dict(soak.unavailable.most_common(5))}")
 
         # Identity and uniqueness.
         dup = [k for k, n in soak.ids.items() if n > 1]
