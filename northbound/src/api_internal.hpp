@@ -93,6 +93,7 @@ class WriteLock {
 struct CachedPage {
   std::chrono::steady_clock::time_point at{};
   std::shared_ptr<const std::string> body;
+  std::string etag;         ///< strong ETag of `body` (computed once per rebuild)
   bool refreshing = false;  ///< one request is rebuilding it; others serve `body` meanwhile
 };
 

@@ -28,17 +28,21 @@ std::string topology_text(const controller::Network& n) {
 /// Serves a list page from the short-lived cache, or builds it on the core strand. One request
 /// at a time rebuilds an expired page; concurrent ones serve the previous page meanwhile, so a
 /// burst of readers costs the core strand one rebuild per TTL rather than one per request.
-net::awaitable<HttpResponse> cached_page(Api& api, std::string key,
+/// The page is shared by the responses (no copy) and carries a strong ETag; a matching
+/// If-None-Match answers 304 without a body, so pollers of unchanged state transfer nothing.
+net::awaitable<HttpResponse> cached_page(Api& api, const RequestContext& ctx, std::string key,
                                          std::function<std::string(Core&)> build) {
   const auto now = std::chrono::steady_clock::now();
   const bool caching = api.options.list_cache_ttl.count() > 0;
   std::shared_ptr<const std::string> body;
+  std::string etag;
   if (caching) {
     std::lock_guard lock(api.cache_mu);
     if (api.page_cache.size() >= 256 && api.page_cache.count(key) == 0) api.page_cache.clear();
     auto& entry = api.page_cache[key];
     if (entry.body && (now - entry.at < api.options.list_cache_ttl || entry.refreshing)) {
       body = entry.body;
+      etag = entry.etag;
     } else {
       entry.refreshing = true;
     }
@@ -55,14 +59,22 @@ net::awaitable<HttpResponse> cached_page(Api& api, std::string key,
       }
       throw;
     }
+    etag = etag_of(text);
     body = std::make_shared<const std::string>(std::move(text));
     if (caching) {
       std::lock_guard lock(api.cache_mu);
-      api.page_cache[key] = CachedPage{std::chrono::steady_clock::now(), body, false};
+      api.page_cache[key] = CachedPage{std::chrono::steady_clock::now(), body, etag, false};
     }
   }
   HttpResponse out;
-  out.body = *body;
+  out.headers.emplace_back("ETag", etag);
+  if (auto it = ctx.req.headers.find("if-none-match");
+      it != ctx.req.headers.end() && if_match_ok(it->second, etag)) {
+    out.status = 304;
+    out.content_type.clear();
+    co_return out;
+  }
+  out.shared_body = std::move(body);
   co_return out;
 }
 
@@ -114,7 +126,7 @@ net::awaitable<HttpResponse> list_kms(Api& api, RequestContext& ctx) {
   auto page = page_params(ctx.query, api.options);
   auto connected = ctx.query.get_bool("connected");
   ctx.query.finish();
-  auto op = cached_page(api, query_key("kms", ctx), [page, connected](Core& c) {
+  auto op = cached_page(api, ctx, query_key("kms", ctx), [page, connected](Core& c) {
     return json::serialize(page_of_map(
         c.network.kms(), page,
         [&](const controller::Km& k) { return !connected || k.connected == *connected; },
@@ -261,7 +273,7 @@ net::awaitable<HttpResponse> list_links(Api& api, RequestContext& ctx) {
       bad_request("query parameter 'admin_state' must be enabled, disabled or maintenance");
     }
   }
-  auto op = cached_page(api, query_key("links", ctx), [page, oper, admin_state, km](Core& c) {
+  auto op = cached_page(api, ctx, query_key("links", ctx), [page, oper, admin_state, km](Core& c) {
     const auto& t = c.network.thresholds();
     return json::serialize(page_of_map(
         c.network.links(), page,

@@ -13,6 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/http/span_body.hpp>
 #include <boost/beast/ssl.hpp>
 
 #include "qkdn/controller/error.hpp"
@@ -31,6 +32,16 @@ std::string problem_body(int status, std::string_view kind, std::string_view det
   return std::string("{\"type\":\"urn:qkdn:problem:") + std::string(kind) + "\",\"title\":\"" +
          title + "\",\"status\":" + std::to_string(status) + ",\"detail\":\"" +
          std::string(detail) + "\"}";
+}
+
+template <class Body>
+void fill_header(http::response<Body>& res, const HttpResponse& out, bool keep_alive) {
+  res.version(11);
+  res.result(static_cast<unsigned>(out.status));
+  res.set(http::field::server, "qkdn-controller");
+  if (!out.content_type.empty()) res.set(http::field::content_type, out.content_type);
+  for (const auto& [k, v] : out.headers) res.set(k, v);
+  res.keep_alive(keep_alive);
 }
 
 }  // namespace
@@ -134,18 +145,28 @@ net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
         out.body = problem_body(500, "internal", "internal error");
       }
     }
-    http::response<http::string_body> res;
-    res.version(11);
-    res.result(static_cast<unsigned>(out.status));
-    res.set(http::field::server, "qkdn-controller");
-    if (!out.content_type.empty()) res.set(http::field::content_type, out.content_type);
-    for (const auto& [k, v] : out.headers) res.set(k, v);
-    res.keep_alive(!close_after);
-    res.body() = std::move(out.body);
-    res.prepare_payload();
-    beast::get_lowest_layer(stream).expires_after(options.write_timeout);
-    auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
-    (void)wn;
+    boost::system::error_code wec;
+    if (out.shared_body) {
+      // A cached page: the response refers to the shared text, which `out` keeps alive until
+      // the write completes, instead of copying tens of kilobytes per request.
+      http::response<http::span_body<const char>> res;
+      fill_header(res, out, !close_after);
+      res.body() = {out.shared_body->data(), out.shared_body->size()};
+      res.prepare_payload();
+      beast::get_lowest_layer(stream).expires_after(options.write_timeout);
+      auto [e, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+      (void)wn;
+      wec = e;
+    } else {
+      http::response<http::string_body> res;
+      fill_header(res, out, !close_after);
+      res.body() = std::move(out.body);
+      res.prepare_payload();
+      beast::get_lowest_layer(stream).expires_after(options.write_timeout);
+      auto [e, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+      (void)wn;
+      wec = e;
+    }
     if (observer) {
       observer(method, out.status,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

@@ -4,10 +4,12 @@
 #include <sys/socket.h>
 
 #include <cstdio>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "northbound_test_support.hpp"
+#include "qkdn/service/metrics.hpp"
 
 namespace qkdn::test {
 namespace {
@@ -42,6 +44,57 @@ void expect_problem(const Reply& r, int status) {
   EXPECT_EQ(j.at("status").as_int64(), status);
   EXPECT_TRUE(j.at("type").as_string().starts_with("urn:qkdn:problem:"));
   EXPECT_FALSE(j.at("title").as_string().empty());
+}
+
+/// Every metric of DESIGN.md section 7.
+constexpr const char* kDesignMetrics[] = {"qkdn_link_key_pool_bytes",
+                                          "qkdn_link_stored_keys",
+                                          "qkdn_link_secret_key_rate_bytes_per_second",
+                                          "qkdn_link_key_consumption_bytes_per_second",
+                                          "qkdn_link_qber_ratio",
+                                          "qkdn_link_up",
+                                          "qkdn_km_connected",
+                                          "qkdn_sessions_active",
+                                          "qkdn_key_relays_total",
+                                          "qkdn_key_relay_duration_seconds",
+                                          "qkdn_route_computation_seconds",
+                                          "qkdn_reroutes_total",
+                                          "qkdn_alarms_active",
+                                          "qkdn_key_reservations_total",
+                                          "qkdn_ck_messages_total",
+                                          "qkdn_ck_protocol_errors_total",
+                                          "qkdn_ck_connections",
+                                          "qkdn_http_requests_total",
+                                          "qkdn_http_request_duration_seconds",
+                                          "qkdn_store_up",
+                                          "qkdn_build_info"};
+
+/// True when `text` holds a sample of `name` (a line starting with the name, or the name of a
+/// histogram's _count series), not only its HELP and TYPE.
+bool has_sample(const std::string& text, const std::string& name) {
+  for (const auto& n : {name, name + "_count"}) {
+    for (auto pos = text.find(n); pos != std::string::npos; pos = text.find(n, pos + 1)) {
+      const bool line_start = pos == 0 || text[pos - 1] == '\n';
+      const char next = pos + n.size() < text.size() ? text[pos + n.size()] : '\0';
+      if (line_start && (next == '{' || next == ' ')) return true;
+    }
+  }
+  return false;
+}
+
+/// Runs `promtool check metrics` on `text`: "" when it passes, else its output. Skips the
+/// calling test when promtool is not installed.
+std::optional<std::string> promtool_problems(const std::string& text) {
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0) return std::nullopt;
+  TempDir dir;
+  const auto file = dir.path() / "metrics.txt";
+  std::ofstream(file) << text;
+  const auto cmd = "promtool check metrics < " + file.string() + " > " +
+                   (dir.path() / "out.txt").string() + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::ifstream out(dir.path() / "out.txt");
+  std::string lint((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());
+  return rc == 0 ? std::string{} : "exit " + std::to_string(rc) + ": " + lint;
 }
 
 class NorthboundSecurity : public ::testing::Test {
@@ -328,42 +381,78 @@ TEST_F(NorthboundSecurity, MetricsExposition) {
   auto r = c.get("/metrics", "");
   ASSERT_EQ(r.status, 200);
   EXPECT_TRUE(r.header("content-type").starts_with("text/plain"));
-  for (const char* name : {"qkdn_link_key_pool_bytes",
-                           "qkdn_link_stored_keys",
-                           "qkdn_link_secret_key_rate_bytes_per_second",
-                           "qkdn_link_key_consumption_bytes_per_second",
-                           "qkdn_link_qber_ratio",
-                           "qkdn_link_up",
-                           "qkdn_km_connected",
-                           "qkdn_sessions_active",
-                           "qkdn_key_relays_total",
-                           "qkdn_key_relay_duration_seconds",
-                           "qkdn_route_computation_seconds",
-                           "qkdn_reroutes_total",
-                           "qkdn_alarms_active",
-                           "qkdn_key_reservations_total",
-                           "qkdn_ck_messages_total",
-                           "qkdn_ck_protocol_errors_total",
-                           "qkdn_ck_connections",
-                           "qkdn_http_requests_total",
-                           "qkdn_http_request_duration_seconds",
-                           "qkdn_store_up",
-                           "qkdn_build_info"}) {
+  for (const char* name : kDesignMetrics) {
     EXPECT_NE(r.body.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
   }
   EXPECT_NE(r.body.find(R"(qkdn_http_requests_total{code="200",method="GET"})"), std::string::npos);
-  if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "promtool not installed (Debian package prometheus): check skipped";
+  const auto lint = promtool_problems(r.body);
+  if (!lint) GTEST_SKIP() << "promtool not installed (Debian package prometheus): check skipped";
+  EXPECT_EQ(*lint, "");
+}
+
+// The KM and link lists carry a strong ETag of the page; If-None-Match with it answers 304
+// without a body until the page changes, then 200 with the new page and a new ETag.
+TEST_F(NorthboundSecurity, ListEtagAndIfNoneMatch) {
+  for (const char* list : {"/api/v1/links", "/api/v1/kms"}) {
+    auto first = c.get(list);
+    ASSERT_EQ(first.status, 200) << list;
+    const auto etag = first.header("etag");
+    ASSERT_TRUE(etag.size() > 2 && etag.front() == '"' && etag.back() == '"') << etag;
+    EXPECT_EQ(c.get(list).header("etag"), etag) << "same page, same ETag";
+    auto again = c.request("GET", list, kAdminToken, "", {{"If-None-Match", etag}});
+    EXPECT_EQ(again.status, 304) << list;
+    EXPECT_TRUE(again.body.empty());
+    EXPECT_EQ(again.header("etag"), etag);
+    EXPECT_EQ(c.request("GET", list, kAdminToken, "", {{"If-None-Match", "\"other\""}}).status,
+              200);
   }
-  TempDir dir;
-  const auto file = dir.path() / "metrics.txt";
-  std::ofstream(file) << r.body;
-  const auto cmd = "promtool check metrics < " + file.string() + " > " +
-                   (dir.path() / "out.txt").string() + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::ifstream out(dir.path() / "out.txt");
-  std::string text((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(rc, 0) << text;
+  const auto etag = c.get("/api/v1/links").header("etag");
+  ASSERT_EQ(
+      c.request("PATCH", "/api/v1/links/L23", kAdminToken, R"({"admin_state":"disabled"})").status,
+      200);
+  auto changed = c.request("GET", "/api/v1/links", kAdminToken, "", {{"If-None-Match", etag}});
+  EXPECT_EQ(changed.status, 200);
+  EXPECT_NE(changed.header("etag"), etag);
+  EXPECT_NE(changed.body.find("disabled"), std::string::npos);
+}
+
+// A fresh controller, scraped before anything else happened (no KM connected, no API request
+// yet): every metric of DESIGN.md section 7 is there with at least one series, Ck counters per
+// command and direction and the usual protocol error reasons at zero, and promtool passes.
+TEST_F(NorthboundSecurity, FreshControllerExportsEveryMetric) {
+  auto r = c.get("/metrics", "");
+  ASSERT_EQ(r.status, 200);
+  for (const char* name : kDesignMetrics) {
+    EXPECT_NE(r.body.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
+    EXPECT_TRUE(has_sample(r.body, name)) << name << " has no series";
+  }
+  for (const char* series :
+       {R"(qkdn_ck_messages_total{command="register",direction="in"} 0)",
+        R"(qkdn_ck_messages_total{command="register_response",direction="out"} 0)",
+        R"(qkdn_ck_messages_total{command="error",direction="in"} 0)",
+        R"(qkdn_ck_messages_total{command="error",direction="out"} 0)",
+        R"(qkdn_ck_protocol_errors_total{reason="bad_request"} 0)",
+        R"(qkdn_http_requests_total{code="200",method="GET"} 0)",
+        R"(qkdn_km_connected{km="KM1"} 0)"}) {
+    EXPECT_NE(r.body.find(series), std::string::npos) << series;
+  }
+  const auto lint = promtool_problems(r.body);
+  if (!lint) GTEST_SKIP() << "promtool not installed (Debian package prometheus): check skipped";
+  EXPECT_EQ(*lint, "");
+}
+
+// Without any topology the link and KM families have no series, yet they are still declared
+// (HELP and TYPE) so that every name is on /metrics, and the exposition stays valid.
+TEST(NorthboundMetrics, EmptyFamiliesAreDeclared) {
+  service::Metrics m("test", "0");
+  const auto text = m.serialize();
+  for (const char* name : kDesignMetrics) {
+    EXPECT_NE(text.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
+  }
+  EXPECT_FALSE(has_sample(text, "qkdn_link_up"));
+  const auto lint = promtool_problems(text);
+  if (!lint) GTEST_SKIP() << "promtool not installed (Debian package prometheus): check skipped";
+  EXPECT_EQ(*lint, "");
 }
 
 }  // namespace
