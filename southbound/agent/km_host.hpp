@@ -156,6 +156,8 @@ class KmHost {
   net::awaitable<SaeResult> sae_dec_keys(std::string slave_sae, std::string master_sae,
                                          std::vector<std::string> key_ids);
   net::awaitable<SaeStatus> sae_status(std::string master_sae, std::string slave_sae);
+  /// Test hook: ETSI keys filed here for SAEs and not fetched yet.
+  net::awaitable<std::size_t> supplied_key_count();
 
  private:
   friend class KmaSession;

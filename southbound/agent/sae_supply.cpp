@@ -234,6 +234,8 @@ void KmHost::on_supply_ack(const std::string& payload) {
   complete_wait(w, response.empty() ? "NG: empty supply answer" : response, 503);
 }
 
+net::awaitable<std::size_t> KmHost::supplied_key_count() { co_return supplied_.size(); }
+
 void KmHost::expire_sae_supply(SteadyTime now) {
   std::erase_if(supplied_, [&](const auto& s) { return now >= s.second.expires; });
 }
