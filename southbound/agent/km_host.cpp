@@ -315,6 +315,7 @@ void KmHost::shutdown() {
   // Copy: close() may lead to detach() which edits sessions_ later, on this strand.
   auto sessions = sessions_;
   for (const auto& s : sessions) s->close();
+  abort_sae_supply();
 }
 
 std::chrono::milliseconds KmHost::jitter(std::chrono::milliseconds base) {

@@ -276,6 +276,8 @@ class KmHost {
                        const std::string& payload);
   void on_supply_ack(const std::string& payload);
   void expire_sae_supply(SteadyTime now);
+  /// Shutdown: fails every waiting SAE request (503) and wipes the keys filed for SAEs.
+  void abort_sae_supply();
   net::awaitable<std::optional<SaeSession>> sae_session(const std::string& master,
                                                         const std::string& slave, bool renew,
                                                         SaeResult& error);

@@ -236,6 +236,15 @@ void KmHost::on_supply_ack(const std::string& payload) {
 
 net::awaitable<std::size_t> KmHost::supplied_key_count() { co_return supplied_.size(); }
 
+void KmHost::abort_sae_supply() {
+  auto by_notification = std::move(waits_by_notification_);
+  auto by_relay = std::move(waits_by_relay_);
+  for (auto& [id, w] : by_notification) complete_wait(w, "NG: KM shutting down", 503);
+  for (auto& [id, w] : by_relay) complete_wait(w, "NG: KM shutting down", 503);
+  supplied_.clear();
+  sae_sessions_.clear();
+}
+
 void KmHost::expire_sae_supply(SteadyTime now) {
   std::erase_if(supplied_, [&](const auto& s) { return now >= s.second.expires; });
 }
@@ -307,6 +316,7 @@ net::awaitable<std::optional<KmHost::SaeSession>> KmHost::sae_session(const std:
 net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::string slave_sae,
                                                std::int64_t number, std::int64_t size_bits) {
   const auto deadline = std::chrono::steady_clock::now() + core_.config().supply_timeout;
+  if (stopping()) co_return fail(503, "KM shutting down");
   if (number < 1 || size_bits < 8 || size_bits % 8 != 0) co_return fail(400, "bad number or size");
   const std::int64_t units = number * units_per_key(size_bits);
   SaeResult error;

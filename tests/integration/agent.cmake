@@ -11,4 +11,4 @@ add_executable(integration_agent
 target_include_directories(integration_agent PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)
 target_link_libraries(integration_agent PRIVATE qkdn_agent qkdn_service qkdn_southbound Boost::json
                       GTest::gtest_main Threads::Threads qkdn_options)
-gtest_discover_tests(integration_agent PROPERTIES LABELS integration TIMEOUT 180)
+gtest_discover_tests(integration_agent TEST_PREFIX "integration_agent." PROPERTIES LABELS integration TIMEOUT 180)
