@@ -253,6 +253,18 @@ TEST(AgentSupply, LocalAdjacentAndRelayedPairs) {
     for (const auto& l : s.links) consumed = consumed || l.keys_consumed > 0;
   }
   EXPECT_TRUE(consumed);
+  // ... and as a measured consumption rate (also sent in 0x14E3 consumption_rate_bps).
+  double rate = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (rate <= 0 && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& s : n.snapshot("KM1")) {
+      for (const auto& l : s.links) {
+        if (l.link_id == "L12") rate = l.consumption_rate_bps;
+      }
+    }
+    if (rate <= 0) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_GT(rate, 0);
 }
 
 TEST(AgentSupply, DecKeysRules) {
