@@ -3,6 +3,7 @@
 
 #include "api_internal.hpp"
 #include "json_model.hpp"
+#include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
 
 namespace qkdn::northbound {
@@ -44,7 +45,7 @@ net::awaitable<HttpResponse> get_health(Api& api, RequestContext& ctx) {
   const auto counters = api.svc.counters();
   json::object o;
   o["status"] = store_ok ? "ok" : "degraded";
-  o["version"] = QKDN_VERSION;
+  o["version"] = build_version();
   o["store"] = json::object{{"configured", configured}, {"up", configured && api.svc.store_up()}};
   o["ck"] = json::object{{"listening", api.svc.port() != 0},
                          {"port", api.svc.port()},

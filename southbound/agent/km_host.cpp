@@ -20,6 +20,7 @@
 #include <boost/json.hpp>
 
 #include "log.hpp"
+#include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
 #include "tls_identity.hpp"
 
@@ -429,7 +430,7 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
     reg.kma_endpoint = kma_endpoint_;
     for (const auto& l : links_) reg.links.push_back(ck::LinkRef{l->link_id, l->peer_km});
     reg.applications = applications_;
-    reg.software = std::string("qkdn-agent/") + QKDN_VERSION;
+    reg.software = std::string("qkdn-agent/") + build_version();
     ck::Message reg_message{std::move(reg)};
     auto reg_op = channel->request(std::move(reg_message));
     ck::Frame reply = co_await std::move(reg_op);

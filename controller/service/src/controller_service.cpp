@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
 #include "service_impl.hpp"
 
@@ -63,7 +64,7 @@ ControllerService::Impl::Impl(ControllerService& s)
       core(net::make_strand(ioc)),
       acceptor_strand(net::make_strand(ioc)),
       acceptor(acceptor_strand),
-      metrics(std::make_unique<Metrics>(QKDN_VERSION, QKDN_REVISION)),
+      metrics(std::make_unique<Metrics>(build_version(), build_revision())),
       random(s.options_.random ? s.options_.random : std::make_shared<OsRandom>()),
       engine(*s.clock_, *random),
       sessions(s.network_, *random, s.options_.session),
