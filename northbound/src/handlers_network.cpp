@@ -532,9 +532,15 @@ net::awaitable<HttpResponse> put_thresholds(Api& api, RequestContext& ctx) {
   t.qber_hysteresis = *hysteresis;
   auto lock_op = api.write_lock.acquire();
   auto guard = co_await std::move(lock_op);
-  // Network-wide thresholds live in memory only (the Store has no record for them yet).
-  auto apply = api.svc.on_core([&](Core& c) {
+  auto check = api.svc.on_core([&](Core& c) {
     ctx.check_if_match(etag_of(json::serialize(thresholds_json(c.network.thresholds()))));
+    return 0;
+  });
+  co_await std::move(check);
+  // Stored before they take effect: a store outage answers 503 and changes nothing.
+  auto persist = api.persist([t](controller::Store& s) { s.save_thresholds(t); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
     c.network.thresholds() = t;
     c.alarms.set_hysteresis(t.qber_hysteresis);
     std::vector<NetworkEvent> events;

@@ -68,6 +68,10 @@ TEST(NorthboundStore, WritesSurviveRestart) {
                         R"({"kms":["KM1","KM2","KM3"]})")
                   .status,
               201);
+    ASSERT_EQ(c.request("PUT", "/api/v1/thresholds", kAdminToken,
+                        R"({"qber":0.07,"pool_floor_bits":1024,"qber_hysteresis":0.02})")
+                  .status,
+              200);
     ASSERT_EQ(
         c.request("POST", "/api/v1/schedules", kAdminToken,
                   R"({"schedule_id":"11111111-1111-4111-8111-111111111111",)"
@@ -88,6 +92,10 @@ TEST(NorthboundStore, WritesSurviveRestart) {
   EXPECT_DOUBLE_EQ(policy.at("params").as_object().at("interval_s").as_double(), 30);
   EXPECT_EQ(c.get("/api/v1/routes/pinned/KM1/KM3").status, 200);
   EXPECT_EQ(c.get("/api/v1/schedules/11111111-1111-4111-8111-111111111111").status, 200);
+  auto thresholds = obj(c.get("/api/v1/thresholds"));
+  EXPECT_DOUBLE_EQ(thresholds.at("qber").as_double(), 0.07);
+  EXPECT_EQ(thresholds.at("pool_floor_bits").to_number<std::int64_t>(), 1024);
+  EXPECT_DOUBLE_EQ(thresholds.at("qber_hysteresis").as_double(), 0.02);
   // The audit trail of the first run is in the store (its writer is asynchronous: bounded wait).
   std::size_t writes = 0;
   for (int i = 0; i < 50 && writes < 6; ++i) {
@@ -113,7 +121,13 @@ TEST(NorthboundStore, StoreDownIs503AndNothingApplied) {
   auto c = s.client();
   PgServer::stop();
   auto r = c.request("POST", "/api/v1/kms", kAdminToken, R"({"km_id":"KM5"})");
+  const auto before = c.get("/api/v1/thresholds").body;
+  auto t = c.request("PUT", "/api/v1/thresholds", kAdminToken,
+                     R"({"qber":0.05,"pool_floor_bits":2048,"qber_hysteresis":0.01})");
+  const auto after = c.get("/api/v1/thresholds").body;
   PgServer::start();
+  EXPECT_EQ(t.status, 503) << t.body;
+  EXPECT_EQ(after, before);
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_EQ(r.header("content-type"), "application/problem+json");
   EXPECT_FALSE(r.header("retry-after").empty());
