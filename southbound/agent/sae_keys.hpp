@@ -55,9 +55,9 @@ struct SaeStatus {
 
 /// Limits every KM of the agent applies (the server validates against them first).
 struct SaeLimits {
-  std::int64_t default_key_size = 256;   ///< bits, when a request names no size
-  std::int64_t min_key_size = 64;        ///< bits
-  std::int64_t max_key_size = 8192;      ///< bits, a multiple of 256
+  std::int64_t default_key_size = 256;  ///< bits, when a request names no size
+  std::int64_t min_key_size = 64;       ///< bits
+  std::int64_t max_key_size = 8192;     ///< bits, a multiple of 256
   std::int64_t max_key_per_request = 128;
 };
 
