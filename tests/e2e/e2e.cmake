@@ -35,3 +35,12 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   set_tests_properties(e2e_soak PROPERTIES TIMEOUT 300 ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_SOAK_SECONDS=60")
 endif()
+# Rerouting on a QBER alarm (issue 3) and qkdnctl against a relay the agents perform (issue 6).
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_reroute_qber test_reroute_qber.py)
+endif()
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
+  qkdn_e2e_test(e2e_cli_relay test_cli_relay.py)
+  set_tests_properties(e2e_cli_relay PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
+endif()

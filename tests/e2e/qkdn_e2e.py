@@ -263,3 +263,63 @@ def etsi_error(r, status):
     if "details" in body:
         assert isinstance(body["details"], list), body
     return body
+
+
+# ---- rerouting and CLI relay tests (issues 3 and 6) ----
+
+def parse_rfc3339(text):
+    """Seconds since the epoch of an RFC 3339 timestamp such as 2024-05-01T12:00:00.123Z."""
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def api_text(api, path):
+    """The body of GET path as text (e.g. /metrics)."""
+    r = api.session.get(api.base + path, timeout=5)
+    r.raise_for_status()
+    return r.text
+
+
+def metric_value(text, name, **labels):
+    """The value of one sample of a Prometheus text exposition (0 when absent). The labels
+    given must all match; other labels of the sample are ignored."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    total = None
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric != name or not all(w in rest for w in want):
+            continue
+        total = (total or 0.0) + float(value)
+    return total or 0.0
+
+
+def relays_of(api, src_km, dst_km):
+    """Every relay the controller keeps for src_km -> dst_km, oldest first (by created_at)."""
+    items = [r for r in api.items("/api/v1/relays", limit=1000)
+             if r.get("src_km") == src_km and r.get("dst_km") == dst_km and r.get("created_at")]
+    return sorted(items, key=lambda r: r["created_at"])
+
+
+class Cli:
+    """Runs qkdnctl against one API with a token file (QKDN_TOKEN_FILE; never a flag)."""
+
+    def __init__(self, exe, api, token_file=None):
+        self.exe, self.api, self.token_file = exe, api, token_file
+
+    def run(self, *args):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("QKDN_TOKEN", "QKDN_TOKEN_FILE", "QKDN_API")}
+        if self.token_file:
+            env["QKDN_TOKEN_FILE"] = self.token_file
+        argv = [self.exe, "--api", self.api, "--timeout", "10", *args]
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    def json(self, *args):
+        code, out, err = self.run("--output", "json", *args)
+        if code != 0:
+            raise AssertionError(f"qkdnctl {' '.join(args)} exited {code}: {err.strip()}")
+        return json.loads(out)
