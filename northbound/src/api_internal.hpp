@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -114,8 +115,12 @@ class Api : public std::enable_shared_from_this<Api> {
   WriteLock write_lock;
 
   /// Page cache of hot lists (kms, links): key -> page.
-  std::mutex cache_mu;  // guards page_cache only
+  std::mutex cache_mu;  // guards page_cache and cache_generation
   std::map<std::string, CachedPage> page_cache;
+  /// Bumped (and the cache emptied) when an API write ends, so a client reads its own writes:
+  /// a page built before the write is neither served nor stored afterwards.
+  std::uint64_t cache_generation = 0;
+  void invalidate_pages();
 
   /// Records an audit event (actor, "METHOD /template", path, status, detail).
   void audit(const RequestContext& ctx, const std::string& action, int status,

@@ -222,9 +222,30 @@ net::awaitable<void> Api::persist(std::function<void(controller::Store&)> op, bo
   co_await std::move(aw);
 }
 
+void Api::invalidate_pages() {
+  std::lock_guard lock(cache_mu);
+  page_cache.clear();
+  ++cache_generation;
+}
+
 net::awaitable<HttpResponse> Api::dispatch(RequestContext& ctx, const RouteEntry& route) {
-  auto op = route.handler(*this, ctx);
-  co_return co_await std::move(op);
+  if (!route.info.write) {
+    auto op = route.handler(*this, ctx);
+    co_return co_await std::move(op);
+  }
+  // A write invalidates the cached list pages whether it succeeded or failed half-way (a failed
+  // write changes nothing, and an extra rebuild costs one page).
+  std::exception_ptr failure;
+  HttpResponse response;
+  try {
+    auto op = route.handler(*this, ctx);
+    response = co_await std::move(op);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  invalidate_pages();
+  if (failure) std::rethrow_exception(failure);
+  co_return response;
 }
 
 // GCC 12 reports -Wmismatched-new-delete at the end of this coroutine: a false positive about

@@ -36,8 +36,10 @@ net::awaitable<HttpResponse> cached_page(Api& api, const RequestContext& ctx, st
   const bool caching = api.options.list_cache_ttl.count() > 0;
   std::shared_ptr<const std::string> body;
   std::string etag;
+  std::uint64_t generation = 0;
   if (caching) {
     std::lock_guard lock(api.cache_mu);
+    generation = api.cache_generation;
     if (api.page_cache.size() >= 256 && api.page_cache.count(key) == 0) api.page_cache.clear();
     auto& entry = api.page_cache[key];
     if (entry.body && (now - entry.at < api.options.list_cache_ttl || entry.refreshing)) {
@@ -55,7 +57,9 @@ net::awaitable<HttpResponse> cached_page(Api& api, const RequestContext& ctx, st
     } catch (...) {
       if (caching) {
         std::lock_guard lock(api.cache_mu);
-        api.page_cache[key].refreshing = false;
+        if (auto it = api.page_cache.find(key); it != api.page_cache.end()) {
+          it->second.refreshing = false;
+        }
       }
       throw;
     }
@@ -63,7 +67,10 @@ net::awaitable<HttpResponse> cached_page(Api& api, const RequestContext& ctx, st
     body = std::make_shared<const std::string>(std::move(text));
     if (caching) {
       std::lock_guard lock(api.cache_mu);
-      api.page_cache[key] = CachedPage{std::chrono::steady_clock::now(), body, etag, false};
+      // Built before a write ended: serve it to this reader (it asked before), store nothing.
+      if (api.cache_generation == generation) {
+        api.page_cache[key] = CachedPage{std::chrono::steady_clock::now(), body, etag, false};
+      }
     }
   }
   HttpResponse out;

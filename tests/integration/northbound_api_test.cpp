@@ -418,19 +418,33 @@ TEST_F(NorthboundApi, Health) {
   EXPECT_EQ(o.at("kms").as_object().at("total").as_int64(), 3);
 }
 
-// The short-lived list cache serves a consistent page and expires.
-TEST(NorthboundCache, LinkListCacheExpires) {
+// The short-lived list cache serves a consistent page and expires; an API write empties it, so
+// a client always reads its own writes.
+TEST(NorthboundCache, LinkListCacheExpiresAndApiWritesInvalidate) {
   ApiHarness::Config cfg;
   cfg.list_cache_ttl = 200ms;
   ApiHarness h(cfg);
   auto c = h.client();
   auto first = c.get("/api/v1/links");
+  // A change that does not come through the API (as agents' status reports) is seen once the
+  // page expires.
+  h.on_core([](service::Core& core) {
+    core.network.thresholds().qber = 0.05;
+    return 0;
+  });
+  EXPECT_EQ(c.get("/api/v1/links").body, first.body);  // cached
+  std::this_thread::sleep_for(250ms);
+  auto second = c.get("/api/v1/links");
+  EXPECT_NE(second.body, first.body);
+  // An API write is visible to the next read at once.
   ASSERT_EQ(
       c.request("PATCH", "/api/v1/links/L12", kAdminToken, R"({"admin_state":"disabled"})").status,
       200);
-  EXPECT_EQ(c.get("/api/v1/links").body, first.body);  // cached
-  std::this_thread::sleep_for(250ms);
-  EXPECT_NE(c.get("/api/v1/links").body, first.body);
+  auto third = c.get("/api/v1/links");
+  EXPECT_NE(third.body, second.body);
+  EXPECT_NE(third.body.find(R"("admin_state":"disabled")"), std::string::npos);
+  ASSERT_EQ(c.request("POST", "/api/v1/kms", kAdminToken, R"({"km_id":"KM9"})").status, 201);
+  EXPECT_NE(c.get("/api/v1/kms").body.find(R"("km_id":"KM9")"), std::string::npos);
 }
 
 }  // namespace
