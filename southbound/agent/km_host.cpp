@@ -313,6 +313,7 @@ void KmHost::shutdown() {
   beat_timer_.cancel();
   tick_timer_.cancel();
   for (auto& l : links_) l->dial_wake.cancel();
+  for (auto* t : connect_timers_) t->cancel();
   // Copy: close() may lead to detach() which edits sessions_ later, on this strand.
   auto sessions = sessions_;
   for (const auto& s : sessions) s->close();
@@ -749,13 +750,19 @@ net::awaitable<bool> KmHost::dial(LinkEnd* link, std::string endpoint) {
   if (!hp) throw InvalidArgument("bad KMA endpoint " + endpoint);
   tcp::resolver resolver(strand_);
   auto results = co_await resolver.async_resolve(hp->first, hp->second, net::use_awaitable);
+  // shutdown() cancels the connect deadline (a connect that never completes, e.g. to a peer that
+  // vanished, would otherwise hold the KM's stop for the whole kConnectTimeout).
+  if (stopping()) co_return false;
   tcp::socket socket(strand_);
   net::steady_timer timer(strand_);
   timer.expires_after(kConnectTimeout);
+  connect_timers_.insert(&timer);
   auto outcome = co_await (net::async_connect(socket, results, net::use_awaitable) ||
                            timer.async_wait(kTuple));
+  connect_timers_.erase(&timer);
+  if (stopping()) co_return false;
   if (outcome.index() != 0) throw Unavailable("connect timed out");
-  if (stopping() || link->session) co_return link->session != nullptr;
+  if (link->session) co_return true;
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   auto session =

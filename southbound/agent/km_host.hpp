@@ -309,6 +309,8 @@ class KmHost {
   std::unique_ptr<net::ssl::context> kma_client_tls_;
   std::unique_ptr<net::ssl::context> ck_tls_;
   std::set<std::shared_ptr<KmaSession>> sessions_;
+  /// Connect deadlines of dials in progress (shutdown cancels them; strand only).
+  std::set<net::steady_timer*> connect_timers_;
 
   std::shared_ptr<southbound::CkChannel> channel_;
   bool registered_ = false;
