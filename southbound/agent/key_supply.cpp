@@ -141,6 +141,8 @@ std::string relay_aad(const json::object& meta, const std::string& from, const s
                     "\n" + str_of(meta, "destination_kma_id") + "\n" + str_of(meta, "created") +
                     "\n" + str_of(meta, "encryption") + "\n" + from + "\n" + to;
   for (const auto& id : strings_of(meta, "key_ids")) aad += "\n" + id;
+  // Relay instruction: the destination files the keys in its pre-positioned pool.
+  if (meta.contains("preposition")) aad += "\npre";
   // SAE key supply: the pair and the ETSI key size the destination files the keys under.
   if (meta.contains("slave_sae")) {
     aad += "\nsae\n" + str_of(meta, "master_sae") + "\n" + str_of(meta, "slave_sae") + "\n" +
@@ -205,12 +207,7 @@ void KmHost::on_key_supply(const std::shared_ptr<southbound::CkChannel>& channel
     resp.response = "OK";
     channel->send(ck::Message{std::move(resp)}, message_id);
   } else if (auto* i = std::get_if<ck::RelayInstruction>(&message)) {
-    // Scheduled relays (clause 4, 0x41E5) are not implemented at the agent yet: say so.
-    ck::RelayInstructionResponse resp;
-    resp.instruction_id = i->instruction_id;
-    resp.response = "NG: not supported";
-    resp.keys_relayed = 0;
-    channel->send(ck::Message{std::move(resp)}, message_id);
+    on_relay_instruction(channel, *i, message_id);
   } else {
     send_ck_error(channel, ck::errc::kUnknownCommand, "command not handled by this KM", message_id);
   }
@@ -363,6 +360,19 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
       waits_by_notification_.erase(w);
     }
   }
+  // A relay a relay instruction asked for: both ends file the keys as pre-positioned.
+  if (r.notification_message_id) {
+    if (auto in = instruction_notifications_.find(*r.notification_message_id);
+        in != instruction_notifications_.end()) {
+      if (auto it = instructions_.find(in->second); it != instructions_.end()) {
+        it->second.notification = 0;
+        it->second.relay_id = rid;
+      }
+      meta["preposition"] = true;
+      instruction_relays_[rid] = {in->second, route};
+      instruction_notifications_.erase(in);
+    }
+  }
   std::string frame =
       relay_frame(std::move(meta), km_id_, route[1], std::move(plain), pad_of(*hop_keys));
   out->session->send(std::move(frame));
@@ -448,6 +458,19 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
       std::memcpy(d.keys[i].bytes.data(), plain.data() + i * kKeyBytes, kKeyBytes);
     }
     wipe(plain);
+    if (meta->contains("preposition")) {  // a relay instruction: the pool from the source
+      auto& pool = prepositioned_[{str_of(*meta, "source_kma_id"), km_id_}];
+      if (pool.units.size() + d.keys.size() > prepositioned_cap()) {
+        return answer("NG: insufficient_keys: pre-positioned pool full at " + km_id_);
+      }
+      const auto expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
+      for (auto& k : d.keys) pool.units.push_back(PoolUnit{k, expires});
+      pool.route = strings_of(*meta, "route");
+      log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " pre-positioned " +
+                                    std::to_string(d.keys.size()) + " keys from " +
+                                    str_of(*meta, "source_kma_id"));
+      return answer("OK");
+    }
     if (meta->contains("slave_sae")) {  // an SAE request: filed for the slave SAE
       file_supplied(d.keys, int_of(*meta, "sae_key_bits"), str_of(*meta, "master_sae"),
                     str_of(*meta, "slave_sae"));
@@ -515,6 +538,7 @@ void KmHost::finish_source_relay(const std::string& request_id, const std::strin
     it->second.channel->send(ck::Message{std::move(resp)}, it->second.message_id);
   }
   finish_sae_relay(request_id, response);              // an SAE request waiting takes the keys
+  finish_instruction_relay(request_id, response);      // or the pre-positioned pool
   if (response != "OK") delivered_.erase(request_id);  // the destination has nothing
   log_line(response == "OK" ? LogLevel::kInfo : LogLevel::kWarn,
            "KM " + km_id_ + ": relay " + request_id + ": " + response);
@@ -534,7 +558,339 @@ void KmHost::expire_key_supply(SteadyTime now) {
   std::erase_if(delivered_, [&](const auto& d) {
     return now >= d.second.expires && !source_relays_.contains(d.first);
   });
+  std::erase_if(forwarded_claims_, [&](const auto& f) { return now >= f.second.second; });
+  for (auto& [pair, pool] : prepositioned_) {
+    std::erase_if(pool.units, [&](const PoolUnit& u) { return now >= u.expires; });
+  }
   expire_sae_supply(now);
+  run_instructions(now);
+}
+
+// ---- relay instructions (0x41E5) and pre-positioned pools ----------------------------------
+
+namespace {
+
+/// Seconds, or nullopt when `v` is not a finite number >= 0.
+std::optional<double> seconds_of(const json::value& v) {
+  if (!v.is_number()) return std::nullopt;
+  const double d = v.to_number<double>();
+  if (!(d >= 0) || d > 1e9) return std::nullopt;
+  return d;
+}
+
+/// Associated data of a Claim: everything the destination acts on.
+std::string claim_aad(const json::object& c) {
+  std::string aad = "claim\n" + str_of(c, "claim_id") + "\n" + str_of(c, "source_kma_id") + "\n" +
+                    str_of(c, "destination_kma_id") + "\n" + str_of(c, "master_sae") + "\n" +
+                    str_of(c, "slave_sae") + "\n" + str_of(c, "session_id") + "\n" +
+                    std::to_string(int_of(c, "key_bits"));
+  for (const auto& id : strings_of(c, "key_ids")) aad += "\n" + id;
+  return aad;
+}
+
+std::string claim_ack_frame(const std::string& claim_id, const std::string& response) {
+  json::object o{{"claim_id", claim_id}, {"response", response}};
+  return kma::encode_frame(kma::Type::kClaimAck, json::serialize(o));
+}
+
+}  // namespace
+
+std::size_t KmHost::prepositioned_cap() const {
+  // A pre-positioned pool is bounded like one link pool.
+  return std::max<std::size_t>(1, core_.config().pool_capacity_bytes / kKeyBytes);
+}
+
+void KmHost::on_relay_instruction(const std::shared_ptr<southbound::CkChannel>& channel,
+                                  const ck::RelayInstruction& r, std::uint32_t message_id) {
+  ck::RelayInstructionResponse resp;
+  resp.instruction_id = r.instruction_id;
+  auto answer = [&](std::string response) {
+    if (response != "OK") {
+      log_line(LogLevel::kWarn,
+               "KM " + km_id_ + ": relay instruction " + r.instruction_id + ": " + response);
+    }
+    resp.response = std::move(response);
+    channel->send(ck::Message{std::move(resp)}, message_id);
+  };
+  bool withdraw = false;
+  double interval_s = 0;
+  if (r.extension) {
+    boost::system::error_code ec;
+    const json::value ext = json::parse(*r.extension, ec);
+    if (ec || !(ext.is_array() || ext.is_object())) return answer("NG: bad_request: extension");
+    const json::array objects = ext.is_array() ? ext.as_array() : json::array{ext};
+    for (const auto& e : objects) {
+      if (!e.is_object()) continue;
+      const auto& o = e.as_object();
+      if (const auto* w = o.if_contains("withdraw"); w != nullptr && w->is_bool()) {
+        withdraw = withdraw || w->as_bool();
+      }
+      if (const auto* i = o.if_contains("interval_s"); i != nullptr) {
+        auto secs = seconds_of(*i);
+        if (!secs) return answer("NG: bad_request: interval_s");
+        interval_s = *secs;
+      }
+    }
+  }
+  if (r.instruction_id.empty()) return answer("NG: bad_request: instruction_id");
+  if (withdraw) {  // docs/ck-extensions.md: stop; an in-flight relay still fills the pool
+    if (auto it = instructions_.find(r.instruction_id); it != instructions_.end()) {
+      instruction_notifications_.erase(it->second.notification);
+      instructions_.erase(it);
+    }
+    log_line(LogLevel::kInfo,
+             "KM " + km_id_ + ": relay instruction " + r.instruction_id + " withdrawn");
+    return answer("OK");
+  }
+  const auto& kms = core_.config().topology.kms;
+  const bool known = std::any_of(kms.begin(), kms.end(),
+                                 [&](const auto& k) { return k.km_id == r.destination_kma_id; });
+  if (r.destination_kma_id == km_id_ || !known) {
+    return answer("NG: unknown_kma: destination " + r.destination_kma_id);
+  }
+  const std::int64_t key_bits = r.key_size.value_or(kKeyBits);
+  if (r.number_of_keys < 1 || key_bits < 1) return answer("NG: bad_request: number_of_keys");
+  Instruction ins;
+  try {
+    if (r.not_before) ins.not_before = parse_rfc3339(*r.not_before);
+    if (r.not_after) ins.not_after = parse_rfc3339(*r.not_after);
+  } catch (const std::exception&) {
+    return answer("NG: bad_request: not_before / not_after");
+  }
+  ins.destination = r.destination_kma_id;
+  ins.per_key = (key_bits + kKeyBits - 1) / kKeyBits;
+  ins.units = std::min<std::int64_t>(r.number_of_keys, kMaxKeysPerRelay) * ins.per_key;
+  ins.interval_s = interval_s;
+  ins.message_id = message_id;
+  ins.next_due = std::chrono::steady_clock::now();
+  if (auto old = instructions_.find(r.instruction_id); old != instructions_.end()) {
+    // Replaced: what is in flight still counts for this instruction.
+    ins.notification = old->second.notification;
+    ins.notification_deadline = old->second.notification_deadline;
+    ins.relay_id = old->second.relay_id;
+    ins.keys_relayed = old->second.keys_relayed;
+  }
+  instructions_[r.instruction_id] = std::move(ins);
+  log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay instruction " + r.instruction_id + " to " +
+                                r.destination_kma_id);
+  resp.keys_relayed = 0;
+  answer("OK");
+}
+
+void KmHost::run_instructions(SteadyTime now) {
+  if (instructions_.empty()) return;
+  const auto wall = std::chrono::system_clock::now();
+  auto channel = channel_;
+  for (auto it = instructions_.begin(); it != instructions_.end();) {
+    auto& ins = it->second;
+    if (ins.not_after && wall > *ins.not_after) {  // the window is over
+      instruction_notifications_.erase(ins.notification);
+      it = instructions_.erase(it);
+      continue;
+    }
+    if (ins.notification != 0 && now >= ins.notification_deadline) {  // no 0x4104 came
+      instruction_notifications_.erase(ins.notification);
+      ins.notification = 0;
+    }
+    const bool in_flight = ins.notification != 0 || !ins.relay_id.empty();
+    const bool waiting = ins.not_before && wall < *ins.not_before;
+    if (in_flight || waiting || now < ins.next_due || !channel || !registered_) {
+      ++it;
+      continue;
+    }
+    const auto& pool = prepositioned_[{km_id_, ins.destination}];
+    const auto room = static_cast<std::int64_t>(prepositioned_cap()) -
+                      static_cast<std::int64_t>(pool.units.size());
+    const std::int64_t n = std::min({ins.units, room, kMaxKeysPerRelay});
+    const auto interval = std::chrono::duration_cast<SteadyTime::duration>(
+        std::chrono::duration<double>(ins.interval_s > 0 ? ins.interval_s : 1.0));
+    ins.next_due = now + interval;
+    if (n < 1) {  // the pool is full: nothing to relay this round
+      ++it;
+      continue;
+    }
+    ck::KeyRelayRequestNotification req;
+    req.source_kma_id = km_id_;
+    req.destination_kma_id = ins.destination;
+    req.number_of_keys = n;
+    req.key_size = kKeyBits;
+    ins.notification = channel->send(ck::Message{std::move(req)});
+    ins.notification_deadline = now + kRelayTimeout;
+    instruction_notifications_[ins.notification] = it->first;
+    ++it;
+  }
+}
+
+bool KmHost::fail_instruction_notification(std::uint32_t message_id, const std::string& reason) {
+  auto in = instruction_notifications_.find(message_id);
+  if (in == instruction_notifications_.end()) return false;
+  if (auto it = instructions_.find(in->second); it != instructions_.end()) {
+    it->second.notification = 0;  // retried at next_due
+  }
+  log_line(LogLevel::kWarn,
+           "KM " + km_id_ + ": relay instruction " + in->second + ": relay refused: " + reason);
+  instruction_notifications_.erase(in);
+  return true;
+}
+
+void KmHost::finish_instruction_relay(const std::string& request_id, const std::string& response) {
+  auto ir = instruction_relays_.find(request_id);
+  if (ir == instruction_relays_.end()) return;
+  const auto [instruction_id, route] = std::move(ir->second);
+  instruction_relays_.erase(ir);
+  auto it = instructions_.find(instruction_id);
+  if (it != instructions_.end() && it->second.relay_id == request_id) it->second.relay_id.clear();
+  if (response != "OK") return;
+  auto d = delivered_.find(request_id);
+  if (d == delivered_.end()) return;
+  auto& pool = prepositioned_[{km_id_, route.back()}];
+  // Source units expire no later than the destination's (their clock started at relay start).
+  const auto count = static_cast<std::int64_t>(d->second.keys.size());
+  for (auto& k : d->second.keys) pool.units.push_back(PoolUnit{k, d->second.expires});
+  pool.route = route;
+  delivered_.erase(d);
+  if (it == instructions_.end()) return;  // withdrawn meanwhile: the units stay usable
+  auto& ins = it->second;
+  const std::int64_t keys = count / std::max<std::int64_t>(1, ins.per_key);
+  ins.keys_relayed += keys;
+  if (ins.interval_s <= 0) ins.next_due = SteadyTime::max();  // once: done
+  if (channel_ && registered_) {
+    ck::RelayInstructionResponse report;
+    report.instruction_id = instruction_id;
+    report.response = "OK";
+    report.keys_relayed = keys;
+    channel_->send(ck::Message{std::move(report)}, ins.message_id);
+  }
+}
+
+bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
+                        const std::vector<KeyBlock>& units, const std::string& master_sae,
+                        const std::string& slave_sae, const std::string& session_id,
+                        std::int64_t key_bits) {
+  if (pool.route.size() < 2 || pool.route.front() != km_id_) return false;
+  LinkEnd* out = hop_link(pool.route[1], std::nullopt);
+  if (out == nullptr || !out->up()) return false;
+  json::array ids;
+  for (const auto& u : units) ids.emplace_back(key_id_to_string(u.id));
+  json::object c{{"claim_id", claim_id},
+                 {"source_kma_id", km_id_},
+                 {"destination_kma_id", pool.route.back()},
+                 {"route", to_array(pool.route)},
+                 {"master_sae", master_sae},
+                 {"slave_sae", slave_sae},
+                 {"session_id", session_id},
+                 {"key_bits", key_bits},
+                 {"key_ids", std::move(ids)}};
+  auto pad = pad_of(units);
+  const auto tag = hop_tag(pad, claim_aad(c), {});
+  wipe(pad);
+  c["tag"] = to_hex(tag.data(), tag.size());
+  out->session->send(kma::encode_frame(kma::Type::kClaim, json::serialize(c)));
+  return true;
+}
+
+void KmHost::on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
+                            const std::string& payload) {
+  auto c = parse_obj(payload);
+  const std::string id = c ? str_of(*c, "claim_id") : std::string{};
+  auto answer = [&](const std::string& response) {
+    session->send(claim_ack_frame(id, response));
+    if (response != "OK")
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": claim " + id + ": " + response);
+  };
+  if (!c || id.empty()) return answer("NG: bad_request: malformed claim");
+  const auto route = strings_of(*c, "route");
+  const auto at = std::find(route.begin(), route.end(), km_id_);
+  if (at == route.end() || at == route.begin() || *(at - 1) != link.peer_km ||
+      route.front() != str_of(*c, "source_kma_id") ||
+      route.back() != str_of(*c, "destination_kma_id")) {
+    return answer("NG: bad_request: claim route");
+  }
+  if (forwarded_claims_.contains(id)) return answer("NG: bad_request: duplicate claim_id");
+  if (at + 1 != route.end()) {  // transit: pass it on, remember where the answer goes
+    LinkEnd* out = hop_link(*(at + 1), std::nullopt);
+    if (out == nullptr || !out->up()) {
+      return answer("NG: peer_unreachable: " + km_id_ + "->" + *(at + 1));
+    }
+    out->session->send(kma::encode_frame(kma::Type::kClaim, payload));
+    forwarded_claims_[id] = {link.link_id, std::chrono::steady_clock::now() + 2 * kRelayTimeout};
+    return;
+  }
+  // Destination: the units must all be in the pool from the source, and the tag must match.
+  const std::int64_t key_bits = int_of(*c, "key_bits");
+  const auto ids = parse_ids(strings_of(*c, "key_ids"));
+  const std::string slave = str_of(*c, "slave_sae");
+  if (!ids || ids->empty() || key_bits < 8 || slave.empty() ||
+      static_cast<std::int64_t>(ids->size()) % ((key_bits + kKeyBits - 1) / kKeyBits) != 0) {
+    return answer("NG: bad_request: claim metadata");
+  }
+  auto& pool = prepositioned_[{route.front(), km_id_}];
+  std::vector<std::size_t> where;
+  for (const auto& kid : *ids) {
+    auto u = std::find_if(pool.units.begin(), pool.units.end(),
+                          [&](const PoolUnit& p) { return p.key.id == kid; });
+    if (u == pool.units.end() ||
+        std::find(where.begin(), where.end(), static_cast<std::size_t>(u - pool.units.begin())) !=
+            where.end()) {
+      return answer("NG: unknown_key: not pre-positioned at " + km_id_);
+    }
+    where.push_back(static_cast<std::size_t>(u - pool.units.begin()));
+  }
+  std::vector<KeyBlock> units;
+  units.reserve(where.size());
+  for (auto i : where) units.push_back(pool.units[i].key);
+  auto pad = pad_of(units);
+  const auto expect = hop_tag(pad, claim_aad(*c), {});
+  wipe(pad);
+  auto tag = from_hex(str_of(*c, "tag"));
+  if (!tag || tag->size() != 32 || CRYPTO_memcmp(expect.data(), tag->data(), 32) != 0) {
+    return answer("NG: integrity: claim tag mismatch");
+  }
+  std::erase_if(pool.units, [&](const PoolUnit& p) {
+    return std::find(ids->begin(), ids->end(), p.key.id) != ids->end();
+  });
+  file_supplied(units, key_bits, str_of(*c, "master_sae"), slave);
+  answer("OK");
+}
+
+void KmHost::on_claim_ack(const std::string& payload) {
+  auto msg = parse_obj(payload);
+  if (!msg) return;
+  const std::string id = str_of(*msg, "claim_id");
+  std::string response = str_of(*msg, "response");
+  if (response.empty()) response = "NG: empty claim answer";
+  if (auto f = forwarded_claims_.find(id); f != forwarded_claims_.end()) {
+    auto l = link_by_id_.find(f->second.first);
+    if (l != link_by_id_.end() && l->second->session) {
+      l->second->session->send(claim_ack_frame(id, response));
+    }
+    forwarded_claims_.erase(f);
+    return;
+  }
+  auto it = waits_by_relay_.find(id);
+  if (it == waits_by_relay_.end()) return;
+  auto w = it->second;
+  waits_by_relay_.erase(it);
+  complete_wait(w, response, 503);
+}
+
+void KmHost::wipe_prepositioned() {
+  prepositioned_.clear();  // KeyBlock wipes its bytes
+  instructions_.clear();
+  instruction_notifications_.clear();
+  instruction_relays_.clear();
+  forwarded_claims_.clear();
+}
+
+net::awaitable<std::size_t> KmHost::prepositioned_count(std::string source_km,
+                                                        std::string dest_km) {
+  auto it = prepositioned_.find({source_km, dest_km});
+  co_return it == prepositioned_.end() ? 0 : it->second.units.size();
+}
+
+net::awaitable<std::int64_t> KmHost::instruction_keys_relayed(std::string instruction_id) {
+  auto it = instructions_.find(instruction_id);
+  co_return it == instructions_.end() ? -1 : it->second.keys_relayed;
 }
 
 }  // namespace qkdn::agent

@@ -549,10 +549,9 @@ void KmHost::on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel, 
         if (auto* e = std::get_if<ck::ErrorMessage>(m)) {
           text = e->error + " " + e->message.value_or("");
           // An Error naming a 0x1403 an SAE request waits for fails that request.
-          if (fail_supply_notification(e->message_id.value_or(frame.message_id), e->error,
-                                       e->message.value_or(""))) {
-            return;
-          }
+          const auto about = e->message_id.value_or(frame.message_id);
+          if (fail_supply_notification(about, e->error, e->message.value_or(""))) return;
+          if (fail_instruction_notification(about, text)) return;
         }
       }
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": controller error: " + text);
@@ -958,6 +957,13 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       return;
     case kma::Type::kRelayAck:
       on_relay_ack(payload);
+      return;
+    case kma::Type::kClaim:
+      if (!link->synced) return fail("unexpected claim");
+      on_claim_frame(*link, session, payload);
+      return;
+    case kma::Type::kClaimAck:
+      on_claim_ack(payload);
       return;
     case kma::Type::kError: {
       auto msg = parse_object(payload);

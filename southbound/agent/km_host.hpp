@@ -158,6 +158,10 @@ class KmHost {
   net::awaitable<SaeStatus> sae_status(std::string master_sae, std::string slave_sae);
   /// Test hook: ETSI keys filed here for SAEs and not fetched yet.
   net::awaitable<std::size_t> supplied_key_count();
+  /// Test hook: units in the pre-positioned pool of (source KM, destination KM) held here.
+  net::awaitable<std::size_t> prepositioned_count(std::string source_km, std::string dest_km);
+  /// Test hook: keys_relayed reported so far for a relay instruction (-1: unknown instruction).
+  net::awaitable<std::int64_t> instruction_keys_relayed(std::string instruction_id);
 
  private:
   friend class KmaSession;
@@ -282,6 +286,56 @@ class KmHost {
                                                         const std::string& slave, bool renew,
                                                         SaeResult& error);
   net::awaitable<void> await_wait(std::shared_ptr<SupplyWait> w, SteadyTime deadline);
+
+  // Relay instructions (0x41E5) and pre-positioned pools (key_supply.cpp, docs/key-supply.md).
+  struct Instruction {
+    std::string destination;
+    std::int64_t units = 0;    ///< units (256 bits) per round
+    std::int64_t per_key = 1;  ///< units per key of the instruction's key_size
+    double interval_s = 0;     ///< 0: once inside the window
+    std::optional<SysTime> not_before;
+    std::optional<SysTime> not_after;
+    SteadyTime next_due{};
+    std::uint32_t message_id = 0;    ///< of the 0x41E5; later 0x14E6 reports carry it
+    std::uint32_t notification = 0;  ///< the 0x1403 in flight (0: none)
+    SteadyTime notification_deadline{};
+    std::string relay_id;  ///< the relay in flight
+    std::int64_t keys_relayed = 0;
+  };
+  struct PoolUnit {
+    KeyBlock key;
+    SteadyTime expires{};
+  };
+  /// Units shared by two KMs for the source's SAE requests, and the route a Claim takes.
+  struct PrePool {
+    std::deque<PoolUnit> units;
+    std::vector<std::string> route;  ///< source .. destination (the last filling relay's)
+  };
+  void on_relay_instruction(const std::shared_ptr<southbound::CkChannel>& channel,
+                            const southbound::ck::RelayInstruction& r, std::uint32_t message_id);
+  void run_instructions(SteadyTime now);
+  void finish_instruction_relay(const std::string& request_id, const std::string& response);
+  /// An Error for an instruction's 0x1403: true when one was in flight.
+  bool fail_instruction_notification(std::uint32_t message_id, const std::string& reason);
+  [[nodiscard]] std::size_t prepositioned_cap() const;
+  /// Sends a Claim for `units` of the pool (km_id_ -> dst) along its route; false when the first
+  /// hop is not up (nothing sent).
+  bool send_claim(const std::string& claim_id, const PrePool& pool,
+                  const std::vector<KeyBlock>& units, const std::string& master_sae,
+                  const std::string& slave_sae, const std::string& session_id,
+                  std::int64_t key_bits);
+  void on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
+                      const std::string& payload);
+  void on_claim_ack(const std::string& payload);
+  void wipe_prepositioned();
+
+  std::map<std::string, Instruction> instructions_;                 ///< by instruction_id
+  std::map<std::uint32_t, std::string> instruction_notifications_;  ///< 0x1403 id -> instruction
+  /// relay id -> (instruction id, route) of an instruction's relay in flight.
+  std::map<std::string, std::pair<std::string, std::vector<std::string>>> instruction_relays_;
+  std::map<std::pair<std::string, std::string>, PrePool> prepositioned_;  ///< (source, dest)
+  /// claim id -> (inbound link id, deadline): where a downstream ClaimAck goes back to.
+  std::map<std::string, std::pair<std::string, SteadyTime>> forwarded_claims_;
 
   std::map<std::uint32_t, std::shared_ptr<SupplyWait>> waits_by_notification_;  ///< 0x1403 id
   std::map<std::string, std::shared_ptr<SupplyWait>> waits_by_relay_;  ///< relay id / supply id

@@ -16,6 +16,12 @@
 //             (SAE key supply between adjacent KMs: the sender took these available link keys
 //             from its store; the receiver takes the same IDs from its store, files them for
 //             slave_sae, and answers SupplyAck {"supply_id","response": "OK"|"NG: <reason>"})
+//   either -> Claim {"claim_id","source_kma_id","destination_kma_id","route","master_sae",
+//             "slave_sae","session_id","key_bits","key_ids","tag"} (pre-positioned units of
+//             the pool source -> destination become ETSI keys for an SAE pair; travels the
+//             route hop by hop, transit KMs forward it; tag = HMAC under a key derived from the
+//             claimed units); the destination answers ClaimAck {"claim_id","response"}, which
+//             transit KMs forward back (docs/key-supply.md "Relay instructions")
 // The primary of a link is the end with the lexicographically smaller KM ID.
 #pragma once
 
@@ -43,6 +49,8 @@ enum class Type : std::uint16_t {
   kRelayAck = 11,
   kSupply = 12,
   kSupplyAck = 13,
+  kClaim = 14,
+  kClaimAck = 15,
 };
 
 inline constexpr std::size_t kHeaderSize = 6;

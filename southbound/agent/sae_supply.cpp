@@ -243,6 +243,7 @@ void KmHost::abort_sae_supply() {
   for (auto& [id, w] : by_relay) complete_wait(w, "NG: KM shutting down", 503);
   supplied_.clear();
   sae_sessions_.clear();
+  wipe_prepositioned();
 }
 
 void KmHost::expire_sae_supply(SteadyTime now) {
@@ -345,6 +346,39 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     SaeResult r;
     r.keys = group_units(keys, size_bits);
     co_return r;
+  }
+
+  // Pre-positioned units (relay instructions) first: no relay, one Claim along the pool's route;
+  // the SAE gets the keys once the destination filed them. Short pool or failed claim: go on.
+  if (auto pool = prepositioned_.find({km_id_, dst});
+      pool != prepositioned_.end() &&
+      static_cast<std::int64_t>(pool->second.units.size()) >= units) {
+    std::vector<KeyBlock> claimed;
+    claimed.reserve(static_cast<std::size_t>(units));
+    for (std::int64_t i = 0; i < units; ++i)
+      claimed.push_back(pool->second.units[static_cast<std::size_t>(i)].key);
+    const std::string claim_id = km_id_ + "-" + key_id_to_string(new_key_id());
+    if (send_claim(claim_id, pool->second, claimed, master_sae, slave_sae, session->session_id,
+                   size_bits)) {
+      // Taken whatever the answer: a unit the destination may have filed is never reused.
+      pool->second.units.erase(pool->second.units.begin(),
+                               pool->second.units.begin() + static_cast<std::ptrdiff_t>(units));
+      auto cw = std::make_shared<SupplyWait>(strand_);
+      waits_by_relay_[claim_id] = cw;
+      auto wait = await_wait(cw, deadline);
+      co_await std::move(wait);
+      waits_by_relay_.erase(claim_id);
+      if (cw->done && cw->response == "OK") {
+        SaeResult r;
+        r.keys = group_units(claimed, size_bits);
+        co_return r;
+      }
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": claim " + claim_id + " to " + dst + ": " +
+                                    (cw->done ? cw->response : std::string("timeout")));
+      if (stopping() || std::chrono::steady_clock::now() >= deadline) {
+        co_return fail(503, "timeout", {"claim to KM " + dst + " did not finish in time"});
+      }
+    }
   }
 
   LinkEnd* link = hop_link(dst, std::nullopt);
@@ -475,6 +509,10 @@ net::awaitable<SaeStatus> KmHost::sae_status(std::string master_sae, std::string
     s.stored_key_count =
         static_cast<std::int64_t>(link->store.count(KeyState::kAvailable)) / 2 / per;
     s.max_key_count = link->store.capacity_bits() / kKeyBits / 2 / per;
+  }
+  // Pre-positioned keys for this KM pair (relay instructions) count too.
+  if (auto pool = prepositioned_.find({km_id_, dst}); pool != prepositioned_.end()) {
+    s.stored_key_count += static_cast<std::int64_t>(pool->second.units.size()) / per;
   }
   co_return s;
 }

@@ -155,7 +155,7 @@ TEST_F(AgentCkTest, StatusReportsPoolsGrowingAtConfiguredRate) {
   EXPECT_EQ(l12(newest)->stored_keys * 256, l12(newest)->stored_key_bits);
 }
 
-// Key-supply commands are answered with their responses (0x140B, 0x14E6 "NG: not supported"),
+// Key-supply commands are answered with their responses (0x140B, 0x14E6 "OK" / "NG: ..."),
 // unknown codes unknown_command, and a command from an older controller epoch stale_epoch;
 // nothing is silently dropped.
 TEST_F(AgentCkTest, RefusesUnknownUnimplementedAndStaleCommands) {
@@ -204,8 +204,22 @@ TEST_F(AgentCkTest, RefusesUnknownUnimplementedAndStaleCommands) {
       R"({"instruction_id":"7d5f0c1e-8a7b-4c2d-9e1f-0a1b2c3d4e5f","destination_kma_id":"KM2","transit_kma_ids":[],"number_of_keys":1,"controller_epoch":9})");
   auto instructed = response_to(id, 0x14E6);
   ASSERT_TRUE(instructed && instructed->message);
-  EXPECT_EQ(std::get<ck::RelayInstructionResponse>(*instructed->message).response,
-            "NG: not supported");
+  EXPECT_EQ(std::get<ck::RelayInstructionResponse>(*instructed->message).response, "OK");
+  // An instruction towards the KM itself is refused, under the same MessageID.
+  id = controller_->send_raw(
+      "KM1", 0x41E5,
+      R"({"instruction_id":"8d5f0c1e-8a7b-4c2d-9e1f-0a1b2c3d4e5f","destination_kma_id":"KM1","transit_kma_ids":[],"number_of_keys":1,"controller_epoch":9})");
+  instructed = response_to(id, 0x14E6);
+  ASSERT_TRUE(instructed && instructed->message);
+  EXPECT_EQ(std::get<ck::RelayInstructionResponse>(*instructed->message).response.rfind("NG: ", 0),
+            0u);
+  // Withdrawing (docs/ck-extensions.md) is answered OK.
+  id = controller_->send_raw(
+      "KM1", 0x41E5,
+      R"({"instruction_id":"7d5f0c1e-8a7b-4c2d-9e1f-0a1b2c3d4e5f","destination_kma_id":"KM2","transit_kma_ids":[],"number_of_keys":1,"extension":[{"withdraw":true}],"controller_epoch":9})");
+  instructed = response_to(id, 0x14E6);
+  ASSERT_TRUE(instructed && instructed->message);
+  EXPECT_EQ(std::get<ck::RelayInstructionResponse>(*instructed->message).response, "OK");
   id = controller_->send_raw("KM1", 0x410A, reserve);
   err = error_for("KM1", id);
   ASSERT_TRUE(err);

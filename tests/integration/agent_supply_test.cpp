@@ -108,6 +108,38 @@ class Network {
     return run(net::co_spawn(h->strand(), std::move(op), net::use_awaitable));
   }
   std::vector<KmSnapshot> snapshot(const std::string& km) { return run(core(km).snapshot()); }
+  /// Units in the pre-positioned pool (src -> dst) held at `km`.
+  std::size_t prepositioned(const std::string& km, const std::string& src, const std::string& dst) {
+    auto* h = core(km).find(km);
+    auto op = h->prepositioned_count(src, dst);
+    return run(net::co_spawn(h->strand(), std::move(op), net::use_awaitable));
+  }
+  /// keys_relayed reported by `km` for an instruction so far (-1: unknown there).
+  std::int64_t keys_relayed(const std::string& km, const std::string& instruction_id) {
+    auto* h = core(km).find(km);
+    auto op = h->instruction_keys_relayed(instruction_id);
+    return run(net::co_spawn(h->strand(), std::move(op), net::use_awaitable));
+  }
+  /// Makes the controller send (or withdraw) a relay instruction, as its rerouting engine does.
+  void instruct(const controller::RelayInstruction& ins, bool withdraw = false) {
+    h_.core([&](service::Core&) {
+      controller::ReroutingOutput out;
+      (withdraw ? out.withdraw : out.send).push_back(ins);
+      h_.svc().apply_rerouting_output(out);
+      return true;
+    });
+  }
+  /// 0x1403 key relay notifications the controller received so far.
+  std::uint64_t controller_relays() {
+    const auto c = h_.svc().counters();
+    auto it = c.inbound.find("key_relay_request_notification");
+    return it == c.inbound.end() ? 0 : it->second;
+  }
+  std::uint64_t controller_inbound(const std::string& name) {
+    const auto c = h_.svc().counters();
+    auto it = c.inbound.find(name);
+    return it == c.inbound.end() ? 0 : it->second;
+  }
 
   /// Waits until every KM is registered, every link up and pools reported to the controller.
   bool wait_ready(std::chrono::milliseconds bound = 15s) {
@@ -349,6 +381,99 @@ TEST(AgentSupply, UnfetchedKeysExpire) {
   EXPECT_EQ(n.supplied("KM3"), 0u);
   auto r = n.dec("SAE2", "SAE1", ids_of(a));
   EXPECT_EQ(r.status, 400);
+}
+
+/// A relay instruction KM1 -> KM4 over KM2, KM3 (what the rerouting engine would make).
+controller::RelayInstruction instruction_1_4(const std::string& id, std::uint64_t keys,
+                                             double interval_s) {
+  controller::RelayInstruction ins;
+  ins.instruction_id = id;
+  ins.mode = controller::RerouteMode::kFixedRate;
+  ins.source_km = "KM1";
+  ins.destination_kma_id = "KM4";
+  ins.transit_kma_ids = {"KM2", "KM3"};
+  ins.links = {"L12", "L23", "L34"};
+  ins.number_of_keys = keys;
+  ins.interval_s = interval_s;
+  return ins;
+}
+
+bool eventually_true(const std::function<bool()>& pred, std::chrono::milliseconds bound = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+// A relay instruction fills the pre-positioned pool (KM1 -> KM4) at both ends and reports
+// keys_relayed; enc_keys then serves from it without a relay at the controller, dec_keys at the
+// destination returns the same bytes, and a short pool falls back to the normal relay.
+TEST(AgentSupply, InstructionPrepositionsUnitsThatServeEncKeys) {
+  Network n;
+  ASSERT_TRUE(n.wait_ready()) << n.controller().log_text();
+  const std::string id = "5b0e8f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+  n.instruct(instruction_1_4(id, 8, 0));  // once
+  ASSERT_TRUE(eventually_true([&] {
+    return n.prepositioned("KM4", "KM1", "KM4") == 8 && n.prepositioned("KM1", "KM1", "KM4") == 8;
+  })) << n.controller().log_text();
+  EXPECT_EQ(n.keys_relayed("KM1", id), 8);
+  // The OK answer and the later report (keys_relayed 8) reached the controller.
+  EXPECT_TRUE(
+      eventually_true([&] { return n.controller_inbound("relay_instruction_response") >= 2; }));
+  EXPECT_EQ(n.supplied("KM4"), 0u);  // pre-positioned units are nobody's keys yet
+
+  auto st = n.status("SAE1", "SAE4");
+  EXPECT_EQ(st.stored_key_count, 8);
+
+  const auto relays = n.controller_relays();
+  auto a = n.enc("SAE1", "SAE4", 3, 256);
+  ASSERT_EQ(a.status, 200) << a.message;
+  EXPECT_EQ(n.controller_relays(), relays);  // served from the pool: no 0x1403
+  auto b = n.dec("SAE4", "SAE1", ids_of(a));
+  ASSERT_EQ(b.status, 200) << b.message;
+  expect_same_keys(a, b);
+  EXPECT_EQ(n.prepositioned("KM1", "KM1", "KM4"), 5u);
+  EXPECT_EQ(n.prepositioned("KM4", "KM1", "KM4"), 5u);
+
+  // 512-bit keys: two units each, still from the pool.
+  a = n.enc("SAE1", "SAE4", 2, 512);
+  ASSERT_EQ(a.status, 200) << a.message;
+  EXPECT_EQ(n.controller_relays(), relays);
+  b = n.dec("SAE4", "SAE1", ids_of(a));
+  ASSERT_EQ(b.status, 200) << b.message;
+  expect_same_keys(a, b);
+  EXPECT_EQ(n.prepositioned("KM4", "KM1", "KM4"), 1u);
+
+  // One unit left, two needed: the normal relay serves it.
+  a = n.enc("SAE1", "SAE4", 2, 256);
+  ASSERT_EQ(a.status, 200) << a.message;
+  EXPECT_EQ(n.controller_relays(), relays + 1);
+  b = n.dec("SAE4", "SAE1", ids_of(a));
+  ASSERT_EQ(b.status, 200) << b.message;
+  expect_same_keys(a, b);
+  EXPECT_EQ(n.prepositioned("KM1", "KM1", "KM4"), 1u);
+}
+
+// A repeating instruction keeps relaying until it is withdrawn; then nothing more arrives.
+TEST(AgentSupply, WithdrawnInstructionStopsRelaying) {
+  Network n;
+  ASSERT_TRUE(n.wait_ready()) << n.controller().log_text();
+  const auto ins = instruction_1_4("9c7d6e5f-4a3b-4c2d-8e1f-0a9b8c7d6e5f", 2, 0.2);
+  n.instruct(ins);
+  ASSERT_TRUE(eventually_true([&] { return n.prepositioned("KM4", "KM1", "KM4") >= 6; }))
+      << n.controller().log_text();
+  EXPECT_GE(n.keys_relayed("KM1", ins.instruction_id), 6);
+  n.instruct(ins, true);
+  ASSERT_TRUE(eventually_true([&] { return n.keys_relayed("KM1", ins.instruction_id) == -1; }));
+  std::this_thread::sleep_for(500ms);  // a relay in flight at the withdrawal may still land
+  const auto relays = n.controller_relays();
+  const auto pooled = n.prepositioned("KM4", "KM1", "KM4");
+  std::this_thread::sleep_for(800ms);
+  EXPECT_EQ(n.controller_relays(), relays);
+  EXPECT_EQ(n.prepositioned("KM4", "KM1", "KM4"), pooled);
+  EXPECT_EQ(n.prepositioned("KM1", "KM1", "KM4"), pooled);
 }
 
 }  // namespace
