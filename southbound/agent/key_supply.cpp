@@ -714,6 +714,9 @@ void KmHost::run_instructions(SteadyTime now) {
     req.destination_kma_id = ins.destination;
     req.number_of_keys = n;
     req.key_size = kKeyBits;
+    // Tells the controller this relay serves an instruction: its keys are counted once, by the
+    // keys_relayed of the 0x14E6 that follows (docs/ck-extensions.md).
+    req.extension = ck::make_extension_string("instruction_id", it->first);
     ins.notification = channel->send(ck::Message{std::move(req)});
     ins.notification_deadline = now + kRelayTimeout;
     instruction_notifications_[ins.notification] = it->first;

@@ -1421,6 +1421,34 @@ std::string make_error_extension(std::string_view code, std::string_view message
   return out;
 }
 
+std::optional<std::string> find_extension_string(const Extension& extension,
+                                                 std::string_view name) noexcept {
+  if (!extension) return std::nullopt;
+  try {
+    unsigned char buf[2048];
+    json::monotonic_resource mr(buf, sizeof buf);
+    json::error_code ec;
+    const json::value v = json::parse(*extension, ec, &mr, parse_opts());
+    const json::array* a = ec ? nullptr : v.if_array();
+    if (a == nullptr) return std::nullopt;
+    for (const json::value& e : *a) {
+      const json::object* o = e.if_object();
+      if (o == nullptr) continue;
+      const json::value* m = o->if_contains(name);
+      if (m != nullptr && m->is_string()) return std::string(m->get_string());
+    }
+  } catch (...) {
+    // Allocation failure: treat as "not found".
+  }
+  return std::nullopt;
+}
+
+std::string make_extension_string(std::string_view name, std::string_view value) {
+  json::array a;
+  a.emplace_back(json::object{{name, value}});
+  return json::serialize(a);
+}
+
 std::optional<ExtensionError> find_error_extension(const Extension& extension) noexcept {
   if (!extension) return std::nullopt;
   try {

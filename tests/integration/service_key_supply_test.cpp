@@ -281,6 +281,21 @@ TEST(ServiceKeySupply, SessionCreationAndDelivery) {
   EXPECT_EQ(rows[0].key_bytes, 4 * 256 / 8);
   EXPECT_EQ(rows[0].session_id, resp.session_id);
 
+  // A relay that serves a relay instruction only pre-positions keys: no application holds them
+  // yet, so the session is not credited (the instruction's keys_relayed reports count them).
+  km1.send(0x1403, R"({"destination_kma_id":"KM3","number_of_keys":5,)"
+                   R"("extension":[{"instruction_id":"i-1"}]})");
+  const auto pre = relay_request(km1, 1);
+  ASSERT_TRUE(h.wait_core([&](service::Core& c) {
+    const auto* r = c.relays.find(*pre.key_relay_request_id);
+    return r != nullptr && r->state == controller::RelayState::kRelayed;
+  })) << h.log_text();
+  EXPECT_TRUE(h.wait_core([&](service::Core& c) {
+    const auto* r = c.relays.find(*pre.key_relay_request_id);
+    const auto* s = c.sessions.find(resp.session_id);
+    return r != nullptr && r->session_id.empty() && s != nullptr && s->keys_delivered == 4;
+  }));
+
   // An unknown application is refused with NG, and nothing is notified.
   const auto id2 =
       km1.send(0x1406, R"({"application_source_id":"SAE1","application_destination_id":"NOBODY"})");

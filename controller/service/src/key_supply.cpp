@@ -330,7 +330,11 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   metrics->route_computation(seconds_since(t0));
 
   controller::RelayRequest req;
-  if (const auto* s = sessions.find_active(src, dst)) req.session_id = s->session_id;
+  const bool for_instruction = ck::find_extension_string(n.extension, "instruction_id").has_value();
+  // Keys pre-positioned for an instruction are not yet delivered to any application.
+  if (const auto* s = sessions.find_active(src, dst); s != nullptr && !for_instruction) {
+    req.session_id = s->session_id;
+  }
   req.src_km = src;
   req.dst_km = dst;
   req.application_destination_id = n.application_destination_id.value_or("");
@@ -338,6 +342,10 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   req.key_size_bits = key_size;
   req.routes = std::move(routes);
   req.notification_message_id = ctx.message_id;
+  if (for_instruction) {
+    if (instruction_relays.size() >= 4096) instruction_relays.clear();  // lost answers: bounded
+    instruction_relays.emplace(src, ctx.message_id);
+  }
   controller::RelayOutput out;
   try {
     out = relays.start(req, now());
@@ -401,10 +409,16 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
 void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGroup& group) {
   const auto state = controller::to_string(r.state);
   metrics->key_relay(state, std::chrono::duration<double>(r.updated_at - r.created_at).count());
+  bool for_instruction = false;
+  if (r.notification_message_id &&
+      (r.state == RelayState::kRelayed || r.state == RelayState::kFailed)) {
+    for_instruction = instruction_relays.erase({r.src_km, *r.notification_message_id}) > 0;
+  }
   if (r.state == RelayState::kRelayed) {
     try {
-      engine.record_relay(r.src_km, r.dst_km, static_cast<std::uint64_t>(r.number_of_keys),
-                          r.updated_at);
+      if (!for_instruction)
+        engine.record_relay(r.src_km, r.dst_km, static_cast<std::uint64_t>(r.number_of_keys),
+                            r.updated_at);
     } catch (const std::exception& e) {
       svc.log(std::string("rerouting: relay statistics not recorded: ") + e.what());
     }

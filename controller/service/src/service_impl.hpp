@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -141,6 +142,9 @@ struct ControllerService::Impl {
   bool snapshot_armed = false;
   SteadyTime last_snapshot{};
   std::map<std::string, SentInstruction> sent_instructions;  // by instruction_id, bounded
+  /// (source KM, 0x1403 MessageID) of relays that serve a relay instruction: their keys are
+  /// counted by the instruction's keys_relayed, not again when the relay finishes. Bounded.
+  std::set<std::pair<std::string, std::uint32_t>> instruction_relays;
   std::deque<std::string> sent_order;
   // Without a store: the audit ring and accounting buckets.
   std::deque<controller::AuditRecord> audit_ring;

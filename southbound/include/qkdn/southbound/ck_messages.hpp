@@ -405,6 +405,12 @@ std::string make_error_extension(std::string_view code, std::string_view message
 /// The first extension object that has a string "error" member (message "" when absent or not
 /// a string); nullopt when there is none or the text is not a JSON array. Never throws.
 std::optional<ExtensionError> find_error_extension(const Extension& extension) noexcept;
+/// The string member `name` of the first extension object that has one as a string; nullopt when
+/// there is none or the text is not a JSON array. Never throws.
+std::optional<std::string> find_extension_string(const Extension& extension,
+                                                 std::string_view name) noexcept;
+/// An extension holding the one object {"<name>": "<value>"}.
+std::string make_extension_string(std::string_view name, std::string_view value);
 /// True for the error codes of clause 3.
 bool is_error_code(std::string_view code) noexcept;
 
