@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <iterator>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -50,6 +52,62 @@ std::optional<KeyId> parse_key_id(const std::string& text) {
 
 KeyBlock::~KeyBlock() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
 
+std::size_t KeyIdHash::operator()(const KeyId& id) const noexcept {
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
+  std::memcpy(&a, id.data(), 8);
+  std::memcpy(&b, id.data() + 8, 8);
+  return static_cast<std::size_t>(a ^ (b * 0x9E3779B97F4A7C15ULL));
+}
+
+bool assign_parity(KeyId& id, std::array<std::int64_t, 2>& room) {
+  if (room[0] <= 0 && room[1] <= 0) return false;
+  int parity = key_parity(id);
+  if (room[0] != room[1]) parity = room[0] > room[1] ? 0 : 1;
+  id[0] = static_cast<std::uint8_t>((id[0] & 0xFE) | parity);
+  --room[static_cast<std::size_t>(parity)];
+  return true;
+}
+
+namespace {
+
+// Incremental SHA-256 with hex output; the context is freed on every path.
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) {
+    if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) {
+      EVP_MD_CTX_free(ctx_);
+      throw Internal("SHA-256 init failed");
+    }
+  }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+
+  void add(const KeyBlock& k) {
+    EVP_DigestUpdate(ctx_, k.id.data(), k.id.size());
+    EVP_DigestUpdate(ctx_, k.bytes.data(), k.bytes.size());
+  }
+
+  std::string hex() {
+    std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, md.data(), &len);
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out.push_back(kHex[md[i] >> 4]);
+      out.push_back(kHex[md[i] & 0x0F]);
+    }
+    return out;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+}  // namespace
+
 KeyStore::KeyStore(std::string link_id, std::string kma_id, std::string matching_kma_id,
                    std::size_t capacity_bytes)
     : link_id_(std::move(link_id)),
@@ -57,132 +115,168 @@ KeyStore::KeyStore(std::string link_id, std::string kma_id, std::string matching
       matching_kma_id_(std::move(matching_kma_id)),
       capacity_bits_(static_cast<std::int64_t>(capacity_bytes) * 8) {}
 
-void KeyStore::push(KeyBlock key) {
-  keys_.push_back(std::move(key));
+bool KeyStore::push(KeyBlock key) {
+  if (index_.contains(key.id)) return false;  // `key` is wiped on return
+  const std::uint64_t seq = next_seq_++;
+  // Sequence numbers only grow, so every insertion lands at the end (hinted: O(1)).
+  auto it = keys_.emplace_hint(keys_.end(), seq, std::move(key));
+  index_.emplace(it->second.id, it);
+  const auto parity = static_cast<std::size_t>(key_parity(it->second.id));
+  ++parity_count_[parity];
+  switch (it->second.state) {
+    case KeyState::kAvailable:
+      available_[parity].emplace_hint(available_[parity].end(), seq, it);
+      break;
+    case KeyState::kReserved:
+      reserved_.emplace(it->second.reserved_at, seq);
+      break;
+    case KeyState::kAllocated:
+      break;
+  }
+  ++state_count_[static_cast<std::size_t>(it->second.state)];
   added_bits_total_ += kKeyBits;
+  return true;
 }
 
 std::optional<KeyId> KeyStore::newest_id() const {
   if (keys_.empty()) return std::nullopt;
-  return keys_.back().id;
+  return keys_.rbegin()->second.id;
+}
+
+void KeyStore::unlink(Keys::iterator it) {
+  const KeyBlock& k = it->second;
+  const auto parity = static_cast<std::size_t>(key_parity(k.id));
+  switch (k.state) {
+    case KeyState::kAvailable:
+      available_[parity].erase(it->first);
+      break;
+    case KeyState::kReserved:
+      reserved_.erase({k.reserved_at, it->first});
+      break;
+    case KeyState::kAllocated:
+      break;
+  }
+  --state_count_[static_cast<std::size_t>(k.state)];
+  --parity_count_[parity];
+  index_.erase(k.id);
 }
 
 bool KeyStore::trim_after(const KeyId& id) {
-  // The key to keep is normally at or near the back: search from there.
-  for (auto it = keys_.rbegin(); it != keys_.rend(); ++it) {
-    if (it->id == id) {
-      keys_.erase(it.base(), keys_.end());
-      reserved_ = count(KeyState::kReserved);
-      return true;
-    }
-  }
-  return false;
+  auto found = index_.find(id);
+  if (found == index_.end()) return false;
+  const auto first = std::next(found->second);
+  for (auto it = first; it != keys_.end(); ++it) unlink(it);
+  keys_.erase(first, keys_.end());  // the erased keys are wiped
+  return true;
 }
 
 void KeyStore::clear() {
+  index_.clear();
+  for (auto& a : available_) a.clear();
+  reserved_.clear();
+  state_count_ = {};
+  parity_count_ = {};
   keys_.clear();
-  reserved_ = 0;
 }
 
-std::vector<KeyId> KeyStore::reserve(std::size_t n, int parity,
-                                     std::chrono::steady_clock::time_point now) {
+std::vector<KeyId> KeyStore::reserve(std::size_t n, int parity, SteadyPoint now) {
   std::vector<KeyId> out;
-  if (n == 0) return out;
-  std::vector<KeyBlock*> picked;
-  for (auto& k : keys_) {
-    if (k.state == KeyState::kAvailable && (k.id[0] & 1) == parity) {
-      picked.push_back(&k);
-      if (picked.size() == n) break;
-    }
+  auto& avail = available_[static_cast<std::size_t>(parity & 1)];
+  if (n == 0 || avail.size() < n) return out;
+  out.reserve(n);
+  auto end = avail.begin();
+  for (std::size_t i = 0; i < n; ++i, ++end) {
+    KeyBlock& k = end->second->second;
+    k.state = KeyState::kReserved;
+    k.reserved_at = now;
+    reserved_.emplace(now, end->first);
+    out.push_back(k.id);
   }
-  if (picked.size() < n) return out;
-  for (auto* k : picked) {
-    k->state = KeyState::kReserved;
-    k->reserved_at = now;
-    out.push_back(k->id);
-  }
-  reserved_ += n;
+  avail.erase(avail.begin(), end);
+  state_count_[static_cast<std::size_t>(KeyState::kAvailable)] -= n;
+  state_count_[static_cast<std::size_t>(KeyState::kReserved)] += n;
   return out;
 }
 
-bool KeyStore::allocate(const std::vector<KeyId>& ids) {
-  std::vector<KeyBlock*> found;
+std::optional<std::vector<KeyStore::Keys::iterator>> KeyStore::find_all(
+    const std::vector<KeyId>& ids, KeyState want) {
+  std::vector<Keys::iterator> found;
+  found.reserve(ids.size());
+  std::vector<std::uint64_t> seqs;
+  seqs.reserve(ids.size());
   for (const auto& id : ids) {
-    auto it =
-        std::find_if(keys_.begin(), keys_.end(), [&](const KeyBlock& k) { return k.id == id; });
-    if (it == keys_.end() || it->state != KeyState::kReserved) return false;
-    if (std::find(found.begin(), found.end(), &*it) != found.end()) return false;
-    found.push_back(&*it);
+    auto it = index_.find(id);
+    if (it == index_.end() || it->second->second.state != want) return std::nullopt;
+    found.push_back(it->second);
+    seqs.push_back(it->second->first);
   }
-  for (auto* k : found) k->state = KeyState::kAllocated;
-  reserved_ -= found.size();
+  std::sort(seqs.begin(), seqs.end());
+  if (std::adjacent_find(seqs.begin(), seqs.end()) != seqs.end()) return std::nullopt;
+  return found;
+}
+
+bool KeyStore::allocate(const std::vector<KeyId>& ids) {
+  auto found = find_all(ids, KeyState::kReserved);
+  if (!found) return false;
+  for (auto it : *found) {
+    reserved_.erase({it->second.reserved_at, it->first});
+    it->second.state = KeyState::kAllocated;
+  }
+  state_count_[static_cast<std::size_t>(KeyState::kReserved)] -= found->size();
+  state_count_[static_cast<std::size_t>(KeyState::kAllocated)] += found->size();
   return true;
 }
 
 std::optional<std::vector<KeyBlock>> KeyStore::take(const std::vector<KeyId>& ids,
                                                     bool allocated_only) {
-  const KeyState want = allocated_only ? KeyState::kAllocated : KeyState::kAvailable;
-  std::vector<std::size_t> idx;
-  for (const auto& id : ids) {
-    auto it =
-        std::find_if(keys_.begin(), keys_.end(), [&](const KeyBlock& k) { return k.id == id; });
-    if (it == keys_.end() || it->state != want) return std::nullopt;
-    const auto i = static_cast<std::size_t>(it - keys_.begin());
-    if (std::find(idx.begin(), idx.end(), i) != idx.end()) return std::nullopt;
-    idx.push_back(i);
-  }
+  auto found = find_all(ids, allocated_only ? KeyState::kAllocated : KeyState::kAvailable);
+  if (!found) return std::nullopt;
   std::vector<KeyBlock> out;
-  out.reserve(idx.size());
-  for (auto i : idx) out.push_back(keys_[i]);
-  std::sort(idx.begin(), idx.end());
-  for (auto it = idx.rbegin(); it != idx.rend(); ++it) {
-    keys_.erase(keys_.begin() + static_cast<std::ptrdiff_t>(*it));  // the erased copy is wiped
+  out.reserve(found->size());
+  for (auto it : *found) {
+    unlink(it);
+    auto node = keys_.extract(it);
+    out.push_back(std::move(node.mapped()));  // the node's copy is wiped when it goes
   }
   return out;
 }
 
-std::size_t KeyStore::release_expired(std::chrono::steady_clock::time_point now,
-                                      std::chrono::milliseconds lease) {
-  if (reserved_ == 0) return 0;
+std::size_t KeyStore::release_expired(SteadyPoint now, std::chrono::milliseconds lease) {
+  // reserved_ is ordered by lease start, so the expired reservations are a prefix.
   std::size_t n = 0;
-  for (auto& k : keys_) {
-    if (k.state == KeyState::kReserved && now - k.reserved_at >= lease) {
-      k.state = KeyState::kAvailable;
-      ++n;
-    }
+  auto it = reserved_.begin();
+  for (; it != reserved_.end() && now - it->first >= lease; ++it, ++n) {
+    auto key = keys_.find(it->second);
+    key->second.state = KeyState::kAvailable;
+    available_[static_cast<std::size_t>(key_parity(key->second.id))].emplace(it->second, key);
   }
-  reserved_ -= n;
+  reserved_.erase(reserved_.begin(), it);
+  state_count_[static_cast<std::size_t>(KeyState::kReserved)] -= n;
+  state_count_[static_cast<std::size_t>(KeyState::kAvailable)] += n;
   return n;
 }
 
-std::size_t KeyStore::count(KeyState state) const {
-  return static_cast<std::size_t>(std::count_if(
-      keys_.begin(), keys_.end(), [&](const KeyBlock& k) { return k.state == state; }));
+std::array<std::int64_t, 2> KeyStore::generation_room(
+    std::int64_t peer_capacity_bits, const std::array<std::int64_t, 2>& in_flight_keys) const {
+  const std::int64_t half_keys = std::min(capacity_bits_, peer_capacity_bits) / 2 / kKeyBits;
+  std::array<std::int64_t, 2> room{};
+  for (std::size_t p = 0; p < 2; ++p) {
+    room[p] = std::max<std::int64_t>(
+        0, half_keys - static_cast<std::int64_t>(parity_count_[p]) - in_flight_keys[p]);
+  }
+  return room;
 }
 
 std::string KeyStore::digest_hex() const {
-  return digest_of(std::vector<KeyBlock>(keys_.begin(), keys_.end()));
+  Sha256 sha;
+  for (const auto& [seq, k] : keys_) sha.add(k);
+  return sha.hex();
 }
 
 std::string digest_of(const std::vector<KeyBlock>& keys) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (ctx == nullptr) throw Internal("EVP_MD_CTX_new failed");
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  for (const auto& k : keys) {
-    EVP_DigestUpdate(ctx, k.id.data(), k.id.size());
-    EVP_DigestUpdate(ctx, k.bytes.data(), k.bytes.size());
-  }
-  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md.data(), &len);
-  EVP_MD_CTX_free(ctx);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 0x0F]);
-  }
-  return out;
+  Sha256 sha;
+  for (const auto& k : keys) sha.add(k);
+  return sha.hex();
 }
 
 RateMeter::RateMeter(std::chrono::milliseconds window) : window_(window) {}

@@ -2,6 +2,7 @@
 #include "km_host.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -915,8 +916,9 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       if (link->primary || !link->synced) return fail("unexpected keys");
       auto body = kma::decode_keys(payload);
       if (!body) return fail("malformed keys frame");
-      for (auto& k : body->keys) link->store.push(k);
-      link->keys_generated += static_cast<std::int64_t>(body->keys.size());
+      for (auto& k : body->keys) {
+        if (link->store.push(std::move(k))) ++link->keys_generated;  // a duplicate ID is dropped
+      }
       session->send(kma::encode_ack_frame(body->seq));
       return;
     }
@@ -925,8 +927,9 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       if (!link->primary || !seq || link->pending.empty() || link->pending.front().seq != *seq) {
         return fail("unexpected ack");
       }
-      for (auto& k : link->pending.front().keys) link->store.push(k);
-      link->keys_generated += static_cast<std::int64_t>(link->pending.front().keys.size());
+      for (auto& k : link->pending.front().keys) {
+        if (link->store.push(std::move(k))) ++link->keys_generated;  // as the secondary does
+      }
       link->pending.pop_front();
       return;
     }
@@ -1019,19 +1022,22 @@ void KmHost::generate(LinkEnd& link, SteadyTime now) {
   }
   link.credit_bits = std::min(link.credit_bits + link.key_rate_bps * dt,
                               link.key_rate_bps + static_cast<double>(kKeyBits));
-  const std::int64_t capacity = std::min(link.store.capacity_bits(), link.peer_capacity_bits);
+  // Each parity half of the store gets half of min(own, peer) capacity. A new key takes the
+  // parity of a half with room, so one-way demand (only one end's half consumed) never fills
+  // the store with the unused half and stalls generation; it pauses only while both are full.
+  std::array<std::int64_t, 2> in_flight{};
+  for (const auto& p : link.pending) {
+    for (const auto& k : p.keys) ++in_flight[static_cast<std::size_t>(key_parity(k.id))];
+  }
+  auto room = link.store.generation_room(link.peer_capacity_bits, in_flight);
   while (link.credit_bits >= static_cast<double>(kKeyBits) &&
          link.pending.size() < kMaxPendingBatches) {
-    std::int64_t in_flight = 0;
-    for (const auto& p : link.pending)
-      in_flight += static_cast<std::int64_t>(p.keys.size()) * kKeyBits;
-    const std::int64_t room = capacity - link.store.stored_bits() - in_flight;
     const auto by_credit =
         static_cast<std::int64_t>(link.credit_bits / static_cast<double>(kKeyBits));
     const std::int64_t n =
-        std::min({by_credit, room / kKeyBits, static_cast<std::int64_t>(kma::kMaxKeysPerBatch)});
+        std::min({by_credit, room[0] + room[1], static_cast<std::int64_t>(kma::kMaxKeysPerBatch)});
     if (n <= 0) {
-      link.credit_bits = 0;  // the pool is full: generation pauses
+      link.credit_bits = 0;  // both halves are full: generation pauses
       return;
     }
     LinkEnd::Pending batch{link.next_seq++, std::vector<KeyBlock>(static_cast<std::size_t>(n))};
@@ -1043,6 +1049,7 @@ void KmHost::generate(LinkEnd& link, SteadyTime now) {
         return;
       }
       k.id = new_key_id();
+      assign_parity(k.id, room);  // n <= total room, so a half always has room
       k.created = created;
     }
     link.session->send(kma::encode_keys_frame(batch.seq, batch.keys));

@@ -8,8 +8,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "qkdn/controller/clock.hpp"
@@ -22,6 +26,20 @@ inline constexpr std::int64_t kKeyBits = 256;
 
 /// A KMA-key ID: the 16 bytes of a random UUIDv4 (never derived from key bytes).
 using KeyId = std::array<std::uint8_t, 16>;
+
+/// Hash of a KeyId for unordered containers (IDs are random, so folding the bytes suffices).
+struct KeyIdHash {
+  std::size_t operator()(const KeyId& id) const noexcept;
+};
+
+/// Parity of an ID's first byte (0 or 1): selects the half of a link's store the key belongs to.
+inline int key_parity(const KeyId& id) { return id[0] & 1; }
+
+/// Generator side (primary end): gives `id` the parity of the half with more room in `room`
+/// (keys per parity; a tie keeps the ID's random bit) by setting or clearing the low bit of its
+/// first byte only, and takes one key from that half's room. False (nothing changed) when both
+/// halves are full.
+bool assign_parity(KeyId& id, std::array<std::int64_t, 2>& room);
 
 /// Canonical lower-case UUID text of an ID.
 std::string key_id_to_string(const KeyId& id);
@@ -47,14 +65,24 @@ struct KeyBlock {
   ~KeyBlock();
 };
 
-/// The keys one KM shares with its peer over one link, oldest first. Single-threaded: owned by
-/// the KM's strand. Capacity is advisory: the link's generator pauses while a store is full
-/// (so both ends stay identical); push() itself never drops keys.
+/// The keys one KM shares with its peer over one link. Keys are kept in global insertion order
+/// (the order both ends push them) and split by ID parity into two halves: the primary end
+/// reserves even first ID bytes, the secondary odd ones. Single-threaded: owned by the KM's
+/// strand. Capacity is advisory and per half (capacity_bits() / 2 each): the link's generator
+/// gives every new key the parity of a half with room and pauses only while both are full (so
+/// both ends stay identical); push() itself never drops keys except duplicates. Every operation
+/// costs O(keys involved * log(stored keys)); nothing scans the pool.
 class KeyStore {
  public:
   /// `kma_id` stores the keys; `matching_kma_id` is the peer; capacity in bytes of key material.
   KeyStore(std::string link_id, std::string kma_id, std::string matching_kma_id,
            std::size_t capacity_bytes);
+  /// Movable, not copyable (the index holds iterators into the key map; moving keeps them).
+  KeyStore(const KeyStore&) = delete;
+  KeyStore& operator=(const KeyStore&) = delete;
+  KeyStore(KeyStore&&) = default;
+  KeyStore& operator=(KeyStore&&) = default;
+  ~KeyStore() = default;
 
   [[nodiscard]] const std::string& link_id() const { return link_id_; }
   [[nodiscard]] const std::string& kma_id() const { return kma_id_; }
@@ -66,15 +94,18 @@ class KeyStore {
     return static_cast<std::int64_t>(keys_.size()) * kKeyBits;
   }
   [[nodiscard]] std::int64_t capacity_bits() const { return capacity_bits_; }
+  /// Capacity of one parity half: capacity_bits() / 2.
+  [[nodiscard]] std::int64_t capacity_bits_per_half() const { return capacity_bits_ / 2; }
   /// Bits ever added (monotonic; the rate meter's input).
   [[nodiscard]] std::int64_t added_bits_total() const { return added_bits_total_; }
 
-  /// Appends a key (newest).
-  void push(KeyBlock key);
+  /// Appends a key (newest). False (key dropped and wiped, nothing else changed) when its ID is
+  /// already stored; both ends push the same sequence, so they drop the same keys.
+  bool push(KeyBlock key);
   /// ID of the newest key, if any.
   [[nodiscard]] std::optional<KeyId> newest_id() const;
-  /// Drops every key stored after `id`. Returns false (and changes nothing) when `id` is not
-  /// stored.
+  /// Drops every key stored after `id` (global insertion order, both parities). Returns false
+  /// (and changes nothing) when `id` is not stored.
   bool trim_after(const KeyId& id);
   /// Drops every key.
   void clear();
@@ -82,8 +113,8 @@ class KeyStore {
   /// parity `parity` (0 or 1: the two ends of a link reserve disjoint halves, so reservations
   /// made at both ends at once never collide). Empty (and nothing changed) when fewer exist.
   std::vector<KeyId> reserve(std::size_t n, int parity, std::chrono::steady_clock::time_point now);
-  /// Reserved -> allocated for every ID. False (nothing changed) when an ID is not stored here
-  /// or not reserved.
+  /// Reserved -> allocated for every ID. False (nothing changed) when an ID is not stored here,
+  /// not reserved or repeated.
   bool allocate(const std::vector<KeyId>& ids);
   /// Removes and returns the keys with these IDs, in the given order. With `allocated_only`,
   /// every key must be allocated; otherwise every key must be available (the far end of a
@@ -93,20 +124,47 @@ class KeyStore {
   std::size_t release_expired(std::chrono::steady_clock::time_point now,
                               std::chrono::milliseconds lease);
   /// Number of keys in a state.
-  [[nodiscard]] std::size_t count(KeyState state) const;
+  [[nodiscard]] std::size_t count(KeyState state) const {
+    return state_count_[static_cast<std::size_t>(state)];
+  }
+  /// Number of stored keys (any state) of a parity half (0 or 1).
+  [[nodiscard]] std::size_t count_parity(int parity) const {
+    return parity_count_[static_cast<std::size_t>(parity & 1)];
+  }
+  /// Number of available keys of a parity half (what reserve() can hand out).
+  [[nodiscard]] std::size_t available_parity(int parity) const {
+    return available_[static_cast<std::size_t>(parity & 1)].size();
+  }
+  /// Keys the generator may still add per parity half: half of min(own, peer) capacity minus
+  /// the half's stored keys and `in_flight_keys` (sent, not yet stored). Never negative.
+  [[nodiscard]] std::array<std::int64_t, 2> generation_room(
+      std::int64_t peer_capacity_bits, const std::array<std::int64_t, 2>& in_flight_keys) const;
 
-  /// Hex SHA-256 over (id || bytes) of every stored key in order: lets tests compare both ends
-  /// of a link without exposing key bytes.
+  /// Hex SHA-256 over (id || bytes) of every stored key in global insertion order: lets tests
+  /// compare both ends of a link without exposing key bytes.
   [[nodiscard]] std::string digest_hex() const;
 
  private:
+  using Keys = std::map<std::uint64_t, KeyBlock>;  ///< by insertion sequence number
+  using SteadyPoint = std::chrono::steady_clock::time_point;
+
+  /// Looks up every ID in `ids` (all in state `want`, none repeated); nullopt otherwise.
+  std::optional<std::vector<Keys::iterator>> find_all(const std::vector<KeyId>& ids, KeyState want);
+  /// Removes a key from the index, the state sets and the counters (not from keys_).
+  void unlink(Keys::iterator it);
+
   std::string link_id_;
   std::string kma_id_;
   std::string matching_kma_id_;
   std::int64_t capacity_bits_;
   std::int64_t added_bits_total_ = 0;
-  std::deque<KeyBlock> keys_;
-  std::size_t reserved_ = 0;  ///< keys in kReserved (lets release_expired skip the scan)
+  std::uint64_t next_seq_ = 0;
+  Keys keys_;  ///< global insertion order: digest, newest_id, trim_after
+  std::unordered_map<KeyId, Keys::iterator, KeyIdHash> index_;
+  std::array<std::map<std::uint64_t, Keys::iterator>, 2> available_;  ///< per parity, oldest first
+  std::set<std::pair<SteadyPoint, std::uint64_t>> reserved_;          ///< by lease start
+  std::array<std::size_t, 3> state_count_{};
+  std::array<std::size_t, 2> parity_count_{};
 };
 
 /// Hex SHA-256 over (id || bytes) of a sequence of keys (test hook for relayed keys).
