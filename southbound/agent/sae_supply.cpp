@@ -506,9 +506,10 @@ net::awaitable<SaeStatus> KmHost::sae_status(std::string master_sae, std::string
   s.target_kme_id = dst;
   const std::int64_t per = units_per_key(s.key_size);
   if (LinkEnd* link = hop_link(dst, std::nullopt); link != nullptr && link->up()) {
+    // This end supplies from its own parity half (KeyStore::reserve).
     s.stored_key_count =
-        static_cast<std::int64_t>(link->store.count(KeyState::kAvailable)) / 2 / per;
-    s.max_key_count = link->store.capacity_bits() / kKeyBits / 2 / per;
+        static_cast<std::int64_t>(link->store.available_parity(link->primary ? 0 : 1)) / per;
+    s.max_key_count = link->store.capacity_bits_per_half() / kKeyBits / per;
   }
   // Pre-positioned keys for this KM pair (relay instructions) count too.
   if (auto pool = prepositioned_.find({km_id_, dst}); pool != prepositioned_.end()) {
