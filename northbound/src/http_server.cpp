@@ -200,6 +200,7 @@ net::awaitable<void> HttpServer::State::session(tcp::socket socket) {
   std::string remote;
   {
     beast::error_code ec;
+    socket.set_option(tcp::no_delay(true), ec);  // request/response: latency over batching
     auto ep = socket.remote_endpoint(ec);
     if (!ec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
   }

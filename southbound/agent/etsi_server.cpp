@@ -686,6 +686,10 @@ net::awaitable<void> EtsiServer::accept_loop() {
       socket.close(ignored);
       continue;
     }
+    {
+      boost::system::error_code ignored;  // request/response: latency over batching
+      socket.set_option(tcp::no_delay(true), ignored);
+    }
     ++active_;
     auto conn = tls_ ? std::make_shared<Connection>(std::move(socket), *tls_)
                      : std::make_shared<Connection>(std::move(socket));
