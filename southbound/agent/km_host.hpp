@@ -340,6 +340,9 @@ class KmHost {
   std::map<std::uint32_t, std::shared_ptr<SupplyWait>> waits_by_notification_;  ///< 0x1403 id
   std::map<std::string, std::shared_ptr<SupplyWait>> waits_by_relay_;  ///< relay id / supply id
   std::map<std::string, SuppliedKey> supplied_;  ///< ETSI key_ID -> key for an SAE
+  /// (expires, key_ID) in filing order; expiry times never decrease (one TTL), so expiry pops
+  /// from the front instead of scanning supplied_ (which can hold hundreds of thousands).
+  std::deque<std::pair<SteadyTime, std::string>> supplied_expiry_;
   std::map<std::pair<std::string, std::string>, SaeSession> sae_sessions_;  ///< (master, slave)
 
   // Generation and alarms.

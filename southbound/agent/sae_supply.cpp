@@ -184,6 +184,7 @@ void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_
     s.slave_sae = slave_sae;
     s.bytes = std::move(k.bytes);
     s.expires = expires;
+    supplied_expiry_.emplace_back(expires, k.key_id);
     supplied_.insert_or_assign(k.key_id, std::move(s));
   }
 }
@@ -242,12 +243,18 @@ void KmHost::abort_sae_supply() {
   for (auto& [id, w] : by_notification) complete_wait(w, "NG: KM shutting down", 503);
   for (auto& [id, w] : by_relay) complete_wait(w, "NG: KM shutting down", 503);
   supplied_.clear();
+  supplied_expiry_.clear();
   sae_sessions_.clear();
   wipe_prepositioned();
 }
 
 void KmHost::expire_sae_supply(SteadyTime now) {
-  std::erase_if(supplied_, [&](const auto& s) { return now >= s.second.expires; });
+  while (!supplied_expiry_.empty() && now >= supplied_expiry_.front().first) {
+    // Fetched keys are gone already; a key filed again under the same ID has a later expiry.
+    auto it = supplied_.find(supplied_expiry_.front().second);
+    if (it != supplied_.end() && now >= it->second.expires) supplied_.erase(it);
+    supplied_expiry_.pop_front();
+  }
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
