@@ -1421,8 +1421,12 @@ std::string make_error_extension(std::string_view code, std::string_view message
   return out;
 }
 
-std::optional<std::string> find_extension_string(const Extension& extension,
-                                                 std::string_view name) noexcept {
+namespace {
+
+/// f(object) for each object of an extension array until f returns a value; nullopt when none
+/// does or the text is not a JSON array. Never throws (allocation failure counts as not found).
+template <class T, class F>
+std::optional<T> first_extension_object(const Extension& extension, F f) noexcept {
   if (!extension) return std::nullopt;
   try {
     unsigned char buf[2048];
@@ -1434,13 +1438,24 @@ std::optional<std::string> find_extension_string(const Extension& extension,
     for (const json::value& e : *a) {
       const json::object* o = e.if_object();
       if (o == nullptr) continue;
-      const json::value* m = o->if_contains(name);
-      if (m != nullptr && m->is_string()) return std::string(m->get_string());
+      if (auto found = f(*o)) return found;
     }
   } catch (...) {
-    // Allocation failure: treat as "not found".
+    // Allocation failure: "not found" (a caller of find_error_extension still sees response 1).
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> find_extension_string(const Extension& extension,
+                                                 std::string_view name) noexcept {
+  return first_extension_object<std::string>(
+      extension, [name](const json::object& o) -> std::optional<std::string> {
+        const json::value* m = o.if_contains(name);
+        if (m == nullptr || !m->is_string()) return std::nullopt;
+        return std::string(m->get_string());
+      });
 }
 
 std::string make_extension_string(std::string_view name, std::string_view value) {
@@ -1450,30 +1465,17 @@ std::string make_extension_string(std::string_view name, std::string_view value)
 }
 
 std::optional<ExtensionError> find_error_extension(const Extension& extension) noexcept {
-  if (!extension) return std::nullopt;
-  try {
-    unsigned char buf[2048];
-    json::monotonic_resource mr(buf, sizeof buf);
-    json::error_code ec;
-    const json::value v = json::parse(*extension, ec, &mr, parse_opts());
-    const json::array* a = ec ? nullptr : v.if_array();
-    if (a == nullptr) return std::nullopt;
-    for (const json::value& e : *a) {
-      const json::object* o = e.if_object();
-      if (o == nullptr) continue;
-      const json::value* err = o->if_contains("error");
-      if (err == nullptr || !err->is_string()) continue;
-      ExtensionError out;
-      out.error = std::string(err->get_string());
-      if (const json::value* msg = o->if_contains("message"); msg != nullptr && msg->is_string()) {
-        out.message = std::string(msg->get_string());
-      }
-      return out;
-    }
-  } catch (...) {
-    // Allocation failure: treat as "no error object found"; the caller still sees response 1.
-  }
-  return std::nullopt;
+  return first_extension_object<ExtensionError>(
+      extension, [](const json::object& o) -> std::optional<ExtensionError> {
+        const json::value* err = o.if_contains("error");
+        if (err == nullptr || !err->is_string()) return std::nullopt;
+        ExtensionError out;
+        out.error = std::string(err->get_string());
+        if (const json::value* msg = o.if_contains("message"); msg != nullptr && msg->is_string()) {
+          out.message = std::string(msg->get_string());
+        }
+        return out;
+      });
 }
 
 }  // namespace qkdn::southbound::ck
