@@ -288,6 +288,24 @@ TEST(CkEncode, NumbersRoundTripExactly) {
 // ---- NG extension helpers
 // ------------------------------------------------------------------------
 
+// A named string member of an extension object (instruction_id on a 0x1403) round-trips; other
+// types, other names, non-arrays and absent extensions find nothing.
+TEST(CkExtension, ExtensionStringRoundTrip) {
+  const std::string ext = make_extension_string("instruction_id", "i-\"1\"");
+  KeyRelayRequestNotification n;
+  n.destination_kma_id = "KM5";
+  n.extension = ext;
+  const auto back = decode_as<KeyRelayRequestNotification>(0x1403, encode_payload(n));
+  EXPECT_EQ(find_extension_string(back.extension, "instruction_id"), "i-\"1\"");
+  EXPECT_FALSE(find_extension_string(back.extension, "other"));
+  EXPECT_FALSE(find_extension_string(std::string(R"([{"instruction_id":7}])"), "instruction_id"));
+  EXPECT_EQ(
+      find_extension_string(std::string(R"([{"a":1},{"instruction_id":"x"}])"), "instruction_id"),
+      "x");
+  EXPECT_FALSE(find_extension_string(std::string("garbage"), "instruction_id"));
+  EXPECT_FALSE(find_extension_string(std::nullopt, "instruction_id"));
+}
+
 // An integer NG carries {"error","message"} in extension (clause 3).
 TEST(CkExtension, ErrorExtensionRoundTrip) {
   const std::string ext = make_error_extension(errc::kInsufficientKeys, "only 3 keys");
