@@ -83,19 +83,29 @@ def main():
 
     def traffic(rounds):
         if src not in etsi or dst not in apps or src not in apps:
-            return 0
-        got = 0
-        for _ in range(rounds):
+            return "no ETSI listener for this pair"
+        got, refused = 0, {}
+        for i in range(rounds):
+            if i:
+                time.sleep(0.5)  # paced: the slowest germany50 links make ~9 kb/s of key
             r = requests.get(f"http://{etsi[src]}/api/v1/keys/{apps[dst]}/enc_keys",
                              params={"number": 4, "size": 256},
                              headers={"X-SAE-ID": apps[src]}, timeout=10)
             if r.status_code == 200:
                 got += len(r.json()["keys"])
-        return got
+            else:
+                body = r.json()
+                detail = next(iter((body.get("details") or [{}])[0].values()), "")
+                why = f"{r.status_code} {body.get('message', '')}: {detail}"[:160]
+                refused[why] = refused.get(why, 0) + 1
+        text = f"{got} keys delivered"
+        for why, n in refused.items():
+            text += f"; {n} request(s) refused: {why}"
+        return text
 
     if etsi:
-        say(f"key traffic: {traffic(10)} keys delivered {apps.get(src)} -> {apps.get(dst)} "
-            "through ETSI GS QKD 014")
+        say(f"key traffic {apps.get(src)} -> {apps.get(dst)} through ETSI GS QKD 014: "
+            f"{traffic(10)}")
     else:
         say("the agents offer no ETSI GS QKD 014 listener in this build: no key traffic")
 
@@ -111,7 +121,7 @@ def main():
                         if victim not in r["links"]], 15, "a route avoiding the link")
     say(f"new route {src} -> {dst}: {' -> '.join(new[0]['kms'])}")
     if etsi:
-        say(f"key traffic after the fault: {traffic(5)} keys delivered")
+        say(f"key traffic after the fault: {traffic(5)}")
     metrics = requests.get(a.api + "/metrics", timeout=5).text
     for line in metrics.splitlines():
         if line.startswith("qkdn_reroutes_total") and not line.endswith(" 0"):
