@@ -86,6 +86,7 @@ Commands:
   relay list | show ID
   alarm list [--active] | show ID | ack ID | clear ID
   accounting [--sae ID] [--from T] [--to T] [--group-by G]
+  ledger                                 reservation ledger: live keys, leases, counts per link
   audit [--limit N]
   metrics                                Prometheus text, raw
   help [NOUN]                            this text, or a noun's help with examples
@@ -249,6 +250,14 @@ Usage:
 Examples:
   qkdnctl alarm list --active
   qkdnctl alarm ack 17
+)"},
+      {"ledger", R"(qkdnctl ledger - the key reservation ledger: live keys, the earliest lease, and
+reserved / allocated / consumed / released key counts per link (never key IDs)
+
+Usage: qkdnctl ledger
+Example:
+  qkdnctl ledger
+  qkdnctl -o json ledger | jq .overdue_ms
 )"},
       {"accounting", R"(qkdnctl accounting - key usage per application and session
 
@@ -1494,6 +1503,28 @@ int cmd_accounting(Context& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
+int cmd_ledger(Context& ctx, const std::vector<std::string>& argv) {
+  verb_args(argv, {}, 0, 0, "qkdnctl ledger");
+  auto v = call(ctx, http::verb::get, kApi + "/ledger");
+  if (ctx.json_output || !v.is_object()) {
+    print_json(v);
+    return kOk;
+  }
+  auto o = v.as_object();
+  json::array links;
+  if (auto* l = o.if_contains("links"); l != nullptr && l->is_array()) links = l->as_array();
+  o.erase("links");
+  print_object(o);
+  std::cout << "\n";
+  auto count = [](const char* key) { return [key](const json::object& x) { return str(x, key); }; };
+  print_table(links, {col("LINK", "link_id"),
+                      {"RESERVED", count("reserved"), true},
+                      {"ALLOCATED", count("allocated"), true},
+                      {"CONSUMED", count("consumed"), true},
+                      {"RELEASED", count("released"), true}});
+  return kOk;
+}
+
 int cmd_audit(Context& ctx, const std::vector<std::string>& argv) {
   verb_args(argv, {}, 0, 0, "qkdnctl audit [--limit N]");
   list(ctx, fetch_all(ctx, kApi + "/audit", {}),
@@ -1531,6 +1562,7 @@ const std::map<std::string, Handler>& commands() {
       {"relay", cmd_relay},
       {"alarm", cmd_alarm},
       {"accounting", cmd_accounting},
+      {"ledger", cmd_ledger},
       {"audit", cmd_audit},
       {"metrics", cmd_metrics},
   };

@@ -130,6 +130,43 @@ net::awaitable<HttpResponse> get_relay(Api& api, RequestContext& ctx) {
   co_return co_await std::move(op);
 }
 
+// ---- reservation ledger
+// --------------------------------------------------------------------------
+
+/// The reservation ledger at a glance: live keys, the earliest lease expiry (a lease that has
+/// passed shows as overdue until the ledger's timer releases it), and per-link counts. Key IDs
+/// are not listed: they are the ledger's, not an operator's, business.
+net::awaitable<HttpResponse> get_ledger(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([](Core& c) {
+    const auto& ledger = c.relays.ledger();
+    const auto now = c.clock.now();
+    json::object o;
+    o["now"] = time_json(now);
+    o["seen_keys"] = ledger.seen_count();
+    o["live_keys"] = ledger.live_count();
+    const auto next = ledger.next_expiry();
+    o["next_lease_expiry"] = next ? time_json(*next) : json::value(nullptr);
+    o["overdue_ms"] =
+        next && *next < now
+            ? std::chrono::duration_cast<std::chrono::milliseconds>(now - *next).count()
+            : std::int64_t{0};
+    o["reservation_lease_ms"] = ledger.config().reservation_lease.count();
+    o["allocation_lease_ms"] = ledger.config().allocation_lease.count();
+    json::array links;
+    for (const auto& [id, n] : ledger.all_counters()) {
+      links.push_back(json::object{{"link_id", id},
+                                   {"reserved", n.reserved},
+                                   {"allocated", n.allocated},
+                                   {"consumed", n.consumed},
+                                   {"released", n.released}});
+    }
+    o["links"] = std::move(links);
+    return json_response(o);
+  });
+  co_return co_await std::move(op);
+}
+
 // ---- alarms -------------------------------------------------------------------------------------
 
 net::awaitable<HttpResponse> list_alarms(Api& api, RequestContext& ctx) {
@@ -331,6 +368,7 @@ void add_state_routes(Router& r) {
   r.add("GET", "/api/v1/sessions/{session_id}", false, false, get_session);
   r.add("GET", "/api/v1/relays", false, false, list_relays);
   r.add("GET", "/api/v1/relays/{relay_id}", false, false, get_relay);
+  r.add("GET", "/api/v1/ledger", false, false, get_ledger);
   r.add("GET", "/api/v1/alarms", false, false, list_alarms);
   r.add("GET", "/api/v1/alarms/{alarm_id}", false, false, get_alarm);
   r.add("POST", "/api/v1/alarms/{alarm_id}/ack", true, false, ack_alarm);

@@ -165,6 +165,16 @@ def main():
         code, out, _ = cli.run("route", "show", matched[0], matched[1])
         assert code == 0 and matched[0] in out and matched[1] in out, out
         log(f"route show matches relay {matched[2]} ({matched[0]} -> {matched[1]})")
+
+        # The ledger as qkdnctl shows it: the relay's hops consumed key, nothing outlived a lease.
+        relay_links = api.get(f"/api/v1/relays/{matched[2]}")["route"]["links"]
+        ledger = cli.json("ledger")
+        consumed = {x["link_id"]: x["consumed"] for x in ledger["links"]}
+        assert all(consumed.get(lk, 0) > 0 for lk in relay_links), (relay_links, consumed)
+        assert ledger["overdue_ms"] <= 1000, ledger
+        code, out, _ = cli.run("ledger")
+        assert code == 0 and "CONSUMED" in out and relay_links[0] in out, out
+        log(f"qkdnctl ledger: {ledger['seen_keys']} key IDs seen, {ledger['live_keys']} live")
         assert ctl_proc.poll() is None and all(p.poll() is None for p in ps.procs)
     log(f"done in {time.monotonic() - start:.1f} s")
     print("e2e cli relay: 1 passed, 0 failed")

@@ -6,9 +6,11 @@ one agent hosting all 50 KMs and the real controller. Then checks:
   - both ends always received identical bytes;
   - per link end, generated = available + reserved + allocated + consumed + discarded (agent
     /admin/state);
-  - no controller reservation outlived its lease: once the traffic stops, every relay reaches a
-    final state within the supply timeout and the ledger holds no key (every reserved key was
-    consumed, released or expired: qkdn_key_reservations_total);
+  - no controller reservation outlived its lease: GET /api/v1/ledger, sampled every 0.2 s during
+    the traffic, never shows the earliest live lease overdue by more than LEASE_SLACK_MS (the
+    ledger timer's slack); once the traffic stops, every relay reaches a final state and the
+    ledger holds no key (per link nothing reserved or allocated; every reserved key was consumed,
+    released or expired: qkdn_key_reservations_total);
   - only 200 or 503 (no keys now) answers, and enough keys were delivered to mean something."""
 
 import base64
@@ -31,6 +33,7 @@ TOPOLOGY = os.environ.get("QKDN_SOAK_TOPOLOGY", "germany50.json")
 RATE_BPS = float(os.environ.get("QKDN_SOAK_RATE_BPS", "1000000"))
 POOL_BYTES = 512 * 1024
 TIMEOUT = 30
+LEASE_SLACK_MS = 1000  # the ledger timer fires at the earliest expiry; allow a loaded machine
 ACCOUNTING = ("keys_generated", "keys_available", "keys_reserved", "keys_allocated",
               "keys_consumed", "keys_discarded")
 
@@ -165,6 +168,18 @@ def main():
                              for l in net.api.items("/api/v1/links")),
                  60, 0.5, "link pools half full")
         soak = Soak(net, saes)
+        overdue = []  # (overdue_ms, live_keys) per ledger sample
+
+        def sample_ledger():
+            while not soak.stop.is_set():
+                try:
+                    led = net.api.get("/api/v1/ledger")
+                    overdue.append((led["overdue_ms"], led["live_keys"]))
+                except Exception as exc:  # noqa: BLE001  (counted: a sample must not be lost)
+                    overdue.append((None, str(exc)))
+                time.sleep(0.2)
+        sampler = threading.Thread(target=sample_ledger, daemon=True)
+        sampler.start()
         threads = [threading.Thread(target=soak.worker, args=(1000 + i,), daemon=True)
                    for i in range(WORKERS)]
         t0 = time.monotonic()
@@ -192,6 +207,16 @@ def main():
         assert not soak.unexpected, "unexpected answers:\n" + "\n".join(soak.unexpected[:20])
         assert soak.keys >= 50, f"only {soak.keys} keys delivered: the soak measured nothing"
 
+        # Leases, while the traffic ran: the earliest live lease was never overdue beyond the slack.
+        sampler.join(5)
+        failed_samples = [x for x in overdue if x[0] is None]
+        assert not failed_samples, f"ledger samples failed: {failed_samples[:3]}"
+        worst = max(overdue, default=(0, 0))
+        log(f"ledger: {len(overdue)} samples, live keys up to {max(x[1] for x in overdue)}, "
+            f"worst overdue lease {worst[0]} ms")
+        assert len(overdue) >= SECONDS, f"only {len(overdue)} ledger samples"
+        assert worst[0] <= LEASE_SLACK_MS, f"a lease was overdue by {worst[0]} ms"
+
         # Leases: once traffic stops, every relay ends and the ledger holds nothing.
         final = {"relayed", "failed", "voided"}
         wait_for(lambda: all(r["state"] in final for r in net.api.items("/api/v1/relays")),
@@ -207,6 +232,11 @@ def main():
             return (reserved == ended, reserved, ended)
         ok = wait_for(lambda: ledger_empty()[0] and ledger_empty(), 40, 0.5,
                       "ledger to hold no reserved or allocated key")
+        led = wait_for(lambda: (lambda x: x if x["live_keys"] == 0 else None)(
+            net.api.get("/api/v1/ledger")), 40, 0.5, "GET /api/v1/ledger: no live key")
+        held = [x for x in led["links"] if x["reserved"] or x["allocated"]]
+        assert not held, f"links still holding keys: {held[:5]}"
+        assert sum(x["consumed"] for x in led["links"]) > 0, "the ledger consumed nothing"
         reasons = Counter(re.sub(r"[0-9a-f-]{36}", "<id>", r["reason"])[:100]
                           for r in relays if r["state"] != "relayed")
         log(f"relays not relayed, by reason: {dict(reasons.most_common(4))}")

@@ -383,6 +383,16 @@ TEST_F(NorthboundApi, SessionsRelaysAccounting) {
   EXPECT_EQ(c.get("/api/v1/accounting?from=never").status, 400);
   EXPECT_EQ(c.get("/api/v1/accounting?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z").status,
             400);
+  // The ledger summary: nothing live, leases from the ledger's configuration, viewers may read.
+  auto led = c.get("/api/v1/ledger", kViewerToken);
+  ASSERT_EQ(led.status, 200) << led.body;
+  const auto l = led.json().as_object();
+  EXPECT_EQ(l.at("live_keys").to_number<std::int64_t>(), 0);
+  EXPECT_TRUE(l.at("next_lease_expiry").is_null());
+  EXPECT_EQ(l.at("overdue_ms").to_number<std::int64_t>(), 0);
+  EXPECT_EQ(l.at("reservation_lease_ms").to_number<std::int64_t>(), 10'000);
+  EXPECT_TRUE(l.at("links").as_array().empty());
+  EXPECT_EQ(c.get("/api/v1/ledger?x=1").status, 400);
 }
 
 // Every write is audited with who, what, when and the outcome, and the trail pages.
