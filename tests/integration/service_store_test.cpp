@@ -626,7 +626,18 @@ TEST(ServiceStore, Kill9RestartRestoresEverythingAnd1000LedgerRows) {
 
   // No key ID is handed out twice: a KM naming old IDs (consumed, released in flight, expired
   // lease) on either hop gets the 0x1403 refused, and those rows do not change.
+  // Every relay reserves at KM1 (hop KM1->KM2) and KM2 (hop KM2->KM3). A failed relay is
+  // answered at once, possibly before its other hop's 0x410A reached that KM: wait for it, so
+  // that no late reservation of the previous relay eats the IDs offered for the next one.
+  std::size_t offers = 0;
+  const auto base1 = kms["KM1"]->received(0x410A).size();
+  const auto base2 = kms["KM2"]->received(0x410A).size();
   auto offer_old = [&](const std::string& km, const std::vector<std::string>& ids) {
+    ASSERT_TRUE(eventually([&] {
+      return kms["KM1"]->received(0x410A).size() == base1 + offers &&
+             kms["KM2"]->received(0x410A).size() == base2 + offers;
+    })) << read_file(log2);
+    ++offers;
     FakeKm::Behavior reuse;
     reuse.next_key_ids.assign(ids.begin(), ids.end());
     kms[km]->set_behavior(reuse);

@@ -289,16 +289,18 @@ class FakeKm {
         return;
       }
       if (st != ReadStatus::kFrame) continue;
-      {
-        std::lock_guard lock(mu_);
-        inbox_.push_back(f);
-      }
-      cv_.notify_all();
+      // Answered before it is visible in the inbox: a test that saw a command received knows
+      // the behaviour in force has been applied to it (no race with set_behavior).
       try {
         answer(f);
       } catch (const std::exception&) {
         // A frame the test did not expect: kept in the inbox, unanswered.
       }
+      {
+        std::lock_guard lock(mu_);
+        inbox_.push_back(f);
+      }
+      cv_.notify_all();
     }
   }
 
