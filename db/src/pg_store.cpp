@@ -487,10 +487,10 @@ PgStore::Conn& PgStore::connection(bool prepare) {
   } catch (const Error&) {
     throw;
   } catch (const pqxx::broken_connection& e) {
-    conn_.reset();
+    drop_connection();
     throw Unavailable(prefix + "database connection lost: " + e.what());
   } catch (const pqxx::in_doubt_error& e) {
-    conn_.reset();
+    drop_connection();
     throw Unavailable(prefix + "commit in doubt: " + e.what());
   } catch (const pqxx::sql_error& e) {
     const std::string& state = e.sqlstate();
@@ -498,11 +498,11 @@ PgStore::Conn& PgStore::connection(bool prepare) {
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
       message.pop_back();
     }
-    if (conn_ && !conn_->c.is_open()) conn_.reset();
+    if (live() && !conn_->c.is_open()) drop_connection();
     // 08 connection exception, 57P0x shutdown / cannot connect now, 53 out of resources,
     // 40 serialization failure / deadlock: nothing committed; a retry may succeed.
     if (starts_with(state, "08") || starts_with(state, "57P")) {
-      conn_.reset();
+      drop_connection();
       throw Unavailable(prefix + message);
     }
     if (starts_with(state, "53") || starts_with(state, "40")) throw Unavailable(prefix + message);
@@ -512,12 +512,12 @@ PgStore::Conn& PgStore::connection(bool prepare) {
     if (starts_with(state, "23") || starts_with(state, "22") || state == "21000") {
       throw InvalidArgument(prefix + message);
     }
-    if (state.empty() && conn_ && !conn_->c.is_open()) conn_.reset();
-    if (!conn_ || state.empty()) throw Unavailable(prefix + message);
+    if (state.empty() && live() && !conn_->c.is_open()) drop_connection();
+    if (!live() || state.empty()) throw Unavailable(prefix + message);
     throw Internal(prefix + "[" + state + "] " + message);
   } catch (const pqxx::failure& e) {
-    const bool lost = !conn_ || !conn_->c.is_open();
-    conn_.reset();
+    const bool lost = !live() || !conn_->c.is_open();
+    drop_connection();
     if (lost) throw Unavailable(prefix + "database connection lost: " + e.what());
     throw Internal(prefix + e.what());
   } catch (const std::exception& e) {
@@ -532,6 +532,84 @@ auto PgStore::run(const char* what, F&& fn, bool prepare) {
   } catch (...) {
     fail(what);
   }
+}
+
+void PgStore::drop_connection() {
+  // Inside write_batch the batch's transaction still refers to the connection: it goes when
+  // the batch ends.
+  if (batch_ != nullptr) {
+    drop_after_batch_ = true;
+  } else {
+    conn_.reset();
+  }
+}
+
+bool PgStore::live() const { return conn_ != nullptr && !drop_after_batch_; }
+
+void PgStore::batch_fail(const char* what) {
+  try {
+    fail(what);
+  } catch (...) {
+    if (batch_failure_ == nullptr) batch_failure_ = std::current_exception();
+    throw;
+  }
+}
+
+template <class F>
+auto PgStore::write(const char* what, F&& fn) {
+  if (batch_ != nullptr) {
+    // One write of a batch, on the batch's transaction and without a savepoint of its own (each
+    // would cost two more round trips). A failed write aborts that transaction: the writes after
+    // it are refused and write_batch throws the first failure.
+    if (batch_failure_ != nullptr) {
+      throw Internal(std::string{"store: "} + what +
+                     ": refused: an earlier write of the batch failed");
+    }
+    try {
+      return fn(*batch_);
+    } catch (...) {
+      batch_fail(what);
+    }
+  }
+  return run(what, [&](pqxx::connection& c) {
+    pqxx::work tx{c};
+    using R = std::invoke_result_t<F&, pqxx::transaction_base&>;
+    if constexpr (std::is_void_v<R>) {
+      fn(tx);
+      tx.commit();
+    } else {
+      R r = fn(tx);
+      tx.commit();
+      return r;
+    }
+  });
+}
+
+bool PgStore::write_batch(const std::function<void(controller::Store&)>& body) {
+  if (batch_ != nullptr) throw Internal("store: write_batch: batches do not nest");
+  drop_after_batch_ = false;
+  batch_failure_ = nullptr;
+  std::exception_ptr failure;
+  try {
+    auto& c = connection(true).c;
+    pqxx::work tx{c};
+    batch_ = &tx;
+    body(*this);
+    batch_ = nullptr;
+    failure = std::exchange(batch_failure_, nullptr);
+    if (failure == nullptr) tx.commit();  // else body swallowed a failed write: roll back
+  } catch (...) {
+    // The batch's transaction is gone (unwound) by now: the connection may be dropped.
+    batch_ = nullptr;
+    batch_failure_ = nullptr;
+    if (drop_after_batch_) conn_.reset();
+    drop_after_batch_ = false;
+    fail("write_batch");
+  }
+  if (drop_after_batch_) conn_.reset();
+  drop_after_batch_ = false;
+  if (failure != nullptr) std::rethrow_exception(failure);
+  return true;
 }
 
 PgStore::PgStore(PgStoreOptions options) : options_(std::move(options)) {
@@ -761,14 +839,13 @@ bool PgStore::healthy() {
 // --- topology --------------------------------------------------------------------------------
 
 void PgStore::save_topology(const TopologyDoc& doc) {
-  run("save_topology", [&](pqxx::connection& c) {
+  write("save_topology", [&](pqxx::transaction_base& tx) {
     const auto km_ids =
         text_array(doc.kms, [](const auto& k) -> std::string_view { return k.km_id; });
     const auto link_ids =
         text_array(doc.links, [](const auto& l) -> std::string_view { return l.link_id; });
     const auto sae_ids =
         text_array(doc.applications, [](const auto& a) -> std::string_view { return a.sae_id; });
-    pqxx::work tx{c};
     tx.exec_prepared(kUpsertTopologyName.name, doc.name);
     // Upsert first, then delete what the document no longer has: rows that stay keep their
     // link configs (which cascade only when their link goes).
@@ -786,12 +863,11 @@ void PgStore::save_topology(const TopologyDoc& doc) {
     tx.exec_prepared(kDeleteOtherApplications.name, sae_ids);
     tx.exec_prepared(kDeleteOtherLinks.name, link_ids);
     tx.exec_prepared(kDeleteOtherKms.name, km_ids);
-    tx.commit();
   });
 }
 
 void PgStore::save_link_config(const LinkConfigRecord& rec) {
-  run("save_link_config", [&](pqxx::connection& c) {
+  write("save_link_config", [&](pqxx::transaction_base& tx) {
     std::optional<std::int64_t> floor;
     if (rec.pool_floor_bits) {
       if (*rec.pool_floor_bits >
@@ -800,109 +876,84 @@ void PgStore::save_link_config(const LinkConfigRecord& rec) {
       }
       floor = static_cast<std::int64_t>(*rec.pool_floor_bits);
     }
-    pqxx::work tx{c};
     tx.exec_prepared(kUpsertLinkConfig.name, rec.link_id, rec.admin_state, rec.qber_threshold,
                      floor);
-    tx.commit();
   });
 }
 
 void PgStore::delete_link_config(const std::string& link_id) {
-  run("delete_link_config", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
-    tx.exec_prepared(kDeleteLinkConfig.name, link_id);
-    tx.commit();
-  });
+  write("delete_link_config",
+        [&](pqxx::transaction_base& tx) { tx.exec_prepared(kDeleteLinkConfig.name, link_id); });
 }
 
 void PgStore::save_thresholds(const controller::Thresholds& t) {
-  run("save_thresholds", [&](pqxx::connection& c) {
+  write("save_thresholds", [&](pqxx::transaction_base& tx) {
     if (t.pool_floor_bits > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
       throw InvalidArgument("store: save_thresholds: pool_floor_bits out of range");
     }
-    pqxx::work tx{c};
     tx.exec_prepared(kUpsertThresholds.name, t.qber, static_cast<std::int64_t>(t.pool_floor_bits),
                      t.qber_hysteresis);
-    tx.commit();
   });
 }
 
 // --- policies, schedules, pinned routes ------------------------------------------------------
 
 void PgStore::save_policy(const PolicyRecord& rec) {
-  run("save_policy", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("save_policy", [&](pqxx::transaction_base& tx) {
     tx.exec_prepared(
         kUpsertPolicy.name, rec.src_km, rec.dst_km, rec.mode,
         text_array(rec.params, [](const auto& kv) -> std::string_view { return kv.first; }),
         float_array(rec.params, [](const auto& kv) { return kv.second; }));
-    tx.commit();
   });
 }
 
 void PgStore::delete_policy(const std::string& src_km, const std::string& dst_km) {
-  run("delete_policy", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
-    tx.exec_prepared(kDeletePolicy.name, src_km, dst_km);
-    tx.commit();
-  });
+  write("delete_policy",
+        [&](pqxx::transaction_base& tx) { tx.exec_prepared(kDeletePolicy.name, src_km, dst_km); });
 }
 
 void PgStore::save_schedule(const ScheduleRecord& rec) {
-  run("save_schedule", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("save_schedule", [&](pqxx::transaction_base& tx) {
     tx.exec_prepared(kUpsertSchedule.name, rec.schedule_id, rec.src_km, rec.dst_km,
                      rec.number_of_keys, rec.key_size_bits, to_us(rec.not_before),
                      to_us(rec.not_after), to_us(rec.created_at));
-    tx.commit();
   });
 }
 
 void PgStore::delete_schedule(const std::string& schedule_id) {
-  run("delete_schedule", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
-    tx.exec_prepared(kDeleteSchedule.name, schedule_id);
-    tx.commit();
-  });
+  write("delete_schedule",
+        [&](pqxx::transaction_base& tx) { tx.exec_prepared(kDeleteSchedule.name, schedule_id); });
 }
 
 void PgStore::save_pinned_route(const PinnedRouteRecord& rec) {
-  run("save_pinned_route", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("save_pinned_route", [&](pqxx::transaction_base& tx) {
     tx.exec_prepared(kUpsertPinnedRoute.name, rec.src_km, rec.dst_km, text_array(rec.kms),
                      text_array(rec.links), to_us(rec.created_at));
-    tx.commit();
   });
 }
 
 void PgStore::delete_pinned_route(const std::string& src_km, const std::string& dst_km) {
-  run("delete_pinned_route", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("delete_pinned_route", [&](pqxx::transaction_base& tx) {
     tx.exec_prepared(kDeletePinnedRoute.name, src_km, dst_km);
-    tx.commit();
   });
 }
 
 // --- sessions, relays ------------------------------------------------------------------------
 
 void PgStore::save_session(const SessionRecord& rec) {
-  run("save_session", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("save_session", [&](pqxx::transaction_base& tx) {
     tx.exec_prepared(kUpsertSession.name, rec.session_id, rec.src_sae, rec.dst_sae, rec.src_km,
                      rec.dst_km, rec.keys_requested, rec.keys_delivered, rec.state,
                      to_us(rec.created_at), to_us(rec.updated_at), to_us(rec.expires_at));
-    tx.commit();
   });
 }
 
 void PgStore::save_relay(const RelayRecord& rec) {
-  run("save_relay", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("save_relay", [&](pqxx::transaction_base& tx) {
     tx.exec_prepared(kUpsertRelay.name, rec.relay_id, rec.session_id, rec.src_km, rec.dst_km,
                      text_array(rec.route_kms), text_array(rec.route_links), rec.number_of_keys,
                      rec.key_size_bits, rec.state, rec.reason, to_us(rec.created_at),
                      to_us(rec.updated_at));
-    tx.commit();
   });
 }
 
@@ -916,8 +967,7 @@ void PgStore::apply_ledger(const std::string& idempotency_key,
   if (entries.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
     throw InvalidArgument("store: apply_ledger: batch too large");
   }
-  run("apply_ledger", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("apply_ledger", [&](pqxx::transaction_base& tx) {
     // Concurrent appliers of one key serialise on its primary key: the second waits for the
     // first to commit, then sees the row and does nothing.
     if (tx.exec_prepared(kClaimLedgerBatch.name, idempotency_key,
@@ -965,7 +1015,6 @@ void PgStore::apply_ledger(const std::string& idempotency_key,
           updated);
       begin = end;
     }
-    tx.commit();
   });
 }
 
@@ -983,25 +1032,28 @@ void PgStore::save_alarm(const Alarm& a) {
       a.count > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
     throw InvalidArgument("store: save_alarm: id or count out of range");
   }
-  run("save_alarm", [&](pqxx::connection& c) {
-    const std::optional<std::int64_t> acked_at =
-        a.acknowledged ? std::optional<std::int64_t>{to_us(a.acknowledged_at)} : std::nullopt;
-    pqxx::work tx{c};
+  // acknowledged_at is NULL unless acknowledged: passed as nullptr, not as an empty
+  // std::optional (GCC 12 then warns maybe-uninitialized inside libpqxx's parameter packing).
+  const auto upsert = [&](pqxx::transaction_base& tx, auto acked_at) {
     tx.exec_prepared(kUpsertAlarm.name, static_cast<std::int64_t>(a.id), a.type, a.resource,
                      a.km_id, a.link_id, std::string{controller::to_string(a.severity)},
                      std::string{controller::to_string(a.state)}, a.acknowledged, a.acknowledged_by,
                      acked_at, to_us(a.raised_at), to_us(a.updated_at), to_us(a.cleared_at),
                      a.last_value, a.text, static_cast<std::int64_t>(a.count));
-    tx.commit();
+  };
+  write("save_alarm", [&](pqxx::transaction_base& tx) {
+    if (a.acknowledged) {
+      upsert(tx, to_us(a.acknowledged_at));
+    } else {
+      upsert(tx, nullptr);
+    }
   });
 }
 
 void PgStore::add_accounting(const AccountingRecord& rec) {
-  run("add_accounting", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  write("add_accounting", [&](pqxx::transaction_base& tx) {
     tx.exec_prepared(kAddAccounting.name, to_us(rec.bucket_start), rec.sae_id, rec.session_id,
                      rec.key_bytes, rec.keys);
-    tx.commit();
   });
 }
 
@@ -1018,13 +1070,11 @@ std::vector<AccountingRecord> PgStore::accounting(SysTime from, SysTime to,
 }
 
 std::int64_t PgStore::append_audit(const AuditRecord& rec) {
-  return run("append_audit", [&](pqxx::connection& c) {
-    pqxx::work tx{c};
+  return write("append_audit", [&](pqxx::transaction_base& tx) {
     const std::int64_t id =
         tx.exec_prepared1(kAppendAudit.name, to_us(rec.at), rec.actor, rec.action, rec.resource,
                           rec.outcome, rec.detail, rec.remote)[0]
             .as<std::int64_t>();
-    tx.commit();
     return id;
   });
 }

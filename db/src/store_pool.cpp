@@ -60,6 +60,9 @@ class LazyStore final : public controller::Store {
   std::vector<controller::AuditRecord> audit(std::int64_t after, std::size_t limit) override {
     return get().audit(after, limit);
   }
+  bool write_batch(const std::function<void(controller::Store&)>& body) override {
+    return get().write_batch(body);
+  }
 
  private:
   controller::Store& get() {
@@ -90,17 +93,14 @@ void retry_wait(const Sleeper& sleep, std::chrono::milliseconds d) {
   }
 }
 
-void apply_ledger_with_retry(controller::Store& store, const std::string& idempotency_key,
-                             const std::vector<controller::LedgerEntry>& entries,
-                             const RetryPolicy& policy, const Sleeper& sleep) {
-  bool in_doubt = false;
+void keyed_write_with_retry(controller::Store& store, const std::string& idempotency_key,
+                            const std::function<void(controller::Store&)>& write, bool in_doubt,
+                            const RetryPolicy& policy, const Sleeper& sleep) {
   for (int attempt = 1;; ++attempt) {
     try {
       // After a failed attempt the batch may have committed just before the connection broke:
       // ask first, so an in-doubt commit is resolved by a read, not by a second write.
-      if (!in_doubt || !store.ledger_batch_committed(idempotency_key)) {
-        store.apply_ledger(idempotency_key, entries);
-      }
+      if (!in_doubt || !store.ledger_batch_committed(idempotency_key)) write(store);
       return;
     } catch (const Unavailable&) {
       if (attempt >= policy.max_attempts) throw;
@@ -108,6 +108,15 @@ void apply_ledger_with_retry(controller::Store& store, const std::string& idempo
     }
     retry_wait(sleep, retry_backoff(policy, attempt));
   }
+}
+
+void apply_ledger_with_retry(controller::Store& store, const std::string& idempotency_key,
+                             const std::vector<controller::LedgerEntry>& entries,
+                             const RetryPolicy& policy, const Sleeper& sleep) {
+  keyed_write_with_retry(
+      store, idempotency_key,
+      [&](controller::Store& s) { s.apply_ledger(idempotency_key, entries); }, false, policy,
+      sleep);
 }
 
 StorePool::StorePool(Factory factory, Options options)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -185,6 +186,19 @@ class Store {
   virtual std::int64_t append_audit(const AuditRecord& rec) = 0;
   /// Audit records with id > after_id, ascending, at most `limit`.
   virtual std::vector<AuditRecord> audit(std::int64_t after_id, std::size_t limit) = 0;
+
+  /// Group commit: runs body(store) with every write it makes in one transaction, and returns
+  /// true once that transaction committed. A write that fails inside body throws as usual and
+  /// dooms the batch: later writes are refused (Internal), nothing commits, and write_batch
+  /// throws the first failure even if body swallowed it (the caller may then write one call at
+  /// a time to single out the culprit). Unavailable from the commit itself (after body
+  /// returned) leaves the whole batch in doubt. Reads are not allowed inside body. A store
+  /// without transactions returns false at once without running body (the default): the
+  /// caller then writes one call at a time.
+  virtual bool write_batch(const std::function<void(Store&)>& body) {
+    static_cast<void>(body);
+    return false;
+  }
 };
 
 }  // namespace qkdn::controller

@@ -4,11 +4,17 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "qkdn/controller/store.hpp"
+
+namespace pqxx {
+class dbtransaction;
+}  // namespace pqxx
 
 namespace qkdn::db {
 
@@ -90,6 +96,9 @@ class PgStore final : public controller::Store {
   std::int64_t append_audit(const controller::AuditRecord& rec) override;
   std::vector<controller::AuditRecord> audit(std::int64_t after_id, std::size_t limit) override;
 
+  /// One transaction for every write of body (see Store).
+  bool write_batch(const std::function<void(controller::Store&)>& body) override;
+
  private:
   struct Conn;
   /// Runs fn(connection) and maps whatever it throws to a qkdn::Error (see fail()).
@@ -99,9 +108,22 @@ class PgStore final : public controller::Store {
   Conn& connection(bool prepare);
   /// Rethrows the exception being handled as a qkdn::Error; drops a dead connection.
   [[noreturn]] void fail(const char* what);
+  /// Runs fn(transaction) as one write: its own transaction, or on the transaction of the current
+  /// write_batch. Errors as run().
+  template <class F>
+  auto write(const char* what, F&& fn);
+  /// fail(what), remembering the error as the batch's first failure.
+  [[noreturn]] void batch_fail(const char* what);
+  /// Forgets the connection (at once, or when the current batch ends).
+  void drop_connection();
+  /// A connection that is not being dropped.
+  bool live() const;
 
   PgStoreOptions options_;
   std::unique_ptr<Conn> conn_;
+  pqxx::dbtransaction* batch_ = nullptr;  ///< the open write_batch transaction
+  bool drop_after_batch_ = false;
+  std::exception_ptr batch_failure_;  ///< the first write of the open batch that failed
 };
 
 }  // namespace qkdn::db

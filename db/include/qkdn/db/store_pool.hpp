@@ -73,6 +73,15 @@ void apply_ledger_with_retry(controller::Store& store, const std::string& idempo
                              const std::vector<controller::LedgerEntry>& entries,
                              const RetryPolicy& policy = {}, const Sleeper& sleep = {});
 
+/// The same for any write that is idempotent under `idempotency_key` as a ledger batch is:
+/// `write(store)` runs again after Unavailable only if ledger_batch_committed(key) says it did
+/// not commit. With `in_doubt`, that question is asked before the first attempt too (the write
+/// may have committed in an earlier, failed group commit).
+void keyed_write_with_retry(controller::Store& store, const std::string& idempotency_key,
+                            const std::function<void(controller::Store&)>& write,
+                            bool in_doubt = false, const RetryPolicy& policy = {},
+                            const Sleeper& sleep = {});
+
 /// A small pool of database threads. Each thread creates its own Store with the factory on first
 /// use (and again after the factory failed), uses it only from that thread, and destroys it
 /// there. Jobs receive a per-thread Store that forwards to it. Jobs run in submission order per
