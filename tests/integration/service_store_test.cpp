@@ -420,6 +420,64 @@ std::map<std::string, json::value> api_config(HttpClient& c) {
   return out;
 }
 
+// Group commit: a burst of concurrent relays is written in fewer transactions than it has write
+// groups, and nothing of it is lost or refused: every relay ends relayed in the database and every
+// hop key it was handed is consumed there.
+TEST(ServiceStore, ConcurrentRelaysShareCommits) {
+  const auto dsn = PgServer::fresh_database();
+  const auto topo = chain_topology(4);
+  service::ServiceOptions o;
+  o.store_dsn = dsn;
+  ServiceHarness h(topo, o);
+  ASSERT_TRUE(h.svc().store_up());
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  auto& km1 = *kms["KM1"];
+  ASSERT_TRUE(wait_routable(km1, "KM4"));
+
+  const auto counter = [&](const char* series) {
+    return metric_value(h.svc().metrics().serialize(), series);
+  };
+  const double groups0 = counter("qkdn_store_write_groups_total");
+  const double commits0 = counter("qkdn_store_commits_total");
+  constexpr int kRelays = 200;
+  request_relays(km1, "KM4", kRelays, 1);
+  ASSERT_TRUE(h.wait_core(
+      [](service::Core& c) {
+        std::size_t relayed = 0;
+        for (const auto& r : c.relays.list()) relayed += r.state == RelayState::kRelayed;
+        return relayed == kRelays;
+      },
+      30s))
+      << h.log_text();
+  // Written ahead: each relay's outcome is in the database once the queue drains.
+  ASSERT_TRUE(eventually([&] {
+    const auto states = relay_states(dsn);
+    return std::count_if(states.begin(), states.end(),
+                         [](const auto& kv) { return kv.second == "relayed"; }) == kRelays;
+  })) << h.log_text();
+  const auto rows = ledger_rows(dsn);
+  std::size_t consumed = 0;
+  for (const auto& frame : km1.received(0x4104)) {
+    for (const auto& hk : decode_as<ck::KeyRelayRequest>(frame).hop_keys) {
+      for (const auto& k : hk.key_ids) {
+        const auto it = rows.find(k);
+        ASSERT_NE(it, rows.end()) << "hop key missing from the ledger";
+        EXPECT_EQ(it->second, "consumed");
+        ++consumed;
+      }
+    }
+  }
+  EXPECT_EQ(consumed, 3U * kRelays);  // 3 hops, one key each
+
+  const double groups = counter("qkdn_store_write_groups_total") - groups0;
+  const double commits = counter("qkdn_store_commits_total") - commits0;
+  EXPECT_GE(groups, 3.0 * kRelays);  // at least reservation, allocation and outcome per relay
+  EXPECT_GT(commits, 0);
+  EXPECT_LT(commits * 2, groups) << commits << " commits for " << groups << " write groups";
+  EXPECT_EQ(counter("qkdn_store_write_failures_total"), 0) << h.log_text();
+}
+
 // The "Done when": a topology, network-wide thresholds, policies (network-wide mode, two
 // per-pair overrides, a schedule, a pinned route), active sessions and 1,000 ledger rows —
 // 400 consumed by relayed relays, 300 allocated to relays whose 0x1405 never came, 300 reserved

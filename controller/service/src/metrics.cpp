@@ -138,6 +138,18 @@ struct Metrics::State {
   pm::Gauge& store_up =
       gauge("qkdn_store_up", "1 when the PostgreSQL store answers (or no store is configured)")
           .Add({});
+  pm::Counter& store_groups =
+      counter("qkdn_store_write_groups_total",
+              "Write groups (one controller step each) the store's write queue finished")
+          .Add({});
+  pm::Counter& store_commits =
+      counter("qkdn_store_commits_total",
+              "Transactions the store's write queue committed (group commit: several groups each)")
+          .Add({});
+  pm::Counter& store_failures =
+      counter("qkdn_store_write_failures_total",
+              "Store writes that failed for good: dropped or refused by a rule (each is logged)")
+          .Add({});
   pm::Family<pm::Gauge>& build_info =
       gauge("qkdn_build_info", "Build of this controller (always 1)");
 
@@ -238,6 +250,15 @@ void Metrics::reroute(std::string_view reason) {
 void Metrics::key_reservation(std::string_view result, std::uint64_t n) {
   state_->labelled(state_->reservations, state_->reservation_by_result, "result", result)
       .Increment(static_cast<double>(n));
+}
+
+void Metrics::store_writes(std::uint64_t groups, std::uint64_t commits) {
+  state_->store_groups.Increment(static_cast<double>(groups));
+  state_->store_commits.Increment(static_cast<double>(commits));
+}
+
+void Metrics::store_write_failures(std::uint64_t n) {
+  state_->store_failures.Increment(static_cast<double>(n));
 }
 
 prometheus::Counter& Metrics::http_counter(std::string_view method, int code) {

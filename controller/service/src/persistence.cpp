@@ -50,7 +50,45 @@ std::string topology_text(const controller::TopologyDoc& d) {
 struct Progress {
   std::size_t next = 0;               ///< first op not done
   std::vector<std::string> problems;  ///< ops that failed for good (logged, counted)
+  std::size_t committed = 0;          ///< ops that committed (each its own transaction)
   std::optional<std::string> down;    ///< the store became unavailable at `next`
+};
+
+constexpr std::size_t kBatchGroups = 256;  ///< group commit: at most this many write groups
+constexpr std::size_t kBatchOps = 2048;    ///< ... and about this many writes in one transaction
+
+// One write outside a group commit, retried as its kind allows (see StoreWrite::Kind).
+void write_one(controller::Store& store, const StoreWrite& w) {
+  switch (w.kind) {
+    case StoreWrite::Kind::kUpsert:
+      db::with_retry(store, db::RetrySafety::kSafe, w.op);
+      break;
+    case StoreWrite::Kind::kLedger:
+      db::keyed_write_with_retry(store, w.ledger_key, w.op, w.in_doubt);
+      break;
+    case StoreWrite::Kind::kOnce:
+      w.op(store);
+      break;
+  }
+}
+
+// Why a write failed for good, for the log: ledger rows are named by key ID, never logged.
+std::string failure_text(const StoreWrite& w, const std::exception& e) {
+  auto why = one_line(e.what());
+  if (w.kind == StoreWrite::Kind::kLedger) why = without_uuids(std::move(why));
+  return w.what + ": " + why;
+}
+
+// Result of one group commit on a database thread.
+struct BatchOutcome {
+  enum class Kind {
+    kCommitted,    ///< every write is stored
+    kUnsupported,  ///< the store has no transactions: nothing was run
+    kAborted,      ///< a write or the database failed before the commit: nothing is stored
+    kInDoubt,      ///< the commit itself failed: all or nothing is stored
+  };
+  Kind kind = Kind::kAborted;
+  std::string why;  ///< kAborted / kInDoubt
 };
 
 }  // namespace
@@ -186,8 +224,9 @@ void ControllerService::Impl::restore_core(const controller::StoredState& stored
 void ControllerService::Impl::ledger_write(const controller::LedgerBatch& batch, WriteGroup& g) {
   g.ops.push_back({StoreWrite::Kind::kLedger, "ledger batch " + batch.idempotency_key,
                    [key = batch.idempotency_key, entries = batch.entries](controller::Store& s) {
-                     db::apply_ledger_with_retry(s, key, entries);
-                   }});
+                     s.apply_ledger(key, entries);
+                   },
+                   batch.idempotency_key});
 }
 
 void ControllerService::Impl::submit_writes(WriteGroup group) {
@@ -196,22 +235,24 @@ void ControllerService::Impl::submit_writes(WriteGroup group) {
     return;
   }
   if (startup_store != nullptr) {
+    std::uint64_t committed = 0;
     for (auto& w : group.ops) {
       try {
-        w.op(*startup_store);
+        write_one(*startup_store, w);
+        ++committed;
       } catch (const Unavailable&) {
         throw;
       } catch (const std::exception& e) {
-        ++store_failures;
-        svc.log("store: " + w.what + ": " + e.what());
+        write_failed(failure_text(w, e));
       }
     }
+    metrics->store_writes(1, committed);
     if (group.then) group.then();
     return;
   }
   if (!writer_running) {
-    ++store_failures;
-    svc.log("store: " + std::to_string(group.ops.size()) + " write(s) after shutdown dropped");
+    write_failed(std::to_string(group.ops.size()) + " write(s) after shutdown dropped",
+                 group.ops.size());
     return;
   }
   writes.push_back(std::move(group));
@@ -228,6 +269,11 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
       co_await writer_wake.async_wait(kUseTuple);
       continue;
     }
+    if (group_commit && unbatched == 0 && write_progress == 0 && store_is_up) {
+      co_await commit_queued_groups();
+      continue;
+    }
+    // One write at a time (a store without transactions, or replaying a failed group commit).
     // Deque elements stay put while others are appended: the database thread reads the head's
     // ops in place; only this loop pops.
     const std::vector<StoreWrite>* ops = &writes.front().ops;
@@ -237,11 +283,8 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
       for (p.next = from; p.next < ops->size(); ++p.next) {
         const auto& w = (*ops)[p.next];
         try {
-          if (w.kind == StoreWrite::Kind::kUpsert) {
-            db::with_retry(store, db::RetrySafety::kSafe, w.op);
-          } else {
-            w.op(store);  // kLedger retries inside (apply_ledger_with_retry); kOnce never
-          }
+          write_one(store, w);
+          ++p.committed;
         } catch (const Unavailable& e) {
           if (w.kind == StoreWrite::Kind::kOnce) {
             p.problems.push_back(w.what + " dropped: " + one_line(e.what()));
@@ -250,11 +293,8 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
           p.down = one_line(e.what());
           return p;
         } catch (const std::exception& e) {
-          // Conflict / InvalidArgument: retrying cannot help. Logged and counted (ledger rows
-          // are named by key ID: never in the log).
-          auto why = one_line(e.what());
-          if (w.kind == StoreWrite::Kind::kLedger) why = without_uuids(std::move(why));
-          p.problems.push_back(w.what + ": " + why);
+          // Conflict / InvalidArgument: retrying cannot help. Logged and counted.
+          p.problems.push_back(failure_text(w, e));
         }
       }
       return p;
@@ -268,43 +308,127 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
       p.down = one_line(e.what());
     }
     write_progress = p.next;
-    for (const auto& line : p.problems) {
-      ++store_failures;
-      svc.log("store: " + line);
-    }
+    for (const auto& line : p.problems) write_failed(line);
+    metrics->store_writes(0, p.committed);
     if (p.down) {
-      mark_store_down(*p.down);
-      const auto since = std::chrono::steady_clock::now();
-      while (!store_is_up &&
-             !(writer_stop && std::chrono::steady_clock::now() - since > kGiveUpAtShutdown)) {
-        writer_wake.expires_after(kWriterPoll);
-        co_await writer_wake.async_wait(kUseTuple);
-      }
-      if (!store_is_up) {
-        svc.log("store: still unavailable at shutdown: " + std::to_string(writes.size()) +
-                " write group(s) not stored");
-        store_failures += writes.size();
-        writes.clear();
-        write_progress = 0;
-        break;
-      }
+      if (!co_await wait_for_store(*p.down)) break;
       continue;
     }
-    auto then = std::move(writes.front().then);
-    writes.pop_front();
-    write_progress = 0;
-    if (then) {
-      try {
-        then();
-      } catch (const std::exception& e) {
-        svc.log(std::string("store: after write: ") + e.what());
-      }
-    }
+    if (unbatched > 0) --unbatched;
+    finish_front_groups(1);
   }
   writer_running = false;
   if (writes_drained != nullptr) {
     writes_drained->set_value();
     writes_drained = nullptr;
+  }
+}
+
+net::awaitable<void> ControllerService::Impl::commit_queued_groups() {
+  // Group commit: the groups queued now share one transaction (one fsync), so concurrent relays
+  // wait for one commit together instead of for each other's. Their `then`s run after it, in
+  // queue order.
+  std::vector<const std::vector<StoreWrite>*> batch;
+  std::size_t n_ops = 0;
+  for (const auto& g : writes) {
+    if (batch.size() == kBatchGroups || (n_ops > 0 && n_ops + g.ops.size() > kBatchOps)) break;
+    batch.push_back(&g.ops);
+    n_ops += g.ops.size();
+  }
+  auto job = [batch](controller::Store& store) {
+    BatchOutcome out;
+    bool body_done = false;
+    try {
+      const bool ran = store.write_batch([&](controller::Store& s) {
+        for (const auto* ops : batch) {
+          for (const auto& w : *ops) w.op(s);
+        }
+        body_done = true;
+      });
+      out.kind = ran ? BatchOutcome::Kind::kCommitted : BatchOutcome::Kind::kUnsupported;
+    } catch (const std::exception& e) {
+      out.kind = body_done ? BatchOutcome::Kind::kInDoubt : BatchOutcome::Kind::kAborted;
+      out.why = one_line(e.what());
+    }
+    return out;
+  };
+  BatchOutcome out;
+  try {
+    auto op = on_pool<BatchOutcome>(std::move(job));
+    out = co_await std::move(op);
+  } catch (const std::exception& e) {
+    out.kind = BatchOutcome::Kind::kAborted;
+    out.why = one_line(e.what());
+  }
+  switch (out.kind) {
+    case BatchOutcome::Kind::kCommitted:
+      metrics->store_writes(0, 1);
+      finish_front_groups(batch.size());
+      break;
+    case BatchOutcome::Kind::kUnsupported:
+      group_commit = false;
+      break;
+    case BatchOutcome::Kind::kAborted:
+      // Nothing is stored: the same groups go again one write at a time, which waits out an
+      // outage as usual and logs and counts a write that breaks a rule, alone.
+      unbatched = batch.size();
+      break;
+    case BatchOutcome::Kind::kInDoubt:
+      // All or nothing is stored. Ledger batches resolve it by their key and upserts are
+      // idempotent; a one-shot write cannot be told apart from its twin, so it is dropped (as a
+      // one-shot write that fails alone is).
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        auto& ops = writes[i].ops;
+        std::erase_if(ops, [&](StoreWrite& w) {
+          if (w.kind == StoreWrite::Kind::kLedger) w.in_doubt = true;
+          if (w.kind != StoreWrite::Kind::kOnce) return false;
+          write_failed(w.what + " dropped: group commit in doubt: " + out.why);
+          return true;
+        });
+      }
+      unbatched = batch.size();
+      break;
+  }
+}
+
+net::awaitable<bool> ControllerService::Impl::wait_for_store(const std::string& why) {
+  mark_store_down(why);
+  const auto since = std::chrono::steady_clock::now();
+  while (!store_is_up &&
+         !(writer_stop && std::chrono::steady_clock::now() - since > kGiveUpAtShutdown)) {
+    writer_wake.expires_after(kWriterPoll);
+    co_await writer_wake.async_wait(kUseTuple);
+  }
+  if (store_is_up) co_return true;
+  std::uint64_t lost = 0;
+  for (const auto& g : writes) lost += g.ops.size();
+  lost -= std::min<std::uint64_t>(lost, write_progress);
+  write_failed("still unavailable at shutdown: " + std::to_string(writes.size()) +
+                   " write group(s), " + std::to_string(lost) + " write(s) not stored",
+               lost);
+  writes.clear();
+  write_progress = 0;
+  unbatched = 0;
+  co_return false;
+}
+
+void ControllerService::Impl::write_failed(const std::string& line, std::uint64_t n) {
+  metrics->store_write_failures(n);
+  svc.log("store: " + line);
+}
+
+void ControllerService::Impl::finish_front_groups(std::size_t n) {
+  metrics->store_writes(std::min(n, writes.size()), 0);
+  for (std::size_t i = 0; i < n && !writes.empty(); ++i) {
+    auto then = std::move(writes.front().then);
+    writes.pop_front();
+    write_progress = 0;
+    if (!then) continue;
+    try {
+      then();
+    } catch (const std::exception& e) {
+      svc.log(std::string("store: after write: ") + e.what());
+    }
   }
 }
 

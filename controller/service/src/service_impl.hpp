@@ -64,9 +64,14 @@ struct StoreWrite {
     kUpsert,  ///< an upsert (save_*): idempotent, retried until it commits
     kOnce,    ///< not idempotent (audit append, accounting add): tried once, dropped on failure
   };
+  StoreWrite(Kind k, std::string w, std::function<void(controller::Store&)> o, std::string key = {})
+      : kind(k), what(std::move(w)), op(std::move(o)), ledger_key(std::move(key)) {}
+
   Kind kind = Kind::kUpsert;
-  std::string what;  ///< for logs (never a key ID)
-  std::function<void(controller::Store&)> op;
+  std::string what;                            ///< for logs (never a key ID)
+  std::function<void(controller::Store&)> op;  ///< one attempt; the writer retries per kind
+  std::string ledger_key;  ///< kLedger: the batch's idempotency key (in-doubt resolution)
+  bool in_doubt = false;   ///< kLedger: a failed group commit may have stored it already
 };
 
 /// Writes that commit in order, then `then` runs on the core strand (write-ahead: Ck commands
@@ -158,12 +163,13 @@ struct ControllerService::Impl {
   std::atomic<bool> store_is_up{false};
   std::deque<WriteGroup> writes;
   std::size_t write_progress = 0;  ///< ops of writes.front() already done
+  bool group_commit = true;        ///< the store takes write_batch (false once it said no)
+  std::size_t unbatched = 0;  ///< front groups to write one op at a time (after a failed batch)
   bool writer_running = false;
   bool writer_stop = false;
   net::steady_timer writer_wake;
   net::steady_timer probe_timer;
   bool probing = false;
-  std::atomic<std::uint64_t> store_failures{0};
   std::promise<void>* writes_drained = nullptr;
 
   // ---- helpers (controller_service.cpp) ----
@@ -244,6 +250,16 @@ struct ControllerService::Impl {
   /// Queues a write group (core strand). Without a store, runs `then` at once.
   void submit_writes(WriteGroup group);
   net::awaitable<void> writer_loop();
+  /// Writes the queued groups (up to a bound) in one transaction (Store::write_batch).
+  net::awaitable<void> commit_queued_groups();
+  /// Marks the store down and waits until it is back (true) or shutdown gave up (false: the
+  /// queued groups are dropped and counted).
+  net::awaitable<bool> wait_for_store(const std::string& why);
+  /// Pops n stored groups and runs their `then`s in order.
+  void finish_front_groups(std::size_t n);
+  /// Logs a write (or n writes) that failed for good and counts it
+  /// (qkdn_store_write_failures_total).
+  void write_failed(const std::string& line, std::uint64_t n = 1);
   void wake_writer();
   /// The store failed: store_up false, probe every second until it answers.
   void mark_store_down(const std::string& why);

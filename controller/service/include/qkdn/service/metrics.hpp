@@ -54,6 +54,11 @@ class Metrics {
   /// qkdn_key_reservations_total{result} ("reserved", "allocated", "consumed", "released",
   /// "refused", "expired").
   void key_reservation(std::string_view result, std::uint64_t n = 1);
+  /// qkdn_store_write_groups_total and qkdn_store_commits_total: write groups the store's write
+  /// queue finished, and the transactions it committed for them (fewer with group commit).
+  void store_writes(std::uint64_t groups, std::uint64_t commits);
+  /// qkdn_store_write_failures_total: writes that failed for good (dropped or refused; logged).
+  void store_write_failures(std::uint64_t n = 1);
   /// qkdn_http_requests_total{method, code} and qkdn_http_request_duration_seconds.
   void http_request(std::string_view method, int code, double seconds);
   /// Replaces the gauge values (links, KMs: label sets that vanished are removed).
