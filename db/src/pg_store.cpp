@@ -190,6 +190,26 @@ constexpr Statement kUpsertLedger{
     "   state = EXCLUDED.state, lease_expires_at = EXCLUDED.lease_expires_at,"
     "   updated_at = EXCLUDED.updated_at"};
 
+// Both in one statement (one round trip, and one EXECUTE in a pipelined batch): the rows are
+// written only if this call claimed the key. Only for a batch that moves each key once.
+constexpr Statement kClaimAndUpsertLedger{
+    "claim_and_upsert_ledger",
+    "WITH claim AS (INSERT INTO ledger_batches (idempotency_key, entries) VALUES ($9, $10)"
+    "   ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1)"
+    " INSERT INTO ledger (key_id, link_id, km_id, peer_km_id, relay_id, state,"
+    "   lease_expires_at, updated_at)"
+    " SELECT e.key_id, e.link_id, e.km_id, e.peer_km_id, e.relay_id, e.state,"
+    "   CASE WHEN e.state IN ('reserved', 'allocated') THEN qkdn_us_to_ts(e.lease_us) END,"
+    "   qkdn_us_to_ts(e.updated_us)"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    "   $7::int8[], $8::int8[])"
+    "   AS e(key_id, link_id, km_id, peer_km_id, relay_id, state, lease_us, updated_us)"
+    " WHERE EXISTS (SELECT 1 FROM claim)"
+    " ON CONFLICT (key_id) DO UPDATE SET link_id = EXCLUDED.link_id, km_id = EXCLUDED.km_id,"
+    "   peer_km_id = EXCLUDED.peer_km_id, relay_id = EXCLUDED.relay_id,"
+    "   state = EXCLUDED.state, lease_expires_at = EXCLUDED.lease_expires_at,"
+    "   updated_at = EXCLUDED.updated_at"};
+
 // --- alarms, accounting, audit ----------------------------------------------------------------
 
 constexpr Statement kUpsertAlarm{
@@ -313,6 +333,7 @@ constexpr Statement kStatements[] = {
     kClaimLedgerBatch,
     kLedgerBatchCommitted,
     kUpsertLedger,
+    kClaimAndUpsertLedger,
     kUpsertAlarm,
     kAddAccounting,
     kSelectAccounting,
@@ -333,6 +354,10 @@ constexpr Statement kStatements[] = {
     kLoadAlarms,
     kNextAlarmId,
 };
+
+/// The statements that pipelined writes send (exec_write inside a batch).
+constexpr const Statement* kPipelined[] = {&kUpsertSession, &kUpsertRelay, &kClaimAndUpsertLedger,
+                                           &kUpsertAlarm, &kAddAccounting};
 
 using ReadOnlySnapshot = pqxx::transaction<pqxx::repeatable_read, pqxx::read_only>;
 
@@ -358,6 +383,53 @@ std::string as_text(const pqxx::field& f) {
 std::int64_t as_int64(const pqxx::field& f) { return f.is_null() ? 0 : f.as<std::int64_t>(); }
 
 SysTime as_time(const pqxx::field& f) { return from_us(as_int64(f)); }
+
+// --- pipelined writes (inside write_batch) --------------------------------------------------
+
+template <class T>
+struct IsOptional : std::false_type {};
+template <class T>
+struct IsOptional<std::optional<T>> : std::true_type {};
+
+/// Appends v as a quoted literal (the text exec_prepared would send for it, so the prepared
+/// statement's parameter type parses it the same way), or NULL.
+template <class T>
+void append_literal(std::string& out, const pqxx::transaction_base& tx, const T& v) {
+  if constexpr (std::is_same_v<T, std::nullptr_t>) {
+    out += "NULL";
+  } else if constexpr (IsOptional<T>::value) {
+    if (v) {
+      append_literal(out, tx, *v);
+    } else {
+      out += "NULL";
+    }
+  } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
+    out += tx.quote(std::string{std::string_view{v}});
+  } else {
+    out += tx.quote(v);
+  }
+}
+
+/// Runs a prepared write now, or (pending != nullptr: inside a batch) appends it to the batch's
+/// statement text as SQL EXECUTE, sent with the others in one round trip. Only for statements
+/// whose result is not needed.
+template <class... Args>
+void exec_write(pqxx::transaction_base& tx, std::string* pending, const Statement& st,
+                const Args&... args) {
+  if (pending == nullptr) {
+    tx.exec_prepared(st.name, args...);
+    return;
+  }
+  std::string& out = *pending;
+  out += "EXECUTE ";
+  out += st.name;
+  char sep = '(';
+  ((out += sep, append_literal(out, tx, args), sep = ','), ...);
+  out += ");\n";
+}
+
+/// A batch sends its pending statements at the latest when they reach this size.
+constexpr std::size_t kPendingFlushBytes = std::size_t{1} << 20;
 
 std::optional<SysTime> opt_time(const pqxx::field& f) {
   if (f.is_null()) return std::nullopt;
@@ -454,6 +526,7 @@ struct PgStore::Conn {
   explicit Conn(const std::string& dsn) : c(dsn) {}
   pqxx::connection c;
   bool prepared = false;
+  bool pipeline_ready = false;  ///< the pipelined statements exist on the server
 };
 
 PgStore::Conn& PgStore::connection(bool prepare) {
@@ -555,18 +628,41 @@ void PgStore::batch_fail(const char* what) {
   }
 }
 
+void PgStore::flush_pending(pqxx::transaction_base& tx) {
+  if (pending_.empty()) return;
+  const std::string text = std::exchange(pending_, {});
+  tx.exec(text);
+}
+
+std::string* PgStore::pending() { return batch_ != nullptr ? &pending_ : nullptr; }
+
 template <class F>
-auto PgStore::write(const char* what, F&& fn) {
+auto PgStore::write(const char* what, F&& fn, bool pipelined) {
   if (batch_ != nullptr) {
     // One write of a batch, on the batch's transaction and without a savepoint of its own (each
-    // would cost two more round trips). A failed write aborts that transaction: the writes after
-    // it are refused and write_batch throws the first failure.
+    // would cost two more round trips). A pipelined write only appends its statements (see
+    // exec_write), sent with the others later; any other first sends what is pending, to keep
+    // the order. A failed write aborts the transaction: the writes after it are refused and
+    // write_batch throws the first failure (a pipelined one's surfaces when it is sent).
     if (batch_failure_ != nullptr) {
       throw Internal(std::string{"store: "} + what +
                      ": refused: an earlier write of the batch failed");
     }
+    if (!pipelined) {
+      try {
+        flush_pending(*batch_);
+      } catch (...) {
+        batch_fail("batched writes");
+      }
+    }
     try {
-      return fn(*batch_);
+      if constexpr (std::is_void_v<std::invoke_result_t<F&, pqxx::transaction_base&>>) {
+        fn(*batch_);
+        if (pending_.size() >= kPendingFlushBytes) flush_pending(*batch_);
+        return;
+      } else {
+        return fn(*batch_);
+      }
     } catch (...) {
       batch_fail(what);
     }
@@ -589,19 +685,29 @@ bool PgStore::write_batch(const std::function<void(controller::Store&)>& body) {
   if (batch_ != nullptr) throw Internal("store: write_batch: batches do not nest");
   drop_after_batch_ = false;
   batch_failure_ = nullptr;
+  pending_.clear();
   std::exception_ptr failure;
   try {
-    auto& c = connection(true).c;
+    auto& conn = connection(true);
+    auto& c = conn.c;
+    if (!conn.pipeline_ready) {
+      // libpqxx 6.4 prepares on first exec_prepared; pipelined writes name their statements in
+      // SQL EXECUTE, so those must exist on the server first.
+      for (const Statement* st : kPipelined) c.prepare_now(st->name);
+      conn.pipeline_ready = true;
+    }
     pqxx::work tx{c};
     batch_ = &tx;
     body(*this);
-    batch_ = nullptr;
     failure = std::exchange(batch_failure_, nullptr);
-    if (failure == nullptr) tx.commit();  // else body swallowed a failed write: roll back
+    if (failure == nullptr) flush_pending(tx);  // else body swallowed a failed write
+    batch_ = nullptr;
+    if (failure == nullptr) tx.commit();
   } catch (...) {
     // The batch's transaction is gone (unwound) by now: the connection may be dropped.
     batch_ = nullptr;
     batch_failure_ = nullptr;
+    pending_.clear();
     if (drop_after_batch_) conn_.reset();
     drop_after_batch_ = false;
     fail("write_batch");
@@ -941,20 +1047,22 @@ void PgStore::delete_pinned_route(const std::string& src_km, const std::string& 
 // --- sessions, relays ------------------------------------------------------------------------
 
 void PgStore::save_session(const SessionRecord& rec) {
-  write("save_session", [&](pqxx::transaction_base& tx) {
-    tx.exec_prepared(kUpsertSession.name, rec.session_id, rec.src_sae, rec.dst_sae, rec.src_km,
-                     rec.dst_km, rec.keys_requested, rec.keys_delivered, rec.state,
-                     to_us(rec.created_at), to_us(rec.updated_at), to_us(rec.expires_at));
-  });
+  const auto upsert = [&](pqxx::transaction_base& tx) {
+    exec_write(tx, pending(), kUpsertSession, rec.session_id, rec.src_sae, rec.dst_sae, rec.src_km,
+               rec.dst_km, rec.keys_requested, rec.keys_delivered, rec.state, to_us(rec.created_at),
+               to_us(rec.updated_at), to_us(rec.expires_at));
+  };
+  write("save_session", upsert, true);
 }
 
 void PgStore::save_relay(const RelayRecord& rec) {
-  write("save_relay", [&](pqxx::transaction_base& tx) {
-    tx.exec_prepared(kUpsertRelay.name, rec.relay_id, rec.session_id, rec.src_km, rec.dst_km,
-                     text_array(rec.route_kms), text_array(rec.route_links), rec.number_of_keys,
-                     rec.key_size_bits, rec.state, rec.reason, to_us(rec.created_at),
-                     to_us(rec.updated_at));
-  });
+  const auto upsert = [&](pqxx::transaction_base& tx) {
+    exec_write(tx, pending(), kUpsertRelay, rec.relay_id, rec.session_id, rec.src_km, rec.dst_km,
+               text_array(rec.route_kms), text_array(rec.route_links), rec.number_of_keys,
+               rec.key_size_bits, rec.state, rec.reason, to_us(rec.created_at),
+               to_us(rec.updated_at));
+  };
+  write("save_relay", upsert, true);
 }
 
 // --- ledger ----------------------------------------------------------------------------------
@@ -967,55 +1075,69 @@ void PgStore::apply_ledger(const std::string& idempotency_key,
   if (entries.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
     throw InvalidArgument("store: apply_ledger: batch too large");
   }
-  write("apply_ledger", [&](pqxx::transaction_base& tx) {
-    // Concurrent appliers of one key serialise on its primary key: the second waits for the
-    // first to commit, then sees the row and does nothing.
-    if (tx.exec_prepared(kClaimLedgerBatch.name, idempotency_key,
-                         static_cast<std::int32_t>(entries.size()))
-            .empty()) {
+  // Runs of distinct key IDs: ON CONFLICT cannot touch a row twice in one statement, and a
+  // batch may legitimately move one key twice (reserve, then allocate).
+  std::vector<std::pair<std::size_t, std::size_t>> runs;
+  for (std::size_t begin = 0; begin < entries.size();) {
+    std::unordered_set<std::string_view> seen;
+    std::size_t end = begin;
+    while (end < entries.size() && seen.insert(entries[end].key_id).second) ++end;
+    runs.emplace_back(begin, end);
+    begin = end;
+  }
+  // The statement's eight array parameters for one run, then its own.
+  const auto with_arrays = [&](std::pair<std::size_t, std::size_t> run, auto&& call) {
+    const auto [begin, end] = run;
+    const auto run_of = [&](auto get) {
+      std::string out = "{";
+      for (std::size_t i = begin; i < end; ++i) {
+        if (i != begin) out += ',';
+        append_element(out, get(entries[i]));
+      }
+      out += '}';
+      return out;
+    };
+    std::string leases = "{";
+    std::string updated = "{";
+    for (std::size_t i = begin; i < end; ++i) {
+      if (i != begin) {
+        leases += ',';
+        updated += ',';
+      }
+      const auto& lease = entries[i].lease_expires_at;
+      leases += lease ? std::to_string(to_us(*lease)) : std::string{"NULL"};
+      updated += std::to_string(to_us(entries[i].updated_at));
+    }
+    leases += '}';
+    updated += '}';
+    call(run_of([](const LedgerEntry& e) -> std::string_view { return e.key_id; }),
+         run_of([](const LedgerEntry& e) -> std::string_view { return e.link_id; }),
+         run_of([](const LedgerEntry& e) -> std::string_view { return e.km_id; }),
+         run_of([](const LedgerEntry& e) -> std::string_view { return e.peer_km_id; }),
+         run_of([](const LedgerEntry& e) -> std::string_view { return e.relay_id; }),
+         run_of([](const LedgerEntry& e) -> std::string_view { return e.state; }), leases, updated);
+  };
+  const auto n = static_cast<std::int32_t>(entries.size());
+  const auto apply = [&](pqxx::transaction_base& tx) {
+    if (runs.size() <= 1) {
+      // One statement claims the key and writes the rows (if it claimed it).
+      const auto run = runs.empty() ? std::pair<std::size_t, std::size_t>{0, 0} : runs.front();
+      with_arrays(run, [&](const auto&... arrays) {
+        exec_write(tx, pending(), kClaimAndUpsertLedger, arrays..., idempotency_key, n);
+      });
       return;
     }
-    // One statement per run of distinct key IDs: ON CONFLICT cannot touch a row twice in one
-    // statement, and a batch may legitimately move one key twice (reserve, then allocate).
-    std::size_t begin = 0;
-    while (begin < entries.size()) {
-      std::unordered_set<std::string_view> seen;
-      std::size_t end = begin;
-      while (end < entries.size() && seen.insert(entries[end].key_id).second) ++end;
-      const auto run_of = [&](auto get) {
-        std::string out = "{";
-        for (std::size_t i = begin; i < end; ++i) {
-          if (i != begin) out += ',';
-          append_element(out, get(entries[i]));
-        }
-        out += '}';
-        return out;
-      };
-      std::string leases = "{";
-      std::string updated = "{";
-      for (std::size_t i = begin; i < end; ++i) {
-        if (i != begin) {
-          leases += ',';
-          updated += ',';
-        }
-        const auto& lease = entries[i].lease_expires_at;
-        leases += lease ? std::to_string(to_us(*lease)) : std::string{"NULL"};
-        updated += std::to_string(to_us(entries[i].updated_at));
-      }
-      leases += '}';
-      updated += '}';
-      tx.exec_prepared(
-          kUpsertLedger.name,
-          run_of([](const LedgerEntry& e) -> std::string_view { return e.key_id; }),
-          run_of([](const LedgerEntry& e) -> std::string_view { return e.link_id; }),
-          run_of([](const LedgerEntry& e) -> std::string_view { return e.km_id; }),
-          run_of([](const LedgerEntry& e) -> std::string_view { return e.peer_km_id; }),
-          run_of([](const LedgerEntry& e) -> std::string_view { return e.relay_id; }),
-          run_of([](const LedgerEntry& e) -> std::string_view { return e.state; }), leases,
-          updated);
-      begin = end;
+    // Several statements that depend on the claim's answer: nothing may stay pending.
+    flush_pending(tx);
+    // Concurrent appliers of one key serialise on its primary key: the second waits for the
+    // first to commit, then sees the row and does nothing.
+    if (tx.exec_prepared(kClaimLedgerBatch.name, idempotency_key, n).empty()) return;
+    for (const auto& run : runs) {
+      with_arrays(run,
+                  [&](const auto&... arrays) { tx.exec_prepared(kUpsertLedger.name, arrays...); });
     }
-  });
+  };
+  write("apply_ledger", apply, true);
 }
 
 bool PgStore::ledger_batch_committed(const std::string& idempotency_key) {
@@ -1035,26 +1157,28 @@ void PgStore::save_alarm(const Alarm& a) {
   // acknowledged_at is NULL unless acknowledged: passed as nullptr, not as an empty
   // std::optional (GCC 12 then warns maybe-uninitialized inside libpqxx's parameter packing).
   const auto upsert = [&](pqxx::transaction_base& tx, auto acked_at) {
-    tx.exec_prepared(kUpsertAlarm.name, static_cast<std::int64_t>(a.id), a.type, a.resource,
-                     a.km_id, a.link_id, std::string{controller::to_string(a.severity)},
-                     std::string{controller::to_string(a.state)}, a.acknowledged, a.acknowledged_by,
-                     acked_at, to_us(a.raised_at), to_us(a.updated_at), to_us(a.cleared_at),
-                     a.last_value, a.text, static_cast<std::int64_t>(a.count));
+    exec_write(tx, pending(), kUpsertAlarm, static_cast<std::int64_t>(a.id), a.type, a.resource,
+               a.km_id, a.link_id, std::string{controller::to_string(a.severity)},
+               std::string{controller::to_string(a.state)}, a.acknowledged, a.acknowledged_by,
+               acked_at, to_us(a.raised_at), to_us(a.updated_at), to_us(a.cleared_at), a.last_value,
+               a.text, static_cast<std::int64_t>(a.count));
   };
-  write("save_alarm", [&](pqxx::transaction_base& tx) {
+  const auto save = [&](pqxx::transaction_base& tx) {
     if (a.acknowledged) {
       upsert(tx, to_us(a.acknowledged_at));
     } else {
       upsert(tx, nullptr);
     }
-  });
+  };
+  write("save_alarm", save, true);
 }
 
 void PgStore::add_accounting(const AccountingRecord& rec) {
-  write("add_accounting", [&](pqxx::transaction_base& tx) {
-    tx.exec_prepared(kAddAccounting.name, to_us(rec.bucket_start), rec.sae_id, rec.session_id,
-                     rec.key_bytes, rec.keys);
-  });
+  const auto add = [&](pqxx::transaction_base& tx) {
+    exec_write(tx, pending(), kAddAccounting, to_us(rec.bucket_start), rec.sae_id, rec.session_id,
+               rec.key_bytes, rec.keys);
+  };
+  write("add_accounting", add, true);
 }
 
 std::vector<AccountingRecord> PgStore::accounting(SysTime from, SysTime to,

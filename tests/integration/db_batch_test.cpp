@@ -43,9 +43,87 @@ TEST_F(DbBatchTest, WritesCommitTogether) {
   EXPECT_TRUE(store_->ledger_batch_committed("b2"));
 }
 
-// A write that breaks a ledger rule throws inside the batch and dooms it: the writes after it are
-// refused, nothing is stored (before or after), and write_batch throws that first failure even
-// though body swallowed every error. One write at a time afterwards singles out the culprit.
+// Inside a batch PgStore sends the hot writes (sessions, relays, ledger, alarms, accounting) as
+// SQL EXECUTE with quoted literals, all in one round trip: they must store exactly what the same
+// writes store one at a time — awkward text, arrays, NULLs, doubles and booleans included.
+TEST_F(DbBatchTest, PipelinedWritesStoreWhatSingleWritesStore) {
+  const SysTime t0{std::chrono::seconds{1'700'000'000}};
+  const std::string awkward = "it's \"odd\" \\ {a,b} NULL\nline 2 \u00e9\u6f22 ;--";
+  const auto writes = [&](controller::Store& s) {
+    s.save_session({"s'1", "SAE-A", "SAE-B", "KM1", "KM3", 8, 0, "active", t0, t0,
+                    t0 + std::chrono::seconds{30}});
+    s.save_session({"s2", awkward, "SAE-B", "KM1", "KM3", 1, 1, "closed", t0, t0, std::nullopt});
+    controller::RelayRecord r;
+    r.relay_id = "r1";
+    r.session_id = "s'1";
+    r.src_km = "KM1";
+    r.dst_km = "KM3";
+    r.route_kms = {"KM1", "K\"M,2}", "KM3"};
+    r.route_links = {"L{12}", "L 23"};
+    r.number_of_keys = 8;
+    r.key_size_bits = 256;
+    r.state = "failed";
+    r.reason = awkward;
+    r.created_at = t0;
+    r.updated_at = t0 + std::chrono::microseconds{1};
+    s.save_relay(r);
+    s.apply_ledger("b'1",
+                   {ledger_entry("k1", "r1", "reserved"), ledger_entry("k2", "r1", "reserved")});
+    s.apply_ledger("b2", {});
+    s.apply_ledger("b3", {ledger_entry("k3", "r1", "reserved"),
+                          ledger_entry("k3", "r1", "allocated")});  // one key moved twice
+    controller::Alarm a;
+    a.id = 7;
+    a.type = "qber_high";
+    a.resource = "L'12";
+    a.link_id = "L'12";
+    a.severity = controller::Severity::kMinor;
+    a.acknowledged = true;
+    a.acknowledged_by = awkward;
+    a.acknowledged_at = t0 + std::chrono::seconds{5};
+    a.raised_at = t0;
+    a.updated_at = t0;
+    a.last_value = 0.1234567890123456789;
+    a.text = awkward;
+    a.count = 3;
+    s.save_alarm(a);
+    a.id = 8;
+    a.resource = "L23";
+    a.state = controller::AlarmState::kCleared;
+    a.acknowledged = false;
+    a.cleared_at = t0 + std::chrono::seconds{9};
+    a.last_value = -1.5e-300;
+    s.save_alarm(a);
+    s.add_accounting({t0, "SAE-A", "s'1", 64, 2});
+    s.add_accounting({t0, "SAE-A", "s'1", 32, 1});
+  };
+  writes(*store_);
+  const auto other = PgServer::fresh_database();
+  PgStore batched{PgStoreOptions{other}};
+  ASSERT_TRUE(batched.write_batch(writes));
+  const auto dump = [](const std::string& dsn, const std::string& table) {
+    pqxx::connection c{dsn};
+    pqxx::work tx{c};
+    return tx
+        .exec1("SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM " + table +
+               " t")[0]
+        .as<std::string>();
+  };
+  for (const char* table :
+       {"sessions", "relays", "ledger", "alarms", "accounting",
+        "(SELECT idempotency_key, entries FROM ledger_batches)"}) {  // not committed_at
+    const auto single = dump(dsn_, table);
+    EXPECT_FALSE(single.empty()) << table;
+    EXPECT_EQ(dump(other, table), single) << table;
+  }
+  EXPECT_EQ(sql("SELECT keys FROM accounting"), "3");
+}
+
+// A write that breaks a ledger rule dooms its batch. PgStore sends the ledger write with the
+// others (pipelined), so its Conflict surfaces at the next write that needs an answer (an audit
+// append); the writes after that are refused; nothing is stored, before or after; and
+// write_batch throws the Conflict even though body swallowed every error. One write at a time
+// afterwards singles out the culprit.
 TEST_F(DbBatchTest, RuleBreakingWriteDoomsTheBatch) {
   store_->apply_ledger("b0", {ledger_entry("k1", "r1", "reserved")});
   int conflicts = 0;
@@ -57,18 +135,20 @@ TEST_F(DbBatchTest, RuleBreakingWriteDoomsTheBatch) {
   const auto fine = [](controller::Store& s) {
     s.apply_ledger("b3", {ledger_entry("k2", "r3", "reserved")});
   };
-  EXPECT_THROW(store_->write_batch([&](controller::Store& s) {
-    s.apply_ledger("b1", {ledger_entry("k3", "r1", "reserved")});
+  const auto count = [&](auto&& write) {
     try {
-      conflicting(s);
+      write();
     } catch (const Conflict&) {
       ++conflicts;
-    }
-    try {
-      fine(s);
     } catch (const Internal&) {
       ++refused;
     }
+  };
+  EXPECT_THROW(store_->write_batch([&](controller::Store& s) {
+    s.apply_ledger("b1", {ledger_entry("k3", "r1", "reserved")});
+    count([&] { conflicting(s); });
+    count([&] { s.append_audit(audit_record("POST /z")); });
+    count([&] { fine(s); });
   }),
                Conflict);
   EXPECT_EQ(conflicts, 1);
@@ -76,20 +156,23 @@ TEST_F(DbBatchTest, RuleBreakingWriteDoomsTheBatch) {
   EXPECT_FALSE(store_->ledger_batch_committed("b1"));
   EXPECT_FALSE(store_->ledger_batch_committed("b3"));
   EXPECT_EQ(ledger_rows(), "1");
+  EXPECT_EQ(audit_rows(), "0");
   // Alone, the good writes commit and the bad one is refused again.
   store_->apply_ledger("b1", {ledger_entry("k3", "r1", "reserved")});
   EXPECT_THROW(conflicting(*store_), Conflict);
   fine(*store_);
   EXPECT_EQ(ledger_rows(), "3");
   EXPECT_EQ(sql("SELECT count(*) FROM ledger WHERE key_id = 'k9'"), "0");
-  // A body that lets the failure escape gets it as is.
+  // A rule broken by the last write surfaces from write_batch itself.
   EXPECT_THROW(store_->write_batch([&](controller::Store& s) {
+    s.apply_ledger("b4", {ledger_entry("k4", "r4", "reserved")});
     s.save_session({"s1", "SAE-A", "SAE-B", "KM1", "KM2", 1, 0, "zombie",
                     SysTime{std::chrono::seconds{1'700'000'000}},
                     SysTime{std::chrono::seconds{1'700'000'000}}, std::nullopt});
   }),
                InvalidArgument);
   EXPECT_EQ(sql("SELECT count(*) FROM sessions"), "0");
+  EXPECT_FALSE(store_->ledger_batch_committed("b4"));
   EXPECT_TRUE(store_->write_batch(
       [&](controller::Store& s) { s.apply_ledger("b4", {ledger_entry("k4", "r4", "reserved")}); }));
   EXPECT_EQ(ledger_rows(), "4");
@@ -114,8 +197,8 @@ TEST_F(DbBatchTest, ThrowingBodyStoresNothing) {
   EXPECT_EQ(ledger_rows(), "1");
 }
 
-// The server kills the connection in the middle of a batch: the next write throws Unavailable,
-// nothing of the batch is stored, and the next call reconnects by itself.
+// The server kills the connection in the middle of a batch: the next write that talks to the
+// server throws Unavailable, nothing of the batch is stored, and the next call reconnects.
 TEST_F(DbBatchTest, ConnectionLostMidBatchStoresNothing) {
   bool second_threw = false;
   EXPECT_THROW(store_->write_batch([&](controller::Store& s) {
@@ -129,7 +212,7 @@ TEST_F(DbBatchTest, ConnectionLostMidBatchStoresNothing) {
       tx.commit();
     }
     try {
-      s.apply_ledger("b2", {ledger_entry("k2", "r2", "reserved")});
+      s.append_audit(audit_record("POST /w"));  // needs an answer: sends what is pending
     } catch (const Unavailable&) {
       second_threw = true;
       throw;

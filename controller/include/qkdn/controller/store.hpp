@@ -188,8 +188,9 @@ class Store {
   virtual std::vector<AuditRecord> audit(std::int64_t after_id, std::size_t limit) = 0;
 
   /// Group commit: runs body(store) with every write it makes in one transaction, and returns
-  /// true once that transaction committed. A write that fails inside body throws as usual and
-  /// dooms the batch: later writes are refused (Internal), nothing commits, and write_batch
+  /// true once that transaction committed. A write that fails inside body dooms the batch: its
+  /// error is thrown there, or (a store may send writes together) at a later write or by
+  /// write_batch; writes after it are refused (Internal); nothing commits; and write_batch
   /// throws the first failure even if body swallowed it (the caller may then write one call at
   /// a time to single out the culprit). Unavailable from the commit itself (after body
   /// returned) leaves the whole batch in doubt. Reads are not allowed inside body. A store

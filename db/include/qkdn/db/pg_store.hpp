@@ -14,6 +14,7 @@
 
 namespace pqxx {
 class dbtransaction;
+class transaction_base;
 }  // namespace pqxx
 
 namespace qkdn::db {
@@ -109,9 +110,14 @@ class PgStore final : public controller::Store {
   /// Rethrows the exception being handled as a qkdn::Error; drops a dead connection.
   [[noreturn]] void fail(const char* what);
   /// Runs fn(transaction) as one write: its own transaction, or on the transaction of the current
-  /// write_batch. Errors as run().
+  /// write_batch. `pipelined`: fn only appends statements through pending() (exec_write in
+  /// pg_store.cpp), or sends what is pending before it needs an answer. Errors as run().
   template <class F>
-  auto write(const char* what, F&& fn);
+  auto write(const char* what, F&& fn, bool pipelined = false);
+  /// The open batch's statement text not yet sent (nullptr outside a batch).
+  std::string* pending();
+  /// Sends the pending statements on tx in one round trip.
+  void flush_pending(pqxx::transaction_base& tx);
   /// fail(what), remembering the error as the batch's first failure.
   [[noreturn]] void batch_fail(const char* what);
   /// Forgets the connection (at once, or when the current batch ends).
@@ -124,6 +130,7 @@ class PgStore final : public controller::Store {
   pqxx::dbtransaction* batch_ = nullptr;  ///< the open write_batch transaction
   bool drop_after_batch_ = false;
   std::exception_ptr batch_failure_;  ///< the first write of the open batch that failed
+  std::string pending_;               ///< the open batch's pipelined statements, not yet sent
 };
 
 }  // namespace qkdn::db
