@@ -1,4 +1,5 @@
-// bench_store: PgStore recovery time (load() of a large network) and ledger write throughput.
+// bench_store: PgStore recovery time (load() of a large network) and ledger write throughput,
+// one batch per transaction and group-committed (Store::write_batch).
 // Starts a private PostgreSQL with scripts/pg-private.sh (or uses QKDN_BENCH_PG_DSN), fills a
 // fresh database with 10,000 KMs, 20,000 links and 100,000 ledger rows, then measures.
 //
@@ -210,6 +211,27 @@ int main(int argc, char** argv) {
                 << static_cast<long>(static_cast<double>(batches) / el) << " batches/s, "
                 << static_cast<long>(static_cast<double>(rows) / el) << " rows/s (" << batches
                 << " batches in " << el << " s)\n";
+    }
+    // --- the same 1-row batches, group-committed: `group` of them per write_batch (one
+    // transaction, one round trip for the writes, one fsync), as the controller's writer does.
+    for (const int group : {16, 64}) {
+      long batches = 0;
+      long commits = 0;
+      auto w0 = Clock::now();
+      while (seconds_since(w0) < seconds) {
+        store.write_batch([&](qkdn::controller::Store& s) {
+          for (int j = 0; j < group; ++j) {
+            s.apply_ledger("g" + std::to_string(group) + "-" + std::to_string(batches++),
+                           {make_entry(key_counter++, "reserved")});
+          }
+        });
+        ++commits;
+      }
+      const double el = seconds_since(w0);
+      std::cout << "apply_ledger batch=1, " << group
+                << " per write_batch: " << static_cast<long>(static_cast<double>(batches) / el)
+                << " batches/s (" << static_cast<long>(static_cast<double>(commits) / el)
+                << " commits/s, " << batches << " batches in " << el << " s)\n";
     }
   } catch (const std::exception& e) {
     std::cerr << "bench_store: " << e.what() << "\n";
