@@ -175,40 +175,32 @@ constexpr Statement kLedgerBatchCommitted{
     "ledger_batch_committed", "SELECT 1 FROM ledger_batches WHERE idempotency_key = $1"};
 // New keys are inserted, known keys updated; the triggers of 0001 reject forbidden transitions
 // and keys that change relay, link or KM (SQLSTATE QK001).
-constexpr Statement kUpsertLedger{
-    "upsert_ledger",
-    "INSERT INTO ledger (key_id, link_id, km_id, peer_km_id, relay_id, state,"
-    "   lease_expires_at, updated_at)"
-    " SELECT e.key_id, e.link_id, e.km_id, e.peer_km_id, e.relay_id, e.state,"
-    "   CASE WHEN e.state IN ('reserved', 'allocated') THEN qkdn_us_to_ts(e.lease_us) END,"
-    "   qkdn_us_to_ts(e.updated_us)"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    "   $7::int8[], $8::int8[])"
-    "   AS e(key_id, link_id, km_id, peer_km_id, relay_id, state, lease_us, updated_us)"
-    " ON CONFLICT (key_id) DO UPDATE SET link_id = EXCLUDED.link_id, km_id = EXCLUDED.km_id,"
-    "   peer_km_id = EXCLUDED.peer_km_id, relay_id = EXCLUDED.relay_id,"
-    "   state = EXCLUDED.state, lease_expires_at = EXCLUDED.lease_expires_at,"
-    "   updated_at = EXCLUDED.updated_at"};
+// The rows of a ledger batch from eight arrays ($1..$8), inserted or updated; QKDN_LEDGER_ON
+// follows the FROM (a WHERE clause, or nothing).
+#define QKDN_LEDGER_UPSERT(QKDN_LEDGER_ON)                                                  \
+  "INSERT INTO ledger (key_id, link_id, km_id, peer_km_id, relay_id, state,"                \
+  "   lease_expires_at, updated_at)"                                                        \
+  " SELECT e.key_id, e.link_id, e.km_id, e.peer_km_id, e.relay_id, e.state,"                \
+  "   CASE WHEN e.state IN ('reserved', 'allocated') THEN qkdn_us_to_ts(e.lease_us) END,"   \
+  "   qkdn_us_to_ts(e.updated_us)"                                                          \
+  " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"    \
+  "   $7::int8[], $8::int8[])"                                                              \
+  "   AS e(key_id, link_id, km_id, peer_km_id, relay_id, state, lease_us, "                 \
+  "updated_us)" QKDN_LEDGER_ON                                                              \
+  " ON CONFLICT (key_id) DO UPDATE SET link_id = EXCLUDED.link_id, km_id = EXCLUDED.km_id," \
+  "   peer_km_id = EXCLUDED.peer_km_id, relay_id = EXCLUDED.relay_id,"                      \
+  "   state = EXCLUDED.state, lease_expires_at = EXCLUDED.lease_expires_at,"                \
+  "   updated_at = EXCLUDED.updated_at"
+constexpr Statement kUpsertLedger{"upsert_ledger", QKDN_LEDGER_UPSERT("")};
 
 // Both in one statement (one round trip, and one EXECUTE in a pipelined batch): the rows are
 // written only if this call claimed the key. Only for a batch that moves each key once.
 constexpr Statement kClaimAndUpsertLedger{
     "claim_and_upsert_ledger",
     "WITH claim AS (INSERT INTO ledger_batches (idempotency_key, entries) VALUES ($9, $10)"
-    "   ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1)"
-    " INSERT INTO ledger (key_id, link_id, km_id, peer_km_id, relay_id, state,"
-    "   lease_expires_at, updated_at)"
-    " SELECT e.key_id, e.link_id, e.km_id, e.peer_km_id, e.relay_id, e.state,"
-    "   CASE WHEN e.state IN ('reserved', 'allocated') THEN qkdn_us_to_ts(e.lease_us) END,"
-    "   qkdn_us_to_ts(e.updated_us)"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    "   $7::int8[], $8::int8[])"
-    "   AS e(key_id, link_id, km_id, peer_km_id, relay_id, state, lease_us, updated_us)"
-    " WHERE EXISTS (SELECT 1 FROM claim)"
-    " ON CONFLICT (key_id) DO UPDATE SET link_id = EXCLUDED.link_id, km_id = EXCLUDED.km_id,"
-    "   peer_km_id = EXCLUDED.peer_km_id, relay_id = EXCLUDED.relay_id,"
-    "   state = EXCLUDED.state, lease_expires_at = EXCLUDED.lease_expires_at,"
-    "   updated_at = EXCLUDED.updated_at"};
+    "   ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1) " QKDN_LEDGER_UPSERT(
+        " WHERE EXISTS (SELECT 1 FROM claim)")};
+#undef QKDN_LEDGER_UPSERT
 
 // --- alarms, accounting, audit ----------------------------------------------------------------
 

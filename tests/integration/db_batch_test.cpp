@@ -203,14 +203,7 @@ TEST_F(DbBatchTest, ConnectionLostMidBatchStoresNothing) {
   bool second_threw = false;
   EXPECT_THROW(store_->write_batch([&](controller::Store& s) {
     s.apply_ledger("b1", {ledger_entry("k1", "r1", "reserved")});
-    {
-      pqxx::connection admin{dsn_};
-      pqxx::work tx{admin};
-      tx.exec(
-          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-          " WHERE datname = current_database() AND pid <> pg_backend_pid()");
-      tx.commit();
-    }
+    terminate_other_backends();
     try {
       s.append_audit(audit_record("POST /w"));  // needs an answer: sends what is pending
     } catch (const Unavailable&) {
@@ -230,14 +223,7 @@ TEST_F(DbBatchTest, ConnectionLostMidBatchStoresNothing) {
 TEST_F(DbBatchTest, SwallowedConnectionLossStillFailsTheBatch) {
   EXPECT_THROW(store_->write_batch([&](controller::Store& s) {
     s.apply_ledger("b1", {ledger_entry("k1", "r1", "reserved")});
-    {
-      pqxx::connection admin{dsn_};
-      pqxx::work tx{admin};
-      tx.exec(
-          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-          " WHERE datname = current_database() AND pid <> pg_backend_pid()");
-      tx.commit();
-    }
+    terminate_other_backends();
     for (const char* key : {"b2", "b3"}) {
       try {
         s.apply_ledger(key, {ledger_entry(std::string{"k"} + key, "r2", "reserved")});

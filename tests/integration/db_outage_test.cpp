@@ -70,14 +70,7 @@ TEST_F(DbTest, IdleRestartIsTransparent) {
 // call.
 TEST_F(DbTest, TerminatedBackendIsReplaced) {
   EXPECT_TRUE(store_->healthy());
-  {
-    pqxx::connection admin{dsn_};
-    pqxx::work tx{admin};
-    tx.exec(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()");
-    tx.commit();
-  }
+  terminate_other_backends();
   std::this_thread::sleep_for(50ms);
   bool ok = false;
   for (int i = 0; i < 2 && !ok; ++i) {

@@ -109,6 +109,15 @@ std::string DbTest::sql(const std::string& statement) const {
   return r[0][0].c_str();
 }
 
+void DbTest::terminate_other_backends() const {
+  pqxx::connection admin{dsn_};
+  pqxx::work tx{admin};
+  tx.exec(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+      " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  tx.commit();
+}
+
 controller::TopologyDoc sample_topology() {
   controller::TopologyDoc doc;
   doc.name = "metro-test";

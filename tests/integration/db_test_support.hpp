@@ -41,6 +41,9 @@ class DbTest : public ::testing::Test {
   /// Runs SQL outside the store (checks of what is really stored); returns the first column of
   /// the first row, or "" when there is none.
   std::string sql(const std::string& statement) const;
+  /// Has the server kill every other connection to this test's database (pg_terminate_backend):
+  /// the store's connection breaks under it.
+  void terminate_other_backends() const;
 
   std::string dsn_;
   std::unique_ptr<PgStore> store_;
