@@ -478,6 +478,118 @@ TEST(ServiceStore, ConcurrentRelaysShareCommits) {
   EXPECT_EQ(counter("qkdn_store_write_failures_total"), 0) << h.log_text();
 }
 
+/// Fails some group commits in doubt: every 4th batch commits and then reports the commit failed;
+/// every 4th (offset 2) runs its writes and then fails without committing. Others pass through.
+class InDoubtStore final : public db::test::ForwardingStore {
+ public:
+  struct Counts {
+    std::atomic<int> batches{0};
+    std::atomic<int> committed_in_doubt{0};
+    std::atomic<int> lost_in_doubt{0};
+  };
+  InDoubtStore(std::unique_ptr<controller::Store> inner, std::shared_ptr<Counts> counts)
+      : ForwardingStore(*inner), owned_(std::move(inner)), counts_(std::move(counts)) {}
+  bool write_batch(const std::function<void(controller::Store&)>& body) override {
+    // The body runs against this store, so the writes reach PgStore through the forwarding.
+    const int n = ++counts_->batches;
+    if (n % 4 == 1) {
+      const bool ran = inner_.write_batch([&](controller::Store&) { body(*this); });
+      if (!ran) return false;
+      ++counts_->committed_in_doubt;
+      throw Unavailable("test: commit in doubt (it did commit)");
+    }
+    if (n % 4 == 3) {
+      ++counts_->lost_in_doubt;
+      inner_.write_batch([&](controller::Store&) {
+        body(*this);
+        throw Unavailable("test: commit in doubt (it did not commit)");
+      });
+      return false;  // not reached: write_batch throws
+    }
+    return inner_.write_batch([&](controller::Store&) { body(*this); });
+  }
+
+ private:
+  std::unique_ptr<controller::Store> owned_;  // inner_ refers to it
+  std::shared_ptr<Counts> counts_;
+};
+
+// Group commits whose COMMIT fails in doubt, both ways: nothing acknowledged is lost and nothing
+// is applied twice. Relays all end relayed with every hop key consumed in the database (the
+// batches that did not commit were written again; those that did were recognised by their ledger
+// key); audit records, which cannot be told from a twin, are each stored or counted as failed,
+// never silently lost.
+TEST(ServiceStore, InDoubtGroupCommitsLoseNothing) {
+  const auto dsn = PgServer::fresh_database();
+  const auto topo = chain_topology(3);
+  auto counts = std::make_shared<InDoubtStore::Counts>();
+  service::ServiceOptions o;
+  o.store_dsn = dsn;
+  o.store_decorator = [counts](std::unique_ptr<controller::Store> s) {
+    return std::unique_ptr<controller::Store>(std::make_unique<InDoubtStore>(std::move(s), counts));
+  };
+  ServiceHarness h(topo, o);
+  ASSERT_TRUE(h.svc().store_up());
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  auto& km1 = *kms["KM1"];
+  ASSERT_TRUE(wait_routable(km1, "KM3"));
+
+  constexpr int kRelays = 120;
+  constexpr int kAudits = 60;
+  for (int i = 0; i < kRelays; ++i) {
+    km1.request_relay("KM3");
+    if (i % 2 == 0) {
+      h.svc().audit({0, SysTime{std::chrono::seconds{1'700'000'000 + i}}, "test",
+                     "audit " + std::to_string(i), "", "200", "", ""});
+    }
+  }
+  ASSERT_TRUE(h.wait_core(
+      [](service::Core& c) {
+        std::size_t relayed = 0;
+        for (const auto& r : c.relays.list()) relayed += r.state == RelayState::kRelayed;
+        return relayed == kRelays;
+      },
+      30s))
+      << h.log_text();
+  ASSERT_TRUE(eventually([&] {
+    const auto states = relay_states(dsn);
+    return std::count_if(states.begin(), states.end(),
+                         [](const auto& kv) { return kv.second == "relayed"; }) == kRelays;
+  })) << h.log_text();
+  EXPECT_GE(counts->committed_in_doubt.load(), 1);
+  EXPECT_GE(counts->lost_in_doubt.load(), 1);
+
+  const auto rows = ledger_rows(dsn);
+  std::size_t consumed = 0;
+  for (const auto& frame : km1.received(0x4104)) {
+    for (const auto& hk : decode_as<ck::KeyRelayRequest>(frame).hop_keys) {
+      for (const auto& k : hk.key_ids) {
+        const auto it = rows.find(k);
+        ASSERT_NE(it, rows.end()) << "hop key missing from the ledger";
+        EXPECT_EQ(it->second, "consumed");
+        ++consumed;
+      }
+    }
+  }
+  EXPECT_EQ(consumed, 2U * kRelays);
+  // Every ledger batch is recorded once, and only batches the controller made are there.
+  EXPECT_EQ(sql_count(dsn, "SELECT count(*) FROM ledger_batches"),
+            sql_count(dsn, "SELECT count(DISTINCT idempotency_key) FROM ledger_batches"));
+
+  // Audit records: stored, or dropped and counted (a dropped one may have been stored too).
+  const auto failures = [&] {
+    return metric_value(h.svc().metrics().serialize(), "qkdn_store_write_failures_total");
+  };
+  ASSERT_TRUE(eventually([&] {
+    return sql_count(dsn, "SELECT count(*) FROM audit WHERE actor = 'test'") +
+               static_cast<std::int64_t>(failures()) >=
+           kAudits;
+  })) << h.log_text();
+  EXPECT_LE(sql_count(dsn, "SELECT count(*) FROM audit WHERE actor = 'test'"), kAudits);
+  EXPECT_LE(failures(), kAudits);
+}
+
 // The "Done when": a topology, network-wide thresholds, policies (network-wide mode, two
 // per-pair overrides, a schedule, a pinned route), active sessions and 1,000 ledger rows —
 // 400 consumed by relayed relays, 300 allocated to relays whose 0x1405 never came, 300 reserved

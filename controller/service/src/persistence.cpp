@@ -139,8 +139,10 @@ void ControllerService::Impl::open_store() {
   db::StorePool::Options po;
   po.threads = static_cast<std::size_t>(o.store_threads);
   pool = std::make_unique<db::StorePool>(
-      [dsn = o.store_dsn]() -> std::unique_ptr<controller::Store> {
-        return std::make_unique<db::PgStore>(db::PgStoreOptions{dsn, false});
+      [dsn = o.store_dsn, decorate = o.store_decorator]() -> std::unique_ptr<controller::Store> {
+        std::unique_ptr<controller::Store> pg =
+            std::make_unique<db::PgStore>(db::PgStoreOptions{dsn, false});
+        return decorate ? decorate(std::move(pg)) : std::move(pg);
       },
       po);
   svc.log("store: PostgreSQL at " + where + " (" + std::to_string(po.threads) + " threads)");

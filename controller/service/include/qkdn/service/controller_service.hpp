@@ -60,6 +60,10 @@ struct ServiceOptions {
   std::string store_dsn;
   /// Database threads (each owns one connection).
   int store_threads = 2;
+  /// Wraps the store of each database thread (not the one used at start-up): instrumentation,
+  /// or fault injection in tests. Null: each thread uses its PgStore directly.
+  std::function<std::unique_ptr<controller::Store>(std::unique_ptr<controller::Store>)>
+      store_decorator;
   /// With a store that already holds a topology, `topology` replaces it (else the stored one
   /// wins and `topology` is ignored, with a log line saying so).
   bool topology_override = false;
