@@ -420,6 +420,41 @@ std::map<std::string, json::value> api_config(HttpClient& c) {
   return out;
 }
 
+/// Waits (bounded) until `relays` relays from `km` are relayed in the core and in the database
+/// (written ahead: a relay's outcome is stored once the queue drains), then checks that every
+/// hop key `km` was handed (one key per hop, `hops` hops) is consumed in the database.
+void expect_relays_stored(ServiceHarness& h, FakeKm& km, const std::string& dsn, int relays,
+                          std::size_t hops) {
+  const auto n = static_cast<std::size_t>(relays);
+  ASSERT_TRUE(h.wait_core(
+      [n](service::Core& c) {
+        std::size_t relayed = 0;
+        for (const auto& r : c.relays.list()) relayed += r.state == RelayState::kRelayed;
+        return relayed == n;
+      },
+      30s))
+      << h.log_text();
+  ASSERT_TRUE(eventually([&] {
+    const auto states = relay_states(dsn);
+    return static_cast<std::size_t>(std::count_if(states.begin(), states.end(), [](const auto& kv) {
+             return kv.second == "relayed";
+           })) == n;
+  })) << h.log_text();
+  const auto rows = ledger_rows(dsn);
+  std::size_t consumed = 0;
+  for (const auto& frame : km.received(0x4104)) {
+    for (const auto& hk : decode_as<ck::KeyRelayRequest>(frame).hop_keys) {
+      for (const auto& k : hk.key_ids) {
+        const auto it = rows.find(k);
+        ASSERT_NE(it, rows.end()) << "hop key missing from the ledger";
+        EXPECT_EQ(it->second, "consumed");
+        ++consumed;
+      }
+    }
+  }
+  EXPECT_EQ(consumed, hops * n);
+}
+
 // Group commit: a burst of concurrent relays is written in fewer transactions than it has write
 // groups, and nothing of it is lost or refused: every relay ends relayed in the database and every
 // hop key it was handed is consumed there.
@@ -442,33 +477,7 @@ TEST(ServiceStore, ConcurrentRelaysShareCommits) {
   const double commits0 = counter("qkdn_store_commits_total");
   constexpr int kRelays = 200;
   request_relays(km1, "KM4", kRelays, 1);
-  ASSERT_TRUE(h.wait_core(
-      [](service::Core& c) {
-        std::size_t relayed = 0;
-        for (const auto& r : c.relays.list()) relayed += r.state == RelayState::kRelayed;
-        return relayed == kRelays;
-      },
-      30s))
-      << h.log_text();
-  // Written ahead: each relay's outcome is in the database once the queue drains.
-  ASSERT_TRUE(eventually([&] {
-    const auto states = relay_states(dsn);
-    return std::count_if(states.begin(), states.end(),
-                         [](const auto& kv) { return kv.second == "relayed"; }) == kRelays;
-  })) << h.log_text();
-  const auto rows = ledger_rows(dsn);
-  std::size_t consumed = 0;
-  for (const auto& frame : km1.received(0x4104)) {
-    for (const auto& hk : decode_as<ck::KeyRelayRequest>(frame).hop_keys) {
-      for (const auto& k : hk.key_ids) {
-        const auto it = rows.find(k);
-        ASSERT_NE(it, rows.end()) << "hop key missing from the ledger";
-        EXPECT_EQ(it->second, "consumed");
-        ++consumed;
-      }
-    }
-  }
-  EXPECT_EQ(consumed, 3U * kRelays);  // 3 hops, one key each
+  ASSERT_NO_FATAL_FAILURE(expect_relays_stored(h, km1, dsn, kRelays, 3));
 
   const double groups = counter("qkdn_store_write_groups_total") - groups0;
   const double commits = counter("qkdn_store_commits_total") - commits0;
@@ -544,35 +553,9 @@ TEST(ServiceStore, InDoubtGroupCommitsLoseNothing) {
                      "audit " + std::to_string(i), "", "200", "", ""});
     }
   }
-  ASSERT_TRUE(h.wait_core(
-      [](service::Core& c) {
-        std::size_t relayed = 0;
-        for (const auto& r : c.relays.list()) relayed += r.state == RelayState::kRelayed;
-        return relayed == kRelays;
-      },
-      30s))
-      << h.log_text();
-  ASSERT_TRUE(eventually([&] {
-    const auto states = relay_states(dsn);
-    return std::count_if(states.begin(), states.end(),
-                         [](const auto& kv) { return kv.second == "relayed"; }) == kRelays;
-  })) << h.log_text();
+  ASSERT_NO_FATAL_FAILURE(expect_relays_stored(h, km1, dsn, kRelays, 2));
   EXPECT_GE(counts->committed_in_doubt.load(), 1);
   EXPECT_GE(counts->lost_in_doubt.load(), 1);
-
-  const auto rows = ledger_rows(dsn);
-  std::size_t consumed = 0;
-  for (const auto& frame : km1.received(0x4104)) {
-    for (const auto& hk : decode_as<ck::KeyRelayRequest>(frame).hop_keys) {
-      for (const auto& k : hk.key_ids) {
-        const auto it = rows.find(k);
-        ASSERT_NE(it, rows.end()) << "hop key missing from the ledger";
-        EXPECT_EQ(it->second, "consumed");
-        ++consumed;
-      }
-    }
-  }
-  EXPECT_EQ(consumed, 2U * kRelays);
   // Every ledger batch is recorded once, and only batches the controller made are there.
   EXPECT_EQ(sql_count(dsn, "SELECT count(*) FROM ledger_batches"),
             sql_count(dsn, "SELECT count(DISTINCT idempotency_key) FROM ledger_batches"));
