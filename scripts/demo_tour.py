@@ -21,7 +21,8 @@ def say(msg):
     print(f"demo: {msg}", flush=True)
 
 
-def wait(pred, timeout, what):
+def poll(pred, timeout):
+    """pred()'s first true value within timeout seconds, else None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -31,7 +32,14 @@ def wait(pred, timeout, what):
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    sys.exit(f"demo: timed out waiting for {what}")
+    return None
+
+
+def wait(pred, timeout, what):
+    v = poll(pred, timeout)
+    if v is None:
+        sys.exit(f"demo: timed out waiting for {what}")
+    return v
 
 
 def agent_ports(path, timeout=30):
@@ -63,6 +71,12 @@ def main():
     say(f"all {n} KMs registered over mutual TLS")
     wait(lambda: sum(l["stored_key_bits"] > 0 for l in api.items("/api/v1/links")) > 0, 20,
          "key pools")
+    apps = {app["km_id"]: app["sae_id"] for app in topo.get("applications", [])}
+    src, dst = topo["kms"][0]["km_id"], topo["kms"][-1]["km_id"]
+    if "Aachen" in apps and "Dresden" in apps:
+        src, dst = "Aachen", "Dresden"
+    # Links come up as the agents' first status reports arrive (one status interval).
+    route = poll(lambda: api.get("/api/v1/routes", src=src, dst=dst, k=2)["items"], 30) or []
     links = sorted(api.items("/api/v1/links"), key=lambda l: -l["stored_key_bits"])
     say("fullest key pools:")
     print(f"  {'link':28} {'state':6} {'pool':>10} {'rate':>12} {'qber':>6}")
@@ -70,13 +84,8 @@ def main():
         print(f"  {l['link_id']:28} {l['oper_state']:6} {l['stored_key_bits'] // 8:>8} B "
               f"{l['key_rate_bps']:>9.0f} b/s {l['qber']:>6.3f}")
 
-    apps = {app["km_id"]: app["sae_id"] for app in topo.get("applications", [])}
-    src, dst = topo["kms"][0]["km_id"], topo["kms"][-1]["km_id"]
-    if "Aachen" in apps and "Dresden" in apps:
-        src, dst = "Aachen", "Dresden"
-    route = api.get("/api/v1/routes", src=src, dst=dst, k=2)["items"]
     if not route:
-        say(f"no route {src} -> {dst} yet")
+        say(f"no route {src} -> {dst} after 30 s: no key traffic or fault to show")
         return
     best = route[0]
     say(f"route {src} -> {dst}: {' -> '.join(best['kms'])} (cost {best['cost']:.2f})")
