@@ -26,6 +26,8 @@
 # over every answer. "us/req" columns are CPU time (user + system, /proc/PID/stat) per
 # successful request of the controller, of all agents and (STORE=pg) of PostgreSQL: where the
 # machine's time goes, and a figure that depends little on what else the machine runs.
+# "grp/commit" (STORE=pg): write groups per database transaction during the run, from the
+# controller's qkdn_store_write_groups_total / qkdn_store_commits_total (group commit).
 # Before each hop count one key is fetched with curl and the far SAE's dec_keys must return
 # the same bytes (the bench exits non-zero otherwise).
 set -eu
@@ -213,6 +215,11 @@ cpu_ticks() { # PIDS...: summed user + system ticks
   for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null || true; done |
     awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
 }
+store_counts() { # "write-groups commits" from the controller's /metrics (open: no token needed)
+  curl -s "http://127.0.0.1:$api_port/metrics" |
+    awk '$1 == "qkdn_store_write_groups_total" { g = $2 } $1 == "qkdn_store_commits_total" { c = $2 }
+         END { printf "%d %d\n", g, c }'
+}
 per_req() { # TICKS REQUESTS
   awk -v t="$1" -v hz="$ticks" -v n="$2" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }'
 }
@@ -221,8 +228,8 @@ echo "line of $nkm KMs, $links links at $rate b/s, pools $pool_bytes B/link end 
   "agents: $agents_mode; store: $store; $keys x 256-bit keys/request; wrk $duration"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-row() { printf '%-5s %-6s %10s %10s %9s %9s %9s %8s %8s %8s %s\n' "$@"; }
-row hops conns "requests/s" "keys/s" p50 p90 p99 "ctl us" "agt us" "pg us" errors
+row() { printf '%-5s %-6s %10s %10s %9s %9s %9s %8s %8s %8s %10s %s\n' "$@"; }
+row hops conns "requests/s" "keys/s" p50 p90 p99 "ctl us" "agt us" "pg us" "grp/commit" errors
 status=0
 for h in $hops_list; do
   check "$h"
@@ -235,6 +242,7 @@ for h in $hops_list; do
     a0=$(cpu_ticks $agent_pids)
     # shellcheck disable=SC2086 # a PID list
     p0=$(cpu_ticks $pgp)
+    s0=$(store_counts)
     out=$(wrk -t"$t" -c"$c" -d"$duration" --latency -H "X-SAE-ID: SAE-KM0" \
       "$(etsi 0)/SAE-KM$h/enc_keys?number=$keys&size=256")
     c1=$(cpu_ticks $controller_pid)
@@ -242,6 +250,7 @@ for h in $hops_list; do
     a1=$(cpu_ticks $agent_pids)
     # shellcheck disable=SC2086 # a PID list
     p1=$(cpu_ticks $pgp)
+    s1=$(store_counts)
     total=$(echo "$out" | awk '/requests in/ {print $1}')
     secs=$(echo "$out" | awk '/requests in/ {s = $4; sub(/,$/, "", s); if (s ~ /ms$/) { sub(/ms$/, "", s); s /= 1000 } else if (s ~ /m$/) { sub(/m$/, "", s); s *= 60 } else sub(/s$/, "", s); print s}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
@@ -262,8 +271,10 @@ for h in $hops_list; do
     fi
     pgc="-"
     [ "$store" = pg ] && pgc=$(per_req $((p1 - p0)) "$ok")
+    # Write groups per transaction (group commit); "-" without a store.
+    gpc=$(echo "$s0 $s1" | awk '{ c = $4 - $2; if (c > 0) printf "%.1f", ($3 - $1) / c; else print "-" }')
     row "$h" "$c" "$rps" "$kps" "$p50" "$p90" "$p99" "$(per_req $((c1 - c0)) "$ok")" \
-      "$(per_req $((a1 - a0)) "$ok")" "$pgc" "$errs"
+      "$(per_req $((a1 - a0)) "$ok")" "$pgc" "$gpc" "$errs"
   done
 done
 echo
