@@ -347,10 +347,6 @@ constexpr Statement kStatements[] = {
     kNextAlarmId,
 };
 
-/// The statements that pipelined writes send (exec_write inside a batch).
-constexpr const Statement* kPipelined[] = {&kUpsertSession, &kUpsertRelay, &kClaimAndUpsertLedger,
-                                           &kUpsertAlarm, &kAddAccounting};
-
 using ReadOnlySnapshot = pqxx::transaction<pqxx::repeatable_read, pqxx::read_only>;
 
 // --- value conversion ------------------------------------------------------------------------
@@ -518,7 +514,7 @@ struct PgStore::Conn {
   explicit Conn(const std::string& dsn) : c(dsn) {}
   pqxx::connection c;
   bool prepared = false;
-  bool pipeline_ready = false;  ///< the pipelined statements exist on the server
+  bool on_server = false;  ///< every statement is prepared on the server (not only registered)
 };
 
 PgStore::Conn& PgStore::connection(bool prepare) {
@@ -682,11 +678,12 @@ bool PgStore::write_batch(const std::function<void(controller::Store&)>& body) {
   try {
     auto& conn = connection(true);
     auto& c = conn.c;
-    if (!conn.pipeline_ready) {
-      // libpqxx 6.4 prepares on first exec_prepared; pipelined writes name their statements in
-      // SQL EXECUTE, so those must exist on the server first.
-      for (const Statement* st : kPipelined) c.prepare_now(st->name);
-      conn.pipeline_ready = true;
+    if (!conn.on_server) {
+      // libpqxx 6.4 prepares a statement on its first exec_prepared; pipelined writes name
+      // theirs in SQL EXECUTE, so they must exist on the server first. (Not in connection():
+      // a store may connect before the schema they refer to exists.)
+      for (const Statement& st : kStatements) c.prepare_now(st.name);
+      conn.on_server = true;
     }
     pqxx::work tx{c};
     batch_ = &tx;
