@@ -35,7 +35,10 @@ def main():
         base = net.etsi_base + "/api/v1/keys"
         aachen, dresden, third, berlin = (net.etsi("SAE-Aachen"), net.etsi("SAE-Dresden"),
                                           net.etsi("SAE-Dresden-2"), net.etsi("SAE-Berlin"))
-        route = net.api.get("/api/v1/routes", src="Aachen", dst="Dresden")["items"][0]
+        # Links are up before their first status report fills the pools above the floor; until
+        # then no route exists.
+        route = wait_for(lambda: net.api.get("/api/v1/routes", src="Aachen", dst="Dresden")["items"],
+                         30, 0.1, "a route Aachen -> Dresden")[0]
         log(f"route Aachen -> Dresden: {' -> '.join(route['kms'])} ({len(route['links'])} hops)")
 
         st = aachen.get(f"{base}/SAE-Dresden/status", timeout=TIMEOUT)
