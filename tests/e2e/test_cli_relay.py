@@ -114,8 +114,11 @@ def main():
         for src, dst in PAIRS:
             assert frozenset((src, dst)) not in adjacent, (src, dst)
             assert host_of[src] != host_of[dst], (src, dst)
-            shown = cli.json("route", "show", src, dst)
-            assert shown["src"] == src and shown["dst"] == dst and shown["items"], shown
+            def route_shown():  # once every pool along some path is above the floor
+                r = cli.json("route", "show", src, dst)
+                return r if r["items"] else None
+            shown = wait_for(route_shown, 30, POLL, f"a route {src} -> {dst}")
+            assert shown["src"] == src and shown["dst"] == dst, shown
             best = shown["items"][0]
             assert best["kms"][0] == src and best["kms"][-1] == dst, best
             assert len(best["links"]) == len(best["kms"]) - 1 >= 2, best
