@@ -7,9 +7,10 @@
 //
 // The handler runs on the Ck session's strand and only hops to the core strand; exchanges that
 // wait for a KM's answer run in coroutines spawned there (a session must never await a request
-// on its own channel). Write-ahead: Ck commands of a RelayTable output go out only after its
-// ledger batches and records are in the store, so a KM never uses a key the store does not know
-// as allocated, and a session is acknowledged (0x4107) only once stored.
+// on its own channel). Write-ahead: a 0x4104 goes out only after every ledger batch and record
+// queued before it is in the store, so a KM never uses a key the store does not know as
+// allocated, and a session is acknowledged (0x4107) only once stored. 0x410A and 0x410C go out at
+// once: they only set keys aside, and no KM uses a key until a 0x4104 names it.
 //
 // Key IDs travel through the controller; key material never does. Key IDs are never logged.
 #include <algorithm>
@@ -397,13 +398,18 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
   }
   for (const auto& r : out.finished) relay_finished(r, g);
   for (const auto& line : out.ignored) svc.log("key supply: ignored " + without_key_ids(line));
-  if (!out.reserve.empty() || !out.allocate.empty() || !out.relay_requests.empty()) {
-    g.then = [this, reserve = std::move(out.reserve), allocate = std::move(out.allocate),
-              requests = std::move(out.relay_requests)]() mutable {
-      send_relay_commands(std::move(reserve), std::move(allocate), std::move(requests));
+  // 0x410A and 0x410C only set keys aside at the KMs: they go out at once, their ledger writes
+  // queued behind them. 0x4104 lets the KMs use keys: it waits until every write queued before
+  // it (those reservations and allocations included) is stored.
+  if (!out.relay_requests.empty()) {
+    g.then = [this, requests = std::move(out.relay_requests)]() mutable {
+      send_relay_commands({}, {}, std::move(requests));
     };
   }
+  g.can_wait = !g.then;
   if (!g.ops.empty() || g.then) submit_writes(std::move(g));
+  if (!out.reserve.empty() || !out.allocate.empty())
+    send_relay_commands(std::move(out.reserve), std::move(out.allocate), {});
 }
 
 void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGroup& group) {

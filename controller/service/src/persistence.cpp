@@ -7,7 +7,8 @@
 // commit (apply_ledger is idempotent under its key, upserts are idempotent), so an outage delays
 // them but never loses one; one-shot writes (audit append, accounting add) are dropped and
 // counted when the store fails under them. A group's `then` (the Ck commands that depend on it)
-// runs only once the whole group is stored.
+// runs only once the whole group is stored. Groups queued meanwhile commit together (group
+// commit); groups that nothing waits for may linger (kLinger) to share a waited-for group's commit.
 #include <boost/asio/co_spawn.hpp>
 
 #include "qkdn/controller/error.hpp"
@@ -56,6 +57,8 @@ struct Progress {
 
 constexpr std::size_t kBatchGroups = 256;  ///< group commit: at most this many write groups
 constexpr std::size_t kBatchOps = 2048;    ///< ... and about this many writes in one transaction
+/// Group commit: how long groups that nothing waits for may wait for one that is waited for.
+constexpr auto kLinger = std::chrono::milliseconds(5);
 
 // One write outside a group commit, retried as its kind allows (see StoreWrite::Kind).
 void write_one(controller::Store& store, const StoreWrite& w) {
@@ -257,8 +260,11 @@ void ControllerService::Impl::submit_writes(WriteGroup group) {
                  group.ops.size());
     return;
   }
+  group.queued_at = std::chrono::steady_clock::now();
+  const bool waited = !group.can_wait;
+  waited_for += waited ? 1 : 0;
   writes.push_back(std::move(group));
-  if (writes.size() == 1) wake_writer();
+  if (writes.size() == 1 || waited) wake_writer();
 }
 
 void ControllerService::Impl::wake_writer() { writer_wake.cancel(); }
@@ -272,6 +278,16 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
       continue;
     }
     if (group_commit && unbatched == 0 && write_progress == 0 && store_is_up) {
+      // Nothing queued is waited for: linger a little, so that these groups share the commit
+      // of the next one that is (one relay's start, reservations and previous outcome commit
+      // with the allocations that its 0x4104 waits for).
+      const auto until = writes.front().queued_at + kLinger;
+      if (waited_for == 0 && !writer_stop && writes.size() < kBatchGroups &&
+          std::chrono::steady_clock::now() < until) {
+        writer_wake.expires_at(until);
+        co_await writer_wake.async_wait(kUseTuple);
+        continue;
+      }
       co_await commit_queued_groups();
       continue;
     }
@@ -409,6 +425,7 @@ net::awaitable<bool> ControllerService::Impl::wait_for_store(const std::string& 
                    " write group(s), " + std::to_string(lost) + " write(s) not stored",
                lost);
   writes.clear();
+  waited_for = 0;
   write_progress = 0;
   unbatched = 0;
   co_return false;
@@ -423,6 +440,7 @@ void ControllerService::Impl::finish_front_groups(std::size_t n) {
   metrics->store_writes(std::min(n, writes.size()), 0);
   for (std::size_t i = 0; i < n && !writes.empty(); ++i) {
     auto then = std::move(writes.front().then);
+    if (!writes.front().can_wait) --waited_for;
     writes.pop_front();
     write_progress = 0;
     if (!then) continue;

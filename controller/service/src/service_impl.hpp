@@ -79,6 +79,10 @@ struct StoreWrite {
 struct WriteGroup {
   std::vector<StoreWrite> ops;
   std::function<void()> then;
+  /// Nothing waits for this group (no `then`, no reader counting on it soon): the writer may hold
+  /// it back a few milliseconds so that it shares the commit of a group that is waited for.
+  bool can_wait = false;
+  SteadyTime queued_at{};  ///< set by submit_writes
 };
 
 /// Outcome of a step run on the core strand: empty error = success.
@@ -162,6 +166,7 @@ struct ControllerService::Impl {
   controller::Store* startup_store = nullptr;  ///< during open_store only: writes go here
   std::atomic<bool> store_is_up{false};
   std::deque<WriteGroup> writes;
+  std::size_t waited_for = 0;      ///< groups in `writes` without can_wait
   std::size_t write_progress = 0;  ///< ops of writes.front() already done
   bool group_commit = true;        ///< the store takes write_batch (false once it said no)
   std::size_t unbatched = 0;  ///< front groups to write one op at a time (after a failed batch)
