@@ -461,10 +461,17 @@ void expect_relays_stored(ServiceHarness& h, FakeKm& km, const std::string& dsn,
   EXPECT_EQ(consumed, hops * n);
 }
 
-// Group commit: a burst of concurrent relays is written in fewer transactions than it has write
-// groups, and nothing of it is lost or refused: every relay ends relayed in the database and every
-// hop key it was handed is consumed there.
-TEST(ServiceStore, ConcurrentRelaysShareCommits) {
+/// Write groups and commits the writer counted while relays ran.
+struct WriterCounts {
+  double groups = 0;
+  double commits = 0;
+};
+
+/// A controller with a store over a chain of 4 KMs; `drive(km1)` asks for `relays` relays of one
+/// key from KM1 to KM4. Checks that every relay ends relayed in the database with its hop keys
+/// consumed and that no write failed; `out` gets what the writer counted meanwhile.
+void relays_through_store(int relays, const std::function<void(FakeKm&)>& drive,
+                          WriterCounts& out) {
   const auto dsn = PgServer::fresh_database();
   const auto topo = chain_topology(4);
   service::ServiceOptions o;
@@ -481,16 +488,24 @@ TEST(ServiceStore, ConcurrentRelaysShareCommits) {
   };
   const double groups0 = counter("qkdn_store_write_groups_total");
   const double commits0 = counter("qkdn_store_commits_total");
-  constexpr int kRelays = 200;
-  request_relays(km1, "KM4", kRelays, 1);
-  ASSERT_NO_FATAL_FAILURE(expect_relays_stored(h, km1, dsn, kRelays, 3));
-
-  const double groups = counter("qkdn_store_write_groups_total") - groups0;
-  const double commits = counter("qkdn_store_commits_total") - commits0;
-  EXPECT_GE(groups, 3.0 * kRelays);  // at least reservation, allocation and outcome per relay
-  EXPECT_GT(commits, 0);
-  EXPECT_LT(commits * 2, groups) << commits << " commits for " << groups << " write groups";
+  ASSERT_NO_FATAL_FAILURE(drive(km1));
+  ASSERT_NO_FATAL_FAILURE(expect_relays_stored(h, km1, dsn, relays, 3));
+  out.groups = counter("qkdn_store_write_groups_total") - groups0;
+  out.commits = counter("qkdn_store_commits_total") - commits0;
   EXPECT_EQ(counter("qkdn_store_write_failures_total"), 0) << h.log_text();
+}
+
+// Group commit: a burst of concurrent relays is written in fewer transactions than it has write
+// groups, and nothing of it is lost or refused: every relay ends relayed in the database and every
+// hop key it was handed is consumed there.
+TEST(ServiceStore, ConcurrentRelaysShareCommits) {
+  constexpr int kRelays = 200;
+  WriterCounts n;
+  ASSERT_NO_FATAL_FAILURE(relays_through_store(
+      kRelays, [](FakeKm& km1) { request_relays(km1, "KM4", kRelays, 1); }, n));
+  EXPECT_GE(n.groups, 3.0 * kRelays);  // at least reservation, allocation and outcome per relay
+  EXPECT_GT(n.commits, 0);
+  EXPECT_LT(n.commits * 2, n.groups) << n.commits << " commits for " << n.groups << " write groups";
 }
 
 // One relay at a time (a single client): write-ahead costs about one commit per relay, not one per
@@ -498,43 +513,28 @@ TEST(ServiceStore, ConcurrentRelaysShareCommits) {
 // previous relay's outcome (nothing waits for them) linger for the commit that its 0x4104 waits
 // for. Nothing is lost: every relay ends relayed in the database with its hop keys consumed.
 TEST(ServiceStore, SequentialRelaysCommitAboutOncePerRelay) {
-  const auto dsn = PgServer::fresh_database();
-  const auto topo = chain_topology(4);
-  service::ServiceOptions o;
-  o.store_dsn = dsn;
-  ServiceHarness h(topo, o);
-  ASSERT_TRUE(h.svc().store_up());
-  auto kms = connect_all(topo, h.port());
-  ASSERT_TRUE(h.wait_links_up());
-  auto& km1 = *kms["KM1"];
-  ASSERT_TRUE(wait_routable(km1, "KM4"));
-
-  const auto counter = [&](const char* series) {
-    return metric_value(h.svc().metrics().serialize(), series);
-  };
-  const double groups0 = counter("qkdn_store_write_groups_total");
-  const double commits0 = counter("qkdn_store_commits_total");
   constexpr int kRelays = 40;
-  for (int i = 0; i < kRelays; ++i) {
-    const auto id = km1.request_relay("KM4", 1);
-    ASSERT_TRUE(km1.wait_for(0x4104,
-                             [id](const ck::Frame& f) {
-                               return decode_as<ck::KeyRelayRequest>(f).notification_message_id ==
-                                      id;
-                             }))
-        << "relay " << i << "\n"
-        << h.log_text();
-  }
-  ASSERT_NO_FATAL_FAILURE(expect_relays_stored(h, km1, dsn, kRelays, 3));
-
-  const double groups = counter("qkdn_store_write_groups_total") - groups0;
-  const double commits = counter("qkdn_store_commits_total") - commits0;
+  WriterCounts n;
+  ASSERT_NO_FATAL_FAILURE(relays_through_store(
+      kRelays,
+      [](FakeKm& km1) {
+        for (int i = 0; i < kRelays; ++i) {
+          const auto id = km1.request_relay("KM4", 1);
+          ASSERT_TRUE(
+              km1.wait_for(0x4104,
+                           [id](const ck::Frame& f) {
+                             return decode_as<ck::KeyRelayRequest>(f).notification_message_id == id;
+                           }))
+              << "relay " << i;
+        }
+      },
+      n));
   // Per relay: start, 3 reservations, 3 allocations, outcome.
-  EXPECT_GE(groups, 8.0 * kRelays);
+  EXPECT_GE(n.groups, 8.0 * kRelays);
   // One commit per step in series would be 4 or more per relay; a loaded machine may commit an
   // outcome alone when the next relay's allocations come later than the linger.
-  EXPECT_LE(commits, 2.5 * kRelays) << commits << " commits for " << groups << " write groups";
-  EXPECT_EQ(counter("qkdn_store_write_failures_total"), 0) << h.log_text();
+  EXPECT_LE(n.commits, 2.5 * kRelays)
+      << n.commits << " commits for " << n.groups << " write groups";
 }
 
 /// Fails some group commits in doubt: every 4th batch commits and then reports the commit failed;
