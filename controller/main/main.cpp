@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "qkdn/base/log.hpp"
+#include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
@@ -65,6 +67,10 @@ Northbound API:
                                "store_dsn = postgresql://qkdn@db/qkdn"; flags without a value
                                take true/false; '#' starts a comment. Precedence: command line,
                                then environment, then FILE.
+  --log-level LEVEL            debug, info, warn or error (default info)
+  --log-format FORMAT          text (default: RFC 3339 time, level, component, message) or json
+                               (one object per line: time, level, process, component, msg)
+  --version                    print the version and exit
   --help                       this text
 
 Examples:
@@ -82,6 +88,8 @@ SIGINT/SIGTERM stop it gracefully.
 )";
 
 struct Args {
+  qkdn::base::LogConfig log{qkdn::base::LogLevel::kInfo, qkdn::base::LogFormat::kText,
+                            "qkdn-controller"};
   qkdn::service::ServiceOptions options;
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
@@ -186,7 +194,15 @@ bool apply_option(std::string_view name, std::string_view value, Args& a) {
     a.api.tls_key = value;
   else if (name == "api-insecure")
     a.api.insecure = on();
-  else
+  else if (name == "log-level") {
+    const auto level = qkdn::base::parse_log_level(value);
+    if (!level) throw qkdn::InvalidArgument(flag + ": expected debug, info, warn or error");
+    a.log.level = *level;
+  } else if (name == "log-format") {
+    const auto format = qkdn::base::parse_log_format(value);
+    if (!format) throw qkdn::InvalidArgument(flag + ": expected text or json");
+    a.log.format = *format;
+  } else
     return false;
   return true;
 }
@@ -214,7 +230,7 @@ void read_config(const std::string& path, Args& a) {
     for (auto& c : key) {
       if (c == '_') c = '-';
     }
-    if (key == "config" || key == "help") {
+    if (key == "config" || key == "help" || key == "version") {
       throw qkdn::InvalidArgument(where + ": '" + key + "' is not allowed in a config file");
     }
     if (value.empty()) throw qkdn::InvalidArgument(where + ": '" + key + "' has no value");
@@ -224,12 +240,14 @@ void read_config(const std::string& path, Args& a) {
   }
 }
 
-// Returns false when --help was asked for.
-bool parse_args(int argc, char** argv, Args& a) {
+enum class Parsed { kRun, kHelp, kVersion };
+
+Parsed parse_args(int argc, char** argv, Args& a) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
   // The config file first (lowest precedence), then the environment, then the command line.
   for (std::size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") return false;
+    if (args[i] == "--help" || args[i] == "-h") return Parsed::kHelp;
+    if (args[i] == "--version") return Parsed::kVersion;
     if (args[i] == "--config") {
       if (i + 1 >= args.size()) throw qkdn::InvalidArgument("--config: missing value");
       read_config(std::string(args[i + 1]), a);
@@ -268,7 +286,7 @@ bool parse_args(int argc, char** argv, Args& a) {
       (!o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty())) {
     throw qkdn::InvalidArgument("--insecure-ck and --tls-* are mutually exclusive");
   }
-  return true;
+  return Parsed::kRun;
 }
 
 void write_port_file(const std::string& path, std::uint16_t port, std::string_view flag) {
@@ -293,10 +311,17 @@ std::string host_text(const std::string& host) {
 int main(int argc, char** argv) {
   Args args;
   try {
-    if (!parse_args(argc, argv, args)) {
+    const auto parsed = parse_args(argc, argv, args);
+    if (parsed == Parsed::kHelp) {
       std::cout << kUsage;
       return 0;
     }
+    if (parsed == Parsed::kVersion) {
+      std::cout << "qkdn-controller " << qkdn::build_version() << " (revision "
+                << qkdn::build_revision() << ")\n";
+      return 0;
+    }
+    qkdn::base::configure_logging(args.log);
     if (!args.topology_file.empty()) {
       args.options.topology = qkdn::southbound::load_topology_file(args.topology_file);
     }
@@ -331,12 +356,11 @@ int main(int argc, char** argv) {
     }
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    service.log(std::string("qkdn-controller: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
-                ", stopping");
+    service.log(std::string("main: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
     api.stop();
     service.stop();
   } catch (const std::exception& e) {
-    std::cerr << "qkdn-controller: " << e.what() << "\n";
+    qkdn::base::log(qkdn::base::LogLevel::kError, "main", e.what());
     return 1;
   }
   return 0;

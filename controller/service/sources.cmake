@@ -8,7 +8,7 @@ add_library(qkdn_service STATIC
   ${CMAKE_CURRENT_LIST_DIR}/src/metrics.cpp
 )
 target_include_directories(qkdn_service PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
-target_link_libraries(qkdn_service PUBLIC qkdn_core qkdn_southbound_net
+target_link_libraries(qkdn_service PUBLIC qkdn_base qkdn_core qkdn_southbound_net
                                    PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
 
 add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp)

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <iostream>
 #include <mutex>
 #include <set>
 
@@ -16,6 +15,7 @@
 #include <boost/beast/http/span_body.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "qkdn/base/log.hpp"
 #include "qkdn/controller/error.hpp"
 
 namespace qkdn::northbound {
@@ -138,7 +138,7 @@ net::awaitable<void> HttpServer::State::serve(Stream& stream, tcp::socket& raw,
         auto op = handler(std::move(in));
         out = co_await std::move(op);
       } catch (const std::exception& e) {
-        std::cerr << "http: handler failed: " << e.what() << "\n";
+        base::log(base::LogLevel::kError, "http", std::string("handler failed: ") + e.what());
         out = HttpResponse{};
         out.status = 500;
         out.content_type = "application/problem+json";
@@ -215,7 +215,8 @@ net::awaitable<void> HttpServer::State::session(tcp::socket socket) {
     try {
       co_await serve(stream, *raw, remote);
     } catch (const std::exception& e) {
-      std::cerr << "http: session " << remote << " ended: " << e.what() << "\n";
+      base::log(base::LogLevel::kInfo, "http",
+                std::string("session ") + remote + " ended: " + e.what());
     }
     std::lock_guard lock(mu);
     sockets.erase(raw);
@@ -232,7 +233,8 @@ net::awaitable<void> HttpServer::State::session(tcp::socket socket) {
                                                   net::as_tuple(net::use_awaitable));
       if (!ec) co_await serve(stream, *raw, remote);
     } catch (const std::exception& e) {
-      std::cerr << "http: tls session " << remote << " ended: " << e.what() << "\n";
+      base::log(base::LogLevel::kInfo, "http",
+                std::string("tls session ") + remote + " ended: " + e.what());
     }
     std::lock_guard lock(mu);
     sockets.erase(raw);
@@ -261,7 +263,7 @@ net::awaitable<void> HttpServer::State::accept_loop() {
       try {
         std::rethrow_exception(ep);
       } catch (const std::exception& e) {
-        std::cerr << "http: session failed: " << e.what() << "\n";
+        base::log(base::LogLevel::kWarn, "http", std::string("session failed: ") + e.what());
       }
     });
   }
@@ -290,7 +292,7 @@ void HttpServer::start() {
     try {
       std::rethrow_exception(ep);
     } catch (const std::exception& e) {
-      std::cerr << "http: accept loop failed: " << e.what() << "\n";
+      base::log(base::LogLevel::kError, "http", std::string("accept loop failed: ") + e.what());
     }
   });
 }

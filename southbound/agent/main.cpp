@@ -15,6 +15,8 @@
 
 #include "qkdn/agent/agent.hpp"
 #include "qkdn/agent/options.hpp"
+#include "qkdn/base/log.hpp"
+#include "qkdn/controller/build_info.hpp"
 
 namespace {
 
@@ -57,6 +59,12 @@ int main(int argc, char** argv) {
     std::cout << qkdn::agent::usage();
     return 0;
   }
+  if (cl.version) {
+    std::cout << "qkdn-agent " << qkdn::build_version() << " (revision " << qkdn::build_revision()
+              << ")\n";
+    return 0;
+  }
+  qkdn::base::configure_logging({cl.log_level, cl.log_format, "qkdn-agent"});
   raise_fd_limit();
   boost::asio::io_context io(static_cast<int>(cl.threads));
   std::unique_ptr<Agent> agent;
@@ -66,7 +74,7 @@ int main(int argc, char** argv) {
     write_port_file(cl.admin_port_file, agent->admin_port(), "--admin-port-file");
     write_port_file(cl.etsi_port_file, agent->etsi_port(), "--etsi-port-file");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qkdn-agent: %s\n", e.what());
+    qkdn::base::log(qkdn::base::LogLevel::kError, "main", e.what());
     return 1;
   }
   for (const auto& id : cl.config.km_ids) {
@@ -90,7 +98,8 @@ int main(int argc, char** argv) {
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
-    std::fprintf(stderr, "qkdn-agent: signal %d, shutting down\n", sig);
+    qkdn::base::log(qkdn::base::LogLevel::kInfo, "main",
+                    std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down");
     agent->stop();
   });
 

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <set>
 
 #include "qkdn/controller/error.hpp"
@@ -93,11 +94,15 @@ ETSI GS QKD 014 v1.1.1 key delivery to SAEs (one listener serves the SAEs of eve
   --sae-supply-timeout-ms N  a relayed key request fails (503) after this (10000)
   --threads N             io threads (2)
   --seed N                deterministic key IDs and jitter (keys always come from RAND_bytes)
+  --log-level LEVEL       debug, info, warn or error (info; QKDN_AGENT_DEBUG=1 means debug)
+  --log-format FORMAT     text (RFC 3339 time, level, component, message) or json (one object
+                          per line: time, level, process, component, msg)
+  --version               print the version and exit
   --help                  this text
 
 Prints "kma <km_id> listening on HOST:PORT" per KM, "admin listening on 127.0.0.1:PORT",
 "etsi <km_id> listening on HOST:PORT" per KM and "agent ready: N KMs" on stdout. Logs go to
-stderr (QKDN_AGENT_DEBUG=1 for more); nothing logs key bits.
+stderr in the format of --log-format; nothing logs key bits.
 
 Examples:
   qkdn-agent --topology tests/data/topologies/tokyo-qkd.json --all \
@@ -114,6 +119,9 @@ Examples:
 
 CommandLine parse_command_line(const std::vector<std::string>& args) {
   CommandLine cl;
+  if (const char* debug = std::getenv("QKDN_AGENT_DEBUG"); debug != nullptr && *debug != '\0') {
+    cl.log_level = base::LogLevel::kDebug;  // the older switch; --log-level overrides it
+  }
   AgentConfig& cfg = cl.config;
   std::string topology_path;
   std::vector<std::string> kms;
@@ -128,6 +136,17 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     if (flag == "--help" || flag == "-h") {
       cl.help = true;
       return cl;
+    } else if (flag == "--version") {
+      cl.version = true;
+      return cl;
+    } else if (flag == "--log-level") {
+      const auto level = base::parse_log_level(value());
+      if (!level) throw InvalidArgument("--log-level: expected debug, info, warn or error");
+      cl.log_level = *level;
+    } else if (flag == "--log-format") {
+      const auto format = base::parse_log_format(value());
+      if (!format) throw InvalidArgument("--log-format: expected text or json");
+      cl.log_format = *format;
     } else if (flag == "--topology") {
       topology_path = value();
     } else if (flag == "--km") {

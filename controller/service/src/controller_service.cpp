@@ -789,12 +789,21 @@ std::shared_ptr<southbound::CkChannel> ControllerService::channel_of(
 }
 
 void ControllerService::log(std::string_view line) {
-  std::lock_guard lock(impl_->log_mu);
+  // The level from a marker after the component: existing call sites say "api: WARNING: ...".
+  auto level = base::LogLevel::kInfo;
+  const auto message = base::split_component(line, "main").message;
+  if (message.starts_with("WARNING: ")) level = base::LogLevel::kWarn;
+  if (message.starts_with("ERROR: ")) level = base::LogLevel::kError;
+  log(level, line);
+}
+
+void ControllerService::log(base::LogLevel level, std::string_view line) {
   if (options_.log) {
+    std::lock_guard lock(impl_->log_mu);
     options_.log(line);
     return;
   }
-  std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+  base::log_prefixed(level, line);  // serialized by the logger itself
 }
 
 }  // namespace qkdn::service

@@ -23,6 +23,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "qkdn/base/log.hpp"
 #include "qkdn/controller/alarms.hpp"
 #include "qkdn/controller/ledger.hpp"
 #include "qkdn/controller/network.hpp"
@@ -209,8 +210,13 @@ class ControllerService {
   /// This controller start's epoch (unix time in ms at construction).
   [[nodiscard]] std::int64_t controller_epoch() const { return epoch_; }
   [[nodiscard]] const ServiceOptions& options() const { return options_; }
-  /// Writes one log line.
+  /// Writes one log line: to ServiceOptions::log when set, else through the process-wide logger
+  /// (qkdn/base/log.hpp) with the line's "component: " prefix ("ck: ", "store: ", "api: ") as
+  /// its component, at level info (warn when the message starts with "WARNING: ", error with
+  /// "ERROR: ").
   void log(std::string_view line);
+  /// Writes one log line at `level` (same routing as log(line)).
+  void log(base::LogLevel level, std::string_view line);
 
   // ---- integration API used by the northbound layer (all coroutine functions may be called
   // from any executor; they hop to the right place and back) ----

@@ -5,12 +5,17 @@
 #include <vector>
 
 #include "qkdn/agent/agent.hpp"
+#include "qkdn/base/log.hpp"
 
 namespace qkdn::agent {
 
 /// A parsed command line.
 struct CommandLine {
   bool help = false;
+  bool version = false;  ///< --version: print the version and exit
+  /// --log-level (debug|info|warn|error; default info, or debug with QKDN_AGENT_DEBUG set).
+  base::LogLevel log_level = base::LogLevel::kInfo;
+  base::LogFormat log_format = base::LogFormat::kText;  ///< --log-format text|json
   unsigned threads = 2;
   std::string admin_port_file;  ///< write the bound admin port here (empty = no file)
   std::string etsi_port_file;   ///< write the bound ETSI 014 port here

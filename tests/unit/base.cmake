@@ -1,0 +1,6 @@
+# Unit tests of base/ (the logger). Pure: fixed time points, a capturing sink.
+add_executable(unit_base
+  ${CMAKE_CURRENT_LIST_DIR}/base_log_test.cpp
+)
+target_link_libraries(unit_base PRIVATE qkdn_base Boost::json GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_base PROPERTIES LABELS unit)
