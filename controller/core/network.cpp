@@ -119,6 +119,8 @@ std::vector<NetworkEvent> Network::apply_topology(const TopologyDoc& doc) {
       km.km_id = spec.km_id;
     }
     km.site = spec.site;
+    km.lat = spec.lat;
+    km.lon = spec.lon;
     kms.emplace(spec.km_id, std::move(km));
     km_order.push_back(spec.km_id);
   }
@@ -189,7 +191,10 @@ TopologyDoc Network::topology() const {
   TopologyDoc doc;
   doc.name = name_;
   doc.kms.reserve(km_order_.size());
-  for (const std::string& id : km_order_) doc.kms.push_back({id, kms_.at(id).site});
+  for (const std::string& id : km_order_) {
+    const Km& km = kms_.at(id);
+    doc.kms.push_back({id, km.site, km.lat, km.lon});
+  }
   doc.links.reserve(link_order_.size());
   for (const std::string& id : link_order_) doc.links.push_back(links_.at(id).spec);
   doc.applications = declared_apps_;

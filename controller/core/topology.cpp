@@ -44,7 +44,18 @@ void validate_topology(const TopologyDoc& doc) {
   std::unordered_map<std::string, std::size_t> kms;
   kms.reserve(doc.kms.size());
   for (std::size_t i = 0; i < doc.kms.size(); ++i) {
-    check_id(kms, doc.kms[i].km_id, "kms", i, "km_id", "KM ID");
+    const KmSpec& k = doc.kms[i];
+    check_id(kms, k.km_id, "kms", i, "km_id", "KM ID");
+    if (k.lat.has_value() != k.lon.has_value()) {
+      throw InvalidArgument(at("kms", i, k.lat ? "lon" : "lat") +
+                            ": missing (site coordinates need both lat and lon)");
+    }
+    if (k.lat && (!std::isfinite(*k.lat) || *k.lat < -90 || *k.lat > 90)) {
+      throw InvalidArgument(at("kms", i, "lat") + ": must be in [-90, 90]");
+    }
+    if (k.lon && (!std::isfinite(*k.lon) || *k.lon < -180 || *k.lon > 180)) {
+      throw InvalidArgument(at("kms", i, "lon") + ": must be in [-180, 180]");
+    }
   }
 
   std::unordered_map<std::string, std::size_t> links;

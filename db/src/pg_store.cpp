@@ -58,10 +58,12 @@ constexpr Statement kUpsertTopologyName{
     " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()"};
 constexpr Statement kUpsertKms{
     "upsert_kms",
-    "INSERT INTO kms (km_id, site, ord)"
-    " SELECT t.km_id, t.site, t.ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY"
-    "   AS t(km_id, site, ord)"
-    " ON CONFLICT (km_id) DO UPDATE SET site = EXCLUDED.site, ord = EXCLUDED.ord"};
+    "INSERT INTO kms (km_id, site, lat, lon, ord)"
+    " SELECT t.km_id, t.site, t.lat, t.lon, t.ord"
+    " FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[]) WITH ORDINALITY"
+    "   AS t(km_id, site, lat, lon, ord)"
+    " ON CONFLICT (km_id) DO UPDATE SET site = EXCLUDED.site, lat = EXCLUDED.lat,"
+    "   lon = EXCLUDED.lon, ord = EXCLUDED.ord"};
 constexpr Statement kUpsertLinks{
     "upsert_links",
     "INSERT INTO links (link_id, a, b, key_rate_bps, distance_km, qber, ord)"
@@ -244,7 +246,8 @@ constexpr Statement kSelectAudit{
 
 constexpr Statement kLoadTopologyName{"load_topology_name",
                                       "SELECT name FROM topology_meta WHERE id = 1"};
-constexpr Statement kLoadKms{"load_kms", "SELECT km_id, site FROM kms ORDER BY ord, km_id"};
+constexpr Statement kLoadKms{"load_kms",
+                             "SELECT km_id, site, lat, lon FROM kms ORDER BY ord, km_id"};
 constexpr Statement kLoadLinks{
     "load_links",
     "SELECT link_id, a, b, key_rate_bps, distance_km, qber FROM links ORDER BY ord, link_id"};
@@ -462,6 +465,21 @@ std::string float_array(const Range& items, Get get) {
     if (!first) out += ',';
     first = false;
     out += pqxx::to_string(static_cast<double>(get(item)));
+  }
+  out += '}';
+  return out;
+}
+
+/// float8-array literal with NULL for an empty optional.
+template <class Range, class Get>
+std::string opt_float_array(const Range& items, Get get) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& item : items) {
+    if (!first) out += ',';
+    first = false;
+    const std::optional<double> v = get(item);
+    out += v ? pqxx::to_string(*v) : std::string{"NULL"};
   }
   out += '}';
   return out;
@@ -783,7 +801,14 @@ StoredState PgStore::load() {
       doc.name = as_text(name[0][0]);
       const pqxx::result kms = tx.exec_prepared(kLoadKms.name);
       doc.kms.reserve(kms.size());
-      for (const auto& r : kms) doc.kms.push_back({as_text(r[0]), as_text(r[1])});
+      for (const auto& r : kms) {
+        controller::KmSpec k{as_text(r[0]), as_text(r[1])};
+        if (!r[2].is_null() && !r[3].is_null()) {
+          k.lat = r[2].as<double>();
+          k.lon = r[3].as<double>();
+        }
+        doc.kms.push_back(std::move(k));
+      }
       const pqxx::result links = tx.exec_prepared(kLoadLinks.name);
       doc.links.reserve(links.size());
       for (const auto& r : links) {
@@ -945,7 +970,9 @@ void PgStore::save_topology(const TopologyDoc& doc) {
     // Upsert first, then delete what the document no longer has: rows that stay keep their
     // link configs (which cascade only when their link goes).
     tx.exec_prepared(kUpsertKms.name, km_ids,
-                     text_array(doc.kms, [](const auto& k) -> std::string_view { return k.site; }));
+                     text_array(doc.kms, [](const auto& k) -> std::string_view { return k.site; }),
+                     opt_float_array(doc.kms, [](const auto& k) { return k.lat; }),
+                     opt_float_array(doc.kms, [](const auto& k) { return k.lon; }));
     tx.exec_prepared(kUpsertLinks.name, link_ids,
                      text_array(doc.links, [](const auto& l) -> std::string_view { return l.a; }),
                      text_array(doc.links, [](const auto& l) -> std::string_view { return l.b; }),

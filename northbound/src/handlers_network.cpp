@@ -164,6 +164,8 @@ net::awaitable<HttpResponse> post_km(Api& api, RequestContext& ctx) {
   auto body = parse_body_object(ctx.req);
   ObjectReader r(body);
   controller::KmSpec spec{r.id("km_id"), r.opt_string("site").value_or("")};
+  spec.lat = r.opt_number("lat");
+  spec.lon = r.opt_number("lon");
   r.finish();
   auto lock_op = api.write_lock.acquire();
   auto guard = co_await std::move(lock_op);
@@ -196,6 +198,9 @@ net::awaitable<HttpResponse> patch_km(Api& api, RequestContext& ctx) {
   ObjectReader r(body);
   if (r.has("km_id")) bad_body("field 'km_id' cannot be changed");
   auto site = r.opt_string("site");
+  auto lat = r.opt_number("lat");
+  auto lon = r.opt_number("lon");
+  const bool changes = site || lat || lon;
   r.finish();
   auto lock_op = api.write_lock.acquire();
   auto guard = co_await std::move(lock_op);
@@ -205,18 +210,21 @@ net::awaitable<HttpResponse> patch_km(Api& api, RequestContext& ctx) {
     ctx.check_if_match(etag_of(km_config(*km)));
     auto doc = c.network.topology();
     for (auto& k : doc.kms) {
-      if (k.km_id == id && site) k.site = *site;
+      if (k.km_id != id) continue;
+      if (site) k.site = *site;
+      if (lat) k.lat = lat;
+      if (lon) k.lon = lon;
     }
     controller::validate_topology(doc);
     return doc;
   });
   auto doc = co_await std::move(plan);
-  if (site) {
+  if (changes) {
     auto persist = api.persist([doc](controller::Store& s) { s.save_topology(doc); }, true);
     co_await std::move(persist);
   }
   auto apply = api.svc.on_core([&](Core& c) {
-    if (site) apply_doc(api, c, doc);
+    if (changes) apply_doc(api, c, doc);
     const auto* km = c.network.find_km(id);
     return with_etag(json_response(km_json(*km)), etag_of(km_config(*km)));
   });

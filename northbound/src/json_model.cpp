@@ -21,6 +21,8 @@ json::object km_json(const controller::Km& km) {
   json::object o;
   o["km_id"] = km.km_id;
   o["site"] = km.site;
+  o["lat"] = km.lat ? json::value(*km.lat) : json::value(nullptr);
+  o["lon"] = km.lon ? json::value(*km.lon) : json::value(nullptr);
   o["connected"] = km.connected;
   o["kma_endpoint"] = km.kma_endpoint;
   o["attached"] = strings(km.attached);
@@ -30,7 +32,13 @@ json::object km_json(const controller::Km& km) {
   return o;
 }
 
-std::string km_config(const controller::Km& km) { return km.km_id + "\n" + km.site; }
+std::string km_config(const controller::Km& km) {
+  std::ostringstream s;
+  s.precision(17);
+  s << km.km_id << '\n' << km.site;
+  if (km.lat && km.lon) s << '\n' << *km.lat << '\n' << *km.lon;
+  return s.str();
+}
 
 json::object link_json(const controller::Link& l, const controller::Thresholds& t) {
   json::object o;

@@ -89,8 +89,11 @@ TopologyDoc parse_topology(std::string_view text, bool strict) {
   for (std::size_t i = 0; i < kms.size(); ++i) {
     const std::string path = "kms[" + std::to_string(i) + "]";
     const auto& o = as_object(kms[i], path);
-    check_members(o, {"km_id", "site"}, path, strict);
-    doc.kms.push_back({get_string(o, "km_id", path, true), get_string(o, "site", path, false)});
+    check_members(o, {"km_id", "site", "lat", "lon"}, path, strict);
+    controller::KmSpec k{get_string(o, "km_id", path, true), get_string(o, "site", path, false)};
+    if (o.contains("lat")) k.lat = get_number(o, "lat", path, true, 0);
+    if (o.contains("lon")) k.lon = get_number(o, "lon", path, true, 0);
+    doc.kms.push_back(std::move(k));
   }
   const auto& links = get_array(obj, "links", false);
   for (std::size_t i = 0; i < links.size(); ++i) {
@@ -171,7 +174,14 @@ std::string serialize_topology(const TopologyDoc& doc, bool pretty) {
   json::object root;
   root["name"] = doc.name;
   json::array kms;
-  for (const auto& k : doc.kms) kms.push_back(json::object{{"km_id", k.km_id}, {"site", k.site}});
+  for (const auto& k : doc.kms) {
+    json::object o{{"km_id", k.km_id}, {"site", k.site}};
+    if (k.lat && k.lon) {
+      o["lat"] = *k.lat;
+      o["lon"] = *k.lon;
+    }
+    kms.push_back(std::move(o));
+  }
   root["kms"] = std::move(kms);
   json::array links;
   for (const auto& l : doc.links) {

@@ -34,6 +34,7 @@ TEST_F(DbTest, MigratesEmptyDatabaseOnceAndRecordsVersions) {
   EXPECT_EQ(sql("SELECT count(*) FROM schema_version"), std::to_string(all.size()));
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 1"), "0001_initial");
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 2"), "0002_thresholds");
+  EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 3"), "0003_km_coordinates");
 }
 
 // Concurrent starters on an empty database serialise on the advisory lock: all succeed, once.
@@ -83,6 +84,8 @@ void expect_same_topology(const controller::TopologyDoc& a, const controller::To
   for (std::size_t i = 0; i < a.kms.size(); ++i) {
     EXPECT_EQ(a.kms[i].km_id, b.kms[i].km_id);
     EXPECT_EQ(a.kms[i].site, b.kms[i].site);
+    EXPECT_EQ(a.kms[i].lat, b.kms[i].lat) << a.kms[i].km_id;
+    EXPECT_EQ(a.kms[i].lon, b.kms[i].lon) << a.kms[i].km_id;
   }
   ASSERT_EQ(a.links.size(), b.links.size());
   for (std::size_t i = 0; i < a.links.size(); ++i) {
@@ -104,6 +107,8 @@ void expect_same_topology(const controller::TopologyDoc& a, const controller::To
 // stay and drops those of links that go.
 TEST_F(DbTest, TopologyRoundTripAndReplace) {
   auto doc = sample_topology();
+  doc.kms[0].lat = 35.686123456789;  // site coordinates round-trip exactly; others stay absent
+  doc.kms[0].lon = 139.766;
   store_->save_topology(doc);
   auto st = store_->load();
   ASSERT_TRUE(st.topology.has_value());

@@ -53,6 +53,30 @@ TEST(ValidateTopology, KmIds) {
                  "kms[2].km_id: duplicate KM ID 'KM1' (first at kms[0].km_id)");
 }
 
+// Site coordinates are optional, but come in pairs and in range.
+TEST(ValidateTopology, KmCoordinates) {
+  EXPECT_NO_THROW(validate_topology(with([](TopologyDoc& d) {
+    d.kms[0].lat = -90;
+    d.kms[0].lon = 180;
+    d.kms[1].lat = 52.52;
+    d.kms[1].lon = 13.39;
+  })));
+  expect_invalid(with([](TopologyDoc& d) { d.kms[1].lat = 50; }),
+                 "kms[1].lon: missing (site coordinates need both lat and lon)");
+  expect_invalid(with([](TopologyDoc& d) { d.kms[2].lon = 5; }),
+                 "kms[2].lat: missing (site coordinates need both lat and lon)");
+  expect_invalid(with([](TopologyDoc& d) {
+                   d.kms[0].lat = 90.5;
+                   d.kms[0].lon = 0;
+                 }),
+                 "kms[0].lat: must be in [-90, 90]");
+  expect_invalid(with([](TopologyDoc& d) {
+                   d.kms[0].lat = 0;
+                   d.kms[0].lon = std::numeric_limits<double>::quiet_NaN();
+                 }),
+                 "kms[0].lon: must be in [-180, 180]");
+}
+
 // Link IDs must be present, well-formed and unique.
 TEST(ValidateTopology, LinkIds) {
   expect_invalid(with([](TopologyDoc& d) { d.links[0].link_id = ""; }),

@@ -28,6 +28,8 @@ AdminState parse_admin_state(std::string_view s);
 struct Km {
   std::string km_id;
   std::string site;
+  std::optional<double> lat;  ///< site coordinates from the topology document (both or neither)
+  std::optional<double> lon;
   bool connected = false;
   std::string kma_endpoint;           ///< host:port of its KMA-link listener, from Register
   std::vector<std::string> attached;  ///< SAE IDs its KSA currently serves (from Register/0x14E7)

@@ -1,6 +1,8 @@
-// The topology document (DESIGN.md section 5) as plain data, and its validation.
+// The topology document (docs/topology.md, docs/topology.schema.json) as plain data, and its
+// validation.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,8 @@ namespace qkdn::controller {
 struct KmSpec {
   std::string km_id;
   std::string site;
+  std::optional<double> lat{};  ///< site latitude, WGS 84 degrees in [-90, 90] (with lon, or none)
+  std::optional<double> lon{};  ///< site longitude, WGS 84 degrees in [-180, 180]
 };
 
 /// An undirected QKD/KMA link between two KMs; each link has its own key pool.
@@ -36,7 +40,8 @@ struct TopologyDoc {
   std::vector<AppSpec> applications;
 };
 
-/// Checks a document for consistency: valid and unique IDs, links between two distinct known KMs,
+/// Checks a document for consistency: valid and unique IDs, coordinates both given or neither and
+/// in range, links between two distinct known KMs,
 /// non-negative finite rates and distances, QBER in [0, 1], applications on known KMs with unique
 /// SAE IDs. Throws InvalidArgument naming the first offending element (e.g. "links[3].b: unknown
 /// KM 'X'").

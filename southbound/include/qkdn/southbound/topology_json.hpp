@@ -1,4 +1,4 @@
-// The topology document (DESIGN.md section 5) to and from JSON.
+// The topology document (docs/topology.md) to and from JSON.
 #pragma once
 
 #include <string>
