@@ -9,18 +9,21 @@ For every dashboard JSON file:
     only labels that one of the referenced metrics carries (plus `le` for histograms);
   - every data source reference is the dashboard's `datasource` variable (${datasource}) — a
     variable of type datasource whose query is prometheus — or the uid of a data source declared
-    in a provisioning file under dashboards/provisioning/.
-The provisioning files must parse as YAML with `apiVersion: 1`.
+    in a provisioning file under dashboards/provisioning/;
+  - every range in rate(), irate() and increase() is $__rate_interval (it adapts to the scrape
+    interval; a fixed [1m] is empty with Prometheus's default 1 m scrape);
+  - every panel has a description, and the dashboard refreshes no faster than every 10 s.
+The provisioning files must parse as YAML with `apiVersion: 1`, and a dashboard provider's path
+must not be a placeholder.
 
-The exported metrics come from the table in section 7 of DESIGN.md (--design, default
-../shared/DESIGN.md beside the repository) plus the table under "Metrics beyond DESIGN.md
-section 7" in dashboards/README.md (--extra), or from a live /metrics exposition
-(--metrics-url URL or --metrics-file FILE; then names and label names are those served).
+The exported metrics come from the table of docs/metrics.md (--metrics-doc), or from a live
+/metrics exposition (--metrics-url URL or --metrics-file FILE; then names and label names are
+those served). The recording rules of dashboards/prometheus/*.rules.yml count as exported.
 
 Exit status: 0 all good, 1 a dashboard is wrong (each problem on one line), 2 usage error.
 
 Examples:
-  scripts/check-dashboards.py
+  scripts/check-dashboards.py                      # against docs/metrics.md
   scripts/check-dashboards.py --metrics-url http://127.0.0.1:8080/metrics
   curl -s localhost:8080/metrics > m.txt && scripts/check-dashboards.py --metrics-file m.txt
 """
@@ -97,20 +100,43 @@ class Exported:
         return out
 
 
-def from_design(path):
-    """The metric table of DESIGN.md section 7: | `name` | type | `l1`, `l2` |."""
+def from_metrics_doc(path):
+    """The metric table of docs/metrics.md: | `name` | type | `l1`, `l2` | what |."""
     try:
         text = open(path, encoding="utf-8").read()
     except OSError as e:
-        sys.exit(f"check-dashboards: cannot read {path}: {e} (give --design or --metrics-*)")
-    m = re.search(r"^## 7\..*?$(.*?)(?=^## )", text, re.M | re.S)
+        sys.exit(f"check-dashboards: cannot read {path}: {e}")
+    # The first table only: the recording rules' table follows under its own heading.
+    m = re.search(r"^\| metric \|.*?$(.*?)(?=^## |\Z)", text, re.M | re.S)
     if not m:
-        sys.exit(f"check-dashboards: {path}: no section 7")
+        sys.exit(f"check-dashboards: {path}: no metric table")
     out = Exported()
     table_metrics(m.group(1), out)
     if not out.types:
-        sys.exit(f"check-dashboards: {path}: no metrics in the section 7 table")
+        sys.exit(f"check-dashboards: {path}: no metrics in its table")
     return out
+
+
+def add_recording_rules(folder, out):
+    """Adds the series recorded by the rule files under `folder` (labels: those of the metrics
+    their expressions use, minus what an aggregation drops — approximated as the union)."""
+    try:
+        import yaml
+    except ImportError:
+        return
+    for f in sorted(glob.glob(os.path.join(folder, "*.rules.yml"))):
+        doc = yaml.safe_load(open(f, encoding="utf-8")) or {}
+        for group in doc.get("groups") or []:
+            for rule in group.get("rules") or []:
+                if "record" in rule:
+                    names = re.findall(r"\b(qkdn_[a-z0-9_]+)", rule["expr"])
+                    labels = set()
+                    for n in names:
+                        labels |= out.labels_of(n) or set()
+                    if re.search(r"\b(sum|avg|min|max|count)\s*\(", rule["expr"]) and \
+                            not re.search(r"\bby\s*\(", rule["expr"]):
+                        labels = set()
+                    out.add(rule["record"], "gauge", labels)
 
 
 def table_metrics(text, out):
@@ -123,25 +149,6 @@ def table_metrics(text, out):
         mtype = cells[1].split()[0]
         labels = set(re.findall(r"`([a-zA-Z_][a-zA-Z0-9_]*)`", cells[2]))
         out.add(name, mtype, labels)
-
-
-EXTRA_SECTION = "## Metrics beyond DESIGN.md section 7"
-
-
-def add_extra(path, out):
-    """Adds the table of the section EXTRA_SECTION of `path` (the controller's metrics that
-    DESIGN.md does not list; the live check in e2e_api_tls proves they are served)."""
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError as e:
-        sys.exit(f"check-dashboards: cannot read {path}: {e}")
-    m = re.search("^" + re.escape(EXTRA_SECTION) + r"\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
-    if not m:
-        sys.exit(f"check-dashboards: {path}: no section '{EXTRA_SECTION}'")
-    before = len(out.types)
-    table_metrics(m.group(1), out)
-    if len(out.types) == before:
-        sys.exit(f"check-dashboards: {path}: no metrics in '{EXTRA_SECTION}'")
 
 
 def from_exposition(text):
@@ -274,8 +281,10 @@ def check_datasource(ds, variables, provisioned, where, problems):
 def load_provisioning(folder, problems):
     """uids of provisioned data sources; checks that every provisioning file parses."""
     uids = set()
-    files = sorted(glob.glob(os.path.join(folder, "*.yaml")) +
-                   glob.glob(os.path.join(folder, "*.yml")))
+    files = sorted(glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True) +
+                   glob.glob(os.path.join(folder, "**", "*.yml"), recursive=True))
+    if not files:
+        problems.append(f"{folder}: no provisioning files")
     try:
         import yaml
     except ImportError:
@@ -294,13 +303,20 @@ def load_provisioning(folder, problems):
             problems.append(f"{f}: expected a mapping with apiVersion: 1")
             continue
         for ds in doc.get("datasources") or []:
+            if ds.get("type") == "prometheus" and \
+                    not (ds.get("jsonData") or {}).get("timeInterval"):
+                problems.append(f"{f}: data source '{ds.get('name')}' needs jsonData.timeInterval "
+                                f"(the scrape interval, which $__rate_interval builds on)")
             if ds.get("uid"):
                 uids.add(ds["uid"])
             if ds.get("type") not in (None, "prometheus"):
                 problems.append(f"{f}: data source '{ds.get('name')}' is not prometheus")
         for prov in doc.get("providers") or []:
-            if prov.get("type") != "file" or not (prov.get("options") or {}).get("path"):
+            path = (prov.get("options") or {}).get("path")
+            if prov.get("type") != "file" or not path:
                 problems.append(f"{f}: provider '{prov.get('name')}' needs type file and a path")
+            elif "/path/to" in path:
+                problems.append(f"{f}: provider '{prov.get('name')}' path {path} is a placeholder")
     return uids
 
 
@@ -317,6 +333,9 @@ def check_dashboard(path, exported, provisioned, uids, problems):
         problems.append(f"{name}: uid '{d['uid']}' also used by {uids[d['uid']]}")
     else:
         uids[d["uid"]] = name
+    refresh = d.get("refresh")
+    if isinstance(refresh, str) and re.fullmatch(r"\d+s", refresh) and int(refresh[:-1]) < 10:
+        problems.append(f"{name}: refresh {refresh} is faster than any sensible scrape interval")
     variables = set()
     templating = (d.get("templating") or {}).get("list") or []
     for v in templating:
@@ -342,6 +361,8 @@ def check_dashboard(path, exported, provisioned, uids, problems):
         if p.get("type") in ("row", "text"):
             continue
         check_datasource(p.get("datasource"), variables, provisioned, where, problems)
+        if not (p.get("description") or "").strip():
+            problems.append(f"{where}: no description (say what the panel shows and in which unit)")
         targets = p.get("targets") or []
         if not targets:
             problems.append(f"{where}: no targets")
@@ -351,6 +372,10 @@ def check_dashboard(path, exported, provisioned, uids, problems):
                 problems.append(f"{where}: target {t.get('refId')} without expr")
                 continue
             check_expr(t["expr"], exported, where, problems)
+            for rng in re.findall(r"\[([^\]]*)\]", t["expr"]):
+                if rng != "$__rate_interval":
+                    problems.append(f"{where}: range [{rng}] (use [$__rate_interval]) in: "
+                                    f"{t['expr']}")
             exprs += 1
     return exprs
 
@@ -363,12 +388,11 @@ def main():
     ap.add_argument("--dashboards", default=os.path.join(ROOT, "dashboards"),
                     help="folder of dashboard JSON files (default: dashboards/)")
     src = ap.add_mutually_exclusive_group()
-    src.add_argument("--design", default=os.path.join(os.path.dirname(ROOT), "shared",
-                                                      "DESIGN.md"),
-                     help="DESIGN.md whose section 7 lists the metrics (default: ../shared)")
-    ap.add_argument("--extra", default=os.path.join(ROOT, "dashboards", "README.md"),
-                    help="with --design: the file whose section '" + EXTRA_SECTION + "' lists "
-                         "the other metrics (default: dashboards/README.md)")
+    src.add_argument("--metrics-doc", default=os.path.join(ROOT, "docs", "metrics.md"),
+                     help="the document whose table lists the metrics (default: docs/metrics.md)")
+    ap.add_argument("--rules", default=os.path.join(ROOT, "dashboards", "prometheus"),
+                    help="folder of *.rules.yml whose recording rules count as exported "
+                         "(default: dashboards/prometheus)")
     src.add_argument("--metrics-url", help="scrape this /metrics URL for the exported names")
     src.add_argument("--metrics-file", help="a saved /metrics exposition")
     args = ap.parse_args()
@@ -387,9 +411,9 @@ def main():
             sys.exit(f"check-dashboards: cannot read {args.metrics_file}: {e}")
         source = args.metrics_file
     else:
-        exported = from_design(args.design)
-        add_extra(args.extra, exported)
-        source = f"{args.design} + {args.extra}"
+        exported = from_metrics_doc(args.metrics_doc)
+        source = os.path.relpath(args.metrics_doc, ROOT)
+    add_recording_rules(args.rules, exported)
 
     problems = []
     provisioned = load_provisioning(os.path.join(args.dashboards, "provisioning"), problems)

@@ -8,6 +8,7 @@ Authentication failures over TLS (401, 403) land in the audit trail with who, wh
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from qkdn_e2e import (ROOT, Processes, TOPOLOGIES, binary, log,  # noqa: E402
                       make_certs, make_token, read_port_file)
 
 CHECK_DASHBOARDS = os.path.join(ROOT, "scripts", "check-dashboards.py")
-DESIGN = os.path.join(os.path.dirname(ROOT), "shared", "DESIGN.md")
+METRICS_DOC = os.path.join(ROOT, "docs", "metrics.md")
 
 results = {"passed": 0}
 
@@ -44,21 +45,26 @@ def qkdnctl(exe, api, *args, token_file=None, env_extra=None):
     return p.returncode, p.stdout, p.stderr
 
 
-def design_metrics():
-    """The metric names of DESIGN.md section 7 (parsed by scripts/check-dashboards.py)."""
+def documented_metrics():
+    """The metric names and types of docs/metrics.md (parsed by scripts/check-dashboards.py)."""
     spec = importlib.util.spec_from_file_location("check_dashboards", CHECK_DASHBOARDS)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return sorted(mod.from_design(DESIGN).types)
+    return mod.from_metrics_doc(METRICS_DOC).types
 
 
 def check_metrics(text, ps, what):
-    """Every DESIGN.md section 7 name is declared, and `promtool check metrics` passes."""
-    if os.path.exists(DESIGN):
-        missing = [n for n in design_metrics() if f"# TYPE {n} " not in text]
-        check(f"{what}: every DESIGN.md section 7 metric on /metrics", not missing, missing)
-    else:
-        log(f"skip DESIGN.md name check: {DESIGN} not found")
+    """docs/metrics.md and /metrics list the same qkdn_ families with the same types, and
+    `promtool check metrics` passes."""
+    documented = documented_metrics()
+    served = dict(re.findall(r"^# TYPE (qkdn_\w+) (\w+)$", text, re.M))
+    missing = sorted(n for n in documented if n not in served)
+    check(f"{what}: every docs/metrics.md metric on /metrics", not missing, missing)
+    undocumented = sorted(n for n in served if n not in documented)
+    check(f"{what}: every qkdn_ metric on /metrics is in docs/metrics.md", not undocumented,
+          undocumented)
+    wrong = sorted(n for n in documented if n in served and served[n] != documented[n])
+    check(f"{what}: metric types match docs/metrics.md", not wrong, wrong)
     if shutil.which("promtool"):
         p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                            text=True, timeout=30)

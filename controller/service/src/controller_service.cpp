@@ -732,6 +732,10 @@ net::awaitable<std::string> ControllerService::metrics_text() {
     for (std::size_t i = 0; i < controller::kSeverityCount; ++i) {
       in.alarms_active[i] = c.alarms.active_count(static_cast<controller::Severity>(i));
     }
+    controller::AlarmFilter active;
+    active.active_only = true;
+    for (const auto& a : c.alarms.list(active)) ++in.alarms_active_by_type[a.type];
+    in.thresholds = c.network.thresholds();
     in.ck_connections = impl_->counters.connections_active.load();
     in.store_up = store_up();
     return in;

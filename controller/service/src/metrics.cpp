@@ -37,6 +37,14 @@ constexpr std::string_view kReservationResults[] = {"reserved", "allocated", "co
 
 namespace ck = southbound::ck;
 
+// The alarm types of qkdn_alarms_active_by_type: a closed list, so that a KM inventing types
+// cannot grow the label set ("other" counts those).
+constexpr std::string_view kAlarmTypes[] = {
+    controller::alarm_type::kQberHigh,          controller::alarm_type::kLinkDown,
+    controller::alarm_type::kKeyPoolLow,        controller::alarm_type::kRelayFailure,
+    controller::alarm_type::kPeerUnreachable,   controller::alarm_type::kKmDisconnected,
+    controller::alarm_type::kPinnedRouteBroken, "other"};
+
 // Every Ck command; its direction is the high byte of the code (0x14 KM -> controller, 0x41
 // controller -> KM). Pre-created at zero so that rate() and dashboards have series from start.
 constexpr ck::Command kCkCommands[] = {ck::Command::kKeyRelayNextHopRequest,
@@ -107,6 +115,12 @@ struct Metrics::State {
             "Measured key consumption of the link, bytes per second");
   pm::Family<pm::Gauge>& link_qber =
       gauge("qkdn_link_qber_ratio", "Last reported quantum bit error ratio of the link");
+  pm::Family<pm::Gauge>& link_qber_threshold =
+      gauge("qkdn_link_qber_threshold_ratio",
+            "QBER above which the link alarms and leaves routing (its own, else the network's)");
+  pm::Family<pm::Gauge>& link_pool_floor = gauge(
+      "qkdn_link_key_pool_floor_bytes",
+      "Key pool below which the link is low and leaves routing (its own, else the network's)");
   pm::Family<pm::Gauge>& link_up =
       gauge("qkdn_link_up", "1 when the link is operationally up, else 0");
   pm::Family<pm::Gauge>& km_connected =
@@ -123,6 +137,8 @@ struct Metrics::State {
   pm::Family<pm::Counter>& reroutes =
       counter("qkdn_reroutes_total", "Standing routes changed, by reason");
   pm::Family<pm::Gauge>& alarms_active = gauge("qkdn_alarms_active", "Active alarms by severity");
+  pm::Family<pm::Gauge>& alarms_by_type =
+      gauge("qkdn_alarms_active_by_type", "Active alarms by type (unknown types count as other)");
   pm::Family<pm::Counter>& reservations =
       counter("qkdn_key_reservations_total", "Key reservation ledger transitions, by result");
   pm::Family<pm::Counter>& ck_messages =
@@ -174,6 +190,7 @@ struct Metrics::State {
   std::map<std::string, pm::Counter*, std::less<>> ck_error_by_reason;
   std::map<std::string, pm::Counter*, std::less<>> http_by_method_code;
   std::array<pm::Gauge*, controller::kSeverityCount> alarm_gauges{};
+  std::map<std::string, pm::Gauge*, std::less<>> alarm_type_gauges;  // every kAlarmTypes entry
 
   // Per-link and per-KM gauges, keyed by link / KM ID, so vanished ones can be removed.
   struct LinkGauges {
@@ -183,6 +200,8 @@ struct Metrics::State {
     pm::Gauge* rate = nullptr;
     pm::Gauge* consumption = nullptr;
     pm::Gauge* qber = nullptr;
+    pm::Gauge* qber_threshold = nullptr;
+    pm::Gauge* pool_floor = nullptr;
     pm::Gauge* up = nullptr;
   };
   std::map<std::string, LinkGauges> links;
@@ -202,6 +221,10 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
   for (std::size_t i = 0; i < controller::kSeverityCount; ++i) {
     s.alarm_gauges[i] = &s.alarms_active.Add(
         {{"severity", std::string(controller::to_string(static_cast<controller::Severity>(i)))}});
+  }
+  for (auto type : kAlarmTypes) {
+    s.alarm_type_gauges.emplace(std::string(type),
+                                &s.alarms_by_type.Add({{"type", std::string(type)}}));
   }
   for (auto cmd : kCkCommands) {
     const auto code = static_cast<std::uint16_t>(cmd);
@@ -288,6 +311,8 @@ void Metrics::update_gauges(const GaugeInput& in) {
     s.link_rate.Remove(g.rate);
     s.link_consumption.Remove(g.consumption);
     s.link_qber.Remove(g.qber);
+    s.link_qber_threshold.Remove(g.qber_threshold);
+    s.link_pool_floor.Remove(g.pool_floor);
     s.link_up.Remove(g.up);
   };
   // Links: add new label sets, update all, remove those that vanished (or changed ends).
@@ -312,6 +337,8 @@ void Metrics::update_gauges(const GaugeInput& in) {
       g.rate = &s.link_rate.Add(labels);
       g.consumption = &s.link_consumption.Add(labels);
       g.qber = &s.link_qber.Add(labels);
+      g.qber_threshold = &s.link_qber_threshold.Add(labels);
+      g.pool_floor = &s.link_pool_floor.Add(labels);
       g.up = &s.link_up.Add(labels);
       it = s.links.emplace(id, g).first;
     }
@@ -321,6 +348,9 @@ void Metrics::update_gauges(const GaugeInput& in) {
     g.rate->Set(link.key_rate_bps / 8.0);
     g.consumption->Set(link.consumption_rate_bps / 8.0);
     g.qber->Set(link.qber);
+    g.qber_threshold->Set(link.qber_threshold.value_or(in.thresholds.qber));
+    g.pool_floor->Set(
+        static_cast<double>(link.pool_floor_bits.value_or(in.thresholds.pool_floor_bits)) / 8.0);
     g.up->Set(link.oper == controller::OperState::kUp ? 1 : 0);
   }
   for (auto it = s.links.begin(); it != s.links.end();) {
@@ -353,6 +383,12 @@ void Metrics::update_gauges(const GaugeInput& in) {
   for (std::size_t i = 0; i < controller::kSeverityCount; ++i) {
     s.alarm_gauges[i]->Set(static_cast<double>(in.alarms_active[i]));
   }
+  for (auto& [type, gauge] : s.alarm_type_gauges) gauge->Set(0);
+  for (const auto& [type, n] : in.alarms_active_by_type) {
+    auto it = s.alarm_type_gauges.find(type);
+    if (it == s.alarm_type_gauges.end()) it = s.alarm_type_gauges.find("other");
+    it->second->Increment(static_cast<double>(n));
+  }
   s.ck_connections.Set(static_cast<double>(in.ck_connections));
   s.store_up.Set(in.store_up ? 1 : 0);
 }
@@ -362,7 +398,7 @@ std::string Metrics::serialize() const {
   std::ostringstream out;
   pm::TextSerializer{}.Serialize(out, families);
   // prometheus-cpp leaves out families without series; declare them anyway so that every name
-  // of DESIGN.md section 7 is on /metrics from start (valid exposition: HELP and TYPE only).
+  // of docs/metrics.md is on /metrics from start (valid exposition: HELP and TYPE only).
   for (const auto& d : state_->declared) {
     const bool present = std::any_of(families.begin(), families.end(),
                                      [&d](const pm::MetricFamily& f) { return f.name == d.name; });

@@ -1,4 +1,4 @@
-// Prometheus metrics of the controller (DESIGN.md section 7), built once with prometheus-cpp and
+// Prometheus metrics of the controller (docs/metrics.md), built once with prometheus-cpp and
 // kept by reference. Counters and histograms are updated where events happen; gauges of links,
 // KMs, sessions and alarms are refreshed from a state snapshot just before each scrape.
 // Never a key ID or session ID as a label. Thread-safe.
@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,13 +28,17 @@ struct GaugeInput {
   std::vector<controller::Km> kms;
   std::size_t sessions_active = 0;
   std::array<std::size_t, controller::kSeverityCount> alarms_active{};  ///< by Severity index
+  /// Active alarms by type (any string; types outside the project's list count as "other").
+  std::map<std::string, std::size_t> alarms_active_by_type;
+  /// The network-wide thresholds, for links without their own.
+  controller::Thresholds thresholds;
   std::int64_t ck_connections = 0;
   bool store_up = true;
 };
 
 class Metrics {
  public:
-  /// Builds every family of DESIGN.md section 7 and pre-creates the label sets of closed sets
+  /// Builds every family of docs/metrics.md and pre-creates the label sets of closed sets
   /// (reroute reasons, relay and reservation results, severities, every Ck command by direction,
   /// the common Ck protocol error reasons, GET 200) so dashboards see zeros rather than gaps.
   Metrics(std::string version, std::string revision);
