@@ -9,7 +9,8 @@ packages=(
   libssl-dev openssl libpqxx-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql-15 postgresql-client-15 prometheus
-  python3 python3-requests wrk clang-format curl procps
+  python3 python3-requests python3-yaml python3-jsonschema python3-websocket python3-pil
+  chromium wrk clang-format curl procps
 )
 
 missing=()

@@ -136,6 +136,7 @@ class Api : public std::enable_shared_from_this<Api> {
 void add_network_routes(Router& r);  // topology, KMs, links, thresholds, applications
 void add_routing_routes(Router& r);  // routes, pinned routes, policy, schedules
 void add_state_routes(Router& r);    // health, sessions, relays, alarms, accounting, audit
+void add_ui_routes(Router& r);       // the network view's static files (/ui/)
 
 /// Pagination parameters from `limit` and `cursor`.
 struct PageParams {

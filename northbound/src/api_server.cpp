@@ -201,6 +201,7 @@ Api::Api(service::ControllerService& s, ApiOptions o)
   add_network_routes(router);
   add_routing_routes(router);
   add_state_routes(router);
+  add_ui_routes(router);
 }
 
 void Api::audit(const RequestContext& ctx, const std::string& action, int status,

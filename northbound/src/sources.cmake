@@ -9,6 +9,24 @@ add_custom_command(
   DEPENDS ${QKDN_OPENAPI_JSON} ${CMAKE_CURRENT_LIST_DIR}/../cmake/embed_text.cmake
   COMMENT "Embedding northbound/openapi.json")
 
+# The network view (northbound/ui/): compiled in, so the controller serves it with no files
+# beside it and no build step at run time.
+set(QKDN_UI_CPP)
+foreach(ui_file index.html:kUiIndexHtml app.js:kUiAppJs style.css:kUiStyleCss)
+  string(REPLACE ":" ";" ui_pair ${ui_file})
+  list(GET ui_pair 0 ui_name)
+  list(GET ui_pair 1 ui_symbol)
+  set(ui_in ${CMAKE_CURRENT_LIST_DIR}/../ui/${ui_name})
+  set(ui_out ${CMAKE_CURRENT_BINARY_DIR}/ui_${ui_symbol}.cpp)
+  add_custom_command(
+    OUTPUT ${ui_out}
+    COMMAND ${CMAKE_COMMAND} -DINPUT=${ui_in} -DOUTPUT=${ui_out} -DSYMBOL=${ui_symbol}
+            -P ${CMAKE_CURRENT_LIST_DIR}/../cmake/embed_text.cmake
+    DEPENDS ${ui_in} ${CMAKE_CURRENT_LIST_DIR}/../cmake/embed_text.cmake
+    COMMENT "Embedding northbound/ui/${ui_name}")
+  list(APPEND QKDN_UI_CPP ${ui_out})
+endforeach()
+
 add_library(qkdn_northbound STATIC
   ${CMAKE_CURRENT_LIST_DIR}/http_server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/api_server.cpp
@@ -19,7 +37,9 @@ add_library(qkdn_northbound STATIC
   ${CMAKE_CURRENT_LIST_DIR}/handlers_network.cpp
   ${CMAKE_CURRENT_LIST_DIR}/handlers_routing.cpp
   ${CMAKE_CURRENT_LIST_DIR}/handlers_state.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/handlers_ui.cpp
   ${QKDN_OPENAPI_CPP}
+  ${QKDN_UI_CPP}
 )
 target_include_directories(qkdn_northbound PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../include)
 target_link_libraries(qkdn_northbound

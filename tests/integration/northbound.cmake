@@ -3,6 +3,7 @@
 add_executable(integration_northbound
   ${CMAKE_CURRENT_LIST_DIR}/northbound_api_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/northbound_security_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/northbound_ui_test.cpp
 )
 target_link_libraries(integration_northbound PRIVATE qkdn_northbound qkdn_service Boost::json
                                                      GTest::gtest_main qkdn_options)
@@ -21,13 +22,3 @@ target_link_libraries(integration_northbound_db PRIVATE qkdn_northbound qkdn_ser
                                                         GTest::gtest_main qkdn_options)
 add_test(NAME integration_northbound_db COMMAND integration_northbound_db)
 set_tests_properties(integration_northbound_db PROPERTIES LABELS integration TIMEOUT 300)
-
-# dashboards_check: every PromQL expression of dashboards/*.json names only metrics (and labels)
-# of DESIGN.md section 7, and data sources match provisioning (scripts/check-dashboards.py).
-# The live variant (against a fresh controller's /metrics) runs in tests/e2e/test_api_tls.py.
-if(EXISTS ${CMAKE_SOURCE_DIR}/../shared/DESIGN.md)
-  add_test(NAME dashboards_check
-           COMMAND python3 ${CMAKE_SOURCE_DIR}/scripts/check-dashboards.py
-                   --design ${CMAKE_SOURCE_DIR}/../shared/DESIGN.md)
-  set_tests_properties(dashboards_check PROPERTIES LABELS unit TIMEOUT 30)
-endif()
