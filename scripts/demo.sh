@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo network: installs what is missing, builds, then runs a private PostgreSQL, the
-# controller, and one agent hosting every KM of a sample network; shows live key pools, drives
-# key traffic, injects a QBER fault that triggers a reroute, and prints the URLs to look at.
+# controller, one agent hosting every KM of a sample network and Debian's Prometheus (loopback,
+# scraping the controller, with dashboards/prometheus/qkdn.rules.yml); shows live key pools,
+# drives key traffic, injects a QBER fault that triggers a reroute, and prints the URLs to look
+# at: the network view, Prometheus and its alerts.
 #
 # Usage: scripts/demo.sh [--topology FILE] [--duration SECONDS] [--no-build]
 #   --topology FILE     network to run (default tests/data/topologies/germany50.json)
@@ -50,6 +52,12 @@ if [ ! -s "$work/admin.token" ]; then
   echo "$out" | tail -1 > "$work/tokens"
   chmod 600 "$work/admin.token"
 fi
+if [ ! -s "$work/viewer.token" ]; then
+  out=$("$root/scripts/make-token.sh" demo-viewer viewer)
+  echo "$out" | sed -n 's/^token: //p' > "$work/viewer.token"
+  echo "$out" | tail -1 >> "$work/tokens"
+  chmod 600 "$work/viewer.token"
+fi
 
 rm -f "$work/ck.port" "$work/api.port"
 "$bin/controller/qkdn-controller" --topology "$topology" --topology-override \
@@ -63,6 +71,28 @@ for _ in $(seq 100); do [ -s "$work/ck.port" ] && [ -s "$work/api.port" ] && bre
 [ -s "$work/api.port" ] || { echo "demo: controller did not start; see $work/controller.log" >&2; tail -5 "$work/controller.log" >&2; exit 1; }
 ck=$(cat "$work/ck.port"); api=$(cat "$work/api.port")
 
+# Prometheus on loopback (9090, or a free port when 9090 is taken), scraping the controller.
+prom_port=9090
+if ! python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", 9090))' 2>/dev/null; then
+  prom_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
+mkdir -p "$work/prometheus/data"
+cat > "$work/prometheus/prometheus.yml" <<YML
+# Written by scripts/demo.sh (dashboards/prometheus/prometheus.yml with the demo's port).
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files: ["$root/dashboards/prometheus/qkdn.rules.yml"]
+scrape_configs:
+  - job_name: qkdn-controller
+    static_configs:
+      - targets: ["127.0.0.1:$api"]
+YML
+prometheus --config.file="$work/prometheus/prometheus.yml" \
+  --storage.tsdb.path="$work/prometheus/data" --storage.tsdb.retention.time=1d \
+  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn 2> "$work/prometheus.log" &
+pids+=($!)
+
 etsi_flags=""
 if "$bin/southbound/qkdn-agent" --help 2>&1 | grep -q -- --etsi-insecure; then etsi_flags="--etsi-insecure"; fi
 "$bin/southbound/qkdn-agent" --topology "$topology" --all --controller "127.0.0.1:$ck" \
@@ -75,14 +105,18 @@ export QKDN_TOKEN_FILE="$work/admin.token"
 python3 "$root/scripts/demo_tour.py" --api "$QKDN_API" --token-file "$work/admin.token" \
   --agent-out "$work/agent.out" --topology "$topology"
 
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$prom_port/-/ready" >/dev/null && break; sleep 0.1; done
 cat <<TXT
 
 demo: running.
+  network view     $QKDN_API/ui/   (sign in with the viewer token in $work/viewer.token)
+  Prometheus       http://127.0.0.1:$prom_port/graph?g0.expr=qkdn_link_key_pool_bytes
+  alerts           http://127.0.0.1:$prom_port/alerts   (QkdnLinkQberHigh fires for the faulted link)
   northbound API   $QKDN_API/api/v1/health   (token: $work/admin.token)
   OpenAPI          $QKDN_API/api/v1/openapi.json
   metrics          $QKDN_API/metrics
   CLI              QKDN_API=$QKDN_API QKDN_TOKEN_FILE=$work/admin.token $bin/northbound/qkdnctl link list
-  logs             $work/controller.log  $work/agent.log
+  logs             $work/controller.log  $work/agent.log  $work/prometheus.log
 TXT
 if [ -z "$duration" ]; then
   echo "Press Ctrl-C to stop."

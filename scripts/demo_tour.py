@@ -135,6 +135,13 @@ def main():
     for line in metrics.splitlines():
         if line.startswith("qkdn_reroutes_total") and not line.endswith(" 0"):
             say(f"metric {line}")
+    say(f"the fault stays: the network view draws {victim} red and lists its alarm")
+    if etsi and src in etsi and dst in apps:
+        say("fetch a key yourself (ETSI GS QKD 014, lab mode: the SAE named by X-SAE-ID):")
+        print(f"  curl -H 'X-SAE-ID: {apps[src]}' "
+              f"'http://{etsi[src]}/api/v1/keys/{apps[dst]}/enc_keys?number=1&size=256'")
+        print(f"  curl -H 'X-SAE-ID: {apps[dst]}' "
+              f"'http://{etsi[dst]}/api/v1/keys/{apps[src]}/dec_keys?key_ID=<key_ID>'")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ authentication by default), routes and orchestrates key relay, keeps the live ne
 PostgreSQL (optional) and serves the northbound REST API and /metrics.
 
 Network and Ck:
-  --topology FILE              topology document (JSON, DESIGN.md section 5); required unless
+  --topology FILE              topology document (JSON, docs/topology.md); required unless
                                the store already holds one
   --topology-override          replace the stored topology with --topology (default: a stored
                                topology wins and --topology is ignored, with a log line)
@@ -83,7 +83,8 @@ Examples:
       --api-listen 127.0.0.1:0 --api-port-file api.port
   QKDN_STORE_DSN=postgresql://qkdn@db/qkdn qkdn-controller --config /etc/qkdn/controller.conf
 
-Once bound it prints "ck listening on HOST:PORT" and "api listening on HOST:PORT" on stderr.
+Once bound it logs "ck listening on HOST:PORT" and "api listening on HOST:PORT" on stderr. The
+network view is at http://HOST:PORT/ui/ of the API (it asks for a token), metrics at /metrics.
 SIGINT/SIGTERM stop it gracefully.
 )";
 

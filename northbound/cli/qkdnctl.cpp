@@ -1,4 +1,4 @@
-// qkdnctl: the operator command line over the northbound REST API (DESIGN.md section 4).
+// qkdnctl: the operator command line over the northbound REST API (northbound/README.md).
 //
 // One file on purpose: the CLI is a thin client (Beast + Asio + Boost.JSON + OpenSSL) and one
 // translation unit keeps the build cheap. It never links the controller libraries.
@@ -136,7 +136,7 @@ Example:
   qkdnctl health
   qkdnctl -o json health | jq .status
 )"},
-      {"topology", R"(qkdnctl topology - the whole topology document (DESIGN.md section 5)
+      {"topology", R"(qkdnctl topology - the whole topology document (docs/topology.md)
 
 Usage:
   qkdnctl topology get                 print the current document (JSON)

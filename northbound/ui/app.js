@@ -214,6 +214,8 @@
     return paths;
   }
 
+  function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
   function fmtBytes(b) {
     if (b >= 1048576) return (b / 1048576).toFixed(1) + " MiB";
     if (b >= 1024) return (b / 1024).toFixed(1) + " KiB";
@@ -397,9 +399,9 @@
       });
       if (!(r.items || []).length) {
         $("route-message").textContent = `no usable route from ${src} to ${dst}` +
-          ((r.excluded || []).length ? ` (${r.excluded.length} links excluded)` : "");
+          ((r.excluded || []).length ? ` (${plural(r.excluded.length, "link")} excluded)` : "");
       } else if ((r.excluded || []).length) {
-        $("route-message").textContent = `${r.excluded.length} links excluded: ` +
+        $("route-message").textContent = `${plural(r.excluded.length, "link")} excluded: ` +
           r.excluded.slice(0, 5).map((x) => `${x.link_id} (${x.reasons.join(", ")})`).join(", ");
       }
     } catch (e) {
