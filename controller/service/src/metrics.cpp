@@ -37,33 +37,6 @@ constexpr std::string_view kReservationResults[] = {"reserved", "allocated", "co
 
 namespace ck = southbound::ck;
 
-// Every Ck command; its direction is the high byte of the code (0x14 KM -> controller, 0x41
-// controller -> KM). Pre-created at zero so that rate() and dashboards have series from start.
-constexpr ck::Command kCkCommands[] = {ck::Command::kKeyRelayNextHopRequest,
-                                       ck::Command::kKeyRelayNextHopResponse,
-                                       ck::Command::kKeyRelayRequestNotification,
-                                       ck::Command::kKeyRelayRequest,
-                                       ck::Command::kKeyRelayResponse,
-                                       ck::Command::kSessionCreationRequest,
-                                       ck::Command::kSessionCreationResponse,
-                                       ck::Command::kSessionCreationNotification,
-                                       ck::Command::kSessionCreationNotificationResponse,
-                                       ck::Command::kKeyReservationRequest,
-                                       ck::Command::kKeyReservationResponse,
-                                       ck::Command::kKeyAllocationRequest,
-                                       ck::Command::kKeyAllocationResponse,
-                                       ck::Command::kRegister,
-                                       ck::Command::kRegisterResponse,
-                                       ck::Command::kStatusReport,
-                                       ck::Command::kAlarm,
-                                       ck::Command::kRelayInstruction,
-                                       ck::Command::kRelayInstructionResponse,
-                                       ck::Command::kApplicationsUpdate,
-                                       ck::Command::kHeartbeat,
-                                       ck::Command::kHeartbeatResponse,
-                                       ck::Command::kErrorFromKm,
-                                       ck::Command::kErrorFromController};
-
 // The protocol error reasons a controller counts most often (framing, codec and session rules);
 // others appear on first use.
 constexpr std::string_view kCkErrorReasons[] = {
@@ -203,9 +176,10 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
     s.alarm_gauges[i] = &s.alarms_active.Add(
         {{"severity", std::string(controller::to_string(static_cast<controller::Severity>(i)))}});
   }
-  for (auto cmd : kCkCommands) {
-    const auto code = static_cast<std::uint16_t>(cmd);
-    ck_message_counter((code >> 8) == 0x14, ck::command_name(code));
+  // Every Ck command of the codec's table, pre-created at zero so that rate() and dashboards
+  // have series from the start.
+  for (const ck::CommandInfo& c : ck::kCommands) {
+    ck_message_counter(c.direction == ck::Direction::kKmToController, c.name);
   }
   for (auto r : kCkErrorReasons) s.labelled(s.ck_errors, s.ck_error_by_reason, "reason", r);
   // The first scrape is itself counted only after it is answered: a zero series until then.
