@@ -74,6 +74,25 @@ static_assert(responses_pair_up(),
 static_assert(names_match_alternatives(),
               "kCommands: one name per Message alternative (the two error codes share one)");
 
+// The row of each code for the lookups at run time (decode, names; the controller names every
+// frame it counts): index + 1 into kCommands, 0 for none, by direction byte and low byte.
+constexpr auto kRowOf = [] {
+  static_assert(std::size(kCommands) < 255);
+  std::array<std::array<std::uint8_t, 256>, 2> out{};
+  for (std::size_t i = 0; i < std::size(kCommands); ++i) {
+    const auto code = static_cast<std::uint16_t>(kCommands[i].code);
+    out[(code >> 8) == 0x14 ? 0 : 1][code & 0xFF] = static_cast<std::uint8_t>(i + 1);
+  }
+  return out;
+}();
+
+const CommandInfo* row_of(std::uint16_t code) noexcept {
+  const unsigned high = code >> 8;
+  if (high != 0x14 && high != 0x41) return nullptr;
+  const std::uint8_t r = kRowOf[high == 0x14 ? 0 : 1][code & 0xFF];
+  return r == 0 ? nullptr : &kCommands[r - 1];
+}
+
 // ---- value sets --------------------------------------------------------------------------------
 
 inline constexpr std::array<std::string_view, 2> kLinkStates = {"up", "down"};
@@ -575,7 +594,7 @@ std::string hex16(std::uint16_t v) {
 
 // ---- command table -----------------------------------------------------------------------------
 
-bool is_known_command(std::uint16_t code) noexcept { return find_command(code) != nullptr; }
+bool is_known_command(std::uint16_t code) noexcept { return detail::row_of(code) != nullptr; }
 
 std::optional<Direction> direction_of(std::uint16_t code) noexcept {
   // The high byte, for any code (kCommands agrees: static_assert in the header).
@@ -590,12 +609,12 @@ std::optional<Direction> direction_of(std::uint16_t code) noexcept {
 }
 
 std::string_view command_name(std::uint16_t code) noexcept {
-  const CommandInfo* c = find_command(code);
+  const CommandInfo* c = detail::row_of(code);
   return c != nullptr ? c->name : "unknown";
 }
 
 std::optional<Command> response_of(Command c) noexcept {
-  const CommandInfo* info = find_command(static_cast<std::uint16_t>(c));
+  const CommandInfo* info = detail::row_of(static_cast<std::uint16_t>(c));
   return info != nullptr ? info->response : std::nullopt;
 }
 
@@ -609,7 +628,7 @@ Command command_of(const Message& m) noexcept {
 }
 
 std::vector<FieldInfo> payload_fields(std::uint16_t code) {
-  const CommandInfo* c = find_command(code);
+  const CommandInfo* c = detail::row_of(code);
   if (c == nullptr) return {};
   return detail::kDescribers[c->variant_index]();
 }
@@ -619,7 +638,7 @@ std::vector<FieldInfo> payload_fields(std::uint16_t code) {
 DecodeResult decode_payload(std::uint16_t command, std::string_view payload) noexcept {
   namespace json = boost::json;
   try {
-    const CommandInfo* info = find_command(command);
+    const CommandInfo* info = detail::row_of(command);
     if (info == nullptr) {
       return DecodeError{errc::kUnknownCommand, "unknown command code " + detail::hex16(command)};
     }

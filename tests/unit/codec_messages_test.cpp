@@ -410,6 +410,12 @@ TEST(CkCommands, CodecTableMatchesTestTable) {
     EXPECT_LT(c->variant_index, std::variant_size_v<Message>);
   }
   EXPECT_EQ(find_command(0x1400), nullptr);
+  for (std::uint32_t code = 0; code <= 0xFFFF; ++code) {
+    const auto c = static_cast<std::uint16_t>(code);
+    const CommandInfo* row = find_command(c);
+    ASSERT_EQ(is_known_command(c), row != nullptr) << code;
+    EXPECT_EQ(command_name(c), row != nullptr ? row->name : "unknown");
+  }
   EXPECT_TRUE(payload_fields(0x1400).empty());
 }
 
