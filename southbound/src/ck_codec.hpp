@@ -1,7 +1,7 @@
 // The generic half of the Ck payload codec (private to southbound): error paths, value rules,
 // a typed JSON reader and a compact writer, and the field descriptors from which reading,
 // checking and writing a message are derived. The per-message descriptor table is in
-// ck_messages.cpp; the value rules are defined in ck_values.cpp.
+// ck_messages.cpp; the value predicates, the writer and the extension parser are in ck_values.cpp.
 //
 // A message type M is described by `Spec<M>::fields`, a tuple of entries, in wire order:
 //   Field{"name", &M::member, Rule{}}  one JSON member; its JSON type and whether it is mandatory
@@ -16,6 +16,7 @@
 
 #include <array>
 #include <boost/json.hpp>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -60,6 +61,10 @@ bool utf8_ok(std::string_view s) noexcept;
 bool rfc3339_ok(std::string_view s) noexcept;
 bool endpoint_ok(std::string_view s) noexcept;
 bool one_of(std::string_view s, std::span<const std::string_view> set) noexcept;
+/// "OK" or "NG: " followed by a non-empty reason.
+inline bool response_string_ok(std::string_view s) noexcept {
+  return s == "OK" || (s.size() > 4 && s.substr(0, 4) == "NG: ");
+}
 
 /// The error codes of clause 3.
 inline constexpr std::array<std::string_view, 13> kErrorCodes = {errc::kBadRequest,
@@ -85,55 +90,82 @@ inline constexpr std::array<std::string_view, 13> kErrorCodes = {errc::kBadReque
 struct Any {};
 /// Clause 3 identifier: 1..128 of [A-Za-z0-9._:-].
 struct Id {
-  void operator()(const Where& w, const std::string& v) const;
+  void operator()(const Where& w, const std::string& v) const {
+    if (!id_ok(v)) reject(w, "invalid identifier (1..128 of [A-Za-z0-9._:-])");
+  }
 };
 /// 8-4-4-4-12 hex digits.
 struct Uuid {
-  void operator()(const Where& w, const std::string& v) const;
+  void operator()(const Where& w, const std::string& v) const {
+    if (!uuid_ok(v)) reject(w, "invalid UUID");
+  }
 };
 /// Free text: valid UTF-8 (always true after a JSON parse; matters on encode).
 struct Text {
-  void operator()(const Where& w, const std::string& v) const;
+  void operator()(const Where& w, const std::string& v) const {
+    if (!utf8_ok(v)) reject(w, "invalid UTF-8");
+  }
 };
 /// String response: "OK" or "NG: <reason>", valid UTF-8.
 struct ResponseText {
-  void operator()(const Where& w, const std::string& v) const;
+  void operator()(const Where& w, const std::string& v) const {
+    if (!response_string_ok(v)) reject(w, "expected \"OK\" or \"NG: <reason>\"");
+    Text{}(w, v);
+  }
 };
 /// RFC 3339 date-time of at most 64 characters.
 struct Timestamp {
-  void operator()(const Where& w, const std::string& v) const;
+  void operator()(const Where& w, const std::string& v) const {
+    if (!rfc3339_ok(v)) reject(w, "invalid RFC 3339 timestamp");
+  }
 };
 /// host:port.
 struct Endpoint {
-  void operator()(const Where& w, const std::string& v) const;
+  void operator()(const Where& w, const std::string& v) const {
+    if (!endpoint_ok(v)) reject(w, "expected host:port with port 1..65535");
+  }
 };
 /// One of a fixed set of strings; `error` says which.
 struct OneOf {
   std::span<const std::string_view> set;
   std::string_view error;
-  void operator()(const Where& w, const std::string& v) const;
+  void operator()(const Where& w, const std::string& v) const {
+    if (!one_of(v, set)) reject(w, error);
+  }
 };
 /// Integer response: 0 (OK) or 1 (NG).
 struct IntResponse {
-  void operator()(const Where& w, std::int64_t v) const;
+  void operator()(const Where& w, std::int64_t v) const {
+    if (v != 0 && v != 1) reject(w, "expected 0 (OK) or 1 (NG)");
+  }
 };
 /// Integer in [lo, hi].
 struct Range {
   std::int64_t lo;
   std::int64_t hi;
-  void operator()(const Where& w, std::int64_t v) const;
+  void operator()(const Where& w, std::int64_t v) const {
+    if (v < lo || v > hi) {
+      reject(w, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+  }
 };
 /// Finite number >= 0.
 struct NonNegative {
-  void operator()(const Where& w, double v) const;
+  void operator()(const Where& w, double v) const {
+    if (!std::isfinite(v) || v < 0) reject(w, "must be a finite number >= 0");
+  }
 };
 /// Number in [0, 1] (qber).
 struct Fraction {
-  void operator()(const Where& w, double v) const;
+  void operator()(const Where& w, double v) const {
+    if (!(v >= 0 && v <= 1)) reject(w, "must be in [0, 1]");
+  }
 };
 /// Finite number.
 struct Finite {
-  void operator()(const Where& w, double v) const;
+  void operator()(const Where& w, double v) const {
+    if (!std::isfinite(v)) reject(w, "must be finite");
+  }
 };
 /// A list that must not be empty, each element checked by `each`.
 template <class R>
@@ -188,7 +220,20 @@ class Reader {
     }
     return static_cast<std::uint32_t>(i);
   }
-  static double as_number(const Where& w, const json::value& v);
+  static double as_number(const Where& w, const json::value& v) {
+    double d = 0;
+    if (const std::int64_t* i = v.if_int64()) {
+      d = static_cast<double>(*i);
+    } else if (const std::uint64_t* u = v.if_uint64()) {
+      d = static_cast<double>(*u);
+    } else if (const double* x = v.if_double()) {
+      d = *x;
+    } else {
+      reject(w, "expected number");
+    }
+    if (!std::isfinite(d)) reject(w, "must be finite");
+    return d;
+  }
   static const json::array& as_array(const Where& w, const json::value& v) {
     const json::array* a = v.if_array();
     if (a == nullptr) reject(w, "expected array");

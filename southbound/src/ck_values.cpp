@@ -1,9 +1,8 @@
-// The value rules of the Ck codec (ck-protocol.md clause 3 and the codec decisions in
-// ck_messages.hpp), the typed JSON reads and the compact writer. Shared by every message through
-// the descriptors of ck_codec.hpp.
+// The out-of-line half of ck_codec.hpp: error paths, the value predicates of the Ck codec
+// (ck-protocol.md clause 3 and the codec decisions in ck_messages.hpp), the `extension` parser and
+// the compact JSON writer. Shared by every message through the descriptors of ck_codec.hpp.
 #include <array>
 #include <charconv>
-#include <cmath>
 #include <string>
 
 #include "ck_codec.hpp"
@@ -175,59 +174,11 @@ bool endpoint_ok(std::string_view s) noexcept {
   return true;
 }
 
-namespace {
-bool response_string_ok(std::string_view s) noexcept {
-  return s == "OK" || (s.size() > 4 && s.substr(0, 4) == "NG: ");
-}
-}  // namespace
-
 bool one_of(std::string_view s, std::span<const std::string_view> set) noexcept {
   for (auto v : set) {
     if (v == s) return true;
   }
   return false;
-}
-
-// ---- value rules -------------------------------------------------------------------------------
-
-void Id::operator()(const Where& w, const std::string& v) const {
-  if (!id_ok(v)) reject(w, "invalid identifier (1..128 of [A-Za-z0-9._:-])");
-}
-void Uuid::operator()(const Where& w, const std::string& v) const {
-  if (!uuid_ok(v)) reject(w, "invalid UUID");
-}
-void Text::operator()(const Where& w, const std::string& v) const {
-  if (!utf8_ok(v)) reject(w, "invalid UTF-8");
-}
-void ResponseText::operator()(const Where& w, const std::string& v) const {
-  if (!response_string_ok(v)) reject(w, "expected \"OK\" or \"NG: <reason>\"");
-  Text{}(w, v);
-}
-void Timestamp::operator()(const Where& w, const std::string& v) const {
-  if (!rfc3339_ok(v)) reject(w, "invalid RFC 3339 timestamp");
-}
-void Endpoint::operator()(const Where& w, const std::string& v) const {
-  if (!endpoint_ok(v)) reject(w, "expected host:port with port 1..65535");
-}
-void OneOf::operator()(const Where& w, const std::string& v) const {
-  if (!one_of(v, set)) reject(w, error);
-}
-void IntResponse::operator()(const Where& w, std::int64_t v) const {
-  if (v != 0 && v != 1) reject(w, "expected 0 (OK) or 1 (NG)");
-}
-void Range::operator()(const Where& w, std::int64_t v) const {
-  if (v < lo || v > hi) {
-    reject(w, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
-}
-void NonNegative::operator()(const Where& w, double v) const {
-  if (!std::isfinite(v) || v < 0) reject(w, "must be a finite number >= 0");
-}
-void Fraction::operator()(const Where& w, double v) const {
-  if (!(v >= 0 && v <= 1)) reject(w, "must be in [0, 1]");
-}
-void Finite::operator()(const Where& w, double v) const {
-  if (!std::isfinite(v)) reject(w, "must be finite");
 }
 
 // ---- JSON reading ------------------------------------------------------------------------------
@@ -257,21 +208,6 @@ void check_extension(const Extension& e) {
   unsigned char buf[2048];
   json::monotonic_resource mr(buf, sizeof buf);
   (void)parse_extension(*e, &mr);
-}
-
-double Reader::as_number(const Where& w, const json::value& v) {
-  double d = 0;
-  if (const std::int64_t* i = v.if_int64()) {
-    d = static_cast<double>(*i);
-  } else if (const std::uint64_t* u = v.if_uint64()) {
-    d = static_cast<double>(*u);
-  } else if (const double* x = v.if_double()) {
-    d = *x;
-  } else {
-    reject(w, "expected number");
-  }
-  if (!std::isfinite(d)) reject(w, "must be finite");
-  return d;
 }
 
 void Reader::check_objects(const json::array& a) const {
