@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -17,10 +18,17 @@
 
 namespace qkdn::southbound::ck::fuzz {
 
-inline constexpr std::uint16_t kFuzzCodes[] = {
-    0x1401, 0x4102, 0x1403, 0x4104, 0x1405, 0x1406, 0x4107, 0x4108, 0x1409,
-    0x410A, 0x140B, 0x410C, 0x140D, 0x14E1, 0x41E2, 0x14E3, 0x14E4, 0x41E5,
-    0x14E6, 0x14E7, 0x14E8, 0x41E9, 0x14EF, 0x41EF, 0x1400 /* unknown */};
+/// Every code of the command table, then one unknown code.
+inline constexpr std::uint16_t kUnknownCode = 0x1400;
+static_assert(find_command(kUnknownCode) == nullptr);
+inline constexpr auto kFuzzCodes = [] {
+  std::array<std::uint16_t, std::size(kCommands) + 1> out{};
+  for (std::size_t i = 0; i < std::size(kCommands); ++i) {
+    out[i] = static_cast<std::uint16_t>(kCommands[i].code);
+  }
+  out.back() = kUnknownCode;
+  return out;
+}();
 
 [[noreturn]] inline void violated(const char* what, std::uint16_t code, std::string_view payload) {
   std::fprintf(stderr, "ck fuzz invariant violated: %s (command 0x%04X, payload %zu bytes)\n", what,

@@ -12,7 +12,8 @@ if(QKDN_FUZZ)
   if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
     add_executable(fuzz_ck fuzz/ck_fuzz.cpp
                            ${CMAKE_SOURCE_DIR}/southbound/src/ck_frame.cpp
-                           ${CMAKE_SOURCE_DIR}/southbound/src/ck_messages.cpp)
+                           ${CMAKE_SOURCE_DIR}/southbound/src/ck_messages.cpp
+                           ${CMAKE_SOURCE_DIR}/southbound/src/ck_values.cpp)
     target_include_directories(fuzz_ck PRIVATE ${CMAKE_SOURCE_DIR}/southbound/include
                                                 ${CMAKE_SOURCE_DIR}/controller/include
                                                 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz)

@@ -599,6 +599,68 @@ TEST(FieldTable, CoversEverySampleMember) {
   }
 }
 
+// The JSON type a kind of field has on the wire.
+FieldType json_type(Kind k) {
+  if (is_string_kind(k)) return FieldType::kString;
+  if (is_integer_kind(k)) return FieldType::kInteger;
+  switch (k) {
+    case Kind::kNonNegNumber:
+    case Kind::kQber:
+    case Kind::kNumber:
+      return FieldType::kNumber;
+    case Kind::kObjArray:
+      return FieldType::kObjectArray;
+    case Kind::kExtension:
+      return FieldType::kExtension;
+    default:
+      return FieldType::kStringArray;
+  }
+}
+
+// There is exactly one sample per command of the codec's table, and it decodes into the Message
+// alternative the table names: a command added to the table without a sample fails here.
+TEST(FieldTable, OneSamplePerCommand) {
+  const auto samples = all_samples();
+  EXPECT_EQ(samples.size(), std::size(kCommands));
+  for (const CommandInfo& c : kCommands) {
+    const auto code = static_cast<std::uint16_t>(c.code);
+    SCOPED_TRACE(hex(code));
+    int found = 0;
+    for (const auto& s : samples) {
+      if (s.command != code) continue;
+      ++found;
+      const DecodeResult r = decode_payload(code, s.json);
+      ASSERT_TRUE(std::holds_alternative<Message>(r)) << std::get<DecodeError>(r).message;
+      EXPECT_EQ(std::get<Message>(r).index(), c.variant_index);
+    }
+    EXPECT_EQ(found, 1);
+  }
+}
+
+// The top-level rows of the table above (Q.4164's tables as read by the tests) agree with the
+// codec's field table on names, order, JSON types and mandatory/optional, and every field is in
+// the sample: a field added to the codec without a test row (or the other way round) fails here.
+TEST(FieldTable, MatchesTheCodecFieldTable) {
+  for (const auto& sample : all_samples()) {
+    SCOPED_TRACE(hex(sample.command));
+    const std::vector<Field> fields = fields_of(sample.command);
+    std::vector<const Field*> top;
+    for (const Field& f : fields) {
+      if (f.path.find('/') == std::string::npos) top.push_back(&f);
+    }
+    const std::vector<FieldInfo> codec = payload_fields(sample.command);
+    ASSERT_EQ(top.size(), codec.size());
+    const json::value doc = json::parse(sample.json);
+    for (std::size_t i = 0; i < codec.size(); ++i) {
+      SCOPED_TRACE(codec[i].name);
+      EXPECT_EQ(top[i]->path, codec[i].name);
+      EXPECT_EQ(top[i]->mandatory, codec[i].mandatory);
+      EXPECT_EQ(json_type(top[i]->kind), codec[i].type);
+      EXPECT_TRUE(doc.as_object().contains(codec[i].name)) << "missing from the sample";
+    }
+  }
+}
+
 class SampleCase : public ::testing::TestWithParam<testing::Sample> {};
 
 // Every sample decodes, and encode(decode(x)) is the same JSON value as x (no field lost, none

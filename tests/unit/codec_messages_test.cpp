@@ -392,5 +392,32 @@ TEST(CkCommands, TableMatchesClause4) {
   EXPECT_EQ(direction_of(0x14FF), Direction::kKmToController);
 }
 
+// The codec's command table and the independent table above list the same commands with the
+// same names, directions and pairs: a command added to one fails here until the other has it.
+TEST(CkCommands, CodecTableMatchesTestTable) {
+  EXPECT_EQ(std::size(kCommands), std::size(kCommandTable));
+  for (const auto& row : kCommandTable) {
+    SCOPED_TRACE(row.name);
+    const CommandInfo* c = find_command(row.code);
+    ASSERT_NE(c, nullptr);
+    EXPECT_EQ(static_cast<std::uint16_t>(c->code), row.code);
+    EXPECT_EQ(c->name, row.name);
+    EXPECT_EQ(c->direction, row.direction);
+    ASSERT_EQ(c->response.has_value(), row.response.has_value());
+    if (c->response) {
+      EXPECT_EQ(static_cast<std::uint16_t>(*c->response), *row.response);
+    }
+    EXPECT_LT(c->variant_index, std::variant_size_v<Message>);
+  }
+  EXPECT_EQ(find_command(0x1400), nullptr);
+  for (std::uint32_t code = 0; code <= 0xFFFF; ++code) {
+    const auto c = static_cast<std::uint16_t>(code);
+    const CommandInfo* row = find_command(c);
+    ASSERT_EQ(is_known_command(c), row != nullptr) << code;
+    EXPECT_EQ(command_name(c), row != nullptr ? row->name : "unknown");
+  }
+  EXPECT_TRUE(payload_fields(0x1400).empty());
+}
+
 }  // namespace
 }  // namespace qkdn::southbound::ck

@@ -45,33 +45,6 @@ constexpr std::string_view kAlarmTypes[] = {
     controller::alarm_type::kPeerUnreachable,   controller::alarm_type::kKmDisconnected,
     controller::alarm_type::kPinnedRouteBroken, "other"};
 
-// Every Ck command; its direction is the high byte of the code (0x14 KM -> controller, 0x41
-// controller -> KM). Pre-created at zero so that rate() and dashboards have series from start.
-constexpr ck::Command kCkCommands[] = {ck::Command::kKeyRelayNextHopRequest,
-                                       ck::Command::kKeyRelayNextHopResponse,
-                                       ck::Command::kKeyRelayRequestNotification,
-                                       ck::Command::kKeyRelayRequest,
-                                       ck::Command::kKeyRelayResponse,
-                                       ck::Command::kSessionCreationRequest,
-                                       ck::Command::kSessionCreationResponse,
-                                       ck::Command::kSessionCreationNotification,
-                                       ck::Command::kSessionCreationNotificationResponse,
-                                       ck::Command::kKeyReservationRequest,
-                                       ck::Command::kKeyReservationResponse,
-                                       ck::Command::kKeyAllocationRequest,
-                                       ck::Command::kKeyAllocationResponse,
-                                       ck::Command::kRegister,
-                                       ck::Command::kRegisterResponse,
-                                       ck::Command::kStatusReport,
-                                       ck::Command::kAlarm,
-                                       ck::Command::kRelayInstruction,
-                                       ck::Command::kRelayInstructionResponse,
-                                       ck::Command::kApplicationsUpdate,
-                                       ck::Command::kHeartbeat,
-                                       ck::Command::kHeartbeatResponse,
-                                       ck::Command::kErrorFromKm,
-                                       ck::Command::kErrorFromController};
-
 // The protocol error reasons a controller counts most often (framing, codec and session rules);
 // others appear on first use.
 constexpr std::string_view kCkErrorReasons[] = {
@@ -226,9 +199,10 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
     s.alarm_type_gauges.emplace(std::string(type),
                                 &s.alarms_by_type.Add({{"type", std::string(type)}}));
   }
-  for (auto cmd : kCkCommands) {
-    const auto code = static_cast<std::uint16_t>(cmd);
-    ck_message_counter((code >> 8) == 0x14, ck::command_name(code));
+  // Every Ck command of the codec's table, pre-created at zero so that rate() and dashboards
+  // have series from the start.
+  for (const ck::CommandInfo& c : ck::kCommands) {
+    ck_message_counter(c.direction == ck::Direction::kKmToController, c.name);
   }
   for (auto r : kCkErrorReasons) s.labelled(s.ck_errors, s.ck_error_by_reason, "reason", r);
   // The first scrape is itself counted only after it is answered: a zero series until then.

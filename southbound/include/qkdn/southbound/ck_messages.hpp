@@ -1,5 +1,6 @@
 // Typed Ck messages (Q.4164 Tables 1-13 and the project extensions of ck-protocol.md clause 4),
-// their JSON payload encoding and their validation. Pure code, no I/O.
+// the command table, their JSON payload encoding and their validation. Pure code, no I/O.
+// How to add a message: docs/howto-ck-message.md.
 #pragma once
 
 #include <cstddef>
@@ -7,12 +8,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
 namespace qkdn::southbound::ck {
 
-/// Command codes of Q.4164 Table I.1 and the project extensions.
+/// Command codes of Q.4164 Table I.1 and the project extensions. Each has a row in kCommands.
 enum class Command : std::uint16_t {
   kKeyRelayNextHopRequest = 0x1401,
   kKeyRelayNextHopResponse = 0x4102,
@@ -42,16 +44,6 @@ enum class Command : std::uint16_t {
 
 /// Who sends a command: the first two hex digits, "14" KM -> controller, "41" controller -> KM.
 enum class Direction { kKmToController, kControllerToKm };
-
-/// True for a code listed in clause 4.
-bool is_known_command(std::uint16_t code) noexcept;
-/// Direction encoded in a code's high byte (0x14 / 0x41); nullopt for any other high byte.
-std::optional<Direction> direction_of(std::uint16_t code) noexcept;
-/// Short stable name ("register", "key_relay_request", ...) used in logs and metric labels;
-/// "unknown" for other codes.
-std::string_view command_name(std::uint16_t code) noexcept;
-/// For a command that has a response (clause 4 "Pairs"), the response's code.
-std::optional<Command> response_of(Command c) noexcept;
 
 /// Error codes of clause 3.
 namespace errc {
@@ -334,8 +326,126 @@ using Message =
                  RelayInstruction, RelayInstructionResponse, ApplicationsUpdate, Heartbeat,
                  HeartbeatResponse, ErrorMessage>;
 
+// ---- the command table -----------------------------------------------------------------------
+
+/// One row of the command table: what the codec, the dispatch, logs and metrics know of a code.
+struct CommandInfo {
+  Command code;
+  std::string_view name;            ///< stable name for logs and metric labels
+  Direction direction;              ///< who sends it; agrees with the code's high byte
+  std::optional<Command> response;  ///< the paired response (clause 4 "Pairs"), if any
+  std::size_t variant_index;        ///< the Message alternative that carries the payload
+};
+
+namespace detail {
+template <class T, class V>
+struct IndexIn;
+template <class T, class... Ts>
+struct IndexIn<T, std::variant<Ts...>> {
+  static constexpr std::size_t value = [] {
+    constexpr bool kIs[] = {std::is_same_v<T, Ts>...};
+    for (std::size_t i = 0; i < sizeof...(Ts); ++i) {
+      if (kIs[i]) return i;
+    }
+    return sizeof...(Ts);
+  }();
+};
+}  // namespace detail
+
+/// The index of alternative T in Message.
+template <class T>
+inline constexpr std::size_t kMessageIndex = detail::IndexIn<T, Message>::value;
+
+/// Every command of ck-protocol.md clause 4: the one list. Names, directions, response pairs,
+/// decode dispatch, command_of, the metrics series and the fuzz codes derive from it;
+/// static_asserts (ck_messages.cpp) and the codec tests check it against Message and the samples.
+inline constexpr CommandInfo kCommands[] = {
+    // Q.4164 Table I.1
+    {Command::kKeyRelayNextHopRequest, "key_relay_next_hop_request", Direction::kKmToController,
+     Command::kKeyRelayNextHopResponse, kMessageIndex<KeyRelayNextHopRequest>},
+    {Command::kKeyRelayNextHopResponse, "key_relay_next_hop_response", Direction::kControllerToKm,
+     std::nullopt, kMessageIndex<KeyRelayNextHopResponse>},
+    {Command::kKeyRelayRequestNotification, "key_relay_request_notification",
+     Direction::kKmToController, std::nullopt, kMessageIndex<KeyRelayRequestNotification>},
+    {Command::kKeyRelayRequest, "key_relay_request", Direction::kControllerToKm,
+     Command::kKeyRelayResponse, kMessageIndex<KeyRelayRequest>},
+    {Command::kKeyRelayResponse, "key_relay_response", Direction::kKmToController, std::nullopt,
+     kMessageIndex<KeyRelayResponse>},
+    {Command::kSessionCreationRequest, "session_creation_request", Direction::kKmToController,
+     Command::kSessionCreationResponse, kMessageIndex<SessionCreationRequest>},
+    {Command::kSessionCreationResponse, "session_creation_response", Direction::kControllerToKm,
+     std::nullopt, kMessageIndex<SessionCreationResponse>},
+    {Command::kSessionCreationNotification, "session_creation_notification",
+     Direction::kControllerToKm, Command::kSessionCreationNotificationResponse,
+     kMessageIndex<SessionCreationNotification>},
+    {Command::kSessionCreationNotificationResponse, "session_creation_notification_response",
+     Direction::kKmToController, std::nullopt, kMessageIndex<SessionCreationNotificationResponse>},
+    {Command::kKeyReservationRequest, "key_reservation_request", Direction::kControllerToKm,
+     Command::kKeyReservationResponse, kMessageIndex<KeyReservationRequest>},
+    {Command::kKeyReservationResponse, "key_reservation_response", Direction::kKmToController,
+     std::nullopt, kMessageIndex<KeyReservationResponse>},
+    {Command::kKeyAllocationRequest, "key_allocation_request", Direction::kControllerToKm,
+     Command::kKeyAllocationResponse, kMessageIndex<KeyAllocationRequest>},
+    {Command::kKeyAllocationResponse, "key_allocation_response", Direction::kKmToController,
+     std::nullopt, kMessageIndex<KeyAllocationResponse>},
+    // Project extensions
+    {Command::kRegister, "register", Direction::kKmToController, Command::kRegisterResponse,
+     kMessageIndex<Register>},
+    {Command::kRegisterResponse, "register_response", Direction::kControllerToKm, std::nullopt,
+     kMessageIndex<RegisterResponse>},
+    {Command::kStatusReport, "status_report", Direction::kKmToController, std::nullopt,
+     kMessageIndex<StatusReport>},
+    {Command::kAlarm, "alarm", Direction::kKmToController, std::nullopt, kMessageIndex<Alarm>},
+    {Command::kRelayInstruction, "relay_instruction", Direction::kControllerToKm,
+     Command::kRelayInstructionResponse, kMessageIndex<RelayInstruction>},
+    {Command::kRelayInstructionResponse, "relay_instruction_response", Direction::kKmToController,
+     std::nullopt, kMessageIndex<RelayInstructionResponse>},
+    {Command::kApplicationsUpdate, "applications_update", Direction::kKmToController, std::nullopt,
+     kMessageIndex<ApplicationsUpdate>},
+    {Command::kHeartbeat, "heartbeat", Direction::kKmToController, Command::kHeartbeatResponse,
+     kMessageIndex<Heartbeat>},
+    {Command::kHeartbeatResponse, "heartbeat_response", Direction::kControllerToKm, std::nullopt,
+     kMessageIndex<HeartbeatResponse>},
+    {Command::kErrorFromKm, "error", Direction::kKmToController, std::nullopt,
+     kMessageIndex<ErrorMessage>},
+    {Command::kErrorFromController, "error", Direction::kControllerToKm, std::nullopt,
+     kMessageIndex<ErrorMessage>},
+};
+
+/// The row of `code` in kCommands; nullptr for a code not listed.
+constexpr const CommandInfo* find_command(std::uint16_t code) noexcept {
+  for (const CommandInfo& c : kCommands) {
+    if (static_cast<std::uint16_t>(c.code) == code) return &c;
+  }
+  return nullptr;
+}
+
+/// True for a code listed in kCommands.
+bool is_known_command(std::uint16_t code) noexcept;
+/// Direction encoded in a code's high byte (0x14 / 0x41); nullopt for any other high byte.
+std::optional<Direction> direction_of(std::uint16_t code) noexcept;
+/// Short stable name ("register", "key_relay_request", ...) used in logs and metric labels;
+/// "unknown" for other codes.
+std::string_view command_name(std::uint16_t code) noexcept;
+/// For a command that has a response (clause 4 "Pairs"), the response's code.
+std::optional<Command> response_of(Command c) noexcept;
 /// The command code of a message.
 Command command_of(const Message& m) noexcept;
+
+/// JSON type of a payload field.
+enum class FieldType { kString, kInteger, kNumber, kStringArray, kObjectArray, kExtension };
+
+/// One top-level field of a payload as the codec's field table declares it.
+struct FieldInfo {
+  std::string_view name;
+  FieldType type;
+  bool mandatory;
+  bool operator==(const FieldInfo&) const = default;
+};
+
+/// The top-level fields of the payload of `code`, in wire order; empty for an unknown code.
+/// For tests and documentation: the codec reads, checks and writes exactly these.
+std::vector<FieldInfo> payload_fields(std::uint16_t code);
 
 /// Why a payload was rejected: an error code of clause 3 and a human message naming the field.
 struct DecodeError {
