@@ -54,7 +54,7 @@ wait_file "$dir/api.port"
 ck_port=$(cat "$dir/ck.port")
 api_port=$(cat "$dir/api.port")
 "$agent" --topology "$topology" --all --controller "127.0.0.1:$ck_port" --insecure-ck \
-  2>"$dir/agent.log" &
+  --insecure-kma 2>"$dir/agent.log" &
 pids="$pids $!"
 
 url="http://127.0.0.1:$api_port/api/v1/links"

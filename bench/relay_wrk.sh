@@ -136,7 +136,7 @@ agent_pids=""
 start_agent() { # NAME ARGS...: writes $dir/NAME.etsi.port
   name=$1
   shift
-  set -- "$@" --controller "127.0.0.1:$ck_port" --insecure-ck \
+  set -- "$@" --controller "127.0.0.1:$ck_port" --insecure-ck --insecure-kma \
     --pool-capacity-bytes "$pool_bytes" --sae-key-ttl-s "$ttl" \
     --etsi-listen 127.0.0.1:0 --etsi-insecure --etsi-port-file "$dir/$name.etsi.port"
   [ -n "$agent_threads" ] && set -- "$@" --threads "$agent_threads"

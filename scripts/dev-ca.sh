@@ -4,22 +4,30 @@ set -euo pipefail
 
 usage() {
   cat <<'TXT'
-Usage: scripts/dev-ca.sh [--topology FILE] [--km ID]... [--sae ID]... [--days N] OUTDIR
+Usage: scripts/dev-ca.sh [--topology FILE] [--km ID]... [--sae ID]... [--controller-id ID]
+                         [--days N] OUTDIR
 
-Creates (once; existing files are kept, so it is idempotent) under OUTDIR:
+Creates (once; existing files are kept, so it is idempotent, unless a certificate lacks its role
+URI: such certificates of older versions are renewed) under OUTDIR one certificate per role. Each role has its own SAN URI scheme and extended key usage, so a certificate issued for
+one role is refused in every other (see base/net/include/qkdn/net/tls.hpp):
   ca.pem, ca.key                 development CA (EC P-256)
-  controller.pem, controller.key CN=qkdn-controller, SAN DNS:localhost, IP:127.0.0.1
-  etsi.pem, etsi.key             CN=qkdn-etsi, SAN DNS:localhost, IP:127.0.0.1 (server use):
-                                 the agent's ETSI GS QKD 014 listener (--etsi-cert/--etsi-key)
-  km/<km_id>.pem, .key           CN=<km_id>, SAN URI:urn:qkdn:km:<km_id> (client and server use)
-  sae/<sae_id>.pem, .key         CN=<sae_id>, SAN URI:urn:qkdn:sae:<sae_id> (client use): an
+  controller.pem, controller.key CN=<controller-id>, SAN URI:urn:qkdn:controller:<controller-id>,
+                                 DNS:localhost, IP:127.0.0.1; EKU serverAuth. Agents pin it
+                                 (qkdn-agent --controller-id, default qkdn-controller); also
+                                 fits the API's HTTPS (--api-tls-cert)
+  etsi.pem, etsi.key             CN=qkdn-etsi, SAN URI:urn:qkdn:etsi:qkdn-etsi, DNS:localhost,
+                                 IP:127.0.0.1; EKU serverAuth: the agent's ETSI GS QKD 014
+                                 listener (--etsi-cert/--etsi-key)
+  km/<km_id>.pem, .key           CN=<km_id>, SAN URI:urn:qkdn:km:<km_id>; EKU serverAuth and
+                                 clientAuth (Ck client, KMA links both ways)
+  sae/<sae_id>.pem, .key         CN=<sae_id>, SAN URI:urn:qkdn:sae:<sae_id>; EKU clientAuth: an
                                  SAE calling ETSI GS QKD 014 with mutual TLS
 KMs and SAEs come from --km/--sae and from a topology document (kms[].km_id,
 applications[].sae_id). Development only: keys are unencrypted.
 
 Examples:
   scripts/dev-ca.sh --topology tests/data/topologies/tokyo-qkd.json pki/
-  scripts/dev-ca.sh --km KM1 --km KM2 --sae SAE-A /tmp/pki
+  scripts/dev-ca.sh --km KM1 --km KM2 --sae SAE-A --controller-id ctl-1 /tmp/pki
 TXT
 }
 
@@ -27,6 +35,7 @@ kms=()
 saes=()
 topology=""
 days=825
+controller_id="qkdn-controller"
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +44,7 @@ while [ $# -gt 0 ]; do
     --km) kms+=("${2:?--km needs an id}"); shift 2 ;;
     --sae) saes+=("${2:?--sae needs an id}"); shift 2 ;;
     --days) days="${2:?--days needs a number}"; shift 2 ;;
+    --controller-id) controller_id="${2:?--controller-id needs an id}"; shift 2 ;;
     -*) echo "dev-ca.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     *) [ -z "$out" ] || { echo "dev-ca.sh: one OUTDIR only" >&2; exit 2; }; out="$1"; shift ;;
   esac
@@ -67,10 +77,15 @@ if [ ! -s "$out/ca.pem" ] || [ ! -s "$out/ca.key" ]; then
   echo "dev-ca.sh: created $out/ca.pem"
 fi
 
-# issue NAME_PATH CN EXTENSIONS
+# issue NAME_PATH CN ROLE_URI EXTENSIONS: kept when it exists and already names ROLE_URI (older
+# versions of this script issued certificates without role URIs: those are renewed).
 issue() {
-  local base="$1" cn="$2" ext="$3"
-  if [ -s "$base.pem" ] && [ -s "$base.key" ]; then return 0; fi
+  local base="$1" cn="$2" uri="$3" ext="$4"
+  if [ -s "$base.pem" ] && [ -s "$base.key" ] &&
+    openssl x509 -in "$base.pem" -noout -ext subjectAltName 2>/dev/null | tr ',' '\n' |
+    sed 's/^ *//' | grep -qxF "URI:$uri"; then
+    return 0
+  fi
   local extfile
   extfile=$(mktemp)
   printf '%s\n' "$ext" >"$extfile"
@@ -82,21 +97,22 @@ issue() {
   echo "dev-ca.sh: created $base.pem (CN=$cn)"
 }
 
-issue "$out/controller" "qkdn-controller" \
-  "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth,clientAuth
-subjectAltName=DNS:localhost,IP:127.0.0.1"
-
-issue "$out/etsi" "qkdn-etsi" \
+valid_id "$controller_id" || { echo "dev-ca.sh: bad controller id '$controller_id'" >&2; exit 2; }
+issue "$out/controller" "$controller_id" "urn:qkdn:controller:$controller_id" \
   "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,IP:127.0.0.1"
+subjectAltName=URI:urn:qkdn:controller:$controller_id,DNS:localhost,IP:127.0.0.1"
+
+issue "$out/etsi" "qkdn-etsi" "urn:qkdn:etsi:qkdn-etsi" \
+  "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=URI:urn:qkdn:etsi:qkdn-etsi,DNS:localhost,IP:127.0.0.1"
 
 for k in "${kms[@]}"; do
   valid_id "$k" || { echo "dev-ca.sh: bad KM id '$k'" >&2; exit 2; }
-  issue "$out/km/$k" "$k" \
+  issue "$out/km/$k" "$k" "urn:qkdn:km:$k" \
     "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth,clientAuth
@@ -105,7 +121,7 @@ done
 
 for s in "${saes[@]}"; do
   valid_id "$s" || { echo "dev-ca.sh: bad SAE id '$s'" >&2; exit 2; }
-  issue "$out/sae/$s" "$s" \
+  issue "$out/sae/$s" "$s" "urn:qkdn:sae:$s" \
     "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth

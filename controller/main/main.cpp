@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/listener.hpp"
 #include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
 #include "qkdn/southbound/topology_json.hpp"
@@ -33,12 +35,22 @@ Network and Ck:
                                the store already holds one
   --topology-override          replace the stored topology with --topology (default: a stored
                                topology wins and --topology is ignored, with a log line)
-  --ck-listen HOST:PORT        Ck listen address (default 0.0.0.0:4164; port 0 = any free port)
+  --ck-listen HOST:PORT        Ck listen address (default 0.0.0.0:4164, with --insecure-ck
+                               127.0.0.1:4164; port 0 = any free port; ":PORT" keeps the
+                               default host)
   --tls-ca FILE                CA bundle (PEM) that KM certificates must chain to
-  --tls-cert FILE              controller certificate chain (PEM)
+  --tls-cert FILE              controller certificate chain (PEM); its SAN URI
+                               urn:qkdn:controller:<ID> is what agents pin (--controller-id)
   --tls-key FILE               controller private key (PEM)
-  --insecure-ck                plain TCP on Ck, no authentication (labs and tests only)
-  --controller-id ID           controller ID sent to KMs (default qkdn-controller)
+  --insecure-ck                plain TCP on Ck, no authentication: anyone who reaches the port
+                               can register as any KM (labs and tests only; binds 127.0.0.1
+                               unless --ck-listen names a host; prints a WARNING)
+  --controller-id ID           controller ID sent to KMs and named by the certificate
+                               (default qkdn-controller)
+  --ck-max-unregistered N      Ck connections waiting for their handshake and registration
+                               (default 1024, lowered to fit the open-file limit); beyond it a
+                               newcomer closes the one waiting longest (if over 1 s) or itself
+  --ck-register-timeout-ms N   a Ck connection must register within N ms (default 10000)
   --heartbeat-interval-ms N    KM heartbeat interval (default 1000); 3 missed = disconnected
   --status-interval-ms N       KM status report interval (default 1000); also the period of the
                                controller's tick (rerouting schedules, leases, session expiry)
@@ -61,6 +73,8 @@ Northbound API:
   --api-tls-cert FILE          HTTPS certificate chain (PEM); needs --api-tls-key
   --api-tls-key FILE           HTTPS private key (PEM)
   --api-insecure               every API request is admin without a token (labs and tests only)
+  --api-max-connections N      open API connections (default 4096; lowered to fit the
+                               descriptor limit); at most 512 of them without a valid token
 
   --config FILE                read options from FILE: one "key = value" per line, keys are the
                                long option names without "--" ('-' or '_'), e.g.
@@ -85,6 +99,7 @@ Examples:
 
 Once bound it logs "ck listening on HOST:PORT" and "api listening on HOST:PORT" on stderr. The
 network view is at http://HOST:PORT/ui/ of the API (it asks for a token), metrics at /metrics.
+At start it raises its open-file limit to the hard limit and keeps its connection caps below it.
 SIGINT/SIGTERM stop it gracefully.
 )";
 
@@ -92,6 +107,7 @@ struct Args {
   qkdn::base::LogConfig log{qkdn::base::LogLevel::kInfo, qkdn::base::LogFormat::kText,
                             "qkdn-controller"};
   qkdn::service::ServiceOptions options;
+  bool ck_host_given = false;  ///< --ck-listen named a host (else the default depends on TLS)
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
   std::string port_file;
@@ -119,9 +135,10 @@ bool parse_bool(std::string_view flag, std::string_view v) {
                               std::string(v) + "'");
 }
 
-void parse_listen(std::string_view v, qkdn::service::ServiceOptions& o) {
+void parse_listen(std::string_view v, Args& a) {
+  auto& o = a.options;
   const auto colon = v.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) {
+  if (colon == std::string_view::npos) {
     throw qkdn::InvalidArgument("--ck-listen: expected HOST:PORT, got '" + std::string(v) + "'");
   }
   std::string host(v.substr(0, colon));
@@ -134,7 +151,10 @@ void parse_listen(std::string_view v, qkdn::service::ServiceOptions& o) {
   if (ec != std::errc() || p != port_text.data() + port_text.size() || port > 65535) {
     throw qkdn::InvalidArgument("--ck-listen: bad port '" + std::string(port_text) + "'");
   }
-  o.listen_host = host;
+  if (!host.empty()) {
+    o.listen_host = host;
+    a.ck_host_given = true;
+  }
   o.listen_port = static_cast<std::uint16_t>(port);
 }
 
@@ -154,7 +174,7 @@ bool apply_option(std::string_view name, std::string_view value, Args& a) {
   else if (name == "topology-override")
     o.topology_override = on();
   else if (name == "ck-listen")
-    parse_listen(value, o);
+    parse_listen(value, a);
   else if (name == "tls-ca")
     o.tls.ca_file = value;
   else if (name == "tls-cert")
@@ -173,6 +193,12 @@ bool apply_option(std::string_view name, std::string_view value, Args& a) {
     o.request_timeout = parse_ms(flag, value);
   else if (name == "read-timeout-ms")
     o.read_timeout = parse_ms(flag, value);
+  else if (name == "ck-max-unregistered")
+    o.max_unregistered = static_cast<std::size_t>(parse_positive(flag, value));
+  else if (name == "ck-register-timeout-ms")
+    o.register_timeout = parse_ms(flag, value);
+  else if (name == "api-max-connections")
+    a.api.max_connections = static_cast<std::size_t>(parse_positive(flag, value));
   else if (name == "route-alternatives")
     o.route_alternatives = static_cast<std::size_t>(parse_positive(flag, value));
   else if (name == "threads")
@@ -287,7 +313,34 @@ Parsed parse_args(int argc, char** argv, Args& a) {
       (!o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty())) {
     throw qkdn::InvalidArgument("--insecure-ck and --tls-* are mutually exclusive");
   }
+  // Plain TCP on Ck authenticates nobody: unless the operator named a host, only this machine
+  // may reach it.
+  if (o.insecure_ck && !a.ck_host_given) o.listen_host = "127.0.0.1";
   return Parsed::kRun;
+}
+
+// Each registered KM holds a Ck descriptor, each API client one, the store a few: keep the caps
+// of unauthenticated and API connections inside the descriptor limit (raised to the hard one),
+// so that accept never runs out of descriptors while registered KMs need them.
+void fit_to_fd_limit(Args& a) {
+  const std::size_t limit = qkdn::net::raise_fd_limit();
+  auto& o = a.options;
+  const std::size_t reserved = 64 + 2 * static_cast<std::size_t>(o.store_threads) +
+                               static_cast<std::size_t>(o.threads) + o.topology.kms.size();
+  const std::size_t room = limit > reserved ? limit - reserved : 0;
+  auto& api = a.api.max_connections;
+  auto& ck = o.max_unregistered;
+  if (ck + api <= room) return;
+  const std::size_t before_api = api;
+  const std::size_t before_ck = ck;
+  ck = std::max<std::size_t>(16, std::min(ck, room / 4));
+  api = std::max<std::size_t>(16, room > ck ? room - ck : 0);
+  a.api.max_unauthenticated = std::min(a.api.max_unauthenticated, api);
+  qkdn::base::log(qkdn::base::LogLevel::kWarn, "main",
+                  "open-file limit " + std::to_string(limit) + ": API connections capped at " +
+                      std::to_string(api) + " (was " + std::to_string(before_api) +
+                      "), unregistered Ck connections at " + std::to_string(ck) + " (was " +
+                      std::to_string(before_ck) + ")");
 }
 
 void write_port_file(const std::string& path, std::uint16_t port, std::string_view flag) {
@@ -326,9 +379,18 @@ int main(int argc, char** argv) {
     if (!args.topology_file.empty()) {
       args.options.topology = qkdn::southbound::load_topology_file(args.topology_file);
     }
+    fit_to_fd_limit(args);
   } catch (const std::exception& e) {
     std::cerr << "qkdn-controller: " << e.what() << "\n";
     return 2;
+  }
+  if (args.options.insecure_ck) {
+    qkdn::base::log(qkdn::base::LogLevel::kWarn, "main",
+                    "WARNING: --insecure-ck: Ck is plain TCP without authentication; anyone who "
+                    "reaches " +
+                        host_text(args.options.listen_host) + ":" +
+                        std::to_string(args.options.listen_port) +
+                        " can register as any KM (labs and tests only)");
   }
 
   // Block the stop signals in every thread (the service threads inherit the mask); the main

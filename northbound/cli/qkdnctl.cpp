@@ -453,6 +453,8 @@ class Client {
     std::optional<ssl::context> tls;
     if (options_.endpoint.https) {
       tls.emplace(ssl::context::tls_client);
+      // Plaintext records (the bearer token, API answers) are wiped once consumed.
+      SSL_CTX_set_options(tls->native_handle(), SSL_OP_CLEANSE_PLAINTEXT);
       tls->set_verify_mode(ssl::verify_peer);
       try {
         if (options_.cacert.empty()) {

@@ -20,9 +20,9 @@
 
 #include "api_util.hpp"
 #include "auth.hpp"
+#include "http_types.hpp"
 #include "idempotency.hpp"
 #include "qkdn/northbound/api_server.hpp"
-#include "qkdn/northbound/http_server.hpp"
 #include "qkdn/service/controller_service.hpp"
 
 namespace qkdn::northbound {
@@ -46,6 +46,12 @@ struct RequestContext {
 };
 
 using Handler = std::function<net::awaitable<HttpResponse>(Api&, RequestContext&)>;
+
+/// Who admit() authenticated, handed to handle() with the request (HttpRequest::admission).
+struct Admitted {
+  std::string actor;
+  Role role = Role::kViewer;
+};
 
 /// One entry of the route table.
 struct RouteEntry {
@@ -103,8 +109,15 @@ class Api : public std::enable_shared_from_this<Api> {
  public:
   Api(service::ControllerService& svc, ApiOptions options);
 
-  /// Serves one request (the HttpServer's handler).
+  /// Decides on a request from its header (the HttpServer's admission hook): authentication
+  /// and authorization (401/403, audited, before any of the body is read) and the body limit of
+  /// its route (max_body_bytes for PUT /api/v1/topology, max_small_body_bytes elsewhere).
+  qkdn::net::HttpAdmission admit(const HttpRequest& head);
+  /// Serves one admitted request (the HttpServer's handler).
   net::awaitable<HttpResponse> handle(HttpRequest req);
+  /// Authenticates the request's bearer token for `route` and fills ctx.actor / ctx.role;
+  /// the 401/403 to answer when refused.
+  std::optional<ApiError> authorize(RequestContext& ctx, const RouteEntry& route) const;
 
   service::ControllerService& svc;
   ApiOptions options;

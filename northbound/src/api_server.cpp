@@ -2,6 +2,8 @@
 // -> audit. Problems are rendered here, once.
 #include "qkdn/northbound/api_server.hpp"
 
+#include <algorithm>
+#include <any>
 #include <iostream>
 #include <utility>
 
@@ -10,6 +12,7 @@
 
 #include "api_internal.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/tls.hpp"
 #include "qkdn/service/metrics.hpp"
 
 namespace qkdn::northbound {
@@ -249,6 +252,79 @@ net::awaitable<HttpResponse> Api::dispatch(RequestContext& ctx, const RouteEntry
   co_return response;
 }
 
+std::optional<ApiError> Api::authorize(RequestContext& ctx, const RouteEntry& route) const {
+  if (route.info.open) return std::nullopt;
+  if (options.insecure) {
+    ctx.actor = "insecure";
+    ctx.role = Role::kAdmin;
+    return std::nullopt;
+  }
+  const bool write = route.info.write;
+  const std::string auth = ctx.req.header("authorization");
+  std::string token;
+  if (auth.size() > 7 &&
+      (auth.compare(0, 7, "Bearer ") == 0 || auth.compare(0, 7, "bearer ") == 0)) {
+    token = auth.substr(7);
+  }
+  if (tokens_configured) {
+    if (auth.empty()) {
+      return ApiError(401, "unauthorized", "missing bearer token")
+          .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\"");
+    }
+    auto entry = tokens.find(token);
+    if (!entry) {
+      return ApiError(401, "unauthorized", "invalid bearer token")
+          .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\", error=\"invalid_token\"");
+    }
+    ctx.actor = entry->name;
+    ctx.role = entry->role;
+  } else if (write) {
+    return ApiError(401, "unauthorized",
+                    "writes need an admin token but no API tokens are configured (start "
+                    "the controller with --api-tokens FILE)")
+        .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\"");
+  }
+  if (write && ctx.role != Role::kAdmin) {
+    return ApiError(403, "forbidden",
+                    "token '" + ctx.actor + "' has role viewer; writes need admin");
+  }
+  return std::nullopt;
+}
+
+qkdn::net::HttpAdmission Api::admit(const HttpRequest& head) {
+  // Runs on the header alone: a refused request's body is never read, and only the routes that
+  // take large documents get the large body limit.
+  qkdn::net::HttpAdmission out;
+  out.body_limit = std::min(options.max_small_body_bytes, options.max_body_bytes);
+  RequestContext ctx;
+  ctx.req = head;
+  ctx.actor = "anonymous";
+  const RouteEntry* route = nullptr;
+  try {
+    auto url = boost::urls::parse_origin_form(ctx.req.target);
+    if (!url) return out;  // handle() answers 400
+    std::vector<std::string> segments;
+    for (auto s : url->segments()) segments.push_back(std::string(s));
+    ctx.path = std::string(url->encoded_path());
+    route = &router.match(ctx.req.method, segments, ctx.params);
+  } catch (const std::exception&) {
+    return out;  // 404 / 405: handle() answers them (with the small body limit)
+  }
+  if (auto refused = authorize(ctx, *route)) {
+    const std::string action = route->info.method + " " + route->info.path;
+    const int status = refused->status();
+    audit(ctx, route->info.write ? action : "auth_failure " + action, status, refused->detail());
+    out.refusal = error_response(*refused, ctx.path);
+    return out;
+  }
+  if (route->info.method == "PUT" && route->info.path == "/api/v1/topology") {
+    out.body_limit = options.max_body_bytes;
+  }
+  out.authenticated = options.insecure || (tokens_configured && !route->info.open);
+  out.data = Admitted{ctx.actor, ctx.role};
+  return out;
+}
+
 // GCC 12 reports -Wmismatched-new-delete at the end of this coroutine: a false positive about
 // Asio's awaitable frame allocator (its operator new and delete are a matched pair).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -277,41 +353,12 @@ net::awaitable<HttpResponse> Api::handle(HttpRequest req) {
     action = route->info.method + " " + route->info.path;
     const bool write = route->info.write;
 
-    // Authentication and authorization.
-    if (!route->info.open) {
-      if (options.insecure) {
-        ctx.actor = "insecure";
-        ctx.role = Role::kAdmin;
-      } else {
-        const std::string auth = ctx.req.header("authorization");
-        std::string token;
-        if (auth.size() > 7 &&
-            (auth.compare(0, 7, "Bearer ") == 0 || auth.compare(0, 7, "bearer ") == 0)) {
-          token = auth.substr(7);
-        }
-        if (tokens_configured) {
-          if (auth.empty()) {
-            throw ApiError(401, "unauthorized", "missing bearer token")
-                .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\"");
-          }
-          auto entry = tokens.find(token);
-          if (!entry) {
-            throw ApiError(401, "unauthorized", "invalid bearer token")
-                .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\", error=\"invalid_token\"");
-          }
-          ctx.actor = entry->name;
-          ctx.role = entry->role;
-        } else if (write) {
-          throw ApiError(401, "unauthorized",
-                         "writes need an admin token but no API tokens are configured (start "
-                         "the controller with --api-tokens FILE)")
-              .with_header("WWW-Authenticate", "Bearer realm=\"qkdn\"");
-        }
-        if (write && ctx.role != Role::kAdmin) {
-          throw ApiError(403, "forbidden",
-                         "token '" + ctx.actor + "' has role viewer; writes need admin");
-        }
-      }
+    // Authentication and authorization: normally done by admit() before the body was read.
+    if (const auto* a = std::any_cast<Admitted>(&ctx.req.admission)) {
+      ctx.actor = a->actor;
+      ctx.role = a->role;
+    } else if (auto refused = authorize(ctx, *route)) {
+      throw *refused;
     }
 
     if (write) {
@@ -388,31 +435,31 @@ net::awaitable<HttpResponse> Api::handle(HttpRequest req) {
 struct ApiServer::State {
   std::shared_ptr<Api> api;
   std::unique_ptr<net::ssl::context> tls;
-  std::unique_ptr<HttpServer> http;
+  std::unique_ptr<qkdn::net::HttpServer> http;
   net::ip::tcp::endpoint endpoint;
 };
 
 ApiServer::ApiServer(service::ControllerService& service, ApiOptions options)
     : state_(std::make_shared<State>()) {
-  state_->endpoint = parse_endpoint(options.listen);
+  state_->endpoint = qkdn::net::parse_endpoint(options.listen);
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     throw InvalidArgument("--api-tls-cert and --api-tls-key must be given together");
   }
   if (!options.tls_cert.empty()) {
-    auto ctx = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
-    ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
-                     net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
-                     net::ssl::context::no_tlsv1_1);
-    boost::system::error_code ec;
-    ctx->use_certificate_chain_file(options.tls_cert, ec);
-    if (ec) throw InvalidArgument("--api-tls-cert " + options.tls_cert + ": " + ec.message());
-    ctx->use_private_key_file(options.tls_key, net::ssl::context::pem, ec);
-    if (ec) throw InvalidArgument("--api-tls-key " + options.tls_key + ": " + ec.message());
-    state_->tls = std::move(ctx);
+    qkdn::net::TlsSettings ts;
+    ts.server = true;
+    ts.tls13_only = false;   // operators' tools: TLS 1.2 or newer
+    ts.verify_peer = false;  // clients authenticate with bearer tokens
+    ts.cert_label = "--api-tls-cert";
+    ts.key_label = "--api-tls-key";
+    state_->tls = qkdn::net::make_tls_context({"", options.tls_cert, options.tls_key}, ts);
   }
   if (options.read_timeout.count() <= 0 || options.write_timeout.count() <= 0 ||
-      options.idle_timeout.count() <= 0) {
+      options.idle_timeout.count() <= 0 || options.handshake_timeout.count() <= 0) {
     throw InvalidArgument("api: timeouts must be positive");
+  }
+  if (options.max_connections < 1 || options.max_unauthenticated < 1) {
+    throw InvalidArgument("api: connection limits must be at least 1");
   }
   state_->api = std::make_shared<Api>(service, std::move(options));
   if (state_->api->options.insecure) {
@@ -429,23 +476,30 @@ void ApiServer::start() {
   if (state_->http) return;
   auto api = state_->api;
   const auto& o = api->options;
-  HttpServerOptions ho;
-  ho.max_body_bytes = o.max_body_bytes;
+  qkdn::net::HttpServerOptions ho;
+  ho.name = "api";
+  ho.max_body_bytes = std::min(o.max_small_body_bytes, o.max_body_bytes);
   ho.max_header_bytes = o.max_header_bytes;
+  ho.handshake_timeout = o.handshake_timeout;
   ho.read_timeout = o.read_timeout;
   ho.idle_timeout = o.idle_timeout;
   ho.write_timeout = o.write_timeout;
   ho.max_connections = o.max_connections;
+  ho.max_unauthenticated = std::min(o.max_unauthenticated, o.max_connections);
+  ho.server_header = "qkdn-controller";
+  auto* svc = &api->svc;
+  ho.log = [svc](std::string_view line) { svc->log(std::string(line)); };
   auto handler = [api](HttpRequest req) -> net::awaitable<HttpResponse> {
     auto op = api->handle(std::move(req));
     co_return co_await std::move(op);
   };
+  auto admit = [api](const HttpRequest& head) { return api->admit(head); };
   auto* metrics = &api->svc.metrics();
   auto observer = [metrics](const std::string& method, int status, double seconds) {
     metrics->http_request(method_label(method), status, seconds);
   };
-  state_->http = std::make_unique<HttpServer>(api->svc.io_context(), state_->endpoint, handler, ho,
-                                              state_->tls.get(), observer);
+  state_->http = std::make_unique<qkdn::net::HttpServer>(
+      api->svc.io_context(), state_->endpoint, handler, ho, state_->tls.get(), admit, observer);
   state_->http->start();
 }
 

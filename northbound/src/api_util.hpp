@@ -13,8 +13,8 @@
 
 #include <boost/json.hpp>
 
+#include "http_types.hpp"
 #include "qkdn/controller/clock.hpp"
-#include "qkdn/northbound/http_server.hpp"
 
 namespace qkdn::northbound {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "qkdn/northbound/http_server.hpp"
+#include "http_types.hpp"
 
 namespace qkdn::northbound {
 

@@ -1,4 +1,4 @@
-# qkdn_northbound: HTTP server (Beast), REST API (Boost.JSON, Boost.URL), /metrics, and the
+# qkdn_northbound: REST API on the shared HTTP server (base/net) (Boost.JSON, Boost.URL), /metrics, and the
 # OpenAPI document (northbound/openapi.json) embedded at build time.
 set(QKDN_OPENAPI_JSON ${CMAKE_CURRENT_LIST_DIR}/../openapi.json)
 set(QKDN_OPENAPI_CPP ${CMAKE_CURRENT_BINARY_DIR}/openapi_embed.cpp)
@@ -28,7 +28,6 @@ foreach(ui_file index.html:kUiIndexHtml app.js:kUiAppJs style.css:kUiStyleCss)
 endforeach()
 
 add_library(qkdn_northbound STATIC
-  ${CMAKE_CURRENT_LIST_DIR}/http_server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/api_server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/api_util.cpp
   ${CMAKE_CURRENT_LIST_DIR}/auth.cpp
@@ -44,4 +43,4 @@ add_library(qkdn_northbound STATIC
 target_include_directories(qkdn_northbound PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../include)
 target_link_libraries(qkdn_northbound
   PUBLIC qkdn_service qkdn_core Boost::headers OpenSSL::SSL Threads::Threads
-  PRIVATE qkdn_southbound Boost::json Boost::url OpenSSL::Crypto qkdn_options)
+  PRIVATE qkdn_net qkdn_southbound Boost::json Boost::url OpenSSL::Crypto qkdn_options)

@@ -1,29 +1,36 @@
+// The agent's admin listener: see admin_http.hpp.
 #include "admin_http.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include <array>
+
 #include <boost/json.hpp>
 
 #include "km_host.hpp"
 #include "log.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/http_server.hpp"
 
 namespace qkdn::agent {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
+namespace asio = boost::asio;
 namespace json = boost::json;
+using qkdn::net::HttpAdmission;
+using qkdn::net::HttpRequest;
+using qkdn::net::HttpResponse;
 using namespace std::chrono_literals;
 
 namespace {
 
 constexpr std::size_t kBodyLimit = 64 * 1024;
-constexpr auto kReadTimeout = 10s;
-constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+std::string sha256(std::string_view text) {
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> d{};
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), d.data());
+  return std::string(reinterpret_cast<const char*>(d.data()), d.size());
+}
 
 json::object link_json(const LinkSnapshot& l) {
   return json::object{{"link_id", l.link_id},
@@ -49,14 +56,18 @@ json::object link_json(const LinkSnapshot& l) {
                       {"keys_discarded", l.keys_discarded}};
 }
 
-struct Reply {
-  http::status status = http::status::ok;
-  std::string body;
-};
+HttpResponse ok(const json::object& o) {
+  HttpResponse r;
+  r.body = json::serialize(o);
+  return r;
+}
 
-Reply problem(http::status status, const std::string& detail) {
-  return Reply{status, json::serialize(
-                           json::object{{"status", static_cast<int>(status)}, {"detail", detail}})};
+HttpResponse problem(int status, std::string_view detail) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "application/problem+json";
+  r.body = json::serialize(json::object{{"status", status}, {"detail", detail}});
+  return r;
 }
 
 std::vector<std::string_view> split_path(std::string_view target) {
@@ -75,11 +86,10 @@ std::vector<std::string_view> split_path(std::string_view target) {
   return parts;
 }
 
-net::awaitable<Reply> route(AgentCore& core, const http::request<http::string_body>& req) {
-  const auto parts = split_path(req.target());
+asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
+  const auto parts = split_path(req.target);
   if (parts.size() == 2 && parts[0] == "admin" && parts[1] == "state") {
-    if (req.method() != http::verb::get)
-      co_return problem(http::status::method_not_allowed, "GET only");
+    if (req.method != "GET") co_return problem(405, "GET only");
     json::array kms;
     auto snapshot_op = core.snapshot();
     const std::vector<KmSnapshot> snapshot = co_await std::move(snapshot_op);
@@ -93,158 +103,124 @@ net::awaitable<Reply> route(AgentCore& core, const http::request<http::string_bo
                                  {"registrations", km.registrations},
                                  {"links", std::move(links)}});
     }
-    co_return Reply{http::status::ok, json::serialize(json::object{{"kms", std::move(kms)}})};
+    co_return ok(json::object{{"kms", std::move(kms)}});
   }
   if (parts.size() == 3 && parts[0] == "admin" && parts[1] == "links") {
-    if (req.method() != http::verb::post)
-      co_return problem(http::status::method_not_allowed, "POST only");
+    if (req.method != "POST") co_return problem(405, "POST only");
     boost::system::error_code ec;
-    json::value v = json::parse(req.body(), ec);
-    if (ec || !v.is_object())
-      co_return problem(http::status::bad_request, "body: expected a JSON object");
+    json::value v = json::parse(req.body, ec);
+    if (ec || !v.is_object()) co_return problem(400, "body: expected a JSON object");
     const auto& o = v.as_object();
     LinkControl c;
     if (const auto* r = o.if_contains("key_rate_bps")) {
       if (!r->is_number() || r->to_number<double>() < 0) {
-        co_return problem(http::status::bad_request, "key_rate_bps: expected a number >= 0");
+        co_return problem(400, "key_rate_bps: expected a number >= 0");
       }
       c.key_rate_bps = r->to_number<double>();
     }
     if (const auto* q = o.if_contains("qber")) {
       if (!q->is_number() || q->to_number<double>() < 0 || q->to_number<double>() > 1) {
-        co_return problem(http::status::bad_request, "qber: expected a number in [0, 1]");
+        co_return problem(400, "qber: expected a number in [0, 1]");
       }
       c.qber = q->to_number<double>();
     }
     if (const auto* u = o.if_contains("up")) {
-      if (!u->is_bool()) co_return problem(http::status::bad_request, "up: expected a boolean");
+      if (!u->is_bool()) co_return problem(400, "up: expected a boolean");
       c.up = u->as_bool();
     }
     const std::string link_id(parts[2]);
     auto op = core.control_link(link_id, c);
     const bool applied = co_await std::move(op);
     if (!applied) {
-      co_return problem(http::status::not_found, "link " + link_id + " is not hosted here");
+      co_return problem(404, "link " + link_id + " is not hosted here");
     }
-    co_return Reply{http::status::ok,
-                    json::serialize(json::object{{"link_id", link_id}, {"applied", true}})};
+    co_return ok(json::object{{"link_id", link_id}, {"applied", true}});
   }
   if (parts.size() == 4 && parts[0] == "admin" && parts[1] == "kms" && parts[3] == "disconnect") {
-    if (req.method() != http::verb::post)
-      co_return problem(http::status::method_not_allowed, "POST only");
+    if (req.method != "POST") co_return problem(405, "POST only");
     const std::string km_id(parts[2]);
     auto op = core.disconnect(km_id);
     const bool found = co_await std::move(op);
     if (!found) {
-      co_return problem(http::status::not_found, "KM " + km_id + " is not hosted here");
+      co_return problem(404, "KM " + km_id + " is not hosted here");
     }
-    co_return Reply{http::status::ok,
-                    json::serialize(json::object{{"km_id", km_id}, {"disconnected", true}})};
+    co_return ok(json::object{{"km_id", km_id}, {"disconnected", true}});
   }
-  co_return problem(http::status::not_found, "no such resource");
+  co_return problem(404, "no such resource");
 }
 
 }  // namespace
 
-struct AdminServer::Connection {
-  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
-  beast::tcp_stream stream;
-};
-
-AdminServer::AdminServer(AgentCore& core, std::string host, std::uint16_t port)
+AdminServer::AdminServer(AgentCore& core, std::string host, std::uint16_t port, std::string token)
     : core_(core),
       host_(std::move(host)),
       port_(port),
-      strand_(net::make_strand(core.io())),
-      acceptor_(strand_) {}
+      token_digest_(token.empty() ? std::string{} : sha256(token)) {
+  OPENSSL_cleanse(token.data(), token.size());
+}
 
 AdminServer::~AdminServer() = default;
 
 std::uint16_t AdminServer::bind() {
   boost::system::error_code ec;
-  const auto addr = net::ip::make_address(host_, ec);
+  const auto addr = asio::ip::make_address(host_, ec);
   if (ec) throw InvalidArgument("--admin-listen: not an IP address: " + host_);
-  tcp::endpoint ep(addr, port_);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) {
-    throw Unavailable("admin: cannot listen on " + host_ + ":" + std::to_string(port_) + ": " +
-                      ec.message());
+  qkdn::net::HttpServerOptions o;
+  o.name = "admin";
+  o.max_body_bytes = kBodyLimit;
+  o.max_header_bytes = 8 * 1024;
+  o.read_timeout = 10s;
+  o.idle_timeout = 30s;
+  o.max_connections = 64;
+  o.max_unauthenticated = 32;
+  o.log = [](std::string_view line) { log_line(LogLevel::kWarn, std::string(line)); };
+  o.error_body = [](int status, std::string_view detail) { return problem(status, detail); };
+  AgentCore* core = &core_;
+  o.spawn = [core](const asio::any_io_executor& ex, asio::awaitable<void> work, std::string what) {
+    core->spawn(ex, std::move(work), std::move(what));
+  };
+  const std::string digest = token_digest_;
+  auto admission = [digest](const HttpRequest& head) {
+    HttpAdmission a;
+    if (digest.empty()) {  // loopback only (checked at start): the local host is trusted
+      a.authenticated = true;
+      return a;
+    }
+    const std::string auth = head.header("authorization");
+    const bool bearer = auth.size() > 7 &&
+                        (auth.compare(0, 7, "Bearer ") == 0 || auth.compare(0, 7, "bearer ") == 0);
+    // Compared as digests of equal length, in constant time.
+    const std::string presented = sha256(bearer ? std::string_view(auth).substr(7) : "");
+    if (!bearer || CRYPTO_memcmp(presented.data(), digest.data(), digest.size()) != 0) {
+      HttpResponse r = problem(401, bearer ? "invalid bearer token" : "missing bearer token");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"qkdn-agent\"");
+      a.refusal = std::move(r);
+      return a;
+    }
+    a.authenticated = true;
+    return a;
+  };
+  auto handler = [core](HttpRequest req) -> asio::awaitable<HttpResponse> {
+    auto op = route(*core, req);
+    co_return co_await std::move(op);
+  };
+  try {
+    http_ =
+        std::make_unique<qkdn::net::HttpServer>(core_.io(), asio::ip::tcp::endpoint(addr, port_),
+                                                handler, std::move(o), nullptr, admission);
+  } catch (const InvalidArgument& e) {
+    throw Unavailable(e.what());
   }
-  port_ = acceptor_.local_endpoint().port();
+  port_ = http_->port();
   return port_;
 }
 
 void AdminServer::start() {
-  core_.spawn(
-      strand_,
-      [](AdminServer* self) -> net::awaitable<void> {
-        for (;;) {
-          auto [ec, socket] =
-              co_await self->acceptor_.async_accept(net::make_strand(self->core_.io()), kTuple);
-          if (ec) {
-            if (!self->acceptor_.is_open() || self->core_.stopping()) co_return;
-            continue;
-          }
-          auto conn = std::make_shared<Connection>(std::move(socket));
-          {
-            std::lock_guard lock(self->mutex_);
-            std::erase_if(self->connections_, [](const auto& w) { return w.expired(); });
-            self->connections_.push_back(conn);
-          }
-          self->core_.spawn(
-              conn->stream.get_executor(),
-              [](AdminServer* srv, std::shared_ptr<Connection> c) -> net::awaitable<void> {
-                beast::flat_buffer buffer;
-                for (;;) {
-                  http::request_parser<http::string_body> parser;
-                  parser.body_limit(kBodyLimit);
-                  parser.header_limit(8 * 1024);
-                  c->stream.expires_after(kReadTimeout);
-                  auto [rec, n] = co_await http::async_read(c->stream, buffer, parser, kTuple);
-                  if (rec) break;
-                  auto req = parser.release();
-                  Reply reply;
-                  try {
-                    auto op = route(srv->core_, req);
-                    reply = co_await std::move(op);
-                  } catch (const std::exception& e) {
-                    reply = problem(http::status::internal_server_error, e.what());
-                  }
-                  http::response<http::string_body> res{reply.status, req.version()};
-                  res.set(http::field::content_type, reply.status == http::status::ok
-                                                         ? "application/json"
-                                                         : "application/problem+json");
-                  res.keep_alive(req.keep_alive());
-                  res.body() = std::move(reply.body);
-                  res.prepare_payload();
-                  c->stream.expires_after(kReadTimeout);
-                  auto [wec, wn] = co_await http::async_write(c->stream, res, kTuple);
-                  if (wec || !res.keep_alive()) break;
-                }
-                boost::system::error_code ignored;
-                c->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-                c->stream.close();
-              }(self, conn),
-              "admin connection");
-        }
-      }(this),
-      "admin accept loop");
+  if (http_) http_->start();
 }
 
 void AdminServer::stop() {
-  net::post(strand_, [this] {
-    boost::system::error_code ec;
-    acceptor_.close(ec);
-  });
-  std::lock_guard lock(mutex_);
-  for (auto& w : connections_) {
-    if (auto c = w.lock()) {
-      net::post(c->stream.get_executor(), [c] { c->stream.close(); });
-    }
-  }
+  if (http_) http_->stop();
 }
 
 }  // namespace qkdn::agent

@@ -1,21 +1,23 @@
-// Internal: the agent's admin HTTP/1.1 listener (tests and demos). Plain HTTP on loopback:
+// Internal: the agent's admin HTTP/1.1 listener (tests, demos, operators) on the shared HTTP
+// server (base/net). Plain HTTP:
 //   GET  /admin/state                     hosted KMs, Ck state, links with pools, rates and key
 //                                         accounting (keys_generated = keys_available +
 //                                         keys_reserved + keys_allocated + keys_consumed +
 //                                         keys_discarded)
 //   POST /admin/links/{link_id}           {"key_rate_bps":N,"qber":X,"up":bool} (any subset)
 //   POST /admin/kms/{km_id}/disconnect    drops the KM's Ck connection (it reconnects)
+// Access: with a token (--admin-token-file) every request needs `Authorization: Bearer <token>`
+// (401 otherwise, checked on the header before the body is read); without one the listener must
+// be on a loopback address (Agent refuses any other at start).
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <vector>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/strand.hpp>
+namespace qkdn::net {
+class HttpServer;
+}
 
 namespace qkdn::agent {
 
@@ -24,9 +26,13 @@ class AgentCore;
 /// Admin listener. bind() then start(); stop() closes the listener and open connections.
 class AdminServer {
  public:
-  AdminServer(AgentCore& core, std::string host, std::uint16_t port);
+  /// `token` empty = no authentication (loopback only: the caller checks the address).
+  AdminServer(AgentCore& core, std::string host, std::uint16_t port, std::string token);
   ~AdminServer();
-  /// Binds and listens; throws Unavailable. Returns the bound port.
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+  /// Binds and listens; throws InvalidArgument (bad address) or Unavailable (bind failed).
+  /// Returns the bound port.
   std::uint16_t bind();
   void start();
   /// Thread-safe, idempotent.
@@ -34,14 +40,11 @@ class AdminServer {
   [[nodiscard]] std::uint16_t port() const { return port_; }
 
  private:
-  struct Connection;
   AgentCore& core_;
   std::string host_;
   std::uint16_t port_;
-  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
-  boost::asio::ip::tcp::acceptor acceptor_;
-  std::mutex mutex_;  // guards connections_ only (registration and closing)
-  std::vector<std::weak_ptr<Connection>> connections_;
+  std::string token_digest_;  ///< SHA-256 of the token; empty = none
+  std::unique_ptr<qkdn::net::HttpServer> http_;
 };
 
 }  // namespace qkdn::agent

@@ -4,12 +4,14 @@
 #include <set>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/use_future.hpp>
 
 #include "admin_http.hpp"
 #include "etsi_server.hpp"
 #include "km_host.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/listener.hpp"
 
 namespace qkdn::agent {
 namespace {
@@ -24,12 +26,37 @@ void validate(const AgentConfig& cfg) {
     if (!seen.insert(id).second) throw InvalidArgument("--km " + id + ": given twice");
   }
   if (cfg.controller_port == 0) throw InvalidArgument("controller port missing");
+  if (cfg.admin_port && cfg.admin_token.empty()) {
+    boost::system::error_code ec;
+    const auto addr = boost::asio::ip::make_address(cfg.admin_host, ec);
+    if (ec) throw InvalidArgument("--admin-listen: not an IP address: " + cfg.admin_host);
+    if (!qkdn::net::is_loopback(addr)) {
+      throw InvalidArgument("--admin-listen " + cfg.admin_host +
+                            ": the admin listener binds a loopback address unless "
+                            "--admin-token-file FILE is given");
+    }
+  }
   if (!cfg.insecure_ck && cfg.tls_cert_dir.empty()) {
     throw InvalidArgument("Ck needs TLS files or the insecure flag");
+  }
+  if (cfg.tls_cert_dir.empty() && !cfg.insecure_kma) {
+    throw InvalidArgument(
+        "KMA links carry key material: give --tls-ca and --tls-cert-dir, or --insecure-kma "
+        "(plain TCP, labs only)");
+  }
+  if (!cfg.tls_cert_dir.empty() && cfg.insecure_kma) {
+    throw InvalidArgument("--insecure-kma and --tls-cert-dir are mutually exclusive");
+  }
+  if (!cfg.insecure_ck && !is_valid_id(cfg.controller_id)) {
+    throw InvalidArgument("--controller-id '" + cfg.controller_id +
+                          "' must be 1..128 characters of [A-Za-z0-9._:-]");
   }
   if (cfg.etsi_port && !cfg.etsi_insecure &&
       (cfg.etsi_cert.empty() || cfg.etsi_key.empty() || cfg.etsi_ca.empty())) {
     throw InvalidArgument("the ETSI 014 listener needs a certificate, a key and a CA, or insecure");
+  }
+  if (cfg.etsi_max_connections < 1 || cfg.etsi_max_unauthenticated < 1 || cfg.kma_max_pending < 1) {
+    throw InvalidArgument("connection limits must be at least 1");
   }
   if (cfg.sae_max_key_per_request < 1 || cfg.sae_max_key_size < 8 || cfg.sae_default_key_size < 8 ||
       cfg.sae_default_key_size % 8 != 0 || cfg.sae_default_key_size > cfg.sae_max_key_size) {
@@ -51,8 +78,12 @@ Agent::Agent(net::io_context& io, AgentConfig config) {
   validate(config);
   const auto admin_port = config.admin_port;
   const auto admin_host = config.admin_host;
+  std::string admin_token = std::move(config.admin_token);
+  config.admin_token.clear();
   core_ = std::make_unique<AgentCore>(io, std::move(config));
-  if (admin_port) admin_ = std::make_unique<AdminServer>(*core_, admin_host, *admin_port);
+  if (admin_port) {
+    admin_ = std::make_unique<AdminServer>(*core_, admin_host, *admin_port, std::move(admin_token));
+  }
   const AgentConfig& cfg = core_->config();
   if (cfg.etsi_port) {
     EtsiServerOptions o;
@@ -62,6 +93,8 @@ Agent::Agent(net::io_context& io, AgentConfig config) {
     o.cert_file = cfg.etsi_cert;
     o.key_file = cfg.etsi_key;
     o.ca_file = cfg.etsi_ca.empty() ? cfg.tls_ca : cfg.etsi_ca;
+    o.max_connections = cfg.etsi_max_connections;
+    o.max_unauthenticated = cfg.etsi_max_unauthenticated;
     AgentCore* core = core_.get();
     etsi_ = std::make_unique<EtsiServer>(
         io, *core_, std::move(o),

@@ -23,7 +23,8 @@
 #include "log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
-#include "tls_identity.hpp"
+#include "qkdn/net/listener.hpp"
+#include "qkdn/net/tls.hpp"
 
 namespace qkdn::agent {
 
@@ -212,7 +213,7 @@ void KmaSession::close() {
 
 std::string KmaSession::peer_identity() {
   if (!tls_) return {};
-  return peer_km_identity(tls_->native_handle());
+  return qkdn::net::peer_identity(tls_->native_handle(), qkdn::net::PeerRole::kKm);
 }
 
 // ---- LinkEnd ---------------------------------------------------------------------------------
@@ -262,8 +263,16 @@ KmHost::KmHost(AgentCore& core, std::string km_id)
     const std::string base = cfg.tls_cert_dir + "/" + km_id_;
     const std::string cert = std::filesystem::exists(base + ".crt") ? base + ".crt" : base + ".pem";
     southbound::TlsFiles files{cfg.tls_ca, cert, base + ".key"};
-    kma_server_tls_ = southbound::make_tls_context(files, true);
-    kma_client_tls_ = southbound::make_tls_context(files, false);
+    // KMA links carry key bytes: TLS 1.3, mutual, strongest groups; the peer's certificate must
+    // name the expected peer KM (role KM: urn:qkdn:km:<id>), checked per session.
+    qkdn::net::TlsSettings kma;
+    kma.tls13_only = true;
+    kma.verify_peer = true;
+    kma.strongest_groups = true;
+    kma.server = true;
+    kma_server_tls_ = qkdn::net::make_tls_context(files, kma);
+    kma.server = false;
+    kma_client_tls_ = qkdn::net::make_tls_context(files, kma);
     if (!cfg.insecure_ck) ck_tls_ = southbound::make_tls_context(files, false);
   }
 }
@@ -384,6 +393,10 @@ net::awaitable<bool> KmHost::ck_session() {
   }
   socket.set_option(tcp::no_delay(true));
   southbound::ChannelOptions options;
+  // Pin the controller: its certificate must name urn:qkdn:controller:<controller_id>; a KM's or
+  // an SAE's certificate of the same CA is refused before anything is sent.
+  options.peer_role = qkdn::net::PeerRole::kController;
+  options.expected_peer = cfg.controller_id;
   std::shared_ptr<southbound::CkChannel> channel =
       ck_tls_ ? southbound::make_tls_channel(std::move(socket), *ck_tls_, false, options)
               : southbound::make_plain_channel(std::move(socket), options);
@@ -644,25 +657,40 @@ std::optional<std::string> KmHost::peer_endpoint(const std::string& peer_km) con
 }
 
 net::awaitable<void> KmHost::accept_loop() {
+  qkdn::net::AcceptBackoff backoff;
+  net::steady_timer pause(strand_);
   while (!stopping()) {
     auto [ec, socket] = co_await acceptor_.async_accept(strand_, kTuple);
     if (stopping()) break;
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor_.is_open()) break;
-      log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA accept: " + ec.message());
+      // Out of descriptors and the like: pause (5 ms doubling to 1 s) instead of spinning.
+      const auto p = backoff.on_error(ec);
+      if (p.log) log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA accept: " + ec.message());
+      pause.expires_after(p.delay);
+      co_await pause.async_wait(kTuple);
       continue;
     }
+    backoff.on_success();
+    // Sessions that have not passed Hello yet are capped (a peer that connects and waits cannot
+    // pile up descriptors); the slot is held until Hello is answered.
+    auto slot = core_.kma_pending().try_enter();
     boost::system::error_code ignored;
+    if (!slot) {
+      socket.close(ignored);
+      continue;
+    }
     socket.set_option(tcp::no_delay(true), ignored);
     auto session =
         std::make_shared<KmaSession>(*this, std::move(socket), kma_server_tls_.get(), false);
     sessions_.insert(session);
     session->start_background();
-    spawn(inbound(session), "KMA inbound session of " + km_id_);
+    spawn(inbound(session, std::move(slot)), "KMA inbound session of " + km_id_);
   }
 }
 
-net::awaitable<void> KmHost::inbound(std::shared_ptr<KmaSession> session) {
+net::awaitable<void> KmHost::inbound(std::shared_ptr<KmaSession> session,
+                                     qkdn::net::ConnectionGate::Ticket slot) {
   try {
     co_await session->handshake();
     auto [type, payload] = co_await session->read_frame(kFrameTimeout);
@@ -695,6 +723,7 @@ net::awaitable<void> KmHost::inbound(std::shared_ptr<KmaSession> session) {
                                {{"error", "conflict"}, {"message", "link already connected"}}));
       session->close();
     } else {
+      slot.release();
       session->send(json_frame(kma::Type::kHelloOk, {}));
       begin_sync(*link);
       auto loop = session_loop(session);
@@ -1163,7 +1192,7 @@ net::awaitable<void> KmHost::disconnect() {
 // ---- AgentCore -------------------------------------------------------------------------------
 
 AgentCore::AgentCore(net::io_context& io, AgentConfig config)
-    : io_(io), config_(std::move(config)) {
+    : io_(io), config_(std::move(config)), kma_pending_(config_.kma_max_pending) {
   for (const auto& id : config_.km_ids) {
     auto host = std::make_unique<KmHost>(*this, id);
     by_id_[id] = host.get();
@@ -1171,6 +1200,7 @@ AgentCore::AgentCore(net::io_context& io, AgentConfig config)
   }
   for (const auto& a : config_.topology.applications) {
     if (auto it = by_id_.find(a.km_id); it != by_id_.end()) by_sae_[a.sae_id] = it->second;
+    sae_ids_.push_back(a.sae_id);
   }
 }
 

@@ -29,6 +29,7 @@
 #include "qkdn/agent/agent.hpp"
 #include "qkdn/agent/key_store.hpp"
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/net/listener.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
 #include "sae_keys.hpp"
@@ -191,7 +192,8 @@ class KmHost {
 
   // KMA side.
   net::awaitable<void> accept_loop();
-  net::awaitable<void> inbound(std::shared_ptr<KmaSession> session);
+  net::awaitable<void> inbound(std::shared_ptr<KmaSession> session,
+                               qkdn::net::ConnectionGate::Ticket slot);
   net::awaitable<void> dial_loop(LinkEnd* link);
   net::awaitable<bool> dial(LinkEnd* link, std::string endpoint);
   net::awaitable<void> session_loop(std::shared_ptr<KmaSession> session);
@@ -417,6 +419,10 @@ class AgentCore : public SaeKeyService {
   [[nodiscard]] bool serves(const std::string& sae_id) const override;
   /// The hosted KM serving `sae_id`; nullptr when none.
   [[nodiscard]] KmHost* host_of_sae(const std::string& sae_id) const;
+  /// Every SAE of the topology (hosted here or not), for key_ID classification.
+  [[nodiscard]] const std::vector<std::string>& sae_ids() const { return sae_ids_; }
+  /// Inbound KMA sessions of every hosted KM before their Hello is answered (thread-safe).
+  [[nodiscard]] qkdn::net::ConnectionGate& kma_pending() { return kma_pending_; }
   net::awaitable<SaeStatus> status(std::string master_sae, std::string slave_sae) override;
   net::awaitable<SaeResult> enc_keys(std::string master_sae, std::string slave_sae,
                                      std::int64_t number, std::int64_t size_bits) override;
@@ -429,6 +435,8 @@ class AgentCore : public SaeKeyService {
   std::vector<std::unique_ptr<KmHost>> hosts_;
   std::unordered_map<std::string, KmHost*> by_id_;
   std::unordered_map<std::string, KmHost*> by_sae_;  ///< SAE ID -> hosted KM serving it
+  std::vector<std::string> sae_ids_;                 ///< every SAE of the topology
+  qkdn::net::ConnectionGate kma_pending_;
   std::atomic<bool> stopping_{false};
   bool started_ = false;
   std::mutex drain_mutex_;  // guards running_ for the condition variable only

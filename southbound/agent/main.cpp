@@ -1,6 +1,5 @@
 // qkdn-agent: hosts lightweight KMs with emulated QKD links (see --help).
-#include <sys/resource.h>
-
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -17,17 +16,31 @@
 #include "qkdn/agent/options.hpp"
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
+#include "qkdn/net/listener.hpp"
 
 namespace {
 
-// Each hosted KM needs a Ck socket, a listener and one socket per link end: raise the soft
-// descriptor limit to the hard one so that a 1,000-KM agent fits.
-void raise_fd_limit() {
-  rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
+// Each hosted KM holds a Ck socket, a KMA listener and a socket per link end; the ETSI and KMA
+// listeners' caps must fit in what is left, so that accept never runs out of descriptors.
+void fit_to_fd_limit(qkdn::agent::AgentConfig& cfg, std::size_t limit) {
+  std::size_t link_ends = 0;
+  for (const auto& l : cfg.topology.links) {
+    for (const auto& km : cfg.km_ids) link_ends += (l.a == km) + (l.b == km);
   }
+  const std::size_t reserved = 64 + 2 * cfg.km_ids.size() + link_ends + (cfg.admin_port ? 64 : 0);
+  const std::size_t room = limit > reserved ? limit - reserved : 0;
+  const std::size_t etsi = cfg.etsi_port ? cfg.etsi_max_connections : 0;
+  if (etsi + cfg.kma_max_pending <= room) return;
+  cfg.kma_max_pending = std::max<std::size_t>(8, std::min(cfg.kma_max_pending, room / 4));
+  if (cfg.etsi_port) {
+    cfg.etsi_max_connections =
+        std::max<std::size_t>(16, room > cfg.kma_max_pending ? room - cfg.kma_max_pending : 0);
+    cfg.etsi_max_unauthenticated = std::min(cfg.etsi_max_unauthenticated, cfg.etsi_max_connections);
+  }
+  qkdn::base::log(qkdn::base::LogLevel::kWarn, "main",
+                  "open-file limit " + std::to_string(limit) + ": ETSI connections capped at " +
+                      std::to_string(cfg.etsi_max_connections) + ", pending KMA sessions at " +
+                      std::to_string(cfg.kma_max_pending));
 }
 
 // Written whole and renamed, so that a script polling for the file never reads half of it.
@@ -65,7 +78,28 @@ int main(int argc, char** argv) {
     return 0;
   }
   qkdn::base::configure_logging({cl.log_level, cl.log_format, "qkdn-agent"});
-  raise_fd_limit();
+  // Each hosted KM needs a Ck socket, a listener and one socket per link end, and the ETSI and
+  // KMA listeners cap their connections below the limit: raise the soft descriptor limit to the
+  // hard one so that a 1,000-KM agent fits.
+  fit_to_fd_limit(cl.config, qkdn::net::raise_fd_limit());
+  const auto& cfg = cl.config;
+  using qkdn::base::LogLevel;
+  if (cfg.insecure_ck) {
+    qkdn::base::log(LogLevel::kWarn, "main",
+                    "WARNING: --insecure-ck: Ck is plain TCP; the controller is not "
+                    "authenticated (labs and tests only)");
+  }
+  if (cfg.insecure_kma) {
+    qkdn::base::log(LogLevel::kWarn, "main",
+                    "WARNING: --insecure-kma: KMA links are plain TCP; key material travels in "
+                    "clear and peers are not authenticated (labs and tests only)");
+  }
+  if (cfg.etsi_port && cfg.etsi_insecure) {
+    qkdn::base::log(LogLevel::kWarn, "main",
+                    "WARNING: --etsi-insecure: ETSI 014 is plain HTTP and SAEs name themselves "
+                    "(X-SAE-ID); anyone reaching " +
+                        cfg.etsi_host + " can fetch any SAE's keys (labs only)");
+  }
   boost::asio::io_context io(static_cast<int>(cl.threads));
   std::unique_ptr<Agent> agent;
   try {

@@ -3,9 +3,13 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <set>
 
+#include <boost/asio/ip/address.hpp>
+
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/listener.hpp"
 #include "qkdn/southbound/topology_json.hpp"
 
 namespace qkdn::agent {
@@ -51,11 +55,25 @@ std::pair<std::string, std::uint16_t> parse_host_port(const std::string& flag,
   return {host, parse_int<std::uint16_t>(flag, text.substr(pos + 1), 0, 65535)};
 }
 
+// The first line of the file, without surrounding blanks; throws when empty or unreadable.
+std::string read_token_file(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InvalidArgument(flag + " '" + path + "': cannot be read");
+  std::string line;
+  std::getline(in, line);
+  const auto b = line.find_first_not_of(" \t\r");
+  const auto e = line.find_last_not_of(" \t\r");
+  if (b == std::string::npos) throw InvalidArgument(flag + " '" + path + "': no token");
+  line = line.substr(b, e - b + 1);
+  if (line.size() > 4096) throw InvalidArgument(flag + " '" + path + "': token over 4 KiB");
+  return line;
+}
+
 }  // namespace
 
 std::string usage() {
   return R"(Usage: qkdn-agent --topology FILE (--km ID ... | --all) --controller HOST:PORT
-                  (--insecure-ck | --tls-ca FILE --tls-cert-dir DIR) [options]
+                  (--tls-ca FILE --tls-cert-dir DIR | --insecure-ck --insecure-kma) [options]
 
 Hosts one or many lightweight key managers (KMs) with emulated QKD links. Each KM keeps its own
 Ck connection to the controller and its own KMA-link listener.
@@ -64,13 +82,22 @@ Ck connection to the controller and its own KMA-link listener.
   --km ID                 host this KM (repeatable)
   --all                   host every KM of the topology
   --controller HOST:PORT  the controller's Ck listener (required)
-  --insecure-ck           plain TCP on Ck (labs and tests only)
-  --tls-ca FILE           CA bundle (PEM) verifying the controller and peer KMAs
+  --controller-id ID      the controller's ID (qkdn-controller): with TLS its certificate must
+                          carry the SAN URI urn:qkdn:controller:<ID>, any other is refused
+  --tls-ca FILE           CA bundle (PEM) verifying the controller and peer KMs
   --tls-cert-dir DIR      per-KM certificates <km_id>.crt (or .pem) and <km_id>.key, e.g.
-                          the km/ folder of scripts/dev-ca.sh;
-                          KMA links use mutual TLS when given
+                          the km/ folder of scripts/dev-ca.sh (SAN URI urn:qkdn:km:<km_id>);
+                          Ck and KMA links use mutual TLS 1.3 with them
+  --insecure-ck           plain TCP on Ck without authentication (labs and tests only; the
+                          KMA links still need TLS or --insecure-kma)
+  --insecure-kma          plain TCP on KMA links without authentication: key bytes travel in
+                          clear and anyone reaching a KMA port can pose as a peer KM (labs
+                          and tests only; prints a WARNING); excludes --tls-cert-dir
   --kma-listen-host IP    address of the KMA listeners, ports are automatic (127.0.0.1)
-  --admin-listen IP:PORT  admin HTTP listener (port 0 = automatic; off when absent)
+  --admin-listen IP:PORT  admin HTTP listener (port 0 = automatic; off when absent); a loopback
+                          address unless --admin-token-file is given
+  --admin-token-file FILE the admin listener's bearer token (the file's first line): every
+                          admin request must send "Authorization: Bearer <token>"
   --qber-threshold X      qber_high alarm threshold (0.11)
   --qber-hysteresis X     the alarm clears below threshold minus this (0.01)
   --pool-floor-bits N     key_pool_low alarm below N stored bits per link (0 = off)
@@ -82,10 +109,11 @@ ETSI GS QKD 014 v1.1.1 key delivery to SAEs (one listener serves the SAEs of eve
   --etsi-cert FILE        server certificate chain (PEM), e.g. etsi.pem of scripts/dev-ca.sh
   --etsi-key FILE         its private key (PEM)
   --etsi-ca FILE          CA bundle verifying SAE client certificates (default: --tls-ca); the
-                          SAE ID is the certificate's SAN URI urn:qkdn:sae:<id> (or
-                          urn:qkdn:km:<id>), else its subject CN
-  --etsi-insecure         plain HTTP, the SAE names itself in an X-SAE-ID header (labs only;
-                          listens on 127.0.0.1:0 unless --etsi-listen is given)
+                          SAE ID is the certificate's SAN URI urn:qkdn:sae:<id> (nothing
+                          else names an SAE); TLS 1.3 only, strongest key-exchange groups
+  --etsi-insecure         plain HTTP, the SAE names itself in an X-SAE-ID header: anyone
+                          reaching the port can fetch any SAE's keys (labs only; listens on
+                          127.0.0.1:0 unless --etsi-listen is given; prints a WARNING)
   --etsi-port-file FILE   write the bound ETSI port to FILE
   --sae-key-size BITS     key size when a request names none (256)
   --sae-max-key-size BITS largest key a request may ask for, a multiple of 256 (8192)
@@ -106,7 +134,7 @@ stderr in the format of --log-format; nothing logs key bits.
 
 Examples:
   qkdn-agent --topology tests/data/topologies/tokyo-qkd.json --all \
-             --controller 127.0.0.1:5600 --insecure-ck --admin-listen 127.0.0.1:0
+             --controller 127.0.0.1:5600 --insecure-ck --insecure-kma --admin-listen 127.0.0.1:0
   qkdn-agent --topology net.json --km KM1 --km KM2 --controller ctl.example:5600 \
              --tls-ca ca.crt --tls-cert-dir certs/
   qkdn-agent --topology net.json --all --controller 127.0.0.1:5600 \
@@ -161,6 +189,12 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       have_controller = true;
     } else if (flag == "--insecure-ck") {
       cfg.insecure_ck = true;
+    } else if (flag == "--insecure-kma") {
+      cfg.insecure_kma = true;
+    } else if (flag == "--controller-id") {
+      cfg.controller_id = value();
+    } else if (flag == "--admin-token-file") {
+      cfg.admin_token = read_token_file(flag, value());
     } else if (flag == "--tls-ca") {
       cfg.tls_ca = value();
     } else if (flag == "--tls-cert-dir") {
@@ -223,6 +257,23 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   }
   if (cfg.tls_cert_dir.empty() != cfg.tls_ca.empty()) {
     throw InvalidArgument("--tls-ca and --tls-cert-dir go together");
+  }
+  if (cfg.tls_cert_dir.empty() && !cfg.insecure_kma) {
+    throw InvalidArgument(
+        "KMA links carry key material: give --tls-ca and --tls-cert-dir, or --insecure-kma "
+        "(--insecure-ck does not imply it)");
+  }
+  if (!cfg.tls_cert_dir.empty() && cfg.insecure_kma) {
+    throw InvalidArgument("--insecure-kma and --tls-cert-dir are mutually exclusive");
+  }
+  if (cfg.admin_token.empty() && cfg.admin_port) {
+    boost::system::error_code ec;
+    const auto addr = boost::asio::ip::make_address(cfg.admin_host, ec);
+    if (ec) throw InvalidArgument("--admin-listen: not an IP address: " + cfg.admin_host);
+    if (!qkdn::net::is_loopback(addr)) {
+      throw InvalidArgument("--admin-listen " + cfg.admin_host +
+                            ": a non-loopback address needs --admin-token-file FILE");
+    }
   }
   if (cfg.etsi_insecure && !cfg.etsi_port) cfg.etsi_port = 0;
   if (cfg.etsi_port && !cfg.etsi_insecure) {

@@ -12,6 +12,7 @@
 
 #include "km_host.hpp"
 #include "log.hpp"
+#include "sae_key_id.hpp"
 #include "sae_keys.hpp"
 
 namespace qkdn::agent {
@@ -98,14 +99,16 @@ SaeResult fail(int status, std::string message, std::vector<std::string> details
 std::int64_t units_per_key(std::int64_t key_bits) { return (key_bits + kKeyBits - 1) / kKeyBits; }
 
 /// The ETSI keys made of `units` (256 bits each, in order): ceil(bits/256) units per key,
-/// truncated to bits/8 bytes; the key_ID is the first unit's ID. Both ends use this rule.
-std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t key_bits) {
+/// truncated to bits/8 bytes; the key_ID is derived from the first unit's ID and the SAE pair
+/// (sae_key_id.hpp). Both ends use this rule.
+std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                                const std::string& master_sae, const std::string& slave_sae) {
   std::vector<SaeKey> out;
   const auto per = static_cast<std::size_t>(std::max<std::int64_t>(1, units_per_key(key_bits)));
   const auto bytes = static_cast<std::size_t>(key_bits / 8);
   for (std::size_t i = 0; i + per <= units.size(); i += per) {
     SaeKey k;
-    k.key_id = key_id_to_string(units[i].id);
+    k.key_id = etsi_key_id(units[i].id, master_sae, slave_sae);
     k.bytes.resize(per * kKeyBytes);
     for (std::size_t j = 0; j < per; ++j) {
       std::memcpy(k.bytes.data() + j * kKeyBytes, units[i + j].bytes.data(), kKeyBytes);
@@ -178,7 +181,7 @@ void KmHost::finish_sae_relay(const std::string& request_id, const std::string& 
 void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
                            const std::string& master_sae, const std::string& slave_sae) {
   const auto expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
-  for (auto& k : group_units(units, key_bits)) {
+  for (auto& k : group_units(units, key_bits, master_sae, slave_sae)) {
     SuppliedKey s;
     s.master_sae = master_sae;
     s.slave_sae = slave_sae;
@@ -351,7 +354,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     }
     file_supplied(keys, size_bits, master_sae, slave_sae);
     SaeResult r;
-    r.keys = group_units(keys, size_bits);
+    r.keys = group_units(keys, size_bits, master_sae, slave_sae);
     co_return r;
   }
 
@@ -377,7 +380,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
       waits_by_relay_.erase(claim_id);
       if (cw->done && cw->response == "OK") {
         SaeResult r;
-        r.keys = group_units(claimed, size_bits);
+        r.keys = group_units(claimed, size_bits, master_sae, slave_sae);
         co_return r;
       }
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": claim " + claim_id + " to " + dst + ": " +
@@ -415,7 +418,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     if (!w->done) co_return fail(503, "timeout", {"no answer from KM " + dst});
     if (w->response != "OK") co_return fail(503, "supply failed", {w->response});
     SaeResult r;
-    r.keys = group_units(w->units, size_bits);
+    r.keys = group_units(w->units, size_bits, master_sae, slave_sae);
     co_return r;
   }
 
@@ -442,15 +445,19 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
                    {w->response});
   }
   SaeResult r;
-  r.keys = group_units(w->units, size_bits);
+  r.keys = group_units(w->units, size_bits, master_sae, slave_sae);
   co_return r;
 }
 
 net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::string master_sae,
                                                std::vector<std::string> key_ids) {
+  // ETSI GS QKD 014 5.3: 401 for keys issued to another SAE pair (decided from the key_ID
+  // itself, so also for keys this KM never held: sae_key_id.hpp), 400 "one or more keys
+  // specified are not found on KME" for this pair's keys that are gone or never were. A 401
+  // lists no key ID (no existence oracle); all or nothing.
   std::vector<std::string> unknown;
   std::vector<std::string> duplicate;
-  std::vector<std::string> foreign;
+  bool foreign = false;
   std::set<std::string> seen;
   for (const auto& id : key_ids) {
     if (!seen.insert(id).second) {
@@ -458,23 +465,26 @@ net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::strin
       continue;
     }
     auto it = supplied_.find(id);
-    if (it == supplied_.end()) {
+    if (it != supplied_.end()) {
+      if (it->second.slave_sae != slave_sae || it->second.master_sae != master_sae) foreign = true;
+    } else if (classify_key_id(id, master_sae, slave_sae, core_.sae_ids()) ==
+               KeyIdOwner::kOtherPair) {
+      foreign = true;
+    } else {
       unknown.push_back(id);
-    } else if (it->second.slave_sae != slave_sae || it->second.master_sae != master_sae) {
-      foreign.push_back(id);
     }
   }
   if (key_ids.empty()) co_return fail(400, "no key IDs");
+  if (foreign) {
+    co_return fail(
+        401, "unauthorized",
+        {"one or more key IDs were not issued by SAE " + master_sae + " to SAE " + slave_sae});
+  }
   if (!unknown.empty() || !duplicate.empty()) {
     std::vector<std::string> details;
-    for (const auto& id : unknown) details.push_back("unknown key_ID " + id);
+    for (const auto& id : unknown) details.push_back("key_ID " + id + " not found");
     for (const auto& id : duplicate) details.push_back("duplicate key_ID " + id);
-    co_return fail(400, "unknown or duplicate key IDs", std::move(details));
-  }
-  if (!foreign.empty()) {
-    std::vector<std::string> details;
-    for (const auto& id : foreign) details.push_back("key_ID " + id);
-    co_return fail(401, "not the SAE these keys were issued to", std::move(details));
+    co_return fail(400, "one or more keys specified are not found on KME", std::move(details));
   }
   SaeResult r;
   for (const auto& id : key_ids) {

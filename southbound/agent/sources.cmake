@@ -5,19 +5,20 @@ add_library(qkdn_agent STATIC
   agent/log.cpp
   agent/kma_wire.cpp
   agent/options.cpp
-  agent/tls_identity.cpp
   agent/km_host.cpp
   agent/key_supply.cpp
   agent/agent.cpp
   agent/admin_http.cpp
+  agent/sae_key_id.cpp
   agent/sae_supply.cpp
+  agent/etsi_request.cpp
   agent/etsi_server.cpp
 )
 target_include_directories(qkdn_agent PUBLIC agent/include PRIVATE agent)
 target_link_libraries(qkdn_agent
   PUBLIC qkdn_base qkdn_southbound qkdn_core Boost::headers
-  PRIVATE qkdn_southbound_net Boost::json OpenSSL::SSL OpenSSL::Crypto Threads::Threads
+  PRIVATE qkdn_southbound_net qkdn_net Boost::json OpenSSL::SSL OpenSSL::Crypto Threads::Threads
           qkdn_options)
 
 add_executable(qkdn-agent agent/main.cpp)
-target_link_libraries(qkdn-agent PRIVATE qkdn_agent Threads::Threads qkdn_options)
+target_link_libraries(qkdn-agent PRIVATE qkdn_agent qkdn_net Threads::Threads qkdn_options)

@@ -124,6 +124,11 @@ class ChannelImpl final : public CkChannel {
   }
 
   [[nodiscard]] std::string peer_identity() const override { return peer_identity_; }
+  void mark_established() override {
+    net::dispatch(strand_, [self = shared_from_this()] {
+      static_cast<ChannelImpl&>(*self).established_ = true;
+    });
+  }
   [[nodiscard]] std::string remote_endpoint() const override { return remote_; }
   [[nodiscard]] net::any_io_executor executor() const override { return strand_; }
   [[nodiscard]] bool is_open() const override { return open_.load(); }
@@ -161,6 +166,7 @@ class ChannelImpl final : public CkChannel {
                                             FrameHandler handler) {
     if (self->running_) throw Internal("CkChannel::run called twice");
     self->running_ = true;
+    self->run_start_ = std::chrono::steady_clock::now();
     last_activity(*self);
     // The watchdog never finishes on its own while the channel is open; `||` cancels it once the
     // reader and the writer are both done, and waits for it to unwind.
@@ -185,9 +191,15 @@ class ChannelImpl final : public CkChannel {
         close_now();
         co_return;
       }
-      if (X509* cert = SSL_get1_peer_certificate(stream_.native_handle())) {
-        peer_identity_ = certificate_identity(cert);
-        X509_free(cert);
+      const auto role = options_.peer_role.value_or(server_ ? qkdn::net::PeerRole::kKm
+                                                            : qkdn::net::PeerRole::kController);
+      peer_identity_ = qkdn::net::peer_identity(stream_.native_handle(), role);
+      if (!options_.expected_peer.empty() && peer_identity_ != options_.expected_peer) {
+        // A KM pins its controller: any other certificate of the CA (a KM's, an SAE's) is not
+        // the controller, whatever it chains to.
+        protocol_error("peer_identity");
+        close_now();
+        co_return;
       }
       last_activity(*this);
     }
@@ -220,7 +232,12 @@ class ChannelImpl final : public CkChannel {
         why = w;
       }
     };
-    if (handshaking_) consider(handshake_start_ + options_.read_timeout, "tls_handshake_timeout");
+    if (handshaking_) {
+      consider(handshake_start_ + options_.handshake_timeout, "tls_handshake_timeout");
+    }
+    if (options_.establish_timeout.count() > 0 && !established_) {
+      consider(run_start_ + options_.establish_timeout, "establish_timeout");
+    }
     if (in_handler_) {
       // the reader is busy, not the peer
     } else if (end_ > begin_) {
@@ -236,8 +253,11 @@ class ChannelImpl final : public CkChannel {
   net::awaitable<void> watchdog() {
     // Between checks the timer never sleeps longer than the shortest timeout, so any deadline set
     // later (always at least that far in the future) is never overshot.
-    auto period = options_.read_timeout;
+    auto period = std::min(options_.read_timeout, options_.handshake_timeout);
     if (options_.idle_timeout.count() > 0) period = std::min(period, options_.idle_timeout);
+    if (options_.establish_timeout.count() > 0) {
+      period = std::min(period, options_.establish_timeout);
+    }
     while (!closed_) {
       const auto now = std::chrono::steady_clock::now();
       const auto [d, why] = deadline();
@@ -439,6 +459,8 @@ class ChannelImpl final : public CkChannel {
   bool writing_ = false;
   bool in_handler_ = false;
   bool writer_waiting_ = false;
+  bool established_ = false;
+  SteadyTime run_start_{};
   SteadyTime handshake_start_{};
   SteadyTime frame_start_{};
   SteadyTime last_frame_{};
@@ -458,6 +480,14 @@ class ChannelImpl final : public CkChannel {
 };
 
 }  // namespace
+
+std::unique_ptr<net::ssl::context> make_tls_context(const TlsFiles& files, bool server) {
+  qkdn::net::TlsSettings s;
+  s.server = server;
+  s.tls13_only = true;
+  s.verify_peer = true;
+  return qkdn::net::make_tls_context(files, s);
+}
 
 std::shared_ptr<CkChannel> make_plain_channel(net::ip::tcp::socket socket, ChannelOptions options,
                                               ChannelObserver observer) {

@@ -44,3 +44,9 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
   set_tests_properties(e2e_cli_relay PROPERTIES ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
 endif()
+# Security (issue 13): insecure modes contained, the agent's admin token, descriptor limits under
+# a connection flood, ETSI 014 authorization across two agent processes.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_security test_security.py)
+  set_tests_properties(e2e_security PROPERTIES LABELS "e2e;security")
+endif()

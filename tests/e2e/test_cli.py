@@ -90,7 +90,8 @@ def main():
         check("km list shows the 50 KMs", len(kms) == 50, f"got {len(kms)}")
 
         ps.start("agent", [agent, "--topology", germany, "--all",
-                           "--controller", f"127.0.0.1:{ck_port}", "--insecure-ck"])
+                           "--controller", f"127.0.0.1:{ck_port}", "--insecure-ck",
+                           "--insecure-kma"])
 
         def live_pools():
             links = admin.json("link", "list")

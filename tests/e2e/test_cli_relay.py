@@ -78,7 +78,8 @@ def main():
         for name, hosted in halves.items():
             port_file = os.path.join(ps.dir, f"{name}.etsi.port")
             argv = [agent, "--topology", germany, "--controller", f"127.0.0.1:{ck_port}",
-                    "--insecure-ck", "--etsi-insecure", "--etsi-port-file", port_file]
+                    "--insecure-ck", "--insecure-kma", "--etsi-insecure",
+                    "--etsi-port-file", port_file]
             for km in hosted:
                 argv += ["--km", km]
                 host_of[km] = name

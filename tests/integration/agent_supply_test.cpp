@@ -54,6 +54,7 @@ class Network {
       cfg.km_ids = {km.km_id};
       cfg.controller_port = h_.port();
       cfg.insecure_ck = true;
+      cfg.insecure_kma = true;
       cfg.reconnect_initial = 50ms;
       cfg.reconnect_max = 200ms;
       cfg.secondary_dial_delay = 100ms;
@@ -305,18 +306,22 @@ TEST(AgentSupply, DecKeysRules) {
   auto a = n.enc("SAE1", "SAE3", 2, 256);
   ASSERT_EQ(a.status, 200) << a.message << n.controller().log_text();
 
-  // Unknown IDs: 400 naming them; nothing removed.
+  // Unknown IDs: 400 with ETSI's text, naming them; nothing removed.
   auto r = n.dec("SAE3", "SAE1", {ids_of(a)[0], "00000000-0000-4000-8000-000000000000"});
   EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.message, "one or more keys specified are not found on KME");
   ASSERT_FALSE(r.details.empty());
   EXPECT_NE(r.details[0].find("00000000-0000-4000-8000-000000000000"), std::string::npos);
   // Duplicates: 400.
   r = n.dec("SAE3", "SAE1", {ids_of(a)[0], ids_of(a)[0]});
   EXPECT_EQ(r.status, 400);
-  // Issued for another pair (SAE1 -> SAE3, asked as if from SAE2): 401.
+  // Issued for another pair (SAE1 -> SAE3, asked as if from SAE2): 401, naming no key ID.
   r = n.dec("SAE3", "SAE2", ids_of(a));
   EXPECT_EQ(r.status, 401);
-  EXPECT_EQ(r.message, "not the SAE these keys were issued to");
+  EXPECT_EQ(r.message, "unauthorized");
+  for (const auto& d : r.details) {
+    for (const auto& id : ids_of(a)) EXPECT_EQ(d.find(id), std::string::npos) << d;
+  }
   // The right SAE gets them once.
   r = n.dec("SAE3", "SAE1", ids_of(a));
   ASSERT_EQ(r.status, 200) << r.message;

@@ -251,6 +251,7 @@ inline AgentConfig test_config(std::uint16_t controller_port, std::vector<std::s
   cfg.km_ids = std::move(kms);
   cfg.controller_port = controller_port;
   cfg.insecure_ck = true;
+  cfg.insecure_kma = true;
   cfg.seed = 42;
   cfg.reconnect_initial = 100ms;
   cfg.reconnect_max = 1'000ms;

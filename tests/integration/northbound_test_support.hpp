@@ -121,6 +121,8 @@ struct ApiConfig {
   bool insecure = false;
   std::chrono::milliseconds read_timeout{2000};
   std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_small_body_bytes = 64 * 1024;
+  std::size_t max_unauthenticated = 512;
   std::chrono::milliseconds list_cache_ttl{0};
   controller::TopologyDoc topology;
 };
@@ -146,6 +148,8 @@ class ApiHarness {
     a.listen = "127.0.0.1:0";
     a.read_timeout = cfg.read_timeout;
     a.max_body_bytes = cfg.max_body_bytes;
+    a.max_small_body_bytes = cfg.max_small_body_bytes;
+    a.max_unauthenticated = cfg.max_unauthenticated;
     a.list_cache_ttl = cfg.list_cache_ttl;
     a.insecure = cfg.insecure;
     if (cfg.tokens) {

@@ -5,3 +5,12 @@ add_executable(unit_agent_key_store
 )
 target_link_libraries(unit_agent_key_store PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_agent_key_store TEST_PREFIX "unit_agent_key_store." PROPERTIES LABELS unit)
+
+# ETSI GS QKD 014 request parsing (etsi_request.cpp) and pair-naming key_IDs (sae_key_id.cpp):
+# pure functions of their text.
+add_executable(unit_agent_etsi
+  ${CMAKE_CURRENT_LIST_DIR}/agent_etsi_test.cpp
+)
+target_include_directories(unit_agent_etsi PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)
+target_link_libraries(unit_agent_etsi PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_agent_etsi TEST_PREFIX "unit_agent_etsi." PROPERTIES LABELS unit)

@@ -136,17 +136,20 @@ void ControllerService::Impl::send_register_ng(Session& s, std::uint32_t id, std
 // ---- accept loop ----
 
 net::awaitable<void> ControllerService::Impl::accept_loop() {
-  net::steady_timer backoff(acceptor_strand);
+  net::steady_timer pause(acceptor_strand);
+  qkdn::net::AcceptBackoff backoff;
   while (acceptor.is_open()) {
     auto [ec, socket] = co_await acceptor.async_accept(ioc.get_executor(), kUseTuple);
     if (ec == net::error::operation_aborted || !acceptor.is_open()) break;
     if (ec) {
-      // Out of descriptors and the like: do not spin.
-      svc.log("ck: accept failed: " + ec.message());
-      backoff.expires_after(std::chrono::milliseconds(50));
-      co_await backoff.async_wait(kUseTuple);
+      // Out of descriptors and the like: pause (5 ms doubling to 1 s) instead of spinning.
+      const auto p = backoff.on_error(ec);
+      if (p.log) svc.log("ck: accept failed: " + ec.message() + " (pausing the listener)");
+      pause.expires_after(p.delay);
+      co_await pause.async_wait(kUseTuple);
       continue;
     }
+    backoff.on_success();
     start_session(std::move(socket));
   }
   net::post(core, [this] {
@@ -156,10 +159,29 @@ net::awaitable<void> ControllerService::Impl::accept_loop() {
 }
 
 void ControllerService::Impl::start_session(tcp::socket socket) {
+  // Pre-authentication cap: when max_unregistered connections wait for their handshake and
+  // registration, the one that has waited longest is closed to make room if it has waited at
+  // least unregistered_min_age (a flood of slow peers cannot lock out a KM that registers within
+  // milliseconds); otherwise the newcomer is closed (a storm of genuine KMs: they retry).
+  // Counted, not logged.
+  auto holder = std::make_shared<std::weak_ptr<southbound::CkChannel>>();
+  auto slot = unregistered->try_enter([this, holder] {
+    ++counters.connections_refused;
+    if (auto c = holder->lock()) c->close();
+  });
+  if (!slot) {
+    ++counters.connections_refused;
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
   ++counters.connections_accepted;
   ++counters.connections_active;
   const auto& o = svc.options_;
   southbound::ChannelOptions copt;
+  copt.handshake_timeout = o.handshake_timeout;
+  copt.establish_timeout = o.register_timeout;
+  copt.peer_role = qkdn::net::PeerRole::kKm;
   copt.read_timeout = o.read_timeout;
   copt.idle_timeout = 3 * o.heartbeat_interval;
   copt.request_timeout = o.request_timeout;
@@ -187,6 +209,8 @@ void ControllerService::Impl::start_session(tcp::socket socket) {
           : southbound::make_tls_channel(std::move(socket), *tls, true, copt, std::move(obs));
   auto session = std::make_shared<Session>();
   session->channel = channel;
+  *holder = channel;
+  session->unregistered = std::move(slot);
   // The id is taken here (acceptor strand) and the session is made known to the core before
   // it can end: posts to the core strand run in order.
   session->id = next_session_id.fetch_add(1);
@@ -194,8 +218,8 @@ void ControllerService::Impl::start_session(tcp::socket socket) {
     live.emplace(id, channel);
     if (stopping) channel->close();
   });
-  svc.log("ck: accepted " + channel->remote_endpoint() + " (session " +
-          std::to_string(session->id) + ")");
+  // No log line per accepted connection (a flood of connections must not flood the log): the
+  // registration is logged, and refused or timed-out peers are counted (protocol errors).
   net::co_spawn(channel->executor(), run_session(session),
                 completion("session " + std::to_string(session->id)));
 }
@@ -231,7 +255,7 @@ net::awaitable<void> ControllerService::Impl::session_ended(std::shared_ptr<Sess
       what += " (" + s->km_id + " superseded by a newer connection)";
     }
   }
-  svc.log(what);
+  if (s->registered) svc.log(what);  // unregistered peers are counted, not logged one by one
   check_drained();
   co_return;
 }
@@ -402,6 +426,8 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
   }
   const bool again = s->registered;
   s->registered = true;
+  s->channel->mark_established();  // ends the registration deadline
+  s->unregistered.release();       // frees a slot among max_unregistered
   s->km_id = reg.km_id;
   s->last_touch = std::chrono::steady_clock::now();
   ++counters.registrations;
@@ -575,6 +601,12 @@ ControllerService::ControllerService(ServiceOptions options)
   check_interval(options_.status_interval, "status interval");
   check_interval(options_.request_timeout, "request timeout");
   check_interval(options_.read_timeout, "read timeout");
+  check_interval(options_.handshake_timeout, "handshake timeout");
+  check_interval(options_.register_timeout, "register timeout");
+  if (options_.max_unregistered < 1) throw InvalidArgument("max unregistered must be at least 1");
+  impl_->unregistered = std::make_unique<qkdn::net::ConnectionGate>(
+      options_.max_unregistered, qkdn::net::ConnectionGate::WhenFull::kEvictOldest,
+      options_.unregistered_min_age);
   controller::validate_topology(options_.topology);
   if (options_.policy) controller::validate_policy(*options_.policy);
   if (!options_.insecure_ck) {
@@ -776,6 +808,7 @@ CountersSnapshot ControllerService::counters() const {
     for (const auto& [k, v] : impl_->protocol_errors) out.protocol_errors[k] = v;
   }
   out.connections_accepted = c.connections_accepted.load();
+  out.connections_refused = c.connections_refused.load();
   out.connections_active = c.connections_active.load();
   out.registrations = c.registrations.load();
   out.km_errors_received = c.km_errors_received.load();

@@ -37,6 +37,7 @@
 #include "qkdn/controller/error.hpp"
 #include "qkdn/controller/routing.hpp"
 #include "qkdn/db/store_pool.hpp"
+#include "qkdn/net/listener.hpp"
 #include "qkdn/service/controller_service.hpp"
 #include "qkdn/service/metrics.hpp"
 
@@ -100,6 +101,8 @@ struct ControllerService::Impl {
     std::string km_id;  ///< set once registered
     bool registered = false;
     SteadyTime last_touch{};
+    /// A slot among max_unregistered, released once registered (or when the session ends).
+    qkdn::net::ConnectionGate::Ticket unregistered;
   };
   struct Registered {
     std::uint64_t session_id = 0;
@@ -120,6 +123,8 @@ struct ControllerService::Impl {
   net::any_io_executor core;
   net::any_io_executor acceptor_strand;
   net::ip::tcp::acceptor acceptor;
+  /// Ck connections not registered yet (ServiceOptions::max_unregistered).
+  std::unique_ptr<qkdn::net::ConnectionGate> unregistered;
   std::unique_ptr<net::ssl::context> tls;
   std::vector<std::thread> threads;
   std::shared_ptr<CommandHandler> handler;

@@ -2,7 +2,8 @@
 // TLS), bearer-token authentication with roles viewer and admin, RFC 9457 problems, ETags,
 // idempotency keys, cursor pagination, the OpenAPI document and /metrics.
 //
-// Authentication (see northbound/README.md):
+// Authentication (see northbound/README.md), checked on the request header before the body is
+// read:
 // - with a tokens file, every route except GET /api/v1/health, GET /metrics and
 //   GET /api/v1/openapi.json needs `Authorization: Bearer <token>`; viewer tokens may read,
 //   admin tokens may also write;
@@ -36,12 +37,21 @@ struct ApiOptions {
   bool insecure = false;
   std::string tls_cert;  ///< PEM certificate chain; with tls_key enables HTTPS
   std::string tls_key;   ///< PEM private key
-  std::size_t max_body_bytes = 4 * 1024 * 1024;    ///< larger bodies answer 413
-  std::size_t max_header_bytes = 16 * 1024;        ///< larger headers answer 431
-  std::chrono::milliseconds read_timeout{10'000};  ///< a whole request must arrive within this
-  std::chrono::milliseconds idle_timeout{60'000};  ///< keep-alive wait between requests
+  /// Bodies of PUT /api/v1/topology (whole network documents); larger ones answer 413.
+  std::size_t max_body_bytes = 4 * 1024 * 1024;
+  /// Bodies of every other route; larger ones answer 413 before they are read.
+  std::size_t max_small_body_bytes = 64 * 1024;
+  std::size_t max_header_bytes = 16 * 1024;            ///< larger headers answer 431
+  std::chrono::milliseconds handshake_timeout{5'000};  ///< HTTPS: the TLS handshake
+  std::chrono::milliseconds read_timeout{10'000};      ///< a whole request must arrive within this
+  std::chrono::milliseconds idle_timeout{60'000};      ///< keep-alive wait between requests
   std::chrono::milliseconds write_timeout{10'000};
-  std::size_t max_connections = 10'000;
+  /// Open connections; further ones are closed at once (qkdn-controller lowers it to fit the
+  /// descriptor limit).
+  std::size_t max_connections = 4096;
+  /// Of those, connections that have not presented a valid token yet (TLS handshakes
+  /// included); without a tokens file every connection counts here.
+  std::size_t max_unauthenticated = 512;
   std::size_t default_page_limit = 100;  ///< lists without `limit`
   std::size_t max_page_limit = 1000;     ///< larger `limit` answers 400
   /// Idempotency-Key entries kept (least recently stored dropped first) and for how long.

@@ -15,6 +15,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include "qkdn/net/tls.hpp"
 #include "qkdn/southbound/ck_frame.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
 
@@ -24,13 +25,24 @@ namespace net = boost::asio;
 
 /// Limits and timers of one connection (ck-protocol.md clauses 2 and 5).
 struct ChannelOptions {
-  std::chrono::milliseconds read_timeout{10'000};    ///< a frame must complete within this
-  std::chrono::milliseconds idle_timeout{0};         ///< 0 = none; else close when no frame arrives
+  std::chrono::milliseconds handshake_timeout{10'000};  ///< the TLS handshake
+  std::chrono::milliseconds read_timeout{10'000};       ///< a frame must complete within this
+  std::chrono::milliseconds idle_timeout{0};  ///< 0 = none; else close when no frame arrives
+  /// 0 = none; else the connection closes unless mark_established() is called within this time
+  /// after run() started (the controller: handshake and registration of an unknown peer).
+  std::chrono::milliseconds establish_timeout{0};
   std::chrono::milliseconds request_timeout{5'000};  ///< a request without response fails
   std::size_t max_queued_writes = 4096;              ///< beyond this the peer is too slow: close
   /// Which end this is, for the Error frames the channel sends itself (unsupported_version):
   /// 0x41EF on the controller, 0x14EF on a KM. make_tls_channel derives it from `server`.
   bool controller_side = true;
+  /// TLS: the certificate role of the peer (qkdn/net/tls.hpp), from which peer_identity() is
+  /// read. make_tls_channel derives it from `server` unless set: a server expects a KM, a client
+  /// the controller.
+  std::optional<qkdn::net::PeerRole> peer_role;
+  /// TLS: when non-empty, the handshake fails (the channel closes before any frame is sent)
+  /// unless the peer's identity in peer_role is exactly this (a KM pins its controller).
+  std::string expected_peer;
 };
 
 /// Counters a channel reports to (metrics live elsewhere). Every member may be empty.
@@ -76,9 +88,11 @@ class CkChannel : public std::enable_shared_from_this<CkChannel> {
   /// closes. Use after queueing a final Error. Idempotent, thread-safe.
   virtual void close_after_flush() = 0;
 
-  /// Peer identity from a verified TLS client/server certificate: CN, or the `<id>` of a SAN URI
-  /// `urn:qkdn:km:<id>`. Empty for plain TCP.
+  /// Peer identity in ChannelOptions::peer_role from the verified TLS certificate (the `<id>` of
+  /// its SAN URI urn:qkdn:<role>:<id>; see qkdn/net/tls.hpp). Empty for plain TCP.
   [[nodiscard]] virtual std::string peer_identity() const = 0;
+  /// Ends the establish_timeout deadline (thread-safe, idempotent).
+  virtual void mark_established() = 0;
   /// "ip:port" of the peer.
   [[nodiscard]] virtual std::string remote_endpoint() const = 0;
   /// The channel's strand executor.
@@ -95,18 +109,12 @@ std::shared_ptr<CkChannel> make_tls_channel(net::ip::tcp::socket socket, net::ss
                                             bool server, ChannelOptions options,
                                             ChannelObserver observer = {});
 
-/// TLS settings shared by controller, agents and CLI tools.
-struct TlsFiles {
-  std::string ca_file;    ///< PEM CA bundle used to verify the peer
-  std::string cert_file;  ///< our PEM certificate (chain)
-  std::string key_file;   ///< our PEM private key
-};
-/// The KM (or SAE) identity a certificate names: the `<id>` of its first SAN URI
-/// `urn:qkdn:km:<id>`, else its subject CN; empty if neither. Does not take ownership.
-std::string certificate_identity(X509* cert);
+/// The PEM files of a Ck endpoint.
+using TlsFiles = qkdn::net::TlsFiles;
 
-/// A TLS 1.3-only context that requires and verifies a peer certificate. Throws InvalidArgument
-/// naming the file that cannot be loaded.
+/// A Ck context (ck-protocol.md clause 1): TLS 1.3 only, our certificate, and a peer
+/// certificate required and verified against files.ca_file. Throws InvalidArgument naming the
+/// file that cannot be loaded.
 std::unique_ptr<net::ssl::context> make_tls_context(const TlsFiles& files, bool server);
 
 }  // namespace qkdn::southbound

@@ -50,6 +50,16 @@ struct ServiceOptions {
   std::chrono::milliseconds status_interval{1000};
   std::chrono::milliseconds request_timeout{5000};
   std::chrono::milliseconds read_timeout{10000};
+  /// Ck connections that have not registered yet (TLS handshakes included). A newcomer beyond
+  /// it closes the one that has waited longest if that one has waited unregistered_min_age, else
+  /// the newcomer is closed (pre-authentication exhaustion: a flood of slow peers cannot lock
+  /// out a KM that registers promptly, and a storm of genuine KMs is not aborted half-way).
+  std::size_t max_unregistered = 1024;
+  std::chrono::milliseconds unregistered_min_age{1000};
+  std::chrono::milliseconds handshake_timeout{5000};  ///< the TLS handshake
+  /// A connection must register (handshake and a successful Register) within this, else it is
+  /// closed: a peer trickling bytes cannot hold a slot longer.
+  std::chrono::milliseconds register_timeout{10000};
   int threads = 2;
   controller::TopologyDoc topology;
   /// One line per event, without a trailing newline. Empty = write to stderr. Called from any
@@ -107,6 +117,9 @@ struct CkCounters {
   /// Inbound codes whose high byte is not 0x14 (wrong direction or unknown range).
   std::atomic<std::uint64_t> inbound_other{0};
   std::atomic<std::uint64_t> connections_accepted{0};
+  /// Unregistered connections closed because max_unregistered were waiting (a newcomer, or the
+  /// oldest waiting one to make room).
+  std::atomic<std::uint64_t> connections_refused{0};
   std::atomic<std::int64_t> connections_active{0};
   std::atomic<std::uint64_t> registrations{0};
   std::atomic<std::uint64_t> km_errors_received{0};
@@ -121,6 +134,7 @@ struct CountersSnapshot {
   std::map<std::string, std::uint64_t> outbound;         ///< command name -> count
   std::map<std::string, std::uint64_t> protocol_errors;  ///< reason -> count
   std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_refused = 0;
   std::int64_t connections_active = 0;
   std::uint64_t registrations = 0;
   std::uint64_t km_errors_received = 0;

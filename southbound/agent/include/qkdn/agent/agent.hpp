@@ -26,12 +26,21 @@ struct AgentConfig {
   std::string controller_host = "127.0.0.1";
   std::uint16_t controller_port = 0;
   bool insecure_ck = false;  ///< plain TCP on Ck; else TLS 1.3 with the files below
-  std::string tls_ca;        ///< CA bundle (PEM) for Ck and, when set, KMA links
+  /// The controller's ID: with TLS on Ck its certificate must carry the SAN URI
+  /// urn:qkdn:controller:<controller_id> (any other certificate of the CA is refused).
+  std::string controller_id = "qkdn-controller";
+  std::string tls_ca;        ///< CA bundle (PEM) for Ck and KMA links
   std::string tls_cert_dir;  ///< holds <km_id>.crt / <km_id>.key; KMA links use TLS when set
+  /// KMA links in plain TCP, unauthenticated, carrying key bytes in clear (labs only). Without
+  /// it an agent without tls_cert_dir refuses to start: insecure_ck does not imply it.
+  bool insecure_kma = false;
 
   std::string kma_listen_host = "127.0.0.1";  ///< KMA listeners bind here on automatic ports
-  std::optional<std::uint16_t> admin_port;    ///< admin HTTP on 127.0.0.1; nullopt = none
-  std::string admin_host = "127.0.0.1";
+  std::optional<std::uint16_t> admin_port;    ///< admin HTTP; nullopt = none
+  std::string admin_host = "127.0.0.1";       ///< must be loopback unless admin_token is set
+  /// Bearer token every admin request must present (--admin-token-file); empty = none, and then
+  /// the admin listener may only bind a loopback address.
+  std::string admin_token;
 
   double qber_threshold = 0.11;  ///< qber_high raised above, cleared below minus hysteresis
   double qber_hysteresis = 0.01;
@@ -54,6 +63,11 @@ struct AgentConfig {
   std::string etsi_cert;       ///< HTTPS server certificate chain (PEM)
   std::string etsi_key;        ///< its private key (PEM)
   std::string etsi_ca;         ///< CA verifying SAE client certificates (default: tls_ca)
+  std::size_t etsi_max_connections = 1024;     ///< open ETSI connections; more are closed
+  std::size_t etsi_max_unauthenticated = 256;  ///< of those, without an SAE identity yet
+  /// Inbound KMA sessions (all hosted KMs together) that have not passed Hello yet; more are
+  /// closed at accept.
+  std::size_t kma_max_pending = 256;
 
   // SAE key supply (sae_supply.cpp).
   std::int64_t sae_default_key_size = 256;  ///< bits, when a request names no size
