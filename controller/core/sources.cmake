@@ -1,5 +1,4 @@
 list(APPEND QKDN_CORE_SOURCES
-  core/error.cpp
   core/clock.cpp
   core/topology.cpp
   core/network.cpp

@@ -1,5 +1,7 @@
-# Unit tests of base/ (the logger). Pure: fixed time points, a capturing sink.
+# Unit tests of base/ (the logger, the argument parser). Pure: fixed time points, a capturing
+# sink, temporary config files.
 add_executable(unit_base
+  ${CMAKE_CURRENT_LIST_DIR}/base_args_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/base_log_test.cpp
 )
 target_link_libraries(unit_base PRIVATE qkdn_base Boost::json GTest::gtest_main qkdn_options)

@@ -20,8 +20,8 @@
 #include <boost/beast/http/span_body.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "qkdn/base/error.hpp"
 #include "qkdn/base/log.hpp"
-#include "qkdn/controller/error.hpp"
 #include "qkdn/net/listener.hpp"
 
 namespace qkdn::net {
