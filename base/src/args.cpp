@@ -85,7 +85,7 @@ ArgParser& ArgParser::flag(std::string name, std::string help, FlagFn apply) {
   return *this;
 }
 
-ArgParser& ArgParser::env(std::string name, std::string variable) {
+ArgParser& ArgParser::env(const std::string& name, std::string variable) {
   auto it = index_.find(name);
   if (it == index_.end()) throw Internal("ArgParser: env for undeclared option --" + name);
   specs_[it->second].env = std::move(variable);

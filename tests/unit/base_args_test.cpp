@@ -38,7 +38,7 @@ ArgParser make_parser(Settings& s) {
   return p;
 }
 
-std::string message_of(ArgParser& p, std::vector<std::string> args) {
+std::string message_of(ArgParser& p, const std::vector<std::string>& args) {
   try {
     p.parse(args);
   } catch (const InvalidArgument& e) {

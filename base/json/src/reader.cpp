@@ -10,7 +10,10 @@
 namespace qkdn::json {
 namespace bj = boost::json;
 
-void throw_invalid_argument(std::string message) { throw InvalidArgument(message); }
+// The Reject signature takes the message by value (callers build it once and hand it over).
+void throw_invalid_argument(std::string message) {  // NOLINT(performance-unnecessary-value-param)
+  throw InvalidArgument(message);
+}
 
 namespace {
 [[noreturn]] void refuse(Reject reject, std::string message) {

@@ -150,7 +150,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       return;
     }
     asio::co_spawn(ex, std::move(work),
-                   [self = shared_from_this(), w = std::move(what)](std::exception_ptr ep) {
+                   [self = shared_from_this(), w = std::move(what)](const std::exception_ptr& ep) {
                      if (!ep) return;
                      try {
                        std::rethrow_exception(ep);

@@ -44,7 +44,7 @@ class ArgParser {
   ArgParser& flag(std::string name, std::string help, FlagFn apply);
   /// The environment variable `variable` supplies option `name` (declared before) when set and
   /// non-empty; the command line overrides it.
-  ArgParser& env(std::string name, std::string variable);
+  ArgParser& env(const std::string& name, std::string variable);
   /// Enables `--NAME FILE`: key = value lines with the options' names (`_` and `-` alike, `#`
   /// comments, a key alone means true).
   ArgParser& config_file(std::string name = "config");

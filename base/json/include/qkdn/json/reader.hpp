@@ -28,7 +28,7 @@ using Reject = void (*)(std::string message);
 
 /// Limits of parse(): the text's size and the nesting depth.
 struct ParseLimits {
-  std::size_t max_bytes = 4 * 1024 * 1024;
+  std::size_t max_bytes = std::size_t{4} << 20;
   std::size_t max_depth = 32;
 };
 
