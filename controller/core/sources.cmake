@@ -3,4 +3,5 @@ list(APPEND QKDN_CORE_SOURCES
   core/topology.cpp
   core/network.cpp
   core/alarms.cpp
+  core/memory_store.cpp
 )
