@@ -239,6 +239,52 @@ TEST(ServiceKeySupply, RelayNgReleasesKeys) {
   });
 }
 
+// A wall-clock step (an hour forward, as an operator or NTP may set it) expires no lease and no
+// relay deadline: they run on the monotonic reading. An hour back does not stretch them either:
+// 31 s of monotonic time still ends the relay that waits for its 0x1405 (relaying timeout 30 s).
+TEST(ServiceClock, WallClockStepExpiresNoLease) {
+  const auto topo = chain_topology(3);
+  auto clock = std::make_shared<ManualClock>();
+  service::ServiceOptions o;
+  o.clock = clock;
+  ServiceHarness h(topo, o);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  FakeKm::Behavior silent;
+  silent.answer_relay = false;
+  kms["KM1"]->set_behavior(silent);
+  kms["KM1"]->request_relay("KM3", 2);
+  const auto relay_id = *relay_request(*kms["KM1"]).key_relay_request_id;
+  const auto relaying = [&](service::Core& c) {
+    const auto* r = c.relays.find(relay_id);
+    return r != nullptr && r->state == RelayState::kRelaying && c.ledger.live_count() == 4;
+  };
+  ASSERT_TRUE(h.wait_core(relaying)) << h.log_text();
+
+  // The clock is touched on the core strand only (the core reads it there).
+  const SysTime t0 = h.core([&](service::Core&) { return clock->now(); });
+  h.core([&](service::Core&) {
+    clock->set(t0 + std::chrono::hours{1});
+    return 0;
+  });
+  // Ten ticks (status interval 100 ms) see the stepped wall clock: nothing may lapse.
+  const auto hold_until = std::chrono::steady_clock::now() + 1s;
+  while (std::chrono::steady_clock::now() < hold_until) {
+    ASSERT_TRUE(h.core(relaying)) << "a wall-clock step expired the relay\n" << h.log_text();
+    std::this_thread::sleep_for(20ms);
+  }
+
+  h.core([&](service::Core&) {
+    clock->set(t0 - std::chrono::hours{1});
+    clock->advance(31s);
+    return 0;
+  });
+  ASSERT_TRUE(h.wait_core([&](service::Core& c) {
+    const auto* r = c.relays.find(relay_id);
+    return r != nullptr && r->state == RelayState::kFailed && c.ledger.live_count() == 0;
+  })) << "31 s of monotonic time did not end the relay\n" << h.log_text();
+}
+
 // 0x1406: the destination KM is notified (0x4108), answers 0x1409 OK, and the source gets
 // 0x4107 OK naming it; relays of the session count its keys and account them per SAE.
 TEST(ServiceKeySupply, SessionCreationAndDelivery) {
