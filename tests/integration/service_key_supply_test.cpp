@@ -2,6 +2,10 @@
 // the key-supply handler, fake KMs over TCP answering reservations, allocations, relay requests
 // and session notifications (ck-protocol.md clauses 4 and 6).
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "qkdn/controller/error.hpp"
 #include "service_test_support.hpp"
@@ -237,6 +241,53 @@ TEST(ServiceKeySupply, RelayNgReleasesKeys) {
     }
     return 0;
   });
+}
+
+// Without a store the epoch file makes the epoch grow across restarts although the (injected)
+// wall clock went back an hour; a controller without one takes the wall clock, as before.
+TEST(ServiceEpoch, EpochFileGrowsAcrossRestartsWithTheClockBehind) {
+  const auto topo = chain_topology(2);
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("qkdn-epoch-" + std::to_string(::getpid()) + "-" +
+                    std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "controller.epoch").string();
+  auto clock = std::make_shared<ManualClock>(SysTime{std::chrono::hours{500'000}});
+  const auto start = [&] {
+    service::ServiceOptions o;
+    o.clock = clock;
+    o.epoch_file = file;
+    ServiceHarness h(topo, o);
+    FakeKm km(h.port(), "KM1", links_of(topo, "KM1"));
+    EXPECT_EQ(km.epoch(), h.svc().controller_epoch());
+    return h.svc().controller_epoch();
+  };
+  const std::int64_t e1 = start();
+  EXPECT_EQ(e1, std::chrono::duration_cast<Millis>(std::chrono::hours{500'000}).count());
+  clock->set(clock->now() - std::chrono::hours{1});
+  const std::int64_t e2 = start();
+  EXPECT_EQ(e2, e1 + 1);
+  const std::int64_t e3 = start();
+  EXPECT_EQ(e3, e1 + 2);
+  clock->set(clock->now() + std::chrono::hours{2});  // the wall clock ahead again: it wins
+  EXPECT_EQ(start(), e1 + std::chrono::duration_cast<Millis>(std::chrono::hours{1}).count());
+
+  // A file that does not hold one integer stops the start with a clear error.
+  { std::ofstream(file) << "not a number\n"; }
+  service::ServiceOptions bad;
+  bad.clock = clock;
+  bad.epoch_file = file;
+  bad.topology = topo;
+  bad.insecure_ck = true;
+  try {
+    service::ControllerService svc(bad);
+    ADD_FAILURE() << "a corrupt epoch file was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("does not hold one non-negative integer"),
+              std::string::npos)
+        << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // A wall-clock step (an hour forward, as an operator or NTP may set it) expires no lease and no
