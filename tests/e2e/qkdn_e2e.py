@@ -443,6 +443,38 @@ class KeyTraffic:
             return t is not None and t > since and t
         return wait_for(ok, timeout, 0.02, what) - since
 
+    def probe(self, since, timeout, what="keys flowing", pair=None):
+        """Fresh ETSI 014 exchanges (new connections, not the workers', which may still wait on
+        a request the fault interrupted) until one delivers equal keys at both ends; returns the
+        seconds from `since` (monotonic) to its end. Its keys count like the workers'."""
+        import base64
+        master, slave = pair or self.pairs[0]
+        base = self.net.etsi_base + "/api/v1/keys"
+        deadline = since + timeout
+        while time.monotonic() < deadline:
+            try:
+                r = self.net.etsi(master).post(f"{base}/{slave}/enc_keys", timeout=5,
+                                               json={"number": 1, "size": self.size})
+                if r.status_code == 200:
+                    sent = {k["key_ID"]: base64.b64decode(k["key"]) for k in r.json()["keys"]}
+                    with self.lock:
+                        for k in sent:
+                            self.enc_ids[k] += 1
+                    r2 = self.net.etsi(slave).post(
+                        f"{base}/{master}/dec_keys", timeout=5,
+                        json={"key_IDs": [{"key_ID": k} for k in sent]})
+                    assert r2.status_code == 200, (r2.status_code, r2.text[:200])
+                    got = {k["key_ID"]: base64.b64decode(k["key"]) for k in r2.json()["keys"]}
+                    with self.lock:
+                        for k in got:
+                            self.dec_ids[k] += 1
+                    assert got == sent, f"probe: ends differ for {sorted(sent)}"
+                    return time.monotonic() - since
+            except requests.RequestException:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
     def _note(self, what, status, message):
         with self.lock:
             self.statuses[f"{what} {status}"] += 1

@@ -68,7 +68,7 @@ def main():
             for link, (_, fields) in restore.items():
                 net.admin_link(link, **fields)
             t = time.monotonic()
-            took = traffic.wait_flowing(t, 10, "keys after the storm")
+            took = traffic.probe(t, 10, "keys after the storm")
             log(f"{flaps} flaps and {storms} QBER storms; exchanges matched per third of the "
                 f"storm {[b - a for a, b in zip(thirds, thirds[1:])]}; keys after it in "
                 f"{took:.2f} s")

@@ -41,7 +41,7 @@ def main():
                 time.sleep(OUTAGE_S)  # the outage lasts; traffic goes on against it
                 pg.start()
                 t = time.monotonic()
-                took = traffic.wait_flowing(t, 30, f"keys after outage {n + 1}")
+                took = traffic.probe(t, 30, f"keys after outage {n + 1}")
                 recoveries.append(took)
                 log(f"outage {n + 1}: PostgreSQL back; keys again after {took:.2f} s")
         finally:
