@@ -366,6 +366,9 @@ net::awaitable<void> KmHost::ck_loop() {
     }
     if (channel_) channel_->close();
     channel_.reset();
+    // A 0x4104 answers a 0x1403 on the connection that carried it: the SAEs waiting for one
+    // get their 503 now rather than at their supply timeout.
+    fail_supply_notifications("controller connection lost");
     if (registered_) log_line(LogLevel::kInfo, "KM " + km_id_ + ": Ck connection lost");
     registered_ = false;
     if (stopping()) break;

@@ -55,6 +55,8 @@ def main():
                 net.restart_controller()
                 took = traffic.probe(t, 30, f"keys after restart {i + 1}")
                 recoveries.append(took)
+                # The next kill must hit concurrent relays: the workers flow again first.
+                traffic.wait_flowing(t, 15, f"the workers' keys after restart {i + 1}")
                 log(f"kill {i + 1}/{KILLS} at +{delay:.3f} s ({in_flight} exchanges so far): "
                     f"keys again {took:.2f} s after the restart")
             # The agent, mid-relay.
