@@ -220,9 +220,12 @@ class Network:
         return self.controller
 
     def restart_agent(self):
-        """Starts the agent again on its ports (after a kill -9)."""
+        """Starts the agent again on its ports (after a kill -9); returns once its admin HTTP
+        answers. Link settings made through the admin HTTP are gone with the old process."""
         self.restarts += 1
         self.agent = self.ps.start(f"agent-{self.restarts}", self.agent_argv)
+        wait_for(lambda: self.agent.poll() is None and self.admin_state(), 20, 0.05,
+                 "the restarted agent's admin HTTP")
         return self.agent
 
     def wait_registered(self, timeout=20):
@@ -234,22 +237,26 @@ class Network:
 
 def start_network(ps, topology_name, extra_saes=(), insecure=False, agent_args=(),
                   controller_args=(), token_role="viewer", extra_apps=(), controller_env=None,
-                  certs_backdated_s=0):
+                  certs_backdated_s=0, key_rate_bps=None):
     """Starts the controller and one agent hosting every KM of the topology, with certificates
     from scripts/dev-ca.sh (plus extra_saes: certificates of SAEs the topology does not know) in
     ps.dir, an ETSI 014 listener (mutual TLS unless insecure) and the admin listener; waits until
     every KM is registered and every link is up. extra_apps: (sae_id, km_id) pairs added to the
     topology's applications (a copy in ps.dir). certs_backdated_s: the certificates are valid
-    from that many seconds ago (for a controller restarted with its clock behind). The returned
+    from that many seconds ago (for a controller restarted with its clock behind). key_rate_bps:
+    every link's rate in the topology (a copy in ps.dir), so that a restarted agent has it too.
+    The returned
     Network can restart its controller
     and agent on the same ports (restart_controller, restart_agent: fault tests)."""
     controller = binary("QKDN_CONTROLLER", "controller/qkdn-controller")
     agent = binary("QKDN_AGENT", "southbound/qkdn-agent")
     topo_path = os.path.join(TOPOLOGIES, topology_name)
     topo = load_topology(topology_name)
-    if extra_apps:
+    if extra_apps or key_rate_bps:
         topo.setdefault("applications", []).extend(
             {"sae_id": s, "km_id": k} for s, k in extra_apps)
+        for link in topo["links"] if key_rate_bps else ():
+            link["key_rate_bps"] = key_rate_bps
         topo_path = os.path.join(ps.dir, topology_name)
         with open(topo_path, "w") as f:
             json.dump(topo, f)

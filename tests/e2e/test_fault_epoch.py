@@ -24,9 +24,8 @@ BEHIND_S = 3600
 def run(mode, controller_args):
     with Processes(f"fault-epoch-{mode}") as ps:
         args = [a.replace("{dir}", ps.dir) for a in controller_args]
-        net = start_network(ps, TOPOLOGY, controller_args=args, certs_backdated_s=2 * BEHIND_S)
-        for link in net.topo["links"]:
-            net.admin_link(link["link_id"], key_rate_bps=1_000_000)
+        net = start_network(ps, TOPOLOGY, key_rate_bps=1_000_000, controller_args=args,
+                            certs_backdated_s=2 * BEHIND_S)
         traffic = KeyTraffic(net, relayed_pairs(net.topo, 2, seed=12), workers=1).start()
         try:
             traffic.wait_flowing(0, 30, "relayed keys before the restart")

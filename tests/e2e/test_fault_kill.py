@@ -37,9 +37,8 @@ def main():
     rnd = random.Random(SEED)
     log(f"seed {SEED} (QKDN_FAULT_SEED), {KILLS} controller kills")
     with PrivatePostgres("kill") as pg, Processes("fault-kill") as ps:
-        net = start_network(ps, TOPOLOGY, controller_args=["--store-dsn", pg.dsn])
-        for link in net.topo["links"]:
-            net.admin_link(link["link_id"], key_rate_bps=1_000_000)
+        net = start_network(ps, TOPOLOGY, key_rate_bps=1_000_000,
+                            controller_args=["--store-dsn", pg.dsn])
         traffic = KeyTraffic(net, relayed_pairs(net.topo, 6, seed=SEED), workers=4).start()
         sampler = LedgerSampler(net.api).start()
         recoveries = []

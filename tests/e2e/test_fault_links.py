@@ -29,9 +29,7 @@ def main():
     rnd = random.Random(SEED)
     log(f"seed {SEED} (QKDN_FAULT_SEED), storm {STORM_S:.0f} s")
     with Processes("fault-links") as ps:
-        net = start_network(ps, TOPOLOGY)
-        for link in net.topo["links"]:
-            net.admin_link(link["link_id"], key_rate_bps=1_000_000)
+        net = start_network(ps, TOPOLOGY, key_rate_bps=1_000_000)
         pairs = relayed_pairs(net.topo, 6, seed=SEED)
         km_of = {a["sae_id"]: a["km_id"] for a in net.topo["applications"]}
         traffic = KeyTraffic(net, pairs, workers=4).start()

@@ -25,9 +25,8 @@ RECOVERY_S = 5.0
 def main():
     start = time.monotonic()
     with PrivatePostgres("outage") as pg, Processes("fault-pg") as ps:
-        net = start_network(ps, TOPOLOGY, controller_args=["--store-dsn", pg.dsn])
-        for link in net.topo["links"]:
-            net.admin_link(link["link_id"], key_rate_bps=1_000_000)
+        net = start_network(ps, TOPOLOGY, key_rate_bps=1_000_000,
+                            controller_args=["--store-dsn", pg.dsn])
         traffic = KeyTraffic(net, relayed_pairs(net.topo, 6, seed=7), workers=4).start()
         recoveries = []
         try:
