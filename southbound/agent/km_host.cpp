@@ -391,8 +391,8 @@ net::awaitable<bool> KmHost::ck_session() {
   // The connect completes with its error code (kTuple), never by exception: `||` waits for the
   // first operation that *succeeds*, so a refused connect (a controller restarting) would
   // otherwise wait out the whole kConnectTimeout before the next attempt.
-  auto outcome = co_await (net::async_connect(socket, results, kTuple) ||
-                           ck_timer_.async_wait(kTuple));
+  auto outcome =
+      co_await (net::async_connect(socket, results, kTuple) || ck_timer_.async_wait(kTuple));
   if (stopping()) co_return false;
   if (outcome.index() != 0) throw Unavailable("connect to controller timed out");
   if (const auto& [ec, peer] = std::get<0>(outcome); ec) {
@@ -794,8 +794,7 @@ net::awaitable<bool> KmHost::dial(LinkEnd* link, std::string endpoint) {
   timer.expires_after(kConnectTimeout);
   connect_timers_.insert(&timer);
   // As in ck_session: a refused connect fails now, not after kConnectTimeout.
-  auto outcome =
-      co_await (net::async_connect(socket, results, kTuple) || timer.async_wait(kTuple));
+  auto outcome = co_await (net::async_connect(socket, results, kTuple) || timer.async_wait(kTuple));
   connect_timers_.erase(&timer);
   if (stopping()) co_return false;
   if (outcome.index() != 0) throw Unavailable("connect timed out");

@@ -333,7 +333,8 @@ TEST(ServiceClock, WallClockStepExpiresNoLease) {
   ASSERT_TRUE(h.wait_core([&](service::Core& c) {
     const auto* r = c.relays.find(relay_id);
     return r != nullptr && r->state == RelayState::kFailed && c.ledger.live_count() == 0;
-  })) << "31 s of monotonic time did not end the relay\n" << h.log_text();
+  })) << "31 s of monotonic time did not end the relay\n"
+      << h.log_text();
 }
 
 // 0x1406: the destination KM is notified (0x4108), answers 0x1409 OK, and the source gets

@@ -627,7 +627,7 @@ ControllerService::ControllerService(ServiceOptions options)
     if (options_.policy) impl_->apply_rerouting(impl_->engine.set_policy(*options_.policy));
   }
   log("ck: controller epoch " + std::to_string(epoch_) +
-      (store_configured()           ? " (store sequence)"
+      (store_configured()            ? " (store sequence)"
        : options_.epoch_file.empty() ? " (wall clock)"
                                      : " (epoch file)"));
 }

@@ -45,8 +45,9 @@ std::int64_t next_epoch_from_file(const std::string& path, std::int64_t floor) {
     while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
     if (text.empty() || text.size() > 19 ||
         !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      fail(path, "does not hold one non-negative integer (delete it only if no agent has seen "
-                 "this controller's epochs)");
+      fail(path,
+           "does not hold one non-negative integer (delete it only if no agent has seen "
+           "this controller's epochs)");
     }
     last = std::stoll(text);
   } else if (ec) {

@@ -29,9 +29,7 @@ class Clock {
 class SystemClock final : public Clock {
  public:
   [[nodiscard]] SysTime now() const override { return std::chrono::system_clock::now(); }
-  [[nodiscard]] SteadyTime steady_now() const override {
-    return std::chrono::steady_clock::now();
-  }
+  [[nodiscard]] SteadyTime steady_now() const override { return std::chrono::steady_clock::now(); }
 };
 
 /// A clock that moves only when told to (tests, simulations).
