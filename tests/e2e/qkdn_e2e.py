@@ -665,14 +665,15 @@ def ledger_drained(net, timeout=40):
     led = wait_for(lambda: (lambda x: x if x["live_keys"] == 0 else None)(
         net.api.get("/api/v1/ledger")), timeout, 0.2, "the controller ledger to hold no live key")
 
+    held = []
+
     def agent_clear():
-        held = [f"{km['km_id']}/{l['link_id']}: reserved {l['keys_reserved']} allocated "
-                f"{l['keys_allocated']}" for km in net.admin_state()["kms"] for l in km["links"]
-                if l["keys_reserved"] or l["keys_allocated"]]
-        return not held or (agent_clear.last.__setitem__(0, held) and False)
-    agent_clear.last = [None]
+        held[:] = [f"{km['km_id']}/{l['link_id']}: reserved {l['keys_reserved']} allocated "
+                   f"{l['keys_allocated']}" for km in net.admin_state()["kms"]
+                   for l in km["links"] if l["keys_reserved"] or l["keys_allocated"]]
+        return not held
     try:
         wait_for(agent_clear, timeout, 0.2, "agents to hold no reserved or allocated key")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {agent_clear.last[0][:10]}") from None
+        raise AssertionError(f"{exc}: {held[:10]}") from None
     return led

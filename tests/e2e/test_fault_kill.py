@@ -100,7 +100,8 @@ def main():
 
         log(f"recovery after each restart: max {max(recoveries):.2f} s, "
             f"mean {sum(recoveries) / len(recoveries):.2f} s")
-        assert max(recoveries) <= RECOVERY_S, f"keys flowed again only after {max(recoveries):.2f} s"
+        assert max(recoveries) <= RECOVERY_S, \
+            f"keys flowed again only after {max(recoveries):.2f} s"
         assert net.controller.poll() is None and net.agent.poll() is None
     log(f"done in {time.monotonic() - start:.1f} s")
     print("e2e fault kill: 1 passed, 0 failed")

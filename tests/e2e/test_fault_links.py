@@ -82,7 +82,8 @@ def main():
         log(f"qkdn_reroutes_total: {reroutes_before:g} -> {reroutes:g}")
         assert reroutes > reroutes_before, "the storm rerouted nothing"
         traffic.check_exactly_once()
-        assert not traffic.unmatched, f"enc_keys keys dec_keys did not give: {traffic.unmatched[:5]}"
+        assert not traffic.unmatched, \
+            f"keys enc_keys gave but dec_keys did not: {traffic.unmatched[:5]}"
         relays = relays_final(net.api)
         ledger_drained(net)
         log(f"{len(relays)} relays, all final; ledger and agents drained")

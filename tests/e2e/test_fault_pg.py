@@ -60,7 +60,8 @@ def main():
         wait_for(lambda: pg.psql("SELECT count(*) FROM ledger WHERE state IN "
                                  "('reserved', 'allocated')") == [["0"]], 10, 0.2,
                  "the store to hold no reserved or allocated key")
-        assert max(recoveries) <= RECOVERY_S, f"keys flowed again only after {max(recoveries):.2f} s"
+        assert max(recoveries) <= RECOVERY_S, \
+            f"keys flowed again only after {max(recoveries):.2f} s"
         assert net.controller.poll() is None and net.agent.poll() is None
     log(f"done in {time.monotonic() - start:.1f} s")
     print("e2e fault pg: 1 passed, 0 failed")
