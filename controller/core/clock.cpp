@@ -7,10 +7,23 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "qkdn/controller/error.hpp"
 
 namespace qkdn {
+
+MonotonicWallClock::MonotonicWallClock(std::shared_ptr<const Clock> source)
+    : source_(std::move(source)) {
+  if (!source_) throw InvalidArgument("MonotonicWallClock: no source clock");
+  wall_anchor_ = source_->now();
+  steady_anchor_ = source_->steady_now();
+}
+
+SysTime MonotonicWallClock::now() const {
+  return wall_anchor_ +
+         std::chrono::duration_cast<SysTime::duration>(source_->steady_now() - steady_anchor_);
+}
 
 std::uint64_t SeededRandom::next_u64() {
   // splitmix64 (Steele, Lea, Flood 2014; public-domain reference by Vigna).

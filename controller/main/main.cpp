@@ -59,6 +59,10 @@ Network and Ck:
   --route-alternatives N       routes tried per key relay request / next hops answered (default 3)
   --threads N                  I/O threads (default 2)
   --port-file PATH             write the bound Ck port to PATH (for scripts and tests)
+  --epoch-file PATH            without a store: keeps the last controller epoch so that it grows
+                               across restarts even if the wall clock went back (without it and
+                               without a store the epoch is the wall clock in ms at start;
+                               docs/RELIABILITY.md)
 
 Store (PostgreSQL; without it everything lives in memory and is lost at exit):
   --store-dsn DSN              libpq connection string or URI (or env QKDN_STORE_DSN); the schema
@@ -207,6 +211,8 @@ bool apply_option(std::string_view name, std::string_view value, Args& a) {
     a.port_file = value;
   else if (name == "store-dsn")
     o.store_dsn = value;
+  else if (name == "epoch-file")
+    o.epoch_file = value;
   else if (name == "store-threads")
     o.store_threads = static_cast<int>(std::min<std::int64_t>(parse_positive(flag, value), 1000));
   else if (name == "api-listen")
@@ -391,6 +397,12 @@ int main(int argc, char** argv) {
                         host_text(args.options.listen_host) + ":" +
                         std::to_string(args.options.listen_port) +
                         " can register as any KM (labs and tests only)");
+  }
+  if (args.options.store_dsn.empty() && args.options.epoch_file.empty()) {
+    qkdn::base::log(qkdn::base::LogLevel::kWarn, "main",
+                    "WARNING: no --store-dsn and no --epoch-file: the controller epoch is the "
+                    "wall clock at start; after a restart with the clock set back, agents refuse "
+                    "this controller until they restart (docs/RELIABILITY.md)");
   }
 
   // Block the stop signals in every thread (the service threads inherit the mask); the main

@@ -956,6 +956,16 @@ bool PgStore::healthy() {
   }
 }
 
+std::int64_t PgStore::next_controller_epoch() {
+  return run(
+      "next_controller_epoch",
+      [](pqxx::connection& c) {
+        pqxx::nontransaction tx{c};
+        return tx.exec1("SELECT nextval('controller_epoch_seq')")[0].as<std::int64_t>();
+      },
+      false);
+}
+
 // --- topology --------------------------------------------------------------------------------
 
 void PgStore::save_topology(const TopologyDoc& doc) {

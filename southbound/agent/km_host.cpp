@@ -366,6 +366,9 @@ net::awaitable<void> KmHost::ck_loop() {
     }
     if (channel_) channel_->close();
     channel_.reset();
+    // A 0x4104 answers a 0x1403 on the connection that carried it: the SAEs waiting for one
+    // get their 503 now rather than at their supply timeout.
+    fail_supply_notifications("controller connection lost");
     if (registered_) log_line(LogLevel::kInfo, "KM " + km_id_ + ": Ck connection lost");
     registered_ = false;
     if (stopping()) break;
@@ -385,11 +388,15 @@ net::awaitable<bool> KmHost::ck_session() {
   if (stopping()) co_return false;
   tcp::socket socket(strand_);
   ck_timer_.expires_after(kConnectTimeout);
-  auto outcome = co_await (net::async_connect(socket, results, net::use_awaitable) ||
-                           ck_timer_.async_wait(kTuple));
-  if (outcome.index() != 0 || stopping()) {
-    if (stopping()) co_return false;
-    throw Unavailable("connect to controller timed out");
+  // The connect completes with its error code (kTuple), never by exception: `||` waits for the
+  // first operation that *succeeds*, so a refused connect (a controller restarting) would
+  // otherwise wait out the whole kConnectTimeout before the next attempt.
+  auto outcome =
+      co_await (net::async_connect(socket, results, kTuple) || ck_timer_.async_wait(kTuple));
+  if (stopping()) co_return false;
+  if (outcome.index() != 0) throw Unavailable("connect to controller timed out");
+  if (const auto& [ec, peer] = std::get<0>(outcome); ec) {
+    throw Unavailable("connect to controller failed: " + ec.message());
   }
   socket.set_option(tcp::no_delay(true));
   southbound::ChannelOptions options;
@@ -786,11 +793,14 @@ net::awaitable<bool> KmHost::dial(LinkEnd* link, std::string endpoint) {
   net::steady_timer timer(strand_);
   timer.expires_after(kConnectTimeout);
   connect_timers_.insert(&timer);
-  auto outcome = co_await (net::async_connect(socket, results, net::use_awaitable) ||
-                           timer.async_wait(kTuple));
+  // As in ck_session: a refused connect fails now, not after kConnectTimeout.
+  auto outcome = co_await (net::async_connect(socket, results, kTuple) || timer.async_wait(kTuple));
   connect_timers_.erase(&timer);
   if (stopping()) co_return false;
   if (outcome.index() != 0) throw Unavailable("connect timed out");
+  if (const auto& [ec, peer] = std::get<0>(outcome); ec) {
+    throw Unavailable("connect failed: " + ec.message());
+  }
   if (link->session) co_return true;
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);

@@ -270,6 +270,9 @@ class KmHost {
   };
   /// Completes a waiting request (wakes its coroutine). Unknown IDs are ignored.
   void complete_wait(const std::shared_ptr<SupplyWait>& w, std::string response, int ng_status);
+  /// Ends every enc_keys that waits for the controller's 0x4104 to its 0x1403 (503 with `why`):
+  /// the Ck connection that would carry it is gone. Strand only.
+  void fail_supply_notifications(const std::string& why);
   /// An Error from the controller for the 0x1403 with this MessageID: true when one waited.
   bool fail_supply_notification(std::uint32_t message_id, const std::string& code,
                                 const std::string& message);

@@ -163,6 +163,12 @@ bool KmHost::fail_supply_notification(std::uint32_t message_id, const std::strin
   return true;
 }
 
+void KmHost::fail_supply_notifications(const std::string& why) {
+  auto by_notification = std::move(waits_by_notification_);
+  waits_by_notification_.clear();
+  for (auto& [id, w] : by_notification) complete_wait(w, "NG: " + why, 503);
+}
+
 void KmHost::finish_sae_relay(const std::string& request_id, const std::string& response) {
   auto it = waits_by_relay_.find(request_id);
   if (it == waits_by_relay_.end()) return;

@@ -50,3 +50,12 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_security test_security.py)
   set_tests_properties(e2e_security PROPERTIES LABELS "e2e;security")
 endif()
+# Fault injection (issue 12, docs/RELIABILITY.md): kill -9 of the controller and an agent with the
+# store on, link flaps and QBER storms, PostgreSQL outages, a restart with the wall clock behind.
+# Label fault (and e2e); together a few minutes on 2 cores.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  foreach(_fault kill links pg epoch)
+    qkdn_e2e_test(e2e_fault_${_fault} test_fault_${_fault}.py)
+    set_tests_properties(e2e_fault_${_fault} PROPERTIES LABELS "e2e;fault" TIMEOUT 300)
+  endforeach()
+endif()

@@ -35,6 +35,28 @@ TEST_F(DbTest, MigratesEmptyDatabaseOnceAndRecordsVersions) {
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 1"), "0001_initial");
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 2"), "0002_thresholds");
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 3"), "0003_km_coordinates");
+  EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 5"), "0005_controller_epoch");
+}
+
+// The controller epoch (migration 0005) only grows: every call, from any connection, returns
+// more than every call before it; it starts above the wall clock in ms at migration time (the
+// epochs of controllers before the migration), and does not follow the wall clock after it.
+TEST_F(DbTest, ControllerEpochSequenceOnlyGrows) {
+  const auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+  const std::int64_t first = store_->next_controller_epoch();
+  EXPECT_GE(first, wall_ms - 60'000);
+  PgStore other{PgStoreOptions{dsn_, false}};
+  std::int64_t last = first;
+  for (int i = 0; i < 5; ++i) {
+    const std::int64_t a = other.next_controller_epoch();
+    const std::int64_t b = store_->next_controller_epoch();
+    EXPECT_GT(a, last);
+    EXPECT_GT(b, a);
+    last = b;
+  }
+  EXPECT_EQ(last, first + 10);
 }
 
 // Concurrent starters on an empty database serialise on the advisory lock: all succeed, once.

@@ -2,6 +2,10 @@
 // the key-supply handler, fake KMs over TCP answering reservations, allocations, relay requests
 // and session notifications (ck-protocol.md clauses 4 and 6).
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "qkdn/controller/error.hpp"
 #include "service_test_support.hpp"
@@ -237,6 +241,100 @@ TEST(ServiceKeySupply, RelayNgReleasesKeys) {
     }
     return 0;
   });
+}
+
+// Without a store the epoch file makes the epoch grow across restarts although the (injected)
+// wall clock went back an hour; a controller without one takes the wall clock, as before.
+TEST(ServiceEpoch, EpochFileGrowsAcrossRestartsWithTheClockBehind) {
+  const auto topo = chain_topology(2);
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("qkdn-epoch-" + std::to_string(::getpid()) + "-" +
+                    std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "controller.epoch").string();
+  auto clock = std::make_shared<ManualClock>(SysTime{std::chrono::hours{500'000}});
+  const auto start = [&] {
+    service::ServiceOptions o;
+    o.clock = clock;
+    o.epoch_file = file;
+    ServiceHarness h(topo, o);
+    FakeKm km(h.port(), "KM1", links_of(topo, "KM1"));
+    EXPECT_EQ(km.epoch(), h.svc().controller_epoch());
+    return h.svc().controller_epoch();
+  };
+  const std::int64_t e1 = start();
+  EXPECT_EQ(e1, std::chrono::duration_cast<Millis>(std::chrono::hours{500'000}).count());
+  clock->set(clock->now() - std::chrono::hours{1});
+  const std::int64_t e2 = start();
+  EXPECT_EQ(e2, e1 + 1);
+  const std::int64_t e3 = start();
+  EXPECT_EQ(e3, e1 + 2);
+  clock->set(clock->now() + std::chrono::hours{2});  // the wall clock ahead again: it wins
+  EXPECT_EQ(start(), e1 + std::chrono::duration_cast<Millis>(std::chrono::hours{1}).count());
+
+  // A file that does not hold one integer stops the start with a clear error.
+  { std::ofstream(file) << "not a number\n"; }
+  service::ServiceOptions bad;
+  bad.clock = clock;
+  bad.epoch_file = file;
+  bad.topology = topo;
+  bad.insecure_ck = true;
+  try {
+    service::ControllerService svc(bad);
+    ADD_FAILURE() << "a corrupt epoch file was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("does not hold one non-negative integer"),
+              std::string::npos)
+        << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A wall-clock step (an hour forward, as an operator or NTP may set it) expires no lease and no
+// relay deadline: they run on the monotonic reading. An hour back does not stretch them either:
+// 31 s of monotonic time still ends the relay that waits for its 0x1405 (relaying timeout 30 s).
+TEST(ServiceClock, WallClockStepExpiresNoLease) {
+  const auto topo = chain_topology(3);
+  auto clock = std::make_shared<ManualClock>();
+  service::ServiceOptions o;
+  o.clock = clock;
+  ServiceHarness h(topo, o);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  FakeKm::Behavior silent;
+  silent.answer_relay = false;
+  kms["KM1"]->set_behavior(silent);
+  kms["KM1"]->request_relay("KM3", 2);
+  const auto relay_id = *relay_request(*kms["KM1"]).key_relay_request_id;
+  const auto relaying = [&](service::Core& c) {
+    const auto* r = c.relays.find(relay_id);
+    return r != nullptr && r->state == RelayState::kRelaying && c.ledger.live_count() == 4;
+  };
+  ASSERT_TRUE(h.wait_core(relaying)) << h.log_text();
+
+  // The clock is touched on the core strand only (the core reads it there).
+  const SysTime t0 = h.core([&](service::Core&) { return clock->now(); });
+  h.core([&](service::Core&) {
+    clock->set(t0 + std::chrono::hours{1});
+    return 0;
+  });
+  // Ten ticks (status interval 100 ms) see the stepped wall clock: nothing may lapse.
+  const auto hold_until = std::chrono::steady_clock::now() + 1s;
+  while (std::chrono::steady_clock::now() < hold_until) {
+    ASSERT_TRUE(h.core(relaying)) << "a wall-clock step expired the relay\n" << h.log_text();
+    std::this_thread::sleep_for(20ms);
+  }
+
+  h.core([&](service::Core&) {
+    clock->set(t0 - std::chrono::hours{1});
+    clock->advance(31s);
+    return 0;
+  });
+  ASSERT_TRUE(h.wait_core([&](service::Core& c) {
+    const auto* r = c.relays.find(relay_id);
+    return r != nullptr && r->state == RelayState::kFailed && c.ledger.live_count() == 0;
+  })) << "31 s of monotonic time did not end the relay\n"
+      << h.log_text();
 }
 
 // 0x1406: the destination KM is notified (0x4108), answers 0x1409 OK, and the source gets

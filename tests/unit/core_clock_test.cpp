@@ -147,5 +147,34 @@ TEST(ManualClock, AdvanceAndSet) {
   EXPECT_EQ(clock.now(), SysTime{minutes{60}});
 }
 
+// ManualClock: advance() is time passing (both readings move); set() is a wall-clock step (the
+// monotonic reading stays).
+TEST(ManualClock, SetStepsOnlyTheWallClock) {
+  ManualClock clock;
+  const SteadyTime s0 = clock.steady_now();
+  clock.advance(seconds{5});
+  EXPECT_EQ(clock.steady_now(), s0 + seconds{5});
+  clock.set(clock.now() + hours{1});
+  clock.set(clock.now() - hours{3});
+  EXPECT_EQ(clock.steady_now(), s0 + seconds{5});
+}
+
+// The core's time line starts at the wall time and then follows only the monotonic reading:
+// wall-clock steps either way do not move it; time passing does.
+TEST(MonotonicWallClock, IgnoresWallStepsFollowsElapsedTime) {
+  auto source = std::make_shared<ManualClock>();
+  const SysTime t0 = source->now();
+  MonotonicWallClock clock(source);
+  EXPECT_EQ(clock.now(), t0);
+  source->set(t0 + hours{1});
+  EXPECT_EQ(clock.now(), t0);
+  EXPECT_EQ(clock.wall_now(), t0 + hours{1});
+  source->set(t0 - hours{1});
+  source->advance(milliseconds{1500});
+  EXPECT_EQ(clock.now(), t0 + milliseconds{1500});
+  EXPECT_EQ(clock.steady_now(), source->steady_now());
+  EXPECT_THROW(MonotonicWallClock(nullptr), InvalidArgument);
+}
+
 }  // namespace
 }  // namespace qkdn

@@ -563,10 +563,8 @@ net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id
 // ---- ControllerService ----------------------------------------------------------------------
 
 namespace {
-std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+std::int64_t unix_ms(SysTime t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
 void check_interval(std::chrono::milliseconds v, std::string_view name) {
@@ -579,8 +577,8 @@ void check_interval(std::chrono::milliseconds v, std::string_view name) {
 
 ControllerService::ControllerService(ServiceOptions options)
     : options_(std::move(options)),
-      epoch_(now_unix_ms()),
-      clock_(options_.clock ? options_.clock : std::make_shared<SystemClock>()),
+      clock_(std::make_shared<MonotonicWallClock>(
+          options_.clock ? options_.clock : std::make_shared<SystemClock>())),
       network_(*clock_),
       alarms_(*clock_),
       impl_(std::make_unique<Impl>(*this)) {
@@ -619,12 +617,19 @@ ControllerService::ControllerService(ServiceOptions options)
   }
   // No io thread runs yet: the core may be touched from here.
   if (store_configured()) {
-    impl_->open_store();
+    impl_->open_store();  // takes the epoch from the store's sequence
   } else {
+    epoch_ = options_.epoch_file.empty()
+                 ? unix_ms(clock_->wall_now())
+                 : next_epoch_from_file(options_.epoch_file, unix_ms(clock_->wall_now()));
     network_.apply_topology(options_.topology);
     impl_->apply_rerouting(impl_->engine.on_snapshot(impl_->fresh_snapshot()));
     if (options_.policy) impl_->apply_rerouting(impl_->engine.set_policy(*options_.policy));
   }
+  log("ck: controller epoch " + std::to_string(epoch_) +
+      (store_configured()            ? " (store sequence)"
+       : options_.epoch_file.empty() ? " (wall clock)"
+                                     : " (epoch file)"));
 }
 
 ControllerService::~ControllerService() { stop(); }

@@ -105,6 +105,7 @@ void ControllerService::Impl::open_store() {
   controller::StoredState stored;
   try {
     store = std::make_unique<db::PgStore>(db::PgStoreOptions{o.store_dsn});
+    svc.epoch_ = store->next_controller_epoch();
     stored = store->load();
   } catch (const std::exception& e) {
     throw Unavailable("store: cannot use PostgreSQL at " + where + ": " + one_line(e.what()));

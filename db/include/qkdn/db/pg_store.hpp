@@ -66,6 +66,10 @@ class PgStore final : public controller::Store {
 
   controller::StoredState load() override;
   bool healthy() override;
+  /// The next controller epoch (ck-protocol.md clause 2): nextval of the sequence of migration
+  /// 0005. Every call returns a larger value than any call before it, in any process, whatever
+  /// the wall clock says. Throws as the constructor.
+  std::int64_t next_controller_epoch();
 
   void save_topology(const controller::TopologyDoc& doc) override;
   void save_link_config(const controller::LinkConfigRecord& rec) override;

@@ -80,7 +80,9 @@ struct ServiceOptions {
   bool topology_override = false;
   /// Time and randomness of the core (leases, deadlines, session/relay/instruction IDs).
   /// Null: SystemClock and OsRandom (the daemon). Tests inject ManualClock / SeededRandom; the
-  /// core calls them on its strand only.
+  /// core calls them on its strand only. The core does not read this clock's wall time directly:
+  /// it runs on a MonotonicWallClock over it (wall time at start + monotonic time since), so a
+  /// wall-clock step moves no lease, deadline or timeout. The epoch (below) reads its wall time.
   std::shared_ptr<const Clock> clock;
   std::shared_ptr<Random> random;
   /// Key-supply tuning (relays.hpp, ledger.hpp, sessions.hpp).
@@ -92,9 +94,21 @@ struct ServiceOptions {
   std::size_t route_alternatives = 3;
   /// Network-wide rerouting policy at start when the store holds none (default: manual).
   std::optional<controller::ReroutingPolicy> policy;
+  /// Without a store: a file holding the last controller_epoch, so that the epoch grows across
+  /// restarts even when the wall clock went back (each start writes max(last + 1, wall ms) to it,
+  /// durably, before serving). Empty: the epoch is the wall clock in ms at start (a restart with
+  /// the wall clock behind is fenced by agents that saw the earlier epoch). With a store the
+  /// database sequence of migration 0005 gives the epoch and this is ignored.
+  std::string epoch_file;
 };
 
 class Metrics;
+
+/// The next controller epoch without a store: max(the epoch in `path` + 1, floor) (floor: the
+/// wall clock in ms), written back to `path` durably (temporary file, fsync, rename, fsync of the
+/// directory) before it returns. A missing file counts as epoch 0. Throws InvalidArgument with
+/// one clear line when the file cannot be read or written or does not hold one integer.
+std::int64_t next_epoch_from_file(const std::string& path, std::int64_t floor);
 
 /// The core objects. Touch them only on the core strand (ControllerService::on_core).
 struct Core {
@@ -221,7 +235,8 @@ class ControllerService {
   controller::AlarmTable& alarms() { return alarms_; }
   /// The channel of a registered KM, or nullptr. Core strand only.
   [[nodiscard]] std::shared_ptr<southbound::CkChannel> channel_of(const std::string& km_id) const;
-  /// This controller start's epoch (unix time in ms at construction).
+  /// This controller start's epoch (ck-protocol.md clause 2): grows with every start; from the
+  /// store's sequence, else the epoch file, else the wall clock in ms (ServiceOptions::epoch_file).
   [[nodiscard]] std::int64_t controller_epoch() const { return epoch_; }
   [[nodiscard]] const ServiceOptions& options() const { return options_; }
   /// Writes one log line: to ServiceOptions::log when set, else through the process-wide logger
@@ -292,8 +307,8 @@ class ControllerService {
   struct Impl;
   friend struct Impl;
   ServiceOptions options_;
-  std::int64_t epoch_;
-  std::shared_ptr<const Clock> clock_;
+  std::int64_t epoch_ = 0;
+  std::shared_ptr<const MonotonicWallClock> clock_;
   controller::Network network_;
   controller::AlarmTable alarms_;
   std::unique_ptr<Impl> impl_;
