@@ -169,8 +169,11 @@ RelayTable::RelayTable(ReservationLedger& ledger, Random& random, RelayConfig co
   if (config_.admission_timeout <= Millis{0} || config_.relaying_timeout <= Millis{0}) {
     throw InvalidArgument("relays: timeouts must be positive");
   }
-  if (config_.max_attempts < 1 || config_.max_finished < 1 || config_.max_number_of_keys < 1) {
-    throw InvalidArgument("relays: max_attempts, max_finished and max_number_of_keys must be >= 1");
+  if (config_.max_attempts < 1 || config_.max_finished < 1 || config_.max_number_of_keys < 1 ||
+      config_.max_number_of_keys > limits::kMaxKeysPerRelay) {
+    throw InvalidArgument(
+        "relays: max_attempts and max_finished must be >= 1, max_number_of_keys in [1, " +
+        std::to_string(limits::kMaxKeysPerRelay) + "]");
   }
   if (ledger.config().allocation_lease < config_.admission_timeout + config_.relaying_timeout) {
     throw InvalidArgument(

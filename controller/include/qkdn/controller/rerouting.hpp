@@ -58,6 +58,7 @@
 #include <utility>
 #include <vector>
 
+#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/controller/alarms.hpp"
 #include "qkdn/controller/clock.hpp"
 #include "qkdn/controller/network.hpp"
