@@ -8,8 +8,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-fuzz}
-seconds=${2:-${QKDN_FUZZ_SECONDS:-30}}
-targets=(ck kma etsi topology)
+seconds=${2:-${QKDN_FUZZ_SECONDS:-25}}
+targets=(ck kma etsi topology northbound)
 
 if [ ! -f "$build/build.ninja" ]; then
   CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

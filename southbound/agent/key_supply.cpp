@@ -12,10 +12,10 @@
 #include <openssl/rand.h>
 #include <boost/json.hpp>
 
-#include "kma_messages.hpp"
 #include "km_host.hpp"
-#include "qkdn/controller/key_limits.hpp"
+#include "kma_messages.hpp"
 #include "log.hpp"
+#include "qkdn/controller/key_limits.hpp"
 
 namespace qkdn::agent {
 

@@ -81,8 +81,9 @@ int main(int argc, char** argv) {
   qkdn::base::configure_logging({cl.log_level, cl.log_format, "qkdn-agent"});
   // This process holds key material: it never writes a core file and is not dumpable.
   if (const auto problem = qkdn::agent::secure::disable_core_dumps(); !problem.empty()) {
-    qkdn::base::log(qkdn::base::LogLevel::kWarn, "main",
-                    "cannot turn core dumps off (" + problem + "); key material may reach a core file");
+    qkdn::base::log(
+        qkdn::base::LogLevel::kWarn, "main",
+        "cannot turn core dumps off (" + problem + "); key material may reach a core file");
   }
   // Each hosted KM needs a Ck socket, a listener and one socket per link end, and the ETSI and
   // KMA listeners cap their connections below the limit: raise the soft descriptor limit to the

@@ -12,9 +12,9 @@
 
 #include "km_host.hpp"
 #include "kma_messages.hpp"
+#include "log.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/controller/key_limits.hpp"
-#include "log.hpp"
 #include "sae_key_id.hpp"
 #include "sae_keys.hpp"
 

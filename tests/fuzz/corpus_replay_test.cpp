@@ -16,6 +16,7 @@
 #include "ck_fuzz_entry.hpp"
 #include "etsi_fuzz_entry.hpp"
 #include "kma_fuzz_entry.hpp"
+#include "northbound_fuzz_entry.hpp"
 #include "topology_fuzz_entry.hpp"
 
 namespace {
@@ -31,10 +32,8 @@ struct Target {
 
 const std::vector<Target>& targets() {
   static const std::vector<Target> t = {
-      {"ck",
-       [](const std::uint8_t* d, std::size_t n) {
-         return qkdn::southbound::ck::fuzz::ck_fuzz_one(d, n);
-       }},
+      {"ck", [](const std::uint8_t* d,
+                std::size_t n) { return qkdn::southbound::ck::fuzz::ck_fuzz_one(d, n); }},
       {"kma",
        [](const std::uint8_t* d, std::size_t n) {
          return static_cast<std::size_t>(qkdn::fuzz::kma_fuzz_one(d, n));
@@ -46,6 +45,10 @@ const std::vector<Target>& targets() {
       {"topology",
        [](const std::uint8_t* d, std::size_t n) {
          return static_cast<std::size_t>(qkdn::fuzz::topology_fuzz_one(d, n));
+       }},
+      {"northbound",
+       [](const std::uint8_t* d, std::size_t n) {
+         return static_cast<std::size_t>(qkdn::fuzz::northbound_fuzz_one(d, n));
        }},
   };
   return t;
@@ -73,7 +76,7 @@ TEST_P(CorpusReplay, EveryInput) {
   EXPECT_GE(accepted, 1U) << "no input of " << t.name << " reaches the success path";
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, CorpusReplay, ::testing::Range<std::size_t>(0, 4),
+INSTANTIATE_TEST_SUITE_P(Targets, CorpusReplay, ::testing::Range<std::size_t>(0, 5),
                          [](const auto& info) { return std::string(targets()[info.param].name); });
 
 }  // namespace

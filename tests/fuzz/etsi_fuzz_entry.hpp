@@ -65,7 +65,8 @@ inline int etsi_fuzz_one(const std::uint8_t* data, std::size_t size) {
   const std::string_view all(reinterpret_cast<const char*>(data), size);
   const auto nl = all.find('\n');
   const std::string_view target = all.substr(0, nl);
-  const std::string_view body = nl == std::string_view::npos ? std::string_view{} : all.substr(nl + 1);
+  const std::string_view body =
+      nl == std::string_view::npos ? std::string_view{} : all.substr(nl + 1);
   const auto l = etsi_fuzz_limits();
   int accepted = 0;
   const auto q = target.find('?');

@@ -4,6 +4,7 @@
 # - unit_fuzz_corpus_replay: every file of tests/fuzz/corpus/<target>/ (seeds and the inputs of
 #   past findings, crash-*) through its target's fuzz entry.
 # With QKDN_FUZZ on clang: the libFuzzer targets fuzz_ck, fuzz_kma, fuzz_etsi, fuzz_topology,
+# fuzz_northbound,
 # each compiled from only the sources it reads (instrumented, ASan + UBSan); scripts/fuzz.sh
 # builds and runs them for a bounded time (CI: scripts/test.sh).
 add_executable(unit_codec_fuzz_corpus fuzz/ck_fuzz_corpus_test.cpp)
@@ -15,10 +16,12 @@ gtest_discover_tests(unit_codec_fuzz_corpus PROPERTIES LABELS unit DISCOVERY_TIM
 
 add_executable(unit_fuzz_corpus_replay fuzz/corpus_replay_test.cpp)
 target_include_directories(unit_fuzz_corpus_replay PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz
-                                                           ${CMAKE_SOURCE_DIR}/southbound/agent)
+                                                           ${CMAKE_SOURCE_DIR}/southbound/agent
+                                                           ${CMAKE_SOURCE_DIR}/northbound/src)
 target_compile_definitions(unit_fuzz_corpus_replay
                            PRIVATE QKDN_FUZZ_CORPUS="${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus")
-target_link_libraries(unit_fuzz_corpus_replay PRIVATE qkdn_agent qkdn_southbound Boost::json
+target_link_libraries(unit_fuzz_corpus_replay PRIVATE qkdn_agent qkdn_southbound qkdn_northbound
+                                                      qkdn_net Boost::json
                                                       GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_fuzz_corpus_replay TEST_PREFIX "unit_fuzz_corpus_replay."
                      PROPERTIES LABELS "unit;security")
@@ -56,6 +59,11 @@ if(QKDN_FUZZ)
     qkdn_fuzz_target(fuzz_topology
                      SOURCES ${CMAKE_SOURCE_DIR}/southbound/src/topology_json.cpp
                              ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp ${_core})
+    qkdn_fuzz_target(fuzz_northbound
+                     SOURCES ${CMAKE_SOURCE_DIR}/northbound/src/api_util.cpp ${_core}
+                     LIBS Boost::url OpenSSL::Crypto)
+    target_include_directories(fuzz_northbound PRIVATE ${CMAKE_SOURCE_DIR}/northbound/src
+                                                       ${CMAKE_SOURCE_DIR}/base/net/include)
   else()
     message(STATUS "QKDN_FUZZ: the libFuzzer targets need clang; only the corpus tests are built")
   endif()

@@ -179,10 +179,9 @@ class AgentPeerInput : public ::testing::Test {
         {"source_kma_id", "KM1"},
         {"destination_kma_id", "KM2"},
         {"route", json::array{"KM1", "KM2"}},
-        {"hop_keys", json::array{json::object{{"kma_id", "KM1"},
-                                              {"next_kma_id", "KM2"},
-                                              {"link_id", "L12"},
-                                              {"key_ids", hop_ids}}}},
+        {"hop_keys",
+         json::array{json::object{
+             {"kma_id", "KM1"}, {"next_kma_id", "KM2"}, {"link_id", "L12"}, {"key_ids", hop_ids}}}},
         {"key_ids", e2e_ids},
         {"key_size", 256},
         {"created", "2026-12-07T10:00:00Z"},
@@ -212,9 +211,7 @@ class AgentPeerInput : public ::testing::Test {
   std::unique_ptr<FakePeer> peer_;
 };
 
-bool refused(const std::string& response) {
-  return response.rfind("NG: bad_request", 0) == 0;
-}
+bool refused(const std::string& response) { return response.rfind("NG: bad_request", 0) == 0; }
 
 // A well-formed relay for an SAE is filed (positive control: the harness's pads and tags are
 // right). Then each bad field is refused with NG bad_request and the session lives on: a
@@ -225,7 +222,8 @@ bool refused(const std::string& response) {
 TEST_F(AgentPeerInput, RelayFieldsAreCheckedBeforeUse) {
   EXPECT_EQ(relay(0, 1, [](json::object&) {}), "OK");
   const std::vector<std::pair<std::string, std::function<void(json::object&)>>> bad = {
-      {"sae_key_bits too large", [](json::object& m) { m["sae_key_bits"] = std::int64_t{1} << 40; }},
+      {"sae_key_bits too large",
+       [](json::object& m) { m["sae_key_bits"] = std::int64_t{1} << 40; }},
       {"sae_key_bits not whole bytes", [](json::object& m) { m["sae_key_bits"] = 255; }},
       {"created missing", [](json::object& m) { m.erase("created"); }},
       {"sae_key_bits missing", [](json::object& m) { m.erase("sae_key_bits"); }},

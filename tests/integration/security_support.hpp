@@ -41,8 +41,7 @@ class RunningAgent {
  public:
   RunningAgent(const std::string& ca, const std::filesystem::path& pki_dir, std::string km,
                std::uint16_t ck_port, std::string controller_id = "ctl",
-               const Issued* etsi = nullptr,
-               controller::TopologyDoc topology = matrix_topology())
+               const Issued* etsi = nullptr, controller::TopologyDoc topology = matrix_topology())
       : work_(io_.get_executor()) {
     agent::AgentConfig cfg;
     cfg.topology = std::move(topology);

@@ -214,8 +214,8 @@ TEST(KmaMessages, SupplyAndClaim) {
   const Claim c = parse_claim(json::serialize(good_claim()));
   EXPECT_EQ(c.sae.key_bits, 1024);
   each_field_required(good_claim(), parse_claim);
-  for (const std::int64_t bits : {std::int64_t{-8}, std::int64_t{0}, std::int64_t{12},
-                                  limits::kMaxSaeKeyBits + 8}) {
+  for (const std::int64_t bits :
+       {std::int64_t{-8}, std::int64_t{0}, std::int64_t{12}, limits::kMaxSaeKeyBits + 8}) {
     json::object s = good_supply();
     s["key_bits"] = bits;
     refused(s, parse_supply, "supply key_bits " + std::to_string(bits));

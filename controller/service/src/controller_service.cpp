@@ -502,9 +502,8 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(std::shared_pt
 void ControllerService::Impl::refuse_claims(const std::vector<controller::RefusedClaim>& refused,
                                             std::string_view via, const std::string& remote) {
   for (const auto& c : refused) {
-    const std::string why =
-        c.owner.empty() ? "the topology declares no KM for it"
-                        : "the topology serves it at KM " + c.owner;
+    const std::string why = c.owner.empty() ? "the topology declares no KM for it"
+                                            : "the topology serves it at KM " + c.owner;
     controller::AlarmSpec spec;
     spec.type = controller::alarm_type::kSaeClaimRefused;
     spec.resource = c.sae_id;
@@ -581,9 +580,9 @@ net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id
                              "kma_id '" + au->kma_id + "' is not this connection's KM",
                              {}};
       }
-      const auto refused = svc.network_.update_applications(
-          km_id, au->attached.value_or(std::vector<std::string>{}),
-          au->detached.value_or(std::vector<std::string>{}));
+      const auto refused =
+          svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
+                                           au->detached.value_or(std::vector<std::string>{}));
       if (!refused.empty()) {
         refuse_claims(refused, "applications_update", remote);
         std::string names;

@@ -165,10 +165,11 @@ class Network {
   /// A KM registered on a Ck connection. Throws NotFound if the KM is not in the topology.
   /// Marks it connected, records endpoint, software and the SAEs it serves among those the
   /// topology declares at it; a claim for any other SAE is not recorded and is appended to
-  /// `refused` (the caller raises an alarm and audits it). The KM's word on each of its declared links becomes "up" if it lists the link,
-  /// "down" otherwise. Links named in the registration that the topology does not know (or that do
-  /// not join this KM and the named peer) are ignored and returned in `unknown_links` so the caller
-  /// can log them. Events: kKmConnected, then link transitions in link_id order.
+  /// `refused` (the caller raises an alarm and audits it). The KM's word on each of its declared
+  /// links becomes "up" if it lists the link, "down" otherwise. Links named in the registration
+  /// that the topology does not know (or that do not join this KM and the named peer) are ignored
+  /// and returned in `unknown_links` so the caller can log them. Events: kKmConnected, then link
+  /// transitions in link_id order.
   std::vector<NetworkEvent> register_km(const Registration& reg,
                                         std::vector<std::string>* unknown_links = nullptr,
                                         std::vector<RefusedClaim>* refused = nullptr);
@@ -195,8 +196,9 @@ class Network {
   /// SAEs attached / detached at a KM (0x14E7). Only SAEs the topology declares at this KM are
   /// attached; every other claim is refused (returned, nothing recorded). Detaching marks the SAE
   /// as not currently served; it still maps to its declared KM. Throws NotFound for an unknown KM.
-  [[nodiscard]] std::vector<RefusedClaim> update_applications(const std::string& km_id, const std::vector<std::string>& attached,
-                           const std::vector<std::string>& detached);
+  [[nodiscard]] std::vector<RefusedClaim> update_applications(
+      const std::string& km_id, const std::vector<std::string>& attached,
+      const std::vector<std::string>& detached);
   /// Sets a link's admin state. Throws NotFound. Emits kAdminChanged when it changes.
   std::vector<NetworkEvent> set_admin(const std::string& link_id, AdminState admin);
 

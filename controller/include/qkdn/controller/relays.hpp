@@ -61,8 +61,8 @@
 #include <string_view>
 #include <vector>
 
-#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/controller/ledger.hpp"
 #include "qkdn/controller/routing.hpp"
 #include "qkdn/controller/store.hpp"
