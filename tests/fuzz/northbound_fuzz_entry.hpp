@@ -18,13 +18,36 @@
 namespace qkdn::fuzz {
 
 /// Field names the northbound handlers read from bodies (handlers_*.cpp).
-inline constexpr std::string_view kBodyFields[] = {
-    "km_id",       "site",           "lat",         "lon",           "link_id",
-    "a",           "b",              "key_rate_bps", "distance_km",  "qber",
-    "admin_state", "qber_threshold", "pool_floor_bits", "mode",       "params",
-    "src_km",      "dst_km",         "number_of_keys", "key_size_bits", "not_before",
-    "not_after",   "interval_s",     "route",       "links",         "kms",
-    "schedule_id", "metric",         "k",           "comment",       "applications"};
+inline constexpr std::string_view kBodyFields[] = {"km_id",
+                                                   "site",
+                                                   "lat",
+                                                   "lon",
+                                                   "link_id",
+                                                   "a",
+                                                   "b",
+                                                   "key_rate_bps",
+                                                   "distance_km",
+                                                   "qber",
+                                                   "admin_state",
+                                                   "qber_threshold",
+                                                   "pool_floor_bits",
+                                                   "mode",
+                                                   "params",
+                                                   "src_km",
+                                                   "dst_km",
+                                                   "number_of_keys",
+                                                   "key_size_bits",
+                                                   "not_before",
+                                                   "not_after",
+                                                   "interval_s",
+                                                   "route",
+                                                   "links",
+                                                   "kms",
+                                                   "schedule_id",
+                                                   "metric",
+                                                   "k",
+                                                   "comment",
+                                                   "applications"};
 
 template <class F>
 bool api_call(F f) {

@@ -4,8 +4,10 @@
 // rogue agent are the real ones, on real sockets, with mutual TLS on Ck.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
+#include <set>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
