@@ -67,11 +67,14 @@ void* operator new(std::size_t n) {
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept {
+namespace {
+void scan_and_free(void* p) noexcept {
   if (p != nullptr) scan(p, malloc_usable_size(p));
   std::free(p);
 }
-void operator delete(void* p, std::size_t) noexcept { operator delete(p); }
+}  // namespace
+void operator delete(void* p) noexcept { scan_and_free(p); }
+void operator delete(void* p, std::size_t) noexcept { scan_and_free(p); }
 
 namespace qkdn::agent {
 namespace {
