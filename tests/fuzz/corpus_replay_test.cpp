@@ -77,6 +77,6 @@ TEST_P(CorpusReplay, EveryInput) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Targets, CorpusReplay, ::testing::Range<std::size_t>(0, 5),
-                         [](const auto& info) { return std::string(targets()[info.param].name); });
+                         [](const auto& p) { return std::string(targets()[p.param].name); });
 
 }  // namespace

@@ -87,7 +87,9 @@ TEST(SaeClaims, RogueAgentCannotTakeAnotherKmsSae) {
 
   const auto snap = h.svc().snapshot_state();
   for (const auto& k : snap.kms) {
-    if (k.km_id == "KM2") EXPECT_EQ(k.attached, std::vector<std::string>{"SAE2"});
+    if (k.km_id == "KM2") {
+      EXPECT_EQ(k.attached, std::vector<std::string>{"SAE2"});
+    }
   }
   EXPECT_EQ(owner_of(h.svc(), "SAE1"), "KM1");
   EXPECT_EQ(owner_of(h.svc(), "SAE2"), "KM2");
@@ -136,7 +138,9 @@ TEST(SaeClaims, ApplicationsUpdateForForeignSaeRefused) {
   }
   EXPECT_EQ(alarmed, (std::set<std::string>{"SAE1", "SAE-X"}));
   for (const auto& k : snap.kms) {
-    if (k.km_id == "KM2") EXPECT_EQ(k.attached, std::vector<std::string>{"SAE2"});
+    if (k.km_id == "KM2") {
+      EXPECT_EQ(k.attached, std::vector<std::string>{"SAE2"});
+    }
   }
   std::set<std::string> audited;
   for (const auto& r : audit_of(h.svc())) {
