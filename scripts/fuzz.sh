@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t" "$build/fuzz-findings/$t"
   echo "fuzz: $t for ${seconds}s"
   if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-      "$build/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+      "$build/tests/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -max_len=70000 -print_final_stats=1 -artifact_prefix="$build/fuzz-findings/$t/" \
       "$scratch/$t" "$root/tests/fuzz/corpus/$t" >"$build/fuzz-$t.log" 2>&1; then
     echo "fuzz: $t FOUND A PROBLEM (log: $build/fuzz-$t.log, input in $build/fuzz-findings/$t/)"

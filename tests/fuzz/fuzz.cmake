@@ -60,7 +60,8 @@ if(QKDN_FUZZ)
                      SOURCES ${CMAKE_SOURCE_DIR}/southbound/src/topology_json.cpp
                              ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp ${_core})
     qkdn_fuzz_target(fuzz_northbound
-                     SOURCES ${CMAKE_SOURCE_DIR}/northbound/src/api_util.cpp ${_core}
+                     SOURCES ${CMAKE_SOURCE_DIR}/northbound/src/api_util.cpp
+                             ${CMAKE_SOURCE_DIR}/base/net/src/reason_phrase.cpp ${_core}
                      LIBS Boost::url OpenSSL::Crypto)
     target_include_directories(fuzz_northbound PRIVATE ${CMAKE_SOURCE_DIR}/northbound/src
                                                        ${CMAKE_SOURCE_DIR}/base/net/include)
