@@ -562,9 +562,7 @@ RelayInstruction ReroutingEngine::make_instruction(RerouteMode mode, const Route
   ins.destination_kma_id = route.kms.back();
   ins.transit_kma_ids.assign(route.kms.begin() + 1, route.kms.end() - 1);
   ins.links = route.links;
-  // One round of an instruction is one relay at the source KM: never ask for more than it takes.
-  ins.number_of_keys =
-      std::min<std::uint64_t>(keys, static_cast<std::uint64_t>(limits::kMaxKeysPerInstruction));
+  ins.number_of_keys = keys;  // the plan; the 0x41E5 carries at most kMaxKeysPerInstruction
   ins.key_size_bits = key_size_bits;
   ins.interval_s = interval_s;
   return ins;
