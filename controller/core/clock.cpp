@@ -178,8 +178,15 @@ SysTime parse_rfc3339(const std::string& text) {
   // into the next minute.
   if (h > 23 || mi > 59 || sec > 60) s.fail("time out of range");
 
-  const auto local = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} + frac;
-  return time_point_cast<SysTime::duration>(local - offset);
+  // In whole seconds first (years 0000..9999 fit easily): SysTime counts nanoseconds here, which
+  // reach only from 1677 to 2262, and converting a later date overflowed (undefined behaviour;
+  // found by fuzz_kma through a relay's "created", reachable from Ck timestamps too).
+  const sys_seconds whole = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} - offset;
+  const auto limit = duration_cast<seconds>(SysTime::duration::max()) - seconds{1};
+  if (whole.time_since_epoch() > limit || whole.time_since_epoch() < -limit) {
+    s.fail("outside the representable range (years 1678 to 2261)");
+  }
+  return time_point_cast<SysTime::duration>(whole) + duration_cast<SysTime::duration>(frac);
 }
 
 bool is_valid_id(const std::string& s) noexcept {

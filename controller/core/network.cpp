@@ -173,15 +173,14 @@ std::vector<NetworkEvent> Network::apply_topology(const TopologyDoc& doc) {
 
   name_ = doc.name;
   declared_apps_ = doc.applications;
-  declared_app_km_.clear();
   apps_.clear();
-  for (const AppSpec& app : declared_apps_) {
-    declared_app_km_[app.sae_id] = app.km_id;
-    apps_[app.sae_id] = app.km_id;
-  }
-  // What agents say they serve now overrides the declaration.
-  for (const auto& [id, km] : kms_) {
-    for (const std::string& sae : km.attached) apps_[sae] = id;
+  for (const AppSpec& app : declared_apps_) apps_[app.sae_id] = app.km_id;
+  // Only the declaration maps an SAE to a KM: an attachment the new topology moved elsewhere ends.
+  for (auto& [id, km] : kms_) {
+    std::erase_if(km.attached, [&, &kid = id](const std::string& sae) {
+      const auto it = apps_.find(sae);
+      return it == apps_.end() || it->second != kid;
+    });
   }
   ++version_;
   return events;
@@ -210,7 +209,8 @@ Km& Network::km_or_throw(const std::string& km_id) {
 }
 
 std::vector<NetworkEvent> Network::register_km(const Registration& reg,
-                                               std::vector<std::string>* unknown_links) {
+                                               std::vector<std::string>* unknown_links,
+                                               std::vector<RefusedClaim>* refused) {
   Km& km = km_or_throw(reg.km_id);
   std::set<std::string> listed;
   for (const Registration::LinkRef& ref : reg.links) {
@@ -231,13 +231,10 @@ std::vector<NetworkEvent> Network::register_km(const Registration& reg,
   km.software = reg.software;
   km.connected_at = now;
   km.last_seen = now;
-  for (const std::string& sae : std::vector<std::string>(km.attached)) detach_app(reg.km_id, sae);
   km.attached.clear();
   for (const std::string& sae : reg.applications) {
-    if (std::find(km.attached.begin(), km.attached.end(), sae) == km.attached.end()) {
-      km.attached.push_back(sae);
-    }
-    apps_[sae] = reg.km_id;
+    auto no = attach_app(km, reg.km_id, sae);
+    if (no && refused != nullptr) refused->push_back(std::move(*no));
   }
 
   std::vector<NetworkEvent> events;
@@ -269,31 +266,29 @@ std::vector<NetworkEvent> Network::disconnect_km(const std::string& km_id) {
 
 void Network::touch_km(const std::string& km_id) { km_or_throw(km_id).last_seen = clock_->now(); }
 
-void Network::detach_app(const std::string& km_id, const std::string& sae_id) {
-  const auto it = apps_.find(sae_id);
-  if (it == apps_.end() || it->second != km_id) return;
-  if (const auto d = declared_app_km_.find(sae_id); d != declared_app_km_.end()) {
-    it->second = d->second;
-  } else {
-    apps_.erase(it);
+std::optional<RefusedClaim> Network::attach_app(Km& km, const std::string& km_id,
+                                                const std::string& sae) {
+  const auto it = apps_.find(sae);
+  if (it == apps_.end() || it->second != km_id) {
+    return RefusedClaim{sae, km_id, it == apps_.end() ? std::string{} : it->second};
   }
+  if (std::find(km.attached.begin(), km.attached.end(), sae) == km.attached.end()) {
+    km.attached.push_back(sae);
+  }
+  return std::nullopt;
 }
 
-void Network::update_applications(const std::string& km_id,
-                                  const std::vector<std::string>& attached,
-                                  const std::vector<std::string>& detached) {
+std::vector<RefusedClaim> Network::update_applications(const std::string& km_id,
+                                                       const std::vector<std::string>& attached,
+                                                       const std::vector<std::string>& detached) {
   Km& km = km_or_throw(km_id);
-  for (const std::string& sae : detached) {
-    std::erase(km.attached, sae);
-    detach_app(km_id, sae);
-  }
+  std::vector<RefusedClaim> refused;
+  for (const std::string& sae : detached) std::erase(km.attached, sae);
   for (const std::string& sae : attached) {
-    if (std::find(km.attached.begin(), km.attached.end(), sae) == km.attached.end()) {
-      km.attached.push_back(sae);
-    }
-    apps_[sae] = km_id;
+    if (auto no = attach_app(km, km_id, sae)) refused.push_back(std::move(*no));
   }
   ++version_;
+  return refused;
 }
 
 // --- links -------------------------------------------------------------------------------

@@ -13,6 +13,18 @@ std::string hop_text(const RelayHop& h) {
   return "hop " + h.km_id + "->" + h.next_km_id + " via " + h.link_id;
 }
 
+/// `text` with every key ID of `ids` replaced by "<key ID>": a relay's reason reaches the API,
+/// the database and info logs, and key IDs stay out of all three.
+std::string without_key_ids(std::string text, const std::vector<std::string>& ids) {
+  for (const auto& id : ids) {
+    if (id.empty()) continue;
+    for (auto pos = text.find(id); pos != std::string::npos; pos = text.find(id, pos)) {
+      text.replace(pos, id.size(), "<key ID>");
+    }
+  }
+  return text;
+}
+
 std::vector<RelayHop> hops_of(const Route& route, std::int64_t number_of_keys) {
   std::vector<RelayHop> hops;
   for (std::size_t i = 0; i + 1 < route.kms.size(); ++i) {
@@ -169,8 +181,11 @@ RelayTable::RelayTable(ReservationLedger& ledger, Random& random, RelayConfig co
   if (config_.admission_timeout <= Millis{0} || config_.relaying_timeout <= Millis{0}) {
     throw InvalidArgument("relays: timeouts must be positive");
   }
-  if (config_.max_attempts < 1 || config_.max_finished < 1 || config_.max_number_of_keys < 1) {
-    throw InvalidArgument("relays: max_attempts, max_finished and max_number_of_keys must be >= 1");
+  if (config_.max_attempts < 1 || config_.max_finished < 1 || config_.max_number_of_keys < 1 ||
+      config_.max_number_of_keys > limits::kMaxKeysPerRelay) {
+    throw InvalidArgument(
+        "relays: max_attempts and max_finished must be >= 1, max_number_of_keys in [1, " +
+        std::to_string(limits::kMaxKeysPerRelay) + "]");
   }
   if (ledger.config().allocation_lease < config_.admission_timeout + config_.relaying_timeout) {
     throw InvalidArgument(
@@ -320,7 +335,8 @@ RelayOutput RelayTable::on_reserved(const std::string& relay_id, std::size_t hop
     return out;
   }
   if (auto p = ledger_->reserve_problem(hop_ref(*r, h), key_ids)) {
-    hop_failed(*r, hop, "reservation", "bad_request", "unusable key IDs: " + *p, now, out);
+    hop_failed(*r, hop, "reservation", "bad_request",
+               "unusable key IDs: " + without_key_ids(*p, key_ids), now, out);
     return out;
   }
   persist_batch(ledger_->reserve(hop_ref(*r, h), key_ids, now), out);
@@ -392,7 +408,7 @@ RelayOutput RelayTable::on_allocated(const std::string& relay_id, std::size_t ho
     const LiveKey* k = ledger_->find_live(id);
     if (k == nullptr || !(k->hop == ref) || k->state != LedgerState::kReserved) {
       hop_failed(*r, hop, "allocation", "reservation_expired",
-                 "key ID " + id + " is no longer reserved", now, out);
+                 "a key ID of the hop is no longer reserved", now, out);
       return out;
     }
   }

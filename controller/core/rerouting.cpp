@@ -562,7 +562,7 @@ RelayInstruction ReroutingEngine::make_instruction(RerouteMode mode, const Route
   ins.destination_kma_id = route.kms.back();
   ins.transit_kma_ids.assign(route.kms.begin() + 1, route.kms.end() - 1);
   ins.links = route.links;
-  ins.number_of_keys = keys;
+  ins.number_of_keys = keys;  // the plan; the 0x41E5 carries at most kMaxKeysPerInstruction
   ins.key_size_bits = key_size_bits;
   ins.interval_s = interval_s;
   return ins;
@@ -1035,7 +1035,10 @@ void ReroutingEngine::check_schedule_record(const ScheduleRecord& rec,
   if (rec.not_after <= rec.not_before) {
     throw InvalidArgument("schedule: not_after must be later than not_before");
   }
-  if (rec.number_of_keys < 1) throw InvalidArgument("schedule: number_of_keys must be >= 1");
+  if (rec.number_of_keys < 1 || rec.number_of_keys > limits::kMaxKeysPerInstruction) {
+    throw InvalidArgument("schedule: number_of_keys must be in [1, " +
+                          std::to_string(limits::kMaxKeysPerInstruction) + "]");
+  }
   if (rec.key_size_bits < 1) throw InvalidArgument("schedule: key_size_bits must be >= 1");
   if (!against_topology) return;
   for (const auto* km : {&rec.src_km, &rec.dst_km}) {

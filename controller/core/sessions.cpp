@@ -87,7 +87,8 @@ Session session_from_record(const SessionRecord& r) {
 SessionTable::SessionTable(const Network& network, Random& random, SessionConfig config)
     : network_(&network), random_(&random), config_(config) {
   if (config_.default_number_of_keys < 1 ||
-      config_.max_number_of_keys < config_.default_number_of_keys) {
+      config_.max_number_of_keys < config_.default_number_of_keys ||
+      config_.max_number_of_keys > limits::kMaxKeysPerSession) {
     throw InvalidArgument("sessions: need 1 <= default_number_of_keys <= max_number_of_keys");
   }
   if (config_.pending_timeout <= Millis{0} || config_.idle_ttl <= Millis{0} ||

@@ -282,10 +282,61 @@ std::variant<Route, Error> match(std::string_view path) {
   return r;
 }
 
+namespace {
+
+/// `text` as valid UTF-8: each byte that does not start a well-formed sequence (RFC 3629: no
+/// overlong forms, no surrogates, at most U+10FFFF) becomes U+FFFD. Error texts quote what the
+/// client sent (a decoded query parameter may hold any byte), and Boost.JSON serializes strings
+/// as they are: without this an error body could be invalid JSON (found by fuzz_etsi).
+std::string valid_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned c = p[i];
+    std::size_t len = 0;
+    unsigned lo = 0x80;
+    unsigned hi = 0xBF;
+    if (c < 0x80) {
+      len = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    }
+    bool ok = len > 0 && i + len <= n;
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      const unsigned b = p[i + k];
+      ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
+    }
+    if (ok) {
+      out.append(text.substr(i, len));
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string error_json(const Error& e) {
   json::array d;
-  for (const auto& [name, text] : e.details) d.push_back(json::object{{name, text}});
-  return json::serialize(json::object{{"message", e.message}, {"details", std::move(d)}});
+  for (const auto& [name, text] : e.details) {
+    d.push_back(json::object{{valid_utf8(name), valid_utf8(text)}});
+  }
+  return json::serialize(
+      json::object{{"message", valid_utf8(e.message)}, {"details", std::move(d)}});
 }
 
 }  // namespace qkdn::agent::etsi

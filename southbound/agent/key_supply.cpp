@@ -4,6 +4,7 @@
 // Everything here runs on the KM's strand. Key bytes never reach a log or the controller.
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -12,7 +13,9 @@
 #include <boost/json.hpp>
 
 #include "km_host.hpp"
+#include "kma_messages.hpp"
 #include "log.hpp"
+#include "qkdn/controller/key_limits.hpp"
 
 namespace qkdn::agent {
 
@@ -26,16 +29,9 @@ namespace {
 constexpr auto kReservationLease = 10s;
 /// A source KM answers "NG: timeout" when the route has not answered within this time.
 constexpr auto kRelayTimeout = 10s;
-/// Most keys one reservation or relay may involve (one relay frame stays far below kMaxPayload).
-constexpr std::int64_t kMaxKeysPerRelay = 1024;
+/// Most keys one reservation or relay may involve: the definition the controller uses too.
+constexpr std::int64_t kMaxKeysPerRelay = limits::kMaxKeysPerRelay;
 constexpr std::string_view kMacLabel = "qkdn-relay-mac-v1";
-
-std::optional<json::object> parse_obj(std::string_view text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  return std::move(v.as_object());
-}
 
 std::string str_of(const json::object& o, std::string_view key) {
   const auto* v = o.if_contains(key);
@@ -85,23 +81,6 @@ std::string to_hex(const std::uint8_t* data, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     out.push_back(kHex[data[i] >> 4]);
     out.push_back(kHex[data[i] & 0x0F]);
-  }
-  return out;
-}
-
-std::optional<std::vector<std::uint8_t>> from_hex(std::string_view s) {
-  if (s.size() % 2 != 0) return std::nullopt;
-  auto nib = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::vector<std::uint8_t> out(s.size() / 2);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const int hi = nib(s[2 * i]);
-    const int lo = nib(s[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
   }
   return out;
 }
@@ -201,10 +180,15 @@ void KmHost::on_key_supply(const std::shared_ptr<southbound::CkChannel>& channel
   } else if (auto* k = std::get_if<ck::KeyRelayRequest>(&message)) {
     on_relay_request(channel, *k, message_id);
   } else if (auto* n = std::get_if<ck::SessionCreationNotification>(&message)) {
-    sessions_by_id_[n->session_id] = *n;
+    // Nothing is kept per session here (the SAE request that needs it holds its session_id);
+    // the count is checked against the bound the controller applies to 0x1406.
     ck::SessionCreationNotificationResponse resp;
     resp.session_id = n->session_id;
-    resp.response = "OK";
+    const std::int64_t keys = n->number_of_keys.value_or(1);
+    resp.response = keys >= 1 && keys <= limits::kMaxKeysPerSession
+                        ? "OK"
+                        : "NG: bad_request: number_of_keys must be 1.." +
+                              std::to_string(limits::kMaxKeysPerSession);
     channel->send(ck::Message{std::move(resp)}, message_id);
   } else if (auto* i = std::get_if<ck::RelayInstruction>(&message)) {
     on_relay_instruction(channel, *i, message_id);
@@ -264,8 +248,12 @@ void KmHost::on_allocation(const std::shared_ptr<southbound::CkChannel>& channel
   const std::string peer = r.next_kma_id.value_or(r.destination_kma_id);
   LinkEnd* link = hop_link(peer, r.link_id);
   if (link == nullptr) return ng(ck::errc::kUnknownKma, "no link from " + km_id_ + " to " + peer);
+  if (r.key_ids.empty() || std::cmp_greater(r.key_ids.size(), kMaxKeysPerRelay)) {
+    return ng(ck::errc::kBadRequest,
+              "key_ids must name 1.." + std::to_string(kMaxKeysPerRelay) + " keys");
+  }
   auto ids = parse_ids(r.key_ids);
-  if (!ids || ids->empty() || !link->store.allocate(*ids)) {
+  if (!ids || !link->store.allocate(*ids)) {
     return ng(ck::errc::kUnknownKey, "key IDs not reserved here on " + link->link_id);
   }
   resp.link_id = link->link_id;
@@ -385,104 +373,89 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
 
 void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
                             const std::string& payload) {
-  auto meta = parse_obj(payload);
-  const std::string rid = meta ? str_of(*meta, "key_relay_request_id") : std::string{};
+  const std::string rid = kma::request_id_of(payload, "key_relay_request_id");
   auto answer = [&](const std::string& response) {
     session->send(relay_ack_frame(rid, response));
     if (response != "OK") {
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": relay " + rid + ": " + response);
     }
   };
-  if (!meta || rid.empty()) return answer("NG: bad_request: malformed relay frame");
+  std::optional<kma::Relay> parsed;
+  try {
+    parsed = kma::parse_relay(payload);
+  } catch (const kma::BadMessage& e) {
+    return answer(std::string("NG: bad_request: malformed relay frame: ") + e.what());
+  }
+  kma::Relay& relay = *parsed;
   if (delivered_.contains(rid) || forwarded_relays_.contains(rid)) {
     return answer("NG: bad_request: duplicate key_relay_request_id");
   }
   const std::string from = link.peer_km;
-  if (str_of(*meta, "from") != from || str_of(*meta, "to") != km_id_) {
+  if (relay.from != from || relay.to != km_id_) {
     return answer("NG: bad_request: relay hop mismatch");
   }
-  const std::string destination = str_of(*meta, "destination_kma_id");
-  // Find the inbound hop (from -> here) and, at a transit KM, the outbound hop (here -> next).
-  const ck::HopKeys* in_hop = nullptr;
-  std::optional<ck::HopKeys> in_copy;
-  std::optional<ck::HopKeys> out_hop;
-  if (const auto* hv = meta->if_contains("hop_keys"); hv != nullptr && hv->is_array()) {
-    for (const auto& e : hv->as_array()) {
-      if (!e.is_object()) continue;
-      const auto& o = e.as_object();
-      ck::HopKeys h{str_of(o, "kma_id"), str_of(o, "next_kma_id"), str_of(o, "link_id"),
-                    strings_of(o, "key_ids")};
-      if (h.kma_id == from && h.next_kma_id == km_id_)
-        in_copy = std::move(h);
-      else if (h.kma_id == km_id_)
-        out_hop = std::move(h);
-    }
+  const std::string& destination = relay.destination_kma_id;
+  // The inbound hop (from -> here) and, at a transit KM, the outbound hop (here -> next).
+  const kma::HopRef* in_hop = nullptr;
+  const kma::HopRef* out_hop = nullptr;
+  for (const auto& h : relay.hop_keys) {
+    if (h.kma_id == from && h.next_kma_id == km_id_)
+      in_hop = &h;
+    else if (h.kma_id == km_id_)
+      out_hop = &h;
   }
-  if (in_copy) in_hop = &*in_copy;
   if (in_hop == nullptr) return answer("NG: bad_request: no hop keys for " + from + "->" + km_id_);
   if (!in_hop->link_id.empty() && in_hop->link_id != link.link_id) {
     return answer("NG: bad_request: hop link mismatch");
   }
-  auto in_ids = parse_ids(in_hop->key_ids);
-  if (!in_ids || in_ids->empty()) return answer("NG: unknown_key: malformed hop key ID");
-  auto ct = from_hex(str_of(*meta, "ciphertext"));
-  auto tag = from_hex(str_of(*meta, "tag"));
-  if (!ct || !tag || tag->size() != 32 || ct->size() != in_ids->size() * kKeyBytes) {
-    return answer("NG: bad_request: ciphertext size");
-  }
-  auto in_keys = link.store.take(*in_ids, false);  // consumed (wiped) here whatever follows
+  auto& ct = relay.ciphertext;  // parse_relay: exactly key_ids.size() * kKeyBytes
+  auto in_keys = link.store.take(in_hop->key_ids, false);  // consumed (wiped) whatever follows
   if (!in_keys) return answer("NG: unknown_key: hop keys not held at " + km_id_);
   link.keys_consumed += static_cast<std::int64_t>(in_keys->size());
   auto pad = pad_of(*in_keys);
-  const auto expect = hop_tag(pad, relay_aad(*meta, from, km_id_), *ct);
-  if (CRYPTO_memcmp(expect.data(), tag->data(), 32) != 0) {
+  const auto expect = hop_tag(pad, relay_aad(relay.meta, from, km_id_), ct);
+  if (CRYPTO_memcmp(expect.data(), relay.tag.data(), 32) != 0) {
     wipe(pad);
     return answer("NG: integrity: relay tag mismatch");
   }
-  auto plain = std::move(*ct);
+  auto plain = std::move(ct);
   xor_into(plain, pad);
   wipe(pad);
   if (destination == km_id_) {
-    auto ids = parse_ids(strings_of(*meta, "key_ids"));
-    if (!ids || ids->size() * kKeyBytes != plain.size()) {
-      wipe(plain);
-      return answer("NG: bad_request: end-to-end key IDs");
-    }
+    const auto& ids = relay.key_ids;
     Delivered d;
-    d.peer_km = str_of(*meta, "source_kma_id");
-    d.keys.resize(ids->size());
-    for (std::size_t i = 0; i < ids->size(); ++i) {
-      d.keys[i].id = (*ids)[i];
+    d.peer_km = relay.source_kma_id;
+    d.keys.resize(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      d.keys[i].id = ids[i];
       d.keys[i].created = std::chrono::system_clock::now();
       d.keys[i].state = KeyState::kAllocated;
       std::memcpy(d.keys[i].bytes.data(), plain.data() + i * kKeyBytes, kKeyBytes);
     }
     wipe(plain);
-    if (meta->contains("preposition")) {  // a relay instruction: the pool from the source
-      auto& pool = prepositioned_[{str_of(*meta, "source_kma_id"), km_id_}];
+    if (relay.preposition) {  // a relay instruction: the pool from the source
+      auto& pool = prepositioned_[{relay.source_kma_id, km_id_}];
       if (pool.units.size() + d.keys.size() > prepositioned_cap()) {
         return answer("NG: insufficient_keys: pre-positioned pool full at " + km_id_);
       }
       const auto expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
       for (auto& k : d.keys) pool.units.push_back(PoolUnit{k, expires});
-      pool.route = strings_of(*meta, "route");
+      pool.route = relay.route;
       log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " pre-positioned " +
                                     std::to_string(d.keys.size()) + " keys from " +
-                                    str_of(*meta, "source_kma_id"));
+                                    relay.source_kma_id);
       return answer("OK");
     }
-    if (meta->contains("slave_sae")) {  // an SAE request: filed for the slave SAE
-      file_supplied(d.keys, int_of(*meta, "sae_key_bits"), str_of(*meta, "master_sae"),
-                    str_of(*meta, "slave_sae"));
+    if (relay.sae) {  // an SAE request: filed for the slave SAE
+      file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae, relay.sae->slave_sae);
       log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
-                                    str_of(*meta, "source_kma_id") + " for SAE " +
-                                    str_of(*meta, "slave_sae"));
+                                    relay.source_kma_id + " for SAE " + relay.sae->slave_sae);
       return answer("OK");
     }
     d.expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
     delivered_[rid] = std::move(d);
-    log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
-                                  str_of(*meta, "source_kma_id"));
+    log_line(LogLevel::kInfo,
+             "KM " + km_id_ + ": relay " + rid + " delivered from " + relay.source_kma_id);
     return answer("OK");
   }
   // Transit: re-encrypt with the outbound hop keys allocated here.
@@ -491,32 +464,39 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
     return answer("NG: bad_request: no outbound hop at " + km_id_);
   }
   LinkEnd* out = hop_link(out_hop->next_kma_id, std::optional<std::string>(out_hop->link_id));
-  auto out_ids = parse_ids(out_hop->key_ids);
   if (out == nullptr || !out->session || !out->synced) {
     wipe(plain);
     return answer("NG: peer_unreachable: " + km_id_ + "->" + out_hop->next_kma_id);
   }
-  std::optional<std::vector<KeyBlock>> out_keys;
-  if (out_ids && out_ids->size() == in_ids->size()) out_keys = out->store.take(*out_ids, true);
+  auto out_keys = out->store.take(out_hop->key_ids, true);  // same count: parse_relay
   if (!out_keys) {
     wipe(plain);
     return answer("NG: unknown_key: hop keys not allocated at " + km_id_);
   }
   out->keys_consumed += static_cast<std::int64_t>(out_keys->size());
-  meta->erase("ciphertext");
-  meta->erase("tag");
-  std::string frame = relay_frame(std::move(*meta), km_id_, out_hop->next_kma_id, std::move(plain),
-                                  pad_of(*out_keys));
+  relay.meta.erase("ciphertext");
+  relay.meta.erase("tag");
+  std::string frame = relay_frame(std::move(relay.meta), km_id_, out_hop->next_kma_id,
+                                  std::move(plain), pad_of(*out_keys));
   out->session->send(std::move(frame));
   forwarded_relays_[rid] = {link.link_id, std::chrono::steady_clock::now() + 2 * kRelayTimeout};
 }
 
 void KmHost::on_relay_ack(const std::string& payload) {
-  auto msg = parse_obj(payload);
-  if (!msg) return;
-  const std::string rid = str_of(*msg, "key_relay_request_id");
-  std::string response = str_of(*msg, "response");
-  if (response.empty()) response = "NG: bad_request: empty relay response";
+  kma::Ack ack;
+  try {
+    ack = kma::parse_ack(payload, "key_relay_request_id");
+  } catch (const kma::BadMessage& e) {
+    // Addressed if it names a request: that relay fails rather than waiting for its timeout.
+    ack.id = kma::request_id_of(payload, "key_relay_request_id");
+    if (ack.id.empty()) {
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": malformed relay answer: " + e.what());
+      return;
+    }
+    ack.response = std::string("NG: bad_request: malformed relay answer: ") + e.what();
+  }
+  const std::string& rid = ack.id;
+  const std::string& response = ack.response;
   if (auto f = forwarded_relays_.find(rid); f != forwarded_relays_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
@@ -578,14 +558,21 @@ std::optional<double> seconds_of(const json::value& v) {
   return d;
 }
 
-/// Associated data of a Claim: everything the destination acts on.
-std::string claim_aad(const json::object& c) {
-  std::string aad = "claim\n" + str_of(c, "claim_id") + "\n" + str_of(c, "source_kma_id") + "\n" +
-                    str_of(c, "destination_kma_id") + "\n" + str_of(c, "master_sae") + "\n" +
-                    str_of(c, "slave_sae") + "\n" + str_of(c, "session_id") + "\n" +
-                    std::to_string(int_of(c, "key_bits"));
-  for (const auto& id : strings_of(c, "key_ids")) aad += "\n" + id;
+/// Associated data of a Claim: everything the destination acts on. The sender builds it from
+/// what it sends, the destination from what parse_claim read (the same values).
+std::string claim_aad(const std::string& claim_id, const std::string& source,
+                      const std::string& destination, const std::string& master_sae,
+                      const std::string& slave_sae, const std::string& session_id,
+                      std::int64_t key_bits, const std::vector<KeyId>& ids) {
+  std::string aad = "claim\n" + claim_id + "\n" + source + "\n" + destination + "\n" + master_sae +
+                    "\n" + slave_sae + "\n" + session_id + "\n" + std::to_string(key_bits);
+  for (const auto& id : ids) aad += "\n" + key_id_to_string(id);
   return aad;
+}
+
+std::string claim_aad(const kma::Claim& c) {
+  return claim_aad(c.claim_id, c.source_kma_id, c.destination_kma_id, c.sae.master_sae,
+                   c.sae.slave_sae, c.sae.session_id, c.sae.key_bits, c.key_ids);
 }
 
 std::string claim_ack_frame(const std::string& claim_id, const std::string& response) {
@@ -649,7 +636,13 @@ void KmHost::on_relay_instruction(const std::shared_ptr<southbound::CkChannel>& 
     return answer("NG: unknown_kma: destination " + r.destination_kma_id);
   }
   const std::int64_t key_bits = r.key_size.value_or(kKeyBits);
-  if (r.number_of_keys < 1 || key_bits < 1) return answer("NG: bad_request: number_of_keys");
+  if (r.number_of_keys < 1 || r.number_of_keys > limits::kMaxKeysPerInstruction) {
+    return answer("NG: bad_request: number_of_keys must be 1.." +
+                  std::to_string(limits::kMaxKeysPerInstruction));
+  }
+  if (key_bits < 1 || key_bits > limits::kMaxSaeKeyBits) {
+    return answer("NG: bad_request: key_size must be 1.." + std::to_string(limits::kMaxSaeKeyBits));
+  }
   Instruction ins;
   try {
     if (r.not_before) ins.not_before = parse_rfc3339(*r.not_before);
@@ -659,7 +652,7 @@ void KmHost::on_relay_instruction(const std::shared_ptr<southbound::CkChannel>& 
   }
   ins.destination = r.destination_kma_id;
   ins.per_key = (key_bits + kKeyBits - 1) / kKeyBits;
-  ins.units = std::min<std::int64_t>(r.number_of_keys, kMaxKeysPerRelay) * ins.per_key;
+  ins.units = r.number_of_keys * ins.per_key;
   ins.interval_s = interval_s;
   ins.message_id = message_id;
   ins.next_due = std::chrono::steady_clock::now();
@@ -774,7 +767,11 @@ bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
   LinkEnd* out = hop_link(pool.route[1], std::nullopt);
   if (out == nullptr || !out->up()) return false;
   json::array ids;
-  for (const auto& u : units) ids.emplace_back(key_id_to_string(u.id));
+  std::vector<KeyId> unit_ids;
+  for (const auto& u : units) {
+    ids.emplace_back(key_id_to_string(u.id));
+    unit_ids.push_back(u.id);
+  }
   json::object c{{"claim_id", claim_id},
                  {"source_kma_id", km_id_},
                  {"destination_kma_id", pool.route.back()},
@@ -785,7 +782,10 @@ bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
                  {"key_bits", key_bits},
                  {"key_ids", std::move(ids)}};
   auto pad = pad_of(units);
-  const auto tag = hop_tag(pad, claim_aad(c), {});
+  const auto tag = hop_tag(pad,
+                           claim_aad(claim_id, km_id_, pool.route.back(), master_sae, slave_sae,
+                                     session_id, key_bits, unit_ids),
+                           {});
   wipe(pad);
   c["tag"] = to_hex(tag.data(), tag.size());
   out->session->send(kma::encode_frame(kma::Type::kClaim, json::serialize(c)));
@@ -794,19 +794,22 @@ bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
 
 void KmHost::on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
                             const std::string& payload) {
-  auto c = parse_obj(payload);
-  const std::string id = c ? str_of(*c, "claim_id") : std::string{};
+  const std::string id = kma::request_id_of(payload, "claim_id");
   auto answer = [&](const std::string& response) {
     session->send(claim_ack_frame(id, response));
     if (response != "OK")
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": claim " + id + ": " + response);
   };
-  if (!c || id.empty()) return answer("NG: bad_request: malformed claim");
-  const auto route = strings_of(*c, "route");
+  std::optional<kma::Claim> parsed;
+  try {
+    parsed = kma::parse_claim(payload);
+  } catch (const kma::BadMessage& e) {
+    return answer(std::string("NG: bad_request: malformed claim: ") + e.what());
+  }
+  const kma::Claim& c = *parsed;
+  const auto& route = c.route;
   const auto at = std::find(route.begin(), route.end(), km_id_);
-  if (at == route.end() || at == route.begin() || *(at - 1) != link.peer_km ||
-      route.front() != str_of(*c, "source_kma_id") ||
-      route.back() != str_of(*c, "destination_kma_id")) {
+  if (at == route.end() || at == route.begin() || *(at - 1) != link.peer_km) {
     return answer("NG: bad_request: claim route");
   }
   if (forwarded_claims_.contains(id)) return answer("NG: bad_request: duplicate claim_id");
@@ -820,48 +823,44 @@ void KmHost::on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
     return;
   }
   // Destination: the units must all be in the pool from the source, and the tag must match.
-  const std::int64_t key_bits = int_of(*c, "key_bits");
-  const auto ids = parse_ids(strings_of(*c, "key_ids"));
-  const std::string slave = str_of(*c, "slave_sae");
-  if (!ids || ids->empty() || key_bits < 8 || slave.empty() ||
-      static_cast<std::int64_t>(ids->size()) % ((key_bits + kKeyBits - 1) / kKeyBits) != 0) {
-    return answer("NG: bad_request: claim metadata");
-  }
   auto& pool = prepositioned_[{route.front(), km_id_}];
   std::vector<std::size_t> where;
-  for (const auto& kid : *ids) {
+  for (const auto& kid : c.key_ids) {  // parse_claim: no ID twice
     auto u = std::find_if(pool.units.begin(), pool.units.end(),
                           [&](const PoolUnit& p) { return p.key.id == kid; });
-    if (u == pool.units.end() ||
-        std::find(where.begin(), where.end(), static_cast<std::size_t>(u - pool.units.begin())) !=
-            where.end()) {
-      return answer("NG: unknown_key: not pre-positioned at " + km_id_);
-    }
+    if (u == pool.units.end()) return answer("NG: unknown_key: not pre-positioned at " + km_id_);
     where.push_back(static_cast<std::size_t>(u - pool.units.begin()));
   }
   std::vector<KeyBlock> units;
   units.reserve(where.size());
   for (auto i : where) units.push_back(pool.units[i].key);
   auto pad = pad_of(units);
-  const auto expect = hop_tag(pad, claim_aad(*c), {});
+  const auto expect = hop_tag(pad, claim_aad(c), {});
   wipe(pad);
-  auto tag = from_hex(str_of(*c, "tag"));
-  if (!tag || tag->size() != 32 || CRYPTO_memcmp(expect.data(), tag->data(), 32) != 0) {
+  if (CRYPTO_memcmp(expect.data(), c.tag.data(), 32) != 0) {
     return answer("NG: integrity: claim tag mismatch");
   }
   std::erase_if(pool.units, [&](const PoolUnit& p) {
-    return std::find(ids->begin(), ids->end(), p.key.id) != ids->end();
+    return std::find(c.key_ids.begin(), c.key_ids.end(), p.key.id) != c.key_ids.end();
   });
-  file_supplied(units, key_bits, str_of(*c, "master_sae"), slave);
+  file_supplied(units, c.sae.key_bits, c.sae.master_sae, c.sae.slave_sae);
   answer("OK");
 }
 
 void KmHost::on_claim_ack(const std::string& payload) {
-  auto msg = parse_obj(payload);
-  if (!msg) return;
-  const std::string id = str_of(*msg, "claim_id");
-  std::string response = str_of(*msg, "response");
-  if (response.empty()) response = "NG: empty claim answer";
+  kma::Ack ack;
+  try {
+    ack = kma::parse_ack(payload, "claim_id");
+  } catch (const kma::BadMessage& e) {
+    ack.id = kma::request_id_of(payload, "claim_id");
+    if (ack.id.empty()) {
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": malformed claim answer: " + e.what());
+      return;
+    }
+    ack.response = std::string("NG: bad_request: malformed claim answer: ") + e.what();
+  }
+  const std::string& id = ack.id;
+  const std::string& response = ack.response;
   if (auto f = forwarded_claims_.find(id); f != forwarded_claims_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {

@@ -20,6 +20,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 
+#include "kma_messages.hpp"
 #include "log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
@@ -70,18 +71,6 @@ std::optional<json::object> parse_object(std::string_view text) {
   json::value v = json::parse(text, ec);
   if (ec || !v.is_object()) return std::nullopt;
   return std::move(v.as_object());
-}
-
-std::string get_string(const json::object& o, std::string_view key) {
-  const auto* v = o.if_contains(key);
-  if (v == nullptr || !v->is_string()) return {};
-  return std::string(v->as_string());
-}
-
-std::optional<double> get_number(const json::object& o, std::string_view key) {
-  const auto* v = o.if_contains(key);
-  if (v == nullptr || !v->is_number()) return std::nullopt;
-  return v->to_number<double>();
 }
 
 std::string describe(std::exception_ptr e) {
@@ -701,15 +690,22 @@ net::awaitable<void> KmHost::inbound(std::shared_ptr<KmaSession> session,
   try {
     co_await session->handshake();
     auto [type, payload] = co_await session->read_frame(kFrameTimeout);
-    auto hello = parse_object(payload);
     std::string problem;
     LinkEnd* link = nullptr;
-    if (type != kma::Type::kHello || !hello) {
-      problem = "expected hello";
+    std::optional<kma::Hello> hello;
+    if (type == kma::Type::kHello) {
+      try {
+        hello = kma::parse_hello(payload);
+      } catch (const kma::BadMessage& e) {
+        problem = std::string("malformed hello: ") + e.what();
+      }
     } else {
-      const std::string from = get_string(*hello, "from_km");
-      const std::string to = get_string(*hello, "to_km");
-      auto it = link_by_id_.find(get_string(*hello, "link_id"));
+      problem = "expected hello";
+    }
+    if (hello) {
+      const std::string& from = hello->from_km;
+      const std::string& to = hello->to_km;
+      auto it = link_by_id_.find(hello->link_id);
       if (to != km_id_) {
         problem = "wrong KM";
       } else if (it == link_by_id_.end() || it->second->peer_km != from) {
@@ -819,8 +815,15 @@ net::awaitable<bool> KmHost::dial(LinkEnd* link, std::string endpoint) {
                    {{"from_km", km_id_}, {"to_km", link->peer_km}, {"link_id", link->link_id}}));
     auto [type, payload] = co_await session->read_frame(kFrameTimeout);
     if (type != kma::Type::kHelloOk) {
-      auto err = parse_object(payload);
-      throw Unavailable("peer refused: " + (err ? get_string(*err, "message") : std::string{}));
+      std::string why = "unexpected answer to hello";
+      if (type == kma::Type::kError) {
+        try {
+          why = kma::parse_error(payload).message;
+        } catch (const kma::BadMessage& e) {
+          why = std::string("malformed error: ") + e.what();
+        }
+      }
+      throw Unavailable("peer refused: " + why);
     }
     attached = attach(link, session);
     if (attached) begin_sync(*link);
@@ -913,23 +916,23 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
   };
   switch (type) {
     case kma::Type::kSync: {
-      auto msg = parse_object(payload);
-      if (link->primary || !msg) return fail("unexpected sync");
-      const std::string last = get_string(*msg, "last_key_id");
+      if (link->primary) return fail("unexpected sync");
+      kma::Sync msg;
+      try {
+        msg = kma::parse_sync(payload);
+      } catch (const kma::BadMessage& e) {
+        return fail(std::string("malformed sync: ") + e.what());
+      }
       bool in_sync = true;
       const auto before = static_cast<std::int64_t>(link->store.size());
-      if (last.empty()) {
+      if (!msg.last_key_id) {
         link->store.clear();
-      } else {
-        auto id = parse_key_id(last);
-        if (!id || !link->store.trim_after(*id)) {
-          link->store.clear();
-          in_sync = false;
-        }
+      } else if (!link->store.trim_after(*msg.last_key_id)) {
+        link->store.clear();
+        in_sync = false;
       }
       link->keys_discarded += before - static_cast<std::int64_t>(link->store.size());
-      link->peer_capacity_bits =
-          static_cast<std::int64_t>(get_number(*msg, "capacity_bits").value_or(0));
+      link->peer_capacity_bits = msg.capacity_bits;
       link->synced = true;
       session->send(
           json_frame(kma::Type::kSyncOk,
@@ -937,15 +940,18 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       return;
     }
     case kma::Type::kSyncOk: {
-      auto msg = parse_object(payload);
-      if (!link->primary || !msg) return fail("unexpected sync_ok");
-      const auto* in_sync = msg->if_contains("in_sync");
-      if (in_sync == nullptr || !in_sync->is_bool() || !in_sync->as_bool()) {
+      if (!link->primary) return fail("unexpected sync_ok");
+      kma::SyncOk msg;
+      try {
+        msg = kma::parse_sync_ok(payload);
+      } catch (const kma::BadMessage& e) {
+        return fail(std::string("malformed sync_ok: ") + e.what());
+      }
+      if (!msg.in_sync) {
         link->keys_discarded += static_cast<std::int64_t>(link->store.size());
         link->store.clear();
       }
-      link->peer_capacity_bits =
-          static_cast<std::int64_t>(get_number(*msg, "capacity_bits").value_or(0));
+      link->peer_capacity_bits = msg.capacity_bits;
       link->synced = true;
       link->last_generation = std::chrono::steady_clock::now();
       link->credit_bits = 0;
@@ -973,14 +979,16 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       return;
     }
     case kma::Type::kControl: {
-      auto msg = parse_object(payload);
-      if (!msg) return fail("malformed control");
-      LinkControl c;
-      c.key_rate_bps = get_number(*msg, "key_rate_bps");
-      c.qber = get_number(*msg, "qber");
-      if (const auto* up = msg->if_contains("up"); up != nullptr && up->is_bool()) {
-        c.up = up->as_bool();
+      kma::Control msg;
+      try {
+        msg = kma::parse_control(payload);
+      } catch (const kma::BadMessage& e) {
+        return fail(std::string("malformed control: ") + e.what());
       }
+      LinkControl c;
+      c.key_rate_bps = msg.key_rate_bps;
+      c.qber = msg.qber;
+      c.up = msg.up;
       apply_control_local(*link, c);
       return;
     }
@@ -1008,8 +1016,11 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       on_claim_ack(payload);
       return;
     case kma::Type::kError: {
-      auto msg = parse_object(payload);
-      return fail("peer error: " + (msg ? get_string(*msg, "message") : std::string{}));
+      try {
+        return fail("peer error: " + kma::parse_error(payload).message);
+      } catch (const kma::BadMessage& e) {
+        return fail(std::string("malformed peer error: ") + e.what());
+      }
     }
     default:
       return fail("unknown KMA frame type");

@@ -236,7 +236,6 @@ class KmHost {
   /// request id -> (inbound link id, deadline): where a downstream RelayAck goes back to.
   std::map<std::string, std::pair<std::string, SteadyTime>> forwarded_relays_;
   std::map<std::string, Delivered> delivered_;  ///< request id -> e2e keys
-  std::map<std::string, southbound::ck::SessionCreationNotification> sessions_by_id_;
 
   // SAE key supply (sae_supply.cpp).
   /// One request of an SAE waiting for the network (a relay or an adjacent supply).
@@ -251,11 +250,12 @@ class KmHost {
     std::vector<KeyBlock> units;  ///< the end-to-end units (wiped when freed)
     net::steady_timer timer;
   };
-  /// A key filed for an SAE at this KM, until dec_keys fetches it or it expires.
+  /// A key filed for an SAE at this KM, until dec_keys fetches it or it expires. Its bytes are
+  /// key memory: an entry overwritten in supplied_ frees (and so wipes) the old buffer.
   struct SuppliedKey {
     std::string master_sae;
     std::string slave_sae;
-    std::vector<std::uint8_t> bytes;
+    secure::Bytes bytes;
     SteadyTime expires{};
     SuppliedKey() = default;
     SuppliedKey(const SuppliedKey&) = delete;

@@ -14,6 +14,7 @@
 
 #include "qkdn/agent/agent.hpp"
 #include "qkdn/agent/options.hpp"
+#include "qkdn/agent/secure_memory.hpp"
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/net/listener.hpp"
@@ -78,6 +79,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   qkdn::base::configure_logging({cl.log_level, cl.log_format, "qkdn-agent"});
+  // This process holds key material: it never writes a core file and is not dumpable.
+  if (const auto problem = qkdn::agent::secure::disable_core_dumps(); !problem.empty()) {
+    qkdn::base::log(
+        qkdn::base::LogLevel::kWarn, "main",
+        "cannot turn core dumps off (" + problem + "); key material may reach a core file");
+  }
   // Each hosted KM needs a Ck socket, a listener and one socket per link end, and the ETSI and
   // KMA listeners cap their connections below the limit: raise the soft descriptor limit to the
   // hard one so that a 1,000-KM agent fits.

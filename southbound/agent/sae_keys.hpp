@@ -11,13 +11,16 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "qkdn/agent/secure_memory.hpp"
+
 namespace qkdn::agent {
 
 /// One key as ETSI GS QKD 014 hands it out: `key_ID` (UUID text) and the raw key bytes (the
-/// server base64-encodes them). The destructor wipes the bytes.
+/// server base64-encodes them). The bytes live in key memory (secure_memory.hpp): wiped on every
+/// free path, including a move-assignment over an existing key.
 struct SaeKey {
   std::string key_id;
-  std::vector<std::uint8_t> bytes;
+  secure::Bytes bytes;
 
   SaeKey() = default;
   SaeKey(const SaeKey&) = default;

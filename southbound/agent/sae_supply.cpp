@@ -11,7 +11,10 @@
 #include <boost/json.hpp>
 
 #include "km_host.hpp"
+#include "kma_messages.hpp"
 #include "log.hpp"
+#include "qkdn/controller/error.hpp"
+#include "qkdn/controller/key_limits.hpp"
 #include "sae_key_id.hpp"
 #include "sae_keys.hpp"
 
@@ -103,6 +106,11 @@ std::int64_t units_per_key(std::int64_t key_bits) { return (key_bits + kKeyBits 
 /// (sae_key_id.hpp). Both ends use this rule.
 std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t key_bits,
                                 const std::string& master_sae, const std::string& slave_sae) {
+  // Callers pass a size read and checked where it entered (ETSI request, kma_messages.cpp);
+  // a size outside the rule here is a broken invariant, not peer input.
+  if (!limits::valid_sae_key_bits(key_bits)) {
+    throw Internal("group_units: key size " + std::to_string(key_bits) + " bits");
+  }
   std::vector<SaeKey> out;
   const auto per = static_cast<std::size_t>(std::max<std::int64_t>(1, units_per_key(key_bits)));
   const auto bytes = static_cast<std::size_t>(key_bits / 8);
@@ -118,18 +126,6 @@ std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t
     out.push_back(std::move(k));
   }
   return out;
-}
-
-std::optional<json::object> parse_json_object(std::string_view text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  return std::move(v.as_object());
-}
-
-std::string string_of(const json::object& o, std::string_view key) {
-  const auto* v = o.if_contains(key);
-  return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string{};
 }
 
 std::string supply_ack(const std::string& id, const std::string& response) {
@@ -200,48 +196,38 @@ void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_
 
 void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
                              const std::string& payload) {
-  auto msg = parse_json_object(payload);
-  const std::string id = msg ? string_of(*msg, "supply_id") : std::string{};
+  const std::string id = kma::request_id_of(payload, "supply_id");
   auto answer = [&](const std::string& response) {
     session->send(supply_ack(id, response));
     if (response != "OK")
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": supply " + id + ": " + response);
   };
-  if (!msg || id.empty()) return answer("NG: bad_request: malformed supply frame");
-  std::vector<KeyId> ids;
-  if (const auto* v = msg->if_contains("key_ids"); v != nullptr && v->is_array()) {
-    for (const auto& e : v->as_array()) {
-      auto kid = e.is_string() ? parse_key_id(std::string(e.as_string())) : std::nullopt;
-      if (!kid) return answer("NG: bad_request: malformed key ID");
-      ids.push_back(*kid);
-    }
+  std::optional<kma::Supply> s;
+  try {
+    s = kma::parse_supply(payload);
+  } catch (const kma::BadMessage& e) {
+    return answer(std::string("NG: bad_request: malformed supply frame: ") + e.what());
   }
-  std::int64_t key_bits = 0;
-  if (const auto* v = msg->if_contains("key_bits"); v != nullptr && v->is_int64()) {
-    key_bits = v->as_int64();
-  }
-  const std::string master = string_of(*msg, "master_sae");
-  const std::string slave = string_of(*msg, "slave_sae");
-  if (ids.empty() || key_bits < 8 || slave.empty() ||
-      static_cast<std::int64_t>(ids.size()) % units_per_key(key_bits) != 0) {
-    return answer("NG: bad_request: supply metadata");
-  }
-  auto keys = link.store.take(ids, false);
+  auto keys = link.store.take(s->key_ids, false);
   if (!keys) return answer("NG: unknown_key: link keys not available at " + km_id_);
   link.keys_consumed += static_cast<std::int64_t>(keys->size());
-  file_supplied(*keys, key_bits, master, slave);
+  file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae);
   answer("OK");
 }
 
 void KmHost::on_supply_ack(const std::string& payload) {
-  auto msg = parse_json_object(payload);
-  if (!msg) return;
-  auto it = waits_by_relay_.find(string_of(*msg, "supply_id"));
+  kma::Ack ack;
+  try {
+    ack = kma::parse_ack(payload, "supply_id");
+  } catch (const kma::BadMessage& e) {
+    ack.id = kma::request_id_of(payload, "supply_id");
+    ack.response = std::string("NG: bad_request: malformed supply answer: ") + e.what();
+  }
+  auto it = waits_by_relay_.find(ack.id);
   if (it == waits_by_relay_.end()) return;
   auto w = it->second;
   waits_by_relay_.erase(it);
-  std::string response = string_of(*msg, "response");
-  complete_wait(w, response.empty() ? "NG: empty supply answer" : response, 503);
+  complete_wait(w, ack.response, 503);
 }
 
 net::awaitable<std::size_t> KmHost::supplied_key_count() { co_return supplied_.size(); }
@@ -334,8 +320,14 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
                                                std::int64_t number, std::int64_t size_bits) {
   const auto deadline = std::chrono::steady_clock::now() + core_.config().supply_timeout;
   if (stopping()) co_return fail(503, "KM shutting down");
-  if (number < 1 || size_bits < 8 || size_bits % 8 != 0) co_return fail(400, "bad number or size");
+  if (number < 1 || number > limits::kMaxKeysPerSupply || !limits::valid_sae_key_bits(size_bits)) {
+    co_return fail(400, "bad number or size");
+  }
   const std::int64_t units = number * units_per_key(size_bits);
+  if (units > limits::kMaxKeysPerSupply) {  // the bound a peer KM applies to Supply and Claim
+    co_return fail(400, "too many keys for one request",
+                   {"at most " + std::to_string(limits::kMaxKeysPerSupply) + " x 256 bits"});
+  }
   SaeResult error;
   auto op = sae_session(master_sae, slave_sae, false, error);
   auto session = co_await std::move(op);
@@ -429,7 +421,10 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   }
 
   // Elsewhere: a key relay through the controller (0x1403 -> 0x4104 -> KMA relay).
-  if (units > 1024) co_return fail(400, "too many keys for one relay", {"at most 1024 x 256 bits"});
+  if (units > limits::kMaxKeysPerRelay) {
+    co_return fail(400, "too many keys for one relay",
+                   {"at most " + std::to_string(limits::kMaxKeysPerRelay) + " x 256 bits"});
+  }
   auto channel = channel_;
   if (!channel || !registered_) co_return fail(503, "controller unreachable");
   ck::KeyRelayRequestNotification n;

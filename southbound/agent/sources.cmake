@@ -2,8 +2,10 @@
 # southbound/CMakeLists.txt, so paths are relative to southbound/.
 add_library(qkdn_agent STATIC
   agent/key_store.cpp
+  agent/secure_memory.cpp
   agent/log.cpp
   agent/kma_wire.cpp
+  agent/kma_messages.cpp
   agent/options.cpp
   agent/km_host.cpp
   agent/key_supply.cpp

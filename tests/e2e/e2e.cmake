@@ -59,3 +59,9 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
     set_tests_properties(e2e_fault_${_fault} PROPERTIES LABELS "e2e;fault" TIMEOUT 300)
   endforeach()
 endif()
+# Secret hygiene (issue 13): every key delivered over ETSI 014 is searched for in the logs at debug
+# level, /metrics, the API's readable state, every error body provoked and a pg_dump: zero hits.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_secret_hygiene test_secret_hygiene.py)
+  set_tests_properties(e2e_secret_hygiene PROPERTIES LABELS "e2e;security")
+endif()

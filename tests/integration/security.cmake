@@ -4,6 +4,7 @@
 add_executable(integration_security
   ${CMAKE_CURRENT_LIST_DIR}/security_tls_matrix_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/security_slow_peers_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/security_sae_claims_test.cpp
 )
 # kma_wire.hpp (the KMA frame format) lives beside the agent's sources.
 target_include_directories(integration_security PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)

@@ -36,14 +36,15 @@ inline controller::TopologyDoc matrix_topology() {
 }
 
 /// An agent hosting `km` with TLS on Ck and KMA (certificates in <pki>/km), run on 2 threads.
+/// `topology` is the agent's own copy (a rogue agent may believe what it likes).
 class RunningAgent {
  public:
   RunningAgent(const std::string& ca, const std::filesystem::path& pki_dir, std::string km,
                std::uint16_t ck_port, std::string controller_id = "ctl",
-               const Issued* etsi = nullptr)
+               const Issued* etsi = nullptr, controller::TopologyDoc topology = matrix_topology())
       : work_(io_.get_executor()) {
     agent::AgentConfig cfg;
-    cfg.topology = matrix_topology();
+    cfg.topology = std::move(topology);
     cfg.km_ids = {std::move(km)};
     cfg.controller_port = ck_port;
     cfg.controller_id = std::move(controller_id);

@@ -14,3 +14,22 @@ add_executable(unit_agent_etsi
 target_include_directories(unit_agent_etsi PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)
 target_link_libraries(unit_agent_etsi PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_agent_etsi TEST_PREFIX "unit_agent_etsi." PROPERTIES LABELS unit)
+
+# Key memory (secure_memory.cpp): the binary replaces the global operator delete with a scanner
+# that finds key bytes in freed blocks; core dumps off is checked in a forked child.
+add_executable(unit_agent_key_memory
+  ${CMAKE_CURRENT_LIST_DIR}/agent_key_memory_test.cpp
+)
+target_include_directories(unit_agent_key_memory PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)
+target_link_libraries(unit_agent_key_memory PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_agent_key_memory TEST_PREFIX "unit_agent_key_memory." PROPERTIES LABELS unit)
+
+# Strict reading of KMA-link messages (kma_messages.cpp): every field checked, missing is an
+# error, key quantities bounded by qkdn/controller/key_limits.hpp.
+add_executable(unit_agent_kma_messages
+  ${CMAKE_CURRENT_LIST_DIR}/agent_kma_messages_test.cpp
+)
+target_include_directories(unit_agent_kma_messages PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)
+target_link_libraries(unit_agent_kma_messages PRIVATE qkdn_agent Boost::json GTest::gtest_main
+                      qkdn_options)
+gtest_discover_tests(unit_agent_kma_messages TEST_PREFIX "unit_agent_kma_messages." PROPERTIES LABELS unit)

@@ -6,6 +6,8 @@
 
 #include <variant>
 
+#include <boost/json/parse.hpp>
+
 #include "etsi_request.hpp"
 #include "sae_key_id.hpp"
 
@@ -68,3 +70,33 @@ TEST(SaeKeyId, OtherPairsAndStrangers) {
 
 }  // namespace
 }  // namespace qkdn::agent
+
+namespace qkdn::agent::etsi {
+namespace {
+
+// Found by fuzz_etsi: an error that quotes what the client sent (here a decoded query parameter
+// name with a byte that is not UTF-8) was serialized as is, giving an invalid JSON body. Every
+// error body parses, with U+FFFD in place of the bad bytes.
+TEST(EtsiRequest, ErrorBodyIsValidJsonWhateverTheInput) {
+  auto q = parse_query("k%82y_ID=1&x%C3%28=2");
+  ASSERT_TRUE(q.has_value());
+  SaeLimits limits;
+  const auto r = dec_request_from_query(*q, limits);
+  ASSERT_TRUE(std::holds_alternative<Error>(r));
+  const std::string body = error_json(std::get<Error>(r));
+  boost::system::error_code ec;
+  const auto v = boost::json::parse(body, ec);
+  ASSERT_FALSE(ec) << body;
+  Error e;
+  e.message =
+      std::string("bad \xff\xfe byte, overlong \xc0\xaf, surrogate \xed\xa0\x80, ok \xc3\xa9");
+  e.details = {{"na\x80me", "te\xf5xt"}};
+  const auto v2 = boost::json::parse(error_json(e), ec);
+  ASSERT_FALSE(ec) << error_json(e);
+  EXPECT_EQ(v2.as_object().at("message").as_string(),
+            "bad \xEF\xBF\xBD\xEF\xBF\xBD byte, overlong \xEF\xBF\xBD\xEF\xBF\xBD, surrogate "
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD, ok \xc3\xa9");
+}
+
+}  // namespace
+}  // namespace qkdn::agent::etsi

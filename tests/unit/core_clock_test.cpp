@@ -107,6 +107,18 @@ TEST(Rfc3339, RoundTrip) {
   }
 }
 
+// Found by fuzz_kma: a date the nanosecond clock cannot hold (after 2262-04-11 or before
+// 1677-09-21) overflowed a signed 64-bit count (undefined behaviour) instead of being refused.
+// Any Ck timestamp or relay "created" reaches this parser.
+TEST(Rfc3339, OutOfRangeRefused) {
+  for (const char* t : {"9999-12-31T23:59:59Z", "2262-04-12T00:00:00Z", "2600-01-01T00:00:00Z",
+                        "1600-01-01T00:00:00Z", "0000-03-01T00:00:00Z"}) {
+    EXPECT_THROW(parse_rfc3339(t), InvalidArgument) << t;
+  }
+  EXPECT_EQ(format_rfc3339(parse_rfc3339("2262-04-10T23:59:59.5Z")), "2262-04-10T23:59:59.500Z");
+  EXPECT_NO_THROW(parse_rfc3339("1678-01-01T00:00:00+01:00"));
+}
+
 // Offsets, lower-case separators and fractions of any length are understood.
 TEST(Rfc3339, ParseVariants) {
   const SysTime base = parse_rfc3339("2026-11-22T10:00:00Z");

@@ -131,7 +131,7 @@ TEST_F(NetworkTest, RegisterRecordsKmAndUnknownLinks) {
   clock_.advance(seconds{5});
   std::vector<std::string> unknown;
   const auto events = net_.register_km(
-      reg("KM1", {{"L12", "KM2"}, {"LX", "KM2"}, {"L23", "KM3"}, {"L13", "KM2"}}, {"SAE-9"}),
+      reg("KM1", {{"L12", "KM2"}, {"LX", "KM2"}, {"L23", "KM3"}, {"L13", "KM2"}}, {"SAE-1"}),
       &unknown);
   EXPECT_EQ(describe(events), std::vector<std::string>{"km_connected:KM1"});
   EXPECT_EQ(unknown, (std::vector<std::string>{"LX", "L23", "L13"}));
@@ -141,8 +141,8 @@ TEST_F(NetworkTest, RegisterRecordsKmAndUnknownLinks) {
   EXPECT_EQ(km->software, "qkdn-agent/test");
   EXPECT_EQ(km->connected_at, clock_.now());
   EXPECT_EQ(km->last_seen, clock_.now());
-  EXPECT_EQ(km->attached, std::vector<std::string>{"SAE-9"});
-  EXPECT_EQ(net_.km_for_sae("SAE-9"), "KM1");
+  EXPECT_EQ(km->attached, std::vector<std::string>{"SAE-1"});
+  EXPECT_EQ(net_.km_for_sae("SAE-1"), "KM1");
   // Only one end is connected: the link is not up yet.
   EXPECT_EQ(oper("L12"), OperState::kDown);
   EXPECT_TRUE(net_.find_link("L12")->reported_up_a);
@@ -394,22 +394,49 @@ TEST_F(NetworkTest, SetAdmin) {
   EXPECT_THROW(parse_admin_state("off"), InvalidArgument);
 }
 
-// SAEs attach and detach; a detached declared SAE falls back to its declared KM.
+// A KM attaches and detaches the SAEs the topology declares at it; the mapping stays the
+// declaration throughout.
 TEST_F(NetworkTest, Applications) {
   connect_all();
-  net_.update_applications("KM2", {"SAE-new", "SAE-1"}, {});
-  EXPECT_EQ(net_.km_for_sae("SAE-new"), "KM2");
-  EXPECT_EQ(net_.km_for_sae("SAE-1"), "KM2");
-  EXPECT_EQ(net_.find_km("KM2")->attached, (std::vector<std::string>{"SAE-new", "SAE-1"}));
-  net_.update_applications("KM2", {}, {"SAE-new", "SAE-1"});
-  EXPECT_EQ(net_.km_for_sae("SAE-new"), std::nullopt);
+  EXPECT_TRUE(net_.update_applications("KM1", {"SAE-1"}, {}).empty());
   EXPECT_EQ(net_.km_for_sae("SAE-1"), "KM1");
-  EXPECT_TRUE(net_.find_km("KM2")->attached.empty());
+  EXPECT_EQ(net_.find_km("KM1")->attached, (std::vector<std::string>{"SAE-1"}));
+  EXPECT_TRUE(net_.update_applications("KM1", {}, {"SAE-1"}).empty());
+  EXPECT_TRUE(net_.find_km("KM1")->attached.empty());
+  EXPECT_EQ(net_.km_for_sae("SAE-1"), "KM1");  // detached: still its declared KM
   // Detaching at a KM that does not serve it changes nothing.
-  net_.update_applications("KM3", {}, {"SAE-1"});
+  EXPECT_TRUE(net_.update_applications("KM3", {}, {"SAE-1"}).empty());
   EXPECT_EQ(net_.km_for_sae("SAE-1"), "KM1");
-  EXPECT_THROW(net_.update_applications("KM9", {}, {}), NotFound);
+  EXPECT_THROW((void)net_.update_applications("KM9", {}, {}), NotFound);
   EXPECT_EQ(net_.applications().size(), 2U);
+}
+
+// Issue 13 (SAE hijack): a KM naming another KM's SAE, or an SAE the topology does not declare,
+// in Register or 0x14E7 is refused; the SAE keeps mapping to its declared KM. (Before the fix
+// the last claim won: SAE-1 mapped to KM2.)
+TEST_F(NetworkTest, ForeignSaeClaimRefused) {
+  connect_all();
+  std::vector<RefusedClaim> refused;
+  net_.register_km(reg("KM2", {{"L12", "KM1"}}, {"SAE-1", "SAE-new"}), nullptr, &refused);
+  EXPECT_EQ(refused, (std::vector<RefusedClaim>{{"SAE-1", "KM2", "KM1"}, {"SAE-new", "KM2", ""}}));
+  EXPECT_EQ(net_.km_for_sae("SAE-1"), "KM1");
+  EXPECT_EQ(net_.km_for_sae("SAE-new"), std::nullopt);
+  EXPECT_TRUE(net_.find_km("KM2")->attached.empty());
+
+  const auto again = net_.update_applications("KM3", {"SAE-3", "SAE-1"}, {});
+  EXPECT_EQ(again, (std::vector<RefusedClaim>{{"SAE-1", "KM3", "KM1"}}));
+  EXPECT_EQ(net_.km_for_sae("SAE-1"), "KM1");
+  EXPECT_EQ(net_.find_km("KM3")->attached, (std::vector<std::string>{"SAE-3"}));
+
+  // An operator moving SAE-3 to KM2 in the topology is the one way to change the owner: KM3's
+  // attachment ends, and KM2 may now claim it.
+  TopologyDoc moved = sample();
+  moved.applications = {{"SAE-1", "KM1"}, {"SAE-3", "KM2"}};
+  net_.apply_topology(moved);
+  EXPECT_EQ(net_.km_for_sae("SAE-3"), "KM2");
+  EXPECT_TRUE(net_.find_km("KM3")->attached.empty());
+  EXPECT_TRUE(net_.update_applications("KM2", {"SAE-3"}, {}).empty());
+  EXPECT_EQ(net_.find_km("KM2")->attached, (std::vector<std::string>{"SAE-3"}));
 }
 
 // links_between finds parallel links in either order, sorted by link_id.

@@ -256,6 +256,10 @@ TEST_F(RelayTest, BadReservationAnswers) {
   ASSERT_EQ(out.finished.size(), 1u);
   EXPECT_EQ(out.finished[0].ck_error, "bad_request");
   EXPECT_NE(out.finished[0].reason.find("was already seen"), std::string::npos);
+  // Issue 13: a reason reaches the API, the database and info logs: it names no key ID.
+  for (const auto& k : used) {
+    EXPECT_EQ(out.finished[0].reason.find(k), std::string::npos) << out.finished[0].reason;
+  }
   EXPECT_TRUE(out.ledger.empty());
   EXPECT_EQ(ledger_.state_of(used[0]), LedgerState::kReleased);
 }
@@ -435,6 +439,25 @@ TEST_F(RelayTest, BadRequests) {
   SeededRandom rng{1};
   ReservationLedger short_alloc{rng, {seconds{10}, seconds{20}}};
   EXPECT_THROW(RelayTable(short_alloc, rng), InvalidArgument);
+}
+
+// Issue 13: the controller bounds keys per relay with the definition agents enforce
+// (key_limits.hpp). Before, it accepted up to 100,000 keys per relay, which every agent then
+// refused after routing and reserving; now a relay above the bound is refused up front, the
+// bound itself is accepted, and no configuration can raise it.
+TEST_F(RelayTest, KeysPerRelayBoundSharedWithAgents) {
+  EXPECT_EQ(RelayConfig{}.max_number_of_keys, limits::kMaxKeysPerRelay);
+  RelayRequest over = request(limits::kMaxKeysPerRelay + 1);
+  EXPECT_THROW(table_.start(over, clock_.now()), InvalidArgument);
+  EXPECT_TRUE(table_.list().empty());
+  const auto out = table_.start(request(limits::kMaxKeysPerRelay), clock_.now());
+  ASSERT_FALSE(out.reserve.empty());
+  EXPECT_EQ(out.reserve[0].number_of_keys, limits::kMaxKeysPerRelay);
+  SeededRandom rng{1};
+  ReservationLedger ledger{rng};
+  RelayConfig raised;
+  raised.max_number_of_keys = 100'000;
+  EXPECT_THROW(RelayTable(ledger, rng, raised), InvalidArgument);
 }
 
 // Answers for unknown relays or hops are ignored, not thrown.

@@ -94,13 +94,19 @@ TEST_F(SessionTest, RefusedRequests) {
   EXPECT_TRUE(table_.list().empty());
 }
 
-// SAEs attached by a KM's registration resolve like declared ones.
-TEST_F(SessionTest, RegisteredApplicationResolves) {
-  net_.update_applications("KM2", {"SAE-NEW"}, {});
-  const auto made = table_.create({"KM2", "SAE-NEW", "SAE-B", 3}, clock_.now());
+// Issue 13 (SAE hijack): a KM's claim never makes an SAE resolve to it. KM2 claiming SAE-B
+// (KM5's) does not redirect sessions for SAE-B, claiming SAE-A (KM1's) does not let KM2 open
+// sessions as master SAE-A, and an undeclared SAE stays unknown. (This test used to assert that
+// an undeclared SAE a KM claimed resolved to it: that was the hole.)
+TEST_F(SessionTest, ClaimedApplicationsDoNotResolve) {
+  EXPECT_EQ(net_.update_applications("KM2", {"SAE-NEW", "SAE-A", "SAE-B"}, {}).size(), 3U);
+  EXPECT_EQ(table_.create({"KM2", "SAE-NEW", "SAE-B", 3}, clock_.now()).ck_error,
+            "unknown_application");
+  EXPECT_EQ(table_.create({"KM2", "SAE-A", "SAE-B", 3}, clock_.now()).ck_error,
+            "unknown_application");
+  const auto made = table_.create({"KM1", "SAE-A", "SAE-B", 3}, clock_.now());
   ASSERT_TRUE(made.session.has_value()) << made.message;
-  EXPECT_EQ(made.session->src_km, "KM2");
-  EXPECT_EQ(made.session->keys_requested, 3);
+  EXPECT_EQ(made.session->dst_km, "KM5");
 }
 
 // 0x1409 NG fails the session; answers from the wrong KM, for unknown or settled sessions, are

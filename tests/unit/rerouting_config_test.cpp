@@ -123,6 +123,14 @@ TEST(Config, ScheduleValidation) {
         lab.engine.add_schedule({"", "A", "D", 0, 256, t, t + seconds(1), {}});
       },
       "number_of_keys");
+  // Issue 13: one round of an instruction is one relay at the source KM; a schedule asking for
+  // more keys than one relay carries (key_limits.hpp, which agents enforce) is refused here.
+  expect_invalid(
+      [&] {
+        lab.engine.add_schedule(
+            {"", "A", "D", limits::kMaxKeysPerInstruction + 1, 256, t, t + seconds(1), {}});
+      },
+      "number_of_keys");
   expect_invalid(
       [&] {
         lab.engine.add_schedule({"", "A", "Q", 1, 256, t, t + seconds(1), {}});

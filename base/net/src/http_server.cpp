@@ -518,8 +518,4 @@ tcp::endpoint parse_endpoint(const std::string& host_port) {
   return tcp::endpoint(addr, static_cast<std::uint16_t>(port));
 }
 
-std::string_view reason_phrase(int status) noexcept {
-  return http::obsolete_reason(static_cast<http::status>(status));
-}
-
 }  // namespace qkdn::net

@@ -329,7 +329,7 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
     case ck::Command::kStatusReport:
     case ck::Command::kAlarm:
     case ck::Command::kApplicationsUpdate: {
-      auto op = core_apply(s->km_id, std::move(message));
+      auto op = core_apply(s->km_id, s->channel->remote_endpoint(), std::move(message));
       auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
       if (!r.error.empty()) {
         send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
@@ -462,11 +462,14 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(std::shared_pt
   if (reg.applications) r.applications = *reg.applications;
   if (reg.software) r.software = *reg.software;
   std::vector<std::string> unknown_links;
+  std::vector<controller::RefusedClaim> refused;
   try {
-    network_changed(net.register_km(r, &unknown_links));
+    network_changed(net.register_km(r, &unknown_links, &refused));
   } catch (const std::exception& e) {
     co_return failure(e);
   }
+  // The registration stands (the KM serves its own SAEs); the foreign claims do not.
+  refuse_claims(refused, "register", s->channel->remote_endpoint());
   for (const auto& l : unknown_links) {
     svc.log("ck: " + reg.km_id + " declares link '" + l + "' unknown to the topology");
   }
@@ -496,7 +499,33 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(std::shared_pt
   co_return out;
 }
 
+void ControllerService::Impl::refuse_claims(const std::vector<controller::RefusedClaim>& refused,
+                                            std::string_view via, const std::string& remote) {
+  for (const auto& c : refused) {
+    const std::string why = c.owner.empty() ? "the topology declares no KM for it"
+                                            : "the topology serves it at KM " + c.owner;
+    controller::AlarmSpec spec;
+    spec.type = controller::alarm_type::kSaeClaimRefused;
+    spec.resource = c.sae_id;
+    spec.km_id = c.claimed_by;
+    spec.severity = controller::Severity::kMajor;
+    spec.text = "KM " + c.claimed_by + " claimed SAE " + c.sae_id + " (" + std::string(via) +
+                "); refused: " + why;
+    raise_alarm(spec);
+    controller::AuditRecord rec;
+    rec.actor = c.claimed_by;
+    rec.action = "ck " + std::string(via) + " sae_claim";
+    rec.resource = c.sae_id;
+    rec.outcome = "refused";
+    rec.detail = why;
+    rec.remote = remote;
+    svc.audit(std::move(rec));
+    svc.log(base::LogLevel::kWarn, "ck: " + spec.text);
+  }
+}
+
 net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id,
+                                                               std::string remote,
                                                                ck::Message message) {
   try {
     if (auto* st = std::get_if<ck::StatusReport>(&message)) {
@@ -551,8 +580,17 @@ net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id
                              "kma_id '" + au->kma_id + "' is not this connection's KM",
                              {}};
       }
-      svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
-                                       au->detached.value_or(std::vector<std::string>{}));
+      const auto refused =
+          svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
+                                           au->detached.value_or(std::vector<std::string>{}));
+      if (!refused.empty()) {
+        refuse_claims(refused, "applications_update", remote);
+        std::string names;
+        for (const auto& c : refused) names += (names.empty() ? "" : ", ") + c.sae_id;
+        co_return CoreResult{std::string(ck::errc::kUnknownApplication),
+                             "not served by this KM in the topology: " + names,
+                             {}};
+      }
     }
   } catch (const std::exception& e) {
     co_return failure(e);

@@ -121,8 +121,10 @@ void ControllerService::Impl::send_instruction(const controller::RelayInstructio
   m.instruction_id = inst.instruction_id;
   m.destination_kma_id = inst.destination_kma_id;
   m.transit_kma_ids = inst.transit_kma_ids;
+  // A plan may want more per interval than one relay carries; agents relay one round (one relay)
+  // per interval and refuse more (key_limits.hpp): the wire carries at most that bound.
   m.number_of_keys = std::clamp<std::int64_t>(static_cast<std::int64_t>(inst.number_of_keys), 1,
-                                              ck::kMaxNumberOfKeys);
+                                              limits::kMaxKeysPerInstruction);
   m.key_size = std::clamp<std::int64_t>(static_cast<std::int64_t>(inst.key_size_bits), 1,
                                         ck::kMaxKeySizeBits);
   if (withdraw) {

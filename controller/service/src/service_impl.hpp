@@ -199,7 +199,11 @@ struct ControllerService::Impl {
   void touch(Session& s);
   net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg);
   net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg);
-  net::awaitable<CoreResult> core_apply(std::string km_id, ck::Message message);
+  net::awaitable<CoreResult> core_apply(std::string km_id, std::string remote, ck::Message message);
+  /// A KM claimed SAEs the topology serves elsewhere (or not at all): one alarm
+  /// sae_claim_refused per SAE (resource = the SAE), an audit record each, a warning line.
+  void refuse_claims(const std::vector<controller::RefusedClaim>& refused, std::string_view via,
+                     const std::string& remote);
   [[nodiscard]] SysTime now() const { return svc.clock_->now(); }
 
   // ---- core wiring (core_wiring.cpp); core strand ----

@@ -108,6 +108,16 @@ struct Registration {
   std::string software;
 };
 
+/// A KM's claim to serve an SAE that the topology assigns to another KM or to none (0x14E1
+/// `applications` or 0x14E7 `attached`). The topology (replaced only by an operator) is the one
+/// authority on which KM serves an SAE, so such a claim is refused: the SAE keeps its declared KM.
+struct RefusedClaim {
+  std::string sae_id;
+  std::string claimed_by;  ///< the KM that claimed it
+  std::string owner;       ///< the KM the topology declares for it; empty if undeclared
+  bool operator==(const RefusedClaim&) const = default;
+};
+
 /// A change the rerouting engine, alarms and metrics react to. Each kind reports a transition of
 /// one flag, never a repeat: kKmConnected/kKmDisconnected (Km::connected; kKmConnected is also
 /// emitted on a re-registration), kLinkUp/kLinkDown (the link's connectivity, i.e. oper leaving
@@ -153,13 +163,16 @@ class Network {
   [[nodiscard]] TopologyDoc topology() const;
 
   /// A KM registered on a Ck connection. Throws NotFound if the KM is not in the topology.
-  /// Marks it connected, records endpoint, software and attached SAEs (which then map to it in
-  /// km_for_sae). The KM's word on each of its declared links becomes "up" if it lists the link,
-  /// "down" otherwise. Links named in the registration that the topology does not know (or that do
-  /// not join this KM and the named peer) are ignored and returned in `unknown_links` so the caller
-  /// can log them. Events: kKmConnected, then link transitions in link_id order.
+  /// Marks it connected, records endpoint, software and the SAEs it serves among those the
+  /// topology declares at it; a claim for any other SAE is not recorded and is appended to
+  /// `refused` (the caller raises an alarm and audits it). The KM's word on each of its declared
+  /// links becomes "up" if it lists the link, "down" otherwise. Links named in the registration
+  /// that the topology does not know (or that do not join this KM and the named peer) are ignored
+  /// and returned in `unknown_links` so the caller can log them. Events: kKmConnected, then link
+  /// transitions in link_id order.
   std::vector<NetworkEvent> register_km(const Registration& reg,
-                                        std::vector<std::string>* unknown_links = nullptr);
+                                        std::vector<std::string>* unknown_links = nullptr,
+                                        std::vector<RefusedClaim>* refused = nullptr);
   /// The KM's Ck connection ended (or it missed its heartbeats). Its links go down for routing.
   /// Throws NotFound for an unknown KM; a KM already disconnected gives no events.
   std::vector<NetworkEvent> disconnect_km(const std::string& km_id);
@@ -180,10 +193,12 @@ class Network {
   std::vector<NetworkEvent> apply_alarm(const std::string& kma_id, const std::string& alarm,
                                         const std::string& link_id, const std::string& severity,
                                         double value);
-  /// SAEs attached / detached at a KM (0x14E7). A detached SAE falls back to the KM the topology
-  /// declares for it (if any). Throws NotFound for an unknown KM.
-  void update_applications(const std::string& km_id, const std::vector<std::string>& attached,
-                           const std::vector<std::string>& detached);
+  /// SAEs attached / detached at a KM (0x14E7). Only SAEs the topology declares at this KM are
+  /// attached; every other claim is refused (returned, nothing recorded). Detaching marks the SAE
+  /// as not currently served; it still maps to its declared KM. Throws NotFound for an unknown KM.
+  [[nodiscard]] std::vector<RefusedClaim> update_applications(
+      const std::string& km_id, const std::vector<std::string>& attached,
+      const std::vector<std::string>& detached);
   /// Sets a link's admin state. Throws NotFound. Emits kAdminChanged when it changes.
   std::vector<NetworkEvent> set_admin(const std::string& link_id, AdminState admin);
 
@@ -194,7 +209,7 @@ class Network {
   /// Mutable access for operator edits (thresholds, nominal values). Counts as a change: version()
   /// increases whenever a link is found.
   Link* find_link_mut(const std::string& link_id);
-  /// SAE -> serving KM, from the topology and from agents' registrations.
+  /// SAE -> serving KM: the topology's declaration (never a KM's own claim).
   [[nodiscard]] std::optional<std::string> km_for_sae(const std::string& sae_id) const;
   [[nodiscard]] const std::map<std::string, std::string>& applications() const { return apps_; }
   /// Links joining two KMs (any order), in link_id order.
@@ -215,7 +230,8 @@ class Network {
                     std::vector<NetworkEvent>& events);
   Km& km_or_throw(const std::string& km_id);
   Link* link_of_km(const std::string& kma_id, const std::string& link_id, std::string_view where);
-  void detach_app(const std::string& km_id, const std::string& sae_id);
+  /// Records km.attached += sae if the topology declares sae at km; otherwise returns the refusal.
+  std::optional<RefusedClaim> attach_app(Km& km, const std::string& km_id, const std::string& sae);
 
   const Clock* clock_;
   std::string name_;
@@ -223,9 +239,8 @@ class Network {
   std::vector<std::string> link_order_;
   std::map<std::string, Km> kms_;
   std::map<std::string, Link> links_;
-  std::map<std::string, std::string> apps_;  // sae -> km
   std::vector<AppSpec> declared_apps_;
-  std::map<std::string, std::string> declared_app_km_;        // sae -> km, from the topology
+  std::map<std::string, std::string> apps_;                   // sae -> km, from the topology
   std::map<std::string, std::set<std::string>> links_by_km_;  // km -> its link IDs
   Thresholds thresholds_;
   std::uint64_t version_ = 0;

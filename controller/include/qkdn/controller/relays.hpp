@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/controller/ledger.hpp"
 #include "qkdn/controller/routing.hpp"
 #include "qkdn/controller/store.hpp"
@@ -207,7 +208,8 @@ struct RelayConfig {
   Millis admission_timeout{10'000};  ///< start of an attempt .. every hop allocated
   Millis relaying_timeout{30'000};   ///< 0x4104 .. 0x1405
   std::size_t max_attempts = 3;      ///< routes tried per 0x1403 (>= 1)
-  std::int64_t max_number_of_keys = 100'000;
+  /// Largest number_of_keys of one relay; at most limits::kMaxKeysPerRelay, which agents enforce.
+  std::int64_t max_number_of_keys = limits::kMaxKeysPerRelay;
   std::size_t max_finished = 10'000;  ///< finished relays kept in memory (>= 1)
 };
 

@@ -60,6 +60,7 @@
 
 #include "qkdn/controller/alarms.hpp"
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/controller/network.hpp"
 #include "qkdn/controller/routing.hpp"
 #include "qkdn/controller/store.hpp"

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/controller/network.hpp"
 #include "qkdn/controller/store.hpp"
 
@@ -57,8 +58,8 @@ bool is_final(SessionState s) noexcept;
 
 /// Session tuning. Durations must be positive.
 struct SessionConfig {
-  std::int64_t default_number_of_keys = 1;      ///< when 0x1406 names none (>= 1)
-  std::int64_t max_number_of_keys = 1'000'000;  ///< larger requests are bad_request
+  std::int64_t default_number_of_keys = 1;                       ///< when 0x1406 names none (>= 1)
+  std::int64_t max_number_of_keys = limits::kMaxKeysPerSession;  ///< larger: bad_request
   Millis pending_timeout{5'000};                ///< 0x4108 .. 0x1409 (ck-protocol.md 5)
   Millis idle_ttl{std::chrono::minutes{10}};    ///< since the last activity (create, answer,
                                                 ///< delivery)

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "qkdn/agent/secure_memory.hpp"
 #include "qkdn/controller/clock.hpp"
 
 namespace qkdn::agent {
@@ -145,7 +146,9 @@ class KeyStore {
   [[nodiscard]] std::string digest_hex() const;
 
  private:
-  using Keys = std::map<std::uint64_t, KeyBlock>;  ///< by insertion sequence number
+  /// By insertion sequence number; the nodes (and so the key bytes) live in key memory.
+  using Keys = std::map<std::uint64_t, KeyBlock, std::less<>,
+                        secure::SecureAllocator<std::pair<const std::uint64_t, KeyBlock>>>;
   using SteadyPoint = std::chrono::steady_clock::time_point;
 
   /// Looks up every ID in `ids` (all in state `want`, none repeated); nullopt otherwise.

@@ -1,0 +1,10 @@
+// libFuzzer target: see topology_fuzz_entry.hpp.
+#include <cstddef>
+#include <cstdint>
+
+#include "topology_fuzz_entry.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  qkdn::fuzz::topology_fuzz_one(data, size);
+  return 0;
+}
