@@ -924,6 +924,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       session->send(
           json_frame(kma::Type::kSyncOk,
                      {{"in_sync", in_sync}, {"capacity_bits", link->store.capacity_bits()}}));
+      flush_discards(*link);
       return;
     }
     case kma::Type::kSyncOk: {
@@ -939,6 +940,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       link->synced = true;
       link->last_generation = std::chrono::steady_clock::now();
       link->credit_bits = 0;
+      flush_discards(*link);
       return;
     }
     case kma::Type::kKeys: {
@@ -996,6 +998,9 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       return;
     case kma::Type::kClaimAck:
       on_claim_ack(payload);
+      return;
+    case kma::Type::kDiscard:
+      on_discard_frame(*link, payload);
       return;
     case kma::Type::kError: {
       auto msg = parse_object(payload);
