@@ -213,7 +213,7 @@ std::vector<Field> fields_of(std::uint16_t command) {
               {"next_kma_id", true, K::kId},
               {"link_id", false, K::kId},
               {"key_ids", true, K::kUuidArrayNonEmpty},
-              {"key_ids/0", false, K::kUuid},
+              {"key_ids/1", false, K::kUuid},
               {"disposition", false, K::kDisposition},
               ext,
               epoch};

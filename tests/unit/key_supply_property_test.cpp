@@ -97,7 +97,9 @@ class Checker {
     ASSERT_EQ(k.peer_km_id, e.peer_km_id) << e.key_id;
     // Released before any allocation: its hop may reserve it again, under any relay.
     const bool again = k.state == "released" && e.state == "reserved" && k.allocations == 0;
-    if (!again) ASSERT_EQ(k.relay_id, e.relay_id) << e.key_id;
+    if (!again) {
+      ASSERT_EQ(k.relay_id, e.relay_id) << e.key_id;
+    }
     const bool legal =
         again || (k.state == "reserved" && (e.state == "allocated" || e.state == "released")) ||
         (k.state == "allocated" && (e.state == "consumed" || e.state == "released"));
