@@ -131,12 +131,15 @@ TEST_F(DbTest, LedgerKeyReleasedBeforeAllocationIsReservedAgainByItsHop) {
   EXPECT_THROW(store_->apply_ledger("x7", {ledger_entry("k1", "r4", "reserved")}), Conflict);
   EXPECT_FALSE(store_->ledger_batch_committed("x7"));
 
-  // The flag cannot be cleared, not even with raw SQL.
-  sql("UPDATE ledger SET ever_allocated = false WHERE key_id = 'k2'");
+  // The flag cannot be cleared, not even with raw SQL: a released key refuses any update, and
+  // a live one keeps the flag it has.
+  EXPECT_ANY_THROW(sql("UPDATE ledger SET ever_allocated = false WHERE key_id = 'k2'"));
   EXPECT_EQ(sql("SELECT ever_allocated FROM ledger WHERE key_id = 'k2'"), "t");
   EXPECT_THROW(store_->apply_ledger("x8", {ledger_entry("k2", "r4", "reserved")}), Conflict);
   // A key inserted straight as allocated carries the flag.
   store_->apply_ledger("b9", {ledger_entry("k3", "r5", "allocated")});
+  EXPECT_EQ(sql("SELECT ever_allocated FROM ledger WHERE key_id = 'k3'"), "t");
+  sql("UPDATE ledger SET ever_allocated = false WHERE key_id = 'k3'");
   EXPECT_EQ(sql("SELECT ever_allocated FROM ledger WHERE key_id = 'k3'"), "t");
   st = store_->load();
   EXPECT_TRUE(find(st.ledger, "k1")->ever_allocated);
