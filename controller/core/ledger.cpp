@@ -166,8 +166,8 @@ bool ReservationLedger::ever_allocated(const std::string& key_id) const {
   return s != nullptr && s->ever_allocated;
 }
 
-void ReservationLedger::remember(const std::string& key_id, LedgerState state,
-                                 bool ever_allocated, std::uint32_t site) {
+void ReservationLedger::remember(const std::string& key_id, LedgerState state, bool ever_allocated,
+                                 std::uint32_t site) {
   const Seen seen{state, ever_allocated, site};
   if (is_uuid(key_id)) {
     seen_uuid_[uuid_bits(key_id)] = seen;

@@ -193,12 +193,11 @@ void RelayTable::persist_batch(LedgerBatch&& batch, RelayOutput& out) {
   const std::size_t first = out.release.size();
   for (const auto& e : batch.entries) {
     if (e.state != to_string(LedgerState::kReleased)) continue;
-    auto it = std::find_if(
-        out.release.begin() + static_cast<std::ptrdiff_t>(first), out.release.end(),
-        [&](const ReleaseCommand& c) {
-          return c.relay_id == e.relay_id && c.km_id == e.km_id &&
-                 c.next_kma_id == e.peer_km_id && c.link_id == e.link_id;
-        });
+    auto it = std::find_if(out.release.begin() + static_cast<std::ptrdiff_t>(first),
+                           out.release.end(), [&](const ReleaseCommand& c) {
+                             return c.relay_id == e.relay_id && c.km_id == e.km_id &&
+                                    c.next_kma_id == e.peer_km_id && c.link_id == e.link_id;
+                           });
     if (it == out.release.end()) {
       out.release.push_back({e.relay_id, e.km_id, e.peer_km_id, e.link_id, {}, false});
       it = out.release.end() - 1;

@@ -291,8 +291,8 @@ std::vector<KeyId> KeyStore::discard(const std::vector<KeyId>& ids, Holder holde
     auto found = index_.find(id);
     if (found == index_.end()) continue;
     const KeyBlock& k = found->second->second;
-    const bool held = k.state == KeyState::kAllocated ||
-                      (reserved_too && k.state == KeyState::kReserved);
+    const bool held =
+        k.state == KeyState::kAllocated || (reserved_too && k.state == KeyState::kReserved);
     if (!held || k.holder != holder) continue;
     out.push_back(id);
     erase(found->second);

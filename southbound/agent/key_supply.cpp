@@ -281,8 +281,8 @@ void KmHost::on_allocation(const std::shared_ptr<southbound::CkChannel>& channel
                           ? std::optional<Holder>(holder_of(*r.key_relay_request_id))
                           : std::nullopt;
   if (!ids || ids->empty() || !link->store.allocate(*ids, holder)) {
-    return ng(ck::errc::kUnknownKey, "key IDs not reserved here on " + link->link_id +
-                                         " for this key_relay_request_id");
+    return ng(ck::errc::kUnknownKey,
+              "key IDs not reserved here on " + link->link_id + " for this key_relay_request_id");
   }
   resp.link_id = link->link_id;
   resp.response = 0;
@@ -314,8 +314,8 @@ void KmHost::on_key_release(const std::shared_ptr<southbound::CkChannel>& channe
     resp.discarded = static_cast<std::int64_t>(gone.size());
   }
   if (resp.response != "OK") {
-    log_line(LogLevel::kWarn, "KM " + km_id_ + ": key release for relay " +
-                                  r.key_relay_request_id + ": " + resp.response);
+    log_line(LogLevel::kWarn, "KM " + km_id_ + ": key release for relay " + r.key_relay_request_id +
+                                  ": " + resp.response);
   }
   channel->send(ck::Message{std::move(resp)}, message_id);
 }
@@ -345,8 +345,8 @@ void KmHost::flush_discards(LinkEnd& link) {
 void KmHost::on_discard_frame(LinkEnd& link, const std::string& payload) {
   auto msg = parse_obj(payload);
   if (!msg || str_of(*msg, "link_id") != link.link_id) {
-    log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA link " + link.link_id +
-                                  ": malformed discard frame ignored");
+    log_line(LogLevel::kWarn,
+             "KM " + km_id_ + ": KMA link " + link.link_id + ": malformed discard frame ignored");
     return;
   }
   auto ids = parse_ids(strings_of(*msg, "key_ids"));

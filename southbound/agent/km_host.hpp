@@ -118,7 +118,7 @@ struct LinkEnd {
   std::int64_t keys_discarded = 0;  ///< dropped by a resync, a release or the peer's discard
   /// IDs discarded here (our parity) that the peer has not been told of yet (KMA Discard).
   std::deque<KeyId> pending_discards;
-  RateMeter consumption_meter;      ///< samples keys_consumed * kKeyBits
+  RateMeter consumption_meter;  ///< samples keys_consumed * kKeyBits
   // Alarm state.
   bool down_raised = false;
   bool qber_raised = false;

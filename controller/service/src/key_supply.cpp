@@ -595,8 +595,7 @@ net::awaitable<void> ControllerService::Impl::release_hop(controller::ReleaseCom
   std::string problem;
   if (auto* f = std::get_if<Failure>(&answer)) {
     problem = f->code + ": " + f->message;
-  } else if (const auto* r =
-                 std::get_if<ck::KeyReleaseResponse>(&std::get<ck::Message>(answer))) {
+  } else if (const auto* r = std::get_if<ck::KeyReleaseResponse>(&std::get<ck::Message>(answer))) {
     if (r->response != "OK") problem = r->response;
   }
   // The KM's own leases still release what it holds; nothing to retry.

@@ -151,8 +151,8 @@ class ReservationLedger {
   /// Loads the store's ledger after a restart (must be called on an empty ledger, else Conflict).
   /// Every key ID is remembered with LedgerEntry::ever_allocated (consumed and allocated rows
   /// count as allocated whatever the flag says); consumed/released rows are not live (a released
-  /// row never allocated may be reserved again by its hop, see can_reserve); reserved/allocated rows
-  /// whose lease has passed (or that have none) are released and returned as batches (one per
+  /// row never allocated may be reserved again by its hop, see can_reserve); reserved/allocated
+  /// rows whose lease has passed (or that have none) are released and returned as batches (one per
   /// relay); the others stay live ("in flight") for RelayTable::restore to settle. Throws
   /// InvalidArgument for a malformed row or a key ID that appears twice.
   std::vector<LedgerBatch> restore(const std::vector<LedgerEntry>& entries, SysTime now);
