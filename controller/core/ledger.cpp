@@ -230,9 +230,11 @@ std::optional<std::string> ReservationLedger::reserve_problem(
     if (s.state == LedgerState::kReleased) {
       why = s.ever_allocated ? "released after allocation" : "released, reserved by another hop";
     } else if (const LiveKey* k = find_live(id); k != nullptr) {
-      why += " by relay " + k->hop.relay_id;
+      why.append(" by relay ").append(k->hop.relay_id);
     }
-    return "key ID " + id + " was already seen (" + why + ")";
+    std::string text = "key ID ";
+    text.append(id).append(" was already seen (").append(why).append(")");
+    return text;
   }
   return std::nullopt;
 }
@@ -265,23 +267,29 @@ void ReservationLedger::check_live(const std::string& what, const std::string& r
                                    std::initializer_list<LedgerState> from) const {
   if (auto p = list_problem(key_ids)) throw InvalidArgument("ledger: " + what + ": " + *p);
   for (const auto& id : key_ids) {
+    std::string text = "ledger: ";
+    text.append(what).append(": key ID ").append(id);
     const auto it = live_.find(id);
     if (it == live_.end()) {
       const auto s = state_of(id);
-      if (!s) throw NotFound("ledger: " + what + ": unknown key ID " + id);
-      throw Conflict("ledger: " + what + ": key ID " + id + " is " + std::string(to_string(*s)));
+      if (!s)
+        throw NotFound(std::string("ledger: ").append(what).append(": unknown key ID ").append(id));
+      throw Conflict(text.append(" is ").append(to_string(*s)));
     }
     const LiveKey& k = it->second;
     if (k.hop.relay_id != relay_id) {
-      throw Conflict("ledger: " + what + ": key ID " + id + " belongs to relay " + k.hop.relay_id);
+      throw Conflict(text.append(" belongs to relay ").append(k.hop.relay_id));
     }
     if (hop != nullptr && !(k.hop == *hop)) {
-      throw Conflict("ledger: " + what + ": key ID " + id + " belongs to hop " + k.hop.km_id +
-                     "->" + k.hop.peer_km_id + " via " + k.hop.link_id);
+      throw Conflict(text.append(" belongs to hop ")
+                         .append(k.hop.km_id)
+                         .append("->")
+                         .append(k.hop.peer_km_id)
+                         .append(" via ")
+                         .append(k.hop.link_id));
     }
     if (std::find(from.begin(), from.end(), k.state) == from.end()) {
-      throw Conflict("ledger: " + what + ": key ID " + id + " is " +
-                     std::string(to_string(k.state)));
+      throw Conflict(text.append(" is ").append(to_string(k.state)));
     }
   }
 }
@@ -345,8 +353,9 @@ LedgerBatch ReservationLedger::consume_relay(const std::string& relay_id, SysTim
   const auto ids = live_keys(relay_id);
   for (const auto& id : ids) {
     if (live_.at(id).state != LedgerState::kAllocated) {
-      throw Conflict("ledger: consume: key ID " + id + " of relay " + relay_id +
-                     " is reserved, not allocated");
+      std::string text = "ledger: consume: key ID ";
+      text.append(id).append(" of relay ").append(relay_id).append(" is reserved, not allocated");
+      throw Conflict(text);
     }
   }
   LedgerBatch batch = new_batch(relay_id, "consume");

@@ -124,11 +124,11 @@ KeyStore::KeyStore(std::string link_id, std::string kma_id, std::string matching
       matching_kma_id_(std::move(matching_kma_id)),
       capacity_bits_(static_cast<std::int64_t>(capacity_bytes) * 8) {}
 
-bool KeyStore::push(KeyBlock key) {
-  if (index_.contains(key.id)) return false;  // `key` is wiped on return
+bool KeyStore::push(const KeyBlock& key) {
+  if (index_.contains(key.id)) return false;  // the caller's `key` wipes itself
   const std::uint64_t seq = next_seq_++;
   // Sequence numbers only grow, so every insertion lands at the end (hinted: O(1)).
-  auto it = keys_.emplace_hint(keys_.end(), seq, std::move(key));
+  auto it = keys_.emplace_hint(keys_.end(), seq, key);
   index_.emplace(it->second.id, it);
   const auto parity = static_cast<std::size_t>(key_parity(it->second.id));
   ++parity_count_[parity];

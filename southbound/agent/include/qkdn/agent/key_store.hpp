@@ -110,7 +110,7 @@ class KeyStore {
 
   /// Appends a key (newest). False (key dropped and wiped, nothing else changed) when its ID is
   /// already stored; both ends push the same sequence, so they drop the same keys.
-  bool push(KeyBlock key);
+  bool push(const KeyBlock& key);
   /// ID of the newest key, if any.
   [[nodiscard]] std::optional<KeyId> newest_id() const;
   /// Drops every key stored after `id` (global insertion order, both parities). Returns false
