@@ -1105,7 +1105,9 @@ void PgStore::apply_ledger(const std::string& idempotency_key,
   }
   // The statement's eight array parameters for one run, then its own.
   const auto with_arrays = [&](std::pair<std::size_t, std::size_t> run, auto&& call) {
-    const auto [begin, end] = run;
+    // Plain names, not a structured binding: clang 14 (clang-tidy) cannot capture those.
+    const std::size_t begin = run.first;
+    const std::size_t end = run.second;
     const auto run_of = [&](auto get) {
       std::string out = "{";
       for (std::size_t i = begin; i < end; ++i) {

@@ -400,7 +400,7 @@ class KmHost {
 class AgentCore : public SaeKeyService {
  public:
   AgentCore(net::io_context& io, AgentConfig config);
-  ~AgentCore();
+  ~AgentCore() override;
 
   void start();
   void stop();

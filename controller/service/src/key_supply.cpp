@@ -393,7 +393,8 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
     ledger_write(b, g);
   }
   for (auto& rec : out.records) {
-    g.ops.push_back({StoreWrite::Kind::kUpsert, "relay " + rec.relay_id,
+    std::string what = "relay " + rec.relay_id;
+    g.ops.push_back({StoreWrite::Kind::kUpsert, std::move(what),
                      [r = std::move(rec)](controller::Store& s) { s.save_relay(r); }});
   }
   for (const auto& r : out.finished) relay_finished(r, g);
@@ -694,7 +695,7 @@ void ControllerService::Impl::on_session_request(const CommandContext& ctx,
   }
   WriteGroup g;
   persist_session(*created.session, g);
-  g.then = [this, ctx, s = std::move(*created.session)]() mutable {
+  g.then = [this, ctx = CommandContext(ctx), s = std::move(*created.session)]() mutable {
     net::co_spawn(core, session_exchange(std::move(ctx), std::move(s)),
                   completion("session creation"));
   };
