@@ -948,7 +948,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       auto body = kma::decode_keys(payload);
       if (!body) return fail("malformed keys frame");
       for (auto& k : body->keys) {
-        if (link->store.push(std::move(k))) ++link->keys_generated;  // a duplicate ID is dropped
+        if (link->store.push(k)) ++link->keys_generated;  // a duplicate ID is dropped
       }
       session->send(kma::encode_ack_frame(body->seq));
       return;
@@ -959,7 +959,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
         return fail("unexpected ack");
       }
       for (auto& k : link->pending.front().keys) {
-        if (link->store.push(std::move(k))) ++link->keys_generated;  // as the secondary does
+        if (link->store.push(k)) ++link->keys_generated;  // as the secondary does
       }
       link->pending.pop_front();
       return;
