@@ -103,26 +103,76 @@ ReservationLedger::Uuid128 ReservationLedger::uuid_bits(const std::string& uuid)
   return u;
 }
 
-std::optional<LedgerState> ReservationLedger::state_of(const std::string& key_id) const {
+const ReservationLedger::Seen* ReservationLedger::find_seen(const std::string& key_id) const {
   if (is_uuid(key_id)) {
     const auto it = seen_uuid_.find(uuid_bits(key_id));
-    if (it == seen_uuid_.end()) return std::nullopt;
-    return it->second;
+    return it == seen_uuid_.end() ? nullptr : &it->second;
   }
   const auto it = seen_other_.find(key_id);
-  if (it == seen_other_.end()) return std::nullopt;
-  return it->second;
+  return it == seen_other_.end() ? nullptr : &it->second;
+}
+
+std::optional<LedgerState> ReservationLedger::state_of(const std::string& key_id) const {
+  const Seen* s = find_seen(key_id);
+  if (s == nullptr) return std::nullopt;
+  return s->state;
 }
 
 bool ReservationLedger::seen(const std::string& key_id) const {
-  return state_of(key_id).has_value();
+  return find_seen(key_id) != nullptr;
 }
 
-void ReservationLedger::remember(const std::string& key_id, LedgerState state) {
+namespace {
+std::string site_key(const HopRef& hop) {
+  return hop.km_id + "\n" + hop.peer_km_id + "\n" + hop.link_id;
+}
+}  // namespace
+
+std::uint32_t ReservationLedger::site_of(const HopRef& hop) {
+  std::string key = site_key(hop);
+  const auto it = site_index_.find(key);
+  if (it != site_index_.end()) return it->second;
+  const auto index = static_cast<std::uint32_t>(sites_.size());
+  sites_.push_back(key);
+  site_index_.emplace(std::move(key), index);
+  return index;
+}
+
+std::optional<std::uint32_t> ReservationLedger::find_site(const HopRef& hop) const {
+  const auto it = site_index_.find(site_key(hop));
+  if (it == site_index_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool ReservationLedger::can_reserve(const HopRef& hop, const std::string& key_id) const {
+  const Seen* s = find_seen(key_id);
+  if (s == nullptr) return true;
+  // Released before allocation: the KM never used it. Same site only: a key belongs to the link
+  // end that reserved it first (the KMs split a link's keys by parity).
+  if (s->state != LedgerState::kReleased || s->ever_allocated) return false;
+  const auto site = find_site(hop);
+  return site && *site == s->site;
+}
+
+bool ReservationLedger::retired(const std::string& key_id) const {
+  const Seen* s = find_seen(key_id);
+  if (s == nullptr) return false;
+  return s->state == LedgerState::kConsumed ||
+         (s->state == LedgerState::kReleased && s->ever_allocated);
+}
+
+bool ReservationLedger::ever_allocated(const std::string& key_id) const {
+  const Seen* s = find_seen(key_id);
+  return s != nullptr && s->ever_allocated;
+}
+
+void ReservationLedger::remember(const std::string& key_id, LedgerState state, bool ever_allocated,
+                                 std::uint32_t site) {
+  const Seen seen{state, ever_allocated, site};
   if (is_uuid(key_id)) {
-    seen_uuid_[uuid_bits(key_id)] = state;
+    seen_uuid_[uuid_bits(key_id)] = seen;
   } else {
-    seen_other_[key_id] = state;
+    seen_other_[key_id] = seen;
   }
 }
 
@@ -163,6 +213,7 @@ LedgerEntry ReservationLedger::entry_of(const std::string& key_id, const LiveKey
     e.lease_expires_at = key.lease_expires_at;
   }
   e.updated_at = now;
+  e.ever_allocated = key.ever_allocated;
   return e;
 }
 
@@ -173,9 +224,17 @@ std::optional<std::string> ReservationLedger::reserve_problem(
   }
   if (auto p = list_problem(key_ids)) return p;
   for (const auto& id : key_ids) {
-    if (const auto s = state_of(id)) {
-      return "key ID " + id + " was already seen (" + std::string(to_string(*s)) + ")";
+    if (can_reserve(hop, id)) continue;
+    const Seen& s = *find_seen(id);
+    std::string why(to_string(s.state));
+    if (s.state == LedgerState::kReleased) {
+      why = s.ever_allocated ? "released after allocation" : "released, reserved by another hop";
+    } else if (const LiveKey* k = find_live(id); k != nullptr) {
+      why.append(" by relay ").append(k->hop.relay_id);
     }
+    std::string text = "key ID ";
+    text.append(id).append(" was already seen (").append(why).append(")");
+    return text;
   }
   return std::nullopt;
 }
@@ -187,14 +246,18 @@ LedgerBatch ReservationLedger::reserve(const HopRef& hop, const std::vector<std:
   if (auto p = reserve_problem(hop, key_ids)) throw Conflict("ledger: reserve: " + *p);
   LedgerBatch batch = new_batch(hop.relay_id, "reserve");
   const SysTime lease = now + config_.reservation_lease;
+  const std::uint32_t site = site_of(hop);
   for (const auto& id : key_ids) {
-    LiveKey key{hop, LedgerState::kReserved, lease, now};
+    // A key released before allocation comes back: it leaves the released count.
+    const bool again = seen(id);
+    LiveKey key{hop, LedgerState::kReserved, lease, now, false};
     batch.entries.push_back(entry_of(id, key, LedgerState::kReserved, now));
     live_.emplace(id, std::move(key));
     live_by_relay_[hop.relay_id].insert(id);
     leases_.emplace(lease, id);
-    remember(id, LedgerState::kReserved);
-    count(hop.link_id, std::nullopt, LedgerState::kReserved);
+    remember(id, LedgerState::kReserved, false, site);
+    count(hop.link_id, again ? std::optional<LedgerState>(LedgerState::kReleased) : std::nullopt,
+          LedgerState::kReserved);
   }
   return batch;
 }
@@ -204,23 +267,29 @@ void ReservationLedger::check_live(const std::string& what, const std::string& r
                                    std::initializer_list<LedgerState> from) const {
   if (auto p = list_problem(key_ids)) throw InvalidArgument("ledger: " + what + ": " + *p);
   for (const auto& id : key_ids) {
+    std::string text = "ledger: ";
+    text.append(what).append(": key ID ").append(id);
     const auto it = live_.find(id);
     if (it == live_.end()) {
       const auto s = state_of(id);
-      if (!s) throw NotFound("ledger: " + what + ": unknown key ID " + id);
-      throw Conflict("ledger: " + what + ": key ID " + id + " is " + std::string(to_string(*s)));
+      if (!s)
+        throw NotFound(std::string("ledger: ").append(what).append(": unknown key ID ").append(id));
+      throw Conflict(text.append(" is ").append(to_string(*s)));
     }
     const LiveKey& k = it->second;
     if (k.hop.relay_id != relay_id) {
-      throw Conflict("ledger: " + what + ": key ID " + id + " belongs to relay " + k.hop.relay_id);
+      throw Conflict(text.append(" belongs to relay ").append(k.hop.relay_id));
     }
     if (hop != nullptr && !(k.hop == *hop)) {
-      throw Conflict("ledger: " + what + ": key ID " + id + " belongs to hop " + k.hop.km_id +
-                     "->" + k.hop.peer_km_id + " via " + k.hop.link_id);
+      throw Conflict(text.append(" belongs to hop ")
+                         .append(k.hop.km_id)
+                         .append("->")
+                         .append(k.hop.peer_km_id)
+                         .append(" via ")
+                         .append(k.hop.link_id));
     }
     if (std::find(from.begin(), from.end(), k.state) == from.end()) {
-      throw Conflict("ledger: " + what + ": key ID " + id + " is " +
-                     std::string(to_string(k.state)));
+      throw Conflict(text.append(" is ").append(to_string(k.state)));
     }
   }
 }
@@ -231,7 +300,8 @@ void ReservationLedger::move(const std::string& key_id, LedgerState to, SysTime 
   LiveKey& k = it->second;
   leases_.erase({k.lease_expires_at, key_id});
   count(k.hop.link_id, k.state, to);
-  remember(key_id, to);
+  if (to == LedgerState::kAllocated) k.ever_allocated = true;
+  remember(key_id, to, k.ever_allocated, site_of(k.hop));
   if (to == LedgerState::kAllocated) {
     k.state = to;
     k.lease_expires_at = now + config_.allocation_lease;
@@ -283,8 +353,9 @@ LedgerBatch ReservationLedger::consume_relay(const std::string& relay_id, SysTim
   const auto ids = live_keys(relay_id);
   for (const auto& id : ids) {
     if (live_.at(id).state != LedgerState::kAllocated) {
-      throw Conflict("ledger: consume: key ID " + id + " of relay " + relay_id +
-                     " is reserved, not allocated");
+      std::string text = "ledger: consume: key ID ";
+      text.append(id).append(" of relay ").append(relay_id).append(" is reserved, not allocated");
+      throw Conflict(text);
     }
   }
   LedgerBatch batch = new_batch(relay_id, "consume");
@@ -330,13 +401,14 @@ std::vector<LedgerBatch> ReservationLedger::restore(const std::vector<LedgerEntr
   std::map<std::string, std::vector<std::string>> stale;  // relay -> live keys to release
   for (const auto& e : entries) {
     const LedgerState s = parse_ledger_state(e.state);
-    remember(e.key_id, s);
+    // A consumed or allocated key was allocated, whatever the row says.
+    const bool allocated =
+        e.ever_allocated || s == LedgerState::kAllocated || s == LedgerState::kConsumed;
+    HopRef hop{e.relay_id, e.km_id, e.peer_km_id, e.link_id};
+    remember(e.key_id, s, allocated, site_of(hop));
     count(e.link_id, std::nullopt, s);
     if (s == LedgerState::kConsumed || s == LedgerState::kReleased) continue;
-    LiveKey key{{e.relay_id, e.km_id, e.peer_km_id, e.link_id},
-                s,
-                e.lease_expires_at.value_or(now),
-                e.updated_at};
+    LiveKey key{std::move(hop), s, e.lease_expires_at.value_or(now), e.updated_at, allocated};
     leases_.emplace(key.lease_expires_at, e.key_id);
     live_by_relay_[e.relay_id].insert(e.key_id);
     if (key.lease_expires_at <= now) stale[e.relay_id].push_back(e.key_id);

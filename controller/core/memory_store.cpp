@@ -158,16 +158,23 @@ void MemoryStore::apply_ledger(const std::string& idempotency_key,
           throw Conflict("ledger: a key that is unknown cannot enter state " + e.state);
         }
       } else {
-        if (old->relay_id != e.relay_id || old->link_id != e.link_id || old->km_id != e.km_id ||
-            old->peer_km_id != e.peer_km_id) {
+        // Migration 0004: released before allocation -> reserved again, same hop, any relay.
+        const bool again =
+            old->state == "released" && e.state == "reserved" && !old->ever_allocated;
+        if ((old->relay_id != e.relay_id && !again) || old->link_id != e.link_id ||
+            old->km_id != e.km_id || old->peer_km_id != e.peer_km_id) {
           throw Conflict("ledger: key already belongs to relay " + old->relay_id + " on link " +
                          old->link_id);
         }
-        if (!transition_allowed(old->state, e.state)) {
+        if (!transition_allowed(old->state, e.state) && !again) {
           throw Conflict("ledger: key cannot go from " + old->state + " to " + e.state);
         }
       }
-      changed[e.key_id] = e;
+      // The store keeps ever_allocated itself, whatever the writer sent (as 0004's triggers).
+      LedgerEntry row = e;
+      row.ever_allocated = (old != nullptr && old->ever_allocated) || e.state == "allocated" ||
+                           e.state == "consumed";
+      changed[e.key_id] = std::move(row);
     }
     for (auto& [id, e] : changed) d.ledger[id] = std::move(e);
     d.ledger_batches.insert(idempotency_key);

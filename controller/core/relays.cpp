@@ -159,8 +159,8 @@ Relay relay_from_record(const RelayRecord& rec) {
 }
 
 bool RelayOutput::empty() const noexcept {
-  return reserve.empty() && allocate.empty() && relay_requests.empty() && ledger.empty() &&
-         records.empty() && finished.empty() && ignored.empty();
+  return reserve.empty() && allocate.empty() && relay_requests.empty() && release.empty() &&
+         ledger.empty() && records.empty() && finished.empty() && ignored.empty();
 }
 
 void RelayOutput::append(RelayOutput&& other) {
@@ -170,6 +170,7 @@ void RelayOutput::append(RelayOutput&& other) {
   move_all(reserve, other.reserve);
   move_all(allocate, other.allocate);
   move_all(relay_requests, other.relay_requests);
+  move_all(release, other.release);
   move_all(ledger, other.ledger);
   move_all(records, other.records);
   move_all(finished, other.finished);
@@ -202,7 +203,41 @@ void RelayTable::record(Relay& r, SysTime now, RelayOutput& out) {
 }
 
 void RelayTable::persist_batch(LedgerBatch&& batch, RelayOutput& out) {
-  if (!batch.empty()) out.ledger.push_back(std::move(batch));
+  if (batch.empty()) return;
+  // The KMs learn every release the moment the ledger makes it: one command per hop.
+  const std::size_t first = out.release.size();
+  for (const auto& e : batch.entries) {
+    if (e.state != to_string(LedgerState::kReleased)) continue;
+    auto it = std::find_if(out.release.begin() + static_cast<std::ptrdiff_t>(first),
+                           out.release.end(), [&](const ReleaseCommand& c) {
+                             return c.relay_id == e.relay_id && c.km_id == e.km_id &&
+                                    c.next_kma_id == e.peer_km_id && c.link_id == e.link_id;
+                           });
+    if (it == out.release.end()) {
+      out.release.push_back({e.relay_id, e.km_id, e.peer_km_id, e.link_id, {}, false});
+      it = out.release.end() - 1;
+    }
+    it->key_ids.push_back(e.key_id);
+  }
+  out.ledger.push_back(std::move(batch));
+}
+
+void RelayTable::release_refused(const std::string& relay_id, const RelayHop& hop,
+                                 const std::vector<std::string>& key_ids, RelayOutput& out) {
+  const HopRef ref{relay_id, hop.km_id, hop.next_km_id, hop.link_id};
+  ReleaseCommand back{relay_id, hop.km_id, hop.next_km_id, hop.link_id, {}, false};
+  ReleaseCommand gone = back;
+  gone.discard = true;
+  std::set<std::string> named;
+  for (const auto& id : key_ids) {
+    if (!is_valid_id(id) || !named.insert(id).second) continue;
+    // Unknown, re-reservable or held by another relay: the KM may offer it again later. Anything
+    // else (consumed, released after allocation, first reserved by another hop) never again.
+    const bool usable = ledger_->can_reserve(ref, id) || ledger_->find_live(id) != nullptr;
+    (usable ? back : gone).key_ids.push_back(id);
+  }
+  if (!back.key_ids.empty()) out.release.push_back(std::move(back));
+  if (!gone.key_ids.empty()) out.release.push_back(std::move(gone));
 }
 
 void RelayTable::finish(Relay& r, RelayState state, const std::string& reason,
@@ -315,6 +350,7 @@ void RelayTable::late_reservation(const std::string& relay_id, const RelayHop& h
   if (auto p = ledger_->reserve_problem(ref, key_ids)) {
     out.ignored.push_back("late reservation for relay " + relay_id + " " + hop_text(hop) +
                           " not recorded: " + *p);
+    release_refused(relay_id, hop, key_ids, out);
     return;
   }
   // The KM holds these keys for an attempt that is gone: remember the IDs and let them go.
@@ -335,6 +371,8 @@ RelayOutput RelayTable::on_reserved(const std::string& relay_id, std::size_t hop
     return out;
   }
   if (auto p = ledger_->reserve_problem(hop_ref(*r, h), key_ids)) {
+    // Before hop_failed: the refused keys go back to the KM ahead of the next attempt's 0x410A.
+    release_refused(relay_id, h, key_ids, out);
     hop_failed(*r, hop, "reservation", "bad_request",
                "unusable key IDs: " + without_key_ids(*p, key_ids), now, out);
     return out;

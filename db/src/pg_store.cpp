@@ -175,8 +175,9 @@ constexpr Statement kClaimLedgerBatch{
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1"};
 constexpr Statement kLedgerBatchCommitted{
     "ledger_batch_committed", "SELECT 1 FROM ledger_batches WHERE idempotency_key = $1"};
-// New keys are inserted, known keys updated; the triggers of 0001 reject forbidden transitions
-// and keys that change relay, link or KM (SQLSTATE QK001).
+// New keys are inserted, known keys updated; the triggers of 0001 and 0004 reject forbidden
+// transitions and keys that change link or KM, or relay (except a key released before
+// allocation that is reserved again) (SQLSTATE QK001); they also keep ever_allocated.
 // The rows of a ledger batch from eight arrays ($1..$8), inserted or updated; QKDN_LEDGER_ON
 // follows the FROM (a WHERE clause, or nothing).
 #define QKDN_LEDGER_UPSERT(QKDN_LEDGER_ON)                                                  \
@@ -295,7 +296,7 @@ constexpr Statement kLoadRelays{
 constexpr Statement kLoadLedger{
     "load_ledger",
     "SELECT key_id, link_id, km_id, peer_km_id, relay_id, state,"
-    "   qkdn_ts_to_us(lease_expires_at), qkdn_ts_to_us(updated_at) FROM ledger"};
+    "   qkdn_ts_to_us(lease_expires_at), qkdn_ts_to_us(updated_at), ever_allocated FROM ledger"};
 constexpr Statement kLoadAlarms{
     "load_alarms",
     "SELECT id, type, resource, km_id, link_id, severity, state, acknowledged,"
@@ -916,6 +917,7 @@ StoredState PgStore::load() {
       e.state = as_text(r[5]);
       e.lease_expires_at = opt_time(r[6]);
       e.updated_at = as_time(r[7]);
+      e.ever_allocated = r[8].as<bool>();
     }
 
     for (const auto& r : tx.exec_prepared(kLoadAlarms.name, limit)) {
@@ -1113,7 +1115,9 @@ void PgStore::apply_ledger(const std::string& idempotency_key,
   }
   // The statement's eight array parameters for one run, then its own.
   const auto with_arrays = [&](std::pair<std::size_t, std::size_t> run, auto&& call) {
-    const auto [begin, end] = run;
+    // Plain names, not a structured binding: clang 14 (clang-tidy) cannot capture those.
+    const std::size_t begin = run.first;
+    const std::size_t end = run.second;
     const auto run_of = [&](auto get) {
       std::string out = "{";
       for (std::size_t i = begin; i < end; ++i) {

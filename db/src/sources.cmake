@@ -5,6 +5,7 @@ set(QKDN_DB_MIGRATIONS
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0001_initial.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0002_thresholds.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0003_km_coordinates.sql
+  ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0004_ledger_release_before_allocation.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0005_controller_epoch.sql
 )
 set(QKDN_DB_MIGRATIONS_CPP ${CMAKE_CURRENT_BINARY_DIR}/generated/migrations.cpp)

@@ -52,6 +52,15 @@ std::optional<KeyId> parse_key_id(const std::string& text) {
 
 KeyBlock::~KeyBlock() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
 
+Holder holder_of(std::string_view key_relay_request_id) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char c : key_relay_request_id) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
 std::size_t KeyIdHash::operator()(const KeyId& id) const noexcept {
   std::uint64_t a = 0;
   std::uint64_t b = 0;
@@ -115,11 +124,11 @@ KeyStore::KeyStore(std::string link_id, std::string kma_id, std::string matching
       matching_kma_id_(std::move(matching_kma_id)),
       capacity_bits_(static_cast<std::int64_t>(capacity_bytes) * 8) {}
 
-bool KeyStore::push(KeyBlock key) {
-  if (index_.contains(key.id)) return false;  // `key` is wiped on return
+bool KeyStore::push(const KeyBlock& key) {
+  if (index_.contains(key.id)) return false;  // the caller's `key` wipes itself
   const std::uint64_t seq = next_seq_++;
   // Sequence numbers only grow, so every insertion lands at the end (hinted: O(1)).
-  auto it = keys_.emplace_hint(keys_.end(), seq, std::move(key));
+  auto it = keys_.emplace_hint(keys_.end(), seq, key);
   index_.emplace(it->second.id, it);
   const auto parity = static_cast<std::size_t>(key_parity(it->second.id));
   ++parity_count_[parity];
@@ -131,6 +140,7 @@ bool KeyStore::push(KeyBlock key) {
       reserved_.emplace(it->second.reserved_at, seq);
       break;
     case KeyState::kAllocated:
+      allocated_.emplace(it->second.reserved_at, seq);
       break;
   }
   ++state_count_[static_cast<std::size_t>(it->second.state)];
@@ -154,11 +164,17 @@ void KeyStore::unlink(Keys::iterator it) {
       reserved_.erase({k.reserved_at, it->first});
       break;
     case KeyState::kAllocated:
+      allocated_.erase({k.reserved_at, it->first});
       break;
   }
   --state_count_[static_cast<std::size_t>(k.state)];
   --parity_count_[parity];
   index_.erase(k.id);
+}
+
+void KeyStore::erase(Keys::iterator it) {
+  unlink(it);
+  keys_.erase(it);  // the key's bytes are wiped by ~KeyBlock
 }
 
 bool KeyStore::trim_after(const KeyId& id) {
@@ -174,12 +190,13 @@ void KeyStore::clear() {
   index_.clear();
   for (auto& a : available_) a.clear();
   reserved_.clear();
+  allocated_.clear();
   state_count_ = {};
   parity_count_ = {};
   keys_.clear();
 }
 
-std::vector<KeyId> KeyStore::reserve(std::size_t n, int parity, SteadyPoint now) {
+std::vector<KeyId> KeyStore::reserve(std::size_t n, int parity, SteadyPoint now, Holder holder) {
   std::vector<KeyId> out;
   auto& avail = available_[static_cast<std::size_t>(parity & 1)];
   if (n == 0 || avail.size() < n) return out;
@@ -189,6 +206,7 @@ std::vector<KeyId> KeyStore::reserve(std::size_t n, int parity, SteadyPoint now)
     KeyBlock& k = end->second->second;
     k.state = KeyState::kReserved;
     k.reserved_at = now;
+    k.holder = holder;
     reserved_.emplace(now, end->first);
     out.push_back(k.id);
   }
@@ -215,11 +233,17 @@ std::optional<std::vector<KeyStore::Keys::iterator>> KeyStore::find_all(
   return found;
 }
 
-bool KeyStore::allocate(const std::vector<KeyId>& ids) {
+bool KeyStore::allocate(const std::vector<KeyId>& ids, std::optional<Holder> holder) {
   auto found = find_all(ids, KeyState::kReserved);
   if (!found) return false;
+  if (holder) {
+    for (auto it : *found) {
+      if (it->second.holder != *holder) return false;
+    }
+  }
   for (auto it : *found) {
     reserved_.erase({it->second.reserved_at, it->first});
+    allocated_.emplace(it->second.reserved_at, it->first);
     it->second.state = KeyState::kAllocated;
   }
   state_count_[static_cast<std::size_t>(KeyState::kReserved)] -= found->size();
@@ -241,6 +265,65 @@ std::optional<std::vector<KeyBlock>> KeyStore::take(const std::vector<KeyId>& id
   return out;
 }
 
+std::size_t KeyStore::release(const std::vector<KeyId>& ids, Holder holder) {
+  std::size_t n = 0;
+  for (const auto& id : ids) {
+    auto found = index_.find(id);
+    if (found == index_.end()) continue;
+    auto key = found->second;
+    KeyBlock& k = key->second;
+    if (k.state != KeyState::kReserved || k.holder != holder) continue;
+    reserved_.erase({k.reserved_at, key->first});
+    k.state = KeyState::kAvailable;
+    k.holder = 0;
+    available_[static_cast<std::size_t>(key_parity(k.id))].emplace(key->first, key);
+    --state_count_[static_cast<std::size_t>(KeyState::kReserved)];
+    ++state_count_[static_cast<std::size_t>(KeyState::kAvailable)];
+    ++n;
+  }
+  return n;
+}
+
+std::vector<KeyId> KeyStore::discard(const std::vector<KeyId>& ids, Holder holder,
+                                     bool reserved_too) {
+  std::vector<KeyId> out;
+  for (const auto& id : ids) {
+    auto found = index_.find(id);
+    if (found == index_.end()) continue;
+    const KeyBlock& k = found->second->second;
+    const bool held =
+        k.state == KeyState::kAllocated || (reserved_too && k.state == KeyState::kReserved);
+    if (!held || k.holder != holder) continue;
+    out.push_back(id);
+    erase(found->second);
+  }
+  return out;
+}
+
+std::vector<KeyId> KeyStore::discard_available(const std::vector<KeyId>& ids, int parity) {
+  std::vector<KeyId> out;
+  for (const auto& id : ids) {
+    auto found = index_.find(id);
+    if (found == index_.end()) continue;
+    const KeyBlock& k = found->second->second;
+    if (k.state != KeyState::kAvailable || key_parity(k.id) != (parity & 1)) continue;
+    out.push_back(id);
+    erase(found->second);
+  }
+  return out;
+}
+
+std::vector<KeyId> KeyStore::discard_expired_allocations(SteadyPoint now,
+                                                         std::chrono::milliseconds lease) {
+  std::vector<KeyId> out;
+  while (!allocated_.empty() && now - allocated_.begin()->first >= lease) {
+    auto key = keys_.find(allocated_.begin()->second);
+    out.push_back(key->second.id);
+    erase(key);  // also drops the allocated_ entry
+  }
+  return out;
+}
+
 std::size_t KeyStore::release_expired(SteadyPoint now, std::chrono::milliseconds lease) {
   // reserved_ is ordered by lease start, so the expired reservations are a prefix.
   std::size_t n = 0;
@@ -248,6 +331,7 @@ std::size_t KeyStore::release_expired(SteadyPoint now, std::chrono::milliseconds
   for (; it != reserved_.end() && now - it->first >= lease; ++it, ++n) {
     auto key = keys_.find(it->second);
     key->second.state = KeyState::kAvailable;
+    key->second.holder = 0;
     available_[static_cast<std::size_t>(key_parity(key->second.id))].emplace(it->second, key);
   }
   reserved_.erase(reserved_.begin(), it);

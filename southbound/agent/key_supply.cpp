@@ -27,6 +27,13 @@ namespace {
 
 /// A reservation not allocated within this lease is released (ck-protocol.md clause 6).
 constexpr auto kReservationLease = 10s;
+/// Keys allocated and still not used this long after their reservation are discarded at both
+/// ends of the link: the controller's relay ended long ago (admission 10 s + relaying 30 s, its
+/// allocation lease 60 s) and never told us (its 0x41EA was lost). A safety net only.
+constexpr auto kAllocationLease = 90s;
+/// Most key IDs waiting for a KMA session to tell the peer they were discarded (a peer that
+/// never hears of some only keeps dead copies; it never uses them: they are our parity).
+constexpr std::size_t kMaxPendingDiscards = 65536;
 /// A source KM answers "NG: timeout" when the route has not answered within this time.
 constexpr auto kRelayTimeout = 10s;
 /// Most keys one reservation or relay may involve: the definition the controller uses too.
@@ -192,6 +199,8 @@ void KmHost::on_key_supply(const std::shared_ptr<southbound::CkChannel>& channel
     channel->send(ck::Message{std::move(resp)}, message_id);
   } else if (auto* i = std::get_if<ck::RelayInstruction>(&message)) {
     on_relay_instruction(channel, *i, message_id);
+  } else if (auto* rel = std::get_if<ck::KeyRelease>(&message)) {
+    on_key_release(channel, *rel, message_id);
   } else {
     send_ck_error(channel, ck::errc::kUnknownCommand, "command not handled by this KM", message_id);
   }
@@ -220,7 +229,8 @@ void KmHost::on_reservation(const std::shared_ptr<southbound::CkChannel>& channe
   }
   // The primary end reserves keys with an even first ID byte, the secondary odd ones.
   auto ids = link->store.reserve(static_cast<std::size_t>(n), link->primary ? 0 : 1,
-                                 std::chrono::steady_clock::now());
+                                 std::chrono::steady_clock::now(),
+                                 holder_of(r.key_relay_request_id.value_or("")));
   if (ids.empty()) {
     return ng(ck::errc::kInsufficientKeys,
               std::to_string(n) + " keys requested on " + link->link_id + ", fewer available");
@@ -253,12 +263,85 @@ void KmHost::on_allocation(const std::shared_ptr<southbound::CkChannel>& channel
               "key_ids must name 1.." + std::to_string(kMaxKeysPerRelay) + " keys");
   }
   auto ids = parse_ids(r.key_ids);
-  if (!ids || !link->store.allocate(*ids)) {
-    return ng(ck::errc::kUnknownKey, "key IDs not reserved here on " + link->link_id);
+  // Only keys reserved for this relay (when it names one): a lapsed reservation may be held by
+  // another relay now.
+  const auto holder = r.key_relay_request_id
+                          ? std::optional<Holder>(holder_of(*r.key_relay_request_id))
+                          : std::nullopt;
+  if (!ids || ids->empty() || !link->store.allocate(*ids, holder)) {
+    return ng(ck::errc::kUnknownKey,
+              "key IDs not reserved here on " + link->link_id + " for this key_relay_request_id");
   }
   resp.link_id = link->link_id;
   resp.response = 0;
   channel->send(ck::Message{std::move(resp)}, message_id);
+}
+
+void KmHost::on_key_release(const std::shared_ptr<southbound::CkChannel>& channel,
+                            const ck::KeyRelease& r, std::uint32_t message_id) {
+  ck::KeyReleaseResponse resp;
+  resp.key_relay_request_id = r.key_relay_request_id;
+  LinkEnd* link = hop_link(r.next_kma_id, r.link_id);
+  auto ids = parse_ids(r.key_ids);
+  if (link == nullptr) {
+    resp.response = "NG: unknown_kma: no link from " + km_id_ + " to " + r.next_kma_id;
+  } else if (!ids) {
+    resp.response = "NG: bad_request: malformed key ID";
+  } else {
+    // The ledger released these keys (docs/ck-extensions.md "Key release"). Reserved ones come
+    // back, oldest first as before (the ledger accepts them again from this hop); allocated
+    // ones, and with "discard" every one, are destroyed at both ends: a key that may have been
+    // named in a 0x4104 is never offered twice.
+    const Holder holder = holder_of(r.key_relay_request_id);
+    const bool discard_all = r.disposition.value_or("release") == "discard";
+    const auto gone = link->store.discard(*ids, holder, discard_all);
+    const std::size_t back = discard_all ? 0 : link->store.release(*ids, holder);
+    discard_at_both_ends(*link, gone);
+    resp.response = "OK";
+    resp.released = static_cast<std::int64_t>(back);
+    resp.discarded = static_cast<std::int64_t>(gone.size());
+  }
+  if (resp.response != "OK") {
+    log_line(LogLevel::kWarn, "KM " + km_id_ + ": key release for relay " + r.key_relay_request_id +
+                                  ": " + resp.response);
+  }
+  channel->send(ck::Message{std::move(resp)}, message_id);
+}
+
+void KmHost::discard_at_both_ends(LinkEnd& link, const std::vector<KeyId>& ids) {
+  if (ids.empty()) return;
+  link.keys_discarded += static_cast<std::int64_t>(ids.size());
+  for (const auto& id : ids) link.pending_discards.push_back(id);
+  while (link.pending_discards.size() > kMaxPendingDiscards) link.pending_discards.pop_front();
+  flush_discards(link);
+}
+
+void KmHost::flush_discards(LinkEnd& link) {
+  if (link.pending_discards.empty() || !link.session || !link.synced) return;
+  // One frame per 1024 IDs keeps each far below kma::kMaxPayload.
+  while (!link.pending_discards.empty()) {
+    json::array ids;
+    while (!link.pending_discards.empty() && ids.size() < 1024) {
+      ids.emplace_back(key_id_to_string(link.pending_discards.front()));
+      link.pending_discards.pop_front();
+    }
+    json::object o{{"link_id", link.link_id}, {"key_ids", std::move(ids)}};
+    link.session->send(kma::encode_frame(kma::Type::kDiscard, json::serialize(o)));
+  }
+}
+
+void KmHost::on_discard_frame(LinkEnd& link, const std::string& payload) {
+  auto msg = parse_obj(payload);
+  if (!msg || str_of(*msg, "link_id") != link.link_id) {
+    log_line(LogLevel::kWarn,
+             "KM " + km_id_ + ": KMA link " + link.link_id + ": malformed discard frame ignored");
+    return;
+  }
+  auto ids = parse_ids(strings_of(*msg, "key_ids"));
+  if (!ids) return;
+  // Only the peer's half: the peer reserves the other parity than ours.
+  const auto gone = link.store.discard_available(*ids, link.primary ? 1 : 0);
+  link.keys_discarded += static_cast<std::int64_t>(gone.size());
 }
 
 void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& channel,
@@ -526,7 +609,10 @@ void KmHost::finish_source_relay(const std::string& request_id, const std::strin
 }
 
 void KmHost::expire_key_supply(SteadyTime now) {
-  for (auto& l : links_) l->store.release_expired(now, kReservationLease);
+  for (auto& l : links_) {
+    l->store.release_expired(now, kReservationLease);
+    discard_at_both_ends(*l, l->store.discard_expired_allocations(now, kAllocationLease));
+  }
   std::vector<std::string> late;
   for (const auto& [rid, s] : source_relays_) {
     if (now >= s.deadline) late.push_back(rid);

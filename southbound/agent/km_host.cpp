@@ -937,6 +937,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       session->send(
           json_frame(kma::Type::kSyncOk,
                      {{"in_sync", in_sync}, {"capacity_bits", link->store.capacity_bits()}}));
+      flush_discards(*link);
       return;
     }
     case kma::Type::kSyncOk: {
@@ -955,6 +956,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       link->synced = true;
       link->last_generation = std::chrono::steady_clock::now();
       link->credit_bits = 0;
+      flush_discards(*link);
       return;
     }
     case kma::Type::kKeys: {
@@ -962,7 +964,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       auto body = kma::decode_keys(payload);
       if (!body) return fail("malformed keys frame");
       for (auto& k : body->keys) {
-        if (link->store.push(std::move(k))) ++link->keys_generated;  // a duplicate ID is dropped
+        if (link->store.push(k)) ++link->keys_generated;  // a duplicate ID is dropped
       }
       session->send(kma::encode_ack_frame(body->seq));
       return;
@@ -973,7 +975,7 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
         return fail("unexpected ack");
       }
       for (auto& k : link->pending.front().keys) {
-        if (link->store.push(std::move(k))) ++link->keys_generated;  // as the secondary does
+        if (link->store.push(k)) ++link->keys_generated;  // as the secondary does
       }
       link->pending.pop_front();
       return;
@@ -1014,6 +1016,9 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       return;
     case kma::Type::kClaimAck:
       on_claim_ack(payload);
+      return;
+    case kma::Type::kDiscard:
+      on_discard_frame(*link, payload);
       return;
     case kma::Type::kError: {
       try {

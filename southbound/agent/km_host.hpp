@@ -115,8 +115,10 @@ struct LinkEnd {
   // Accounting in keys: generated == available + reserved + allocated + consumed + discarded.
   std::int64_t keys_generated = 0;  ///< stored (secondary: on Keys; primary: on Ack)
   std::int64_t keys_consumed = 0;   ///< taken for a relay hop or an SAE supply
-  std::int64_t keys_discarded = 0;  ///< dropped by a resync (trim / clear)
-  RateMeter consumption_meter;      ///< samples keys_consumed * kKeyBits
+  std::int64_t keys_discarded = 0;  ///< dropped by a resync, a release or the peer's discard
+  /// IDs discarded here (our parity) that the peer has not been told of yet (KMA Discard).
+  std::deque<KeyId> pending_discards;
+  RateMeter consumption_meter;  ///< samples keys_consumed * kKeyBits
   // Alarm state.
   bool down_raised = false;
   bool qber_raised = false;
@@ -217,6 +219,15 @@ class KmHost {
   void on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
                       const std::string& payload);
   void on_relay_ack(const std::string& payload);
+  /// 0x41EA: reserved keys of the relay back to available, allocated ones discarded.
+  void on_key_release(const std::shared_ptr<southbound::CkChannel>& channel,
+                      const southbound::ck::KeyRelease& r, std::uint32_t message_id);
+  /// Counts keys this end discarded and tells the peer (KMA Discard) now or once synced.
+  void discard_at_both_ends(LinkEnd& link, const std::vector<KeyId>& ids);
+  /// Sends the link's pending discards when its session is up and synchronised.
+  void flush_discards(LinkEnd& link);
+  /// KMA Discard from the peer: its copies of these keys are gone, ours go too.
+  void on_discard_frame(LinkEnd& link, const std::string& payload);
   void finish_source_relay(const std::string& request_id, const std::string& response);
   void expire_key_supply(SteadyTime now);
   /// The link end to `peer` (`link_id` when given and non-empty); nullptr when none.
@@ -392,7 +403,7 @@ class KmHost {
 class AgentCore : public SaeKeyService {
  public:
   AgentCore(net::io_context& io, AgentConfig config);
-  ~AgentCore();
+  ~AgentCore() override;
 
   void start();
   void stop();

@@ -22,6 +22,9 @@
 //             route hop by hop, transit KMs forward it; tag = HMAC under a key derived from the
 //             claimed units); the destination answers ClaimAck {"claim_id","response"}, which
 //             transit KMs forward back (docs/key-supply.md "Relay instructions")
+//   either -> Discard {"link_id","key_ids"} (the sender discarded these keys of its own half:
+//             the controller released them after allocation, or their allocation lapsed; the
+//             receiver removes its available copies of the sender's parity; no answer)
 // The primary of a link is the end with the lexicographically smaller KM ID.
 #pragma once
 
@@ -51,6 +54,7 @@ enum class Type : std::uint16_t {
   kSupplyAck = 13,
   kClaim = 14,
   kClaimAck = 15,
+  kDiscard = 16,
 };
 
 inline constexpr std::size_t kHeaderSize = 6;

@@ -105,6 +105,8 @@ inline constexpr OneOf kLinkState{kLinkStates, "expected \"up\" or \"down\""};
 inline constexpr OneOf kAlarm{kAlarms, "unknown alarm"};
 inline constexpr OneOf kSeverity{kSeverities, "expected critical, major, minor or cleared"};
 inline constexpr OneOf kErrorCode{kErrorCodes, "not an error code of clause 3"};
+inline constexpr std::array<std::string_view, 2> kDispositions = {"release", "discard"};
+inline constexpr OneOf kDisposition{kDispositions, "expected \"release\" or \"discard\""};
 
 // ---- rules over several fields -----------------------------------------------------------------
 
@@ -500,6 +502,31 @@ struct Spec<RelayInstructionResponse> {
       Field{"instruction_id", &M::instruction_id, Uuid{}},
       Field{"response", &M::response, ResponseText{}},
       Field{"keys_relayed", &M::keys_relayed, kNonNegativeInt},
+  };
+};
+
+template <>
+struct Spec<KeyRelease> {
+  using M = KeyRelease;
+  static constexpr auto fields = std::tuple{
+      Field{"key_relay_request_id", &M::key_relay_request_id, Uuid{}},
+      Field{"next_kma_id", &M::next_kma_id, Id{}},
+      Field{"link_id", &M::link_id, Id{}},
+      Field{"key_ids", &M::key_ids, NonEmpty<Uuid>{}},
+      Field{"disposition", &M::disposition, kDisposition},
+      ExtensionField{&M::extension},
+      Field{"controller_epoch", &M::controller_epoch, kEpoch},
+  };
+};
+
+template <>
+struct Spec<KeyReleaseResponse> {
+  using M = KeyReleaseResponse;
+  static constexpr auto fields = std::tuple{
+      Field{"key_relay_request_id", &M::key_relay_request_id, Uuid{}},
+      Field{"response", &M::response, ResponseText{}},
+      Field{"released", &M::released, kNonNegativeInt},
+      Field{"discarded", &M::discarded, kNonNegativeInt},
   };
 };
 

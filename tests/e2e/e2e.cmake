@@ -65,3 +65,15 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_secret_hygiene test_secret_hygiene.py)
   set_tests_properties(e2e_secret_hygiene PROPERTIES LABELS "e2e;security")
 endif()
+# Fault tests (issue 12, label fault): overload then light load. Four ETSI 014 clients ask ~10x
+# the supply of a 12-KM network with 40 kbit/s links for 12 s, then one client asks 4 keys a
+# second: >= 99 % must succeed from two lease periods on, on a line and on a random topology.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  foreach(_kind line random)
+    add_test(NAME fault_overload_${_kind}
+             COMMAND ${QKDN_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_fault_overload.py ${_kind})
+    # Alone: the promise is about this load, not about the other tests sharing the machine.
+    set_tests_properties(fault_overload_${_kind} PROPERTIES LABELS "e2e;fault" RUN_SERIAL TRUE
+                         ENVIRONMENT "${QKDN_E2E_ENV}" TIMEOUT 180)
+  endforeach()
+endif()

@@ -108,6 +108,44 @@ class AgentKeySupplyRelayTest : public ::testing::Test {
     return m ? std::get<ck::KeyAllocationResponse>(*m) : ck::KeyAllocationResponse{};
   }
 
+  ck::KeyReleaseResponse release(const std::string& km, const std::string& next,
+                                 const std::string& relay_id, std::vector<std::string> ids,
+                                 bool discard = false) {
+    ck::KeyRelease r;
+    r.key_relay_request_id = relay_id;
+    r.next_kma_id = next;
+    r.key_ids = std::move(ids);
+    if (discard) r.disposition = "discard";
+    r.controller_epoch = kEpoch;
+    const auto id = send(km, ck::Command::kKeyRelease, ck::Message{r});
+    auto m = response(km, ck::Command::kKeyReleaseResponse, id);
+    EXPECT_TRUE(m) << "no 0x14EB from " << km;
+    return m ? std::get<ck::KeyReleaseResponse>(*m) : ck::KeyReleaseResponse{};
+  }
+
+  /// Reservation for a given relay (reserve() uses kRelayId).
+  ck::KeyReservationResponse reserve_for(const std::string& relay_id, std::int64_t n) {
+    ck::KeyReservationRequest r;
+    r.source_kma_id = "KM1";
+    r.destination_kma_id = "KM3";
+    r.next_kma_id = "KM2";
+    r.number_of_keys = n;
+    r.key_relay_request_id = relay_id;
+    r.controller_epoch = kEpoch;
+    const auto id = send("KM1", ck::Command::kKeyReservationRequest, ck::Message{r});
+    auto m = response("KM1", ck::Command::kKeyReservationResponse, id);
+    EXPECT_TRUE(m);
+    return m ? std::get<ck::KeyReservationResponse>(*m) : ck::KeyReservationResponse{};
+  }
+
+  void expect_accounting(Agent& a, const std::string& km, const std::string& link) {
+    const auto l = link_of(a, km, link);
+    ASSERT_TRUE(l);
+    EXPECT_EQ(l->keys_generated, l->keys_available + l->keys_reserved + l->keys_allocated +
+                                     l->keys_consumed + l->keys_discarded)
+        << km << " " << link;
+  }
+
   IoThreads io_;
   std::unique_ptr<FakeController> controller_;
   std::unique_ptr<Agent> a1_;
@@ -166,6 +204,81 @@ TEST_F(AgentKeySupplyRelayTest, RelaysOneTimePadEncryptedKeyAcrossTwoAgents) {
   auto m2 = response("KM1", ck::Command::kKeyRelayResponse, again);
   ASSERT_TRUE(m2);
   EXPECT_EQ(std::get<ck::KeyRelayResponse>(*m2).response.rfind("NG: ", 0), 0u);
+}
+
+// Key release (0x41EA, issue 12): reserved keys of the named relay come back at once, oldest
+// first, so the next reservation gets the same IDs; allocated ones, and with "discard" reserved
+// ones too, are destroyed at both ends of the link (KMA Discard); keys held for another relay
+// are left alone; an allocation for another relay is refused.
+TEST_F(AgentKeySupplyRelayTest, ReleaseReturnsReservedKeysAndDiscardsAllocatedAtBothEnds) {
+  fill_and_freeze();
+  const std::string a = "11111111-2222-4333-8444-555555555555";
+  const std::string b = "21111111-2222-4333-8444-555555555555";
+  const std::string c = "31111111-2222-4333-8444-555555555555";
+  const auto before = stored(*a1_, "KM1", "L12");
+
+  // Released before allocation: back, and offered first again.
+  const auto r1 = reserve_for(a, 4);
+  ASSERT_EQ(r1.response, 0);
+  EXPECT_EQ(link_of(*a1_, "KM1", "L12")->keys_reserved, 4);
+  auto rel = release("KM1", "KM2", a, r1.key_ids);
+  EXPECT_EQ(rel.response, "OK");
+  EXPECT_EQ(rel.key_relay_request_id, a);
+  EXPECT_EQ(rel.released.value_or(-1), 4);
+  EXPECT_EQ(rel.discarded.value_or(-1), 0);
+  EXPECT_EQ(link_of(*a1_, "KM1", "L12")->keys_reserved, 0);
+  const auto r2 = reserve_for(b, 4);
+  ASSERT_EQ(r2.response, 0);
+  EXPECT_EQ(r2.key_ids, r1.key_ids) << "released keys come back in their place, oldest first";
+
+  // A release or an allocation naming another relay leaves b's reservation alone.
+  rel = release("KM1", "KM2", a, r2.key_ids);
+  EXPECT_EQ(rel.released.value_or(-1), 0);
+  EXPECT_EQ(rel.discarded.value_or(-1), 0);
+  ck::KeyAllocationRequest wrong;
+  wrong.source_kma_id = "KM1";
+  wrong.destination_kma_id = "KM3";
+  wrong.next_kma_id = "KM2";
+  wrong.key_relay_request_id = c;
+  wrong.key_ids = r2.key_ids;
+  wrong.controller_epoch = kEpoch;
+  const auto wid = send("KM1", ck::Command::kKeyAllocationRequest, ck::Message{wrong});
+  auto wm = response("KM1", ck::Command::kKeyAllocationResponse, wid);
+  ASSERT_TRUE(wm);
+  EXPECT_EQ(std::get<ck::KeyAllocationResponse>(*wm).response, 1);
+  EXPECT_EQ(link_of(*a1_, "KM1", "L12")->keys_reserved, 4);
+
+  // Allocated, then released: discarded here and at the peer (KM2's copies of KM1's half).
+  wrong.key_relay_request_id = b;
+  const auto aid = send("KM1", ck::Command::kKeyAllocationRequest, ck::Message{wrong});
+  auto am = response("KM1", ck::Command::kKeyAllocationResponse, aid);
+  ASSERT_TRUE(am);
+  ASSERT_EQ(std::get<ck::KeyAllocationResponse>(*am).response, 0);
+  rel = release("KM1", "KM2", b, r2.key_ids);
+  EXPECT_EQ(rel.released.value_or(-1), 0);
+  EXPECT_EQ(rel.discarded.value_or(-1), 4);
+  EXPECT_EQ(stored(*a1_, "KM1", "L12"), before - 4);
+  EXPECT_TRUE(eventually([&] { return stored(*a1_, "KM2", "L12") == before - 4; }))
+      << "the peer end must drop its copies too";
+  EXPECT_EQ(a1_->link_digest("KM1", "L12"), a1_->link_digest("KM2", "L12"));
+
+  // "discard": reserved keys are destroyed too (the controller can never take them).
+  const auto r3 = reserve_for(c, 2);
+  ASSERT_EQ(r3.response, 0);
+  EXPECT_NE(r3.key_ids.front(), r1.key_ids.front());
+  rel = release("KM1", "KM2", c, r3.key_ids, true);
+  EXPECT_EQ(rel.discarded.value_or(-1), 2);
+  EXPECT_TRUE(eventually([&] { return stored(*a1_, "KM2", "L12") == before - 6; }));
+  EXPECT_EQ(stored(*a1_, "KM1", "L12"), before - 6);
+  EXPECT_EQ(a1_->link_digest("KM1", "L12"), a1_->link_digest("KM2", "L12"));
+  EXPECT_EQ(link_of(*a1_, "KM1", "L12")->keys_discarded, 6);
+  EXPECT_EQ(link_of(*a1_, "KM2", "L12")->keys_discarded, 6);
+  expect_accounting(*a1_, "KM1", "L12");
+  expect_accounting(*a1_, "KM2", "L12");
+
+  // No link to the named KM: NG.
+  rel = release("KM1", "KM3", c, r3.key_ids);
+  EXPECT_EQ(rel.response.rfind("NG: unknown_kma", 0), 0u) << rel.response;
 }
 
 // Reservation beyond the pool, allocation of unknown or foreign IDs, and a stale epoch are

@@ -349,6 +349,59 @@ TEST(AgentSupply, ExhaustedPoolIs503) {
   expect_accounting(n, "KM5");
 }
 
+/// The link end of `km` on `link` (default-constructed when absent).
+agent::LinkSnapshot link_end(Network& n, const std::string& km, const std::string& link) {
+  for (const auto& s : n.snapshot(km)) {
+    for (const auto& l : s.links) {
+      if (l.link_id == link) return l;
+    }
+  }
+  return {};
+}
+
+// Issue 12, finding 1: a failed attempt's reservations go back to their KM at once (0x41EA) and
+// serve the next relay through that hop; the ledger accepts a key released before allocation
+// from the same hop again. Before, the KM was never told: the keys stayed reserved for its 10 s
+// lease, then came back first, and the ledger refused them for good (every later relay through
+// the hop failed "reservation failed: bad_request").
+TEST(AgentSupply, FailedAttemptReleasesAtTheKmAndItsKeysServeTheNextRelay) {
+  Network n;
+  ASSERT_TRUE(n.wait_ready()) << n.controller().log_text();
+  ASSERT_TRUE(n.wait_keys("KM2", "L12", 200));
+  // KM2 -> KM1 -> KM5: KM2 reserves 64 units on L12, KM1 cannot on L15 (about 4 keys/s).
+  auto r = n.enc("SAE2", "SAE5", 64, 256);
+  ASSERT_EQ(r.status, 503) << r.message;
+  const auto failed_at = std::chrono::steady_clock::now();
+  const auto released = [&] {
+    return n.controller().core([](service::Core& c) { return c.ledger.counters("L12"); });
+  };
+  // Both hops are asked at once: L15's NG may end the attempt before KM2's 0x140B arrives, which
+  // is then recorded and released as a late reservation.
+  EXPECT_TRUE(n.controller().wait_core(
+      [](service::Core& c) { return c.ledger.counters("L12").released == 64u; }));
+  // The KM holds nothing for the dead attempt: released at once, not after its 10 s lease.
+  const auto deadline = failed_at + 15s;
+  while (std::chrono::steady_clock::now() < deadline && link_end(n, "KM2", "L12").keys_reserved) {
+    std::this_thread::sleep_for(20ms);
+  }
+  const auto held_for = std::chrono::steady_clock::now() - failed_at;
+  EXPECT_EQ(link_end(n, "KM2", "L12").keys_reserved, 0);
+  EXPECT_LT(held_for, 5s) << "the KM kept the reservation until its own lease lapsed";
+
+  // KM3 -> KM2 -> KM1: KM2 offers its oldest keys on L12 first, the ones just released.
+  auto ok = n.enc("SAE3", "SAE1", 4, 256);
+  ASSERT_EQ(ok.status, 200) << ok.message << "\n" << n.controller().log_text();
+  auto back = n.dec("SAE1", "SAE3", ids_of(ok));
+  ASSERT_EQ(back.status, 200) << back.message;
+  expect_same_keys(ok, back);
+  // The 0x1405 may reach the controller just after the SAE got its keys.
+  EXPECT_TRUE(n.controller().wait_core(
+      [](service::Core& c) { return c.ledger.counters("L12").consumed == 4u; }));
+  EXPECT_EQ(released().released, 60u) << "4 released keys were reserved again and consumed";
+  expect_accounting(n, "KM1");
+  expect_accounting(n, "KM2");
+}
+
 TEST(AgentSupply, KmVanishingMidRelayIs503AndNothingDelivered) {
   Network n(std::chrono::seconds{600}, 3s);
   ASSERT_TRUE(n.wait_ready()) << n.controller().log_text();

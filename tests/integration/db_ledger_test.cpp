@@ -86,6 +86,66 @@ TEST_F(DbTest, LedgerBadTransitionsAreConflicts) {
   EXPECT_EQ(st.ledger[0].state, "released");
 }
 
+// Issue 12 (migration 0004): a key released before allocation may be reserved again by its hop
+// (same link and KMs) under another relay; the database itself keeps ever_allocated, so a key
+// that was allocated never comes back, whatever a writer sends; another hop never takes it; a
+// key moves to another relay only from released.
+TEST_F(DbTest, LedgerKeyReleasedBeforeAllocationIsReservedAgainByItsHop) {
+  store_->apply_ledger(
+      "b1", {ledger_entry("k1", "r1", "reserved"), ledger_entry("k2", "r1", "reserved")});
+  store_->apply_ledger(
+      "b2", {ledger_entry("k1", "r1", "released"), ledger_entry("k2", "r1", "allocated")});
+  store_->apply_ledger("b3", {ledger_entry("k2", "r1", "released")});
+  auto st = store_->load();
+  EXPECT_FALSE(find(st.ledger, "k1")->ever_allocated);
+  EXPECT_TRUE(find(st.ledger, "k2")->ever_allocated);
+
+  // k1 comes back under r2; k2 never, in no relay.
+  store_->apply_ledger("b4", {ledger_entry("k1", "r2", "reserved")});
+  EXPECT_THROW(store_->apply_ledger("x1", {ledger_entry("k2", "r2", "reserved")}), Conflict);
+  EXPECT_THROW(store_->apply_ledger("x2", {ledger_entry("k2", "r1", "reserved")}), Conflict);
+  st = store_->load();
+  EXPECT_EQ(find(st.ledger, "k1")->relay_id, "r2");
+  EXPECT_EQ(find(st.ledger, "k1")->state, "reserved");
+  EXPECT_TRUE(find(st.ledger, "k1")->lease_expires_at.has_value());
+  EXPECT_FALSE(find(st.ledger, "k1")->ever_allocated);
+  EXPECT_EQ(find(st.ledger, "k2")->state, "released");
+
+  // A live key does not change relay; a released one does not change hop.
+  EXPECT_THROW(store_->apply_ledger("x3", {ledger_entry("k1", "r3", "reserved")}), Conflict);
+  store_->apply_ledger("b5", {ledger_entry("k1", "r2", "released")});
+  auto other_km = ledger_entry("k1", "r3", "reserved");
+  other_km.km_id = "KM2";
+  other_km.peer_km_id = "KM1";
+  EXPECT_THROW(store_->apply_ledger("x4", {other_km}), Conflict);
+  auto other_link = ledger_entry("k1", "r3", "reserved");
+  other_link.link_id = "L23";
+  EXPECT_THROW(store_->apply_ledger("x5", {other_link}), Conflict);
+  // Nor to any state but reserved.
+  EXPECT_THROW(store_->apply_ledger("x6", {ledger_entry("k1", "r3", "allocated")}), Conflict);
+
+  // Reserved again, allocated, released: final for good.
+  store_->apply_ledger("b6", {ledger_entry("k1", "r3", "reserved")});
+  store_->apply_ledger("b7", {ledger_entry("k1", "r3", "allocated")});
+  store_->apply_ledger("b8", {ledger_entry("k1", "r3", "released")});
+  EXPECT_THROW(store_->apply_ledger("x7", {ledger_entry("k1", "r4", "reserved")}), Conflict);
+  EXPECT_FALSE(store_->ledger_batch_committed("x7"));
+
+  // The flag cannot be cleared, not even with raw SQL: a released key refuses any update, and
+  // a live one keeps the flag it has.
+  EXPECT_ANY_THROW(sql("UPDATE ledger SET ever_allocated = false WHERE key_id = 'k2'"));
+  EXPECT_EQ(sql("SELECT ever_allocated FROM ledger WHERE key_id = 'k2'"), "t");
+  EXPECT_THROW(store_->apply_ledger("x8", {ledger_entry("k2", "r4", "reserved")}), Conflict);
+  // A key inserted straight as allocated carries the flag.
+  store_->apply_ledger("b9", {ledger_entry("k3", "r5", "allocated")});
+  EXPECT_EQ(sql("SELECT ever_allocated FROM ledger WHERE key_id = 'k3'"), "t");
+  sql("UPDATE ledger SET ever_allocated = false WHERE key_id = 'k3'");
+  EXPECT_EQ(sql("SELECT ever_allocated FROM ledger WHERE key_id = 'k3'"), "t");
+  st = store_->load();
+  EXPECT_TRUE(find(st.ledger, "k1")->ever_allocated);
+  EXPECT_TRUE(find(st.ledger, "k3")->ever_allocated);
+}
+
 // Applying a batch twice under one idempotency key applies it once: the second call is a no-op
 // even if its entries would now be invalid.
 TEST_F(DbTest, LedgerBatchesAreIdempotent) {

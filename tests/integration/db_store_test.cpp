@@ -35,6 +35,8 @@ TEST_F(DbTest, MigratesEmptyDatabaseOnceAndRecordsVersions) {
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 1"), "0001_initial");
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 2"), "0002_thresholds");
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 3"), "0003_km_coordinates");
+  EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 4"),
+            "0004_ledger_release_before_allocation");
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 5"), "0005_controller_epoch");
 }
 

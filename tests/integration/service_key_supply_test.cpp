@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <algorithm>
+
 #include "qkdn/controller/error.hpp"
 #include "service_test_support.hpp"
 
@@ -178,6 +180,14 @@ TEST(ServiceKeySupply, RefusedReservationTriesNextRoute) {
     EXPECT_EQ(c.ledger.state_of(first_keys[1]), LedgerState::kConsumed);
     return 0;
   });
+  // ... and released at KM1 too (0x41EA, issue 12), under the voided attempt's relay ID.
+  ASSERT_TRUE(kms["KM1"]->wait_for(0x41EA)) << h.log_text();
+  const auto rel = decode_as<ck::KeyRelease>(kms["KM1"]->received(0x41EA)[0]);
+  EXPECT_EQ(rel.key_ids, std::vector<std::string>{kms["KM1"]->reserved_keys()[0]});
+  EXPECT_EQ(rel.next_kma_id, "KM2");
+  EXPECT_FALSE(rel.disposition.has_value());
+  EXPECT_EQ(rel.controller_epoch, h.svc().controller_epoch());
+  EXPECT_NE(rel.key_relay_request_id, req.key_relay_request_id.value_or(""));
   EXPECT_EQ(relays_total(h, "voided"), 1);
   EXPECT_EQ(metric_value(metrics_text(h), R"(qkdn_key_reservations_total{result="refused"})"), 1);
 }
@@ -241,6 +251,21 @@ TEST(ServiceKeySupply, RelayNgReleasesKeys) {
     }
     return 0;
   });
+  // Each hop's near KM is told (0x41EA) to let go of its hop keys (issue 12): it discards those
+  // it still holds allocated at both ends of the link.
+  for (const auto& hk : req.hop_keys) {
+    auto& km = *kms[hk.kma_id];
+    ASSERT_TRUE(km.wait_for(0x41EA)) << hk.kma_id;
+    const auto rel = decode_as<ck::KeyRelease>(km.received(0x41EA).back());
+    EXPECT_EQ(rel.key_relay_request_id, *req.key_relay_request_id);
+    EXPECT_EQ(rel.next_kma_id, hk.next_kma_id);
+    EXPECT_EQ(rel.link_id.value_or(""), hk.link_id);
+    auto named = rel.key_ids;
+    auto expected = hk.key_ids;
+    std::sort(named.begin(), named.end());
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(named, expected);
+  }
 }
 
 // Without a store the epoch file makes the epoch grow across restarts although the (injected)

@@ -1,6 +1,7 @@
 // Helpers of the service integration tests: the controller service in-process on 127.0.0.1:0
 // with the key-supply handler, and fake KMs that speak real Ck over TCP and answer the
-// controller's commands (0x410A, 0x410C, 0x4104, 0x4108, 0x41E5) by a configurable behaviour.
+// controller's commands (0x410A, 0x410C, 0x4104, 0x4108, 0x41E5, 0x41EA) by a configurable
+// behaviour.
 #pragma once
 
 #include <sys/socket.h>
@@ -136,7 +137,7 @@ class FakeKm {
       for (const auto& f : inbox_) {
         if (f.message_id == id && (f.command >> 8) == 0x41 && f.command != 0x41E5 &&
             f.command != 0x410A && f.command != 0x410C && f.command != 0x4104 &&
-            f.command != 0x4108) {
+            f.command != 0x4108 && f.command != 0x41EA) {
           found = f;
           return true;
         }
@@ -266,6 +267,13 @@ class FakeKm {
         if (!b.answer_session) return;
         const auto m = decode_as<ck::SessionCreationNotification>(f);
         reply(0x1409, f.message_id, R"({"session_id":")" + m.session_id + R"(","response":"OK"})");
+        return;
+      }
+      case 0x41EA: {  // key release: a conforming KM answers with what it did
+        const auto m = decode_as<ck::KeyRelease>(f);
+        reply(0x14EB, f.message_id,
+              R"({"key_relay_request_id":")" + m.key_relay_request_id +
+                  R"(","response":"OK","released":0,"discarded":0})");
         return;
       }
       case 0x41E5: {

@@ -186,6 +186,65 @@ TEST(KeyStore, AllocatedKeysDoNotExpire) {
   EXPECT_EQ(store.count(KeyState::kAllocated), 3u);
 }
 
+// Issue 12: a release gives back only the named holder's reservations, in their old place
+// (offered first again); an allocation naming a holder takes only its reservations.
+TEST(KeyStore, ReleaseReturnsTheHoldersReservationsInPlace) {
+  KeyMaker maker(21);
+  auto store = make_store();
+  const auto all = push_keys(maker, 0, 6, store);
+  const Holder a = holder_of("relay-a");
+  const Holder b = holder_of("relay-b");
+  EXPECT_NE(a, b);
+  const auto ra = store.reserve(2, 0, kT0, a);
+  const auto rb = store.reserve(2, 0, kT0, b);
+  EXPECT_EQ(ra, (std::vector<KeyId>{all[0], all[1]}));
+  EXPECT_FALSE(store.allocate(ra, b));  // not b's
+  EXPECT_EQ(store.release(rb, a), 0u);  // not a's
+  EXPECT_EQ(store.count(KeyState::kReserved), 4u);
+  EXPECT_EQ(store.release({ra[0], ra[0], all[5]}, a), 1u);  // repeated and available: once
+  EXPECT_EQ(store.release(ra, a), 1u);
+  EXPECT_EQ(store.count(KeyState::kReserved), 2u);
+  EXPECT_EQ(store.available_parity(0), 4u);
+  // Back in their place: the next reservation takes them first.
+  EXPECT_EQ(store.reserve(2, 0, kT0, b), ra);
+  EXPECT_TRUE(store.allocate(rb, b));
+  // A lapsed reservation forgets its holder.
+  EXPECT_EQ(store.release_expired(kT0 + milliseconds{10}, milliseconds{10}), 2u);
+  EXPECT_EQ(store.release(ra, b), 0u);
+}
+
+// Discards remove and wipe keys: held ones of a holder (allocated, or reserved too), available
+// ones of one parity (the peer's half), and allocations older than a lease; the rest stays.
+TEST(KeyStore, DiscardHeldAvailableAndExpiredAllocations) {
+  KeyMaker maker(22);
+  auto store = make_store();
+  const auto even = push_keys(maker, 0, 4, store);
+  const auto odd = push_keys(maker, 1, 4, store);
+  const Holder h = holder_of("relay-h");
+  const auto r = store.reserve(2, 0, kT0, h);
+  ASSERT_TRUE(store.allocate({r[0]}, h));
+  // Only the allocated one without reserved_too; another holder gets nothing.
+  EXPECT_TRUE(store.discard(r, holder_of("other"), true).empty());
+  EXPECT_EQ(store.discard(r, h, false), std::vector<KeyId>{r[0]});
+  EXPECT_EQ(store.discard(r, h, true), std::vector<KeyId>{r[1]});
+  EXPECT_EQ(store.size(), 6u);
+  // The peer's half only, available only.
+  const auto rodd = store.reserve(1, 1, kT0, h);
+  EXPECT_EQ(store.discard_available({odd[0], odd[1], even[2]}, 1), std::vector<KeyId>{odd[1]});
+  EXPECT_EQ(rodd, std::vector<KeyId>{odd[0]});
+  EXPECT_EQ(store.size(), 5u);
+  // Allocations lapse after their lease (counted from the reservation); reservations do not.
+  const auto late = store.reserve(1, 0, kT0 + milliseconds{50}, h);
+  ASSERT_TRUE(store.allocate(rodd, h));
+  ASSERT_TRUE(store.allocate(late, h));
+  EXPECT_TRUE(store.discard_expired_allocations(kT0 + milliseconds{99}, milliseconds{100}).empty());
+  EXPECT_EQ(store.discard_expired_allocations(kT0 + milliseconds{100}, milliseconds{100}), rodd);
+  EXPECT_EQ(store.discard_expired_allocations(kT0 + milliseconds{150}, milliseconds{100}), late);
+  EXPECT_EQ(store.count(KeyState::kAllocated), 0u);
+  EXPECT_EQ(store.size(), 3u);
+  EXPECT_EQ(store.count(KeyState::kAvailable), 3u);
+}
+
 // newest_id / trim_after follow global insertion order across both parities.
 TEST(KeyStore, TrimAfterAcrossParities) {
   KeyMaker maker(7);

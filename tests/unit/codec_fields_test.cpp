@@ -44,6 +44,7 @@ enum class Kind {
   kAlarm,
   kSeverity,
   kErrorCode,
+  kDisposition,  // "release" | "discard" (0x41EA)
 };
 
 struct Field {
@@ -207,6 +208,20 @@ std::vector<Field> fields_of(std::uint16_t command) {
       return {{"instruction_id", true, K::kUuid},
               {"response", true, K::kResponse},
               {"keys_relayed", false, K::kNonNegInt}};
+    case 0x41EA:  // Key release [project]
+      return {{"key_relay_request_id", true, K::kUuid},
+              {"next_kma_id", true, K::kId},
+              {"link_id", false, K::kId},
+              {"key_ids", true, K::kUuidArrayNonEmpty},
+              {"key_ids/1", false, K::kUuid},
+              {"disposition", false, K::kDisposition},
+              ext,
+              epoch};
+    case 0x14EB:  // Response to key release [project]
+      return {{"key_relay_request_id", true, K::kUuid},
+              {"response", true, K::kResponse},
+              {"released", false, K::kNonNegInt},
+              {"discarded", false, K::kNonNegInt}};
     case 0x14E7:  // Applications update
       return {{"kma_id", true, K::kId},
               {"attached", false, K::kIdArray},
@@ -239,6 +254,7 @@ bool is_string_kind(Kind k) {
     case Kind::kAlarm:
     case Kind::kSeverity:
     case Kind::kErrorCode:
+    case Kind::kDisposition:
       return true;
     default:
       return false;
@@ -344,6 +360,8 @@ std::vector<std::string> invalid_values(Kind k) {
       return {"\"warning\"", "\"\""};
     case Kind::kErrorCode:
       return {"\"oops\"", "\"\"", "\"BAD_REQUEST\""};
+    case Kind::kDisposition:
+      return {"\"Release\"", "\"\"", "\"keep\""};
     default:
       return {};
   }
@@ -392,6 +410,8 @@ std::vector<std::string> edge_values(Kind k) {
               "\"peer_unreachable\""};
     case Kind::kSeverity:
       return {"\"critical\"", "\"minor\"", "\"cleared\""};
+    case Kind::kDisposition:
+      return {"\"release\""};
     case Kind::kErrorCode:
       return {"\"unknown_command\"", "\"unsupported_version\"",
               "\"unknown_kma\"",     "\"unknown_application\"",

@@ -358,6 +358,8 @@ const CommandRow kCommandTable[] = {
     {0x14E7, "applications_update", Direction::kKmToController, std::nullopt},
     {0x14E8, "heartbeat", Direction::kKmToController, 0x41E9},
     {0x41E9, "heartbeat_response", Direction::kControllerToKm, std::nullopt},
+    {0x41EA, "key_release", Direction::kControllerToKm, 0x14EB},
+    {0x14EB, "key_release_response", Direction::kKmToController, std::nullopt},
     {0x14EF, "error", Direction::kKmToController, std::nullopt},
     {0x41EF, "error", Direction::kControllerToKm, std::nullopt},
 };
@@ -386,7 +388,7 @@ TEST(CkCommands, TableMatchesClause4) {
       EXPECT_EQ(command_name(code), "unknown");
     }
   }
-  EXPECT_EQ(known, 24);
+  EXPECT_EQ(known, 26);
   EXPECT_FALSE(direction_of(0x1501));
   EXPECT_FALSE(direction_of(0x0014));
   EXPECT_EQ(direction_of(0x14FF), Direction::kKmToController);

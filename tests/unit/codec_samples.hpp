@@ -91,6 +91,11 @@ inline std::vector<Sample> all_samples() {
       {0x14E7, R"({"kma_id":"KM1","attached":["SAE-A"],"detached":["SAE-C"]})"},
       {0x14E8, R"({"kma_id":"KM1"})"},
       {0x41E9, R"({})"},
+      {0x41EA, R"({"key_relay_request_id":)" + u1 +
+                   R"(,"next_kma_id":"KM2","link_id":"L12","key_ids":[)" + u2 + "," + u1 +
+                   R"(],"disposition":"discard",)" + ext + R"(,"controller_epoch":3})"},
+      {0x14EB,
+       R"({"key_relay_request_id":)" + u1 + R"(,"response":"OK","released":1,"discarded":2})"},
       {0x14EF, R"({"error":"bad_request","message":"links: expected array","message_id":42})"},
       {0x41EF, R"({"error":"not_registered","message":"register first","message_id":1})"},
   };

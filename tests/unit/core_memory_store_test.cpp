@@ -76,6 +76,34 @@ TEST(MemoryStore, LedgerConflictsApplyNothing) {
   EXPECT_EQ(find(s.load().ledger, "k7")->state, "allocated");
 }
 
+// Migration 0004's rules, as DbTest.LedgerKeyReleasedBeforeAllocationIsReservedAgainByItsHop: a
+// key released before allocation comes back to its hop under another relay; one that was
+// allocated never does; the store keeps ever_allocated.
+TEST(MemoryStore, LedgerKeyReleasedBeforeAllocationIsReservedAgainByItsHop) {
+  MemoryStore s;
+  s.apply_ledger("b1",
+                 {ledger_entry("k1", "r1", "reserved"), ledger_entry("k2", "r1", "reserved")});
+  s.apply_ledger("b2",
+                 {ledger_entry("k1", "r1", "released"), ledger_entry("k2", "r1", "allocated")});
+  s.apply_ledger("b3", {ledger_entry("k2", "r1", "released")});
+  EXPECT_FALSE(find(s.load().ledger, "k1")->ever_allocated);
+  EXPECT_TRUE(find(s.load().ledger, "k2")->ever_allocated);
+  s.apply_ledger("b4", {ledger_entry("k1", "r2", "reserved")});
+  EXPECT_EQ(find(s.load().ledger, "k1")->relay_id, "r2");
+  EXPECT_THROW(s.apply_ledger("x1", {ledger_entry("k2", "r2", "reserved")}), Conflict);
+  EXPECT_THROW(s.apply_ledger("x2", {ledger_entry("k1", "r3", "reserved")}), Conflict);
+  s.apply_ledger("b5", {ledger_entry("k1", "r2", "released")});
+  auto other_link = ledger_entry("k1", "r3", "reserved");
+  other_link.link_id = "L23";
+  EXPECT_THROW(s.apply_ledger("x3", {other_link}), Conflict);
+  EXPECT_THROW(s.apply_ledger("x4", {ledger_entry("k1", "r3", "allocated")}), Conflict);
+  s.apply_ledger("b6", {ledger_entry("k1", "r3", "reserved")});
+  s.apply_ledger("b7", {ledger_entry("k1", "r3", "allocated")});
+  s.apply_ledger("b8", {ledger_entry("k1", "r3", "released")});
+  EXPECT_THROW(s.apply_ledger("x5", {ledger_entry("k1", "r4", "reserved")}), Conflict);
+  EXPECT_TRUE(find(s.load().ledger, "k1")->ever_allocated);
+}
+
 // The same idempotency key twice applies once (an in-doubt commit can be retried).
 TEST(MemoryStore, LedgerBatchesAreIdempotent) {
   MemoryStore s;

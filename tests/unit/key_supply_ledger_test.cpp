@@ -2,6 +2,7 @@
 // taken once ever, counters, batches and restore.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <set>
 
@@ -103,13 +104,15 @@ TEST_F(LedgerTest, DuplicateKeyIdRefusedForever) {
   ledger_.consume("r1", {keys[0]}, now);
   EXPECT_THROW(ledger_.reserve({"r9", "KM5", "KM6", "L56"}, {keys[0]}, now), Conflict);
 
+  // Released (or lapsed) before allocation: only its own hop may reserve it again (issue 12;
+  // ReleasedBeforeAllocationComesBackToItsHopOnly).
   ledger_.reserve(h12_, {keys[1]}, now);
   ledger_.release("r1", {keys[1]}, now);
-  EXPECT_THROW(ledger_.reserve(h12_, {keys[1]}, now), Conflict);
+  EXPECT_THROW(ledger_.reserve({"r9", "KM5", "KM6", "L56"}, {keys[1]}, now), Conflict);
 
   ledger_.reserve(h12_, {keys[2]}, now);
   ledger_.expire(now + std::chrono::seconds{10});
-  EXPECT_THROW(ledger_.reserve(h12_, {keys[2]}, now), Conflict);
+  EXPECT_THROW(ledger_.reserve(h23_, {keys[2]}, now), Conflict);
   // Upper-case spelling of a seen UUID is the same key.
   std::string upper = keys[1];
   for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -129,6 +132,7 @@ TEST_F(LedgerTest, DuplicateKeyIdRefusedForever) {
   EXPECT_EQ(ledger_.reserve_problem(h23_, {keys[3]}), std::nullopt);
   // Non-UUID IDs are remembered too.
   ledger_.reserve(h23_, {"key-a"}, now);
+  ledger_.allocate(h23_, {"key-a"}, now);
   ledger_.release("r1", {"key-a"}, now);
   EXPECT_THROW(ledger_.reserve(h23_, {"key-a"}, now), Conflict);
   EXPECT_EQ(ledger_.seen_count(), 4u);
@@ -245,13 +249,14 @@ TEST_F(LedgerTest, RestoreReleasesLapsedLeases) {
     e.updated_at = kT0 - std::chrono::seconds{30};
     return e;
   };
-  const std::vector<LedgerEntry> rows{
+  std::vector<LedgerEntry> rows{
       row(keys[0], "r1", "consumed", std::nullopt),
       row(keys[1], "r1", "released", std::nullopt),
       row(keys[2], "r2", "reserved", kT0 - std::chrono::seconds{1}),
       row(keys[3], "r2", "allocated", kT0 + std::chrono::seconds{20}),
       row(keys[4], "r3", "allocated", kT0),
   };
+  rows[1].ever_allocated = true;  // released after allocation (migration 0004's flag)
   const auto batches = ledger_.restore(rows, kT0);
   ASSERT_EQ(batches.size(), 2u);
   EXPECT_EQ(batches[0].relay_id, "r2");
@@ -262,10 +267,123 @@ TEST_F(LedgerTest, RestoreReleasesLapsedLeases) {
   EXPECT_EQ(ledger_.state_of(keys[3]), LedgerState::kAllocated);
   EXPECT_EQ(ledger_.live_keys("r2"), Strings{keys[3]});
   EXPECT_EQ(ledger_.counters("L12"), (LinkCounters{0, 1, 1, 3}));
-  for (const auto& k : keys) EXPECT_THROW(ledger_.reserve(h12_, {k}, kT0), Conflict);
+  // Consumed, allocated, or released after allocation: never again. keys[2] was released by
+  // the restore while only reserved: its hop may take it again (issue 12).
+  for (const auto& k : {keys[0], keys[1], keys[3], keys[4]}) {
+    EXPECT_THROW(ledger_.reserve(h12_, {k}, kT0), Conflict) << k;
+  }
+  EXPECT_TRUE(ledger_.retired(keys[1]));
+  EXPECT_TRUE(ledger_.can_reserve(h12_, keys[2]));
+  EXPECT_FALSE(ledger_.can_reserve(h23_, keys[2]));
   // The surviving key can finish its life.
   ledger_.consume("r2", {keys[3]}, kT0);
   EXPECT_THROW(ledger_.restore(rows, kT0), Conflict);
+}
+
+// Issue 12: a key released before allocation (released by a failed attempt, or its lease
+// lapsed) may be reserved again by the same hop (near KM, far KM, link) under another relay; it
+// then leaves the released count. Once allocated it never comes back, whatever happens.
+TEST_F(LedgerTest, ReleasedBeforeAllocationComesBackToItsHopOnly) {
+  const Strings keys = fresh_keys(key_rng_, 3);
+  const SysTime now = clock_.now();
+  ledger_.reserve(h12_, keys, now);
+  ledger_.release_relay("r1", now);
+  EXPECT_EQ(ledger_.counters("L12"), (LinkCounters{0, 0, 0, 3}));
+  EXPECT_FALSE(ledger_.retired(keys[0]));
+  EXPECT_FALSE(ledger_.ever_allocated(keys[0]));
+
+  // Another hop (other link, other direction, other KMs) may not take it.
+  for (const HopRef& other : {HopRef{"r2", "KM2", "KM1", "L12"}, HopRef{"r2", "KM1", "KM2", "L99"},
+                              HopRef{"r2", "KM2", "KM3", "L23"}}) {
+    EXPECT_FALSE(ledger_.can_reserve(other, keys[0]));
+    const auto p = ledger_.reserve_problem(other, {keys[0]});
+    ASSERT_TRUE(p);
+    EXPECT_NE(p->find("released, reserved by another hop"), std::string::npos) << *p;
+    EXPECT_THROW(ledger_.reserve(other, {keys[0]}, now), Conflict);
+  }
+
+  // The same hop under a new relay: reserved again, a normal row of relay r2.
+  const HopRef again{"r2", "KM1", "KM2", "L12"};
+  EXPECT_TRUE(ledger_.can_reserve(again, keys[0]));
+  EXPECT_EQ(ledger_.reserve_problem(again, keys), std::nullopt);
+  clock_.advance(std::chrono::seconds{1});
+  const LedgerBatch b = ledger_.reserve(again, keys, clock_.now());
+  ASSERT_EQ(b.entries.size(), 3u);
+  EXPECT_EQ(b.entries[0].state, "reserved");
+  EXPECT_EQ(b.entries[0].relay_id, "r2");
+  EXPECT_FALSE(b.entries[0].ever_allocated);
+  EXPECT_EQ(b.entries[0].lease_expires_at, kT0 + std::chrono::seconds{11});
+  EXPECT_EQ(ledger_.counters("L12"), (LinkCounters{3, 0, 0, 0}));
+  EXPECT_EQ(ledger_.live_keys("r2"), [&] {
+    Strings s = keys;
+    std::sort(s.begin(), s.end());
+    return s;
+  }());
+  EXPECT_EQ(ledger_.seen_count(), 3u);
+  // While r2 holds them, nobody else may (not even r1's hop, which is the same hop).
+  EXPECT_THROW(ledger_.reserve(h12_, {keys[0]}, clock_.now()), Conflict);
+
+  // Allocated once: released again, it is retired for good; consumed likewise.
+  const LedgerBatch a = ledger_.allocate(again, {keys[0], keys[1]}, clock_.now());
+  EXPECT_TRUE(a.entries[0].ever_allocated);
+  const LedgerBatch r = ledger_.release("r2", {keys[0]}, clock_.now());
+  EXPECT_TRUE(r.entries[0].ever_allocated);
+  ledger_.consume("r2", {keys[1]}, clock_.now());
+  ledger_.release("r2", {keys[2]}, clock_.now());
+  EXPECT_TRUE(ledger_.retired(keys[0]));
+  EXPECT_TRUE(ledger_.retired(keys[1]));
+  EXPECT_FALSE(ledger_.retired(keys[2]));
+  const HopRef third{"r3", "KM1", "KM2", "L12"};
+  EXPECT_FALSE(ledger_.can_reserve(third, keys[0]));
+  EXPECT_FALSE(ledger_.can_reserve(third, keys[1]));
+  const auto p = ledger_.reserve_problem(third, {keys[0]});
+  ASSERT_TRUE(p);
+  EXPECT_NE(p->find("released after allocation"), std::string::npos) << *p;
+  EXPECT_THROW(ledger_.reserve(third, {keys[0]}, clock_.now()), Conflict);
+  EXPECT_THROW(ledger_.reserve(third, {keys[1]}, clock_.now()), Conflict);
+  // keys[2] went round twice without allocation: still welcome at its hop.
+  ledger_.reserve(third, {keys[2]}, clock_.now());
+  EXPECT_EQ(ledger_.counters("L12"), (LinkCounters{1, 0, 1, 1}));
+}
+
+// A lapsed reservation (lease expiry) is released before allocation: its hop may take it again.
+TEST_F(LedgerTest, LapsedReservationComesBack) {
+  const Strings keys = fresh_keys(key_rng_, 1);
+  ledger_.reserve(h12_, keys, clock_.now());
+  clock_.advance(std::chrono::seconds{10});
+  ASSERT_EQ(ledger_.expire(clock_.now()).size(), 1u);
+  ledger_.reserve({"r7", "KM1", "KM2", "L12"}, keys, clock_.now());
+  EXPECT_EQ(ledger_.state_of(keys[0]), LedgerState::kReserved);
+  // An allocated key whose lease lapses is retired.
+  ledger_.allocate({"r7", "KM1", "KM2", "L12"}, keys, clock_.now());
+  clock_.advance(std::chrono::seconds{60});
+  ASSERT_EQ(ledger_.expire(clock_.now()).size(), 1u);
+  EXPECT_TRUE(ledger_.retired(keys[0]));
+  EXPECT_THROW(ledger_.reserve({"r8", "KM1", "KM2", "L12"}, keys, clock_.now()), Conflict);
+}
+
+// Restore keeps ever_allocated: released rows never allocated come back to their hop, rows
+// released after allocation (the flag, or legacy rows migrated with it set) never.
+TEST_F(LedgerTest, RestoreKeepsEverAllocated) {
+  const Strings keys = fresh_keys(key_rng_, 2);
+  std::vector<LedgerEntry> rows(2);
+  for (std::size_t i = 0; i < 2; ++i) {
+    rows[i].key_id = keys[i];
+    rows[i].link_id = "L12";
+    rows[i].km_id = "KM1";
+    rows[i].peer_km_id = "KM2";
+    rows[i].relay_id = "r1";
+    rows[i].state = "released";
+    rows[i].updated_at = kT0;
+  }
+  rows[1].ever_allocated = true;
+  EXPECT_TRUE(ledger_.restore(rows, kT0).empty());
+  const HopRef hop{"r5", "KM1", "KM2", "L12"};
+  EXPECT_TRUE(ledger_.can_reserve(hop, keys[0]));
+  EXPECT_FALSE(ledger_.can_reserve(hop, keys[1]));
+  ledger_.reserve(hop, {keys[0]}, kT0);
+  EXPECT_THROW(ledger_.reserve(hop, {keys[1]}, kT0), Conflict);
+  EXPECT_EQ(ledger_.counters("L12"), (LinkCounters{1, 0, 0, 1}));
 }
 
 // Restore refuses malformed rows without taking anything.

@@ -1,10 +1,13 @@
 // Randomized property test of the relay state machine and the ledger together: thousands of
 // operations (starts, answers in any order, NGs, replayed and duplicate answers, replayed key IDs,
 // timeouts, disconnects) with a fixed seed. After every step: no key ID is allocated or consumed
-// twice, every ledger row is a legal transition of its key within one relay and link, and the
-// per-link counters equal a model rebuilt from the rows.
+// twice, every ledger row is a legal transition of its key within one link and KM pair (and one
+// relay, except a key released before allocation that its hop reserves again), every release
+// reaches the hop's KM (a ReleaseCommand per released row), and the per-link counters equal a
+// model rebuilt from the rows.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -21,14 +24,38 @@ struct KeyModel {
   std::string state;
   std::string relay_id;
   std::string link_id;
+  std::string km_id;
+  std::string peer_km_id;
   int allocations = 0;
   int consumptions = 0;
+  int reservations = 0;
 };
 
 class Checker {
  public:
   void apply(const RelayOutput& out) {
     for (const auto& e : entries_of(out)) apply(e);
+    // Every released row is released at its hop's KM in the same output.
+    for (const auto& e : entries_of(out)) {
+      if (e.state != "released") continue;
+      const bool told = std::any_of(out.release.begin(), out.release.end(), [&](const auto& c) {
+        return c.relay_id == e.relay_id && c.km_id == e.km_id && c.next_kma_id == e.peer_km_id &&
+               c.link_id == e.link_id && !c.discard &&
+               std::find(c.key_ids.begin(), c.key_ids.end(), e.key_id) != c.key_ids.end();
+      });
+      EXPECT_TRUE(told) << e.key_id << " released without telling " << e.km_id;
+    }
+    // A discard names only keys the ledger can never take again.
+    for (const auto& c : out.release) {
+      if (!c.discard) continue;
+      for (const auto& k : c.key_ids) {
+        const auto it = keys_.find(k);
+        if (it == keys_.end()) continue;  // unknown to the ledger (malformed answers)
+        EXPECT_TRUE(it->second.allocations > 0 || it->second.km_id != c.km_id ||
+                    it->second.link_id != c.link_id)
+            << k << " discarded although it could be reserved again";
+      }
+    }
     for (const auto& r : out.finished) {
       if (r.state != RelayState::kRelayed) continue;
       for (const auto& h : r.hops) {
@@ -61,17 +88,28 @@ class Checker {
     if (it == keys_.end()) {
       ASSERT_EQ(e.state, "reserved") << e.key_id;
       ASSERT_TRUE(e.lease_expires_at.has_value());
-      keys_[e.key_id] = {e.state, e.relay_id, e.link_id, 0, 0};
+      keys_[e.key_id] = {e.state, e.relay_id, e.link_id, e.km_id, e.peer_km_id, 0, 0, 1};
       return;
     }
     KeyModel& k = it->second;
-    ASSERT_EQ(k.relay_id, e.relay_id) << e.key_id;
     ASSERT_EQ(k.link_id, e.link_id) << e.key_id;
+    ASSERT_EQ(k.km_id, e.km_id) << e.key_id;
+    ASSERT_EQ(k.peer_km_id, e.peer_km_id) << e.key_id;
+    // Released before any allocation: its hop may reserve it again, under any relay.
+    const bool again = k.state == "released" && e.state == "reserved" && k.allocations == 0;
+    if (!again) {
+      ASSERT_EQ(k.relay_id, e.relay_id) << e.key_id;
+    }
     const bool legal =
-        (k.state == "reserved" && (e.state == "allocated" || e.state == "released")) ||
+        again || (k.state == "reserved" && (e.state == "allocated" || e.state == "released")) ||
         (k.state == "allocated" && (e.state == "consumed" || e.state == "released"));
     ASSERT_TRUE(legal) << e.key_id << ": " << k.state << " -> " << e.state;
-    ASSERT_EQ(e.lease_expires_at.has_value(), e.state == "allocated");
+    ASSERT_EQ(e.lease_expires_at.has_value(), e.state == "allocated" || e.state == "reserved");
+    ASSERT_EQ(e.ever_allocated, k.allocations > 0 || e.state == "allocated") << e.key_id;
+    if (again) {
+      ++k.reservations;
+      k.relay_id = e.relay_id;
+    }
     k.state = e.state;
     if (e.state == "allocated") {
       ASSERT_EQ(++k.allocations, 1) << e.key_id;
@@ -219,8 +257,13 @@ TEST(KeySupplyProperty, RandomOperations) {
   EXPECT_GT(relayed, 50u);
   EXPECT_GT(check.keys().size(), 3'000u);
   std::size_t released = 0;
-  for (const auto& [id, k] : check.keys()) released += k.state == "released" ? 1 : 0;
+  std::size_t reserved_again = 0;
+  for (const auto& [id, k] : check.keys()) {
+    released += k.state == "released" ? 1 : 0;
+    reserved_again += k.reservations > 1 ? 1 : 0;
+  }
   EXPECT_GT(released, 500u);
+  EXPECT_GT(reserved_again, 20u) << "replayed keys released before allocation come back";
 }
 
 }  // namespace

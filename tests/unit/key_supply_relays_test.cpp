@@ -2,6 +2,7 @@
 // of a relay, failures at every step, alternatives, timeouts, disconnects and restore.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -236,32 +237,138 @@ TEST_F(RelayTest, ReservationFailureWithoutAlternative) {
   EXPECT_EQ(sum_counters(ledger_), (LinkCounters{0, 0, 0, 4}));
 }
 
-// A KM answering with the wrong number of keys, or with IDs the ledger has seen, fails the hop.
+// A KM answering with the wrong number of keys, or with IDs the ledger can never take again,
+// fails the hop. IDs released before allocation are not such IDs: the same hop may offer them
+// again under a new relay (issue 12). This test used to assert that such a replay is refused
+// (bad_request); that refusal was the poison of finding 1: the KM was never told of the
+// release, offered the same IDs first once its lease lapsed, and every later attempt failed.
 TEST_F(RelayTest, BadReservationAnswers) {
   RelayRequest req = request();
   req.routes.resize(1);
   std::string id = table_.start(req, clock_.now()).reserve[0].relay_id;
-  RelayOutput out = table_.on_reserved(id, 0, fresh_keys(key_rng_, 1), clock_.now());
+  const Strings short_answer = fresh_keys(key_rng_, 1);
+  RelayOutput out = table_.on_reserved(id, 0, short_answer, clock_.now());
   ASSERT_EQ(out.finished.size(), 1u);
   EXPECT_EQ(out.finished[0].ck_error, "insufficient_keys");
   EXPECT_NE(out.finished[0].reason.find("reserved 1 of 2 keys"), std::string::npos);
   EXPECT_EQ(sum_counters(ledger_), (LinkCounters{0, 0, 0, 1}));
+  // The KM holds the short reservation: released there at once.
+  ASSERT_EQ(out.release.size(), 1u);
+  EXPECT_EQ(out.release[0], (ReleaseCommand{id, "KM1", "KM2", "L12", short_answer, false}));
 
+  // Released before allocation, replayed by the same hop under a new relay: accepted.
   const Strings used = fresh_keys(key_rng_, 2);
   id = table_.start(req, clock_.now()).reserve[0].relay_id;
   table_.on_reserved(id, 0, used, clock_.now());
-  table_.cancel(id, "test", clock_.now());
+  out = table_.cancel(id, "test", clock_.now());
+  ASSERT_EQ(out.release.size(), 1u);
+  EXPECT_EQ(out.release[0].key_ids, [&] {
+    Strings sorted = used;  // a relay's keys are released in key order
+    std::sort(sorted.begin(), sorted.end());
+    return sorted;
+  }());
   id = table_.start(req, clock_.now()).reserve[0].relay_id;
   out = table_.on_reserved(id, 0, used, clock_.now());  // replayed IDs
+  EXPECT_TRUE(out.finished.empty());
+  ASSERT_EQ(out.ledger.size(), 1u);
+  EXPECT_EQ(out.ledger[0].entries[0].relay_id, id);
+  EXPECT_EQ(ledger_.state_of(used[0]), LedgerState::kReserved);
+
+  // Allocated, then released: the replay is refused (never allocated twice), and the KM is
+  // told to discard those keys, which the ledger can never take again.
+  for (std::size_t h = 1; h < 3; ++h) table_.on_reserved(id, h, fresh_keys(key_rng_, 2), kT0);
+  table_.on_allocated(id, 0, kT0);
+  table_.cancel(id, "test", kT0);
+  EXPECT_TRUE(ledger_.retired(used[0]));
+  id = table_.start(req, clock_.now()).reserve[0].relay_id;
+  const Strings fresh = fresh_keys(key_rng_, 1);
+  out = table_.on_reserved(id, 0, {used[0], fresh[0]}, clock_.now());
   ASSERT_EQ(out.finished.size(), 1u);
   EXPECT_EQ(out.finished[0].ck_error, "bad_request");
-  EXPECT_NE(out.finished[0].reason.find("was already seen"), std::string::npos);
+  EXPECT_NE(out.finished[0].reason.find("released after allocation"), std::string::npos);
   // Issue 13: a reason reaches the API, the database and info logs: it names no key ID.
   for (const auto& k : used) {
     EXPECT_EQ(out.finished[0].reason.find(k), std::string::npos) << out.finished[0].reason;
   }
   EXPECT_TRUE(out.ledger.empty());
+  ASSERT_EQ(out.release.size(), 2u);
+  EXPECT_EQ(out.release[0], (ReleaseCommand{id, "KM1", "KM2", "L12", {fresh[0]}, false}));
+  EXPECT_EQ(out.release[1], (ReleaseCommand{id, "KM1", "KM2", "L12", {used[0]}, true}));
   EXPECT_EQ(ledger_.state_of(used[0]), LedgerState::kReleased);
+}
+
+// Every key the ledger releases is released at its hop's KM in the same output, one command
+// per hop, before the next attempt's reservations: after an attempt failed (its KMs reserved
+// keys), after a 0x1405 NG (allocated keys: the KM discards them), on lease expiry.
+TEST_F(RelayTest, ReleasesReachTheKmsTheMomentTheLedgerReleases) {
+  const RelayOutput started = table_.start(request(), clock_.now());
+  const std::string id = started.reserve[0].relay_id;
+  Strings k0 = fresh_keys(key_rng_, 2);
+  Strings k1 = fresh_keys(key_rng_, 2);
+  table_.on_reserved(id, 0, k0, clock_.now());
+  table_.on_reserved(id, 1, k1, clock_.now());
+  RelayOutput out = table_.on_reservation_failed(id, 2, "insufficient_keys", "", clock_.now());
+  ASSERT_EQ(out.release.size(), 2u);
+  std::sort(k0.begin(), k0.end());
+  std::sort(k1.begin(), k1.end());
+  const auto to = [&](const std::string& km) {
+    const auto it = std::find_if(out.release.begin(), out.release.end(),
+                                 [&](const ReleaseCommand& c) { return c.km_id == km; });
+    return it == out.release.end() ? ReleaseCommand{} : *it;
+  };
+  EXPECT_EQ(to("KM1"), (ReleaseCommand{id, "KM1", "KM2", "L12", k0, false}));
+  EXPECT_EQ(to("KM2"), (ReleaseCommand{id, "KM2", "KM4", "L24", k1, false}));
+  ASSERT_EQ(out.reserve.size(), 2u);  // the next route, KM1-KM3-KM5
+
+  // The second attempt is admitted and relayed; its 0x1405 NG releases every hop at its KM.
+  const std::string second = out.reserve[0].relay_id;
+  ASSERT_EQ(admit(out).relay_requests.size(), 1u);
+  out = table_.on_relay_response(second, false, "NG: peer_unreachable", clock_.now());
+  ASSERT_EQ(out.release.size(), 2u);
+  EXPECT_EQ(to("KM1").next_kma_id, "KM3");
+  EXPECT_EQ(to("KM1").link_id, "L13");
+  EXPECT_EQ(to("KM3").next_kma_id, "KM5");
+  EXPECT_EQ(to("KM3").link_id, "L35");
+  for (const auto& c : out.release) {
+    EXPECT_EQ(c.relay_id, second);
+    EXPECT_EQ(c.key_ids.size(), 2u);
+    EXPECT_FALSE(c.discard);  // the KM discards what it holds allocated, by its own state
+  }
+
+  // A relayed relay releases nothing; a lapsed lease releases at the KM.
+  RelayRequest one = request();
+  one.routes.resize(1);
+  const RelayOutput s3 = table_.start(one, clock_.now());
+  const Strings k3 = fresh_keys(key_rng_, 2);
+  table_.on_reserved(s3.reserve[0].relay_id, 0, k3, clock_.now());
+  clock_.advance(std::chrono::seconds{10});
+  out = table_.expire(clock_.now());
+  ASSERT_FALSE(out.release.empty());
+  EXPECT_EQ(out.release[0].relay_id, s3.reserve[0].relay_id);
+  EXPECT_EQ(out.release[0].km_id, "KM1");
+  EXPECT_EQ(out.release[0].key_ids.size(), 2u);
+}
+
+// A late 0x140B (its attempt already gone) is recorded and released at once, at the KM too;
+// one naming keys the ledger refuses is released there without recording.
+TEST_F(RelayTest, LateReservationIsReleasedAtTheKm) {
+  RelayRequest req = request();
+  req.routes.resize(1);
+  const RelayOutput started = table_.start(req, clock_.now());
+  const std::string id = started.reserve[0].relay_id;
+  table_.on_reservation_failed(id, 0, "insufficient_keys", "", clock_.now());
+  const Strings late = fresh_keys(key_rng_, 2);
+  RelayOutput out = table_.on_reserved(id, 1, late, clock_.now());
+  ASSERT_EQ(out.release.size(), 1u);
+  EXPECT_EQ(out.release[0].km_id, "KM2");
+  EXPECT_EQ(out.release[0].key_ids.size(), 2u);
+  EXPECT_FALSE(out.release[0].discard);
+  // The same IDs once more for the gone attempt: now refused by the ledger? No: released before
+  // allocation by this very hop, so they are recorded and released again.
+  out = table_.on_reserved(id, 1, late, clock_.now());
+  ASSERT_EQ(out.release.size(), 1u);
+  EXPECT_FALSE(out.release[0].discard);
+  EXPECT_EQ(ledger_.state_of(late[0]), LedgerState::kReleased);
 }
 
 // An allocation NG after all hops were reserved releases every hop and moves to the next route.

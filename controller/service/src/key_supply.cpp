@@ -393,7 +393,8 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
     ledger_write(b, g);
   }
   for (auto& rec : out.records) {
-    g.ops.push_back({StoreWrite::Kind::kUpsert, "relay " + rec.relay_id,
+    std::string what = "relay " + rec.relay_id;
+    g.ops.push_back({StoreWrite::Kind::kUpsert, std::move(what),
                      [r = std::move(rec)](controller::Store& s) { s.save_relay(r); }});
   }
   for (const auto& r : out.finished) relay_finished(r, g);
@@ -408,8 +409,18 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
   }
   g.can_wait = !g.then;
   if (!g.ops.empty() || g.then) submit_writes(std::move(g));
+  // Releases first: the keys of a failed attempt go back to their KM before the next attempt's
+  // 0x410A reaches it (one Ck connection keeps the order).
+  if (!out.release.empty()) send_releases(std::move(out.release));
   if (!out.reserve.empty() || !out.allocate.empty())
     send_relay_commands(std::move(out.reserve), std::move(out.allocate), {});
+}
+
+void ControllerService::Impl::send_releases(std::vector<controller::ReleaseCommand> release) {
+  for (auto& c : release) {
+    if (!svc.channel_of(c.km_id)) continue;  // gone: its leases release what it holds
+    net::co_spawn(core, release_hop(std::move(c)), completion("key release"));
+  }
 }
 
 void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGroup& group) {
@@ -572,6 +583,29 @@ net::awaitable<void> ControllerService::Impl::allocate_hop(controller::AllocateC
   apply_relay_output(std::move(out));
 }
 
+net::awaitable<void> ControllerService::Impl::release_hop(controller::ReleaseCommand cmd) {
+  ck::KeyRelease m;
+  m.key_relay_request_id = cmd.relay_id;
+  m.next_kma_id = cmd.next_kma_id;
+  m.link_id = non_empty(cmd.link_id);
+  m.key_ids = std::move(cmd.key_ids);
+  if (cmd.discard) m.disposition = "discard";
+  m.controller_epoch = svc.epoch_;
+  auto op = ask_km(svc.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
+  auto answer = co_await std::move(op);
+  std::string problem;
+  if (auto* f = std::get_if<Failure>(&answer)) {
+    problem = f->code + ": " + f->message;
+  } else if (const auto* r = std::get_if<ck::KeyReleaseResponse>(&std::get<ck::Message>(answer))) {
+    if (r->response != "OK") problem = r->response;
+  }
+  // The KM's own leases still release what it holds; nothing to retry.
+  if (!problem.empty()) {
+    svc.log("key supply: key release at " + cmd.km_id + " for relay " + cmd.relay_id +
+            " not confirmed: " + without_key_ids(problem));
+  }
+}
+
 net::awaitable<void> ControllerService::Impl::request_relay(controller::RelayRequestCommand cmd) {
   bool ok = false;
   std::string reason;
@@ -661,7 +695,7 @@ void ControllerService::Impl::on_session_request(const CommandContext& ctx,
   }
   WriteGroup g;
   persist_session(*created.session, g);
-  g.then = [this, ctx, s = std::move(*created.session)]() mutable {
+  g.then = [this, ctx = CommandContext(ctx), s = std::move(*created.session)]() mutable {
     net::co_spawn(core, session_exchange(std::move(ctx), std::move(s)),
                   completion("session creation"));
   };

@@ -239,6 +239,11 @@ struct ControllerService::Impl {
   net::awaitable<void> reserve_hop(controller::ReserveCommand cmd);
   net::awaitable<void> allocate_hop(controller::AllocateCommand cmd);
   net::awaitable<void> request_relay(controller::RelayRequestCommand cmd);
+  /// 0x41EA to a hop's near KM (docs/ck-extensions.md "Key release"), at once, not waiting for
+  /// the store: a release only gives keys back or destroys them. Nothing for a KM not connected
+  /// (its own leases release what it holds).
+  void send_releases(std::vector<controller::ReleaseCommand> release);
+  net::awaitable<void> release_hop(controller::ReleaseCommand cmd);
   void on_next_hop(const CommandContext& ctx, const ck::KeyRelayNextHopRequest& req);
   void on_relay_notification(const CommandContext& ctx, const ck::KeyRelayRequestNotification& n);
   void on_late_relay_response(const CommandContext& ctx, const ck::KeyRelayResponse& r);

@@ -4,11 +4,17 @@
 // KM, far KM, link) the KM names the key IDs it reserved (0x140B); they then move
 //
 //   reserved --allocate--> allocated --consume--> consumed      (final)
-//   reserved | allocated --release / lease expiry--> released   (final)
+//   allocated --release / lease expiry--> released              (final)
+//   reserved --release / lease expiry--> released --reserve--> reserved  (same hop, new relay)
 //
-// and a key ID is taken at most once, ever: the ledger remembers every ID it has seen (final IDs
-// compactly, 16 bytes for a canonical UUID) and refuses a reservation naming one of them. These
-// are exactly the transition rules the store enforces (db/migrations: ledger triggers).
+// A key ID is allocated at most once, ever: the ledger remembers every ID it has seen (final IDs
+// compactly, 24 bytes for a canonical UUID) and whether it was ever allocated. A reservation
+// naming a seen ID is refused, except an ID that was released without ever being allocated and
+// is reserved again by the same hop (near KM, far KM, link) under another relay: the KM never
+// used it (no 0x4104 can name a key before its allocation), and when the controller releases a
+// reservation it tells the KM, which offers the key again (docs/ck-extensions.md "Key
+// release"). These are exactly the transition rules the store enforces (db/migrations 0001 and
+// 0004: ledger triggers).
 //
 // Every mutation returns a LedgerBatch: the LedgerEntry rows that changed, in order, with one
 // idempotency key, for Store::apply_ledger. Persist batches in the order they were returned; a
@@ -100,6 +106,7 @@ struct LiveKey {
   LedgerState state = LedgerState::kReserved;
   SysTime lease_expires_at{};
   SysTime updated_at{};
+  bool ever_allocated = false;  ///< allocated now or before (LedgerEntry::ever_allocated)
 };
 
 /// The reservation ledger. See the file comment for the state machine.
@@ -113,12 +120,13 @@ class ReservationLedger {
 
   /// Why reserve(hop, key_ids) would be refused, or nullopt when it would succeed. The message is
   /// precise ("key ID k1 was already seen (consumed)"). Lets callers that handle peer input turn a
-  /// refusal into a value without exceptions.
+  /// refusal into a value without exceptions. A key released before allocation by the same hop
+  /// (any relay) is no problem.
   [[nodiscard]] std::optional<std::string> reserve_problem(
       const HopRef& hop, const std::vector<std::string>& key_ids) const;
   /// Records key IDs the hop's near KM reserved (0x140B), leased until now + reservation_lease.
   /// All or nothing. Throws InvalidArgument (empty list, empty hop field, malformed or repeated
-  /// ID) or Conflict (an ID seen before, in any state, in any relay).
+  /// ID) or Conflict (an ID seen before that can_reserve refuses).
   LedgerBatch reserve(const HopRef& hop, const std::vector<std::string>& key_ids, SysTime now);
   /// reserved -> allocated (0x140D OK), lease renewed to now + allocation_lease. Every ID must be
   /// reserved by exactly this hop. All or nothing. Throws InvalidArgument (empty list, repeated
@@ -141,14 +149,24 @@ class ReservationLedger {
   std::vector<LedgerBatch> expire(SysTime now);
 
   /// Loads the store's ledger after a restart (must be called on an empty ledger, else Conflict).
-  /// Every key ID is remembered; consumed/released rows count as final; reserved/allocated rows
-  /// whose lease has passed (or that have none) are released and returned as batches (one per
+  /// Every key ID is remembered with LedgerEntry::ever_allocated (consumed and allocated rows
+  /// count as allocated whatever the flag says); consumed/released rows are not live (a released
+  /// row never allocated may be reserved again by its hop, see can_reserve); reserved/allocated
+  /// rows whose lease has passed (or that have none) are released and returned as batches (one per
   /// relay); the others stay live ("in flight") for RelayTable::restore to settle. Throws
   /// InvalidArgument for a malformed row or a key ID that appears twice.
   std::vector<LedgerBatch> restore(const std::vector<LedgerEntry>& entries, SysTime now);
 
   /// True when the ledger has seen this key ID (any state).
   [[nodiscard]] bool seen(const std::string& key_id) const;
+  /// True when `hop` may reserve this key ID now: never seen, or released without ever having
+  /// been allocated and first reserved by the same near KM, far KM and link (any relay).
+  [[nodiscard]] bool can_reserve(const HopRef& hop, const std::string& key_id) const;
+  /// True when the key can never be reserved again by anyone: consumed, or released after it was
+  /// allocated. A KM still holding such a key should discard it (docs/ck-extensions.md).
+  [[nodiscard]] bool retired(const std::string& key_id) const;
+  /// True when the key was ever allocated (false for an unknown key).
+  [[nodiscard]] bool ever_allocated(const std::string& key_id) const;
   /// The state of a key ID, or nullopt when never seen.
   [[nodiscard]] std::optional<LedgerState> state_of(const std::string& key_id) const;
   /// The live (reserved/allocated) key, or nullptr.
@@ -179,11 +197,23 @@ class ReservationLedger {
   struct Uuid128Hash {
     std::size_t operator()(const Uuid128& u) const noexcept;
   };
+  /// What the ledger remembers of every key ID: its state, whether it was ever allocated, and
+  /// its site (the hop without the relay: near KM, far KM, link; an index into sites_).
+  struct Seen {
+    LedgerState state = LedgerState::kReserved;
+    bool ever_allocated = false;
+    std::uint32_t site = 0;
+  };
 
   /// The 128 bits of a canonical UUID string (either case).
   static Uuid128 uuid_bits(const std::string& uuid) noexcept;
   LedgerBatch new_batch(const std::string& relay_id, std::string_view step);
-  void remember(const std::string& key_id, LedgerState state);
+  [[nodiscard]] const Seen* find_seen(const std::string& key_id) const;
+  /// The site index of a hop (interned on first use).
+  std::uint32_t site_of(const HopRef& hop);
+  [[nodiscard]] std::optional<std::uint32_t> find_site(const HopRef& hop) const;
+  void remember(const std::string& key_id, LedgerState state, bool ever_allocated,
+                std::uint32_t site);
   void count(const std::string& link_id, std::optional<LedgerState> from, LedgerState to);
   /// Moves a live key to `to` (any legal target), updating indexes and counters; appends the row.
   void move(const std::string& key_id, LedgerState to, SysTime now, LedgerBatch& batch);
@@ -199,8 +229,11 @@ class ReservationLedger {
   std::uint64_t seq_ = 0;
   // Every key ID ever seen with its state. Canonical UUIDs (the normal case) are kept as 128-bit
   // values, anything else as strings, so 100k+ IDs cost a few MB.
-  std::unordered_map<Uuid128, LedgerState, Uuid128Hash> seen_uuid_;
-  std::unordered_map<std::string, LedgerState> seen_other_;
+  std::unordered_map<Uuid128, Seen, Uuid128Hash> seen_uuid_;
+  std::unordered_map<std::string, Seen> seen_other_;
+  // Sites (near KM, far KM, link joined by '\n') by index, and the index of each.
+  std::vector<std::string> sites_;
+  std::unordered_map<std::string, std::uint32_t> site_index_;
   // Live keys with their hop, by ID; per-relay and per-lease indexes over them.
   std::unordered_map<std::string, LiveKey> live_;
   std::map<std::string, std::set<std::string>> live_by_relay_;

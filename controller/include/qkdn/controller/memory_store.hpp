@@ -44,8 +44,10 @@ class MemoryStore final : public Store {
   void save_relay(const RelayRecord& rec) override;
   /// The ledger rules of db/migrations (see LedgerEntry): a new key enters reserved or
   /// allocated; reserved -> reserved | allocated | released; allocated -> allocated | consumed |
-  /// released; consumed and released are final; a key stays with the relay, link and KMs that
-  /// first took it. A violation throws Conflict and applies nothing of the batch.
+  /// released; released -> reserved only if never allocated (0004: same link and KMs, any
+  /// relay); otherwise consumed and released are final; a key stays with the link and KMs that
+  /// first took it, and with its relay except on released -> reserved. ever_allocated is kept
+  /// by the store. A violation throws Conflict and applies nothing of the batch.
   void apply_ledger(const std::string& idempotency_key,
                     const std::vector<LedgerEntry>& entries) override;
   bool ledger_batch_committed(const std::string& idempotency_key) override;

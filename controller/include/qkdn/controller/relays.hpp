@@ -39,6 +39,16 @@
 // IDs reserved for an attempt that is gone are recorded and released at once, so that the IDs
 // are remembered and the per-link counters stay balanced. They are listed in `ignored`.
 //
+// Releases reach the KMs (docs/ck-extensions.md "Key release", 0x41EA): whenever the ledger
+// releases keys of a hop, output.release holds a ReleaseCommand for the hop's near KM, so the KM
+// offers keys it held only reserved again at once (the ledger accepts a key released before
+// allocation when the same hop reserves it again) and discards keys it held allocated at both
+// ends of the link. A 0x140B naming keys the ledger refuses fails the hop as before and also
+// releases them at the KM: keys the ledger can never take again (consumed, or released after
+// allocation) with `discard`, the others (unknown, or still held by another relay) to be offered
+// again later. Without this the KM offered the refused keys first, again and again, once its own
+// lease lapsed, and one overload poisoned key supply for good (issue 12).
+//
 // Timers: call expire(now) when next_deadline() passes. It fails/voids relays past their
 // deadline and runs ReservationLedger::expire (lapsed leases end their attempt). Use this, not
 // the ledger's expire, when the ledger belongs to a RelayTable.
@@ -161,6 +171,21 @@ struct AllocateCommand {
   std::string application_destination_id;  ///< empty = omit
 };
 
+/// 0x41EA (docs/ck-extensions.md "Key release") for a hop's near KM: the ledger released these
+/// keys of relay_id, or refused to record them. The KM puts back (available) the keys it holds
+/// reserved for relay_id, discards at both ends of the link those it holds allocated for it, and
+/// with `discard` discards every named key it holds for relay_id.
+struct ReleaseCommand {
+  std::string relay_id;  ///< key_relay_request_id of the reservation
+  std::string km_id;     ///< send to (the hop's near KM)
+  std::string next_kma_id;
+  std::string link_id;
+  std::vector<std::string> key_ids;
+  bool discard = false;  ///< the ledger can never take these keys again
+
+  friend bool operator==(const ReleaseCommand&, const ReleaseCommand&) = default;
+};
+
 /// One element of the 0x4104 extension's "hop_keys".
 struct HopKeys {
   std::string kma_id;
@@ -189,6 +214,7 @@ struct RelayOutput {
   std::vector<ReserveCommand> reserve;              ///< send 0x410A
   std::vector<AllocateCommand> allocate;            ///< send 0x410C
   std::vector<RelayRequestCommand> relay_requests;  ///< send 0x4104
+  std::vector<ReleaseCommand> release;              ///< send 0x41EA (at once)
   std::vector<LedgerBatch> ledger;                  ///< Store::apply_ledger (never empty ones)
   std::vector<RelayRecord> records;                 ///< Store::save_relay (upserts)
   /// Attempts that ended in this call (relayed, failed, voided), for metrics
@@ -283,7 +309,11 @@ class RelayTable {
   /// Registers a new attempt (relay_id set by the caller) and asks for its reservations.
   void launch(Relay relay, SysTime now, RelayOutput& out);
   void record(Relay& r, SysTime now, RelayOutput& out);
+  /// Queues a non-empty batch and a ReleaseCommand per hop for the keys it released.
   void persist_batch(LedgerBatch&& batch, RelayOutput& out);
+  /// Releases keys at the hop's KM that the ledger refused to record for relay_id.
+  void release_refused(const std::string& relay_id, const RelayHop& hop,
+                       const std::vector<std::string>& key_ids, RelayOutput& out);
   void finish(Relay& r, RelayState state, const std::string& reason, const std::string& ck_error,
               SysTime now, RelayOutput& out);
   /// The attempt cannot be admitted: release, then next route (skipping routes through

@@ -96,6 +96,10 @@ struct LedgerEntry {
   std::string state;                        ///< reserved | allocated | consumed | released
   std::optional<SysTime> lease_expires_at;  ///< set while reserved/allocated
   SysTime updated_at{};
+  /// True once the key was allocated (it then stays true). A released key that was never
+  /// allocated may be reserved again by the same hop (near KM, far KM, link) under a new relay;
+  /// one that was allocated never comes back (db/migrations/0004).
+  bool ever_allocated = false;
 };
 
 /// Key bytes delivered, per application and session, per time bucket.

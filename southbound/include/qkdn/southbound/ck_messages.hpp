@@ -38,6 +38,8 @@ enum class Command : std::uint16_t {
   kApplicationsUpdate = 0x14E7,
   kHeartbeat = 0x14E8,
   kHeartbeatResponse = 0x41E9,
+  kKeyRelease = 0x41EA,
+  kKeyReleaseResponse = 0x14EB,
   kErrorFromKm = 0x14EF,
   kErrorFromController = 0x41EF,
 };
@@ -308,6 +310,30 @@ struct Heartbeat {
 struct HeartbeatResponse {
   bool operator==(const HeartbeatResponse&) const = default;
 };
+/// 0x41EA [project] (docs/ck-extensions.md "Key release"): the controller's ledger released
+/// these keys of one hop of key_relay_request_id (or refused to record them). The KM puts keys it
+/// holds reserved for that relay back (available), discards keys it holds allocated for it at
+/// both ends of the link, and with disposition "discard" discards every named key it holds for
+/// it. Keys it does not hold for that relay are left alone.
+struct KeyRelease {
+  std::string key_relay_request_id;
+  std::string next_kma_id;  ///< far end of the hop (the KM receiving this is its near end)
+  std::optional<std::string> link_id;
+  std::vector<std::string> key_ids;
+  std::optional<std::string> disposition;  ///< "release" (default) | "discard"
+  Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const KeyRelease&) const = default;
+};
+/// 0x14EB [project]: the answer to 0x41EA: how many named keys went back to available and how
+/// many were discarded (the rest were not held for that relay).
+struct KeyReleaseResponse {
+  std::string key_relay_request_id;
+  std::string response;  ///< "OK" | "NG: <reason>"
+  std::optional<std::int64_t> released;
+  std::optional<std::int64_t> discarded;
+  bool operator==(const KeyReleaseResponse&) const = default;
+};
 /// 0x14EF / 0x41EF. `from_km` selects the code on encode and is set from it on decode.
 struct ErrorMessage {
   std::string error;
@@ -324,7 +350,7 @@ using Message =
                  KeyReservationRequest, KeyReservationResponse, KeyAllocationRequest,
                  KeyAllocationResponse, Register, RegisterResponse, StatusReport, Alarm,
                  RelayInstruction, RelayInstructionResponse, ApplicationsUpdate, Heartbeat,
-                 HeartbeatResponse, ErrorMessage>;
+                 HeartbeatResponse, KeyRelease, KeyReleaseResponse, ErrorMessage>;
 
 // ---- the command table -----------------------------------------------------------------------
 
@@ -406,6 +432,10 @@ inline constexpr CommandInfo kCommands[] = {
      kMessageIndex<Heartbeat>},
     {Command::kHeartbeatResponse, "heartbeat_response", Direction::kControllerToKm, std::nullopt,
      kMessageIndex<HeartbeatResponse>},
+    {Command::kKeyRelease, "key_release", Direction::kControllerToKm, Command::kKeyReleaseResponse,
+     kMessageIndex<KeyRelease>},
+    {Command::kKeyReleaseResponse, "key_release_response", Direction::kKmToController, std::nullopt,
+     kMessageIndex<KeyReleaseResponse>},
     {Command::kErrorFromKm, "error", Direction::kKmToController, std::nullopt,
      kMessageIndex<ErrorMessage>},
     {Command::kErrorFromController, "error", Direction::kControllerToKm, std::nullopt,

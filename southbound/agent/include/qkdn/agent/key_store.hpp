@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -50,6 +51,13 @@ std::optional<KeyId> parse_key_id(const std::string& text);
 /// Life-cycle state of a stored key: available, reserved (0x410A), allocated (0x410C).
 enum class KeyState : std::uint8_t { kAvailable, kReserved, kAllocated };
 
+/// Who holds a reserved or allocated key: a hash of the reservation's key_relay_request_id
+/// (holder_of), so that a release or allocation for one relay never touches keys that lapsed and
+/// were reserved again for another.
+using Holder = std::uint64_t;
+/// The holder of a key_relay_request_id (FNV-1a 64; "" for a reservation that named none).
+Holder holder_of(std::string_view key_relay_request_id) noexcept;
+
 /// One KMA-key. Y.3803 Table 1 (2): KMA-key ID (`id`), key length (kKeyBits), generation time
 /// stamp (`created`). KMA ID, matching KMA ID and link are per store (KeyStore accessors).
 /// The destructor wipes the key bytes (OPENSSL_cleanse); copies wipe their own bytes too.
@@ -58,6 +66,7 @@ struct KeyBlock {
   SysTime created{};
   KeyState state = KeyState::kAvailable;
   std::chrono::steady_clock::time_point reserved_at{};  ///< when reserved (lease start)
+  Holder holder = 0;                                    ///< reserved / allocated: for whom
   std::array<std::uint8_t, kKeyBytes> bytes{};
 
   KeyBlock() = default;
@@ -102,7 +111,7 @@ class KeyStore {
 
   /// Appends a key (newest). False (key dropped and wiped, nothing else changed) when its ID is
   /// already stored; both ends push the same sequence, so they drop the same keys.
-  bool push(KeyBlock key);
+  bool push(const KeyBlock& key);
   /// ID of the newest key, if any.
   [[nodiscard]] std::optional<KeyId> newest_id() const;
   /// Drops every key stored after `id` (global insertion order, both parities). Returns false
@@ -112,11 +121,28 @@ class KeyStore {
   void clear();
   /// Reserves `n` available keys, oldest first, among those whose ID's first byte has the
   /// parity `parity` (0 or 1: the two ends of a link reserve disjoint halves, so reservations
-  /// made at both ends at once never collide). Empty (and nothing changed) when fewer exist.
-  std::vector<KeyId> reserve(std::size_t n, int parity, std::chrono::steady_clock::time_point now);
-  /// Reserved -> allocated for every ID. False (nothing changed) when an ID is not stored here,
-  /// not reserved or repeated.
-  bool allocate(const std::vector<KeyId>& ids);
+  /// made at both ends at once never collide), for `holder`. Empty (and nothing changed) when
+  /// fewer exist.
+  std::vector<KeyId> reserve(std::size_t n, int parity, std::chrono::steady_clock::time_point now,
+                             Holder holder = 0);
+  /// Reserved -> allocated for every ID (the lease keeps running from the reservation). False
+  /// (nothing changed) when an ID is not stored here, not reserved (by `holder`, when given) or
+  /// repeated.
+  bool allocate(const std::vector<KeyId>& ids, std::optional<Holder> holder = std::nullopt);
+  /// Reserved by `holder` -> available again, at its place in the oldest-first order (the
+  /// controller released the reservation before allocation). Other IDs (unknown, another
+  /// holder, another state) are left alone. Returns how many went back.
+  std::size_t release(const std::vector<KeyId>& ids, Holder holder);
+  /// Removes and wipes the keys held by `holder`: allocated ones, and reserved ones too with
+  /// `reserved_too`. Other IDs are left alone. Returns the IDs removed, in the given order.
+  std::vector<KeyId> discard(const std::vector<KeyId>& ids, Holder holder, bool reserved_too);
+  /// Removes and wipes available keys of parity `parity` (0 or 1) among `ids` (the peer end
+  /// discarded its copies). Other IDs are left alone. Returns the IDs removed.
+  std::vector<KeyId> discard_available(const std::vector<KeyId>& ids, int parity);
+  /// Removes and wipes allocated keys reserved longer than `lease` ago (never used: the relay
+  /// they were allocated for is long over). Returns their IDs, oldest first.
+  std::vector<KeyId> discard_expired_allocations(std::chrono::steady_clock::time_point now,
+                                                 std::chrono::milliseconds lease);
   /// Removes and returns the keys with these IDs, in the given order. With `allocated_only`,
   /// every key must be allocated; otherwise every key must be available (the far end of a
   /// hop). nullopt (nothing changed) when an ID is missing, repeated or in another state.
@@ -155,6 +181,8 @@ class KeyStore {
   std::optional<std::vector<Keys::iterator>> find_all(const std::vector<KeyId>& ids, KeyState want);
   /// Removes a key from the index, the state sets and the counters (not from keys_).
   void unlink(Keys::iterator it);
+  /// Removes a key entirely (wiped).
+  void erase(Keys::iterator it);
 
   std::string link_id_;
   std::string kma_id_;
@@ -166,6 +194,7 @@ class KeyStore {
   std::unordered_map<KeyId, Keys::iterator, KeyIdHash> index_;
   std::array<std::map<std::uint64_t, Keys::iterator>, 2> available_;  ///< per parity, oldest first
   std::set<std::pair<SteadyPoint, std::uint64_t>> reserved_;          ///< by lease start
+  std::set<std::pair<SteadyPoint, std::uint64_t>> allocated_;         ///< by lease start
   std::array<std::size_t, 3> state_count_{};
   std::array<std::size_t, 2> parity_count_{};
 };
