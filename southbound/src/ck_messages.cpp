@@ -450,6 +450,7 @@ struct Spec<RegisterResponse> {
       Field{"heartbeat_interval_ms", &M::heartbeat_interval_ms, kInterval},
       Field{"status_interval_ms", &M::status_interval_ms, kInterval},
       Field{"peers", &M::peers},
+      Field{"retry_after_ms", &M::retry_after_ms, kInterval},
   };
 };
 

@@ -50,3 +50,8 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_security test_security.py)
   set_tests_properties(e2e_security PROPERTIES LABELS "e2e;security")
 endif()
+# Faults (issue 12): a registration storm of 2,000 KMs on two agent processes.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_fault_storm test_fault_storm.py)
+  set_tests_properties(e2e_fault_storm PROPERTIES LABELS "e2e;fault" TIMEOUT 240)
+endif()
