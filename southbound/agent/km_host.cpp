@@ -439,7 +439,11 @@ net::awaitable<bool> KmHost::ck_session() {
     auto beat_op = register_and_beat(channel);
     co_await std::move(beat_op);
   } catch (const std::exception& e) {
-    if (!stopping()) log_line(LogLevel::kWarn, "KM " + km_id_ + ": Ck: " + e.what());
+    // A busy refusal is expected under a registration storm: not a warning per KM.
+    if (!stopping()) {
+      log_line(retry_hint_ ? LogLevel::kDebug : LogLevel::kWarn,
+               "KM " + km_id_ + ": Ck: " + e.what());
+    }
   }
   channel->close();
   while (!run_state->finished) co_await run_state->done.async_wait(kTuple);
