@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <future>
 #include <thread>
 
@@ -25,6 +26,12 @@ constexpr std::uint16_t kNextHopResponse = 0x4102;
 constexpr std::uint16_t kErrorFromController = 0x41EF;
 constexpr std::uint16_t kRegisterResponse = 0x41E2;
 constexpr std::uint16_t kStatusReport = 0x14E3;
+
+service::ServiceOptions insecure() {
+  service::ServiceOptions o;
+  o.insecure_ck = true;
+  return o;
+}
 
 const std::string kNextHopToKm3 = R"({"destination_kma_id":"KM3"})";
 const std::string kNextHopToKm1 = R"({"destination_kma_id":"KM1"})";
@@ -65,7 +72,7 @@ std::string status_payload(const std::string& km, int stored_keys) {
 // A KM that floods 10,000 frames/s is refused busy and, as it keeps on, disconnected; another
 // KM's next-hop requests are all answered within 500 ms meanwhile.
 TEST(CkBackpressure, FloodingKmIsThrottledWhileAnotherKeepsWorking) {
-  Harness h;
+  Harness h(insecure(), service::make_key_supply_handler());
   RawClient flood(h.port());
   ASSERT_EQ(flood.do_register("KM1", R"([{"link_id":"L12","peer_kma_id":"KM2"}])").command,
             kRegisterResponse);
@@ -118,16 +125,21 @@ TEST(CkBackpressure, FloodingKmIsThrottledWhileAnotherKeepsWorking) {
   // Meanwhile the other KM asks for next hops, one at a time, and times each answer.
   std::vector<std::chrono::milliseconds> rtts;
   std::uint32_t id = 10;
-  while (!flood_done) {
+  std::string calm_failure;
+  while (!flood_done && calm_failure.empty()) {
     const auto t0 = std::chrono::steady_clock::now();
     calm.send(kNextHopRequest, ++id, kNextHopToKm1);
-    ck::Frame f = calm.expect_frame(5s);
+    ck::Frame f;
+    if (calm.read(f, 5s) != ReadStatus::kFrame) {
+      calm_failure = "no answer within 5 s";
+    } else if (f.command != kNextHopResponse || f.message_id != id) {
+      calm_failure = "unexpected answer " + std::to_string(f.command) + ": " + f.payload;
+    }
     rtts.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - t0));
-    ASSERT_EQ(f.command, kNextHopResponse) << f.payload;
-    ASSERT_EQ(f.message_id, id);
     std::this_thread::sleep_for(20ms);  // pacing the calm KM's own load
   }
+  closed = closed || !calm_failure.empty();  // ends the flooder early on failure
   flooder.join();
   // The disconnect (if any) reaches the reader within a bounded time.
   const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -136,13 +148,18 @@ TEST(CkBackpressure, FloodingKmIsThrottledWhileAnotherKeepsWorking) {
   }
   stop = true;
   reader.join();
+  ASSERT_TRUE(calm_failure.empty()) << "the other KM: " << calm_failure;
+  ASSERT_FALSE(rtts.empty());
+  const auto worst = *std::max_element(rtts.begin(), rtts.end());
+  std::printf(
+      "flooding KM: %d answers, %d busy refusals, %s; other KM: %zu requests, worst %lld ms\n",
+      answers.load(), busy.load(), closed ? "disconnected" : "still connected", rtts.size(),
+      static_cast<long long>(worst.count()));
 
   EXPECT_TRUE(busy > 0 || closed) << "a KM sending 10,000 frames/s was neither refused busy nor "
                                      "disconnected ("
                                   << answers << " answers)";
   EXPECT_TRUE(closed) << "a KM that keeps flooding after busy refusals is disconnected";
-  ASSERT_FALSE(rtts.empty());
-  const auto worst = *std::max_element(rtts.begin(), rtts.end());
   EXPECT_LT(worst, 500ms) << "the other KM waited " << worst.count() << " ms for an answer";
   // And after the flood it is still served.
   calm.send(kNextHopRequest, 9999, kNextHopToKm1);
@@ -153,7 +170,7 @@ TEST(CkBackpressure, FloodingKmIsThrottledWhileAnotherKeepsWorking) {
 // answered at once "NG: busy" with retry_after_ms and closed, instead of queueing behind the core
 // until the KM times out and registers again on a new connection.
 TEST(CkBackpressure, RegistrationsBeyondTheQueueAreToldToComeBack) {
-  service::ServiceOptions o;
+  auto o = insecure();
   o.max_pending_registrations = 1;
   Harness h(std::move(o));
   RawClient first(h.port());
@@ -187,7 +204,7 @@ TEST(CkBackpressure, RegistrationsBeyondTheQueueAreToldToComeBack) {
 
 // Status reports that wait for a busy core are coalesced: one per KM waits, the latest wins.
 TEST(CkBackpressure, StatusReportsWaitingForTheCoreAreCoalesced) {
-  Harness h;
+  Harness h(insecure());
   RawClient km1(h.port());
   ASSERT_EQ(km1.do_register("KM1", R"([{"link_id":"L12","peer_kma_id":"KM2"}])").command,
             kRegisterResponse);
