@@ -72,7 +72,10 @@ std::string status_payload(const std::string& km, int stored_keys) {
 // A KM that floods 10,000 frames/s is refused busy and, as it keeps on, disconnected; another
 // KM's next-hop requests are all answered within 500 ms meanwhile.
 TEST(CkBackpressure, FloodingKmIsThrottledWhileAnotherKeepsWorking) {
-  Harness h(insecure(), service::make_key_supply_handler());
+  auto o = insecure();
+  // No heartbeats in this test: an idle timeout (3 intervals) must not pass for a disconnect.
+  o.heartbeat_interval = 60s;
+  Harness h(std::move(o), service::make_key_supply_handler());
   RawClient flood(h.port());
   ASSERT_EQ(flood.do_register("KM1", R"([{"link_id":"L12","peer_kma_id":"KM2"}])").command,
             kRegisterResponse);
