@@ -253,19 +253,22 @@ std::shared_ptr<const void> ControllerService::Impl::admit_command(Session& s, s
 }
 
 void ControllerService::Impl::queue_status(const std::shared_ptr<Session>& s,
-                                           ck::StatusReport report) {
+                                           ck::StatusReport report, std::uint32_t message_id) {
   {
     std::lock_guard lock(s->status_mu);
     s->status_waiting = std::move(report);
+    s->status_message_id = message_id;
     if (s->status_posted) return;  // the waiting report is replaced: latest wins
     s->status_posted = true;
   }
   statuses_waiting.fetch_add(1, std::memory_order_relaxed);
   net::post(core, [this, s] {
     std::optional<ck::StatusReport> r;
+    std::uint32_t report_id = 0;
     {
       std::lock_guard lock(s->status_mu);
       r = std::move(s->status_waiting);
+      report_id = s->status_message_id;
       s->status_waiting.reset();
       s->status_posted = false;
     }
@@ -276,7 +279,10 @@ void ControllerService::Impl::queue_status(const std::shared_ptr<Session>& s,
     ck::Message m{std::move(*r)};
     auto result = apply_km_message(s->km_id, m);
     if (!result.error.empty()) {
-      send_error(*s, result.error, "status report: " + result.message, std::nullopt);
+      send_error(*s, result.error,
+                 command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " +
+                     result.message,
+                 report_id);
     }
   });
 }
@@ -495,7 +501,7 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
       co_return;
     }
     case ck::Command::kStatusReport:
-      queue_status(s, std::get<ck::StatusReport>(std::move(message)));
+      queue_status(s, std::get<ck::StatusReport>(std::move(message)), frame.message_id);
       co_return;
     case ck::Command::kAlarm:
     case ck::Command::kApplicationsUpdate: {

@@ -115,6 +115,7 @@ struct ControllerService::Impl {
     // core strand: under status_mu.
     std::mutex status_mu;
     std::optional<ck::StatusReport> status_waiting;
+    std::uint32_t status_message_id = 0;  ///< of status_waiting (an Error names it)
     bool status_posted = false;
   };
   struct Registered {
@@ -237,7 +238,8 @@ struct ControllerService::Impl {
   std::shared_ptr<const void> admit_command(Session& s, std::uint16_t code,
                                             std::uint32_t message_id);
   /// Queues a status report for the core (coalesced per KM, see Session::status_waiting).
-  void queue_status(const std::shared_ptr<Session>& s, ck::StatusReport report);
+  void queue_status(const std::shared_ptr<Session>& s, ck::StatusReport report,
+                    std::uint32_t message_id);
   // Network events of registrations and status reports are applied to the Network at once and
   // handed to the rerouting engine in one batch per core pass (a storm of 2,000 registrations
   // costs one snapshot and one engine run per pass, not one each).
