@@ -4,6 +4,7 @@
 add_executable(unit_net
   ${CMAKE_CURRENT_LIST_DIR}/net_listener_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/net_limits_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/net_run_on_test.cpp
 )
 target_link_libraries(unit_net PRIVATE qkdn_net GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_net TEST_PREFIX "unit_net." PROPERTIES LABELS unit)
