@@ -362,7 +362,8 @@ net::awaitable<void> KmHost::ck_loop() {
   // answered "NG: busy": a thousand KMs cut off together neither come back together nor sooner
   // than the controller can take them. One connection, one registration at a time: a new
   // connection is opened only once the previous one (and the registration on it) has ended.
-  qkdn::net::ReconnectBackoff backoff(cfg.reconnect_initial, cfg.reconnect_max, *rng_);
+  qkdn::net::ReconnectBackoff backoff(cfg.reconnect_initial, cfg.reconnect_max,
+                                      [this] { return rng_->next_u64(); });
   while (!stopping()) {
     bool registered = false;
     retry_hint_.reset();

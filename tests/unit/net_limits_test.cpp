@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "qkdn/controller/clock.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/limits.hpp"
 
@@ -17,10 +18,13 @@ using std::chrono::milliseconds;
 const SteadyTime kT0{std::chrono::seconds{1000}};
 
 // Random words from a fixed list (cycled): the test decides where in its range each jitter lands.
-class ScriptedRandom final : public Random {
+class ScriptedRandom {
  public:
   explicit ScriptedRandom(std::vector<std::uint64_t> words) : words_(std::move(words)) {}
-  std::uint64_t next_u64() override { return words_[i_++ % words_.size()]; }
+  std::uint64_t next_u64() { return words_[i_++ % words_.size()]; }
+  ReconnectBackoff::RandomWords words() {
+    return [this] { return next_u64(); };
+  }
 
  private:
   std::vector<std::uint64_t> words_;
@@ -119,7 +123,7 @@ TEST(AdmissionQueue, RetryHintGrowsWithDepthAndServiceTime) {
 // Delays double from `initial` to `max`, each drawn from [d/2, d]; reset starts over.
 TEST(ReconnectBackoff, ExponentialWithEqualJitterAndACap) {
   ScriptedRandom low({0});  // always the bottom of the range: d/2
-  ReconnectBackoff b(milliseconds{100}, milliseconds{1000}, low);
+  ReconnectBackoff b(milliseconds{100}, milliseconds{1000}, low.words());
   std::vector<std::int64_t> got;
   for (int i = 0; i < 6; ++i) got.push_back(b.next().count());
   EXPECT_EQ(got, (std::vector<std::int64_t>{50, 100, 200, 400, 500, 500}));
@@ -127,7 +131,7 @@ TEST(ReconnectBackoff, ExponentialWithEqualJitterAndACap) {
   EXPECT_EQ(b.next(), milliseconds{50});
 
   ScriptedRandom high({~0ull});  // % (range + 1): some point in the range, never above d
-  ReconnectBackoff h(milliseconds{100}, milliseconds{1000}, high);
+  ReconnectBackoff h(milliseconds{100}, milliseconds{1000}, high.words());
   for (int i = 0; i < 10; ++i) {
     const auto base = h.base();
     const auto d = h.next();
@@ -142,7 +146,7 @@ TEST(ReconnectBackoff, JitterSpreadsClients) {
   SeededRandom r(42);
   std::set<std::int64_t> distinct;
   for (int i = 0; i < 1000; ++i) {
-    ReconnectBackoff b(milliseconds{1000}, milliseconds{10'000}, r);
+    ReconnectBackoff b(milliseconds{1000}, milliseconds{10'000}, [&r] { return r.next_u64(); });
     distinct.insert(b.next().count());
   }
   EXPECT_GT(distinct.size(), 300u);
@@ -153,14 +157,14 @@ TEST(ReconnectBackoff, JitterSpreadsClients) {
 // A server's retry hint raises the delay to at least the hint, spread up to 1.5 x the hint.
 TEST(ReconnectBackoff, HonoursTheServersHint) {
   ScriptedRandom low({0});
-  ReconnectBackoff b(milliseconds{100}, milliseconds{1000}, low);
+  ReconnectBackoff b(milliseconds{100}, milliseconds{1000}, low.words());
   EXPECT_EQ(b.next(milliseconds{3000}), milliseconds{3000});
   ScriptedRandom high({1000});  // 1000 % 1501 = 1000
-  ReconnectBackoff c(milliseconds{100}, milliseconds{1000}, high);
+  ReconnectBackoff c(milliseconds{100}, milliseconds{1000}, high.words());
   EXPECT_EQ(c.next(milliseconds{3000}), milliseconds{4000});
   // A hint below the backoff does not shorten it.
   ScriptedRandom zero({0});
-  ReconnectBackoff d(milliseconds{4000}, milliseconds{8000}, zero);
+  ReconnectBackoff d(milliseconds{4000}, milliseconds{8000}, zero.words());
   EXPECT_EQ(d.next(milliseconds{10}), milliseconds{2000});
 }
 

@@ -1,6 +1,7 @@
 #include "qkdn/net/limits.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "qkdn/controller/error.hpp"
 
@@ -115,16 +116,18 @@ milliseconds AdmissionQueue::retry_after(milliseconds floor, milliseconds ceilin
 
 // ---- ReconnectBackoff ---------------------------------------------------------------------------
 
-ReconnectBackoff::ReconnectBackoff(milliseconds initial, milliseconds max, Random& random)
-    : initial_(initial), max_(std::max(max, initial)), base_(initial), random_(random) {
-  if (initial.count() < 1)
+ReconnectBackoff::ReconnectBackoff(milliseconds initial, milliseconds max, RandomWords random)
+    : initial_(initial), max_(std::max(max, initial)), base_(initial), random_(std::move(random)) {
+  if (initial.count() < 1) {
     throw InvalidArgument("reconnect backoff: initial delay must be >= 1 ms");
+  }
+  if (!random_) throw InvalidArgument("reconnect backoff: no source of randomness");
 }
 
 milliseconds ReconnectBackoff::jittered(milliseconds d) {
   const auto half = d.count() / 2;
-  const auto r = static_cast<std::int64_t>(random_.next_u64() %
-                                           static_cast<std::uint64_t>(d.count() - half + 1));
+  const auto r =
+      static_cast<std::int64_t>(random_() % static_cast<std::uint64_t>(d.count() - half + 1));
   return milliseconds{half + r};
 }
 
@@ -134,8 +137,8 @@ milliseconds ReconnectBackoff::next(std::optional<milliseconds> hint) {
   if (hint && hint->count() > 0) {
     // At least the hint, spread over [hint, 1.5 * hint]: clients refused together come back
     // spread out too.
-    const auto spread = static_cast<std::int64_t>(
-        random_.next_u64() % static_cast<std::uint64_t>(hint->count() / 2 + 1));
+    const auto spread =
+        static_cast<std::int64_t>(random_() % static_cast<std::uint64_t>(hint->count() / 2 + 1));
     d = std::max(d, *hint + milliseconds{spread});
   }
   return d;

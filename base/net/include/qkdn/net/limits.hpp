@@ -8,9 +8,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
-
-#include "qkdn/controller/clock.hpp"
 
 namespace qkdn::net {
 
@@ -108,11 +107,13 @@ class AdmissionQueue {
 /// Reconnect delays of one client (the agent's Ck connection): exponential from `initial` up to
 /// `max`, each delay drawn uniformly from [d/2, d] ("equal jitter") so that a thousand clients
 /// cut off at once do not come back at once; a server's retry hint raises the delay to at least
-/// the hint (plus the same jitter). Not thread-safe (one owner); randomness is injected.
+/// the hint (plus the same jitter). Not thread-safe (one owner); randomness is injected: `random`
+/// returns uniformly random 64-bit words (e.g. a qkdn::Random's next_u64).
 class ReconnectBackoff {
  public:
+  using RandomWords = std::function<std::uint64_t()>;
   ReconnectBackoff(std::chrono::milliseconds initial, std::chrono::milliseconds max,
-                   Random& random);
+                   RandomWords random);
   /// The delay before the next attempt; doubles the base for the one after.
   std::chrono::milliseconds next(std::optional<std::chrono::milliseconds> hint = std::nullopt);
   /// A session succeeded: the next failure starts again from `initial`.
@@ -124,7 +125,7 @@ class ReconnectBackoff {
   std::chrono::milliseconds initial_;
   std::chrono::milliseconds max_;
   std::chrono::milliseconds base_;
-  Random& random_;
+  RandomWords random_;
 };
 
 }  // namespace qkdn::net
