@@ -51,6 +51,16 @@ Network and Ck:
                                (default 1024, lowered to fit the open-file limit); beyond it a
                                newcomer closes the one waiting longest (if over 1 s) or itself
   --ck-register-timeout-ms N   a Ck connection must register within N ms (default 10000)
+  --ck-max-pending-registrations N
+                               registrations waiting for the core (default 64); beyond it a
+                               Register is answered "NG: busy" with retry_after_ms
+  --ck-max-pending-commands N  KM commands waiting for or on the core, all KMs (default 4096),
+                               and per KM (--ck-max-pending-per-km, default 64); beyond: busy
+  --ck-max-relays-per-km N     key relays (0x1403) one KM may have in progress (default 256)
+  --ck-max-frames-per-s N      frames/s (and burst) a registered KM may send (default 5000);
+                               more are refused with Error busy, and a KM refused more than
+                               --ck-max-refused-per-s times (default 1000) in a second is
+                               disconnected
   --heartbeat-interval-ms N    KM heartbeat interval (default 1000); 3 missed = disconnected
   --status-interval-ms N       KM status report interval (default 1000); also the period of the
                                controller's tick (rerouting schedules, leases, session expiry)
@@ -201,6 +211,20 @@ bool apply_option(std::string_view name, std::string_view value, Args& a) {
     o.max_unregistered = static_cast<std::size_t>(parse_positive(flag, value));
   else if (name == "ck-register-timeout-ms")
     o.register_timeout = parse_ms(flag, value);
+  else if (name == "ck-max-pending-registrations")
+    o.max_pending_registrations = static_cast<std::size_t>(parse_positive(flag, value));
+  else if (name == "ck-max-pending-commands")
+    o.max_pending_commands = static_cast<std::size_t>(parse_positive(flag, value));
+  else if (name == "ck-max-pending-per-km")
+    o.max_pending_per_km = static_cast<std::size_t>(parse_positive(flag, value));
+  else if (name == "ck-max-relays-per-km")
+    o.max_relays_per_km = static_cast<std::size_t>(parse_positive(flag, value));
+  else if (name == "ck-max-frames-per-s") {
+    o.max_frames_per_s = static_cast<double>(parse_positive(flag, value));
+    o.frame_burst = o.max_frames_per_s;
+  } else if (name == "ck-max-refused-per-s")
+    o.max_refused_per_s = static_cast<std::uint32_t>(
+        std::min<std::int64_t>(parse_positive(flag, value), 1'000'000'000));
   else if (name == "api-max-connections")
     a.api.max_connections = static_cast<std::size_t>(parse_positive(flag, value));
   else if (name == "route-alternatives")

@@ -101,6 +101,7 @@ asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
                                  {"registered", km.registered},
                                  {"controller_epoch", km.controller_epoch},
                                  {"registrations", km.registrations},
+                                 {"busy_refusals", km.busy_refusals},
                                  {"links", std::move(links)}});
     }
     co_return ok(json::object{{"kms", std::move(kms)}});

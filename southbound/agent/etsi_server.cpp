@@ -41,11 +41,14 @@ HttpResponse reply(const etsi::Error& e) {
 
 /// An error reported by the SAE key service (400, 401, 503; anything else becomes 503).
 HttpResponse service_error(int status, const std::string& message,
-                           const std::vector<std::string>& details) {
+                           const std::vector<std::string>& details, std::int64_t retry_after_s) {
   const int s = status == 400 || status == 401 || status == 503 ? status : 503;
   etsi::Error e{s, message.empty() ? std::string(qkdn::net::reason_phrase(s)) : message, {}};
   for (const auto& text : details) e.details.emplace_back("detail", text);
-  return reply(e);
+  auto r = reply(e);
+  if (s == 503 && retry_after_s > 0)
+    r.headers.emplace_back("Retry-After", std::to_string(retry_after_s));
+  return r;
 }
 
 /// Key container {"keys":[{"key_ID":..,"key":<base64>}]} built in one buffer sized up front, so
@@ -150,7 +153,7 @@ asio::awaitable<HttpResponse> handle(SaeKeyService& service, HttpRequest req) {
     case etsi::Op::kStatus: {
       auto op = service.status(sae, route.sae);
       const SaeStatus st = co_await std::move(op);
-      if (st.status != 200) co_return service_error(st.status, st.message, {});
+      if (st.status != 200) co_return service_error(st.status, st.message, {}, st.retry_after_s);
       json::object o{{"source_KME_ID", st.source_kme_id},
                      {"target_KME_ID", st.target_kme_id},
                      {"master_SAE_ID", sae},
@@ -174,7 +177,9 @@ asio::awaitable<HttpResponse> handle(SaeKeyService& service, HttpRequest req) {
       const etsi::KeyRequest kr = std::get<etsi::KeyRequest>(parsed);
       auto op = service.enc_keys(sae, route.sae, kr.number, kr.size);
       SaeResult res = co_await std::move(op);
-      if (res.status != 200) co_return service_error(res.status, res.message, res.details);
+      if (res.status != 200) {
+        co_return service_error(res.status, res.message, res.details, res.retry_after_s);
+      }
       co_return key_container(res.keys);
     }
     case etsi::Op::kDecKeys: {
@@ -184,7 +189,9 @@ asio::awaitable<HttpResponse> handle(SaeKeyService& service, HttpRequest req) {
       auto op =
           service.dec_keys(sae, route.sae, std::get<std::vector<std::string>>(std::move(parsed)));
       SaeResult res = co_await std::move(op);
-      if (res.status != 200) co_return service_error(res.status, res.message, res.details);
+      if (res.status != 200) {
+        co_return service_error(res.status, res.message, res.details, res.retry_after_s);
+      }
       co_return key_container(res.keys);
     }
   }

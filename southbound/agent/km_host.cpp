@@ -24,7 +24,9 @@
 #include "log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/limits.hpp"
 #include "qkdn/net/listener.hpp"
+#include "qkdn/net/run_on.hpp"
 #include "qkdn/net/tls.hpp"
 
 namespace qkdn::agent {
@@ -345,9 +347,15 @@ KeyId KmHost::new_key_id() {
 
 net::awaitable<void> KmHost::ck_loop() {
   const auto& cfg = core_.config();
-  auto backoff = cfg.reconnect_initial;
+  // Jittered exponential backoff (qkdn/net/limits.hpp), raised to the controller's hint when it
+  // answered "NG: busy": a thousand KMs cut off together neither come back together nor sooner
+  // than the controller can take them. One connection, one registration at a time: a new
+  // connection is opened only once the previous one (and the registration on it) has ended.
+  qkdn::net::ReconnectBackoff backoff(cfg.reconnect_initial, cfg.reconnect_max,
+                                      [this] { return rng_->next_u64(); });
   while (!stopping()) {
     bool registered = false;
+    retry_hint_.reset();
     try {
       registered = co_await ck_session();
     } catch (const std::exception& e) {
@@ -361,9 +369,12 @@ net::awaitable<void> KmHost::ck_loop() {
     if (registered_) log_line(LogLevel::kInfo, "KM " + km_id_ + ": Ck connection lost");
     registered_ = false;
     if (stopping()) break;
-    if (registered) backoff = cfg.reconnect_initial;
-    const auto delay = jitter(backoff);
-    backoff = std::min(backoff * 2, cfg.reconnect_max);
+    if (registered) backoff.reset();
+    const auto delay = backoff.next(retry_hint_);
+    if (retry_hint_) {
+      log_line(LogLevel::kDebug, "KM " + km_id_ + ": controller busy; registering again in " +
+                                     std::to_string(delay.count()) + " ms");
+    }
     ck_timer_.expires_after(delay);
     co_await ck_timer_.async_wait(kTuple);
   }
@@ -425,7 +436,11 @@ net::awaitable<bool> KmHost::ck_session() {
     auto beat_op = register_and_beat(channel);
     co_await std::move(beat_op);
   } catch (const std::exception& e) {
-    if (!stopping()) log_line(LogLevel::kWarn, "KM " + km_id_ + ": Ck: " + e.what());
+    // A busy refusal is expected under a registration storm: not a warning per KM.
+    if (!stopping()) {
+      log_line(retry_hint_ ? LogLevel::kDebug : LogLevel::kWarn,
+               "KM " + km_id_ + ": Ck: " + e.what());
+    }
   }
   channel->close();
   while (!run_state->finished) co_await run_state->done.async_wait(kTuple);
@@ -443,7 +458,11 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
     reg.applications = applications_;
     reg.software = std::string("qkdn-agent/") + build_version();
     ck::Message reg_message{std::move(reg)};
-    auto reg_op = channel->request(std::move(reg_message));
+    // The registration may wait in the controller's admission queue: it gets longer than an
+    // ordinary request (the controller answers, refuses busy, or closes the connection at its
+    // registration deadline first), so that a slow registration is never abandoned and repeated
+    // on a new connection while the first one may still complete.
+    auto reg_op = channel->request(std::move(reg_message), core_.config().register_timeout);
     ck::Frame reply = co_await std::move(reg_op);
     co_await net::post(strand_, net::use_awaitable);
     if (reply.command == static_cast<std::uint16_t>(ck::Command::kErrorFromController)) {
@@ -461,7 +480,15 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
     }
     const auto* resp = std::get_if<ck::RegisterResponse>(&std::get<ck::Message>(decoded));
     if (resp == nullptr) throw Unavailable("unexpected reply to registration");
-    if (resp->response != "OK") throw Unavailable("registration refused: " + resp->response);
+    if (resp->response != "OK") {
+      if (resp->response.rfind("NG: busy", 0) == 0) {
+        retry_hint_ = std::chrono::milliseconds{resp->retry_after_ms.value_or(1000)};
+        ++busy_refusals_;
+        throw Unavailable("registration refused: controller busy (retry after " +
+                          std::to_string(retry_hint_->count()) + " ms)");
+      }
+      throw Unavailable("registration refused: " + resp->response);
+    }
 
     if (resp->controller_epoch < controller_epoch_) {
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": controller epoch went back from " +
@@ -1157,6 +1184,7 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
   s.registered = registered_;
   s.controller_epoch = controller_epoch_;
   s.registrations = registrations_;
+  s.busy_refusals = busy_refusals_;
   for (const auto& l : links_) {
     LinkSnapshot ls;
     ls.link_id = l->link_id;
@@ -1293,7 +1321,8 @@ net::awaitable<std::vector<KmSnapshot>> AgentCore::snapshot() {
   out.reserve(hosts_.size());
   for (auto& h : hosts_) {
     auto op = h->snapshot();
-    KmSnapshot snap = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+    auto hop = qkdn::net::run_on(h->strand(), std::move(op));
+    KmSnapshot snap = co_await std::move(hop);
     out.push_back(std::move(snap));
   }
   co_return out;
@@ -1312,7 +1341,8 @@ net::awaitable<bool> AgentCore::control_link(std::string link_id, LinkControl co
   bool any = false;
   for (auto* h : ends) {
     auto op = h->apply_control(link_id, control, propagate);
-    const bool applied = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+    auto hop = qkdn::net::run_on(h->strand(), std::move(op));
+    const bool applied = co_await std::move(hop);
     any = any || applied;
   }
   co_return any;
@@ -1322,7 +1352,8 @@ net::awaitable<bool> AgentCore::disconnect(std::string km_id) {
   auto* h = find(km_id);
   if (h == nullptr) co_return false;
   auto op = h->disconnect();
-  co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+  auto hop = qkdn::net::run_on(h->strand(), std::move(op));
+  co_await std::move(hop);
   co_return true;
 }
 
@@ -1331,7 +1362,8 @@ net::awaitable<std::optional<std::string>> AgentCore::digest(std::string km_id,
   auto* h = find(km_id);
   if (h == nullptr) co_return std::nullopt;
   auto op = h->digest(std::move(link_id));
-  auto result = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+  auto hop = qkdn::net::run_on(h->strand(), std::move(op));
+  auto result = co_await std::move(hop);
   co_return result;
 }
 

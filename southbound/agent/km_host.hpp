@@ -29,6 +29,7 @@
 #include "qkdn/agent/agent.hpp"
 #include "qkdn/agent/key_store.hpp"
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/net/limits.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
@@ -147,7 +148,7 @@ class KmHost {
   [[nodiscard]] const std::string& kma_endpoint() const { return kma_endpoint_; }
   [[nodiscard]] Strand& strand() { return strand_; }
 
-  // Coroutines that must run on the strand (call through co_spawn(strand(), ...)).
+  // Coroutines that must run on the strand (call through qkdn::net::run_on(strand(), ...)).
   net::awaitable<KmSnapshot> snapshot();
   net::awaitable<bool> apply_control(std::string link_id, LinkControl control, bool propagate);
   net::awaitable<std::optional<std::string>> digest(std::string link_id);
@@ -360,6 +361,25 @@ class KmHost {
   /// from the front instead of scanning supplied_ (which can hold hundreds of thousands).
   std::deque<std::pair<SteadyTime, std::string>> supplied_expiry_;
   std::map<std::pair<std::string, std::string>, SaeSession> sae_sessions_;  ///< (master, slave)
+  /// Per-SAE limits (AgentConfig::sae_max_*), by calling SAE (only SAEs this KM serves).
+  struct SaeGuard {
+    qkdn::net::TokenBucket bucket;
+    std::size_t in_flight = 0;
+  };
+  std::map<std::string, SaeGuard> sae_guards_;
+  /// Bytes of supplied_ keys per slave SAE (sae_max_waiting_bytes).
+  std::map<std::string, std::size_t> supplied_bytes_;
+  /// Admits one ETSI call of `sae` (counted in flight until sae_done), or returns why not
+  /// (status 503, retry_after_s set).
+  std::optional<SaeResult> sae_admit(const std::string& sae);
+
+ public:
+  /// Ends a call admitted by sae_admit (strand only).
+  void end_sae_call(const std::string& sae);
+
+ private:
+  /// Erases a supplied key and its bytes from supplied_bytes_.
+  void forget_supplied(std::map<std::string, SuppliedKey>::iterator it);
 
   // Generation and alarms.
   net::awaitable<void> tick_loop();
@@ -389,6 +409,9 @@ class KmHost {
   bool registered_ = false;
   std::int64_t controller_epoch_ = 0;
   std::uint64_t registrations_ = 0;
+  std::uint64_t busy_refusals_ = 0;  ///< registrations the controller refused "NG: busy"
+  /// The controller's retry_after_ms of the last "NG: busy" (ck_loop waits at least that).
+  std::optional<std::chrono::milliseconds> retry_hint_;
   std::chrono::milliseconds heartbeat_interval_{1'000};
   std::chrono::milliseconds status_interval_{1'000};
   std::map<std::string, std::string> peers_;  ///< kma_id -> endpoint, from the controller

@@ -120,6 +120,10 @@ ETSI GS QKD 014 v1.1.1 key delivery to SAEs (one listener serves the SAEs of eve
   --sae-max-keys-per-request N  max_key_per_request (128)
   --sae-key-ttl-s N       keys not fetched by the slave SAE within N s are wiped (600)
   --sae-supply-timeout-ms N  a relayed key request fails (503) after this (10000)
+  --sae-max-requests-per-s N  ETSI 014 calls per second per SAE; more: 503 Retry-After (2000)
+  --sae-max-concurrent N  ETSI 014 calls of one SAE in progress at once (64)
+  --sae-max-waiting-bytes N  key bytes waiting for one SAE to fetch them beyond which an
+                          enc_keys between two SAEs of one KM is refused (16777216)
   --threads N             io threads (2)
   --seed N                deterministic key IDs and jitter (keys always come from RAND_bytes)
   --log-level LEVEL       debug, info, warn or error (info; QKDN_AGENT_DEBUG=1 means debug)
@@ -241,6 +245,15 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     } else if (flag == "--sae-supply-timeout-ms") {
       cfg.supply_timeout =
           std::chrono::milliseconds(parse_int<std::int64_t>(flag, value(), 1, 600'000));
+    } else if (flag == "--sae-max-requests-per-s") {
+      cfg.sae_max_requests_per_s =
+          static_cast<double>(parse_int<std::int64_t>(flag, value(), 1, 10'000'000));
+    } else if (flag == "--sae-max-concurrent") {
+      cfg.sae_max_concurrent =
+          static_cast<std::size_t>(parse_int<std::int64_t>(flag, value(), 1, 1'000'000));
+    } else if (flag == "--sae-max-waiting-bytes") {
+      cfg.sae_max_waiting_bytes =
+          static_cast<std::size_t>(parse_int<std::int64_t>(flag, value(), 1, INT64_MAX));
     } else if (flag == "--threads") {
       cl.threads = parse_int<unsigned>(flag, value(), 1, 256);
     } else if (flag == "--seed") {

@@ -39,15 +39,17 @@ struct SaeResult {
   int status = 200;
   std::string message;
   std::vector<std::string> details;
-  std::vector<SaeKey> keys;  ///< status 200 only
+  std::vector<SaeKey> keys;        ///< status 200 only
+  std::int64_t retry_after_s = 0;  ///< > 0 with a 503 of a per-SAE limit: the Retry-After header
 };
 
 /// ETSI 014 Status object fields the server cannot know by itself.
 struct SaeStatus {
   int status = 200;  ///< 200, or 400/401/503 with `message`
   std::string message;
-  std::string source_kme_id;  ///< KM serving the master SAE
-  std::string target_kme_id;  ///< KM serving the slave SAE
+  std::int64_t retry_after_s = 0;  ///< > 0 with a 503 of a per-SAE limit: the Retry-After header
+  std::string source_kme_id;       ///< KM serving the master SAE
+  std::string target_kme_id;       ///< KM serving the slave SAE
   std::int64_t key_size = 256;
   std::int64_t stored_key_count = 0;  ///< keys ready for this pair without a relay
   std::int64_t max_key_count = 0;

@@ -15,6 +15,7 @@
 #include "log.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/controller/key_limits.hpp"
+#include "qkdn/net/run_on.hpp"
 #include "sae_key_id.hpp"
 #include "sae_keys.hpp"
 
@@ -51,7 +52,8 @@ net::awaitable<SaeStatus> AgentCore::status(std::string master_sae, std::string 
     co_return s;
   }
   auto op = h->sae_status(std::move(master_sae), std::move(slave_sae));
-  auto result = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+  auto hop = qkdn::net::run_on(h->strand(), std::move(op));
+  auto result = co_await std::move(hop);
   co_return result;
 }
 
@@ -65,7 +67,8 @@ net::awaitable<SaeResult> AgentCore::enc_keys(std::string master_sae, std::strin
     co_return r;
   }
   auto op = h->sae_enc_keys(std::move(master_sae), std::move(slave_sae), number, size_bits);
-  auto result = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+  auto hop = qkdn::net::run_on(h->strand(), std::move(op));
+  auto result = co_await std::move(hop);
   co_return result;
 }
 
@@ -79,7 +82,8 @@ net::awaitable<SaeResult> AgentCore::dec_keys(std::string slave_sae, std::string
     co_return r;
   }
   auto op = h->sae_dec_keys(std::move(slave_sae), std::move(master_sae), std::move(key_ids));
-  auto result = co_await net::co_spawn(h->strand(), std::move(op), net::use_awaitable);
+  auto hop = qkdn::net::run_on(h->strand(), std::move(op));
+  auto result = co_await std::move(hop);
   co_return result;
 }
 
@@ -98,6 +102,17 @@ SaeResult fail(int status, std::string message, std::vector<std::string> details
   r.details = std::move(details);
   return r;
 }
+
+// One ETSI call of an SAE in progress (KmHost::sae_admit); ended on the KM's strand, where the
+// coroutine that holds it finishes.
+struct SaeSlot {
+  KmHost* host;
+  std::string sae;
+  SaeSlot(KmHost* h, std::string s) : host(h), sae(std::move(s)) {}
+  SaeSlot(const SaeSlot&) = delete;
+  SaeSlot& operator=(const SaeSlot&) = delete;
+  ~SaeSlot() { host->end_sae_call(sae); }
+};
 
 std::int64_t units_per_key(std::int64_t key_bits) { return (key_bits + kKeyBits - 1) / kKeyBits; }
 
@@ -190,7 +205,53 @@ void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_
     s.bytes = std::move(k.bytes);
     s.expires = expires;
     supplied_expiry_.emplace_back(expires, k.key_id);
-    supplied_.insert_or_assign(k.key_id, std::move(s));
+    if (auto old = supplied_.find(k.key_id); old != supplied_.end()) forget_supplied(old);
+    supplied_bytes_[slave_sae] += s.bytes.size();
+    supplied_.emplace(k.key_id, std::move(s));
+  }
+}
+
+void KmHost::forget_supplied(std::map<std::string, SuppliedKey>::iterator it) {
+  if (auto b = supplied_bytes_.find(it->second.slave_sae); b != supplied_bytes_.end()) {
+    b->second -= std::min(b->second, it->second.bytes.size());
+    if (b->second == 0) supplied_bytes_.erase(b);
+  }
+  supplied_.erase(it);
+}
+
+std::optional<SaeResult> KmHost::sae_admit(const std::string& sae) {
+  const auto& cfg = core_.config();
+  auto it = sae_guards_.find(sae);
+  if (it == sae_guards_.end()) {
+    it = sae_guards_
+             .emplace(sae, SaeGuard{qkdn::net::TokenBucket(cfg.sae_max_requests_per_s,
+                                                           cfg.sae_max_requests_per_s),
+                                    0})
+             .first;
+  }
+  auto& g = it->second;
+  const auto now = std::chrono::steady_clock::now();
+  if (!g.bucket.try_take(now)) {
+    auto r = fail(503, "rate limit",
+                  {"SAE " + sae + " is over its rate of " +
+                   std::to_string(static_cast<std::int64_t>(cfg.sae_max_requests_per_s)) +
+                   " requests per second"});
+    r.retry_after_s = 1;
+    return r;
+  }
+  if (g.in_flight >= cfg.sae_max_concurrent) {
+    auto r = fail(503, "too many requests in progress",
+                  {"SAE " + sae + " has " + std::to_string(g.in_flight) + " requests in progress"});
+    r.retry_after_s = 1;
+    return r;
+  }
+  ++g.in_flight;
+  return std::nullopt;
+}
+
+void KmHost::end_sae_call(const std::string& sae) {
+  if (auto it = sae_guards_.find(sae); it != sae_guards_.end() && it->second.in_flight > 0) {
+    --it->second.in_flight;
   }
 }
 
@@ -238,6 +299,7 @@ void KmHost::abort_sae_supply() {
   for (auto& [id, w] : by_notification) complete_wait(w, "NG: KM shutting down", 503);
   for (auto& [id, w] : by_relay) complete_wait(w, "NG: KM shutting down", 503);
   supplied_.clear();
+  supplied_bytes_.clear();
   supplied_expiry_.clear();
   sae_sessions_.clear();
   wipe_prepositioned();
@@ -247,7 +309,7 @@ void KmHost::expire_sae_supply(SteadyTime now) {
   while (!supplied_expiry_.empty() && now >= supplied_expiry_.front().first) {
     // Fetched keys are gone already; a key filed again under the same ID has a later expiry.
     auto it = supplied_.find(supplied_expiry_.front().second);
-    if (it != supplied_.end() && now >= it->second.expires) supplied_.erase(it);
+    if (it != supplied_.end() && now >= it->second.expires) forget_supplied(it);
     supplied_expiry_.pop_front();
   }
 }
@@ -320,6 +382,8 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
                                                std::int64_t number, std::int64_t size_bits) {
   const auto deadline = std::chrono::steady_clock::now() + core_.config().supply_timeout;
   if (stopping()) co_return fail(503, "KM shutting down");
+  if (auto refused = sae_admit(master_sae)) co_return std::move(*refused);
+  const SaeSlot slot{this, master_sae};
   if (number < 1 || number > limits::kMaxKeysPerSupply || !limits::valid_sae_key_bits(size_bits)) {
     co_return fail(400, "bad number or size");
   }
@@ -341,6 +405,18 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   w->key_bits = size_bits;
 
   if (dst == km_id_) {  // both SAEs here: fresh random keys, filed for the slave too
+    // Memory bound: keys wait here until the slave fetches them (or their TTL), so a master
+    // calling in a loop could grow them without limit.
+    const auto add = static_cast<std::size_t>(number) * static_cast<std::size_t>(size_bits / 8);
+    const auto waiting = supplied_bytes_.contains(slave_sae) ? supplied_bytes_[slave_sae] : 0;
+    if (waiting + add > core_.config().sae_max_waiting_bytes) {
+      auto r = fail(503, "too many keys waiting",
+                    {"SAE " + slave_sae + " has " + std::to_string(waiting) +
+                     " bytes of keys not fetched yet (limit " +
+                     std::to_string(core_.config().sae_max_waiting_bytes) + ")"});
+      r.retry_after_s = 1;
+      co_return r;
+    }
     std::vector<KeyBlock> keys(static_cast<std::size_t>(units));
     const auto created = std::chrono::system_clock::now();
     for (auto& k : keys) {
@@ -452,6 +528,8 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
 
 net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::string master_sae,
                                                std::vector<std::string> key_ids) {
+  if (auto refused = sae_admit(slave_sae)) co_return std::move(*refused);
+  const SaeSlot slot{this, slave_sae};
   // ETSI GS QKD 014 5.3: 401 for keys issued to another SAE pair (decided from the key_ID
   // itself, so also for keys this KM never held: sae_key_id.hpp), 400 "one or more keys
   // specified are not found on KME" for this pair's keys that are gone or never were. A 401
@@ -492,15 +570,22 @@ net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::strin
     auto it = supplied_.find(id);
     SaeKey k;
     k.key_id = id;
-    k.bytes = std::move(it->second.bytes);
+    k.bytes = it->second.bytes;  // copied: forget_supplied counts (and the key wipes) the original
     r.keys.push_back(std::move(k));
-    supplied_.erase(it);
+    forget_supplied(it);
   }
   co_return r;
 }
 
 net::awaitable<SaeStatus> KmHost::sae_status(std::string master_sae, std::string slave_sae) {
   SaeStatus s;
+  if (auto refused = sae_admit(master_sae)) {
+    s.status = refused->status;
+    s.message = refused->message;
+    s.retry_after_s = refused->retry_after_s;
+    co_return s;
+  }
+  const SaeSlot slot{this, master_sae};
   const auto& cfg = core_.config();
   s.source_kme_id = km_id_;
   s.key_size = cfg.sae_default_key_size;

@@ -26,6 +26,7 @@
 #include <boost/asio/write.hpp>
 
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/run_on.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
 
 namespace qkdn::southbound {
@@ -83,7 +84,8 @@ class ChannelImpl final : public CkChannel {
     // GCC 12 destroys by-value argument temporaries of a call inside a co_await expression twice
     // (PR 99576-like): coroutines with non-trivial arguments are created in their own statement.
     auto op = run_on_strand(self, std::move(handler));
-    co_await net::co_spawn(strand_, std::move(op), net::use_awaitable);
+    auto hop = qkdn::net::run_on(strand_, std::move(op));
+    co_await std::move(hop);
   }
 
   net::awaitable<ck::Frame> request(ck::Message command) override {
@@ -94,7 +96,8 @@ class ChannelImpl final : public CkChannel {
                                     std::chrono::milliseconds timeout) override {
     auto self = std::static_pointer_cast<ChannelImpl>(shared_from_this());
     auto op = do_request(self, std::move(command), timeout);
-    co_return co_await net::co_spawn(strand_, std::move(op), net::use_awaitable);
+    auto hop = qkdn::net::run_on(strand_, std::move(op));
+    co_return co_await std::move(hop);
   }
 
   std::uint32_t send(ck::Message message, std::optional<std::uint32_t> reply_to) override {

@@ -67,7 +67,7 @@ inline bool response_string_ok(std::string_view s) noexcept {
 }
 
 /// The error codes of clause 3.
-inline constexpr std::array<std::string_view, 13> kErrorCodes = {errc::kBadRequest,
+inline constexpr std::array<std::string_view, 14> kErrorCodes = {errc::kBadRequest,
                                                                  errc::kUnknownCommand,
                                                                  errc::kUnsupportedVersion,
                                                                  errc::kNotRegistered,
@@ -79,7 +79,8 @@ inline constexpr std::array<std::string_view, 13> kErrorCodes = {errc::kBadReque
                                                                  errc::kReservationExpired,
                                                                  errc::kStaleEpoch,
                                                                  errc::kTimeout,
-                                                                 errc::kInternal};
+                                                                 errc::kInternal,
+                                                                 errc::kBusy};
 
 // ---- value rules -------------------------------------------------------------------------------
 //

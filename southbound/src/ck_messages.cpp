@@ -47,11 +47,16 @@ constexpr bool directions_match_codes() {
   }
   return true;
 }
+// Without pointers: with -fsanitize=undefined GCC 12 no longer treats a pointer's comparison
+// with nullptr as a constant expression (QKDN_ASAN builds failed on this static_assert).
 constexpr bool responses_pair_up() {
   for (const CommandInfo& c : kCommands) {
     if (!c.response) continue;
-    const CommandInfo* r = find_command(static_cast<std::uint16_t>(*c.response));
-    if (r == nullptr || r->direction == c.direction || r->response) return false;
+    bool paired = false;
+    for (const CommandInfo& r : kCommands) {
+      if (r.code == *c.response) paired = r.direction != c.direction && !r.response;
+    }
+    if (!paired) return false;
   }
   return true;
 }
@@ -452,6 +457,7 @@ struct Spec<RegisterResponse> {
       Field{"heartbeat_interval_ms", &M::heartbeat_interval_ms, kInterval},
       Field{"status_interval_ms", &M::status_interval_ms, kInterval},
       Field{"peers", &M::peers},
+      Field{"retry_after_ms", &M::retry_after_ms, kInterval},
   };
 };
 

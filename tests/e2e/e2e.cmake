@@ -76,4 +76,8 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
     set_tests_properties(fault_overload_${_kind} PROPERTIES LABELS "e2e;fault" RUN_SERIAL TRUE
                          ENVIRONMENT "${QKDN_E2E_ENV}" TIMEOUT 180)
   endforeach()
+# Faults (issue 12): a registration storm of 2,000 KMs on two agent processes.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_fault_storm test_fault_storm.py)
+  set_tests_properties(e2e_fault_storm PROPERTIES LABELS "e2e;fault" TIMEOUT 240)
 endif()

@@ -7,3 +7,12 @@ add_executable(integration_ck
 target_link_libraries(integration_ck PRIVATE qkdn_service GTest::gtest_main qkdn_options)
 target_compile_definitions(integration_ck PRIVATE QKDN_SOURCE_DIR="${CMAKE_CURRENT_LIST_DIR}/../..")
 gtest_discover_tests(integration_ck PROPERTIES LABELS integration TIMEOUT 120)
+
+# Backpressure and per-KM limits (issues 12 and 13): a KM flooding 10,000 frames/s is refused
+# busy and disconnected while another KM keeps its answers; registrations beyond the admission
+# queue are told to come back (NG: busy, retry_after_ms).
+add_executable(integration_ck_backpressure
+  ${CMAKE_CURRENT_LIST_DIR}/ck_backpressure_test.cpp
+)
+target_link_libraries(integration_ck_backpressure PRIVATE qkdn_service GTest::gtest_main qkdn_options)
+gtest_discover_tests(integration_ck_backpressure PROPERTIES LABELS "integration;fault;security" TIMEOUT 120)

@@ -43,7 +43,9 @@ inline controller::TopologyDoc line_topology() {
 /// The controller service running in-process, with its network events collected.
 class Harness {
  public:
-  explicit Harness(service::ServiceOptions o = {}) {
+  /// `handler`: routing and key supply (make_key_supply_handler()), or none.
+  explicit Harness(service::ServiceOptions o = {},
+                   std::shared_ptr<service::CommandHandler> handler = nullptr) {
     o.listen_host = "127.0.0.1";
     o.listen_port = 0;
     if (o.topology.kms.empty()) o.topology = line_topology();
@@ -54,6 +56,7 @@ class Harness {
       cv_.notify_all();
     };
     service_ = std::make_unique<service::ControllerService>(std::move(o));
+    if (handler) service_->set_command_handler(std::move(handler));
     service_->start();
   }
   ~Harness() { service_->stop(); }

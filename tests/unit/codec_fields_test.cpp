@@ -175,7 +175,8 @@ std::vector<Field> fields_of(std::uint16_t command) {
           {"response", true, K::kResponse},           {"controller_id", true, K::kId},
           {"controller_epoch", true, K::kEpoch},      {"heartbeat_interval_ms", true, K::kInterval},
           {"status_interval_ms", true, K::kInterval}, {"peers", false, K::kObjArray},
-          {"peers/0/kma_id", true, K::kId},           {"peers/0/kma_endpoint", true, K::kEndpoint}};
+          {"peers/0/kma_id", true, K::kId},           {"peers/0/kma_endpoint", true, K::kEndpoint},
+          {"retry_after_ms", false, K::kInterval}};
     case 0x14E3:  // Status report
       return {{"kma_id", true, K::kId},
               {"timestamp", true, K::kTimestamp},

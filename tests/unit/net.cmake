@@ -1,7 +1,10 @@
 # Unit tests of base/net's pure parts: the connection gate (cap, refusal, eviction of the oldest),
-# the accept backoff and loopback addresses. No sockets, no sleeps.
+# the accept backoff and loopback addresses; the backpressure pieces (token bucket, flood guard,
+# admission queue, reconnect backoff) with injected time and randomness. No sockets, no sleeps.
 add_executable(unit_net
   ${CMAKE_CURRENT_LIST_DIR}/net_listener_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/net_limits_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/net_run_on_test.cpp
 )
 target_link_libraries(unit_net PRIVATE qkdn_net GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_net TEST_PREFIX "unit_net." PROPERTIES LABELS unit)

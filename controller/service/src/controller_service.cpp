@@ -1,8 +1,9 @@
 // The service layer: io_context + threads, the core strand, the Ck server and its sessions.
 //
 // Threading: the core (Network, AlarmTable, the session registry) is touched only on core_;
-// each Ck session runs on its CkChannel's strand and hops to core_ with co_spawn(core_, ...,
-// use_awaitable) to apply a command, then resumes on its own strand to answer.
+// each Ck session runs on its CkChannel's strand and hops to core_ with qkdn::net::run_on (never
+// a bare co_spawn(..., use_awaitable): see run_on.hpp) to apply a command, then resumes on its
+// own strand to answer.
 #include "qkdn/service/controller_service.hpp"
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/net/run_on.hpp"
 #include "service_impl.hpp"
 
 namespace qkdn::service {
@@ -61,6 +63,11 @@ std::string one_line(std::string text) {
 
 ControllerService::Impl::Impl(ControllerService& s)
     : svc(s),
+      registrations(std::make_shared<qkdn::net::AdmissionQueue>(
+          std::max<std::size_t>(s.options_.max_pending_registrations, 1))),
+      commands(std::make_shared<qkdn::net::AdmissionQueue>(
+          std::max<std::size_t>(s.options_.max_pending_commands, 1))),
+      api_requests(std::make_shared<qkdn::net::AdmissionQueue>(256)),
       core(net::make_strand(ioc)),
       acceptor_strand(net::make_strand(ioc)),
       acceptor(acceptor_strand),
@@ -120,17 +127,181 @@ void ControllerService::Impl::send_error(Session& s, std::string_view code, std:
 }
 
 void ControllerService::Impl::send_register_ng(Session& s, std::uint32_t id, std::string_view code,
-                                               const std::string& why) {
-  count_protocol_error(code);
-  svc.log("ck: " + s.channel->remote_endpoint() + ": register refused: " + std::string(code) +
-          ": " + why);
+                                               const std::string& why,
+                                               std::optional<std::chrono::milliseconds> retry) {
   ck::RegisterResponse r;
+  if (retry) {
+    // Backpressure, not a protocol error: counted by reason, not logged one by one (a storm of
+    // 2,000 KMs must not become a storm of log lines).
+    r.retry_after_ms = std::clamp<std::int64_t>(retry->count(), 1, ck::kMaxIntervalMs);
+  } else {
+    count_protocol_error(code);
+    svc.log("ck: " + s.channel->remote_endpoint() + ": register refused: " + std::string(code) +
+            ": " + why);
+  }
   r.response = "NG: " + std::string(code);
   r.controller_id = svc.options_.controller_id;
   r.controller_epoch = svc.epoch_;
   r.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
   r.status_interval_ms = svc.options_.status_interval.count();
   s.channel->send(r, id);
+}
+
+// ---- backpressure (issue 12) and per-KM limits (issue 13) ----
+
+void ControllerService::Impl::count_refused(std::string_view reason) {
+  {
+    std::lock_guard lock(refused_mu);
+    auto it = refusal_counts.find(reason);
+    if (it == refusal_counts.end()) it = refusal_counts.emplace(std::string(reason), 0).first;
+    ++it->second;
+  }
+  metrics->ck_refused(reason);
+}
+
+void ControllerService::Impl::send_busy(Session& s, std::uint16_t code, std::uint32_t about,
+                                        const std::string& why,
+                                        std::chrono::milliseconds retry_after) {
+  const std::string text = why + "; retry after " +
+                           std::to_string(std::max<std::int64_t>(retry_after.count(), 1)) + " ms";
+  switch (static_cast<ck::Command>(code)) {
+    case ck::Command::kErrorFromKm:
+      return;  // never answer an Error with an Error
+    case ck::Command::kSessionCreationRequest: {
+      // 0x1406 has its own response: NG with a session_id that names nothing (ck-extensions.md).
+      // Drawn here, on the session's strand: the core's Random is the core's alone.
+      OsRandom rng;
+      ck::SessionCreationResponse r;
+      r.session_id = make_uuid_v4(rng);
+      r.response = "NG: " + std::string(ck::errc::kBusy) + ": " + text;
+      r.destination_km_id = s.km_id;
+      r.controller_epoch = svc.epoch_;
+      s.channel->send(std::move(r), about);
+      return;
+    }
+    default:
+      s.channel->send(ck::ErrorMessage{std::string(ck::errc::kBusy), text, about, false}, about);
+  }
+}
+
+bool ControllerService::Impl::admit_frame(const std::shared_ptr<Session>& s,
+                                          const ck::Frame& frame) {
+  if (!s->flood) return true;
+  const auto now = std::chrono::steady_clock::now();
+  switch (s->flood->on_frame(now)) {
+    case qkdn::net::FloodGuard::Verdict::kAdmit:
+      return true;
+    case qkdn::net::FloodGuard::Verdict::kRefuse:
+      count_refused("rate");
+      if (s->flood->refused() == 1) {
+        svc.log(base::LogLevel::kWarn, "ck: " + s->km_id + " is over its rate of " +
+                                           std::to_string(svc.options_.max_frames_per_s) +
+                                           " frames/s; refusing with busy");
+      }
+      send_busy(*s, frame.command, frame.message_id, "frame rate over the limit",
+                s->flood->retry_after(now));
+      return false;
+    case qkdn::net::FloodGuard::Verdict::kDisconnect:
+      count_refused("flood");
+      if (s->channel->is_open()) {
+        svc.log(base::LogLevel::kWarn,
+                "ck: " + s->km_id + " keeps flooding after busy refusals; disconnecting");
+        s->channel->send(ck::ErrorMessage{std::string(ck::errc::kBusy),
+                                          "frame rate over the limit after busy refusals; "
+                                          "disconnecting",
+                                          frame.message_id, false},
+                         frame.message_id);
+        s->channel->close_after_flush();
+      }
+      return false;
+  }
+  return false;
+}
+
+namespace {
+// One command's places in the admission queues (its KM's and everyone's). The queues are held
+// so that they outlive the tickets (members are destroyed in reverse order).
+struct CommandTickets {
+  std::shared_ptr<qkdn::net::AdmissionQueue> km_queue;
+  std::shared_ptr<qkdn::net::AdmissionQueue> all_queue;
+  qkdn::net::AdmissionQueue::Ticket km;
+  qkdn::net::AdmissionQueue::Ticket all;
+};
+}  // namespace
+
+std::shared_ptr<const void> ControllerService::Impl::admit_command(Session& s, std::uint16_t code,
+                                                                   std::uint32_t message_id) {
+  auto t = std::make_shared<CommandTickets>();
+  t->km_queue = s.pending;
+  t->all_queue = commands;
+  if (t->km_queue) {
+    t->km = t->km_queue->try_enter();
+    if (!t->km) {
+      count_refused("km_busy");
+      send_busy(s, code, message_id, "too many commands of this KM in progress",
+                commands->retry_after());
+      return nullptr;
+    }
+  }
+  t->all = commands->try_enter();
+  if (!t->all) {
+    count_refused("command_busy");
+    send_busy(s, code, message_id, "controller busy", commands->retry_after());
+    return nullptr;
+  }
+  return t;
+}
+
+void ControllerService::Impl::queue_status(const std::shared_ptr<Session>& s,
+                                           ck::StatusReport report, std::uint32_t message_id) {
+  {
+    std::lock_guard lock(s->status_mu);
+    s->status_waiting = std::move(report);
+    s->status_message_id = message_id;
+    if (s->status_posted) return;  // the waiting report is replaced: latest wins
+    s->status_posted = true;
+  }
+  statuses_waiting.fetch_add(1, std::memory_order_relaxed);
+  net::post(core, [this, s] {
+    std::optional<ck::StatusReport> r;
+    std::uint32_t report_id = 0;
+    {
+      std::lock_guard lock(s->status_mu);
+      r = std::move(s->status_waiting);
+      report_id = s->status_message_id;
+      s->status_waiting.reset();
+      s->status_posted = false;
+    }
+    statuses_waiting.fetch_sub(1, std::memory_order_relaxed);
+    // Only the KM's current session reports (a superseded or closed one is not the KM's voice).
+    auto it = registered.find(s->km_id);
+    if (!r || it == registered.end() || it->second.session_id != s->id) return;
+    ck::Message m{std::move(*r)};
+    auto result = apply_km_message(s->km_id, s->channel->remote_endpoint(), m);
+    if (!result.error.empty()) {
+      send_error(*s, result.error,
+                 command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " +
+                     result.message,
+                 report_id);
+    }
+  });
+}
+
+void ControllerService::Impl::network_changed_soon(std::vector<controller::NetworkEvent> events) {
+  if (events.empty()) {
+    network_changed(events);  // pools only: the coalesced snapshot refresh
+    return;
+  }
+  emit(events);  // observers see each mutation at once
+  deferred_events.insert(deferred_events.end(), std::make_move_iterator(events.begin()),
+                         std::make_move_iterator(events.end()));
+  if (deferred_posted) return;
+  deferred_posted = true;
+  net::post(core, [this] {
+    deferred_posted = false;
+    auto batch = std::exchange(deferred_events, {});
+    react_to_events(batch);
+  });
 }
 
 // ---- accept loop ----
@@ -234,7 +405,8 @@ net::awaitable<void> ControllerService::Impl::run_session(std::shared_ptr<Sessio
   auto run = s->channel->run(std::move(on_frame_fn));
   co_await std::move(run);
   auto ended = session_ended(s);
-  co_await net::co_spawn(core, std::move(ended), net::use_awaitable);
+  auto hop = qkdn::net::run_on(core, std::move(ended));
+  co_await std::move(hop);
 }
 
 net::awaitable<void> ControllerService::Impl::session_ended(std::shared_ptr<Session> s) {
@@ -294,6 +466,8 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
                frame.message_id);
     co_return;
   }
+  // A registered KM's rate: frames over it are refused here and never reach the core.
+  if (!admit_frame(s, frame)) co_return;
   touch(*s);
   auto decoded = ck::decode_payload(code, frame.payload);
   if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
@@ -327,10 +501,16 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
       co_return;
     }
     case ck::Command::kStatusReport:
+      queue_status(s, std::get<ck::StatusReport>(std::move(message)), frame.message_id);
+      co_return;
     case ck::Command::kAlarm:
     case ck::Command::kApplicationsUpdate: {
-      auto op = core_apply(s->km_id, s->channel->remote_endpoint(), std::move(message));
-      auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
+      auto admitted = admit_command(*s, code, frame.message_id);
+      if (!admitted) co_return;
+      auto op = core_apply(s->km_id, s->channel->remote_endpoint(), std::move(message),
+                           std::move(admitted));
+      auto hop = qkdn::net::run_on(core, std::move(op));
+      auto r = co_await std::move(hop);
       if (!r.error.empty()) {
         send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
       }
@@ -357,9 +537,12 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
       break;
   }
   if (handler && handler->handles(code)) {
-    auto op =
-        handler->handle(svc, CommandContext{s->km_id, s->channel, frame.message_id, svc.epoch_},
-                        std::move(message));
+    auto admitted = admit_command(*s, code, frame.message_id);
+    if (!admitted) co_return;
+    auto op = handler->handle(
+        svc,
+        CommandContext{s->km_id, s->channel, frame.message_id, svc.epoch_, std::move(admitted)},
+        std::move(message));
     co_await std::move(op);
     co_return;
   }
@@ -400,6 +583,12 @@ void ControllerService::Impl::touch(Session& s) {
 
 net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Session> s,
                                                           std::uint32_t id, ck::Register reg) {
+  if (s->registering) {
+    count_protocol_error("second_register");
+    send_register_ng(*s, id, ck::errc::kBadRequest,
+                     "a registration of this connection is already in progress");
+    co_return;
+  }
   if (s->registered && reg.km_id != s->km_id) {
     count_protocol_error("second_register");
     send_register_ng(
@@ -417,8 +606,21 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
       co_return;
     }
   }
-  auto op = core_register(s, reg);
-  auto r = co_await net::co_spawn(core, std::move(op), net::use_awaitable);
+  // Backpressure: at most max_pending_registrations wait for the core; the rest are told when to
+  // come back (the time to serve the queue) instead of waiting behind it and timing out.
+  auto ticket = registrations->try_enter();
+  if (!ticket) {
+    count_refused("registration_busy");
+    send_register_ng(*s, id, ck::errc::kBusy, "registrations queued",
+                     registrations->retry_after(std::chrono::milliseconds{1000}));
+    s->channel->close_after_flush();
+    co_return;
+  }
+  s->registering = true;
+  auto op = core_register(s, reg, std::move(ticket));
+  auto hop = qkdn::net::run_on(core, std::move(op));
+  auto r = co_await std::move(hop);
+  s->registering = false;
   if (!r.error.empty()) {
     send_register_ng(*s, id, r.error, r.message);
     s->channel->close_after_flush();
@@ -430,6 +632,12 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
   s->unregistered.release();       // frees a slot among max_unregistered
   s->km_id = reg.km_id;
   s->last_touch = std::chrono::steady_clock::now();
+  const auto& o = svc.options_;
+  if (!s->flood) s->flood.emplace(o.max_frames_per_s, o.frame_burst, o.max_refused_per_s);
+  if (!s->pending) {
+    s->pending =
+        std::make_shared<qkdn::net::AdmissionQueue>(std::max<std::size_t>(o.max_pending_per_km, 1));
+  }
   ++counters.registrations;
   ck::RegisterResponse resp;
   resp.response = "OK";
@@ -447,9 +655,24 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
 
 // ---- core strand ----
 
-net::awaitable<CoreResult> ControllerService::Impl::core_register(std::shared_ptr<Session> s,
-                                                                  ck::Register reg) {
+net::awaitable<CoreResult> ControllerService::Impl::core_register(
+    std::shared_ptr<Session> s, ck::Register reg, qkdn::net::AdmissionQueue::Ticket ticket) {
+  ticket.release();  // no longer waiting
+  const auto t0 = std::chrono::steady_clock::now();
+  struct Served {
+    qkdn::net::AdmissionQueue& q;
+    std::chrono::steady_clock::time_point t0;
+    ~Served() {
+      q.served(std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - t0));
+    }
+  } served{*registrations, t0};
   if (stopping) co_return CoreResult{std::string(ck::errc::kInternal), "shutting down", {}};
+  // The KM gave up on this connection while the registration waited (closed it, or the
+  // registration deadline did): registering it now would only be undone by session_ended.
+  if (!s->channel->is_open()) {
+    co_return CoreResult{std::string(ck::errc::kInternal), "connection closed", {}};
+  }
   auto& net = svc.network_;
   if (net.find_km(reg.km_id) == nullptr) {
     co_return CoreResult{
@@ -464,7 +687,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(std::shared_pt
   std::vector<std::string> unknown_links;
   std::vector<controller::RefusedClaim> refused;
   try {
-    network_changed(net.register_km(r, &unknown_links, &refused));
+    network_changed_soon(net.register_km(r, &unknown_links, &refused));
   } catch (const std::exception& e) {
     co_return failure(e);
   }
@@ -524,15 +747,26 @@ void ControllerService::Impl::refuse_claims(const std::vector<controller::Refuse
   }
 }
 
-net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id,
-                                                               std::string remote,
-                                                               ck::Message message) {
+net::awaitable<CoreResult> ControllerService::Impl::core_apply(
+    std::string km_id, std::string remote, ck::Message message,
+    std::shared_ptr<const void> admitted) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto result = apply_km_message(km_id, remote, message);
+  commands->served(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0));
+  admitted.reset();
+  co_return result;
+}
+
+CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
+                                                     const std::string& remote,
+                                                     ck::Message& message) {
   try {
     if (auto* st = std::get_if<ck::StatusReport>(&message)) {
       if (st->kma_id != km_id) {
-        co_return CoreResult{std::string(ck::errc::kBadRequest),
-                             "kma_id '" + st->kma_id + "' is not this connection's KM",
-                             {}};
+        return CoreResult{std::string(ck::errc::kBadRequest),
+                          "kma_id '" + st->kma_id + "' is not this connection's KM",
+                          {}};
       }
       std::vector<controller::LinkReport> reports;
       reports.reserve(st->links.size());
@@ -545,12 +779,12 @@ net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id
                            static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
                            l.consumption_rate_bps, l.qber});
       }
-      network_changed(svc.network_.apply_status(km_id, reports));
+      network_changed_soon(svc.network_.apply_status(km_id, reports));
     } else if (auto* al = std::get_if<ck::Alarm>(&message)) {
       if (al->kma_id != km_id) {
-        co_return CoreResult{std::string(ck::errc::kBadRequest),
-                             "kma_id '" + al->kma_id + "' is not this connection's KM",
-                             {}};
+        return CoreResult{std::string(ck::errc::kBadRequest),
+                          "kma_id '" + al->kma_id + "' is not this connection's KM",
+                          {}};
       }
       auto events = svc.network_.apply_alarm(km_id, al->alarm, al->link_id.value_or(""),
                                              al->severity, al->value.value_or(0.0));
@@ -576,9 +810,9 @@ net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id
       network_changed(events);
     } else if (auto* au = std::get_if<ck::ApplicationsUpdate>(&message)) {
       if (au->kma_id != km_id) {
-        co_return CoreResult{std::string(ck::errc::kBadRequest),
-                             "kma_id '" + au->kma_id + "' is not this connection's KM",
-                             {}};
+        return CoreResult{std::string(ck::errc::kBadRequest),
+                          "kma_id '" + au->kma_id + "' is not this connection's KM",
+                          {}};
       }
       const auto refused =
           svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
@@ -593,9 +827,9 @@ net::awaitable<CoreResult> ControllerService::Impl::core_apply(std::string km_id
       }
     }
   } catch (const std::exception& e) {
-    co_return failure(e);
+    return failure(e);
   }
-  co_return CoreResult{};
+  return CoreResult{};
 }
 
 // ---- ControllerService ----------------------------------------------------------------------
@@ -768,6 +1002,22 @@ void ControllerService::stop() {
   log("ck: stopped");
 }
 
+std::shared_ptr<const void> ControllerService::admit_core_request() {
+  struct Held {
+    std::shared_ptr<qkdn::net::AdmissionQueue> q;
+    qkdn::net::AdmissionQueue::Ticket t;
+  };
+  auto h = std::make_shared<Held>();
+  h->q = impl_->api_requests;
+  h->t = h->q->try_enter();
+  if (!h->t) {
+    impl_->count_refused("api_busy");
+    throw Unavailable("controller busy: " + std::to_string(h->q->depth()) +
+                      " requests wait for the core; retry later");
+  }
+  return h;
+}
+
 Core ControllerService::core_refs() {
   return Core{network_,      alarms_,       impl_->engine, impl_->sessions,
               impl_->ledger, impl_->relays, *clock_,       *impl_->random};
@@ -813,6 +1063,9 @@ net::awaitable<std::string> ControllerService::metrics_text() {
     in.thresholds = c.network.thresholds();
     in.ck_connections = impl_->counters.connections_active.load();
     in.store_up = store_up();
+    in.admission_depth["registration"] = impl_->registrations->depth();
+    in.admission_depth["status"] = impl_->statuses_waiting.load();
+    in.admission_depth["command"] = impl_->commands->depth();
     return in;
   });
   auto gauges = co_await std::move(op);
@@ -833,7 +1086,8 @@ net::awaitable<StateSnapshot> ControllerService::async_snapshot_state() {
     out.sessions = self->impl_->registered.size();
     co_return out;
   }(this);
-  co_return co_await net::co_spawn(impl_->core, std::move(op), net::use_awaitable);
+  auto hop = qkdn::net::run_on(impl_->core, std::move(op));
+  co_return co_await std::move(hop);
 }
 
 CountersSnapshot ControllerService::counters() const {
@@ -857,6 +1111,14 @@ CountersSnapshot ControllerService::counters() const {
   out.km_errors_received = c.km_errors_received.load();
   out.handler_failures = c.handler_failures.load();
   out.max_connection_buffer = c.max_connection_buffer.load();
+  {
+    std::lock_guard lock(impl_->refused_mu);
+    for (const auto& [k, v] : impl_->refusal_counts) out.refused[k] = v;
+  }
+  out.pending_registrations = impl_->registrations->depth();
+  out.pending_statuses = impl_->statuses_waiting.load();
+  out.pending_commands = impl_->commands->depth();
+  out.pending_high_water = impl_->registrations->high_water() + impl_->commands->high_water();
   return out;
 }
 

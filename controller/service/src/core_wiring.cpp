@@ -38,6 +38,10 @@ std::string number_text(double v) {
 
 void ControllerService::Impl::network_changed(const std::vector<NetworkEvent>& events) {
   emit(events);
+  react_to_events(events);
+}
+
+void ControllerService::Impl::react_to_events(const std::vector<NetworkEvent>& events) {
   if (events.empty()) {
     // Only pools and rates moved (a status report): the engine's snapshot refresh is coalesced.
     schedule_snapshot();
@@ -242,6 +246,13 @@ void ControllerService::Impl::on_tick() {
   apply_rerouting(engine.tick(t));
   apply_relay_output(relays.expire(t));
   expire_sessions(t);
+  // The per-KM relay counts (max_relays_per_km) follow starts and finishes; once a tick they are
+  // recounted from the table itself, so that an attempt ended by another path (an operator's
+  // cancel) cannot leave a KM counted busy for good.
+  relays_by_km.clear();
+  for (const auto& id : relays.open_relays()) {
+    if (const auto* r = relays.find(id)) ++relays_by_km[r->src_km];
+  }
 }
 
 void ControllerService::Impl::stop_timers() {

@@ -142,7 +142,10 @@ class KeySupplyHandler final : public CommandHandler {
                               ck::Message message) override {
     auto& impl = *service.impl_;
     // Each step on the core strand is short and answers by itself; nothing here waits for a KM.
-    net::post(impl.core, [&impl, ctx = std::move(ctx), m = std::move(message)] {
+    // ctx holds the command's admission tickets (controller_service.cpp): released when this
+    // step is done (or, for a session, when its exchange is).
+    net::post(impl.core, [&impl, ctx = std::move(ctx), m = std::move(message)]() mutable {
+      const auto t0 = Clk::now();
       try {
         if (auto* a = std::get_if<ck::KeyRelayNextHopRequest>(&m)) {
           impl.on_next_hop(ctx, *a);
@@ -166,6 +169,8 @@ class KeySupplyHandler final : public CommandHandler {
                                            ctx.message_id, false},
                           ctx.message_id);
       }
+      impl.commands->served(std::chrono::duration_cast<std::chrono::microseconds>(Clk::now() - t0));
+      ctx.admission.reset();
     });
     co_return;
   }
@@ -305,6 +310,18 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
                                       std::to_string(relays.config().max_number_of_keys));
     return;
   }
+  if (auto it = relays_by_km.find(src);
+      it != relays_by_km.end() && it->second >= svc.options_.max_relays_per_km) {
+    // Per-KM concurrency (issue 13): refused before any routing work; counted, not logged.
+    count_refused("relays_per_km");
+    ctx.channel->send(
+        ck::ErrorMessage{std::string(ck::errc::kBusy),
+                         std::to_string(it->second) +
+                             " key relays of this KM in progress; retry after " + "1000 ms",
+                         ctx.message_id, false},
+        ctx.message_id);
+    return;
+  }
 
   refresh_snapshot_if_dirty();
   const auto t0 = Clk::now();
@@ -354,6 +371,7 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
     refuse(ck::errc::kBadRequest, e.what());
     return;
   }
+  ++relays_by_km[src];
   apply_relay_output(std::move(out));
 }
 
@@ -426,6 +444,11 @@ void ControllerService::Impl::send_releases(std::vector<controller::ReleaseComma
 void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGroup& group) {
   const auto state = controller::to_string(r.state);
   metrics->key_relay(state, std::chrono::duration<double>(r.updated_at - r.created_at).count());
+  if (r.state == RelayState::kRelayed || r.state == RelayState::kFailed) {
+    if (auto it = relays_by_km.find(r.src_km); it != relays_by_km.end() && it->second > 0) {
+      if (--it->second == 0) relays_by_km.erase(it);
+    }
+  }
   bool for_instruction = false;
   if (r.notification_message_id &&
       (r.state == RelayState::kRelayed || r.state == RelayState::kFailed)) {

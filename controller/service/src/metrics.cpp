@@ -55,6 +55,10 @@ constexpr std::string_view kCkErrorReasons[] = {
     ck::errc::kBadRequest,    ck::errc::kUnknownCommand, ck::errc::kUnsupportedVersion,
     ck::errc::kNotRegistered, "wrong_direction",         "unexpected_response",
     "second_register",        "identity_mismatch",       "tls_handshake"};
+// Backpressure refusals (controller_service.cpp; docs/metrics.md).
+constexpr std::string_view kCkRefusedReasons[] = {
+    "registration_busy", "command_busy", "km_busy", "relays_per_km", "rate", "flood", "api_busy"};
+constexpr std::string_view kAdmissionQueues[] = {"registration", "status", "command"};
 
 }  // namespace
 
@@ -123,6 +127,10 @@ struct Metrics::State {
   pm::Family<pm::Counter>& ck_errors =
       counter("qkdn_ck_protocol_errors_total", "Ck protocol errors by reason");
   pm::Gauge& ck_connections = gauge("qkdn_ck_connections", "Open Ck connections").Add({});
+  pm::Family<pm::Counter>& ck_refused =
+      counter("qkdn_ck_refused_total", "Ck work refused by backpressure (busy, rate), by reason");
+  pm::Family<pm::Gauge>& ck_admission =
+      gauge("qkdn_ck_admission_depth", "Ck work admitted and waiting for the core, by queue");
   pm::Family<pm::Counter>& http_requests =
       counter("qkdn_http_requests_total", "Northbound HTTP requests by method and status code");
   pm::Histogram& http_duration =
@@ -165,6 +173,8 @@ struct Metrics::State {
   std::map<std::string, pm::Counter*, std::less<>> ck_in;
   std::map<std::string, pm::Counter*, std::less<>> ck_out;
   std::map<std::string, pm::Counter*, std::less<>> ck_error_by_reason;
+  std::map<std::string, pm::Counter*, std::less<>> ck_refused_by_reason;
+  std::map<std::string, pm::Gauge*, std::less<>> admission_gauges;
   std::map<std::string, pm::Counter*, std::less<>> http_by_method_code;
   std::array<pm::Gauge*, controller::kSeverityCount> alarm_gauges{};
   std::map<std::string, pm::Gauge*, std::less<>> alarm_type_gauges;  // every kAlarmTypes entry
@@ -209,6 +219,10 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
     ck_message_counter(c.direction == ck::Direction::kKmToController, c.name);
   }
   for (auto r : kCkErrorReasons) s.labelled(s.ck_errors, s.ck_error_by_reason, "reason", r);
+  for (auto r : kCkRefusedReasons) s.labelled(s.ck_refused, s.ck_refused_by_reason, "reason", r);
+  for (auto q : kAdmissionQueues) {
+    s.admission_gauges.emplace(std::string(q), &s.ck_admission.Add({{"queue", std::string(q)}}));
+  }
   // The first scrape is itself counted only after it is answered: a zero series until then.
   http_counter("GET", 200);
   s.store_up.Set(1);
@@ -235,6 +249,10 @@ void Metrics::ck_message(bool inbound, std::string_view command) {
 
 void Metrics::ck_protocol_error(std::string_view reason) {
   state_->labelled(state_->ck_errors, state_->ck_error_by_reason, "reason", reason).Increment();
+}
+
+void Metrics::ck_refused(std::string_view reason) {
+  state_->labelled(state_->ck_refused, state_->ck_refused_by_reason, "reason", reason).Increment();
 }
 
 void Metrics::key_relay(std::string_view result, double seconds) {
@@ -369,6 +387,11 @@ void Metrics::update_gauges(const GaugeInput& in) {
   }
   s.ck_connections.Set(static_cast<double>(in.ck_connections));
   s.store_up.Set(in.store_up ? 1 : 0);
+  for (const auto& [queue, depth] : in.admission_depth) {
+    if (auto it = s.admission_gauges.find(queue); it != s.admission_gauges.end()) {
+      it->second->Set(static_cast<double>(depth));
+    }
+  }
 }
 
 std::string Metrics::serialize() const {

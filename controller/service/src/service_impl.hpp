@@ -37,6 +37,7 @@
 #include "qkdn/controller/error.hpp"
 #include "qkdn/controller/routing.hpp"
 #include "qkdn/db/store_pool.hpp"
+#include "qkdn/net/limits.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/service/controller_service.hpp"
 #include "qkdn/service/metrics.hpp"
@@ -103,6 +104,19 @@ struct ControllerService::Impl {
     SteadyTime last_touch{};
     /// A slot among max_unregistered, released once registered (or when the session ends).
     qkdn::net::ConnectionGate::Ticket unregistered;
+    /// A Register of this connection is on its way through the core (a second one is refused).
+    bool registering = false;
+    /// The KM's frame rate (ServiceOptions::max_frames_per_s); set once registered.
+    std::optional<qkdn::net::FloodGuard> flood;
+    /// This KM's commands admitted and not yet done on the core (max_pending_per_km).
+    std::shared_ptr<qkdn::net::AdmissionQueue> pending;
+    // Status reports are coalesced: at most one per KM waits for the core, and a newer report
+    // replaces a waiting one (latest wins; reports are periodic snapshots). Channel strand and
+    // core strand: under status_mu.
+    std::mutex status_mu;
+    std::optional<ck::StatusReport> status_waiting;
+    std::uint32_t status_message_id = 0;  ///< of status_waiting (an Error names it)
+    bool status_posted = false;
   };
   struct Registered {
     std::uint64_t session_id = 0;
@@ -118,6 +132,13 @@ struct ControllerService::Impl {
   ~Impl();
 
   ControllerService& svc;
+  // Admission queues (declared before ioc: handlers the io_context destroys may hold tickets).
+  std::shared_ptr<qkdn::net::AdmissionQueue> registrations;
+  std::shared_ptr<qkdn::net::AdmissionQueue> commands;
+  std::shared_ptr<qkdn::net::AdmissionQueue> api_requests;  ///< on_core() calls waiting
+  std::atomic<std::size_t> statuses_waiting{0};
+  mutable std::mutex refused_mu;  // metrics only
+  std::map<std::string, std::uint64_t, std::less<>> refusal_counts;
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   net::any_io_executor core;
@@ -188,8 +209,10 @@ struct ControllerService::Impl {
   std::function<void(std::exception_ptr)> completion(std::string what);
   void send_error(Session& s, std::string_view code, std::string message,
                   std::optional<std::uint32_t> about);
-  void send_register_ng(Session& s, std::uint32_t id, std::string_view code,
-                        const std::string& why);
+  /// Register NG; with `retry` (busy) it carries retry_after_ms and is counted as a refusal,
+  /// not as a protocol error.
+  void send_register_ng(Session& s, std::uint32_t id, std::string_view code, const std::string& why,
+                        std::optional<std::chrono::milliseconds> retry = std::nullopt);
   net::awaitable<void> accept_loop();
   void start_session(net::ip::tcp::socket socket);
   net::awaitable<void> run_session(std::shared_ptr<Session> s);
@@ -198,8 +221,34 @@ struct ControllerService::Impl {
   net::awaitable<void> on_frame(std::shared_ptr<Session> s, ck::Frame frame);
   void touch(Session& s);
   net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg);
-  net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg);
-  net::awaitable<CoreResult> core_apply(std::string km_id, std::string remote, ck::Message message);
+  net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg,
+                                           qkdn::net::AdmissionQueue::Ticket ticket);
+  net::awaitable<CoreResult> core_apply(std::string km_id, std::string remote, ck::Message message,
+                                        std::shared_ptr<const void> admitted);
+  /// A status report, alarm or applications update of `km_id`, applied to the core.
+  CoreResult apply_km_message(const std::string& km_id, const std::string& remote,
+                              ck::Message& message);
+  /// Counts a backpressure refusal (qkdn_ck_refused_total{reason}).
+  void count_refused(std::string_view reason);
+  /// Error busy naming `about`, with "retry after <N> ms" at the end of the message.
+  void send_busy(Session& s, std::uint16_t code, std::uint32_t about, const std::string& why,
+                 std::chrono::milliseconds retry_after);
+  /// The frame-rate check of a registered KM: false when the frame was refused (answered).
+  bool admit_frame(const std::shared_ptr<Session>& s, const ck::Frame& frame);
+  /// A place for one of `s`'s commands in the admission queues, or null (answered busy).
+  std::shared_ptr<const void> admit_command(Session& s, std::uint16_t code,
+                                            std::uint32_t message_id);
+  /// Queues a status report for the core (coalesced per KM, see Session::status_waiting).
+  void queue_status(const std::shared_ptr<Session>& s, ck::StatusReport report,
+                    std::uint32_t message_id);
+  // Network events of registrations and status reports are applied to the Network at once and
+  // handed to the rerouting engine in one batch per core pass (a storm of 2,000 registrations
+  // costs one snapshot and one engine run per pass, not one each).
+  std::vector<controller::NetworkEvent> deferred_events;
+  bool deferred_posted = false;
+  void network_changed_soon(std::vector<controller::NetworkEvent> events);
+  /// Key relays in progress by source KM (max_relays_per_km); core strand.
+  std::map<std::string, std::size_t> relays_by_km;
   /// A KM claimed SAEs the topology serves elsewhere (or not at all): one alarm
   /// sae_claim_refused per SAE (resource = the SAE), an audit record each, a warning line.
   void refuse_claims(const std::vector<controller::RefusedClaim>& refused, std::string_view via,
@@ -210,6 +259,8 @@ struct ControllerService::Impl {
   /// Everything that reacts to a Network mutation; `status_only`: a status report (no events
   /// means only pools/rates moved: the snapshot refresh is coalesced).
   void network_changed(const std::vector<controller::NetworkEvent>& events);
+  /// network_changed without emitting the events to observers (emitted already).
+  void react_to_events(const std::vector<controller::NetworkEvent>& events);
   /// A fresh snapshot of the Network (after the mutation that made it necessary).
   std::shared_ptr<const controller::TopologySnapshot> fresh_snapshot();
   /// Marks the engine's snapshot stale and arms the coalescing timer.

@@ -62,6 +62,9 @@ inline constexpr std::string_view kReservationExpired = "reservation_expired";
 inline constexpr std::string_view kStaleEpoch = "stale_epoch";
 inline constexpr std::string_view kTimeout = "timeout";
 inline constexpr std::string_view kInternal = "internal";
+/// [project] The controller is overloaded or the KM is over its rate: retry later (the hint is
+/// RegisterResponse::retry_after_ms, or "retry after <N> ms" at the end of the message).
+inline constexpr std::string_view kBusy = "busy";
 }  // namespace errc
 
 /// `extension` of Tables 1-13: an array of objects, kept as its JSON text ("[...]") so that
@@ -242,6 +245,8 @@ struct RegisterResponse {
   std::int64_t heartbeat_interval_ms = 0;
   std::int64_t status_interval_ms = 0;
   std::optional<std::vector<PeerEndpoint>> peers;
+  /// [project] With "NG: busy": wait at least this long before registering again.
+  std::optional<std::int64_t> retry_after_ms;
   bool operator==(const RegisterResponse&) const = default;
 };
 struct LinkStatus {

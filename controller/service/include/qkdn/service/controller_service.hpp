@@ -32,6 +32,7 @@
 #include "qkdn/controller/sessions.hpp"
 #include "qkdn/controller/store.hpp"
 #include "qkdn/controller/topology.hpp"
+#include "qkdn/net/run_on.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
 
 namespace qkdn::service {
@@ -60,6 +61,23 @@ struct ServiceOptions {
   /// A connection must register (handshake and a successful Register) within this, else it is
   /// closed: a peer trickling bytes cannot hold a slot longer.
   std::chrono::milliseconds register_timeout{10000};
+  // ---- backpressure (issue 12) and per-KM limits (issue 13); docs/RELIABILITY.md ----
+  /// Registrations admitted and waiting for the core strand. Beyond it a Register is answered
+  /// "NG: busy" with retry_after_ms (the time to serve those queued) and the connection closed.
+  std::size_t max_pending_registrations = 64;
+  /// Commands (0x1401, 0x1403, 0x1406, alarms, application updates, late answers) admitted from
+  /// all KMs and waiting for or running on the core strand. Beyond it: Error / NG busy.
+  std::size_t max_pending_commands = 4096;
+  /// Of those, from one KM. Beyond it that KM is answered busy (the others are not).
+  std::size_t max_pending_per_km = 64;
+  /// Key relays (0x1403) one KM may have in progress at once; beyond it: Error busy.
+  std::size_t max_relays_per_km = 256;
+  /// Frames per second (and burst) a registered KM may send, responses to the controller's own
+  /// requests excepted. Frames over the rate are refused with Error busy (never reach the core);
+  /// a KM refused more than max_refused_per_s times within a second is disconnected.
+  double max_frames_per_s = 5000;
+  double frame_burst = 5000;
+  std::uint32_t max_refused_per_s = 1000;
   int threads = 2;
   controller::TopologyDoc topology;
   /// One line per event, without a trailing newline. Empty = write to stderr. Called from any
@@ -154,6 +172,12 @@ struct CountersSnapshot {
   std::uint64_t km_errors_received = 0;
   std::uint64_t handler_failures = 0;
   std::uint64_t max_connection_buffer = 0;
+  /// Backpressure: refusals by reason (see Metrics::ck_refused) and the admission queues now.
+  std::map<std::string, std::uint64_t> refused;
+  std::size_t pending_registrations = 0;
+  std::size_t pending_statuses = 0;
+  std::size_t pending_commands = 0;
+  std::size_t pending_high_water = 0;  ///< most registrations + commands ever waiting at once
 };
 
 /// A copy of the live state (for tests and health checks).
@@ -170,6 +194,9 @@ struct CommandContext {
   std::shared_ptr<southbound::CkChannel> channel;  ///< reply with channel->send(msg, message_id)
   std::uint32_t message_id = 0;
   std::int64_t controller_epoch = 0;
+  /// Backpressure tickets of this command (its place in the admission queues): released when
+  /// the last copy of the context is dropped, i.e. once the core is done with the command.
+  std::shared_ptr<const void> admission;
 };
 
 class ControllerService;
@@ -177,7 +204,7 @@ class ControllerService;
 /// Routing and key supply (0x1401, 0x1403, 0x1406, unsolicited responses...) plug in here
 /// (make_key_supply_handler() is the controller's own).
 /// handle() runs on the session's strand; it may hop to the core strand with
-/// ControllerService::core_executor() (co_spawn ... use_awaitable). It must answer the command
+/// ControllerService::core_executor() (qkdn::net::run_on). It must answer the command
 /// itself (or decide not to), must not throw for bad input, and must not await a request() on
 /// the same channel (the session reads its next frame only after handle() returns: spawn such
 /// work instead).
@@ -251,20 +278,24 @@ class ControllerService {
   // from any executor; they hop to the right place and back) ----
 
   /// Runs f(Core&) on the core strand and returns its result; exceptions propagate to the caller.
+  /// Backpressure: at most 256 such calls wait for the core at once; beyond that it throws
+  /// Unavailable "controller busy" (the API answers 503 with Retry-After).
   template <class F>
   net::awaitable<std::invoke_result_t<F, Core&>> on_core(F f) {
     using R = std::invoke_result_t<F, Core&>;
-    auto op = net::co_spawn(
-        core_executor(),
-        [this, fn = std::move(f)]() mutable -> net::awaitable<R> {
-          Core core = core_refs();
-          co_return fn(core);
-        },
-        net::use_awaitable);
+    auto admitted = admit_core_request();
+    auto work = [](ControllerService* self, F fn) -> net::awaitable<R> {
+      Core core = self->core_refs();
+      co_return fn(core);
+    }(this, std::move(f));
+    auto op = qkdn::net::run_on(core_executor(), std::move(work));
     co_return co_await std::move(op);
   }
   /// The core objects. Core strand only.
   Core core_refs();
+  /// A place among the on_core() calls waiting for the core (released with the pointer); throws
+  /// Unavailable when 256 are waiting.
+  std::shared_ptr<const void> admit_core_request();
 
   /// After the caller changed the Network through Core (admin state, topology, thresholds), hands
   /// the resulting events to everything that reacts: rerouting engine (reroutes, instructions

@@ -34,6 +34,9 @@ struct GaugeInput {
   controller::Thresholds thresholds;
   std::int64_t ck_connections = 0;
   bool store_up = true;
+  /// Depth of each admission queue (qkdn_ck_admission_depth{queue}): "registration", "status",
+  /// "command".
+  std::map<std::string, std::size_t> admission_depth;
 };
 
 class Metrics {
@@ -50,6 +53,9 @@ class Metrics {
   void ck_message(bool inbound, std::string_view command);
   /// qkdn_ck_protocol_errors_total{reason}.
   void ck_protocol_error(std::string_view reason);
+  /// qkdn_ck_refused_total{reason}: Ck work refused by backpressure (docs/metrics.md lists the
+  /// reasons: registration_busy, command_busy, km_busy, relays_per_km, rate, flood).
+  void ck_refused(std::string_view reason);
   /// qkdn_key_relays_total{result} and, for result "relayed", qkdn_key_relay_duration_seconds.
   void key_relay(std::string_view result, double seconds);
   /// qkdn_route_computation_seconds.

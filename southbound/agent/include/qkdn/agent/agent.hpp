@@ -52,6 +52,9 @@ struct AgentConfig {
 
   std::chrono::milliseconds reconnect_initial{250};  ///< Ck and KMA reconnect backoff
   std::chrono::milliseconds reconnect_max{10'000};
+  /// How long a Register waits for its answer (longer than the controller's registration
+  /// deadline, 10 s by default, so the controller answers or closes first).
+  std::chrono::milliseconds register_timeout{15'000};
   std::chrono::milliseconds generation_tick{100};         ///< key generation and alarm evaluation
   std::chrono::milliseconds secondary_dial_delay{1'500};  ///< secondary dials only after this
 
@@ -75,6 +78,12 @@ struct AgentConfig {
   std::int64_t sae_max_key_per_request = 128;
   std::chrono::seconds supplied_key_ttl{600};        ///< keys not fetched within this are wiped
   std::chrono::milliseconds supply_timeout{10'000};  ///< session + relay must finish within this
+  // Per-SAE limits (issue 13): an SAE over them is answered 503 with Retry-After.
+  double sae_max_requests_per_s = 2000;  ///< ETSI 014 calls per second (and burst) per SAE
+  std::size_t sae_max_concurrent = 64;   ///< calls of one SAE in progress at once
+  /// Bytes of keys filed for one SAE and not fetched yet (dec_keys) that an enc_keys between
+  /// two SAEs of the same KM may add to; beyond it that call is refused (memory bound).
+  std::size_t sae_max_waiting_bytes = 16u << 20;
 };
 
 /// Run-time changes of an emulated link (any subset).
@@ -117,6 +126,7 @@ struct KmSnapshot {
   bool registered = false;            ///< Ck connected and registered
   std::int64_t controller_epoch = 0;  ///< highest epoch seen
   std::uint64_t registrations = 0;    ///< successful registrations so far
+  std::uint64_t busy_refusals = 0;    ///< registrations refused with "NG: busy"
   std::vector<LinkSnapshot> links;
 };
 
