@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "qkdn/controller/error.hpp"
+#include "qkdn/base/error.hpp"
 
 namespace qkdn::net {
 
