@@ -5,6 +5,7 @@ set(QKDN_DB_MIGRATIONS
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0001_initial.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0002_thresholds.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0003_km_coordinates.sql
+  ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0006_trust.sql
 )
 set(QKDN_DB_MIGRATIONS_CPP ${CMAKE_CURRENT_BINARY_DIR}/generated/migrations.cpp)
 string(REPLACE ";" "|" _qkdn_db_inputs "${QKDN_DB_MIGRATIONS}")

@@ -115,7 +115,7 @@ net::awaitable<HttpResponse> list_relays(Api& api, RequestContext& ctx) {
           return (!state || controller::to_string(r.state) == *state) &&
                  (!session || r.session_id == *session);
         },
-        [](const controller::Relay& r) { return relay_json(r); }));
+        [&c](const controller::Relay& r) { return relay_json(r, c.network); }));
   });
   co_return co_await std::move(op);
 }
@@ -125,7 +125,7 @@ net::awaitable<HttpResponse> get_relay(Api& api, RequestContext& ctx) {
   auto op = api.svc.on_core([&](Core& c) {
     const auto* r = c.relays.find(ctx.param("relay_id"));
     if (r == nullptr) throw NotFound("relay '" + ctx.param("relay_id") + "' not found");
-    return json_response(relay_json(*r));
+    return json_response(relay_json(*r, c.network));
   });
   co_return co_await std::move(op);
 }
