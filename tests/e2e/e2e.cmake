@@ -50,3 +50,9 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_security test_security.py)
   set_tests_properties(e2e_security PROPERTIES LABELS "e2e;security")
 endif()
+# Trust constraints end to end (issue 20): routes around a low-trust KM, refusals with the reason.
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
+  qkdn_e2e_test(e2e_trust test_trust.py)
+  set_tests_properties(e2e_trust PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
+endif()

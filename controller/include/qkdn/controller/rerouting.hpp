@@ -232,7 +232,7 @@ struct ReroutingConfig {
   std::vector<PolicyRecord> policies;  ///< the network-wide policy first, then overrides
   std::vector<ScheduleRecord> schedules;
   std::vector<PinnedRouteRecord> pinned_routes;
-  std::vector<SaeConstraintRecord> sae_constraints;
+  std::vector<SaeConstraintRecord> sae_constraints{};
 };
 
 /// The rerouting policy engine. See the file comment for the modes and triggers.

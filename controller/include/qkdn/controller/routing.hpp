@@ -87,8 +87,8 @@ struct SnapshotLink {
 struct SnapshotKm {
   std::string km_id;
   bool connected = true;
-  std::optional<int> trust_level;  ///< as declared (absent = unrated)
-  std::vector<std::string> tags;   ///< as declared
+  std::optional<int> trust_level{};  ///< as declared (absent = unrated)
+  std::vector<std::string> tags{};   ///< as declared
   /// The trust level constraints compare: trust_level, else kMinTrustLevel.
   [[nodiscard]] int trust() const { return trust_level.value_or(kMinTrustLevel); }
 };

@@ -32,7 +32,7 @@ struct PolicyRecord {
   std::string dst_km;
   std::string mode;                      ///< manual | fixed_rate | traffic_adaptive | scheduled
   std::map<std::string, double> params;  ///< mode parameters (e.g. "interval_s", "threshold")
-  std::vector<std::string> avoid_tags;   ///< trust: tags no intermediate KM of a route may carry
+  std::vector<std::string> avoid_tags{};  ///< trust: tags no intermediate KM of a route may carry
 };
 
 /// Trust constraints of one SAE pair (directional: relays for sessions from src_sae to dst_sae),
@@ -139,7 +139,7 @@ struct StoredState {
   std::vector<PolicyRecord> policies;
   std::vector<ScheduleRecord> schedules;
   std::vector<PinnedRouteRecord> pinned_routes;
-  std::vector<SaeConstraintRecord> sae_constraints;
+  std::vector<SaeConstraintRecord> sae_constraints{};
   std::vector<SessionRecord> sessions;
   std::vector<RelayRecord> relays;
   std::vector<LedgerEntry> ledger;  ///< entries not yet consumed/released, plus all key IDs seen
