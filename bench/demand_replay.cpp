@@ -149,7 +149,7 @@ qkdn::controller::TopologyDoc random_topology(const std::string& name) {
   qkdn::controller::TopologyDoc doc;
   doc.name = name;
   auto km = [](std::size_t i) {
-    char buf[16];
+    char buf[32];
     std::snprintf(buf, sizeof buf, "R%03zu", i);
     return std::string(buf);
   };
@@ -160,7 +160,7 @@ qkdn::controller::TopologyDoc random_topology(const std::string& name) {
   for (std::size_t i = 0; i < edges.size(); ++i) {
     const auto [a, b] = edges[i];
     const double d = dist(a, b);
-    char id[16];
+    char id[32];
     std::snprintf(id, sizeof id, "L%04zu", i);
     // Same fibre-loss model as tests/data/topologies: 1 Mb/s x 10^(-0.02 d), at least 1 b/s.
     doc.links.push_back(

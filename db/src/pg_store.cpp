@@ -26,6 +26,7 @@ using controller::LinkConfigRecord;
 using controller::PinnedRouteRecord;
 using controller::PolicyRecord;
 using controller::RelayRecord;
+using controller::SaeConstraintRecord;
 using controller::ScheduleRecord;
 using controller::SessionRecord;
 using controller::StoredState;
