@@ -31,6 +31,7 @@ inline LinkTerms make_terms(const SnapshotLink& l) {
   const double gen = std::max(l.key_rate_bps, 1.0);
   t.inv_gen = 1.0 / gen;
   t.net_drain_bps = std::max(0.0, l.consumption_rate_bps - gen);
+  t.reference_bits = l.pool_reference_bits;
   t.drain = t.net_drain_bps / gen;
   if (l.pool_reference_bits > 0) {
     t.depletion = 1.0 - t.available_bits / std::max(l.pool_reference_bits, t.available_bits);
@@ -50,7 +51,8 @@ struct KeyAwareQuery {
         kappa(o.weights.kappa),
         default_kappa(o.weights.kappa == KeyAwareWeights{}.kappa),
         headroom(o.weights.headroom),
-        headroom_horizon_s(o.weights.headroom_horizon_s) {}
+        headroom_horizon_s(o.weights.headroom_horizon_s),
+        headroom_share(o.weights.headroom_share) {}
   double demand;
   double regen_scale;  ///< gamma * D / horizon_s
   double alpha;
@@ -59,6 +61,7 @@ struct KeyAwareQuery {
   bool default_kappa;  ///< LinkTerms::default_depletion_factor applies
   double headroom;     ///< 0 = no gate
   double headroom_horizon_s;
+  double headroom_share;
 };
 
 /// The price P of hop_cost() (no headroom gate).
@@ -72,17 +75,26 @@ inline double key_aware_price(const LinkTerms& t, const KeyAwareQuery& q) {
          (1.0 + q.alpha * scarcity + q.beta * t.drain);
 }
 
-/// The key-aware hop cost documented at hop_cost(): the price behind the headroom gate.
+/// Weight of the price in the tie-break term of the gated cost (see hop_cost()).
+inline constexpr double kTieBreak = 1e-9;
+/// The price counted in the tie-break term is capped here, so that the term stays below 1e-3 per
+/// hop and can never outweigh a hop.
+inline constexpr double kTieBreakPriceCap = 1e6;
+
+/// The key-aware hop cost documented at hop_cost(): the price behind the headroom gate, plus the
+/// tie-break term.
 inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
   if (q.headroom <= 0) return key_aware_price(t, q);
+  const double price = key_aware_price(t, q);
+  const double tie = kTieBreak * std::min(price, kTieBreakPriceCap);
   const double expected = q.demand + t.net_drain_bps * q.headroom_horizon_s;
-  const double high = q.headroom * expected;
-  // Plenty of key for what this hop is expected to give: it costs what hop count says, and the
-  // price (an exp() and a division) is not even computed.
-  if (t.available_bits >= high) return 1.0;
+  const double high = std::max(q.headroom * expected, q.headroom_share * t.reference_bits);
+  // Plenty of key for what this hop is expected to give: it costs what hop count says (plus the
+  // tie-break that prefers the richer of equally short routes).
+  if (t.available_bits >= high) return 1.0 + tie;
   const double span = high - q.demand;
   const double u = span > 0 ? std::clamp((high - t.available_bits) / span, 0.0, 1.0) : 1.0;
-  return 1.0 + u * u * (key_aware_price(t, q) - 1.0);
+  return 1.0 + u * u * (price - 1.0) + tie;
 }
 
 }  // namespace qkdn::controller

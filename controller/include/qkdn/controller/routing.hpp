@@ -133,6 +133,7 @@ struct LinkTerms {
   double inv_gen = 1;                   ///< 1 / max(key_rate_bps, 1)
   double drain = 0;                     ///< max(0, consumption - generation) / generation
   double net_drain_bps = 0;             ///< max(0, consumption - generation)
+  double reference_bits = 0;            ///< SnapshotLink::pool_reference_bits
   /// 1 - available_bits / pool_reference_bits, in [0, 1]; 0 when the reference is unknown
   double depletion = 0;
   /// exp(KeyAwareWeights{}.kappa * depletion): the depletion factor at the default exponent, so
@@ -247,6 +248,10 @@ struct KeyAwareWeights {
   /// Time over which a hop's net drain max(0, consumption - generation) counts towards its
   /// expected demand, seconds.
   double headroom_horizon_s = 300.0;
+  /// The gate also stays open (priced) while the pool holds less than this share of the fullest
+  /// pool of the network (SnapshotLink::pool_reference_bits), in [0, 1]: in a network whose pools
+  /// barely regenerate, the stock is what there is to share.
+  double headroom_share = 0.9;
   /// The cost without the headroom gate (bench comparisons, operators who want it).
   static KeyAwareWeights ungated() {
     KeyAwareWeights w;
@@ -313,10 +318,14 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 ///     * (1 + alpha * D / (A + D)                       scarcity: grows as the pool nears D
 ///          + beta * max(0, c - g) / g)                 drain: key leaves faster than it is made
 /// enters through the headroom gate. With E = D + max(0, c - g) * headroom_horizon_s (the
-/// request plus what the hop loses net over the horizon) and H = headroom * E:
-///   cost = 1                                           when A >= H (plenty: hop count)
-///   cost = 1 + u^2 * (P - 1),  u = (H - A) / (H - D)   when A < H, u clamped to [0, 1]
-/// and cost = P when headroom is 0 (no gate). While every pool on the candidate routes holds well
+/// request plus what the hop loses net over the horizon) and
+/// H = max(headroom * E, headroom_share * R) (well more than the expected demand, and not much
+/// less than the fullest pool: in networks whose links barely regenerate, the stock is what
+/// there is to share):
+///   cost = 1 + t                                       when A >= H (plenty: hop count)
+///   cost = 1 + u^2 * (P - 1) + t,  u = (H - A) / (H - D)   when A < H, u clamped to [0, 1]
+/// where t = 1e-9 * min(P, 1e6) < 0.001 only breaks ties between equally short routes (and
+/// parallel links) in favour of the richer, faster links; cost = P when headroom is 0 (no gate). While every pool on the candidate routes holds well
 /// more than its expected demand, routes are exactly as short as hop count and spend no key on
 /// detours; as a pool nears its demand the full price P returns and spreads load onto richer
 /// routes, which is what keeps requests from blocking. Within P, the base prices a hop by how
