@@ -21,9 +21,9 @@
 // cost before issue 20), so that before and after are measured in the same run; every row gives
 // blocking, key used per delivered key and mean hops. --topology random:N:M[:S] generates a
 // connected graph at run time (N KMs at uniform random sites on a square, the minimum spanning
-// tree plus the M - N + 1 shortest other pairs, key rates from the same fibre-loss model as the
-// shipped files; S seeds the graph, default 1), so that no figure rests on the shipped topologies
-// alone.
+// tree plus M - N + 1 other pairs drawn by Waxman's rule, key rates from the same fibre-loss
+// model as the shipped files; S seeds the graph, default 1), so that no figure rests on the
+// shipped topologies alone.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -136,15 +136,22 @@ qkdn::controller::TopologyDoc random_topology(const std::string& name) {
       }
     }
   }
-  std::vector<std::pair<double, std::pair<std::size_t, std::size_t>>> others;
+  // The other links by Waxman's rule: a pair is picked with weight exp(-d / (0.15 side)), so
+  // most new links are short (and fast) but some cross the map, giving routes alternatives.
+  std::vector<std::pair<std::size_t, std::size_t>> others;
+  std::vector<double> weight;
   for (std::size_t a = 0; a < n; ++a) {
     for (std::size_t b = a + 1; b < n; ++b) {
-      if (!joined[a][b]) others.push_back({dist(a, b), {a, b}});
+      if (joined[a][b]) continue;
+      others.emplace_back(a, b);
+      weight.push_back(std::exp(-dist(a, b) / (0.15 * side)));
     }
   }
-  std::sort(others.begin(), others.end());
-  for (std::size_t i = 0; edges.size() < m && i < others.size(); ++i) {
-    edges.push_back(others[i].second);
+  while (edges.size() < m) {
+    std::discrete_distribution<std::size_t> pick(weight.begin(), weight.end());
+    const std::size_t i = pick(rng);
+    edges.push_back(others[i]);
+    weight[i] = 0;
   }
   qkdn::controller::TopologyDoc doc;
   doc.name = name;

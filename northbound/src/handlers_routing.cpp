@@ -53,12 +53,8 @@ void check_trust_query(const controller::TrustConstraints& trust) {
   }
 }
 
-net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
-  auto& q = ctx.query;
-  const auto src = q.required("src");
-  const auto dst = q.required("dst");
-  check_id_param("src", src);
-  check_id_param("dst", dst);
+/// The options of a route query (400 for a bad parameter).
+controller::RouteOptions route_query_options(Query& q) {
   controller::RouteOptions o;
   o.k = static_cast<std::size_t>(q.get_uint("k", 1, 16).value_or(3));
   if (auto m = q.get("metric")) {
@@ -82,18 +78,22 @@ net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
   if (auto a = q.get("avoid_tags")) o.trust.avoid_tags = split_list(*a);
   q.finish();
   check_trust_query(o.trust);
-  auto op = api.svc.on_core([](Core& c) { return current_snapshot(c); });
-  auto snapshot = co_await std::move(op);
-  // Route computation needs only the immutable snapshot: it runs here, off the core strand.
+  return o;
+}
+
+/// The answer to a route query on `snapshot` (any thread).
+HttpResponse route_answer(Api& api, const controller::TopologySnapshot& snapshot,
+                          const std::string& src, const std::string& dst,
+                          const controller::RouteOptions& o) {
   const auto started = std::chrono::steady_clock::now();
-  if (!snapshot->km_index(src)) throw NotFound("KM '" + src + "' not found");
-  if (!snapshot->km_index(dst)) throw NotFound("KM '" + dst + "' not found");
-  auto routes = controller::compute_routes(*snapshot, src, dst, o);
+  if (!snapshot.km_index(src)) throw NotFound("KM '" + src + "' not found");
+  if (!snapshot.km_index(dst)) throw NotFound("KM '" + dst + "' not found");
+  auto routes = controller::compute_routes(snapshot, src, dst, o);
   api.svc.metrics().route_computation(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-  auto verdicts = controller::explain_links(*snapshot, o);
+  auto verdicts = controller::explain_links(snapshot, o);
   json::array items;
-  for (const auto& r : routes) items.push_back(route_json(r, *snapshot));
+  for (const auto& r : routes) items.push_back(route_json(r, snapshot));
   json::array excluded;
   for (const auto& v : verdicts) {
     if (v.usable) continue;
@@ -113,10 +113,23 @@ net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
                    {"excluded", std::move(excluded)}};
   // No route: say why, and never answer with a route that breaks the constraints.
   if (routes.empty() && src != dst) {
-    const auto why = controller::explain_no_route(*snapshot, src, dst, o);
+    const auto why = controller::explain_no_route(snapshot, src, dst, o);
     out["refusal"] = json::object{{"code", why.code}, {"detail", why.detail}};
   }
-  co_return json_response(out);
+  return json_response(out);
+}
+
+net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
+  auto& q = ctx.query;
+  const auto src = q.required("src");
+  const auto dst = q.required("dst");
+  check_id_param("src", src);
+  check_id_param("dst", dst);
+  const controller::RouteOptions o = route_query_options(q);
+  auto op = api.svc.on_core([](Core& c) { return current_snapshot(c); });
+  auto snapshot = co_await std::move(op);
+  // Route computation needs only the immutable snapshot: it runs here, off the core strand.
+  co_return route_answer(api, *snapshot, src, dst, o);
 }
 
 // ---- pinned routes ------------------------------------------------------------------------------
