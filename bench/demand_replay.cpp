@@ -767,18 +767,19 @@ int main(int argc, char** argv) {
     if (before == nullptr || hop == nullptr) continue;
     const bool no_worse = r.blocking.mean() <= before->blocking.mean() + 0.001;
     const bool neither_blocks = r.blocking.mean() <= 0.001 && hop->blocking.mean() <= 0.001;
-    const double ratio = r.key_per_delivered.mean() /
-                         std::max(hop->key_per_delivered.mean(), 1e-12);
+    const double ratio =
+        r.key_per_delivered.mean() / std::max(hop->key_per_delivered.mean(), 1e-12);
     const bool thrifty = !neither_blocks || ratio <= 1.05;
     thrifty_met = thrifty_met && no_worse && thrifty;
     std::printf(
         "issue 20 %s %s: key-aware blocks %.2f %% (ungated %.2f %%): %s; key per delivered key "
         "%.3f vs hop count %.3f (%+.1f %%)%s\n",
-        r.topology.c_str(), r.scale.c_str(), 100 * r.blocking.mean(),
-        100 * before->blocking.mean(), no_worse ? "no worse" : "WORSE",
-        r.key_per_delivered.mean(), hop->key_per_delivered.mean(), 100 * (ratio - 1),
-        neither_blocks ? (thrifty ? ", neither blocks: within 5 %" : ", neither blocks: NOT within 5 %")
-                       : "");
+        r.topology.c_str(), r.scale.c_str(), 100 * r.blocking.mean(), 100 * before->blocking.mean(),
+        no_worse ? "no worse" : "WORSE", r.key_per_delivered.mean(), hop->key_per_delivered.mean(),
+        100 * (ratio - 1),
+        neither_blocks
+            ? (thrifty ? ", neither blocks: within 5 %" : ", neither blocks: NOT within 5 %")
+            : "");
   }
   std::printf("issue 20 goal: %s\n\n", thrifty_met ? "met" : "NOT met");
   if (quick) {

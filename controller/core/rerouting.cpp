@@ -537,9 +537,9 @@ RouteAnswer ReroutingEngine::route_for(const std::string& src, const std::string
     const ReroutingPolicy& policy = effective_policy(src, dst);
     if (policy.mode == RerouteMode::kManual && pins_.contains(pair) &&
         policy.params.pinned_fallback == 0) {
-      answer.refusal = NoRouteExplanation{
-          "pinned_route_broken", "the pinned route " + src + " -> " + dst +
-                                     " is unusable and the policy allows no fallback"};
+      answer.refusal = NoRouteExplanation{"pinned_route_broken",
+                                          "the pinned route " + src + " -> " + dst +
+                                              " is unusable and the policy allows no fallback"};
     } else {
       answer.refusal = explain_no_route(s, src, dst, options_for(policy, pair, {}));
     }

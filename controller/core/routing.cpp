@@ -329,7 +329,8 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 TrustConstraints TrustConstraints::strictest(const TrustConstraints& a, const TrustConstraints& b) {
   TrustConstraints c;
   c.max_intermediates = a.max_intermediates;
-  if (b.max_intermediates && (!c.max_intermediates || *b.max_intermediates < *c.max_intermediates)) {
+  if (b.max_intermediates &&
+      (!c.max_intermediates || *b.max_intermediates < *c.max_intermediates)) {
     c.max_intermediates = b.max_intermediates;
   }
   c.min_trust_level = std::max(a.min_trust_level, b.min_trust_level);

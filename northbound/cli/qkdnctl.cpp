@@ -223,7 +223,8 @@ Examples:
   qkdnctl policy set manual --pair KM1 KM5
   qkdnctl policy set manual --param min_trust_level=60 --avoid-tags jurisdiction:XX
 )"},
-      {"constraint", R"(qkdnctl constraint - trust constraints of an SAE pair (on top of the policy's)
+      {"constraint",
+       R"(qkdnctl constraint - trust constraints of an SAE pair (on top of the policy's)
 
 Usage:
   qkdnctl constraint list
@@ -1005,14 +1006,15 @@ int cmd_topology(Context& ctx, const std::vector<std::string>& argv) {
 }
 
 const std::vector<Column>& km_columns() {
-  static const std::vector<Column> c{col("KM", "km_id"),
-                                     col("SITE", "site"),
-                                     {"TRUST", [](const json::object& o) { return str(o, "trust_level"); }, true},
-                                     col("TAGS", "tags"),
-                                     col("CONNECTED", "connected"),
-                                     col("KMA ENDPOINT", "kma_endpoint"),
-                                     col("SAES", "attached"),
-                                     col("LAST SEEN", "last_seen")};
+  static const std::vector<Column> c{
+      col("KM", "km_id"),
+      col("SITE", "site"),
+      {"TRUST", [](const json::object& o) { return str(o, "trust_level"); }, true},
+      col("TAGS", "tags"),
+      col("CONNECTED", "connected"),
+      col("KMA ENDPOINT", "kma_endpoint"),
+      col("SAES", "attached"),
+      col("LAST SEEN", "last_seen")};
   return c;
 }
 
@@ -1341,8 +1343,8 @@ int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
       return kOk;
     }
     const auto& o = v.as_object();
-    std::cout << "mode    " << str(o, "mode") << "\nparams  " << params_text(o)
-              << "\navoid   " << str(o, "avoid_tags") << "\n";
+    std::cout << "mode    " << str(o, "mode") << "\nparams  " << params_text(o) << "\navoid   "
+              << str(o, "avoid_tags") << "\n";
     json::array overrides;
     if (auto* ov = o.if_contains("overrides"); ov && ov->is_array()) overrides = ov->as_array();
     std::cout << "\nper-pair overrides:\n";
@@ -1421,25 +1423,28 @@ int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
   if (verb == "list") {
     verb_args(rest, {}, 0, 0, "qkdnctl constraint list");
     list(ctx, fetch_all(ctx, kApi + "/constraints", {}),
-         {col("SRC SAE", "src_sae"), col("DST SAE", "dst_sae"),
+         {col("SRC SAE", "src_sae"),
+          col("DST SAE", "dst_sae"),
           {"MAX INTERMEDIATES", [](const json::object& o) { return str(o, "max_intermediates"); },
            true},
           {"MIN TRUST", [](const json::object& o) { return str(o, "min_trust_level"); }, true},
-          col("AVOID TAGS", "avoid_tags"), col("UPDATED", "updated_at")});
+          col("AVOID TAGS", "avoid_tags"),
+          col("UPDATED", "updated_at")});
   } else if (verb == "show") {
     Args a = verb_args(rest, {}, 2, 2, "qkdnctl constraint show SRC_SAE DST_SAE");
-    show(ctx, call(ctx, http::verb::get, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1])));
+    show(ctx,
+         call(ctx, http::verb::get, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1])));
   } else if (verb == "set") {
-    Args a = verb_args(rest,
-                       {{"--max-intermediates", true}, {"--min-trust", true}, {"--avoid-tags", true}},
-                       2, 2,
-                       "qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] "
-                       "[--min-trust N] [--avoid-tags T,...]");
+    Args a = verb_args(
+        rest, {{"--max-intermediates", true}, {"--min-trust", true}, {"--avoid-tags", true}}, 2, 2,
+        "qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] "
+        "[--min-trust N] [--avoid-tags T,...]");
     json::object body;
     if (auto v = a.get("--max-intermediates")) {
       body["max_intermediates"] = parse_int("--max-intermediates", *v, 0, 1000);
     }
-    if (auto v = a.get("--min-trust")) body["min_trust_level"] = parse_int("--min-trust", *v, 0, 100);
+    if (auto v = a.get("--min-trust"))
+      body["min_trust_level"] = parse_int("--min-trust", *v, 0, 100);
     if (auto v = a.get("--avoid-tags")) body["avoid_tags"] = string_list(*v);
     done(ctx,
          call(ctx, http::verb::put, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1]),

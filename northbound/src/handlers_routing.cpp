@@ -498,8 +498,7 @@ net::awaitable<HttpResponse> put_sae_constraints(Api& api, RequestContext& ctx) 
   co_await std::move(persist);
   auto apply = api.svc.on_core([&](Core& c) {
     c.rerouting.set_sae_constraints(rec);
-    return with_etag(json_response(sae_constraints_json(rec), existed ? 200 : 201),
-                     sae_etag(rec));
+    return with_etag(json_response(sae_constraints_json(rec), existed ? 200 : 201), sae_etag(rec));
   });
   co_return co_await std::move(apply);
 }
@@ -647,8 +646,7 @@ void add_routing_routes(Router& r) {
   r.add("GET", "/api/v1/constraints", false, false, list_sae_constraints);
   r.add("GET", "/api/v1/constraints/{src_sae}/{dst_sae}", false, false, get_sae_constraints);
   r.add("PUT", "/api/v1/constraints/{src_sae}/{dst_sae}", true, false, put_sae_constraints);
-  r.add("DELETE", "/api/v1/constraints/{src_sae}/{dst_sae}", true, false,
-        delete_sae_constraints);
+  r.add("DELETE", "/api/v1/constraints/{src_sae}/{dst_sae}", true, false, delete_sae_constraints);
   r.add("GET", "/api/v1/schedules", false, false, list_schedules);
   r.add("POST", "/api/v1/schedules", true, false, post_schedule);
   r.add("GET", "/api/v1/schedules/{schedule_id}", false, false, get_schedule);

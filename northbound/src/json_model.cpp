@@ -148,7 +148,8 @@ void add_intermediates(json::object& o, json::array items) {
   std::optional<std::int64_t> lowest;
   for (const auto& v : items) {
     const auto& t = v.as_object().at("trust_level");
-    const std::int64_t level = t.is_null() ? controller::kMinTrustLevel : t.to_number<std::int64_t>();
+    const std::int64_t level =
+        t.is_null() ? controller::kMinTrustLevel : t.to_number<std::int64_t>();
     lowest = lowest ? std::min(*lowest, level) : level;
   }
   o["intermediate_kms"] = items.size();
@@ -191,11 +192,10 @@ json::object relay_json(const controller::Relay& r, const controller::Network& n
 json::object trust_json(const controller::TrustConstraints& c) {
   json::array tags;
   for (const auto& t : c.avoid_tags) tags.emplace_back(t);
-  return json::object{
-      {"max_intermediates",
-       c.max_intermediates ? json::value(*c.max_intermediates) : json::value(nullptr)},
-      {"min_trust_level", c.min_trust_level},
-      {"avoid_tags", std::move(tags)}};
+  return json::object{{"max_intermediates", c.max_intermediates ? json::value(*c.max_intermediates)
+                                                                : json::value(nullptr)},
+                      {"min_trust_level", c.min_trust_level},
+                      {"avoid_tags", std::move(tags)}};
 }
 
 json::object sae_constraints_json(const controller::SaeConstraintRecord& r) {

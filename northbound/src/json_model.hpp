@@ -37,8 +37,7 @@ json::object route_json(const controller::Route& r);
 json::object route_json(const controller::Route& r, const controller::TopologySnapshot& s);
 /// [{km_id, trust_level, tags}] of the KMs between the two ends of `kms`, as the network declares
 /// them now (unknown KMs: unrated, no tags).
-json::array intermediates_json(const std::vector<std::string>& kms,
-                               const controller::Network& n);
+json::array intermediates_json(const std::vector<std::string>& kms, const controller::Network& n);
 /// {"max_intermediates": n|null, "min_trust_level": n, "avoid_tags": [...]}.
 json::object trust_json(const controller::TrustConstraints& c);
 json::object sae_constraints_json(const controller::SaeConstraintRecord& r);

@@ -95,8 +95,7 @@ TopologyDoc parse_topology(std::string_view text, bool strict) {
     if (o.contains("lon")) k.lon = get_number(o, "lon", path, true, 0);
     if (o.contains("trust_level")) {
       const double t = get_number(o, "trust_level", path, true, 0);
-      if (std::floor(t) != t || t < controller::kMinTrustLevel ||
-          t > controller::kMaxTrustLevel) {
+      if (std::floor(t) != t || t < controller::kMinTrustLevel || t > controller::kMaxTrustLevel) {
         throw InvalidArgument(path + ".trust_level: must be an integer in [0, 100]");
       }
       k.trust_level = static_cast<int>(t);

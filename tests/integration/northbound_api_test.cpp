@@ -328,13 +328,13 @@ TEST_F(NorthboundApi, TrustModelAndConstraints) {
                       R"({"min_trust_level":60})", {{"If-Match", got.header("etag")}})
                 .status,
             412);
-  EXPECT_EQ(c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken,
-                      R"({"min_trust_level":101})")
-                .status,
-            400);
-  EXPECT_EQ(c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken, R"({"colour":1})")
-                .status,
-            400);
+  EXPECT_EQ(
+      c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken, R"({"min_trust_level":101})")
+          .status,
+      400);
+  EXPECT_EQ(
+      c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken, R"({"colour":1})").status,
+      400);
   EXPECT_EQ(c.request("PUT", "/api/v1/constraints/SAE-1/SAE-1", kAdminToken, "{}").status, 400);
   EXPECT_EQ(c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kViewerToken, "{}").status, 403);
   EXPECT_EQ(c.request("DELETE", "/api/v1/constraints/SAE-1/SAE-3").status, 204);

@@ -95,11 +95,9 @@ TEST(HeadroomGate, NetDrainRaisesTheExpectedDemand) {
 
 // A ladder: the direct route S-X-D (2 hops) and a detour S-Y-Z-D (3 hops).
 TopologyDoc ladder() {
-  return make_doc({"S", "X", "Y", "Z", "D"}, {{"SX", "S", "X"},
-                                              {"XD", "X", "D"},
-                                              {"SY", "S", "Y"},
-                                              {"YZ", "Y", "Z"},
-                                              {"ZD", "Z", "D"}});
+  return make_doc(
+      {"S", "X", "Y", "Z", "D"},
+      {{"SX", "S", "X"}, {"XD", "X", "D"}, {"SY", "S", "Y"}, {"YZ", "Y", "Z"}, {"ZD", "Z", "D"}});
 }
 
 // Before the gate, a half-used short route lost to a fuller long one (one more hop, one more
@@ -185,7 +183,8 @@ TEST(TrustConstraints, MinimumTrustRoutesAroundALowTrustKm) {
 // An avoided tag excludes every KM carrying it, in every metric.
 TEST(TrustConstraints, AvoidedTagsRouteAround) {
   auto snap = TopologySnapshot::from_doc(trusted_ladder(), full_pools());
-  for (auto metric : {RouteMetric::kHopCount, RouteMetric::kKeyAware, RouteMetric::kWidestShortest}) {
+  for (auto metric :
+       {RouteMetric::kHopCount, RouteMetric::kKeyAware, RouteMetric::kWidestShortest}) {
     RouteOptions o = hops_only();
     o.metric = metric;
     o.trust.avoid_tags = {"jurisdiction:XX"};

@@ -322,8 +322,8 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   if (!answer.route || answer.route->links.empty()) {
     metrics->route_computation(seconds_since(t0));
     if (answer.refusal && answer.refusal->code == "trust_constraints") metrics->trust_refusal();
-    refuse(ck::errc::kNoRoute, answer.refusal ? answer.refusal->detail
-                                              : "no usable route from " + src + " to " + dst);
+    refuse(ck::errc::kNoRoute,
+           answer.refusal ? answer.refusal->detail : "no usable route from " + src + " to " + dst);
     return;
   }
   std::vector<controller::Route> routes{*answer.route};
@@ -432,9 +432,9 @@ void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGr
   }
   if (r.state == RelayState::kRelayed) {
     if (r.route.kms.size() >= 2) {
-      metrics->relay_intermediates(r.route.kms.size() - 2,
-                                   static_cast<std::uint64_t>(std::max<std::int64_t>(
-                                       r.number_of_keys, 0)));
+      metrics->relay_intermediates(
+          r.route.kms.size() - 2,
+          static_cast<std::uint64_t>(std::max<std::int64_t>(r.number_of_keys, 0)));
     }
     try {
       if (!for_instruction)

@@ -325,15 +325,15 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 ///   cost = 1 + t                                       when A >= H (plenty: hop count)
 ///   cost = 1 + u^2 * (P - 1) + t,  u = (H - A) / (H - D)   when A < H, u clamped to [0, 1]
 /// where t = 1e-9 * min(P, 1e6) < 0.001 only breaks ties between equally short routes (and
-/// parallel links) in favour of the richer, faster links; cost = P when headroom is 0 (no gate). While every pool on the candidate routes holds well
-/// more than its expected demand, routes are exactly as short as hop count and spend no key on
-/// detours; as a pool nears its demand the full price P returns and spreads load onto richer
-/// routes, which is what keeps requests from blocking. Within P, the base prices a hop by how
-/// long its generator needs to replace what the request takes; the depletion factor is the
-/// exponential (Awerbuch-Azar-Plotkin) price of the share of the pool already used, measured
-/// against the fullest pool; the last factor rises sharply as the pool nears the demand or is
-/// being overdrawn. Every factor is >= 1, so costs are >= 1 and Dijkstra/Yen apply; the cost
-/// never falls as the pool drains, consumption grows or the demand grows.
+/// parallel links) in favour of the richer, faster links; cost = P when headroom is 0 (no gate).
+/// While every pool on the candidate routes holds well more than its expected demand, routes are
+/// exactly as short as hop count and spend no key on detours; as a pool nears its demand the full
+/// price P returns and spreads load onto richer routes, which is what keeps requests from blocking.
+/// Within P, the base prices a hop by how long its generator needs to replace what the request
+/// takes; the depletion factor is the exponential (Awerbuch-Azar-Plotkin) price of the share of the
+/// pool already used, measured against the fullest pool; the last factor rises sharply as the pool
+/// nears the demand or is being overdrawn. Every factor is >= 1, so costs are >= 1 and Dijkstra/Yen
+/// apply; the cost never falls as the pool drains, consumption grows or the demand grows.
 double hop_cost(const SnapshotLink& link, const RouteOptions& options);
 
 /// Up to options.k loopless routes from src to dst, best first (Yen's algorithm over

@@ -30,8 +30,8 @@ struct LinkConfigRecord {
 struct PolicyRecord {
   std::string src_km;  ///< empty = network-wide
   std::string dst_km;
-  std::string mode;                      ///< manual | fixed_rate | traffic_adaptive | scheduled
-  std::map<std::string, double> params;  ///< mode parameters (e.g. "interval_s", "threshold")
+  std::string mode;                       ///< manual | fixed_rate | traffic_adaptive | scheduled
+  std::map<std::string, double> params;   ///< mode parameters (e.g. "interval_s", "threshold")
   std::vector<std::string> avoid_tags{};  ///< trust: tags no intermediate KM of a route may carry
 };
 

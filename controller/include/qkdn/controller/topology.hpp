@@ -52,10 +52,10 @@ struct TopologyDoc {
 };
 
 /// Checks a document for consistency: valid and unique IDs, coordinates both given or neither and
-/// in range, trust levels in [0, 100], tags valid and unique per KM, links between two distinct known KMs,
-/// non-negative finite rates and distances, QBER in [0, 1], applications on known KMs with unique
-/// SAE IDs. Throws InvalidArgument naming the first offending element (e.g. "links[3].b: unknown
-/// KM 'X'").
+/// in range, trust levels in [0, 100], tags valid and unique per KM, links between two distinct
+/// known KMs, non-negative finite rates and distances, QBER in [0, 1], applications on known KMs
+/// with unique SAE IDs. Throws InvalidArgument naming the first offending element (e.g.
+/// "links[3].b: unknown KM 'X'").
 void validate_topology(const TopologyDoc& doc);
 
 }  // namespace qkdn::controller
