@@ -78,15 +78,19 @@ net::awaitable<void> drive(tcp::endpoint ep, std::string km, int window,
                            std::shared_ptr<std::atomic<bool>> stop, ConnStats* stats) {
   auto ex = co_await net::this_coro::executor;
   tcp::socket s(ex);
-  co_await s.async_connect(ep, net::use_awaitable);
+  auto connect_op = s.async_connect(ep, net::use_awaitable);
+  co_await std::move(connect_op);
   s.set_option(tcp::no_delay(true));
   const std::string reg =
       frame(0x14E1, 1, R"({"km_id":")" + km + R"(","kma_endpoint":"127.0.0.1:7000","links":[]})");
-  co_await net::async_write(s, net::buffer(reg), net::use_awaitable);
+  auto write_op = net::async_write(s, net::buffer(reg), net::use_awaitable);
+  co_await std::move(write_op);
   std::vector<std::uint8_t> buf(ck::kHeaderSize + ck::kMaxPayload);
-  co_await net::async_read(s, net::buffer(buf.data(), ck::kHeaderSize), net::use_awaitable);
+  auto read_op = net::async_read(s, net::buffer(buf.data(), ck::kHeaderSize), net::use_awaitable);
+  co_await std::move(read_op);
   auto h = ck::decode_header(std::span<const std::uint8_t, ck::kHeaderSize>(buf.data(), 10));
-  co_await net::async_read(s, net::buffer(buf.data(), h.length), net::use_awaitable);
+  auto read_op2 = net::async_read(s, net::buffer(buf.data(), h.length), net::use_awaitable);
+  co_await std::move(read_op2);
   if (h.command != 0x41E2 ||
       std::string_view(reinterpret_cast<const char*>(buf.data()), h.length).find("\"OK\"") ==
           std::string_view::npos) {
@@ -103,12 +107,14 @@ net::awaitable<void> drive(tcp::endpoint ep, std::string km, int window,
     ++next_id;
   };
   for (int i = 0; i < window; ++i) queue_heartbeat();
-  co_await net::async_write(s, net::buffer(out), net::use_awaitable);
+  auto write_op2 = net::async_write(s, net::buffer(out), net::use_awaitable);
+  co_await std::move(write_op2);
   int outstanding = window;
   std::size_t begin = 0, end = 0;
   while (outstanding > 0) {
-    auto [ec, n] =
-        co_await s.async_read_some(net::buffer(buf.data() + end, buf.size() - end), kUseTuple);
+    auto read_some_op =
+        s.async_read_some(net::buffer(buf.data() + end, buf.size() - end), kUseTuple);
+    auto [ec, n] = co_await std::move(read_some_op);
     if (ec) {
       ++stats->errors;
       co_return;
@@ -143,7 +149,10 @@ net::awaitable<void> drive(tcp::endpoint ep, std::string km, int window,
       end -= begin;
       begin = 0;
     }
-    if (!out.empty()) co_await net::async_write(s, net::buffer(out), net::use_awaitable);
+    if (!out.empty()) {
+      auto write_op3 = net::async_write(s, net::buffer(out), net::use_awaitable);
+      co_await std::move(write_op3);
+    }
   }
 }
 

@@ -10,7 +10,7 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql-15 postgresql-client-15 prometheus
   python3 python3-requests python3-yaml python3-jsonschema python3-websocket python3-pil
-  chromium wrk clang-format curl procps
+  chromium wrk clang-format clang-tidy curl procps
 )
 
 missing=()

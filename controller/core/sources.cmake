@@ -1,7 +1,7 @@
 list(APPEND QKDN_CORE_SOURCES
-  core/error.cpp
   core/clock.cpp
   core/topology.cpp
   core/network.cpp
   core/alarms.cpp
+  core/memory_store.cpp
 )

@@ -524,21 +524,25 @@ class Client {
   net::awaitable<void> connect(net::io_context& ioc, beast::tcp_stream& stream) {
     tcp::resolver resolver(ioc);
     stream.expires_after(options_.timeout);
-    auto results = co_await resolver.async_resolve(options_.endpoint.host, options_.endpoint.port,
-                                                   net::use_awaitable);
-    co_await stream.async_connect(results, net::use_awaitable);
+    auto resolve_op =
+        resolver.async_resolve(options_.endpoint.host, options_.endpoint.port, net::use_awaitable);
+    auto results = co_await std::move(resolve_op);
+    auto connect_op = stream.async_connect(results, net::use_awaitable);
+    co_await std::move(connect_op);
   }
 
   template <class Stream>
   net::awaitable<void> exchange(Stream& stream, http::request<http::string_body>& req,
                                 Response& out) {
     beast::get_lowest_layer(stream).expires_after(options_.timeout);
-    co_await http::async_write(stream, req, net::use_awaitable);
+    auto write_op = http::async_write(stream, req, net::use_awaitable);
+    co_await std::move(write_op);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(256u * 1024u * 1024u);
     if (req.method() == http::verb::head) parser.skip(true);
-    co_await http::async_read(stream, buffer, parser, net::use_awaitable);
+    auto read_op = http::async_read(stream, buffer, parser, net::use_awaitable);
+    co_await std::move(read_op);
     auto& res = parser.get();
     out.status = res.result_int();
     out.content_type = std::string(res[http::field::content_type]);
@@ -548,8 +552,10 @@ class Client {
   net::awaitable<void> round_trip_plain(net::io_context& ioc, http::request<http::string_body>& req,
                                         Response& out) {
     beast::tcp_stream stream(ioc);
-    co_await connect(ioc, stream);
-    co_await exchange(stream, req, out);
+    auto connect_op = connect(ioc, stream);
+    co_await std::move(connect_op);
+    auto exchange_op = exchange(stream, req, out);
+    co_await std::move(exchange_op);
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
@@ -565,10 +571,13 @@ class Client {
           static_cast<int>(::ERR_get_error()), net::error::get_ssl_category()));
     }
     stream.set_verify_callback(ssl::host_name_verification(host));
-    co_await connect(ioc, beast::get_lowest_layer(stream));
+    auto connect_op = connect(ioc, beast::get_lowest_layer(stream));
+    co_await std::move(connect_op);
     beast::get_lowest_layer(stream).expires_after(options_.timeout);
-    co_await stream.async_handshake(ssl::stream_base::client, net::use_awaitable);
-    co_await exchange(stream, req, out);
+    auto handshake_op = stream.async_handshake(ssl::stream_base::client, net::use_awaitable);
+    co_await std::move(handshake_op);
+    auto exchange_op = exchange(stream, req, out);
+    co_await std::move(exchange_op);
     // A TLS close_notify exchange is courtesy only; the answer is already complete.
     beast::get_lowest_layer(stream).close();
   }

@@ -102,7 +102,8 @@ WriteLock::Guard::~Guard() {
 
 net::awaitable<WriteLock::Guard> WriteLock::acquire() {
   // A buffered channel of capacity one is a semaphore: the send completes once the slot is free.
-  co_await ch_.async_send(boost::system::error_code{}, net::use_awaitable);
+  auto send_op = ch_.async_send(boost::system::error_code{}, net::use_awaitable);
+  co_await std::move(send_op);
   co_return Guard(this);
 }
 

@@ -47,38 +47,13 @@ json::object parse_body_object(const HttpRequest& req) {
     throw ApiError(415, "unsupported-media-type",
                    "request body must be application/json, got '" + ct + "'");
   }
-  boost::system::error_code ec;
-  json::value v = json::parse(req.body, ec);
-  if (ec) bad_body("malformed JSON: " + ec.message());
-  if (!v.is_object()) bad_body("the body must be a JSON object");
-  return std::move(v.as_object());
+  // The HTTP server bounds the body's size; the shared reader bounds its depth.
+  qkdn::json::ParseLimits limits;
+  limits.max_bytes = req.body.size();
+  return qkdn::json::parse_object(req.body, "the body", limits, bad_body);
 }
 
 // ---- ObjectReader ---------------------------------------------------------------------------
-
-std::string ObjectReader::field(std::string_view key) const {
-  return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
-}
-
-const json::value* ObjectReader::get(std::string_view key) {
-  seen_.emplace(key);
-  return o_->if_contains(key);
-}
-
-bool ObjectReader::has(std::string_view key) { return get(key) != nullptr; }
-
-std::optional<std::string> ObjectReader::opt_string(std::string_view key) {
-  const auto* v = get(key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_string()) bad_body("field '" + field(key) + "': expected string");
-  return std::string(v->as_string());
-}
-
-std::string ObjectReader::string(std::string_view key) {
-  auto s = opt_string(key);
-  if (!s) bad_body("field '" + field(key) + "' is required");
-  return *s;
-}
 
 std::string ObjectReader::id(std::string_view key) {
   auto s = string(key);
@@ -89,88 +64,6 @@ std::string ObjectReader::id(std::string_view key) {
   return s;
 }
 
-std::optional<double> ObjectReader::opt_number(std::string_view key) {
-  bool null_seen = false;
-  auto v = opt_number_or_null(key, null_seen);
-  if (null_seen) bad_body("field '" + field(key) + "': expected number, got null");
-  return v;
-}
-
-std::optional<double> ObjectReader::opt_number_or_null(std::string_view key, bool& null_seen) {
-  null_seen = false;
-  const auto* v = get(key);
-  if (v == nullptr) return std::nullopt;
-  if (v->is_null()) {
-    null_seen = true;
-    return std::nullopt;
-  }
-  double d = 0;
-  if (v->is_double()) {
-    d = v->as_double();
-  } else if (v->is_int64()) {
-    d = static_cast<double>(v->as_int64());
-  } else if (v->is_uint64()) {
-    d = static_cast<double>(v->as_uint64());
-  } else {
-    bad_body("field '" + field(key) + "': expected number");
-  }
-  if (!std::isfinite(d)) bad_body("field '" + field(key) + "': expected a finite number");
-  return d;
-}
-
-std::optional<std::uint64_t> ObjectReader::opt_uint(std::string_view key) {
-  bool null_seen = false;
-  auto v = opt_uint_or_null(key, null_seen);
-  if (null_seen) bad_body("field '" + field(key) + "': expected integer, got null");
-  return v;
-}
-
-std::optional<std::uint64_t> ObjectReader::opt_uint_or_null(std::string_view key, bool& null_seen) {
-  null_seen = false;
-  const auto* v = get(key);
-  if (v == nullptr) return std::nullopt;
-  if (v->is_null()) {
-    null_seen = true;
-    return std::nullopt;
-  }
-  if (v->is_uint64()) return v->as_uint64();
-  if (v->is_int64() && v->as_int64() >= 0) return static_cast<std::uint64_t>(v->as_int64());
-  bad_body("field '" + field(key) + "': expected a non-negative integer");
-}
-
-std::optional<std::int64_t> ObjectReader::opt_int(std::string_view key) {
-  const auto* v = get(key);
-  if (v == nullptr) return std::nullopt;
-  if (v->is_int64()) return v->as_int64();
-  if (v->is_uint64() &&
-      v->as_uint64() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-    return static_cast<std::int64_t>(v->as_uint64());
-  }
-  bad_body("field '" + field(key) + "': expected integer");
-}
-
-std::optional<std::vector<std::string>> ObjectReader::opt_string_array(std::string_view key) {
-  const auto* v = get(key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_array()) bad_body("field '" + field(key) + "': expected array of strings");
-  std::vector<std::string> out;
-  for (std::size_t i = 0; i < v->as_array().size(); ++i) {
-    const auto& e = v->as_array()[i];
-    if (!e.is_string()) {
-      bad_body("field '" + field(key) + "[" + std::to_string(i) + "]': expected string");
-    }
-    out.emplace_back(e.as_string());
-  }
-  return out;
-}
-
-const json::object* ObjectReader::opt_object(std::string_view key) {
-  const auto* v = get(key);
-  if (v == nullptr) return nullptr;
-  if (!v->is_object()) bad_body("field '" + field(key) + "': expected object");
-  return &v->as_object();
-}
-
 std::optional<SysTime> ObjectReader::opt_time(std::string_view key) {
   auto s = opt_string(key);
   if (!s) return std::nullopt;
@@ -178,12 +71,6 @@ std::optional<SysTime> ObjectReader::opt_time(std::string_view key) {
     return parse_rfc3339(*s);
   } catch (const Error& e) {
     bad_body("field '" + field(key) + "': " + e.what());
-  }
-}
-
-void ObjectReader::finish() const {
-  for (const auto& kv : *o_) {
-    if (seen_.count(kv.key()) == 0) bad_body("unknown field '" + field(kv.key()) + "'");
   }
 }
 
@@ -307,7 +194,7 @@ std::string sha256_hex(std::string_view data) {
   }
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(len * 2);
+  out.reserve(std::size_t{len} * 2);
   for (unsigned int i = 0; i < len; ++i) {
     out.push_back(kHex[md[i] >> 4]);
     out.push_back(kHex[md[i] & 0xF]);

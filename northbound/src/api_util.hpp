@@ -15,6 +15,7 @@
 
 #include "http_types.hpp"
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/json/reader.hpp"
 
 namespace qkdn::northbound {
 
@@ -63,36 +64,16 @@ HttpResponse json_response(const json::value& v, int status = 200);
 /// wrong Content-Type: 415).
 json::object parse_body_object(const HttpRequest& req);
 
-/// Reads fields of one JSON object strictly: each accessor marks its field as known; finish()
-/// rejects every other field (400 "unknown field 'x'"). Type errors name the field with `path`.
-class ObjectReader {
+/// The shared strict reader (qkdn/json/reader.hpp) with refusals as 400 "invalid-body" problems,
+/// plus the API's own field kinds.
+class ObjectReader : public qkdn::json::ObjectReader {
  public:
   explicit ObjectReader(const json::object& o, std::string path = {})
-      : o_(&o), path_(std::move(path)) {}
-  [[nodiscard]] bool has(std::string_view key);
-  std::optional<std::string> opt_string(std::string_view key);
-  std::string string(std::string_view key);
+      : qkdn::json::ObjectReader(o, std::move(path), bad_body) {}
   /// A valid identifier (ck-protocol.md clause 3).
   std::string id(std::string_view key);
-  std::optional<double> opt_number(std::string_view key);
-  std::optional<std::uint64_t> opt_uint(std::string_view key);
-  std::optional<std::int64_t> opt_int(std::string_view key);
-  /// Present with null -> `null_seen` true and nullopt.
-  std::optional<double> opt_number_or_null(std::string_view key, bool& null_seen);
-  std::optional<std::uint64_t> opt_uint_or_null(std::string_view key, bool& null_seen);
-  std::optional<std::vector<std::string>> opt_string_array(std::string_view key);
-  const json::object* opt_object(std::string_view key);
   /// RFC 3339 time.
   std::optional<SysTime> opt_time(std::string_view key);
-  /// Throws 400 naming the first unknown field.
-  void finish() const;
-  [[nodiscard]] std::string field(std::string_view key) const;
-
- private:
-  const json::value* get(std::string_view key);
-  const json::object* o_;
-  std::string path_;
-  std::set<std::string, std::less<>> seen_;
 };
 
 /// Decoded query parameters with strict access (400 for repeated or unknown parameters).

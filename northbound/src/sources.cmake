@@ -43,4 +43,4 @@ add_library(qkdn_northbound STATIC
 target_include_directories(qkdn_northbound PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../include)
 target_link_libraries(qkdn_northbound
   PUBLIC qkdn_service qkdn_core Boost::headers OpenSSL::SSL Threads::Threads
-  PRIVATE qkdn_net qkdn_southbound Boost::json Boost::url OpenSSL::Crypto qkdn_options)
+  PRIVATE qkdn_net qkdn_json qkdn_southbound Boost::json Boost::url OpenSSL::Crypto qkdn_options)

@@ -76,7 +76,8 @@ class Tricklers {
  private:
   asio::awaitable<void> run(std::uint16_t port, std::size_t i, milliseconds interval) {
     auto sock = std::make_shared<asio::ip::tcp::socket>(io_);
-    auto [cec] = co_await sock->async_connect({asio::ip::make_address("127.0.0.1"), port}, kTuple);
+    auto connect_op = sock->async_connect({asio::ip::make_address("127.0.0.1"), port}, kTuple);
+    auto [cec] = co_await std::move(connect_op);
     if (cec) co_return;
     update(i, [](Peer& p) {
       p.connected = true;
@@ -88,7 +89,8 @@ class Tricklers {
         [this, sock, i]() -> asio::awaitable<void> {
           std::array<char, 64> buf{};
           for (;;) {
-            auto [ec, n] = co_await sock->async_read_some(asio::buffer(buf), kTuple);
+            auto read_some_op = sock->async_read_some(asio::buffer(buf), kTuple);
+            auto [ec, n] = co_await std::move(read_some_op);
             if (ec) break;
           }
           update(i, [](Peer& p) {
@@ -102,10 +104,12 @@ class Tricklers {
     asio::steady_timer timer(io_);
     for (std::size_t k = 0;; ++k) {
       const unsigned char byte = k < kHello.size() ? kHello[k] : 0;
-      auto [wec, wn] = co_await asio::async_write(*sock, asio::buffer(&byte, 1), kTuple);
+      auto write_op = asio::async_write(*sock, asio::buffer(&byte, 1), kTuple);
+      auto [wec, wn] = co_await std::move(write_op);
       if (wec) co_return;
       timer.expires_after(interval);
-      co_await timer.async_wait(kTuple);
+      auto wait_op = timer.async_wait(kTuple);
+      co_await std::move(wait_op);
       if (done(i)) co_return;
     }
   }

@@ -20,8 +20,8 @@
 #include <boost/beast/http/span_body.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "qkdn/base/error.hpp"
 #include "qkdn/base/log.hpp"
-#include "qkdn/controller/error.hpp"
 #include "qkdn/net/listener.hpp"
 
 namespace qkdn::net {
@@ -150,7 +150,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       return;
     }
     asio::co_spawn(ex, std::move(work),
-                   [self = shared_from_this(), w = std::move(what)](std::exception_ptr ep) {
+                   [self = shared_from_this(), w = std::move(what)](const std::exception_ptr& ep) {
                      if (!ep) return;
                      try {
                        std::rethrow_exception(ep);
@@ -188,13 +188,15 @@ asio::awaitable<void> HttpServer::State::serve(Stream& stream, Connection& conn)
       // Keep-alive: wait up to idle_timeout for the next request to start; once it has started
       // the whole request must arrive within read_timeout (slow clients are cut off).
       low.expires_after(options.idle_timeout);
-      auto [iec, in] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+      auto read_some_op = stream.async_read_some(buffer.prepare(4096), kTuple);
+      auto [iec, in] = co_await std::move(read_some_op);
       if (iec) break;
       buffer.commit(in);
     }
     first = false;
     low.expires_after(options.read_timeout);
-    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
+    auto read_header_op = http::async_read_header(stream, buffer, parser, kTuple);
+    auto [hec, hn] = co_await std::move(read_header_op);
     (void)hn;
     if (hec && quiet_end(hec)) break;
     const auto started = std::chrono::steady_clock::now();
@@ -248,14 +250,16 @@ asio::awaitable<void> HttpServer::State::serve(Stream& stream, Connection& conn)
           // Admitted: the client may send its body now (it waits for this with large bodies).
           http::response<http::empty_body> go{http::status::continue_, version};
           low.expires_after(options.write_timeout);
-          auto [cec, cn] = co_await http::async_write(stream, go, kTuple);
+          auto write_op = http::async_write(stream, go, kTuple);
+          auto [cec, cn] = co_await std::move(write_op);
           (void)cn;
           if (cec) break;
           low.expires_after(options.read_timeout);
         }
       }
       if (!body_unread) {
-        auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
+        auto read_op = http::async_read(stream, buffer, parser, kTuple);
+        auto [bec, bn] = co_await std::move(read_op);
         (void)bn;
         if (bec && quiet_end(bec)) break;
         if (bec) {
@@ -286,7 +290,8 @@ asio::awaitable<void> HttpServer::State::serve(Stream& stream, Connection& conn)
       res.body() = {out.shared_body->data(), out.shared_body->size()};
       res.prepare_payload();
       low.expires_after(options.write_timeout);
-      auto [e, wn] = co_await http::async_write(stream, res, kTuple);
+      auto write_op2 = http::async_write(stream, res, kTuple);
+      auto [e, wn] = co_await std::move(write_op2);
       (void)wn;
       wec = e;
     } else {
@@ -295,7 +300,8 @@ asio::awaitable<void> HttpServer::State::serve(Stream& stream, Connection& conn)
       res.body() = std::move(out.body);
       res.prepare_payload();
       low.expires_after(options.write_timeout);
-      auto [e, wn] = co_await http::async_write(stream, res, kTuple);
+      auto write_op3 = http::async_write(stream, res, kTuple);
+      auto [e, wn] = co_await std::move(write_op3);
       (void)wn;
       wec = e;
       if (out.secret) OPENSSL_cleanse(res.body().data(), res.body().size());
@@ -314,7 +320,8 @@ asio::awaitable<void> HttpServer::State::serve(Stream& stream, Connection& conn)
       std::size_t drained = 0;
       while (drained < kDrainBytes) {
         buffer.clear();
-        auto [dec, dn] = co_await stream.async_read_some(buffer.prepare(16384), kTuple);
+        auto read_some_op2 = stream.async_read_some(buffer.prepare(16384), kTuple);
+        auto [dec, dn] = co_await std::move(read_some_op2);
         if (dec) break;
         drained += dn;
       }
@@ -325,7 +332,8 @@ asio::awaitable<void> HttpServer::State::serve(Stream& stream, Connection& conn)
   if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
     if (low.socket().is_open() && !stopped) {
       low.expires_after(kTlsShutdownTime);
-      auto [sec] = co_await stream.async_shutdown(kTuple);
+      auto shutdown_op = stream.async_shutdown(kTuple);
+      auto [sec] = co_await std::move(shutdown_op);
       (void)sec;
     }
   }
@@ -339,16 +347,19 @@ asio::awaitable<void> HttpServer::State::session(std::shared_ptr<Connection> con
     if (conn->tls) {
       beast::tcp_stream& low = conn->lowest();
       low.expires_after(options.handshake_timeout);
-      auto [ec] = co_await conn->tls->async_handshake(asio::ssl::stream_base::server, kTuple);
+      auto handshake_op = conn->tls->async_handshake(asio::ssl::stream_base::server, kTuple);
+      auto [ec] = co_await std::move(handshake_op);
       if (!ec) {
         if (options.client_role &&
             !peer_identity(conn->tls->native_handle(), *options.client_role).empty()) {
           conn->unauthenticated.release();
         }
-        co_await serve(*conn->tls, *conn);
+        auto serve_op = serve(*conn->tls, *conn);
+        co_await std::move(serve_op);
       }
     } else {
-      co_await serve(*conn->plain, *conn);
+      auto serve_op2 = serve(*conn->plain, *conn);
+      co_await std::move(serve_op2);
     }
   } catch (const std::exception& e) {
     log("session " + conn->remote + " ended: " + e.what());
@@ -362,14 +373,16 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
   AcceptBackoff backoff;
   asio::steady_timer pause(strand);
   while (!stopped) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kTuple);
+    auto accept_op = acceptor.async_accept(asio::make_strand(io), kTuple);
+    auto [ec, socket] = co_await std::move(accept_op);
     if (ec) {
       if (ec == asio::error::operation_aborted || stopped || !acceptor.is_open()) co_return;
       // Out of descriptors and the like: pause instead of spinning.
       const AcceptPause p = backoff.on_error(ec);
       if (p.log) log("accept failed: " + ec.message() + " (pausing the listener)");
       pause.expires_after(p.delay);
-      co_await pause.async_wait(kTuple);
+      auto wait_op = pause.async_wait(kTuple);
+      co_await std::move(wait_op);
       continue;
     }
     backoff.on_success();

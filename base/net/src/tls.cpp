@@ -8,7 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "qkdn/controller/error.hpp"
+#include "qkdn/base/error.hpp"
 
 namespace qkdn::net {
 namespace {

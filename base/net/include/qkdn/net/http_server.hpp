@@ -96,9 +96,9 @@ using HttpSpawn = std::function<void(const boost::asio::any_io_executor&,
 
 /// Limits, timers and hooks of one listener.
 struct HttpServerOptions {
-  std::string name = "http";                 ///< prefix of log lines ("api", "etsi", "admin")
-  std::size_t max_header_bytes = 16 * 1024;  ///< larger headers answer 431
-  std::size_t max_body_bytes = 64 * 1024;    ///< unless the admission hook says otherwise
+  std::string name = "http";  ///< prefix of log lines ("api", "etsi", "admin")
+  std::size_t max_header_bytes = std::size_t{16} << 10;  ///< larger headers answer 431
+  std::size_t max_body_bytes = std::size_t{64} << 10;  ///< unless the admission hook says otherwise
   std::chrono::milliseconds handshake_timeout{5'000};  ///< TLS handshake
   std::chrono::milliseconds read_timeout{10'000};      ///< a whole request (header and body)
   std::chrono::milliseconds idle_timeout{60'000};      ///< keep-alive wait for the next request

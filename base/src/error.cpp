@@ -1,4 +1,4 @@
-#include "qkdn/controller/error.hpp"
+#include "qkdn/base/error.hpp"
 
 namespace qkdn {
 

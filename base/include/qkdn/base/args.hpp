@@ -1,0 +1,110 @@
+// The one command-line parser of the project (qkdn-controller, qkdn-agent, qkdnctl and the tools):
+// long options only, declared once with their help text, so that parsing, `--help`, config files
+// and error messages agree.
+//
+//   --name VALUE | --name=VALUE        an option with a value (`option`)
+//   --name | --name=true|false         a switch (`flag`)
+//   --config FILE                      key = value lines, same names (`config_file`)
+//   --help / -h, --version             answered by parse()'s result
+//   words                              positional arguments (`positionals`), `--` ends options
+//
+// Precedence, lowest first: the config file, then environment variables (`env`), then the command
+// line; within one source the last occurrence wins (repeatable options see every occurrence).
+// Every refusal is a qkdn::InvalidArgument whose message names the option and what was expected.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qkdn::base {
+
+/// Parses long options for one program. Not thread-safe; build and use it in main.
+class ArgParser {
+ public:
+  using ValueFn = std::function<void(std::string_view value)>;
+  using FlagFn = std::function<void(bool on)>;
+
+  /// What parse() found: run the program, or print help or the version and exit 0.
+  enum class Result { kRun, kHelp, kVersion };
+
+  explicit ArgParser(std::string program);
+
+  /// Starts a group of options under `title` in help().
+  ArgParser& section(std::string title);
+  /// An option that takes a value. `metavar` names it in help ("FILE", "HOST:PORT"); `apply` is
+  /// called with each occurrence's value and throws InvalidArgument for a bad one.
+  ArgParser& option(std::string name, std::string metavar, std::string help, ValueFn apply);
+  /// A switch: given alone it means true; `--name=false` (or `name = false` in a config file)
+  /// means false.
+  ArgParser& flag(std::string name, std::string help, FlagFn apply);
+  /// The environment variable `variable` supplies option `name` (declared before) when set and
+  /// non-empty; the command line overrides it.
+  ArgParser& env(const std::string& name, std::string variable);
+  /// Enables `--NAME FILE`: key = value lines with the options' names (`_` and `-` alike, `#`
+  /// comments, a key alone means true).
+  ArgParser& config_file(std::string name = "config");
+  /// Accepts words that are not options (e.g. qkdnctl's command); without it they are refused.
+  ArgParser& positionals(ValueFn apply);
+
+  /// Parses `args` (argv without the program name). Throws InvalidArgument on an unknown option
+  /// (with the closest known name), a missing value, a bad value or a bad config file.
+  Result parse(const std::vector<std::string>& args);
+  /// Convenience for main: parse(argv[1..argc)).
+  Result parse(int argc, const char* const* argv);
+
+  /// The option list for --help, one entry per option, grouped by section, help text wrapped
+  /// at `width` columns.
+  [[nodiscard]] std::string help(std::size_t width = 100) const;
+  /// The program name given to the constructor.
+  [[nodiscard]] const std::string& program() const noexcept { return program_; }
+
+ private:
+  struct Spec {
+    std::string name;
+    std::string metavar;  ///< empty for switches
+    std::string help;
+    std::string section;
+    std::string env;
+    ValueFn value;
+    FlagFn flag;
+  };
+  const Spec* find(std::string_view name) const;
+  void apply(const Spec& spec, std::string_view value, bool from_command_line,
+             const std::string& where);
+  void read_config(const std::string& path);
+  [[noreturn]] void unknown(std::string_view name, const std::string& where) const;
+
+  std::string program_;
+  std::string section_;
+  std::string config_name_;
+  std::vector<Spec> specs_;
+  std::map<std::string, std::size_t, std::less<>> index_;
+  ValueFn positional_;
+};
+
+/// The integer in `text` within [min, max]; throws InvalidArgument "FLAG: expected an integer
+/// in [min, max], got 'TEXT'".
+std::int64_t parse_int(std::string_view flag, std::string_view text, std::int64_t min,
+                       std::int64_t max);
+/// The finite number in `text` within [min, max].
+double parse_double(std::string_view flag, std::string_view text, double min, double max);
+/// true|1|yes|on or false|0|no|off.
+bool parse_bool(std::string_view flag, std::string_view text);
+/// A positive number of milliseconds (at most one day).
+std::chrono::milliseconds parse_ms(std::string_view flag, std::string_view text);
+
+/// HOST:PORT (HOST may be empty, a name, an IPv4 address or a bracketed IPv6 address).
+struct HostPort {
+  std::string host;  ///< without brackets
+  std::uint16_t port = 0;
+};
+/// Parses HOST:PORT; throws InvalidArgument naming `flag` when the port is missing or not in
+/// [0, 65535].
+HostPort parse_host_port(std::string_view flag, std::string_view text);
+
+}  // namespace qkdn::base

@@ -1,0 +1,336 @@
+#include "qkdn/base/args.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "qkdn/base/error.hpp"
+
+namespace qkdn::base {
+namespace {
+
+std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// Levenshtein distance, for "did you mean" (names are short).
+std::size_t distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// Appends `text` to `out` wrapped at `width`, continuation lines indented by `indent`.
+void wrap(std::string& out, std::string_view text, std::size_t column, std::size_t indent,
+          std::size_t width) {
+  std::istringstream words{std::string(text)};
+  std::string word;
+  bool first = true;
+  while (words >> word) {
+    if (!first && column + 1 + word.size() > width) {
+      out += "\n" + std::string(indent, ' ');
+      column = indent;
+    } else if (!first) {
+      out += ' ';
+      ++column;
+    }
+    out += word;
+    column += word.size();
+    first = false;
+  }
+}
+
+}  // namespace
+
+ArgParser::ArgParser(std::string program) : program_(std::move(program)) {}
+
+ArgParser& ArgParser::section(std::string title) {
+  section_ = std::move(title);
+  return *this;
+}
+
+ArgParser& ArgParser::option(std::string name, std::string metavar, std::string help,
+                             ValueFn apply) {
+  if (index_.contains(name) || metavar.empty()) {
+    throw Internal("ArgParser: option --" + name + " declared twice or without a metavar");
+  }
+  index_.emplace(name, specs_.size());
+  specs_.push_back(
+      {std::move(name), std::move(metavar), std::move(help), section_, {}, std::move(apply), {}});
+  return *this;
+}
+
+ArgParser& ArgParser::flag(std::string name, std::string help, FlagFn apply) {
+  if (index_.contains(name)) throw Internal("ArgParser: option --" + name + " declared twice");
+  index_.emplace(name, specs_.size());
+  specs_.push_back({std::move(name), {}, std::move(help), section_, {}, {}, std::move(apply)});
+  return *this;
+}
+
+ArgParser& ArgParser::env(const std::string& name, std::string variable) {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw Internal("ArgParser: env for undeclared option --" + name);
+  specs_[it->second].env = std::move(variable);
+  return *this;
+}
+
+ArgParser& ArgParser::config_file(std::string name) {
+  config_name_ = std::move(name);
+  return *this;
+}
+
+ArgParser& ArgParser::positionals(ValueFn apply) {
+  positional_ = std::move(apply);
+  return *this;
+}
+
+const ArgParser::Spec* ArgParser::find(std::string_view name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &specs_[it->second];
+}
+
+void ArgParser::unknown(std::string_view name, const std::string& where) const {
+  std::string best;
+  std::size_t best_distance = 3;  // suggest only close names
+  for (const auto& s : specs_) {
+    const auto d = distance(name, s.name);
+    if (d < best_distance) {
+      best_distance = d;
+      best = s.name;
+    }
+  }
+  std::string message = where + "unknown option " + quoted("--" + std::string(name));
+  if (!best.empty()) message += " (did you mean --" + best + "?)";
+  message += where.empty() ? " (see --help)" : "";
+  throw InvalidArgument(message);
+}
+
+void ArgParser::apply(const Spec& spec, std::string_view value, bool from_command_line,
+                      const std::string& where) {
+  const std::string flag = "--" + spec.name;
+  try {
+    if (spec.flag) {
+      spec.flag(from_command_line && value.empty() ? true : parse_bool(flag, value));
+    } else {
+      spec.value(value);
+    }
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(where + e.what());
+  }
+}
+
+void ArgParser::read_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InvalidArgument("--" + config_name_ + ": cannot read " + quoted(path));
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    const auto where = path + ":" + std::to_string(number) + ": ";
+    const auto text = trim(std::string_view(line).substr(0, line.find('#')));
+    if (text.empty()) continue;
+    const auto eq = text.find('=');
+    std::string key = trim(std::string_view(text).substr(0, eq));
+    const std::string value = eq == std::string::npos ? "true" : trim(text.substr(eq + 1));
+    std::replace(key.begin(), key.end(), '_', '-');
+    if (key == config_name_ || key == "help" || key == "version") {
+      throw InvalidArgument(where + quoted(key) + " is not allowed in a config file");
+    }
+    if (value.empty()) throw InvalidArgument(where + quoted(key) + " has no value");
+    const Spec* spec = find(key);
+    if (spec == nullptr) unknown(key, where);
+    apply(*spec, value, false, where);
+  }
+}
+
+ArgParser::Result ArgParser::parse(int argc, const char* const* argv) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return parse(args);
+}
+
+ArgParser::Result ArgParser::parse(const std::vector<std::string>& args) {
+  // --help and --version win over everything else, even a broken option before them.
+  for (const auto& a : args) {
+    if (a == "--") break;
+    if (a == "--help" || a == "-h") return Result::kHelp;
+    if (a == "--version") return Result::kVersion;
+  }
+  // One pass to split the command line into (spec, value) pairs and positionals, so that the
+  // config file and the environment can be applied first.
+  struct Given {
+    const Spec* spec;
+    std::string value;
+  };
+  std::vector<Given> given;
+  std::vector<std::string> words;
+  std::vector<std::string> configs;
+  bool options_done = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (options_done || a.size() < 2 || a[0] != '-' || a == "-") {
+      if (!positional_) throw InvalidArgument("unexpected argument " + quoted(a) + " (see --help)");
+      words.push_back(a);
+      continue;
+    }
+    if (a == "--") {
+      options_done = true;
+      continue;
+    }
+    if (a[1] != '-') throw InvalidArgument("unknown option " + quoted(a) + " (see --help)");
+    std::string name = a.substr(2);
+    std::optional<std::string> inline_value;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    if (!config_name_.empty() && name == config_name_) {
+      if (inline_value) {
+        configs.push_back(*inline_value);
+      } else if (i + 1 < args.size()) {
+        configs.push_back(args[++i]);
+      } else {
+        throw InvalidArgument("--" + name + ": missing value (a file)");
+      }
+      continue;
+    }
+    const Spec* spec = find(name);
+    if (spec == nullptr) unknown(name, "");
+    if (spec->flag) {
+      if (inline_value && inline_value->empty()) {
+        throw InvalidArgument("--" + name + ": expected true or false, got ''");
+      }
+      given.push_back({spec, inline_value.value_or("")});
+      continue;
+    }
+    if (inline_value) {
+      given.push_back({spec, *inline_value});
+    } else if (i + 1 < args.size()) {
+      given.push_back({spec, args[++i]});
+    } else {
+      throw InvalidArgument("--" + name + ": missing value (" + spec->metavar + ")");
+    }
+  }
+  for (const auto& path : configs) read_config(path);
+  for (const auto& spec : specs_) {
+    if (spec.env.empty()) continue;
+    const char* v = std::getenv(spec.env.c_str());
+    if (v != nullptr && *v != '\0') apply(spec, v, false, spec.env + ": ");
+  }
+  for (const auto& g : given) apply(*g.spec, g.value, true, "");
+  for (const auto& w : words) positional_(w);
+  return Result::kRun;
+}
+
+std::string ArgParser::help(std::size_t width) const {
+  constexpr std::size_t kHelpColumn = 26;
+  std::string out;
+  std::string current = "\x01";  // no section printed yet
+  for (const auto& s : specs_) {
+    if (s.section != current) {
+      current = s.section;
+      if (!current.empty()) out += (out.empty() ? "" : "\n") + current + ":\n";
+    }
+    std::string head = "  --" + s.name + (s.metavar.empty() ? "" : " " + s.metavar);
+    out += head;
+    std::size_t column = head.size();
+    if (column + 2 > kHelpColumn) {
+      out += "\n" + std::string(kHelpColumn, ' ');
+    } else {
+      out += std::string(kHelpColumn - column, ' ');
+    }
+    std::string text = s.help;
+    if (!s.env.empty()) text += " (environment: " + s.env + ")";
+    wrap(out, text, kHelpColumn, kHelpColumn, width);
+    out += '\n';
+  }
+  if (!config_name_.empty()) {
+    std::string head = "  --" + config_name_ + " FILE";
+    out += head + std::string(kHelpColumn > head.size() ? kHelpColumn - head.size() : 1, ' ');
+    wrap(out,
+         "read options from FILE: one 'name = value' line each, '#' comments; the command line "
+         "overrides it",
+         kHelpColumn, kHelpColumn, width);
+    out += '\n';
+  }
+  out += "  --version               print the version and exit\n";
+  out += "  --help                  this text\n";
+  return out;
+}
+
+std::int64_t parse_int(std::string_view flag, std::string_view text, std::int64_t min,
+                       std::int64_t max) {
+  std::int64_t n = 0;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || p != text.data() + text.size() || n < min || n > max) {
+    throw InvalidArgument(std::string(flag) + ": expected an integer in [" + std::to_string(min) +
+                          ", " + std::to_string(max) + "], got " + quoted(text));
+  }
+  return n;
+}
+
+double parse_double(std::string_view flag, std::string_view text, double min, double max) {
+  const std::string s(text);
+  char* end = nullptr;
+  const double v = s.empty() ? NAN : std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < min || v > max) {
+    std::ostringstream range;
+    range << "[" << min << ", " << max << "]";
+    throw InvalidArgument(std::string(flag) + ": expected a number in " + range.str() + ", got " +
+                          quoted(text));
+  }
+  return v;
+}
+
+bool parse_bool(std::string_view flag, std::string_view text) {
+  if (text == "true" || text == "1" || text == "yes" || text == "on") return true;
+  if (text == "false" || text == "0" || text == "no" || text == "off") return false;
+  throw InvalidArgument(std::string(flag) + ": expected true or false, got " + quoted(text));
+}
+
+std::chrono::milliseconds parse_ms(std::string_view flag, std::string_view text) {
+  return std::chrono::milliseconds(parse_int(flag, text, 1, 86'400'000));
+}
+
+HostPort parse_host_port(std::string_view flag, std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos) {
+    throw InvalidArgument(std::string(flag) + ": expected HOST:PORT, got " + quoted(text));
+  }
+  HostPort hp;
+  hp.host = std::string(text.substr(0, colon));
+  if (hp.host.size() >= 2 && hp.host.front() == '[' && hp.host.back() == ']') {
+    hp.host = hp.host.substr(1, hp.host.size() - 2);
+  } else if (hp.host.find(':') != std::string::npos) {
+    throw InvalidArgument(std::string(flag) +
+                          ": an IPv6 address needs brackets ([::1]:PORT), got " + quoted(text));
+  }
+  const auto port = text.substr(colon + 1);
+  unsigned n = 0;
+  const auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+  if (port.empty() || ec != std::errc() || p != port.data() + port.size() || n > 65535) {
+    throw InvalidArgument(std::string(flag) + ": bad port " + quoted(port) + " in " + quoted(text));
+  }
+  hp.port = static_cast<std::uint16_t>(n);
+  return hp;
+}
+
+}  // namespace qkdn::base
