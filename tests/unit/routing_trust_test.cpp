@@ -32,7 +32,15 @@ SnapshotLink link_with(std::uint64_t pool_bits, double rate = 1'000, double cons
   return l;
 }
 
-RouteOptions key_aware(std::uint64_t demand, KeyAwareWeights w = {}) {
+// The demand-based gate alone (headroom_share 0): these links' pools are far below the reference
+// pool of 1 Mbit, which the share term would price on its own (tested separately).
+KeyAwareWeights demand_gate() {
+  KeyAwareWeights w;
+  w.headroom_share = 0;
+  return w;
+}
+
+RouteOptions key_aware(std::uint64_t demand, KeyAwareWeights w = demand_gate()) {
   RouteOptions o;
   o.metric = RouteMetric::kKeyAware;
   o.demand_bits = demand;
@@ -100,14 +108,17 @@ TopologyDoc ladder() {
       {{"SX", "S", "X"}, {"XD", "X", "D"}, {"SY", "S", "Y"}, {"YZ", "Y", "Z"}, {"ZD", "Z", "D"}});
 }
 
-// Before the gate, a half-used short route lost to a fuller long one (one more hop, one more
-// trusted node, one more key spent); with the gate both hold plenty and the short one wins.
+// Before the gate, a short route over slow links lost to a longer one over fast links although
+// every pool was full (one more hop, one more trusted node, one more key spent); with the gate
+// (default weights) every pool holds plenty and the short one wins.
 TEST(HeadroomGate, NoDetourWhilePoolsHoldPlenty) {
   LiveState live = full_pools(1'000'000);
-  live.links["SX"].pool_bits = 500'000;
-  live.links["XD"].pool_bits = 500'000;
+  for (const char* l : {"SX", "XD"}) {
+    live.links[l].pool_bits = 1'000'000;
+    live.links[l].key_rate_bps = 100;
+  }
   auto snap = TopologySnapshot::from_doc(ladder(), live);
-  RouteOptions o = key_aware(2'048);
+  RouteOptions o = key_aware(2'048, KeyAwareWeights{});
   o.require_connected = false;
   auto gated = compute_routes(*snap, "S", "D", o);
   ASSERT_EQ(gated.size(), 1U);
@@ -117,6 +128,18 @@ TEST(HeadroomGate, NoDetourWhilePoolsHoldPlenty) {
   auto before = compute_routes(*snap, "S", "D", o);
   ASSERT_EQ(before.size(), 1U);
   EXPECT_EQ(before[0].kms, (std::vector<std::string>{"S", "Y", "Z", "D"}));
+}
+
+// The share term: a pool below headroom_share of the fullest pool is priced even when it holds
+// far more than its demand (networks whose links barely regenerate share a stock); at or above
+// that share it costs 1.
+TEST(HeadroomGate, ShareOfTheFullestPoolOpensTheGate) {
+  KeyAwareWeights w;                             // headroom_share 0.9
+  SnapshotLink full = link_with(256 + 950'000);  // reference 1 Mbit
+  EXPECT_LT(hop_cost(full, key_aware(256, w)), 1.001);
+  SnapshotLink half = link_with(256 + 500'000);
+  EXPECT_GT(hop_cost(half, key_aware(256, w)), 1.1);
+  EXPECT_LT(hop_cost(half, key_aware(256)), 1.001);  // the demand gate alone: plenty
 }
 
 // The detour comes back as soon as it pays: a hop of the short route near its demand.
