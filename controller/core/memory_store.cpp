@@ -62,6 +62,7 @@ StoredState MemoryStore::load() {
     return std::tie(a.not_before, a.schedule_id) < std::tie(b.not_before, b.schedule_id);
   });
   for (const auto& [key, rec] : data_.pinned) s.pinned_routes.push_back(rec);
+  for (const auto& [key, rec] : data_.sae_constraints) s.sae_constraints.push_back(rec);
   for (const auto& [id, rec] : data_.sessions) s.sessions.push_back(rec);
   std::sort(s.sessions.begin(), s.sessions.end(), [](const auto& a, const auto& b) {
     return std::tie(a.created_at, a.session_id) < std::tie(b.created_at, b.session_id);
@@ -124,6 +125,22 @@ void MemoryStore::save_pinned_route(const PinnedRouteRecord& rec) {
 
 void MemoryStore::delete_pinned_route(const std::string& src_km, const std::string& dst_km) {
   write([&](Data& d) { d.pinned.erase({src_km, dst_km}); });
+}
+
+void MemoryStore::save_sae_constraints(const SaeConstraintRecord& rec) {
+  // The rules of migration 0006's CHECKs, as PgStore enforces them.
+  if (rec.src_sae.empty() || rec.dst_sae.empty() || rec.src_sae == rec.dst_sae) {
+    throw InvalidArgument("store: SAE constraints need two different SAE IDs");
+  }
+  if ((rec.max_intermediates && *rec.max_intermediates < 0) || rec.min_trust_level < 0 ||
+      rec.min_trust_level > 100) {
+    throw InvalidArgument("store: SAE constraints out of range");
+  }
+  write([&](Data& d) { d.sae_constraints[{rec.src_sae, rec.dst_sae}] = rec; });
+}
+
+void MemoryStore::delete_sae_constraints(const std::string& src_sae, const std::string& dst_sae) {
+  write([&](Data& d) { d.sae_constraints.erase({src_sae, dst_sae}); });
 }
 
 void MemoryStore::save_session(const SessionRecord& rec) {

@@ -121,6 +121,8 @@ std::vector<NetworkEvent> Network::apply_topology(const TopologyDoc& doc) {
     km.site = spec.site;
     km.lat = spec.lat;
     km.lon = spec.lon;
+    km.trust_level = spec.trust_level;
+    km.tags = spec.tags;
     kms.emplace(spec.km_id, std::move(km));
     km_order.push_back(spec.km_id);
   }
@@ -192,7 +194,7 @@ TopologyDoc Network::topology() const {
   doc.kms.reserve(km_order_.size());
   for (const std::string& id : km_order_) {
     const Km& km = kms_.at(id);
-    doc.kms.push_back({id, km.site, km.lat, km.lon});
+    doc.kms.push_back({id, km.site, km.lat, km.lon, km.trust_level, km.tags});
   }
   doc.links.reserve(link_order_.size());
   for (const std::string& id : link_order_) doc.links.push_back(links_.at(id).spec);

@@ -154,6 +154,7 @@ RouteOptions ReroutingEngine::options_for(const ReroutingPolicy& policy, const P
   if (policy.params.max_hops > 0) o.max_hops = static_cast<std::size_t>(policy.params.max_hops);
   o.demand_bits = static_cast<std::uint64_t>(policy.params.demand_bits);
   o.require_connected = true;
+  o.trust = trust_constraints(policy);
   // Pool-low links are avoided explicitly: a key_pool_low alarm need not show in the snapshot's
   // pool figures. Unknown IDs are skipped because compute_routes rejects them.
   std::set<std::string> links = pool_low_links_;
@@ -185,7 +186,8 @@ bool ReroutingEngine::route_usable(const Route& route, const RouteOptions& optio
   for (std::size_t i = 0; i < route.links.size(); ++i) {
     if (!link_usable(route.links[i], route.kms[i], route.kms[i + 1], options)) return false;
   }
-  return true;
+  // Trust levels and tags come with the topology: a replaced document can break a standing route.
+  return !trust_violation(snap(), route, options.trust);
 }
 
 RerouteReason ReroutingEngine::broken_reason(const Route& route,
@@ -284,6 +286,12 @@ ReroutingEngine::Desired ReroutingEngine::check_pin(const PinnedRouteRecord& pin
     r.links.push_back(l.link_id);
     r.cost += hop_cost(l, options);
     r.bottleneck_bits = std::min(r.bottleneck_bits, l.pool_bits);
+  }
+  // A pin is held to the policy's trust constraints like any route: never relaxed for it.
+  if (auto why = trust_violation(s, r, options.trust)) {
+    d.pin_link = r.links.empty() ? std::string() : r.links.front();
+    d.pin_problem = "breaks the trust constraints: " + *why;
+    return d;
   }
   d.pin_ok = true;
   d.on_pin = true;
@@ -525,7 +533,89 @@ RouteAnswer ReroutingEngine::route_for(const std::string& src, const std::string
   const PairState& st = pairs_.at(pair);
   answer.route = st.standing;
   answer.pinned = st.on_pin;
+  if (!answer.route) {
+    const ReroutingPolicy& policy = effective_policy(src, dst);
+    if (policy.mode == RerouteMode::kManual && pins_.contains(pair) &&
+        policy.params.pinned_fallback == 0) {
+      answer.refusal = NoRouteExplanation{"pinned_route_broken",
+                                          "the pinned route " + src + " -> " + dst +
+                                              " is unusable and the policy allows no fallback"};
+    } else {
+      answer.refusal = explain_no_route(s, src, dst, options_for(policy, pair, {}));
+    }
+  }
   return answer;
+}
+
+TrustConstraints ReroutingEngine::trust_for(const std::string& src, const std::string& dst,
+                                            const std::string& src_sae,
+                                            const std::string& dst_sae) const {
+  TrustConstraints c = trust_constraints(effective_policy(src, dst));
+  if (auto it = sae_constraints_.find({src_sae, dst_sae}); it != sae_constraints_.end()) {
+    c = TrustConstraints::strictest(c, trust_from_record(it->second));
+  }
+  return c;
+}
+
+RouteAnswer ReroutingEngine::route_for_saes(const std::string& src, const std::string& dst,
+                                            const std::string& src_sae,
+                                            const std::string& dst_sae) {
+  auto it = sae_constraints_.find({src_sae, dst_sae});
+  if (it == sae_constraints_.end()) return route_for(src, dst);
+  RouteAnswer answer = route_for(src, dst);
+  const TrustConstraints trust = trust_for(src, dst, src_sae, dst_sae);
+  if (answer.route && !trust_violation(snap(), *answer.route, trust)) return answer;
+  if (!answer.route && answer.refusal && answer.refusal->code != "trust_constraints" &&
+      answer.refusal->code != "no_usable_path") {
+    return answer;  // a broken pin without fallback stays a refusal
+  }
+  // The SAE pair asks for more than the KM pair's standing route gives: its own route, computed
+  // under the stricter constraints, never the standing one relaxed.
+  RouteOptions o = options_for(effective_policy(src, dst), {src, dst}, {});
+  o.trust = trust;
+  answer.pinned = false;
+  answer.route.reset();
+  answer.refusal.reset();
+  auto routes = compute_routes(snap(), src, dst, o);
+  if (routes.empty()) {
+    answer.refusal = explain_no_route(snap(), src, dst, o);
+    answer.refusal->detail += " (SAE pair " + src_sae + " -> " + dst_sae + ")";
+  } else {
+    answer.route = std::move(routes.front());
+  }
+  return answer;
+}
+
+void ReroutingEngine::set_sae_constraints(const SaeConstraintRecord& record) {
+  for (const auto* id : {&record.src_sae, &record.dst_sae}) {
+    if (!is_valid_id(*id)) throw InvalidArgument("invalid SAE ID '" + *id + "'");
+  }
+  if (record.src_sae == record.dst_sae) {
+    throw InvalidArgument("SAE constraints: source and destination SAE must differ");
+  }
+  static_cast<void>(trust_from_record(record));  // validates
+  sae_constraints_[{record.src_sae, record.dst_sae}] = record;
+}
+
+void ReroutingEngine::clear_sae_constraints(const std::string& src_sae,
+                                            const std::string& dst_sae) {
+  if (sae_constraints_.erase({src_sae, dst_sae}) == 0) {
+    throw NotFound("no trust constraints for SAE pair " + src_sae + " -> " + dst_sae);
+  }
+}
+
+std::optional<SaeConstraintRecord> ReroutingEngine::sae_constraints(
+    const std::string& src_sae, const std::string& dst_sae) const {
+  auto it = sae_constraints_.find({src_sae, dst_sae});
+  if (it == sae_constraints_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<SaeConstraintRecord> ReroutingEngine::all_sae_constraints() const {
+  std::vector<SaeConstraintRecord> out;
+  out.reserve(sae_constraints_.size());
+  for (const auto& [pair, rec] : sae_constraints_) out.push_back(rec);
+  return out;
 }
 
 std::optional<Route> ReroutingEngine::standing_route(const std::string& src,
@@ -1082,6 +1172,7 @@ ReroutingConfig ReroutingEngine::export_config() const {
   }
   cfg.schedules = schedules();
   cfg.pinned_routes = pinned_routes();
+  cfg.sae_constraints = all_sae_constraints();
   return cfg;
 }
 
@@ -1120,8 +1211,20 @@ ReroutingOutput ReroutingEngine::import_config(const ReroutingConfig& config) {
     }
   }
 
+  std::map<PairKey, SaeConstraintRecord> sae_constraints;
+  for (const auto& rec : config.sae_constraints) {
+    if (rec.src_sae.empty() || rec.dst_sae.empty() || rec.src_sae == rec.dst_sae) {
+      throw InvalidArgument("import: SAE constraints need two different SAE IDs");
+    }
+    static_cast<void>(trust_from_record(rec));
+    if (!sae_constraints.emplace(PairKey{rec.src_sae, rec.dst_sae}, rec).second) {
+      throw Conflict("import: two SAE constraints for " + rec.src_sae + " -> " + rec.dst_sae);
+    }
+  }
+
   now_ = clock_->now();
   policy_ = network;
+  sae_constraints_ = std::move(sae_constraints);
   overrides_ = std::move(overrides);
   pins_ = std::move(pins);
   schedules_ = std::move(schedules);

@@ -37,6 +37,9 @@ constexpr ParamSpec kParams[] = {
     {"max_hops", &ReroutingParams::max_hops, 0, false, 1e6, true},
     {"demand_bits", &ReroutingParams::demand_bits, 0, false, 1e15, true},
     {"pinned_fallback", &ReroutingParams::pinned_fallback, 0, false, 1, true},
+    {"max_intermediates", &ReroutingParams::max_intermediates, -1, false, 1e6, true},
+    {"min_trust_level", &ReroutingParams::min_trust_level, kMinTrustLevel, false, kMaxTrustLevel,
+     true},
 };
 
 constexpr const char* kMetricParam = "metric";
@@ -143,6 +146,17 @@ void validate_policy(const ReroutingPolicy& policy) {
       throw InvalidArgument("parameter 'metric' is not a known route metric");
   }
   for (const auto& p : kParams) check_param(p, policy.params.*p.field);
+  validate_trust_constraints(trust_constraints(policy));
+}
+
+TrustConstraints trust_constraints(const ReroutingPolicy& policy) {
+  TrustConstraints c;
+  if (policy.params.max_intermediates >= 0) {
+    c.max_intermediates = static_cast<std::size_t>(policy.params.max_intermediates);
+  }
+  c.min_trust_level = static_cast<int>(policy.params.min_trust_level);
+  c.avoid_tags = policy.avoid_tags;
+  return c;
 }
 
 std::map<std::string, double> params_to_map(const ReroutingParams& params) {
@@ -177,6 +191,7 @@ PolicyRecord policy_to_record(const ReroutingPolicy& policy, const std::string& 
   rec.dst_km = dst;
   rec.mode = std::string(to_string(policy.mode));
   rec.params = params_to_map(policy.params);
+  rec.avoid_tags = policy.avoid_tags;
   return rec;
 }
 
@@ -187,7 +202,40 @@ ReroutingPolicy policy_from_record(const PolicyRecord& record) {
   ReroutingPolicy policy;
   policy.mode = parse_reroute_mode(record.mode);
   policy.params = params_from_map(record.params);
+  policy.avoid_tags = record.avoid_tags;
+  validate_trust_constraints(trust_constraints(policy));
   return policy;
+}
+
+TrustConstraints trust_from_record(const SaeConstraintRecord& rec) {
+  TrustConstraints c;
+  if (rec.max_intermediates) {
+    if (*rec.max_intermediates < 0) {
+      throw InvalidArgument("max_intermediates must be >= 0, got " +
+                            std::to_string(*rec.max_intermediates));
+    }
+    c.max_intermediates = static_cast<std::size_t>(*rec.max_intermediates);
+  }
+  if (rec.min_trust_level < kMinTrustLevel || rec.min_trust_level > kMaxTrustLevel) {
+    throw InvalidArgument("min_trust_level must be an integer in [0, 100], got " +
+                          std::to_string(rec.min_trust_level));
+  }
+  c.min_trust_level = static_cast<int>(rec.min_trust_level);
+  c.avoid_tags = rec.avoid_tags;
+  validate_trust_constraints(c);
+  return c;
+}
+
+SaeConstraintRecord trust_to_record(const std::string& src_sae, const std::string& dst_sae,
+                                    const TrustConstraints& c, SysTime updated_at) {
+  SaeConstraintRecord rec;
+  rec.src_sae = src_sae;
+  rec.dst_sae = dst_sae;
+  if (c.max_intermediates) rec.max_intermediates = static_cast<std::int64_t>(*c.max_intermediates);
+  rec.min_trust_level = c.min_trust_level;
+  rec.avoid_tags = c.avoid_tags;
+  rec.updated_at = updated_at;
+  return rec;
 }
 
 bool ReroutingOutput::empty() const noexcept {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "qkdn/controller/clock.hpp"
 #include "qkdn/controller/error.hpp"
 #include "routing_terms.hpp"
 
@@ -178,7 +179,9 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_network(const Net
   std::shared_ptr<TopologySnapshot> s(new TopologySnapshot());
   s->thresholds_ = network.thresholds();
   s->version_ = network.version();
-  for (const auto& [id, km] : network.kms()) s->kms_.push_back({id, km.connected});
+  for (const auto& [id, km] : network.kms()) {
+    s->kms_.push_back({id, km.connected, km.trust_level, km.tags});
+  }
   for (const auto& [id, link] : network.links()) {
     SnapshotLink l;
     l.link_id = id;
@@ -210,7 +213,8 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_doc(const Topolog
   std::shared_ptr<TopologySnapshot> s(new TopologySnapshot());
   s->thresholds_ = live.thresholds;
   for (const auto& km : doc.kms) {
-    s->kms_.push_back({km.km_id, !live.disconnected_kms.contains(km.km_id)});
+    s->kms_.push_back(
+        {km.km_id, !live.disconnected_kms.contains(km.km_id), km.trust_level, km.tags});
   }
   std::set<std::string> seen;
   for (const auto& spec : doc.links) {
@@ -318,6 +322,122 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
     out.push_back(std::move(v));
   }
   return out;
+}
+
+// ---- trust --------------------------------------------------------------------------------------
+
+TrustConstraints TrustConstraints::strictest(const TrustConstraints& a, const TrustConstraints& b) {
+  TrustConstraints c;
+  c.max_intermediates = a.max_intermediates;
+  if (b.max_intermediates &&
+      (!c.max_intermediates || *b.max_intermediates < *c.max_intermediates)) {
+    c.max_intermediates = b.max_intermediates;
+  }
+  c.min_trust_level = std::max(a.min_trust_level, b.min_trust_level);
+  c.avoid_tags = a.avoid_tags;
+  for (const auto& t : b.avoid_tags) {
+    if (std::find(c.avoid_tags.begin(), c.avoid_tags.end(), t) == c.avoid_tags.end()) {
+      c.avoid_tags.push_back(t);
+    }
+  }
+  return c;
+}
+
+void validate_trust_constraints(const TrustConstraints& c) {
+  if (c.min_trust_level < kMinTrustLevel || c.min_trust_level > kMaxTrustLevel) {
+    throw InvalidArgument("min_trust_level must be an integer in [" +
+                          std::to_string(kMinTrustLevel) + ", " + std::to_string(kMaxTrustLevel) +
+                          "], got " + std::to_string(c.min_trust_level));
+  }
+  for (std::size_t i = 0; i < c.avoid_tags.size(); ++i) {
+    if (!is_valid_id(c.avoid_tags[i])) {
+      throw InvalidArgument("avoid_tags[" + std::to_string(i) + "]: invalid tag '" +
+                            c.avoid_tags[i] + "' (1..128 of [A-Za-z0-9._:-])");
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (c.avoid_tags[j] == c.avoid_tags[i]) {
+        throw InvalidArgument("avoid_tags[" + std::to_string(i) + "]: duplicate tag '" +
+                              c.avoid_tags[i] + "'");
+      }
+    }
+  }
+}
+
+std::string describe(const TrustConstraints& c) {
+  std::string s;
+  auto add = [&s](const std::string& part) { s += (s.empty() ? "" : ", ") + part; };
+  if (c.max_intermediates) {
+    add("at most " + std::to_string(*c.max_intermediates) + " intermediate KM" +
+        (*c.max_intermediates == 1 ? "" : "s"));
+  }
+  if (c.min_trust_level > kMinTrustLevel) add("trust >= " + std::to_string(c.min_trust_level));
+  if (!c.avoid_tags.empty()) {
+    std::string tags;
+    for (const auto& t : c.avoid_tags) tags += (tags.empty() ? "" : ", ") + t;
+    add("avoiding tags [" + tags + "]");
+  }
+  return s.empty() ? "none" : s;
+}
+
+namespace {
+
+// Why one intermediate KM breaks the trust level or tag constraints ("" when it does not).
+std::string km_violation(const SnapshotKm& km, const TrustConstraints& c) {
+  std::string why;
+  if (km.trust() < c.min_trust_level) {
+    why = km.trust_level ? "trust " + std::to_string(*km.trust_level) + " < " +
+                               std::to_string(c.min_trust_level)
+                         : "unrated, needs trust >= " + std::to_string(c.min_trust_level);
+  }
+  for (const auto& tag : c.avoid_tags) {
+    if (std::find(km.tags.begin(), km.tags.end(), tag) != km.tags.end()) {
+      why += (why.empty() ? "" : ", ") + std::string("tagged ") + tag;
+    }
+  }
+  return why;
+}
+
+}  // namespace
+
+std::optional<std::string> trust_violation(const TopologySnapshot& snapshot, const Route& route,
+                                           const TrustConstraints& constraints) {
+  if (route.kms.size() <= 2) return std::nullopt;
+  const std::size_t intermediates = route.kms.size() - 2;
+  std::string why;
+  if (constraints.max_intermediates && intermediates > *constraints.max_intermediates) {
+    why = "crosses " + std::to_string(intermediates) + " intermediate KMs (at most " +
+          std::to_string(*constraints.max_intermediates) + ")";
+  }
+  for (std::size_t i = 1; i + 1 < route.kms.size(); ++i) {
+    SnapshotKm unknown{route.kms[i], false, std::nullopt, {}};
+    const auto idx = snapshot.km_index(route.kms[i]);
+    const std::string v = km_violation(idx ? snapshot.kms()[*idx] : unknown, constraints);
+    if (v.empty()) continue;
+    why += (why.empty() ? "crosses " : "; crosses ") + std::string("KM '") + route.kms[i] + "' (" +
+           v + ")";
+  }
+  if (why.empty()) return std::nullopt;
+  return why;
+}
+
+NoRouteExplanation explain_no_route(const TopologySnapshot& snapshot, const std::string& src,
+                                    const std::string& dst, const RouteOptions& options) {
+  const std::string pair = "from " + src + " to " + dst;
+  if (options.trust.empty()) {
+    return {"no_usable_path", "no usable route " + pair};
+  }
+  RouteOptions relaxed = options;
+  relaxed.trust = {};
+  relaxed.k = 1;
+  const auto without = compute_routes(snapshot, src, dst, relaxed);
+  if (without.empty()) {
+    return {"no_usable_path", "no usable route " + pair + ", even without the trust constraints"};
+  }
+  std::string detail = "no route " + pair + " meets the trust constraints (" +
+                       describe(options.trust) + "); the best route without them (" +
+                       std::to_string(without.front().links.size()) + " hops) ";
+  detail += trust_violation(snapshot, without.front(), options.trust).value_or("breaks them");
+  return {"trust_constraints", detail};
 }
 
 double hop_cost(const SnapshotLink& link, const RouteOptions& options) {

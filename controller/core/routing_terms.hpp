@@ -10,6 +10,10 @@
 
 namespace qkdn::controller {
 
+/// True when `km` may be an intermediate KM under `c` (trust level and tags; the count of
+/// intermediates is the hop limit's business). Defined in yen.cpp.
+bool trust_ok(const SnapshotKm& km, const TrustConstraints& c);
+
 /// The demand a key-aware cost assumes: demand_bits, else the reference demand (>= 1 bit).
 inline double effective_demand(const RouteOptions& o) {
   return static_cast<double>(o.demand_bits > 0
@@ -26,7 +30,9 @@ inline LinkTerms make_terms(const SnapshotLink& l) {
   // A link that makes less than 1 b/s is treated as making 1 b/s so the terms stay finite.
   const double gen = std::max(l.key_rate_bps, 1.0);
   t.inv_gen = 1.0 / gen;
-  t.drain = std::max(0.0, l.consumption_rate_bps - gen) / gen;
+  t.net_drain_bps = std::max(0.0, l.consumption_rate_bps - gen);
+  t.reference_bits = l.pool_reference_bits;
+  t.drain = t.net_drain_bps / gen;
   if (l.pool_reference_bits > 0) {
     t.depletion = 1.0 - t.available_bits / std::max(l.pool_reference_bits, t.available_bits);
   }
@@ -43,17 +49,23 @@ struct KeyAwareQuery {
         alpha(o.weights.alpha),
         beta(o.weights.beta),
         kappa(o.weights.kappa),
-        default_kappa(o.weights.kappa == KeyAwareWeights{}.kappa) {}
+        default_kappa(o.weights.kappa == KeyAwareWeights{}.kappa),
+        headroom(o.weights.headroom),
+        headroom_horizon_s(o.weights.headroom_horizon_s),
+        headroom_share(o.weights.headroom_share) {}
   double demand;
   double regen_scale;  ///< gamma * D / horizon_s
   double alpha;
   double beta;
   double kappa;
   bool default_kappa;  ///< LinkTerms::default_depletion_factor applies
+  double headroom;     ///< 0 = no gate
+  double headroom_horizon_s;
+  double headroom_share;
 };
 
-/// The key-aware hop cost documented at hop_cost().
-inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
+/// The price P of hop_cost() (no headroom gate).
+inline double key_aware_price(const LinkTerms& t, const KeyAwareQuery& q) {
   const double scarcity = q.demand / (t.available_bits + q.demand);
   // exp(0) is 1 exactly, so a full pool (or kappa 0) leaves the other factors untouched.
   const double depletion = q.default_kappa   ? t.default_depletion_factor
@@ -61,6 +73,28 @@ inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
                                              : 1.0;
   return (1.0 + q.regen_scale * t.inv_gen) * depletion *
          (1.0 + q.alpha * scarcity + q.beta * t.drain);
+}
+
+/// Weight of the price in the tie-break term of the gated cost (see hop_cost()).
+inline constexpr double kTieBreak = 1e-9;
+/// The price counted in the tie-break term is capped here, so that the term stays below 1e-3 per
+/// hop and can never outweigh a hop.
+inline constexpr double kTieBreakPriceCap = 1e6;
+
+/// The key-aware hop cost documented at hop_cost(): the price behind the headroom gate, plus the
+/// tie-break term.
+inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
+  if (q.headroom <= 0) return key_aware_price(t, q);
+  const double price = key_aware_price(t, q);
+  const double tie = kTieBreak * std::min(price, kTieBreakPriceCap);
+  const double expected = q.demand + t.net_drain_bps * q.headroom_horizon_s;
+  const double high = std::max(q.headroom * expected, q.headroom_share * t.reference_bits);
+  // Plenty of key for what this hop is expected to give: it costs what hop count says (plus the
+  // tie-break that prefers the richer of equally short routes).
+  if (t.available_bits >= high) return 1.0 + tie;
+  const double span = high - q.demand;
+  const double u = span > 0 ? std::clamp((high - t.available_bits) / span, 0.0, 1.0) : 1.0;
+  return 1.0 + u * u * (price - 1.0) + tie;
 }
 
 }  // namespace qkdn::controller

@@ -56,6 +56,23 @@ void validate_topology(const TopologyDoc& doc) {
     if (k.lon && (!std::isfinite(*k.lon) || *k.lon < -180 || *k.lon > 180)) {
       throw InvalidArgument(at("kms", i, "lon") + ": must be in [-180, 180]");
     }
+    if (k.trust_level && (*k.trust_level < kMinTrustLevel || *k.trust_level > kMaxTrustLevel)) {
+      throw InvalidArgument(at("kms", i, "trust_level") + ": must be an integer in [" +
+                            std::to_string(kMinTrustLevel) + ", " + std::to_string(kMaxTrustLevel) +
+                            "], got " + std::to_string(*k.trust_level));
+    }
+    for (std::size_t t = 0; t < k.tags.size(); ++t) {
+      const std::string path = at("kms", i, "tags[" + std::to_string(t) + "]");
+      if (!is_valid_id(k.tags[t])) {
+        throw InvalidArgument(path + ": invalid tag '" + k.tags[t] +
+                              "' (1..128 of [A-Za-z0-9._:-])");
+      }
+      for (std::size_t u = 0; u < t; ++u) {
+        if (k.tags[u] == k.tags[t]) {
+          throw InvalidArgument(path + ": duplicate tag '" + k.tags[t] + "'");
+        }
+      }
+    }
   }
 
   std::unordered_map<std::string, std::size_t> links;

@@ -56,7 +56,8 @@ class EdgeRecorder : public boost::dijkstra_visitor<> {
 // Dijkstra runs of one Yen search.
 class Search {
  public:
-  Search(const TopologySnapshot& snapshot, const RouteOptions& options)
+  Search(const TopologySnapshot& snapshot, const RouteOptions& options, std::size_t src,
+         std::size_t dst)
       : snap_(snapshot), graph_(snapshot.graph()), options_(options) {
     const auto& links = snap_.links();
     const auto& terms = snap_.link_terms();
@@ -83,6 +84,19 @@ class Search {
       }
       weight_[i] = key_aware ? key_aware_cost(t, cost_query) : 1.0;
       if (widest()) width_[i] = static_cast<double>(links[i].pool_bits);
+    }
+    // Intermediate KMs that break the trust constraints are cut out of the graph: none of their
+    // links can carry a route (the two ends are exempt, and a direct src-dst link stays usable).
+    if (options_.trust.min_trust_level > kMinTrustLevel || !options_.trust.avoid_tags.empty()) {
+      const auto& kms = snap_.kms();
+      for (std::size_t v = 0; v < kms.size(); ++v) {
+        if (v == src || v == dst || trust_ok(kms[v], options_.trust)) continue;
+        for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it) {
+          const std::size_t e = boost::get(boost::edge_index, graph_, *it);
+          weight_[e] = kInf;
+          if (widest()) width_[e] = kNoWidth;
+        }
+      }
     }
     for (const auto& group : snap_.parallel_groups()) {
       std::size_t best = kNone;
@@ -313,6 +327,18 @@ class Search {
   std::vector<std::size_t> pred_vertex_;
 };
 
+}  // namespace
+
+bool trust_ok(const SnapshotKm& km, const TrustConstraints& c) {
+  if (km.trust() < c.min_trust_level) return false;
+  for (const auto& tag : c.avoid_tags) {
+    if (std::find(km.tags.begin(), km.tags.end(), tag) != km.tags.end()) return false;
+  }
+  return true;
+}
+
+namespace {
+
 std::size_t require_km(const TopologySnapshot& snapshot, const std::string& km_id,
                        const char* role) {
   auto i = snapshot.km_index(km_id);
@@ -323,9 +349,12 @@ std::size_t require_km(const TopologySnapshot& snapshot, const std::string& km_i
 void validate(const TopologySnapshot& snapshot, const RouteOptions& options) {
   if (options.k == 0) throw InvalidArgument("k must be at least 1");
   const auto& w = options.weights;
-  if (!(w.alpha >= 0 && w.beta >= 0 && w.gamma >= 0 && w.kappa >= 0 && w.horizon_s > 0)) {
+  if (!(w.alpha >= 0 && w.beta >= 0 && w.gamma >= 0 && w.kappa >= 0 && w.horizon_s > 0 &&
+        w.headroom >= 0 && w.headroom_horizon_s >= 0 && w.headroom_share >= 0 &&
+        w.headroom_share <= 1)) {
     throw InvalidArgument("key-aware weights must be >= 0 and horizon_s > 0");
   }
+  validate_trust_constraints(options.trust);
   for (const auto& km : options.avoid_kms) require_km(snapshot, km, "avoid_kms");
   for (const auto& id : options.avoid_links) {
     if (!snapshot.link_index(id)) throw NotFound("avoid_links: unknown link '" + id + "'");
@@ -409,8 +438,11 @@ std::vector<Route> compute_routes(const TopologySnapshot& snapshot, const std::s
     out.push_back(Route{{src}, {}, 0, 0});
     return out;
   }
-  Search search(snapshot, options);
-  const std::size_t budget = options.max_hops.value_or(kNone);
+  Search search(snapshot, options, s, d);
+  std::size_t budget = options.max_hops.value_or(kNone);
+  if (options.trust.max_intermediates) {
+    budget = std::min(budget, *options.trust.max_intermediates + 1);
+  }
   auto paths = yen(search, s, d, options.k, budget, snapshot.kms().size(), snapshot.links().size());
   out.reserve(paths.size());
   for (const Path& p : paths) out.push_back(to_route(snapshot, p));

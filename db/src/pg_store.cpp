@@ -26,6 +26,7 @@ using controller::LinkConfigRecord;
 using controller::PinnedRouteRecord;
 using controller::PolicyRecord;
 using controller::RelayRecord;
+using controller::SaeConstraintRecord;
 using controller::ScheduleRecord;
 using controller::SessionRecord;
 using controller::StoredState;
@@ -58,12 +59,13 @@ constexpr Statement kUpsertTopologyName{
     " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()"};
 constexpr Statement kUpsertKms{
     "upsert_kms",
-    "INSERT INTO kms (km_id, site, lat, lon, ord)"
-    " SELECT t.km_id, t.site, t.lat, t.lon, t.ord"
-    " FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[]) WITH ORDINALITY"
-    "   AS t(km_id, site, lat, lon, ord)"
+    "INSERT INTO kms (km_id, site, lat, lon, trust_level, tags, ord)"
+    " SELECT t.km_id, t.site, t.lat, t.lon, t.trust, t.tags::text[], t.ord"
+    " FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::int4[], $6::text[])"
+    "   WITH ORDINALITY AS t(km_id, site, lat, lon, trust, tags, ord)"
     " ON CONFLICT (km_id) DO UPDATE SET site = EXCLUDED.site, lat = EXCLUDED.lat,"
-    "   lon = EXCLUDED.lon, ord = EXCLUDED.ord"};
+    "   lon = EXCLUDED.lon, trust_level = EXCLUDED.trust_level, tags = EXCLUDED.tags,"
+    "   ord = EXCLUDED.ord"};
 constexpr Statement kUpsertLinks{
     "upsert_links",
     "INSERT INTO links (link_id, a, b, key_rate_bps, distance_km, qber, ord)"
@@ -113,13 +115,24 @@ constexpr Statement kUpsertThresholds{
 
 constexpr Statement kUpsertPolicy{
     "upsert_policy",
-    "INSERT INTO policies (src_km, dst_km, mode, params, updated_at)"
+    "INSERT INTO policies (src_km, dst_km, mode, params, avoid_tags, updated_at)"
     " VALUES ($1, $2, $3, COALESCE((SELECT jsonb_object_agg(p.k, p.v)"
-    "   FROM unnest($4::text[], $5::float8[]) AS p(k, v)), '{}'::jsonb), now())"
+    "   FROM unnest($4::text[], $5::float8[]) AS p(k, v)), '{}'::jsonb), $6::text[], now())"
     " ON CONFLICT (src_km, dst_km) DO UPDATE SET mode = EXCLUDED.mode,"
-    "   params = EXCLUDED.params, updated_at = now()"};
+    "   params = EXCLUDED.params, avoid_tags = EXCLUDED.avoid_tags, updated_at = now()"};
 constexpr Statement kDeletePolicy{"delete_policy",
                                   "DELETE FROM policies WHERE src_km = $1 AND dst_km = $2"};
+constexpr Statement kUpsertSaeConstraints{
+    "upsert_sae_constraints",
+    "INSERT INTO sae_constraints (src_sae, dst_sae, max_intermediates, min_trust_level,"
+    "   avoid_tags, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5::text[], qkdn_us_to_ts($6))"
+    " ON CONFLICT (src_sae, dst_sae) DO UPDATE SET"
+    "   max_intermediates = EXCLUDED.max_intermediates,"
+    "   min_trust_level = EXCLUDED.min_trust_level, avoid_tags = EXCLUDED.avoid_tags,"
+    "   updated_at = EXCLUDED.updated_at"};
+constexpr Statement kDeleteSaeConstraints{
+    "delete_sae_constraints", "DELETE FROM sae_constraints WHERE src_sae = $1 AND dst_sae = $2"};
 constexpr Statement kUpsertSchedule{
     "upsert_schedule",
     "INSERT INTO schedules (schedule_id, src_km, dst_km, number_of_keys, key_size_bits,"
@@ -247,8 +260,8 @@ constexpr Statement kSelectAudit{
 
 constexpr Statement kLoadTopologyName{"load_topology_name",
                                       "SELECT name FROM topology_meta WHERE id = 1"};
-constexpr Statement kLoadKms{"load_kms",
-                             "SELECT km_id, site, lat, lon FROM kms ORDER BY ord, km_id"};
+constexpr Statement kLoadKms{
+    "load_kms", "SELECT km_id, site, lat, lon, trust_level, tags FROM kms ORDER BY ord, km_id"};
 constexpr Statement kLoadLinks{
     "load_links",
     "SELECT link_id, a, b, key_rate_bps, distance_km, qber FROM links ORDER BY ord, link_id"};
@@ -263,9 +276,13 @@ constexpr Statement kLoadLinkConfigs{
     " ORDER BY link_id"};
 constexpr Statement kLoadPolicies{
     "load_policies",
-    "SELECT p.src_km, p.dst_km, p.mode, e.key, (e.value)::float8 FROM policies p"
+    "SELECT p.src_km, p.dst_km, p.mode, e.key, (e.value)::float8, p.avoid_tags FROM policies p"
     " LEFT JOIN LATERAL jsonb_each_text(p.params) AS e(key, value) ON true"
     " ORDER BY p.src_km, p.dst_km, e.key"};
+constexpr Statement kLoadSaeConstraints{
+    "load_sae_constraints",
+    "SELECT src_sae, dst_sae, max_intermediates, min_trust_level, avoid_tags,"
+    "   qkdn_ts_to_us(updated_at) FROM sae_constraints ORDER BY src_sae, dst_sae"};
 constexpr Statement kLoadSchedules{
     "load_schedules",
     "SELECT schedule_id, src_km, dst_km, number_of_keys, key_size_bits,"
@@ -320,6 +337,8 @@ constexpr Statement kStatements[] = {
     kUpsertThresholds,
     kUpsertPolicy,
     kDeletePolicy,
+    kUpsertSaeConstraints,
+    kDeleteSaeConstraints,
     kUpsertSchedule,
     kDeleteSchedule,
     kUpsertPinnedRoute,
@@ -342,6 +361,7 @@ constexpr Statement kStatements[] = {
     kLoadThresholds,
     kLoadLinkConfigs,
     kLoadPolicies,
+    kLoadSaeConstraints,
     kLoadSchedules,
     kLoadPinnedRoutes,
     kLoadSessions,
@@ -808,6 +828,8 @@ StoredState PgStore::load() {
           k.lat = r[2].as<double>();
           k.lon = r[3].as<double>();
         }
+        if (!r[4].is_null()) k.trust_level = r[4].as<int>();
+        k.tags = parse_text_array(r[5]);
         doc.kms.push_back(std::move(k));
       }
       const pqxx::result links = tx.exec_prepared(kLoadLinks.name);
@@ -844,9 +866,20 @@ StoredState PgStore::load() {
       const std::string dst = as_text(r[1]);
       if (st.policies.empty() || st.policies.back().src_km != src ||
           st.policies.back().dst_km != dst) {
-        st.policies.push_back({src, dst, as_text(r[2]), {}});
+        st.policies.push_back({src, dst, as_text(r[2]), {}, parse_text_array(r[5])});
       }
       if (!r[3].is_null()) st.policies.back().params[as_text(r[3])] = r[4].as<double>();
+    }
+
+    for (const auto& r : tx.exec_prepared(kLoadSaeConstraints.name)) {
+      SaeConstraintRecord rec;
+      rec.src_sae = as_text(r[0]);
+      rec.dst_sae = as_text(r[1]);
+      if (!r[2].is_null()) rec.max_intermediates = as_int64(r[2]);
+      rec.min_trust_level = as_int64(r[3]);
+      rec.avoid_tags = parse_text_array(r[4]);
+      rec.updated_at = as_time(r[5]);
+      st.sae_constraints.push_back(std::move(rec));
     }
 
     for (const auto& r : tx.exec_prepared(kLoadSchedules.name)) {
@@ -984,7 +1017,14 @@ void PgStore::save_topology(const TopologyDoc& doc) {
     tx.exec_prepared(kUpsertKms.name, km_ids,
                      text_array(doc.kms, [](const auto& k) -> std::string_view { return k.site; }),
                      opt_float_array(doc.kms, [](const auto& k) { return k.lat; }),
-                     opt_float_array(doc.kms, [](const auto& k) { return k.lon; }));
+                     opt_float_array(doc.kms, [](const auto& k) { return k.lon; }),
+                     int_array(doc.kms,
+                               [](const auto& k) -> std::optional<std::int64_t> {
+                                 if (!k.trust_level) return std::nullopt;
+                                 return *k.trust_level;
+                               }),
+                     // Each KM's tags as one text[] literal, cast per row by the statement.
+                     text_array(doc.kms, [](const auto& k) { return text_array(k.tags); }));
     tx.exec_prepared(kUpsertLinks.name, link_ids,
                      text_array(doc.links, [](const auto& l) -> std::string_view { return l.a; }),
                      text_array(doc.links, [](const auto& l) -> std::string_view { return l.b; }),
@@ -1037,7 +1077,21 @@ void PgStore::save_policy(const PolicyRecord& rec) {
     tx.exec_prepared(
         kUpsertPolicy.name, rec.src_km, rec.dst_km, rec.mode,
         text_array(rec.params, [](const auto& kv) -> std::string_view { return kv.first; }),
-        float_array(rec.params, [](const auto& kv) { return kv.second; }));
+        float_array(rec.params, [](const auto& kv) { return kv.second; }),
+        text_array(rec.avoid_tags));
+  });
+}
+
+void PgStore::save_sae_constraints(const SaeConstraintRecord& rec) {
+  write("save_sae_constraints", [&](pqxx::transaction_base& tx) {
+    tx.exec_prepared(kUpsertSaeConstraints.name, rec.src_sae, rec.dst_sae, rec.max_intermediates,
+                     rec.min_trust_level, text_array(rec.avoid_tags), to_us(rec.updated_at));
+  });
+}
+
+void PgStore::delete_sae_constraints(const std::string& src_sae, const std::string& dst_sae) {
+  write("delete_sae_constraints", [&](pqxx::transaction_base& tx) {
+    tx.exec_prepared(kDeleteSaeConstraints.name, src_sae, dst_sae);
   });
 }
 

@@ -39,6 +39,12 @@ class LazyStore final : public controller::Store {
   void delete_pinned_route(const std::string& s, const std::string& d) override {
     get().delete_pinned_route(s, d);
   }
+  void save_sae_constraints(const controller::SaeConstraintRecord& r) override {
+    get().save_sae_constraints(r);
+  }
+  void delete_sae_constraints(const std::string& s, const std::string& d) override {
+    get().delete_sae_constraints(s, d);
+  }
   void save_session(const controller::SessionRecord& r) override { get().save_session(r); }
   void save_relay(const controller::RelayRecord& r) override { get().save_relay(r); }
   void apply_ledger(const std::string& key,

@@ -75,12 +75,14 @@ Usage: qkdnctl [global options] NOUN [VERB] [arguments] [options]
 Commands:
   health                                 controller liveness, store and Ck listener state
   topology get | apply -f FILE           export / apply the whole topology document (-f - = stdin)
-  km list | show ID | add ID [--site S] | set ID --site S | delete ID
+  km list | show ID | add ID [--site S] [--trust-level N] [--tags T,...] | set ID [...] | delete ID
   link list | show ID | add ID A B [...] | set ID [...] | delete ID
   app list                               applications (SAEs) and the KM serving each
-  route show SRC DST [--k N] [--metric M] [--explain]
+  route show SRC DST [--k N] [--metric M] [--min-trust N] [--max-intermediates N]
+                     [--avoid-tag T,...] [--explain]
   pin list | set SRC DST KM... | delete SRC DST
-  policy get | set MODE [--param k=v ...] [--pair SRC DST] | unset SRC DST
+  policy get | set MODE [--param k=v ...] [--avoid-tags T,...] [--pair SRC DST] | unset SRC DST
+  constraint list | show SRC_SAE DST_SAE | set SRC_SAE DST_SAE [...] | delete SRC_SAE DST_SAE
   schedule list | add SRC DST --keys N --not-before T --not-after T | delete ID
   session list | show ID
   relay list | show ID
@@ -184,10 +186,15 @@ Example:
 Usage:
   qkdnctl route show SRC DST [--k N] [--metric key_aware|widest_shortest|hop_count]
                              [--max-hops N] [--avoid-km ID,...] [--avoid-link ID,...] [--explain]
+                             [--min-trust N] [--max-intermediates N] [--avoid-tag T,...]
   --explain also lists each route's links and the links routing excluded, and why.
-  Exits 3 when no route exists (the answer is still printed).
+  Trust constraints apply to the KMs between SRC and DST: each at least --min-trust (0..100;
+  unrated KMs count as 0), none carrying an --avoid-tag, at most --max-intermediates of them.
+  INTERMEDIATES shows each such KM with its trust level (? = unrated).
+  Exits 3 when no route exists (the answer and the reason are still printed).
 Examples:
   qkdnctl route show KM1 KM5
+  qkdnctl route show KM1 KM5 --min-trust 60 --avoid-tag jurisdiction:XX
   qkdnctl route show KM1 KM5 --k 5 --metric hop_count --explain
   qkdnctl -o json route show KM1 KM5 | jq '.items[0].kms'
 )"},
@@ -206,12 +213,30 @@ Examples:
 
 Usage:
   qkdnctl policy get
-  qkdnctl policy set MODE [--param NAME=VALUE ...] [--pair SRC DST]
+  qkdnctl policy set MODE [--param NAME=VALUE ...] [--avoid-tags T,...] [--pair SRC DST]
   qkdnctl policy unset SRC DST             remove a per-pair override
+  Trust constraints of the policy's routes: --param min_trust_level=N (0..100),
+  --param max_intermediates=N (-1 = unlimited) and --avoid-tags.
 Examples:
   qkdnctl policy set traffic_adaptive
   qkdnctl policy set fixed_rate --param metric=hop_count
   qkdnctl policy set manual --pair KM1 KM5
+  qkdnctl policy set manual --param min_trust_level=60 --avoid-tags jurisdiction:XX
+)"},
+      {"constraint",
+       R"(qkdnctl constraint - trust constraints of an SAE pair (on top of the policy's)
+
+Usage:
+  qkdnctl constraint list
+  qkdnctl constraint show SRC_SAE DST_SAE
+  qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] [--min-trust N]
+                                          [--avoid-tags T,...]
+  qkdnctl constraint delete SRC_SAE DST_SAE
+  Relays for the SAE pair's sessions take only routes whose intermediate KMs meet them; when
+  none does, the relay is refused with the reason (never relaxed).
+Examples:
+  qkdnctl constraint set SAE-A SAE-B --min-trust 80 --max-intermediates 2
+  qkdnctl constraint delete SAE-A SAE-B
 )"},
       {"schedule", R"(qkdnctl schedule - scheduled relay windows
 
@@ -990,13 +1015,40 @@ int cmd_topology(Context& ctx, const std::vector<std::string>& argv) {
 }
 
 const std::vector<Column>& km_columns() {
-  static const std::vector<Column> c{col("KM", "km_id"),
-                                     col("SITE", "site"),
-                                     col("CONNECTED", "connected"),
-                                     col("KMA ENDPOINT", "kma_endpoint"),
-                                     col("SAES", "attached"),
-                                     col("LAST SEEN", "last_seen")};
+  static const std::vector<Column> c{
+      col("KM", "km_id"),
+      col("SITE", "site"),
+      {"TRUST", [](const json::object& o) { return str(o, "trust_level"); }, true},
+      col("TAGS", "tags"),
+      col("CONNECTED", "connected"),
+      col("KMA ENDPOINT", "kma_endpoint"),
+      col("SAES", "attached"),
+      col("LAST SEEN", "last_seen")};
   return c;
+}
+
+/// Comma-separated list -> JSON array of strings (empty items dropped; "" = empty list).
+json::array string_list(const std::string& s) {
+  json::array out;
+  std::size_t pos = 0;
+  while (pos <= s.size()) {
+    const std::size_t comma = std::min(s.find(',', pos), s.size());
+    if (comma > pos) out.emplace_back(s.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  return out;
+}
+
+/// --trust-level N|none and --tags T,... into a KM body.
+void add_trust_fields(const Args& a, json::object& body) {
+  if (auto t = a.get("--trust-level")) {
+    if (*t == "none") {
+      body["trust_level"] = nullptr;
+    } else {
+      body["trust_level"] = parse_int("--trust-level", *t, 0, 100);
+    }
+  }
+  if (auto t = a.get("--tags")) body["tags"] = string_list(*t);
 }
 
 int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
@@ -1012,16 +1064,22 @@ int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
     Args a = verb_args(rest, {}, 1, 1, "qkdnctl km show ID");
     show(ctx, call(ctx, http::verb::get, kApi + "/kms" + seg(a.words[0])));
   } else if (verb == "add") {
-    Args a = verb_args(rest, {{"--site", true}}, 1, 1, "qkdnctl km add ID [--site SITE]");
+    Args a = verb_args(rest, {{"--site", true}, {"--trust-level", true}, {"--tags", true}}, 1, 1,
+                       "qkdnctl km add ID [--site SITE] [--trust-level N] [--tags T,...]");
     json::object body{{"km_id", a.words[0]}};
     if (auto s = a.get("--site")) body["site"] = *s;
+    add_trust_fields(a, body);
     done(ctx, call(ctx, http::verb::post, kApi + "/kms", json::value(body)),
          "KM '" + a.words[0] + "' added");
   } else if (verb == "set") {
-    Args a = verb_args(rest, {{"--site", true}}, 1, 1, "qkdnctl km set ID --site SITE");
+    Args a = verb_args(rest, {{"--site", true}, {"--trust-level", true}, {"--tags", true}}, 1, 1,
+                       "qkdnctl km set ID [--site SITE] [--trust-level N|none] [--tags T,...]");
     json::object body;
     if (auto s = a.get("--site")) body["site"] = *s;
-    if (body.empty()) usage_error("km set: nothing to change (give --site)");
+    add_trust_fields(a, body);
+    if (body.empty()) {
+      usage_error("km set: nothing to change (give --site, --trust-level or --tags)");
+    }
     done(ctx, call(ctx, http::verb::patch, kApi + "/kms" + seg(a.words[0]), json::value(body)),
          "KM '" + a.words[0] + "' updated");
   } else if (verb == "delete") {
@@ -1130,6 +1188,21 @@ int cmd_app(Context& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
+/// "B(60) C(?)": a route's intermediate KMs with their trust levels (? = unrated).
+std::string intermediates_text(const json::object& route) {
+  auto* v = field(route, "intermediates");
+  if (v == nullptr || !v->is_array() || v->as_array().empty()) return "-";
+  std::string out;
+  for (const auto& e : v->as_array()) {
+    if (!e.is_object()) continue;
+    const auto& k = e.as_object();
+    const auto* t = field(k, "trust_level");
+    out += (out.empty() ? "" : " ") + str(k, "km_id") + "(" +
+           (t == nullptr || t->is_null() ? std::string("?") : text(*t)) + ")";
+  }
+  return out;
+}
+
 int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
   const std::string syn =
       "qkdnctl route show SRC DST [--k N] [--metric M] [--max-hops N] [--avoid-km IDS] "
@@ -1140,6 +1213,9 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
                       {"--max-hops", true},
                       {"--avoid-km", true},
                       {"--avoid-link", true},
+                      {"--min-trust", true},
+                      {"--max-intermediates", true},
+                      {"--avoid-tag", true},
                       {"--explain", false}},
                      3, 3, syn);
   if (a.words[0] != "show") usage_error("usage: " + syn);
@@ -1156,6 +1232,14 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
   }
   if (auto v = a.get("--avoid-km")) q.emplace_back("avoid_kms", *v);
   if (auto v = a.get("--avoid-link")) q.emplace_back("avoid_links", *v);
+  if (auto v = a.get("--min-trust")) {
+    q.emplace_back("min_trust_level", std::to_string(parse_int("--min-trust", *v, 0, 100)));
+  }
+  if (auto v = a.get("--max-intermediates")) {
+    q.emplace_back("max_intermediates",
+                   std::to_string(parse_int("--max-intermediates", *v, 0, 1000)));
+  }
+  if (auto v = a.get("--avoid-tag")) q.emplace_back("avoid_tags", *v);
   auto answer = call(ctx, http::verb::get, with_query(kApi + "/routes", q));
   const auto& o = answer.as_object();
   const auto* found = o.if_contains("items");
@@ -1181,7 +1265,12 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
                {"COST", [](const json::object& r) { return ratio(r, "cost", 3); }, true},
                {"BOTTLENECK",
                 [](const json::object& r) { return bits_as_bytes(r, "bottleneck_bits"); }, true},
-               {"KMS", [](const json::object& r) { return path_of(r, "kms"); }}});
+               {"KMS", [](const json::object& r) { return path_of(r, "kms"); }},
+               {"INTERMEDIATES", [](const json::object& r) { return intermediates_text(r); }}});
+  if (auto* refusal = o.if_contains("refusal"); refusal != nullptr && refusal->is_object()) {
+    std::cout << "no route (" << str(refusal->as_object(), "code")
+              << "): " << str(refusal->as_object(), "detail") << "\n";
+  }
   if (a.has("--explain")) {
     std::cout << "\nlinks of each route:\n";
     print_table(routes, {{"#", [](const json::object& r) { return str(r, "rank"); }, true},
@@ -1263,7 +1352,8 @@ int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
       return kOk;
     }
     const auto& o = v.as_object();
-    std::cout << "mode    " << str(o, "mode") << "\nparams  " << params_text(o) << "\n";
+    std::cout << "mode    " << str(o, "mode") << "\nparams  " << params_text(o) << "\navoid   "
+              << str(o, "avoid_tags") << "\n";
     json::array overrides;
     if (auto* ov = o.if_contains("overrides"); ov && ov->is_array()) overrides = ov->as_array();
     std::cout << "\nper-pair overrides:\n";
@@ -1286,8 +1376,9 @@ int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
         args.push_back(rest[i]);
       }
     }
-    Args a = verb_args(args, {{"--param", true}}, 1, 1,
-                       "qkdnctl policy set MODE [--param NAME=VALUE ...] [--pair SRC DST]");
+    Args a = verb_args(
+        args, {{"--param", true}, {"--avoid-tags", true}}, 1, 1,
+        "qkdnctl policy set MODE [--param NAME=VALUE ...] [--avoid-tags T,...] [--pair SRC DST]");
     const std::string& mode = a.words[0];
     if (mode != "manual" && mode != "fixed_rate" && mode != "traffic_adaptive" &&
         mode != "scheduled") {
@@ -1313,6 +1404,7 @@ int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
     }
     json::object body{{"mode", mode}};
     if (!params.empty()) body["params"] = std::move(params);
+    if (auto t = a.get("--avoid-tags")) body["avoid_tags"] = string_list(*t);
     std::string target = kApi + "/policy";
     std::string what = "policy set to " + mode;
     if (pair) {
@@ -1327,6 +1419,53 @@ int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
          "override removed for " + a.words[0] + " -> " + a.words[1]);
   } else {
     usage_error("unknown verb 'policy " + verb + "'; see qkdnctl policy --help");
+  }
+  return kOk;
+}
+
+int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) {
+    usage_error("usage: qkdnctl constraint list | show SRC DST | set SRC DST ... | delete SRC DST");
+  }
+  const std::string verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    verb_args(rest, {}, 0, 0, "qkdnctl constraint list");
+    list(ctx, fetch_all(ctx, kApi + "/constraints", {}),
+         {col("SRC SAE", "src_sae"),
+          col("DST SAE", "dst_sae"),
+          {"MAX INTERMEDIATES", [](const json::object& o) { return str(o, "max_intermediates"); },
+           true},
+          {"MIN TRUST", [](const json::object& o) { return str(o, "min_trust_level"); }, true},
+          col("AVOID TAGS", "avoid_tags"),
+          col("UPDATED", "updated_at")});
+  } else if (verb == "show") {
+    Args a = verb_args(rest, {}, 2, 2, "qkdnctl constraint show SRC_SAE DST_SAE");
+    show(ctx,
+         call(ctx, http::verb::get, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1])));
+  } else if (verb == "set") {
+    Args a = verb_args(
+        rest, {{"--max-intermediates", true}, {"--min-trust", true}, {"--avoid-tags", true}}, 2, 2,
+        "qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] "
+        "[--min-trust N] [--avoid-tags T,...]");
+    json::object body;
+    if (auto v = a.get("--max-intermediates")) {
+      body["max_intermediates"] = parse_int("--max-intermediates", *v, 0, 1000);
+    }
+    if (auto v = a.get("--min-trust"))
+      body["min_trust_level"] = parse_int("--min-trust", *v, 0, 100);
+    if (auto v = a.get("--avoid-tags")) body["avoid_tags"] = string_list(*v);
+    done(ctx,
+         call(ctx, http::verb::put, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1]),
+              json::value(body)),
+         "trust constraints set for " + a.words[0] + " -> " + a.words[1]);
+  } else if (verb == "delete") {
+    Args a = verb_args(rest, {}, 2, 2, "qkdnctl constraint delete SRC_SAE DST_SAE");
+    done(ctx,
+         call(ctx, http::verb::delete_, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1])),
+         "trust constraints removed for " + a.words[0] + " -> " + a.words[1]);
+  } else {
+    usage_error("unknown verb 'constraint " + verb + "'; see qkdnctl constraint --help");
   }
   return kOk;
 }
@@ -1436,6 +1575,12 @@ int cmd_relay(Context& ctx, const std::vector<std::string>& argv) {
            [](const json::object& o) {
              auto* r = field(o, "route");
              return r != nullptr && r->is_object() ? path_of(r->as_object(), "kms")
+                                                   : std::string("-");
+           }},
+          {"INTERMEDIATES",
+           [](const json::object& o) {
+             auto* r = field(o, "route");
+             return r != nullptr && r->is_object() ? intermediates_text(r->as_object())
                                                    : std::string("-");
            }},
           col("UPDATED", "updated_at")});
@@ -1568,6 +1713,7 @@ const std::map<std::string, Handler>& commands() {
       {"route", cmd_route},
       {"pin", cmd_pin},
       {"policy", cmd_policy},
+      {"constraint", cmd_constraint},
       {"schedule", cmd_schedule},
       {"session", cmd_session},
       {"relay", cmd_relay},

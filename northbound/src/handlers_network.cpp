@@ -8,6 +8,7 @@
 // are serialized, so what was validated is what gets applied.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "api_internal.hpp"
 #include "json_model.hpp"
@@ -153,6 +154,14 @@ net::awaitable<HttpResponse> get_km(Api& api, RequestContext& ctx) {
   co_return co_await std::move(op);
 }
 
+/// A trust level from a request body: an integer in [0, 100], else 400.
+int trust_level_field(std::int64_t v) {
+  if (v < controller::kMinTrustLevel || v > controller::kMaxTrustLevel) {
+    bad_body("field 'trust_level' must be an integer in [0, 100], got " + std::to_string(v));
+  }
+  return static_cast<int>(v);
+}
+
 /// Applies a new topology document and returns the events (core strand).
 void apply_doc(Api& api, Core& c, const controller::TopologyDoc& doc) {
   auto events = c.network.apply_topology(doc);
@@ -166,6 +175,8 @@ net::awaitable<HttpResponse> post_km(Api& api, RequestContext& ctx) {
   controller::KmSpec spec{r.id("km_id"), r.opt_string("site").value_or("")};
   spec.lat = r.opt_number("lat");
   spec.lon = r.opt_number("lon");
+  if (auto t = r.opt_int("trust_level")) spec.trust_level = trust_level_field(*t);
+  spec.tags = r.opt_string_array("tags").value_or(std::vector<std::string>{});
   r.finish();
   auto lock_op = api.write_lock.acquire();
   auto guard = co_await std::move(lock_op);
@@ -200,8 +211,16 @@ net::awaitable<HttpResponse> patch_km(Api& api, RequestContext& ctx) {
   auto site = r.opt_string("site");
   auto lat = r.opt_number("lat");
   auto lon = r.opt_number("lon");
-  const bool changes = site || lat || lon;
+  bool trust_null = false;
+  auto trust = r.opt_number_or_null("trust_level", trust_null);
+  auto tags = r.opt_string_array("tags");
+  const bool changes = site || lat || lon || trust || trust_null || tags;
   r.finish();
+  std::optional<int> trust_level;
+  if (trust) {
+    if (std::floor(*trust) != *trust) bad_body("field 'trust_level' must be an integer");
+    trust_level = trust_level_field(static_cast<std::int64_t>(*trust));
+  }
   auto lock_op = api.write_lock.acquire();
   auto guard = co_await std::move(lock_op);
   auto plan = api.svc.on_core([&](Core& c) {
@@ -214,6 +233,9 @@ net::awaitable<HttpResponse> patch_km(Api& api, RequestContext& ctx) {
       if (site) k.site = *site;
       if (lat) k.lat = lat;
       if (lon) k.lon = lon;
+      if (trust_level) k.trust_level = trust_level;
+      if (trust_null) k.trust_level.reset();
+      if (tags) k.tags = *tags;
     }
     controller::validate_topology(doc);
     return doc;

@@ -43,12 +43,18 @@ std::shared_ptr<const controller::TopologySnapshot> current_snapshot(Core& c) {
 
 // ---- route queries ------------------------------------------------------------------------------
 
-net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
-  auto& q = ctx.query;
-  const auto src = q.required("src");
-  const auto dst = q.required("dst");
-  check_id_param("src", src);
-  check_id_param("dst", dst);
+/// Trust constraints of a route query: 400 naming the bad one. (Not inline in the coroutine: a
+/// try block there trips GCC 12's -Wmismatched-new-delete on the coroutine frame.)
+void check_trust_query(const controller::TrustConstraints& trust) {
+  try {
+    controller::validate_trust_constraints(trust);
+  } catch (const InvalidArgument& e) {
+    bad_request(std::string("query parameter ") + e.what());
+  }
+}
+
+/// The options of a route query (400 for a bad parameter).
+controller::RouteOptions route_query_options(Query& q) {
   controller::RouteOptions o;
   o.k = static_cast<std::size_t>(q.get_uint("k", 1, 16).value_or(3));
   if (auto m = q.get("metric")) {
@@ -63,19 +69,31 @@ net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
   o.require_connected = q.get_bool("require_connected").value_or(true);
   if (auto a = q.get("avoid_kms")) o.avoid_kms = split_list(*a);
   if (auto a = q.get("avoid_links")) o.avoid_links = split_list(*a);
+  if (auto m = q.get_uint("max_intermediates", 0, 1000)) {
+    o.trust.max_intermediates = static_cast<std::size_t>(*m);
+  }
+  o.trust.min_trust_level = static_cast<int>(
+      q.get_uint("min_trust_level", controller::kMinTrustLevel, controller::kMaxTrustLevel)
+          .value_or(controller::kMinTrustLevel));
+  if (auto a = q.get("avoid_tags")) o.trust.avoid_tags = split_list(*a);
   q.finish();
-  auto op = api.svc.on_core([](Core& c) { return current_snapshot(c); });
-  auto snapshot = co_await std::move(op);
-  // Route computation needs only the immutable snapshot: it runs here, off the core strand.
+  check_trust_query(o.trust);
+  return o;
+}
+
+/// The answer to a route query on `snapshot` (any thread).
+HttpResponse route_answer(Api& api, const controller::TopologySnapshot& snapshot,
+                          const std::string& src, const std::string& dst,
+                          const controller::RouteOptions& o) {
   const auto started = std::chrono::steady_clock::now();
-  if (!snapshot->km_index(src)) throw NotFound("KM '" + src + "' not found");
-  if (!snapshot->km_index(dst)) throw NotFound("KM '" + dst + "' not found");
-  auto routes = controller::compute_routes(*snapshot, src, dst, o);
+  if (!snapshot.km_index(src)) throw NotFound("KM '" + src + "' not found");
+  if (!snapshot.km_index(dst)) throw NotFound("KM '" + dst + "' not found");
+  auto routes = controller::compute_routes(snapshot, src, dst, o);
   api.svc.metrics().route_computation(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-  auto verdicts = controller::explain_links(*snapshot, o);
+  auto verdicts = controller::explain_links(snapshot, o);
   json::array items;
-  for (const auto& r : routes) items.push_back(route_json(r));
+  for (const auto& r : routes) items.push_back(route_json(r, snapshot));
   json::array excluded;
   for (const auto& v : verdicts) {
     if (v.usable) continue;
@@ -90,9 +108,28 @@ net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
   json::object out{{"src", src},
                    {"dst", dst},
                    {"metric", controller::to_string(o.metric)},
+                   {"trust", trust_json(o.trust)},
                    {"items", std::move(items)},
                    {"excluded", std::move(excluded)}};
-  co_return json_response(out);
+  // No route: say why, and never answer with a route that breaks the constraints.
+  if (routes.empty() && src != dst) {
+    const auto why = controller::explain_no_route(snapshot, src, dst, o);
+    out["refusal"] = json::object{{"code", why.code}, {"detail", why.detail}};
+  }
+  return json_response(out);
+}
+
+net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
+  auto& q = ctx.query;
+  const auto src = q.required("src");
+  const auto dst = q.required("dst");
+  check_id_param("src", src);
+  check_id_param("dst", dst);
+  const controller::RouteOptions o = route_query_options(q);
+  auto op = api.svc.on_core([](Core& c) { return current_snapshot(c); });
+  auto snapshot = co_await std::move(op);
+  // Route computation needs only the immutable snapshot: it runs here, off the core strand.
+  co_return route_answer(api, *snapshot, src, dst, o);
 }
 
 // ---- pinned routes ------------------------------------------------------------------------------
@@ -263,6 +300,7 @@ controller::ReroutingPolicy read_policy(const json::object& body) {
       }
     }
   }
+  p.avoid_tags = r.opt_string_array("avoid_tags").value_or(std::vector<std::string>{});
   r.finish();
   try {
     p.params = controller::params_from_map(values);
@@ -390,6 +428,105 @@ net::awaitable<HttpResponse> delete_pair_policy(Api& api, RequestContext& ctx) {
   co_return no_content();
 }
 
+// ---- SAE pair trust constraints --------------------------------------------------------------
+
+std::string sae_key(const std::string& src, const std::string& dst) { return src + "\n" + dst; }
+
+std::string sae_etag(const controller::SaeConstraintRecord& r) {
+  return etag_of(json::serialize(trust_json(controller::trust_from_record(r))));
+}
+
+net::awaitable<HttpResponse> list_sae_constraints(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    std::map<std::string, controller::SaeConstraintRecord> all;
+    for (auto& r : c.rerouting.all_sae_constraints()) all[sae_key(r.src_sae, r.dst_sae)] = r;
+    return json_response(page_of_map(
+        all, page, [](const auto&) { return true; },
+        [](const auto& r) { return sae_constraints_json(r); }));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> get_sae_constraints(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  auto op = api.svc.on_core([&](Core& c) {
+    auto r = c.rerouting.sae_constraints(ctx.param("src_sae"), ctx.param("dst_sae"));
+    if (!r) {
+      throw NotFound("no trust constraints for SAE pair " + ctx.param("src_sae") + " -> " +
+                     ctx.param("dst_sae"));
+    }
+    return with_etag(json_response(sae_constraints_json(*r)), sae_etag(*r));
+  });
+  co_return co_await std::move(op);
+}
+
+net::awaitable<HttpResponse> put_sae_constraints(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  controller::SaeConstraintRecord rec;
+  rec.src_sae = ctx.param("src_sae");
+  rec.dst_sae = ctx.param("dst_sae");
+  check_id_param("src_sae", rec.src_sae);
+  check_id_param("dst_sae", rec.dst_sae);
+  if (rec.src_sae == rec.dst_sae) bad_request("source and destination SAE must differ");
+  auto body = parse_body_object(ctx.req);
+  ObjectReader r(body);
+  bool null_seen = false;
+  if (auto m = r.opt_uint_or_null("max_intermediates", null_seen)) {
+    if (*m > 1000) bad_body("field 'max_intermediates' must be in [0, 1000] or null");
+    rec.max_intermediates = static_cast<std::int64_t>(*m);
+  }
+  if (auto t = r.opt_int("min_trust_level")) rec.min_trust_level = *t;
+  rec.avoid_tags = r.opt_string_array("avoid_tags").value_or(std::vector<std::string>{});
+  r.finish();
+  try {
+    static_cast<void>(controller::trust_from_record(rec));
+  } catch (const InvalidArgument& e) {
+    bad_body(e.what());
+  }
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    auto current = c.rerouting.sae_constraints(rec.src_sae, rec.dst_sae);
+    ctx.check_if_match(current ? std::optional(sae_etag(*current)) : std::nullopt);
+    rec.updated_at = c.clock.now();
+    return current.has_value();
+  });
+  const bool existed = co_await std::move(plan);
+  auto persist = api.persist([rec](controller::Store& s) { s.save_sae_constraints(rec); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    c.rerouting.set_sae_constraints(rec);
+    return with_etag(json_response(sae_constraints_json(rec), existed ? 200 : 201), sae_etag(rec));
+  });
+  co_return co_await std::move(apply);
+}
+
+net::awaitable<HttpResponse> delete_sae_constraints(Api& api, RequestContext& ctx) {
+  ctx.query.finish();
+  const auto src = ctx.param("src_sae");
+  const auto dst = ctx.param("dst_sae");
+  auto lock_op = api.write_lock.acquire();
+  auto guard = co_await std::move(lock_op);
+  auto plan = api.svc.on_core([&](Core& c) {
+    auto current = c.rerouting.sae_constraints(src, dst);
+    if (!current) throw NotFound("no trust constraints for SAE pair " + src + " -> " + dst);
+    ctx.check_if_match(sae_etag(*current));
+    return 0;
+  });
+  co_await std::move(plan);
+  auto persist =
+      api.persist([src, dst](controller::Store& s) { s.delete_sae_constraints(src, dst); }, true);
+  co_await std::move(persist);
+  auto apply = api.svc.on_core([&](Core& c) {
+    c.rerouting.clear_sae_constraints(src, dst);
+    return 0;
+  });
+  co_await std::move(apply);
+  co_return no_content();
+}
+
 // ---- schedules ----------------------------------------------------------------------------------
 
 net::awaitable<HttpResponse> list_schedules(Api& api, RequestContext& ctx) {
@@ -506,6 +643,10 @@ void add_routing_routes(Router& r) {
   r.add("GET", "/api/v1/policy/pairs/{src}/{dst}", false, false, get_pair_policy);
   r.add("PUT", "/api/v1/policy/pairs/{src}/{dst}", true, false, put_pair_policy);
   r.add("DELETE", "/api/v1/policy/pairs/{src}/{dst}", true, false, delete_pair_policy);
+  r.add("GET", "/api/v1/constraints", false, false, list_sae_constraints);
+  r.add("GET", "/api/v1/constraints/{src_sae}/{dst_sae}", false, false, get_sae_constraints);
+  r.add("PUT", "/api/v1/constraints/{src_sae}/{dst_sae}", true, false, put_sae_constraints);
+  r.add("DELETE", "/api/v1/constraints/{src_sae}/{dst_sae}", true, false, delete_sae_constraints);
   r.add("GET", "/api/v1/schedules", false, false, list_schedules);
   r.add("POST", "/api/v1/schedules", true, false, post_schedule);
   r.add("GET", "/api/v1/schedules/{schedule_id}", false, false, get_schedule);

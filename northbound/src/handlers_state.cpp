@@ -115,7 +115,7 @@ net::awaitable<HttpResponse> list_relays(Api& api, RequestContext& ctx) {
           return (!state || controller::to_string(r.state) == *state) &&
                  (!session || r.session_id == *session);
         },
-        [](const controller::Relay& r) { return relay_json(r); }));
+        [&c](const controller::Relay& r) { return relay_json(r, c.network); }));
   });
   co_return co_await std::move(op);
 }
@@ -125,7 +125,7 @@ net::awaitable<HttpResponse> get_relay(Api& api, RequestContext& ctx) {
   auto op = api.svc.on_core([&](Core& c) {
     const auto* r = c.relays.find(ctx.param("relay_id"));
     if (r == nullptr) throw NotFound("relay '" + ctx.param("relay_id") + "' not found");
-    return json_response(relay_json(*r));
+    return json_response(relay_json(*r, c.network));
   });
   co_return co_await std::move(op);
 }
@@ -332,9 +332,44 @@ net::awaitable<HttpResponse> get_accounting(Api& api, RequestContext& ctx) {
       it->second.keys += r.keys;
     }
   }
+  // Per session: the intermediate KMs its relayed keys crossed, with their trust (issue 20), from
+  // the relays the controller still holds.
+  std::map<std::string, json::array> exposure;
+  if (group == "session_id") {
+    auto ex = api.svc.on_core([](Core& c) {
+      std::map<std::string, std::map<std::string, std::int64_t>> keys_by_km;
+      for (const auto& r : c.relays.list()) {
+        if (r.session_id.empty() || r.state != controller::RelayState::kRelayed) continue;
+        auto& kms = keys_by_km[r.session_id];
+        for (std::size_t i = 1; i + 1 < r.route.kms.size(); ++i) {
+          kms[r.route.kms[i]] += r.number_of_keys;
+        }
+      }
+      std::map<std::string, json::array> out;
+      for (const auto& [session, kms] : keys_by_km) {
+        json::array items;
+        for (const auto& [km, keys] : kms) {
+          std::vector<std::string> one{"", km, ""};
+          auto item = intermediates_json(one, c.network).at(0).as_object();
+          item["keys"] = keys;
+          items.push_back(std::move(item));
+        }
+        out[session] = std::move(items);
+      }
+      return out;
+    });
+    exposure = co_await std::move(ex);
+  }
   auto out = page_of_map(
       keyed, page, [](const auto&) { return true; },
-      [](const controller::AccountingRecord& r) { return accounting_json(r); });
+      [&](const controller::AccountingRecord& r) {
+        auto j = accounting_json(r);
+        if (group == "session_id") {
+          auto it = exposure.find(r.session_id);
+          j["intermediates"] = it == exposure.end() ? json::array{} : it->second;
+        }
+        return j;
+      });
   out["from"] = format_rfc3339(from);
   out["to"] = format_rfc3339(to);
   out["group_by"] = group;

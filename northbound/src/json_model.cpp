@@ -23,6 +23,8 @@ json::object km_json(const controller::Km& km) {
   o["site"] = km.site;
   o["lat"] = km.lat ? json::value(*km.lat) : json::value(nullptr);
   o["lon"] = km.lon ? json::value(*km.lon) : json::value(nullptr);
+  o["trust_level"] = km.trust_level ? json::value(*km.trust_level) : json::value(nullptr);
+  o["tags"] = strings(km.tags);
   o["connected"] = km.connected;
   o["kma_endpoint"] = km.kma_endpoint;
   o["attached"] = strings(km.attached);
@@ -37,6 +39,8 @@ std::string km_config(const controller::Km& km) {
   s.precision(17);
   s << km.km_id << '\n' << km.site;
   if (km.lat && km.lon) s << '\n' << *km.lat << '\n' << *km.lon;
+  if (km.trust_level) s << "\ntrust " << *km.trust_level;
+  for (const auto& t : km.tags) s << "\ntag " << t;
   return s.str();
 }
 
@@ -129,6 +133,79 @@ json::object route_json(const controller::Route& r) {
   return o;
 }
 
+namespace {
+
+json::object intermediate_json(const std::string& km_id, const std::optional<int>& trust,
+                               const std::vector<std::string>& tags) {
+  return json::object{{"km_id", km_id},
+                      {"trust_level", trust ? json::value(*trust) : json::value(nullptr)},
+                      {"tags", strings(tags)}};
+}
+
+// Adds intermediate_kms, intermediates and min_trust_level (the lowest effective trust among the
+// intermediates; null for a route without any).
+void add_intermediates(json::object& o, json::array items) {
+  std::optional<std::int64_t> lowest;
+  for (const auto& v : items) {
+    const auto& t = v.as_object().at("trust_level");
+    const std::int64_t level =
+        t.is_null() ? controller::kMinTrustLevel : t.to_number<std::int64_t>();
+    lowest = lowest ? std::min(*lowest, level) : level;
+  }
+  o["intermediate_kms"] = items.size();
+  o["intermediates"] = std::move(items);
+  o["min_trust_level"] = lowest ? json::value(*lowest) : json::value(nullptr);
+}
+
+}  // namespace
+
+json::array intermediates_json(const std::vector<std::string>& kms, const controller::Network& n) {
+  json::array out;
+  for (std::size_t i = 1; i + 1 < kms.size(); ++i) {
+    const auto* km = n.find_km(kms[i]);
+    out.push_back(km != nullptr ? intermediate_json(kms[i], km->trust_level, km->tags)
+                                : intermediate_json(kms[i], std::nullopt, {}));
+  }
+  return out;
+}
+
+json::object route_json(const controller::Route& r, const controller::TopologySnapshot& s) {
+  json::object o = route_json(r);
+  json::array items;
+  for (std::size_t i = 1; i + 1 < r.kms.size(); ++i) {
+    const auto idx = s.km_index(r.kms[i]);
+    items.push_back(idx ? intermediate_json(r.kms[i], s.kms()[*idx].trust_level, s.kms()[*idx].tags)
+                        : intermediate_json(r.kms[i], std::nullopt, {}));
+  }
+  add_intermediates(o, std::move(items));
+  return o;
+}
+
+json::object relay_json(const controller::Relay& r, const controller::Network& n) {
+  json::object o = relay_json(r);
+  json::object route = o["route"].as_object();
+  add_intermediates(route, intermediates_json(r.route.kms, n));
+  o["route"] = std::move(route);
+  return o;
+}
+
+json::object trust_json(const controller::TrustConstraints& c) {
+  json::array tags;
+  for (const auto& t : c.avoid_tags) tags.emplace_back(t);
+  return json::object{{"max_intermediates", c.max_intermediates ? json::value(*c.max_intermediates)
+                                                                : json::value(nullptr)},
+                      {"min_trust_level", c.min_trust_level},
+                      {"avoid_tags", std::move(tags)}};
+}
+
+json::object sae_constraints_json(const controller::SaeConstraintRecord& r) {
+  json::object o = trust_json(controller::trust_from_record(r));
+  o["src_sae"] = r.src_sae;
+  o["dst_sae"] = r.dst_sae;
+  o["updated_at"] = time_json(r.updated_at);
+  return o;
+}
+
 json::object relay_json(const controller::Relay& r) {
   json::object o;
   o["relay_id"] = r.relay_id;
@@ -187,7 +264,11 @@ json::object policy_json(const controller::ReroutingPolicy& p) {
   json::object params;
   for (const auto& [k, v] : controller::params_to_map(p.params)) params[k] = v;
   params["metric"] = controller::to_string(p.params.metric);
-  return json::object{{"mode", controller::to_string(p.mode)}, {"params", std::move(params)}};
+  json::array tags;
+  for (const auto& t : p.avoid_tags) tags.emplace_back(t);
+  return json::object{{"mode", controller::to_string(p.mode)},
+                      {"params", std::move(params)},
+                      {"avoid_tags", std::move(tags)}};
 }
 
 json::object thresholds_json(const controller::Thresholds& t) {

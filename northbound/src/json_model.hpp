@@ -27,7 +27,20 @@ std::string link_config(const controller::Link& link);
 json::object alarm_json(const controller::Alarm& a);
 json::object session_json(const controller::Session& s);
 json::object relay_json(const controller::Relay& r);
+/// relay_json with "intermediates": the route's intermediate KMs and their trust as the network
+/// declares them now.
+json::object relay_json(const controller::Relay& r, const controller::Network& n);
 json::object route_json(const controller::Route& r);
+/// route_json with "intermediate_kms" (count), "intermediates" ([{km_id, trust_level, tags}],
+/// trust_level null when unrated) and "min_trust_level" (the lowest trust among them, unrated
+/// counting as 0; null when there is none), from the snapshot the route was computed on.
+json::object route_json(const controller::Route& r, const controller::TopologySnapshot& s);
+/// [{km_id, trust_level, tags}] of the KMs between the two ends of `kms`, as the network declares
+/// them now (unknown KMs: unrated, no tags).
+json::array intermediates_json(const std::vector<std::string>& kms, const controller::Network& n);
+/// {"max_intermediates": n|null, "min_trust_level": n, "avoid_tags": [...]}.
+json::object trust_json(const controller::TrustConstraints& c);
+json::object sae_constraints_json(const controller::SaeConstraintRecord& r);
 json::object schedule_json(const controller::ScheduleRecord& s);
 json::object pin_json(const controller::PinnedRouteRecord& p);
 /// {"mode": ..., "params": {...}} with metric as its name.

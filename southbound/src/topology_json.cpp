@@ -89,10 +89,27 @@ TopologyDoc parse_topology(std::string_view text, bool strict) {
   for (std::size_t i = 0; i < kms.size(); ++i) {
     const std::string path = "kms[" + std::to_string(i) + "]";
     const auto& o = as_object(kms[i], path);
-    check_members(o, {"km_id", "site", "lat", "lon"}, path, strict);
+    check_members(o, {"km_id", "site", "lat", "lon", "trust_level", "tags"}, path, strict);
     controller::KmSpec k{get_string(o, "km_id", path, true), get_string(o, "site", path, false)};
     if (o.contains("lat")) k.lat = get_number(o, "lat", path, true, 0);
     if (o.contains("lon")) k.lon = get_number(o, "lon", path, true, 0);
+    if (o.contains("trust_level")) {
+      const double t = get_number(o, "trust_level", path, true, 0);
+      if (std::floor(t) != t || t < controller::kMinTrustLevel || t > controller::kMaxTrustLevel) {
+        throw InvalidArgument(path + ".trust_level: must be an integer in [0, 100]");
+      }
+      k.trust_level = static_cast<int>(t);
+    }
+    if (const auto* tags = o.if_contains("tags")) {
+      if (!tags->is_array()) throw InvalidArgument(path + ".tags: expected array");
+      for (std::size_t t = 0; t < tags->get_array().size(); ++t) {
+        const auto& v = tags->get_array()[t];
+        if (!v.is_string()) {
+          throw InvalidArgument(path + ".tags[" + std::to_string(t) + "]: expected string");
+        }
+        k.tags.emplace_back(v.get_string());
+      }
+    }
     doc.kms.push_back(std::move(k));
   }
   const auto& links = get_array(obj, "links", false);
@@ -179,6 +196,12 @@ std::string serialize_topology(const TopologyDoc& doc, bool pretty) {
     if (k.lat && k.lon) {
       o["lat"] = *k.lat;
       o["lon"] = *k.lon;
+    }
+    if (k.trust_level) o["trust_level"] = *k.trust_level;
+    if (!k.tags.empty()) {
+      json::array tags;
+      for (const auto& t : k.tags) tags.emplace_back(t);
+      o["tags"] = std::move(tags);
     }
     kms.push_back(std::move(o));
   }

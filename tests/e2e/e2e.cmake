@@ -76,8 +76,15 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
     set_tests_properties(fault_overload_${_kind} PROPERTIES LABELS "e2e;fault" RUN_SERIAL TRUE
                          ENVIRONMENT "${QKDN_E2E_ENV}" TIMEOUT 180)
   endforeach()
+endif()
 # Faults (issue 12): a registration storm of 2,000 KMs on two agent processes.
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_fault_storm test_fault_storm.py)
   set_tests_properties(e2e_fault_storm PROPERTIES LABELS "e2e;fault" TIMEOUT 240)
+endif()
+# Trust constraints end to end (issue 20): routes around a low-trust KM, refusals with the reason.
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
+  qkdn_e2e_test(e2e_trust test_trust.py)
+  set_tests_properties(e2e_trust PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
 endif()

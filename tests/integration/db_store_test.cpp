@@ -110,6 +110,8 @@ void expect_same_topology(const controller::TopologyDoc& a, const controller::To
     EXPECT_EQ(a.kms[i].site, b.kms[i].site);
     EXPECT_EQ(a.kms[i].lat, b.kms[i].lat) << a.kms[i].km_id;
     EXPECT_EQ(a.kms[i].lon, b.kms[i].lon) << a.kms[i].km_id;
+    EXPECT_EQ(a.kms[i].trust_level, b.kms[i].trust_level) << a.kms[i].km_id;
+    EXPECT_EQ(a.kms[i].tags, b.kms[i].tags) << a.kms[i].km_id;
   }
   ASSERT_EQ(a.links.size(), b.links.size());
   for (std::size_t i = 0; i < a.links.size(); ++i) {
@@ -264,6 +266,72 @@ TEST_F(DbTest, PolicyRoundTrip) {
   st = store_->load();
   ASSERT_EQ(st.policies.size(), 1u);
   EXPECT_EQ(st.policies[0].mode, "fixed_rate");
+}
+
+// Issue 20: KM trust levels and tags, a policy's avoided tags and SAE pair constraints
+// round-trip; the database refuses what the model refuses (trust level out of range, negative
+// max_intermediates); deleting SAE constraints removes them.
+TEST_F(DbTest, TrustRoundTrip) {
+  auto doc = sample_topology();
+  doc.kms[0].trust_level = 0;
+  doc.kms[0].tags = {"operator:acme", "jurisdiction:DE", "quote\"and,comma"};
+  doc.kms[1].trust_level = 100;
+  doc.kms[2].tags = {"site:colo"};  // tags without a level; kms[3] neither
+  store_->save_topology(doc);
+  auto st = store_->load();
+  ASSERT_TRUE(st.topology.has_value());
+  expect_same_topology(*st.topology, doc);
+  EXPECT_EQ(st.topology->kms[0].tags.size(), 3u);
+  EXPECT_FALSE(st.topology->kms[3].trust_level.has_value());
+
+  // Replacing the document replaces trust too (an upsert must not keep the old values).
+  doc.kms[0].trust_level.reset();
+  doc.kms[0].tags.clear();
+  doc.kms[1].trust_level = 42;
+  store_->save_topology(doc);
+  st = store_->load();
+  expect_same_topology(*st.topology, doc);
+
+  auto bad = doc;
+  bad.kms[1].trust_level = 101;
+  EXPECT_THROW(store_->save_topology(bad), InvalidArgument);
+
+  controller::PolicyRecord p{"", "", "manual", {{"min_trust_level", 60}}, {"jurisdiction:XX"}};
+  store_->save_policy(p);
+  store_->save_policy({"KM1", "KM3", "manual", {{"max_intermediates", 1}}, {}});
+  st = store_->load();
+  ASSERT_EQ(st.policies.size(), 2u);
+  EXPECT_EQ(st.policies[0].avoid_tags, (std::vector<std::string>{"jurisdiction:XX"}));
+  EXPECT_EQ(st.policies[0].params.at("min_trust_level"), 60);
+  EXPECT_TRUE(st.policies[1].avoid_tags.empty());
+
+  controller::SaeConstraintRecord a{"SAE-A", "SAE-B", 2, 70, {"operator:x", "site:y"}, kT0};
+  controller::SaeConstraintRecord b{"SAE-B", "SAE-A", std::nullopt, 0, {}, kT0};
+  store_->save_sae_constraints(a);
+  store_->save_sae_constraints(b);
+  a.min_trust_level = 80;  // upsert
+  store_->save_sae_constraints(a);
+  st = store_->load();
+  ASSERT_EQ(st.sae_constraints.size(), 2u);
+  const auto& la = st.sae_constraints[0];
+  EXPECT_EQ(la.src_sae, "SAE-A");
+  EXPECT_EQ(la.max_intermediates, std::optional<std::int64_t>(2));
+  EXPECT_EQ(la.min_trust_level, 80);
+  EXPECT_EQ(la.avoid_tags, a.avoid_tags);
+  EXPECT_EQ(la.updated_at, kT0);
+  EXPECT_FALSE(st.sae_constraints[1].max_intermediates.has_value());
+  EXPECT_TRUE(st.sae_constraints[1].avoid_tags.empty());
+
+  controller::SaeConstraintRecord broken{"SAE-C", "SAE-D", -1, 0, {}, kT0};
+  EXPECT_THROW(store_->save_sae_constraints(broken), InvalidArgument);
+  broken = {"SAE-C", "SAE-C", std::nullopt, 0, {}, kT0};
+  EXPECT_THROW(store_->save_sae_constraints(broken), InvalidArgument);
+
+  store_->delete_sae_constraints("SAE-A", "SAE-B");
+  store_->delete_sae_constraints("SAE-X", "SAE-Y");  // absent: a no-op
+  st = store_->load();
+  ASSERT_EQ(st.sae_constraints.size(), 1u);
+  EXPECT_EQ(st.sae_constraints[0].src_sae, "SAE-B");
 }
 
 // Schedules round-trip with their times to the microsecond; a window ending before it starts is

@@ -73,6 +73,12 @@ class ForwardingStore : public controller::Store {
   void delete_pinned_route(const std::string& s, const std::string& d) override {
     inner_.delete_pinned_route(s, d);
   }
+  void save_sae_constraints(const controller::SaeConstraintRecord& r) override {
+    inner_.save_sae_constraints(r);
+  }
+  void delete_sae_constraints(const std::string& s, const std::string& d) override {
+    inner_.delete_sae_constraints(s, d);
+  }
   void save_session(const controller::SessionRecord& r) override { inner_.save_session(r); }
   void save_relay(const controller::RelayRecord& r) override { inner_.save_relay(r); }
   void apply_ledger(const std::string& key,

@@ -233,6 +233,115 @@ TEST_F(NorthboundApi, RouteQueries) {
   EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=KM3&avoid_links=NOPE").status, 404);
 }
 
+// Issue 20: trust levels and tags on KMs (PATCH, validated), route queries with trust constraints
+// (intermediates and their trust in the answer; a refusal with the reason when none complies),
+// a policy's avoided tags and SAE pair constraints (put, get, list, delete, validation).
+TEST_F(NorthboundApi, TrustModelAndConstraints) {
+  auto patched = c.request("PATCH", "/api/v1/kms/KM2", kAdminToken,
+                           R"({"trust_level":30,"tags":["operator:x","site:colo"]})");
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  auto km2 = obj(c.get("/api/v1/kms/KM2"));
+  EXPECT_EQ(km2.at("trust_level").as_int64(), 30);
+  EXPECT_EQ(km2.at("tags").as_array().size(), 2U);
+  EXPECT_TRUE(obj(c.get("/api/v1/kms/KM1")).at("trust_level").is_null());
+  EXPECT_EQ(c.request("PATCH", "/api/v1/kms/KM2", kAdminToken, R"({"trust_level":101})").status,
+            400);
+  EXPECT_EQ(c.request("PATCH", "/api/v1/kms/KM2", kAdminToken, R"({"trust_level":2.5})").status,
+            400);
+  EXPECT_EQ(c.request("PATCH", "/api/v1/kms/KM2", kAdminToken, R"({"tags":["bad tag"]})").status,
+            400);
+  EXPECT_EQ(c.request("PATCH", "/api/v1/kms/KM2", kAdminToken, R"({"tags":["a","a"]})").status,
+            400);
+  EXPECT_EQ(obj(c.get("/api/v1/kms/KM2")).at("trust_level").as_int64(), 30);  // unchanged
+  auto topo = obj(c.get("/api/v1/topology"));
+  EXPECT_EQ(topo.at("kms").as_array()[1].as_object().at("trust_level").as_int64(), 30);
+
+  RawClient km1(h.ck_port());
+  RawClient km2c(h.ck_port());
+  RawClient km3(h.ck_port());
+  ASSERT_EQ(km1.do_register("KM1", kLinks1).command, 0x41E2);
+  ASSERT_EQ(km2c.do_register("KM2", kLinks2).command, 0x41E2);
+  ASSERT_EQ(km3.do_register("KM3", kLinks3).command, 0x41E2);
+  ASSERT_EQ(c.request("PUT", "/api/v1/thresholds", kAdminToken,
+                      R"({"qber":0.11,"pool_floor_bits":0,"qber_hysteresis":0.1})")
+                .status,
+            200);
+  auto ok = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&min_trust_level=20"));
+  ASSERT_EQ(ok.at("items").as_array().size(), 1U);
+  auto r0 = ok.at("items").as_array()[0].as_object();
+  EXPECT_EQ(r0.at("intermediate_kms").as_int64(), 1);
+  EXPECT_EQ(r0.at("min_trust_level").as_int64(), 30);
+  EXPECT_EQ(r0.at("intermediates").as_array()[0].as_object().at("km_id").as_string(), "KM2");
+  EXPECT_FALSE(ok.contains("refusal"));
+  auto refused = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&min_trust_level=50"));
+  EXPECT_TRUE(refused.at("items").as_array().empty());
+  auto why = refused.at("refusal").as_object();
+  EXPECT_EQ(why.at("code").as_string(), "trust_constraints");
+  EXPECT_NE(std::string(why.at("detail").as_string()).find("'KM2' (trust 30 < 50)"),
+            std::string::npos)
+      << why.at("detail");
+  auto tagged = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&avoid_tags=site:colo"));
+  EXPECT_EQ(tagged.at("refusal").as_object().at("code").as_string(), "trust_constraints");
+  auto hops = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&max_intermediates=0"));
+  EXPECT_NE(std::string(hops.at("refusal").as_object().at("detail").as_string())
+                .find("1 intermediate KMs (at most 0)"),
+            std::string::npos);
+  EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=KM3&min_trust_level=101").status, 400);
+  EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=KM3&avoid_tags=bad%20tag").status, 400);
+
+  // A policy's avoided tags.
+  auto pol = c.request("PUT", "/api/v1/policy", kAdminToken,
+                       R"({"mode":"manual","avoid_tags":["operator:x"],)"
+                       R"("params":{"min_trust_level":10,"max_intermediates":3}})");
+  ASSERT_EQ(pol.status, 200) << pol.body;
+  auto pv = obj(c.get("/api/v1/policy"));
+  EXPECT_EQ(pv.at("avoid_tags").as_array()[0].as_string(), "operator:x");
+  EXPECT_DOUBLE_EQ(pv.at("params").as_object().at("min_trust_level").as_double(), 10);
+  EXPECT_EQ(c.request("PUT", "/api/v1/policy", kAdminToken,
+                      R"({"mode":"manual","avoid_tags":["no good"]})")
+                .status,
+            400);
+  EXPECT_EQ(c.request("PUT", "/api/v1/policy", kAdminToken,
+                      R"({"mode":"manual","params":{"min_trust_level":500}})")
+                .status,
+            400);
+
+  // SAE pair constraints.
+  EXPECT_TRUE(items(c.get("/api/v1/constraints")).empty());
+  auto put = c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken,
+                       R"({"min_trust_level":50,"max_intermediates":1,"avoid_tags":["x"]})");
+  ASSERT_EQ(put.status, 201) << put.body;
+  auto got = c.get("/api/v1/constraints/SAE-1/SAE-3");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.header("etag"), put.header("etag"));
+  auto g = obj(got);
+  EXPECT_EQ(g.at("min_trust_level").as_int64(), 50);
+  EXPECT_EQ(g.at("max_intermediates").as_int64(), 1);
+  EXPECT_EQ(g.at("avoid_tags").as_array()[0].as_string(), "x");
+  EXPECT_EQ(items(c.get("/api/v1/constraints")).size(), 1U);
+  auto again = c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken,
+                         R"({"min_trust_level":60,"max_intermediates":null})",
+                         {{"If-Match", got.header("etag")}});
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_TRUE(obj(c.get("/api/v1/constraints/SAE-1/SAE-3")).at("max_intermediates").is_null());
+  EXPECT_EQ(c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken,
+                      R"({"min_trust_level":60})", {{"If-Match", got.header("etag")}})
+                .status,
+            412);
+  EXPECT_EQ(
+      c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken, R"({"min_trust_level":101})")
+          .status,
+      400);
+  EXPECT_EQ(
+      c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kAdminToken, R"({"colour":1})").status,
+      400);
+  EXPECT_EQ(c.request("PUT", "/api/v1/constraints/SAE-1/SAE-1", kAdminToken, "{}").status, 400);
+  EXPECT_EQ(c.request("PUT", "/api/v1/constraints/SAE-1/SAE-3", kViewerToken, "{}").status, 403);
+  EXPECT_EQ(c.request("DELETE", "/api/v1/constraints/SAE-1/SAE-3").status, 204);
+  EXPECT_EQ(c.get("/api/v1/constraints/SAE-1/SAE-3").status, 404);
+  EXPECT_EQ(c.request("DELETE", "/api/v1/constraints/SAE-1/SAE-3").status, 404);
+}
+
 // Pinned routes: put (validated against the topology), get with ETag, list, delete.
 TEST_F(NorthboundApi, PinnedRoutes) {
   EXPECT_EQ(

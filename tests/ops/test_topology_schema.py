@@ -5,7 +5,8 @@
 - Each document of a list of broken ones is refused by the schema AND by a running controller
   (PUT /api/v1/topology answers 4xx and changes nothing); each good one passes both.
 - Site coordinates round-trip: after PUT, GET /api/v1/topology and GET /api/v1/kms give every
-  KM's lat/lon back, and the exported document passes the schema."""
+  KM's lat/lon back, and the exported document passes the schema.
+- Trust levels and tags (issue 20) round-trip the same way."""
 
 import copy
 import glob
@@ -43,6 +44,14 @@ def broken_documents(base):
         edit("lon -181", lambda d: km0(d).update(lon=-181)),
         edit("lat as text", lambda d: km0(d).update(lat="50.7")),
         edit("unknown KM field", lambda d: km0(d).update(coords=[1, 2])),
+        edit("trust level 101", lambda d: km0(d).update(trust_level=101)),
+        edit("negative trust level", lambda d: km0(d).update(trust_level=-1)),
+        edit("fractional trust level", lambda d: km0(d).update(trust_level=50.5)),
+        edit("trust level as text", lambda d: km0(d).update(trust_level="high")),
+        edit("tags not an array", lambda d: km0(d).update(tags="operator:x")),
+        edit("tag with a space", lambda d: km0(d).update(tags=["operator x"])),
+        edit("duplicate tag", lambda d: km0(d).update(tags=["a", "a"])),
+        edit("tag not a string", lambda d: km0(d).update(tags=[7])),
         edit("unknown top-level field", lambda d: d.update(nodes=[])),
         edit("link without key_rate_bps", lambda d: link0(d).pop("key_rate_bps")),
         edit("negative key rate", lambda d: link0(d).update(key_rate_bps=-1)),
@@ -65,6 +74,11 @@ def main():
 
     germany = load_topology("germany50.json")
     assert all("lat" in k and "lon" in k for k in germany["kms"])
+    # Trust levels and tags on every other KM (the rest stay unrated).
+    for i, k in enumerate(germany["kms"]):
+        if i % 2 == 0:
+            k["trust_level"] = (i * 7) % 101
+            k["tags"] = [f"operator:op{i % 3}", "jurisdiction:DE"]
     controller = binary("QKDN_CONTROLLER", "controller/qkdn-controller")
     passed = 1
     with Processes("topology-schema") as ps:
@@ -97,6 +111,12 @@ def main():
         kms = requests.get(base + "/kms", params={"limit": 1000}, timeout=10).json()["items"]
         assert {k["km_id"]: (k["lat"], k["lon"]) for k in kms} == want
         log("ok   coordinates round-trip through PUT/GET /api/v1/topology and /api/v1/kms")
+        passed += 1
+        want_trust = {k["km_id"]: (k.get("trust_level"), k.get("tags", [])) for k in germany["kms"]}
+        got = {k["km_id"]: (k.get("trust_level"), k.get("tags", [])) for k in exported["kms"]}
+        assert got == want_trust, "trust levels or tags changed on the way through the controller"
+        assert {k["km_id"]: (k["trust_level"], k["tags"]) for k in kms} == want_trust
+        log("ok   trust levels and tags round-trip through PUT/GET /api/v1/topology and /api/v1/kms")
         passed += 1
 
         # Broken documents: both refuse, and the network stays as it was.

@@ -203,7 +203,7 @@ TEST(Config, ParamMapRoundTrip) {
   p.alpha = 0.7;
   p.lead_s = 12;
   auto m = params_to_map(p);
-  EXPECT_EQ(m.size(), 14U);
+  EXPECT_EQ(m.size(), 16U);  // 14 + the trust parameters max_intermediates, min_trust_level
   auto back = params_from_map(m);
   EXPECT_EQ(back.metric, RouteMetric::kWidestShortest);
   EXPECT_EQ(back.alpha, 0.7);

@@ -31,10 +31,13 @@ SnapshotLink base_link() {
   return l;
 }
 
+// These tests pin the price P of hop_cost() (every factor of the formula); the headroom gate in
+// front of it (issue 20) has its own tests in routing_trust_test.cpp.
 RouteOptions key_aware(std::uint64_t demand = 0) {
   RouteOptions o;
   o.metric = RouteMetric::kKeyAware;
   o.demand_bits = demand;
+  o.weights = KeyAwareWeights::ungated();
   return o;
 }
 
@@ -44,7 +47,7 @@ TEST(HopCost, MatchesDocumentedFormula) {
   l.consumption_rate_bps = 3'000;
   l.pool_reference_bits = 40'000;
   RouteOptions o = key_aware(1'024);
-  o.weights = {2.0, 0.5, 3.0, 4.0, 256, 1.5};
+  o.weights = {2.0, 0.5, 3.0, 4.0, 256, 1.5, 0, 0};
   const double d = 1'024;
   const double a = 10'000 - 256;
   const double expected = (1 + 3.0 * d / (1'000.0 * 4.0)) * std::exp(1.5 * (1 - a / 40'000.0)) *
@@ -108,7 +111,7 @@ TEST(HopCost, DemandScalesScarcityAndRegeneration) {
   l.pool_reference_bits = 1'000'000;
   EXPECT_LT(hop_cost(l, key_aware(256)), hop_cost(l, key_aware(4'096)));
   RouteOptions zero = key_aware();
-  zero.weights = {0, 0, 0, 1, 256, 0};
+  zero.weights = {0, 0, 0, 1, 256, 0, 0, 0};
   EXPECT_DOUBLE_EQ(hop_cost(l, zero), 1.0);
 }
 

@@ -42,10 +42,12 @@ TEST(Paths, ParallelLinksChooseTheFullerPool) {
 }
 
 // Key-aware picks the cheaper of parallel links even when the fuller one generates too slowly.
+// (Both pools within the headroom share of the fullest: the gated costs tie and the tie-break on
+// the price decides; issue 20.)
 TEST(Paths, ParallelLinksKeyAwareWeighsRates) {
   auto doc = make_doc({"A", "B"}, {{"P1", "A", "B"}, {"P2", "A", "B"}});
   LiveState live = full_pools();
-  live.links["P1"].pool_bits = 20'000;
+  live.links["P1"].pool_bits = 28'000;
   live.links["P1"].key_rate_bps = 100'000;
   live.links["P2"].pool_bits = 30'000;
   live.links["P2"].key_rate_bps = 5;

@@ -208,8 +208,10 @@ std::string ControllerService::Impl::resolve_destination(
 controller::RouteOptions ControllerService::Impl::route_options(const std::string& src,
                                                                 const std::string& dst,
                                                                 std::uint64_t demand_bits) const {
-  const auto& p = engine.effective_policy(src, dst).params;
+  const auto& policy = engine.effective_policy(src, dst);
+  const auto& p = policy.params;
   controller::RouteOptions o;
+  o.trust = controller::trust_constraints(policy);
   o.metric = p.metric;
   o.k = svc.options_.route_alternatives;
   if (p.max_hops > 0) o.max_hops = static_cast<std::size_t>(p.max_hops);
@@ -325,11 +327,20 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
 
   refresh_snapshot_if_dirty();
   const auto t0 = Clk::now();
-  auto answer = engine.route_for(src, dst);
+  // The SAE pair (from the active session, and the destination application) may carry trust
+  // constraints of its own on top of the policy's (issue 20).
+  const auto* session = sessions.find_active(src, dst);
+  const std::string src_sae = session != nullptr ? session->src_sae : std::string();
+  const std::string dst_sae =
+      n.application_destination_id.value_or(session != nullptr ? session->dst_sae : "");
+  const std::string session_id = session != nullptr ? session->session_id : std::string();
+  auto answer = engine.route_for_saes(src, dst, src_sae, dst_sae);
   apply_rerouting(answer.output);
   if (!answer.route || answer.route->links.empty()) {
     metrics->route_computation(seconds_since(t0));
-    refuse(ck::errc::kNoRoute, "no usable route from " + src + " to " + dst);
+    if (answer.refusal && answer.refusal->code == "trust_constraints") metrics->trust_refusal();
+    refuse(ck::errc::kNoRoute,
+           answer.refusal ? answer.refusal->detail : "no usable route from " + src + " to " + dst);
     return;
   }
   std::vector<controller::Route> routes{*answer.route};
@@ -337,8 +348,9 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
       answer.pinned && engine.effective_policy(src, dst).params.pinned_fallback == 0;
   if (!pin_only && svc.options_.route_alternatives > 1) {
     const auto demand = static_cast<std::uint64_t>(keys) * static_cast<std::uint64_t>(key_size);
-    for (auto& r : controller::compute_routes(*engine.snapshot(), src, dst,
-                                              route_options(src, dst, demand))) {
+    auto o = route_options(src, dst, demand);
+    o.trust = engine.trust_for(src, dst, src_sae, dst_sae);
+    for (auto& r : controller::compute_routes(*engine.snapshot(), src, dst, o)) {
       if (routes.size() >= svc.options_.route_alternatives) break;
       if (r.kms != routes.front().kms || r.links != routes.front().links) {
         routes.push_back(std::move(r));
@@ -350,9 +362,7 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   controller::RelayRequest req;
   const bool for_instruction = ck::find_extension_string(n.extension, "instruction_id").has_value();
   // Keys pre-positioned for an instruction are not yet delivered to any application.
-  if (const auto* s = sessions.find_active(src, dst); s != nullptr && !for_instruction) {
-    req.session_id = s->session_id;
-  }
+  if (!session_id.empty() && !for_instruction) req.session_id = session_id;
   req.src_km = src;
   req.dst_km = dst;
   req.application_destination_id = n.application_destination_id.value_or("");
@@ -455,6 +465,11 @@ void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGr
     for_instruction = instruction_relays.erase({r.src_km, *r.notification_message_id}) > 0;
   }
   if (r.state == RelayState::kRelayed) {
+    if (r.route.kms.size() >= 2) {
+      metrics->relay_intermediates(
+          r.route.kms.size() - 2,
+          static_cast<std::uint64_t>(std::max<std::int64_t>(r.number_of_keys, 0)));
+    }
     try {
       if (!for_instruction)
         engine.record_relay(r.src_km, r.dst_km, static_cast<std::uint64_t>(r.number_of_keys),

@@ -31,6 +31,9 @@ const pm::Histogram::BucketBoundaries kRouteBuckets{1e-5,  2.5e-5, 5e-5,  1e-4, 
 const pm::Histogram::BucketBoundaries kHttpBuckets{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                    0.01,   0.025,   0.05,   0.1,   0.5,    1};
 
+// Intermediate KMs of a relay route: 0 (a direct link) to a handful; long detours show in +Inf.
+const pm::Histogram::BucketBoundaries kIntermediateBuckets{0, 1, 2, 3, 4, 5, 6, 8, 10, 15};
+
 constexpr std::string_view kRelayResults[] = {"relayed", "failed", "voided"};
 constexpr std::string_view kReservationResults[] = {"reserved", "allocated", "consumed",
                                                     "released", "refused",   "expired"};
@@ -115,6 +118,14 @@ struct Metrics::State {
                                       .Add({}, kRelayBuckets);
   pm::Histogram& route_duration =
       histogram("qkdn_route_computation_seconds", "Time to compute a route").Add({}, kRouteBuckets);
+  pm::Histogram& relay_intermediates =
+      histogram("qkdn_key_relay_intermediate_kms",
+                "Intermediate (trusted relay) KMs crossed, one observation per delivered key")
+          .Add({}, kIntermediateBuckets);
+  pm::Counter& trust_refusals =
+      counter("qkdn_route_trust_refusals_total",
+              "Key relays refused because no route met the trust constraints")
+          .Add({});
   pm::Family<pm::Counter>& reroutes =
       counter("qkdn_reroutes_total", "Standing routes changed, by reason");
   pm::Family<pm::Gauge>& alarms_active = gauge("qkdn_alarms_active", "Active alarms by severity");
@@ -254,6 +265,19 @@ void Metrics::ck_protocol_error(std::string_view reason) {
 void Metrics::ck_refused(std::string_view reason) {
   state_->labelled(state_->ck_refused, state_->ck_refused_by_reason, "reason", reason).Increment();
 }
+
+void Metrics::relay_intermediates(std::size_t intermediate_kms, std::uint64_t keys) {
+  if (keys == 0) return;
+  // One observation per key, in one step: `keys` in the first bucket that holds the count.
+  std::vector<double> increments(kIntermediateBuckets.size() + 1, 0.0);
+  const auto v = static_cast<double>(intermediate_kms);
+  std::size_t b = 0;
+  while (b < kIntermediateBuckets.size() && v > kIntermediateBuckets[b]) ++b;
+  increments[b] = static_cast<double>(keys);
+  state_->relay_intermediates.ObserveMultiple(increments, v * static_cast<double>(keys));
+}
+
+void Metrics::trust_refusal() { state_->trust_refusals.Increment(); }
 
 void Metrics::key_relay(std::string_view result, double seconds) {
   state_->labelled(state_->relays, state_->relay_by_result, "result", result).Increment();

@@ -195,8 +195,10 @@ void ControllerService::Impl::restore_core(const controller::StoredState& stored
     }
   }
   apply_rerouting(engine.on_snapshot(fresh_snapshot()));
-  if (!stored.policies.empty() || !stored.schedules.empty() || !stored.pinned_routes.empty()) {
-    controller::ReroutingConfig config{stored.policies, stored.schedules, stored.pinned_routes};
+  if (!stored.policies.empty() || !stored.schedules.empty() || !stored.pinned_routes.empty() ||
+      !stored.sae_constraints.empty()) {
+    controller::ReroutingConfig config{stored.policies, stored.schedules, stored.pinned_routes,
+                                       stored.sae_constraints};
     try {
       apply_rerouting(engine.import_config(config));
     } catch (const Error& e) {

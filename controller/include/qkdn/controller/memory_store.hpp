@@ -40,6 +40,8 @@ class MemoryStore final : public Store {
   void delete_schedule(const std::string& schedule_id) override;
   void save_pinned_route(const PinnedRouteRecord& rec) override;
   void delete_pinned_route(const std::string& src_km, const std::string& dst_km) override;
+  void save_sae_constraints(const SaeConstraintRecord& rec) override;
+  void delete_sae_constraints(const std::string& src_sae, const std::string& dst_sae) override;
   void save_session(const SessionRecord& rec) override;
   void save_relay(const RelayRecord& rec) override;
   /// The ledger rules of db/migrations (see LedgerEntry): a new key enters reserved or
@@ -69,6 +71,7 @@ class MemoryStore final : public Store {
     std::map<std::pair<std::string, std::string>, PolicyRecord> policies;
     std::map<std::string, ScheduleRecord> schedules;
     std::map<std::pair<std::string, std::string>, PinnedRouteRecord> pinned;
+    std::map<std::pair<std::string, std::string>, SaeConstraintRecord> sae_constraints;
     std::map<std::string, SessionRecord> sessions;
     std::map<std::string, RelayRecord> relays;
     std::map<std::string, LedgerEntry> ledger;

@@ -30,6 +30,8 @@ struct Km {
   std::string site;
   std::optional<double> lat;  ///< site coordinates from the topology document (both or neither)
   std::optional<double> lon;
+  std::optional<int> trust_level;  ///< from the topology document (absent = unrated)
+  std::vector<std::string> tags;   ///< from the topology document
   bool connected = false;
   std::string kma_endpoint;           ///< host:port of its KMA-link listener, from Register
   std::vector<std::string> attached;  ///< SAE IDs its KSA currently serves (from Register/0x14E7)

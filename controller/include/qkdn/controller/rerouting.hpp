@@ -112,16 +112,27 @@ struct ReroutingParams {
   double max_hops = 0;            ///< longest route in hops, integer >= 0 (0 = unlimited)
   double demand_bits = 0;         ///< key drawn per hop; links below floor + demand are excluded
   double pinned_fallback = 1;     ///< manual: 1 fall back to computed routes, 0 refuse
+  /// Trust: most intermediate KMs a route may cross, integer >= -1 (-1 = unlimited, 0 = direct
+  /// links only).
+  double max_intermediates = -1;
+  /// Trust: lowest trust level an intermediate KM may have, integer in [0, 100] (0 = any).
+  double min_trust_level = 0;
 };
 
-/// A rerouting policy: mode and parameters.
+/// A rerouting policy: mode, parameters and the tags its routes avoid.
 struct ReroutingPolicy {
   RerouteMode mode = RerouteMode::kManual;
   ReroutingParams params;
+  /// Trust: no intermediate KM of a route may carry one of these tags (unique, valid IDs).
+  std::vector<std::string> avoid_tags;
 };
 
+/// The trust constraints a policy puts on its routes (max_intermediates, min_trust_level,
+/// avoid_tags).
+TrustConstraints trust_constraints(const ReroutingPolicy& policy);
+
 /// Checks a policy; throws InvalidArgument naming the first bad parameter (e.g. "parameter
-/// 'alpha' must be in (0, 1], got -1").
+/// 'alpha' must be in (0, 1], got -1") or avoided tag.
 void validate_policy(const ReroutingPolicy& policy);
 /// The parameters as a name -> value map (PolicyRecord::params), every parameter included.
 std::map<std::string, double> params_to_map(const ReroutingParams& params);
@@ -197,7 +208,16 @@ struct RouteAnswer {
   std::optional<Route> route;  ///< nullopt: no usable route (or a broken pin without fallback)
   bool pinned = false;         ///< the route is the operator's pin
   ReroutingOutput output;      ///< effects of the call (reroute, alarms, re-planned instructions)
+  /// Why there is no route (set when route is nullopt): code "no_usable_path",
+  /// "trust_constraints" or "pinned_route_broken", and a sentence for people.
+  std::optional<NoRouteExplanation> refusal;
 };
+
+/// SaeConstraintRecord <-> TrustConstraints. from_record throws InvalidArgument for a negative
+/// max_intermediates or invalid constraints.
+TrustConstraints trust_from_record(const SaeConstraintRecord& rec);
+SaeConstraintRecord trust_to_record(const std::string& src_sae, const std::string& dst_sae,
+                                    const TrustConstraints& c, SysTime updated_at);
 
 /// A pair's standing route (northbound listing).
 struct StandingRoute {
@@ -213,6 +233,7 @@ struct ReroutingConfig {
   std::vector<PolicyRecord> policies;  ///< the network-wide policy first, then overrides
   std::vector<ScheduleRecord> schedules;
   std::vector<PinnedRouteRecord> pinned_routes;
+  std::vector<SaeConstraintRecord> sae_constraints{};
 };
 
 /// The rerouting policy engine. See the file comment for the modes and triggers.
@@ -248,6 +269,18 @@ class ReroutingEngine {
   /// becomes the standing route; replacing an unusable one is a reroute whose reason comes from
   /// why it broke). Throws Unavailable before the first snapshot, NotFound for an unknown KM.
   RouteAnswer route_for(const std::string& src, const std::string& dst);
+  /// route_for for a relay serving the SAE pair src_sae -> dst_sae (either may be empty when
+  /// unknown). Without constraints for that SAE pair this is route_for. With them, the pair's
+  /// standing route is used when it meets the policy's constraints made stricter by the SAE
+  /// pair's, else the best route that does (which does not become the standing route); none is
+  /// a refusal that says why. Same errors as route_for.
+  RouteAnswer route_for_saes(const std::string& src, const std::string& dst,
+                             const std::string& src_sae, const std::string& dst_sae);
+  /// The trust constraints a relay from src to dst for the SAE pair must meet (policy, then the
+  /// SAE pair's on top).
+  [[nodiscard]] TrustConstraints trust_for(const std::string& src, const std::string& dst,
+                                           const std::string& src_sae,
+                                           const std::string& dst_sae) const;
   /// The standing route of a pair without re-evaluating it (nullopt if none).
   [[nodiscard]] std::optional<Route> standing_route(const std::string& src,
                                                     const std::string& dst) const;
@@ -306,6 +339,16 @@ class ReroutingEngine {
   /// Removes a window, withdrawing its instruction if emitted. Throws NotFound.
   ReroutingOutput remove_schedule(const std::string& schedule_id);
   [[nodiscard]] std::vector<ScheduleRecord> schedules() const;
+
+  /// Sets (or replaces) the trust constraints of an SAE pair. Throws InvalidArgument for invalid
+  /// SAE IDs, src_sae == dst_sae or invalid constraints. Takes effect at the next relay.
+  void set_sae_constraints(const SaeConstraintRecord& record);
+  /// Removes them. Throws NotFound.
+  void clear_sae_constraints(const std::string& src_sae, const std::string& dst_sae);
+  [[nodiscard]] std::optional<SaeConstraintRecord> sae_constraints(
+      const std::string& src_sae, const std::string& dst_sae) const;
+  /// Every SAE pair with constraints, in (src_sae, dst_sae) order.
+  [[nodiscard]] std::vector<SaeConstraintRecord> all_sae_constraints() const;
 
   /// The configuration as persistence records.
   [[nodiscard]] ReroutingConfig export_config() const;
@@ -391,6 +434,7 @@ class ReroutingEngine {
   ReroutingPolicy policy_;
   std::map<PairKey, ReroutingPolicy> overrides_;
   std::map<PairKey, PinnedRouteRecord> pins_;
+  std::map<PairKey, SaeConstraintRecord> sae_constraints_;  // by (src_sae, dst_sae)
   std::map<std::string, Schedule> schedules_;
   std::map<PairKey, TrafficStats> stats_;
   std::map<PairKey, PairState> pairs_;

@@ -87,7 +87,42 @@ struct SnapshotLink {
 struct SnapshotKm {
   std::string km_id;
   bool connected = true;
+  std::optional<int> trust_level{};  ///< as declared (absent = unrated)
+  std::vector<std::string> tags{};   ///< as declared
+  /// The trust level constraints compare: trust_level, else kMinTrustLevel.
+  [[nodiscard]] int trust() const { return trust_level.value_or(kMinTrustLevel); }
 };
+
+/// What a route may expose of the trusted nodes between its ends (issue 20). Every intermediate
+/// KM of a relay holds the key in the clear; the two end KMs are the SAEs' own KMs and are not
+/// constrained. Routes that cannot meet the constraints are refused (explain_no_route says why),
+/// never relaxed.
+struct TrustConstraints {
+  /// Most intermediate (trusted relay) KMs a route may cross; nullopt = no limit, 0 = direct
+  /// links only.
+  std::optional<std::size_t> max_intermediates;
+  /// Every intermediate KM must have at least this trust level (unrated KMs count as
+  /// kMinTrustLevel, so any value above it excludes them).
+  int min_trust_level = kMinTrustLevel;
+  /// No intermediate KM may carry any of these tags.
+  std::vector<std::string> avoid_tags;
+
+  /// True when nothing is constrained.
+  [[nodiscard]] bool empty() const {
+    return !max_intermediates && min_trust_level <= kMinTrustLevel && avoid_tags.empty();
+  }
+  /// The stricter of each constraint of `a` and `b` (smaller maximum, higher minimum, union of
+  /// the tags): a pair's constraints on top of its policy's.
+  static TrustConstraints strictest(const TrustConstraints& a, const TrustConstraints& b);
+  friend bool operator==(const TrustConstraints&, const TrustConstraints&) = default;
+};
+
+/// Checks constraints given by a person or a peer: min_trust_level in [0, 100], tags valid and
+/// unique. Throws InvalidArgument naming the field.
+void validate_trust_constraints(const TrustConstraints& c);
+/// For people: "at most 2 intermediate KMs, trust >= 60, avoiding tags [jurisdiction:XX]", or
+/// "none".
+std::string describe(const TrustConstraints& c);
 
 /// The query-independent parts of a link's exclusion test and key-aware cost, precomputed when a
 /// snapshot is built so that a route query touches each link only briefly.
@@ -97,6 +132,8 @@ struct LinkTerms {
   double available_bits = 0;            ///< max(pool - floor, 0)
   double inv_gen = 1;                   ///< 1 / max(key_rate_bps, 1)
   double drain = 0;                     ///< max(0, consumption - generation) / generation
+  double net_drain_bps = 0;             ///< max(0, consumption - generation)
+  double reference_bits = 0;            ///< SnapshotLink::pool_reference_bits
   /// 1 - available_bits / pool_reference_bits, in [0, 1]; 0 when the reference is unknown
   double depletion = 0;
   /// exp(KeyAwareWeights{}.kappa * depletion): the depletion factor at the default exponent, so
@@ -195,7 +232,8 @@ class TopologySnapshot {
 };
 
 /// Tuning of the key-aware hop cost (see hop_cost). Defaults were chosen with
-/// bench_demand_replay (3 seeds, germany50 and nobel-eu); all weights must be >= 0.
+/// bench_demand_replay (3 seeds, germany50, nobel-eu and cost266, and generated graphs); all
+/// weights must be >= 0.
 struct KeyAwareWeights {
   double alpha = 16.0;                        ///< weight of pool scarcity
   double beta = 1.0;                          ///< weight of consumption outrunning generation
@@ -203,6 +241,23 @@ struct KeyAwareWeights {
   double horizon_s = 1.0;                     ///< time scale of the regeneration term, seconds
   std::uint64_t reference_demand_bits = 256;  ///< demand assumed when demand_bits is 0
   double kappa = 3.0;                         ///< exponent of the pool depletion factor
+  /// The headroom gate: a hop whose available pool holds at least `headroom` times its expected
+  /// demand costs exactly 1 (hop count); the scarcity terms come in only below that. 0 = no gate
+  /// (every hop always priced: the cost before issue 20).
+  double headroom = 4.0;
+  /// Time over which a hop's net drain max(0, consumption - generation) counts towards its
+  /// expected demand, seconds.
+  double headroom_horizon_s = 300.0;
+  /// The gate also stays open (priced) while the pool holds less than this share of the fullest
+  /// pool of the network (SnapshotLink::pool_reference_bits), in [0, 1]: in a network whose pools
+  /// barely regenerate, the stock is what there is to share.
+  double headroom_share = 0.9;
+  /// The cost without the headroom gate (bench comparisons, operators who want it).
+  static KeyAwareWeights ungated() {
+    KeyAwareWeights w;
+    w.headroom = 0;
+    return w;
+  }
 };
 
 /// What a route query asks for.
@@ -218,6 +273,8 @@ struct RouteOptions {
   /// Key the caller will draw on every hop; links with pool < floor + demand_bits are excluded.
   std::uint64_t demand_bits = 0;
   KeyAwareWeights weights;
+  /// Trust constraints on the intermediate KMs (invalid ones throw InvalidArgument).
+  TrustConstraints trust;
 };
 
 /// A loopless route. kms.size() == links.size() + 1; links[i] joins kms[i] and kms[i+1] (the best
@@ -255,29 +312,62 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 /// Cost of crossing `link` under `options.metric`, assuming the link is usable.
 /// kHopCount and kWidestShortest: 1. kKeyAware, with D = demand_bits (reference_demand_bits when
 /// 0), A = max(pool - floor, 0), g = max(key_rate, 1 b/s), c = consumption rate, and
-/// R = link.pool_reference_bits (the fullest pool of the snapshot):
-///   (1 + gamma * D / (g * horizon_s))                  base: time to remake D, per horizon
-///   * exp(kappa * (1 - A / max(R, A)))                 depletion (1 when R is 0)
-///   * (1 + alpha * D / (A + D)                         scarcity: grows as the pool nears D
-///        + beta * max(0, c - g) / g)                   drain: key leaves faster than it is made
-/// The base prices a hop by how long its generator needs to replace what the request takes, so
-/// slow (long) links are dear even when full. The depletion factor is the exponential
-/// (Awerbuch-Azar-Plotkin) price of the share of the pool already used, measured against the
-/// fullest pool in the network: a half-empty pool costs e^(kappa/2) times a full one, which
-/// spreads load onto longer but richer routes long before a pool nears its floor. The last factor
-/// rises sharply as the pool nears the demand or is being overdrawn. Every factor is >= 1, so
-/// costs are >= 1 and Dijkstra/Yen apply; the cost falls as the pool or the generation rate grows
-/// and rises with consumption and demand.
+/// R = link.pool_reference_bits (the fullest pool of the snapshot), the price
+///   P = (1 + gamma * D / (g * horizon_s))              base: time to remake D, per horizon
+///     * exp(kappa * (1 - A / max(R, A)))               depletion (1 when R is 0)
+///     * (1 + alpha * D / (A + D)                       scarcity: grows as the pool nears D
+///          + beta * max(0, c - g) / g)                 drain: key leaves faster than it is made
+/// enters through the headroom gate. With E = D + max(0, c - g) * headroom_horizon_s (the
+/// request plus what the hop loses net over the horizon) and
+/// H = max(headroom * E, headroom_share * R) (well more than the expected demand, and not much
+/// less than the fullest pool: in networks whose links barely regenerate, the stock is what
+/// there is to share):
+///   cost = 1 + t                                       when A >= H (plenty: hop count)
+///   cost = 1 + u^2 * (P - 1) + t,  u = (H - A) / (H - D)   when A < H, u clamped to [0, 1]
+/// where t = 1e-9 * min(P, 1e6) < 0.001 only breaks ties between equally short routes (and
+/// parallel links) in favour of the richer, faster links; cost = P when headroom is 0 (no gate).
+/// While every pool on the candidate routes holds well more than its expected demand, routes are
+/// exactly as short as hop count and spend no key on detours; as a pool nears its demand the full
+/// price P returns and spreads load onto richer routes, which is what keeps requests from blocking.
+/// Within P, the base prices a hop by how long its generator needs to replace what the request
+/// takes; the depletion factor is the exponential (Awerbuch-Azar-Plotkin) price of the share of the
+/// pool already used, measured against the fullest pool; the last factor rises sharply as the pool
+/// nears the demand or is being overdrawn. Every factor is >= 1, so costs are >= 1 and Dijkstra/Yen
+/// apply; the cost never falls as the pool drains, consumption grows or the demand grows.
 double hop_cost(const SnapshotLink& link, const RouteOptions& options);
 
 /// Up to options.k loopless routes from src to dst, best first (Yen's algorithm over
 /// Boost.Graph Dijkstra). Between two KMs only the best parallel link is considered (lowest
 /// cost, then fuller pool, then link_id). Ties between routes are broken by KM order, then
-/// link order. src == dst gives one zero-hop route. No route is an empty vector.
-/// Throws NotFound for an unknown src, dst or avoid entry, InvalidArgument when k == 0 or a
-/// weight is negative.
+/// link order. Every route meets options.trust: no intermediate KM below min_trust_level or
+/// carrying an avoided tag, at most max_intermediates of them (the hop limit is then the smaller
+/// of max_hops and max_intermediates + 1). src == dst gives one zero-hop route. No route is an
+/// empty vector (explain_no_route says why).
+/// Throws NotFound for an unknown src, dst or avoid entry, InvalidArgument when k == 0, a
+/// weight is negative or the trust constraints are invalid.
 std::vector<Route> compute_routes(const TopologySnapshot& snapshot, const std::string& src,
                                   const std::string& dst, const RouteOptions& options = {});
+
+/// Why compute_routes found no route.
+struct NoRouteExplanation {
+  /// "no_usable_path": no route even without the trust constraints (links down, drained,
+  /// avoided, hop limit); "trust_constraints": routes exist but none meets options.trust.
+  std::string code;
+  /// For people, e.g. "no route from A to B meets the trust constraints (trust >= 60): every
+  /// usable route crosses a KM that breaks them; the best one crosses X (trust 20)".
+  std::string detail;
+};
+
+/// Explains an empty compute_routes answer (same arguments, same errors). Call it only when
+/// compute_routes returned nothing; it recomputes without the trust constraints to tell the two
+/// cases apart.
+NoRouteExplanation explain_no_route(const TopologySnapshot& snapshot, const std::string& src,
+                                    const std::string& dst, const RouteOptions& options = {});
+
+/// Why a given route breaks `constraints` (nullopt when it meets them), e.g. "crosses KM 'X'
+/// (trust 20 < 60)". KMs unknown to the snapshot count as unrated without tags.
+std::optional<std::string> trust_violation(const TopologySnapshot& snapshot, const Route& route,
+                                           const TrustConstraints& constraints);
 
 /// The distinct first-hop KMs of the k best routes, in route order (Q.4164 0x1401/0x4102
 /// distributed mode). Same errors as compute_routes; empty when there is no route or src == dst.

@@ -30,8 +30,20 @@ struct LinkConfigRecord {
 struct PolicyRecord {
   std::string src_km;  ///< empty = network-wide
   std::string dst_km;
-  std::string mode;                      ///< manual | fixed_rate | traffic_adaptive | scheduled
-  std::map<std::string, double> params;  ///< mode parameters (e.g. "interval_s", "threshold")
+  std::string mode;                       ///< manual | fixed_rate | traffic_adaptive | scheduled
+  std::map<std::string, double> params;   ///< mode parameters (e.g. "interval_s", "threshold")
+  std::vector<std::string> avoid_tags{};  ///< trust: tags no intermediate KM of a route may carry
+};
+
+/// Trust constraints of one SAE pair (directional: relays for sessions from src_sae to dst_sae),
+/// applied on top of the constraints of the KM pair's policy.
+struct SaeConstraintRecord {
+  std::string src_sae;
+  std::string dst_sae;
+  std::optional<std::int64_t> max_intermediates;  ///< none = no limit
+  std::int64_t min_trust_level = 0;               ///< 0 = any
+  std::vector<std::string> avoid_tags;
+  SysTime updated_at{};
 };
 
 /// A scheduled relay window (scheduled mode).
@@ -131,6 +143,7 @@ struct StoredState {
   std::vector<PolicyRecord> policies;
   std::vector<ScheduleRecord> schedules;
   std::vector<PinnedRouteRecord> pinned_routes;
+  std::vector<SaeConstraintRecord> sae_constraints{};
   std::vector<SessionRecord> sessions;
   std::vector<RelayRecord> relays;
   std::vector<LedgerEntry> ledger;  ///< entries not yet consumed/released, plus all key IDs seen
@@ -166,6 +179,9 @@ class Store {
   virtual void delete_schedule(const std::string& schedule_id) = 0;
   virtual void save_pinned_route(const PinnedRouteRecord& rec) = 0;
   virtual void delete_pinned_route(const std::string& src_km, const std::string& dst_km) = 0;
+  /// Upserts / removes the trust constraints of an SAE pair (removing an absent pair is a no-op).
+  virtual void save_sae_constraints(const SaeConstraintRecord& rec) = 0;
+  virtual void delete_sae_constraints(const std::string& src_sae, const std::string& dst_sae) = 0;
 
   /// Upserts a session / relay by ID.
   virtual void save_session(const SessionRecord& rec) = 0;

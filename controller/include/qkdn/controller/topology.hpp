@@ -14,7 +14,18 @@ struct KmSpec {
   std::string site;
   std::optional<double> lat{};  ///< site latitude, WGS 84 degrees in [-90, 90] (with lon, or none)
   std::optional<double> lon{};  ///< site longitude, WGS 84 degrees in [-180, 180]
+  /// How far the operator trusts this KM as a relay node, an integer in [kMinTrustLevel,
+  /// kMaxTrustLevel]; absent = unrated, which counts as kMinTrustLevel for route constraints.
+  std::optional<int> trust_level{};
+  /// Operator labels used by route constraints (avoid_tags), e.g. "operator:acme",
+  /// "site:colocation", "jurisdiction:DE": unique, each 1..128 of [A-Za-z0-9._:-].
+  std::vector<std::string> tags{};
 };
+
+inline constexpr int kMinTrustLevel = 0;
+inline constexpr int kMaxTrustLevel = 100;
+/// The trust level route constraints use for a KM: trust_level, else kMinTrustLevel.
+inline int effective_trust(const KmSpec& km) { return km.trust_level.value_or(kMinTrustLevel); }
 
 /// An undirected QKD/KMA link between two KMs; each link has its own key pool.
 struct LinkSpec {
@@ -41,10 +52,10 @@ struct TopologyDoc {
 };
 
 /// Checks a document for consistency: valid and unique IDs, coordinates both given or neither and
-/// in range, links between two distinct known KMs,
-/// non-negative finite rates and distances, QBER in [0, 1], applications on known KMs with unique
-/// SAE IDs. Throws InvalidArgument naming the first offending element (e.g. "links[3].b: unknown
-/// KM 'X'").
+/// in range, trust levels in [0, 100], tags valid and unique per KM, links between two distinct
+/// known KMs, non-negative finite rates and distances, QBER in [0, 1], applications on known KMs
+/// with unique SAE IDs. Throws InvalidArgument naming the first offending element (e.g.
+/// "links[3].b: unknown KM 'X'").
 void validate_topology(const TopologyDoc& doc);
 
 }  // namespace qkdn::controller

@@ -81,6 +81,8 @@ class PgStore final : public controller::Store {
   void save_schedule(const controller::ScheduleRecord& rec) override;
   void delete_schedule(const std::string& schedule_id) override;
   void save_pinned_route(const controller::PinnedRouteRecord& rec) override;
+  void save_sae_constraints(const controller::SaeConstraintRecord& rec) override;
+  void delete_sae_constraints(const std::string& src_sae, const std::string& dst_sae) override;
   void delete_pinned_route(const std::string& src_km, const std::string& dst_km) override;
 
   void save_session(const controller::SessionRecord& rec) override;

@@ -60,6 +60,11 @@ class Metrics {
   void key_relay(std::string_view result, double seconds);
   /// qkdn_route_computation_seconds.
   void route_computation(double seconds);
+  /// qkdn_key_relay_intermediate_kms: one observation per delivered key of a relayed relay, the
+  /// number of intermediate (trusted relay) KMs its route crossed.
+  void relay_intermediates(std::size_t intermediate_kms, std::uint64_t keys);
+  /// qkdn_route_trust_refusals_total: relays refused because no route met the trust constraints.
+  void trust_refusal();
   /// qkdn_reroutes_total{reason}.
   void reroute(std::string_view reason);
   /// qkdn_key_reservations_total{result} ("reserved", "allocated", "consumed", "released",
