@@ -617,7 +617,7 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
     co_return;
   }
   s->registering = true;
-  auto op = core_register(s, reg, std::move(ticket));
+  auto op = core_register(s, reg, std::move(ticket), id);
   auto hop = qkdn::net::run_on(core, std::move(op));
   auto r = co_await std::move(hop);
   s->registering = false;
@@ -639,14 +639,7 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
         std::make_shared<qkdn::net::AdmissionQueue>(std::max<std::size_t>(o.max_pending_per_km, 1));
   }
   ++counters.registrations;
-  ck::RegisterResponse resp;
-  resp.response = "OK";
-  resp.controller_id = svc.options_.controller_id;
-  resp.controller_epoch = svc.epoch_;
-  resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
-  resp.status_interval_ms = svc.options_.status_interval.count();
-  resp.peers = std::move(r.peers);
-  s->channel->send(resp, id);
+  // The OK went out from the core strand (core_register), ahead of any instruction.
   svc.log("ck: " + reg.km_id + (again ? " re-registered" : " registered") + " from " +
           s->channel->remote_endpoint() + " (session " + std::to_string(s->id) + ")");
   // Standing relay instructions follow the register response (the KM learns the epoch first).
@@ -656,7 +649,8 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
 // ---- core strand ----
 
 net::awaitable<CoreResult> ControllerService::Impl::core_register(
-    std::shared_ptr<Session> s, ck::Register reg, qkdn::net::AdmissionQueue::Ticket ticket) {
+    std::shared_ptr<Session> s, ck::Register reg, qkdn::net::AdmissionQueue::Ticket ticket,
+    std::uint32_t message_id) {
   ticket.release();  // no longer waiting
   const auto t0 = std::chrono::steady_clock::now();
   struct Served {
@@ -719,6 +713,16 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
     if (km == nullptr || km->kma_endpoint.empty() || !seen.insert(peer).second) continue;
     out.peers.push_back({peer, km->kma_endpoint});
   }
+  // Sent here, on the core strand, before the batched engine run can send this KM a relay
+  // instruction (0x41E5 must follow the register response: the KM learns the epoch first).
+  ck::RegisterResponse resp;
+  resp.response = "OK";
+  resp.controller_id = svc.options_.controller_id;
+  resp.controller_epoch = svc.epoch_;
+  resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
+  resp.status_interval_ms = svc.options_.status_interval.count();
+  resp.peers = out.peers;
+  s->channel->send(resp, message_id);
   co_return out;
 }
 

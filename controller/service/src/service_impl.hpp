@@ -222,7 +222,8 @@ struct ControllerService::Impl {
   void touch(Session& s);
   net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg);
   net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg,
-                                           qkdn::net::AdmissionQueue::Ticket ticket);
+                                           qkdn::net::AdmissionQueue::Ticket ticket,
+                                           std::uint32_t message_id);
   net::awaitable<CoreResult> core_apply(std::string km_id, std::string remote, ck::Message message,
                                         std::shared_ptr<const void> admitted);
   /// A status report, alarm or applications update of `km_id`, applied to the core.
