@@ -318,10 +318,10 @@ void KmHost::discard_at_both_ends(LinkEnd& link, const std::vector<KeyId>& ids) 
 
 void KmHost::flush_discards(LinkEnd& link) {
   if (link.pending_discards.empty() || !link.session || !link.synced) return;
-  // One frame per 1024 IDs keeps each far below kma::kMaxPayload.
+  // One frame per kMaxDiscardIds IDs keeps each far below kma::kMaxPayload.
   while (!link.pending_discards.empty()) {
     json::array ids;
-    while (!link.pending_discards.empty() && ids.size() < 1024) {
+    while (!link.pending_discards.empty() && ids.size() < kma::kMaxDiscardIds) {
       ids.emplace_back(key_id_to_string(link.pending_discards.front()));
       link.pending_discards.pop_front();
     }
@@ -331,16 +331,21 @@ void KmHost::flush_discards(LinkEnd& link) {
 }
 
 void KmHost::on_discard_frame(LinkEnd& link, const std::string& payload) {
-  auto msg = parse_obj(payload);
-  if (!msg || str_of(*msg, "link_id") != link.link_id) {
-    log_line(LogLevel::kWarn,
-             "KM " + km_id_ + ": KMA link " + link.link_id + ": malformed discard frame ignored");
+  kma::Discard msg;
+  try {
+    msg = kma::parse_discard(payload);
+  } catch (const kma::BadMessage& e) {
+    log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA link " + link.link_id +
+                                  ": malformed discard frame ignored: " + e.what());
     return;
   }
-  auto ids = parse_ids(strings_of(*msg, "key_ids"));
-  if (!ids) return;
+  if (msg.link_id != link.link_id) {
+    log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA link " + link.link_id +
+                                  ": discard frame for link " + msg.link_id + " ignored");
+    return;
+  }
   // Only the peer's half: the peer reserves the other parity than ours.
-  const auto gone = link.store.discard_available(*ids, link.primary ? 1 : 0);
+  const auto gone = link.store.discard_available(msg.key_ids, link.primary ? 1 : 0);
   link.keys_discarded += static_cast<std::int64_t>(gone.size());
 }
 

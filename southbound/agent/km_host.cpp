@@ -107,15 +107,18 @@ KmaSession::KmaSession(KmHost& host, tcp::socket socket, net::ssl::context* tls,
 net::awaitable<void> KmaSession::handshake() {
   if (!tls_) co_return;
   deadline_.expires_after(kFrameTimeout);
-  co_await tls_->async_handshake(
+  auto handshake_op = tls_->async_handshake(
       dialer_ ? net::ssl::stream_base::client : net::ssl::stream_base::server, net::use_awaitable);
+  co_await std::move(handshake_op);
 }
 
 net::awaitable<void> KmaSession::read_exact(void* data, std::size_t size) {
   if (tls_) {
-    co_await net::async_read(*tls_, net::buffer(data, size), net::use_awaitable);
+    auto read_op = net::async_read(*tls_, net::buffer(data, size), net::use_awaitable);
+    co_await std::move(read_op);
   } else {
-    co_await net::async_read(plain_, net::buffer(data, size), net::use_awaitable);
+    auto read_op2 = net::async_read(plain_, net::buffer(data, size), net::use_awaitable);
+    co_await std::move(read_op2);
   }
 }
 
@@ -123,12 +126,16 @@ net::awaitable<std::pair<kma::Type, std::string>> KmaSession::read_frame(
     std::chrono::milliseconds timeout) {
   std::array<std::uint8_t, kma::kHeaderSize> head{};
   deadline_.expires_after(timeout);
-  co_await read_exact(head.data(), head.size());
+  auto read_exact_op = read_exact(head.data(), head.size());
+  co_await std::move(read_exact_op);
   const auto h = kma::decode_header(head.data());
   if (h.length > kma::kMaxPayload) throw InvalidArgument("KMA frame too large");
   std::string payload(h.length, '\0');
   deadline_.expires_after(kFrameTimeout);
-  if (h.length > 0) co_await read_exact(payload.data(), payload.size());
+  if (h.length > 0) {
+    auto read_op = read_exact(payload.data(), payload.size());
+    co_await std::move(read_op);
+  }
   deadline_.expires_at(SteadyTime::max());
   co_return std::make_pair(static_cast<kma::Type>(h.type), std::move(payload));
 }
@@ -136,12 +143,14 @@ net::awaitable<std::pair<kma::Type, std::string>> KmaSession::read_frame(
 void KmaSession::start_background() {
   host_.spawn(
       [](std::shared_ptr<KmaSession> self) -> net::awaitable<void> {
-        co_await self->writer();
+        auto writer_op = self->writer();
+        co_await std::move(writer_op);
       }(shared_from_this()),
       "KMA writer");
   host_.spawn(
       [](std::shared_ptr<KmaSession> self) -> net::awaitable<void> {
-        co_await self->watchdog();
+        auto watchdog_op = self->watchdog();
+        co_await std::move(watchdog_op);
       }(shared_from_this()),
       "KMA watchdog");
 }
@@ -159,16 +168,19 @@ void KmaSession::send(std::string frame) {
 net::awaitable<void> KmaSession::writer() {
   while (open_) {
     if (queue_.empty()) {
-      co_await write_wake_.async_wait(kTuple);
+      auto wait_op = write_wake_.async_wait(kTuple);
+      co_await std::move(wait_op);
       continue;
     }
     std::string frame = std::move(queue_.front());
     queue_.pop_front();
     boost::system::error_code ec;
     if (tls_) {
-      std::tie(ec, std::ignore) = co_await net::async_write(*tls_, net::buffer(frame), kTuple);
+      auto write_op = net::async_write(*tls_, net::buffer(frame), kTuple);
+      std::tie(ec, std::ignore) = co_await std::move(write_op);
     } else {
-      std::tie(ec, std::ignore) = co_await net::async_write(plain_, net::buffer(frame), kTuple);
+      auto write_op2 = net::async_write(plain_, net::buffer(frame), kTuple);
+      std::tie(ec, std::ignore) = co_await std::move(write_op2);
     }
     // Keys frames carry key bytes: wipe every written frame.
     OPENSSL_cleanse(frame.data(), frame.size());
@@ -183,7 +195,8 @@ net::awaitable<void> KmaSession::writer() {
 
 net::awaitable<void> KmaSession::watchdog() {
   while (open_) {
-    co_await deadline_.async_wait(kTuple);
+    auto wait_op = deadline_.async_wait(kTuple);
+    co_await std::move(wait_op);
     if (open_ && deadline_.expiry() <= std::chrono::steady_clock::now()) {
       log_line(LogLevel::kWarn, "KMA session of " + host_.km_id() + ": read timeout");
       close();
@@ -357,7 +370,8 @@ net::awaitable<void> KmHost::ck_loop() {
     bool registered = false;
     retry_hint_.reset();
     try {
-      registered = co_await ck_session();
+      auto ck_session_op = ck_session();
+      registered = co_await std::move(ck_session_op);
     } catch (const std::exception& e) {
       if (!stopping()) log_line(LogLevel::kWarn, "KM " + km_id_ + ": Ck: " + e.what());
     }
@@ -376,15 +390,17 @@ net::awaitable<void> KmHost::ck_loop() {
                                      std::to_string(delay.count()) + " ms");
     }
     ck_timer_.expires_after(delay);
-    co_await ck_timer_.async_wait(kTuple);
+    auto wait_op = ck_timer_.async_wait(kTuple);
+    co_await std::move(wait_op);
   }
 }
 
 net::awaitable<bool> KmHost::ck_session() {
   const auto& cfg = core_.config();
   tcp::resolver resolver(strand_);
-  auto results = co_await resolver.async_resolve(
-      cfg.controller_host, std::to_string(cfg.controller_port), net::use_awaitable);
+  auto resolve_op = resolver.async_resolve(cfg.controller_host, std::to_string(cfg.controller_port),
+                                           net::use_awaitable);
+  auto results = co_await std::move(resolve_op);
   if (stopping()) co_return false;
   tcp::socket socket(strand_);
   ck_timer_.expires_after(kConnectTimeout);
@@ -443,7 +459,10 @@ net::awaitable<bool> KmHost::ck_session() {
     }
   }
   channel->close();
-  while (!run_state->finished) co_await run_state->done.async_wait(kTuple);
+  while (!run_state->finished) {
+    auto wait_op = run_state->done.async_wait(kTuple);
+    co_await std::move(wait_op);
+  }
   co_return registrations_ > before;
 }
 
@@ -464,7 +483,8 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
     // on a new connection while the first one may still complete.
     auto reg_op = channel->request(std::move(reg_message), core_.config().register_timeout);
     ck::Frame reply = co_await std::move(reg_op);
-    co_await net::post(strand_, net::use_awaitable);
+    auto post_op = net::post(strand_, net::use_awaitable);
+    co_await std::move(post_op);
     if (reply.command == static_cast<std::uint16_t>(ck::Command::kErrorFromController)) {
       auto decoded = ck::decode_payload(reply.command, reply.payload);
       std::string why = "error";
@@ -518,7 +538,8 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
     auto next_status = std::chrono::steady_clock::now() + status_interval_;
     while (!stopping() && channel->is_open()) {
       beat_timer_.expires_at(std::min(next_beat, next_status));
-      co_await beat_timer_.async_wait(kTuple);
+      auto wait_op = beat_timer_.async_wait(kTuple);
+      co_await std::move(wait_op);
       if (stopping() || !channel->is_open()) break;
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_status) {
@@ -531,7 +552,8 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
         ck::Message beat{ck::Heartbeat{km_id_}};
         auto beat_op = channel->request(std::move(beat));
         co_await std::move(beat_op);
-        co_await net::post(strand_, net::use_awaitable);
+        auto post_op2 = net::post(strand_, net::use_awaitable);
+        co_await std::move(post_op2);
       }
     }
   } catch (...) {
@@ -683,7 +705,8 @@ net::awaitable<void> KmHost::accept_loop() {
   qkdn::net::AcceptBackoff backoff;
   net::steady_timer pause(strand_);
   while (!stopping()) {
-    auto [ec, socket] = co_await acceptor_.async_accept(strand_, kTuple);
+    auto accept_op = acceptor_.async_accept(strand_, kTuple);
+    auto [ec, socket] = co_await std::move(accept_op);
     if (stopping()) break;
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor_.is_open()) break;
@@ -691,7 +714,8 @@ net::awaitable<void> KmHost::accept_loop() {
       const auto p = backoff.on_error(ec);
       if (p.log) log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA accept: " + ec.message());
       pause.expires_after(p.delay);
-      co_await pause.async_wait(kTuple);
+      auto wait_op = pause.async_wait(kTuple);
+      co_await std::move(wait_op);
       continue;
     }
     backoff.on_success();
@@ -715,8 +739,10 @@ net::awaitable<void> KmHost::accept_loop() {
 net::awaitable<void> KmHost::inbound(std::shared_ptr<KmaSession> session,
                                      qkdn::net::ConnectionGate::Ticket slot) {
   try {
-    co_await session->handshake();
-    auto [type, payload] = co_await session->read_frame(kFrameTimeout);
+    auto handshake_op = session->handshake();
+    co_await std::move(handshake_op);
+    auto read_frame_op = session->read_frame(kFrameTimeout);
+    auto [type, payload] = co_await std::move(read_frame_op);
     std::string problem;
     LinkEnd* link = nullptr;
     std::optional<kma::Hello> hello;
@@ -773,7 +799,8 @@ net::awaitable<void> KmHost::dial_loop(LinkEnd* link) {
     // The primary dials; the secondary dials only when the primary could not (it may not know
     // our endpoint when it registered before us).
     link->dial_wake.expires_after(cfg.secondary_dial_delay + jitter(cfg.reconnect_initial));
-    co_await link->dial_wake.async_wait(kTuple);
+    auto wait_op = link->dial_wake.async_wait(kTuple);
+    co_await std::move(wait_op);
   }
   while (!stopping()) {
     if (!link->session) {
@@ -794,13 +821,15 @@ net::awaitable<void> KmHost::dial_loop(LinkEnd* link) {
         } else {
           link->dial_wake.expires_after(jitter(backoff));
           backoff = std::min(backoff * 2, cfg.reconnect_max);
-          co_await link->dial_wake.async_wait(kTuple);
+          auto wait_op2 = link->dial_wake.async_wait(kTuple);
+          co_await std::move(wait_op2);
           continue;
         }
       }
     }
     link->dial_wake.expires_after(1s);
-    co_await link->dial_wake.async_wait(kTuple);
+    auto wait_op3 = link->dial_wake.async_wait(kTuple);
+    co_await std::move(wait_op3);
   }
 }
 
@@ -808,7 +837,8 @@ net::awaitable<bool> KmHost::dial(LinkEnd* link, std::string endpoint) {
   auto hp = split_host_port(endpoint);
   if (!hp) throw InvalidArgument("bad KMA endpoint " + endpoint);
   tcp::resolver resolver(strand_);
-  auto results = co_await resolver.async_resolve(hp->first, hp->second, net::use_awaitable);
+  auto resolve_op = resolver.async_resolve(hp->first, hp->second, net::use_awaitable);
+  auto results = co_await std::move(resolve_op);
   // shutdown() cancels the connect deadline (a connect that never completes, e.g. to a peer that
   // vanished, would otherwise hold the KM's stop for the whole kConnectTimeout).
   if (stopping()) co_return false;
@@ -833,14 +863,16 @@ net::awaitable<bool> KmHost::dial(LinkEnd* link, std::string endpoint) {
   session->start_background();
   bool attached = false;
   try {
-    co_await session->handshake();
+    auto handshake_op = session->handshake();
+    co_await std::move(handshake_op);
     if (session->tls() && session->peer_identity() != link->peer_km) {
       throw Unavailable("peer certificate does not name " + link->peer_km);
     }
     session->send(
         json_frame(kma::Type::kHello,
                    {{"from_km", km_id_}, {"to_km", link->peer_km}, {"link_id", link->link_id}}));
-    auto [type, payload] = co_await session->read_frame(kFrameTimeout);
+    auto read_frame_op = session->read_frame(kFrameTimeout);
+    auto [type, payload] = co_await std::move(read_frame_op);
     if (type != kma::Type::kHelloOk) {
       std::string why = "unexpected answer to hello";
       if (type == kma::Type::kError) {
@@ -924,7 +956,8 @@ void KmHost::detach(const std::shared_ptr<KmaSession>& session) {
 
 net::awaitable<void> KmHost::session_loop(std::shared_ptr<KmaSession> session) {
   while (session->is_open() && !stopping()) {
-    auto [type, payload] = co_await session->read_frame(kIdleTimeout);
+    auto read_frame_op = session->read_frame(kIdleTimeout);
+    auto [type, payload] = co_await std::move(read_frame_op);
     on_kma_frame(session, type, payload);
     OPENSSL_cleanse(payload.data(), payload.size());
   }
@@ -1078,7 +1111,8 @@ net::awaitable<void> KmHost::tick_loop() {
   while (!stopping()) {
     next += tick;
     tick_timer_.expires_at(next);
-    co_await tick_timer_.async_wait(kTuple);
+    auto wait_op = tick_timer_.async_wait(kTuple);
+    co_await std::move(wait_op);
     if (stopping()) break;
     const auto now = std::chrono::steady_clock::now();
     if (next < now - tick * 10) next = now;  // we fell far behind: do not burst

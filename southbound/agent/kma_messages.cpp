@@ -254,6 +254,11 @@ Ack parse_ack(std::string_view payload, std::string_view id_field) {
   return {request_id(o, id_field), response(o)};
 }
 
+Discard parse_discard(std::string_view payload) {
+  const auto o = object_of(payload);
+  return {id(o, "link_id"), key_ids(o, "key_ids", 1, kMaxDiscardIds)};
+}
+
 Relay parse_relay(std::string_view payload) {
   Relay r;
   r.meta = object_of(payload);

@@ -113,6 +113,14 @@ struct Claim {
   std::array<std::uint8_t, 32> tag{};
 };
 
+/// Keys the peer destroyed at its end of the link (docs/ck-extensions.md "Key release"): at most
+/// kMaxDiscardIds per frame.
+inline constexpr std::size_t kMaxDiscardIds = 1024;
+struct Discard {
+  std::string link_id;
+  std::vector<KeyId> key_ids;
+};
+
 // Each parser reads one payload and throws BadMessage for anything but a well-formed message.
 Hello parse_hello(std::string_view payload);
 Sync parse_sync(std::string_view payload);
@@ -124,6 +132,7 @@ Ack parse_ack(std::string_view payload, std::string_view id_field);
 Relay parse_relay(std::string_view payload);
 Supply parse_supply(std::string_view payload);
 Claim parse_claim(std::string_view payload);
+Discard parse_discard(std::string_view payload);
 
 /// The request ID of a payload, if it has a readable one (to address an NG answer to a message
 /// that failed to parse). Never throws.

@@ -322,7 +322,8 @@ void KmHost::expire_sae_supply(SteadyTime now) {
 net::awaitable<void> KmHost::await_wait(std::shared_ptr<SupplyWait> w, SteadyTime deadline) {
   if (w->done) co_return;
   w->timer.expires_at(deadline);
-  co_await w->timer.async_wait(kTupleSae);
+  auto wait_op = w->timer.async_wait(kTupleSae);
+  co_await std::move(wait_op);
 }
 
 net::awaitable<std::optional<KmHost::SaeSession>> KmHost::sae_session(const std::string& master,

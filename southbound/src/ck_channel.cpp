@@ -186,8 +186,9 @@ class ChannelImpl final : public CkChannel {
       handshaking_ = true;
       handshake_start_ = std::chrono::steady_clock::now();
       watchdog_.cancel();
-      auto [ec] = co_await stream_.async_handshake(
+      auto handshake_op = stream_.async_handshake(
           server_ ? net::ssl::stream_base::server : net::ssl::stream_base::client, kUseTuple);
+      auto [ec] = co_await std::move(handshake_op);
       handshaking_ = false;
       if (ec) {
         protocol_error("tls_handshake");
@@ -270,7 +271,8 @@ class ChannelImpl final : public CkChannel {
         co_return;
       }
       watchdog_.expires_at(std::min(d, now + period));
-      co_await watchdog_.async_wait(kUseTuple);
+      auto wait_op = watchdog_.async_wait(kUseTuple);
+      co_await std::move(wait_op);
     }
   }
 
@@ -288,8 +290,9 @@ class ChannelImpl final : public CkChannel {
         if (capacity_ < need || capacity_ == end_) grow(std::max(need, kInitialBuffer));
       }
       const bool frame_started = end_ > begin_;
-      auto [ec, n] = co_await stream_.async_read_some(
-          net::buffer(buf_.get() + end_, capacity_ - end_), kUseTuple);
+      auto read_some_op =
+          stream_.async_read_some(net::buffer(buf_.get() + end_, capacity_ - end_), kUseTuple);
+      auto [ec, n] = co_await std::move(read_some_op);
       if (ec || closed_) co_return false;
       if (!frame_started) frame_start_ = std::chrono::steady_clock::now();
       end_ += n;
@@ -312,7 +315,8 @@ class ChannelImpl final : public CkChannel {
   net::awaitable<void> reader(FrameHandler handler) {
     auto self = shared_from_this();
     while (!closed_ && !draining_) {
-      if (!co_await fill(ck::kHeaderSize)) break;
+      auto header_op = fill(ck::kHeaderSize);
+      if (!co_await std::move(header_op)) break;
       const auto header = ck::decode_header(
           std::span<const std::uint8_t, ck::kHeaderSize>(buf_.get() + begin_, ck::kHeaderSize));
       if (header.version != ck::kVersion) {
@@ -324,7 +328,8 @@ class ChannelImpl final : public CkChannel {
         close_after_flush();
         break;
       }
-      if (!co_await fill(ck::kHeaderSize + header.length)) break;
+      auto payload_op = fill(ck::kHeaderSize + header.length);
+      if (!co_await std::move(payload_op)) break;
       ck::Frame frame{
           header.message_id, header.command,
           std::string(reinterpret_cast<const char*>(buf_.get() + begin_ + ck::kHeaderSize),
@@ -398,7 +403,8 @@ class ChannelImpl final : public CkChannel {
         }
         writer_waiting_ = true;
         writer_wake_.expires_at(SteadyTime::max());
-        co_await writer_wake_.async_wait(kUseTuple);
+        auto wait_op = writer_wake_.async_wait(kUseTuple);
+        co_await std::move(wait_op);
         writer_waiting_ = false;
         continue;
       }
@@ -407,7 +413,8 @@ class ChannelImpl final : public CkChannel {
       queued_ = 0;
       writing_ = true;
       write_start_ = std::chrono::steady_clock::now();
-      auto [ec, n] = co_await net::async_write(stream_, net::buffer(out), kUseTuple);
+      auto write_op = net::async_write(stream_, net::buffer(out), kUseTuple);
+      auto [ec, n] = co_await std::move(write_op);
       writing_ = false;
       if (ec) {
         close_now();
@@ -436,7 +443,8 @@ class ChannelImpl final : public CkChannel {
     self->pending_[id] = &pending;
     self->enqueue(ck::encode_frame({id, static_cast<std::uint16_t>(code), std::move(payload)}),
                   static_cast<std::uint16_t>(code));
-    co_await pending.timer.async_wait(kUseTuple);
+    auto wait_op = pending.timer.async_wait(kUseTuple);
+    co_await std::move(wait_op);
     self->pending_.erase(id);
     if (pending.frame) co_return std::move(*pending.frame);
     if (self->closed_) throw Unavailable("Ck channel to " + self->remote_ + " closed");

@@ -20,7 +20,7 @@ target_include_directories(unit_fuzz_corpus_replay PRIVATE ${CMAKE_CURRENT_SOURC
                                                            ${CMAKE_SOURCE_DIR}/northbound/src)
 target_compile_definitions(unit_fuzz_corpus_replay
                            PRIVATE QKDN_FUZZ_CORPUS="${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus")
-target_link_libraries(unit_fuzz_corpus_replay PRIVATE qkdn_agent qkdn_southbound qkdn_northbound
+target_link_libraries(unit_fuzz_corpus_replay PRIVATE qkdn_agent qkdn_southbound qkdn_northbound qkdn_json
                                                       qkdn_net Boost::json
                                                       GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_fuzz_corpus_replay TEST_PREFIX "unit_fuzz_corpus_replay."

@@ -208,6 +208,25 @@ TEST(KmaMessages, RelayShapeChecked) {
 }
 
 // Supply and Claim: the same SAE rules; at most kMaxKeysPerSupply units.
+// Discard (the peer destroyed keys at its end): link and 1..kMaxDiscardIds key IDs, nothing
+// else read as "" or empty.
+TEST(KmaMessages, DiscardIsStrict) {
+  const json::object good{{"link_id", "L12"}, {"key_ids", kids(0, 3)}};
+  const Discard d = parse_discard(json::serialize(good));
+  EXPECT_EQ(d.link_id, "L12");
+  EXPECT_EQ(d.key_ids.size(), 3U);
+  each_field_required(good, parse_discard);
+  json::object bad = good;
+  bad["key_ids"] = kids(0, static_cast<int>(kMaxDiscardIds) + 1);
+  refused(bad, parse_discard, "above the discard bound");
+  bad = good;
+  bad["key_ids"] = json::array{};
+  refused(bad, parse_discard, "no key");
+  bad = good;
+  bad["link_id"] = 12;
+  refused(bad, parse_discard, "link_id not a string");
+}
+
 TEST(KmaMessages, SupplyAndClaim) {
   EXPECT_EQ(parse_supply(json::serialize(good_supply())).key_ids.size(), 3U);
   each_field_required(good_supply(), parse_supply);

@@ -6,5 +6,6 @@ add_executable(unit_net
   ${CMAKE_CURRENT_LIST_DIR}/net_limits_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/net_run_on_test.cpp
 )
-target_link_libraries(unit_net PRIVATE qkdn_net GTest::gtest_main qkdn_options)
+# qkdn_core for the injected Random of the backoff tests.
+target_link_libraries(unit_net PRIVATE qkdn_net qkdn_core GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_net TEST_PREFIX "unit_net." PROPERTIES LABELS unit)

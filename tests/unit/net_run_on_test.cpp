@@ -26,7 +26,8 @@ using namespace std::chrono_literals;
 // Waits on a timer of its own executor; true when the wait ran to its end (not aborted).
 asio::awaitable<bool> timed_work(std::chrono::milliseconds d) {
   asio::steady_timer t(co_await asio::this_coro::executor, d);
-  auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  auto wait_op = t.async_wait(asio::as_tuple(asio::use_awaitable));
+  auto [ec] = co_await std::move(wait_op);
   co_return !ec;
 }
 

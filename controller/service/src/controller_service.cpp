@@ -310,14 +310,16 @@ net::awaitable<void> ControllerService::Impl::accept_loop() {
   net::steady_timer pause(acceptor_strand);
   qkdn::net::AcceptBackoff backoff;
   while (acceptor.is_open()) {
-    auto [ec, socket] = co_await acceptor.async_accept(ioc.get_executor(), kUseTuple);
+    auto accept_op = acceptor.async_accept(ioc.get_executor(), kUseTuple);
+    auto [ec, socket] = co_await std::move(accept_op);
     if (ec == net::error::operation_aborted || !acceptor.is_open()) break;
     if (ec) {
       // Out of descriptors and the like: pause (5 ms doubling to 1 s) instead of spinning.
       const auto p = backoff.on_error(ec);
       if (p.log) svc.log("ck: accept failed: " + ec.message() + " (pausing the listener)");
       pause.expires_after(p.delay);
-      co_await pause.async_wait(kUseTuple);
+      auto wait_op = pause.async_wait(kUseTuple);
+      co_await std::move(wait_op);
       continue;
     }
     backoff.on_success();
@@ -825,9 +827,9 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
         refuse_claims(refused, "applications_update", remote);
         std::string names;
         for (const auto& c : refused) names += (names.empty() ? "" : ", ") + c.sae_id;
-        co_return CoreResult{std::string(ck::errc::kUnknownApplication),
-                             "not served by this KM in the topology: " + names,
-                             {}};
+        return CoreResult{std::string(ck::errc::kUnknownApplication),
+                          "not served by this KM in the topology: " + names,
+                          {}};
       }
     }
   } catch (const std::exception& e) {

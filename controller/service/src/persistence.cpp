@@ -277,7 +277,8 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
     if (writes.empty()) {
       if (writer_stop) break;
       writer_wake.expires_at(SteadyTime::max());
-      co_await writer_wake.async_wait(kUseTuple);
+      auto wait_op = writer_wake.async_wait(kUseTuple);
+      co_await std::move(wait_op);
       continue;
     }
     if (group_commit && unbatched == 0 && write_progress == 0 && store_is_up) {
@@ -288,10 +289,12 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
       if (waited_for == 0 && !writer_stop && writes.size() < kBatchGroups &&
           std::chrono::steady_clock::now() < until) {
         writer_wake.expires_at(until);
-        co_await writer_wake.async_wait(kUseTuple);
+        auto wait_op2 = writer_wake.async_wait(kUseTuple);
+        co_await std::move(wait_op2);
         continue;
       }
-      co_await commit_queued_groups();
+      auto commit_queued_groups_op = commit_queued_groups();
+      co_await std::move(commit_queued_groups_op);
       continue;
     }
     // One write at a time (a store without transactions, or replaying a failed group commit).
@@ -332,7 +335,8 @@ net::awaitable<void> ControllerService::Impl::writer_loop() {
     for (const auto& line : p.problems) write_failed(line);
     metrics->store_writes(0, p.committed);
     if (p.down) {
-      if (!co_await wait_for_store(*p.down)) break;
+      auto wait_op = wait_for_store(*p.down);
+      if (!co_await std::move(wait_op)) break;
       continue;
     }
     if (unbatched > 0) --unbatched;
@@ -418,7 +422,8 @@ net::awaitable<bool> ControllerService::Impl::wait_for_store(const std::string& 
   while (!store_is_up &&
          !(writer_stop && std::chrono::steady_clock::now() - since > kGiveUpAtShutdown)) {
     writer_wake.expires_after(kWriterPoll);
-    co_await writer_wake.async_wait(kUseTuple);
+    auto wait_op = writer_wake.async_wait(kUseTuple);
+    co_await std::move(wait_op);
   }
   if (store_is_up) co_return true;
   std::uint64_t lost = 0;
