@@ -200,6 +200,11 @@ TEST(CkBackpressure, RegistrationsBeyondTheQueueAreToldToComeBack) {
   ck::Frame ok = first.expect_frame();
   ASSERT_EQ(ok.command, kRegisterResponse);
   EXPECT_NE(ok.payload.find(R"("response":"OK")"), std::string::npos) << ok.payload;
+  // The counter is bumped on the core strand after the OK is sent: poll it (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (h.svc().counters().registrations < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
   const auto c = h.svc().counters();
   EXPECT_EQ(c.refused.at("registration_busy"), 1u);
   EXPECT_EQ(c.registrations, 1u);

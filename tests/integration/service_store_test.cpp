@@ -229,27 +229,35 @@ TEST(ServiceStore, RestartRecoveryAfterKill9) {
     EXPECT_EQ(rows.at(k), "released") << k;
   }
 
-  // A KM naming a key ID the ledger has seen: refused, the relay fails, the key stays released.
+  // A KM naming a key ID the restart released before it was ever allocated: its own hop may
+  // reserve it again (issue 12: refusing such keys poisoned key supply after every failure; see
+  // docs/ck-extensions.md "Key release"), so the relay goes on and the key is allocated, for the
+  // first time. Never allocated twice stays absolute (RelayTest.BadReservationAnswers,
+  // DbTest.LedgerKeyReleasedBeforeAllocationIsReservedAgainByItsHop).
   auto kms = connect_all(topo, h.port());
   ASSERT_TRUE(h.wait_links_up());
   FakeKm::Behavior reuse;
   reuse.next_key_ids = {held[0]};
   kms["KM1"]->set_behavior(reuse);
-  const auto id = kms["KM1"]->request_relay("KM3");
-  auto f = kms["KM1"]->answer_to(id);
-  ASSERT_TRUE(f) << h.log_text();
-  ASSERT_EQ(f->command, 0x41EF) << f->payload;
-  EXPECT_TRUE(kms["KM1"]->received(0x4104).empty());
-  EXPECT_EQ(h.core([&](service::Core& c) { return c.ledger.state_of(held[0]); }),
+  kms["KM1"]->request_relay("KM3");
+  ASSERT_TRUE(kms["KM1"]->wait_for(0x4104)) << h.log_text();
+  EXPECT_NE(h.core([&](service::Core& c) { return c.ledger.state_of(held[0]); }),
             LedgerState::kReleased);
+  const auto delivered_before = h.core([&](service::Core& c) {
+    const auto* s = c.sessions.find(session_id);
+    return s == nullptr ? std::int64_t{-1} : static_cast<std::int64_t>(s->keys_delivered);
+  });
+  ASSERT_GE(delivered_before, 0);
 
   // Fresh keys work, and the restored session is credited.
   kms["KM1"]->set_behavior({});
+  const auto before_fresh = kms["KM1"]->received(0x4104).size();
   kms["KM1"]->request_relay("KM3", 2);
-  ASSERT_TRUE(kms["KM1"]->wait_for(0x4104)) << h.log_text();
+  ASSERT_TRUE(eventually([&] { return kms["KM1"]->received(0x4104).size() > before_fresh; }))
+      << h.log_text();
   EXPECT_TRUE(h.wait_core([&](service::Core& c) {
     const auto* s = c.sessions.find(session_id);
-    return s != nullptr && s->keys_delivered == 2;
+    return s != nullptr && static_cast<std::int64_t>(s->keys_delivered) >= delivered_before + 2;
   })) << h.log_text();
 }
 
@@ -476,6 +484,9 @@ void relays_through_store(int relays, const std::function<void(FakeKm&)>& drive,
   const auto topo = chain_topology(4);
   service::ServiceOptions o;
   o.store_dsn = dsn;
+  // This test is about the store's group commit under many relays in flight, not about the
+  // per-KM admission queue (CkBackpressure tests that): let one KM have them all in flight.
+  o.max_pending_per_km = 1024;
   ServiceHarness h(topo, o);
   ASSERT_TRUE(h.svc().store_up());
   auto kms = connect_all(topo, h.port());
@@ -584,6 +595,7 @@ TEST(ServiceStore, InDoubtGroupCommitsLoseNothing) {
   auto counts = std::make_shared<InDoubtStore::Counts>();
   service::ServiceOptions o;
   o.store_dsn = dsn;
+  o.max_pending_per_km = 1024;  // group commit under load, not admission (see above)
   o.store_decorator = [counts](std::unique_ptr<controller::Store> s) {
     return std::unique_ptr<controller::Store>(std::make_unique<InDoubtStore>(std::move(s), counts));
   };
