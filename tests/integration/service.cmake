@@ -17,4 +17,7 @@ target_link_libraries(integration_service PRIVATE qkdn_northbound qkdn_service q
                                                   qkdn_options)
 add_dependencies(integration_service qkdn-controller)
 add_test(NAME integration_service COMMAND integration_service)
-set_tests_properties(integration_service PROPERTIES LABELS integration TIMEOUT 600)
+# RUN_SERIAL: ServiceStore.InDoubtGroupCommitsLoseNothing failed twice when the suite ran it beside
+# e2e tests on 2 cores (its relays did not all finish within 30 s) and never alone (24 runs);
+# the cause is not found yet (see the stop note).
+set_tests_properties(integration_service PROPERTIES LABELS integration TIMEOUT 600 RUN_SERIAL TRUE)
