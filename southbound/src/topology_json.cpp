@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include "qkdn/controller/error.hpp"
+#include "qkdn/json/reader.hpp"
 
 namespace qkdn::southbound {
 namespace json = boost::json;
@@ -74,12 +75,21 @@ const json::object& as_object(const json::value& v, const std::string& path) {
   return v.get_object();
 }
 
+// The reader's refusals ("malformed JSON: ...", "JSON larger than ...") name the document.
+// The Reject signature takes the message by value.
+[[noreturn]] void refuse_topology(
+    std::string message) {  // NOLINT(performance-unnecessary-value-param)
+  throw InvalidArgument("topology: " + message);
+}
+
+// A topology of 10,000 KMs and 30,000 links is about 6 MB; the bound leaves room for names.
+constexpr qkdn::json::ParseLimits kTopologyLimits{std::size_t{64} << 20, 32};
+
 }  // namespace
 
 TopologyDoc parse_topology(std::string_view text, bool strict) {
-  json::error_code ec;
-  json::value root = json::parse(text, ec);
-  if (ec) throw InvalidArgument("topology: malformed JSON: " + ec.message());
+  // The shared reader: bounded, and exact for every number (a document survives write and read).
+  const json::value root = qkdn::json::parse(text, kTopologyLimits, refuse_topology);
   const auto& obj = as_object(root, "topology");
   check_members(obj, {"name", "kms", "links", "applications"}, "topology", strict);
 

@@ -58,7 +58,9 @@ if(QKDN_FUZZ)
     qkdn_fuzz_target(fuzz_etsi SOURCES ${_agent}/etsi_request.cpp)
     qkdn_fuzz_target(fuzz_topology
                      SOURCES ${CMAKE_SOURCE_DIR}/southbound/src/topology_json.cpp
-                             ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp ${_core})
+                             ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp
+                             ${CMAKE_SOURCE_DIR}/base/json/src/reader.cpp ${_core})
+    target_include_directories(fuzz_topology PRIVATE ${CMAKE_SOURCE_DIR}/base/json/include)
     qkdn_fuzz_target(fuzz_northbound
                      SOURCES ${CMAKE_SOURCE_DIR}/northbound/src/api_util.cpp
                              ${CMAKE_SOURCE_DIR}/base/json/src/reader.cpp

@@ -2,8 +2,11 @@
 // and that refusals go through the caller's Reject.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <functional>
 #include <string>
+
+#include <boost/json/serialize.hpp>
 
 #include "qkdn/base/error.hpp"
 #include "qkdn/json/reader.hpp"
@@ -79,3 +82,38 @@ TEST(JsonReader, CallerChoosesTheError) {
 }
 
 }  // namespace
+
+// Boost.JSON 1.81 rounds decimals beyond its exact fast path (found by fuzz_topology: a
+// key_rate_bps of 51 digits did not survive serialize and parse). Every double must read back as
+// itself from its shortest round-trip text, and a long literal as its correctly rounded value.
+TEST(JsonReader, NumbersReadExactly) {
+  const double samples[] = {1.0000555555555556e49,
+                            0.1,
+                            0.03,
+                            1e23,
+                            9007199254740993.0,
+                            5e-324,
+                            1.7976931348623157e308,
+                            123456.789e-30,
+                            2.2250738585072014e-308};
+  for (double d : samples) {
+    const std::string text = boost::json::serialize(boost::json::value(d));
+    const auto v = qkdn::json::parse(text);
+    ASSERT_TRUE(v.is_double()) << text;
+    EXPECT_EQ(v.as_double(), d) << text;
+  }
+  // glibc's strtod rounds correctly: the oracle for long literals.
+  const char* const literals[] = {"10000555555555555555555555555555555555555555555550",
+                                  "0.30000000000000004", "7.0000000000000000000000001e-200",
+                                  "18446744073709551616", "-123456789012345678901234567890.5"};
+  for (const char* lit : literals) {
+    const auto v = qkdn::json::parse(std::string("[") + lit + "]");
+    EXPECT_EQ(v.as_array()[0].as_double(), std::strtod(lit, nullptr)) << lit;
+  }
+}
+
+TEST(JsonReader, RefusesTrailingData) {
+  EXPECT_THROW(qkdn::json::parse("{} {}"), qkdn::InvalidArgument);
+  EXPECT_THROW(qkdn::json::parse("1 x"), qkdn::InvalidArgument);
+  EXPECT_NO_THROW(qkdn::json::parse(" {} \n"));
+}

@@ -1,9 +1,11 @@
 #include "qkdn/json/reader.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 
-#include <boost/json/parse.hpp>
+#include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/value_stack.hpp>
 
 #include "qkdn/base/error.hpp"
 
@@ -23,19 +25,109 @@ namespace {
 }
 }  // namespace
 
+namespace {
+
+// Builds the value boost::json::parse would, except for floating-point numbers: Boost.JSON 1.81
+// converts a decimal beyond the exact fast path (more than 2^53 in the mantissa, or a power of ten
+// beyond 10^22) with a rounding error, so a number written with the shortest round-trip digits
+// could read back as a neighbouring double and a document would not survive write and read. Each
+// such number is converted again from its text with std::from_chars (correctly rounded).
+class PreciseHandler {
+ public:
+  static constexpr std::size_t max_object_size = bj::object::max_size();
+  static constexpr std::size_t max_array_size = bj::array::max_size();
+  static constexpr std::size_t max_key_size = bj::string::max_size();
+  static constexpr std::size_t max_string_size = bj::string::max_size();
+
+  bj::value_stack st;
+
+  bool on_document_begin(boost::system::error_code& /*ec*/) { return true; }
+  bool on_document_end(boost::system::error_code& /*ec*/) { return true; }
+  bool on_object_begin(boost::system::error_code& /*ec*/) { return true; }
+  bool on_object_end(std::size_t n, boost::system::error_code& /*ec*/) {
+    st.push_object(n);
+    return true;
+  }
+  bool on_array_begin(boost::system::error_code& /*ec*/) { return true; }
+  bool on_array_end(std::size_t n, boost::system::error_code& /*ec*/) {
+    st.push_array(n);
+    return true;
+  }
+  bool on_key_part(bj::string_view s, std::size_t /*n*/, boost::system::error_code& /*ec*/) {
+    st.push_chars(s);
+    return true;
+  }
+  bool on_key(bj::string_view s, std::size_t /*n*/, boost::system::error_code& /*ec*/) {
+    st.push_key(s);
+    return true;
+  }
+  bool on_string_part(bj::string_view s, std::size_t /*n*/, boost::system::error_code& /*ec*/) {
+    st.push_chars(s);
+    return true;
+  }
+  bool on_string(bj::string_view s, std::size_t /*n*/, boost::system::error_code& /*ec*/) {
+    st.push_string(s);
+    return true;
+  }
+  bool on_number_part(bj::string_view s, boost::system::error_code& /*ec*/) {
+    number_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_int64(std::int64_t i, bj::string_view /*s*/, boost::system::error_code& /*ec*/) {
+    number_.clear();
+    st.push_int64(i);
+    return true;
+  }
+  bool on_uint64(std::uint64_t u, bj::string_view /*s*/, boost::system::error_code& /*ec*/) {
+    number_.clear();
+    st.push_uint64(u);
+    return true;
+  }
+  bool on_double(double d, bj::string_view s, boost::system::error_code& /*ec*/) {
+    number_.append(s.data(), s.size());
+    double exact = 0;
+    const char* first = number_.data();
+    const char* last = first + number_.size();
+    const auto [end, err] = std::from_chars(first, last, exact);
+    // Out of range (beyond DBL_MAX or below the smallest subnormal): keep Boost's value (an
+    // infinity or zero), which the readers refuse or accept as before.
+    st.push_double(err == std::errc{} && end == last ? exact : d);
+    number_.clear();
+    return true;
+  }
+  bool on_bool(bool b, boost::system::error_code& /*ec*/) {
+    st.push_bool(b);
+    return true;
+  }
+  bool on_null(boost::system::error_code& /*ec*/) {
+    st.push_null();
+    return true;
+  }
+  bool on_comment_part(bj::string_view /*s*/, boost::system::error_code& /*ec*/) { return true; }
+  bool on_comment(bj::string_view /*s*/, boost::system::error_code& /*ec*/) { return true; }
+
+ private:
+  std::string number_;  // the parts of a number split across buffers (and its last part)
+};
+
+}  // namespace
+
 bj::value parse(std::string_view text, const ParseLimits& limits, Reject reject) {
   if (text.size() > limits.max_bytes) {
     refuse(reject, "JSON larger than " + std::to_string(limits.max_bytes) + " bytes");
   }
   bj::parse_options options;
   options.max_depth = limits.max_depth;
+  bj::basic_parser<PreciseHandler> p(options);
+  p.handler().st.reset();
   boost::system::error_code ec;
-  bj::value v = bj::parse(text, ec, {}, options);
+  const std::size_t used = p.write_some(false, text.data(), text.size(), ec);
+  if (!ec && used < text.size()) ec = bj::error::extra_data;
   if (ec == bj::error::too_deep) {
     refuse(reject, "JSON nested deeper than " + std::to_string(limits.max_depth));
   }
   if (ec) refuse(reject, "malformed JSON: " + ec.message());
-  return v;
+  return p.handler().st.release();
 }
 
 bj::object parse_object(std::string_view text, std::string_view what, const ParseLimits& limits,
