@@ -4,7 +4,7 @@
 # installed files wherever they land.
 include(GNUInstallDirs)
 
-install(TARGETS qkdn-controller qkdn-agent qkdnctl RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS qkdn-controller qkdn-agent qkdnctl qkdn-psk-tls RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 set(QKDN_SHARE ${CMAKE_INSTALL_DATADIR}/qkdn)
 install(FILES ${CMAKE_SOURCE_DIR}/dashboards/prometheus/qkdn.rules.yml

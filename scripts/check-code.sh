@@ -30,7 +30,7 @@ fail() { echo "$1"; failed=1; }
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   mapfile -t sources < <(git ls-files '*.cpp' '*.hpp' '*.h' '*.cc')
 else
-  mapfile -t sources < <(find base controller southbound northbound db tests bench \
+  mapfile -t sources < <(find base controller southbound northbound db tools tests bench \
                            -name '*.cpp' -o -name '*.hpp' | sort)
 fi
 
@@ -69,6 +69,9 @@ if want layering; then
       'southbound does not include northbound, service or db'
     check_includes '^db/' 'qkdn/(northbound|service|southbound|net)/|boost/asio|boost/beast' \
       'db does not include northbound, service, southbound or transport'
+    # Tools are applications of the southbound interfaces: never the controller's insides.
+    check_includes '^tools/' 'qkdn/(northbound|service|db)/|boost/beast' \
+      'tools do not include northbound, service, db or Beast'
     # base/ is below everything.
     check_includes '^base/' 'qkdn/(northbound|service|southbound|db|controller)/' \
       'base includes nothing above it'

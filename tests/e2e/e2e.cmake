@@ -88,3 +88,10 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
   set_tests_properties(e2e_trust PROPERTIES ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
 endif()
+# QKD keys for TLS 1.3 (issue 19, vertical integration): qkdn-psk-tls client and server over a
+# relayed key, psk_ke and psk_dhe_ke.
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdn-psk-tls)
+  qkdn_e2e_test(e2e_psk_tls test_psk_tls.py)
+  set_tests_properties(e2e_psk_tls PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_PSK_TLS=$<TARGET_FILE:qkdn-psk-tls>")
+endif()
