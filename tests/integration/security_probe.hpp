@@ -40,10 +40,15 @@ struct ClientTls {
   bool tls12_only = false;         ///< offer TLS 1.2 and nothing newer
 };
 
-inline std::unique_ptr<probe_asio::ssl::context> client_context(const ClientTls& c) {
+/// `groups`: the key-exchange groups offered (empty: OpenSSL's default).
+inline std::unique_ptr<probe_asio::ssl::context> client_context(const ClientTls& c,
+                                                                const std::string& groups = {}) {
   auto ctx = std::make_unique<probe_asio::ssl::context>(probe_asio::ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
   if (c.tls12_only) SSL_CTX_set_max_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  if (!groups.empty() && SSL_CTX_set1_groups_list(ctx->native_handle(), groups.c_str()) != 1) {
+    throw std::runtime_error("probe: bad groups " + groups);
+  }
   if (c.identity) {
     ctx->use_certificate_chain_file(c.identity->cert);
     ctx->use_private_key_file(c.identity->key, probe_asio::ssl::context::pem);

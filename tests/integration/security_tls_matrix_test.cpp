@@ -298,8 +298,9 @@ TEST_F(TlsMatrix, KmaListener) {
 // ---- ETSI GS QKD 014 ----------------------------------------------------------------------
 
 // The ETSI 014 listener serves SAE1 only with SAE1's own, valid SAE certificate over TLS 1.3: no
-// certificate, another CA, expired, not yet valid, a KM certificate naming SAE1 and TLS 1.2 are
-// refused (handshake failure, or 401 for the wrong role).
+// certificate, another CA, expired, not yet valid, a KM certificate naming SAE1, TLS 1.2 and a
+// client offering only key-exchange groups weaker than the strongest OpenSSL has (X25519, P-256:
+// Ak protection, TR.QKDN-nq 8.1.1) are refused (handshake failure, or 401 for the wrong role).
 TEST_F(TlsMatrix, EtsiListener) {
   const auto& c = certs_;
   RunningAgent agent(c.ca, pki_->dir(), "KM1", unused_port(), "ctl", &c.etsi);
@@ -325,6 +326,10 @@ TEST_F(TlsMatrix, EtsiListener) {
       EXPECT_TRUE(r.received.starts_with("HTTP/1.1 401")) << row.name << ": " << r.received;
     }
   }
+  auto weak = client_context({c.sae1, c.ca, false}, "X25519:P-256");
+  const auto w = probe(port, weak.get(), get, to_eof);
+  EXPECT_FALSE(w.handshake_ok) << "weak groups only";
+  EXPECT_FALSE(served(w)) << "weak groups only";
   auto ctx = client_context({c.sae1, c.ca, false});
   const auto ok = probe(port, ctx.get(), get, to_eof);
   EXPECT_TRUE(served(ok)) << "positive control: " << ok.received.substr(0, 80);
