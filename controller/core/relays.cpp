@@ -25,6 +25,17 @@ std::string without_key_ids(std::string text, const std::vector<std::string>& id
   return text;
 }
 
+}  // namespace
+
+std::int64_t max_keys_for(const Route& route) {
+  std::int64_t names = 0;
+  for (const auto& km : route.kms) names += static_cast<std::int64_t>(km.size());
+  for (const auto& link : route.links) names += static_cast<std::int64_t>(link.size());
+  return limits::max_keys_per_relay(static_cast<std::int64_t>(route.links.size()), names);
+}
+
+namespace {
+
 std::vector<RelayHop> hops_of(const Route& route, std::int64_t number_of_keys) {
   std::vector<RelayHop> hops;
   for (std::size_t i = 0; i + 1 < route.kms.size(); ++i) {
@@ -325,6 +336,22 @@ RelayOutput RelayTable::start(const RelayRequest& request, SysTime now) {
       throw InvalidArgument("relay: route " + std::to_string(i) + " " + *p);
     }
   }
+  // Every hop's key IDs travel in one 0x4104: a route on which they would not fit one Ck frame
+  // cannot carry this relay (it would fail at the KMs after reserving). Such routes are left out;
+  // none left is a refusal that says how many keys would fit.
+  std::vector<Route> routes;
+  std::int64_t best_fit = 0;
+  for (const auto& route : request.routes) {
+    const std::int64_t fit = max_keys_for(route);
+    best_fit = std::max(best_fit, fit);
+    if (request.number_of_keys <= fit) routes.push_back(route);
+  }
+  if (routes.empty()) {
+    throw InvalidArgument("relay: " + std::to_string(request.number_of_keys) + " keys over " +
+                          std::to_string(request.routes.front().links.size()) +
+                          " hops do not fit one Ck frame; at most " + std::to_string(best_fit) +
+                          " keys per relay on the routes found");
+  }
   Relay r;
   r.session_id = request.session_id;
   r.src_km = request.src_km;
@@ -332,10 +359,9 @@ RelayOutput RelayTable::start(const RelayRequest& request, SysTime now) {
   r.application_destination_id = request.application_destination_id;
   r.number_of_keys = request.number_of_keys;
   r.key_size_bits = request.key_size_bits;
-  r.route = request.routes.front();
-  const std::size_t alts = std::min(request.routes.size(), config_.max_attempts) - 1;
-  r.alternatives.assign(request.routes.begin() + 1,
-                        request.routes.begin() + static_cast<std::ptrdiff_t>(1 + alts));
+  r.route = routes.front();
+  const std::size_t alts = std::min(routes.size(), config_.max_attempts) - 1;
+  r.alternatives.assign(routes.begin() + 1, routes.begin() + static_cast<std::ptrdiff_t>(1 + alts));
   r.notification_message_id = request.notification_message_id;
   r.relay_id = new_relay_id();
   RelayOutput out;

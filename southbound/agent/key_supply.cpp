@@ -36,6 +36,9 @@ constexpr auto kAllocationLease = 90s;
 constexpr std::size_t kMaxPendingDiscards = 65536;
 /// A source KM answers "NG: timeout" when the route has not answered within this time.
 constexpr auto kRelayTimeout = 10s;
+// A relay instruction's round that could not relay (refused, failed, pool full) tries again after
+// this (or after its interval, when shorter).
+constexpr auto kInstructionRetry = 1s;
 /// Most keys one reservation or relay may involve: the definition the controller uses too.
 constexpr std::int64_t kMaxKeysPerRelay = limits::kMaxKeysPerRelay;
 constexpr std::string_view kMacLabel = "qkdn-relay-mac-v1";
@@ -742,8 +745,29 @@ void KmHost::on_relay_instruction(const std::shared_ptr<southbound::CkChannel>& 
     return answer("NG: bad_request: not_before / not_after");
   }
   ins.destination = r.destination_kma_id;
+  {
+    // A relay's hop key IDs must fit one 0x4104 (key_limits.hpp); the controller's route for the
+    // instruction's relays is the one it names. Link names are not in the 0x41E5: counted as 64.
+    std::int64_t names = static_cast<std::int64_t>(km_id_.size() + r.destination_kma_id.size());
+    for (const auto& t : r.transit_kma_ids) names += static_cast<std::int64_t>(t.size());
+    const auto hops = static_cast<std::int64_t>(r.transit_kma_ids.size()) + 1;
+    ins.max_relay_units =
+        std::max<std::int64_t>(1, limits::max_keys_per_relay(hops, names + 64 * hops));
+  }
   ins.per_key = (key_bits + kKeyBits - 1) / kKeyBits;
   ins.units = r.number_of_keys * ins.per_key;
+  if (ins.per_key > ins.max_relay_units) {
+    return answer("NG: bad_request: a key of " + std::to_string(key_bits) + " bits needs " +
+                  std::to_string(ins.per_key) + " units; one relay on this route carries " +
+                  std::to_string(ins.max_relay_units));
+  }
+  // A round must fit the pre-positioned pool, or it could never complete: refused loudly here
+  // rather than cut silently later.
+  if (ins.units > static_cast<std::int64_t>(prepositioned_cap())) {
+    return answer("NG: bad_request: " + std::to_string(ins.units) +
+                  " units of 256 bits per round exceed the pre-positioned pool of " +
+                  std::to_string(prepositioned_cap()));
+  }
   ins.interval_s = interval_s;
   ins.message_id = message_id;
   ins.next_due = std::chrono::steady_clock::now();
@@ -768,6 +792,15 @@ void KmHost::run_instructions(SteadyTime now) {
   for (auto it = instructions_.begin(); it != instructions_.end();) {
     auto& ins = it->second;
     if (ins.not_after && wall > *ins.not_after) {  // the window is over
+      if (!ins.complete && (ins.round_left > 0 || (ins.interval_s <= 0 && ins.keys_relayed == 0))) {
+        // The window closed with the round unfinished: said, not dropped.
+        report_instruction(it->first, ins,
+                           "NG: window_closed: " + std::to_string(ins.keys_relayed) +
+                               " keys relayed, the round lacked " +
+                               std::to_string(ins.round_left > 0 ? ins.round_left : ins.units) +
+                               " units",
+                           0);
+      }
       instruction_notifications_.erase(ins.notification);
       it = instructions_.erase(it);
       continue;
@@ -778,18 +811,40 @@ void KmHost::run_instructions(SteadyTime now) {
     }
     const bool in_flight = ins.notification != 0 || !ins.relay_id.empty();
     const bool waiting = ins.not_before && wall < *ins.not_before;
-    if (in_flight || waiting || now < ins.next_due || !channel || !registered_) {
+    if (ins.complete || in_flight || waiting || !channel || !registered_) {
       ++it;
       continue;
+    }
+    const auto interval = std::chrono::duration_cast<SteadyTime::duration>(
+        std::chrono::duration<double>(ins.interval_s > 0 ? ins.interval_s : 1.0));
+    if (ins.round_left == 0) {  // between rounds: the next starts at next_due
+      if (now < ins.next_due) {
+        ++it;
+        continue;
+      }
+      ins.round_left = ins.units;
+      ins.next_due = now + interval;
+    } else if (now < ins.retry_at) {
+      ++it;
+      continue;
+    } else if (ins.interval_s > 0 && now >= ins.next_due) {
+      // The next round is due and this one is not done (the pool stayed full, or the links
+      // were too slow): said, and the new round starts from its full size.
+      log_line(LogLevel::kWarn, "KM " + km_id_ + ": relay instruction " + it->first +
+                                    ": a round ended " + std::to_string(ins.round_left) +
+                                    " units short");
+      ins.round_left = ins.units;
+      ins.next_due = now + interval;
     }
     const auto& pool = prepositioned_[{km_id_, ins.destination}];
     const auto room = static_cast<std::int64_t>(prepositioned_cap()) -
                       static_cast<std::int64_t>(pool.units.size());
-    const std::int64_t n = std::min({ins.units, room, kMaxKeysPerRelay});
-    const auto interval = std::chrono::duration_cast<SteadyTime::duration>(
-        std::chrono::duration<double>(ins.interval_s > 0 ? ins.interval_s : 1.0));
-    ins.next_due = now + interval;
-    if (n < 1) {  // the pool is full: nothing to relay this round
+    // Whole keys only: a key's units never straddle two relays (keys_relayed counts keys).
+    std::int64_t n = std::min({ins.round_left, room, ins.max_relay_units});
+    n -= n % std::max<std::int64_t>(1, ins.per_key);
+    // A failed or refused relay, or a full pool, is tried again after this.
+    ins.retry_at = now + std::min<SteadyTime::duration>(interval, kInstructionRetry);
+    if (n < 1) {  // no room for a whole key: wait until SAEs take units from the pool
       ++it;
       continue;
     }
@@ -808,11 +863,25 @@ void KmHost::run_instructions(SteadyTime now) {
   }
 }
 
+void KmHost::report_instruction(const std::string& instruction_id, const Instruction& ins,
+                                std::string response, std::int64_t keys) {
+  if (response != "OK") {
+    log_line(LogLevel::kWarn,
+             "KM " + km_id_ + ": relay instruction " + instruction_id + ": " + response);
+  }
+  if (!channel_ || !registered_) return;
+  ck::RelayInstructionResponse report;
+  report.instruction_id = instruction_id;
+  report.response = std::move(response);
+  report.keys_relayed = keys;
+  channel_->send(ck::Message{std::move(report)}, ins.message_id);
+}
+
 bool KmHost::fail_instruction_notification(std::uint32_t message_id, const std::string& reason) {
   auto in = instruction_notifications_.find(message_id);
   if (in == instruction_notifications_.end()) return false;
   if (auto it = instructions_.find(in->second); it != instructions_.end()) {
-    it->second.notification = 0;  // retried at next_due
+    it->second.notification = 0;  // retried at retry_at
   }
   log_line(LogLevel::kWarn,
            "KM " + km_id_ + ": relay instruction " + in->second + ": relay refused: " + reason);
@@ -840,14 +909,15 @@ void KmHost::finish_instruction_relay(const std::string& request_id, const std::
   auto& ins = it->second;
   const std::int64_t keys = count / std::max<std::int64_t>(1, ins.per_key);
   ins.keys_relayed += keys;
-  if (ins.interval_s <= 0) ins.next_due = SteadyTime::max();  // once: done
-  if (channel_ && registered_) {
-    ck::RelayInstructionResponse report;
-    report.instruction_id = instruction_id;
-    report.response = "OK";
-    report.keys_relayed = keys;
-    channel_->send(ck::Message{std::move(report)}, ins.message_id);
+  const bool in_round = ins.round_left > 0;  // not a relay of an instruction since replaced
+  ins.round_left = std::max<std::int64_t>(0, ins.round_left - count);
+  ins.retry_at = SteadyTime{};  // the rest of the round at once
+  if (in_round && ins.round_left == 0 && ins.interval_s <= 0) {
+    ins.complete = true;  // once: done (kept, so its keys_relayed can still be read)
+    log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay instruction " + instruction_id +
+                                  " complete: " + std::to_string(ins.keys_relayed) + " keys");
   }
+  report_instruction(instruction_id, ins, "OK", keys);
 }
 
 bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,

@@ -29,6 +29,7 @@
 #include "qkdn/agent/agent.hpp"
 #include "qkdn/agent/key_store.hpp"
 #include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/net/limits.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
@@ -318,6 +319,14 @@ class KmHost {
     SteadyTime notification_deadline{};
     std::string relay_id;  ///< the relay in flight
     std::int64_t keys_relayed = 0;
+    /// Units still to relay in the current round (0: between rounds). A round larger than one
+    /// relay (kMaxKeysPerRelay units) or than the pool's free room takes several relays.
+    std::int64_t round_left = 0;
+    SteadyTime retry_at{};  ///< the next relay of a round in progress, not before
+    /// Units one relay of this instruction may carry: its route's hop key IDs fit one Ck frame
+    /// (limits::max_keys_per_relay).
+    std::int64_t max_relay_units = limits::kMaxKeysPerRelay;
+    bool complete = false;  ///< a one-shot instruction whose round is done
   };
   struct PoolUnit {
     KeyBlock key;
@@ -331,6 +340,9 @@ class KmHost {
   void on_relay_instruction(const std::shared_ptr<southbound::CkChannel>& channel,
                             const southbound::ck::RelayInstruction& r, std::uint32_t message_id);
   void run_instructions(SteadyTime now);
+  /// Sends a 0x14E6 for `ins` (keys relayed since the last report, and the response).
+  void report_instruction(const std::string& instruction_id, const Instruction& ins,
+                          std::string response, std::int64_t keys);
   void finish_instruction_relay(const std::string& request_id, const std::string& response);
   /// An Error for an instruction's 0x1403: true when one was in flight.
   bool fail_instruction_notification(std::uint32_t message_id, const std::string& reason);

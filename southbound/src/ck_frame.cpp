@@ -5,8 +5,12 @@
 #include <utility>
 
 #include "qkdn/controller/error.hpp"
+#include "qkdn/controller/key_limits.hpp"
 
 namespace qkdn::southbound::ck {
+
+// The relay size bounds of key_limits.hpp are computed from the same frame limit.
+static_assert(kMaxPayload == static_cast<std::size_t>(limits::kMaxCkPayloadBytes));
 
 namespace {
 

@@ -12,6 +12,8 @@
 
 #include "codec_samples.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/controller/key_limits.hpp"
+#include "qkdn/southbound/ck_frame.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
 
 namespace qkdn::southbound::ck {
@@ -295,6 +297,54 @@ TEST(CkExact, EncodedBytes) {
             R"({"kma_id":"K","timestamp":"2026-01-01T00:00:00Z","links":[{"link_id":"L",)"
             R"("peer_kma_id":"P","state":"down","stored_keys":0,"stored_key_bits":9,)"
             R"("key_rate_bps":1e+21,"consumption_rate_bps":0.1,"qber":1}]})");
+}
+
+}  // namespace
+}  // namespace qkdn::southbound::ck
+
+namespace qkdn::southbound::ck {
+namespace {
+
+// The relay bound of key_limits.hpp is an upper bound of the real 0x4104: with the most keys it
+// allows, the encoded payload fits one frame, for short and long routes and long names; and it
+// is not wasteful (twice the bound would not fit).
+TEST(CodecRelayBound, MostKeysPerRelayFitOneFrame) {
+  for (const std::size_t hops : {1u, 2u, 3u, 6u, 11u}) {
+    for (const std::size_t name_len : {3u, 40u}) {
+      std::vector<std::string> kms;
+      std::vector<std::string> links;
+      std::int64_t names = 0;
+      for (std::size_t i = 0; i <= hops; ++i) {
+        kms.push_back(std::string(name_len - 1, 'K') + std::to_string(i % 10));
+        names += static_cast<std::int64_t>(kms.back().size());
+      }
+      for (std::size_t i = 0; i < hops; ++i) {
+        links.push_back(std::string(name_len - 1, 'L') + std::to_string(i % 10));
+        names += static_cast<std::int64_t>(links.back().size());
+      }
+      const auto fit = limits::max_keys_per_relay(static_cast<std::int64_t>(hops), names);
+      ASSERT_GT(fit, 0) << hops;
+      auto build = [&](std::int64_t keys) {
+        KeyRelayRequest r;
+        r.source_kma_id = kms.front();
+        r.destination_kma_id = kms.back();
+        r.transit_kma_ids.assign(kms.begin() + 1, kms.end() - 1);
+        r.key_relay_request_id = kUuid1;
+        r.notification_message_id = 4294967295u;
+        r.controller_epoch = 9223372036854775807;
+        for (std::size_t h = 0; h < hops; ++h) {
+          HopKeys hk{kms[h], kms[h + 1], links[h], {}};
+          hk.key_ids.assign(static_cast<std::size_t>(keys), kUuid2);
+          r.hop_keys.push_back(std::move(hk));
+        }
+        return encode_payload(Message{std::move(r)}).size();
+      };
+      EXPECT_LE(build(fit), kMaxPayload) << hops << " hops, names of " << name_len;
+      if (fit < limits::kMaxKeysPerRelay) {
+        EXPECT_GT(build(2 * fit), kMaxPayload) << hops << " hops: the bound is too loose";
+      }
+    }
+  }
 }
 
 }  // namespace

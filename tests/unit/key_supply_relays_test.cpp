@@ -95,6 +95,7 @@ TEST_F(RelayTest, HappyPathThreeHops) {
 
   // Answers may come in any order; allocation starts only when the last hop is reserved.
   std::vector<Strings> keys;
+  keys.reserve(3);
   for (int i = 0; i < 3; ++i) keys.push_back(fresh_keys(key_rng_, 2));
   RelayOutput out = table_.on_reserved(id, 2, keys[2], clock_.now());
   EXPECT_TRUE(out.allocate.empty());
@@ -557,7 +558,11 @@ TEST_F(RelayTest, KeysPerRelayBoundSharedWithAgents) {
   RelayRequest over = request(limits::kMaxKeysPerRelay + 1);
   EXPECT_THROW(table_.start(over, clock_.now()), InvalidArgument);
   EXPECT_TRUE(table_.list().empty());
-  const auto out = table_.start(request(limits::kMaxKeysPerRelay), clock_.now());
+  // The bound itself, over one hop (its hop key IDs fit one Ck frame there).
+  RelayRequest one_hop = request(limits::kMaxKeysPerRelay);
+  one_hop.dst_km = "KM2";
+  one_hop.routes = {route({"KM1", "KM2"}, {"L12"})};
+  const auto out = table_.start(one_hop, clock_.now());
   ASSERT_FALSE(out.reserve.empty());
   EXPECT_EQ(out.reserve[0].number_of_keys, limits::kMaxKeysPerRelay);
   SeededRandom rng{1};
@@ -565,6 +570,47 @@ TEST_F(RelayTest, KeysPerRelayBoundSharedWithAgents) {
   RelayConfig raised;
   raised.max_number_of_keys = 100'000;
   EXPECT_THROW(RelayTable(ledger, rng, raised), InvalidArgument);
+}
+
+// Every hop's key IDs travel in the one 0x4104 to the source KM, whose payload is at most 65,535
+// bytes: 1,024 keys over three hops (about 120 kB) failed at the KMs after every hop had reserved
+// (found by AgentSupply.InstructionLargerThanOneRelayCompletes). A route that cannot carry the
+// relay is left out; a shorter alternative that can is used; none is a refusal naming the bound.
+TEST_F(RelayTest, HopKeysMustFitOneCkFrame) {
+  const auto three = route({"KM1", "KM2", "KM4", "KM5"}, {"L12", "L24", "L45"});
+  const auto two = route({"KM1", "KM3", "KM5"}, {"L13", "L35"});
+  const auto one = route({"KM1", "KM5"}, {"L15"});
+  EXPECT_EQ(max_keys_for(one), limits::kMaxKeysPerRelay);
+  const auto fit3 = max_keys_for(three);
+  const auto fit2 = max_keys_for(two);
+  EXPECT_GT(fit3, 400);
+  EXPECT_LT(fit3, fit2);
+  EXPECT_LT(fit2, limits::kMaxKeysPerRelay);
+  // Exactly the bound fits (first route kept).
+  auto out = table_.start(request(fit3), clock_.now());
+  ASSERT_EQ(out.reserve.size(), 3u);
+  // One more than the 3-hop bound: the 2-hop alternative carries it.
+  out = table_.start(request(fit3 + 1), clock_.now());
+  ASSERT_EQ(out.reserve.size(), 2u);
+  EXPECT_EQ(out.reserve[0].link_id, "L13");
+  // Beyond both: refused up front, nothing reserved, the reason names the bound.
+  const auto before = table_.list().size();
+  try {
+    table_.start(request(fit2 + 1), clock_.now());
+    ADD_FAILURE() << "accepted " << fit2 + 1 << " keys";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("do not fit one Ck frame; at most " + std::to_string(fit2)),
+        std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(table_.list().size(), before);
+  // A one-hop alternative takes the full bound.
+  RelayRequest big = request(limits::kMaxKeysPerRelay);
+  big.routes.push_back(one);
+  out = table_.start(big, clock_.now());
+  ASSERT_EQ(out.reserve.size(), 1u);
+  EXPECT_EQ(out.reserve[0].link_id, "L15");
 }
 
 // Answers for unknown relays or hops are ignored, not thrown.
@@ -656,6 +702,7 @@ TEST_F(RelayTest, Restore) {
   o.updated_at = kT0;
   ledger_rows[o.key_id] = o;
   std::vector<LedgerEntry> rows;
+  rows.reserve(ledger_rows.size());
   for (const auto& [k, e] : ledger_rows) rows.push_back(e);
 
   SeededRandom rng{8};

@@ -39,6 +39,30 @@ constexpr bool valid_sae_key_bits(std::int64_t bits) noexcept {
   return bits >= kMinSaeKeyBits && bits <= kMaxSaeKeyBits && bits % 8 == 0;
 }
 
+/// Largest Ck payload (ck-protocol.md clause 2: a 2-byte length). The codec (ck_frame.hpp's
+/// kMaxPayload) asserts it is the same number.
+inline constexpr std::int64_t kMaxCkPayloadBytes = 65535;
+
+/// An upper bound of the bytes a 0x4104 takes for one relay: every hop's key IDs travel in it
+/// (`hop_keys`, 39 bytes per quoted UUID with its comma, plus a hop's own fields), and the KM and
+/// link names of the route (`name_bytes`: the sum of their lengths) appear at most three times
+/// each, escaped at most six bytes per byte. So a relay's size is bounded by the frame, not by
+/// kMaxKeysPerRelay alone: 1,024 keys fit one hop, about 540 three, about 160 ten.
+constexpr std::int64_t relay_request_bytes(std::int64_t hops, std::int64_t name_bytes,
+                                           std::int64_t keys) noexcept {
+  return 1024 + 18 * name_bytes + hops * (96 + keys * 39);
+}
+
+/// Most keys one relay over `hops` hops (names of `name_bytes` in all) may carry: at most
+/// kMaxKeysPerRelay, and few enough that its 0x4104 fits one Ck frame. 0 when none fits.
+constexpr std::int64_t max_keys_per_relay(std::int64_t hops, std::int64_t name_bytes) noexcept {
+  if (hops < 1) return 0;
+  const std::int64_t room = kMaxCkPayloadBytes - relay_request_bytes(hops, name_bytes, 0);
+  if (room < hops * 39) return 0;
+  const std::int64_t fit = room / (hops * 39);
+  return fit < kMaxKeysPerRelay ? fit : kMaxKeysPerRelay;
+}
+
 /// KMA keys one SAE key of `bits` takes (bits must be valid_sae_key_bits).
 constexpr std::int64_t kma_keys_per_sae_key(std::int64_t bits) noexcept {
   return (bits + kKmaKeyBits - 1) / kKmaKeyBits;

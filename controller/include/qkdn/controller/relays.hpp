@@ -133,6 +133,10 @@ struct Relay {
 RelayRecord to_record(const Relay& r);
 Relay relay_from_record(const RelayRecord& r);
 
+/// Most keys one relay along `route` may carry: limits::max_keys_per_relay for its hops and the
+/// lengths of its KM and link names (its 0x4104 must fit one Ck frame).
+std::int64_t max_keys_for(const Route& route);
+
 /// What a 0x1403 asks for, with the routes the service computed.
 struct RelayRequest {
   std::string session_id;  ///< optional
