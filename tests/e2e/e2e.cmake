@@ -95,3 +95,8 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdn-psk-tls)
   set_tests_properties(e2e_psk_tls PROPERTIES ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_PSK_TLS=$<TARGET_FILE:qkdn-psk-tls>")
 endif()
+# The four rerouting modes of Y.3803 8.2.5 on real processes (issue 19): keys relayed or
+# pre-positioned checked against each policy.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_rerouting_modes test_rerouting_modes.py)
+endif()
