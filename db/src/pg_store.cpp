@@ -535,6 +535,12 @@ std::vector<std::string> parse_text_array(const pqxx::field& f) {
   return out;
 }
 
+bool starts_with(const std::string& s, std::string_view prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+}  // namespace
+
 std::string with_connect_timeout(const std::string& dsn) {
   if (dsn.find("connect_timeout") != std::string::npos) return dsn;
   if (dsn.find("://") != std::string::npos) {
@@ -543,11 +549,23 @@ std::string with_connect_timeout(const std::string& dsn) {
   return dsn + " connect_timeout=5";
 }
 
-bool starts_with(const std::string& s, std::string_view prefix) {
-  return s.compare(0, prefix.size(), prefix) == 0;
-}
+// The fence of a leader's writes (leader_lease.hpp): the lease row still names this controller
+// and term and has not expired. FOR SHARE holds the row until the write commits, so a takeover
+// (an UPDATE of the row) waits for it, and every write after the takeover finds no row.
+constexpr const char* kFenceCheck = R"(
+SELECT 1 FROM controller_leader
+WHERE id = 1 AND holder = $1 AND epoch = $2 AND lease_expires > clock_timestamp()
+FOR SHARE)";
 
-}  // namespace
+void PgStore::check_fence(pqxx::transaction_base& tx) {
+  if (!options_.fence) return;
+  const std::int64_t epoch = options_.fence->epoch.load();
+  if (epoch == 0) throw Conflict("store: fenced: this controller is not the leader");
+  if (tx.exec_params(kFenceCheck, options_.fence->holder, epoch).empty()) {
+    throw Conflict("store: fenced: term " + std::to_string(epoch) +
+                   " is no longer the leader's (another controller took over)");
+  }
+}
 
 struct PgStore::Conn {
   explicit Conn(const std::string& dsn) : c(dsn) {}
@@ -696,6 +714,7 @@ auto PgStore::write(const char* what, F&& fn, bool pipelined) {
   }
   return run(what, [&](pqxx::connection& c) {
     pqxx::work tx{c};
+    check_fence(tx);
     using R = std::invoke_result_t<F&, pqxx::transaction_base&>;
     if constexpr (std::is_void_v<R>) {
       fn(tx);
@@ -725,6 +744,7 @@ bool PgStore::write_batch(const std::function<void(controller::Store&)>& body) {
       conn.on_server = true;
     }
     pqxx::work tx{c};
+    check_fence(tx);
     batch_ = &tx;
     body(*this);
     failure = std::exchange(batch_failure_, nullptr);

@@ -8,6 +8,7 @@ set(QKDN_DB_MIGRATIONS
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0004_ledger_release_before_allocation.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0005_controller_epoch.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0006_trust.sql
+  ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0008_leadership.sql
 )
 set(QKDN_DB_MIGRATIONS_CPP ${CMAKE_CURRENT_BINARY_DIR}/generated/migrations.cpp)
 string(REPLACE ";" "|" _qkdn_db_inputs "${QKDN_DB_MIGRATIONS}")
@@ -22,6 +23,7 @@ add_custom_command(
 add_library(qkdn_db STATIC
   src/pg_store.cpp
   src/store_pool.cpp
+  src/leader_lease.cpp
   ${QKDN_DB_MIGRATIONS_CPP}
 )
 target_include_directories(qkdn_db PUBLIC include)

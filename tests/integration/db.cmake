@@ -8,6 +8,7 @@ add_executable(integration_db
   integration/db_pool_test.cpp
   integration/db_outage_test.cpp
   integration/db_batch_test.cpp
+  integration/db_lease_test.cpp
 )
 target_compile_definitions(integration_db PRIVATE
   QKDN_PG_PRIVATE_SCRIPT="${CMAKE_SOURCE_DIR}/scripts/pg-private.sh")

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qkdn/controller/store.hpp"
+#include "qkdn/db/leader_lease.hpp"
 
 namespace pqxx {
 class dbtransaction;
@@ -38,7 +39,14 @@ struct PgStoreOptions {
   /// load() returns every open session/relay and every active alarm, plus at most this many of
   /// the most recently updated finished sessions, finished relays and cleared alarms.
   std::size_t history_limit = 10000;
+  /// High availability: every write transaction first checks that this controller still holds
+  /// the lease in fence->epoch (leader_lease.hpp) and fails with Conflict ("store: fenced: ...")
+  /// when it does not. Null: a single controller, no check.
+  std::shared_ptr<const Fence> fence{};
 };
+
+/// `dsn` with connect_timeout=5 unless it names one (a URI or key=value string).
+std::string with_connect_timeout(const std::string& dsn);
 
 /// Store on one PostgreSQL connection. Not thread-safe: a PgStore (and its connection) belongs to
 /// the one thread that calls it; StorePool gives each database thread its own.
@@ -122,6 +130,8 @@ class PgStore final : public controller::Store {
   auto write(const char* what, F&& fn, bool pipelined = false);
   /// The open batch's statement text not yet sent (nullptr outside a batch).
   std::string* pending();
+  /// Throws Conflict when options_.fence is set and no longer holds (see PgStoreOptions).
+  void check_fence(pqxx::transaction_base& tx);
   /// Sends the pending statements on tx in one round trip.
   void flush_pending(pqxx::transaction_base& tx);
   /// fail(what), remembering the error as the batch's first failure.
