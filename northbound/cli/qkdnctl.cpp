@@ -1,7 +1,8 @@
 // qkdnctl: the operator command line over the northbound REST API (northbound/README.md).
 //
-// One file on purpose: the CLI is a thin client (Beast + Asio + Boost.JSON + OpenSSL) and one
-// translation unit keeps the build cheap. It never links the controller libraries.
+// One file on purpose: the CLI is a thin client (Beast + Asio + Boost.JSON + OpenSSL, options
+// through the shared qkdn::base::ArgParser) and one translation unit keeps the build cheap. It
+// never links the controller libraries.
 
 #include <openssl/ssl.h>
 
@@ -30,6 +31,9 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "qkdn/base/args.hpp"
+#include "qkdn/base/error.hpp"
 
 namespace {
 
@@ -67,6 +71,7 @@ class CliError : public std::runtime_error {
 
 // ---- help texts ---------------------------------------------------------------------------------
 
+// The global options' part comes from their declaration (global_parser), between these parts.
 constexpr const char* kMainHelp =
     R"(qkdnctl - operator CLI for the QKDN controller's northbound REST API
 
@@ -93,19 +98,7 @@ Commands:
   metrics                                Prometheus text, raw
   help [NOUN]                            this text, or a noun's help with examples
 
-Global options (anywhere on the line):
-  --api URL          API base URL (default: $QKDN_API, else http://127.0.0.1:8080)
-  --token-file FILE  read the bearer token from FILE (else $QKDN_TOKEN, else the file named by
-                     $QKDN_TOKEN_FILE); there is deliberately no --token flag
-  -o, --output FMT   table (default, for people) or json (for scripts)
-  --timeout SECONDS  per-request deadline (default 30)
-  --cacert FILE      CA certificate(s) (PEM) to verify an https API (also --ca; else
-                     $QKDN_CACERT, else the system store); the server name is checked too
-  --if-match ETAG    write commands: only apply if the resource still has this ETag (else 5)
-  --limit N          list commands: stop after N items (default: follow next_cursor to the end)
-  --page-size N      list commands: items per request, 1..1000 (default 1000)
-  -h, --help         help; `qkdnctl NOUN --help` shows a noun's verbs and examples
-  --version          print the version
+%GLOBAL_OPTIONS%
 
 Exit codes:
   0  ok
@@ -312,60 +305,51 @@ Example:
 struct Args {
   std::vector<std::string> words;
   std::multimap<std::string, std::string> options;
-  bool help = false;
 
+  /// The option's value; the last one when it was given more than once.
   std::optional<std::string> get(const std::string& name) const {
-    auto it = options.find(name);
-    if (it == options.end()) return std::nullopt;
-    return it->second;
+    auto [lo, hi] = options.equal_range(name);
+    if (lo == hi) return std::nullopt;
+    return std::prev(hi)->second;
   }
   bool has(const std::string& name) const { return options.count(name) != 0; }
 };
 
-/// Options a command accepts: name → takes a value.
-using OptionSpec = std::map<std::string, bool>;
+/// An option of one command: its name ("--km"), whether it takes a value, and another spelling
+/// ("-f") when it has one.
+struct VerbOption {
+  std::string name;
+  bool takes_value = true;
+  const char* alias = nullptr;
+};
+using VerbOptions = std::vector<VerbOption>;
 
-const OptionSpec kGlobalOptions{{"--api", true},       {"--token-file", true}, {"--output", true},
-                                {"-o", true},          {"--timeout", true},    {"--cacert", true},
-                                {"--ca", true},        {"--if-match", true},   {"--limit", true},
-                                {"--page-size", true}, {"--help", false},      {"-h", false},
-                                {"--version", false}};
-
-Args parse_args(const std::vector<std::string>& argv, const OptionSpec& spec) {
+/// Parses a command's words and options with the shared parser (qkdn/base/args.hpp): every
+/// occurrence of an option is kept under its long name, words in order.
+Args parse_args(const std::vector<std::string>& argv, const VerbOptions& spec) {
   Args a;
-  for (std::size_t i = 0; i < argv.size(); ++i) {
-    const std::string& arg = argv[i];
-    if (arg.size() < 2 || arg[0] != '-' || arg == "--") {
-      a.words.push_back(arg);
-      continue;
+  qkdn::base::ArgParser parser("qkdnctl");
+  for (const auto& o : spec) {
+    const std::string name = o.name.substr(2);
+    if (o.takes_value) {
+      parser.option(name, "VALUE", "",
+                    [&a, key = o.name](std::string_view v) { a.options.emplace(key, v); });
+    } else {
+      parser.flag(name, "", [&a, key = o.name](bool on) {
+        if (on) {
+          a.options.emplace(key, "true");
+        } else {
+          a.options.erase(key);
+        }
+      });
     }
-    std::string name = arg;
-    std::optional<std::string> value;
-    if (auto eq = arg.find('='); eq != std::string::npos && arg.rfind("--", 0) == 0) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    }
-    if (name == "--token") {
-      usage_error(
-          "there is no --token flag (it would leak into shell history and ps); use "
-          "--token-file FILE, QKDN_TOKEN or QKDN_TOKEN_FILE");
-    }
-    if (name == "--help" || name == "-h") {
-      a.help = true;
-      continue;
-    }
-    auto it = spec.find(name);
-    if (it == spec.end()) usage_error("unknown option '" + name + "'");
-    if (!it->second) {
-      if (value) usage_error("option '" + name + "' takes no value");
-      a.options.emplace(name, "true");
-      continue;
-    }
-    if (!value) {
-      if (i + 1 >= argv.size()) usage_error("option '" + name + "' needs a value");
-      value = argv[++i];
-    }
-    a.options.emplace(name == "-o" ? "--output" : name, *value);
+    if (o.alias != nullptr) parser.alias(o.alias, name);
+  }
+  parser.positionals([&a](std::string_view w) { a.words.emplace_back(w); });
+  try {
+    parser.parse(argv);
+  } catch (const qkdn::InvalidArgument& e) {
+    usage_error(e.what());
   }
   return a;
 }
@@ -953,7 +937,7 @@ void done(Context& ctx, const json::value& answer, const std::string& message) {
 using Handler = std::function<int(Context&, const std::vector<std::string>&)>;
 
 /// Parses a verb's arguments, checking positional count and options.
-Args verb_args(const std::vector<std::string>& argv, const OptionSpec& spec, std::size_t min_words,
+Args verb_args(const std::vector<std::string>& argv, const VerbOptions& spec, std::size_t min_words,
                std::size_t max_words, const std::string& synopsis) {
   Args a = parse_args(argv, spec);
   if (a.words.size() < min_words || a.words.size() > max_words) {
@@ -987,15 +971,14 @@ std::string read_input(const std::string& file) {
 
 int cmd_topology(Context& ctx, const std::vector<std::string>& argv) {
   const std::string syn = "qkdnctl topology get | apply -f FILE";
-  Args a = verb_args(argv, {{"-f", true}, {"--file", true}}, 1, 1, syn);
+  Args a = verb_args(argv, {{"--file", true, "-f"}}, 1, 1, syn);
   const std::string& verb = a.words[0];
   if (verb == "get") {
     print_json(call(ctx, http::verb::get, kApi + "/topology"));
     return kOk;
   }
   if (verb != "apply") usage_error("usage: " + syn);
-  auto file = a.get("-f");
-  if (!file) file = a.get("--file");
+  auto file = a.get("--file");
   if (!file) usage_error("topology apply needs -f FILE (or -f - for stdin)");
   const std::string body = read_input(*file);
   boost::system::error_code ec;
@@ -1140,9 +1123,9 @@ int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl link list|show|add|set|delete ...");
   const std::string verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
-  const OptionSpec fields{{"--key-rate-bps", true},   {"--distance-km", true},
-                          {"--qber", true},           {"--admin-state", true},
-                          {"--qber-threshold", true}, {"--pool-floor-bits", true}};
+  const VerbOptions fields{{"--key-rate-bps", true},   {"--distance-km", true},
+                           {"--qber", true},           {"--admin-state", true},
+                           {"--qber-threshold", true}, {"--pool-floor-bits", true}};
   if (verb == "list") {
     Args a = verb_args(rest, {{"--km", true}, {"--admin-state", true}, {"--oper-state", true}}, 0,
                        0, "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");
@@ -1753,50 +1736,86 @@ std::string load_token(const std::optional<std::string>& token_file) {
   return {};
 }
 
+/// The global options, accepted anywhere on the line.
+struct Globals {
+  std::optional<std::string> api;
+  std::optional<std::string> token_file;
+  std::string output = "table";
+  std::optional<std::string> timeout;
+  std::optional<std::string> cacert;
+  std::optional<std::string> if_match;
+  std::optional<std::string> limit;
+  std::optional<std::string> page_size;
+  bool help = false;
+  bool version = false;
+};
+
+qkdn::base::ArgParser global_parser(Globals& g) {
+  auto keep = [](std::optional<std::string>& target) {
+    return [&target](std::string_view v) { target = std::string(v); };
+  };
+  qkdn::base::ArgParser p("qkdnctl");
+  p.section("Global options (anywhere on the line)")
+      .option("api", "URL", "API base URL (default: $QKDN_API, else http://127.0.0.1:8080)",
+              keep(g.api))
+      .option("token-file", "FILE",
+              "read the bearer token from FILE (else $QKDN_TOKEN, else the file named by "
+              "$QKDN_TOKEN_FILE); there is deliberately no --token flag",
+              keep(g.token_file))
+      .option("output", "FMT", "table (default, for people) or json (for scripts)",
+              [&g](std::string_view v) { g.output = v; })
+      .alias("-o", "output")
+      .option("timeout", "SECONDS", "per-request deadline (default 30)", keep(g.timeout))
+      .option("cacert", "FILE",
+              "CA certificate(s) (PEM) to verify an https API (else $QKDN_CACERT, else the "
+              "system store); the server name is checked too",
+              keep(g.cacert))
+      .alias("--ca", "cacert")
+      .option("if-match", "ETAG",
+              "write commands: only apply if the resource still has this ETag (else 5)",
+              keep(g.if_match))
+      .option("limit", "N",
+              "list commands: stop after N items (default: follow next_cursor to the end)",
+              keep(g.limit))
+      .option("page-size", "N", "list commands: items per request, 1..1000 (default 1000)",
+              keep(g.page_size))
+      .flag("help", "help; `qkdnctl NOUN --help` shows a noun's verbs and examples",
+            [&g](bool on) { g.help = on; })
+      .alias("-h", "help")
+      .flag("version", "print the version", [&g](bool on) { g.version = on; });
+  return p;
+}
+
+/// The main help: commands, the global options from their declaration, exit codes, examples.
+std::string main_help() {
+  Globals g;
+  std::string text = kMainHelp;
+  const std::string mark = "%GLOBAL_OPTIONS%\n";
+  text.replace(text.find(mark), mark.size(), global_parser(g).help());
+  return text;
+}
+
 int run(int argc, char** argv) {
   std::vector<std::string> all(argv + 1, argv + argc);
-  // Global options are accepted anywhere: split them from the command's own words and options.
-  std::vector<std::string> rest;
-  std::multimap<std::string, std::string> globals;
-  bool help = false;
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    std::string name = all[i];
-    std::optional<std::string> value;
-    if (auto eq = name.find('='); eq != std::string::npos && name.rfind("--", 0) == 0) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (name == "--token") {
+  for (const auto& a : all) {
+    if (a == "--") break;
+    if (a == "--token" || a.starts_with("--token=")) {
       usage_error(
           "there is no --token flag (it would leak into shell history and ps); use "
           "--token-file FILE, QKDN_TOKEN or QKDN_TOKEN_FILE");
     }
-    auto it = kGlobalOptions.find(name);
-    if (it == kGlobalOptions.end()) {
-      rest.push_back(all[i]);
-      continue;
-    }
-    if (name == "--help" || name == "-h") {
-      help = true;
-      continue;
-    }
-    if (!it->second) {
-      globals.emplace(name, "true");
-      continue;
-    }
-    if (!value) {
-      if (i + 1 >= all.size()) usage_error("option '" + name + "' needs a value");
-      value = all[++i];
-    }
-    globals.emplace(name == "-o" ? "--output" : name, *value);
   }
-  auto global = [&globals](const std::string& n) -> std::optional<std::string> {
-    auto it = globals.find(n);
-    if (it == globals.end()) return std::nullopt;
-    return it->second;
-  };
-
-  if (global("--version")) {
+  // Global options are accepted anywhere: the global parser takes them and hands back the
+  // command's own words and options, which the command parses with its own spec.
+  Globals g;
+  std::vector<std::string> rest;
+  try {
+    global_parser(g).parse_known(all, rest);
+  } catch (const qkdn::InvalidArgument& e) {
+    usage_error(e.what());
+  }
+  bool help = g.help;
+  if (g.version) {
     std::cout << kVersion << "\n";
     return kOk;
   }
@@ -1810,12 +1829,12 @@ int run(int argc, char** argv) {
       if (h == noun_help().end()) usage_error("unknown command '" + rest[0] + "'");
       std::cout << h->second;
     } else {
-      std::cout << kMainHelp;
+      std::cout << main_help();
     }
     return kOk;
   }
   if (rest.empty()) {
-    std::cerr << kMainHelp;
+    std::cerr << main_help();
     return kUsage;
   }
   auto cmd = commands().find(rest[0]);
@@ -1823,36 +1842,36 @@ int run(int argc, char** argv) {
     usage_error("unknown command '" + rest[0] + "'; see qkdnctl --help");
   }
 
-  const std::string output = global("--output").value_or("table");
+  const std::string& output = g.output;
   if (output != "table" && output != "json") {
     usage_error("--output must be table or json, got '" + output + "'");
   }
   ClientOptions options;
-  options.api_url = global("--api").value_or("");
+  options.api_url = g.api.value_or("");
   if (options.api_url.empty()) {
     const char* env = std::getenv("QKDN_API");
     options.api_url = (env != nullptr && *env != '\0') ? env : "http://127.0.0.1:8080";
   }
   options.endpoint = parse_endpoint(options.api_url);
-  if (auto t = global("--timeout")) {
+  if (const auto& t = g.timeout) {
     const double seconds = parse_number("--timeout", *t);
     if (seconds <= 0 || seconds > 86400) usage_error("--timeout must be in (0, 86400] seconds");
     options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
   }
-  options.cacert = global("--cacert").value_or(global("--ca").value_or(""));
+  options.cacert = g.cacert.value_or("");
   if (options.cacert.empty()) {
     const char* env = std::getenv("QKDN_CACERT");
     if (env != nullptr) options.cacert = env;
   }
-  options.if_match = global("--if-match").value_or("");
-  options.token = load_token(global("--token-file"));
+  options.if_match = g.if_match.value_or("");
+  options.token = load_token(g.token_file);
 
   Client client(std::move(options));
   Context ctx{client, output == "json", std::nullopt};
-  if (auto l = global("--limit")) {
+  if (const auto& l = g.limit) {
     ctx.limit = static_cast<std::size_t>(parse_int("--limit", *l, 1, 100000000));
   }
-  if (auto p = global("--page-size")) {
+  if (const auto& p = g.page_size) {
     ctx.page_size = static_cast<std::size_t>(
         parse_int("--page-size", *p, 1, static_cast<std::int64_t>(kMaxPage)));
   }
