@@ -34,6 +34,7 @@
 
 #include "qkdn/base/args.hpp"
 #include "qkdn/base/error.hpp"
+#include "qkdn/json/reader.hpp"
 
 namespace {
 
@@ -46,6 +47,9 @@ using tcp = net::ip::tcp;
 
 constexpr const char* kVersion = "qkdnctl 0.1.0";
 constexpr std::size_t kMaxPage = 1000;  // the server's max_page_limit
+constexpr std::size_t kMaxResponseBytes = std::size_t{256} << 20;
+/// Limits of the JSON the CLI reads (answers, topology files), read by the shared strict reader.
+constexpr qkdn::json::ParseLimits kJsonLimits{kMaxResponseBytes, 64};
 
 enum ExitCode : int {
   kOk = 0,
@@ -523,7 +527,7 @@ class Client {
     co_await std::move(write_op);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
-    parser.body_limit(256u * 1024u * 1024u);
+    parser.body_limit(kMaxResponseBytes);
     if (req.method() == http::verb::head) parser.skip(true);
     auto read_op = http::async_read(stream, buffer, parser, net::use_awaitable);
     co_await std::move(read_op);
@@ -595,15 +599,14 @@ int exit_code_for_status(unsigned status) {
 void check(const Response& r) {
   if (r.status >= 200 && r.status < 300) return;
   std::string text;
-  boost::system::error_code ec;
-  auto v = json::parse(r.body, ec);
-  if (!ec && v.is_object()) {
-    const auto& o = v.as_object();
-    if (auto* d = o.if_contains("detail"); d && d->is_string() && !d->as_string().empty()) {
-      text = std::string(d->as_string());
-    } else if (auto* t = o.if_contains("title"); t && t->is_string()) {
-      text = std::string(t->as_string());
-    }
+  try {
+    // A problem document (RFC 9457): its detail, else its title; anything else shows the body.
+    const auto problem = qkdn::json::parse_object(r.body, "the problem", kJsonLimits);
+    qkdn::json::ObjectReader o(problem);
+    text = o.opt_string("detail").value_or("");
+    if (text.empty()) text = o.opt_string("title").value_or("");
+  } catch (const qkdn::InvalidArgument&) {
+    text.clear();
   }
   if (text.empty()) {
     text = r.body.substr(0, 200);
@@ -655,10 +658,12 @@ json::value call(Context& ctx, http::verb verb, const std::string& target,
   auto r = ctx.client.request(verb, target, body ? json::serialize(*body) : std::string{});
   check(r);
   if (r.body.empty()) return nullptr;
-  boost::system::error_code ec;
-  auto v = json::parse(r.body, ec);
-  if (ec) throw CliError(kFailure, "the server answered " + target + " with invalid JSON");
-  return v;
+  try {
+    return qkdn::json::parse(r.body, kJsonLimits);
+  } catch (const qkdn::InvalidArgument& e) {
+    throw CliError(kFailure,
+                   "the server answered " + target + " with invalid JSON (" + e.what() + ")");
+  }
 }
 
 /// GET a list, following next_cursor until the end (or until ctx.limit items).
@@ -981,9 +986,12 @@ int cmd_topology(Context& ctx, const std::vector<std::string>& argv) {
   auto file = a.get("--file");
   if (!file) usage_error("topology apply needs -f FILE (or -f - for stdin)");
   const std::string body = read_input(*file);
-  boost::system::error_code ec;
-  auto doc = json::parse(body, ec);
-  if (ec || !doc.is_object()) usage_error("'" + *file + "' is not a JSON object");
+  json::value doc;
+  try {
+    doc = qkdn::json::parse_object(body, "'" + *file + "'", kJsonLimits);
+  } catch (const qkdn::InvalidArgument& e) {
+    usage_error(e.what());
+  }
   auto answer = call(ctx, http::verb::put, kApi + "/topology", doc);
   std::string summary = "topology applied";
   const auto& d = doc.as_object();

@@ -24,6 +24,7 @@
 #include "log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/json/reader.hpp"
 #include "qkdn/net/limits.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/net/run_on.hpp"
@@ -68,11 +69,13 @@ std::string json_frame(kma::Type type, const json::object& obj) {
   return kma::encode_frame(type, json::serialize(obj));
 }
 
+/// A Ck payload as an object through the shared strict reader (Ck limits), or nullopt.
 std::optional<json::object> parse_object(std::string_view text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  return std::move(v.as_object());
+  try {
+    return qkdn::json::parse_object(text, "the payload", {ck::kMaxPayload, ck::kMaxJsonDepth});
+  } catch (const InvalidArgument&) {
+    return std::nullopt;
+  }
 }
 
 std::string describe(std::exception_ptr e) {
