@@ -150,20 +150,12 @@ HttpResponse error_response(const ApiError& e, std::string_view instance) {
   return r;
 }
 
+// The problem kind of an error: its name from the one table of qkdn/base/error.hpp, in the
+// hyphenated style of problem types ("not_found" -> "not-found").
 std::string kind_of(ErrorCode c) {
-  switch (c) {
-    case ErrorCode::kInvalidArgument:
-      return "invalid-argument";
-    case ErrorCode::kNotFound:
-      return "not-found";
-    case ErrorCode::kConflict:
-      return "conflict";
-    case ErrorCode::kUnavailable:
-      return "unavailable";
-    case ErrorCode::kInternal:
-      return "internal";
-  }
-  return "internal";
+  std::string kind(error_name(c));
+  std::replace(kind.begin(), kind.end(), '_', '-');
+  return kind;
 }
 
 void add_open_routes(Router& r) {
