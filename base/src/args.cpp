@@ -80,6 +80,7 @@ ArgParser& ArgParser::option(std::string name, std::string metavar, std::string 
                     section_,
                     {},
                     std::move(apply),
+                    {},
                     {}});
   return *this;
 }
@@ -87,12 +88,34 @@ ArgParser& ArgParser::option(std::string name, std::string metavar, std::string 
 ArgParser& ArgParser::flag(std::string name, std::string help, FlagFn apply) {
   if (index_.contains(name)) throw Internal("ArgParser: option --" + name + " declared twice");
   index_.emplace(name, specs_.size());
-  specs_.push_back({std::move(name), {}, {}, std::move(help), section_, {}, {}, std::move(apply)});
+  specs_.push_back(
+      {std::move(name), {}, {}, std::move(help), section_, {}, {}, std::move(apply), {}});
+  return *this;
+}
+
+ArgParser& ArgParser::option_pair(std::string name, std::string metavar, std::string help,
+                                  PairFn apply) {
+  if (index_.contains(name) || metavar.empty()) {
+    throw Internal("ArgParser: option --" + name + " declared twice or without a metavar");
+  }
+  index_.emplace(name, specs_.size());
+  specs_.push_back({std::move(name),
+                    std::move(metavar),
+                    {},
+                    std::move(help),
+                    section_,
+                    {},
+                    {},
+                    {},
+                    std::move(apply)});
   return *this;
 }
 
 ArgParser& ArgParser::env(const std::string& name, std::string variable) {
   auto it = index_.find(name);
+  if (it != index_.end() && specs_[it->second].pair) {
+    throw Internal("ArgParser: env for the two-value option --" + name);
+  }
   if (it == index_.end()) throw Internal("ArgParser: env for undeclared option --" + name);
   specs_[it->second].env = std::move(variable);
   return *this;
@@ -146,7 +169,9 @@ void ArgParser::apply(const Spec& spec, std::string_view value, bool from_comman
                       const std::string& where) {
   const std::string flag = "--" + spec.name;
   try {
-    if (spec.flag) {
+    if (spec.pair) {
+      throw InvalidArgument(flag + ": takes two values, only on the command line");
+    } else if (spec.flag) {
       spec.flag(from_command_line && value.empty() ? true : parse_bool(flag, value));
     } else {
       spec.value(value);
@@ -211,6 +236,7 @@ ArgParser::Result ArgParser::run(const std::vector<std::string>& args,
   struct Given {
     const Spec* spec;
     std::string value;
+    std::string second;  ///< of a two-value option
   };
   std::vector<Given> given;
   std::vector<std::string> words;
@@ -276,13 +302,22 @@ ArgParser::Result ArgParser::run(const std::vector<std::string>& args,
       if (inline_value && inline_value->empty()) {
         throw InvalidArgument(shown + ": expected true or false, got ''");
       }
-      given.push_back({spec, inline_value.value_or("")});
+      given.push_back({spec, inline_value.value_or(""), {}});
+      continue;
+    }
+    if (spec->pair) {
+      // Both values are the next two arguments, whatever they look like.
+      if (inline_value || i + 2 >= args.size()) {
+        throw InvalidArgument(shown + ": expected two values (" + spec->metavar + ")");
+      }
+      given.push_back({spec, args[i + 1], args[i + 2]});
+      i += 2;
       continue;
     }
     if (inline_value) {
-      given.push_back({spec, *inline_value});
+      given.push_back({spec, *inline_value, {}});
     } else if (i + 1 < args.size()) {
-      given.push_back({spec, args[++i]});
+      given.push_back({spec, args[++i], {}});
     } else {
       throw InvalidArgument(shown + ": missing value (" + spec->metavar + ")");
     }
@@ -293,7 +328,13 @@ ArgParser::Result ArgParser::run(const std::vector<std::string>& args,
     const char* v = std::getenv(spec.env.c_str());
     if (v != nullptr && *v != '\0') apply(spec, v, false, spec.env + ": ");
   }
-  for (const auto& g : given) apply(*g.spec, g.value, true, "");
+  for (const auto& g : given) {
+    if (g.spec->pair) {
+      g.spec->pair(g.value, g.second);
+    } else {
+      apply(*g.spec, g.value, true, "");
+    }
+  }
   for (const auto& w : words) {
     if (!positional_) throw InvalidArgument("unexpected argument " + quoted(w) + " (see --help)");
     positional_(w);

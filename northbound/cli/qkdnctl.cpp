@@ -309,6 +309,7 @@ Example:
 struct Args {
   std::vector<std::string> words;
   std::multimap<std::string, std::string> options;
+  std::map<std::string, std::pair<std::string, std::string>> pairs;  ///< two-value options
 
   /// The option's value; the last one when it was given more than once.
   std::optional<std::string> get(const std::string& name) const {
@@ -319,11 +320,11 @@ struct Args {
   bool has(const std::string& name) const { return options.count(name) != 0; }
 };
 
-/// An option of one command: its name ("--km"), whether it takes a value, and another spelling
-/// ("-f") when it has one.
+/// An option of one command: its name ("--km"), how many values it takes (0: a switch; 2: a pair
+/// such as --pair SRC DST), and another spelling ("-f") when it has one.
 struct VerbOption {
   std::string name;
-  bool takes_value = true;
+  int values = 1;
   const char* alias = nullptr;
 };
 using VerbOptions = std::vector<VerbOption>;
@@ -335,7 +336,12 @@ Args parse_args(const std::vector<std::string>& argv, const VerbOptions& spec) {
   qkdn::base::ArgParser parser("qkdnctl");
   for (const auto& o : spec) {
     const std::string name = o.name.substr(2);
-    if (o.takes_value) {
+    if (o.values == 2) {
+      parser.option_pair(name, "VALUE VALUE", "",
+                         [&a, key = o.name](std::string_view x, std::string_view y) {
+                           a.pairs[key] = {std::string(x), std::string(y)};
+                         });
+    } else if (o.values == 1) {
       parser.option(name, "VALUE", "",
                     [&a, key = o.name](std::string_view v) { a.options.emplace(key, v); });
     } else {
@@ -976,7 +982,7 @@ std::string read_input(const std::string& file) {
 
 int cmd_topology(Context& ctx, const std::vector<std::string>& argv) {
   const std::string syn = "qkdnctl topology get | apply -f FILE";
-  Args a = verb_args(argv, {{"--file", true, "-f"}}, 1, 1, syn);
+  Args a = verb_args(argv, {{"--file", 1, "-f"}}, 1, 1, syn);
   const std::string& verb = a.words[0];
   if (verb == "get") {
     print_json(call(ctx, http::verb::get, kApi + "/topology"));
@@ -1047,7 +1053,7 @@ int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
   const std::string verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--connected", true}}, 0, 0, "qkdnctl km list [--connected B]");
+    Args a = verb_args(rest, {{"--connected", 1}}, 0, 0, "qkdnctl km list [--connected B]");
     Query q;
     if (auto c = a.get("--connected")) q.emplace_back("connected", *c);
     list(ctx, fetch_all(ctx, kApi + "/kms", q), km_columns());
@@ -1055,7 +1061,7 @@ int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
     Args a = verb_args(rest, {}, 1, 1, "qkdnctl km show ID");
     show(ctx, call(ctx, http::verb::get, kApi + "/kms" + seg(a.words[0])));
   } else if (verb == "add") {
-    Args a = verb_args(rest, {{"--site", true}, {"--trust-level", true}, {"--tags", true}}, 1, 1,
+    Args a = verb_args(rest, {{"--site", 1}, {"--trust-level", 1}, {"--tags", 1}}, 1, 1,
                        "qkdnctl km add ID [--site SITE] [--trust-level N] [--tags T,...]");
     json::object body{{"km_id", a.words[0]}};
     if (auto s = a.get("--site")) body["site"] = *s;
@@ -1063,7 +1069,7 @@ int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
     done(ctx, call(ctx, http::verb::post, kApi + "/kms", json::value(body)),
          "KM '" + a.words[0] + "' added");
   } else if (verb == "set") {
-    Args a = verb_args(rest, {{"--site", true}, {"--trust-level", true}, {"--tags", true}}, 1, 1,
+    Args a = verb_args(rest, {{"--site", 1}, {"--trust-level", 1}, {"--tags", 1}}, 1, 1,
                        "qkdnctl km set ID [--site SITE] [--trust-level N|none] [--tags T,...]");
     json::object body;
     if (auto s = a.get("--site")) body["site"] = *s;
@@ -1131,12 +1137,12 @@ int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl link list|show|add|set|delete ...");
   const std::string verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
-  const VerbOptions fields{{"--key-rate-bps", true},   {"--distance-km", true},
-                           {"--qber", true},           {"--admin-state", true},
-                           {"--qber-threshold", true}, {"--pool-floor-bits", true}};
+  const VerbOptions fields{{"--key-rate-bps", 1},   {"--distance-km", 1},
+                           {"--qber", 1},           {"--admin-state", 1},
+                           {"--qber-threshold", 1}, {"--pool-floor-bits", 1}};
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--km", true}, {"--admin-state", true}, {"--oper-state", true}}, 0,
-                       0, "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");
+    Args a = verb_args(rest, {{"--km", 1}, {"--admin-state", 1}, {"--oper-state", 1}}, 0, 0,
+                       "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");
     Query q;
     if (auto v = a.get("--km")) q.emplace_back("km_id", *v);
     if (auto v = a.get("--admin-state")) q.emplace_back("admin_state", *v);
@@ -1169,7 +1175,7 @@ int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
 }
 
 int cmd_app(Context& ctx, const std::vector<std::string>& argv) {
-  Args a = verb_args(argv, {{"--km", true}}, 1, 1, "qkdnctl app list [--km ID]");
+  Args a = verb_args(argv, {{"--km", 1}}, 1, 1, "qkdnctl app list [--km ID]");
   if (a.words[0] != "list") usage_error("usage: qkdnctl app list [--km ID]");
   Query q;
   if (auto v = a.get("--km")) q.emplace_back("km_id", *v);
@@ -1199,15 +1205,15 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
       "qkdnctl route show SRC DST [--k N] [--metric M] [--max-hops N] [--avoid-km IDS] "
       "[--avoid-link IDS] [--explain]";
   Args a = verb_args(argv,
-                     {{"--k", true},
-                      {"--metric", true},
-                      {"--max-hops", true},
-                      {"--avoid-km", true},
-                      {"--avoid-link", true},
-                      {"--min-trust", true},
-                      {"--max-intermediates", true},
-                      {"--avoid-tag", true},
-                      {"--explain", false}},
+                     {{"--k", 1},
+                      {"--metric", 1},
+                      {"--max-hops", 1},
+                      {"--avoid-km", 1},
+                      {"--avoid-link", 1},
+                      {"--min-trust", 1},
+                      {"--max-intermediates", 1},
+                      {"--avoid-tag", 1},
+                      {"--explain", 0}},
                      3, 3, syn);
   if (a.words[0] != "show") usage_error("usage: " + syn);
   Query q{{"src", a.words[1]}, {"dst", a.words[2]}};
@@ -1288,7 +1294,7 @@ int cmd_pin(Context& ctx, const std::vector<std::string>& argv) {
           {"LINKS", [](const json::object& o) { return path_of(o, "links"); }},
           col("CREATED", "created_at")});
   } else if (verb == "set") {
-    Args a = verb_args(rest, {{"--links", true}}, 3, 10000,
+    Args a = verb_args(rest, {{"--links", 1}}, 3, 10000,
                        "qkdnctl pin set SRC DST KM... [--links L1,L2,...]");
     const std::string& src = a.words[0];
     const std::string& dst = a.words[1];
@@ -1355,21 +1361,11 @@ int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
          col("MODE", "mode"),
          {"PARAMS", [](const json::object& r) { return params_text(r); }}});
   } else if (verb == "set") {
-    // --pair takes two values: pull it out before the generic parser sees it.
-    std::vector<std::string> args;
-    std::optional<std::pair<std::string, std::string>> pair;
-    for (std::size_t i = 0; i < rest.size(); ++i) {
-      if (rest[i] == "--pair") {
-        if (i + 2 >= rest.size()) usage_error("--pair needs SRC and DST");
-        pair.emplace(rest[i + 1], rest[i + 2]);
-        i += 2;
-      } else {
-        args.push_back(rest[i]);
-      }
-    }
     Args a = verb_args(
-        args, {{"--param", true}, {"--avoid-tags", true}}, 1, 1,
+        rest, {{"--param", 1}, {"--avoid-tags", 1}, {"--pair", 2}}, 1, 1,
         "qkdnctl policy set MODE [--param NAME=VALUE ...] [--avoid-tags T,...] [--pair SRC DST]");
+    std::optional<std::pair<std::string, std::string>> pair;
+    if (auto it = a.pairs.find("--pair"); it != a.pairs.end()) pair = it->second;
     const std::string& mode = a.words[0];
     if (mode != "manual" && mode != "fixed_rate" && mode != "traffic_adaptive" &&
         mode != "scheduled") {
@@ -1435,10 +1431,10 @@ int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
     show(ctx,
          call(ctx, http::verb::get, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1])));
   } else if (verb == "set") {
-    Args a = verb_args(
-        rest, {{"--max-intermediates", true}, {"--min-trust", true}, {"--avoid-tags", true}}, 2, 2,
-        "qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] "
-        "[--min-trust N] [--avoid-tags T,...]");
+    Args a =
+        verb_args(rest, {{"--max-intermediates", 1}, {"--min-trust", 1}, {"--avoid-tags", 1}}, 2, 2,
+                  "qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] "
+                  "[--min-trust N] [--avoid-tags T,...]");
     json::object body;
     if (auto v = a.get("--max-intermediates")) {
       body["max_intermediates"] = parse_int("--max-intermediates", *v, 0, 1000);
@@ -1480,11 +1476,11 @@ int cmd_schedule(Context& ctx, const std::vector<std::string>& argv) {
         "qkdnctl schedule add SRC DST --keys N --not-before T --not-after T [--key-size-bits B] "
         "[--id ID]";
     Args a = verb_args(rest,
-                       {{"--keys", true},
-                        {"--not-before", true},
-                        {"--not-after", true},
-                        {"--key-size-bits", true},
-                        {"--id", true}},
+                       {{"--keys", 1},
+                        {"--not-before", 1},
+                        {"--not-after", 1},
+                        {"--key-size-bits", 1},
+                        {"--id", 1}},
                        2, 2, syn);
     auto keys = a.get("--keys");
     auto nb = a.get("--not-before");
@@ -1518,7 +1514,7 @@ int cmd_session(Context& ctx, const std::vector<std::string>& argv) {
   const std::string verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--state", true}, {"--sae", true}}, 0, 0,
+    Args a = verb_args(rest, {{"--state", 1}, {"--sae", 1}}, 0, 0,
                        "qkdnctl session list [--state S] [--sae ID]");
     Query q;
     if (auto v = a.get("--state")) q.emplace_back("state", *v);
@@ -1550,7 +1546,7 @@ int cmd_relay(Context& ctx, const std::vector<std::string>& argv) {
   const std::string verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--state", true}, {"--session", true}}, 0, 0,
+    Args a = verb_args(rest, {{"--state", 1}, {"--session", 1}}, 0, 0,
                        "qkdnctl relay list [--state S] [--session ID]");
     Query q;
     if (auto v = a.get("--state")) q.emplace_back("state", *v);
@@ -1589,13 +1585,9 @@ int cmd_alarm(Context& ctx, const std::vector<std::string>& argv) {
   const std::string verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest,
-                       {{"--active", false},
-                        {"--severity", true},
-                        {"--link", true},
-                        {"--km", true},
-                        {"--type", true}},
-                       0, 0, "qkdnctl alarm list [--active] [--severity S] [--link ID] [--km ID]");
+    Args a = verb_args(
+        rest, {{"--active", 0}, {"--severity", 1}, {"--link", 1}, {"--km", 1}, {"--type", 1}}, 0, 0,
+        "qkdnctl alarm list [--active] [--severity S] [--link ID] [--km ID]");
     Query q;
     if (a.has("--active")) q.emplace_back("state", "active");
     if (auto v = a.get("--severity")) q.emplace_back("severity", *v);
@@ -1628,9 +1620,8 @@ int cmd_alarm(Context& ctx, const std::vector<std::string>& argv) {
 }
 
 int cmd_accounting(Context& ctx, const std::vector<std::string>& argv) {
-  Args a =
-      verb_args(argv, {{"--sae", true}, {"--from", true}, {"--to", true}, {"--group-by", true}}, 0,
-                0, "qkdnctl accounting [--sae ID] [--from T] [--to T] [--group-by G]");
+  Args a = verb_args(argv, {{"--sae", 1}, {"--from", 1}, {"--to", 1}, {"--group-by", 1}}, 0, 0,
+                     "qkdnctl accounting [--sae ID] [--from T] [--to T] [--group-by G]");
   Query q;
   if (auto v = a.get("--sae")) q.emplace_back("sae_id", *v);
   if (auto v = a.get("--from")) q.emplace_back("from", *v);

@@ -232,6 +232,26 @@ TEST(ArgParser, OwnHelpAndVersion) {
   EXPECT_EQ(h.find("--version"), h.rfind("--version")) << h;
 }
 
+// A two-value option takes the next two arguments as they are; anything else is refused.
+TEST(ArgParser, TwoValueOption) {
+  std::vector<std::string> pairs;
+  std::vector<std::string> words;
+  ArgParser p("prog");
+  p.option_pair("pair", "SRC DST", "a per-pair override",
+                [&](std::string_view a, std::string_view b) {
+                  pairs.push_back(std::string(a) + ">" + std::string(b));
+                })
+      .positionals([&](std::string_view w) { words.emplace_back(w); });
+  p.parse({"manual", "--pair", "KM1", "--odd", "--pair", "A", "B"});
+  EXPECT_EQ(pairs, (std::vector<std::string>{"KM1>--odd", "A>B"}));
+  EXPECT_EQ(words, (std::vector<std::string>{"manual"}));
+  EXPECT_EQ(message_of(p, {"--pair", "KM1"}), "--pair: expected two values (SRC DST)");
+  EXPECT_EQ(message_of(p, {"--pair=KM1", "KM2"}), "--pair: expected two values (SRC DST)");
+  EXPECT_NE(p.help().find("  --pair SRC DST          a per-pair override\n"), std::string::npos)
+      << p.help();
+  EXPECT_THROW(p.env("pair", "X"), qkdn::Internal);
+}
+
 // Value readers: ranges, IPv6 brackets, ports.
 TEST(ArgValues, Readers) {
   using namespace qkdn::base;

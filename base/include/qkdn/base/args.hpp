@@ -5,6 +5,7 @@
 //   --name VALUE | --name=VALUE        an option with a value (`option`)
 //   --name | --name=true|false         a switch (`flag`)
 //   -o VALUE, --ca VALUE               another spelling of a declared option (`alias`)
+//   --pair A B                         an option with two values (`option_pair`)
 //   --config FILE                      key = value lines, same names (`config_file`)
 //   --help / -h, --version             answered by parse()'s result, unless the program declares
 //                                      its own `help` / `version` switch
@@ -34,6 +35,7 @@ class ArgParser {
  public:
   using ValueFn = std::function<void(std::string_view value)>;
   using FlagFn = std::function<void(bool on)>;
+  using PairFn = std::function<void(std::string_view first, std::string_view second)>;
 
   /// What parse() found: run the program, or print help or the version and exit 0.
   enum class Result { kRun, kHelp, kVersion };
@@ -48,6 +50,9 @@ class ArgParser {
   /// A switch: given alone it means true; `--name=false` (or `name = false` in a config file)
   /// means false.
   ArgParser& flag(std::string name, std::string help, FlagFn apply);
+  /// An option that takes two values (`--pair SRC DST`, qkdnctl's per-pair policy): `metavar`
+  /// names both ("SRC DST"). Command line only (no `--name=`, config file or environment).
+  ArgParser& option_pair(std::string name, std::string metavar, std::string help, PairFn apply);
   /// The environment variable `variable` supplies option `name` (declared before) when set and
   /// non-empty; the command line overrides it.
   ArgParser& env(const std::string& name, std::string variable);
@@ -86,6 +91,7 @@ class ArgParser {
     std::string env;
     ValueFn value;
     FlagFn flag;
+    PairFn pair;
   };
   Result run(const std::vector<std::string>& args, std::vector<std::string>* rest);
   const Spec* find(std::string_view name) const;
