@@ -838,7 +838,8 @@ struct Column {
 };
 
 Column col(std::string header, std::string key) {
-  return {std::move(header), [key](const json::object& o) { return str(o, key); }, false};
+  return {std::move(header), [key = std::move(key)](const json::object& o) { return str(o, key); },
+          false};
 }
 
 /// Natural order: numbers compare by value, everything else by text.
@@ -857,6 +858,7 @@ void print_table(const json::array& items, const std::vector<Column>& columns, b
   for (const auto& item : items) {
     if (!item.is_object()) continue;
     std::vector<std::string> row;
+    row.reserve(columns.size());
     for (const auto& c : columns) row.push_back(c.cell(item.as_object()));
     rows.push_back(std::move(row));
   }
@@ -865,6 +867,7 @@ void print_table(const json::array& items, const std::vector<Column>& columns, b
                      [](const auto& x, const auto& y) { return natural_less(x[0], y[0]); });
   }
   std::vector<std::size_t> width;
+  width.reserve(columns.size());
   for (const auto& c : columns) width.push_back(c.header.size());
   for (const auto& row : rows) {
     for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
@@ -884,6 +887,7 @@ void print_table(const json::array& items, const std::vector<Column>& columns, b
     std::cout << line << "\n";
   };
   std::vector<std::string> header;
+  header.reserve(columns.size());
   for (const auto& c : columns) header.push_back(c.header);
   emit(header);
   for (const auto& row : rows) emit(row);
@@ -1050,7 +1054,7 @@ void add_trust_fields(const Args& a, json::object& body) {
 
 int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl km list|show|add|set|delete ...");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     Args a = verb_args(rest, {{"--connected", 1}}, 0, 0, "qkdnctl km list [--connected B]");
@@ -1135,7 +1139,7 @@ void link_fields(const Args& a, json::object& body) {
 
 int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl link list|show|add|set|delete ...");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   const VerbOptions fields{{"--key-rate-bps", 1},   {"--distance-km", 1},
                            {"--qber", 1},           {"--admin-state", 1},
@@ -1283,7 +1287,7 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_pin(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl pin list | set SRC DST KM... | delete SRC DST");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     verb_args(rest, {}, 0, 0, "qkdnctl pin list");
@@ -1339,7 +1343,7 @@ std::string params_text(const json::object& o) {
 
 int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl policy get | set MODE ... | unset SRC DST");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "get") {
     verb_args(rest, {}, 0, 0, "qkdnctl policy get");
@@ -1414,7 +1418,7 @@ int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) {
     usage_error("usage: qkdnctl constraint list | show SRC DST | set SRC DST ... | delete SRC DST");
   }
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     verb_args(rest, {}, 0, 0, "qkdnctl constraint list");
@@ -1459,7 +1463,7 @@ int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_schedule(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl schedule list | add SRC DST ... | delete ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     verb_args(rest, {}, 0, 0, "qkdnctl schedule list");
@@ -1511,7 +1515,7 @@ int cmd_schedule(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_session(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl session list | show ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     Args a = verb_args(rest, {{"--state", 1}, {"--sae", 1}}, 0, 0,
@@ -1543,7 +1547,7 @@ int cmd_session(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_relay(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl relay list | show ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     Args a = verb_args(rest, {{"--state", 1}, {"--session", 1}}, 0, 0,
@@ -1582,7 +1586,7 @@ int cmd_relay(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_alarm(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl alarm list | show ID | ack ID | clear ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     Args a = verb_args(
