@@ -36,12 +36,13 @@ void RequestContext::check_if_match(const std::optional<std::string>& current) c
 
 void Router::add(std::string method, std::string path, bool write, bool open, Handler handler) {
   RouteEntry e;
-  e.info = ApiRoute{std::move(method), path, write, open};
+  e.info = ApiRoute{std::move(method), std::move(path), write, open};
+  const std::string& p = e.info.path;
   std::size_t pos = 1;
-  while (pos <= path.size()) {
-    auto slash = path.find('/', pos);
-    if (slash == std::string::npos) slash = path.size();
-    e.segments.push_back(path.substr(pos, slash - pos));
+  while (pos <= p.size()) {
+    auto slash = p.find('/', pos);
+    if (slash == std::string::npos) slash = p.size();
+    e.segments.push_back(p.substr(pos, slash - pos));
     pos = slash + 1;
   }
   e.handler = std::move(handler);

@@ -25,7 +25,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::size_t kBodyLimit = 64 * 1024;
+constexpr std::size_t kBodyLimit = std::size_t{64} << 10;
 
 std::string sha256(std::string_view text) {
   std::array<unsigned char, SHA256_DIGEST_LENGTH> d{};
@@ -169,7 +169,7 @@ std::uint16_t AdminServer::bind() {
   qkdn::net::HttpServerOptions o;
   o.name = "admin";
   o.max_body_bytes = kBodyLimit;
-  o.max_header_bytes = 8 * 1024;
+  o.max_header_bytes = std::size_t{8} << 10;
   o.read_timeout = 10s;
   o.idle_timeout = 30s;
   o.max_connections = 64;

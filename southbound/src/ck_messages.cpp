@@ -670,6 +670,7 @@ std::vector<FieldInfo> payload_fields(std::uint16_t code) {
 // ---- payload codec -----------------------------------------------------------------------------
 
 namespace {
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the Reject signature of qkdn::json
 [[noreturn]] void refuse_payload(std::string message) {
   throw InvalidArgument("payload: invalid JSON (" + message + ")");
 }

@@ -186,6 +186,7 @@ bool one_of(std::string_view s, std::span<const std::string_view> set) noexcept 
 
 namespace {
 // The shared reader's refusal as the codec's: "extension: invalid JSON (malformed JSON: ...)".
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the Reject signature of qkdn::json
 [[noreturn]] void refuse_extension(std::string message) {
   reject(kw("extension"), "invalid JSON (" + message + ")");
 }
