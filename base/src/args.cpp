@@ -73,20 +73,49 @@ ArgParser& ArgParser::option(std::string name, std::string metavar, std::string 
     throw Internal("ArgParser: option --" + name + " declared twice or without a metavar");
   }
   index_.emplace(name, specs_.size());
-  specs_.push_back(
-      {std::move(name), std::move(metavar), std::move(help), section_, {}, std::move(apply), {}});
+  specs_.push_back({std::move(name),
+                    std::move(metavar),
+                    {},
+                    std::move(help),
+                    section_,
+                    {},
+                    std::move(apply),
+                    {},
+                    {}});
   return *this;
 }
 
 ArgParser& ArgParser::flag(std::string name, std::string help, FlagFn apply) {
   if (index_.contains(name)) throw Internal("ArgParser: option --" + name + " declared twice");
   index_.emplace(name, specs_.size());
-  specs_.push_back({std::move(name), {}, std::move(help), section_, {}, {}, std::move(apply)});
+  specs_.push_back(
+      {std::move(name), {}, {}, std::move(help), section_, {}, {}, std::move(apply), {}});
+  return *this;
+}
+
+ArgParser& ArgParser::option_pair(std::string name, std::string metavar, std::string help,
+                                  PairFn apply) {
+  if (index_.contains(name) || metavar.empty()) {
+    throw Internal("ArgParser: option --" + name + " declared twice or without a metavar");
+  }
+  index_.emplace(name, specs_.size());
+  specs_.push_back({std::move(name),
+                    std::move(metavar),
+                    {},
+                    std::move(help),
+                    section_,
+                    {},
+                    {},
+                    {},
+                    std::move(apply)});
   return *this;
 }
 
 ArgParser& ArgParser::env(const std::string& name, std::string variable) {
   auto it = index_.find(name);
+  if (it != index_.end() && specs_[it->second].pair) {
+    throw Internal("ArgParser: env for the two-value option --" + name);
+  }
   if (it == index_.end()) throw Internal("ArgParser: env for undeclared option --" + name);
   specs_[it->second].env = std::move(variable);
   return *this;
@@ -99,6 +128,19 @@ ArgParser& ArgParser::config_file(std::string name) {
 
 ArgParser& ArgParser::positionals(ValueFn apply) {
   positional_ = std::move(apply);
+  return *this;
+}
+
+ArgParser& ArgParser::alias(std::string spelling, const std::string& name) {
+  auto it = index_.find(name);
+  const bool short_form = spelling.size() == 2 && spelling[0] == '-' && spelling[1] != '-';
+  const bool long_form = spelling.size() > 2 && spelling.starts_with("--");
+  if (it == index_.end() || (!short_form && !long_form) || aliases_.contains(spelling) ||
+      index_.contains(std::string_view(spelling).substr(short_form ? 1 : 2))) {
+    throw Internal("ArgParser: bad alias " + spelling + " for --" + name);
+  }
+  specs_[it->second].aliases.push_back(spelling);
+  aliases_.emplace(std::move(spelling), it->second);
   return *this;
 }
 
@@ -127,7 +169,9 @@ void ArgParser::apply(const Spec& spec, std::string_view value, bool from_comman
                       const std::string& where) {
   const std::string flag = "--" + spec.name;
   try {
-    if (spec.flag) {
+    if (spec.pair) {
+      throw InvalidArgument(flag + ": takes two values, only on the command line");
+    } else if (spec.flag) {
       spec.flag(from_command_line && value.empty() ? true : parse_bool(flag, value));
     } else {
       spec.value(value);
@@ -168,41 +212,74 @@ ArgParser::Result ArgParser::parse(int argc, const char* const* argv) {
 }
 
 ArgParser::Result ArgParser::parse(const std::vector<std::string>& args) {
-  // --help and --version win over everything else, even a broken option before them.
+  return run(args, nullptr);
+}
+
+ArgParser::Result ArgParser::parse_known(const std::vector<std::string>& args,
+                                         std::vector<std::string>& rest) {
+  return run(args, &rest);
+}
+
+ArgParser::Result ArgParser::run(const std::vector<std::string>& args,
+                                 std::vector<std::string>* rest) {
+  // --help and --version win over everything else, even a broken option before them, unless the
+  // program declared them as its own switches (qkdnctl answers `NOUN --help` itself).
+  const bool own_help = index_.contains("help");
+  const bool own_version = index_.contains("version");
   for (const auto& a : args) {
     if (a == "--") break;
-    if (a == "--help" || a == "-h") return Result::kHelp;
-    if (a == "--version") return Result::kVersion;
+    if (!own_help && (a == "--help" || a == "-h")) return Result::kHelp;
+    if (!own_version && a == "--version") return Result::kVersion;
   }
   // One pass to split the command line into (spec, value) pairs and positionals, so that the
   // config file and the environment can be applied first.
   struct Given {
     const Spec* spec;
     std::string value;
+    std::string second;  ///< of a two-value option
   };
   std::vector<Given> given;
   std::vector<std::string> words;
   std::vector<std::string> configs;
-  bool options_done = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (options_done || a.size() < 2 || a[0] != '-' || a == "-") {
+    if (a == "--") {
+      if (rest != nullptr) {
+        rest->insert(rest->end(), args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+      } else {
+        words.insert(words.end(), args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+      }
+      break;
+    }
+    if (a.size() < 2 || a[0] != '-') {
+      if (rest != nullptr) {
+        rest->push_back(a);
+        continue;
+      }
       if (!positional_) throw InvalidArgument("unexpected argument " + quoted(a) + " (see --help)");
       words.push_back(a);
       continue;
     }
-    if (a == "--") {
-      options_done = true;
-      continue;
-    }
-    if (a[1] != '-') throw InvalidArgument("unknown option " + quoted(a) + " (see --help)");
-    std::string name = a.substr(2);
+    // The option's spelling (up to '=' for long options) and an inline value.
+    std::string name;
     std::optional<std::string> inline_value;
-    if (const auto eq = name.find('='); eq != std::string::npos) {
-      inline_value = name.substr(eq + 1);
-      name.resize(eq);
+    const Spec* spec = nullptr;
+    if (a[1] != '-') {
+      if (auto it = aliases_.find(a); it != aliases_.end()) spec = &specs_[it->second];
+      name = a;
+    } else {
+      name = a.substr(2);
+      if (const auto eq = name.find('='); eq != std::string::npos) {
+        inline_value = name.substr(eq + 1);
+        name.resize(eq);
+      }
+      if (auto it = aliases_.find("--" + name); it != aliases_.end()) {
+        spec = &specs_[it->second];
+      } else {
+        spec = find(name);
+      }
     }
-    if (!config_name_.empty() && name == config_name_) {
+    if (!config_name_.empty() && a[1] == '-' && name == config_name_) {
       if (inline_value) {
         configs.push_back(*inline_value);
       } else if (i + 1 < args.size()) {
@@ -212,21 +289,37 @@ ArgParser::Result ArgParser::parse(const std::vector<std::string>& args) {
       }
       continue;
     }
-    const Spec* spec = find(name);
-    if (spec == nullptr) unknown(name, "");
+    if (spec == nullptr) {
+      if (rest != nullptr) {
+        rest->push_back(a);
+        continue;
+      }
+      if (a[1] != '-') throw InvalidArgument("unknown option " + quoted(a) + " (see --help)");
+      unknown(name, "");
+    }
+    const std::string shown = a[1] == '-' ? "--" + name : a;
     if (spec->flag) {
       if (inline_value && inline_value->empty()) {
-        throw InvalidArgument("--" + name + ": expected true or false, got ''");
+        throw InvalidArgument(shown + ": expected true or false, got ''");
       }
-      given.push_back({spec, inline_value.value_or("")});
+      given.push_back({spec, inline_value.value_or(""), {}});
+      continue;
+    }
+    if (spec->pair) {
+      // Both values are the next two arguments, whatever they look like.
+      if (inline_value || i + 2 >= args.size()) {
+        throw InvalidArgument(shown + ": expected two values (" + spec->metavar + ")");
+      }
+      given.push_back({spec, args[i + 1], args[i + 2]});
+      i += 2;
       continue;
     }
     if (inline_value) {
-      given.push_back({spec, *inline_value});
+      given.push_back({spec, *inline_value, {}});
     } else if (i + 1 < args.size()) {
-      given.push_back({spec, args[++i]});
+      given.push_back({spec, args[++i], {}});
     } else {
-      throw InvalidArgument("--" + name + ": missing value (" + spec->metavar + ")");
+      throw InvalidArgument(shown + ": missing value (" + spec->metavar + ")");
     }
   }
   for (const auto& path : configs) read_config(path);
@@ -235,8 +328,17 @@ ArgParser::Result ArgParser::parse(const std::vector<std::string>& args) {
     const char* v = std::getenv(spec.env.c_str());
     if (v != nullptr && *v != '\0') apply(spec, v, false, spec.env + ": ");
   }
-  for (const auto& g : given) apply(*g.spec, g.value, true, "");
-  for (const auto& w : words) positional_(w);
+  for (const auto& g : given) {
+    if (g.spec->pair) {
+      g.spec->pair(g.value, g.second);
+    } else {
+      apply(*g.spec, g.value, true, "");
+    }
+  }
+  for (const auto& w : words) {
+    if (!positional_) throw InvalidArgument("unexpected argument " + quoted(w) + " (see --help)");
+    positional_(w);
+  }
   return Result::kRun;
 }
 
@@ -249,7 +351,15 @@ std::string ArgParser::help(std::size_t width) const {
       current = s.section;
       if (!current.empty()) out += (out.empty() ? "" : "\n") + current + ":\n";
     }
-    std::string head = "  --" + s.name + (s.metavar.empty() ? "" : " " + s.metavar);
+    std::string head = "  ";
+    for (const auto& a : s.aliases) {
+      if (a.size() == 2) head += a + ", ";  // short spellings first: "-o, --output FMT"
+    }
+    head += "--" + s.name;
+    for (const auto& a : s.aliases) {
+      if (a.size() > 2) head += ", " + a;
+    }
+    head += s.metavar.empty() ? "" : " " + s.metavar;
     out += head;
     std::size_t column = head.size();
     if (column + 2 > kHelpColumn) {
@@ -271,14 +381,25 @@ std::string ArgParser::help(std::size_t width) const {
          kHelpColumn, kHelpColumn, width);
     out += '\n';
   }
-  out += "  --version               print the version and exit\n";
-  out += "  --help                  this text\n";
+  if (!index_.contains("version")) out += "  --version               print the version and exit\n";
+  if (!index_.contains("help")) out += "  --help                  this text\n";
   return out;
 }
 
 std::int64_t parse_int(std::string_view flag, std::string_view text, std::int64_t min,
                        std::int64_t max) {
   std::int64_t n = 0;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || p != text.data() + text.size() || n < min || n > max) {
+    throw InvalidArgument(std::string(flag) + ": expected an integer in [" + std::to_string(min) +
+                          ", " + std::to_string(max) + "], got " + quoted(text));
+  }
+  return n;
+}
+
+std::uint64_t parse_uint(std::string_view flag, std::string_view text, std::uint64_t min,
+                         std::uint64_t max) {
+  std::uint64_t n = 0;
   const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
   if (text.empty() || ec != std::errc() || p != text.data() + text.size() || n < min || n > max) {
     throw InvalidArgument(std::string(flag) + ": expected an integer in [" + std::to_string(min) +

@@ -4,7 +4,6 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -14,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "qkdn/base/args.hpp"
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
@@ -24,83 +24,15 @@
 
 namespace {
 
-constexpr std::string_view kUsage = R"(Usage: qkdn-controller --topology FILE [options]
+constexpr std::string_view kUsageHead = R"(Usage: qkdn-controller --topology FILE [options]
 
 The QKDN controller: accepts key managers (KMs) over Ck (ITU-T Q.4164, TLS 1.3 with mutual
 authentication by default), routes and orchestrates key relay, keeps the live network state in
 PostgreSQL (optional) and serves the northbound REST API and /metrics.
 
-Network and Ck:
-  --topology FILE              topology document (JSON, docs/topology.md); required unless
-                               the store already holds one
-  --topology-override          replace the stored topology with --topology (default: a stored
-                               topology wins and --topology is ignored, with a log line)
-  --ck-listen HOST:PORT        Ck listen address (default 0.0.0.0:4164, with --insecure-ck
-                               127.0.0.1:4164; port 0 = any free port; ":PORT" keeps the
-                               default host)
-  --tls-ca FILE                CA bundle (PEM) that KM certificates must chain to
-  --tls-cert FILE              controller certificate chain (PEM); its SAN URI
-                               urn:qkdn:controller:<ID> is what agents pin (--controller-id)
-  --tls-key FILE               controller private key (PEM)
-  --insecure-ck                plain TCP on Ck, no authentication: anyone who reaches the port
-                               can register as any KM (labs and tests only; binds 127.0.0.1
-                               unless --ck-listen names a host; prints a WARNING)
-  --controller-id ID           controller ID sent to KMs and named by the certificate
-                               (default qkdn-controller)
-  --ck-max-unregistered N      Ck connections waiting for their handshake and registration
-                               (default 1024, lowered to fit the open-file limit); beyond it a
-                               newcomer closes the one waiting longest (if over 1 s) or itself
-  --ck-register-timeout-ms N   a Ck connection must register within N ms (default 10000)
-  --ck-max-pending-registrations N
-                               registrations waiting for the core (default 64); beyond it a
-                               Register is answered "NG: busy" with retry_after_ms
-  --ck-max-pending-commands N  KM commands waiting for or on the core, all KMs (default 4096),
-                               and per KM (--ck-max-pending-per-km, default 64); beyond: busy
-  --ck-max-relays-per-km N     key relays (0x1403) one KM may have in progress (default 256)
-  --ck-max-frames-per-s N      frames/s (and burst) a registered KM may send (default 5000);
-                               more are refused with Error busy, and a KM refused more than
-                               --ck-max-refused-per-s times (default 1000) in a second is
-                               disconnected
-  --heartbeat-interval-ms N    KM heartbeat interval (default 1000); 3 missed = disconnected
-  --status-interval-ms N       KM status report interval (default 1000); also the period of the
-                               controller's tick (rerouting schedules, leases, session expiry)
-  --request-timeout-ms N       controller -> KM command timeout (default 5000)
-  --read-timeout-ms N          a started frame must complete within N ms (default 10000)
-  --route-alternatives N       routes tried per key relay request / next hops answered (default 3)
-  --threads N                  I/O threads (default 2)
-  --port-file PATH             write the bound Ck port to PATH (for scripts and tests)
-  --epoch-file PATH            without a store: keeps the last controller epoch so that it grows
-                               across restarts even if the wall clock went back (without it and
-                               without a store the epoch is the wall clock in ms at start;
-                               docs/RELIABILITY.md)
+)";
 
-Store (PostgreSQL; without it everything lives in memory and is lost at exit):
-  --store-dsn DSN              libpq connection string or URI (or env QKDN_STORE_DSN); the schema
-                               is migrated at start, an unreachable database fails start-up
-  --store-threads N            database threads, one connection each (default 2)
-
-Northbound API:
-  --api-listen HOST:PORT       REST API and /metrics (default 127.0.0.1:8080; port 0 = any)
-  --api-port-file PATH         write the bound API port to PATH
-  --api-tokens FILE            bearer tokens, one "NAME ROLE SHA256-HEX" per line (viewer|admin);
-                               without it reads are open and writes refused
-  --api-tls-cert FILE          HTTPS certificate chain (PEM); needs --api-tls-key
-  --api-tls-key FILE           HTTPS private key (PEM)
-  --api-insecure               every API request is admin without a token (labs and tests only)
-  --api-max-connections N      open API connections (default 4096; lowered to fit the
-                               descriptor limit); at most 512 of them without a valid token
-
-  --config FILE                read options from FILE: one "key = value" per line, keys are the
-                               long option names without "--" ('-' or '_'), e.g.
-                               "store_dsn = postgresql://qkdn@db/qkdn"; flags without a value
-                               take true/false; '#' starts a comment. Precedence: command line,
-                               then environment, then FILE.
-  --log-level LEVEL            debug, info, warn or error (default info)
-  --log-format FORMAT          text (default: RFC 3339 time, level, component, message) or json
-                               (one object per line: time, level, process, component, msg)
-  --version                    print the version and exit
-  --help                       this text
-
+constexpr std::string_view kUsageTail = R"(
 Examples:
   scripts/dev-ca.sh --topology net.json pki/
   qkdn-controller --topology net.json --ck-listen 0.0.0.0:4164 \
@@ -110,6 +42,10 @@ Examples:
   qkdn-controller --topology net.json --ck-listen 127.0.0.1:0 --insecure-ck --port-file ck.port \
       --api-listen 127.0.0.1:0 --api-port-file api.port
   QKDN_STORE_DSN=postgresql://qkdn@db/qkdn qkdn-controller --config /etc/qkdn/controller.conf
+
+A config file holds one "key = value" per line with the long option names ('-' or '_'), e.g.
+"store_dsn = postgresql://qkdn@db/qkdn"; a switch alone means true; '#' starts a comment.
+Precedence: command line, then environment, then the file.
 
 Once bound it logs "ck listening on HOST:PORT" and "api listening on HOST:PORT" on stderr. The
 network view is at http://HOST:PORT/ui/ of the API (it asks for a token), metrics at /metrics.
@@ -128,210 +64,168 @@ struct Args {
   std::string api_port_file;
 };
 
-std::int64_t parse_positive(std::string_view flag, std::string_view v) {
-  std::int64_t n = 0;
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec != std::errc() || p != v.data() + v.size() || n < 1) {
-    throw qkdn::InvalidArgument(std::string(flag) + ": expected a positive integer, got '" +
-                                std::string(v) + "'");
-  }
-  return n;
-}
+// Counts (connections, commands, threads) are positive and below this.
+constexpr std::int64_t kMaxCount = 1'000'000'000;
 
-std::chrono::milliseconds parse_ms(std::string_view flag, std::string_view v) {
-  return std::chrono::milliseconds(parse_positive(flag, v));
-}
-
-bool parse_bool(std::string_view flag, std::string_view v) {
-  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
-  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
-  throw qkdn::InvalidArgument(std::string(flag) + ": expected true or false, got '" +
-                              std::string(v) + "'");
-}
-
-void parse_listen(std::string_view v, Args& a) {
+/// The controller's options, declared once: parsing, --help and the config file agree.
+qkdn::base::ArgParser make_parser(Args& a) {
+  using qkdn::base::parse_int;
+  using qkdn::base::parse_ms;
+  using V = std::string_view;
   auto& o = a.options;
-  const auto colon = v.rfind(':');
-  if (colon == std::string_view::npos) {
-    throw qkdn::InvalidArgument("--ck-listen: expected HOST:PORT, got '" + std::string(v) + "'");
-  }
-  std::string host(v.substr(0, colon));
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  const auto port_text = v.substr(colon + 1);
-  unsigned port = 0;
-  auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || p != port_text.data() + port_text.size() || port > 65535) {
-    throw qkdn::InvalidArgument("--ck-listen: bad port '" + std::string(port_text) + "'");
-  }
-  if (!host.empty()) {
-    o.listen_host = host;
-    a.ck_host_given = true;
-  }
-  o.listen_port = static_cast<std::uint16_t>(port);
+  auto count = [](std::size_t& target, const char* flag) {
+    return [&target, flag](V v) {
+      target = static_cast<std::size_t>(parse_int(flag, v, 1, kMaxCount));
+    };
+  };
+  auto ms = [](std::chrono::milliseconds& target, const char* flag) {
+    return [&target, flag](V v) { target = parse_ms(flag, v); };
+  };
+  auto text = [](std::string& target) { return [&target](V v) { target = v; }; };
+  qkdn::base::ArgParser p("qkdn-controller");
+  p.section("Network and Ck")
+      .option("topology", "FILE",
+              "topology document (JSON, docs/topology.md); required unless the store already "
+              "holds one",
+              text(a.topology_file))
+      .flag("topology-override",
+            "replace the stored topology with --topology (default: a stored topology wins and "
+            "--topology is ignored, with a log line)",
+            [&o](bool on) { o.topology_override = on; })
+      .option("ck-listen", "HOST:PORT",
+              "Ck listen address (default 0.0.0.0:4164, with --insecure-ck 127.0.0.1:4164; port "
+              "0 = any free port; \":PORT\" keeps the default host)",
+              [&a](V v) {
+                const auto hp = qkdn::base::parse_host_port("--ck-listen", v);
+                if (!hp.host.empty()) {
+                  a.options.listen_host = hp.host;
+                  a.ck_host_given = true;
+                }
+                a.options.listen_port = hp.port;
+              })
+      .option("tls-ca", "FILE", "CA bundle (PEM) that KM certificates must chain to",
+              text(o.tls.ca_file))
+      .option("tls-cert", "FILE",
+              "controller certificate chain (PEM); its SAN URI urn:qkdn:controller:<ID> is what "
+              "agents pin (--controller-id)",
+              text(o.tls.cert_file))
+      .option("tls-key", "FILE", "controller private key (PEM)", text(o.tls.key_file))
+      .flag("insecure-ck",
+            "plain TCP on Ck, no authentication: anyone who reaches the port can register as any "
+            "KM (labs and tests only; binds 127.0.0.1 unless --ck-listen names a host; prints a "
+            "WARNING)",
+            [&o](bool on) { o.insecure_ck = on; })
+      .option("controller-id", "ID",
+              "controller ID sent to KMs and named by the certificate (default qkdn-controller)",
+              text(o.controller_id))
+      .option("ck-max-unregistered", "N",
+              "Ck connections waiting for their handshake and registration (default 1024, "
+              "lowered to fit the open-file limit); beyond it a newcomer closes the one waiting "
+              "longest (if over 1 s) or itself",
+              count(o.max_unregistered, "--ck-max-unregistered"))
+      .option("ck-register-timeout-ms", "N",
+              "a Ck connection must register within N ms (default 10000)",
+              ms(o.register_timeout, "--ck-register-timeout-ms"))
+      .option("ck-max-pending-registrations", "N",
+              "registrations waiting for the core (default 64); beyond it a Register is answered "
+              "\"NG: busy\" with retry_after_ms",
+              count(o.max_pending_registrations, "--ck-max-pending-registrations"))
+      .option("ck-max-pending-commands", "N",
+              "KM commands waiting for or on the core, all KMs (default 4096); beyond: busy",
+              count(o.max_pending_commands, "--ck-max-pending-commands"))
+      .option("ck-max-pending-per-km", "N",
+              "KM commands waiting for or on the core, per KM (default 64); beyond: busy",
+              count(o.max_pending_per_km, "--ck-max-pending-per-km"))
+      .option("ck-max-relays-per-km", "N",
+              "key relays (0x1403) one KM may have in progress (default 256)",
+              count(o.max_relays_per_km, "--ck-max-relays-per-km"))
+      .option("ck-max-frames-per-s", "N",
+              "frames/s (and burst) a registered KM may send (default 5000); more are refused "
+              "with Error busy",
+              [&o](V v) {
+                o.max_frames_per_s =
+                    static_cast<double>(parse_int("--ck-max-frames-per-s", v, 1, kMaxCount));
+                o.frame_burst = o.max_frames_per_s;
+              })
+      .option("ck-max-refused-per-s", "N",
+              "a KM refused more than N times in a second is disconnected (default 1000)",
+              [&o](V v) {
+                o.max_refused_per_s = static_cast<std::uint32_t>(
+                    parse_int("--ck-max-refused-per-s", v, 1, kMaxCount));
+              })
+      .option("heartbeat-interval-ms", "N",
+              "KM heartbeat interval (default 1000); 3 missed = disconnected",
+              ms(o.heartbeat_interval, "--heartbeat-interval-ms"))
+      .option("status-interval-ms", "N",
+              "KM status report interval (default 1000); also the period of the controller's "
+              "tick (rerouting schedules, leases, session expiry)",
+              ms(o.status_interval, "--status-interval-ms"))
+      .option("request-timeout-ms", "N", "controller -> KM command timeout (default 5000)",
+              ms(o.request_timeout, "--request-timeout-ms"))
+      .option("read-timeout-ms", "N", "a started frame must complete within N ms (default 10000)",
+              ms(o.read_timeout, "--read-timeout-ms"))
+      .option("route-alternatives", "N",
+              "routes tried per key relay request / next hops answered (default 3)",
+              count(o.route_alternatives, "--route-alternatives"))
+      .option("threads", "N", "I/O threads (default 2)",
+              [&o](V v) { o.threads = static_cast<int>(parse_int("--threads", v, 1, 1000)); })
+      .option("port-file", "PATH", "write the bound Ck port to PATH (for scripts and tests)",
+              text(a.port_file))
+      .option("epoch-file", "PATH",
+              "without a store: keeps the last controller epoch so that it grows across restarts "
+              "even if the wall clock went back (without it and without a store the epoch is the "
+              "wall clock in ms at start; docs/RELIABILITY.md)",
+              text(o.epoch_file))
+      .section("Store (PostgreSQL; without it everything lives in memory and is lost at exit)")
+      .option("store-dsn", "DSN",
+              "libpq connection string or URI; the schema is migrated at start, an unreachable "
+              "database fails start-up",
+              text(o.store_dsn))
+      .env("store-dsn", "QKDN_STORE_DSN")
+      .option("store-threads", "N", "database threads, one connection each (default 2)",
+              [&o](V v) {
+                o.store_threads = static_cast<int>(parse_int("--store-threads", v, 1, 1000));
+              })
+      .section("Northbound API")
+      .option("api-listen", "HOST:PORT",
+              "REST API and /metrics (default 127.0.0.1:8080; port 0 = any)", text(a.api.listen))
+      .option("api-port-file", "PATH", "write the bound API port to PATH", text(a.api_port_file))
+      .option("api-tokens", "FILE",
+              "bearer tokens, one \"NAME ROLE SHA256-HEX\" per line (viewer|admin); without it "
+              "reads are open and writes refused",
+              text(a.api.tokens_file))
+      .option("api-tls-cert", "FILE", "HTTPS certificate chain (PEM); needs --api-tls-key",
+              text(a.api.tls_cert))
+      .option("api-tls-key", "FILE", "HTTPS private key (PEM)", text(a.api.tls_key))
+      .flag("api-insecure", "every API request is admin without a token (labs and tests only)",
+            [&a](bool on) { a.api.insecure = on; })
+      .option("api-max-connections", "N",
+              "open API connections (default 4096; lowered to fit the descriptor limit); at most "
+              "512 of them without a valid token",
+              count(a.api.max_connections, "--api-max-connections"))
+      .section("Other")
+      .option("log-level", "LEVEL", "debug, info, warn or error (default info)",
+              [&a](V v) {
+                const auto level = qkdn::base::parse_log_level(v);
+                if (!level) {
+                  throw qkdn::InvalidArgument("--log-level: expected debug, info, warn or error");
+                }
+                a.log.level = *level;
+              })
+      .option("log-format", "FORMAT",
+              "text (default: RFC 3339 time, level, component, message) or json (one object per "
+              "line: time, level, process, component, msg)",
+              [&a](V v) {
+                const auto format = qkdn::base::parse_log_format(v);
+                if (!format) throw qkdn::InvalidArgument("--log-format: expected text or json");
+                a.log.format = *format;
+              })
+      .config_file();
+  return p;
 }
 
-// Options that take no value on the command line.
-bool is_switch(std::string_view name) {
-  return name == "insecure-ck" || name == "topology-override" || name == "api-insecure";
-}
-
-// Applies one option by its long name (without "--"). `value` is empty for switches given on
-// the command line, which means true. Returns false for an unknown name.
-bool apply_option(std::string_view name, std::string_view value, Args& a) {
-  auto& o = a.options;
-  const std::string flag = "--" + std::string(name);
-  const auto on = [&] { return value.empty() || parse_bool(flag, value); };
-  if (name == "topology")
-    a.topology_file = value;
-  else if (name == "topology-override")
-    o.topology_override = on();
-  else if (name == "ck-listen")
-    parse_listen(value, a);
-  else if (name == "tls-ca")
-    o.tls.ca_file = value;
-  else if (name == "tls-cert")
-    o.tls.cert_file = value;
-  else if (name == "tls-key")
-    o.tls.key_file = value;
-  else if (name == "insecure-ck")
-    o.insecure_ck = on();
-  else if (name == "controller-id")
-    o.controller_id = value;
-  else if (name == "heartbeat-interval-ms")
-    o.heartbeat_interval = parse_ms(flag, value);
-  else if (name == "status-interval-ms")
-    o.status_interval = parse_ms(flag, value);
-  else if (name == "request-timeout-ms")
-    o.request_timeout = parse_ms(flag, value);
-  else if (name == "read-timeout-ms")
-    o.read_timeout = parse_ms(flag, value);
-  else if (name == "ck-max-unregistered")
-    o.max_unregistered = static_cast<std::size_t>(parse_positive(flag, value));
-  else if (name == "ck-register-timeout-ms")
-    o.register_timeout = parse_ms(flag, value);
-  else if (name == "ck-max-pending-registrations")
-    o.max_pending_registrations = static_cast<std::size_t>(parse_positive(flag, value));
-  else if (name == "ck-max-pending-commands")
-    o.max_pending_commands = static_cast<std::size_t>(parse_positive(flag, value));
-  else if (name == "ck-max-pending-per-km")
-    o.max_pending_per_km = static_cast<std::size_t>(parse_positive(flag, value));
-  else if (name == "ck-max-relays-per-km")
-    o.max_relays_per_km = static_cast<std::size_t>(parse_positive(flag, value));
-  else if (name == "ck-max-frames-per-s") {
-    o.max_frames_per_s = static_cast<double>(parse_positive(flag, value));
-    o.frame_burst = o.max_frames_per_s;
-  } else if (name == "ck-max-refused-per-s")
-    o.max_refused_per_s = static_cast<std::uint32_t>(
-        std::min<std::int64_t>(parse_positive(flag, value), 1'000'000'000));
-  else if (name == "api-max-connections")
-    a.api.max_connections = static_cast<std::size_t>(parse_positive(flag, value));
-  else if (name == "route-alternatives")
-    o.route_alternatives = static_cast<std::size_t>(parse_positive(flag, value));
-  else if (name == "threads")
-    o.threads = static_cast<int>(std::min<std::int64_t>(parse_positive(flag, value), 1000));
-  else if (name == "port-file")
-    a.port_file = value;
-  else if (name == "store-dsn")
-    o.store_dsn = value;
-  else if (name == "epoch-file")
-    o.epoch_file = value;
-  else if (name == "store-threads")
-    o.store_threads = static_cast<int>(std::min<std::int64_t>(parse_positive(flag, value), 1000));
-  else if (name == "api-listen")
-    a.api.listen = value;
-  else if (name == "api-port-file")
-    a.api_port_file = value;
-  else if (name == "api-tokens")
-    a.api.tokens_file = value;
-  else if (name == "api-tls-cert")
-    a.api.tls_cert = value;
-  else if (name == "api-tls-key")
-    a.api.tls_key = value;
-  else if (name == "api-insecure")
-    a.api.insecure = on();
-  else if (name == "log-level") {
-    const auto level = qkdn::base::parse_log_level(value);
-    if (!level) throw qkdn::InvalidArgument(flag + ": expected debug, info, warn or error");
-    a.log.level = *level;
-  } else if (name == "log-format") {
-    const auto format = qkdn::base::parse_log_format(value);
-    if (!format) throw qkdn::InvalidArgument(flag + ": expected text or json");
-    a.log.format = *format;
-  } else
-    return false;
-  return true;
-}
-
-std::string trim(std::string_view s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return {};
-  const auto e = s.find_last_not_of(" \t\r");
-  return std::string(s.substr(b, e - b + 1));
-}
-
-void read_config(const std::string& path, Args& a) {
-  std::ifstream in(path);
-  if (!in) throw qkdn::InvalidArgument("--config: cannot read '" + path + "'");
-  std::string line;
-  int number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    const auto where = path + ":" + std::to_string(number);
-    const auto text = trim(line.substr(0, line.find('#')));
-    if (text.empty()) continue;
-    const auto eq = text.find('=');
-    std::string key = trim(text.substr(0, eq));
-    const std::string value = eq == std::string::npos ? "true" : trim(text.substr(eq + 1));
-    for (auto& c : key) {
-      if (c == '_') c = '-';
-    }
-    if (key == "config" || key == "help" || key == "version") {
-      throw qkdn::InvalidArgument(where + ": '" + key + "' is not allowed in a config file");
-    }
-    if (value.empty()) throw qkdn::InvalidArgument(where + ": '" + key + "' has no value");
-    if (!apply_option(key, value, a)) {
-      throw qkdn::InvalidArgument(where + ": unknown option '" + key + "'");
-    }
-  }
-}
-
-enum class Parsed { kRun, kHelp, kVersion };
-
-Parsed parse_args(int argc, char** argv, Args& a) {
-  std::vector<std::string_view> args(argv + 1, argv + argc);
-  // The config file first (lowest precedence), then the environment, then the command line.
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") return Parsed::kHelp;
-    if (args[i] == "--version") return Parsed::kVersion;
-    if (args[i] == "--config") {
-      if (i + 1 >= args.size()) throw qkdn::InvalidArgument("--config: missing value");
-      read_config(std::string(args[i + 1]), a);
-    }
-  }
-  if (const char* dsn = std::getenv("QKDN_STORE_DSN"); dsn != nullptr && *dsn != '\0') {
-    a.options.store_dsn = dsn;
-  }
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const auto flag = args[i];
-    if (flag.substr(0, 2) != "--") {
-      throw qkdn::InvalidArgument("unexpected argument '" + std::string(flag) + "' (see --help)");
-    }
-    const auto name = flag.substr(2);
-    if (name == "config") {
-      ++i;
-      continue;
-    }
-    std::string_view value;
-    if (!is_switch(name)) {
-      if (i + 1 >= args.size()) throw qkdn::InvalidArgument(std::string(flag) + ": missing value");
-      value = args[++i];
-    }
-    if (!apply_option(name, value, a)) {
-      throw qkdn::InvalidArgument("unknown option '" + std::string(flag) + "' (see --help)");
-    }
-  }
+// The rules between options, checked after every source was applied.
+void check_args(Args& a) {
   auto& o = a.options;
   if (a.topology_file.empty() && o.store_dsn.empty()) {
     throw qkdn::InvalidArgument("--topology FILE is required (or a --store-dsn that holds one)");
@@ -346,7 +240,6 @@ Parsed parse_args(int argc, char** argv, Args& a) {
   // Plain TCP on Ck authenticates nobody: unless the operator named a host, only this machine
   // may reach it.
   if (o.insecure_ck && !a.ck_host_given) o.listen_host = "127.0.0.1";
-  return Parsed::kRun;
 }
 
 // Each registered KM holds a Ck descriptor, each API client one, the store a few: keep the caps
@@ -395,16 +288,18 @@ std::string host_text(const std::string& host) {
 int main(int argc, char** argv) {
   Args args;
   try {
-    const auto parsed = parse_args(argc, argv, args);
-    if (parsed == Parsed::kHelp) {
-      std::cout << kUsage;
+    auto parser = make_parser(args);
+    const auto parsed = parser.parse(argc, argv);
+    if (parsed == qkdn::base::ArgParser::Result::kHelp) {
+      std::cout << kUsageHead << parser.help() << kUsageTail;
       return 0;
     }
-    if (parsed == Parsed::kVersion) {
+    if (parsed == qkdn::base::ArgParser::Result::kVersion) {
       std::cout << "qkdn-controller " << qkdn::build_version() << " (revision "
                 << qkdn::build_revision() << ")\n";
       return 0;
     }
+    check_args(args);
     qkdn::base::configure_logging(args.log);
     if (!args.topology_file.empty()) {
       args.options.topology = qkdn::southbound::load_topology_file(args.topology_file);

@@ -1,7 +1,8 @@
 // qkdnctl: the operator command line over the northbound REST API (northbound/README.md).
 //
-// One file on purpose: the CLI is a thin client (Beast + Asio + Boost.JSON + OpenSSL) and one
-// translation unit keeps the build cheap. It never links the controller libraries.
+// One file on purpose: the CLI is a thin client (Beast + Asio + Boost.JSON + OpenSSL, options
+// through the shared qkdn::base::ArgParser) and one translation unit keeps the build cheap. It
+// never links the controller libraries.
 
 #include <openssl/ssl.h>
 
@@ -31,6 +32,10 @@
 #include <utility>
 #include <vector>
 
+#include "qkdn/base/args.hpp"
+#include "qkdn/base/error.hpp"
+#include "qkdn/json/reader.hpp"
+
 namespace {
 
 namespace net = boost::asio;
@@ -42,6 +47,9 @@ using tcp = net::ip::tcp;
 
 constexpr const char* kVersion = "qkdnctl 0.1.0";
 constexpr std::size_t kMaxPage = 1000;  // the server's max_page_limit
+constexpr std::size_t kMaxResponseBytes = std::size_t{256} << 20;
+/// Limits of the JSON the CLI reads (answers, topology files), read by the shared strict reader.
+constexpr qkdn::json::ParseLimits kJsonLimits{kMaxResponseBytes, 64};
 
 enum ExitCode : int {
   kOk = 0,
@@ -67,6 +75,7 @@ class CliError : public std::runtime_error {
 
 // ---- help texts ---------------------------------------------------------------------------------
 
+// The global options' part comes from their declaration (global_parser), between these parts.
 constexpr const char* kMainHelp =
     R"(qkdnctl - operator CLI for the QKDN controller's northbound REST API
 
@@ -93,19 +102,7 @@ Commands:
   metrics                                Prometheus text, raw
   help [NOUN]                            this text, or a noun's help with examples
 
-Global options (anywhere on the line):
-  --api URL          API base URL (default: $QKDN_API, else http://127.0.0.1:8080)
-  --token-file FILE  read the bearer token from FILE (else $QKDN_TOKEN, else the file named by
-                     $QKDN_TOKEN_FILE); there is deliberately no --token flag
-  -o, --output FMT   table (default, for people) or json (for scripts)
-  --timeout SECONDS  per-request deadline (default 30)
-  --cacert FILE      CA certificate(s) (PEM) to verify an https API (also --ca; else
-                     $QKDN_CACERT, else the system store); the server name is checked too
-  --if-match ETAG    write commands: only apply if the resource still has this ETag (else 5)
-  --limit N          list commands: stop after N items (default: follow next_cursor to the end)
-  --page-size N      list commands: items per request, 1..1000 (default 1000)
-  -h, --help         help; `qkdnctl NOUN --help` shows a noun's verbs and examples
-  --version          print the version
+%GLOBAL_OPTIONS%
 
 Exit codes:
   0  ok
@@ -312,60 +309,57 @@ Example:
 struct Args {
   std::vector<std::string> words;
   std::multimap<std::string, std::string> options;
-  bool help = false;
+  std::map<std::string, std::pair<std::string, std::string>> pairs;  ///< two-value options
 
+  /// The option's value; the last one when it was given more than once.
   std::optional<std::string> get(const std::string& name) const {
-    auto it = options.find(name);
-    if (it == options.end()) return std::nullopt;
-    return it->second;
+    auto [lo, hi] = options.equal_range(name);
+    if (lo == hi) return std::nullopt;
+    return std::prev(hi)->second;
   }
   bool has(const std::string& name) const { return options.count(name) != 0; }
 };
 
-/// Options a command accepts: name → takes a value.
-using OptionSpec = std::map<std::string, bool>;
+/// An option of one command: its name ("--km"), how many values it takes (0: a switch; 2: a pair
+/// such as --pair SRC DST), and another spelling ("-f") when it has one.
+struct VerbOption {
+  std::string name;
+  int values = 1;
+  const char* alias = nullptr;
+};
+using VerbOptions = std::vector<VerbOption>;
 
-const OptionSpec kGlobalOptions{{"--api", true},       {"--token-file", true}, {"--output", true},
-                                {"-o", true},          {"--timeout", true},    {"--cacert", true},
-                                {"--ca", true},        {"--if-match", true},   {"--limit", true},
-                                {"--page-size", true}, {"--help", false},      {"-h", false},
-                                {"--version", false}};
-
-Args parse_args(const std::vector<std::string>& argv, const OptionSpec& spec) {
+/// Parses a command's words and options with the shared parser (qkdn/base/args.hpp): every
+/// occurrence of an option is kept under its long name, words in order.
+Args parse_args(const std::vector<std::string>& argv, const VerbOptions& spec) {
   Args a;
-  for (std::size_t i = 0; i < argv.size(); ++i) {
-    const std::string& arg = argv[i];
-    if (arg.size() < 2 || arg[0] != '-' || arg == "--") {
-      a.words.push_back(arg);
-      continue;
+  qkdn::base::ArgParser parser("qkdnctl");
+  for (const auto& o : spec) {
+    const std::string name = o.name.substr(2);
+    if (o.values == 2) {
+      parser.option_pair(name, "VALUE VALUE", "",
+                         [&a, key = o.name](std::string_view x, std::string_view y) {
+                           a.pairs[key] = {std::string(x), std::string(y)};
+                         });
+    } else if (o.values == 1) {
+      parser.option(name, "VALUE", "",
+                    [&a, key = o.name](std::string_view v) { a.options.emplace(key, v); });
+    } else {
+      parser.flag(name, "", [&a, key = o.name](bool on) {
+        if (on) {
+          a.options.emplace(key, "true");
+        } else {
+          a.options.erase(key);
+        }
+      });
     }
-    std::string name = arg;
-    std::optional<std::string> value;
-    if (auto eq = arg.find('='); eq != std::string::npos && arg.rfind("--", 0) == 0) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    }
-    if (name == "--token") {
-      usage_error(
-          "there is no --token flag (it would leak into shell history and ps); use "
-          "--token-file FILE, QKDN_TOKEN or QKDN_TOKEN_FILE");
-    }
-    if (name == "--help" || name == "-h") {
-      a.help = true;
-      continue;
-    }
-    auto it = spec.find(name);
-    if (it == spec.end()) usage_error("unknown option '" + name + "'");
-    if (!it->second) {
-      if (value) usage_error("option '" + name + "' takes no value");
-      a.options.emplace(name, "true");
-      continue;
-    }
-    if (!value) {
-      if (i + 1 >= argv.size()) usage_error("option '" + name + "' needs a value");
-      value = argv[++i];
-    }
-    a.options.emplace(name == "-o" ? "--output" : name, *value);
+    if (o.alias != nullptr) parser.alias(o.alias, name);
+  }
+  parser.positionals([&a](std::string_view w) { a.words.emplace_back(w); });
+  try {
+    parser.parse(argv);
+  } catch (const qkdn::InvalidArgument& e) {
+    usage_error(e.what());
   }
   return a;
 }
@@ -539,7 +533,7 @@ class Client {
     co_await std::move(write_op);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
-    parser.body_limit(256u * 1024u * 1024u);
+    parser.body_limit(kMaxResponseBytes);
     if (req.method() == http::verb::head) parser.skip(true);
     auto read_op = http::async_read(stream, buffer, parser, net::use_awaitable);
     co_await std::move(read_op);
@@ -611,15 +605,14 @@ int exit_code_for_status(unsigned status) {
 void check(const Response& r) {
   if (r.status >= 200 && r.status < 300) return;
   std::string text;
-  boost::system::error_code ec;
-  auto v = json::parse(r.body, ec);
-  if (!ec && v.is_object()) {
-    const auto& o = v.as_object();
-    if (auto* d = o.if_contains("detail"); d && d->is_string() && !d->as_string().empty()) {
-      text = std::string(d->as_string());
-    } else if (auto* t = o.if_contains("title"); t && t->is_string()) {
-      text = std::string(t->as_string());
-    }
+  try {
+    // A problem document (RFC 9457): its detail, else its title; anything else shows the body.
+    const auto problem = qkdn::json::parse_object(r.body, "the problem", kJsonLimits);
+    qkdn::json::ObjectReader o(problem);
+    text = o.opt_string("detail").value_or("");
+    if (text.empty()) text = o.opt_string("title").value_or("");
+  } catch (const qkdn::InvalidArgument&) {
+    text.clear();
   }
   if (text.empty()) {
     text = r.body.substr(0, 200);
@@ -671,10 +664,12 @@ json::value call(Context& ctx, http::verb verb, const std::string& target,
   auto r = ctx.client.request(verb, target, body ? json::serialize(*body) : std::string{});
   check(r);
   if (r.body.empty()) return nullptr;
-  boost::system::error_code ec;
-  auto v = json::parse(r.body, ec);
-  if (ec) throw CliError(kFailure, "the server answered " + target + " with invalid JSON");
-  return v;
+  try {
+    return qkdn::json::parse(r.body, kJsonLimits);
+  } catch (const qkdn::InvalidArgument& e) {
+    throw CliError(kFailure,
+                   "the server answered " + target + " with invalid JSON (" + e.what() + ")");
+  }
 }
 
 /// GET a list, following next_cursor until the end (or until ctx.limit items).
@@ -843,7 +838,8 @@ struct Column {
 };
 
 Column col(std::string header, std::string key) {
-  return {std::move(header), [key](const json::object& o) { return str(o, key); }, false};
+  return {std::move(header), [key = std::move(key)](const json::object& o) { return str(o, key); },
+          false};
 }
 
 /// Natural order: numbers compare by value, everything else by text.
@@ -862,6 +858,7 @@ void print_table(const json::array& items, const std::vector<Column>& columns, b
   for (const auto& item : items) {
     if (!item.is_object()) continue;
     std::vector<std::string> row;
+    row.reserve(columns.size());
     for (const auto& c : columns) row.push_back(c.cell(item.as_object()));
     rows.push_back(std::move(row));
   }
@@ -870,6 +867,7 @@ void print_table(const json::array& items, const std::vector<Column>& columns, b
                      [](const auto& x, const auto& y) { return natural_less(x[0], y[0]); });
   }
   std::vector<std::size_t> width;
+  width.reserve(columns.size());
   for (const auto& c : columns) width.push_back(c.header.size());
   for (const auto& row : rows) {
     for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
@@ -889,6 +887,7 @@ void print_table(const json::array& items, const std::vector<Column>& columns, b
     std::cout << line << "\n";
   };
   std::vector<std::string> header;
+  header.reserve(columns.size());
   for (const auto& c : columns) header.push_back(c.header);
   emit(header);
   for (const auto& row : rows) emit(row);
@@ -953,7 +952,7 @@ void done(Context& ctx, const json::value& answer, const std::string& message) {
 using Handler = std::function<int(Context&, const std::vector<std::string>&)>;
 
 /// Parses a verb's arguments, checking positional count and options.
-Args verb_args(const std::vector<std::string>& argv, const OptionSpec& spec, std::size_t min_words,
+Args verb_args(const std::vector<std::string>& argv, const VerbOptions& spec, std::size_t min_words,
                std::size_t max_words, const std::string& synopsis) {
   Args a = parse_args(argv, spec);
   if (a.words.size() < min_words || a.words.size() > max_words) {
@@ -987,20 +986,22 @@ std::string read_input(const std::string& file) {
 
 int cmd_topology(Context& ctx, const std::vector<std::string>& argv) {
   const std::string syn = "qkdnctl topology get | apply -f FILE";
-  Args a = verb_args(argv, {{"-f", true}, {"--file", true}}, 1, 1, syn);
+  Args a = verb_args(argv, {{"--file", 1, "-f"}}, 1, 1, syn);
   const std::string& verb = a.words[0];
   if (verb == "get") {
     print_json(call(ctx, http::verb::get, kApi + "/topology"));
     return kOk;
   }
   if (verb != "apply") usage_error("usage: " + syn);
-  auto file = a.get("-f");
-  if (!file) file = a.get("--file");
+  auto file = a.get("--file");
   if (!file) usage_error("topology apply needs -f FILE (or -f - for stdin)");
   const std::string body = read_input(*file);
-  boost::system::error_code ec;
-  auto doc = json::parse(body, ec);
-  if (ec || !doc.is_object()) usage_error("'" + *file + "' is not a JSON object");
+  json::value doc;
+  try {
+    doc = qkdn::json::parse_object(body, "'" + *file + "'", kJsonLimits);
+  } catch (const qkdn::InvalidArgument& e) {
+    usage_error(e.what());
+  }
   auto answer = call(ctx, http::verb::put, kApi + "/topology", doc);
   std::string summary = "topology applied";
   const auto& d = doc.as_object();
@@ -1053,10 +1054,10 @@ void add_trust_fields(const Args& a, json::object& body) {
 
 int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl km list|show|add|set|delete ...");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--connected", true}}, 0, 0, "qkdnctl km list [--connected B]");
+    Args a = verb_args(rest, {{"--connected", 1}}, 0, 0, "qkdnctl km list [--connected B]");
     Query q;
     if (auto c = a.get("--connected")) q.emplace_back("connected", *c);
     list(ctx, fetch_all(ctx, kApi + "/kms", q), km_columns());
@@ -1064,7 +1065,7 @@ int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
     Args a = verb_args(rest, {}, 1, 1, "qkdnctl km show ID");
     show(ctx, call(ctx, http::verb::get, kApi + "/kms" + seg(a.words[0])));
   } else if (verb == "add") {
-    Args a = verb_args(rest, {{"--site", true}, {"--trust-level", true}, {"--tags", true}}, 1, 1,
+    Args a = verb_args(rest, {{"--site", 1}, {"--trust-level", 1}, {"--tags", 1}}, 1, 1,
                        "qkdnctl km add ID [--site SITE] [--trust-level N] [--tags T,...]");
     json::object body{{"km_id", a.words[0]}};
     if (auto s = a.get("--site")) body["site"] = *s;
@@ -1072,7 +1073,7 @@ int cmd_km(Context& ctx, const std::vector<std::string>& argv) {
     done(ctx, call(ctx, http::verb::post, kApi + "/kms", json::value(body)),
          "KM '" + a.words[0] + "' added");
   } else if (verb == "set") {
-    Args a = verb_args(rest, {{"--site", true}, {"--trust-level", true}, {"--tags", true}}, 1, 1,
+    Args a = verb_args(rest, {{"--site", 1}, {"--trust-level", 1}, {"--tags", 1}}, 1, 1,
                        "qkdnctl km set ID [--site SITE] [--trust-level N|none] [--tags T,...]");
     json::object body;
     if (auto s = a.get("--site")) body["site"] = *s;
@@ -1138,14 +1139,14 @@ void link_fields(const Args& a, json::object& body) {
 
 int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl link list|show|add|set|delete ...");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
-  const OptionSpec fields{{"--key-rate-bps", true},   {"--distance-km", true},
-                          {"--qber", true},           {"--admin-state", true},
-                          {"--qber-threshold", true}, {"--pool-floor-bits", true}};
+  const VerbOptions fields{{"--key-rate-bps", 1},   {"--distance-km", 1},
+                           {"--qber", 1},           {"--admin-state", 1},
+                           {"--qber-threshold", 1}, {"--pool-floor-bits", 1}};
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--km", true}, {"--admin-state", true}, {"--oper-state", true}}, 0,
-                       0, "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");
+    Args a = verb_args(rest, {{"--km", 1}, {"--admin-state", 1}, {"--oper-state", 1}}, 0, 0,
+                       "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");
     Query q;
     if (auto v = a.get("--km")) q.emplace_back("km_id", *v);
     if (auto v = a.get("--admin-state")) q.emplace_back("admin_state", *v);
@@ -1178,7 +1179,7 @@ int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
 }
 
 int cmd_app(Context& ctx, const std::vector<std::string>& argv) {
-  Args a = verb_args(argv, {{"--km", true}}, 1, 1, "qkdnctl app list [--km ID]");
+  Args a = verb_args(argv, {{"--km", 1}}, 1, 1, "qkdnctl app list [--km ID]");
   if (a.words[0] != "list") usage_error("usage: qkdnctl app list [--km ID]");
   Query q;
   if (auto v = a.get("--km")) q.emplace_back("km_id", *v);
@@ -1208,15 +1209,15 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
       "qkdnctl route show SRC DST [--k N] [--metric M] [--max-hops N] [--avoid-km IDS] "
       "[--avoid-link IDS] [--explain]";
   Args a = verb_args(argv,
-                     {{"--k", true},
-                      {"--metric", true},
-                      {"--max-hops", true},
-                      {"--avoid-km", true},
-                      {"--avoid-link", true},
-                      {"--min-trust", true},
-                      {"--max-intermediates", true},
-                      {"--avoid-tag", true},
-                      {"--explain", false}},
+                     {{"--k", 1},
+                      {"--metric", 1},
+                      {"--max-hops", 1},
+                      {"--avoid-km", 1},
+                      {"--avoid-link", 1},
+                      {"--min-trust", 1},
+                      {"--max-intermediates", 1},
+                      {"--avoid-tag", 1},
+                      {"--explain", 0}},
                      3, 3, syn);
   if (a.words[0] != "show") usage_error("usage: " + syn);
   Query q{{"src", a.words[1]}, {"dst", a.words[2]}};
@@ -1286,7 +1287,7 @@ int cmd_route(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_pin(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl pin list | set SRC DST KM... | delete SRC DST");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     verb_args(rest, {}, 0, 0, "qkdnctl pin list");
@@ -1297,7 +1298,7 @@ int cmd_pin(Context& ctx, const std::vector<std::string>& argv) {
           {"LINKS", [](const json::object& o) { return path_of(o, "links"); }},
           col("CREATED", "created_at")});
   } else if (verb == "set") {
-    Args a = verb_args(rest, {{"--links", true}}, 3, 10000,
+    Args a = verb_args(rest, {{"--links", 1}}, 3, 10000,
                        "qkdnctl pin set SRC DST KM... [--links L1,L2,...]");
     const std::string& src = a.words[0];
     const std::string& dst = a.words[1];
@@ -1342,7 +1343,7 @@ std::string params_text(const json::object& o) {
 
 int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl policy get | set MODE ... | unset SRC DST");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "get") {
     verb_args(rest, {}, 0, 0, "qkdnctl policy get");
@@ -1364,21 +1365,11 @@ int cmd_policy(Context& ctx, const std::vector<std::string>& argv) {
          col("MODE", "mode"),
          {"PARAMS", [](const json::object& r) { return params_text(r); }}});
   } else if (verb == "set") {
-    // --pair takes two values: pull it out before the generic parser sees it.
-    std::vector<std::string> args;
-    std::optional<std::pair<std::string, std::string>> pair;
-    for (std::size_t i = 0; i < rest.size(); ++i) {
-      if (rest[i] == "--pair") {
-        if (i + 2 >= rest.size()) usage_error("--pair needs SRC and DST");
-        pair.emplace(rest[i + 1], rest[i + 2]);
-        i += 2;
-      } else {
-        args.push_back(rest[i]);
-      }
-    }
     Args a = verb_args(
-        args, {{"--param", true}, {"--avoid-tags", true}}, 1, 1,
+        rest, {{"--param", 1}, {"--avoid-tags", 1}, {"--pair", 2}}, 1, 1,
         "qkdnctl policy set MODE [--param NAME=VALUE ...] [--avoid-tags T,...] [--pair SRC DST]");
+    std::optional<std::pair<std::string, std::string>> pair;
+    if (auto it = a.pairs.find("--pair"); it != a.pairs.end()) pair = it->second;
     const std::string& mode = a.words[0];
     if (mode != "manual" && mode != "fixed_rate" && mode != "traffic_adaptive" &&
         mode != "scheduled") {
@@ -1427,7 +1418,7 @@ int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) {
     usage_error("usage: qkdnctl constraint list | show SRC DST | set SRC DST ... | delete SRC DST");
   }
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     verb_args(rest, {}, 0, 0, "qkdnctl constraint list");
@@ -1444,10 +1435,10 @@ int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
     show(ctx,
          call(ctx, http::verb::get, kApi + "/constraints" + seg(a.words[0]) + seg(a.words[1])));
   } else if (verb == "set") {
-    Args a = verb_args(
-        rest, {{"--max-intermediates", true}, {"--min-trust", true}, {"--avoid-tags", true}}, 2, 2,
-        "qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] "
-        "[--min-trust N] [--avoid-tags T,...]");
+    Args a =
+        verb_args(rest, {{"--max-intermediates", 1}, {"--min-trust", 1}, {"--avoid-tags", 1}}, 2, 2,
+                  "qkdnctl constraint set SRC_SAE DST_SAE [--max-intermediates N] "
+                  "[--min-trust N] [--avoid-tags T,...]");
     json::object body;
     if (auto v = a.get("--max-intermediates")) {
       body["max_intermediates"] = parse_int("--max-intermediates", *v, 0, 1000);
@@ -1472,7 +1463,7 @@ int cmd_constraint(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_schedule(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl schedule list | add SRC DST ... | delete ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
     verb_args(rest, {}, 0, 0, "qkdnctl schedule list");
@@ -1489,11 +1480,11 @@ int cmd_schedule(Context& ctx, const std::vector<std::string>& argv) {
         "qkdnctl schedule add SRC DST --keys N --not-before T --not-after T [--key-size-bits B] "
         "[--id ID]";
     Args a = verb_args(rest,
-                       {{"--keys", true},
-                        {"--not-before", true},
-                        {"--not-after", true},
-                        {"--key-size-bits", true},
-                        {"--id", true}},
+                       {{"--keys", 1},
+                        {"--not-before", 1},
+                        {"--not-after", 1},
+                        {"--key-size-bits", 1},
+                        {"--id", 1}},
                        2, 2, syn);
     auto keys = a.get("--keys");
     auto nb = a.get("--not-before");
@@ -1524,10 +1515,10 @@ int cmd_schedule(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_session(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl session list | show ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--state", true}, {"--sae", true}}, 0, 0,
+    Args a = verb_args(rest, {{"--state", 1}, {"--sae", 1}}, 0, 0,
                        "qkdnctl session list [--state S] [--sae ID]");
     Query q;
     if (auto v = a.get("--state")) q.emplace_back("state", *v);
@@ -1556,10 +1547,10 @@ int cmd_session(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_relay(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl relay list | show ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest, {{"--state", true}, {"--session", true}}, 0, 0,
+    Args a = verb_args(rest, {{"--state", 1}, {"--session", 1}}, 0, 0,
                        "qkdnctl relay list [--state S] [--session ID]");
     Query q;
     if (auto v = a.get("--state")) q.emplace_back("state", *v);
@@ -1595,16 +1586,12 @@ int cmd_relay(Context& ctx, const std::vector<std::string>& argv) {
 
 int cmd_alarm(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl alarm list | show ID | ack ID | clear ID");
-  const std::string verb = argv[0];
+  const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (verb == "list") {
-    Args a = verb_args(rest,
-                       {{"--active", false},
-                        {"--severity", true},
-                        {"--link", true},
-                        {"--km", true},
-                        {"--type", true}},
-                       0, 0, "qkdnctl alarm list [--active] [--severity S] [--link ID] [--km ID]");
+    Args a = verb_args(
+        rest, {{"--active", 0}, {"--severity", 1}, {"--link", 1}, {"--km", 1}, {"--type", 1}}, 0, 0,
+        "qkdnctl alarm list [--active] [--severity S] [--link ID] [--km ID]");
     Query q;
     if (a.has("--active")) q.emplace_back("state", "active");
     if (auto v = a.get("--severity")) q.emplace_back("severity", *v);
@@ -1637,9 +1624,8 @@ int cmd_alarm(Context& ctx, const std::vector<std::string>& argv) {
 }
 
 int cmd_accounting(Context& ctx, const std::vector<std::string>& argv) {
-  Args a =
-      verb_args(argv, {{"--sae", true}, {"--from", true}, {"--to", true}, {"--group-by", true}}, 0,
-                0, "qkdnctl accounting [--sae ID] [--from T] [--to T] [--group-by G]");
+  Args a = verb_args(argv, {{"--sae", 1}, {"--from", 1}, {"--to", 1}, {"--group-by", 1}}, 0, 0,
+                     "qkdnctl accounting [--sae ID] [--from T] [--to T] [--group-by G]");
   Query q;
   if (auto v = a.get("--sae")) q.emplace_back("sae_id", *v);
   if (auto v = a.get("--from")) q.emplace_back("from", *v);
@@ -1753,50 +1739,86 @@ std::string load_token(const std::optional<std::string>& token_file) {
   return {};
 }
 
+/// The global options, accepted anywhere on the line.
+struct Globals {
+  std::optional<std::string> api;
+  std::optional<std::string> token_file;
+  std::string output = "table";
+  std::optional<std::string> timeout;
+  std::optional<std::string> cacert;
+  std::optional<std::string> if_match;
+  std::optional<std::string> limit;
+  std::optional<std::string> page_size;
+  bool help = false;
+  bool version = false;
+};
+
+qkdn::base::ArgParser global_parser(Globals& g) {
+  auto keep = [](std::optional<std::string>& target) {
+    return [&target](std::string_view v) { target = std::string(v); };
+  };
+  qkdn::base::ArgParser p("qkdnctl");
+  p.section("Global options (anywhere on the line)")
+      .option("api", "URL", "API base URL (default: $QKDN_API, else http://127.0.0.1:8080)",
+              keep(g.api))
+      .option("token-file", "FILE",
+              "read the bearer token from FILE (else $QKDN_TOKEN, else the file named by "
+              "$QKDN_TOKEN_FILE); there is deliberately no --token flag",
+              keep(g.token_file))
+      .option("output", "FMT", "table (default, for people) or json (for scripts)",
+              [&g](std::string_view v) { g.output = v; })
+      .alias("-o", "output")
+      .option("timeout", "SECONDS", "per-request deadline (default 30)", keep(g.timeout))
+      .option("cacert", "FILE",
+              "CA certificate(s) (PEM) to verify an https API (else $QKDN_CACERT, else the "
+              "system store); the server name is checked too",
+              keep(g.cacert))
+      .alias("--ca", "cacert")
+      .option("if-match", "ETAG",
+              "write commands: only apply if the resource still has this ETag (else 5)",
+              keep(g.if_match))
+      .option("limit", "N",
+              "list commands: stop after N items (default: follow next_cursor to the end)",
+              keep(g.limit))
+      .option("page-size", "N", "list commands: items per request, 1..1000 (default 1000)",
+              keep(g.page_size))
+      .flag("help", "help; `qkdnctl NOUN --help` shows a noun's verbs and examples",
+            [&g](bool on) { g.help = on; })
+      .alias("-h", "help")
+      .flag("version", "print the version", [&g](bool on) { g.version = on; });
+  return p;
+}
+
+/// The main help: commands, the global options from their declaration, exit codes, examples.
+std::string main_help() {
+  Globals g;
+  std::string text = kMainHelp;
+  const std::string mark = "%GLOBAL_OPTIONS%\n";
+  text.replace(text.find(mark), mark.size(), global_parser(g).help());
+  return text;
+}
+
 int run(int argc, char** argv) {
   std::vector<std::string> all(argv + 1, argv + argc);
-  // Global options are accepted anywhere: split them from the command's own words and options.
-  std::vector<std::string> rest;
-  std::multimap<std::string, std::string> globals;
-  bool help = false;
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    std::string name = all[i];
-    std::optional<std::string> value;
-    if (auto eq = name.find('='); eq != std::string::npos && name.rfind("--", 0) == 0) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (name == "--token") {
+  for (const auto& a : all) {
+    if (a == "--") break;
+    if (a == "--token" || a.starts_with("--token=")) {
       usage_error(
           "there is no --token flag (it would leak into shell history and ps); use "
           "--token-file FILE, QKDN_TOKEN or QKDN_TOKEN_FILE");
     }
-    auto it = kGlobalOptions.find(name);
-    if (it == kGlobalOptions.end()) {
-      rest.push_back(all[i]);
-      continue;
-    }
-    if (name == "--help" || name == "-h") {
-      help = true;
-      continue;
-    }
-    if (!it->second) {
-      globals.emplace(name, "true");
-      continue;
-    }
-    if (!value) {
-      if (i + 1 >= all.size()) usage_error("option '" + name + "' needs a value");
-      value = all[++i];
-    }
-    globals.emplace(name == "-o" ? "--output" : name, *value);
   }
-  auto global = [&globals](const std::string& n) -> std::optional<std::string> {
-    auto it = globals.find(n);
-    if (it == globals.end()) return std::nullopt;
-    return it->second;
-  };
-
-  if (global("--version")) {
+  // Global options are accepted anywhere: the global parser takes them and hands back the
+  // command's own words and options, which the command parses with its own spec.
+  Globals g;
+  std::vector<std::string> rest;
+  try {
+    global_parser(g).parse_known(all, rest);
+  } catch (const qkdn::InvalidArgument& e) {
+    usage_error(e.what());
+  }
+  bool help = g.help;
+  if (g.version) {
     std::cout << kVersion << "\n";
     return kOk;
   }
@@ -1810,12 +1832,12 @@ int run(int argc, char** argv) {
       if (h == noun_help().end()) usage_error("unknown command '" + rest[0] + "'");
       std::cout << h->second;
     } else {
-      std::cout << kMainHelp;
+      std::cout << main_help();
     }
     return kOk;
   }
   if (rest.empty()) {
-    std::cerr << kMainHelp;
+    std::cerr << main_help();
     return kUsage;
   }
   auto cmd = commands().find(rest[0]);
@@ -1823,36 +1845,36 @@ int run(int argc, char** argv) {
     usage_error("unknown command '" + rest[0] + "'; see qkdnctl --help");
   }
 
-  const std::string output = global("--output").value_or("table");
+  const std::string& output = g.output;
   if (output != "table" && output != "json") {
     usage_error("--output must be table or json, got '" + output + "'");
   }
   ClientOptions options;
-  options.api_url = global("--api").value_or("");
+  options.api_url = g.api.value_or("");
   if (options.api_url.empty()) {
     const char* env = std::getenv("QKDN_API");
     options.api_url = (env != nullptr && *env != '\0') ? env : "http://127.0.0.1:8080";
   }
   options.endpoint = parse_endpoint(options.api_url);
-  if (auto t = global("--timeout")) {
+  if (const auto& t = g.timeout) {
     const double seconds = parse_number("--timeout", *t);
     if (seconds <= 0 || seconds > 86400) usage_error("--timeout must be in (0, 86400] seconds");
     options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
   }
-  options.cacert = global("--cacert").value_or(global("--ca").value_or(""));
+  options.cacert = g.cacert.value_or("");
   if (options.cacert.empty()) {
     const char* env = std::getenv("QKDN_CACERT");
     if (env != nullptr) options.cacert = env;
   }
-  options.if_match = global("--if-match").value_or("");
-  options.token = load_token(global("--token-file"));
+  options.if_match = g.if_match.value_or("");
+  options.token = load_token(g.token_file);
 
   Client client(std::move(options));
   Context ctx{client, output == "json", std::nullopt};
-  if (auto l = global("--limit")) {
+  if (const auto& l = g.limit) {
     ctx.limit = static_cast<std::size_t>(parse_int("--limit", *l, 1, 100000000));
   }
-  if (auto p = global("--page-size")) {
+  if (const auto& p = g.page_size) {
     ctx.page_size = static_cast<std::size_t>(
         parse_int("--page-size", *p, 1, static_cast<std::int64_t>(kMaxPage)));
   }

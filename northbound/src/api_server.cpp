@@ -36,12 +36,13 @@ void RequestContext::check_if_match(const std::optional<std::string>& current) c
 
 void Router::add(std::string method, std::string path, bool write, bool open, Handler handler) {
   RouteEntry e;
-  e.info = ApiRoute{std::move(method), path, write, open};
+  e.info = ApiRoute{std::move(method), std::move(path), write, open};
+  const std::string& p = e.info.path;
   std::size_t pos = 1;
-  while (pos <= path.size()) {
-    auto slash = path.find('/', pos);
-    if (slash == std::string::npos) slash = path.size();
-    e.segments.push_back(path.substr(pos, slash - pos));
+  while (pos <= p.size()) {
+    auto slash = p.find('/', pos);
+    if (slash == std::string::npos) slash = p.size();
+    e.segments.push_back(p.substr(pos, slash - pos));
     pos = slash + 1;
   }
   e.handler = std::move(handler);
@@ -150,20 +151,12 @@ HttpResponse error_response(const ApiError& e, std::string_view instance) {
   return r;
 }
 
+// The problem kind of an error: its name from the one table of qkdn/base/error.hpp, in the
+// hyphenated style of problem types ("not_found" -> "not-found").
 std::string kind_of(ErrorCode c) {
-  switch (c) {
-    case ErrorCode::kInvalidArgument:
-      return "invalid-argument";
-    case ErrorCode::kNotFound:
-      return "not-found";
-    case ErrorCode::kConflict:
-      return "conflict";
-    case ErrorCode::kUnavailable:
-      return "unavailable";
-    case ErrorCode::kInternal:
-      return "internal";
-  }
-  return "internal";
+  std::string kind(error_name(c));
+  std::replace(kind.begin(), kind.end(), '_', '-');
+  return kind;
 }
 
 void add_open_routes(Router& r) {

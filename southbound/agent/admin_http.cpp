@@ -11,6 +11,7 @@
 #include "km_host.hpp"
 #include "log.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/json/reader.hpp"
 #include "qkdn/net/http_server.hpp"
 
 namespace qkdn::agent {
@@ -24,7 +25,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::size_t kBodyLimit = 64 * 1024;
+constexpr std::size_t kBodyLimit = std::size_t{64} << 10;
 
 std::string sha256(std::string_view text) {
   std::array<unsigned char, SHA256_DIGEST_LENGTH> d{};
@@ -70,6 +71,24 @@ HttpResponse problem(int status, std::string_view detail) {
   return r;
 }
 
+/// Reads a link control body ({"key_rate_bps", "qber", "up"}, each optional; nothing else)
+/// through the shared strict reader; the refusal's text, or nullopt when `c` was filled.
+std::optional<std::string> read_link_control(std::string_view body, LinkControl& c) {
+  try {
+    const json::object o = qkdn::json::parse_object(body, "body", {std::size_t{64} << 10, 4});
+    qkdn::json::ObjectReader r(o);
+    c.key_rate_bps = r.opt_number("key_rate_bps");
+    if (c.key_rate_bps && !(*c.key_rate_bps >= 0)) return "key_rate_bps: expected a number >= 0";
+    c.qber = r.opt_number("qber");
+    if (c.qber && !(*c.qber >= 0 && *c.qber <= 1)) return "qber: expected a number in [0, 1]";
+    c.up = r.opt_bool("up");
+    r.finish();
+  } catch (const InvalidArgument& e) {
+    return std::string(e.what());
+  }
+  return std::nullopt;
+}
+
 std::vector<std::string_view> split_path(std::string_view target) {
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
   std::vector<std::string_view> parts;
@@ -108,27 +127,8 @@ asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
   }
   if (parts.size() == 3 && parts[0] == "admin" && parts[1] == "links") {
     if (req.method != "POST") co_return problem(405, "POST only");
-    boost::system::error_code ec;
-    json::value v = json::parse(req.body, ec);
-    if (ec || !v.is_object()) co_return problem(400, "body: expected a JSON object");
-    const auto& o = v.as_object();
     LinkControl c;
-    if (const auto* r = o.if_contains("key_rate_bps")) {
-      if (!r->is_number() || r->to_number<double>() < 0) {
-        co_return problem(400, "key_rate_bps: expected a number >= 0");
-      }
-      c.key_rate_bps = r->to_number<double>();
-    }
-    if (const auto* q = o.if_contains("qber")) {
-      if (!q->is_number() || q->to_number<double>() < 0 || q->to_number<double>() > 1) {
-        co_return problem(400, "qber: expected a number in [0, 1]");
-      }
-      c.qber = q->to_number<double>();
-    }
-    if (const auto* u = o.if_contains("up")) {
-      if (!u->is_bool()) co_return problem(400, "up: expected a boolean");
-      c.up = u->as_bool();
-    }
+    if (auto refusal = read_link_control(req.body, c)) co_return problem(400, *refusal);
     const std::string link_id(parts[2]);
     auto op = core.control_link(link_id, c);
     const bool applied = co_await std::move(op);
@@ -169,7 +169,7 @@ std::uint16_t AdminServer::bind() {
   qkdn::net::HttpServerOptions o;
   o.name = "admin";
   o.max_body_bytes = kBodyLimit;
-  o.max_header_bytes = 8 * 1024;
+  o.max_header_bytes = std::size_t{8} << 10;
   o.read_timeout = 10s;
   o.idle_timeout = 30s;
   o.max_connections = 64;

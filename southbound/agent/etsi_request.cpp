@@ -7,6 +7,9 @@
 
 #include <boost/json.hpp>
 
+#include "qkdn/base/error.hpp"
+#include "qkdn/json/reader.hpp"
+
 namespace qkdn::agent::etsi {
 
 namespace json = boost::json;
@@ -45,20 +48,16 @@ std::optional<std::int64_t> json_integer(const json::value& v) {
   return std::nullopt;
 }
 
-/// Parses a request body as a JSON object; an empty body is {}.
+/// Parses a request body as a JSON object through the shared strict reader (limits, exact
+/// numbers); an empty body is {}.
 std::optional<json::object> parse_body(std::string_view body, std::string& why) {
   if (body.find_first_not_of(" \t\r\n") == std::string::npos) return json::object{};
-  boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
-  if (ec) {
-    why = "malformed JSON: " + ec.message();
+  try {
+    return qkdn::json::parse_object(body, "the body");
+  } catch (const InvalidArgument& e) {
+    why = e.what();
     return std::nullopt;
   }
-  if (!v.is_object()) {
-    why = "expected a JSON object";
-    return std::nullopt;
-  }
-  return std::move(v.as_object());
 }
 
 std::optional<Error> check_number_size(const KeyRequest& r, const SaeLimits& l) {

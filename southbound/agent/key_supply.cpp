@@ -15,7 +15,9 @@
 #include "km_host.hpp"
 #include "kma_messages.hpp"
 #include "log.hpp"
+#include "qkdn/base/error.hpp"
 #include "qkdn/controller/key_limits.hpp"
+#include "qkdn/json/reader.hpp"
 
 namespace qkdn::agent {
 
@@ -644,14 +646,6 @@ void KmHost::expire_key_supply(SteadyTime now) {
 
 namespace {
 
-/// Seconds, or nullopt when `v` is not a finite number >= 0.
-std::optional<double> seconds_of(const json::value& v) {
-  if (!v.is_number()) return std::nullopt;
-  const double d = v.to_number<double>();
-  if (!(d >= 0) || d > 1e9) return std::nullopt;
-  return d;
-}
-
 /// Associated data of a Claim: everything the destination acts on. The sender builds it from
 /// what it sends, the destination from what parse_claim read (the same values).
 std::string claim_aad(const std::string& claim_id, const std::string& source,
@@ -696,21 +690,26 @@ void KmHost::on_relay_instruction(const std::shared_ptr<southbound::CkChannel>& 
   bool withdraw = false;
   double interval_s = 0;
   if (r.extension) {
-    boost::system::error_code ec;
-    const json::value ext = json::parse(*r.extension, ec);
-    if (ec || !(ext.is_array() || ext.is_object())) return answer("NG: bad_request: extension");
-    const json::array objects = ext.is_array() ? ext.as_array() : json::array{ext};
-    for (const auto& e : objects) {
-      if (!e.is_object()) continue;
-      const auto& o = e.as_object();
-      if (const auto* w = o.if_contains("withdraw"); w != nullptr && w->is_bool()) {
-        withdraw = withdraw || w->as_bool();
+    // The codec let only an array of objects through; each object the KM knows is read strictly
+    // (a withdraw that is not a boolean is refused, not ignored). Other extension objects are
+    // for other readers (docs/ck-extensions.md), so unknown fields are not refused here.
+    std::string refused;
+    try {
+      const json::value ext = qkdn::json::parse(*r.extension, qkdn::json::ParseLimits{65535, 32});
+      if (!ext.is_array()) return answer("NG: bad_request: extension");
+      for (const auto& e : ext.as_array()) {
+        if (!e.is_object()) return answer("NG: bad_request: extension");
+        qkdn::json::ObjectReader o(e.as_object(), "extension");
+        refused = "withdraw";
+        withdraw = withdraw || o.opt_bool("withdraw").value_or(false);
+        refused = "interval_s";
+        if (const auto i = o.opt_number("interval_s")) {
+          if (!(*i >= 0) || *i > 1e9) return answer("NG: bad_request: interval_s");
+          interval_s = *i;
+        }
       }
-      if (const auto* i = o.if_contains("interval_s"); i != nullptr) {
-        auto secs = seconds_of(*i);
-        if (!secs) return answer("NG: bad_request: interval_s");
-        interval_s = *secs;
-      }
+    } catch (const qkdn::InvalidArgument&) {
+      return answer("NG: bad_request: " + (refused.empty() ? std::string("extension") : refused));
     }
   }
   if (r.instruction_id.empty()) return answer("NG: bad_request: instruction_id");

@@ -24,6 +24,7 @@
 #include "log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/json/reader.hpp"
 #include "qkdn/net/limits.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/net/run_on.hpp"
@@ -68,14 +69,16 @@ std::string json_frame(kma::Type type, const json::object& obj) {
   return kma::encode_frame(type, json::serialize(obj));
 }
 
+/// A Ck payload as an object through the shared strict reader (Ck limits), or nullopt.
 std::optional<json::object> parse_object(std::string_view text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  return std::move(v.as_object());
+  try {
+    return qkdn::json::parse_object(text, "the payload", {ck::kMaxPayload, ck::kMaxJsonDepth});
+  } catch (const InvalidArgument&) {
+    return std::nullopt;
+  }
 }
 
-std::string describe(std::exception_ptr e) {
+std::string describe(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
   } catch (const std::exception& ex) {
@@ -349,7 +352,7 @@ KeyId KmHost::new_key_id() {
   const std::uint64_t b = rng_->next_u64();
   for (int i = 0; i < 8; ++i) {
     id[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(a >> (56 - 8 * i));
-    id[static_cast<std::size_t>(8 + i)] = static_cast<std::uint8_t>(b >> (56 - 8 * i));
+    id[8 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(b >> (56 - 8 * i));
   }
   id[6] = static_cast<std::uint8_t>((id[6] & 0x0F) | 0x40);  // version 4
   id[8] = static_cast<std::uint8_t>((id[8] & 0x3F) | 0x80);  // RFC 4122 variant
@@ -582,7 +585,8 @@ void KmHost::send_ck_error(const std::shared_ptr<southbound::CkChannel>& channel
   channel->send(ck::Message{std::move(err)}, message_id);
 }
 
-void KmHost::on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel, ck::Frame frame) {
+void KmHost::on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel,
+                         const ck::Frame& frame) {
   const std::uint16_t code = frame.command;
   const auto direction = ck::direction_of(code);
   if (!ck::is_known_command(code)) {
@@ -1317,7 +1321,7 @@ void AgentCore::spawn(const net::any_io_executor& ex, net::awaitable<void> work,
     std::lock_guard lock(drain_mutex_);
     ++running_;
   }
-  net::co_spawn(ex, std::move(work), [this, what = std::move(what)](std::exception_ptr e) {
+  net::co_spawn(ex, std::move(work), [this, what = std::move(what)](const std::exception_ptr& e) {
     if (e) log_line(LogLevel::kError, what + " ended: " + describe(e));
     std::lock_guard lock(drain_mutex_);
     if (--running_ == 0) drained_.notify_all();

@@ -182,7 +182,7 @@ class KmHost {
   net::awaitable<void> on_ck_frame_hop(std::shared_ptr<southbound::CkChannel> channel,
                                        southbound::ck::Frame frame);
   void on_ck_frame(const std::shared_ptr<southbound::CkChannel>& channel,
-                   southbound::ck::Frame frame);
+                   const southbound::ck::Frame& frame);
   struct RunState {
     explicit RunState(const Strand& s) : done(s) { done.expires_at(SteadyTime::max()); }
     bool finished = false;

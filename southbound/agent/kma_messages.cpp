@@ -4,13 +4,13 @@
 #include <cmath>
 #include <set>
 
-#include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
 #include "kma_wire.hpp"
 #include "qkdn/controller/clock.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/controller/key_limits.hpp"
+#include "qkdn/json/reader.hpp"
 
 namespace qkdn::agent::kma {
 
@@ -38,17 +38,17 @@ bool id_chars(std::string_view s) noexcept {
   return true;
 }
 
-/// One payload as a JSON object, with a small nesting bound (the deepest message is Relay:
-/// object / hop_keys array / hop object / key_ids array = depth 4).
+// A Reject of the shared reader takes the message by value (qkdn/json/reader.hpp).
+// NOLINTNEXTLINE(performance-unnecessary-value-param)
+[[noreturn]] void refuse_payload(std::string message) { throw BadMessage(message); }
+
+/// One payload as a JSON object through the shared strict reader (limits, exact numbers; its
+/// refusals are BadMessage), with a small nesting bound (the deepest message is Relay: object /
+/// hop_keys array / hop object / key_ids array = depth 4).
 json::object object_of(std::string_view payload) {
   if (payload.size() > kMaxPayload) throw BadMessage("payload too large");
-  json::parse_options opt;
-  opt.max_depth = 8;
-  boost::system::error_code ec;
-  json::value v = json::parse(payload, ec, {}, opt);
-  if (ec) throw BadMessage("not JSON: " + ec.message());
-  if (!v.is_object()) throw BadMessage("not a JSON object");
-  return std::move(v.as_object());
+  return qkdn::json::parse_object(payload, "the payload", qkdn::json::ParseLimits{kMaxPayload, 8},
+                                  refuse_payload);
 }
 
 const json::value& need(const json::object& o, std::string_view key) {

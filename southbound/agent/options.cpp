@@ -1,13 +1,11 @@
 #include "qkdn/agent/options.hpp"
 
-#include <charconv>
-#include <cmath>
 #include <cstdlib>
 #include <fstream>
-#include <set>
 
 #include <boost/asio/ip/address.hpp>
 
+#include "qkdn/base/args.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/southbound/topology_json.hpp"
@@ -15,45 +13,8 @@
 namespace qkdn::agent {
 namespace {
 
-template <class T>
-T parse_int(const std::string& flag, const std::string& text, T min, T max) {
-  T v{};
-  const auto* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc{} || p != end || v < min || v > max) {
-    throw InvalidArgument(flag + ": expected an integer in [" + std::to_string(min) + ", " +
-                          std::to_string(max) + "], got '" + text + "'");
-  }
-  return v;
-}
-
-double parse_double(const std::string& flag, const std::string& text, double min, double max) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty() || !std::isfinite(v) || v < min || v > max) {
-    throw InvalidArgument(flag + ": expected a number in [" + std::to_string(min) + ", " +
-                          std::to_string(max) + "], got '" + text + "'");
-  }
-  return v;
-}
-
-std::pair<std::string, std::uint16_t> parse_host_port(const std::string& flag,
-                                                      const std::string& text) {
-  const auto pos = text.rfind(':');
-  if (pos == std::string::npos || pos == 0) {
-    throw InvalidArgument(flag + ": expected HOST:PORT, got '" + text + "'");
-  }
-  std::string host = text.substr(0, pos);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return {host, parse_int<std::uint16_t>(flag, text.substr(pos + 1), 0, 65535)};
-}
+using base::parse_int;
+using V = std::string_view;
 
 // The first line of the file, without surrounding blanks; throws when empty or unreadable.
 std::string read_token_file(const std::string& flag, const std::string& path) {
@@ -69,69 +30,34 @@ std::string read_token_file(const std::string& flag, const std::string& path) {
   return line;
 }
 
-}  // namespace
+// HOST:PORT with a host: the agent listens on and connects to named addresses only.
+base::HostPort host_port(const char* flag, V text) {
+  auto hp = base::parse_host_port(flag, text);
+  if (hp.host.empty()) {
+    throw InvalidArgument(std::string(flag) + ": expected HOST:PORT, got '" + std::string(text) +
+                          "'");
+  }
+  return hp;
+}
 
-std::string usage() {
-  return R"(Usage: qkdn-agent --topology FILE (--km ID ... | --all) --controller HOST:PORT
+/// What the options set beside CommandLine, checked once every option is in.
+struct Given {
+  std::string topology_path;
+  std::vector<std::string> kms;
+  bool all = false;
+  bool have_controller = false;
+};
+
+constexpr std::string_view kUsageHead =
+    R"(Usage: qkdn-agent --topology FILE (--km ID ... | --all) --controller HOST:PORT
                   (--tls-ca FILE --tls-cert-dir DIR | --insecure-ck --insecure-kma) [options]
 
 Hosts one or many lightweight key managers (KMs) with emulated QKD links. Each KM keeps its own
 Ck connection to the controller and its own KMA-link listener.
 
-  --topology FILE         topology document (JSON) naming KMs, links and applications (required)
-  --km ID                 host this KM (repeatable)
-  --all                   host every KM of the topology
-  --controller HOST:PORT  the controller's Ck listener (required)
-  --controller-id ID      the controller's ID (qkdn-controller): with TLS its certificate must
-                          carry the SAN URI urn:qkdn:controller:<ID>, any other is refused
-  --tls-ca FILE           CA bundle (PEM) verifying the controller and peer KMs
-  --tls-cert-dir DIR      per-KM certificates <km_id>.crt (or .pem) and <km_id>.key, e.g.
-                          the km/ folder of scripts/dev-ca.sh (SAN URI urn:qkdn:km:<km_id>);
-                          Ck and KMA links use mutual TLS 1.3 with them
-  --insecure-ck           plain TCP on Ck without authentication (labs and tests only; the
-                          KMA links still need TLS or --insecure-kma)
-  --insecure-kma          plain TCP on KMA links without authentication: key bytes travel in
-                          clear and anyone reaching a KMA port can pose as a peer KM (labs
-                          and tests only; prints a WARNING); excludes --tls-cert-dir
-  --kma-listen-host IP    address of the KMA listeners, ports are automatic (127.0.0.1)
-  --admin-listen IP:PORT  admin HTTP listener (port 0 = automatic; off when absent); a loopback
-                          address unless --admin-token-file is given
-  --admin-token-file FILE the admin listener's bearer token (the file's first line): every
-                          admin request must send "Authorization: Bearer <token>"
-  --qber-threshold X      qber_high alarm threshold (0.11)
-  --qber-hysteresis X     the alarm clears below threshold minus this (0.01)
-  --pool-floor-bits N     key_pool_low alarm below N stored bits per link (0 = off)
-  --pool-capacity-bytes N key store capacity per link end; generation pauses when full (262144)
-  --admin-port-file FILE  write the bound admin port to FILE (for scripts and tests)
+)";
 
-ETSI GS QKD 014 v1.1.1 key delivery to SAEs (one listener serves the SAEs of every hosted KM):
-  --etsi-listen IP:PORT   HTTPS listener with mutual TLS (port 0 = automatic; off when absent)
-  --etsi-cert FILE        server certificate chain (PEM), e.g. etsi.pem of scripts/dev-ca.sh
-  --etsi-key FILE         its private key (PEM)
-  --etsi-ca FILE          CA bundle verifying SAE client certificates (default: --tls-ca); the
-                          SAE ID is the certificate's SAN URI urn:qkdn:sae:<id> (nothing
-                          else names an SAE); TLS 1.3 only, strongest key-exchange groups
-  --etsi-insecure         plain HTTP, the SAE names itself in an X-SAE-ID header: anyone
-                          reaching the port can fetch any SAE's keys (labs only; listens on
-                          127.0.0.1:0 unless --etsi-listen is given; prints a WARNING)
-  --etsi-port-file FILE   write the bound ETSI port to FILE
-  --sae-key-size BITS     key size when a request names none (256)
-  --sae-max-key-size BITS largest key a request may ask for, a multiple of 256 (8192)
-  --sae-max-keys-per-request N  max_key_per_request (128)
-  --sae-key-ttl-s N       keys not fetched by the slave SAE within N s are wiped (600)
-  --sae-supply-timeout-ms N  a relayed key request fails (503) after this (10000)
-  --sae-max-requests-per-s N  ETSI 014 calls per second per SAE; more: 503 Retry-After (2000)
-  --sae-max-concurrent N  ETSI 014 calls of one SAE in progress at once (64)
-  --sae-max-waiting-bytes N  key bytes waiting for one SAE to fetch them beyond which an
-                          enc_keys between two SAEs of one KM is refused (16777216)
-  --threads N             io threads (2)
-  --seed N                deterministic key IDs and jitter (keys always come from RAND_bytes)
-  --log-level LEVEL       debug, info, warn or error (info; QKDN_AGENT_DEBUG=1 means debug)
-  --log-format FORMAT     text (RFC 3339 time, level, component, message) or json (one object
-                          per line: time, level, process, component, msg)
-  --version               print the version and exit
-  --help                  this text
-
+constexpr std::string_view kUsageTail = R"(
 Prints "kma <km_id> listening on HOST:PORT" per KM, "admin listening on 127.0.0.1:PORT",
 "etsi <km_id> listening on HOST:PORT" per KM and "agent ready: N KMs" on stdout. Logs go to
 stderr in the format of --log-format; nothing logs key bits.
@@ -147,6 +73,175 @@ Examples:
   curl --cacert pki/ca.pem --cert pki/sae/SAE-A.pem --key pki/sae/SAE-A.key \
        'https://127.0.0.1:8443/api/v1/keys/SAE-B/enc_keys?number=2&size=256'
 )";
+
+/// The agent's options, declared once: parsing and --help agree.
+base::ArgParser make_parser(CommandLine& cl, Given& g) {
+  AgentConfig& cfg = cl.config;
+  auto text = [](std::string& target) { return [&target](V v) { target = v; }; };
+  base::ArgParser p("qkdn-agent");
+  p.section("Key managers and links")
+      .option("topology", "FILE",
+              "topology document (JSON) naming KMs, links and applications (required)",
+              text(g.topology_path))
+      .option("km", "ID", "host this KM (repeatable)", [&g](V v) { g.kms.emplace_back(v); })
+      .flag("all", "host every KM of the topology", [&g](bool on) { g.all = on; })
+      .option("controller", "HOST:PORT", "the controller's Ck listener (required)",
+              [&cfg, &g](V v) {
+                const auto hp = host_port("--controller", v);
+                if (hp.port == 0) throw InvalidArgument("--controller: port must not be 0");
+                cfg.controller_host = hp.host;
+                cfg.controller_port = hp.port;
+                g.have_controller = true;
+              })
+      .option("controller-id", "ID",
+              "the controller's ID (qkdn-controller): with TLS its certificate must carry the SAN "
+              "URI urn:qkdn:controller:<ID>, any other is refused",
+              text(cfg.controller_id))
+      .option("tls-ca", "FILE", "CA bundle (PEM) verifying the controller and peer KMs",
+              text(cfg.tls_ca))
+      .option("tls-cert-dir", "DIR",
+              "per-KM certificates <km_id>.crt (or .pem) and <km_id>.key, e.g. the km/ folder of "
+              "scripts/dev-ca.sh (SAN URI urn:qkdn:km:<km_id>); Ck and KMA links use mutual TLS "
+              "1.3 with them",
+              text(cfg.tls_cert_dir))
+      .flag("insecure-ck",
+            "plain TCP on Ck without authentication (labs and tests only; the KMA links still "
+            "need TLS or --insecure-kma)",
+            [&cfg](bool on) { cfg.insecure_ck = on; })
+      .flag("insecure-kma",
+            "plain TCP on KMA links without authentication: key bytes travel in clear and anyone "
+            "reaching a KMA port can pose as a peer KM (labs and tests only; prints a WARNING); "
+            "excludes --tls-cert-dir",
+            [&cfg](bool on) { cfg.insecure_kma = on; })
+      .option("kma-listen-host", "IP",
+              "address of the KMA listeners, ports are automatic (127.0.0.1)",
+              text(cfg.kma_listen_host))
+      .option("admin-listen", "IP:PORT",
+              "admin HTTP listener (port 0 = automatic; off when absent); a loopback address "
+              "unless --admin-token-file is given",
+              [&cfg](V v) {
+                const auto hp = host_port("--admin-listen", v);
+                cfg.admin_host = hp.host;
+                cfg.admin_port = hp.port;
+              })
+      .option(
+          "admin-token-file", "FILE",
+          "the admin listener's bearer token (the file's first line): every admin request "
+          "must send \"Authorization: Bearer <token>\"",
+          [&cfg](V v) { cfg.admin_token = read_token_file("--admin-token-file", std::string(v)); })
+      .option("admin-port-file", "FILE",
+              "write the bound admin port to FILE (for scripts and tests)",
+              text(cl.admin_port_file))
+      .option("qber-threshold", "X", "qber_high alarm threshold (0.11)",
+              [&cfg](V v) { cfg.qber_threshold = base::parse_double("--qber-threshold", v, 0, 1); })
+      .option(
+          "qber-hysteresis", "X", "the alarm clears below threshold minus this (0.01)",
+          [&cfg](V v) { cfg.qber_hysteresis = base::parse_double("--qber-hysteresis", v, 0, 1); })
+      .option("pool-floor-bits", "N", "key_pool_low alarm below N stored bits per link (0 = off)",
+              [&cfg](V v) {
+                cfg.pool_floor_bits = parse_int("--pool-floor-bits", v, 0, INT64_MAX / 2);
+              })
+      .option("pool-capacity-bytes", "N",
+              "key store capacity per link end; generation pauses when full (262144)",
+              [&cfg](V v) {
+                cfg.pool_capacity_bytes = static_cast<std::size_t>(
+                    parse_int("--pool-capacity-bytes", v, 32, std::int64_t{1} << 34));
+              })
+      .section(
+          "ETSI GS QKD 014 v1.1.1 key delivery to SAEs (one listener serves the SAEs of every "
+          "hosted KM)")
+      .option("etsi-listen", "IP:PORT",
+              "HTTPS listener with mutual TLS (port 0 = automatic; off when absent)",
+              [&cfg](V v) {
+                const auto hp = host_port("--etsi-listen", v);
+                cfg.etsi_host = hp.host;
+                cfg.etsi_port = hp.port;
+              })
+      .option("etsi-cert", "FILE",
+              "server certificate chain (PEM), e.g. etsi.pem of scripts/dev-ca.sh",
+              text(cfg.etsi_cert))
+      .option("etsi-key", "FILE", "its private key (PEM)", text(cfg.etsi_key))
+      .option("etsi-ca", "FILE",
+              "CA bundle verifying SAE client certificates (default: --tls-ca); the SAE ID is the "
+              "certificate's SAN URI urn:qkdn:sae:<id> (nothing else names an SAE); TLS 1.3 only, "
+              "strongest key-exchange groups",
+              text(cfg.etsi_ca))
+      .flag("etsi-insecure",
+            "plain HTTP, the SAE names itself in an X-SAE-ID header: anyone reaching the port can "
+            "fetch any SAE's keys (labs only; listens on 127.0.0.1:0 unless --etsi-listen is "
+            "given; prints a WARNING)",
+            [&cfg](bool on) { cfg.etsi_insecure = on; })
+      .option("etsi-port-file", "FILE", "write the bound ETSI port to FILE",
+              text(cl.etsi_port_file))
+      .option(
+          "sae-key-size", "BITS", "key size when a request names none (256)",
+          [&cfg](V v) { cfg.sae_default_key_size = parse_int("--sae-key-size", v, 8, 1 << 20); })
+      .option(
+          "sae-max-key-size", "BITS", "largest key a request may ask for, a multiple of 256 (8192)",
+          [&cfg](V v) { cfg.sae_max_key_size = parse_int("--sae-max-key-size", v, 256, 1 << 20); })
+      .option("sae-max-keys-per-request", "N", "max_key_per_request (128)",
+              [&cfg](V v) {
+                cfg.sae_max_key_per_request =
+                    parse_int("--sae-max-keys-per-request", v, 1, 100'000);
+              })
+      .option("sae-key-ttl-s", "N", "keys not fetched by the slave SAE within N s are wiped (600)",
+              [&cfg](V v) {
+                cfg.supplied_key_ttl =
+                    std::chrono::seconds(parse_int("--sae-key-ttl-s", v, 1, 86'400));
+              })
+      .option("sae-supply-timeout-ms", "N", "a relayed key request fails (503) after this (10000)",
+              [&cfg](V v) {
+                cfg.supply_timeout =
+                    std::chrono::milliseconds(parse_int("--sae-supply-timeout-ms", v, 1, 600'000));
+              })
+      .option("sae-max-requests-per-s", "N",
+              "ETSI 014 calls per second per SAE; more: 503 Retry-After (2000)",
+              [&cfg](V v) {
+                cfg.sae_max_requests_per_s =
+                    static_cast<double>(parse_int("--sae-max-requests-per-s", v, 1, 10'000'000));
+              })
+      .option("sae-max-concurrent", "N", "ETSI 014 calls of one SAE in progress at once (64)",
+              [&cfg](V v) {
+                cfg.sae_max_concurrent =
+                    static_cast<std::size_t>(parse_int("--sae-max-concurrent", v, 1, 1'000'000));
+              })
+      .option("sae-max-waiting-bytes", "N",
+              "key bytes waiting for one SAE to fetch them beyond which an enc_keys between two "
+              "SAEs of one KM is refused (16777216)",
+              [&cfg](V v) {
+                cfg.sae_max_waiting_bytes =
+                    static_cast<std::size_t>(parse_int("--sae-max-waiting-bytes", v, 1, INT64_MAX));
+              })
+      .section("Other")
+      .option("threads", "N", "io threads (2)",
+              [&cl](V v) { cl.threads = static_cast<unsigned>(parse_int("--threads", v, 1, 256)); })
+      .option("seed", "N", "deterministic key IDs and jitter (keys always come from RAND_bytes)",
+              [&cfg](V v) { cfg.seed = base::parse_uint("--seed", v, 0, UINT64_MAX); })
+      .option("log-level", "LEVEL",
+              "debug, info, warn or error (info; QKDN_AGENT_DEBUG=1 means debug)",
+              [&cl](V v) {
+                const auto level = base::parse_log_level(v);
+                if (!level)
+                  throw InvalidArgument("--log-level: expected debug, info, warn or error");
+                cl.log_level = *level;
+              })
+      .option("log-format", "FORMAT",
+              "text (RFC 3339 time, level, component, message) or json (one object per line: "
+              "time, level, process, component, msg)",
+              [&cl](V v) {
+                const auto format = base::parse_log_format(v);
+                if (!format) throw InvalidArgument("--log-format: expected text or json");
+                cl.log_format = *format;
+              });
+  return p;
+}
+
+}  // namespace
+
+std::string usage() {
+  CommandLine cl;
+  Given g;
+  return std::string(kUsageHead) + make_parser(cl, g).help() + std::string(kUsageTail);
 }
 
 CommandLine parse_command_line(const std::vector<std::string>& args) {
@@ -154,117 +249,22 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   if (const char* debug = std::getenv("QKDN_AGENT_DEBUG"); debug != nullptr && *debug != '\0') {
     cl.log_level = base::LogLevel::kDebug;  // the older switch; --log-level overrides it
   }
-  AgentConfig& cfg = cl.config;
-  std::string topology_path;
-  std::vector<std::string> kms;
-  bool all = false;
-  bool have_controller = false;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& flag = args[i];
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw InvalidArgument(flag + ": missing value");
-      return args[++i];
-    };
-    if (flag == "--help" || flag == "-h") {
+  Given g;
+  auto parser = make_parser(cl, g);
+  switch (parser.parse(args)) {
+    case base::ArgParser::Result::kHelp:
       cl.help = true;
       return cl;
-    } else if (flag == "--version") {
+    case base::ArgParser::Result::kVersion:
       cl.version = true;
       return cl;
-    } else if (flag == "--log-level") {
-      const auto level = base::parse_log_level(value());
-      if (!level) throw InvalidArgument("--log-level: expected debug, info, warn or error");
-      cl.log_level = *level;
-    } else if (flag == "--log-format") {
-      const auto format = base::parse_log_format(value());
-      if (!format) throw InvalidArgument("--log-format: expected text or json");
-      cl.log_format = *format;
-    } else if (flag == "--topology") {
-      topology_path = value();
-    } else if (flag == "--km") {
-      kms.push_back(value());
-    } else if (flag == "--all") {
-      all = true;
-    } else if (flag == "--controller") {
-      auto [h, p] = parse_host_port(flag, value());
-      if (p == 0) throw InvalidArgument("--controller: port must not be 0");
-      cfg.controller_host = h;
-      cfg.controller_port = p;
-      have_controller = true;
-    } else if (flag == "--insecure-ck") {
-      cfg.insecure_ck = true;
-    } else if (flag == "--insecure-kma") {
-      cfg.insecure_kma = true;
-    } else if (flag == "--controller-id") {
-      cfg.controller_id = value();
-    } else if (flag == "--admin-token-file") {
-      cfg.admin_token = read_token_file(flag, value());
-    } else if (flag == "--tls-ca") {
-      cfg.tls_ca = value();
-    } else if (flag == "--tls-cert-dir") {
-      cfg.tls_cert_dir = value();
-    } else if (flag == "--kma-listen-host") {
-      cfg.kma_listen_host = value();
-    } else if (flag == "--admin-listen") {
-      auto [h, p] = parse_host_port(flag, value());
-      cfg.admin_host = h;
-      cfg.admin_port = p;
-    } else if (flag == "--qber-threshold") {
-      cfg.qber_threshold = parse_double(flag, value(), 0, 1);
-    } else if (flag == "--qber-hysteresis") {
-      cfg.qber_hysteresis = parse_double(flag, value(), 0, 1);
-    } else if (flag == "--pool-floor-bits") {
-      cfg.pool_floor_bits = parse_int<std::int64_t>(flag, value(), 0, INT64_MAX / 2);
-    } else if (flag == "--pool-capacity-bytes") {
-      cfg.pool_capacity_bytes = parse_int<std::size_t>(flag, value(), 32, std::size_t{1} << 34);
-    } else if (flag == "--admin-port-file") {
-      cl.admin_port_file = value();
-    } else if (flag == "--etsi-listen") {
-      auto [h, p] = parse_host_port(flag, value());
-      cfg.etsi_host = h;
-      cfg.etsi_port = p;
-    } else if (flag == "--etsi-insecure") {
-      cfg.etsi_insecure = true;
-    } else if (flag == "--etsi-cert") {
-      cfg.etsi_cert = value();
-    } else if (flag == "--etsi-key") {
-      cfg.etsi_key = value();
-    } else if (flag == "--etsi-ca") {
-      cfg.etsi_ca = value();
-    } else if (flag == "--etsi-port-file") {
-      cl.etsi_port_file = value();
-    } else if (flag == "--sae-key-size") {
-      cfg.sae_default_key_size = parse_int<std::int64_t>(flag, value(), 8, 1 << 20);
-    } else if (flag == "--sae-max-key-size") {
-      cfg.sae_max_key_size = parse_int<std::int64_t>(flag, value(), 256, 1 << 20);
-    } else if (flag == "--sae-max-keys-per-request") {
-      cfg.sae_max_key_per_request = parse_int<std::int64_t>(flag, value(), 1, 100'000);
-    } else if (flag == "--sae-key-ttl-s") {
-      cfg.supplied_key_ttl =
-          std::chrono::seconds(parse_int<std::int64_t>(flag, value(), 1, 86'400));
-    } else if (flag == "--sae-supply-timeout-ms") {
-      cfg.supply_timeout =
-          std::chrono::milliseconds(parse_int<std::int64_t>(flag, value(), 1, 600'000));
-    } else if (flag == "--sae-max-requests-per-s") {
-      cfg.sae_max_requests_per_s =
-          static_cast<double>(parse_int<std::int64_t>(flag, value(), 1, 10'000'000));
-    } else if (flag == "--sae-max-concurrent") {
-      cfg.sae_max_concurrent =
-          static_cast<std::size_t>(parse_int<std::int64_t>(flag, value(), 1, 1'000'000));
-    } else if (flag == "--sae-max-waiting-bytes") {
-      cfg.sae_max_waiting_bytes =
-          static_cast<std::size_t>(parse_int<std::int64_t>(flag, value(), 1, INT64_MAX));
-    } else if (flag == "--threads") {
-      cl.threads = parse_int<unsigned>(flag, value(), 1, 256);
-    } else if (flag == "--seed") {
-      cfg.seed = parse_int<std::uint64_t>(flag, value(), 0, UINT64_MAX);
-    } else {
-      throw InvalidArgument("unknown option '" + flag + "' (see --help)");
-    }
+    case base::ArgParser::Result::kRun:
+      break;
   }
-  if (topology_path.empty()) throw InvalidArgument("--topology FILE is required");
-  if (!have_controller) throw InvalidArgument("--controller HOST:PORT is required");
-  if (all == !kms.empty()) throw InvalidArgument("give either --km ID (repeatable) or --all");
+  AgentConfig& cfg = cl.config;
+  if (g.topology_path.empty()) throw InvalidArgument("--topology FILE is required");
+  if (!g.have_controller) throw InvalidArgument("--controller HOST:PORT is required");
+  if (g.all == !g.kms.empty()) throw InvalidArgument("give either --km ID (repeatable) or --all");
   if (!cfg.insecure_ck && (cfg.tls_ca.empty() || cfg.tls_cert_dir.empty())) {
     throw InvalidArgument("Ck needs --tls-ca and --tls-cert-dir, or --insecure-ck");
   }
@@ -309,11 +309,11 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   if (!cl.admin_port_file.empty() && !cfg.admin_port) {
     throw InvalidArgument("--admin-port-file needs --admin-listen");
   }
-  cfg.topology = southbound::load_topology_file(topology_path);
-  if (all) {
+  cfg.topology = southbound::load_topology_file(g.topology_path);
+  if (g.all) {
     for (const auto& km : cfg.topology.kms) cfg.km_ids.push_back(km.km_id);
   } else {
-    cfg.km_ids = kms;
+    cfg.km_ids = g.kms;
   }
   return cl;
 }

@@ -19,7 +19,7 @@ add_library(qkdn_agent STATIC
 target_include_directories(qkdn_agent PUBLIC agent/include PRIVATE agent)
 target_link_libraries(qkdn_agent
   PUBLIC qkdn_base qkdn_southbound qkdn_core Boost::headers
-  PRIVATE qkdn_southbound_net qkdn_net Boost::json OpenSSL::SSL OpenSSL::Crypto Threads::Threads
+  PRIVATE qkdn_southbound_net qkdn_net qkdn_json Boost::json OpenSSL::SSL OpenSSL::Crypto Threads::Threads
           qkdn_options)
 
 add_executable(qkdn-agent agent/main.cpp)

@@ -28,6 +28,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "qkdn/json/reader.hpp"
+#include "qkdn/southbound/ck_frame.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
 
 namespace qkdn::southbound::ck::detail {
@@ -182,7 +184,8 @@ inline constexpr Range kEpoch = kNonNegativeInt;
 
 // ---- JSON reading ------------------------------------------------------------------------------
 
-json::parse_options parse_opts() noexcept;
+/// Limits of every JSON text of Ck (payloads and extensions), read by the shared strict reader.
+inline constexpr qkdn::json::ParseLimits kCkJsonLimits{kMaxPayload, kMaxJsonDepth};
 
 /// Parses an `extension` text: it must be an array of objects. Allocates from `sp`.
 json::array parse_extension(const std::string& text, json::storage_ptr sp);

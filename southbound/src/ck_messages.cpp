@@ -15,6 +15,7 @@
 
 #include "ck_codec.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/json/reader.hpp"
 
 namespace qkdn::southbound::ck {
 
@@ -668,6 +669,13 @@ std::vector<FieldInfo> payload_fields(std::uint16_t code) {
 
 // ---- payload codec -----------------------------------------------------------------------------
 
+namespace {
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the Reject signature of qkdn::json
+[[noreturn]] void refuse_payload(std::string message) {
+  throw InvalidArgument("payload: invalid JSON (" + message + ")");
+}
+}  // namespace
+
 DecodeResult decode_payload(std::uint16_t command, std::string_view payload) noexcept {
   namespace json = boost::json;
   try {
@@ -679,15 +687,8 @@ DecodeResult decode_payload(std::uint16_t command, std::string_view payload) noe
     // payloads, so a decode costs no heap allocation beyond the strings of the result.
     alignas(std::max_align_t) unsigned char arena[8192];
     json::monotonic_resource mr(arena, sizeof arena);
-    unsigned char temp[BOOST_JSON_STACK_BUFFER_SIZE];
-    json::parser p(json::storage_ptr(), detail::parse_opts(), temp, sizeof temp);
-    p.reset(&mr);
-    json::error_code ec;
-    p.write(payload.data(), payload.size(), ec);
-    if (ec) {
-      return DecodeError{errc::kBadRequest, "payload: invalid JSON (" + ec.message() + ")"};
-    }
-    const json::value v = p.release();
+    // The shared strict reader (limits, exact numbers); its refusal is a bad_request below.
+    const json::value v = qkdn::json::parse(payload, &mr, detail::kCkJsonLimits, refuse_payload);
     const json::object* obj = v.if_object();
     if (obj == nullptr) return DecodeError{errc::kBadRequest, "payload: expected a JSON object"};
     Message m = detail::kReaders[info->variant_index](detail::Reader(*obj), command);
@@ -749,9 +750,8 @@ std::optional<T> first_extension_object(const Extension& extension, F f) noexcep
   try {
     unsigned char buf[2048];
     json::monotonic_resource mr(buf, sizeof buf);
-    json::error_code ec;
-    const json::value v = json::parse(*extension, ec, &mr, detail::parse_opts());
-    const json::array* a = ec ? nullptr : v.if_array();
+    const json::value v = qkdn::json::parse(*extension, &mr, detail::kCkJsonLimits);
+    const json::array* a = v.if_array();
     if (a == nullptr) return std::nullopt;
     for (const json::value& e : *a) {
       const json::object* o = e.if_object();
@@ -759,7 +759,8 @@ std::optional<T> first_extension_object(const Extension& extension, F f) noexcep
       if (auto found = f(*o)) return found;
     }
   } catch (...) {
-    // Allocation failure: "not found" (a caller of find_error_extension still sees response 1).
+    // Not JSON (the reader refused it) or allocation failure: "not found" (a caller of
+    // find_error_extension still sees response 1).
   }
   return std::nullopt;
 }

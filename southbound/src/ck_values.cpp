@@ -7,6 +7,7 @@
 
 #include "ck_codec.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/json/reader.hpp"
 
 namespace qkdn::southbound::ck::detail {
 
@@ -183,16 +184,16 @@ bool one_of(std::string_view s, std::span<const std::string_view> set) noexcept 
 
 // ---- JSON reading ------------------------------------------------------------------------------
 
-json::parse_options parse_opts() noexcept {
-  json::parse_options o;
-  o.max_depth = kMaxJsonDepth;
-  return o;
+namespace {
+// The shared reader's refusal as the codec's: "extension: invalid JSON (malformed JSON: ...)".
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the Reject signature of qkdn::json
+[[noreturn]] void refuse_extension(std::string message) {
+  reject(kw("extension"), "invalid JSON (" + message + ")");
 }
+}  // namespace
 
 json::array parse_extension(const std::string& text, json::storage_ptr sp) {
-  json::error_code ec;
-  json::value v = json::parse(text, ec, std::move(sp), parse_opts());
-  if (ec) reject(kw("extension"), "invalid JSON (" + ec.message() + ")");
+  json::value v = qkdn::json::parse(text, std::move(sp), kCkJsonLimits, refuse_extension);
   auto* arr = v.if_array();
   if (arr == nullptr) reject(kw("extension"), "expected array of objects");
   for (std::size_t i = 0; i < arr->size(); ++i) {

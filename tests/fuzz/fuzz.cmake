@@ -33,6 +33,8 @@ if(QKDN_FUZZ)
             ${CMAKE_SOURCE_DIR}/southbound/src/ck_values.cpp)
     set(_core ${CMAKE_SOURCE_DIR}/controller/core/clock.cpp
               ${CMAKE_SOURCE_DIR}/base/src/error.cpp)
+    # The shared strict JSON reader, which every parser of outside input reads through.
+    set(_json ${CMAKE_SOURCE_DIR}/base/json/src/reader.cpp)
     set(_agent ${CMAKE_SOURCE_DIR}/southbound/agent)
     # name, then the sources it reads (coverage-instrumented), then its libraries.
     function(qkdn_fuzz_target name)
@@ -41,6 +43,7 @@ if(QKDN_FUZZ)
       target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/southbound/include
                                                  ${CMAKE_SOURCE_DIR}/controller/include
                                                  ${CMAKE_SOURCE_DIR}/base/include
+                                                 ${CMAKE_SOURCE_DIR}/base/json/include
                                                  ${_agent} ${_agent}/include
                                                  ${CMAKE_CURRENT_SOURCE_DIR}/fuzz)
       target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined
@@ -49,25 +52,21 @@ if(QKDN_FUZZ)
       target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
       target_link_libraries(${name} PRIVATE Boost::json Boost::headers qkdn_options ${F_LIBS})
     endfunction()
-    qkdn_fuzz_target(fuzz_ck SOURCES ${_ck})
+    qkdn_fuzz_target(fuzz_ck SOURCES ${_ck} ${_json} ${CMAKE_SOURCE_DIR}/base/src/error.cpp)
     qkdn_fuzz_target(fuzz_kma
                      SOURCES ${_agent}/kma_messages.cpp ${_agent}/kma_wire.cpp
                              ${_agent}/key_store.cpp ${_agent}/secure_memory.cpp
-                             ${_agent}/log.cpp ${_core}
+                             ${_agent}/log.cpp ${_json} ${_core}
                      LIBS qkdn_base OpenSSL::Crypto)
-    qkdn_fuzz_target(fuzz_etsi SOURCES ${_agent}/etsi_request.cpp)
+    qkdn_fuzz_target(fuzz_etsi SOURCES ${_agent}/etsi_request.cpp ${_json} ${_core})
     qkdn_fuzz_target(fuzz_topology
                      SOURCES ${CMAKE_SOURCE_DIR}/southbound/src/topology_json.cpp
-                             ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp
-                             ${CMAKE_SOURCE_DIR}/base/json/src/reader.cpp ${_core})
-    target_include_directories(fuzz_topology PRIVATE ${CMAKE_SOURCE_DIR}/base/json/include)
+                             ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp ${_json} ${_core})
     qkdn_fuzz_target(fuzz_northbound
-                     SOURCES ${CMAKE_SOURCE_DIR}/northbound/src/api_util.cpp
-                             ${CMAKE_SOURCE_DIR}/base/json/src/reader.cpp
+                     SOURCES ${CMAKE_SOURCE_DIR}/northbound/src/api_util.cpp ${_json}
                              ${CMAKE_SOURCE_DIR}/base/net/src/reason_phrase.cpp ${_core}
                      LIBS Boost::url OpenSSL::Crypto)
     target_include_directories(fuzz_northbound PRIVATE ${CMAKE_SOURCE_DIR}/northbound/src
-                                                       ${CMAKE_SOURCE_DIR}/base/json/include
                                                        ${CMAKE_SOURCE_DIR}/base/net/include)
   else()
     message(STATUS "QKDN_FUZZ: the libFuzzer targets need clang; only the corpus tests are built")

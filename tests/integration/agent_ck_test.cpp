@@ -220,6 +220,14 @@ TEST_F(AgentCkTest, RefusesUnknownUnimplementedAndStaleCommands) {
   instructed = response_to(id, 0x14E6);
   ASSERT_TRUE(instructed && instructed->message);
   EXPECT_EQ(std::get<ck::RelayInstructionResponse>(*instructed->message).response, "OK");
+  // A withdraw that is not a boolean is refused, not ignored (which started the relays).
+  id = controller_->send_raw(
+      "KM1", 0x41E5,
+      R"({"instruction_id":"9d5f0c1e-8a7b-4c2d-9e1f-0a1b2c3d4e5f","destination_kma_id":"KM2","transit_kma_ids":[],"number_of_keys":1,"extension":[{"withdraw":"yes"}],"controller_epoch":9})");
+  instructed = response_to(id, 0x14E6);
+  ASSERT_TRUE(instructed && instructed->message);
+  EXPECT_EQ(std::get<ck::RelayInstructionResponse>(*instructed->message).response,
+            "NG: bad_request: withdraw");
   id = controller_->send_raw("KM1", 0x410A, reserve);
   err = error_for("KM1", id);
   ASSERT_TRUE(err);

@@ -172,6 +172,9 @@ TEST(AgentLinksTest, AdminApiDrivesLinksAndAlarms) {
   // Bad requests are refused with a problem document.
   EXPECT_EQ(http_request(port, http::verb::post, "/admin/links/L12", R"({"qber":7})").first, 400);
   EXPECT_EQ(http_request(port, http::verb::post, "/admin/links/L12", "not json").first, 400);
+  // A misspelt field is refused, not ignored with a 200 that changed nothing.
+  EXPECT_EQ(http_request(port, http::verb::post, "/admin/links/L12", R"({"qbr":0.2})").first, 400);
+  EXPECT_EQ(http_request(port, http::verb::post, "/admin/links/L12", R"({"up":"no"})").first, 400);
   EXPECT_EQ(http_request(port, http::verb::post, "/admin/links/L99", R"({"up":true})").first, 404);
   EXPECT_EQ(http_request(port, http::verb::get, "/admin/nothing").first, 404);
 

@@ -33,3 +33,12 @@ target_include_directories(unit_agent_kma_messages PRIVATE ${CMAKE_SOURCE_DIR}/s
 target_link_libraries(unit_agent_kma_messages PRIVATE qkdn_agent Boost::json GTest::gtest_main
                       qkdn_options)
 gtest_discover_tests(unit_agent_kma_messages TEST_PREFIX "unit_agent_kma_messages." PROPERTIES LABELS unit)
+
+# qkdn-agent's command line (options.cpp) over the shared argument parser.
+add_executable(unit_agent_options
+  ${CMAKE_CURRENT_LIST_DIR}/agent_options_test.cpp
+)
+target_compile_definitions(unit_agent_options PRIVATE
+  QKDN_TEST_TOPOLOGY="${CMAKE_SOURCE_DIR}/tests/data/topologies/tokyo-qkd.json")
+target_link_libraries(unit_agent_options PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_agent_options TEST_PREFIX "unit_agent_options." PROPERTIES LABELS unit)

@@ -154,12 +154,113 @@ TEST(ArgParser, HelpText) {
   EXPECT_NE(h.find("  --help"), std::string::npos) << h;
 }
 
+// Short and long aliases reach their option; help lists them beside it; a short option without
+// an alias is refused.
+TEST(ArgParser, Aliases) {
+  std::string output;
+  std::string ca;
+  ArgParser p("prog");
+  p.option("output", "FMT", "table or json", [&](std::string_view v) { output = v; })
+      .alias("-o", "output")
+      .option("cacert", "FILE", "CA bundle", [&](std::string_view v) { ca = v; })
+      .alias("--ca", "cacert");
+  p.parse({"-o", "json", "--ca=ca.pem"});
+  EXPECT_EQ(output, "json");
+  EXPECT_EQ(ca, "ca.pem");
+  p.parse({"--output", "table", "--cacert", "b.pem"});
+  EXPECT_EQ(output, "table");
+  EXPECT_EQ(ca, "b.pem");
+  EXPECT_EQ(message_of(p, {"-o"}), "-o: missing value (FMT)");
+  EXPECT_EQ(message_of(p, {"-x", "1"}), "unknown option '-x' (see --help)");
+  const auto h = p.help();
+  EXPECT_NE(h.find("  -o, --output FMT        table or json\n"), std::string::npos) << h;
+  EXPECT_NE(h.find("  --cacert, --ca FILE     CA bundle\n"), std::string::npos) << h;
+  EXPECT_THROW(p.alias("-o", "cacert"), qkdn::Internal);        // taken
+  EXPECT_THROW(p.alias("-ab", "cacert"), qkdn::Internal);       // not one letter
+  EXPECT_THROW(p.alias("--output", "cacert"), qkdn::Internal);  // an option's own name
+  EXPECT_THROW(p.alias("-c", "nothing"), qkdn::Internal);       // undeclared option
+}
+
+// parse_known takes its own options anywhere on the line and hands back the rest in order, for
+// a subcommand's own parser; `--` and what follows pass through untouched.
+TEST(ArgParser, ParseKnownForSubcommands) {
+  std::string api;
+  bool verbose = false;
+  ArgParser global("prog");
+  global.option("api", "URL", "base URL", [&](std::string_view v) { api = v; })
+      .flag("verbose", "more", [&](bool on) { verbose = on; });
+  std::vector<std::string> rest;
+  EXPECT_EQ(global.parse_known({"link", "--api", "http://x", "list", "--km", "K1", "--verbose",
+                                "-f", "-", "--", "--api"},
+                               rest),
+            ArgParser::Result::kRun);
+  EXPECT_EQ(api, "http://x");
+  EXPECT_TRUE(verbose);
+  EXPECT_EQ(rest,
+            (std::vector<std::string>{"link", "list", "--km", "K1", "-f", "-", "--", "--api"}));
+  // The command's parser then refuses what neither knows.
+  std::string km;
+  std::vector<std::string> words;
+  ArgParser verb("prog link list");
+  verb.option("km", "ID", "filter", [&](std::string_view v) { km = v; })
+      .positionals([&](std::string_view w) { words.emplace_back(w); });
+  verb.parse({"list", "--km", "K1"});
+  EXPECT_EQ(km, "K1");
+  EXPECT_EQ(words, (std::vector<std::string>{"list"}));
+  EXPECT_EQ(message_of(verb, {"--kms", "x"}),
+            "unknown option '--kms' (did you mean --km?) (see --help)");
+}
+
+// A program that declares its own help and version switches gets them as options (and the
+// words beside them), not as parse()'s answer; help() does not list them twice.
+TEST(ArgParser, OwnHelpAndVersion) {
+  bool help = false;
+  bool version = false;
+  ArgParser p("prog");
+  p.flag("help", "this text", [&](bool on) { help = on; })
+      .alias("-h", "help")
+      .flag("version", "print the version", [&](bool on) { version = on; });
+  std::vector<std::string> rest;
+  EXPECT_EQ(p.parse_known({"link", "-h"}, rest), ArgParser::Result::kRun);
+  EXPECT_TRUE(help);
+  EXPECT_FALSE(version);
+  EXPECT_EQ(rest, (std::vector<std::string>{"link"}));
+  EXPECT_EQ(p.parse({"--version"}), ArgParser::Result::kRun);
+  EXPECT_TRUE(version);
+  const auto h = p.help();
+  EXPECT_EQ(h.find("--help"), h.rfind("--help")) << h;
+  EXPECT_EQ(h.find("--version"), h.rfind("--version")) << h;
+}
+
+// A two-value option takes the next two arguments as they are; anything else is refused.
+TEST(ArgParser, TwoValueOption) {
+  std::vector<std::string> pairs;
+  std::vector<std::string> words;
+  ArgParser p("prog");
+  p.option_pair("pair", "SRC DST", "a per-pair override",
+                [&](std::string_view a, std::string_view b) {
+                  pairs.push_back(std::string(a) + ">" + std::string(b));
+                })
+      .positionals([&](std::string_view w) { words.emplace_back(w); });
+  p.parse({"manual", "--pair", "KM1", "--odd", "--pair", "A", "B"});
+  EXPECT_EQ(pairs, (std::vector<std::string>{"KM1>--odd", "A>B"}));
+  EXPECT_EQ(words, (std::vector<std::string>{"manual"}));
+  EXPECT_EQ(message_of(p, {"--pair", "KM1"}), "--pair: expected two values (SRC DST)");
+  EXPECT_EQ(message_of(p, {"--pair=KM1", "KM2"}), "--pair: expected two values (SRC DST)");
+  EXPECT_NE(p.help().find("  --pair SRC DST          a per-pair override\n"), std::string::npos)
+      << p.help();
+  EXPECT_THROW(p.env("pair", "X"), qkdn::Internal);
+}
+
 // Value readers: ranges, IPv6 brackets, ports.
 TEST(ArgValues, Readers) {
   using namespace qkdn::base;
   EXPECT_EQ(parse_int("--n", "-3", -5, 5), -3);
   EXPECT_THROW(parse_int("--n", "3x", 0, 5), InvalidArgument);
   EXPECT_THROW(parse_int("--n", "", 0, 5), InvalidArgument);
+  EXPECT_EQ(parse_uint("--seed", "18446744073709551615", 0, UINT64_MAX), UINT64_MAX);
+  EXPECT_THROW(parse_uint("--seed", "-1", 0, UINT64_MAX), InvalidArgument);
+  EXPECT_THROW(parse_uint("--seed", "18446744073709551616", 0, UINT64_MAX), InvalidArgument);
   EXPECT_DOUBLE_EQ(parse_double("--q", "0.11", 0, 0.5), 0.11);
   EXPECT_THROW(parse_double("--q", "nan", 0, 1), InvalidArgument);
   EXPECT_THROW(parse_double("--q", "0.7", 0, 0.5), InvalidArgument);

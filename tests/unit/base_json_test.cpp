@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "qkdn/base/error.hpp"
@@ -81,8 +82,6 @@ TEST(JsonReader, CallerChoosesTheError) {
   }
 }
 
-}  // namespace
-
 // Boost.JSON 1.81 rounds decimals beyond its exact fast path (found by fuzz_topology: a
 // key_rate_bps of 51 digits did not survive serialize and parse). Every double must read back as
 // itself from its shortest round-trip text, and a long literal as its correctly rounded value.
@@ -117,3 +116,23 @@ TEST(JsonReader, RefusesTrailingData) {
   EXPECT_THROW(qkdn::json::parse("1 x"), qkdn::InvalidArgument);
   EXPECT_NO_THROW(qkdn::json::parse(" {} \n"));
 }
+
+// The storage overload puts the whole value in the caller's resource (the Ck codec's stack
+// arena), with the same limits and the same exact numbers.
+TEST(JsonReader, ParseIntoCallersStorage) {
+  alignas(std::max_align_t) unsigned char arena[4096];
+  boost::json::monotonic_resource mr(arena, sizeof arena);
+  const auto v =
+      qkdn::json::parse(R"({"a":[1,"two",{"c":1e23}],"b":"a string longer than the SSO"})", &mr);
+  EXPECT_EQ(v.storage().get(), &mr);
+  EXPECT_EQ(v.as_object().storage().get(), &mr);
+  EXPECT_EQ(v.at("a").as_array()[2].at("c").as_double(), 1e23);
+  EXPECT_EQ(v.at("b").as_string(), "a string longer than the SSO");
+  qj::ParseLimits shallow;
+  shallow.max_depth = 2;
+  EXPECT_EQ(refusal([&] { qkdn::json::parse("[[[1]]]", &mr, shallow); }),
+            "JSON nested deeper than 2");
+  EXPECT_EQ(refusal([&] { qkdn::json::parse("{", &mr); }).rfind("malformed JSON: ", 0), 0u);
+}
+
+}  // namespace

@@ -39,6 +39,9 @@ class PreciseHandler {
   static constexpr std::size_t max_key_size = bj::string::max_size();
   static constexpr std::size_t max_string_size = bj::string::max_size();
 
+  // The parser's working stack uses `temp` first (the caller's stack), then the heap.
+  PreciseHandler(unsigned char* temp, std::size_t size) : st(bj::storage_ptr(), temp, size) {}
+
   bj::value_stack st;
 
   bool on_document_begin(boost::system::error_code& /*ec*/) { return true; }
@@ -113,13 +116,19 @@ class PreciseHandler {
 }  // namespace
 
 bj::value parse(std::string_view text, const ParseLimits& limits, Reject reject) {
+  return parse(text, bj::storage_ptr(), limits, reject);
+}
+
+bj::value parse(std::string_view text, bj::storage_ptr sp, const ParseLimits& limits,
+                Reject reject) {
   if (text.size() > limits.max_bytes) {
     refuse(reject, "JSON larger than " + std::to_string(limits.max_bytes) + " bytes");
   }
   bj::parse_options options;
   options.max_depth = limits.max_depth;
-  bj::basic_parser<PreciseHandler> p(options);
-  p.handler().st.reset();
+  alignas(std::max_align_t) unsigned char temp[BOOST_JSON_STACK_BUFFER_SIZE];
+  bj::basic_parser<PreciseHandler> p(options, temp, sizeof temp);
+  p.handler().st.reset(std::move(sp));
   boost::system::error_code ec;
   const std::size_t used = p.write_some(false, text.data(), text.size(), ec);
   if (!ec && used < text.size()) ec = bj::error::extra_data;

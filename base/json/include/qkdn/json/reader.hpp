@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <boost/json/object.hpp>
+#include <boost/json/storage_ptr.hpp>
 #include <boost/json/value.hpp>
 
 namespace qkdn::json {
@@ -37,6 +38,11 @@ struct ParseLimits {
 /// than N bytes" / "JSON nested deeper than N".
 boost::json::value parse(std::string_view text, const ParseLimits& limits = {},
                          Reject reject = throw_invalid_argument);
+/// parse() with the value's memory from `sp` (e.g. a boost::json::monotonic_resource on the
+/// caller's stack, so that a hot path such as the Ck codec costs no heap allocation for the DOM).
+/// The resource must outlive the value.
+boost::json::value parse(std::string_view text, boost::json::storage_ptr sp,
+                         const ParseLimits& limits = {}, Reject reject = throw_invalid_argument);
 /// parse() of a JSON object; refuses any other top-level value with "<what> must be a JSON
 /// object".
 boost::json::object parse_object(std::string_view text, std::string_view what,
