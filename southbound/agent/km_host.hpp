@@ -2,6 +2,7 @@
 // KmHost, its LinkEnds and its KmaSessions is touched only on that strand.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -102,13 +103,13 @@ struct LinkEnd {
   bool synced = false;
   std::int64_t peer_capacity_bits = INT64_MAX;
 
-  // Generator (primary only): credit in bits, batches sent but not yet acknowledged.
-  double credit_bits = 0;
+  // Generator (primary only): credit in bits, Mint batches sent but not yet acknowledged.
+  MintCredit credit;
   SteadyTime last_generation{};
   std::uint32_t next_seq = 1;
   struct Pending {
     std::uint32_t seq;
-    std::vector<KeyBlock> keys;
+    std::array<std::int64_t, 2> n;  ///< blocks minted per half, stored on the Ack
   };
   std::deque<Pending> pending;
 
