@@ -14,8 +14,28 @@
 namespace qkdn::agent {
 
 namespace {
-/// Block indices stay below 2^62 (the ID keeps the 2 variant bits above them).
-constexpr std::uint64_t kMaxIndex = std::uint64_t{1} << 62;
+/// Block indices stay below 2^59: the ID's first 8 bytes hold a bijection of the index in the 59
+/// bits left beside the parity bit and the UUID version nibble.
+constexpr std::uint64_t kMaxIndex = std::uint64_t{1} << 59;
+constexpr std::uint64_t kIndexMask = kMaxIndex - 1;
+
+/// The 64-bit ID prefix (big-endian) of a 59-bit value: its bits around bit 56 (the parity:
+/// low bit of byte 0) and bits 12..15 (the version nibble, high half of byte 6).
+std::uint64_t spread(std::uint64_t v, int parity) {
+  return (v & 0xFFF) | (((v >> 12) & ((std::uint64_t{1} << 40) - 1)) << 16) |
+         (((v >> 52) & 0x7F) << 57) | (static_cast<std::uint64_t>(parity & 1) << 56) |
+         (std::uint64_t{0x4} << 12);
+}
+std::uint64_t gather(std::uint64_t prefix) {
+  return (prefix & 0xFFF) | (((prefix >> 16) & ((std::uint64_t{1} << 40) - 1)) << 12) |
+         (((prefix >> 57) & 0x7F) << 52);
+}
+/// Inverse of an odd number modulo 2^64 (Newton's iteration doubles the correct bits).
+std::uint64_t inverse_odd(std::uint64_t a) {
+  std::uint64_t x = a;  // correct to 3 bits
+  for (int i = 0; i < 5; ++i) x *= 2 - a * x;
+  return x;
+}
 }  // namespace
 
 std::string key_id_to_string(const KeyId& id) {
@@ -147,13 +167,23 @@ void KeyStore::rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> st
     msg[kLabel.size()] = static_cast<std::uint8_t>(p);
     std::array<std::uint8_t, EVP_MAX_MD_SIZE> md{};
     unsigned int len = 0;
-    if (HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()), msg.data(),
-             msg.size(), md.data(), &len) == nullptr) {
+    if (HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()), msg.data(), msg.size(),
+             md.data(), &len) == nullptr) {
       throw Internal("HMAC-SHA256 failed");
     }
-    std::memcpy(tag_[p].data(), md.data(), 8);
-    tag_[p][0] = static_cast<std::uint8_t>((tag_[p][0] & 0xFE) | p);
-    tag_[p][6] = static_cast<std::uint8_t>((tag_[p][6] & 0x0F) | 0x40);  // version 4
+    // ID = spread(mul * index + add mod 2^59) || tag: a bijection of the index (unique IDs,
+    // O(1) back to the block) that looks random across links, then a tag of the secret.
+    std::uint64_t mul = 0;
+    std::uint64_t add = 0;
+    for (std::size_t i = 0; i < 8; ++i) {
+      mul = (mul << 8) | md[8 + i];
+      add = (add << 8) | md[16 + i];
+    }
+    ids_[p].mul = (mul | 1) & kIndexMask;
+    ids_[p].inv = inverse_odd(ids_[p].mul) & kIndexMask;
+    ids_[p].add = add & kIndexMask;
+    std::memcpy(ids_[p].tag.data(), md.data(), 8);
+    ids_[p].tag[0] = static_cast<std::uint8_t>((ids_[p].tag[0] & 0x3F) | 0x80);  // RFC 4122 variant
     half_[p] = Half{};
     half_[p].lo = half_[p].hi = half_[p].next = std::min(start[p], kMaxIndex);
   }
@@ -217,21 +247,21 @@ void KeyStore::clear() {
 
 KeyId KeyStore::id_of(int parity, std::uint64_t index) const {
   KeyId id{};
-  const auto p = static_cast<std::size_t>(parity & 1);
-  std::memcpy(id.data(), tag_[p].data(), 8);
-  for (std::size_t i = 0; i < 8; ++i) id[8 + i] = static_cast<std::uint8_t>(index >> (56 - 8 * i));
-  id[8] = static_cast<std::uint8_t>((id[8] & 0x3F) | 0x80);  // RFC 4122 variant
+  const auto& f = ids_[static_cast<std::size_t>(parity & 1)];
+  const std::uint64_t prefix = spread((f.mul * index + f.add) & kIndexMask, parity);
+  for (std::size_t i = 0; i < 8; ++i) id[i] = static_cast<std::uint8_t>(prefix >> (56 - 8 * i));
+  std::memcpy(id.data() + 8, f.tag.data(), 8);
   return id;
 }
 
 std::optional<KeyStore::Slot> KeyStore::locate(const KeyId& id) const {
   if (!keyed()) return std::nullopt;
   const auto p = static_cast<std::size_t>(key_parity(id));
-  if (std::memcmp(id.data(), tag_[p].data(), 8) != 0 || (id[8] & 0xC0) != 0x80) {
-    return std::nullopt;
-  }
-  std::uint64_t index = id[8] & 0x3F;
-  for (std::size_t i = 9; i < 16; ++i) index = (index << 8) | id[i];
+  const auto& f = ids_[p];
+  if (std::memcmp(id.data() + 8, f.tag.data(), 8) != 0 || (id[6] >> 4) != 4) return std::nullopt;
+  std::uint64_t prefix = 0;
+  for (std::size_t i = 0; i < 8; ++i) prefix = (prefix << 8) | id[i];
+  const std::uint64_t index = ((gather(prefix) - f.add) * f.inv) & kIndexMask;
   if (!is_stored(static_cast<int>(p), index)) return std::nullopt;
   return (index << 1) | p;
 }
@@ -460,9 +490,9 @@ std::array<std::int64_t, 2> KeyStore::generation_room(
   const std::int64_t half_keys = std::min(capacity_bits_, peer_capacity_bits) / 2 / kKeyBits;
   std::array<std::int64_t, 2> room{};
   for (std::size_t p = 0; p < 2; ++p) {
-    room[p] = std::max<std::int64_t>(0, half_keys -
-                                            static_cast<std::int64_t>(count_parity(static_cast<int>(p))) -
-                                            in_flight_keys[p]);
+    room[p] = std::max<std::int64_t>(
+        0, half_keys - static_cast<std::int64_t>(count_parity(static_cast<int>(p))) -
+               in_flight_keys[p]);
   }
   return room;
 }

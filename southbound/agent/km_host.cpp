@@ -990,7 +990,8 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       // Same secret and at least the primary's blocks: drop the batches it never stored.
       // Otherwise (our restart, or the primary's) start empty where the primary's pool ends:
       // the primary drops its pool on in_sync false, and no block is ever used twice.
-      bool in_sync = link->store.has_secret(seed->secret.data()) && link->store.trim_to(seed->minted);
+      bool in_sync =
+          link->store.has_secret(seed->secret.data()) && link->store.trim_to(seed->minted);
       if (!in_sync) link->store.rekey(seed->secret.data(), seed->minted);
       link->keys_discarded += before - static_cast<std::int64_t>(link->store.size());
       link->peer_capacity_bits = seed->capacity_bits;

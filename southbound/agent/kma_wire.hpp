@@ -80,8 +80,8 @@ Header decode_header(const std::uint8_t* bytes) noexcept;
 /// A whole frame. Throws InvalidArgument when the payload exceeds kMaxPayload.
 std::string encode_frame(Type type, std::string_view payload);
 
-/// Largest block index a Seed may announce (block indices stay below 2^62, see KeyStore).
-inline constexpr std::uint64_t kMaxMintIndex = std::uint64_t{1} << 62;
+/// Largest block index a Seed may announce (block indices stay below 2^59, see KeyStore).
+inline constexpr std::uint64_t kMaxMintIndex = std::uint64_t{1} << 59;
 /// Most blocks per half one Mint frame may add.
 inline constexpr std::int64_t kMaxMintPerFrame = std::int64_t{1} << 24;
 

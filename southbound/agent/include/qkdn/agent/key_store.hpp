@@ -90,11 +90,13 @@ void derive_key_bytes(const std::uint8_t* secret, int parity, std::uint64_t inde
 /// consumed or discarded out of order; `mint` grows hi (the link's generator, at key_rate_bps up
 /// to capacity), consumption from the front grows lo. A block's ID and bytes are computed from
 /// the link secret and its index when needed: the ID is a version-4 UUID whose first 8 bytes are
-/// a tag of the secret and the half (the low bit of byte 0 is the parity) and whose last 8 bytes
-/// hold the index (below the RFC 4122 variant bits), so IDs are unique per secret and index and
-/// any ID maps back to its block in O(1). Memory: O(1) per store plus one entry per key reserved,
-/// allocated, released back below the reservation cursor, or consumed out of order; nothing
-/// scans the pool. Single-threaded: owned by the KM's strand. Pure code, no I/O.
+/// a bijection of the index keyed by the secret (mul * index + add modulo 2^59, spread around
+/// the parity bit — the low bit of byte 0 — and the version nibble) and whose last 8 bytes are a
+/// tag of the secret and the half (with the RFC 4122 variant bits): IDs are unique per secret
+/// and index, their first 8 bytes differ from key to key (the ETSI key_IDs of sae_key_id.hpp
+/// take them), and any ID maps back to its block in O(1). Memory: O(1) per store plus one entry per
+/// key reserved, allocated, released back below the reservation cursor, or consumed out of order;
+/// nothing scans the pool. Single-threaded: owned by the KM's strand. Pure code, no I/O.
 class KeyStore {
  public:
   /// `kma_id` stores the keys; `matching_kma_id` is the peer; capacity in bytes of key material.
@@ -207,10 +209,10 @@ class KeyStore {
     Holder holder = 0;
   };
   struct Half {
-    std::uint64_t lo = 0;    ///< blocks below are gone
-    std::uint64_t hi = 0;    ///< one past the newest minted block
-    std::uint64_t next = 0;  ///< reservation cursor: [lo, next) are gone, held or returned
-    std::set<std::uint64_t> gone;      ///< consumed or discarded blocks in (lo, hi)
+    std::uint64_t lo = 0;          ///< blocks below are gone
+    std::uint64_t hi = 0;          ///< one past the newest minted block
+    std::uint64_t next = 0;        ///< reservation cursor: [lo, next) are gone, held or returned
+    std::set<std::uint64_t> gone;  ///< consumed or discarded blocks in (lo, hi)
     std::set<std::uint64_t> returned;  ///< available blocks below next, oldest first
     std::size_t held = 0;              ///< reserved or allocated blocks of this half
   };
@@ -233,12 +235,19 @@ class KeyStore {
   std::string matching_kma_id_;
   std::int64_t capacity_bits_;
   std::int64_t added_bits_total_ = 0;
-  secure::Bytes secret_;                            ///< key memory (wiped when freed)
-  std::array<std::array<std::uint8_t, 8>, 2> tag_{};  ///< ID prefix per half
+  secure::Bytes secret_;  ///< key memory (wiped when freed)
+  /// Per half: the ID of block i is spread(mul * i + add mod 2^59) || tag (see id_of).
+  struct IdForm {
+    std::uint64_t mul = 1;
+    std::uint64_t inv = 1;
+    std::uint64_t add = 0;
+    std::array<std::uint8_t, 8> tag{};
+  };
+  std::array<IdForm, 2> ids_{};
   std::array<Half, 2> half_{};
-  std::map<Slot, Held> held_;                                ///< reserved and allocated blocks
-  std::set<std::pair<SteadyPoint, Slot>> reserved_;          ///< by lease start
-  std::set<std::pair<SteadyPoint, Slot>> allocated_;         ///< by lease start
+  std::map<Slot, Held> held_;                         ///< reserved and allocated blocks
+  std::set<std::pair<SteadyPoint, Slot>> reserved_;   ///< by lease start
+  std::set<std::pair<SteadyPoint, Slot>> allocated_;  ///< by lease start
 };
 
 /// Splits `n` new blocks between the halves of a link store: the half with more room first
