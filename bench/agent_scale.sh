@@ -150,7 +150,13 @@ while :; do
   el=$(awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
   [ "$1" -ge "$links" ] && break
   kill -0 "$agent_pid" 2>/dev/null || fail "the agent exited"
-  check_rss || { row up "$el" "$(($(rss_kb VmRSS) / 1024))" "$(($(rss_kb VmHWM) / 1024))" - "$2" "STOPPED: RSS limit"; exit 1; }
+  if ! check_rss; then
+    # CPU since start as % of one core, for the record.
+    cpu=$(awk -v c="$(cpu_ticks)" -v hz="$ticks" -v e="$el" 'BEGIN { printf "%.1f", 100 * c / hz / e }')
+    row up "$el" "$(($(rss_kb VmRSS) / 1024))" "$(($(rss_kb VmHWM) / 1024))" "$cpu" "$2" "STOPPED: RSS limit, $1 of $links links up"
+    echo "RESULT links=$links rss_mib=$(($(rss_kb VmRSS) / 1024)) stopped_after_s=$el cpu_pct=$cpu links_up=$1"
+    exit 1
+  fi
   awk -v e="$el" -v t="$up_timeout" 'BEGIN { exit !(e > t) }' && fail "after $el s only $1 of $links links up"
   echo "  $el s: $1 of $links links up" >&2
   sleep 2
@@ -158,6 +164,7 @@ done
 row up "$el" "$(($(rss_kb VmRSS) / 1024))" "$(($(rss_kb VmHWM) / 1024))" - "$2" "every link up"
 
 measure() { # NAME: one window; prints a row, sets last_cpu and last_keys
+  phase=$1
   c0=$(cpu_ticks)
   t0=$(date +%s.%N)
   stopped=""
@@ -174,7 +181,7 @@ measure() { # NAME: one window; prints a row, sets last_cpu and last_keys
   last_full=$3
   last_ends=$4
   last_cpu=$(awk -v c=$((c1 - c0)) -v hz="$ticks" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 100 * c / hz / (b - a) }')
-  row "$1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" "$(($(rss_kb VmRSS) / 1024))" \
+  row "$phase" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" "$(($(rss_kb VmRSS) / 1024))" \
     "$(($(rss_kb VmHWM) / 1024))" "$last_cpu" "$last_keys" "$last_full of $last_ends link ends full $stopped"
   [ -z "$stopped" ]
 }

@@ -90,7 +90,7 @@ Ck connection to the controller and its own KMA-link listener.
                           Ck and KMA links use mutual TLS 1.3 with them
   --insecure-ck           plain TCP on Ck without authentication (labs and tests only; the
                           KMA links still need TLS or --insecure-kma)
-  --insecure-kma          plain TCP on KMA links without authentication: key bytes travel in
+  --insecure-kma          plain TCP on KMA links without authentication: link secrets travel in
                           clear and anyone reaching a KMA port can pose as a peer KM (labs
                           and tests only; prints a WARNING); excludes --tls-cert-dir
   --kma-listen-host IP    address of the KMA listeners, ports are automatic (127.0.0.1)
@@ -125,7 +125,8 @@ ETSI GS QKD 014 v1.1.1 key delivery to SAEs (one listener serves the SAEs of eve
   --sae-max-waiting-bytes N  key bytes waiting for one SAE to fetch them beyond which an
                           enc_keys between two SAEs of one KM is refused (16777216)
   --threads N             io threads (2)
-  --seed N                deterministic key IDs and jitter (keys always come from RAND_bytes)
+  --seed N                deterministic relay key IDs and jitter (link secrets and keys always
+                          come from RAND_bytes)
   --log-level LEVEL       debug, info, warn or error (info; QKDN_AGENT_DEBUG=1 means debug)
   --log-format FORMAT     text (RFC 3339 time, level, component, message) or json (one object
                           per line: time, level, process, component, msg)
