@@ -5,9 +5,10 @@
 #include <cstring>
 #include <iterator>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include "qkdn/controller/error.hpp"
 
@@ -101,7 +102,7 @@ namespace {
 class Sha256 {
  public:
   Sha256() : ctx_(EVP_MD_CTX_new()) {
-    if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) {
+    if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, sha256_md(), nullptr) != 1) {
       EVP_MD_CTX_free(ctx_);
       throw Internal("SHA-256 init failed");
     }
@@ -134,19 +135,83 @@ class Sha256 {
 
 }  // namespace
 
+namespace {
+
+EVP_MAC* hmac_algorithm() {
+  static EVP_MAC* const mac = [] {
+    EVP_MAC* m = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (m == nullptr) throw Internal("OpenSSL has no HMAC");
+    return m;
+  }();
+  return mac;
+}
+
+const OSSL_PARAM* sha256_params() {
+  static char digest[] = "SHA256";
+  static const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_END};
+  return params;
+}
+
+/// The label || parity || index (8 bytes big-endian) message of a block.
+constexpr std::string_view kKeyLabel = "qkdn-emu-key-v1";
+std::array<std::uint8_t, kKeyLabel.size() + 9> key_message(int parity, std::uint64_t index) {
+  std::array<std::uint8_t, kKeyLabel.size() + 9> msg{};
+  std::memcpy(msg.data(), kKeyLabel.data(), kKeyLabel.size());
+  msg[kKeyLabel.size()] = static_cast<std::uint8_t>(parity & 1);
+  for (std::size_t i = 0; i < 8; ++i) {
+    msg[kKeyLabel.size() + 1 + i] = static_cast<std::uint8_t>(index >> (56 - 8 * i));
+  }
+  return msg;
+}
+
+}  // namespace
+
+const EVP_MD* sha256_md() {
+  static EVP_MD* const md = [] {
+    EVP_MD* m = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (m == nullptr) throw Internal("OpenSSL has no SHA-256");
+    return m;
+  }();
+  return md;
+}
+
+void hmac_sha256(std::span<const std::uint8_t> key,
+                 std::initializer_list<std::span<const std::uint8_t>> parts, std::uint8_t* out) {
+  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_new(hmac_algorithm()),
+                                                                &EVP_MAC_CTX_free);
+  std::size_t len = 0;
+  bool ok = ctx != nullptr && EVP_MAC_init(ctx.get(), key.data(), key.size(), sha256_params()) == 1;
+  for (const auto& part : parts) {
+    ok = ok && EVP_MAC_update(ctx.get(), part.data(), part.size()) == 1;
+  }
+  ok = ok && EVP_MAC_final(ctx.get(), out, &len, kKeyBytes) == 1 && len == kKeyBytes;
+  if (!ok) throw Internal("HMAC-SHA256 failed");
+}
+
 void derive_key_bytes(const std::uint8_t* secret, int parity, std::uint64_t index,
                       std::uint8_t* out) {
-  static constexpr std::string_view kLabel = "qkdn-emu-key-v1";
-  std::array<std::uint8_t, kLabel.size() + 9> msg{};
-  std::memcpy(msg.data(), kLabel.data(), kLabel.size());
-  msg[kLabel.size()] = static_cast<std::uint8_t>(parity & 1);
-  for (std::size_t i = 0; i < 8; ++i) {
-    msg[kLabel.size() + 1 + i] = static_cast<std::uint8_t>(index >> (56 - 8 * i));
+  const auto msg = key_message(parity, index);
+  hmac_sha256({secret, kLinkSecretBytes}, {msg}, out);
+}
+
+void KeyStore::MacFree::operator()(EVP_MAC_CTX* c) const noexcept { EVP_MAC_CTX_free(c); }
+
+void KeyStore::derive(int parity, std::uint64_t index, std::uint8_t* out) const {
+  bool ok = true;
+  if (!mac_) {
+    mac_.reset(EVP_MAC_CTX_new(hmac_algorithm()));
+    ok = mac_ != nullptr &&
+         EVP_MAC_init(mac_.get(), secret_.data(), secret_.size(), sha256_params()) == 1;
+  } else {
+    ok = EVP_MAC_init(mac_.get(), nullptr, 0, nullptr) == 1;  // same key, fresh message
   }
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), secret, static_cast<int>(kLinkSecretBytes), msg.data(), msg.size(), out,
-           &len) == nullptr ||
-      len != kKeyBytes) {
+  const auto msg = key_message(parity, index);
+  std::size_t len = 0;
+  ok = ok && EVP_MAC_update(mac_.get(), msg.data(), msg.size()) == 1 &&
+       EVP_MAC_final(mac_.get(), out, &len, kKeyBytes) == 1 && len == kKeyBytes;
+  if (!ok) {
+    mac_.reset();
     throw Internal("HMAC-SHA256 failed");
   }
 }
@@ -159,18 +224,15 @@ KeyStore::KeyStore(std::string link_id, std::string kma_id, std::string matching
       capacity_bits_(static_cast<std::int64_t>(capacity_bytes) * 8) {}
 
 void KeyStore::rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> start) {
+  mac_.reset();
   secret_.assign(secret, secret + kLinkSecretBytes);
   static constexpr std::string_view kLabel = "qkdn-emu-id-v1";
   for (std::size_t p = 0; p < 2; ++p) {
     std::array<std::uint8_t, kLabel.size() + 1> msg{};
     std::memcpy(msg.data(), kLabel.data(), kLabel.size());
     msg[kLabel.size()] = static_cast<std::uint8_t>(p);
-    std::array<std::uint8_t, EVP_MAX_MD_SIZE> md{};
-    unsigned int len = 0;
-    if (HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()), msg.data(), msg.size(),
-             md.data(), &len) == nullptr) {
-      throw Internal("HMAC-SHA256 failed");
-    }
+    std::array<std::uint8_t, 32> md{};
+    hmac_sha256(secret_, {msg}, md.data());
     // ID = spread(mul * index + add mod 2^59) || tag: a bijection of the index (unique IDs,
     // O(1) back to the block) that looks random across links, then a tag of the secret.
     std::uint64_t mul = 0;
@@ -275,7 +337,7 @@ KeyBlock KeyStore::block(Slot slot) const {
   KeyBlock k;
   const int p = static_cast<int>(slot & 1);
   k.id = id_of(p, slot >> 1);
-  derive_key_bytes(secret_.data(), p, slot >> 1, k.bytes.data());
+  derive(p, slot >> 1, k.bytes.data());
   return k;
 }
 

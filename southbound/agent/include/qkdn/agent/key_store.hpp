@@ -10,14 +10,19 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <openssl/types.h>
 
 #include "qkdn/agent/secure_memory.hpp"
 #include "qkdn/controller/clock.hpp"
@@ -70,6 +75,14 @@ struct KeyBlock {
   KeyBlock& operator=(const KeyBlock&) = default;
   ~KeyBlock();
 };
+
+/// HMAC-SHA256 of the concatenation of `parts` under `key`, written to `out` (32 bytes). The MAC
+/// algorithm is fetched from OpenSSL once per process (the one-shot HMAC() fetches it on every
+/// call, a measurable share of a relay hop). Throws Internal on failure.
+void hmac_sha256(std::span<const std::uint8_t> key,
+                 std::initializer_list<std::span<const std::uint8_t>> parts, std::uint8_t* out);
+/// SHA-256 fetched from OpenSSL once per process (for EVP_DigestInit_ex).
+const EVP_MD* sha256_md();
 
 /// Bytes of the secret both ends of an emulated link derive their keys from.
 inline constexpr std::size_t kLinkSecretBytes = 32;
@@ -244,6 +257,15 @@ class KeyStore {
     std::array<std::uint8_t, 8> tag{};
   };
   std::array<IdForm, 2> ids_{};
+  /// HMAC-SHA256 keyed with the secret, made on the first derivation (an idle link has none):
+  /// each key then costs one re-initialisation and two SHA-256 blocks. OpenSSL wipes it when
+  /// it is freed.
+  struct MacFree {
+    void operator()(EVP_MAC_CTX* c) const noexcept;
+  };
+  mutable std::unique_ptr<EVP_MAC_CTX, MacFree> mac_;
+  /// Block `index` of half `parity` through mac_.
+  void derive(int parity, std::uint64_t index, std::uint8_t* out) const;
   std::array<Half, 2> half_{};
   std::map<Slot, Held> held_;                         ///< reserved and allocated blocks
   std::set<std::pair<SteadyPoint, Slot>> reserved_;   ///< by lease start
