@@ -52,28 +52,29 @@ std::string key_id_to_string(const KeyId& id) {
 }
 
 std::optional<KeyId> parse_key_id(const std::string& text) {
-  if (!is_uuid(text)) return std::nullopt;
-  KeyId id{};
-  std::size_t n = 0;
+  // One pass (the relay path parses every key ID of every frame): canonical 8-4-4-4-12 hex,
+  // either case, as is_uuid() accepts.
+  if (text.size() != 36) return std::nullopt;
   auto nibble = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
   };
-  int hi = -1;
-  for (char c : text) {
-    if (c == '-') continue;
-    const int v = nibble(c);
-    if (v < 0 || n >= id.size()) return std::nullopt;
-    if (hi < 0) {
-      hi = v;
-    } else {
-      id[n++] = static_cast<std::uint8_t>((hi << 4) | v);
-      hi = -1;
+  KeyId id{};
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < 36;) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (text[i] != '-') return std::nullopt;
+      ++i;
+      continue;
     }
+    const int hi = nibble(text[i]);
+    const int lo = nibble(text[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    id[n++] = static_cast<std::uint8_t>((hi << 4) | lo);
+    i += 2;
   }
-  if (n != id.size()) return std::nullopt;
   return id;
 }
 

@@ -357,7 +357,8 @@ class KmHost {
 
   std::map<std::uint32_t, std::shared_ptr<SupplyWait>> waits_by_notification_;  ///< 0x1403 id
   std::map<std::string, std::shared_ptr<SupplyWait>> waits_by_relay_;  ///< relay id / supply id
-  std::map<std::string, SuppliedKey> supplied_;  ///< ETSI key_ID -> key for an SAE
+  /// ETSI key_ID -> key for an SAE (hashed: it can hold hundreds of thousands of keys).
+  std::unordered_map<std::string, SuppliedKey> supplied_;
   /// (expires, key_ID) in filing order; expiry times never decrease (one TTL), so expiry pops
   /// from the front instead of scanning supplied_ (which can hold hundreds of thousands).
   std::deque<std::pair<SteadyTime, std::string>> supplied_expiry_;
@@ -380,7 +381,7 @@ class KmHost {
 
  private:
   /// Erases a supplied key and its bytes from supplied_bytes_.
-  void forget_supplied(std::map<std::string, SuppliedKey>::iterator it);
+  void forget_supplied(std::unordered_map<std::string, SuppliedKey>::iterator it);
 
   // Generation and alarms.
   net::awaitable<void> tick_loop();

@@ -3,6 +3,7 @@
 // room and credit, memory per idle link. Deterministic: fixed secrets, injected time.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <set>
@@ -477,6 +478,29 @@ TEST(KeyStore, IdleLinkMemoryIsConstant) {
                          false));
   EXPECT_EQ(store.tracked_entries(), 0u);
   EXPECT_EQ(secure::arena_stats().bytes_in_use, keyed);
+}
+
+}  // namespace
+}  // namespace qkdn::agent
+
+namespace qkdn::agent {
+namespace {
+
+// parse_key_id() reads canonical UUID text in either case, in one pass, and refuses the rest.
+TEST(KeyId, ParseRoundTripAndRejects) {
+  auto store = make_store(9);
+  const KeyId id = store.id_of(1, 12345);
+  EXPECT_EQ(parse_key_id(key_id_to_string(id)), id);
+  std::string upper = key_id_to_string(id);
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_EQ(parse_key_id(upper), id);
+  EXPECT_FALSE(parse_key_id(""));
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000-00000000000"));    // short
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000-0000000000000"));  // long
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000x000000000000"));   // no dash
+  EXPECT_FALSE(parse_key_id("0000000-00000-4000-8000-000000000000"));   // dash moved
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000-00000000000g"));   // not hex
+  EXPECT_TRUE(parse_key_id("00000000-0000-4000-8000-000000000000"));
 }
 
 }  // namespace
