@@ -7,7 +7,7 @@
 namespace qkdn::agent::kma {
 namespace {
 
-constexpr std::size_t kSeedSize = kLinkSecretBytes + 3 * 8;
+constexpr std::size_t kSeedSize = kLinkSecretBytes + std::size_t{3} * 8;
 
 void put_u16(std::string& out, std::uint16_t v) {
   out.push_back(static_cast<char>(v >> 8));

@@ -18,7 +18,7 @@ namespace {
 using std::chrono::milliseconds;
 using SteadyPoint = std::chrono::steady_clock::time_point;
 
-constexpr std::size_t kCapacityBytes = 64 * 32;  // 64 keys: 32 per half
+constexpr std::size_t kCapacityBytes = std::size_t{64} * 32;  // 64 keys: 32 per half
 
 /// A fixed secret: bytes seed, seed + 1, ...
 std::array<std::uint8_t, kLinkSecretBytes> secret_of(std::uint8_t seed) {
@@ -382,7 +382,7 @@ TEST(KeyStore, SplitByRoom) {
 // The pool grows at the key rate (injected elapsed time) up to its capacity, then pauses
 // without banking credit; a stall never ends in a burst beyond one second's worth.
 TEST(KeyStore, PoolGrowsAtRateUpToCapacity) {
-  auto store = make_store(3, 256 * 32);  // 128 keys per half
+  auto store = make_store(3, std::size_t{256} * 32);  // 128 keys per half
   MintCredit credit;
   const double rate = 10 * kKeyBits;  // 10 keys/s
   std::int64_t minted = 0;
