@@ -8,7 +8,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <boost/json.hpp>
 
@@ -112,16 +111,15 @@ std::vector<std::uint8_t> pad_of(const std::vector<KeyBlock>& keys) {
 std::array<std::uint8_t, 32> hop_tag(const std::vector<std::uint8_t>& pad, const std::string& aad,
                                      const std::vector<std::uint8_t>& ciphertext) {
   std::array<std::uint8_t, 32> mac_key{};
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), pad.data(), static_cast<int>(pad.size()),
-       reinterpret_cast<const unsigned char*>(kMacLabel.data()), kMacLabel.size(), mac_key.data(),
-       &len);
-  std::vector<std::uint8_t> msg(aad.begin(), aad.end());
-  msg.push_back(0);
-  msg.insert(msg.end(), ciphertext.begin(), ciphertext.end());
+  hmac_sha256(pad, {{reinterpret_cast<const std::uint8_t*>(kMacLabel.data()), kMacLabel.size()}},
+              mac_key.data());
+  static constexpr std::uint8_t kSeparator = 0;
   std::array<std::uint8_t, 32> tag{};
-  HMAC(EVP_sha256(), mac_key.data(), static_cast<int>(mac_key.size()), msg.data(), msg.size(),
-       tag.data(), &len);
+  hmac_sha256(mac_key,
+              {{reinterpret_cast<const std::uint8_t*>(aad.data()), aad.size()},
+               {&kSeparator, 1},
+               ciphertext},
+              tag.data());
   OPENSSL_cleanse(mac_key.data(), mac_key.size());
   return tag;
 }

@@ -235,6 +235,16 @@ LinkEnd::LinkEnd(std::string id, std::string peer, bool is_primary, KeyStore key
       qber(q),
       dial_wake(ex) {
   dial_wake.expires_at(SteadyTime::max());
+  if (primary) {
+    // The primary chooses the link's secret (docs/key-supply.md "Emulated links"): fresh per
+    // process, so a restarted primary never repeats a block under an old secret; the secondary
+    // learns it from the Seed frame over the authenticated KMA session.
+    secure::Bytes secret(kLinkSecretBytes);
+    if (RAND_bytes(secret.data(), static_cast<int>(secret.size())) != 1) {
+      throw Internal("RAND_bytes failed for the secret of link " + link_id);
+    }
+    store.rekey(secret.data(), {0, 0});
+  }
 }
 
 // ---- KmHost: construction and lifecycle ------------------------------------------------------
@@ -939,10 +949,7 @@ bool KmHost::attach(LinkEnd* link, const std::shared_ptr<KmaSession>& session) {
 
 void KmHost::begin_sync(LinkEnd& link) {
   if (!link.primary || !link.session) return;
-  const auto last = link.store.newest_id();
-  link.session->send(
-      json_frame(kma::Type::kSync, {{"last_key_id", last ? key_id_to_string(*last) : std::string{}},
-                                    {"capacity_bits", link.store.capacity_bits()}}));
+  link.session->send(kma::encode_seed_frame(link.store));
 }
 
 void KmHost::detach(const std::shared_ptr<KmaSession>& session) {
@@ -979,24 +986,19 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
     session->close();
   };
   switch (type) {
-    case kma::Type::kSync: {
-      if (link->primary) return fail("unexpected sync");
-      kma::Sync msg;
-      try {
-        msg = kma::parse_sync(payload);
-      } catch (const kma::BadMessage& e) {
-        return fail(std::string("malformed sync: ") + e.what());
-      }
-      bool in_sync = true;
+    case kma::Type::kSeed: {
+      if (link->primary) return fail("unexpected seed");
+      auto seed = kma::decode_seed(payload);
+      if (!seed) return fail("malformed seed");
       const auto before = static_cast<std::int64_t>(link->store.size());
-      if (!msg.last_key_id) {
-        link->store.clear();
-      } else if (!link->store.trim_after(*msg.last_key_id)) {
-        link->store.clear();
-        in_sync = false;
-      }
+      // Same secret and at least the primary's blocks: drop the batches it never stored.
+      // Otherwise (our restart, or the primary's) start empty where the primary's pool ends:
+      // the primary drops its pool on in_sync false, and no block is ever used twice.
+      bool in_sync =
+          link->store.has_secret(seed->secret.data()) && link->store.trim_to(seed->minted);
+      if (!in_sync) link->store.rekey(seed->secret.data(), seed->minted);
       link->keys_discarded += before - static_cast<std::int64_t>(link->store.size());
-      link->peer_capacity_bits = msg.capacity_bits;
+      link->peer_capacity_bits = seed->capacity_bits;
       link->synced = true;
       session->send(
           json_frame(kma::Type::kSyncOk,
@@ -1019,17 +1021,17 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       link->peer_capacity_bits = msg.capacity_bits;
       link->synced = true;
       link->last_generation = std::chrono::steady_clock::now();
-      link->credit_bits = 0;
+      link->credit.reset();
       flush_discards(*link);
       return;
     }
-    case kma::Type::kKeys: {
-      if (link->primary || !link->synced) return fail("unexpected keys");
-      auto body = kma::decode_keys(payload);
-      if (!body) return fail("malformed keys frame");
-      for (auto& k : body->keys) {
-        if (link->store.push(k)) ++link->keys_generated;  // a duplicate ID is dropped
-      }
+    case kma::Type::kMint: {
+      if (link->primary || !link->synced) return fail("unexpected mint");
+      auto body = kma::decode_mint(payload);
+      if (!body) return fail("malformed mint frame");
+      const auto before = link->store.added_bits_total();
+      link->store.mint(body->n);
+      link->keys_generated += (link->store.added_bits_total() - before) / kKeyBits;
       session->send(kma::encode_ack_frame(body->seq));
       return;
     }
@@ -1038,9 +1040,9 @@ void KmHost::on_kma_frame(const std::shared_ptr<KmaSession>& session, kma::Type 
       if (!link->primary || !seq || link->pending.empty() || link->pending.front().seq != *seq) {
         return fail("unexpected ack");
       }
-      for (auto& k : link->pending.front().keys) {
-        if (link->store.push(k)) ++link->keys_generated;  // as the secondary does
-      }
+      const auto before = link->store.added_bits_total();
+      link->store.mint(link->pending.front().n);  // as the secondary did
+      link->keys_generated += (link->store.added_bits_total() - before) / kKeyBits;
       link->pending.pop_front();
       return;
     }
@@ -1137,45 +1139,27 @@ void KmHost::generate(LinkEnd& link, SteadyTime now) {
   const double dt = std::chrono::duration<double>(now - link.last_generation).count();
   link.last_generation = now;
   if (!link.up() || link.key_rate_bps <= 0) {
-    link.credit_bits = 0;
+    link.credit.reset();
     return;
   }
-  link.credit_bits = std::min(link.credit_bits + link.key_rate_bps * dt,
-                              link.key_rate_bps + static_cast<double>(kKeyBits));
-  // Each parity half of the store gets half of min(own, peer) capacity. A new key takes the
-  // parity of a half with room, so one-way demand (only one end's half consumed) never fills
-  // the store with the unused half and stalls generation; it pauses only while both are full.
+  link.credit.accrue(link.key_rate_bps, dt);
+  // Each parity half of the store gets half of min(own, peer) capacity. New blocks go to the
+  // half with more room, so one-way demand (only one end's half consumed) never fills the store
+  // with the unused half and stalls generation; it pauses only while both are full. Blocks are
+  // counted, not made: both ends derive their IDs and bytes when they are used (KeyStore).
+  if (link.pending.size() >= kMaxPendingBatches) return;
   std::array<std::int64_t, 2> in_flight{};
   for (const auto& p : link.pending) {
-    for (const auto& k : p.keys) ++in_flight[static_cast<std::size_t>(key_parity(k.id))];
+    in_flight[0] += p.n[0];
+    in_flight[1] += p.n[1];
   }
-  auto room = link.store.generation_room(link.peer_capacity_bits, in_flight);
-  while (link.credit_bits >= static_cast<double>(kKeyBits) &&
-         link.pending.size() < kMaxPendingBatches) {
-    const auto by_credit =
-        static_cast<std::int64_t>(link.credit_bits / static_cast<double>(kKeyBits));
-    const std::int64_t n =
-        std::min({by_credit, room[0] + room[1], static_cast<std::int64_t>(kma::kMaxKeysPerBatch)});
-    if (n <= 0) {
-      link.credit_bits = 0;  // both halves are full: generation pauses
-      return;
-    }
-    LinkEnd::Pending batch{link.next_seq++, std::vector<KeyBlock>(static_cast<std::size_t>(n))};
-    const auto created = std::chrono::system_clock::now();
-    for (auto& k : batch.keys) {
-      if (RAND_bytes(k.bytes.data(), static_cast<int>(k.bytes.size())) != 1) {
-        log_line(LogLevel::kError, "KM " + km_id_ + ": RAND_bytes failed");
-        link.credit_bits = 0;
-        return;
-      }
-      k.id = new_key_id();
-      assign_parity(k.id, room);  // n <= total room, so a half always has room
-      k.created = created;
-    }
-    link.session->send(kma::encode_keys_frame(batch.seq, batch.keys));
-    link.pending.push_back(std::move(batch));
-    link.credit_bits -= static_cast<double>(n * kKeyBits);
-  }
+  const auto room = link.store.generation_room(link.peer_capacity_bits, in_flight);
+  const std::int64_t n = link.credit.spend(room[0] + room[1], kma::kMaxMintPerFrame);
+  if (n <= 0) return;
+  LinkEnd::Pending batch{link.next_seq, split_by_room(n, room, link.next_seq)};
+  ++link.next_seq;
+  link.session->send(kma::encode_mint_frame(batch.seq, batch.n));
+  link.pending.push_back(batch);
 }
 
 void KmHost::evaluate_alarms(LinkEnd& link) {

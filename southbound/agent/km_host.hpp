@@ -2,6 +2,7 @@
 // KmHost, its LinkEnds and its KmaSessions is touched only on that strand.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -103,13 +104,13 @@ struct LinkEnd {
   bool synced = false;
   std::int64_t peer_capacity_bits = INT64_MAX;
 
-  // Generator (primary only): credit in bits, batches sent but not yet acknowledged.
-  double credit_bits = 0;
+  // Generator (primary only): credit in bits, Mint batches sent but not yet acknowledged.
+  MintCredit credit;
   SteadyTime last_generation{};
   std::uint32_t next_seq = 1;
   struct Pending {
     std::uint32_t seq;
-    std::vector<KeyBlock> keys;
+    std::array<std::int64_t, 2> n;  ///< blocks minted per half, stored on the Ack
   };
   std::deque<Pending> pending;
 
@@ -368,7 +369,8 @@ class KmHost {
 
   std::map<std::uint32_t, std::shared_ptr<SupplyWait>> waits_by_notification_;  ///< 0x1403 id
   std::map<std::string, std::shared_ptr<SupplyWait>> waits_by_relay_;  ///< relay id / supply id
-  std::map<std::string, SuppliedKey> supplied_;  ///< ETSI key_ID -> key for an SAE
+  /// ETSI key_ID -> key for an SAE (hashed: it can hold hundreds of thousands of keys).
+  std::unordered_map<std::string, SuppliedKey> supplied_;
   /// (expires, key_ID) in filing order; expiry times never decrease (one TTL), so expiry pops
   /// from the front instead of scanning supplied_ (which can hold hundreds of thousands).
   std::deque<std::pair<SteadyTime, std::string>> supplied_expiry_;
@@ -391,7 +393,7 @@ class KmHost {
 
  private:
   /// Erases a supplied key and its bytes from supplied_bytes_.
-  void forget_supplied(std::map<std::string, SuppliedKey>::iterator it);
+  void forget_supplied(std::unordered_map<std::string, SuppliedKey>::iterator it);
 
   // Generation and alarms.
   net::awaitable<void> tick_loop();

@@ -7,7 +7,7 @@
 namespace qkdn::agent::kma {
 namespace {
 
-constexpr std::size_t kKeyRecord = 16 + 8 + kKeyBytes;
+constexpr std::size_t kSeedSize = kLinkSecretBytes + std::size_t{3} * 8;
 
 void put_u16(std::string& out, std::uint16_t v) {
   out.push_back(static_cast<char>(v >> 8));
@@ -42,43 +42,55 @@ std::string encode_frame(Type type, std::string_view payload) {
   return out;
 }
 
-std::string encode_keys_frame(std::uint32_t seq, const std::vector<KeyBlock>& keys) {
-  if (keys.size() > kMaxKeysPerBatch) throw InvalidArgument("too many keys in one KMA frame");
+std::string encode_seed_frame(const KeyStore& store) {
+  if (!store.keyed()) throw InvalidArgument("seed of a link without a secret");
   std::string out;
-  const std::size_t len = 8 + keys.size() * kKeyRecord;
-  out.reserve(kHeaderSize + len);
-  put_u16(out, static_cast<std::uint16_t>(Type::kKeys));
-  put_u32(out, static_cast<std::uint32_t>(len));
-  put_u32(out, seq);
-  put_u32(out, static_cast<std::uint32_t>(keys.size()));
-  for (const auto& k : keys) {
-    out.append(reinterpret_cast<const char*>(k.id.data()), k.id.size());
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(k.created.time_since_epoch());
-    put_u64(out, static_cast<std::uint64_t>(ms.count()));
-    out.append(reinterpret_cast<const char*>(k.bytes.data()), k.bytes.size());
-  }
+  out.reserve(kHeaderSize + kSeedSize);
+  put_u16(out, static_cast<std::uint16_t>(Type::kSeed));
+  put_u32(out, static_cast<std::uint32_t>(kSeedSize));
+  out.append(reinterpret_cast<const char*>(store.secret().data()), kLinkSecretBytes);
+  const auto minted = store.minted();
+  put_u64(out, minted[0]);
+  put_u64(out, minted[1]);
+  put_u64(out, static_cast<std::uint64_t>(store.capacity_bits()));
   return out;
 }
 
-std::optional<KeysBody> decode_keys(std::string_view payload) {
-  if (payload.size() < 8) return std::nullopt;
+std::optional<Seed> decode_seed(std::string_view payload) {
+  if (payload.size() != kSeedSize) return std::nullopt;
   const auto* p = reinterpret_cast<const std::uint8_t*>(payload.data());
-  KeysBody body;
-  body.seq = static_cast<std::uint32_t>(get_be(p, 4));
-  const auto count = static_cast<std::size_t>(get_be(p + 4, 4));
-  if (count > kMaxKeysPerBatch || payload.size() != 8 + count * kKeyRecord) return std::nullopt;
-  body.keys.resize(count);
-  p += 8;
-  for (auto& k : body.keys) {
-    std::memcpy(k.id.data(), p, k.id.size());
-    const auto ms = static_cast<std::int64_t>(get_be(p + 16, 8));
-    k.created =
-        SysTime{std::chrono::duration_cast<SysTime::duration>(std::chrono::milliseconds{ms})};
-    std::memcpy(k.bytes.data(), p + 24, k.bytes.size());
-    p += kKeyRecord;
+  Seed seed;
+  seed.secret.assign(p, p + kLinkSecretBytes);
+  p += kLinkSecretBytes;
+  seed.minted = {get_be(p, 8), get_be(p + 8, 8)};
+  const std::uint64_t capacity = get_be(p + 16, 8);
+  if (seed.minted[0] >= kMaxMintIndex || seed.minted[1] >= kMaxMintIndex ||
+      capacity > static_cast<std::uint64_t>(INT64_MAX)) {
+    return std::nullopt;
   }
-  return body;
+  seed.capacity_bits = static_cast<std::int64_t>(capacity);
+  return seed;
+}
+
+std::string encode_mint_frame(std::uint32_t seq, const std::array<std::int64_t, 2>& n) {
+  if (n[0] < 0 || n[1] < 0 || n[0] > kMaxMintPerFrame || n[1] > kMaxMintPerFrame) {
+    throw InvalidArgument("mint count out of range");
+  }
+  std::string payload;
+  put_u32(payload, seq);
+  put_u32(payload, static_cast<std::uint32_t>(n[0]));
+  put_u32(payload, static_cast<std::uint32_t>(n[1]));
+  return encode_frame(Type::kMint, payload);
+}
+
+std::optional<Mint> decode_mint(std::string_view payload) {
+  if (payload.size() != 12) return std::nullopt;
+  const auto* p = reinterpret_cast<const std::uint8_t*>(payload.data());
+  Mint m;
+  m.seq = static_cast<std::uint32_t>(get_be(p, 4));
+  m.n = {static_cast<std::int64_t>(get_be(p + 4, 4)), static_cast<std::int64_t>(get_be(p + 8, 4))};
+  if (m.n[0] > kMaxMintPerFrame || m.n[1] > kMaxMintPerFrame) return std::nullopt;
+  return m;
 }
 
 std::string encode_ack_frame(std::uint32_t seq) {

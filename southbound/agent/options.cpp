@@ -108,11 +108,12 @@ base::ArgParser make_parser(CommandLine& cl, Given& g) {
             "plain TCP on Ck without authentication (labs and tests only; the KMA links still "
             "need TLS or --insecure-kma)",
             [&cfg](bool on) { cfg.insecure_ck = on; })
-      .flag("insecure-kma",
-            "plain TCP on KMA links without authentication: key bytes travel in clear and anyone "
-            "reaching a KMA port can pose as a peer KM (labs and tests only; prints a WARNING); "
-            "excludes --tls-cert-dir",
-            [&cfg](bool on) { cfg.insecure_kma = on; })
+      .flag(
+          "insecure-kma",
+          "plain TCP on KMA links without authentication: link secrets travel in clear and anyone "
+          "reaching a KMA port can pose as a peer KM (labs and tests only; prints a WARNING); "
+          "excludes --tls-cert-dir",
+          [&cfg](bool on) { cfg.insecure_kma = on; })
       .option("kma-listen-host", "IP",
               "address of the KMA listeners, ports are automatic (127.0.0.1)",
               text(cfg.kma_listen_host))
@@ -215,7 +216,9 @@ base::ArgParser make_parser(CommandLine& cl, Given& g) {
       .section("Other")
       .option("threads", "N", "io threads (2)",
               [&cl](V v) { cl.threads = static_cast<unsigned>(parse_int("--threads", v, 1, 256)); })
-      .option("seed", "N", "deterministic key IDs and jitter (keys always come from RAND_bytes)",
+      .option("seed", "N",
+              "deterministic relay key IDs and jitter (link secrets and keys always come from "
+              "RAND_bytes)",
               [&cfg](V v) { cfg.seed = base::parse_uint("--seed", v, 0, UINT64_MAX); })
       .option("log-level", "LEVEL",
               "debug, info, warn or error (info; QKDN_AGENT_DEBUG=1 means debug)",

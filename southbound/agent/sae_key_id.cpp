@@ -17,7 +17,7 @@ std::array<std::uint8_t, 4> tag(std::string_view domain, const Prefix& prefix,
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(ctx.get(), sha256_md(), nullptr);  // fetched once
   EVP_DigestUpdate(ctx.get(), domain.data(), domain.size());
   EVP_DigestUpdate(ctx.get(), prefix.data(), prefix.size());
   EVP_DigestUpdate(ctx.get(), sae.data(), sae.size());

@@ -211,7 +211,7 @@ void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_
   }
 }
 
-void KmHost::forget_supplied(std::map<std::string, SuppliedKey>::iterator it) {
+void KmHost::forget_supplied(std::unordered_map<std::string, SuppliedKey>::iterator it) {
   if (auto b = supplied_bytes_.find(it->second.slave_sae); b != supplied_bytes_.end()) {
     b->second -= std::min(b->second, it->second.bytes.size());
     if (b->second == 0) supplied_bytes_.erase(b);

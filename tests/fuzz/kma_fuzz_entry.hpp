@@ -90,12 +90,21 @@ inline int kma_fuzz_one(const std::uint8_t* data, std::size_t size) {
         check_sae(c.sae, c.key_ids.size());
         break;
       }
-      default: {  // the binary frames: a header, Keys and Ack payloads
+      default: {  // the binary frames: a header, Seed, Mint and Ack payloads
         if (payload.size() >= kma::kHeaderSize) {
           (void)kma::decode_header(reinterpret_cast<const std::uint8_t*>(payload.data()));
         }
-        if (auto keys = kma::decode_keys(payload)) {
-          if (keys->keys.size() > kma::kMaxKeysPerBatch) violated("kma", "keys batch bound");
+        if (auto mint = kma::decode_mint(payload)) {
+          if (mint->n[0] < 0 || mint->n[1] < 0 || mint->n[0] > kma::kMaxMintPerFrame ||
+              mint->n[1] > kma::kMaxMintPerFrame) {
+            violated("kma", "mint bound");
+          }
+        }
+        if (auto seed = kma::decode_seed(payload)) {
+          if (seed->secret.size() != agent::kLinkSecretBytes || seed->capacity_bits < 0 ||
+              seed->minted[0] >= kma::kMaxMintIndex || seed->minted[1] >= kma::kMaxMintIndex) {
+            violated("kma", "seed bound");
+          }
         }
         (void)kma::decode_ack(payload);
         (void)kma::request_id_of(payload, "claim_id");

@@ -1,7 +1,8 @@
 // Peer input at the agent (issue 13): a peer KM (authenticated, not trusted with the agent's
 // memory) and the controller send fields the agent must check before acting. A real agent hosts
-// KM2; the test plays KM1 on the KMA link L12 by hand (Hello, Sync, Keys with bytes it chose,
-// then Relay frames with valid one-time pads and tags), and plays the controller on Ck.
+// KM2; the test plays KM1 on the KMA link L12 by hand (Hello, Seed with a secret it chose, Mint,
+// then Relay frames with valid one-time pads and tags from the keys both ends derive), and plays
+// the controller on Ck.
 #include <gtest/gtest.h>
 #include <poll.h>
 
@@ -141,15 +142,15 @@ class AgentPeerInput : public ::testing::Test {
     peer_ = std::make_unique<FakePeer>(agent_->kma_endpoint("KM2"));
     peer_->send(kma::Type::kHello, R"({"from_km":"KM1","to_km":"KM2","link_id":"L12"})");
     ASSERT_TRUE(peer_->expect(kma::Type::kHelloOk));
-    peer_->send(kma::Type::kSync, R"({"last_key_id":"","capacity_bits":1048576})");
+    // The link secret KM1 (the primary) chose; the test derives the keys as both ends do.
+    secure::Bytes secret(kLinkSecretBytes);
+    for (std::size_t i = 0; i < secret.size(); ++i) secret[i] = static_cast<std::uint8_t>(7 * i);
+    mirror_.rekey(secret.data(), {0, 0});
+    peer_->send_raw(kma::encode_seed_frame(mirror_));
     ASSERT_TRUE(peer_->expect(kma::Type::kSyncOk));
-    // 64 link keys whose bytes the test knows: key i is filled with byte i.
-    std::vector<KeyBlock> keys(64);
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      keys[i].id = make_id(static_cast<std::uint8_t>(i), 0x11);
-      keys[i].bytes.fill(static_cast<std::uint8_t>(i));
-    }
-    peer_->send_raw(kma::encode_keys_frame(1, keys));
+    // 64 link keys of KM1's half.
+    mirror_.mint({64, 0});
+    peer_->send_raw(kma::encode_mint_frame(1, {64, 0}));
     ASSERT_TRUE(peer_->expect(kma::Type::kAck));
   }
   void TearDown() override {
@@ -170,9 +171,11 @@ class AgentPeerInput : public ::testing::Test {
     std::vector<std::uint8_t> pad;
     std::vector<std::uint8_t> plain(n * kKeyBytes, 0xA5);
     for (std::size_t i = 0; i < n; ++i) {
-      hop_ids.emplace_back(key_id_to_string(make_id(static_cast<std::uint8_t>(first + i), 0x11)));
+      hop_ids.emplace_back(key_id_to_string(mirror_.id_of(0, first + i)));
       e2e_ids.emplace_back(key_id_to_string(make_id(static_cast<std::uint8_t>(first + i), 0xEE)));
-      pad.insert(pad.end(), kKeyBytes, static_cast<std::uint8_t>(first + i));
+      std::array<std::uint8_t, kKeyBytes> bytes{};
+      derive_key_bytes(mirror_.secret().data(), 0, first + i, bytes.data());
+      pad.insert(pad.end(), bytes.begin(), bytes.end());
     }
     json::object meta{
         {"key_relay_request_id", rid},
@@ -209,6 +212,7 @@ class AgentPeerInput : public ::testing::Test {
   std::unique_ptr<FakeController> controller_;
   std::unique_ptr<Agent> agent_;
   std::unique_ptr<FakePeer> peer_;
+  KeyStore mirror_{"L12", "KM1", "KM2", 1 << 20};  ///< KM1's view: IDs and bytes of its keys
 };
 
 bool refused(const std::string& response) { return response.rfind("NG: bad_request", 0) == 0; }

@@ -163,26 +163,29 @@ TEST_F(KeyMemory, MapOverwriteWipesTheOldKey) {
             0);
 }
 
-// The link key store: keys pushed, taken, trimmed and cleared leave no key bytes in freed
-// memory (KeyBlock wipes itself; the store's nodes come from the key arena).
+// The link key store: its secret (the pattern) and the keys derived from it leave no key bytes
+// in freed memory through rekeying, takes, trims, clears and destruction (KeyBlock wipes
+// itself; the secret lives in the key arena).
 TEST_F(KeyMemory, KeyStoreEveryFreePath) {
   EXPECT_EQ(leaks_during([] {
+              secure::Bytes secret;
+              fill_key(secret, kLinkSecretBytes);
               KeyStore s("L", "A", "B", 1 << 20);
+              s.rekey(secret.data(), {0, 0});
+              s.mint({64, 64});
               std::vector<KeyId> ids;
-              for (int i = 0; i < 64; ++i) {
-                KeyBlock k;
-                k.id[0] = static_cast<std::uint8_t>(2 * i);
-                k.id[1] = 0x42;
-                std::copy(std::begin(kPattern), std::end(kPattern), k.bytes.begin());
-                std::copy(std::begin(kPattern), std::end(kPattern), k.bytes.begin() + 16);
-                if (i < 8) ids.push_back(k.id);
-                s.push(k);
-              }
+              for (std::uint64_t i = 0; i < 8; ++i) ids.push_back(s.id_of(1, i));
               auto taken = s.take(ids, false);
               ASSERT_TRUE(taken.has_value());
               taken.reset();
-              ASSERT_TRUE(s.trim_after(s.newest_id().value()));
+              const auto r = s.reserve(4, 0, std::chrono::steady_clock::time_point{});
+              ASSERT_TRUE(s.allocate(r));
+              ASSERT_TRUE(s.take(r, true).has_value());
+              ASSERT_TRUE(s.trim_to({32, 32}));
               s.clear();
+              s.rekey(secret.data(), {64, 64});  // the old copy of the secret is freed
+              KeyStore moved = std::move(s);
+              moved.mint({1, 1});
             }),
             0);
 }

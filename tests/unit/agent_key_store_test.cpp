@@ -1,13 +1,16 @@
-// Unit tests of the agent's per-link KeyStore: parity halves, state rules, leases, resync trim,
-// digests and generation room under one-way demand. Deterministic: fixed seeds, injected time.
+// Unit tests of the agent's per-link KeyStore (lazy emulation): both ends derive the same keys
+// from the link secret, parity halves, state rules, leases, resync trim, digests, generation
+// room and credit, memory per idle link. Deterministic: fixed secrets, injected time.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdint>
-#include <random>
+#include <set>
 #include <vector>
 
 #include "qkdn/agent/key_store.hpp"
+#include "qkdn/agent/secure_memory.hpp"
 
 namespace qkdn::agent {
 namespace {
@@ -15,60 +18,131 @@ namespace {
 using std::chrono::milliseconds;
 using SteadyPoint = std::chrono::steady_clock::time_point;
 
-constexpr std::size_t kCapacityBytes = 64 * 32;  // 64 keys: 32 per half
+constexpr std::size_t kCapacityBytes = std::size_t{64} * 32;  // 64 keys: 32 per half
 
-// Makes random keys (ID and bytes) from a fixed seed; `parity` forces the first ID byte's.
-class KeyMaker {
- public:
-  explicit KeyMaker(std::uint32_t seed) : rng_(seed) {}
+/// A fixed secret: bytes seed, seed + 1, ...
+std::array<std::uint8_t, kLinkSecretBytes> secret_of(std::uint8_t seed) {
+  std::array<std::uint8_t, kLinkSecretBytes> s{};
+  for (std::size_t i = 0; i < s.size(); ++i) s[i] = static_cast<std::uint8_t>(seed + i);
+  return s;
+}
 
-  KeyBlock make(int parity) {
-    KeyBlock k = make_random();
-    k.id[0] = static_cast<std::uint8_t>((k.id[0] & 0xFE) | parity);
-    return k;
-  }
+KeyStore make_store(std::uint8_t seed = 1, std::size_t capacity = kCapacityBytes) {
+  KeyStore s("L12", "KM1", "KM2", capacity);
+  s.rekey(secret_of(seed).data(), {0, 0});
+  return s;
+}
 
-  KeyBlock make_random() {
-    KeyBlock k;
-    for (auto& b : k.id) b = static_cast<std::uint8_t>(rng_());
-    for (auto& b : k.bytes) b = static_cast<std::uint8_t>(rng_());
-    return k;
-  }
-
- private:
-  std::mt19937 rng_;
-};
-
-KeyStore make_store() { return KeyStore("L12", "KM1", "KM2", kCapacityBytes); }
-
-// Pushes `n` keys of `parity` into both stores (same keys, same order); returns their IDs.
-std::vector<KeyId> push_keys(KeyMaker& maker, int parity, std::size_t n, KeyStore& a,
-                             KeyStore* b = nullptr) {
+// Mints `n` blocks of `parity` in `a` (and `b`, the other end); returns their IDs.
+std::vector<KeyId> push_keys(int parity, std::size_t n, KeyStore& a, KeyStore* b = nullptr) {
   std::vector<KeyId> ids;
-  for (std::size_t i = 0; i < n; ++i) {
-    KeyBlock k = maker.make(parity);
-    ids.push_back(k.id);
-    if (b != nullptr) {
-      EXPECT_TRUE(b->push(k));
-    }
-    EXPECT_TRUE(a.push(std::move(k)));
-  }
+  const auto first = a.minted()[static_cast<std::size_t>(parity)];
+  std::array<std::int64_t, 2> add{};
+  add[static_cast<std::size_t>(parity)] = static_cast<std::int64_t>(n);
+  a.mint(add);
+  if (b != nullptr) b->mint(add);
+  for (std::size_t i = 0; i < n; ++i) ids.push_back(a.id_of(parity, first + i));
   return ids;
 }
 
 const SteadyPoint kT0{std::chrono::seconds{1000}};
 
+// Both ends keyed with the same secret derive the same IDs and bytes for every block, and the
+// bytes are HMAC-SHA256(secret, label || parity || index) as documented; another secret gives
+// other IDs and bytes, and IDs are version-4 UUIDs whose low bit of byte 0 is the parity.
+TEST(KeyStore, BothEndsDeriveTheSameKeys) {
+  auto a = make_store(7);
+  KeyStore b("L12", "KM2", "KM1", kCapacityBytes / 2);
+  b.rekey(secret_of(7).data(), {0, 0});
+  a.mint({20, 20});
+  b.mint({20, 20});
+  std::vector<KeyId> ids;
+  for (std::uint64_t i = 0; i < 20; ++i) {
+    for (int p = 0; p < 2; ++p) {
+      const KeyId id = a.id_of(p, i);
+      EXPECT_EQ(id, b.id_of(p, i));
+      EXPECT_EQ(key_parity(id), p);
+      EXPECT_EQ(id[6] >> 4, 4);
+      EXPECT_EQ(id[8] & 0xC0, 0x80);
+      ids.push_back(id);
+    }
+  }
+  EXPECT_EQ(std::set<KeyId>(ids.begin(), ids.end()).size(), ids.size());  // all distinct
+  // Their first 8 bytes differ too (ETSI key_IDs of adjacent supplies are made from them).
+  std::set<std::vector<std::uint8_t>> prefixes;
+  for (const auto& id : ids) prefixes.emplace(id.begin(), id.begin() + 8);
+  EXPECT_EQ(prefixes.size(), ids.size());
+  EXPECT_EQ(a.digest_hex(), b.digest_hex());
+
+  // a reserves and takes its half; b (the far end) takes the same IDs: identical bytes.
+  const auto r = a.reserve(5, 0, kT0);
+  ASSERT_TRUE(a.allocate(r));
+  auto at_a = a.take(r, true);
+  auto at_b = b.take(r, false);
+  ASSERT_TRUE(at_a && at_b);
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    EXPECT_EQ((*at_a)[i].id, r[i]);
+    EXPECT_EQ((*at_a)[i].bytes, (*at_b)[i].bytes);
+    std::array<std::uint8_t, kKeyBytes> expect{};
+    derive_key_bytes(secret_of(7).data(), 0, i, expect.data());
+    EXPECT_EQ((*at_a)[i].bytes, expect);
+  }
+  EXPECT_NE((*at_a)[0].bytes, (*at_a)[1].bytes);
+  EXPECT_EQ(a.digest_hex(), b.digest_hex());
+
+  auto other = make_store(8);
+  other.mint({20, 20});
+  EXPECT_NE(other.id_of(0, 0), a.id_of(0, 0));
+  EXPECT_FALSE(other.take({a.id_of(0, 10)}, false));  // not one of its IDs
+  EXPECT_NE(other.digest_hex(), a.digest_hex());
+}
+
+// A key taken (at either end) or discarded is never handed out again: not by reserve(), not by
+// a second take, not after leases lapse, trims or a rekey at the same counts.
+TEST(KeyStore, ConsumedKeyIsNeverHandedOutAgain) {
+  auto a = make_store();
+  auto b = make_store();
+  push_keys(0, 30, a, &b);
+  std::set<KeyId> used;
+  for (int round = 0; round < 6; ++round) {
+    const auto r = a.reserve(4, 0, kT0 + milliseconds{round});
+    ASSERT_EQ(r.size(), 4u);
+    ASSERT_TRUE(a.allocate(r));
+    ASSERT_TRUE(a.take(r, true));
+    ASSERT_TRUE(b.take(r, false));
+    for (const auto& id : r) EXPECT_TRUE(used.insert(id).second) << "handed out twice";
+    EXPECT_FALSE(a.take(r, true));
+    EXPECT_FALSE(b.take(r, false));
+  }
+  // The far end takes out of order (a relay of the other end's reservation), then the owner's
+  // reservations skip what is gone.
+  const KeyId skip = a.id_of(0, 26);
+  ASSERT_TRUE(a.take({skip}, false));
+  used.insert(skip);
+  const auto rest = a.reserve(a.available_parity(0), 0, kT0);
+  EXPECT_EQ(rest.size(), 5u);
+  for (const auto& id : rest) EXPECT_FALSE(used.contains(id));
+  EXPECT_EQ(a.release_expired(kT0 + std::chrono::hours{1}, milliseconds{1}), 5u);
+  const auto again = a.reserve(5, 0, kT0);
+  EXPECT_EQ(again, rest);  // lapsed reservations come back, consumed keys do not
+  // Resync: same counts, nothing comes back; a rekey starting at the counts starts empty.
+  ASSERT_TRUE(a.trim_to(a.minted()));
+  EXPECT_EQ(a.count_parity(0), 5u);
+  a.rekey(secret_of(1).data(), a.minted());
+  EXPECT_EQ(a.size(), 0u);
+  for (const auto& id : used) EXPECT_FALSE(a.take({id}, false));
+  push_keys(0, 3, a);
+  for (const auto& id : a.reserve(3, 0, kT0)) EXPECT_FALSE(used.contains(id));
+}
+
 // reserve() hands out the oldest available keys of the asked parity only.
 TEST(KeyStore, ReservesOldestFirstByParity) {
-  KeyMaker maker(1);
   auto store = make_store();
   std::vector<KeyId> even;
   std::vector<KeyId> odd;
   for (int i = 0; i < 6; ++i) {
-    auto e = push_keys(maker, 0, 1, store);
-    auto o = push_keys(maker, 1, 1, store);
-    even.push_back(e[0]);
-    odd.push_back(o[0]);
+    even.push_back(push_keys(0, 1, store)[0]);
+    odd.push_back(push_keys(1, 1, store)[0]);
   }
   EXPECT_EQ(store.reserve(2, 0, kT0), (std::vector<KeyId>{even[0], even[1]}));
   EXPECT_EQ(store.reserve(3, 1, kT0), (std::vector<KeyId>{odd[0], odd[1], odd[2]}));
@@ -82,10 +156,9 @@ TEST(KeyStore, ReservesOldestFirstByParity) {
 
 // Asking for more keys than a half holds returns nothing and changes nothing.
 TEST(KeyStore, ReserveTooManyChangesNothing) {
-  KeyMaker maker(2);
   auto store = make_store();
-  push_keys(maker, 0, 3, store);
-  push_keys(maker, 1, 10, store);
+  push_keys(0, 3, store);
+  push_keys(1, 10, store);
   EXPECT_TRUE(store.reserve(4, 0, kT0).empty());
   EXPECT_TRUE(store.reserve(0, 0, kT0).empty());
   EXPECT_EQ(store.count(KeyState::kAvailable), 13u);
@@ -93,14 +166,23 @@ TEST(KeyStore, ReserveTooManyChangesNothing) {
   EXPECT_EQ(store.available_parity(0), 3u);
 }
 
+// A store without a secret holds nothing and mints nothing.
+TEST(KeyStore, UnkeyedStoreIsEmpty) {
+  KeyStore s("L12", "KM2", "KM1", kCapacityBytes);
+  EXPECT_FALSE(s.keyed());
+  EXPECT_EQ(s.size(), 0u);
+  EXPECT_TRUE(s.reserve(1, 0, kT0).empty());
+  EXPECT_FALSE(s.take({make_store().id_of(0, 0)}, false));
+  EXPECT_ANY_THROW(s.mint({1, 1}));
+}
+
 // allocate() needs every ID stored, reserved and distinct; otherwise nothing changes.
 TEST(KeyStore, AllocateStateRules) {
-  KeyMaker maker(3);
   auto store = make_store();
-  const auto ids = push_keys(maker, 0, 4, store);
+  const auto ids = push_keys(0, 4, store);
   const auto reserved = store.reserve(2, 0, kT0);
   ASSERT_EQ(reserved.size(), 2u);
-  const KeyId missing = maker.make(0).id;
+  const KeyId missing = store.id_of(0, 4);  // not minted yet
 
   EXPECT_FALSE(store.allocate({reserved[0], missing}));
   EXPECT_FALSE(store.allocate({reserved[0], reserved[0]}));
@@ -117,46 +199,45 @@ TEST(KeyStore, AllocateStateRules) {
 
 // take() returns the keys in the asked order and removes them; a bad ID list changes nothing.
 TEST(KeyStore, TakeStateRules) {
-  KeyMaker maker(4);
   auto store = make_store();
-  std::vector<KeyBlock> pushed;
-  for (int i = 0; i < 4; ++i) pushed.push_back(maker.make(0));
-  for (const auto& k : pushed) ASSERT_TRUE(store.push(k));
+  auto twin = make_store();
+  const auto ids = push_keys(0, 4, store, &twin);
   const auto reserved = store.reserve(2, 0, kT0);
   ASSERT_TRUE(store.allocate(reserved));
-  const KeyId missing = maker.make(1).id;
+  const KeyId missing = store.id_of(1, 0);
 
   EXPECT_FALSE(store.take({reserved[0], missing}, true));
   EXPECT_FALSE(store.take({reserved[0], reserved[0]}, true));
-  EXPECT_FALSE(store.take({reserved[0], pushed[2].id}, true));   // available, not allocated
-  EXPECT_FALSE(store.take({pushed[2].id, reserved[0]}, false));  // allocated, not available
+  EXPECT_FALSE(store.take({reserved[0], ids[2]}, true));   // available, not allocated
+  EXPECT_FALSE(store.take({ids[2], reserved[0]}, false));  // allocated, not available
   EXPECT_EQ(store.size(), 4u);
 
   auto got = store.take({reserved[1], reserved[0]}, true);
-  ASSERT_TRUE(got);
+  auto expect = twin.take({ids[1], ids[0]}, false);
+  ASSERT_TRUE(got && expect);
   ASSERT_EQ(got->size(), 2u);
-  EXPECT_EQ((*got)[0].id, pushed[1].id);
-  EXPECT_EQ((*got)[0].bytes, pushed[1].bytes);
-  EXPECT_EQ((*got)[1].id, pushed[0].id);
-  EXPECT_EQ((*got)[1].bytes, pushed[0].bytes);
+  EXPECT_EQ((*got)[0].id, ids[1]);
+  EXPECT_EQ((*got)[0].bytes, (*expect)[0].bytes);
+  EXPECT_EQ((*got)[1].id, ids[0]);
+  EXPECT_EQ((*got)[1].bytes, (*expect)[1].bytes);
   EXPECT_EQ(store.size(), 2u);
   EXPECT_FALSE(store.take({reserved[0]}, true));  // already taken
 
   // The far end of a hop takes available keys by ID, wherever they sit.
-  auto far = store.take({pushed[3].id}, false);
+  auto far = store.take({ids[3]}, false);
   ASSERT_TRUE(far);
-  EXPECT_EQ((*far)[0].bytes, pushed[3].bytes);
+  EXPECT_EQ((*far)[0].id, ids[3]);
   EXPECT_EQ(store.size(), 1u);
   EXPECT_EQ(store.count(KeyState::kAvailable), 1u);
   EXPECT_EQ(store.count(KeyState::kAllocated), 0u);
   EXPECT_EQ(store.count_parity(0), 1u);
+  EXPECT_EQ(store.reserve(1, 0, kT0), std::vector<KeyId>{ids[2]});
 }
 
 // Expired reservations return to the pool in their original (oldest-first) position.
 TEST(KeyStore, ReleaseExpiredWithInjectedTime) {
-  KeyMaker maker(5);
   auto store = make_store();
-  const auto ids = push_keys(maker, 0, 6, store);
+  const auto ids = push_keys(0, 6, store);
   const auto first = store.reserve(2, 0, kT0);                       // ids 0, 1
   const auto second = store.reserve(2, 0, kT0 + milliseconds{500});  // ids 2, 3
   ASSERT_EQ(second, (std::vector<KeyId>{ids[2], ids[3]}));
@@ -177,9 +258,8 @@ TEST(KeyStore, ReleaseExpiredWithInjectedTime) {
 
 // Allocated keys never expire; only reserved ones do.
 TEST(KeyStore, AllocatedKeysDoNotExpire) {
-  KeyMaker maker(6);
   auto store = make_store();
-  push_keys(maker, 1, 3, store);
+  push_keys(1, 3, store);
   const auto ids = store.reserve(3, 1, kT0);
   ASSERT_TRUE(store.allocate(ids));
   EXPECT_EQ(store.release_expired(kT0 + std::chrono::hours{1}, milliseconds{1}), 0u);
@@ -189,9 +269,8 @@ TEST(KeyStore, AllocatedKeysDoNotExpire) {
 // Issue 12: a release gives back only the named holder's reservations, in their old place
 // (offered first again); an allocation naming a holder takes only its reservations.
 TEST(KeyStore, ReleaseReturnsTheHoldersReservationsInPlace) {
-  KeyMaker maker(21);
   auto store = make_store();
-  const auto all = push_keys(maker, 0, 6, store);
+  const auto all = push_keys(0, 6, store);
   const Holder a = holder_of("relay-a");
   const Holder b = holder_of("relay-b");
   EXPECT_NE(a, b);
@@ -213,13 +292,12 @@ TEST(KeyStore, ReleaseReturnsTheHoldersReservationsInPlace) {
   EXPECT_EQ(store.release(ra, b), 0u);
 }
 
-// Discards remove and wipe keys: held ones of a holder (allocated, or reserved too), available
-// ones of one parity (the peer's half), and allocations older than a lease; the rest stays.
+// Discards remove keys: held ones of a holder (allocated, or reserved too), available ones of
+// one parity (the peer's half), and allocations older than a lease; the rest stays.
 TEST(KeyStore, DiscardHeldAvailableAndExpiredAllocations) {
-  KeyMaker maker(22);
   auto store = make_store();
-  const auto even = push_keys(maker, 0, 4, store);
-  const auto odd = push_keys(maker, 1, 4, store);
+  const auto even = push_keys(0, 4, store);
+  const auto odd = push_keys(1, 4, store);
   const Holder h = holder_of("relay-h");
   const auto r = store.reserve(2, 0, kT0, h);
   ASSERT_TRUE(store.allocate({r[0]}, h));
@@ -245,154 +323,114 @@ TEST(KeyStore, DiscardHeldAvailableAndExpiredAllocations) {
   EXPECT_EQ(store.count(KeyState::kAvailable), 3u);
 }
 
-// newest_id / trim_after follow global insertion order across both parities.
-TEST(KeyStore, TrimAfterAcrossParities) {
-  KeyMaker maker(7);
+// trim_to() drops the blocks minted at or above the given counts (held ones too), refuses
+// counts above what the store holds; clear() drops every key and never reuses an ID.
+TEST(KeyStore, TrimToAndClear) {
   auto store = make_store();
-  EXPECT_FALSE(store.newest_id());
-  std::vector<KeyBlock> keys;
-  std::vector<KeyId> order;
-  for (int i = 0; i < 10; ++i) {
-    keys.push_back(maker.make((i * 7 / 3) % 2));  // parities 0 0 0 1 1 1 0 0 0 1 (mixed)
-    order.push_back(keys.back().id);
-    ASSERT_TRUE(store.push(keys.back()));
-  }
-  EXPECT_EQ(store.newest_id(), order.back());
-  store.reserve(1, 0, kT0);
-  store.reserve(1, 1, kT0);
-
-  const KeyId missing = maker.make(0).id;
-  EXPECT_FALSE(store.trim_after(missing));
+  push_keys(0, 6, store);
+  push_keys(1, 4, store);
+  const auto r0 = store.reserve(6, 0, kT0);
+  ASSERT_TRUE(store.allocate({r0[5]}));
+  EXPECT_FALSE(store.trim_to({7, 4}));
   EXPECT_EQ(store.size(), 10u);
-
-  ASSERT_TRUE(store.trim_after(order[5]));
-  EXPECT_EQ(store.size(), 6u);
-  EXPECT_EQ(store.newest_id(), order[5]);
-  EXPECT_EQ(store.count_parity(0) + store.count_parity(1), 6u);
-  EXPECT_EQ(store.count(KeyState::kAvailable) + store.count(KeyState::kReserved), 6u);
-  // Trimmed keys are gone from the index too: taking them fails, pushing them again works.
-  EXPECT_FALSE(store.take({order[7]}, false));
-  EXPECT_TRUE(store.push(keys[7]));
-  EXPECT_EQ(store.newest_id(), order[7]);
-  ASSERT_TRUE(store.trim_after(order[5]));
-  EXPECT_EQ(store.size(), 6u);
-
-  ASSERT_TRUE(store.trim_after(*store.newest_id()));  // keeping the newest drops nothing
-  EXPECT_EQ(store.size(), 6u);
+  ASSERT_TRUE(store.trim_to({4, 3}));
+  EXPECT_EQ(store.size(), 7u);
+  EXPECT_EQ(store.minted(), (std::array<std::uint64_t, 2>{4, 3}));
+  EXPECT_EQ(store.count(KeyState::kReserved), 4u);
+  EXPECT_EQ(store.count(KeyState::kAllocated), 0u);
+  EXPECT_FALSE(store.take({r0[5]}, false));
+  // Minting again makes the trimmed blocks anew (the peer never stored them: never used).
+  push_keys(0, 2, store);
+  EXPECT_EQ(store.available_parity(0), 2u);
+  EXPECT_EQ(store.reserve(2, 0, kT0), (std::vector<KeyId>{r0[4], r0[5]}));
   store.clear();
   EXPECT_EQ(store.size(), 0u);
-  EXPECT_FALSE(store.newest_id());
   EXPECT_EQ(store.count(KeyState::kReserved), 0u);
   EXPECT_EQ(store.available_parity(0) + store.available_parity(1), 0u);
-}
-
-// Two stores fed the same keys in the same order agree on the digest, also after the same
-// takes; it differs once they hold different keys, and it equals digest_of in insertion order.
-TEST(KeyStore, DigestEqualAtBothEnds) {
-  KeyMaker maker(8);
-  auto a = KeyStore("L12", "KM1", "KM2", kCapacityBytes);
-  auto b = KeyStore("L12", "KM2", "KM1", kCapacityBytes / 2);
-  std::vector<KeyBlock> all;
-  for (int i = 0; i < 20; ++i) {
-    KeyBlock k = maker.make_random();
-    all.push_back(k);
-    ASSERT_TRUE(a.push(k));
-    ASSERT_TRUE(b.push(k));
-  }
-  EXPECT_EQ(a.digest_hex(), b.digest_hex());
-  EXPECT_EQ(a.digest_hex(), digest_of(all));
-
-  // a reserves and takes its parity-0 keys; b (the far end) takes the same IDs available.
-  const auto ids = a.reserve(a.available_parity(0) / 2, 0, kT0);
-  ASSERT_FALSE(ids.empty());
-  ASSERT_TRUE(a.allocate(ids));
-  ASSERT_TRUE(a.take(ids, true));
-  EXPECT_NE(a.digest_hex(), b.digest_hex());
-  ASSERT_TRUE(b.take(ids, false));
-  EXPECT_EQ(a.digest_hex(), b.digest_hex());
-}
-
-// A duplicate ID is refused and changes nothing.
-TEST(KeyStore, DuplicateIdRefused) {
-  KeyMaker maker(9);
-  auto store = make_store();
-  KeyBlock k = maker.make(0);
-  ASSERT_TRUE(store.push(k));
-  const auto digest = store.digest_hex();
-  KeyBlock again = maker.make(0);
-  again.id = k.id;
-  EXPECT_FALSE(store.push(again));
-  EXPECT_EQ(store.size(), 1u);
-  EXPECT_EQ(store.digest_hex(), digest);
-  EXPECT_EQ(store.added_bits_total(), kKeyBits);
+  push_keys(0, 1, store);
+  EXPECT_EQ(store.reserve(1, 0, kT0), std::vector<KeyId>{store.id_of(0, 6)});
 }
 
 // Each half gets half of min(own, peer) capacity minus stored and in-flight keys.
 TEST(KeyStore, CapacityPerHalf) {
-  KeyMaker maker(10);
   auto store = make_store();
   EXPECT_EQ(store.capacity_bits(), 64 * kKeyBits);
   EXPECT_EQ(store.capacity_bits_per_half(), 32 * kKeyBits);
   EXPECT_EQ(store.generation_room(INT64_MAX, {0, 0}), (std::array<std::int64_t, 2>{32, 32}));
   EXPECT_EQ(store.generation_room(16 * kKeyBits, {0, 0}), (std::array<std::int64_t, 2>{8, 8}));
-  push_keys(maker, 0, 10, store);
-  push_keys(maker, 1, 30, store);
+  push_keys(0, 10, store);
+  push_keys(1, 30, store);
   EXPECT_EQ(store.generation_room(INT64_MAX, {5, 1}), (std::array<std::int64_t, 2>{17, 1}));
   EXPECT_EQ(store.generation_room(INT64_MAX, {0, 5}), (std::array<std::int64_t, 2>{22, 0}));
   EXPECT_EQ(store.generation_room(16 * kKeyBits, {0, 0}), (std::array<std::int64_t, 2>{0, 0}));
 }
 
-// assign_parity() picks the half with more room, changes only the low bit of byte 0, keeps the
-// random bit on a tie and refuses when both halves are full.
-TEST(KeyStore, AssignParity) {
-  KeyMaker maker(11);
-  KeyBlock k = maker.make(1);
-  KeyId id = k.id;
-  std::array<std::int64_t, 2> room{3, 1};
-  ASSERT_TRUE(assign_parity(id, room));
-  EXPECT_EQ(key_parity(id), 0);
-  EXPECT_EQ(id[0] | 1, k.id[0] | 1);
-  EXPECT_TRUE(std::equal(id.begin() + 1, id.end(), k.id.begin() + 1));
-  EXPECT_EQ(room, (std::array<std::int64_t, 2>{2, 1}));
+// split_by_room() fills the half with more room first, then evenly; never beyond the room.
+TEST(KeyStore, SplitByRoom) {
+  using A = std::array<std::int64_t, 2>;
+  EXPECT_EQ(split_by_room(5, {10, 2}, 0), (A{5, 0}));
+  EXPECT_EQ(split_by_room(10, {10, 2}, 0), (A{9, 1}));
+  EXPECT_EQ(split_by_room(11, {10, 2}, 0), (A{10, 1}));
+  EXPECT_EQ(split_by_room(11, {10, 2}, 1), (A{9, 2}));
+  EXPECT_EQ(split_by_room(4, {3, 3}, 1), (A{2, 2}));
+  EXPECT_EQ(split_by_room(3, {3, 3}, 1), (A{1, 2}));
+  EXPECT_EQ(split_by_room(100, {3, 4}, 0), (A{3, 4}));
+  EXPECT_EQ(split_by_room(7, {0, 0}, 0), (A{0, 0}));
+  EXPECT_EQ(split_by_room(-1, {5, 5}, 0), (A{0, 0}));
+}
 
-  room = {0, 2};
-  id = maker.make(0).id;
-  ASSERT_TRUE(assign_parity(id, room));
-  EXPECT_EQ(key_parity(id), 1);
-
-  room = {1, 1};
-  id = maker.make(1).id;
-  ASSERT_TRUE(assign_parity(id, room));
-  EXPECT_EQ(key_parity(id), 1);  // tie: the random bit stays
-  EXPECT_EQ(room, (std::array<std::int64_t, 2>{1, 0}));
-
-  room = {0, 0};
-  const KeyId before = id;
-  EXPECT_FALSE(assign_parity(id, room));
-  EXPECT_EQ(id, before);
+// The pool grows at the key rate (injected elapsed time) up to its capacity, then pauses
+// without banking credit; a stall never ends in a burst beyond one second's worth.
+TEST(KeyStore, PoolGrowsAtRateUpToCapacity) {
+  auto store = make_store(3, std::size_t{256} * 32);  // 128 keys per half
+  MintCredit credit;
+  const double rate = 10 * kKeyBits;  // 10 keys/s
+  std::int64_t minted = 0;
+  std::uint32_t seq = 0;
+  auto tick = [&](double seconds) {
+    credit.accrue(rate, seconds);
+    const auto room = store.generation_room(INT64_MAX, {0, 0});
+    const auto n = credit.spend(room[0] + room[1], 1 << 24);
+    store.mint(split_by_room(n, room, seq++));
+    minted += n;
+  };
+  for (int i = 0; i < 10; ++i) tick(0.1);  // one second in 100 ms ticks
+  EXPECT_NEAR(static_cast<double>(minted), 10, 1);
+  for (int i = 0; i < 90; ++i) tick(0.1);  // ten seconds
+  EXPECT_NEAR(static_cast<double>(store.size()), 100, 1);
+  EXPECT_EQ(store.added_bits_total(), static_cast<std::int64_t>(store.size()) * kKeyBits);
+  tick(60);  // a one-minute stall: at most one second's worth (plus a key) comes at once
+  EXPECT_LE(store.size(), 112u);
+  for (int i = 0; i < 400; ++i) tick(0.1);
+  EXPECT_EQ(store.size(), 256u);  // full: both halves at capacity
+  EXPECT_EQ(store.count_parity(0), 128u);
+  tick(0.1);
+  EXPECT_EQ(store.size(), 256u);
+  EXPECT_LT(credit.bits(), kKeyBits);  // no credit banked while full
+  // Consumption frees room: generation resumes at the rate, not in a burst.
+  const auto r = store.reserve(50, 0, kT0);
+  ASSERT_TRUE(store.allocate(r));
+  ASSERT_TRUE(store.take(r, true));
+  tick(1.0);
+  EXPECT_NEAR(static_cast<double>(store.size()), 216, 1);
+  EXPECT_EQ(store.count_parity(1), 128u);  // the new keys went to the half with room
 }
 
 // One-way demand: only the primary's half (parity 0) is consumed, round after round, with the
-// generator rule of KmHost::generate (room per half, parity by assign_parity). The unused half
-// fills up, but room for parity 0 never disappears and every request is served.
+// generator rule of KmHost::generate (room per half, split_by_room). The unused half fills up,
+// but room for parity 0 never disappears and every request is served.
 TEST(KeyStore, OneWayDemandKeepsGenerating) {
-  KeyMaker maker(12);
-  auto primary = make_store();
-  auto secondary = make_store();
+  auto primary = make_store(12);
+  auto secondary = make_store(12);
   constexpr std::size_t kPerRequest = 4;
   constexpr std::int64_t kPerTick = 6;  // generation outpaces demand: the store fills
   std::size_t served = 0;
   for (int round = 0; round < 500; ++round) {
-    // Generation tick: as many keys as credit and room allow, parity chosen per key.
-    auto room = primary.generation_room(secondary.capacity_bits(), {0, 0});
-    const std::int64_t n = std::min(kPerTick, room[0] + room[1]);
-    for (std::int64_t i = 0; i < n; ++i) {
-      KeyBlock k = maker.make_random();
-      ASSERT_TRUE(assign_parity(k.id, room));
-      ASSERT_TRUE(secondary.push(k));  // the secondary stores exactly what the primary sends
-      ASSERT_TRUE(primary.push(std::move(k)));
-    }
-    // Demand: one request served from parity 0 at the primary, taken at both ends.
+    const auto room = primary.generation_room(secondary.capacity_bits(), {0, 0});
+    const auto add = split_by_room(std::min(kPerTick, room[0] + room[1]), room,
+                                   static_cast<std::uint32_t>(round));
+    secondary.mint(add);  // the secondary stores exactly what the primary mints
+    primary.mint(add);
     const auto ids = primary.reserve(kPerRequest, 0, kT0 + milliseconds{round});
     if (ids.empty()) {
       EXPECT_LT(round, 2) << "starved at round " << round;  // only while the pool first fills
@@ -409,6 +447,60 @@ TEST(KeyStore, OneWayDemandKeepsGenerating) {
   EXPECT_EQ(primary.count_parity(1) * static_cast<std::size_t>(kKeyBits),
             static_cast<std::size_t>(primary.capacity_bits_per_half()));  // the unused half full
   EXPECT_EQ(primary.digest_hex(), secondary.digest_hex());
+}
+
+// Memory per idle link is O(1): a pool of a trillion keys tracks no entry and takes no key
+// memory beyond the secret; consumption in order keeps it so; only keys held or consumed out of
+// order are tracked, and they are forgotten once consumption catches up.
+TEST(KeyStore, IdleLinkMemoryIsConstant) {
+  const auto before = secure::arena_stats().bytes_in_use;
+  auto store = make_store(5, std::size_t{1} << 40);
+  const auto keyed = secure::arena_stats().bytes_in_use;
+  EXPECT_LE(keyed - before, 64u);  // the secret
+  store.mint({std::int64_t{1} << 39, std::int64_t{1} << 39});
+  EXPECT_EQ(store.size(), std::size_t{1} << 40);
+  EXPECT_EQ(store.tracked_entries(), 0u);
+  EXPECT_EQ(secure::arena_stats().bytes_in_use, keyed);
+  for (int i = 0; i < 1000; ++i) {
+    const auto r = store.reserve(8, i % 2, kT0);
+    ASSERT_TRUE(store.allocate(r));
+    ASSERT_TRUE(store.take(r, true));
+  }
+  EXPECT_EQ(store.tracked_entries(), 0u);
+  const auto r = store.reserve(8, 0, kT0);
+  EXPECT_EQ(store.tracked_entries(), 8u);  // held
+  ASSERT_TRUE(store.take({store.id_of(1, 4000 + 5)}, false));
+  EXPECT_EQ(store.tracked_entries(), 9u);  // consumed out of order
+  ASSERT_TRUE(store.allocate(r));
+  ASSERT_TRUE(store.take(r, true));
+  ASSERT_TRUE(store.take({store.id_of(1, 4000), store.id_of(1, 4001), store.id_of(1, 4002),
+                          store.id_of(1, 4003), store.id_of(1, 4004)},
+                         false));
+  EXPECT_EQ(store.tracked_entries(), 0u);
+  EXPECT_EQ(secure::arena_stats().bytes_in_use, keyed);
+}
+
+}  // namespace
+}  // namespace qkdn::agent
+
+namespace qkdn::agent {
+namespace {
+
+// parse_key_id() reads canonical UUID text in either case, in one pass, and refuses the rest.
+TEST(KeyId, ParseRoundTripAndRejects) {
+  auto store = make_store(9);
+  const KeyId id = store.id_of(1, 12345);
+  EXPECT_EQ(parse_key_id(key_id_to_string(id)), id);
+  std::string upper = key_id_to_string(id);
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_EQ(parse_key_id(upper), id);
+  EXPECT_FALSE(parse_key_id(""));
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000-00000000000"));    // short
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000-0000000000000"));  // long
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000x000000000000"));   // no dash
+  EXPECT_FALSE(parse_key_id("0000000-00000-4000-8000-000000000000"));   // dash moved
+  EXPECT_FALSE(parse_key_id("00000000-0000-4000-8000-00000000000g"));   // not hex
+  EXPECT_TRUE(parse_key_id("00000000-0000-4000-8000-000000000000"));
 }
 
 }  // namespace
