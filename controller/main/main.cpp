@@ -17,6 +17,7 @@
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/db/pg_store.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
@@ -124,6 +125,7 @@ struct Args {
   bool ck_host_given = false;  ///< --ck-listen named a host (else the default depends on TLS)
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
+  std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
   std::string api_port_file;
 };
@@ -234,7 +236,7 @@ bool apply_option(std::string_view name, std::string_view value, Args& a) {
   else if (name == "port-file")
     a.port_file = value;
   else if (name == "store-dsn")
-    o.store_dsn = value;
+    a.store_dsn = value;
   else if (name == "epoch-file")
     o.epoch_file = value;
   else if (name == "store-threads")
@@ -311,7 +313,7 @@ Parsed parse_args(int argc, char** argv, Args& a) {
     }
   }
   if (const char* dsn = std::getenv("QKDN_STORE_DSN"); dsn != nullptr && *dsn != '\0') {
-    a.options.store_dsn = dsn;
+    a.store_dsn = dsn;
   }
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto flag = args[i];
@@ -333,7 +335,7 @@ Parsed parse_args(int argc, char** argv, Args& a) {
     }
   }
   auto& o = a.options;
-  if (a.topology_file.empty() && o.store_dsn.empty()) {
+  if (a.topology_file.empty() && a.store_dsn.empty()) {
     throw qkdn::InvalidArgument("--topology FILE is required (or a --store-dsn that holds one)");
   }
   if (o.topology_override && a.topology_file.empty()) {
@@ -422,7 +424,7 @@ int main(int argc, char** argv) {
                         std::to_string(args.options.listen_port) +
                         " can register as any KM (labs and tests only)");
   }
-  if (args.options.store_dsn.empty() && args.options.epoch_file.empty()) {
+  if (args.store_dsn.empty() && args.options.epoch_file.empty()) {
     qkdn::base::log(qkdn::base::LogLevel::kWarn, "main",
                     "WARNING: no --store-dsn and no --epoch-file: the controller epoch is the "
                     "wall clock at start; after a restart with the clock set back, agents refuse "
@@ -438,6 +440,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // The store is main's choice: the service opens what it is given.
+  if (!args.store_dsn.empty()) args.options.store = qkdn::db::pg_store_factory(args.store_dsn);
   try {
     qkdn::service::ControllerService service(args.options);
     service.set_command_handler(qkdn::service::make_key_supply_handler());

@@ -13,4 +13,4 @@ target_link_libraries(qkdn_service PUBLIC qkdn_base qkdn_core qkdn_southbound_ne
                                    PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
 
 add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp)
-target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_options)
+target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_db qkdn_options)

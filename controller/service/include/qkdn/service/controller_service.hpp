@@ -85,12 +85,14 @@ struct ServiceOptions {
   std::function<void(std::string_view line)> log;
   /// Network events, called on the core strand after each mutation (tests, later rerouting).
   std::function<void(const std::vector<controller::NetworkEvent>&)> on_events;
-  /// PostgreSQL connection string; empty = no persistence (state lives in memory only).
-  std::string store_dsn;
-  /// Database threads (each owns one connection).
+  /// Where state is kept, chosen by `main` (db::pg_store_factory for --store-dsn; tests pass
+  /// controller::memory_store_factory). Empty = no persistence (state lives in this process
+  /// only; audit and accounting in bounded in-memory rings).
+  controller::StoreFactory store;
+  /// Database threads (each owns one store from `store`).
   int store_threads = 2;
   /// Wraps the store of each database thread (not the one used at start-up): instrumentation,
-  /// or fault injection in tests. Null: each thread uses its PgStore directly.
+  /// or fault injection in tests. Null: each thread uses the factory's store directly.
   std::function<std::unique_ptr<controller::Store>(std::unique_ptr<controller::Store>)>
       store_decorator;
   /// With a store that already holds a topology, `topology` replaces it (else the stored one
@@ -305,7 +307,7 @@ class ControllerService {
   /// counts reroutes by reason, logs reroute events. Core strand only.
   void apply_rerouting_output(const controller::ReroutingOutput& output);
 
-  /// True when a store DSN was configured.
+  /// True when a store was configured (ServiceOptions::store).
   [[nodiscard]] bool store_configured() const;
   /// True while the last store operation (or health probe) succeeded; false without a store.
   /// While down, a probe runs every second and flips it back once PostgreSQL answers; new key
