@@ -1,6 +1,7 @@
 # controller/service: the service layer (core on a strand, Ck server and sessions, routing and key
 # supply, persistence, metrics) and the daemon.
 add_library(qkdn_service STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/src/controller_facade.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/controller_service.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/core_wiring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/epoch.cpp
