@@ -150,5 +150,21 @@ TEST(ServiceFacade, RestWriteWithTheStoreDownIs503) {
             controller::AdminState::kEnabled);
 }
 
+// A schedule the rerouting engine refuses (more keys than one instruction may carry) is refused
+// before it is stored: validated once, by the engine's own check, in the write's plan. (Before,
+// the handler's copy of the checks let it through to the store and the engine refused it only
+// when applying: the store kept a schedule the controller did not have.)
+TEST(ServiceFacade, ScheduleRefusedBeforeItIsStored) {
+  StoredApi a;
+  auto http = a.h.client();
+  const auto r =
+      http.request("POST", "/api/v1/schedules", kAdminToken,
+                   R"({"src_km":"KM1","dst_km":"KM3","number_of_keys":5000,)"
+                   R"("not_before":"2030-01-01T00:00:00Z","not_after":"2030-01-01T01:00:00Z"})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(a.store->load().schedules.empty());
+  EXPECT_EQ(a.h.on_core([](Core& c) { return c.rerouting.schedules().size(); }), 0u);
+}
+
 }  // namespace
 }  // namespace qkdn::test
