@@ -38,13 +38,13 @@ struct ApiOptions {
   std::string tls_cert;  ///< PEM certificate chain; with tls_key enables HTTPS
   std::string tls_key;   ///< PEM private key
   /// Bodies of PUT /api/v1/topology (whole network documents); larger ones answer 413.
-  std::size_t max_body_bytes = 4 * 1024 * 1024;
+  std::size_t max_body_bytes = std::size_t{4} * 1024 * 1024;
   /// Bodies of every other route; larger ones answer 413 before they are read.
-  std::size_t max_small_body_bytes = 64 * 1024;
-  std::size_t max_header_bytes = 16 * 1024;            ///< larger headers answer 431
-  std::chrono::milliseconds handshake_timeout{5'000};  ///< HTTPS: the TLS handshake
-  std::chrono::milliseconds read_timeout{10'000};      ///< a whole request must arrive within this
-  std::chrono::milliseconds idle_timeout{60'000};      ///< keep-alive wait between requests
+  std::size_t max_small_body_bytes = std::size_t{64} * 1024;
+  std::size_t max_header_bytes = std::size_t{16} * 1024;  ///< larger headers answer 431
+  std::chrono::milliseconds handshake_timeout{5'000};     ///< HTTPS: the TLS handshake
+  std::chrono::milliseconds read_timeout{10'000};  ///< a whole request must arrive within this
+  std::chrono::milliseconds idle_timeout{60'000};  ///< keep-alive wait between requests
   std::chrono::milliseconds write_timeout{10'000};
   /// Open connections; further ones are closed at once (qkdn-controller lowers it to fit the
   /// descriptor limit).
