@@ -82,6 +82,13 @@ bool MemoryStore::healthy() {
   return available_;
 }
 
+std::int64_t MemoryStore::next_controller_epoch() {
+  std::lock_guard lock(mu_);
+  check_available();
+  check_not_in_batch("next_controller_epoch");
+  return ++data_.last_epoch;
+}
+
 void MemoryStore::save_topology(const TopologyDoc& doc) {
   write([&](Data& d) { d.topology = doc; });
 }
@@ -278,6 +285,72 @@ bool MemoryStore::write_batch(const std::function<void(Store&)>& body) {
   data_ = std::move(*batch_);
   batch_.reset();
   return true;
+}
+
+namespace {
+
+// One handle of a shared MemoryStore (what memory_store_factory hands out): forwards every call.
+class SharedMemoryStore final : public Store {
+ public:
+  explicit SharedMemoryStore(std::shared_ptr<MemoryStore> store) : s_(std::move(store)) {}
+
+  StoredState load() override { return s_->load(); }
+  bool healthy() override { return s_->healthy(); }
+  std::int64_t next_controller_epoch() override { return s_->next_controller_epoch(); }
+  void save_topology(const TopologyDoc& d) override { s_->save_topology(d); }
+  void save_link_config(const LinkConfigRecord& r) override { s_->save_link_config(r); }
+  void delete_link_config(const std::string& id) override { s_->delete_link_config(id); }
+  void save_thresholds(const Thresholds& t) override { s_->save_thresholds(t); }
+  void save_policy(const PolicyRecord& r) override { s_->save_policy(r); }
+  void delete_policy(const std::string& src, const std::string& dst) override {
+    s_->delete_policy(src, dst);
+  }
+  void save_schedule(const ScheduleRecord& r) override { s_->save_schedule(r); }
+  void delete_schedule(const std::string& id) override { s_->delete_schedule(id); }
+  void save_pinned_route(const PinnedRouteRecord& r) override { s_->save_pinned_route(r); }
+  void delete_pinned_route(const std::string& src, const std::string& dst) override {
+    s_->delete_pinned_route(src, dst);
+  }
+  void save_sae_constraints(const SaeConstraintRecord& r) override { s_->save_sae_constraints(r); }
+  void delete_sae_constraints(const std::string& src, const std::string& dst) override {
+    s_->delete_sae_constraints(src, dst);
+  }
+  void save_session(const SessionRecord& r) override { s_->save_session(r); }
+  void save_relay(const RelayRecord& r) override { s_->save_relay(r); }
+  void apply_ledger(const std::string& key, const std::vector<LedgerEntry>& entries) override {
+    s_->apply_ledger(key, entries);
+  }
+  bool ledger_batch_committed(const std::string& key) override {
+    return s_->ledger_batch_committed(key);
+  }
+  void save_alarm(const Alarm& a) override { s_->save_alarm(a); }
+  void add_accounting(const AccountingRecord& r) override { s_->add_accounting(r); }
+  std::vector<AccountingRecord> accounting(SysTime from, SysTime to,
+                                           const std::string& sae_id) override {
+    return s_->accounting(from, to, sae_id);
+  }
+  std::int64_t append_audit(const AuditRecord& r) override { return s_->append_audit(r); }
+  std::vector<AuditRecord> audit(std::int64_t after_id, std::size_t limit) override {
+    return s_->audit(after_id, limit);
+  }
+  bool write_batch(const std::function<void(Store&)>& body) override {
+    return s_->write_batch(body);
+  }
+
+ private:
+  std::shared_ptr<MemoryStore> s_;
+};
+
+}  // namespace
+
+StoreFactory memory_store_factory(std::shared_ptr<MemoryStore> store) {
+  if (!store) throw InvalidArgument("memory_store_factory: no store");
+  StoreFactory f;
+  f.description = "an in-memory store";
+  f.open = [store = std::move(store)](StoreRole) -> std::unique_ptr<Store> {
+    return std::make_unique<SharedMemoryStore>(store);
+  };
+  return f;
 }
 
 }  // namespace qkdn::controller

@@ -17,6 +17,7 @@
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/db/pg_store.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
@@ -60,6 +61,7 @@ struct Args {
   bool ck_host_given = false;  ///< --ck-listen named a host (else the default depends on TLS)
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
+  std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
   std::string api_port_file;
 };
@@ -180,7 +182,7 @@ qkdn::base::ArgParser make_parser(Args& a) {
       .option("store-dsn", "DSN",
               "libpq connection string or URI; the schema is migrated at start, an unreachable "
               "database fails start-up",
-              text(o.store_dsn))
+              text(a.store_dsn))
       .env("store-dsn", "QKDN_STORE_DSN")
       .option("store-threads", "N", "database threads, one connection each (default 2)",
               [&o](V v) {
@@ -227,7 +229,7 @@ qkdn::base::ArgParser make_parser(Args& a) {
 // The rules between options, checked after every source was applied.
 void check_args(Args& a) {
   auto& o = a.options;
-  if (a.topology_file.empty() && o.store_dsn.empty()) {
+  if (a.topology_file.empty() && a.store_dsn.empty()) {
     throw qkdn::InvalidArgument("--topology FILE is required (or a --store-dsn that holds one)");
   }
   if (o.topology_override && a.topology_file.empty()) {
@@ -317,7 +319,7 @@ int main(int argc, char** argv) {
                         std::to_string(args.options.listen_port) +
                         " can register as any KM (labs and tests only)");
   }
-  if (args.options.store_dsn.empty() && args.options.epoch_file.empty()) {
+  if (args.store_dsn.empty() && args.options.epoch_file.empty()) {
     qkdn::base::log(qkdn::base::LogLevel::kWarn, "main",
                     "WARNING: no --store-dsn and no --epoch-file: the controller epoch is the "
                     "wall clock at start; after a restart with the clock set back, agents refuse "
@@ -334,6 +336,8 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   try {
+    // The store is main's choice: the service opens what it is given.
+    if (!args.store_dsn.empty()) args.options.store = qkdn::db::pg_store_factory(args.store_dsn);
     qkdn::service::ControllerService service(args.options);
     service.set_command_handler(qkdn::service::make_key_supply_handler());
     qkdn::northbound::ApiServer api(service, args.api);

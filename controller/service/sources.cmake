@@ -1,6 +1,7 @@
 # controller/service: the service layer (core on a strand, Ck server and sessions, routing and key
 # supply, persistence, metrics) and the daemon.
 add_library(qkdn_service STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/src/controller_facade.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/controller_service.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/core_wiring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/epoch.cpp
@@ -13,4 +14,4 @@ target_link_libraries(qkdn_service PUBLIC qkdn_base qkdn_core qkdn_southbound_ne
                                    PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
 
 add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp)
-target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_options)
+target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_db qkdn_options)

@@ -1329,4 +1329,31 @@ std::vector<AuditRecord> PgStore::audit(std::int64_t after_id, std::size_t limit
   });
 }
 
+std::string redact_dsn(const std::string& dsn) {
+  std::string out = dsn;
+  if (const auto scheme = out.find("://"); scheme != std::string::npos) {
+    const auto at = out.find('@', scheme + 3);
+    const auto colon = out.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      out.replace(colon + 1, at - colon - 1, "***");
+    }
+    return out;
+  }
+  if (auto p = out.find("password="); p != std::string::npos) {
+    auto end = out.find(' ', p);
+    out.replace(p + 9, (end == std::string::npos ? out.size() : end) - p - 9, "***");
+  }
+  return out;
+}
+
+controller::StoreFactory pg_store_factory(std::string dsn) {
+  controller::StoreFactory f;
+  f.description = "PostgreSQL at " + redact_dsn(dsn);
+  f.open = [dsn =
+                std::move(dsn)](controller::StoreRole role) -> std::unique_ptr<controller::Store> {
+    return std::make_unique<PgStore>(PgStoreOptions{dsn, role == controller::StoreRole::kStartup});
+  };
+  return f;
+}
+
 }  // namespace qkdn::db

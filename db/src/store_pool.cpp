@@ -21,6 +21,7 @@ class LazyStore final : public controller::Store {
       return false;
     }
   }
+  std::int64_t next_controller_epoch() override { return get().next_controller_epoch(); }
   void save_topology(const controller::TopologyDoc& d) override { get().save_topology(d); }
   void save_link_config(const controller::LinkConfigRecord& r) override {
     get().save_link_config(r);

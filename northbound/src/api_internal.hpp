@@ -14,7 +14,6 @@
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/json.hpp>
 
@@ -23,6 +22,7 @@
 #include "http_types.hpp"
 #include "idempotency.hpp"
 #include "qkdn/northbound/api_server.hpp"
+#include "qkdn/service/controller_facade.hpp"
 #include "qkdn/service/controller_service.hpp"
 
 namespace qkdn::northbound {
@@ -75,27 +75,6 @@ class Router {
   std::vector<RouteEntry> routes_;
 };
 
-/// Serializes operator writes: validate, persist, apply runs for one write at a time, so a write
-/// never validates against a state another write is about to change.
-class WriteLock {
- public:
-  explicit WriteLock(const net::any_io_executor& ex) : ch_(ex, 1) {}
-  class Guard {
-   public:
-    explicit Guard(WriteLock* l) : lock_(l) {}
-    Guard(Guard&& o) noexcept : lock_(o.lock_) { o.lock_ = nullptr; }
-    Guard& operator=(Guard&&) = delete;
-    ~Guard();
-
-   private:
-    WriteLock* lock_;
-  };
-  net::awaitable<Guard> acquire();
-
- private:
-  net::experimental::concurrent_channel<void(boost::system::error_code)> ch_;
-};
-
 /// A cached serialized list page.
 struct CachedPage {
   std::chrono::steady_clock::time_point at{};
@@ -125,7 +104,6 @@ class Api : public std::enable_shared_from_this<Api> {
   bool tokens_configured = false;
   Router router;
   IdempotencyStore idempotency;
-  WriteLock write_lock;
 
   /// Page cache of hot lists (kms, links): key -> page.
   std::mutex cache_mu;  // guards page_cache and cache_generation
@@ -138,8 +116,6 @@ class Api : public std::enable_shared_from_this<Api> {
   /// Records an audit event (actor, "METHOD /template", path, status, detail).
   void audit(const RequestContext& ctx, const std::string& action, int status,
              const std::string& detail);
-  /// Persists with the store if one is configured (Unavailable -> 503 through the dispatcher).
-  net::awaitable<void> persist(std::function<void(controller::Store&)> op, bool retry_safe);
 
  private:
   net::awaitable<HttpResponse> dispatch(RequestContext& ctx, const RouteEntry& route);

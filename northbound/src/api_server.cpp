@@ -95,19 +95,6 @@ std::vector<ApiRoute> Router::routes() const {
   return out;
 }
 
-// ---- WriteLock --------------------------------------------------------------------------------
-
-WriteLock::Guard::~Guard() {
-  if (lock_ != nullptr) lock_->ch_.try_receive([](boost::system::error_code) {});
-}
-
-net::awaitable<WriteLock::Guard> WriteLock::acquire() {
-  // A buffered channel of capacity one is a semaphore: the send completes once the slot is free.
-  auto send_op = ch_.async_send(boost::system::error_code{}, net::use_awaitable);
-  co_await std::move(send_op);
-  co_return Guard(this);
-}
-
 // ---- pagination -------------------------------------------------------------------------------
 
 PageParams page_params(Query& q, const ApiOptions& options) {
@@ -183,8 +170,7 @@ void add_open_routes(Router& r) {
 Api::Api(service::ControllerService& s, ApiOptions o)
     : svc(s),
       options(std::move(o)),
-      idempotency(options.idempotency_entries, options.idempotency_ttl),
-      write_lock(s.io_context().get_executor()) {
+      idempotency(options.idempotency_entries, options.idempotency_ttl) {
   if (!options.tokens_file.empty()) {
     tokens = TokenTable::load(options.tokens_file);
     tokens_configured = true;
@@ -212,12 +198,6 @@ void Api::audit(const RequestContext& ctx, const std::string& action, int status
   rec.detail = detail;
   rec.remote = ctx.req.remote;
   svc.audit(std::move(rec));
-}
-
-net::awaitable<void> Api::persist(std::function<void(controller::Store&)> op, bool retry_safe) {
-  if (!svc.store_configured()) co_return;
-  auto aw = svc.persist(std::move(op), retry_safe);
-  co_await std::move(aw);
 }
 
 void Api::invalidate_pages() {

@@ -1,11 +1,11 @@
 // Topology, KMs, links, network thresholds and applications.
 //
-// Every write runs under Api::write_lock in three steps: (1) on the core strand, read the current
-// state, check If-Match and build the complete new configuration, validating it (nothing is
-// changed); (2) persist it (when a store is configured; a failure answers 503 and nothing is
-// applied); (3) on the core strand, apply it and hand the events to the service. Step 3 cannot
-// fail for input reasons because step 1 validated the same configuration, and operator writes
-// are serialized, so what was validated is what gets applied.
+// Every write is one ControllerFacade::write (controller_facade.hpp): (1) on the core strand,
+// read the current state, check If-Match and build the complete new configuration, validating it
+// (nothing is changed); (2) store it (when a store is configured; a failure answers 503 and
+// nothing is applied); (3) on the core strand, apply it through typed CoreChanges, whose outputs
+// the facade forwards itself. Step 3 cannot fail for input reasons because step 1 validated the
+// same configuration, and writes are serialized, so what was validated is what gets applied.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,11 +19,17 @@ namespace qkdn::northbound {
 
 namespace {
 
-using controller::NetworkEvent;
 using service::Core;
+using service::CoreChanges;
+using service::StoreOp;
 
 std::string topology_text(const controller::Network& n) {
   return southbound::serialize_topology(n.topology());
+}
+
+/// The store operation of a topology change.
+StoreOp store_topology(const controller::TopologyDoc& doc) {
+  return [doc](controller::Store& s) { s.save_topology(doc); };
 }
 
 /// Serves a list page from the short-lived cache, or builds it on the core strand. One request
@@ -107,21 +113,17 @@ net::awaitable<HttpResponse> put_topology(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   (void)parse_body_object(ctx.req);  // Content-Type, well-formed JSON object
   auto doc = southbound::parse_topology(ctx.req.body, /*strict=*/true);
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto check = api.svc.on_core([&](Core& c) {
-    ctx.check_if_match(etag_of(topology_text(c.network)));
-    return 0;
-  });
-  co_await std::move(check);
-  auto persist = api.persist([doc](controller::Store& s) { s.save_topology(doc); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    auto events = c.network.apply_topology(doc);
-    api.svc.after_network_events(events);
-    return topology_text(c.network);
-  });
-  auto text = co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        ctx.check_if_match(etag_of(topology_text(c.network)));
+        return doc;
+      },
+      store_topology,
+      [](CoreChanges& ch, const controller::TopologyDoc& d) {
+        ch.apply_topology(d);
+        return topology_text(ch.network());
+      });
+  auto text = co_await std::move(op);
   HttpResponse out;
   out.headers.emplace_back("ETag", etag_of(text));
   out.body = std::move(text);
@@ -162,12 +164,6 @@ int trust_level_field(std::int64_t v) {
   return static_cast<int>(v);
 }
 
-/// Applies a new topology document and returns the events (core strand).
-void apply_doc(Api& api, Core& c, const controller::TopologyDoc& doc) {
-  auto events = c.network.apply_topology(doc);
-  api.svc.after_network_events(events);
-}
-
 net::awaitable<HttpResponse> post_km(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   auto body = parse_body_object(ctx.req);
@@ -178,26 +174,23 @@ net::awaitable<HttpResponse> post_km(Api& api, RequestContext& ctx) {
   if (auto t = r.opt_int("trust_level")) spec.trust_level = trust_level_field(*t);
   spec.tags = r.opt_string_array("tags").value_or(std::vector<std::string>{});
   r.finish();
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    if (c.network.find_km(spec.km_id) != nullptr) {
-      throw ApiError(409, "conflict", "KM '" + spec.km_id + "' already exists");
-    }
-    auto doc = c.network.topology();
-    doc.kms.push_back(spec);
-    controller::validate_topology(doc);
-    return doc;
-  });
-  auto doc = co_await std::move(plan);
-  auto persist = api.persist([doc](controller::Store& s) { s.save_topology(doc); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    apply_doc(api, c, doc);
-    const auto* km = c.network.find_km(spec.km_id);
-    return with_etag(json_response(km_json(*km), 201), etag_of(km_config(*km)));
-  });
-  auto out = co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        if (c.network.find_km(spec.km_id) != nullptr) {
+          throw ApiError(409, "conflict", "KM '" + spec.km_id + "' already exists");
+        }
+        auto doc = c.network.topology();
+        doc.kms.push_back(spec);
+        controller::validate_topology(doc);
+        return doc;
+      },
+      store_topology,
+      [&](CoreChanges& ch, const controller::TopologyDoc& doc) {
+        ch.apply_topology(doc);
+        const auto* km = ch.network().find_km(spec.km_id);
+        return with_etag(json_response(km_json(*km), 201), etag_of(km_config(*km)));
+      });
+  auto out = co_await std::move(op);
   out.headers.emplace_back("Location", "/api/v1/kms/" + spec.km_id);
   co_return out;
 }
@@ -221,73 +214,65 @@ net::awaitable<HttpResponse> patch_km(Api& api, RequestContext& ctx) {
     if (std::floor(*trust) != *trust) bad_body("field 'trust_level' must be an integer");
     trust_level = trust_level_field(static_cast<std::int64_t>(*trust));
   }
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    const auto* km = c.network.find_km(id);
-    if (km == nullptr) throw NotFound("KM '" + id + "' not found");
-    ctx.check_if_match(etag_of(km_config(*km)));
-    auto doc = c.network.topology();
-    for (auto& k : doc.kms) {
-      if (k.km_id != id) continue;
-      if (site) k.site = *site;
-      if (lat) k.lat = lat;
-      if (lon) k.lon = lon;
-      if (trust_level) k.trust_level = trust_level;
-      if (trust_null) k.trust_level.reset();
-      if (tags) k.tags = *tags;
-    }
-    controller::validate_topology(doc);
-    return doc;
-  });
-  auto doc = co_await std::move(plan);
-  if (changes) {
-    auto persist = api.persist([doc](controller::Store& s) { s.save_topology(doc); }, true);
-    co_await std::move(persist);
-  }
-  auto apply = api.svc.on_core([&](Core& c) {
-    if (changes) apply_doc(api, c, doc);
-    const auto* km = c.network.find_km(id);
-    return with_etag(json_response(km_json(*km)), etag_of(km_config(*km)));
-  });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        const auto* km = c.network.find_km(id);
+        if (km == nullptr) throw NotFound("KM '" + id + "' not found");
+        ctx.check_if_match(etag_of(km_config(*km)));
+        auto doc = c.network.topology();
+        for (auto& k : doc.kms) {
+          if (k.km_id != id) continue;
+          if (site) k.site = *site;
+          if (lat) k.lat = lat;
+          if (lon) k.lon = lon;
+          if (trust_level) k.trust_level = trust_level;
+          if (trust_null) k.trust_level.reset();
+          if (tags) k.tags = *tags;
+        }
+        controller::validate_topology(doc);
+        return doc;
+      },
+      [&](const controller::TopologyDoc& doc) { return changes ? store_topology(doc) : StoreOp{}; },
+      [&](CoreChanges& ch, const controller::TopologyDoc& doc) {
+        if (changes) ch.apply_topology(doc);
+        const auto* km = ch.network().find_km(id);
+        return with_etag(json_response(km_json(*km)), etag_of(km_config(*km)));
+      });
+  co_return co_await std::move(op);
 }
 
 net::awaitable<HttpResponse> delete_km(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto id = ctx.param("km_id");
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    const auto* km = c.network.find_km(id);
-    if (km == nullptr) throw NotFound("KM '" + id + "' not found");
-    ctx.check_if_match(etag_of(km_config(*km)));
-    auto doc = c.network.topology();
-    for (const auto& l : doc.links) {
-      if (l.a == id || l.b == id) {
-        throw ApiError(409, "conflict",
-                       "KM '" + id + "' still has link '" + l.link_id + "': delete it first");
-      }
-    }
-    for (const auto& a : doc.applications) {
-      if (a.km_id == id) {
-        throw ApiError(409, "conflict",
-                       "KM '" + id + "' still serves application '" + a.sae_id +
-                           "' in the topology: remove it first (PUT /api/v1/topology)");
-      }
-    }
-    std::erase_if(doc.kms, [&](const controller::KmSpec& k) { return k.km_id == id; });
-    controller::validate_topology(doc);
-    return doc;
-  });
-  auto doc = co_await std::move(plan);
-  auto persist = api.persist([doc](controller::Store& s) { s.save_topology(doc); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    apply_doc(api, c, doc);
-    return 0;
-  });
-  co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        const auto* km = c.network.find_km(id);
+        if (km == nullptr) throw NotFound("KM '" + id + "' not found");
+        ctx.check_if_match(etag_of(km_config(*km)));
+        auto doc = c.network.topology();
+        for (const auto& l : doc.links) {
+          if (l.a == id || l.b == id) {
+            throw ApiError(409, "conflict",
+                           "KM '" + id + "' still has link '" + l.link_id + "': delete it first");
+          }
+        }
+        for (const auto& a : doc.applications) {
+          if (a.km_id == id) {
+            throw ApiError(409, "conflict",
+                           "KM '" + id + "' still serves application '" + a.sae_id +
+                               "' in the topology: remove it first (PUT /api/v1/topology)");
+          }
+        }
+        std::erase_if(doc.kms, [&](const controller::KmSpec& k) { return k.km_id == id; });
+        controller::validate_topology(doc);
+        return doc;
+      },
+      store_topology,
+      [](CoreChanges& ch, const controller::TopologyDoc& doc) {
+        ch.apply_topology(doc);
+        return 0;
+      });
+  co_await std::move(op);
   co_return no_content();
 }
 
@@ -375,24 +360,13 @@ controller::LinkConfigRecord config_record(const controller::Link& l, const Link
   return rec;
 }
 
-/// Applies admin state and threshold overrides (core strand); appends events.
-void apply_link_config(Core& c, const std::string& link_id, const LinkConfigEdit& e,
-                       std::vector<NetworkEvent>& events) {
-  if (!e.any()) return;
-  bool admin_event = false;
-  if (e.admin) {
-    auto ev = c.network.set_admin(link_id, *e.admin);
-    admin_event = !ev.empty();
-    events.insert(events.end(), ev.begin(), ev.end());
-  }
-  if (e.qber_threshold_set || e.pool_floor_set) {
-    auto* l = c.network.find_link_mut(link_id);
-    if (e.qber_threshold_set) l->qber_threshold = e.qber_threshold;
-    if (e.pool_floor_set) l->pool_floor_bits = e.pool_floor_bits;
-    // Thresholds change what routing excludes: re-evaluate the link's pairs as an operator
-    // action (the snapshot carries the new thresholds).
-    if (!admin_event) events.push_back({NetworkEvent::Kind::kAdminChanged, {}, link_id, 0});
-  }
+/// The edit as a typed core change.
+CoreChanges::LinkConfig link_change(const LinkConfigEdit& e) {
+  CoreChanges::LinkConfig c;
+  c.admin = e.admin;
+  if (e.qber_threshold_set) c.qber_threshold = e.qber_threshold;
+  if (e.pool_floor_set) c.pool_floor_bits = e.pool_floor_bits;
+  return c;
 }
 
 net::awaitable<HttpResponse> post_link(Api& api, RequestContext& ctx) {
@@ -408,44 +382,40 @@ net::awaitable<HttpResponse> post_link(Api& api, RequestContext& ctx) {
   spec.qber = r.opt_number("qber").value_or(0);
   auto edit = read_link_config(r);
   r.finish();
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    if (c.network.find_link(spec.link_id) != nullptr) {
-      throw ApiError(409, "conflict", "link '" + spec.link_id + "' already exists");
-    }
-    for (const auto& end : {spec.a, spec.b}) {
-      if (c.network.find_km(end) == nullptr) {
-        throw ApiError(400, "invalid-body", "link end '" + end + "' is not a known KM");
-      }
-    }
-    auto doc = c.network.topology();
-    doc.links.push_back(spec);
-    controller::validate_topology(doc);
-    return doc;
-  });
-  auto doc = co_await std::move(plan);
   controller::LinkConfigRecord rec;
   rec.link_id = spec.link_id;
   rec.admin_state = controller::to_string(edit.admin.value_or(controller::AdminState::kEnabled));
   rec.qber_threshold = edit.qber_threshold;
   rec.pool_floor_bits = edit.pool_floor_bits;
-  auto persist = api.persist(
-      [doc, rec, any = edit.any()](controller::Store& s) {
-        s.save_topology(doc);
-        if (any) s.save_link_config(rec);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        if (c.network.find_link(spec.link_id) != nullptr) {
+          throw ApiError(409, "conflict", "link '" + spec.link_id + "' already exists");
+        }
+        for (const auto& end : {spec.a, spec.b}) {
+          if (c.network.find_km(end) == nullptr) {
+            throw ApiError(400, "invalid-body", "link end '" + end + "' is not a known KM");
+          }
+        }
+        auto doc = c.network.topology();
+        doc.links.push_back(spec);
+        controller::validate_topology(doc);
+        return doc;
       },
-      true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    auto events = c.network.apply_topology(doc);
-    apply_link_config(c, spec.link_id, edit, events);
-    api.svc.after_network_events(events);
-    const auto* l = c.network.find_link(spec.link_id);
-    return with_etag(json_response(link_json(*l, c.network.thresholds()), 201),
-                     etag_of(link_config(*l)));
-  });
-  auto out = co_await std::move(apply);
+      [&](const controller::TopologyDoc& doc) -> StoreOp {
+        return [doc, rec, any = edit.any()](controller::Store& s) {
+          s.save_topology(doc);
+          if (any) s.save_link_config(rec);
+        };
+      },
+      [&](CoreChanges& ch, const controller::TopologyDoc& doc) {
+        ch.apply_topology(doc);
+        ch.configure_link(spec.link_id, link_change(edit));
+        const auto* l = ch.network().find_link(spec.link_id);
+        return with_etag(json_response(link_json(*l, ch.network().thresholds()), 201),
+                         etag_of(link_config(*l)));
+      });
+  auto out = co_await std::move(op);
   out.headers.emplace_back("Location", "/api/v1/links/" + spec.link_id);
   co_return out;
 }
@@ -467,75 +437,67 @@ net::awaitable<HttpResponse> patch_link(Api& api, RequestContext& ctx) {
   auto edit = read_link_config(r);
   r.finish();
   const bool spec_change = rate || distance || qber;
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
   struct Plan {
     controller::TopologyDoc doc;
     controller::LinkConfigRecord rec;
   };
-  auto plan_op = api.svc.on_core([&](Core& c) {
-    const auto* l = c.network.find_link(id);
-    if (l == nullptr) throw NotFound("link '" + id + "' not found");
-    ctx.check_if_match(etag_of(link_config(*l)));
-    Plan p;
-    p.doc = c.network.topology();
-    for (auto& s : p.doc.links) {
-      if (s.link_id != id) continue;
-      if (rate) s.key_rate_bps = *rate;
-      if (distance) s.distance_km = *distance;
-      if (qber) s.qber = *qber;
-    }
-    controller::validate_topology(p.doc);
-    p.rec = config_record(*l, edit);
-    return p;
-  });
-  auto plan = co_await std::move(plan_op);
-  auto persist = api.persist(
-      [plan, spec_change, any = edit.any()](controller::Store& s) {
-        if (spec_change) s.save_topology(plan.doc);
-        if (any) s.save_link_config(plan.rec);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        const auto* l = c.network.find_link(id);
+        if (l == nullptr) throw NotFound("link '" + id + "' not found");
+        ctx.check_if_match(etag_of(link_config(*l)));
+        Plan p;
+        p.doc = c.network.topology();
+        for (auto& s : p.doc.links) {
+          if (s.link_id != id) continue;
+          if (rate) s.key_rate_bps = *rate;
+          if (distance) s.distance_km = *distance;
+          if (qber) s.qber = *qber;
+        }
+        controller::validate_topology(p.doc);
+        p.rec = config_record(*l, edit);
+        return p;
       },
-      true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    std::vector<NetworkEvent> events;
-    if (spec_change) events = c.network.apply_topology(plan.doc);
-    apply_link_config(c, id, edit, events);
-    if (!events.empty()) api.svc.after_network_events(events);
-    const auto* l = c.network.find_link(id);
-    return with_etag(json_response(link_json(*l, c.network.thresholds())),
-                     etag_of(link_config(*l)));
-  });
-  co_return co_await std::move(apply);
+      [&](const Plan& plan) -> StoreOp {
+        return [plan, spec_change, any = edit.any()](controller::Store& s) {
+          if (spec_change) s.save_topology(plan.doc);
+          if (any) s.save_link_config(plan.rec);
+        };
+      },
+      [&](CoreChanges& ch, const Plan& plan) {
+        if (spec_change) ch.apply_topology(plan.doc);
+        ch.configure_link(id, link_change(edit));
+        const auto* l = ch.network().find_link(id);
+        return with_etag(json_response(link_json(*l, ch.network().thresholds())),
+                         etag_of(link_config(*l)));
+      });
+  co_return co_await std::move(op);
 }
 
 net::awaitable<HttpResponse> delete_link(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto id = ctx.param("link_id");
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    const auto* l = c.network.find_link(id);
-    if (l == nullptr) throw NotFound("link '" + id + "' not found");
-    ctx.check_if_match(etag_of(link_config(*l)));
-    auto doc = c.network.topology();
-    std::erase_if(doc.links, [&](const controller::LinkSpec& s) { return s.link_id == id; });
-    controller::validate_topology(doc);
-    return doc;
-  });
-  auto doc = co_await std::move(plan);
-  auto persist = api.persist(
-      [doc, id](controller::Store& s) {
-        s.save_topology(doc);
-        s.delete_link_config(id);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        const auto* l = c.network.find_link(id);
+        if (l == nullptr) throw NotFound("link '" + id + "' not found");
+        ctx.check_if_match(etag_of(link_config(*l)));
+        auto doc = c.network.topology();
+        std::erase_if(doc.links, [&](const controller::LinkSpec& s) { return s.link_id == id; });
+        controller::validate_topology(doc);
+        return doc;
       },
-      true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    apply_doc(api, c, doc);
-    return 0;
-  });
-  co_await std::move(apply);
+      [&](const controller::TopologyDoc& doc) -> StoreOp {
+        return [doc, id](controller::Store& s) {
+          s.save_topology(doc);
+          s.delete_link_config(id);
+        };
+      },
+      [](CoreChanges& ch, const controller::TopologyDoc& doc) {
+        ch.apply_topology(doc);
+        return 0;
+      });
+  co_await std::move(op);
   co_return no_content();
 }
 
@@ -567,28 +529,21 @@ net::awaitable<HttpResponse> put_thresholds(Api& api, RequestContext& ctx) {
   t.qber = *qber;
   t.pool_floor_bits = *floor;
   t.qber_hysteresis = *hysteresis;
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto check = api.svc.on_core([&](Core& c) {
-    ctx.check_if_match(etag_of(json::serialize(thresholds_json(c.network.thresholds()))));
-    return 0;
-  });
-  co_await std::move(check);
   // Stored before they take effect: a store outage answers 503 and changes nothing.
-  auto persist = api.persist([t](controller::Store& s) { s.save_thresholds(t); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    c.network.thresholds() = t;
-    c.alarms.set_hysteresis(t.qber_hysteresis);
-    std::vector<NetworkEvent> events;
-    for (const auto& [id, l] : c.network.links()) {
-      events.push_back({NetworkEvent::Kind::kAdminChanged, {}, id, 0});
-    }
-    if (!events.empty()) api.svc.after_network_events(events);
-    auto j = thresholds_json(c.network.thresholds());
-    return with_etag(json_response(j), etag_of(json::serialize(j)));
-  });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        ctx.check_if_match(etag_of(json::serialize(thresholds_json(c.network.thresholds()))));
+        return t;
+      },
+      [](const controller::Thresholds& th) -> StoreOp {
+        return [th](controller::Store& s) { s.save_thresholds(th); };
+      },
+      [](CoreChanges& ch, const controller::Thresholds& th) {
+        ch.set_thresholds(th);
+        auto j = thresholds_json(ch.network().thresholds());
+        return with_etag(json_response(j), etag_of(json::serialize(j)));
+      });
+  co_return co_await std::move(op);
 }
 
 // ---- applications -------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 // Route queries, pinned routes, rerouting policy and scheduled relay windows.
 //
-// Writes follow the order of handlers_network.cpp: validate on the core strand (against the
-// topology, with the engine's own validators where they are public), persist, then apply through
-// the rerouting engine and hand its output to the service.
+// Writes are ControllerFacade::write calls, as in handlers_network.cpp: validate on the core
+// strand (against the topology, with the engine's own validators where they are public), store,
+// then apply through typed CoreChanges (the facade forwards the engine's output).
 #include <chrono>
-#include <set>
 
 #include "api_internal.hpp"
 #include "json_model.hpp"
@@ -16,6 +15,8 @@ namespace qkdn::northbound {
 namespace {
 
 using service::Core;
+using service::CoreChanges;
+using service::StoreOp;
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -136,9 +137,10 @@ net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
 
 std::string pin_key(const std::string& src, const std::string& dst) { return src + "\n" + dst; }
 
-std::optional<controller::PinnedRouteRecord> find_pin(const Core& c, const std::string& src,
+std::optional<controller::PinnedRouteRecord> find_pin(const controller::ReroutingEngine& engine,
+                                                      const std::string& src,
                                                       const std::string& dst) {
-  for (auto& p : c.rerouting.pinned_routes()) {
+  for (auto& p : engine.pinned_routes()) {
     if (p.src_km == src && p.dst_km == dst) return p;
   }
   return std::nullopt;
@@ -165,7 +167,7 @@ net::awaitable<HttpResponse> list_pins(Api& api, RequestContext& ctx) {
 net::awaitable<HttpResponse> get_pin(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   auto op = api.svc.on_core([&](Core& c) {
-    auto p = find_pin(c, ctx.param("src"), ctx.param("dst"));
+    auto p = find_pin(c.rerouting, ctx.param("src"), ctx.param("dst"));
     if (!p) {
       throw NotFound("no pinned route " + ctx.param("src") + " -> " + ctx.param("dst"));
     }
@@ -174,37 +176,22 @@ net::awaitable<HttpResponse> get_pin(Api& api, RequestContext& ctx) {
   co_return co_await std::move(op);
 }
 
-/// Checks a pin against the topology (what ReroutingEngine::pin_route would refuse), naming the
-/// offending element.
-void check_pin(const controller::Network& n, const controller::PinnedRouteRecord& p) {
-  if (p.kms.size() < 2) bad_body("field 'kms' needs at least the source and destination KMs");
-  if (p.kms.front() != p.src_km || p.kms.back() != p.dst_km) {
-    bad_body("field 'kms' must start with '" + p.src_km + "' and end with '" + p.dst_km + "'");
+/// The engine's own check of a pin or schedule (the one validation), as a 400 naming the fault.
+/// (Not inline in the coroutines: a try block there trips GCC 12's -Wmismatched-new-delete.)
+void check_pin(const controller::ReroutingEngine& engine, const controller::PinnedRouteRecord& p) {
+  try {
+    engine.check_pin(p);
+  } catch (const InvalidArgument& e) {
+    bad_body(e.what());
   }
-  std::set<std::string> seen;
-  for (std::size_t i = 0; i < p.kms.size(); ++i) {
-    const auto where = "kms[" + std::to_string(i) + "]";
-    if (!is_valid_id(p.kms[i])) bad_body(where + ": not a valid ID");
-    if (n.find_km(p.kms[i]) == nullptr) bad_body(where + ": unknown KM '" + p.kms[i] + "'");
-    if (!seen.insert(p.kms[i]).second) bad_body(where + ": KM '" + p.kms[i] + "' repeats");
-  }
-  if (!p.links.empty() && p.links.size() != p.kms.size() - 1) {
-    bad_body("field 'links' must be empty or name one link per hop (" +
-             std::to_string(p.kms.size() - 1) + ")");
-  }
-  for (std::size_t i = 0; i + 1 < p.kms.size(); ++i) {
-    const auto where = "hop " + std::to_string(i) + " (" + p.kms[i] + " - " + p.kms[i + 1] + ")";
-    if (p.links.empty() || p.links[i].empty()) {
-      if (n.links_between(p.kms[i], p.kms[i + 1]).empty()) bad_body(where + ": no link joins them");
-      continue;
-    }
-    const auto* l = n.find_link(p.links[i]);
-    if (l == nullptr)
-      bad_body("links[" + std::to_string(i) + "]: unknown link '" + p.links[i] + "'");
-    const bool joins = (l->spec.a == p.kms[i] && l->spec.b == p.kms[i + 1]) ||
-                       (l->spec.b == p.kms[i] && l->spec.a == p.kms[i + 1]);
-    if (!joins)
-      bad_body("links[" + std::to_string(i) + "]: '" + p.links[i] + "' does not join " + where);
+}
+
+void check_schedule(const controller::ReroutingEngine& engine,
+                    const controller::ScheduleRecord& s) {
+  try {
+    engine.check_schedule(s);
+  } catch (const InvalidArgument& e) {
+    bad_body(e.what());
   }
 }
 
@@ -223,49 +210,43 @@ net::awaitable<HttpResponse> put_pin(Api& api, RequestContext& ctx) {
   rec.kms = *kms;
   rec.links = r.opt_string_array("links").value_or(std::vector<std::string>{});
   r.finish();
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    auto current = find_pin(c, rec.src_km, rec.dst_km);
-    ctx.check_if_match(current ? std::optional(pin_etag(*current)) : std::nullopt);
-    check_pin(c.network, rec);
-    if (!c.rerouting.snapshot()) throw Unavailable("the rerouting engine has no topology yet");
-    rec.created_at = c.clock.now();
-    return current.has_value();
-  });
-  const bool existed = co_await std::move(plan);
-  auto persist = api.persist([rec](controller::Store& s) { s.save_pinned_route(rec); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    auto out = c.rerouting.pin_route(rec);
-    api.svc.apply_rerouting_output(out);
-    auto p = find_pin(c, rec.src_km, rec.dst_km).value_or(rec);
-    return with_etag(json_response(pin_json(p), existed ? 200 : 201), pin_etag(p));
-  });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        auto current = find_pin(c.rerouting, rec.src_km, rec.dst_km);
+        ctx.check_if_match(current ? std::optional(pin_etag(*current)) : std::nullopt);
+        if (!c.rerouting.snapshot()) throw Unavailable("the rerouting engine has no topology yet");
+        check_pin(c.rerouting, rec);
+        rec.created_at = c.clock.now();
+        return current.has_value();
+      },
+      [&](bool) -> StoreOp { return [rec](controller::Store& s) { s.save_pinned_route(rec); }; },
+      [&](CoreChanges& ch, bool existed) {
+        ch.pin_route(rec);
+        auto p = find_pin(ch.rerouting(), rec.src_km, rec.dst_km).value_or(rec);
+        return with_etag(json_response(pin_json(p), existed ? 200 : 201), pin_etag(p));
+      });
+  co_return co_await std::move(op);
 }
 
 net::awaitable<HttpResponse> delete_pin(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto src = ctx.param("src");
   const auto dst = ctx.param("dst");
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    auto current = find_pin(c, src, dst);
-    if (!current) throw NotFound("no pinned route " + src + " -> " + dst);
-    ctx.check_if_match(pin_etag(*current));
-    return 0;
-  });
-  co_await std::move(plan);
-  auto persist =
-      api.persist([src, dst](controller::Store& s) { s.delete_pinned_route(src, dst); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    api.svc.apply_rerouting_output(c.rerouting.unpin_route(src, dst));
-    return 0;
-  });
-  co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        auto current = find_pin(c.rerouting, src, dst);
+        if (!current) throw NotFound("no pinned route " + src + " -> " + dst);
+        ctx.check_if_match(pin_etag(*current));
+        return 0;
+      },
+      [&](int) -> StoreOp {
+        return [src, dst](controller::Store& s) { s.delete_pinned_route(src, dst); };
+      },
+      [&](CoreChanges& ch, int) {
+        ch.unpin_route(src, dst);
+        return 0;
+      });
+  co_await std::move(op);
   co_return no_content();
 }
 
@@ -336,22 +317,19 @@ net::awaitable<HttpResponse> get_policy(Api& api, RequestContext& ctx) {
 net::awaitable<HttpResponse> put_policy(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   auto policy = read_policy(parse_body_object(ctx.req));
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto check = api.svc.on_core([&](Core& c) {
-    ctx.check_if_match(policy_etag(c.rerouting.policy()));
-    return 0;
-  });
-  co_await std::move(check);
   auto rec = controller::policy_to_record(policy, "", "");
-  auto persist = api.persist([rec](controller::Store& s) { s.save_policy(rec); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    api.svc.apply_rerouting_output(c.rerouting.set_policy(policy));
-    return with_etag(json_response(policy_json(c.rerouting.policy())),
-                     policy_etag(c.rerouting.policy()));
-  });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        ctx.check_if_match(policy_etag(c.rerouting.policy()));
+        return 0;
+      },
+      [&](int) -> StoreOp { return [rec](controller::Store& s) { s.save_policy(rec); }; },
+      [&](CoreChanges& ch, int) {
+        ch.set_policy(policy);
+        return with_etag(json_response(policy_json(ch.rerouting().policy())),
+                         policy_etag(ch.rerouting().policy()));
+      });
+  co_return co_await std::move(op);
 }
 
 void check_pair(Core& c, const std::string& src, const std::string& dst) {
@@ -383,48 +361,44 @@ net::awaitable<HttpResponse> put_pair_policy(Api& api, RequestContext& ctx) {
   const auto src = ctx.param("src");
   const auto dst = ctx.param("dst");
   auto policy = read_policy(parse_body_object(ctx.req));
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto check = api.svc.on_core([&](Core& c) {
-    check_pair(c, src, dst);
-    auto current = c.rerouting.pair_policy(src, dst);
-    ctx.check_if_match(current ? std::optional(policy_etag(*current)) : std::nullopt);
-    return current.has_value();
-  });
-  const bool existed = co_await std::move(check);
   auto rec = controller::policy_to_record(policy, src, dst);
-  auto persist = api.persist([rec](controller::Store& s) { s.save_policy(rec); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    api.svc.apply_rerouting_output(c.rerouting.set_pair_policy(src, dst, policy));
-    auto j = policy_json(policy);
-    j["src_km"] = src;
-    j["dst_km"] = dst;
-    return with_etag(json_response(j, existed ? 200 : 201), policy_etag(policy));
-  });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        check_pair(c, src, dst);
+        auto current = c.rerouting.pair_policy(src, dst);
+        ctx.check_if_match(current ? std::optional(policy_etag(*current)) : std::nullopt);
+        return current.has_value();
+      },
+      [&](bool) -> StoreOp { return [rec](controller::Store& s) { s.save_policy(rec); }; },
+      [&](CoreChanges& ch, bool existed) {
+        ch.set_pair_policy(src, dst, policy);
+        auto j = policy_json(policy);
+        j["src_km"] = src;
+        j["dst_km"] = dst;
+        return with_etag(json_response(j, existed ? 200 : 201), policy_etag(policy));
+      });
+  co_return co_await std::move(op);
 }
 
 net::awaitable<HttpResponse> delete_pair_policy(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto src = ctx.param("src");
   const auto dst = ctx.param("dst");
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto check = api.svc.on_core([&](Core& c) {
-    auto current = c.rerouting.pair_policy(src, dst);
-    if (!current) throw NotFound("no policy override for " + src + " -> " + dst);
-    ctx.check_if_match(policy_etag(*current));
-    return 0;
-  });
-  co_await std::move(check);
-  auto persist = api.persist([src, dst](controller::Store& s) { s.delete_policy(src, dst); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    api.svc.apply_rerouting_output(c.rerouting.clear_pair_policy(src, dst));
-    return 0;
-  });
-  co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        auto current = c.rerouting.pair_policy(src, dst);
+        if (!current) throw NotFound("no policy override for " + src + " -> " + dst);
+        ctx.check_if_match(policy_etag(*current));
+        return 0;
+      },
+      [&](int) -> StoreOp {
+        return [src, dst](controller::Store& s) { s.delete_policy(src, dst); };
+      },
+      [&](CoreChanges& ch, int) {
+        ch.clear_pair_policy(src, dst);
+        return 0;
+      });
+  co_await std::move(op);
   co_return no_content();
 }
 
@@ -485,45 +459,41 @@ net::awaitable<HttpResponse> put_sae_constraints(Api& api, RequestContext& ctx) 
   } catch (const InvalidArgument& e) {
     bad_body(e.what());
   }
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    auto current = c.rerouting.sae_constraints(rec.src_sae, rec.dst_sae);
-    ctx.check_if_match(current ? std::optional(sae_etag(*current)) : std::nullopt);
-    rec.updated_at = c.clock.now();
-    return current.has_value();
-  });
-  const bool existed = co_await std::move(plan);
-  auto persist = api.persist([rec](controller::Store& s) { s.save_sae_constraints(rec); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    c.rerouting.set_sae_constraints(rec);
-    return with_etag(json_response(sae_constraints_json(rec), existed ? 200 : 201), sae_etag(rec));
-  });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        auto current = c.rerouting.sae_constraints(rec.src_sae, rec.dst_sae);
+        ctx.check_if_match(current ? std::optional(sae_etag(*current)) : std::nullopt);
+        rec.updated_at = c.clock.now();
+        return current.has_value();
+      },
+      [&](bool) -> StoreOp { return [rec](controller::Store& s) { s.save_sae_constraints(rec); }; },
+      [&](CoreChanges& ch, bool existed) {
+        ch.set_sae_constraints(rec);
+        return with_etag(json_response(sae_constraints_json(rec), existed ? 200 : 201),
+                         sae_etag(rec));
+      });
+  co_return co_await std::move(op);
 }
 
 net::awaitable<HttpResponse> delete_sae_constraints(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto src = ctx.param("src_sae");
   const auto dst = ctx.param("dst_sae");
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    auto current = c.rerouting.sae_constraints(src, dst);
-    if (!current) throw NotFound("no trust constraints for SAE pair " + src + " -> " + dst);
-    ctx.check_if_match(sae_etag(*current));
-    return 0;
-  });
-  co_await std::move(plan);
-  auto persist =
-      api.persist([src, dst](controller::Store& s) { s.delete_sae_constraints(src, dst); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    c.rerouting.clear_sae_constraints(src, dst);
-    return 0;
-  });
-  co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        auto current = c.rerouting.sae_constraints(src, dst);
+        if (!current) throw NotFound("no trust constraints for SAE pair " + src + " -> " + dst);
+        ctx.check_if_match(sae_etag(*current));
+        return 0;
+      },
+      [&](int) -> StoreOp {
+        return [src, dst](controller::Store& s) { s.delete_sae_constraints(src, dst); };
+      },
+      [&](CoreChanges& ch, int) {
+        ch.clear_sae_constraints(src, dst);
+        return 0;
+      });
+  co_await std::move(op);
   co_return no_content();
 }
 
@@ -542,8 +512,9 @@ net::awaitable<HttpResponse> list_schedules(Api& api, RequestContext& ctx) {
   co_return co_await std::move(op);
 }
 
-std::optional<controller::ScheduleRecord> find_schedule(const Core& c, const std::string& id) {
-  for (auto& s : c.rerouting.schedules()) {
+std::optional<controller::ScheduleRecord> find_schedule(const controller::ReroutingEngine& engine,
+                                                        const std::string& id) {
+  for (auto& s : engine.schedules()) {
     if (s.schedule_id == id) return s;
   }
   return std::nullopt;
@@ -552,7 +523,7 @@ std::optional<controller::ScheduleRecord> find_schedule(const Core& c, const std
 net::awaitable<HttpResponse> get_schedule(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   auto op = api.svc.on_core([&](Core& c) {
-    auto s = find_schedule(c, ctx.param("schedule_id"));
+    auto s = find_schedule(c.rerouting, ctx.param("schedule_id"));
     if (!s) throw NotFound("schedule '" + ctx.param("schedule_id") + "' not found");
     return json_response(schedule_json(*s));
   });
@@ -580,32 +551,23 @@ net::awaitable<HttpResponse> post_schedule(Api& api, RequestContext& ctx) {
   if (!rec.schedule_id.empty() && !is_uuid(rec.schedule_id)) {
     bad_body("field 'schedule_id' must be a UUID");
   }
-  if (rec.src_km == rec.dst_km) bad_body("fields 'src_km' and 'dst_km' must differ");
-  if (rec.number_of_keys < 1) bad_body("field 'number_of_keys' must be >= 1");
-  if (rec.key_size_bits < 1) bad_body("field 'key_size_bits' must be >= 1");
-  if (rec.not_after <= rec.not_before) bad_body("'not_after' must be later than 'not_before'");
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    for (const auto* id : {&rec.src_km, &rec.dst_km}) {
-      if (c.network.find_km(*id) == nullptr) bad_body("unknown KM '" + *id + "'");
-    }
-    if (rec.schedule_id.empty()) {
-      rec.schedule_id = make_uuid_v4(c.random);
-    } else if (find_schedule(c, rec.schedule_id)) {
-      throw ApiError(409, "conflict", "schedule '" + rec.schedule_id + "' already exists");
-    }
-    rec.created_at = c.clock.now();
-    return 0;
-  });
-  co_await std::move(plan);
-  auto persist = api.persist([rec](controller::Store& s) { s.save_schedule(rec); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    c.rerouting.add_schedule(rec);
-    return json_response(schedule_json(rec), 201);
-  });
-  auto out = co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        check_schedule(c.rerouting, rec);
+        if (rec.schedule_id.empty()) {
+          rec.schedule_id = make_uuid_v4(c.random);
+        } else if (find_schedule(c.rerouting, rec.schedule_id)) {
+          throw ApiError(409, "conflict", "schedule '" + rec.schedule_id + "' already exists");
+        }
+        rec.created_at = c.clock.now();
+        return 0;
+      },
+      [&](int) -> StoreOp { return [rec](controller::Store& s) { s.save_schedule(rec); }; },
+      [&](CoreChanges& ch, int) {
+        ch.add_schedule(rec);
+        return json_response(schedule_json(rec), 201);
+      });
+  auto out = co_await std::move(op);
   out.headers.emplace_back("Location", "/api/v1/schedules/" + rec.schedule_id);
   co_return out;
 }
@@ -613,20 +575,17 @@ net::awaitable<HttpResponse> post_schedule(Api& api, RequestContext& ctx) {
 net::awaitable<HttpResponse> delete_schedule(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto id = ctx.param("schedule_id");
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    if (!find_schedule(c, id)) throw NotFound("schedule '" + id + "' not found");
-    return 0;
-  });
-  co_await std::move(plan);
-  auto persist = api.persist([id](controller::Store& s) { s.delete_schedule(id); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    api.svc.apply_rerouting_output(c.rerouting.remove_schedule(id));
-    return 0;
-  });
-  co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        if (!find_schedule(c.rerouting, id)) throw NotFound("schedule '" + id + "' not found");
+        return 0;
+      },
+      [&](int) -> StoreOp { return [id](controller::Store& s) { s.delete_schedule(id); }; },
+      [&](CoreChanges& ch, int) {
+        ch.remove_schedule(id);
+        return 0;
+      });
+  co_await std::move(op);
   co_return no_content();
 }
 

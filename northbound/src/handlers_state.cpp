@@ -11,6 +11,8 @@ namespace qkdn::northbound {
 namespace {
 
 using service::Core;
+using service::CoreChanges;
+using service::StoreOp;
 
 std::uint64_t parse_numeric_id(const std::string& name, const std::string& v) {
   std::uint64_t n = 0;
@@ -232,52 +234,51 @@ net::awaitable<HttpResponse> ack_alarm(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto id = parse_numeric_id("alarm_id", ctx.param("alarm_id"));
   check_empty_body(ctx.req);
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    const auto* a = c.alarms.find(id);
-    if (a == nullptr) throw NotFound("alarm " + std::to_string(id) + " not found");
-    controller::Alarm copy = *a;
-    if (!copy.acknowledged) {
-      copy.acknowledged = true;
-      copy.acknowledged_by = ctx.actor;
-      copy.acknowledged_at = c.clock.now();
-    }
-    return copy;
-  });
-  auto copy = co_await std::move(plan);
-  auto persist = api.persist([copy](controller::Store& s) { s.save_alarm(copy); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core(
-      [&](Core& c) { return json_response(alarm_json(c.alarms.acknowledge(id, ctx.actor))); });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        const auto* a = c.alarms.find(id);
+        if (a == nullptr) throw NotFound("alarm " + std::to_string(id) + " not found");
+        controller::Alarm copy = *a;
+        if (!copy.acknowledged) {
+          copy.acknowledged = true;
+          copy.acknowledged_by = ctx.actor;
+          copy.acknowledged_at = c.clock.now();
+        }
+        return copy;
+      },
+      [](const controller::Alarm& copy) -> StoreOp {
+        return [copy](controller::Store& s) { s.save_alarm(copy); };
+      },
+      [&](CoreChanges& ch, const controller::Alarm&) {
+        return json_response(alarm_json(ch.acknowledge_alarm(id, ctx.actor)));
+      });
+  co_return co_await std::move(op);
 }
 
 net::awaitable<HttpResponse> clear_alarm(Api& api, RequestContext& ctx) {
   ctx.query.finish();
   const auto id = parse_numeric_id("alarm_id", ctx.param("alarm_id"));
   check_empty_body(ctx.req);
-  auto lock_op = api.write_lock.acquire();
-  auto guard = co_await std::move(lock_op);
-  auto plan = api.svc.on_core([&](Core& c) {
-    const auto* a = c.alarms.find(id);
-    if (a == nullptr) throw NotFound("alarm " + std::to_string(id) + " not found");
-    if (a->state != controller::AlarmState::kActive) {
-      throw ApiError(409, "conflict", "alarm " + std::to_string(id) + " is already cleared");
-    }
-    controller::Alarm copy = *a;
-    copy.state = controller::AlarmState::kCleared;
-    copy.cleared_at = c.clock.now();
-    return copy;
-  });
-  auto copy = co_await std::move(plan);
-  auto persist = api.persist([copy](controller::Store& s) { s.save_alarm(copy); }, true);
-  co_await std::move(persist);
-  auto apply = api.svc.on_core([&](Core& c) {
-    const auto* a = c.alarms.clear(copy.type, copy.resource);
-    return json_response(alarm_json(a != nullptr ? *a : copy));
-  });
-  co_return co_await std::move(apply);
+  auto op = api.svc.facade().write(
+      [&](Core& c) {
+        const auto* a = c.alarms.find(id);
+        if (a == nullptr) throw NotFound("alarm " + std::to_string(id) + " not found");
+        if (a->state != controller::AlarmState::kActive) {
+          throw ApiError(409, "conflict", "alarm " + std::to_string(id) + " is already cleared");
+        }
+        controller::Alarm copy = *a;
+        copy.state = controller::AlarmState::kCleared;
+        copy.cleared_at = c.clock.now();
+        return copy;
+      },
+      [](const controller::Alarm& copy) -> StoreOp {
+        return [copy](controller::Store& s) { s.save_alarm(copy); };
+      },
+      [](CoreChanges& ch, const controller::Alarm& copy) {
+        const auto* a = ch.clear_alarm(copy.type, copy.resource);
+        return json_response(alarm_json(a != nullptr ? *a : copy));
+      });
+  co_return co_await std::move(op);
 }
 
 // ---- accounting and audit -----------------------------------------------------------------------

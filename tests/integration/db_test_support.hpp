@@ -55,6 +55,7 @@ class ForwardingStore : public controller::Store {
   explicit ForwardingStore(controller::Store& inner) : inner_(inner) {}
   controller::StoredState load() override { return inner_.load(); }
   bool healthy() override { return inner_.healthy(); }
+  std::int64_t next_controller_epoch() override { return inner_.next_controller_epoch(); }
   void save_topology(const controller::TopologyDoc& d) override { inner_.save_topology(d); }
   void save_link_config(const controller::LinkConfigRecord& r) override {
     inner_.save_link_config(r);

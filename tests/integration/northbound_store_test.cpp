@@ -19,7 +19,7 @@ class StoredApi {
     o.listen_host = "127.0.0.1";
     o.listen_port = 0;
     o.topology = line_topology();
-    o.store_dsn = dsn;
+    o.store = db::pg_store_factory(dsn);
     o.log = [](std::string_view) {};
     service_ = std::make_unique<service::ControllerService>(std::move(o));
     service_->start();

@@ -125,6 +125,7 @@ struct ApiConfig {
   std::size_t max_unauthenticated = 512;
   std::chrono::milliseconds list_cache_ttl{0};
   controller::TopologyDoc topology;
+  controller::StoreFactory store;  ///< empty: no store
 };
 
 /// ControllerService + ApiServer in-process.
@@ -141,6 +142,7 @@ class ApiHarness {
     o.heartbeat_interval = std::chrono::seconds(30);
     o.read_timeout = std::chrono::seconds(5);
     o.topology = cfg.topology.kms.empty() ? line_topology() : cfg.topology;
+    o.store = cfg.store;
     o.log = [](std::string_view) {};
     service_ = std::make_unique<service::ControllerService>(std::move(o));
     service_->start();

@@ -207,7 +207,7 @@ TEST(ServiceStore, RestartRecoveryAfterKill9) {
 
   ServiceHarness h(controller::TopologyDoc{}, [&] {
     service::ServiceOptions o;
-    o.store_dsn = dsn;
+    o.store = db::pg_store_factory(dsn);
     return o;
   }());
   // The stored topology came back with everything else.
@@ -271,7 +271,7 @@ TEST(ServiceStore, OutageUnderLoad) {
   const auto dsn = PgServer::fresh_database();
   const auto topo = chain_topology(3);
   service::ServiceOptions o;
-  o.store_dsn = dsn;
+  o.store = db::pg_store_factory(dsn);
   ServiceHarness h(topo, o);
   ASSERT_TRUE(h.svc().store_up());
   auto kms = connect_all(topo, h.port());
@@ -483,7 +483,7 @@ void relays_through_store(int relays, const std::function<void(FakeKm&)>& drive,
   const auto dsn = PgServer::fresh_database();
   const auto topo = chain_topology(4);
   service::ServiceOptions o;
-  o.store_dsn = dsn;
+  o.store = db::pg_store_factory(dsn);
   // This test is about the store's group commit under many relays in flight, not about the
   // per-KM admission queue (CkBackpressure tests that): let one KM have them all in flight.
   o.max_pending_per_km = 1024;
@@ -594,7 +594,7 @@ TEST(ServiceStore, InDoubtGroupCommitsLoseNothing) {
   const auto topo = chain_topology(3);
   auto counts = std::make_shared<InDoubtStore::Counts>();
   service::ServiceOptions o;
-  o.store_dsn = dsn;
+  o.store = db::pg_store_factory(dsn);
   o.max_pending_per_km = 1024;  // group commit under load, not admission (see above)
   o.store_decorator = [counts](std::unique_ptr<controller::Store> s) {
     return std::unique_ptr<controller::Store>(std::make_unique<InDoubtStore>(std::move(s), counts));

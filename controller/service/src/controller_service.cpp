@@ -23,6 +23,7 @@
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/run_on.hpp"
+#include "qkdn/service/controller_facade.hpp"
 #include "service_impl.hpp"
 
 namespace qkdn::service {
@@ -859,7 +860,8 @@ ControllerService::ControllerService(ServiceOptions options)
           options_.clock ? options_.clock : std::make_shared<SystemClock>())),
       network_(*clock_),
       alarms_(*clock_),
-      impl_(std::make_unique<Impl>(*this)) {
+      impl_(std::make_unique<Impl>(*this)),
+      facade_(std::make_unique<ControllerFacade>(*this)) {
   if (!is_valid_id(options_.controller_id)) {
     throw InvalidArgument("controller id '" + options_.controller_id +
                           "' must be 1..128 characters of [A-Za-z0-9._:-]");

@@ -1,5 +1,6 @@
-// PostgreSQL behind the service (DESIGN.md section 8): start-up restore, the ordered writer, the
-// health probe, persist() for the northbound layer, audit and accounting.
+// The store behind the service (DESIGN.md section 8), opened through the StoreFactory `main`
+// passes (PostgreSQL, or MemoryStore in tests): start-up restore, the ordered writer, the health
+// probe, persist() for the northbound layer, audit and accounting.
 //
 // The writer: every core-side change that must outlive a restart (ledger batches, relay and
 // session records, alarms, accounting, audit) is queued as a WriteGroup on the core strand and
@@ -12,7 +13,6 @@
 #include <boost/asio/co_spawn.hpp>
 
 #include "qkdn/controller/error.hpp"
-#include "qkdn/db/pg_store.hpp"
 #include "service_impl.hpp"
 
 namespace qkdn::service {
@@ -23,24 +23,6 @@ constexpr auto kProbeWhileUp = std::chrono::seconds(5);
 constexpr auto kWriterPoll = std::chrono::milliseconds(100);
 constexpr auto kGiveUpAtShutdown = std::chrono::seconds(5);
 constexpr std::size_t kAuditRing = 10'000;
-
-// The DSN without its password, for messages.
-std::string redact_dsn(const std::string& dsn) {
-  std::string out = dsn;
-  if (const auto scheme = out.find("://"); scheme != std::string::npos) {
-    const auto at = out.find('@', scheme + 3);
-    const auto colon = out.find(':', scheme + 3);
-    if (at != std::string::npos && colon != std::string::npos && colon < at) {
-      out.replace(colon + 1, at - colon - 1, "***");
-    }
-    return out;
-  }
-  if (auto p = out.find("password="); p != std::string::npos) {
-    auto end = out.find(' ', p);
-    out.replace(p + 9, (end == std::string::npos ? out.size() : end) - p - 9, "***");
-  }
-  return out;
-}
 
 std::string topology_text(const controller::TopologyDoc& d) {
   return "'" + d.name + "' (" + std::to_string(d.kms.size()) + " KMs, " +
@@ -100,15 +82,15 @@ struct BatchOutcome {
 
 void ControllerService::Impl::open_store() {
   const auto& o = svc.options_;
-  const auto where = redact_dsn(o.store_dsn);
-  std::unique_ptr<db::PgStore> store;
+  const auto& where = o.store.description;
+  std::unique_ptr<controller::Store> store;
   controller::StoredState stored;
   try {
-    store = std::make_unique<db::PgStore>(db::PgStoreOptions{o.store_dsn});
+    store = o.store.open(controller::StoreRole::kStartup);
     svc.epoch_ = store->next_controller_epoch();
     stored = store->load();
   } catch (const std::exception& e) {
-    throw Unavailable("store: cannot use PostgreSQL at " + where + ": " + one_line(e.what()));
+    throw Unavailable("store: cannot use " + where + ": " + one_line(e.what()));
   }
   // The stored topology wins unless the operator asks to replace it.
   const bool given = !o.topology.kms.empty() || !o.topology.links.empty();
@@ -135,21 +117,19 @@ void ControllerService::Impl::open_store() {
     if (save_topology) store->save_topology(topology);
     restore_core(stored, *store);
   } catch (const Unavailable& e) {
-    throw Unavailable("store: PostgreSQL at " + where +
-                      " failed during start-up: " + one_line(e.what()));
+    throw Unavailable("store: " + where + " failed during start-up: " + one_line(e.what()));
   }
   store.reset();
   store_is_up = true;
   db::StorePool::Options po;
   po.threads = static_cast<std::size_t>(o.store_threads);
   pool = std::make_unique<db::StorePool>(
-      [dsn = o.store_dsn, decorate = o.store_decorator]() -> std::unique_ptr<controller::Store> {
-        std::unique_ptr<controller::Store> pg =
-            std::make_unique<db::PgStore>(db::PgStoreOptions{dsn, false});
-        return decorate ? decorate(std::move(pg)) : std::move(pg);
+      [open = o.store.open, decorate = o.store_decorator]() -> std::unique_ptr<controller::Store> {
+        auto worker = open(controller::StoreRole::kWorker);
+        return decorate ? decorate(std::move(worker)) : std::move(worker);
       },
       po);
-  svc.log("store: PostgreSQL at " + where + " (" + std::to_string(po.threads) + " threads)");
+  svc.log("store: " + where + " (" + std::to_string(po.threads) + " threads)");
 }
 
 void ControllerService::Impl::restore_core(const controller::StoredState& stored,
@@ -508,7 +488,7 @@ void ControllerService::Impl::close_store() {
 
 // ---- public API ---------------------------------------------------------------------------------
 
-bool ControllerService::store_configured() const { return !options_.store_dsn.empty(); }
+bool ControllerService::store_configured() const { return static_cast<bool>(options_.store); }
 
 bool ControllerService::store_up() const { return store_configured() && impl_->store_is_up; }
 

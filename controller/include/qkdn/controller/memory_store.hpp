@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -30,6 +31,9 @@ class MemoryStore final : public Store {
 
   StoredState load() override;
   bool healthy() override;
+  /// 1, 2, 3, ... on this store (a restart of the service on the same MemoryStore sees a larger
+  /// epoch than the start before it).
+  std::int64_t next_controller_epoch() override;
   void save_topology(const TopologyDoc& doc) override;
   void save_link_config(const LinkConfigRecord& rec) override;
   void delete_link_config(const std::string& link_id) override;
@@ -80,6 +84,7 @@ class MemoryStore final : public Store {
     std::map<std::tuple<SysTime, std::string, std::string>, AccountingRecord> accounting;
     std::vector<AuditRecord> audit;
     std::int64_t next_audit_id = 1;
+    std::int64_t last_epoch = 0;
   };
   /// Runs `write` on the data under the lock (inside a batch: on the batch's copy).
   void write(const std::function<void(Data&)>& op);
@@ -93,5 +98,10 @@ class MemoryStore final : public Store {
   std::optional<Data> batch_;
   std::exception_ptr batch_failure_;
 };
+
+/// A StoreFactory whose stores all act on `store` (every role, every database thread): the
+/// service's state outlives the service as long as `store` does, so a test restarts the service
+/// on the same state. `store` must not be null.
+StoreFactory memory_store_factory(std::shared_ptr<MemoryStore> store);
 
 }  // namespace qkdn::controller

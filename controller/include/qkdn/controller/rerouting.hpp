@@ -330,12 +330,22 @@ class ReroutingEngine {
   /// Removes a pin (clearing its alarm) and re-evaluates the pair. Throws NotFound.
   ReroutingOutput unpin_route(const std::string& src, const std::string& dst);
   [[nodiscard]] std::vector<PinnedRouteRecord> pinned_routes() const;
+  /// What pin_route checks, without pinning (the one validation of a pin: writes call it before
+  /// they store the pin). Throws InvalidArgument naming what is wrong, Unavailable without a
+  /// snapshot.
+  void check_pin(const PinnedRouteRecord& record) const { check_pin_record(record, true); }
 
   /// Adds a scheduled window; returns its schedule_id (a new UUID when empty). Emission happens
   /// at tick. Throws InvalidArgument for not_after <= not_before, number_of_keys or
   /// key_size_bits < 1, bad or unknown KMs (unknown: checked when a snapshot is set), and
   /// Conflict for a duplicate schedule_id.
   std::string add_schedule(ScheduleRecord record);
+  /// What add_schedule checks of the record itself and against the topology (when a snapshot is
+  /// set), without adding it (the one validation of a schedule: writes call it before they store
+  /// it). Throws InvalidArgument.
+  void check_schedule(const ScheduleRecord& record) const {
+    check_schedule_record(record, snapshot_ != nullptr);
+  }
   /// Removes a window, withdrawing its instruction if emitted. Throws NotFound.
   ReroutingOutput remove_schedule(const std::string& schedule_id);
   [[nodiscard]] std::vector<ScheduleRecord> schedules() const;

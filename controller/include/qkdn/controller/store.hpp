@@ -163,6 +163,10 @@ class Store {
   virtual StoredState load() = 0;
   /// True when the database answers a trivial query now.
   virtual bool healthy() = 0;
+  /// The next controller epoch (ck-protocol.md clause 2): every call returns a larger value than
+  /// any call before it on the same stored state (PgStore: a database sequence; MemoryStore: a
+  /// counter), whatever the wall clock says.
+  virtual std::int64_t next_controller_epoch() = 0;
 
   /// Replaces the stored topology (one transaction).
   virtual void save_topology(const TopologyDoc& doc) = 0;
@@ -220,6 +224,26 @@ class Store {
     static_cast<void>(body);
     return false;
   }
+};
+
+/// Which store a StoreFactory is asked for.
+enum class StoreRole {
+  kStartup,  ///< the one store of start-up: may apply schema migrations, loads, takes the epoch
+  kWorker,   ///< the store of one database thread (one connection each)
+};
+
+/// How the service reaches its store. `main` chooses it (db::pg_store_factory for PostgreSQL);
+/// tests pass memory_store_factory (memory_store.hpp). Empty (no `open`): no persistence.
+struct StoreFactory {
+  /// Names the store in log lines and errors, without secrets ("PostgreSQL at
+  /// postgresql://qkdn:***@db/qkdn").
+  std::string description;
+  /// Opens one store for `role`; called on the thread that will use it (the service's
+  /// constructor for kStartup, each database thread for kWorker). Throws Unavailable when the
+  /// store cannot be reached.
+  std::function<std::unique_ptr<Store>(StoreRole role)> open;
+
+  explicit operator bool() const noexcept { return static_cast<bool>(open); }
 };
 
 }  // namespace qkdn::controller

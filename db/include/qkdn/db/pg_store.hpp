@@ -77,7 +77,7 @@ class PgStore final : public controller::Store {
   /// The next controller epoch (ck-protocol.md clause 2): nextval of the sequence of migration
   /// 0005. Every call returns a larger value than any call before it, in any process, whatever
   /// the wall clock says. Throws as the constructor.
-  std::int64_t next_controller_epoch();
+  std::int64_t next_controller_epoch() override;
 
   void save_topology(const controller::TopologyDoc& doc) override;
   void save_link_config(const controller::LinkConfigRecord& rec) override;
@@ -148,5 +148,13 @@ class PgStore final : public controller::Store {
   std::exception_ptr batch_failure_;  ///< the first write of the open batch that failed
   std::string pending_;               ///< the open batch's pipelined statements, not yet sent
 };
+
+/// `dsn` with its password replaced by "***" (for log lines and errors).
+std::string redact_dsn(const std::string& dsn);
+
+/// The StoreFactory of a PostgreSQL database (what `main` passes to the service for
+/// --store-dsn): the start-up store applies pending migrations, the workers' stores do not.
+/// Connects only when the factory is called.
+controller::StoreFactory pg_store_factory(std::string dsn);
 
 }  // namespace qkdn::db

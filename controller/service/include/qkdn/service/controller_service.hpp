@@ -85,12 +85,14 @@ struct ServiceOptions {
   std::function<void(std::string_view line)> log;
   /// Network events, called on the core strand after each mutation (tests, later rerouting).
   std::function<void(const std::vector<controller::NetworkEvent>&)> on_events;
-  /// PostgreSQL connection string; empty = no persistence (state lives in memory only).
-  std::string store_dsn;
-  /// Database threads (each owns one connection).
+  /// Where state is kept, chosen by `main` (db::pg_store_factory for --store-dsn; tests pass
+  /// controller::memory_store_factory). Empty = no persistence (state lives in this process
+  /// only; audit and accounting in bounded in-memory rings).
+  controller::StoreFactory store;
+  /// Database threads (each owns one store from `store`).
   int store_threads = 2;
   /// Wraps the store of each database thread (not the one used at start-up): instrumentation,
-  /// or fault injection in tests. Null: each thread uses its PgStore directly.
+  /// or fault injection in tests. Null: each thread uses the factory's store directly.
   std::function<std::unique_ptr<controller::Store>(std::unique_ptr<controller::Store>)>
       store_decorator;
   /// With a store that already holds a topology, `topology` replaces it (else the stored one
@@ -200,6 +202,7 @@ struct CommandContext {
 };
 
 class ControllerService;
+class ControllerFacade;
 
 /// Routing and key supply (0x1401, 0x1403, 0x1406, unsolicited responses...) plug in here
 /// (make_key_supply_handler() is the controller's own).
@@ -297,15 +300,15 @@ class ControllerService {
   /// Unavailable when 256 are waiting.
   std::shared_ptr<const void> admit_core_request();
 
-  /// After the caller changed the Network through Core (admin state, topology, thresholds), hands
-  /// the resulting events to everything that reacts: rerouting engine (reroutes, instructions
-  /// sent as 0x41E5), alarms, metrics, Ck connections of KMs that vanished. Core strand only.
-  void after_network_events(const std::vector<controller::NetworkEvent>& events);
+  /// Operator writes (validate, store, apply, forward the core's outputs) go through the facade;
+  /// it lives as long as the service.
+  ControllerFacade& facade() { return *facade_; }
   /// Applies a rerouting-engine output: sends instructions (0x41E5), raises/clears alarms,
-  /// counts reroutes by reason, logs reroute events. Core strand only.
+  /// counts reroutes by reason, logs reroute events. Core strand only. The facade calls it for
+  /// operator writes; tests call it to stand in for the engine.
   void apply_rerouting_output(const controller::ReroutingOutput& output);
 
-  /// True when a store DSN was configured.
+  /// True when a store was configured (ServiceOptions::store).
   [[nodiscard]] bool store_configured() const;
   /// True while the last store operation (or health probe) succeeded; false without a store.
   /// While down, a probe runs every second and flips it back once PostgreSQL answers; new key
@@ -335,14 +338,20 @@ class ControllerService {
 
  private:
   friend class KeySupplyHandler;
+  friend class ControllerFacade;
   struct Impl;
   friend struct Impl;
+  /// After a change of the Network (admin state, topology, thresholds), hands the resulting
+  /// events to everything that reacts: rerouting engine (reroutes, instructions sent as 0x41E5),
+  /// alarms, metrics, Ck connections of KMs that vanished. Core strand only; through the facade.
+  void after_network_events(const std::vector<controller::NetworkEvent>& events);
   ServiceOptions options_;
   std::int64_t epoch_ = 0;
   std::shared_ptr<const MonotonicWallClock> clock_;
   controller::Network network_;
   controller::AlarmTable alarms_;
   std::unique_ptr<Impl> impl_;
+  std::unique_ptr<ControllerFacade> facade_;  ///< destroyed before impl_ (it uses the service)
   std::uint16_t port_ = 0;
 };
 

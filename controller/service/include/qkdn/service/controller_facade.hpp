@@ -1,0 +1,144 @@
+// The controller facade: the one way an operator write (the northbound write handlers) changes
+// the core. One write at a time: plan on the core strand (read, validate, nothing changes), store
+// (when a store is configured), apply on the core strand through CoreChanges, whose typed
+// changes keep the core's outputs; the facade forwards those outputs (network events to the
+// rerouting engine, alarms and metrics; rerouting outputs as 0x41E5 and alarms) itself, so no
+// caller can forget to.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "qkdn/controller/alarms.hpp"
+#include "qkdn/controller/network.hpp"
+#include "qkdn/controller/rerouting.hpp"
+#include "qkdn/controller/store.hpp"
+#include "qkdn/service/controller_service.hpp"
+
+namespace qkdn::service {
+
+/// A store operation of a write (runs on a database thread); empty: nothing to store.
+using StoreOp = std::function<void(controller::Store&)>;
+
+/// The changes one write may make to the core, each typed (core strand only, inside
+/// ControllerFacade::write). Every change keeps the core's outputs; the facade forwards them
+/// once the write's apply step returns. Reads go through the const accessors: the core cannot
+/// be changed behind the facade's back from here.
+class CoreChanges {
+ public:
+  explicit CoreChanges(Core& core) : core_(core) {}
+  CoreChanges(const CoreChanges&) = delete;
+  CoreChanges& operator=(const CoreChanges&) = delete;
+
+  [[nodiscard]] const controller::Network& network() const { return core_.network; }
+  [[nodiscard]] const controller::AlarmTable& alarms() const { return core_.alarms; }
+  [[nodiscard]] const controller::ReroutingEngine& rerouting() const { return core_.rerouting; }
+  [[nodiscard]] const Clock& clock() const { return core_.clock; }
+
+  /// Replaces the topology (Network::apply_topology); validated by the write's plan.
+  void apply_topology(const controller::TopologyDoc& doc);
+  /// A link's admin state and threshold overrides. nullopt: unchanged; an engaged empty
+  /// optional clears the override (the network-wide threshold applies again).
+  struct LinkConfig {
+    std::optional<controller::AdminState> admin;
+    std::optional<std::optional<double>> qber_threshold;
+    std::optional<std::optional<std::uint64_t>> pool_floor_bits;
+    [[nodiscard]] bool any() const { return admin || qber_threshold || pool_floor_bits; }
+  };
+  /// Applies `config` to `link_id` (which must exist). Threshold changes re-evaluate the link's
+  /// pairs as an operator action.
+  void configure_link(const std::string& link_id, const LinkConfig& config);
+  /// Network-wide thresholds and QBER hysteresis; every link is re-evaluated.
+  void set_thresholds(const controller::Thresholds& thresholds);
+
+  /// ReroutingEngine configuration (rerouting.hpp); each throws as the engine does.
+  void pin_route(controller::PinnedRouteRecord record);
+  void unpin_route(const std::string& src, const std::string& dst);
+  void set_policy(const controller::ReroutingPolicy& policy);
+  void set_pair_policy(const std::string& src, const std::string& dst,
+                       const controller::ReroutingPolicy& policy);
+  void clear_pair_policy(const std::string& src, const std::string& dst);
+  /// Returns the schedule's ID.
+  std::string add_schedule(controller::ScheduleRecord record);
+  void remove_schedule(const std::string& schedule_id);
+  void set_sae_constraints(const controller::SaeConstraintRecord& record);
+  void clear_sae_constraints(const std::string& src_sae, const std::string& dst_sae);
+
+  /// AlarmTable::acknowledge / clear.
+  const controller::Alarm& acknowledge_alarm(std::uint64_t id, const std::string& actor);
+  const controller::Alarm* clear_alarm(const std::string& type, const std::string& resource);
+
+ private:
+  friend class ControllerFacade;
+  Core& core_;
+  std::vector<controller::NetworkEvent> events_;
+  bool network_changed_ = false;  ///< the topology was applied (forwarded even without events)
+  controller::ReroutingOutput rerouting_;
+  bool rerouting_changed_ = false;
+};
+
+/// Operator writes (northbound) through one pipeline. Owned by the ControllerService
+/// (ControllerService::facade()); coroutine functions may be called from any executor.
+class ControllerFacade {
+ public:
+  /// `service` outlives the facade (the service owns it).
+  explicit ControllerFacade(ControllerService& service);
+  ~ControllerFacade();
+  ControllerFacade(const ControllerFacade&) = delete;
+  ControllerFacade& operator=(const ControllerFacade&) = delete;
+
+  /// One write, serialized with every other write (so what plan validated is what apply
+  /// changes):
+  ///  1. plan(Core&) on the core strand: reads, checks preconditions (If-Match), validates and
+  ///     returns the plan; throws to refuse (nothing changed). It must not change the core.
+  ///  2. store(const Plan&) names what to store; it runs on a database thread when a store is
+  ///     configured (Unavailable: the write is refused, nothing changed) and is skipped without
+  ///     one.
+  ///  3. apply(CoreChanges&, Plan&) on the core strand makes the changes and returns the
+  ///     result; it cannot fail for input reasons (plan validated the same input).
+  ///  4. The facade forwards the outputs of those changes, then returns apply's result.
+  template <class PlanFn, class StoreFn, class ApplyFn>
+  auto write(PlanFn plan, StoreFn store, ApplyFn apply) -> net::awaitable<
+      std::invoke_result_t<ApplyFn, CoreChanges&, std::invoke_result_t<PlanFn, Core&>&>> {
+    using Plan = std::invoke_result_t<PlanFn, Core&>;
+    auto turn_op = acquire();
+    auto turn = co_await std::move(turn_op);
+    auto plan_op = service_.on_core(std::move(plan));
+    Plan p = co_await std::move(plan_op);
+    StoreOp op = store(std::as_const(p));
+    if (op) {
+      auto persist_op = persist(std::move(op));
+      co_await std::move(persist_op);
+    }
+    auto apply_op = service_.on_core([this, &p, apply = std::move(apply)](Core& c) mutable {
+      CoreChanges changes(c);
+      auto result = apply(changes, p);
+      forward(changes);
+      return result;
+    });
+    co_return co_await std::move(apply_op);
+  }
+
+ private:
+  class Turn;
+  /// Waits for this write's turn (one write at a time); the turn ends with the returned object.
+  net::awaitable<std::shared_ptr<Turn>> acquire();
+  /// Stores with retries (a no-op without a configured store).
+  net::awaitable<void> persist(StoreOp op);
+  /// Hands the outputs kept by `changes` to the service (core strand).
+  void forward(CoreChanges& changes);
+
+  struct Lock;
+  ControllerService& service_;
+  std::unique_ptr<Lock> lock_;
+};
+
+}  // namespace qkdn::service
