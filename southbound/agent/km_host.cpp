@@ -579,9 +579,8 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
 net::awaitable<void> KmHost::on_ck_frame_hop(std::shared_ptr<southbound::CkChannel> channel,
                                              ck::Frame frame) {
   // Handling never waits, so it is posted to our strand instead of awaited there.
-  core_.post(strand_, [this, ch = std::move(channel), f = std::move(frame)]() mutable {
-    on_ck_frame(ch, std::move(f));
-  });
+  core_.post(strand_,
+             [this, ch = std::move(channel), f = std::move(frame)] { on_ck_frame(ch, f); });
   co_return;
 }
 
