@@ -162,14 +162,24 @@ void TopologySnapshot::compute_terms() {
   // The depletion reference is snapshot-wide, so it is stored in every link before the terms are
   // made: hop_cost(link) and the route search then see the same number.
   double reference = 0;
+  double consumed_bps = 0;
+  double generated_bps = 0;
   for (const auto& l : links_) {
     if (l.pool_bits > l.pool_floor_bits) {
       reference = std::max(reference, static_cast<double>(l.pool_bits - l.pool_floor_bits));
     }
+    if (std::isfinite(l.consumption_rate_bps))
+      consumed_bps += std::max(0.0, l.consumption_rate_bps);
+    if (std::isfinite(l.key_rate_bps)) generated_bps += std::max(0.0, l.key_rate_bps);
   }
+  // How busy the network is: consumption over generation, in [0, 1].
+  const double load = consumed_bps <= 0    ? 0.0
+                      : generated_bps <= 0 ? 1.0
+                                           : std::min(1.0, consumed_bps / generated_bps);
   terms_.resize(links_.size());
   for (std::size_t i = 0; i < links_.size(); ++i) {
     links_[i].pool_reference_bits = reference;
+    links_[i].network_load = load;
     terms_[i] = make_terms(links_[i]);
     terms_[i].static_exclusions = static_mask(links_[i]);
   }

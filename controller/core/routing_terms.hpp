@@ -32,6 +32,7 @@ inline LinkTerms make_terms(const SnapshotLink& l) {
   t.inv_gen = 1.0 / gen;
   t.net_drain_bps = std::max(0.0, l.consumption_rate_bps - gen);
   t.reference_bits = l.pool_reference_bits;
+  t.share_reference_bits = l.pool_reference_bits * std::clamp(l.network_load, 0.0, 1.0);
   t.drain = t.net_drain_bps / gen;
   if (l.pool_reference_bits > 0) {
     t.depletion = 1.0 - t.available_bits / std::max(l.pool_reference_bits, t.available_bits);
@@ -52,7 +53,8 @@ struct KeyAwareQuery {
         default_kappa(o.weights.kappa == KeyAwareWeights{}.kappa),
         headroom(o.weights.headroom),
         headroom_horizon_s(o.weights.headroom_horizon_s),
-        headroom_share(o.weights.headroom_share) {}
+        headroom_share(o.weights.headroom_share),
+        full_price_share(o.weights.full_price_share) {}
   double demand;
   double regen_scale;  ///< gamma * D / horizon_s
   double alpha;
@@ -62,6 +64,7 @@ struct KeyAwareQuery {
   double headroom;     ///< 0 = no gate
   double headroom_horizon_s;
   double headroom_share;
+  double full_price_share;
 };
 
 /// The price P of hop_cost() (no headroom gate).
@@ -88,11 +91,14 @@ inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
   const double price = key_aware_price(t, q);
   const double tie = kTieBreak * std::min(price, kTieBreakPriceCap);
   const double expected = q.demand + t.net_drain_bps * q.headroom_horizon_s;
-  const double high = std::max(q.headroom * expected, q.headroom_share * t.reference_bits);
+  const double high = std::max(q.headroom * expected, q.headroom_share * t.share_reference_bits);
   // Plenty of key for what this hop is expected to give: it costs what hop count says (plus the
   // tie-break that prefers the richer of equally short routes).
   if (t.available_bits >= high) return 1.0 + tie;
-  const double span = high - q.demand;
+  // Below the gate the price comes in quadratically and is whole from `low` down: a pool at
+  // full_price_share of the gate (or at the demand, if that is higher) costs P.
+  const double low = std::max(q.demand, q.full_price_share * high);
+  const double span = high - low;
   const double u = span > 0 ? std::clamp((high - t.available_bits) / span, 0.0, 1.0) : 1.0;
   return 1.0 + u * u * (price - 1.0) + tie;
 }

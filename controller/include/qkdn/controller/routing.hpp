@@ -81,6 +81,10 @@ struct SnapshotLink {
   /// know the key stores' sizes; the fullest pool stands in for them). 0 = unknown: no depletion
   /// term.
   double pool_reference_bits = 0;
+  /// Set by the snapshot: how busy the network is, the total consumption rate of its links over
+  /// their total generation rate, capped to [0, 1] (0 when nothing is consumed). The key-aware
+  /// cost's share term (KeyAwareWeights::headroom_share) weighs in proportion to it.
+  double network_load = 0;
 };
 
 /// One KM as frozen in a snapshot.
@@ -134,6 +138,8 @@ struct LinkTerms {
   double drain = 0;                     ///< max(0, consumption - generation) / generation
   double net_drain_bps = 0;             ///< max(0, consumption - generation)
   double reference_bits = 0;            ///< SnapshotLink::pool_reference_bits
+  /// reference_bits * network_load: the pool against which the share term measures this one
+  double share_reference_bits = 0;
   /// 1 - available_bits / pool_reference_bits, in [0, 1]; 0 when the reference is unknown
   double depletion = 0;
   /// exp(KeyAwareWeights{}.kappa * depletion): the depletion factor at the default exponent, so
@@ -252,6 +258,11 @@ struct KeyAwareWeights {
   /// pool of the network (SnapshotLink::pool_reference_bits), in [0, 1]: in a network whose pools
   /// barely regenerate, the stock is what there is to share.
   double headroom_share = 0.9;
+  /// Below the gate H the price comes in as u^2 and is whole once the pool is down to this share
+  /// of H (or to the demand, if that is higher), in [0, 1): the scarcity terms are fully back
+  /// well before the pool runs dry. 0 = whole only at the demand (the first gated cost, which
+  /// blocked more than the ungated one at twice the reference load on cost266).
+  double full_price_share = 0.5;
   /// The cost without the headroom gate (bench comparisons, operators who want it).
   static KeyAwareWeights ungated() {
     KeyAwareWeights w;
