@@ -209,6 +209,7 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_network(const Net
     l.consumption_rate_bps = link.consumption_rate_bps;
     l.qber = link.qber;
     l.distance_km = link.spec.distance_km;
+    l.weight = link.spec.weight;
     l.qber_threshold = link.qber_threshold.value_or(s->thresholds_.qber);
     l.pool_floor_bits = link.pool_floor_bits.value_or(s->thresholds_.pool_floor_bits);
     s->links_.push_back(std::move(l));
@@ -242,6 +243,7 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_doc(const Topolog
     l.consumption_rate_bps = v.consumption_rate_bps;
     l.qber = v.qber.value_or(spec.qber);
     l.distance_km = spec.distance_km;
+    l.weight = spec.weight;
     l.qber_threshold = v.qber_threshold.value_or(live.thresholds.qber);
     l.pool_floor_bits = v.pool_floor_bits.value_or(live.thresholds.pool_floor_bits);
     s->links_.push_back(std::move(l));
@@ -451,7 +453,8 @@ NoRouteExplanation explain_no_route(const TopologySnapshot& snapshot, const std:
 }
 
 double hop_cost(const SnapshotLink& link, const RouteOptions& options) {
-  if (options.metric != RouteMetric::kKeyAware) return 1.0;
+  if (options.metric == RouteMetric::kWidestShortest) return 1.0;
+  if (options.metric == RouteMetric::kHopCount) return make_terms(link).weight;
   return key_aware_cost(make_terms(link), KeyAwareQuery(options));
 }
 

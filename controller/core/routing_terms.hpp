@@ -25,6 +25,8 @@ inline double effective_demand(const RouteOptions& o) {
 inline LinkTerms make_terms(const SnapshotLink& l) {
   LinkTerms t;
   t.ends_connected = l.a_connected && l.b_connected;
+  // A weight the document validation would refuse (snapshots of hand-made links) counts as 1.
+  t.weight = std::isfinite(l.weight) && l.weight > 0 ? l.weight : 1.0;
   t.available_bits =
       l.pool_bits > l.pool_floor_bits ? static_cast<double>(l.pool_bits - l.pool_floor_bits) : 0.0;
   // A link that makes less than 1 b/s is treated as making 1 b/s so the terms stay finite.
@@ -84,9 +86,9 @@ inline constexpr double kTieBreak = 1e-9;
 /// hop and can never outweigh a hop.
 inline constexpr double kTieBreakPriceCap = 1e6;
 
-/// The key-aware hop cost documented at hop_cost(): the price behind the headroom gate, plus the
-/// tie-break term.
-inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
+/// The key-aware hop cost documented at hop_cost() for a link of weight 1: the price behind the
+/// headroom gate, plus the tie-break term.
+inline double unit_key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
   if (q.headroom <= 0) return key_aware_price(t, q);
   const double price = key_aware_price(t, q);
   const double tie = kTieBreak * std::min(price, kTieBreakPriceCap);
@@ -101,6 +103,12 @@ inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
   const double span = high - low;
   const double u = span > 0 ? std::clamp((high - t.available_bits) / span, 0.0, 1.0) : 1.0;
   return 1.0 + u * u * (price - 1.0) + tie;
+}
+
+/// The key-aware hop cost documented at hop_cost(): the operator's link weight times the unit
+/// cost, so a plentiful hop costs exactly what hop count charges for it.
+inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
+  return t.weight * unit_key_aware_cost(t, q);
 }
 
 }  // namespace qkdn::controller

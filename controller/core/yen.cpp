@@ -82,7 +82,7 @@ class Search {
           t.available_bits < demand || (!avoided.empty() && avoided[i])) {
         continue;
       }
-      weight_[i] = key_aware ? key_aware_cost(t, cost_query) : 1.0;
+      weight_[i] = key_aware ? key_aware_cost(t, cost_query) : widest() ? 1.0 : t.weight;
       if (widest()) width_[i] = static_cast<double>(links[i].pool_bits);
     }
     // Intermediate KMs that break the trust constraints are cut out of the graph: none of their

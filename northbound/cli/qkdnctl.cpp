@@ -14,6 +14,7 @@
 #include <boost/json.hpp>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -165,14 +166,16 @@ Examples:
 Usage:
   qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]
   qkdnctl link show ID
-  qkdnctl link add ID A B [--key-rate-bps R] [--distance-km D] [--qber Q]
+  qkdnctl link add ID A B [--key-rate-bps R] [--distance-km D] [--qber Q] [--weight W]
   qkdnctl link set ID [--admin-state enabled|disabled|maintenance] [--qber-threshold X|default]
                       [--pool-floor-bits N|default] [--key-rate-bps R] [--distance-km D] [--qber Q]
+                      [--weight W]
   qkdnctl link delete ID
 Examples:
   qkdnctl link list --km KM1
   qkdnctl link set L12 --admin-state maintenance
   qkdnctl link set L12 --qber-threshold 0.08 --pool-floor-bits 65536
+  qkdnctl link set L12 --weight 3      (routing weight: this link costs 3 hops; default 1)
   qkdnctl link set L12 --qber-threshold default
 )"},
       {"app", R"(qkdnctl app - applications (SAEs) and the KM serving each
@@ -1110,6 +1113,12 @@ const std::vector<Column>& link_columns() {
          return d ? fixed(*d, 1) + " km" : std::string("-");
        },
        true},
+      {"WEIGHT",
+       [](const json::object& o) {
+         auto w = number(o, "weight");
+         return w ? fixed(*w, *w == std::floor(*w) ? 0 : 3) : std::string("1");
+       },
+       true},
   };
   return c;
 }
@@ -1119,6 +1128,7 @@ void link_fields(const Args& a, json::object& body) {
   if (auto v = a.get("--key-rate-bps")) body["key_rate_bps"] = parse_number("--key-rate-bps", *v);
   if (auto v = a.get("--distance-km")) body["distance_km"] = parse_number("--distance-km", *v);
   if (auto v = a.get("--qber")) body["qber"] = parse_number("--qber", *v);
+  if (auto v = a.get("--weight")) body["weight"] = parse_number("--weight", *v);
   if (auto v = a.get("--admin-state")) {
     if (*v != "enabled" && *v != "disabled" && *v != "maintenance") {
       usage_error("--admin-state must be enabled, disabled or maintenance, got '" + *v + "'");
@@ -1142,7 +1152,8 @@ int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   const OptionSpec fields{{"--key-rate-bps", true},   {"--distance-km", true},
                           {"--qber", true},           {"--admin-state", true},
-                          {"--qber-threshold", true}, {"--pool-floor-bits", true}};
+                          {"--qber-threshold", true}, {"--pool-floor-bits", true},
+                          {"--weight", true}};
   if (verb == "list") {
     Args a = verb_args(rest, {{"--km", true}, {"--admin-state", true}, {"--oper-state", true}}, 0,
                        0, "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");

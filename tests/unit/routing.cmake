@@ -7,6 +7,7 @@ add_executable(unit_routing
   ${CMAKE_CURRENT_LIST_DIR}/routing_yen_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/routing_trust_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/routing_filling_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/routing_weight_test.cpp
 )
 target_link_libraries(unit_routing PRIVATE qkdn_core qkdn_southbound GTest::gtest_main qkdn_options)
 target_compile_definitions(unit_routing PRIVATE QKDN_TOPOLOGY_DIR="${QKDN_TOPOLOGY_DIR}")
