@@ -34,7 +34,7 @@ inline LinkTerms make_terms(const SnapshotLink& l) {
   t.inv_gen = 1.0 / gen;
   t.net_drain_bps = std::max(0.0, l.consumption_rate_bps - gen);
   t.reference_bits = l.pool_reference_bits;
-  t.share_reference_bits = l.pool_reference_bits * std::clamp(l.network_load, 0.0, 1.0);
+  t.network_load = std::isfinite(l.network_load) ? std::clamp(l.network_load, 0.0, 1.0) : 0.0;
   t.drain = t.net_drain_bps / gen;
   if (l.pool_reference_bits > 0) {
     t.depletion = 1.0 - t.available_bits / std::max(l.pool_reference_bits, t.available_bits);
@@ -56,7 +56,8 @@ struct KeyAwareQuery {
         headroom(o.weights.headroom),
         headroom_horizon_s(o.weights.headroom_horizon_s),
         headroom_share(o.weights.headroom_share),
-        full_price_share(o.weights.full_price_share) {}
+        full_price_share(o.weights.full_price_share),
+        busy_load(o.weights.busy_load) {}
   double demand;
   double regen_scale;  ///< gamma * D / horizon_s
   double alpha;
@@ -67,6 +68,7 @@ struct KeyAwareQuery {
   double headroom_horizon_s;
   double headroom_share;
   double full_price_share;
+  double busy_load;
 };
 
 /// The price P of hop_cost() (no headroom gate).
@@ -93,7 +95,9 @@ inline double unit_key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
   const double price = key_aware_price(t, q);
   const double tie = kTieBreak * std::min(price, kTieBreakPriceCap);
   const double expected = q.demand + t.net_drain_bps * q.headroom_horizon_s;
-  const double high = std::max(q.headroom * expected, q.headroom_share * t.share_reference_bits);
+  // The share term, in full once the network is busy (and 0 while it consumes nothing).
+  const double busy = std::min(1.0, t.network_load / q.busy_load);
+  const double high = std::max(q.headroom * expected, q.headroom_share * busy * t.reference_bits);
   // Plenty of key for what this hop is expected to give: it costs what hop count says (plus the
   // tie-break that prefers the richer of equally short routes).
   if (t.available_bits >= high) return 1.0 + tie;

@@ -85,7 +85,8 @@ struct SnapshotLink {
   double pool_reference_bits = 0;
   /// Set by the snapshot: how busy the network is, the total consumption rate of its links over
   /// their total generation rate, capped to [0, 1] (0 when nothing is consumed). The key-aware
-  /// cost's share term (KeyAwareWeights::headroom_share) weighs in proportion to it.
+  /// cost's share term (KeyAwareWeights::headroom_share) applies in full from
+  /// KeyAwareWeights::busy_load on, in proportion below it.
   double network_load = 0;
 };
 
@@ -141,8 +142,7 @@ struct LinkTerms {
   double drain = 0;                     ///< max(0, consumption - generation) / generation
   double net_drain_bps = 0;             ///< max(0, consumption - generation)
   double reference_bits = 0;            ///< SnapshotLink::pool_reference_bits
-  /// reference_bits * network_load: the pool against which the share term measures this one
-  double share_reference_bits = 0;
+  double network_load = 0;              ///< SnapshotLink::network_load
   /// 1 - available_bits / pool_reference_bits, in [0, 1]; 0 when the reference is unknown
   double depletion = 0;
   /// exp(KeyAwareWeights{}.kappa * depletion): the depletion factor at the default exponent, so
@@ -266,6 +266,10 @@ struct KeyAwareWeights {
   /// well before the pool runs dry. 0 = whole only at the demand (the first gated cost, which
   /// blocked more than the ungated one at twice the reference load on cost266).
   double full_price_share = 0.5;
+  /// The network load (total consumption / total generation, SnapshotLink::network_load) from
+  /// which the share term applies in full; below it the share is scaled by load / busy_load, so
+  /// that in an idle network (pools filling after a start) only the demand gates. > 0.
+  double busy_load = 0.05;
   /// The cost without the headroom gate (bench comparisons, operators who want it).
   static KeyAwareWeights ungated() {
     KeyAwareWeights w;
