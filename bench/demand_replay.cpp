@@ -539,7 +539,7 @@ struct Candidate {
                "          [--baseline plain|admission]\n"
                "          [--alpha X] [--beta X] [--gamma X] [--horizon S] [--kappa X]\n"
                "          [--headroom X] [--headroom-horizon S] [--headroom-share X]\n"
-               "          [--full-price-share X] [--busy-load X]\n"
+               "          [--full-price-share X]\n"
                "  --topology NAME: a file of tests/data/topologies (germany50, nobel-eu, cost266,\n"
                "    ...) or random:N:M[:S], a seeded graph of N KMs and M links made at run time\n",
                argv0);
@@ -602,8 +602,6 @@ int main(int argc, char** argv) {
       cfg.weights.headroom_horizon_s = std::stod(value());
     } else if (a == "--headroom-share") {
       cfg.weights.headroom_share = std::stod(value());
-    } else if (a == "--busy-load") {
-      cfg.weights.busy_load = std::stod(value());
     } else if (a == "--full-price-share") {
       cfg.weights.full_price_share = std::stod(value());
     } else if (a == "--baseline") {

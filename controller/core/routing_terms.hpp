@@ -56,8 +56,7 @@ struct KeyAwareQuery {
         headroom(o.weights.headroom),
         headroom_horizon_s(o.weights.headroom_horizon_s),
         headroom_share(o.weights.headroom_share),
-        full_price_share(o.weights.full_price_share),
-        busy_load(o.weights.busy_load) {}
+        full_price_share(o.weights.full_price_share) {}
   double demand;
   double regen_scale;  ///< gamma * D / horizon_s
   double alpha;
@@ -68,7 +67,6 @@ struct KeyAwareQuery {
   double headroom_horizon_s;
   double headroom_share;
   double full_price_share;
-  double busy_load;
 };
 
 /// The price P of hop_cost() (no headroom gate).
@@ -95,8 +93,10 @@ inline double unit_key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
   const double price = key_aware_price(t, q);
   const double tie = kTieBreak * std::min(price, kTieBreakPriceCap);
   const double expected = q.demand + t.net_drain_bps * q.headroom_horizon_s;
-  // The share term, in full once the network is busy (and 0 while it consumes nothing).
-  const double busy = std::min(1.0, t.network_load / q.busy_load);
+  // The share term counts once the network consumes key at all: in an idle network (pools
+  // filling after a start) only the demand gates. (Scaling it with the load weakened it in busy
+  // networks whose links barely regenerate: more blocking on cost266 and nobel-eu at 2x.)
+  const double busy = t.network_load > 0 ? 1.0 : 0.0;
   const double high = std::max(q.headroom * expected, q.headroom_share * busy * t.reference_bits);
   // Plenty of key for what this hop is expected to give: it costs what hop count says (plus the
   // tie-break that prefers the richer of equally short routes).

@@ -351,8 +351,7 @@ void validate(const TopologySnapshot& snapshot, const RouteOptions& options) {
   const auto& w = options.weights;
   if (!(w.alpha >= 0 && w.beta >= 0 && w.gamma >= 0 && w.kappa >= 0 && w.horizon_s > 0 &&
         w.headroom >= 0 && w.headroom_horizon_s >= 0 && w.headroom_share >= 0 &&
-        w.headroom_share <= 1 && w.full_price_share >= 0 && w.full_price_share < 1 &&
-        w.busy_load > 0)) {
+        w.headroom_share <= 1 && w.full_price_share >= 0 && w.full_price_share < 1)) {
     throw InvalidArgument("key-aware weights must be >= 0 and horizon_s > 0");
   }
   validate_trust_constraints(options.trust);

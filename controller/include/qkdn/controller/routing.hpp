@@ -85,8 +85,7 @@ struct SnapshotLink {
   double pool_reference_bits = 0;
   /// Set by the snapshot: how busy the network is, the total consumption rate of its links over
   /// their total generation rate, capped to [0, 1] (0 when nothing is consumed). The key-aware
-  /// cost's share term (KeyAwareWeights::headroom_share) applies in full from
-  /// KeyAwareWeights::busy_load on, in proportion below it.
+  /// cost's share term (KeyAwareWeights::headroom_share) applies only while it is above 0.
   double network_load = 0;
 };
 
@@ -266,10 +265,6 @@ struct KeyAwareWeights {
   /// well before the pool runs dry. 0 = whole only at the demand (the first gated cost, which
   /// blocked more than the ungated one at twice the reference load on cost266).
   double full_price_share = 0.5;
-  /// The network load (total consumption / total generation, SnapshotLink::network_load) from
-  /// which the share term applies in full; below it the share is scaled by load / busy_load, so
-  /// that in an idle network (pools filling after a start) only the demand gates. > 0.
-  double busy_load = 0.05;
   /// The cost without the headroom gate (bench comparisons, operators who want it).
   static KeyAwareWeights ungated() {
     KeyAwareWeights w;
