@@ -539,6 +539,7 @@ struct Candidate {
                "          [--baseline plain|admission]\n"
                "          [--alpha X] [--beta X] [--gamma X] [--horizon S] [--kappa X]\n"
                "          [--headroom X] [--headroom-horizon S] [--headroom-share X]\n"
+               "          [--full-price-share X]\n"
                "  --topology NAME: a file of tests/data/topologies (germany50, nobel-eu, cost266,\n"
                "    ...) or random:N:M[:S], a seeded graph of N KMs and M links made at run time\n",
                argv0);
@@ -601,6 +602,8 @@ int main(int argc, char** argv) {
       cfg.weights.headroom_horizon_s = std::stod(value());
     } else if (a == "--headroom-share") {
       cfg.weights.headroom_share = std::stod(value());
+    } else if (a == "--full-price-share") {
+      cfg.weights.full_price_share = std::stod(value());
     } else if (a == "--baseline") {
       const std::string b = value();
       if (b != "plain" && b != "admission") usage(argv[0]);
@@ -723,10 +726,11 @@ int main(int argc, char** argv) {
       cfg.consumption_tau_s);
   std::printf(
       "key-aware weights: alpha %.3g, beta %.3g, gamma %.3g, horizon %.3g s, kappa %.3g, headroom "
-      "%.3g over %.3g s, share %.3g (key_aware_ungated: the same without the headroom gate)\n\n",
+      "%.3g over %.3g s, share %.3g, full price at %.3g of the gate (key_aware_ungated: the same "
+      "without the headroom gate)\n\n",
       cfg.weights.alpha, cfg.weights.beta, cfg.weights.gamma, cfg.weights.horizon_s,
       cfg.weights.kappa, cfg.weights.headroom, cfg.weights.headroom_horizon_s,
-      cfg.weights.headroom_share);
+      cfg.weights.headroom_share, cfg.weights.full_price_share);
   if (quick || cfg.requests < 20'000) {
     std::printf(
         "note: short run (smoke test): pools start full and the warm-up is short, so these "

@@ -162,14 +162,24 @@ void TopologySnapshot::compute_terms() {
   // The depletion reference is snapshot-wide, so it is stored in every link before the terms are
   // made: hop_cost(link) and the route search then see the same number.
   double reference = 0;
+  double consumed_bps = 0;
+  double generated_bps = 0;
   for (const auto& l : links_) {
     if (l.pool_bits > l.pool_floor_bits) {
       reference = std::max(reference, static_cast<double>(l.pool_bits - l.pool_floor_bits));
     }
+    if (std::isfinite(l.consumption_rate_bps))
+      consumed_bps += std::max(0.0, l.consumption_rate_bps);
+    if (std::isfinite(l.key_rate_bps)) generated_bps += std::max(0.0, l.key_rate_bps);
   }
+  // How busy the network is: consumption over generation, in [0, 1].
+  const double load = consumed_bps <= 0    ? 0.0
+                      : generated_bps <= 0 ? 1.0
+                                           : std::min(1.0, consumed_bps / generated_bps);
   terms_.resize(links_.size());
   for (std::size_t i = 0; i < links_.size(); ++i) {
     links_[i].pool_reference_bits = reference;
+    links_[i].network_load = load;
     terms_[i] = make_terms(links_[i]);
     terms_[i].static_exclusions = static_mask(links_[i]);
   }
@@ -199,6 +209,7 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_network(const Net
     l.consumption_rate_bps = link.consumption_rate_bps;
     l.qber = link.qber;
     l.distance_km = link.spec.distance_km;
+    l.weight = link.spec.weight;
     l.qber_threshold = link.qber_threshold.value_or(s->thresholds_.qber);
     l.pool_floor_bits = link.pool_floor_bits.value_or(s->thresholds_.pool_floor_bits);
     s->links_.push_back(std::move(l));
@@ -232,6 +243,7 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_doc(const Topolog
     l.consumption_rate_bps = v.consumption_rate_bps;
     l.qber = v.qber.value_or(spec.qber);
     l.distance_km = spec.distance_km;
+    l.weight = spec.weight;
     l.qber_threshold = v.qber_threshold.value_or(live.thresholds.qber);
     l.pool_floor_bits = v.pool_floor_bits.value_or(live.thresholds.pool_floor_bits);
     s->links_.push_back(std::move(l));
@@ -441,7 +453,8 @@ NoRouteExplanation explain_no_route(const TopologySnapshot& snapshot, const std:
 }
 
 double hop_cost(const SnapshotLink& link, const RouteOptions& options) {
-  if (options.metric != RouteMetric::kKeyAware) return 1.0;
+  if (options.metric == RouteMetric::kWidestShortest) return 1.0;
+  if (options.metric == RouteMetric::kHopCount) return make_terms(link).weight;
   return key_aware_cost(make_terms(link), KeyAwareQuery(options));
 }
 

@@ -25,6 +25,8 @@ inline double effective_demand(const RouteOptions& o) {
 inline LinkTerms make_terms(const SnapshotLink& l) {
   LinkTerms t;
   t.ends_connected = l.a_connected && l.b_connected;
+  // A weight the document validation would refuse (snapshots of hand-made links) counts as 1.
+  t.weight = std::isfinite(l.weight) && l.weight > 0 ? l.weight : 1.0;
   t.available_bits =
       l.pool_bits > l.pool_floor_bits ? static_cast<double>(l.pool_bits - l.pool_floor_bits) : 0.0;
   // A link that makes less than 1 b/s is treated as making 1 b/s so the terms stay finite.
@@ -32,6 +34,7 @@ inline LinkTerms make_terms(const SnapshotLink& l) {
   t.inv_gen = 1.0 / gen;
   t.net_drain_bps = std::max(0.0, l.consumption_rate_bps - gen);
   t.reference_bits = l.pool_reference_bits;
+  t.network_load = std::isfinite(l.network_load) ? std::clamp(l.network_load, 0.0, 1.0) : 0.0;
   t.drain = t.net_drain_bps / gen;
   if (l.pool_reference_bits > 0) {
     t.depletion = 1.0 - t.available_bits / std::max(l.pool_reference_bits, t.available_bits);
@@ -52,7 +55,8 @@ struct KeyAwareQuery {
         default_kappa(o.weights.kappa == KeyAwareWeights{}.kappa),
         headroom(o.weights.headroom),
         headroom_horizon_s(o.weights.headroom_horizon_s),
-        headroom_share(o.weights.headroom_share) {}
+        headroom_share(o.weights.headroom_share),
+        full_price_share(o.weights.full_price_share) {}
   double demand;
   double regen_scale;  ///< gamma * D / horizon_s
   double alpha;
@@ -62,6 +66,7 @@ struct KeyAwareQuery {
   double headroom;     ///< 0 = no gate
   double headroom_horizon_s;
   double headroom_share;
+  double full_price_share;
 };
 
 /// The price P of hop_cost() (no headroom gate).
@@ -81,20 +86,33 @@ inline constexpr double kTieBreak = 1e-9;
 /// hop and can never outweigh a hop.
 inline constexpr double kTieBreakPriceCap = 1e6;
 
-/// The key-aware hop cost documented at hop_cost(): the price behind the headroom gate, plus the
-/// tie-break term.
-inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
+/// The key-aware hop cost documented at hop_cost() for a link of weight 1: the price behind the
+/// headroom gate, plus the tie-break term.
+inline double unit_key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
   if (q.headroom <= 0) return key_aware_price(t, q);
   const double price = key_aware_price(t, q);
   const double tie = kTieBreak * std::min(price, kTieBreakPriceCap);
   const double expected = q.demand + t.net_drain_bps * q.headroom_horizon_s;
-  const double high = std::max(q.headroom * expected, q.headroom_share * t.reference_bits);
+  // The share term counts once the network consumes key at all: in an idle network (pools
+  // filling after a start) only the demand gates. (Scaling it with the load weakened it in busy
+  // networks whose links barely regenerate: more blocking on cost266 and nobel-eu at 2x.)
+  const double busy = t.network_load > 0 ? 1.0 : 0.0;
+  const double high = std::max(q.headroom * expected, q.headroom_share * busy * t.reference_bits);
   // Plenty of key for what this hop is expected to give: it costs what hop count says (plus the
   // tie-break that prefers the richer of equally short routes).
   if (t.available_bits >= high) return 1.0 + tie;
-  const double span = high - q.demand;
+  // Below the gate the price comes in quadratically and is whole from `low` down: a pool at
+  // full_price_share of the gate (or at the demand, if that is higher) costs P.
+  const double low = std::max(q.demand, q.full_price_share * high);
+  const double span = high - low;
   const double u = span > 0 ? std::clamp((high - t.available_bits) / span, 0.0, 1.0) : 1.0;
   return 1.0 + u * u * (price - 1.0) + tie;
+}
+
+/// The key-aware hop cost documented at hop_cost(): the operator's link weight times the unit
+/// cost, so a plentiful hop costs exactly what hop count charges for it.
+inline double key_aware_cost(const LinkTerms& t, const KeyAwareQuery& q) {
+  return t.weight * unit_key_aware_cost(t, q);
 }
 
 }  // namespace qkdn::controller

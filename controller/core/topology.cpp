@@ -92,6 +92,9 @@ void validate_topology(const TopologyDoc& doc) {
     if (!std::isfinite(l.qber) || l.qber < 0 || l.qber > 1) {
       throw InvalidArgument(at("links", i, "qber") + ": must be in [0, 1]");
     }
+    if (!std::isfinite(l.weight) || l.weight <= 0 || l.weight > kMaxLinkWeight) {
+      throw InvalidArgument(at("links", i, "weight") + ": must be a finite number > 0 and <= 1e6");
+    }
   }
 
   std::unordered_map<std::string, std::size_t> saes;

@@ -82,7 +82,7 @@ class Search {
           t.available_bits < demand || (!avoided.empty() && avoided[i])) {
         continue;
       }
-      weight_[i] = key_aware ? key_aware_cost(t, cost_query) : 1.0;
+      weight_[i] = key_aware ? key_aware_cost(t, cost_query) : widest() ? 1.0 : t.weight;
       if (widest()) width_[i] = static_cast<double>(links[i].pool_bits);
     }
     // Intermediate KMs that break the trust constraints are cut out of the graph: none of their
@@ -351,7 +351,7 @@ void validate(const TopologySnapshot& snapshot, const RouteOptions& options) {
   const auto& w = options.weights;
   if (!(w.alpha >= 0 && w.beta >= 0 && w.gamma >= 0 && w.kappa >= 0 && w.horizon_s > 0 &&
         w.headroom >= 0 && w.headroom_horizon_s >= 0 && w.headroom_share >= 0 &&
-        w.headroom_share <= 1)) {
+        w.headroom_share <= 1 && w.full_price_share >= 0 && w.full_price_share < 1)) {
     throw InvalidArgument("key-aware weights must be >= 0 and horizon_s > 0");
   }
   validate_trust_constraints(options.trust);

@@ -68,13 +68,14 @@ constexpr Statement kUpsertKms{
     "   ord = EXCLUDED.ord"};
 constexpr Statement kUpsertLinks{
     "upsert_links",
-    "INSERT INTO links (link_id, a, b, key_rate_bps, distance_km, qber, ord)"
-    " SELECT t.link_id, t.a, t.b, t.rate, t.dist, t.qber, t.ord"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[])"
-    "   WITH ORDINALITY AS t(link_id, a, b, rate, dist, qber, ord)"
+    "INSERT INTO links (link_id, a, b, key_rate_bps, distance_km, qber, weight, ord)"
+    " SELECT t.link_id, t.a, t.b, t.rate, t.dist, t.qber, t.weight, t.ord"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[],"
+    "   $7::float8[])"
+    "   WITH ORDINALITY AS t(link_id, a, b, rate, dist, qber, weight, ord)"
     " ON CONFLICT (link_id) DO UPDATE SET a = EXCLUDED.a, b = EXCLUDED.b,"
     "   key_rate_bps = EXCLUDED.key_rate_bps, distance_km = EXCLUDED.distance_km,"
-    "   qber = EXCLUDED.qber, ord = EXCLUDED.ord"};
+    "   qber = EXCLUDED.qber, weight = EXCLUDED.weight, ord = EXCLUDED.ord"};
 constexpr Statement kUpsertApplications{
     "upsert_applications",
     "INSERT INTO applications (sae_id, km_id, ord)"
@@ -264,7 +265,8 @@ constexpr Statement kLoadKms{
     "load_kms", "SELECT km_id, site, lat, lon, trust_level, tags FROM kms ORDER BY ord, km_id"};
 constexpr Statement kLoadLinks{
     "load_links",
-    "SELECT link_id, a, b, key_rate_bps, distance_km, qber FROM links ORDER BY ord, link_id"};
+    "SELECT link_id, a, b, key_rate_bps, distance_km, qber, weight FROM links"
+    " ORDER BY ord, link_id"};
 constexpr Statement kLoadApplications{
     "load_applications", "SELECT sae_id, km_id FROM applications ORDER BY ord, sae_id"};
 constexpr Statement kLoadThresholds{
@@ -856,7 +858,7 @@ StoredState PgStore::load() {
       doc.links.reserve(links.size());
       for (const auto& r : links) {
         doc.links.push_back({as_text(r[0]), as_text(r[1]), as_text(r[2]), r[3].as<double>(),
-                             r[4].as<double>(), r[5].as<double>()});
+                             r[4].as<double>(), r[5].as<double>(), r[6].as<double>()});
       }
       const pqxx::result apps = tx.exec_prepared(kLoadApplications.name);
       doc.applications.reserve(apps.size());
@@ -1050,7 +1052,8 @@ void PgStore::save_topology(const TopologyDoc& doc) {
                      text_array(doc.links, [](const auto& l) -> std::string_view { return l.b; }),
                      float_array(doc.links, [](const auto& l) { return l.key_rate_bps; }),
                      float_array(doc.links, [](const auto& l) { return l.distance_km; }),
-                     float_array(doc.links, [](const auto& l) { return l.qber; }));
+                     float_array(doc.links, [](const auto& l) { return l.qber; }),
+                     float_array(doc.links, [](const auto& l) { return l.weight; }));
     tx.exec_prepared(
         kUpsertApplications.name, sae_ids,
         text_array(doc.applications, [](const auto& a) -> std::string_view { return a.km_id; }));

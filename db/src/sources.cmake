@@ -8,6 +8,7 @@ set(QKDN_DB_MIGRATIONS
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0004_ledger_release_before_allocation.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0005_controller_epoch.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0006_trust.sql
+  ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0007_link_weight.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0008_leadership.sql
 )
 set(QKDN_DB_MIGRATIONS_CPP ${CMAKE_CURRENT_BINARY_DIR}/generated/migrations.cpp)

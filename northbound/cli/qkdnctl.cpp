@@ -15,6 +15,7 @@
 #include <boost/json.hpp>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -162,14 +163,16 @@ Examples:
 Usage:
   qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]
   qkdnctl link show ID
-  qkdnctl link add ID A B [--key-rate-bps R] [--distance-km D] [--qber Q]
+  qkdnctl link add ID A B [--key-rate-bps R] [--distance-km D] [--qber Q] [--weight W]
   qkdnctl link set ID [--admin-state enabled|disabled|maintenance] [--qber-threshold X|default]
                       [--pool-floor-bits N|default] [--key-rate-bps R] [--distance-km D] [--qber Q]
+                      [--weight W]
   qkdnctl link delete ID
 Examples:
   qkdnctl link list --km KM1
   qkdnctl link set L12 --admin-state maintenance
   qkdnctl link set L12 --qber-threshold 0.08 --pool-floor-bits 65536
+  qkdnctl link set L12 --weight 3      (routing weight: this link costs 3 hops; default 1)
   qkdnctl link set L12 --qber-threshold default
 )"},
       {"app", R"(qkdnctl app - applications (SAEs) and the KM serving each
@@ -1111,6 +1114,12 @@ const std::vector<Column>& link_columns() {
          return d ? fixed(*d, 1) + " km" : std::string("-");
        },
        true},
+      {"WEIGHT",
+       [](const json::object& o) {
+         auto w = number(o, "weight");
+         return w ? fixed(*w, *w == std::floor(*w) ? 0 : 3) : std::string("1");
+       },
+       true},
   };
   return c;
 }
@@ -1120,6 +1129,7 @@ void link_fields(const Args& a, json::object& body) {
   if (auto v = a.get("--key-rate-bps")) body["key_rate_bps"] = parse_number("--key-rate-bps", *v);
   if (auto v = a.get("--distance-km")) body["distance_km"] = parse_number("--distance-km", *v);
   if (auto v = a.get("--qber")) body["qber"] = parse_number("--qber", *v);
+  if (auto v = a.get("--weight")) body["weight"] = parse_number("--weight", *v);
   if (auto v = a.get("--admin-state")) {
     if (*v != "enabled" && *v != "disabled" && *v != "maintenance") {
       usage_error("--admin-state must be enabled, disabled or maintenance, got '" + *v + "'");
@@ -1141,9 +1151,9 @@ int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
   if (argv.empty()) usage_error("usage: qkdnctl link list|show|add|set|delete ...");
   const std::string& verb = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
-  const VerbOptions fields{{"--key-rate-bps", 1},   {"--distance-km", 1},
-                           {"--qber", 1},           {"--admin-state", 1},
-                           {"--qber-threshold", 1}, {"--pool-floor-bits", 1}};
+  const VerbOptions fields{{"--key-rate-bps", 1}, {"--distance-km", 1},    {"--qber", 1},
+                           {"--admin-state", 1},  {"--qber-threshold", 1}, {"--pool-floor-bits", 1},
+                           {"--weight", 1}};
   if (verb == "list") {
     Args a = verb_args(rest, {{"--km", 1}, {"--admin-state", 1}, {"--oper-state", 1}}, 0, 0,
                        "qkdnctl link list [--km ID] [--admin-state S] [--oper-state S]");

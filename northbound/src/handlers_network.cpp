@@ -380,6 +380,7 @@ net::awaitable<HttpResponse> post_link(Api& api, RequestContext& ctx) {
   spec.key_rate_bps = r.opt_number("key_rate_bps").value_or(0);
   spec.distance_km = r.opt_number("distance_km").value_or(0);
   spec.qber = r.opt_number("qber").value_or(0);
+  spec.weight = r.opt_number("weight").value_or(1);
   auto edit = read_link_config(r);
   r.finish();
   controller::LinkConfigRecord rec;
@@ -434,9 +435,10 @@ net::awaitable<HttpResponse> patch_link(Api& api, RequestContext& ctx) {
   auto rate = r.opt_number("key_rate_bps");
   auto distance = r.opt_number("distance_km");
   auto qber = r.opt_number("qber");
+  auto weight = r.opt_number("weight");
   auto edit = read_link_config(r);
   r.finish();
-  const bool spec_change = rate || distance || qber;
+  const bool spec_change = rate || distance || qber || weight;
   struct Plan {
     controller::TopologyDoc doc;
     controller::LinkConfigRecord rec;
@@ -453,6 +455,7 @@ net::awaitable<HttpResponse> patch_link(Api& api, RequestContext& ctx) {
           if (rate) s.key_rate_bps = *rate;
           if (distance) s.distance_km = *distance;
           if (qber) s.qber = *qber;
+          if (weight) s.weight = *weight;
         }
         controller::validate_topology(p.doc);
         p.rec = config_record(*l, edit);

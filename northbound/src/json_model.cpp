@@ -63,6 +63,7 @@ json::object link_json(const controller::Link& l, const controller::Thresholds& 
   o["qber_alarm"] = l.qber_alarm;
   o["pool_low"] = l.pool_low;
   o["distance_km"] = l.spec.distance_km;
+  o["weight"] = l.spec.weight;
   o["nominal_key_rate_bps"] = l.spec.key_rate_bps;
   o["nominal_qber"] = l.spec.qber;
   o["last_report"] = time_json(l.last_report);
@@ -78,6 +79,7 @@ std::string link_config(const controller::Link& l) {
     << l.spec.key_rate_bps << '\n'
     << l.spec.distance_km << '\n'
     << l.spec.qber << '\n'
+    << l.spec.weight << '\n'
     << controller::to_string(l.admin) << '\n';
   if (l.qber_threshold) s << *l.qber_threshold;
   s << '\n';

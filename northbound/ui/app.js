@@ -230,8 +230,20 @@
       `\nQBER ${(100 * (l.qber || 0)).toFixed(2)} % (threshold ${(100 * (l.effective_qber_threshold || 0)).toFixed(1)} %)`;
   }
 
+  // A KM's trust level as the operator declared it (issue 20): "trust 60", or "unrated".
+  function trustText(t) { return t === null || t === undefined ? "unrated" : `trust ${t}`; }
+
+  // Intermediate KMs of a route with their trust: "X (trust 60), Y (unrated)", or "none".
+  function intermediatesText(route) {
+    const list = (route && route.intermediates) || [];
+    if (!list.length) return "none (direct)";
+    return list.map((m) => `${m.km_id} (${trustText(m.trust_level)}` +
+      (m.tags && m.tags.length ? `; ${m.tags.join(", ")}` : "") + ")").join(", ");
+  }
+
   function kmText(k) {
     return `KM ${k.km_id}${k.site ? " (" + k.site + ")" : ""}: ${k.connected ? "connected" : "disconnected"}` +
+      `\n${trustText(k.trust_level)}` + (k.tags && k.tags.length ? `, tags ${k.tags.join(", ")}` : "") +
       (k.kma_endpoint ? `\nKMA ${k.kma_endpoint}` : "") +
       (k.last_seen ? `\nlast seen ${k.last_seen}` : "");
   }
@@ -286,6 +298,8 @@
       g.setAttribute("class", "km " + (k.connected ? "connected" : "disconnected") +
         (state.selected.includes(k.km_id) ? " selected" : ""));
       g.querySelector("title").textContent = kmText(k);
+      if (k.trust_level === null || k.trust_level === undefined) g.removeAttribute("data-trust");
+      else g.setAttribute("data-trust", String(k.trust_level));
     }
     for (const g of [...kmsG.children]) if (!seenKm.has(g.dataset.km)) g.remove();
     drawRoutes(paths);
@@ -349,6 +363,12 @@
       const hops = r.route && r.route.kms ? r.route.kms.join(" → ") : `${r.src_km} → ${r.dst_km}`;
       e.append(st, `${r.number_of_keys}×${r.key_size_bits} b ${hops}` + (r.attempt > 1 ? ` (attempt ${r.attempt})` : "") +
         (r.reason ? ` — ${r.reason}` : ""));
+      if (r.route && r.route.intermediates) {
+        const via = document.createElement("div");
+        via.className = "intermediates";
+        via.textContent = "via " + intermediatesText(r.route);
+        e.append(via);
+      }
     }
     if (!recent.length) li(relays, "none yet", "muted");
 
@@ -396,6 +416,11 @@
       (r.items || []).forEach((route, i) => {
         const e = li(list, `${route.kms.join(" → ")} (${route.hops} hops, bottleneck ${fmtBytes(route.bottleneck_bits / 8)})`, i === 0 ? "best" : "alt");
         e.dataset.route = i;
+        // Every intermediate KM sees the key in the clear: show them with their trust.
+        const via = document.createElement("div");
+        via.className = "intermediates";
+        via.textContent = "via " + intermediatesText(route);
+        e.append(via);
       });
       if (!(r.items || []).length) {
         $("route-message").textContent = `no usable route from ${src} to ${dst}` +

@@ -126,7 +126,8 @@ TopologyDoc parse_topology(std::string_view text, bool strict) {
   for (std::size_t i = 0; i < links.size(); ++i) {
     const std::string path = "links[" + std::to_string(i) + "]";
     const auto& o = as_object(links[i], path);
-    check_members(o, {"link_id", "a", "b", "key_rate_bps", "distance_km", "qber"}, path, strict);
+    check_members(o, {"link_id", "a", "b", "key_rate_bps", "distance_km", "qber", "weight"}, path,
+                  strict);
     controller::LinkSpec l;
     l.link_id = get_string(o, "link_id", path, true);
     l.a = get_string(o, "a", path, true);
@@ -134,6 +135,7 @@ TopologyDoc parse_topology(std::string_view text, bool strict) {
     l.key_rate_bps = get_number(o, "key_rate_bps", path, true, 0);
     l.distance_km = get_number(o, "distance_km", path, false, 0);
     l.qber = get_number(o, "qber", path, false, 0);
+    l.weight = get_number(o, "weight", path, false, 1);
     doc.links.push_back(std::move(l));
   }
   const auto& apps = get_array(obj, "applications", false);
@@ -218,12 +220,15 @@ std::string serialize_topology(const TopologyDoc& doc, bool pretty) {
   root["kms"] = std::move(kms);
   json::array links;
   for (const auto& l : doc.links) {
-    links.push_back(json::object{{"link_id", l.link_id},
-                                 {"a", l.a},
-                                 {"b", l.b},
-                                 {"key_rate_bps", l.key_rate_bps},
-                                 {"distance_km", l.distance_km},
-                                 {"qber", l.qber}});
+    json::object o{{"link_id", l.link_id},
+                   {"a", l.a},
+                   {"b", l.b},
+                   {"key_rate_bps", l.key_rate_bps},
+                   {"distance_km", l.distance_km},
+                   {"qber", l.qber}};
+    // The default weight is left out, so documents without weights read and write unchanged.
+    if (l.weight != 1) o["weight"] = l.weight;
+    links.push_back(std::move(o));
   }
   root["links"] = std::move(links);
   json::array apps;

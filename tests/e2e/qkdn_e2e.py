@@ -237,7 +237,7 @@ class Network:
 
 def start_network(ps, topology_name, extra_saes=(), insecure=False, agent_args=(),
                   controller_args=(), token_role="viewer", extra_apps=(), controller_env=None,
-                  certs_backdated_s=0, key_rate_bps=None):
+                  certs_backdated_s=0, key_rate_bps=None, km_trust=None):
     """Starts the controller and one agent hosting every KM of the topology, with certificates
     from scripts/dev-ca.sh (plus extra_saes: certificates of SAEs the topology does not know) in
     ps.dir, an ETSI 014 listener (mutual TLS unless insecure) and the admin listener; waits until
@@ -245,18 +245,21 @@ def start_network(ps, topology_name, extra_saes=(), insecure=False, agent_args=(
     topology's applications (a copy in ps.dir). certs_backdated_s: the certificates are valid
     from that many seconds ago (for a controller restarted with its clock behind). key_rate_bps:
     every link's rate in the topology (a copy in ps.dir), so that a restarted agent has it too.
-    The returned
+    km_trust: {km_id: (trust_level, [tags])} set in the copy of the topology. The returned
     Network can restart its controller
     and agent on the same ports (restart_controller, restart_agent: fault tests)."""
     controller = binary("QKDN_CONTROLLER", "controller/qkdn-controller")
     agent = binary("QKDN_AGENT", "southbound/qkdn-agent")
     topo_path = os.path.join(TOPOLOGIES, topology_name)
     topo = load_topology(topology_name)
-    if extra_apps or key_rate_bps:
+    if extra_apps or key_rate_bps or km_trust:
         topo.setdefault("applications", []).extend(
             {"sae_id": s, "km_id": k} for s, k in extra_apps)
         for link in topo["links"] if key_rate_bps else ():
             link["key_rate_bps"] = key_rate_bps
+        for km in topo["kms"] if km_trust else ():
+            if km["km_id"] in km_trust:
+                km["trust_level"], km["tags"] = km_trust[km["km_id"]]
         topo_path = os.path.join(ps.dir, topology_name)
         with open(topo_path, "w") as f:
             json.dump(topo, f)

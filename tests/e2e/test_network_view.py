@@ -97,11 +97,14 @@ def main():
             for i, png in enumerate(SHOTS):
                 with open(os.path.join(ps.dir, f"screenshot-{i}.png"), "wb") as f:
                     f.write(png)
-    print("e2e_network_view: 4 passed, 0 failed")
+    print("e2e_network_view: 5 passed, 0 failed")
 
 
 def run(ps, km_ids, link_ids, topo):
-    net = start_network(ps, "germany50.json", token_role="viewer")
+    # Trust levels on every other KM (issue 20), the rest unrated: the view shows both.
+    trust = {k: ((i * 7) % 101, [f"operator:op{i % 3}"]) for i, k in enumerate(sorted(km_ids))
+             if i % 2 == 0}
+    net = start_network(ps, "germany50.json", token_role="viewer", km_trust=trust)
     base = net.api.base
     with Browser(log_dir=ps.dir) as b:
         # The page itself needs no token; the data does: the page asks for one.
@@ -184,6 +187,28 @@ def run(ps, km_ids, link_ids, topo):
         assert any(shows(img, links[l]["pts"], ROUTE) for l in best["links"]), \
             "the best route is not on screen"
         log(f"ok   route {' -> '.join(best['kms'])} and {n - 1} alternatives drawn")
+
+        # Trust (issue 20): every listed route names its intermediate KMs with their trust, as
+        # the API answers them; every KM's details give its trust level and tags.
+        vias = b.eval("[...document.querySelectorAll('#route-list li')]"
+                      ".map(e => (e.querySelector('.intermediates') || {}).textContent || '')")
+        for via, route in zip(vias, answer["items"]):
+            assert via.startswith("via "), vias
+            for m in route["intermediates"]:
+                want = (f"{m['km_id']} (unrated" if m.get("trust_level") is None
+                        else f"{m['km_id']} (trust {m['trust_level']}")
+                assert want in via, (want, via)
+        titles = b.eval("Object.fromEntries([...document.querySelectorAll('#kms g[data-km]')]"
+                        ".map(g => [g.dataset.km, [g.querySelector('title').textContent,"
+                        " g.dataset.trust || null]]))")
+        for km in km_ids:
+            text, attr = titles[km]
+            if km in trust:
+                assert f"trust {trust[km][0]}" in text and trust[km][1][0] in text, (km, text)
+                assert attr == str(trust[km][0]), (km, attr)
+            else:
+                assert "unrated" in text and attr is None, (km, text, attr)
+        log("ok   intermediate KMs of every route and every KM's trust shown")
 
         # Without coordinates: a deterministic force layout, KMs kept apart.
         layout_js = ("(() => { const kms = %s, links = %s;"

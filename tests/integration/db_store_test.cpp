@@ -38,6 +38,7 @@ TEST_F(DbTest, MigratesEmptyDatabaseOnceAndRecordsVersions) {
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 4"),
             "0004_ledger_release_before_allocation");
   EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 5"), "0005_controller_epoch");
+  EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 7"), "0007_link_weight");
 }
 
 // The controller epoch (migration 0005) only grows: every call, from any connection, returns
@@ -121,6 +122,7 @@ void expect_same_topology(const controller::TopologyDoc& a, const controller::To
     EXPECT_DOUBLE_EQ(a.links[i].key_rate_bps, b.links[i].key_rate_bps);
     EXPECT_DOUBLE_EQ(a.links[i].distance_km, b.links[i].distance_km);
     EXPECT_DOUBLE_EQ(a.links[i].qber, b.links[i].qber);
+    EXPECT_EQ(a.links[i].weight, b.links[i].weight) << a.links[i].link_id;
   }
   ASSERT_EQ(a.applications.size(), b.applications.size());
   for (std::size_t i = 0; i < a.applications.size(); ++i) {
@@ -266,6 +268,33 @@ TEST_F(DbTest, PolicyRoundTrip) {
   st = store_->load();
   ASSERT_EQ(st.policies.size(), 1u);
   EXPECT_EQ(st.policies[0].mode, "fixed_rate");
+}
+
+// The operator's link weight (migration 0007) round-trips exactly, is replaced with the document,
+// defaults to 1 for rows written without it, and the database refuses weights the model refuses.
+TEST_F(DbTest, LinkWeightRoundTrip) {
+  auto doc = sample_topology();
+  doc.links[0].weight = 2.5;
+  doc.links[1].weight = 1e-3;
+  store_->save_topology(doc);
+  auto st = store_->load();
+  ASSERT_TRUE(st.topology.has_value());
+  expect_same_topology(*st.topology, doc);
+  doc.links[0].weight = 1;
+  doc.links[1].weight = 1e6;
+  store_->save_topology(doc);
+  st = store_->load();
+  expect_same_topology(*st.topology, doc);
+  // A row written without a weight (as before the migration) weighs 1.
+  sql("INSERT INTO links (link_id, a, b, key_rate_bps, ord) VALUES ('LX', '" + doc.kms[0].km_id +
+      "', '" + doc.kms[1].km_id + "', 5, 99)");
+  EXPECT_EQ(sql("SELECT weight FROM links WHERE link_id = 'LX'"), "1");
+  for (double w : {0.0, -1.0, 2e6}) {
+    auto bad = doc;
+    bad.links[0].weight = w;
+    EXPECT_THROW(store_->save_topology(bad), InvalidArgument) << w;
+  }
+  EXPECT_THROW(sql("UPDATE links SET weight = 0 WHERE link_id = 'LX'"), std::exception);
 }
 
 // Issue 20: KM trust levels and tags, a policy's avoided tags and SAE pair constraints

@@ -139,9 +139,10 @@ TEST_F(NorthboundApi, LinkLifecycleAndLiveState) {
       409);
   auto created = c.request("POST", "/api/v1/links", kAdminToken,
                            R"({"link_id":"L13","a":"KM1","b":"KM3","key_rate_bps":100,)"
-                           R"("admin_state":"maintenance"})");
+                           R"("admin_state":"maintenance","weight":4})");
   ASSERT_EQ(created.status, 201) << created.body;
   EXPECT_EQ(obj(created).at("admin_state").as_string(), "maintenance");
+  EXPECT_DOUBLE_EQ(obj(created).at("weight").as_double(), 4);
   EXPECT_EQ(c.request("DELETE", "/api/v1/links/L13").status, 204);
   EXPECT_EQ(c.get("/api/v1/links/L13").status, 404);
 }
@@ -225,6 +226,24 @@ TEST_F(NorthboundApi, RouteQueries) {
       200);
   auto avoided = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&avoid_links=L12"));
   EXPECT_TRUE(avoided.at("items").as_array().empty());
+
+  // The operator's link weight: shown on the link (1 by default), set with PATCH (validated), the
+  // cost of the link in hop-count routes; refused values change nothing.
+  EXPECT_DOUBLE_EQ(obj(c.get("/api/v1/links/L12")).at("weight").as_double(), 1);
+  for (const char* bad :
+       {R"({"weight":0})", R"({"weight":-1})", R"({"weight":1e7})", R"({"weight":"2"})"}) {
+    auto refused = c.request("PATCH", "/api/v1/links/L12", kAdminToken, bad);
+    EXPECT_EQ(refused.status, 400) << bad << " -> " << refused.body;
+  }
+  auto heavy = c.request("PATCH", "/api/v1/links/L12", kAdminToken, R"({"weight":2.5})");
+  ASSERT_EQ(heavy.status, 200) << heavy.body;
+  EXPECT_DOUBLE_EQ(obj(heavy).at("weight").as_double(), 2.5);
+  auto weighted = obj(c.get("/api/v1/routes?src=KM1&dst=KM3&metric=hop_count"));
+  ASSERT_EQ(weighted.at("items").as_array().size(), 1U);
+  EXPECT_DOUBLE_EQ(weighted.at("items").as_array()[0].as_object().at("cost").as_double(), 3.5);
+  EXPECT_EQ(weighted.at("items").as_array()[0].as_object().at("hops").as_int64(), 2);
+  auto topo = obj(c.get("/api/v1/topology"));
+  EXPECT_DOUBLE_EQ(topo.at("links").as_array()[0].as_object().at("weight").as_double(), 2.5);
 
   EXPECT_EQ(c.get("/api/v1/routes?src=KM1").status, 400);
   EXPECT_EQ(c.get("/api/v1/routes?src=KM1&dst=KM3&k=0").status, 400);

@@ -57,6 +57,10 @@ def broken_documents(base):
         edit("negative key rate", lambda d: link0(d).update(key_rate_bps=-1)),
         edit("QBER 1.5", lambda d: link0(d).update(qber=1.5)),
         edit("negative distance", lambda d: link0(d).update(distance_km=-3)),
+        edit("link weight 0", lambda d: link0(d).update(weight=0)),
+        edit("negative link weight", lambda d: link0(d).update(weight=-2)),
+        edit("link weight above 1e6", lambda d: link0(d).update(weight=2e6)),
+        edit("link weight as text", lambda d: link0(d).update(weight="3")),
         edit("link end not a string", lambda d: link0(d).update(a=7)),
         edit("unknown link field", lambda d: link0(d).update(colour="red")),
         edit("application without km_id", lambda d: d["applications"][0].pop("km_id")),
@@ -79,6 +83,10 @@ def main():
         if i % 2 == 0:
             k["trust_level"] = (i * 7) % 101
             k["tags"] = [f"operator:op{i % 3}", "jurisdiction:DE"]
+    # Operator weights on every third link (the rest weigh 1 and are written without one).
+    for i, link in enumerate(germany["links"]):
+        if i % 3 == 0:
+            link["weight"] = 1 + i / 8
     controller = binary("QKDN_CONTROLLER", "controller/qkdn-controller")
     passed = 1
     with Processes("topology-schema") as ps:
@@ -117,6 +125,13 @@ def main():
         assert got == want_trust, "trust levels or tags changed on the way through the controller"
         assert {k["km_id"]: (k["trust_level"], k["tags"]) for k in kms} == want_trust
         log("ok   trust levels and tags round-trip through PUT/GET /api/v1/topology and /api/v1/kms")
+        passed += 1
+        want_weight = {link["link_id"]: link.get("weight", 1) for link in germany["links"]}
+        got = {link["link_id"]: link.get("weight", 1) for link in exported["links"]}
+        assert got == want_weight, "link weights changed on the way through the controller"
+        links = requests.get(base + "/links", params={"limit": 1000}, timeout=10).json()["items"]
+        assert {link["link_id"]: link["weight"] for link in links} == want_weight
+        log("ok   link weights round-trip through PUT/GET /api/v1/topology and /api/v1/links")
         passed += 1
 
         # Broken documents: both refuse, and the network stays as it was.

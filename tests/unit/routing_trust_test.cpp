@@ -75,21 +75,42 @@ TEST(HeadroomGate, AtTheDemandTheFullPriceApplies) {
   EXPECT_DOUBLE_EQ(hop_cost(l, key_aware(1'024)), price + 1e-9 * price);
 }
 
-// Between the demand and the gate the cost is 1 + u^2 (P - 1), u = (H - A) / (H - D), and it
-// never falls as the pool drains.
+// Below the gate the cost is 1 + u^2 (P - 1), u = (H - A) / (H - L) clamped to [0, 1], with
+// L = max(D, full_price_share H): the whole price is back once the pool is down to half the gate
+// (default share 0.5), and the cost never falls as the pool drains.
 TEST(HeadroomGate, RisesQuadraticallyBelowTheGate) {
   const double d = 1'000;
   const double h = 4 * d;
+  const double low = 0.5 * h;
   double previous = 0;
   for (double a = 4'000; a >= 1'000; a -= 250) {
     SnapshotLink l = link_with(static_cast<std::uint64_t>(256 + a));
     const double price = hop_cost(l, key_aware(1'000, KeyAwareWeights::ungated()));
-    const double u = (h - a) / (h - d);
+    const double u = std::min(1.0, (h - a) / (h - low));
     const double c = hop_cost(l, key_aware(1'000));
     EXPECT_NEAR(c, 1 + u * u * (price - 1) + 1e-9 * price, 1e-12) << "available " << a;
     EXPECT_GE(c, previous) << "available " << a;
     previous = c;
   }
+}
+
+// The first gated cost brought the price back only at the demand itself: a pool at half the gate
+// cost 1 + 4 (P - 1) / 9 here (a quarter of the price where the gate is far above the demand),
+// and on cost266 at twice the reference load the key-aware cost
+// blocked more than the ungated one (bench_demand_replay). From half the gate down the cost is
+// the ungated price; full_price_share 0 restores the old ramp.
+TEST(HeadroomGate, FullPriceFromHalfTheGateDown) {
+  for (double a : {2'000.0, 1'500.0, 1'000.0}) {
+    SnapshotLink l = link_with(static_cast<std::uint64_t>(256 + a));
+    const double price = hop_cost(l, key_aware(1'000, KeyAwareWeights::ungated()));
+    EXPECT_DOUBLE_EQ(hop_cost(l, key_aware(1'000)), price + 1e-9 * price) << "available " << a;
+  }
+  SnapshotLink half = link_with(256 + 2'000);
+  KeyAwareWeights old_ramp = demand_gate();
+  old_ramp.full_price_share = 0;
+  const double price = hop_cost(half, key_aware(1'000, KeyAwareWeights::ungated()));
+  EXPECT_NEAR(hop_cost(half, key_aware(1'000, old_ramp)), 1 + 4 * (price - 1) / 9 + 1e-9 * price,
+              1e-12);
 }
 
 // Net drain counts towards the expected demand: the same pool is plentiful for an idle link and
@@ -130,16 +151,46 @@ TEST(HeadroomGate, NoDetourWhilePoolsHoldPlenty) {
   EXPECT_EQ(before[0].kms, (std::vector<std::string>{"S", "Y", "Z", "D"}));
 }
 
-// The share term: a pool below headroom_share of the fullest pool is priced even when it holds
-// far more than its demand (networks whose links barely regenerate share a stock); at or above
-// that share it costs 1.
+// The share term: in a busy network (consumption at least its generation) a pool below
+// headroom_share of the fullest pool is priced even when it holds far more than its demand
+// (networks whose links barely regenerate share a stock); at or above that share it costs 1.
 TEST(HeadroomGate, ShareOfTheFullestPoolOpensTheGate) {
   KeyAwareWeights w;                             // headroom_share 0.9
   SnapshotLink full = link_with(256 + 950'000);  // reference 1 Mbit
+  full.network_load = 1;
   EXPECT_LT(hop_cost(full, key_aware(256, w)), 1.001);
   SnapshotLink half = link_with(256 + 500'000);
+  half.network_load = 1;
   EXPECT_GT(hop_cost(half, key_aware(256, w)), 1.1);
   EXPECT_LT(hop_cost(half, key_aware(256)), 1.001);  // the demand gate alone: plenty
+}
+
+// The share term counts once the network consumes any key: while nothing is consumed (pools
+// filling after a start) a pool far below the fullest one but far above its demand costs 1.
+// (Before, the share term applied in an idle network too, and germany50's first route while
+// pools filled took 11 hops instead of 6.)
+TEST(HeadroomGate, ShareTermOnlyOnceKeyIsConsumed) {
+  KeyAwareWeights w;  // headroom_share 0.9
+  SnapshotLink half = link_with(256 + 500'000);
+  half.network_load = 0;
+  EXPECT_LT(hop_cost(half, key_aware(256, w)), 1.001);
+  half.network_load = 1e-6;
+  EXPECT_GT(hop_cost(half, key_aware(256, w)), 1.1);
+  half.network_load = 1;
+  EXPECT_GT(hop_cost(half, key_aware(256, w)), 1.1);
+}
+
+// The snapshot measures the load: total consumption over total generation, capped to 1.
+TEST(HeadroomGate, SnapshotMeasuresTheNetworkLoad) {
+  LiveState live = full_pools(1'000'000);
+  auto idle = TopologySnapshot::from_doc(ladder(), live);
+  EXPECT_EQ(idle->links()[0].network_load, 0.0);
+  live.links["SX"].consumption_rate_bps = 10'000;  // 5 links x 10 kb/s generated
+  auto busy = TopologySnapshot::from_doc(ladder(), live);
+  for (const auto& l : busy->links()) EXPECT_DOUBLE_EQ(l.network_load, 0.2);
+  live.links["XD"].consumption_rate_bps = 90'000;
+  auto over = TopologySnapshot::from_doc(ladder(), live);
+  EXPECT_DOUBLE_EQ(over->links()[0].network_load, 1.0);
 }
 
 // The detour comes back as soon as it pays: a hop of the short route near its demand.

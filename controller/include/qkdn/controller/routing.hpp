@@ -31,7 +31,8 @@ enum class RouteMetric {
   kKeyAware,
   /// Largest bottleneck pool (bits) first; among equally wide routes, fewest hops first.
   kWidestShortest,
-  /// Fewest hops first (baseline); every hop costs 1.
+  /// Fewest hops first (baseline); every hop costs its link's weight (1 unless the operator set
+  /// one), so the lowest total weight first.
   kHopCount,
 };
 
@@ -72,6 +73,7 @@ struct SnapshotLink {
   double consumption_rate_bps = 0;
   double qber = 0;
   double distance_km = 0;
+  double weight = 1;                  ///< the operator's link weight (LinkSpec::weight)
   double qber_threshold = 0;          ///< effective: per-link override, else network
   std::uint64_t pool_floor_bits = 0;  ///< effective: per-link override, else network
   bool a_connected = true;
@@ -81,6 +83,10 @@ struct SnapshotLink {
   /// know the key stores' sizes; the fullest pool stands in for them). 0 = unknown: no depletion
   /// term.
   double pool_reference_bits = 0;
+  /// Set by the snapshot: how busy the network is, the total consumption rate of its links over
+  /// their total generation rate, capped to [0, 1] (0 when nothing is consumed). The key-aware
+  /// cost's share term (KeyAwareWeights::headroom_share) applies only while it is above 0.
+  double network_load = 0;
 };
 
 /// One KM as frozen in a snapshot.
@@ -129,11 +135,13 @@ std::string describe(const TrustConstraints& c);
 struct LinkTerms {
   std::uint32_t static_exclusions = 0;  ///< ExclusionReason bits that no RouteOptions change
   bool ends_connected = true;           ///< both end KMs have a Ck connection
+  double weight = 1;                    ///< SnapshotLink::weight: the base cost of the hop
   double available_bits = 0;            ///< max(pool - floor, 0)
   double inv_gen = 1;                   ///< 1 / max(key_rate_bps, 1)
   double drain = 0;                     ///< max(0, consumption - generation) / generation
   double net_drain_bps = 0;             ///< max(0, consumption - generation)
   double reference_bits = 0;            ///< SnapshotLink::pool_reference_bits
+  double network_load = 0;              ///< SnapshotLink::network_load
   /// 1 - available_bits / pool_reference_bits, in [0, 1]; 0 when the reference is unknown
   double depletion = 0;
   /// exp(KeyAwareWeights{}.kappa * depletion): the depletion factor at the default exponent, so
@@ -252,6 +260,11 @@ struct KeyAwareWeights {
   /// pool of the network (SnapshotLink::pool_reference_bits), in [0, 1]: in a network whose pools
   /// barely regenerate, the stock is what there is to share.
   double headroom_share = 0.9;
+  /// Below the gate H the price comes in as u^2 and is whole once the pool is down to this share
+  /// of H (or to the demand, if that is higher), in [0, 1): the scarcity terms are fully back
+  /// well before the pool runs dry. 0 = whole only at the demand (the first gated cost, which
+  /// blocked more than the ungated one at twice the reference load on cost266).
+  double full_price_share = 0.5;
   /// The cost without the headroom gate (bench comparisons, operators who want it).
   static KeyAwareWeights ungated() {
     KeyAwareWeights w;
@@ -282,8 +295,8 @@ struct RouteOptions {
 struct Route {
   std::vector<std::string> kms;
   std::vector<std::string> links;
-  /// kKeyAware: sum of hop_cost; kHopCount: hops; kWidestShortest: hops (routes are ordered by
-  /// bottleneck_bits first).
+  /// kKeyAware: sum of hop_cost; kHopCount: sum of the link weights (hops when every weight is
+  /// 1); kWidestShortest: hops (routes are ordered by bottleneck_bits first).
   double cost = 0;
   std::uint64_t bottleneck_bits = 0;  ///< smallest pool on the route
 };
@@ -310,7 +323,9 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
                                        const RouteOptions& options = {});
 
 /// Cost of crossing `link` under `options.metric`, assuming the link is usable.
-/// kHopCount and kWidestShortest: 1. kKeyAware, with D = demand_bits (reference_demand_bits when
+/// kWidestShortest: 1. kHopCount: w, the link's weight (1 unless the operator set one).
+/// kKeyAware: w times the gated cost below (so with every pool plentiful it is exactly hop
+/// count's, plus the tie-break). With D = demand_bits (reference_demand_bits when
 /// 0), A = max(pool - floor, 0), g = max(key_rate, 1 b/s), c = consumption rate, and
 /// R = link.pool_reference_bits (the fullest pool of the snapshot), the price
 ///   P = (1 + gamma * D / (g * horizon_s))              base: time to remake D, per horizon
@@ -326,6 +341,7 @@ std::vector<LinkVerdict> explain_links(const TopologySnapshot& snapshot,
 ///   cost = 1 + u^2 * (P - 1) + t,  u = (H - A) / (H - D)   when A < H, u clamped to [0, 1]
 /// where t = 1e-9 * min(P, 1e6) < 0.001 only breaks ties between equally short routes (and
 /// parallel links) in favour of the richer, faster links; cost = P when headroom is 0 (no gate).
+/// The whole of it is multiplied by w (the tie-break too, so it stays below 0.001 w).
 /// While every pool on the candidate routes holds well more than its expected demand, routes are
 /// exactly as short as hop count and spend no key on detours; as a pool nears its demand the full
 /// price P returns and spreads load onto richer routes, which is what keeps requests from blocking.

@@ -35,7 +35,14 @@ struct LinkSpec {
   double key_rate_bps = 0;  ///< nominal secret-key rate
   double distance_km = 0;
   double qber = 0;  ///< nominal quantum bit error ratio (0..1)
+  /// The operator's routing weight: what crossing this link costs hop count, and the base of the
+  /// key-aware cost (see hop_cost). Finite, in (0, kMaxLinkWeight]; 1 = one hop.
+  double weight = 1;
 };
+
+/// The largest link weight a document may declare (costs stay far from overflow and precision
+/// loss over any route).
+inline constexpr double kMaxLinkWeight = 1e6;
 
 /// A secure application entity (SAE) and the KM whose KSA serves it.
 struct AppSpec {
