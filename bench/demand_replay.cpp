@@ -448,7 +448,8 @@ CutBound cut_bound(const Topology& t, double rate, const Config& cfg, bool windo
       }
       std::vector<char> in(n, 0);
       std::size_t size = 0;
-      for (std::size_t v = 0; v < n; ++v) size += (in[v] = comp[v] == root) ? 1 : 0;
+      for (std::size_t v = 0; v < n; ++v)
+        size += (in[v] = static_cast<char>(comp[v] == root)) != 0 ? 1 : 0;
       if (size < n) starts.push_back(std::move(in));
     }
   }
@@ -458,14 +459,14 @@ CutBound cut_bound(const Topology& t, double rate, const Config& cfg, bool windo
     for (bool improved = true; improved;) {
       improved = false;
       for (std::size_t v = 0; v < n; ++v) {
-        in[v] = !in[v];
+        in[v] = static_cast<char>(in[v] == 0);
         const double b = bound(in).first;
         const auto size = static_cast<std::size_t>(std::count(in.begin(), in.end(), 1));
         if (size > 0 && size < n && b > cur + 1e-12) {
           cur = b;
           improved = true;
         } else {
-          in[v] = !in[v];
+          in[v] = static_cast<char>(in[v] == 0);
         }
       }
     }

@@ -69,7 +69,7 @@ class Search {
     if (!options_.avoid_kms.empty() || !options_.avoid_links.empty()) {
       avoided.assign(n_edges, 0);
       for (std::size_t i = 0; i < n_edges; ++i) {
-        avoided[i] = exclusion_mask(snap_, i, options_) != 0;
+        avoided[i] = static_cast<char>(exclusion_mask(snap_, i, options_) != 0);
       }
     }
     const double demand = static_cast<double>(options_.demand_bits);
@@ -383,7 +383,8 @@ std::vector<Path> yen(Search& search, std::size_t src, std::size_t dst, std::siz
       for (std::size_t j = 0; j < i; ++j) banned_vertex[last.kms[j]] = 1;
       for (const Path& p : accepted) {
         if (p.links.size() > i &&
-            std::equal(last.kms.begin(), last.kms.begin() + i + 1, p.kms.begin())) {
+            std::equal(last.kms.begin(), last.kms.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                       p.kms.begin())) {
           banned_edge[p.links[i]] = 1;
         }
       }
@@ -395,9 +396,9 @@ std::vector<Path> yen(Search& search, std::size_t src, std::size_t dst, std::siz
                                         budget == kNone ? kNone : budget - i, root_width);
       if (!spur_path) continue;
       Path total;
-      total.kms.assign(last.kms.begin(), last.kms.begin() + i);
+      total.kms.assign(last.kms.begin(), last.kms.begin() + static_cast<std::ptrdiff_t>(i));
       total.kms.insert(total.kms.end(), spur_path->kms.begin(), spur_path->kms.end());
-      total.links.assign(last.links.begin(), last.links.begin() + i);
+      total.links.assign(last.links.begin(), last.links.begin() + static_cast<std::ptrdiff_t>(i));
       total.links.insert(total.links.end(), spur_path->links.begin(), spur_path->links.end());
       search.score(total);
       auto same = [&](const Path& p) { return p.kms == total.kms && p.links == total.links; };

@@ -26,6 +26,7 @@ TEST_F(DbTest, MigratesEmptyDatabaseOnceAndRecordsVersions) {
   EXPECT_EQ(all.front().version, 1);
   EXPECT_EQ(all.front().name, "0001_initial");
   std::vector<int> expected;
+  expected.reserve(all.size());
   for (const auto& m : all) expected.push_back(m.version);
   EXPECT_EQ(store_->schema_versions(), expected);
   EXPECT_EQ(store_->migrate(), 0);
@@ -66,6 +67,7 @@ TEST_F(DbTest, ControllerEpochSequenceOnlyGrows) {
 TEST(DbMigration, ConcurrentStartersApplyMigrationsOnce) {
   const std::string dsn = PgServer::fresh_database();
   std::vector<std::thread> threads;
+  threads.reserve(4);
   std::atomic<int> applied{0};
   std::atomic<int> failures{0};
   for (int i = 0; i < 4; ++i) {
@@ -571,6 +573,7 @@ TEST_F(DbTest, AccountingUpsertAdds) {
 // the database itself.
 TEST_F(DbTest, AuditAppendOnly) {
   std::vector<std::int64_t> ids;
+  ids.reserve(5);
   for (int i = 0; i < 5; ++i) {
     ids.push_back(
         store_->append_audit({0, kT0 + std::chrono::seconds{i}, "admin", "PUT /api/v1/policy",

@@ -425,7 +425,7 @@ TEST(TrustConstraints, StrictestTakesTheStricterOfEach) {
 
 // The topology document checks trust levels and tags, naming the element.
 TEST(TrustModel, TopologyValidatesTrustAndTags) {
-  auto expect_invalid = [](TopologyDoc doc, const std::string& what) {
+  auto expect_invalid = [](const TopologyDoc& doc, const std::string& what) {
     try {
       validate_topology(doc);
       ADD_FAILURE() << "accepted: " << what;
