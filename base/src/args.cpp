@@ -67,48 +67,44 @@ ArgParser& ArgParser::section(std::string title) {
   return *this;
 }
 
-ArgParser& ArgParser::option(std::string name, std::string metavar, std::string help,
-                             ValueFn apply) {
-  if (index_.contains(name) || metavar.empty()) {
-    throw Internal("ArgParser: option --" + name + " declared twice or without a metavar");
+ArgParser& ArgParser::declare(Spec spec) {
+  const bool takes_value = spec.value || spec.pair;
+  if (index_.contains(spec.name) || takes_value == spec.metavar.empty()) {
+    throw Internal("ArgParser: option --" + spec.name +
+                   " declared twice, or a metavar that does not match its kind");
   }
-  index_.emplace(name, specs_.size());
-  specs_.push_back({std::move(name),
-                    std::move(metavar),
-                    {},
-                    std::move(help),
-                    section_,
-                    {},
-                    std::move(apply),
-                    {},
-                    {}});
+  spec.section = section_;
+  index_.emplace(spec.name, specs_.size());
+  specs_.push_back(std::move(spec));
   return *this;
 }
 
+ArgParser& ArgParser::option(std::string name, std::string metavar, std::string help,
+                             ValueFn apply) {
+  Spec spec;
+  spec.name = std::move(name);
+  spec.metavar = std::move(metavar);
+  spec.help = std::move(help);
+  spec.value = std::move(apply);
+  return declare(std::move(spec));
+}
+
 ArgParser& ArgParser::flag(std::string name, std::string help, FlagFn apply) {
-  if (index_.contains(name)) throw Internal("ArgParser: option --" + name + " declared twice");
-  index_.emplace(name, specs_.size());
-  specs_.push_back(
-      {std::move(name), {}, {}, std::move(help), section_, {}, {}, std::move(apply), {}});
-  return *this;
+  Spec spec;
+  spec.name = std::move(name);
+  spec.help = std::move(help);
+  spec.flag = std::move(apply);
+  return declare(std::move(spec));
 }
 
 ArgParser& ArgParser::option_pair(std::string name, std::string metavar, std::string help,
                                   PairFn apply) {
-  if (index_.contains(name) || metavar.empty()) {
-    throw Internal("ArgParser: option --" + name + " declared twice or without a metavar");
-  }
-  index_.emplace(name, specs_.size());
-  specs_.push_back({std::move(name),
-                    std::move(metavar),
-                    {},
-                    std::move(help),
-                    section_,
-                    {},
-                    {},
-                    {},
-                    std::move(apply)});
-  return *this;
+  Spec spec;
+  spec.name = std::move(name);
+  spec.metavar = std::move(metavar);
+  spec.help = std::move(help);
+  spec.pair = std::move(apply);
+  return declare(std::move(spec));
 }
 
 ArgParser& ArgParser::env(const std::string& name, std::string variable) {

@@ -18,6 +18,20 @@ namespace qkdn::controller::testing {
 
 using Strings = std::vector<std::string>;
 
+/// Registers every KM of `doc` with `net`, each with all its links (a placeholder KMA endpoint).
+inline void register_every_km(Network& net, const TopologyDoc& doc) {
+  for (const auto& km : doc.kms) {
+    Registration reg;
+    reg.km_id = km.km_id;
+    reg.kma_endpoint = "127.0.0.1:1";
+    for (const auto& l : doc.links) {
+      if (l.a == km.km_id) reg.links.push_back({l.link_id, l.b});
+      if (l.b == km.km_id) reg.links.push_back({l.link_id, l.a});
+    }
+    net.register_km(reg);
+  }
+}
+
 /// KMs and links {id, a, b, key_rate_bps}; every KM registers with all its links, and every link
 /// reports a full pool (1 Mbit), its rate and QBER 2 %. The engine has seen the first snapshot.
 class Lab {
@@ -28,16 +42,7 @@ class Lab {
     for (const auto& km : kms) doc_.kms.push_back({km, km});
     for (const auto& [id, a, b, rate] : links) doc_.links.push_back({id, a, b, rate, 10, 0.02});
     net.apply_topology(doc_);
-    for (const auto& km : doc_.kms) {
-      Registration reg;
-      reg.km_id = km.km_id;
-      reg.kma_endpoint = "127.0.0.1:1";
-      for (const auto& l : doc_.links) {
-        if (l.a == km.km_id) reg.links.push_back({l.link_id, l.b});
-        if (l.b == km.km_id) reg.links.push_back({l.link_id, l.a});
-      }
-      net.register_km(reg);
-    }
+    register_every_km(net, doc_);
     for (const auto& l : doc_.links) {
       reports_[l.link_id] = {l.link_id, l.b, true, 4000, 1'000'000, l.key_rate_bps, 0, 0.02};
       net.apply_status(l.a, {reports_[l.link_id]});

@@ -16,6 +16,7 @@
 #include "qkdn/controller/routing.hpp"
 #include "qkdn/controller/topology.hpp"
 #include "qkdn/southbound/topology_json.hpp"
+#include "rerouting_test_util.hpp"
 
 namespace qkdn::controller {
 namespace {
@@ -28,16 +29,7 @@ class FillingGermany50 : public ::testing::Test {
   void SetUp() override {
     doc_ = southbound::load_topology_file(std::string(QKDN_TOPOLOGY_DIR) + "/germany50.json");
     net_.apply_topology(doc_);
-    for (const auto& km : doc_.kms) {
-      Registration reg;
-      reg.km_id = km.km_id;
-      reg.kma_endpoint = "127.0.0.1:1";
-      for (const auto& l : doc_.links) {
-        if (l.a == km.km_id) reg.links.push_back({l.link_id, l.b});
-        if (l.b == km.km_id) reg.links.push_back({l.link_id, l.a});
-      }
-      net_.register_km(reg);
-    }
+    testing::register_every_km(net_, doc_);
   }
 
   void report_after(std::chrono::seconds elapsed) {

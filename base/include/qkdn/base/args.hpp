@@ -93,6 +93,9 @@ class ArgParser {
     FlagFn flag;
     PairFn pair;
   };
+  /// Adds `spec` under the current section; refuses a name declared twice, or a metavar on a
+  /// switch / none on an option that takes values (Internal: a program error).
+  ArgParser& declare(Spec spec);
   Result run(const std::vector<std::string>& args, std::vector<std::string>* rest);
   const Spec* find(std::string_view name) const;
   void apply(const Spec& spec, std::string_view value, bool from_command_line,
