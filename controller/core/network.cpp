@@ -366,7 +366,7 @@ std::vector<NetworkEvent> Network::apply_status(const std::string& kma_id,
         link->stored_keys != r.stored_keys || link->stored_key_bits != r.stored_key_bits ||
         link->key_rate_bps != r.key_rate_bps ||
         link->consumption_rate_bps != r.consumption_rate_bps || link->qber != r.qber;
-    if (changed) ++version_;
+    if (changed) ++figures_version_;
     link->stored_keys = r.stored_keys;
     link->stored_key_bits = r.stored_key_bits;
     link->key_rate_bps = r.key_rate_bps;

@@ -189,6 +189,7 @@ std::shared_ptr<const TopologySnapshot> TopologySnapshot::from_network(const Net
   std::shared_ptr<TopologySnapshot> s(new TopologySnapshot());
   s->thresholds_ = network.thresholds();
   s->version_ = network.version();
+  s->structure_version_ = network.structure_version();
   for (const auto& [id, km] : network.kms()) {
     s->kms_.push_back({id, km.connected, km.trust_level, km.tags});
   }

@@ -35,10 +35,13 @@ void check_id_param(const std::string& name, const std::string& v) {
   if (!is_valid_id(v)) bad_request("'" + name + "' is not a valid ID: '" + v + "'");
 }
 
-/// The snapshot to route on: the engine's when current, else a fresh one (core strand).
+/// The snapshot to route on (core strand): the engine's when only status figures (pools, rates)
+/// moved since it was taken, since the service refreshes it within its coalescing interval after
+/// every status report and a rebuild per query would cost O(network) on the core strand; a fresh
+/// one when KMs, links, their states or the operator's settings changed.
 std::shared_ptr<const controller::TopologySnapshot> current_snapshot(Core& c) {
   const auto& s = c.rerouting.snapshot();
-  if (s && s->version() == c.network.version()) return s;
+  if (s && s->structure_version() == c.network.structure_version()) return s;
   return controller::TopologySnapshot::from_network(c.network);
 }
 

@@ -100,3 +100,12 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_rerouting_modes test_rerouting_modes.py)
 endif()
+# Scale smoke (issue 15): 2,000 KMs hosted by two agent processes register with one controller
+# within a bound, every link comes up, /metrics and route queries answer, the controller stays up
+# (bench/controller_scale.sh in SMOKE mode; the full 10,000-KM run is in docs/PERFORMANCE.md).
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  add_test(NAME e2e_scale_smoke
+           COMMAND sh ${CMAKE_SOURCE_DIR}/bench/controller_scale.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(e2e_scale_smoke PROPERTIES LABELS e2e TIMEOUT 400 ENVIRONMENT
+    "SMOKE=1;KMS=2000;LINKS=4000;AGENTS=2;WINDOW=5;ROUTES=100;REGISTER_BOUND=60;UP_TIMEOUT=240")
+endif()

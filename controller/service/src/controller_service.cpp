@@ -81,7 +81,8 @@ ControllerService::Impl::Impl(ControllerService& s)
       tick_timer(core),
       snapshot_timer(core),
       writer_wake(core),
-      probe_timer(core) {}
+      probe_timer(core),
+      deferred_timer(core) {}
 
 ControllerService::Impl::~Impl() = default;
 
@@ -288,23 +289,6 @@ void ControllerService::Impl::queue_status(const std::shared_ptr<Session>& s,
   });
 }
 
-void ControllerService::Impl::network_changed_soon(std::vector<controller::NetworkEvent> events) {
-  if (events.empty()) {
-    network_changed(events);  // pools only: the coalesced snapshot refresh
-    return;
-  }
-  emit(events);  // observers see each mutation at once
-  deferred_events.insert(deferred_events.end(), std::make_move_iterator(events.begin()),
-                         std::make_move_iterator(events.end()));
-  if (deferred_posted) return;
-  deferred_posted = true;
-  net::post(core, [this] {
-    deferred_posted = false;
-    auto batch = std::exchange(deferred_events, {});
-    react_to_events(batch);
-  });
-}
-
 // ---- accept loop ----
 
 net::awaitable<void> ControllerService::Impl::accept_loop() {
@@ -421,7 +405,9 @@ net::awaitable<void> ControllerService::Impl::session_ended(std::shared_ptr<Sess
     if (it != registered.end() && it->second.session_id == s->id) {
       registered.erase(it);
       try {
-        network_changed(svc.network_.disconnect_km(s->km_id));
+        // Batched like registrations: a storm of disconnects (an agent process with thousands
+        // of KMs going away) must not cost one snapshot build each.
+        network_changed_soon(svc.network_.disconnect_km(s->km_id));
       } catch (const std::exception& e) {
         svc.log("ck: disconnect " + s->km_id + ": " + e.what());
       }
@@ -814,7 +800,7 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
       svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
               (al->link_id ? " on " + *al->link_id : ""));
       // The alarm table first, then the engine (the alarms it raises or clears come after).
-      network_changed(events);
+      network_changed_soon(std::move(events));
     } else if (auto* au = std::get_if<ck::ApplicationsUpdate>(&message)) {
       if (au->kma_id != km_id) {
         return CoreResult{std::string(ck::errc::kBadRequest),
@@ -1059,8 +1045,7 @@ net::io_context& ControllerService::io_context() { return impl_->ioc; }
 net::awaitable<std::string> ControllerService::metrics_text() {
   auto op = on_core([this](Core& c) {
     GaugeInput in;
-    for (const auto& [id, link] : c.network.links()) in.links.push_back(link);
-    for (const auto& [id, km] : c.network.kms()) in.kms.push_back(km);
+    in.network_text = render_network_gauges(c.network);
     in.sessions_active = c.sessions.active_count();
     for (std::size_t i = 0; i < controller::kSeverityCount; ++i) {
       in.alarms_active[i] = c.alarms.active_count(static_cast<controller::Severity>(i));
@@ -1068,7 +1053,6 @@ net::awaitable<std::string> ControllerService::metrics_text() {
     controller::AlarmFilter active;
     active.active_only = true;
     for (const auto& a : c.alarms.list(active)) ++in.alarms_active_by_type[a.type];
-    in.thresholds = c.network.thresholds();
     in.ck_connections = impl_->counters.connections_active.load();
     in.store_up = store_up();
     in.admission_depth["registration"] = impl_->registrations->depth();
@@ -1077,7 +1061,7 @@ net::awaitable<std::string> ControllerService::metrics_text() {
     return in;
   });
   auto gauges = co_await std::move(op);
-  impl_->metrics->update_gauges(gauges);
+  impl_->metrics->update_gauges(std::move(gauges));
   co_return impl_->metrics->serialize();
 }
 

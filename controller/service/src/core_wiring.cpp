@@ -13,8 +13,16 @@ namespace {
 using controller::NetworkEvent;
 
 // Status reports arrive from every KM every status interval: the engine gets a fresh snapshot of
-// their pools at most this often (events, route queries and ticks refresh it at once).
+// their pools at most this often (events refresh it sooner).
 constexpr auto kSnapshotCoalesce = std::chrono::milliseconds(100);
+// Events of registrations and status reports (KMs and links up and down) reach the engine in one
+// batch at most this often: a registration storm of N KMs costs a bounded number of snapshot
+// builds per second, not one per registration (each build is O(network)).
+constexpr auto kEventCoalesce = std::chrono::milliseconds(50);
+// The intervals grow with the cost of one snapshot build, so that building snapshots never takes
+// more than about a tenth (pools) or a quarter (events) of the core strand on a large network.
+constexpr int kSnapshotCostFactor = 10;
+constexpr int kEventCostFactor = 4;
 constexpr std::size_t kSentInstructionsKept = 10'000;
 constexpr auto kMinTick = std::chrono::milliseconds(10);
 
@@ -38,7 +46,47 @@ std::string number_text(double v) {
 
 void ControllerService::Impl::network_changed(const std::vector<NetworkEvent>& events) {
   emit(events);
-  react_to_events(events);
+  if (deferred_events.empty()) {
+    react_to_events(events);
+    return;
+  }
+  // Events still waiting for their batch happened first: one engine run for all, in order.
+  auto batch = std::exchange(deferred_events, {});
+  batch.insert(batch.end(), events.begin(), events.end());
+  react_to_events(batch);
+}
+
+void ControllerService::Impl::flush_deferred_events() {
+  if (deferred_events.empty()) return;
+  auto batch = std::exchange(deferred_events, {});
+  react_to_events(batch);
+}
+
+SteadyTime ControllerService::Impl::next_build(std::chrono::milliseconds floor, int factor) const {
+  const auto cost = std::chrono::duration_cast<std::chrono::milliseconds>(last_snapshot_cost);
+  return last_snapshot + std::max(floor, cost * factor);
+}
+
+void ControllerService::Impl::network_changed_soon(std::vector<NetworkEvent> events) {
+  if (events.empty()) {
+    schedule_snapshot();  // pools only: the coalesced snapshot refresh
+    return;
+  }
+  emit(events);  // observers see each mutation at once
+  deferred_events.insert(deferred_events.end(), std::make_move_iterator(events.begin()),
+                         std::make_move_iterator(events.end()));
+  if (deferred_armed || timers_stopped) return;
+  deferred_armed = true;
+  deferred_timer.expires_at(next_build(kEventCoalesce, kEventCostFactor));
+  deferred_timer.async_wait([this](boost::system::error_code ec) {
+    deferred_armed = false;
+    if (ec || timers_stopped) return;
+    try {
+      flush_deferred_events();
+    } catch (const std::exception& e) {
+      svc.log(std::string("rerouting: events not applied: ") + e.what());
+    }
+  });
 }
 
 void ControllerService::Impl::react_to_events(const std::vector<NetworkEvent>& events) {
@@ -68,8 +116,12 @@ void ControllerService::Impl::react_to_events(const std::vector<NetworkEvent>& e
 
 std::shared_ptr<const controller::TopologySnapshot> ControllerService::Impl::fresh_snapshot() {
   snapshot_dirty = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto s = controller::TopologySnapshot::from_network(svc.network_);
   last_snapshot = std::chrono::steady_clock::now();
-  return controller::TopologySnapshot::from_network(svc.network_);
+  last_snapshot_cost = last_snapshot - t0;
+  metrics->snapshot_build(std::chrono::duration<double>(last_snapshot_cost).count());
+  return s;
 }
 
 void ControllerService::Impl::schedule_snapshot() {
@@ -78,7 +130,7 @@ void ControllerService::Impl::schedule_snapshot() {
   snapshot_dirty = true;
   if (snapshot_armed || timers_stopped) return;
   snapshot_armed = true;
-  snapshot_timer.expires_at(last_snapshot + kSnapshotCoalesce);
+  snapshot_timer.expires_at(next_build(kSnapshotCoalesce, kSnapshotCostFactor));
   snapshot_timer.async_wait([this](boost::system::error_code ec) {
     snapshot_armed = false;
     if (ec || timers_stopped) return;
@@ -242,7 +294,12 @@ void ControllerService::Impl::arm_tick() {
 
 void ControllerService::Impl::on_tick() {
   const auto t = now();
-  refresh_snapshot_if_dirty();
+  // Ticks come as often as every 10 ms while relays wait: the snapshot is refreshed here only when
+  // its coalescing interval has passed (its timer does it otherwise).
+  flush_deferred_events();
+  if (std::chrono::steady_clock::now() >= next_build(kSnapshotCoalesce, kSnapshotCostFactor)) {
+    refresh_snapshot_if_dirty();
+  }
   apply_rerouting(engine.tick(t));
   apply_relay_output(relays.expire(t));
   expire_sessions(t);
@@ -259,6 +316,7 @@ void ControllerService::Impl::stop_timers() {
   timers_stopped = true;
   tick_timer.cancel();
   snapshot_timer.cancel();
+  deferred_timer.cancel();
   probe_timer.cancel();
 }
 

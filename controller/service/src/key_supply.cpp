@@ -221,6 +221,7 @@ controller::RouteOptions ControllerService::Impl::route_options(const std::strin
 
 void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
                                           const ck::KeyRelayNextHopRequest& req) {
+  flush_deferred_events();  // route on every KM and link event received so far
   std::string code;
   std::string message;
   const auto dst =
@@ -272,6 +273,7 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
 
 void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
                                                     const ck::KeyRelayRequestNotification& n) {
+  flush_deferred_events();  // route on every KM and link event received so far
   const auto refuse = [&](std::string_view code, const std::string& why) {
     if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes
     svc.log("key supply: 0x1403 from " + ctx.km_id + " refused: " + std::string(code) + ": " + why);
@@ -704,6 +706,7 @@ void ControllerService::Impl::persist_session(const controller::Session& s, Writ
 
 void ControllerService::Impl::on_session_request(const CommandContext& ctx,
                                                  const ck::SessionCreationRequest& req) {
+  flush_deferred_events();  // route on every KM and link event received so far
   const auto answer_ng = [&](const std::string& code, const std::string& why,
                              const std::string& dst_km) {
     if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes

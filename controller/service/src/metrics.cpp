@@ -1,6 +1,8 @@
 #include "qkdn/service/metrics.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -63,7 +65,114 @@ constexpr std::string_view kCkRefusedReasons[] = {
     "registration_busy", "command_busy", "km_busy", "relays_per_km", "rate", "flood", "api_busy"};
 constexpr std::string_view kAdmissionQueues[] = {"registration", "status", "command"};
 
+// Exposition text of one sample: name{labels} value.
+void append_label(std::string& out, std::string_view name, std::string_view value, bool first) {
+  if (!first) out += ',';
+  out += name;
+  out += "=\"";
+  for (const char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+}
+
+void append_value(std::string& out, double v) {
+  if (std::isnan(v)) {
+    out += "NaN";
+  } else if (std::isinf(v)) {
+    out += v > 0 ? "+Inf" : "-Inf";
+  } else {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+  }
+  out += '\n';
+}
+
+void append_family_head(std::string& out, std::string_view name, std::string_view help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += " gauge\n";
+}
+
 }  // namespace
+
+std::string render_network_gauges(const controller::Network& network) {
+  using controller::Link;
+  const auto& th = network.thresholds();
+  struct Family {
+    std::string_view name, help;
+    double (*value)(const Link&, const controller::Thresholds&);
+  };
+  static constexpr Family kLinkFamilies[] = {
+      {"qkdn_link_key_pool_bytes", "Secret key stored for the link, bytes",
+       [](const Link& l, const controller::Thresholds&) {
+         return static_cast<double>(l.stored_key_bits) / 8.0;
+       }},
+      {"qkdn_link_stored_keys", "Keys stored for the link",
+       [](const Link& l, const controller::Thresholds&) {
+         return static_cast<double>(l.stored_keys);
+       }},
+      {"qkdn_link_secret_key_rate_bytes_per_second",
+       "Measured secret key generation rate of the link, bytes per second",
+       [](const Link& l, const controller::Thresholds&) { return l.key_rate_bps / 8.0; }},
+      {"qkdn_link_key_consumption_bytes_per_second",
+       "Measured key consumption of the link, bytes per second",
+       [](const Link& l, const controller::Thresholds&) { return l.consumption_rate_bps / 8.0; }},
+      {"qkdn_link_qber_ratio", "Last reported quantum bit error ratio of the link",
+       [](const Link& l, const controller::Thresholds&) { return l.qber; }},
+      {"qkdn_link_qber_threshold_ratio",
+       "QBER above which the link alarms and leaves routing (its own, else the network's)",
+       [](const Link& l, const controller::Thresholds& t) {
+         return l.qber_threshold.value_or(t.qber);
+       }},
+      {"qkdn_link_key_pool_floor_bytes",
+       "Key pool below which the link is low and leaves routing (its own, else the network's)",
+       [](const Link& l, const controller::Thresholds& t) {
+         return static_cast<double>(l.pool_floor_bits.value_or(t.pool_floor_bits)) / 8.0;
+       }},
+      {"qkdn_link_up", "1 when the link is operationally up, else 0",
+       [](const Link& l, const controller::Thresholds&) {
+         return l.oper == controller::OperState::kUp ? 1.0 : 0.0;
+       }},
+  };
+  std::string out;
+  // About 100 bytes per link and family, 50 per KM: one allocation for the whole text.
+  out.reserve(network.links().size() * std::size(kLinkFamilies) * 100 +
+              network.kms().size() * 50 + 4096);
+  for (const auto& f : kLinkFamilies) {
+    append_family_head(out, f.name, f.help);
+    for (const auto& [id, link] : network.links()) {
+      out += f.name;
+      out += '{';
+      append_label(out, "a", link.spec.a, true);
+      append_label(out, "b", link.spec.b, false);
+      append_label(out, "link", id, false);
+      out += "} ";
+      append_value(out, f.value(link, th));
+    }
+  }
+  append_family_head(out, "qkdn_km_connected",
+                     "1 when the KM holds a registered Ck connection, else 0");
+  for (const auto& [id, km] : network.kms()) {
+    out += "qkdn_km_connected{";
+    append_label(out, "km", id, true);
+    out += "} ";
+    append_value(out, km.connected ? 1.0 : 0.0);
+  }
+  return out;
+}
 
 struct Metrics::State {
   // Registers a family and remembers its name, help and type, so that serialize() can still
@@ -87,28 +196,6 @@ struct Metrics::State {
   std::shared_ptr<pm::Registry> registry = std::make_shared<pm::Registry>();
   std::vector<Declared> declared;  // written only by the constructor
 
-  pm::Family<pm::Gauge>& link_pool_bytes =
-      gauge("qkdn_link_key_pool_bytes", "Secret key stored for the link, bytes");
-  pm::Family<pm::Gauge>& link_stored_keys =
-      gauge("qkdn_link_stored_keys", "Keys stored for the link");
-  pm::Family<pm::Gauge>& link_rate =
-      gauge("qkdn_link_secret_key_rate_bytes_per_second",
-            "Measured secret key generation rate of the link, bytes per second");
-  pm::Family<pm::Gauge>& link_consumption =
-      gauge("qkdn_link_key_consumption_bytes_per_second",
-            "Measured key consumption of the link, bytes per second");
-  pm::Family<pm::Gauge>& link_qber =
-      gauge("qkdn_link_qber_ratio", "Last reported quantum bit error ratio of the link");
-  pm::Family<pm::Gauge>& link_qber_threshold =
-      gauge("qkdn_link_qber_threshold_ratio",
-            "QBER above which the link alarms and leaves routing (its own, else the network's)");
-  pm::Family<pm::Gauge>& link_pool_floor = gauge(
-      "qkdn_link_key_pool_floor_bytes",
-      "Key pool below which the link is low and leaves routing (its own, else the network's)");
-  pm::Family<pm::Gauge>& link_up =
-      gauge("qkdn_link_up", "1 when the link is operationally up, else 0");
-  pm::Family<pm::Gauge>& km_connected =
-      gauge("qkdn_km_connected", "1 when the KM holds a registered Ck connection, else 0");
   pm::Gauge& sessions_active =
       gauge("qkdn_sessions_active", "Key-supply sessions that are active").Add({});
   pm::Family<pm::Counter>& relays =
@@ -118,6 +205,11 @@ struct Metrics::State {
                                       .Add({}, kRelayBuckets);
   pm::Histogram& route_duration =
       histogram("qkdn_route_computation_seconds", "Time to compute a route").Add({}, kRouteBuckets);
+  pm::Histogram& snapshot_duration =
+      histogram("qkdn_topology_snapshot_build_seconds",
+                "Time to build the routing snapshot of the whole network (coalesced: at most a "
+                "few per second)")
+          .Add({}, kHttpBuckets);
   pm::Histogram& relay_intermediates =
       histogram("qkdn_key_relay_intermediate_kms",
                 "Intermediate (trusted relay) KMs crossed, one observation per delivered key")
@@ -191,19 +283,8 @@ struct Metrics::State {
   std::map<std::string, pm::Gauge*, std::less<>> alarm_type_gauges;  // every kAlarmTypes entry
 
   // Per-link and per-KM gauges, keyed by link / KM ID, so vanished ones can be removed.
-  struct LinkGauges {
-    std::string a, b;
-    pm::Gauge* pool = nullptr;
-    pm::Gauge* keys = nullptr;
-    pm::Gauge* rate = nullptr;
-    pm::Gauge* consumption = nullptr;
-    pm::Gauge* qber = nullptr;
-    pm::Gauge* qber_threshold = nullptr;
-    pm::Gauge* pool_floor = nullptr;
-    pm::Gauge* up = nullptr;
-  };
-  std::map<std::string, LinkGauges> links;
-  std::map<std::string, pm::Gauge*> kms;
+  /// Per-link and per-KM gauge families, rendered on the core strand (render_network_gauges).
+  std::string network_text;
 };
 
 Metrics::Metrics(std::string version, std::string revision) : state_(std::make_unique<State>()) {
@@ -286,6 +367,8 @@ void Metrics::key_relay(std::string_view result, double seconds) {
 
 void Metrics::route_computation(double seconds) { state_->route_duration.Observe(seconds); }
 
+void Metrics::snapshot_build(double seconds) { state_->snapshot_duration.Observe(seconds); }
+
 void Metrics::reroute(std::string_view reason) {
   state_->labelled(state_->reroutes, state_->reroute_by_reason, "reason", reason).Increment();
 }
@@ -322,83 +405,10 @@ void Metrics::http_request(std::string_view method, int code, double seconds) {
   state_->http_duration.Observe(seconds);
 }
 
-void Metrics::update_gauges(const GaugeInput& in) {
+void Metrics::update_gauges(GaugeInput in) {
   auto& s = *state_;
   std::lock_guard lock(s.mu);
-  auto remove_link_gauges = [&s](const State::LinkGauges& g) {
-    s.link_pool_bytes.Remove(g.pool);
-    s.link_stored_keys.Remove(g.keys);
-    s.link_rate.Remove(g.rate);
-    s.link_consumption.Remove(g.consumption);
-    s.link_qber.Remove(g.qber);
-    s.link_qber_threshold.Remove(g.qber_threshold);
-    s.link_pool_floor.Remove(g.pool_floor);
-    s.link_up.Remove(g.up);
-  };
-  // Links: add new label sets, update all, remove those that vanished (or changed ends).
-  std::map<std::string, bool> seen;
-  for (const auto& link : in.links) {
-    const auto& id = link.spec.link_id;
-    seen[id] = true;
-    auto it = s.links.find(id);
-    if (it != s.links.end() && (it->second.a != link.spec.a || it->second.b != link.spec.b)) {
-      auto& g = it->second;
-      remove_link_gauges(g);
-      s.links.erase(it);
-      it = s.links.end();
-    }
-    if (it == s.links.end()) {
-      const pm::Labels labels{{"link", id}, {"a", link.spec.a}, {"b", link.spec.b}};
-      State::LinkGauges g;
-      g.a = link.spec.a;
-      g.b = link.spec.b;
-      g.pool = &s.link_pool_bytes.Add(labels);
-      g.keys = &s.link_stored_keys.Add(labels);
-      g.rate = &s.link_rate.Add(labels);
-      g.consumption = &s.link_consumption.Add(labels);
-      g.qber = &s.link_qber.Add(labels);
-      g.qber_threshold = &s.link_qber_threshold.Add(labels);
-      g.pool_floor = &s.link_pool_floor.Add(labels);
-      g.up = &s.link_up.Add(labels);
-      it = s.links.emplace(id, g).first;
-    }
-    auto& g = it->second;
-    g.pool->Set(static_cast<double>(link.stored_key_bits) / 8.0);
-    g.keys->Set(static_cast<double>(link.stored_keys));
-    g.rate->Set(link.key_rate_bps / 8.0);
-    g.consumption->Set(link.consumption_rate_bps / 8.0);
-    g.qber->Set(link.qber);
-    g.qber_threshold->Set(link.qber_threshold.value_or(in.thresholds.qber));
-    g.pool_floor->Set(
-        static_cast<double>(link.pool_floor_bits.value_or(in.thresholds.pool_floor_bits)) / 8.0);
-    g.up->Set(link.oper == controller::OperState::kUp ? 1 : 0);
-  }
-  for (auto it = s.links.begin(); it != s.links.end();) {
-    if (seen.count(it->first) != 0) {
-      ++it;
-      continue;
-    }
-    auto& g = it->second;
-    remove_link_gauges(g);
-    it = s.links.erase(it);
-  }
-  std::map<std::string, bool> seen_kms;
-  for (const auto& km : in.kms) {
-    seen_kms[km.km_id] = true;
-    auto it = s.kms.find(km.km_id);
-    if (it == s.kms.end()) {
-      it = s.kms.emplace(km.km_id, &s.km_connected.Add({{"km", km.km_id}})).first;
-    }
-    it->second->Set(km.connected ? 1 : 0);
-  }
-  for (auto it = s.kms.begin(); it != s.kms.end();) {
-    if (seen_kms.count(it->first) != 0) {
-      ++it;
-      continue;
-    }
-    s.km_connected.Remove(it->second);
-    it = s.kms.erase(it);
-  }
+  s.network_text = std::move(in.network_text);
   s.sessions_active.Set(static_cast<double>(in.sessions_active));
   for (std::size_t i = 0; i < controller::kSeverityCount; ++i) {
     s.alarm_gauges[i]->Set(static_cast<double>(in.alarms_active[i]));
@@ -431,7 +441,10 @@ std::string Metrics::serialize() const {
       out << "# HELP " << d.name << ' ' << d.help << "\n# TYPE " << d.name << ' ' << d.type << '\n';
     }
   }
-  return out.str();
+  std::string text = std::move(out).str();
+  std::lock_guard lock(state_->mu);
+  text += state_->network_text;
+  return text;
 }
 
 prometheus::Registry& Metrics::registry() { return *state_->registry; }

@@ -176,6 +176,10 @@ struct ControllerService::Impl {
   bool snapshot_dirty = false;  ///< status reports changed pools since the engine's snapshot
   bool snapshot_armed = false;
   SteadyTime last_snapshot{};
+  SteadyTime::duration last_snapshot_cost{};  ///< how long the last snapshot build took
+  /// When the next snapshot build is due: `floor` after the last one, or `factor` times its cost
+  /// if that is longer.
+  [[nodiscard]] SteadyTime next_build(std::chrono::milliseconds floor, int factor) const;
   std::map<std::string, SentInstruction> sent_instructions;  // by instruction_id, bounded
   /// (source KM, 0x1403 MessageID) of relays that serve a relay instruction: their keys are
   /// counted by the instruction's keys_relayed, not again when the relay finishes. Bounded.
@@ -243,11 +247,15 @@ struct ControllerService::Impl {
   void queue_status(const std::shared_ptr<Session>& s, ck::StatusReport report,
                     std::uint32_t message_id);
   // Network events of registrations and status reports are applied to the Network at once and
-  // handed to the rerouting engine in one batch per core pass (a storm of 2,000 registrations
-  // costs one snapshot and one engine run per pass, not one each).
+  // handed to the rerouting engine in batches, at most one per coalescing interval (a storm of
+  // 10,000 registrations costs a bounded number of snapshots per second, not one each). Whatever
+  // routes on the engine's snapshot (relays, next hops, sessions, ticks, other events) flushes the
+  // batch first.
   std::vector<controller::NetworkEvent> deferred_events;
-  bool deferred_posted = false;
+  bool deferred_armed = false;
+  net::steady_timer deferred_timer;
   void network_changed_soon(std::vector<controller::NetworkEvent> events);
+  void flush_deferred_events();
   /// Key relays in progress by source KM (max_relays_per_km); core strand.
   std::map<std::string, std::size_t> relays_by_km;
   /// A KM claimed SAEs the topology serves elsewhere (or not at all): one alarm

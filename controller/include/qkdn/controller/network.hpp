@@ -221,7 +221,11 @@ class Network {
   Thresholds& thresholds() { return thresholds_; }
   [[nodiscard]] const Thresholds& thresholds() const { return thresholds_; }
   /// Increases whenever anything routing depends on changes (for snapshot caching).
-  [[nodiscard]] std::uint64_t version() const { return version_; }
+  [[nodiscard]] std::uint64_t version() const { return version_ + figures_version_; }
+  /// Increases on every change except a status report's figures (pool, rates, QBER value): the
+  /// KMs, links, their states, alarms, admin and operator edits. A snapshot with the current
+  /// structure_version() differs from the network only in those figures.
+  [[nodiscard]] std::uint64_t structure_version() const { return version_; }
   [[nodiscard]] std::string name() const { return name_; }
 
  private:
@@ -245,7 +249,8 @@ class Network {
   std::map<std::string, std::string> apps_;                   // sae -> km, from the topology
   std::map<std::string, std::set<std::string>> links_by_km_;  // km -> its link IDs
   Thresholds thresholds_;
-  std::uint64_t version_ = 0;
+  std::uint64_t version_ = 0;          ///< structure_version()
+  std::uint64_t figures_version_ = 0;  ///< status-report figures only
 };
 
 }  // namespace qkdn::controller

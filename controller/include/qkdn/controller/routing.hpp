@@ -215,6 +215,8 @@ class TopologySnapshot {
   [[nodiscard]] std::optional<std::size_t> link_index(const std::string& link_id) const;
   /// Network::version() when built from a Network, else 0.
   [[nodiscard]] std::uint64_t version() const { return version_; }
+  /// Network::structure_version() when built from a Network, else 0.
+  [[nodiscard]] std::uint64_t structure_version() const { return structure_version_; }
   /// Network thresholds in force when the snapshot was taken.
   [[nodiscard]] const Thresholds& thresholds() const { return thresholds_; }
   /// Parallel links: for every KM pair joined by two or more links, their indices in link_id
@@ -237,6 +239,7 @@ class TopologySnapshot {
   Graph graph_;
   Thresholds thresholds_;
   std::uint64_t version_ = 0;
+  std::uint64_t structure_version_ = 0;
 };
 
 /// Tuning of the key-aware hop cost (see hop_cost). Defaults were chosen with

@@ -24,20 +24,24 @@ namespace qkdn::service {
 
 /// Values for the gauge families, taken on the core strand.
 struct GaugeInput {
-  std::vector<controller::Link> links;
-  std::vector<controller::Km> kms;
+  /// The per-link and per-KM families, rendered by render_network_gauges.
+  std::string network_text;
   std::size_t sessions_active = 0;
   std::array<std::size_t, controller::kSeverityCount> alarms_active{};  ///< by Severity index
   /// Active alarms by type (any string; types outside the project's list count as "other").
   std::map<std::string, std::size_t> alarms_active_by_type;
-  /// The network-wide thresholds, for links without their own.
-  controller::Thresholds thresholds;
   std::int64_t ck_connections = 0;
   bool store_up = true;
   /// Depth of each admission queue (qkdn_ck_admission_depth{queue}): "registration", "status",
   /// "command".
   std::map<std::string, std::size_t> admission_depth;
 };
+
+/// The per-link and per-KM gauge families (qkdn_link_*, qkdn_km_connected of docs/metrics.md)
+/// as exposition text, rendered straight from the network on the core strand: one pass per
+/// family and no object per series, so a scrape of 20,000 links costs milliseconds there
+/// (prometheus-cpp's registry made one object per series and copied every label per scrape).
+[[nodiscard]] std::string render_network_gauges(const controller::Network& network);
 
 class Metrics {
  public:
@@ -60,6 +64,8 @@ class Metrics {
   void key_relay(std::string_view result, double seconds);
   /// qkdn_route_computation_seconds.
   void route_computation(double seconds);
+  /// qkdn_topology_snapshot_build_seconds: one build of the routing snapshot (O(network)).
+  void snapshot_build(double seconds);
   /// qkdn_key_relay_intermediate_kms: one observation per delivered key of a relayed relay, the
   /// number of intermediate (trusted relay) KMs its route crossed.
   void relay_intermediates(std::size_t intermediate_kms, std::uint64_t keys);
@@ -77,8 +83,9 @@ class Metrics {
   void store_write_failures(std::uint64_t n = 1);
   /// qkdn_http_requests_total{method, code} and qkdn_http_request_duration_seconds.
   void http_request(std::string_view method, int code, double seconds);
-  /// Replaces the gauge values (links, KMs: label sets that vanished are removed).
-  void update_gauges(const GaugeInput& input);
+  /// Replaces the gauge values (links and KMs: the rendered text of the last scrape, so label
+  /// sets that vanished are gone).
+  void update_gauges(GaugeInput input);
   /// The text exposition format (prometheus-cpp TextSerializer). Families without any series
   /// yet (link and KM gauges before a topology) are still declared with HELP and TYPE.
   [[nodiscard]] std::string serialize() const;
