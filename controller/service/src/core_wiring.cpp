@@ -246,8 +246,9 @@ void ControllerService::Impl::on_instruction_response(const std::string& km_id,
 
 void ControllerService::Impl::raise_alarm(const controller::AlarmSpec& spec) {
   controller::Alarm copy = svc.alarms_.raise(spec).first;
+  const std::string what = "alarm " + std::to_string(copy.id);
   WriteGroup g;
-  g.ops.push_back({StoreWrite::Kind::kUpsert, "alarm " + std::to_string(copy.id),
+  g.ops.push_back({StoreWrite::Kind::kUpsert, what,
                    [a = std::move(copy)](controller::Store& s) { s.save_alarm(a); }});
   submit_writes(std::move(g));
 }

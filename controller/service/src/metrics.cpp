@@ -108,9 +108,12 @@ void append_family_head(std::string& out, std::string_view name, std::string_vie
 
 }  // namespace
 
-std::string render_network_gauges(const controller::Network& network) {
+namespace {
+
+std::string render_gauges(const std::map<std::string, controller::Link>& links,
+                          const std::map<std::string, controller::Km>& kms,
+                          const controller::Thresholds& th) {
   using controller::Link;
-  const auto& th = network.thresholds();
   struct Family {
     std::string_view name, help;
     double (*value)(const Link&, const controller::Thresholds&);
@@ -149,11 +152,10 @@ std::string render_network_gauges(const controller::Network& network) {
   };
   std::string out;
   // About 100 bytes per link and family, 50 per KM: one allocation for the whole text.
-  out.reserve(network.links().size() * std::size(kLinkFamilies) * 100 +
-              network.kms().size() * 50 + 4096);
+  out.reserve(links.size() * std::size(kLinkFamilies) * 100 + kms.size() * 50 + 4096);
   for (const auto& f : kLinkFamilies) {
     append_family_head(out, f.name, f.help);
-    for (const auto& [id, link] : network.links()) {
+    for (const auto& [id, link] : links) {
       out += f.name;
       out += '{';
       append_label(out, "a", link.spec.a, true);
@@ -165,13 +167,19 @@ std::string render_network_gauges(const controller::Network& network) {
   }
   append_family_head(out, "qkdn_km_connected",
                      "1 when the KM holds a registered Ck connection, else 0");
-  for (const auto& [id, km] : network.kms()) {
+  for (const auto& [id, km] : kms) {
     out += "qkdn_km_connected{";
     append_label(out, "km", id, true);
     out += "} ";
     append_value(out, km.connected ? 1.0 : 0.0);
   }
   return out;
+}
+
+}  // namespace
+
+std::string render_network_gauges(const controller::Network& network) {
+  return render_gauges(network.links(), network.kms(), network.thresholds());
 }
 
 struct Metrics::State {
@@ -283,8 +291,9 @@ struct Metrics::State {
   std::map<std::string, pm::Gauge*, std::less<>> alarm_type_gauges;  // every kAlarmTypes entry
 
   // Per-link and per-KM gauges, keyed by link / KM ID, so vanished ones can be removed.
-  /// Per-link and per-KM gauge families, rendered on the core strand (render_network_gauges).
-  std::string network_text;
+  /// Per-link and per-KM gauge families, rendered on the core strand (render_network_gauges);
+  /// declared (HELP and TYPE, no series) until the first scrape.
+  std::string network_text = render_gauges({}, {}, controller::Thresholds{});
 };
 
 Metrics::Metrics(std::string version, std::string revision) : state_(std::make_unique<State>()) {
