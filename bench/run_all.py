@@ -22,6 +22,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -252,6 +253,10 @@ def parse_store(text, step):
     return s
 
 
+def clients(c):
+    return "1 client" if c == 1 else "%d clients" % c
+
+
 def parse_relay(text, step):
     store = step["store"]
     if store == "mem":
@@ -302,10 +307,10 @@ def parse_relay(text, step):
         for c in (1, 32):
             r = by.get((3, c))
             if r:
-                s.figure("3 hops, %d client(s): controller CPU per relay" % c, fnum(r["ctl_us"]), "µs", goal=100,
+                s.figure("3 hops, %s: controller CPU per relay" % clients(c), fnum(r["ctl_us"]), "µs", goal=100,
                          le=True)
                 agt = fnum(r["agt_us"])
-                s.figure("3 hops, %d client(s): agents' CPU per hop" % c, agt / 3 if agt is not None else None,
+                s.figure("3 hops, %s: agents' CPU per hop" % clients(c), agt / 3 if agt is not None else None,
                          "µs", goal=200, le=True)
     errors = sum(int(r.get("errors", "0") or 0) for r in rows)
     s.figure("failed requests (non-2xx and socket errors), all rows", float(errors), "", goal=0, le=True, digits=0)
@@ -330,7 +335,7 @@ def parse_agent_scale(text, step):
     s = Section("Agent scale (issue 15)",
                 "thousands of emulated links per agent process at metro rates with little CPU, memory O(1) "
                 "per link (the issue gives no number; the eager baseline of earlier builds is in "
-                "[performance-notes.md](performance-notes.md#agent-scale-issue-15))")
+                "[performance-notes.md](performance-notes.md), \"Agent scale\")")
     r = (results_lines(text) or [None])[-1]
     if r is None:
         raise ValueError("no RESULT line")
@@ -427,6 +432,17 @@ def shown(step):
     return (env + " " if env else "") + " ".join(args)
 
 
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
 def run_step(step, res, index, total):
     name = step["name"]
     log("[%d/%d] %s: %s" % (index, total, name, shown(step)))
@@ -437,11 +453,17 @@ def run_step(step, res, index, total):
     la0 = loadavg()
     t0 = time.monotonic()
     with open(out_path, "w", encoding="utf-8") as out, open(err_path, "w", encoding="utf-8") as err:
+        # Its own process group: on a timeout or Ctrl-C the whole step (the script, its controller,
+        # agents and PostgreSQL) gets SIGTERM, which the scripts trap to clean up.
+        proc = subprocess.Popen(step["cmd"], cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
         try:
-            rc = subprocess.run(step["cmd"], cwd=ROOT, env=env, stdout=out, stderr=err,
-                                timeout=step.get("timeout", 3600), check=False).returncode
+            rc = proc.wait(timeout=step.get("timeout", 3600))
         except subprocess.TimeoutExpired:
+            stop(proc)
             rc = "timeout"
+        except KeyboardInterrupt:
+            stop(proc)
+            raise
     step["seconds"] = time.monotonic() - t0
     step["load"] = (la0, loadavg())
     step["rc"] = rc
@@ -487,7 +509,7 @@ def plot(steps, res, png):
                                (p, col, 1 if st == "mem" else 2, t) for p, t, st in series)
 
     with open(script, "w", encoding="utf-8") as f:
-        f.write("set terminal pngcairo size 1200,480 font ',10'\nset output '%s'\n" % png)
+        f.write("set terminal pngcairo size 1200,480 font ',10' noenhanced\nset output '%s'\n" % png)
         f.write("set multiplot layout 1,2 title 'ETSI 014 key supply through relays (bench/relay_wrk.sh)'\n")
         f.write("set logscale x 2\nset xlabel 'concurrent clients (wrk connections)'\nset grid\n"
                 "set key top left\n")
@@ -649,8 +671,12 @@ def main():
         log("run-all: warning: the machine is loaded (load average %.1f on %d cores): figures will be low" %
             (la0[0], os.cpu_count() or 0))
     t0 = time.monotonic()
-    for i, step in enumerate(steps, 1):
-        run_step(step, res, i, len(steps))
+    try:
+        for i, step in enumerate(steps, 1):
+            run_step(step, res, i, len(steps))
+    except KeyboardInterrupt:
+        log("run-all: interrupted; nothing written but the raw outputs in %s" % res)
+        return 130
     png_made, plot_note = plot(steps, res, png)
     if plot_note:
         log("run-all: " + plot_note)
