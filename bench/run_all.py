@@ -418,17 +418,20 @@ def make_steps(build, quick, res):
     return steps
 
 
+def short(p):
+    """p relative to the repository's root when inside it."""
+    r = os.path.relpath(p, ROOT)
+    return p if r.startswith("..") else r
+
+
 def shown(step):
     """The command as a reader re-runs it from the repository's root."""
-    def rel(p):
-        r = os.path.relpath(p, ROOT)
-        return p if r.startswith("..") else r
     env = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(step.get("env", {}).items()))
     args = []
     for a in step["cmd"]:
         if a.startswith("--benchmark_out"):
             continue  # where this run kept its JSON; not part of the figure
-        args.append(shlex.quote(rel(a)))
+        args.append(shlex.quote(short(a)))
     return (env + " " if env else "") + " ".join(args)
 
 
@@ -645,7 +648,7 @@ def main():
         print("run-all: missing (this script builds nothing):\n  " + "\n  ".join(missing) +
               "\nbuild them, e.g. cmake --build %s --target bench_ck_codec bench_ck_roundtrip bench_routing "
               "bench_demand_replay bench_store qkdn-controller qkdn-agent\n(or leave steps out with SKIP=...)" %
-              os.path.relpath(build), file=sys.stderr)
+              short(build), file=sys.stderr)
         return 1
     for tool in ("wrk", "curl"):
         if any(s["name"] in ("relay-mem", "relay-pg", "api") for s in steps) and shutil.which(tool) is None:
@@ -662,7 +665,7 @@ def main():
             "commit": git("describe", "--always", "--dirty", "--tags"), "build_type": build_type(build),
             "quick": quick}
     env_shown = " ".join("%s=%s" % (k, os.environ[k]) for k in ("QUICK", "ONLY", "SKIP") if os.environ.get(k))
-    info["command"] = ((env_shown + " ") if env_shown else "") + "bench/run-all.sh " + os.path.relpath(build, ROOT)
+    info["command"] = ((env_shown + " ") if env_shown else "") + "bench/run-all.sh " + short(build)
     la0 = loadavg()
     log("run-all: %d steps (%s)%s; results in %s" % (len(steps), ", ".join(s["name"] for s in steps),
                                                      ", QUICK" if quick else "", res))
@@ -685,7 +688,7 @@ def main():
     write_doc(doc, steps, info, png_made, plot_note)
     failed = [s["name"] for s in steps if s.get("error")]
     log("run-all: wrote %s%s in %s; load average after %s" % (
-        os.path.relpath(doc), " and " + os.path.relpath(png_made) if png_made else "", info["duration"],
+        short(doc), " and " + short(png_made) if png_made else "", info["duration"],
         fmt_load(info["load"][1])))
     if failed:
         log("run-all: FAILED steps: %s (outputs in %s)" % (", ".join(failed), res))
