@@ -684,7 +684,8 @@ def main():
     if plot_note:
         log("run-all: " + plot_note)
     info["load"] = (la0, loadavg())
-    info["duration"] = "%.0f min" % ((time.monotonic() - t0) / 60)
+    took = time.monotonic() - t0
+    info["duration"] = "%.0f min" % (took / 60) if took >= 120 else "%.0f s" % took
     write_doc(doc, steps, info, png_made, plot_note)
     failed = [s["name"] for s in steps if s.get("error")]
     log("run-all: wrote %s%s in %s; load average after %s" % (
