@@ -7,6 +7,7 @@
 # Besides wrk's figures, "cpu us/req" is the controller's CPU time (user + system, from
 # /proc/PID/stat) per request served: it depends much less than requests/s on what else the
 # machine is running, so it compares builds fairly on a shared machine.
+# A last "RESULT key=value ..." line per connection count is for scripts (bench/run-all.sh).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -74,6 +75,7 @@ ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$controller_pid/stat"; }
 printf '%-12s %14s %10s %10s %10s %12s %10s\n' connections "requests/s" p50 p90 p99 "cpu us/req" \
   errors
+results=""
 for c in $connections; do
   before=$(cpu_ticks)
   out=$(wrk -t"$threads" -c"$c" -d"$duration" --latency -H "Authorization: Bearer $token" "$url")
@@ -88,4 +90,10 @@ for c in $connections; do
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {sub(/^ +/, ""); printf "%s; ", $0}')
   printf '%-12s %14s %10s %10s %10s %12s %10s\n' "$c" "$rps" "$p50" "$p90" "$p99" "$cpu" \
     "${errs:-0}"
+  nerr=$(echo "$out" | awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }')
+  results="$results
+RESULT connections=$c requests_per_s=$rps p50=$p50 p90=$p90 p99=$p99 cpu_us=$cpu errors=$nerr"
 done
+echo
+# One line per connection count for scripts (bench/run-all.sh); latencies as wrk prints them.
+echo "$results" | sed '/^$/d'

@@ -28,6 +28,7 @@
 # machine's time goes, and a figure that depends little on what else the machine runs.
 # "grp/commit" (STORE=pg): write groups per database transaction during the run, from the
 # controller's qkdn_store_write_groups_total / qkdn_store_commits_total (group commit).
+# A "RESULT key=value ..." line per row at the end is for scripts (bench/run-all.sh).
 # Before each hop count one key is fetched with curl and the far SAE's dec_keys must return
 # the same bytes (the bench exits non-zero otherwise).
 set -eu
@@ -231,6 +232,7 @@ echo
 row() { printf '%-5s %-6s %10s %10s %9s %9s %9s %8s %8s %8s %10s %s\n' "$@"; }
 row hops conns "requests/s" "keys/s" p50 p90 p99 "ctl us" "agt us" "pg us" "grp/commit" errors
 status=0
+results=""
 for h in $hops_list; do
   check "$h"
   for c in $connections; do
@@ -273,12 +275,17 @@ for h in $hops_list; do
     [ "$store" = pg ] && pgc=$(per_req $((p1 - p0)) "$ok")
     # Write groups per transaction (group commit); "-" without a store.
     gpc=$(echo "$s0 $s1" | awk '{ c = $4 - $2; if (c > 0) printf "%.1f", ($3 - $1) / c; else print "-" }')
-    row "$h" "$c" "$rps" "$kps" "$p50" "$p90" "$p99" "$(per_req $((c1 - c0)) "$ok")" \
-      "$(per_req $((a1 - a0)) "$ok")" "$pgc" "$gpc" "$errs"
+    ctl=$(per_req $((c1 - c0)) "$ok")
+    agt=$(per_req $((a1 - a0)) "$ok")
+    row "$h" "$c" "$rps" "$kps" "$p50" "$p90" "$p99" "$ctl" "$agt" "$pgc" "$gpc" "$errs"
+    results="$results
+RESULT store=$store hops=$h connections=$c requests_per_s=$rps keys_per_s=$kps p50=$p50 p90=$p90 p99=$p99 ctl_us=$ctl agt_us=$agt pg_us=$pgc groups_per_commit=$gpc errors=$((${non2xx:-0} + ${sock:-0}))"
   done
 done
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+# One line per row for scripts (bench/run-all.sh); latencies as wrk prints them.
+echo "$results" | sed '/^$/d'
 for p in $pids; do
   kill -0 "$p" 2>/dev/null || fail "process $p exited during the bench"
 done
