@@ -11,12 +11,15 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <boost/graph/dijkstra_shortest_paths.hpp>
 
+#include "qkdn/controller/clock.hpp"
+#include "qkdn/controller/network.hpp"
 #include "qkdn/controller/routing.hpp"
 #include "qkdn/southbound/topology_json.hpp"
 
@@ -151,7 +154,58 @@ void bm_plain_dijkstra(benchmark::State& state, const std::string& topo) {
   });
 }
 
+// A generated metro network (bench/controller_scale.sh's shape): a ring of `kms` KMs plus chords
+// to KMs 2..12 places on, `links` links in all, seeded.
+qkdn::controller::TopologyDoc generated_network(std::size_t kms, std::size_t links) {
+  qkdn::controller::TopologyDoc doc;
+  doc.name = "generated";
+  char id[32];
+  for (std::size_t i = 0; i < kms; ++i) {
+    std::snprintf(id, sizeof id, "KM%05zu", i);
+    doc.kms.push_back({});
+    doc.kms.back().km_id = id;
+  }
+  std::mt19937_64 rng(kSeed);
+  std::set<std::pair<std::size_t, std::size_t>> seen;
+  auto add = [&](std::size_t a, std::size_t b) {
+    const auto key = std::minmax(a, b);
+    if (a == b || !seen.insert(key).second) return;
+    qkdn::controller::LinkSpec l;
+    l.a = doc.kms[key.first].km_id;
+    l.b = doc.kms[key.second].km_id;
+    l.link_id = "L-" + l.a + "-" + l.b;
+    l.key_rate_bps = 1e5;
+    l.distance_km = 20;
+    doc.links.push_back(std::move(l));
+  };
+  for (std::size_t i = 0; i < kms; ++i) add(i, (i + 1) % kms);
+  while (doc.links.size() < links) {
+    const auto i = rng() % kms;
+    add(i, (i + 2 + rng() % 11) % kms);
+  }
+  return doc;
+}
+
+// Building the routing snapshot of a whole network: what the controller pays, coalesced, after
+// KM and link events and pool changes (issue 15: 10,000 KMs, 20,000 links).
+void bm_snapshot_build(benchmark::State& state) {
+  const auto kms = static_cast<std::size_t>(state.range(0));
+  const auto doc = generated_network(kms, 2 * kms);
+  const qkdn::SystemClock clock;
+  qkdn::controller::Network network(clock);
+  network.apply_topology(doc);
+  for (auto _ : state) {
+    auto s = TopologySnapshot::from_network(network);
+    benchmark::DoNotOptimize(s);
+  }
+  state.counters["links"] = static_cast<double>(doc.links.size());
+}
+
 void register_all() {
+  benchmark::RegisterBenchmark("snapshot_build/generated", bm_snapshot_build)
+      ->Arg(1000)
+      ->Arg(10000)
+      ->Unit(benchmark::kMillisecond);
   for (const std::string topo : {"germany50", "cogentco", "kdl"}) {
     benchmark::RegisterBenchmark(("plain_dijkstra/" + topo).c_str(), bm_plain_dijkstra, topo);
     benchmark::RegisterBenchmark(("key_aware_k1/" + topo).c_str(), bm_route, topo,

@@ -233,8 +233,6 @@ class TopologySnapshot {
   std::vector<SnapshotKm> kms_;
   std::vector<SnapshotLink> links_;
   std::vector<LinkTerms> terms_;
-  std::map<std::string, std::size_t, std::less<>> km_by_id_;
-  std::map<std::string, std::size_t, std::less<>> link_by_id_;
   std::vector<std::vector<std::size_t>> parallel_groups_;
   Graph graph_;
   Thresholds thresholds_;
