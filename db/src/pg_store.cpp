@@ -1350,11 +1350,19 @@ std::string redact_dsn(const std::string& dsn) {
 }
 
 controller::StoreFactory pg_store_factory(std::string dsn) {
+  return pg_store_factory(std::move(dsn), nullptr);
+}
+
+controller::StoreFactory pg_store_factory(std::string dsn, std::shared_ptr<const Fence> fence) {
   controller::StoreFactory f;
-  f.description = "PostgreSQL at " + redact_dsn(dsn);
-  f.open = [dsn =
-                std::move(dsn)](controller::StoreRole role) -> std::unique_ptr<controller::Store> {
-    return std::make_unique<PgStore>(PgStoreOptions{dsn, role == controller::StoreRole::kStartup});
+  f.description = "PostgreSQL at " + redact_dsn(dsn) + (fence ? " (fenced)" : "");
+  f.open = [dsn = std::move(dsn), fence = std::move(fence)](
+               controller::StoreRole role) -> std::unique_ptr<controller::Store> {
+    PgStoreOptions o;
+    o.dsn = dsn;
+    o.migrate = role == controller::StoreRole::kStartup;
+    o.fence = fence;
+    return std::make_unique<PgStore>(o);
   };
   return f;
 }

@@ -156,5 +156,7 @@ std::string redact_dsn(const std::string& dsn);
 /// --store-dsn): the start-up store applies pending migrations, the workers' stores do not.
 /// Connects only when the factory is called.
 controller::StoreFactory pg_store_factory(std::string dsn);
+/// The same, with every write fenced on `fence` (high availability: PgStoreOptions::fence).
+controller::StoreFactory pg_store_factory(std::string dsn, std::shared_ptr<const Fence> fence);
 
 }  // namespace qkdn::db
