@@ -134,6 +134,14 @@ class Runner {
           try {
             current_ = build(true, e->epoch);
             say(base::LogLevel::kInfo, "leading in term " + std::to_string(e->epoch));
+            controller::AlarmSpec alarm;
+            alarm.type = controller::alarm_type::kControllerFailover;
+            alarm.resource = "controller";
+            alarm.severity = controller::Severity::kWarning;
+            alarm.value = static_cast<double>(e->epoch);
+            alarm.text = "this controller (" + leadership_->options().holder +
+                         ") took the leadership over in term " + std::to_string(e->epoch);
+            current_->svc->raise_alarm_soon(alarm);
           } catch (const std::exception& x) {
             say(base::LogLevel::kError,
                 "the leader's service did not start: " + std::string(x.what()));

@@ -993,6 +993,10 @@ void ControllerService::stand_down() {
   });
 }
 
+void ControllerService::raise_alarm_soon(controller::AlarmSpec spec) {
+  net::post(impl_->core, [this, spec = std::move(spec)] { impl_->raise_alarm(spec); });
+}
+
 void ControllerService::stop() {
   if (!impl_->started || impl_->stopped) return;
   impl_->stopped = true;

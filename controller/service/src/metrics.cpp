@@ -50,6 +50,7 @@ constexpr std::string_view kAlarmTypes[] = {controller::alarm_type::kQberHigh,
                                             controller::alarm_type::kKmDisconnected,
                                             controller::alarm_type::kPinnedRouteBroken,
                                             controller::alarm_type::kSaeClaimRefused,
+                                            controller::alarm_type::kControllerFailover,
                                             "other"};
 
 // The protocol error reasons a controller counts most often (framing, codec and session rules);

@@ -271,6 +271,8 @@ class ControllerService {
   /// session without waiting (stop() still drains and ends the threads). Any thread; returns
   /// without waiting for the closes.
   void stand_down();
+  /// Raises `spec` on the core strand soon (stored, counted, logged like any alarm). Any thread.
+  void raise_alarm_soon(controller::AlarmSpec spec);
 
   /// Copies of the live state, taken on the core strand. Blocks: call from a non-service thread.
   StateSnapshot snapshot_state();
