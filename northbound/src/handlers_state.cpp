@@ -58,7 +58,9 @@ net::awaitable<HttpResponse> get_health(Api& api, RequestContext& ctx) {
   json::object ha;
   if (const auto& leadership = api.svc.options().leadership) {
     const auto st = leadership->status();
-    ha["role"] = st.leader ? "leader" : "standby";
+    // "leader" only from the leader's own service: a standby's service that just won the lease
+    // is about to be replaced by the leader's (it does not serve as leader yet).
+    ha["role"] = st.leader && !api.svc.options().standby_since ? "leader" : "standby";
     ha["epoch"] = st.epoch;
     ha["holder"] = st.holder;
     ha["leader"] = json::object{{"holder", st.leader_holder},
