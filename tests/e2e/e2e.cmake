@@ -103,10 +103,12 @@ endif()
 # High availability (issue 17, docs/high-availability.md): two qkdn-controller --ha sharing a
 # private PostgreSQL and one agent following the leader: kill -9 of the leader under ETSI 014
 # traffic, 20 times in turn (QKDN_HA_FAILOVERS); the leader cut off from the database by a TCP
-# proxy that stalls. Label ha (and e2e, fault).
+# proxy that stalls; a standby with its clock 10 minutes ahead. Label ha (and e2e, fault).
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_ha_failover test_ha_failover.py)
   set_tests_properties(e2e_ha_failover PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 600)
   qkdn_e2e_test(e2e_ha_partition test_ha_partition.py)
   set_tests_properties(e2e_ha_partition PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 300)
+  qkdn_e2e_test(e2e_ha_clock test_ha_clock.py)
+  set_tests_properties(e2e_ha_clock PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 180)
 endif()

@@ -155,7 +155,7 @@ class Controller:
         return health(self.api_port)
 
 
-def start_ha_network(ps, pg, topology, dsn_a=None, key_rate_bps=1_000_000):
+def start_ha_network(ps, pg, topology, dsn_a=None, key_rate_bps=1_000_000, b_env=None):
     """Controller A (leader, through dsn_a if given) and agent via start_network, then controller
     B (standby) on the same database, and the agent restarted with both addresses. Returns
     (net, a, b) with net.api pointing at A."""
@@ -171,7 +171,7 @@ def start_ha_network(ps, pg, topology, dsn_a=None, key_rate_bps=1_000_000):
     a.argv[a.argv.index("--ck-listen") + 1] = f"127.0.0.1:{a.ck_port}"
     a.argv[a.argv.index("--api-listen") + 1] = f"127.0.0.1:{a.api_port}"
     wait_for(lambda: a.role() == "leader", 20, 0.05, "A to lead")
-    b = Controller(ps, "B", base, pg.dsn).start()
+    b = Controller(ps, "B", base, pg.dsn, env=b_env).start()
     wait_for(lambda: b.role() == "standby", 20, 0.05, "B to stand by")
     # The agent learns both controllers (a KM goes to whichever leads).
     ps.stop(net.agent)
