@@ -40,8 +40,8 @@ struct Instance {
 
 class Runner {
  public:
-  Runner(const service::ServiceOptions& options, const northbound::ApiOptions& api,
-         std::string dsn, HaArgs ha)
+  Runner(const service::ServiceOptions& options, const northbound::ApiOptions& api, std::string dsn,
+         HaArgs ha)
       : options_(options), api_(api), dsn_(std::move(dsn)), ha_(std::move(ha)) {}
 
   int run(const sigset_t& signals,

@@ -20,11 +20,11 @@ namespace qkdn::ha {
 struct HaArgs {
   bool enabled = false;
   std::chrono::milliseconds lease{3000};
-  std::string holder;          ///< empty: host, pid and a random part
-  std::string advertise_ck;    ///< empty: the Ck listen host and bound port
-  std::string advertise_api;   ///< empty: the API listen host and bound port
+  std::string holder;         ///< empty: host, pid and a random part
+  std::string advertise_ck;   ///< empty: the Ck listen host and bound port
+  std::string advertise_api;  ///< empty: the API listen host and bound port
   /// A standby reloads the stored state this often (0: only when it becomes standby).
-  std::chrono::milliseconds standby_refresh{5000};
+  std::chrono::milliseconds standby_refresh{10000};
 };
 
 /// Runs until SIGINT/SIGTERM (in `signals`, blocked in every thread). `on_bound(ck, api)` is

@@ -213,7 +213,7 @@ qkdn::base::ArgParser make_parser(Args& a) {
               "this controller's name in the lease (default: host, pid and a random part)",
               text(a.ha.holder))
       .option("ha-standby-refresh-ms", "N",
-              "a standby reloads the stored state every N ms (default 5000; 0 = never)",
+              "a standby reloads the stored state every N ms (default 10000; 0 = never)",
               [&a](V v) {
                 a.ha.standby_refresh = std::chrono::milliseconds{
                     parse_int("--ha-standby-refresh-ms", v, 0, 86'400'000)};
@@ -371,13 +371,12 @@ int main(int argc, char** argv) {
   if (args.ha.enabled) {
     return qkdn::ha::run_ha(args.options, args.api, args.store_dsn, args.ha, stop_signals,
                             [&args](std::uint16_t ck, std::uint16_t api) {
-                              qkdn::base::log(qkdn::base::LogLevel::kInfo, "main",
-                                              "ck listening on " +
-                                                  host_text(args.options.listen_host) + ":" +
-                                                  std::to_string(ck) + "; api listening on " +
-                                                  args.api.listen.substr(
-                                                      0, args.api.listen.rfind(':')) +
-                                                  ":" + std::to_string(api));
+                              qkdn::base::log(
+                                  qkdn::base::LogLevel::kInfo, "main",
+                                  "ck listening on " + host_text(args.options.listen_host) + ":" +
+                                      std::to_string(ck) + "; api listening on " +
+                                      args.api.listen.substr(0, args.api.listen.rfind(':')) + ":" +
+                                      std::to_string(api));
                               if (!args.port_file.empty()) {
                                 write_port_file(args.port_file, ck, "--port-file");
                               }

@@ -11,9 +11,9 @@
 #include <boost/url/parse.hpp>
 
 #include "api_internal.hpp"
-#include "qkdn/service/leadership.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/tls.hpp"
+#include "qkdn/service/leadership.hpp"
 #include "qkdn/service/metrics.hpp"
 
 namespace qkdn::northbound {

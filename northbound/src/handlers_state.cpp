@@ -2,10 +2,10 @@
 #include <chrono>
 
 #include "api_internal.hpp"
-#include "qkdn/service/leadership.hpp"
 #include "json_model.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/service/leadership.hpp"
 
 namespace qkdn::northbound {
 

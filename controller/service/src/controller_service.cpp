@@ -915,7 +915,7 @@ ControllerService::ControllerService(ServiceOptions options)
   } else {
     if (!options_.epoch_override) {
       epoch_ = options_.epoch_file.empty()
-                 ? unix_ms(clock_->wall_now())
+                   ? unix_ms(clock_->wall_now())
                    : next_epoch_from_file(options_.epoch_file, unix_ms(clock_->wall_now()));
     }
     network_.apply_topology(options_.topology);
@@ -1115,11 +1115,12 @@ net::awaitable<std::string> ControllerService::metrics_text() {
     text += options_.leadership->metrics_text();
   } else {
     // A single controller leads alone, in the epoch of this start.
-    text += "# HELP qkdn_controller_leader 1 while this controller leads (always without --ha)\n"
-            "# TYPE qkdn_controller_leader gauge\nqkdn_controller_leader 1\n"
-            "# HELP qkdn_controller_epoch The controller_epoch this controller commands in\n"
-            "# TYPE qkdn_controller_epoch gauge\nqkdn_controller_epoch " +
-            std::to_string(epoch_) + "\n";
+    text +=
+        "# HELP qkdn_controller_leader 1 while this controller leads (always without --ha)\n"
+        "# TYPE qkdn_controller_leader gauge\nqkdn_controller_leader 1\n"
+        "# HELP qkdn_controller_epoch The controller_epoch this controller commands in\n"
+        "# TYPE qkdn_controller_epoch gauge\nqkdn_controller_epoch " +
+        std::to_string(epoch_) + "\n";
   }
   co_return text;
 }

@@ -76,9 +76,9 @@ void Leadership::say(const std::string& line) const {
   if (options_.log) {
     options_.log(line);
   } else {
-    base::log_prefixed(line.find("WARNING") != std::string::npos ? base::LogLevel::kWarn
-                                                                 : base::LogLevel::kInfo,
-                       line);
+    base::log_prefixed(
+        line.find("WARNING") != std::string::npos ? base::LogLevel::kWarn : base::LogLevel::kInfo,
+        line);
   }
 }
 
@@ -124,7 +124,8 @@ LeadershipStatus Leadership::status() const {
 std::string Leadership::metrics_text() const {
   const auto s = status();
   std::string out;
-  out += "# HELP qkdn_controller_leader 1 while this controller holds the leadership lease, else 0\n";
+  out +=
+      "# HELP qkdn_controller_leader 1 while this controller holds the leadership lease, else 0\n";
   out += "# TYPE qkdn_controller_leader gauge\n";
   out += "qkdn_controller_leader " + std::string(s.leader ? "1" : "0") + "\n";
   out += "# HELP qkdn_controller_epoch The leadership term (controller_epoch) this controller ";

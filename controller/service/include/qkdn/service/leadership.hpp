@@ -105,12 +105,12 @@ class Leadership {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  std::int64_t epoch_ = 0;       ///< our term while leader; mu_
-  std::int64_t last_term_ = 0;   ///< the last term we held (never reused); mu_
+  std::int64_t epoch_ = 0;                            ///< our term while leader; mu_
+  std::int64_t last_term_ = 0;                        ///< the last term we held (never reused); mu_
   std::chrono::steady_clock::time_point deadline_{};  ///< step down after; mu_
   std::chrono::steady_clock::time_point lost_at_{};   ///< mu_
-  LeadershipStatus seen_;        ///< leader fields as last read; mu_
-  std::chrono::steady_clock::time_point seen_at_{};  ///< mu_
+  LeadershipStatus seen_;                             ///< leader fields as last read; mu_
+  std::chrono::steady_clock::time_point seen_at_{};   ///< mu_
   std::thread thread_;
   std::thread watchdog_;
 };
