@@ -4,6 +4,9 @@ requests, FAILOVERS times (default 20), the two controllers in turn. nobel-eu, t
 qkdn-controller --ha sharing a private PostgreSQL, one agent hosting every KM with both Ck
 addresses (--controller A,B), 4 key clients over 6 relayed SAE pairs.
 
+Then HANDOVERS (default 4) clean stops (SIGTERM) of the leader: it drains its writes and releases
+the lease, the standby leads at once.
+
 Each time: the standby leads within TAKEOVER_S (measured from the kill to its health saying
 "leader"), in a larger term; keys flow again (a fresh exchange delivers equal keys at both ends);
 every KM registered with the new leader, in its epoch; the killed controller restarts as standby.
@@ -23,6 +26,7 @@ from qkdn_e2e import (KeyTraffic, PrivatePostgres, Processes, ledger_drained, lo
 
 TOPOLOGY = "nobel-eu.json"
 FAILOVERS = int(os.environ.get("QKDN_HA_FAILOVERS", "20"))
+HANDOVERS = int(os.environ.get("QKDN_HA_HANDOVERS", "4"))
 TAKEOVER_S = 5.0
 KEYS_AGAIN_S = 10.0
 
@@ -33,17 +37,22 @@ def main():
         net, a, b = start_ha_network(ps, pg, TOPOLOGY)
         leader, standby = a, b
         traffic = KeyTraffic(net, relayed_pairs(net.topo, 6, seed=17), workers=4).start()
-        takeovers, keys_again, epochs = [], [], []
+        takeovers, keys_again, epochs, handovers = [], [], [], []
         try:
             traffic.wait_flowing(0, 30, "relayed keys before the first failover")
             epochs.append(leader.health()["ha"]["epoch"])
-            for i in range(FAILOVERS):
+            for i in range(FAILOVERS + HANDOVERS):
+                graceful = i >= FAILOVERS
                 traffic.wait_flowing(time.monotonic(), 20, f"keys before failover {i + 1}")
-                leader.kill()
                 t = time.monotonic()
+                if graceful:  # SIGTERM: the leader drains its writes and hands the lease over
+                    assert ps.stop(leader.proc, timeout=30) == 0, "the leader's clean stop"
+                else:
+                    leader.kill()
+                    t = time.monotonic()
                 new, took = wait_leader([standby], TAKEOVER_S + 5, since=t)
                 assert new is standby
-                takeovers.append(took)
+                (handovers if graceful else takeovers).append(took)
                 epoch = new.health()["ha"]["epoch"]
                 assert epoch > epochs[-1], f"term {epoch} after term {epochs[-1]}"
                 epochs.append(epoch)
@@ -55,7 +64,8 @@ def main():
                          f"every KM in term {epoch}")
                 leader.start()  # back as standby
                 wait_for(lambda: leader.role() == "standby", 20, 0.05, "the restarted standby")
-                log(f"failover {i + 1}/{FAILOVERS}: {leader.name} killed, {new.name} leads in "
+                log(f"failover {i + 1}/{FAILOVERS + HANDOVERS}: {leader.name} "
+                    f"{'stopped (SIGTERM)' if graceful else 'killed'}, {new.name} leads in "
                     f"term {epoch} after {took:.2f} s; keys again after {again:.2f} s")
                 leader, standby = new, leader
         finally:
@@ -78,6 +88,11 @@ def main():
                 f"{statistics.median(takeovers):.2f} s, worst {max(takeovers):.2f} s; keys again: "
                 f"median {statistics.median(keys_again):.2f} s, worst {max(keys_again):.2f} s")
             assert max(takeovers) <= TAKEOVER_S, f"a takeover took {max(takeovers):.2f} s"
+        if handovers:
+            log(f"handover (SIGTERM of the leader, from the signal to the standby leading) over "
+                f"{len(handovers)} runs: median {statistics.median(handovers):.2f} s, worst "
+                f"{max(handovers):.2f} s")
+            assert max(handovers) <= TAKEOVER_S, f"a handover took {max(handovers):.2f} s"
             assert max(keys_again) <= KEYS_AGAIN_S, f"keys again only after {max(keys_again):.2f} s"
     log(f"done in {time.monotonic() - start:.1f} s")
     print("e2e ha failover: 1 passed, 0 failed")
