@@ -1114,13 +1114,10 @@ net::awaitable<std::string> ControllerService::metrics_text() {
   if (options_.leadership) {
     text += options_.leadership->metrics_text();
   } else {
-    // A single controller leads alone, in the epoch of this start.
-    text +=
-        "# HELP qkdn_controller_leader 1 while this controller leads (always without --ha)\n"
-        "# TYPE qkdn_controller_leader gauge\nqkdn_controller_leader 1\n"
-        "# HELP qkdn_controller_epoch The controller_epoch this controller commands in\n"
-        "# TYPE qkdn_controller_epoch gauge\nqkdn_controller_epoch " +
-        std::to_string(epoch_) + "\n";
+    LeadershipStatus single;  // a single controller leads alone, in the epoch of this start
+    single.leader = true;
+    single.epoch = epoch_;
+    text += Leadership::metrics_text(single);
   }
   co_return text;
 }

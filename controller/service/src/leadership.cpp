@@ -121,8 +121,9 @@ LeadershipStatus Leadership::status() const {
   return s;
 }
 
-std::string Leadership::metrics_text() const {
-  const auto s = status();
+std::string Leadership::metrics_text() const { return metrics_text(status()); }
+
+std::string Leadership::metrics_text(const LeadershipStatus& s) {
   std::string out;
   out +=
       "# HELP qkdn_controller_leader 1 while this controller holds the leadership lease, else 0\n";

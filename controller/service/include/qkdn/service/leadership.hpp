@@ -90,6 +90,8 @@ class Leadership {
   /// Prometheus text of qkdn_controller_leader, qkdn_controller_epoch and
   /// qkdn_controller_failovers_total{reason} (docs/metrics.md).
   [[nodiscard]] std::string metrics_text() const;
+  /// The same families for a given status (a single controller: leader, its epoch, no changes).
+  [[nodiscard]] static std::string metrics_text(const LeadershipStatus& status);
 
  private:
   void run();
