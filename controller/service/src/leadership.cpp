@@ -125,8 +125,8 @@ std::string Leadership::metrics_text() const { return metrics_text(status()); }
 
 std::string Leadership::metrics_text(const LeadershipStatus& s) {
   std::string out;
-  out +=
-      "# HELP qkdn_controller_leader 1 while this controller holds the leadership lease, else 0\n";
+  out += "# HELP qkdn_controller_leader 1 while this controller leads (holds the lease with ";
+  out += "--ha; always without), else 0\n";
   out += "# TYPE qkdn_controller_leader gauge\n";
   out += "qkdn_controller_leader " + std::string(s.leader ? "1" : "0") + "\n";
   out += "# HELP qkdn_controller_epoch The leadership term (controller_epoch) this controller ";
