@@ -1,6 +1,7 @@
 #include "ha_main.hpp"
 
-#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <deque>
@@ -80,7 +81,7 @@ class Runner {
     } catch (const std::exception& e) {
       say(base::LogLevel::kError, e.what());
       status = 1;
-      pthread_kill(sig.native_handle(), SIGTERM);  // ends the sigwait
+      ::kill(::getpid(), SIGTERM);  // blocked everywhere: only ends the sigwait above
     }
     sig.join();
     // The leader drains its writes while it still holds the lease, then hands it over.
