@@ -134,7 +134,8 @@ std::string Leadership::metrics_text(const LeadershipStatus& s) {
   out += "# TYPE qkdn_controller_epoch gauge\n";
   out += "qkdn_controller_epoch " + std::to_string(s.epoch) + "\n";
   out += "# HELP qkdn_controller_failovers_total Leadership changes of this controller by reason ";
-  out += "(elected: it took the lease; lease_lost, renew_failed, start_failed, stopped: its term ended)\n";
+  out += "(elected: it took the lease; lease_lost, renew_failed, start_failed, stopped: its ";
+  out += "term ended)\n";
   out += "# TYPE qkdn_controller_failovers_total counter\n";
   for (const char* r : kReasons) {
     std::uint64_t n = 0;
