@@ -1,6 +1,8 @@
 #include "ha_main.hpp"
 
+#include <netdb.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -9,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/error.hpp"
@@ -30,6 +33,39 @@ std::string with_port(std::string host, std::uint16_t port) {
   if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
   return host + ":" + std::to_string(port);
 }
+
+/// Holds HOST:PORT bound (SO_REUSEADDR, not listening) while one service replaces another, so
+/// that no outgoing connection of this host takes the port as its ephemeral port in between
+/// (seen once: the new leader's own database connection got the Ck port just released). The
+/// new service's listener binds beside it (both have SO_REUSEADDR, neither listens yet).
+class PortHold {
+ public:
+  PortHold(const std::string& host, std::uint16_t port) {
+    if (port == 0) return;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return;
+    fd_ = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int on = 1;
+    if (fd_ >= 0 && (::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+                     ::bind(fd_, res->ai_addr, res->ai_addrlen) != 0)) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    ::freeaddrinfo(res);
+  }
+  ~PortHold() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  PortHold(const PortHold&) = delete;
+  PortHold& operator=(const PortHold&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 /// One service and its API, as leader (in a term) or standby.
 struct Instance {
@@ -167,8 +203,11 @@ class Runner {
       std::lock_guard lock(active_mu_);
       active_leader_.reset();
     }
+    // The ports stay held from the moment each listener closes until the next service listens.
     current_->api->stop();
+    holds_.push_back(std::make_unique<PortHold>(host_of(api_.listen), api_port_));
     current_->svc->stop();
+    holds_.push_back(std::make_unique<PortHold>(options_.listen_host, ck_port_));
     current_.reset();
   }
 
@@ -215,6 +254,7 @@ class Runner {
     inst->api->start();
     ck_port_ = inst->svc->port();
     api_port_ = inst->api->port();
+    holds_.clear();
     if (leader) {
       std::lock_guard lock(active_mu_);
       active_leader_ = inst->svc;
@@ -231,7 +271,8 @@ class Runner {
   std::string dsn_;
   HaArgs ha_;
   std::shared_ptr<service::Leadership> leadership_;
-  std::unique_ptr<Instance> current_;  ///< the loop's
+  std::unique_ptr<Instance> current_;             ///< the loop's
+  std::vector<std::unique_ptr<PortHold>> holds_;  ///< the loop's (see teardown)
   std::uint16_t ck_port_ = 0;
   std::uint16_t api_port_ = 0;
   std::mutex mu_;

@@ -175,9 +175,22 @@ def start_ha_network(ps, pg, topology, dsn_a=None, key_rate_bps=1_000_000, b_env
     wait_for(lambda: b.role() == "standby", 20, 0.05, "B to stand by")
     # The agent learns both controllers (a KM goes to whichever leads).
     ps.stop(net.agent)
-    net.agent_argv[net.agent_argv.index("--controller") + 1] = (
-        f"127.0.0.1:{a.ck_port},127.0.0.1:{b.ck_port}")
-    net.restart_agent()
+    argv = net.agent_argv
+    argv[argv.index("--controller") + 1] = f"127.0.0.1:{a.ck_port},127.0.0.1:{b.ck_port}"
+    # Fresh ports (another process may have taken the old ones meanwhile), read back.
+    files = {}
+    for flag, pf in (("--admin-listen", "--admin-port-file"),
+                     ("--etsi-listen", "--etsi-port-file")):
+        argv[argv.index(flag) + 1] = "127.0.0.1:0"
+        files[flag] = argv[argv.index(pf) + 1]
+        os.remove(files[flag])
+    net.agent = ps.start("agent-ha", argv)
+    net.admin_port = read_port_file(files["--admin-listen"], net.agent)
+    etsi_port = read_port_file(files["--etsi-listen"], net.agent)
+    net.etsi_base = net.etsi_base.rsplit(":", 1)[0] + f":{etsi_port}"
+    net.etsi_port = etsi_port
+    argv[argv.index("--admin-listen") + 1] = f"127.0.0.1:{net.admin_port}"
+    argv[argv.index("--etsi-listen") + 1] = f"127.0.0.1:{etsi_port}"
     net.wait_registered(30)
     wait_for(lambda: all(l["oper_state"] == "up" for l in net.api.items("/api/v1/links")), 30,
              0.1, "every link up")
