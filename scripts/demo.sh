@@ -5,20 +5,24 @@
 # drives key traffic, injects a QBER fault that triggers a reroute, and prints the URLs to look
 # at: the network view, Prometheus and its alerts.
 #
-# Usage: scripts/demo.sh [--topology FILE] [--duration SECONDS] [--no-build]
+# Usage: scripts/demo.sh [--topology FILE] [--duration SECONDS] [--no-build] [--ha]
 #   --topology FILE     network to run (default tests/data/topologies/germany50.json)
 #   --duration SECONDS  stop after this long (default: run until Ctrl-C; 0 = stop after the tour)
+#   --ha                two controllers (--ha, docs/high-availability.md); after the tour the
+#                       leader is killed (kill -9) and the standby takes over
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 topology="$root/tests/data/topologies/germany50.json"
 duration=""
 build=1
+ha=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --topology) topology=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ha) ha=1; shift ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,17 +63,40 @@ if [ ! -s "$work/viewer.token" ]; then
   chmod 600 "$work/viewer.token"
 fi
 
-rm -f "$work/ck.port" "$work/api.port"
+rm -f "$work/ck.port" "$work/api.port" "$work/ck-b.port" "$work/api-b.port"
+ha_flags=()
+[ "$ha" = 1 ] && ha_flags=(--ha --ha-lease-ms 3000 --ha-holder controller-a)
 "$bin/controller/qkdn-controller" --topology "$topology" --topology-override \
   --ck-listen 127.0.0.1:0 --port-file "$work/ck.port" \
   --api-listen 127.0.0.1:0 --api-port-file "$work/api.port" --api-tokens "$work/tokens" \
   --tls-ca "$work/pki/ca.pem" --tls-cert "$work/pki/controller.pem" \
-  --tls-key "$work/pki/controller.key" --store-dsn "$dsn" \
+  --tls-key "$work/pki/controller.key" --store-dsn "$dsn" "${ha_flags[@]}" \
   --heartbeat-interval-ms 1000 --status-interval-ms 1000 2> "$work/controller.log" &
 pids+=($!)
+leader_pid=$!
+main_pid=$!
 for _ in $(seq 100); do [ -s "$work/ck.port" ] && [ -s "$work/api.port" ] && break; sleep 0.1; done
 [ -s "$work/api.port" ] || { echo "demo: controller did not start; see $work/controller.log" >&2; tail -5 "$work/controller.log" >&2; exit 1; }
 ck=$(cat "$work/ck.port"); api=$(cat "$work/api.port")
+controllers="127.0.0.1:$ck"
+if [ "$ha" = 1 ]; then
+  # A second controller on the same database: standby while controller-a leads.
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api/api/v1/health" | grep -q '"role":"leader"' && break; sleep 0.1; done
+  "$bin/controller/qkdn-controller" --topology "$topology" \
+    --ck-listen 127.0.0.1:0 --port-file "$work/ck-b.port" \
+    --api-listen 127.0.0.1:0 --api-port-file "$work/api-b.port" --api-tokens "$work/tokens" \
+    --tls-ca "$work/pki/ca.pem" --tls-cert "$work/pki/controller.pem" \
+    --tls-key "$work/pki/controller.key" --store-dsn "$dsn" --ha --ha-lease-ms 3000 \
+    --ha-holder controller-b --heartbeat-interval-ms 1000 --status-interval-ms 1000 \
+    2> "$work/controller-b.log" &
+  pids+=($!)
+  main_pid=$!
+  for _ in $(seq 100); do [ -s "$work/ck-b.port" ] && [ -s "$work/api-b.port" ] && break; sleep 0.1; done
+  [ -s "$work/api-b.port" ] || { echo "demo: controller-b did not start; see $work/controller-b.log" >&2; exit 1; }
+  ck_b=$(cat "$work/ck-b.port"); api_b=$(cat "$work/api-b.port")
+  controllers="127.0.0.1:$ck,127.0.0.1:$ck_b"
+  echo "demo: controller-a leads (API 127.0.0.1:$api), controller-b stands by (API 127.0.0.1:$api_b)"
+fi
 
 # Prometheus on loopback (9090, or a free port when 9090 is taken), scraping the controller.
 prom_port=9090
@@ -95,7 +122,7 @@ pids+=($!)
 
 etsi_flags=""
 if "$bin/southbound/qkdn-agent" --help 2>&1 | grep -q -- --etsi-insecure; then etsi_flags="--etsi-insecure"; fi
-"$bin/southbound/qkdn-agent" --topology "$topology" --all --controller "127.0.0.1:$ck" \
+"$bin/southbound/qkdn-agent" --topology "$topology" --all --controller "$controllers" \
   --tls-ca "$work/pki/ca.pem" --tls-cert-dir "$work/pki/km" --admin-listen 127.0.0.1:0 $etsi_flags \
   > "$work/agent.out" 2> "$work/agent.log" &
 pids+=($!)
@@ -104,6 +131,21 @@ export QKDN_API="http://127.0.0.1:$api"
 export QKDN_TOKEN_FILE="$work/admin.token"
 python3 "$root/scripts/demo_tour.py" --api "$QKDN_API" --token-file "$work/admin.token" \
   --agent-out "$work/agent.out" --topology "$topology"
+
+if [ "$ha" = 1 ]; then
+  echo "demo: failover: kill -9 of controller-a (the leader)"
+  kill -9 "$leader_pid"
+  t0=$(date +%s.%N)
+  for _ in $(seq 200); do
+    curl -sf "http://127.0.0.1:$api_b/api/v1/health" | grep -q '"role":"leader"' && break
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  echo "demo: controller-b leads after $(python3 -c "print(f'{$t1 - $t0:.2f}')") s:"
+  QKDN_API="http://127.0.0.1:$api_b" QKDN_TOKEN_FILE="$work/admin.token" \
+    "$bin/northbound/qkdnctl" health || true
+  export QKDN_API="http://127.0.0.1:$api_b"
+fi
 
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$prom_port/-/ready" >/dev/null && break; sleep 0.1; done
 cat <<TXT
@@ -120,7 +162,7 @@ demo: running.
 TXT
 if [ -z "$duration" ]; then
   echo "Press Ctrl-C to stop."
-  wait "${pids[0]}"
+  wait "$main_pid"
 elif [ "$duration" != 0 ]; then
   sleep "$duration"
 fi

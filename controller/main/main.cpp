@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ha_main.hpp"
 #include "qkdn/base/args.hpp"
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
@@ -64,6 +65,7 @@ struct Args {
   std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
   std::string api_port_file;
+  qkdn::ha::HaArgs ha;
 };
 
 // Counts (connections, commands, threads) are positive and below this.
@@ -188,6 +190,34 @@ qkdn::base::ArgParser make_parser(Args& a) {
               [&o](V v) {
                 o.store_threads = static_cast<int>(parse_int("--store-threads", v, 1, 1000));
               })
+      .section("High availability (docs/high-availability.md)")
+      .flag("ha",
+            "one of several controllers sharing --store-dsn: leads while it holds the lease in "
+            "the database, else stands by (refuses KM registrations and API writes, naming the "
+            "leader)",
+            [&a](bool on) { a.ha.enabled = on; })
+      .option("ha-lease-ms", "N",
+              "leadership lease (default 3000; database clock): a standby takes over within "
+              "about N ms of the leader's death; the leader stops commanding after 3N/5 ms "
+              "without a renewal",
+              ms(a.ha.lease, "--ha-lease-ms"))
+      .option("ha-advertise-ck", "HOST:PORT",
+              "the Ck address standbys send agents to while this controller leads (default: "
+              "the Ck listen host and port)",
+              text(a.ha.advertise_ck))
+      .option("ha-advertise-api", "HOST:PORT",
+              "the API address standbys name in their not_leader refusals (default: the API "
+              "listen address)",
+              text(a.ha.advertise_api))
+      .option("ha-holder", "NAME",
+              "this controller's name in the lease (default: host, pid and a random part)",
+              text(a.ha.holder))
+      .option("ha-standby-refresh-ms", "N",
+              "a standby reloads the stored state every N ms (default 10000; 0 = never)",
+              [&a](V v) {
+                a.ha.standby_refresh = std::chrono::milliseconds{
+                    parse_int("--ha-standby-refresh-ms", v, 0, 86'400'000)};
+              })
       .section("Northbound API")
       .option("api-listen", "HOST:PORT",
               "REST API and /metrics (default 127.0.0.1:8080; port 0 = any)", text(a.api.listen))
@@ -231,6 +261,9 @@ void check_args(Args& a) {
   auto& o = a.options;
   if (a.topology_file.empty() && a.store_dsn.empty()) {
     throw qkdn::InvalidArgument("--topology FILE is required (or a --store-dsn that holds one)");
+  }
+  if (a.ha.enabled && a.store_dsn.empty()) {
+    throw qkdn::InvalidArgument("--ha needs --store-dsn (the database the controllers share)");
   }
   if (o.topology_override && a.topology_file.empty()) {
     throw qkdn::InvalidArgument("--topology-override needs --topology FILE");
@@ -335,6 +368,23 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (args.ha.enabled) {
+    return qkdn::ha::run_ha(args.options, args.api, args.store_dsn, args.ha, stop_signals,
+                            [&args](std::uint16_t ck, std::uint16_t api) {
+                              qkdn::base::log(
+                                  qkdn::base::LogLevel::kInfo, "main",
+                                  "ck listening on " + host_text(args.options.listen_host) + ":" +
+                                      std::to_string(ck) + "; api listening on " +
+                                      args.api.listen.substr(0, args.api.listen.rfind(':')) + ":" +
+                                      std::to_string(api));
+                              if (!args.port_file.empty()) {
+                                write_port_file(args.port_file, ck, "--port-file");
+                              }
+                              if (!args.api_port_file.empty()) {
+                                write_port_file(args.api_port_file, api, "--api-port-file");
+                              }
+                            });
+  }
   try {
     // The store is main's choice: the service opens what it is given.
     if (!args.store_dsn.empty()) args.options.store = qkdn::db::pg_store_factory(args.store_dsn);

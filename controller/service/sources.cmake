@@ -6,6 +6,7 @@ add_library(qkdn_service STATIC
   ${CMAKE_CURRENT_LIST_DIR}/src/core_wiring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/epoch.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/key_supply.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/leadership.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/persistence.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/metrics.cpp
 )
@@ -13,5 +14,6 @@ target_include_directories(qkdn_service PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include
 target_link_libraries(qkdn_service PUBLIC qkdn_base qkdn_core qkdn_southbound_net
                                    PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
 
-add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp)
+add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp
+                               ${CMAKE_CURRENT_LIST_DIR}/../main/ha_main.cpp)
 target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_db qkdn_options)

@@ -1,5 +1,7 @@
 #include "qkdn/db/leader_lease.hpp"
 
+#include <algorithm>
+
 #include <pqxx/pqxx>
 
 #include "qkdn/controller/error.hpp"
@@ -37,7 +39,15 @@ FROM controller_leader WHERE id = 1)";
 }  // namespace
 
 struct LeaderLease::Conn {
-  explicit Conn(const std::string& dsn) : c(dsn) {}
+  Conn(const std::string& dsn, std::chrono::milliseconds lease) : c(dsn) {
+    // A renewal never waits long for the row (a partitioned leader's write holding it FOR
+    // SHARE): it fails and is tried again with fresh times. The server ends this session when we
+    // stall inside a transaction, so that our row lock cannot hold up a takeover either.
+    const auto bound = std::max<std::int64_t>(100, lease.count() / 3);
+    pqxx::nontransaction tx{c};
+    tx.exec("SET lock_timeout = " + std::to_string(bound));
+    tx.exec("SET idle_in_transaction_session_timeout = " + std::to_string(bound));
+  }
   pqxx::connection c;
 };
 
@@ -54,7 +64,7 @@ LeaderLease::~LeaderLease() = default;
 template <class F>
 auto LeaderLease::run(const char* what, F&& fn) {
   try {
-    if (!conn_ || !conn_->c.is_open()) conn_ = std::make_unique<Conn>(options_.dsn);
+    if (!conn_ || !conn_->c.is_open()) conn_ = std::make_unique<Conn>(options_.dsn, options_.lease);
     return fn(conn_->c);
   } catch (const Error&) {
     throw;

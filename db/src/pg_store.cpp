@@ -590,7 +590,17 @@ PgStore::Conn& PgStore::connection(bool prepare) {
     }
     if (conn_ && !conn_->c.is_open()) conn_.reset();
   }
-  if (!conn_) conn_ = std::make_unique<Conn>(options_.dsn);
+  if (!conn_) {
+    conn_ = std::make_unique<Conn>(options_.dsn);
+    if (options_.fence && options_.fence_idle_timeout.count() > 0) {
+      // A leader cut off from the database in the middle of a write transaction holds the lease
+      // row FOR SHARE, which would keep the takeover waiting for as long as the partition lasts:
+      // the server ends such a session once it has waited that long for us.
+      pqxx::nontransaction tx{conn_->c};
+      tx.exec("SET idle_in_transaction_session_timeout = " +
+              std::to_string(options_.fence_idle_timeout.count()));
+    }
+  }
   if (prepare && !conn_->prepared) {
     for (const Statement& s : kStatements) conn_->c.prepare(s.name, s.sql);
     conn_->prepared = true;
@@ -1350,11 +1360,19 @@ std::string redact_dsn(const std::string& dsn) {
 }
 
 controller::StoreFactory pg_store_factory(std::string dsn) {
+  return pg_store_factory(std::move(dsn), nullptr);
+}
+
+controller::StoreFactory pg_store_factory(std::string dsn, std::shared_ptr<const Fence> fence) {
   controller::StoreFactory f;
-  f.description = "PostgreSQL at " + redact_dsn(dsn);
-  f.open = [dsn =
-                std::move(dsn)](controller::StoreRole role) -> std::unique_ptr<controller::Store> {
-    return std::make_unique<PgStore>(PgStoreOptions{dsn, role == controller::StoreRole::kStartup});
+  f.description = "PostgreSQL at " + redact_dsn(dsn) + (fence ? " (fenced)" : "");
+  f.open = [dsn = std::move(dsn), fence = std::move(fence)](
+               controller::StoreRole role) -> std::unique_ptr<controller::Store> {
+    PgStoreOptions o;
+    o.dsn = dsn;
+    o.migrate = role == controller::StoreRole::kStartup;
+    o.fence = fence;
+    return std::make_unique<PgStore>(o);
   };
   return f;
 }

@@ -13,6 +13,7 @@
 #include "api_internal.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/tls.hpp"
+#include "qkdn/service/leadership.hpp"
 #include "qkdn/service/metrics.hpp"
 
 namespace qkdn::northbound {
@@ -130,6 +131,24 @@ bool valid_idempotency_key(std::string_view k) {
     if (c < 0x21 || c > 0x7E) return false;
   }
   return true;
+}
+
+ApiError standby_refusal(service::ControllerService& svc) {
+  std::string leader;
+  std::string holder;
+  if (svc.options().leadership) {
+    const auto st = svc.options().leadership->status();
+    leader = st.leader_api_address;
+    holder = st.leader_holder;
+  }
+  ApiError e(503, "not_leader",
+             leader.empty() && holder.empty()
+                 ? std::string("this controller is a standby and no leader is known yet; retry")
+                 : "this controller is a standby; the leader is " + holder +
+                       (leader.empty() ? std::string{} : " with its API at " + leader));
+  e.with_header("Retry-After", "1");
+  if (!leader.empty()) e.with_header("X-Qkdn-Leader", leader);
+  return e;
 }
 
 HttpResponse error_response(const ApiError& e, std::string_view instance) {
@@ -335,6 +354,10 @@ net::awaitable<HttpResponse> Api::handle(HttpRequest req) {
       throw *refused;
     }
 
+    // High availability: a standby serves reads of the database's state and refuses writes,
+    // naming the leader (docs/high-availability.md).
+    if (write && svc.options().standby_since) throw standby_refusal(svc);
+
     if (write) {
       idem_key = ctx.req.header("idempotency-key");
       if (ctx.req.headers.count("idempotency-key") != 0) {
@@ -383,6 +406,13 @@ net::awaitable<HttpResponse> Api::handle(HttpRequest req) {
     failure = ApiError(500, "internal", "internal error");
   }
   if (failure) out = error_response(*failure, ctx.path);
+  if (const auto since = svc.options().standby_since) {
+    const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - *since)
+                         .count();
+    out.headers.emplace_back("X-Qkdn-Role", "standby");
+    out.headers.emplace_back("X-Qkdn-State-Age", std::to_string(age));
+  }
 
   if (idem_reserved) {
     if (out.status >= 500) {

@@ -5,6 +5,7 @@
 #include "json_model.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/service/leadership.hpp"
 
 namespace qkdn::northbound {
 
@@ -53,6 +54,29 @@ net::awaitable<HttpResponse> get_health(Api& api, RequestContext& ctx) {
                          {"port", api.svc.port()},
                          {"connections", counters.connections_active}};
   for (auto& kv : core) o[kv.key()] = kv.value();
+  // High availability (docs/high-availability.md): role, term, leader, lease age.
+  json::object ha;
+  if (const auto& leadership = api.svc.options().leadership) {
+    const auto st = leadership->status();
+    // "leader" only from the leader's own service: a standby's service that just won the lease
+    // is about to be replaced by the leader's (it does not serve as leader yet).
+    ha["role"] = st.leader && !api.svc.options().standby_since ? "leader" : "standby";
+    ha["epoch"] = st.epoch;
+    ha["holder"] = st.holder;
+    ha["leader"] = json::object{{"holder", st.leader_holder},
+                                {"ck_address", st.leader_ck_address},
+                                {"api_address", st.leader_api_address}};
+    ha["lease_age_ms"] = st.lease_age_ms;
+  } else {
+    ha["role"] = "single";
+    ha["epoch"] = api.svc.controller_epoch();
+  }
+  if (const auto since = api.svc.options().standby_since) {
+    ha["state_age_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - *since)
+                             .count();
+  }
+  o["ha"] = std::move(ha);
   co_return json_response(o, store_ok ? 200 : 503);
 }
 

@@ -22,6 +22,7 @@
 
 #include "kma_messages.hpp"
 #include "log.hpp"
+#include "qkdn/base/args.hpp"
 #include "qkdn/controller/build_info.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/json/reader.hpp"
@@ -379,9 +380,19 @@ net::awaitable<void> KmHost::ck_loop() {
   // connection is opened only once the previous one (and the registration on it) has ended.
   qkdn::net::ReconnectBackoff backoff(cfg.reconnect_initial, cfg.reconnect_max,
                                       [this] { return rng_->next_u64(); });
+  // High availability: several controllers are tried in turn; a standby names the leader.
+  std::vector<std::pair<std::string, std::uint16_t>> controllers = cfg.controllers;
+  if (controllers.empty()) controllers.emplace_back(cfg.controller_host, cfg.controller_port);
+  std::size_t failed_in_round = 0;
   while (!stopping()) {
     bool registered = false;
     retry_hint_.reset();
+    if (redirect_) {
+      controller_now_ = *redirect_;
+      redirect_.reset();
+    } else {
+      controller_now_ = controllers[controller_next_ % controllers.size()];
+    }
     try {
       auto ck_session_op = ck_session();
       registered = co_await std::move(ck_session_op);
@@ -397,7 +408,23 @@ net::awaitable<void> KmHost::ck_loop() {
     registered_ = false;
     if (stopping()) break;
     if (registered) backoff.reset();
-    const auto delay = backoff.next(retry_hint_);
+    std::chrono::milliseconds delay{0};
+    if (redirect_) {
+      delay = std::chrono::milliseconds{10};  // a standby named the leader: go there now
+    } else if (!registered && controllers.size() > 1) {
+      // The next controller at once; after a whole round without success, back off, but never
+      // beyond one heartbeat period (a standby that takes over is found within it).
+      controller_next_ = (controller_next_ + 1) % controllers.size();
+      if (++failed_in_round < controllers.size()) {
+        delay = std::chrono::milliseconds{20};
+      } else {
+        failed_in_round = 0;
+        delay = std::min(backoff.next(retry_hint_), heartbeat_interval_);
+      }
+    } else {
+      failed_in_round = 0;
+      delay = backoff.next(retry_hint_);
+    }
     if (retry_hint_) {
       log_line(LogLevel::kDebug, "KM " + km_id_ + ": controller busy; registering again in " +
                                      std::to_string(delay.count()) + " ms");
@@ -411,8 +438,8 @@ net::awaitable<void> KmHost::ck_loop() {
 net::awaitable<bool> KmHost::ck_session() {
   const auto& cfg = core_.config();
   tcp::resolver resolver(strand_);
-  auto resolve_op = resolver.async_resolve(cfg.controller_host, std::to_string(cfg.controller_port),
-                                           net::use_awaitable);
+  auto resolve_op = resolver.async_resolve(
+      controller_now_.first, std::to_string(controller_now_.second), net::use_awaitable);
   auto results = co_await std::move(resolve_op);
   if (stopping()) co_return false;
   tcp::socket socket(strand_);
@@ -519,6 +546,25 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
         ++busy_refusals_;
         throw Unavailable("registration refused: controller busy (retry after " +
                           std::to_string(retry_hint_->count()) + " ms)");
+      }
+      if (resp->response.rfind("NG: not_leader", 0) == 0) {
+        // A standby (docs/ck-extensions.md): "NG: not_leader" or "NG: not_leader: HOST:PORT".
+        const auto colon = resp->response.find(": ", 4);
+        std::string leader;
+        if (colon != std::string::npos) {
+          leader = resp->response.substr(colon + 2);
+          try {
+            const auto hp = base::parse_host_port("not_leader", leader);
+            if (hp.port != 0) redirect_.emplace(hp.host, hp.port);
+          } catch (const std::exception&) {
+            leader.clear();
+          }
+        }
+        retry_hint_ = heartbeat_interval_;  // logged at debug, not as a warning
+        throw Unavailable("controller " + controller_now_.first + ":" +
+                          std::to_string(controller_now_.second) + " is a standby" +
+                          (leader.empty() ? std::string("; no leader known yet")
+                                          : "; the leader is at " + leader));
       }
       throw Unavailable("registration refused: " + resp->response);
     }

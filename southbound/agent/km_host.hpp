@@ -426,6 +426,11 @@ class KmHost {
   std::uint64_t busy_refusals_ = 0;  ///< registrations the controller refused "NG: busy"
   /// The controller's retry_after_ms of the last "NG: busy" (ck_loop waits at least that).
   std::optional<std::chrono::milliseconds> retry_hint_;
+  /// High availability: the controller this KM connects to now, the next of the configured list
+  /// to try, and the leader a standby named ("NG: not_leader: HOST:PORT"), tried next.
+  std::pair<std::string, std::uint16_t> controller_now_;
+  std::size_t controller_next_ = 0;
+  std::optional<std::pair<std::string, std::uint16_t>> redirect_;
   std::chrono::milliseconds heartbeat_interval_{1'000};
   std::chrono::milliseconds status_interval_{1'000};
   std::map<std::string, std::string> peers_;  ///< kma_id -> endpoint, from the controller

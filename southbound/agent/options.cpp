@@ -85,13 +85,24 @@ base::ArgParser make_parser(CommandLine& cl, Given& g) {
               text(g.topology_path))
       .option("km", "ID", "host this KM (repeatable)", [&g](V v) { g.kms.emplace_back(v); })
       .flag("all", "host every KM of the topology", [&g](bool on) { g.all = on; })
-      .option("controller", "HOST:PORT", "the controller's Ck listener (required)",
+      .option("controller", "HOST:PORT[,HOST:PORT...]",
+              "the controller's Ck listener (required); with several controllers (--ha) all of "
+              "them, comma-separated or repeated: tried in turn, a standby's not_leader answer "
+              "names the leader",
               [&cfg, &g](V v) {
-                const auto hp = host_port("--controller", v);
-                if (hp.port == 0) throw InvalidArgument("--controller: port must not be 0");
-                cfg.controller_host = hp.host;
-                cfg.controller_port = hp.port;
-                g.have_controller = true;
+                while (!v.empty()) {
+                  const auto comma = v.find(',');
+                  const auto one = v.substr(0, comma);
+                  v = comma == V::npos ? V{} : v.substr(comma + 1);
+                  const auto hp = host_port("--controller", one);
+                  if (hp.port == 0) throw InvalidArgument("--controller: port must not be 0");
+                  if (!g.have_controller) {
+                    cfg.controller_host = hp.host;
+                    cfg.controller_port = hp.port;
+                  }
+                  cfg.controllers.emplace_back(hp.host, hp.port);
+                  g.have_controller = true;
+                }
               })
       .option("controller-id", "ID",
               "the controller's ID (qkdn-controller): with TLS its certificate must carry the SAN "

@@ -109,3 +109,15 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   set_tests_properties(e2e_scale_smoke PROPERTIES LABELS e2e TIMEOUT 400 ENVIRONMENT
     "SMOKE=1;KMS=2000;LINKS=4000;AGENTS=2;WINDOW=5;ROUTES=100;REGISTER_BOUND=60;UP_TIMEOUT=240")
 endif()
+# High availability (issue 17, docs/high-availability.md): two qkdn-controller --ha sharing a
+# private PostgreSQL and one agent following the leader: kill -9 of the leader under ETSI 014
+# traffic, 20 times in turn (QKDN_HA_FAILOVERS); the leader cut off from the database by a TCP
+# proxy that stalls; a standby with its clock 10 minutes ahead. Label ha (and e2e, fault).
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_ha_failover test_ha_failover.py)
+  set_tests_properties(e2e_ha_failover PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 600)
+  qkdn_e2e_test(e2e_ha_partition test_ha_partition.py)
+  set_tests_properties(e2e_ha_partition PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 300)
+  qkdn_e2e_test(e2e_ha_clock test_ha_clock.py)
+  set_tests_properties(e2e_ha_clock PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 180)
+endif()

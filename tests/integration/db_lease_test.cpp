@@ -117,6 +117,13 @@ TEST_F(LeaseTest, WritesOfAnOldLeaderAreFenced) {
       store_a.write_batch([](controller::Store& s) { s.save_thresholds(thresholds(0.08)); }),
       Conflict);
   EXPECT_EQ(sql("SELECT qber FROM thresholds"), "0.06");
+  // b renews first, as its leadership loop would: on a loaded machine a's refused writes above
+  // can outlast the 300 ms lease (then b's write was refused: 2 runs in 3 at a load average of
+  // 17). a never renews, so b holds the lease in eb or, had it lapsed, a newer term.
+  const auto renewed = b.acquire_or_renew();
+  ASSERT_TRUE(renewed.has_value());
+  EXPECT_GE(*renewed, *eb);
+  fence_b->epoch = *renewed;
   store_b.save_thresholds(thresholds(0.09));
   store_b.write_batch([](controller::Store& s) { s.save_thresholds(thresholds(0.1)); });
   EXPECT_EQ(sql("SELECT qber FROM thresholds"), "0.1");

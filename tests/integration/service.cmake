@@ -7,6 +7,7 @@
 add_executable(integration_service
   ${CMAKE_CURRENT_LIST_DIR}/service_key_supply_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/service_store_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/service_leadership_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/db_test_support.cpp
 )
 target_compile_definitions(integration_service PRIVATE

@@ -24,6 +24,7 @@
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/run_on.hpp"
 #include "qkdn/service/controller_facade.hpp"
+#include "qkdn/service/leadership.hpp"
 #include "service_impl.hpp"
 
 namespace qkdn::service {
@@ -595,6 +596,15 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
       co_return;
     }
   }
+  // High availability: a standby refuses, naming the leader (docs/ck-extensions.md).
+  if (svc.options_.refuse_registration) {
+    if (auto reason = svc.options_.refuse_registration()) {
+      count_refused("not_leader");
+      send_register_ng(*s, id, *reason, "standby", svc.options_.heartbeat_interval);
+      s->channel->close_after_flush();
+      co_return;
+    }
+  }
   // Backpressure: at most max_pending_registrations wait for the core; the rest are told when to
   // come back (the time to serve the queue) instead of waiting behind it and timing out.
   auto ticket = registrations->try_enter();
@@ -882,18 +892,25 @@ ControllerService::ControllerService(ServiceOptions options)
     impl_->tls = southbound::make_tls_context(options_.tls, true);
   }
   // No io thread runs yet: the core may be touched from here.
+  if (options_.epoch_override) {
+    if (*options_.epoch_override < 0) throw InvalidArgument("controller epoch must be >= 0");
+    epoch_ = *options_.epoch_override;
+  }
   if (store_configured()) {
-    impl_->open_store();  // takes the epoch from the store's sequence
+    impl_->open_store();  // takes the epoch from the store's sequence (unless overridden)
   } else {
-    epoch_ = options_.epoch_file.empty()
-                 ? unix_ms(clock_->wall_now())
-                 : next_epoch_from_file(options_.epoch_file, unix_ms(clock_->wall_now()));
+    if (!options_.epoch_override) {
+      epoch_ = options_.epoch_file.empty()
+                   ? unix_ms(clock_->wall_now())
+                   : next_epoch_from_file(options_.epoch_file, unix_ms(clock_->wall_now()));
+    }
     network_.apply_topology(options_.topology);
     impl_->apply_rerouting(impl_->engine.on_snapshot(impl_->fresh_snapshot()));
     if (options_.policy) impl_->apply_rerouting(impl_->engine.set_policy(*options_.policy));
   }
   log("ck: controller epoch " + std::to_string(epoch_) +
-      (store_configured()            ? " (store sequence)"
+      (options_.epoch_override       ? " (leadership term)"
+       : store_configured()          ? " (store sequence)"
        : options_.epoch_file.empty() ? " (wall clock)"
                                      : " (epoch file)"));
 }
@@ -949,6 +966,21 @@ net::ip::tcp::endpoint ControllerService::start() {
   }
   impl_->started = true;
   return bound;
+}
+
+void ControllerService::stand_down() {
+  if (!impl_->started || impl_->stopped) return;
+  net::post(impl_->acceptor_strand, [this] {
+    boost::system::error_code ignored;
+    impl_->acceptor.close(ignored);
+  });
+  net::post(impl_->core, [this] {
+    for (auto& [id, channel] : impl_->live) channel->close();
+  });
+}
+
+void ControllerService::raise_alarm_soon(controller::AlarmSpec spec) {
+  net::post(impl_->core, [this, spec = std::move(spec)] { impl_->raise_alarm(spec); });
 }
 
 void ControllerService::stop() {
@@ -1062,7 +1094,16 @@ net::awaitable<std::string> ControllerService::metrics_text() {
   });
   auto gauges = co_await std::move(op);
   impl_->metrics->update_gauges(std::move(gauges));
-  co_return impl_->metrics->serialize();
+  auto text = impl_->metrics->serialize();
+  if (options_.leadership) {
+    text += options_.leadership->metrics_text();
+  } else {
+    LeadershipStatus single;  // a single controller leads alone, in the epoch of this start
+    single.leader = true;
+    single.epoch = epoch_;
+    text += Leadership::metrics_text(single);
+  }
+  co_return text;
 }
 
 StateSnapshot ControllerService::snapshot_state() {

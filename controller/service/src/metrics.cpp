@@ -44,15 +44,12 @@ namespace ck = southbound::ck;
 
 // The alarm types of qkdn_alarms_active_by_type: a closed list, so that a KM inventing types
 // cannot grow the label set ("other" counts those).
-constexpr std::string_view kAlarmTypes[] = {controller::alarm_type::kQberHigh,
-                                            controller::alarm_type::kLinkDown,
-                                            controller::alarm_type::kKeyPoolLow,
-                                            controller::alarm_type::kRelayFailure,
-                                            controller::alarm_type::kPeerUnreachable,
-                                            controller::alarm_type::kKmDisconnected,
-                                            controller::alarm_type::kPinnedRouteBroken,
-                                            controller::alarm_type::kSaeClaimRefused,
-                                            "other"};
+constexpr std::string_view kAlarmTypes[] = {
+    controller::alarm_type::kQberHigh,           controller::alarm_type::kLinkDown,
+    controller::alarm_type::kKeyPoolLow,         controller::alarm_type::kRelayFailure,
+    controller::alarm_type::kPeerUnreachable,    controller::alarm_type::kKmDisconnected,
+    controller::alarm_type::kPinnedRouteBroken,  controller::alarm_type::kSaeClaimRefused,
+    controller::alarm_type::kControllerFailover, "other"};
 
 // The protocol error reasons a controller counts most often (framing, codec and session rules);
 // others appear on first use.

@@ -87,7 +87,7 @@ void ControllerService::Impl::open_store() {
   controller::StoredState stored;
   try {
     store = o.store.open(controller::StoreRole::kStartup);
-    svc.epoch_ = store->next_controller_epoch();
+    if (!o.epoch_override) svc.epoch_ = store->next_controller_epoch();
     stored = store->load();
   } catch (const std::exception& e) {
     throw Unavailable("store: cannot use " + where + ": " + one_line(e.what()));

@@ -29,6 +29,8 @@ inline constexpr std::string_view kKmDisconnected = "km_disconnected";
 inline constexpr std::string_view kPinnedRouteBroken = "pinned_route_broken";
 /// A KM claimed an SAE the topology serves at another KM (or nowhere); resource = the SAE.
 inline constexpr std::string_view kSaeClaimRefused = "sae_claim_refused";
+/// High availability: this controller took the leadership over (resource "controller").
+inline constexpr std::string_view kControllerFailover = "controller_failover";
 }  // namespace alarm_type
 
 /// Severity, most severe first (ITU-T X.733 perceived severity without "indeterminate").

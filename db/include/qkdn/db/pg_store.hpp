@@ -2,6 +2,7 @@
 // headers stay private to db/: callers see only this class and qkdn errors.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -43,6 +44,10 @@ struct PgStoreOptions {
   /// the lease in fence->epoch (leader_lease.hpp) and fails with Conflict ("store: fenced: ...")
   /// when it does not. Null: a single controller, no check.
   std::shared_ptr<const Fence> fence{};
+  /// With a fence: the server ends a session of this store that stays idle inside a transaction
+  /// for this long (idle_in_transaction_session_timeout), so that a leader partitioned from the
+  /// database mid-write (holding the lease row FOR SHARE) cannot hold a takeover up. 0: never.
+  std::chrono::milliseconds fence_idle_timeout{1000};
 };
 
 /// `dsn` with connect_timeout=5 unless it names one (a URI or key=value string).
@@ -156,5 +161,7 @@ std::string redact_dsn(const std::string& dsn);
 /// --store-dsn): the start-up store applies pending migrations, the workers' stores do not.
 /// Connects only when the factory is called.
 controller::StoreFactory pg_store_factory(std::string dsn);
+/// The same, with every write fenced on `fence` (high availability: PgStoreOptions::fence).
+controller::StoreFactory pg_store_factory(std::string dsn, std::shared_ptr<const Fence> fence);
 
 }  // namespace qkdn::db

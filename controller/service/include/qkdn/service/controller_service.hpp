@@ -40,6 +40,8 @@ namespace qkdn::service {
 namespace net = boost::asio;
 namespace ck = southbound::ck;
 
+class Leadership;
+
 /// Everything the service needs to start. Validated by ControllerService's constructor.
 struct ServiceOptions {
   std::string controller_id = "qkdn-controller";
@@ -120,6 +122,20 @@ struct ServiceOptions {
   /// the wall clock behind is fenced by agents that saw the earlier epoch). With a store the
   /// database sequence of migration 0005 gives the epoch and this is ignored.
   std::string epoch_file;
+  // ---- high availability (issue 17, docs/high-availability.md) ----
+  /// The controller epoch of this service, instead of the store's sequence or the epoch file:
+  /// the leadership term (Leadership) of a controller among several, or the leader's term as
+  /// last seen for a standby's service (which commands no KM).
+  std::optional<std::int64_t> epoch_override;
+  /// The leadership of this process (health, metrics); null: a single controller.
+  std::shared_ptr<const Leadership> leadership;
+  /// A standby: the refusal hook of registrations. When it returns a reason, every Register is
+  /// answered "NG: <reason>" (e.g. "not_leader: 10.0.0.2:4164", docs/ck-extensions.md) and the
+  /// connection closed after the answer. Null: registrations go on as usual.
+  std::function<std::optional<std::string>()> refuse_registration;
+  /// A standby's service: its state is the database's as of this time (API responses say how
+  /// old, X-Qkdn-State-Age; writes are refused with 503 not_leader by the API).
+  std::optional<std::chrono::steady_clock::time_point> standby_since;
 };
 
 class Metrics;
@@ -250,6 +266,13 @@ class ControllerService {
   /// Graceful stop: closes the listener and every Ck channel, waits for all session coroutines
   /// to finish (bounded), then stops the threads. Idempotent; call from a non-service thread.
   void stop();
+
+  /// Stops commanding KMs at once (the leadership was lost): closes the Ck listener and every Ck
+  /// session without waiting (stop() still drains and ends the threads). Any thread; returns
+  /// without waiting for the closes.
+  void stand_down();
+  /// Raises `spec` on the core strand soon (stored, counted, logged like any alarm). Any thread.
+  void raise_alarm_soon(controller::AlarmSpec spec);
 
   /// Copies of the live state, taken on the core strand. Blocks: call from a non-service thread.
   StateSnapshot snapshot_state();

@@ -25,6 +25,10 @@ struct AgentConfig {
 
   std::string controller_host = "127.0.0.1";
   std::uint16_t controller_port = 0;
+  /// High availability: every controller's Ck address, tried in turn (the first is
+  /// controller_host:controller_port). Empty: that one only. A standby's "NG: not_leader:
+  /// HOST:PORT" sends the KM to the leader it names (docs/ck-extensions.md).
+  std::vector<std::pair<std::string, std::uint16_t>> controllers;
   bool insecure_ck = false;  ///< plain TCP on Ck; else TLS 1.3 with the files below
   /// The controller's ID: with TLS on Ck its certificate must carry the SAN URI
   /// urn:qkdn:controller:<controller_id> (any other certificate of the CA is refused).
