@@ -16,6 +16,7 @@
 #include "qkdn/base/args.hpp"
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
+#include "qkdn/controller/clock.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/db/pg_store.hpp"
 #include "qkdn/net/listener.hpp"
@@ -61,6 +62,7 @@ struct Args {
   bool ck_host_given = false;  ///< --ck-listen named a host (else the default depends on TLS)
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
+  std::string qkdn_id;    ///< --qkdn-id: this network's QKDN ID (docs/cxi.md)
   std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
   std::string api_port_file;
@@ -94,6 +96,10 @@ qkdn::base::ArgParser make_parser(Args& a) {
             "replace the stored topology with --topology (default: a stored topology wins and "
             "--topology is ignored, with a log line)",
             [&o](bool on) { o.topology_override = on; })
+      .option("qkdn-id", "ID",
+              "this network's QKDN ID for interworking (docs/cxi.md); a --topology document "
+              "without qkdn_id takes it, one with a different qkdn_id is refused",
+              text(a.qkdn_id))
       .option("ck-listen", "HOST:PORT",
               "Ck listen address (default 0.0.0.0:4164, with --insecure-ck 127.0.0.1:4164; port "
               "0 = any free port; \":PORT\" keeps the default host)",
@@ -281,6 +287,22 @@ void write_port_file(const std::string& path, std::uint16_t port, std::string_vi
   }
 }
 
+// --qkdn-id and the document's qkdn_id must agree; a document without one takes the option's.
+void apply_qkdn_id(Args& a) {
+  if (a.qkdn_id.empty()) return;
+  auto& doc = a.options.topology;
+  if (!qkdn::controller::is_valid_id(a.qkdn_id)) {
+    throw qkdn::InvalidArgument("--qkdn-id: invalid ID '" + a.qkdn_id +
+                                "' (1..128 of [A-Za-z0-9._:-])");
+  }
+  if (doc.qkdn_id.empty()) {
+    doc.qkdn_id = a.qkdn_id;
+  } else if (doc.qkdn_id != a.qkdn_id) {
+    throw qkdn::InvalidArgument("--qkdn-id '" + a.qkdn_id + "' differs from the qkdn_id '" +
+                                doc.qkdn_id + "' of " + a.topology_file);
+  }
+}
+
 std::string host_text(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -305,6 +327,7 @@ int main(int argc, char** argv) {
     qkdn::base::configure_logging(args.log);
     if (!args.topology_file.empty()) {
       args.options.topology = qkdn::southbound::load_topology_file(args.topology_file);
+      apply_qkdn_id(args);
     }
     fit_to_fd_limit(args);
   } catch (const std::exception& e) {
