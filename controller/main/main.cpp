@@ -291,7 +291,7 @@ void write_port_file(const std::string& path, std::uint16_t port, std::string_vi
 void apply_qkdn_id(Args& a) {
   if (a.qkdn_id.empty()) return;
   auto& doc = a.options.topology;
-  if (!qkdn::controller::is_valid_id(a.qkdn_id)) {
+  if (!qkdn::is_valid_id(a.qkdn_id)) {
     throw qkdn::InvalidArgument("--qkdn-id: invalid ID '" + a.qkdn_id +
                                 "' (1..128 of [A-Za-z0-9._:-])");
   }
