@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "interworking_wiring.hpp"
 #include "qkdn/base/args.hpp"
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
@@ -63,6 +64,8 @@ struct Args {
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
   std::string qkdn_id;    ///< --qkdn-id: this network's QKDN ID (docs/cxi.md)
+  bool cxi = false;  ///< --cxi-listen given: interworking with peer controllers
+  qkdn::interworking_wiring::Options cxi_options;
   std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
   std::string api_port_file;
@@ -100,6 +103,23 @@ qkdn::base::ArgParser make_parser(Args& a) {
               "this network's QKDN ID for interworking (docs/cxi.md); a --topology document "
               "without qkdn_id takes it, one with a different qkdn_id is refused",
               text(a.qkdn_id))
+      .option("cxi-listen", "HOST:PORT",
+              "enables Cxi, the interworking protocol with the controllers of other QKDNs "
+              "(docs/cxi.md), listening here (port 0 = any free port); mutual TLS with --tls-ca, "
+              "--tls-cert (which then needs EKU clientAuth too) and --tls-key",
+              [&a](V v) {
+                const auto hp = qkdn::base::parse_host_port("--cxi-listen", v);
+                if (!hp.host.empty()) a.cxi_options.listen_host = hp.host;
+                a.cxi_options.listen_port = hp.port;
+                a.cxi = true;
+              })
+      .option("cxi-heartbeat-ms", "N",
+              "Cxi heartbeat period (default 1000, 100..60000): a peer silent for one period is "
+              "down, with an alarm, and routes through it are unusable",
+              [&a](V v) {
+                a.cxi_options.heartbeat =
+                    std::chrono::milliseconds(parse_int("--cxi-heartbeat-ms", v, 100, 60'000));
+              })
       .option("ck-listen", "HOST:PORT",
               "Ck listen address (default 0.0.0.0:4164, with --insecure-ck 127.0.0.1:4164; port "
               "0 = any free port; \":PORT\" keeps the default host)",
@@ -245,6 +265,10 @@ void check_args(Args& a) {
       (!o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty())) {
     throw qkdn::InvalidArgument("--insecure-ck and --tls-* are mutually exclusive");
   }
+  if (a.cxi && (o.insecure_ck || o.tls.cert_file.empty())) {
+    throw qkdn::InvalidArgument("--cxi-listen needs --tls-ca, --tls-cert and --tls-key (Cxi is "
+                                "always mutual TLS)");
+  }
   // Plain TCP on Ck authenticates nobody: unless the operator named a host, only this machine
   // may reach it.
   if (o.insecure_ck && !a.ck_host_given) o.listen_host = "127.0.0.1";
@@ -363,8 +387,21 @@ int main(int argc, char** argv) {
     if (!args.store_dsn.empty()) args.options.store = qkdn::db::pg_store_factory(args.store_dsn);
     qkdn::service::ControllerService service(args.options);
     service.set_command_handler(qkdn::service::make_key_supply_handler());
+    std::shared_ptr<qkdn::interworking_wiring::Wiring> cxi;
+    if (args.cxi) {
+      args.cxi_options.tls = args.options.tls;
+      args.cxi_options.controller_id = args.options.controller_id;
+      cxi = qkdn::interworking_wiring::make(service, args.options.topology, args.cxi_options,
+                                            args.api);
+    }
     qkdn::northbound::ApiServer api(service, args.api);
     service.start();
+    if (cxi) {
+      const auto port = qkdn::interworking_wiring::start(cxi);
+      service.log("cxi listening on " + host_text(args.cxi_options.listen_host) + ":" +
+                  std::to_string(port) + " (TLS 1.3, mutual; QKDN " +
+                  args.options.topology.qkdn_id + ")");
+    }
     service.log("ck listening on " + host_text(args.options.listen_host) + ":" +
                 std::to_string(service.port()) +
                 (args.options.insecure_ck ? " (INSECURE plain TCP)" : " (TLS 1.3, mutual)"));
@@ -378,6 +415,7 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&stop_signals, &sig);
     service.log(std::string("main: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+    if (cxi) qkdn::interworking_wiring::stop(*cxi);
     api.stop();
     service.stop();
   } catch (const std::exception& e) {

@@ -13,5 +13,7 @@ target_include_directories(qkdn_service PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include
 target_link_libraries(qkdn_service PUBLIC qkdn_base qkdn_core qkdn_southbound_net
                                    PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
 
-add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp)
-target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_db qkdn_options)
+add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp
+                               ${CMAKE_CURRENT_LIST_DIR}/../main/interworking_wiring.cpp)
+target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_db
+                                              qkdn_interworking prometheus-cpp::core qkdn_options)

@@ -113,6 +113,37 @@ struct CxiNode::Impl {
   std::uint64_t next_request = 1;
   bool stopped = false;
 
+  std::atomic<std::shared_ptr<const std::map<std::string, PeerSnapshot>>> published{
+      std::make_shared<const std::map<std::string, PeerSnapshot>>()};
+
+  // Node strand: publishes what the API shows.
+  void publish() {
+    auto out = std::make_shared<std::map<std::string, PeerSnapshot>>();
+    const auto steady_now = std::chrono::steady_clock::now();
+    const auto wall_now = std::chrono::system_clock::now();
+    for (const auto& p : table.local().peers) {
+      PeerSnapshot snap;
+      if (const auto* st = table.state(p.qkdn_id)) {
+        snap.up = st->up;
+        snap.sessions_opened = st->sessions_opened;
+        if (st->up) {
+          const auto heard = wall_now - (steady_now - st->last_heard);
+          snap.last_heard_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   heard.time_since_epoch())
+                                   .count();
+        }
+        std::set<std::string> saes;
+        for (const auto& e : st->reachable) saes.insert(e.sae_id);
+        snap.reachable_saes = saes.size();
+      }
+      for (const auto& l : table.local().inter_qkdn_links) {
+        if (l.peer_qkdn_id == p.qkdn_id) snap.links.emplace_back(l.link_id, table.link_usable(l));
+      }
+      (*out)[p.qkdn_id] = std::move(snap);
+    }
+    published.store(std::move(out));
+  }
+
   std::atomic<std::uint64_t> sessions_opened{0}, sessions_refused{0}, messages_in{0},
       messages_out{0}, bad_messages{0}, answered{0}, faults{0};
 
@@ -129,6 +160,7 @@ struct CxiNode::Impl {
       }
       if (options.on_event) options.on_event(e);
     }
+    if (!events.empty()) publish();
   }
 
   void send(const std::string& qkdn_id, const Message& m) {
@@ -222,6 +254,13 @@ CxiCounters CxiNode::counters() const {
   return {i.sessions_opened.load(), i.sessions_refused.load(), i.messages_in.load(),
           i.messages_out.load(),    i.bad_messages.load(),     i.answered.load(),
           i.faults.load()};
+}
+
+std::optional<PeerSnapshot> CxiNode::snapshot(const std::string& qkdn_id) const {
+  const auto all = impl_->published.load();
+  const auto it = all->find(qkdn_id);
+  if (it == all->end()) return std::nullopt;
+  return it->second;
 }
 
 asio::awaitable<void> CxiNode::run_on_strand(std::function<void(PeerTable&)> f) {

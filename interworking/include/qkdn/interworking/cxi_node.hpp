@@ -13,6 +13,8 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -49,6 +51,15 @@ struct CxiCounters {
   std::uint64_t faults_received = 0;
 };
 
+/// What the API shows of one peer (published by the node, read from any thread).
+struct PeerSnapshot {
+  bool up = false;
+  std::int64_t last_heard_ms = -1;  ///< Unix ms of the last message; -1 = never in this session
+  std::size_t reachable_saes = 0;   ///< distinct SAEs the peer announces
+  std::uint64_t sessions_opened = 0;
+  std::vector<std::pair<std::string, bool>> links;  ///< inter-QKDN link -> usable (both sides up)
+};
+
 class CxiNode : public std::enable_shared_from_this<CxiNode> {
  public:
   static std::shared_ptr<CxiNode> create(const boost::asio::any_io_executor& ex,
@@ -81,6 +92,8 @@ class CxiNode : public std::enable_shared_from_this<CxiNode> {
   void set_local(controller::TopologyDoc local);
 
   [[nodiscard]] CxiCounters counters() const;
+  /// The last published state of a declared peer (at most a quarter heartbeat old), or nullopt.
+  [[nodiscard]] std::optional<PeerSnapshot> snapshot(const std::string& qkdn_id) const;
 
   struct Impl;
 
