@@ -4,13 +4,13 @@
 #include <atomic>
 #include <map>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/alarms.hpp"
@@ -43,8 +43,9 @@ class Wiring {
     auto& reg = svc_.metrics().registry();
     auto& counters = prometheus::BuildCounter()
                          .Name("qkdn_cxi_events_total")
-                         .Help("Cxi sessions and messages between this controller and its peer "
-                               "controllers, by event (docs/cxi.md)")
+                         .Help(
+                             "Cxi sessions and messages between this controller and its peer "
+                             "controllers, by event (docs/cxi.md)")
                          .Register(reg);
     for (const char* e : {"session_opened", "session_refused", "message_in", "message_out",
                           "bad_message", "route_request_answered", "fault_received"}) {
@@ -78,8 +79,8 @@ class Wiring {
     const std::string resource = "qkdn:" + e.qkdn_id;
     switch (e.kind) {
       case PeerEvent::Kind::kPeerDown:
-        out.raise_alarms.push_back({std::string(controller::alarm_type::kPeerUnreachable),
-                                    resource, "", "", controller::Severity::kMajor, 0,
+        out.raise_alarms.push_back({std::string(controller::alarm_type::kPeerUnreachable), resource,
+                                    "", "", controller::Severity::kMajor, 0,
                                     "peer controller of QKDN '" + e.qkdn_id +
                                         "' unreachable over Cxi: " + e.detail +
                                         "; interworking routes through it are unusable"});
@@ -90,10 +91,10 @@ class Wiring {
         break;
       case PeerEvent::Kind::kFaultReceived:
         relay_faults_->Increment();
-        out.raise_alarms.push_back({std::string(controller::alarm_type::kRelayFailure),
-                                    resource + ":relay", "", "", controller::Severity::kMinor, 0,
-                                    "interworking relay failure forwarded by QKDN '" + e.qkdn_id +
-                                        "': " + e.detail});
+        out.raise_alarms.push_back(
+            {std::string(controller::alarm_type::kRelayFailure), resource + ":relay", "", "",
+             controller::Severity::kMinor, 0,
+             "interworking relay failure forwarded by QKDN '" + e.qkdn_id + "': " + e.detail});
         break;
       case PeerEvent::Kind::kRefused:
         break;

@@ -63,8 +63,8 @@ struct Args {
   bool ck_host_given = false;  ///< --ck-listen named a host (else the default depends on TLS)
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
-  std::string qkdn_id;    ///< --qkdn-id: this network's QKDN ID (docs/cxi.md)
-  bool cxi = false;  ///< --cxi-listen given: interworking with peer controllers
+  std::string qkdn_id;  ///< --qkdn-id: this network's QKDN ID (docs/cxi.md)
+  bool cxi = false;     ///< --cxi-listen given: interworking with peer controllers
   qkdn::interworking_wiring::Options cxi_options;
   std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
@@ -266,8 +266,9 @@ void check_args(Args& a) {
     throw qkdn::InvalidArgument("--insecure-ck and --tls-* are mutually exclusive");
   }
   if (a.cxi && (o.insecure_ck || o.tls.cert_file.empty())) {
-    throw qkdn::InvalidArgument("--cxi-listen needs --tls-ca, --tls-cert and --tls-key (Cxi is "
-                                "always mutual TLS)");
+    throw qkdn::InvalidArgument(
+        "--cxi-listen needs --tls-ca, --tls-cert and --tls-key (Cxi is "
+        "always mutual TLS)");
   }
   // Plain TCP on Ck authenticates nobody: unless the operator named a host, only this machine
   // may reach it.

@@ -128,9 +128,9 @@ struct CxiNode::Impl {
         snap.sessions_opened = st->sessions_opened;
         if (st->up) {
           const auto heard = wall_now - (steady_now - st->last_heard);
-          snap.last_heard_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   heard.time_since_epoch())
-                                   .count();
+          snap.last_heard_ms =
+              std::chrono::duration_cast<std::chrono::milliseconds>(heard.time_since_epoch())
+                  .count();
         }
         std::set<std::string> saes;
         for (const auto& e : st->reachable) saes.insert(e.sae_id);
@@ -215,9 +215,11 @@ asio::awaitable<void> writer(std::shared_ptr<Session> s) {
   }
 }
 
-asio::awaitable<void> heartbeats(std::shared_ptr<Session> s, std::chrono::milliseconds period) {
+asio::awaitable<void> heartbeats(std::shared_ptr<Session> s, std::chrono::milliseconds period,
+                                 std::atomic<std::uint64_t>& messages_out) {
   std::int64_t seq = 0;
   while (!s->closed) {
+    ++messages_out;
     s->push(frame(Heartbeat{++seq}));
     auto op = sleep_for(period);
     if (!co_await std::move(op)) co_return;
@@ -446,7 +448,7 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
   };
   auto r = reader(node, impl, s);
   auto w = writer(s);
-  auto h = heartbeats(s, period / 3);
+  auto h = heartbeats(s, period / 3, impl.messages_out);
   co_await (std::move(r) && std::move(w) && std::move(h));
 }
 
@@ -530,8 +532,10 @@ asio::awaitable<void> liveness_loop(std::shared_ptr<CxiNode> node, CxiNode::Impl
   while (!impl.stopped) {
     auto p = sleep_for(tick);
     if (!co_await std::move(p)) co_return;
-    auto op = node->with_table(
-        [&](PeerTable& t) { impl.emit(t.check_liveness(std::chrono::steady_clock::now())); });
+    auto op = node->with_table([&](PeerTable& t) {
+      impl.emit(t.check_liveness(std::chrono::steady_clock::now()));
+      impl.publish();  // what the API shows is at most one tick old
+    });
     co_await std::move(op);
   }
 }

@@ -182,6 +182,13 @@ TEST_F(CxiPair, PeeringAndReachabilityWithinPolicy) {
   EXPECT_FALSE(table(b_, [](PeerTable& t) { return t.route_to("SAE-A2").has_value(); }));
   EXPECT_EQ(a_events_.count(PeerEvent::Kind::kPeerUp), 1U);
   EXPECT_EQ(b_events_.count(PeerEvent::Kind::kPeerUp), 1U);
+  // What the API shows (published within a quarter heartbeat).
+  ASSERT_TRUE(eventually([&] {
+    const auto s = a_->snapshot("QKDN-B");
+    return s && s->up && s->reachable_saes == 1 && s->links.size() == 2 && s->links[0].second &&
+           s->links[1].second && s->last_heard_ms > 0;
+  }));
+  EXPECT_FALSE(a_->snapshot("QKDN-Z"));
 }
 
 TEST_F(CxiPair, RouteRequestAnsweredAndRefusedByPolicy) {
