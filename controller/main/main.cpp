@@ -66,6 +66,7 @@ struct Args {
   std::string qkdn_id;  ///< --qkdn-id: this network's QKDN ID (docs/cxi.md)
   bool cxi = false;     ///< --cxi-listen given: interworking with peer controllers
   qkdn::interworking_wiring::Options cxi_options;
+  std::string cxi_port_file;
   std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
   std::string api_port_file;
@@ -113,6 +114,9 @@ qkdn::base::ArgParser make_parser(Args& a) {
                 a.cxi_options.listen_port = hp.port;
                 a.cxi = true;
               })
+      .option("cxi-port-file", "FILE",
+              "write the bound Cxi port to FILE once listening (for --cxi-listen HOST:0)",
+              text(a.cxi_port_file))
       .option("cxi-heartbeat-ms", "N",
               "Cxi heartbeat period (default 1000, 100..60000): a peer silent for one period is "
               "down, with an alarm, and routes through it are unusable",
@@ -402,6 +406,7 @@ int main(int argc, char** argv) {
       service.log("cxi listening on " + host_text(args.cxi_options.listen_host) + ":" +
                   std::to_string(port) + " (TLS 1.3, mutual; QKDN " +
                   args.options.topology.qkdn_id + ")");
+      if (!args.cxi_port_file.empty()) write_port_file(args.cxi_port_file, port, "--cxi-port-file");
     }
     service.log("ck listening on " + host_text(args.options.listen_host) + ":" +
                 std::to_string(service.port()) +

@@ -100,3 +100,9 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_rerouting_modes test_rerouting_modes.py)
 endif()
+# Interworking (issue 16): two controllers over Cxi, each with its own agent.
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
+  qkdn_e2e_test(e2e_interworking_cxi test_interworking_cxi.py)
+  set_tests_properties(e2e_interworking_cxi PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
+endif()
