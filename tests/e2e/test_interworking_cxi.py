@@ -80,7 +80,7 @@ def start_agent(ps, name, topo_path, certs, ck_port):
 
 
 def peer(api, qkdn_id):
-    return api.get(f"/api/v1/peers/{qkdn_id}").json()
+    return api.get(f"/api/v1/peers/{qkdn_id}")
 
 
 def main():
@@ -116,7 +116,7 @@ def main():
         links = api_a.items("/api/v1/inter-qkdn-links")
         assert [(l["link_id"], l["km_id"], l["peer_km_id"], l["state"]) for l in links] == \
             [("X1", "GWA1", "GWB1", "up")], links
-        listing = api_a.get("/api/v1/peers").json()
+        listing = api_a.get("/api/v1/peers")
         assert listing["qkdn_id"] == "QKDN-A", listing
 
         token_file = os.path.join(ps.dir, "token")
