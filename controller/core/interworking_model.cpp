@@ -113,12 +113,18 @@ void validate_interworking(const TopologyDoc& doc) {
     std::unordered_set<std::string> seen;
     for (std::size_t s = 0; s < pol.reachable_saes.size(); ++s) {
       const std::string& sae = pol.reachable_saes[s];
-      const std::string path = at("peers", i, "policy.reachable_saes[" + std::to_string(s) + "]");
+      std::string message = at("peers", i, "policy.reachable_saes[" + std::to_string(s) + "]");
       if (!saes.contains(sae)) {
-        throw InvalidArgument(path + ": unknown SAE '" + sae + "' (not in applications)");
+        message += ": unknown SAE '";
+        message += sae;
+        message += "' (not in applications)";
+        throw InvalidArgument(message);
       }
       if (!seen.insert(sae).second) {
-        throw InvalidArgument(path + ": duplicate SAE '" + sae + "'");
+        message += ": duplicate SAE '";
+        message += sae;
+        message += "'";
+        throw InvalidArgument(message);
       }
     }
   }
