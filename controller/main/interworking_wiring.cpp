@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <map>
+#include <optional>
+#include <string>
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -24,6 +26,26 @@ namespace asio = boost::asio;
 using interworking::PeerEvent;
 
 namespace {
+// What of a topology the Cxi node depends on (QKDN ID, gateways, links, applications, peers and
+// their policy, inter-QKDN links): a change of it is handed to the node.
+std::string interworking_signature(const controller::TopologyDoc& d) {
+  std::string s = d.qkdn_id;
+  for (const auto& k : d.kms) {
+    if (k.gateway) s += "|g:" + k.km_id;
+  }
+  for (const auto& l : d.links) s += "|l:" + l.a + "-" + l.b;
+  for (const auto& a : d.applications) s += "|a:" + a.sae_id + "@" + a.km_id;
+  for (const auto& p : d.peers) {
+    s += "|p:" + p.qkdn_id + "," + p.endpoint + "," + p.identity + "," +
+         std::to_string(p.policy.key_rate_share);
+    for (const auto& sae : p.policy.reachable_saes) s += "," + sae;
+  }
+  for (const auto& l : d.inter_qkdn_links) {
+    s += "|x:" + l.link_id + "," + l.km_id + "," + l.peer_qkdn_id + "," + l.peer_km_id;
+  }
+  return s;
+}
+
 // Completion of the root coroutines: an exception is logged, never lost.
 void log_error(const std::exception_ptr& ex) {
   if (!ex) return;
@@ -124,8 +146,25 @@ class Wiring {
   // connection; counters and the peers-up gauge follow the node.
   asio::awaitable<void> state_loop(std::shared_ptr<Wiring> self, controller::TopologyDoc doc) {
     asio::steady_timer timer(svc_.io_context());
+    std::uint64_t seen_version = 0;
+    std::string signature = interworking_signature(doc);
     while (!stopped) {
-      auto op = svc_.on_core([&doc](service::Core& c) {
+      // An operator change of the topology (PUT /api/v1/topology, /api/v1/peers, ...) reaches
+      // the node within a tick; the link states follow the gateway KMs' Ck connections.
+      std::optional<controller::TopologyDoc> changed;
+      auto op = svc_.on_core([&](service::Core& c) {
+        if (c.network.version() != seen_version) {
+          seen_version = c.network.version();
+          auto now = c.network.topology();
+          if (!now.qkdn_id.empty()) {
+            auto sig = interworking_signature(now);
+            if (sig != signature) {
+              signature = std::move(sig);
+              doc = now;
+              changed = std::move(now);
+            }
+          }
+        }
         std::map<std::string, bool> up;
         for (const auto& l : doc.inter_qkdn_links) {
           const auto* km = c.network.find_km(l.km_id);
@@ -134,6 +173,12 @@ class Wiring {
         return up;
       });
       const auto up = co_await std::move(op);
+      if (changed) {
+        qkdn::base::log(qkdn::base::LogLevel::kInfo, "cxi",
+                        "topology changed: peers, policy or inter-QKDN links handed to Cxi");
+        node_->set_local(std::move(*changed));
+        link_up_.clear();  // new inter-QKDN links get their state on this tick
+      }
       for (const auto& [id, state] : up) {
         auto it = link_up_.find(id);
         if (it == link_up_.end() || it->second != state) {

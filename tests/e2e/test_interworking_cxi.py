@@ -87,6 +87,7 @@ def main():
     with Processes("interworking_cxi") as ps:
         tokens = os.path.join(ps.dir, "tokens")
         token = make_token(tokens, "e2e", "viewer")
+        admin_token = make_token(tokens, "admin", "admin")
         a_path = os.path.join(ps.dir, "a.json")
         with open(a_path, "w") as f:
             json.dump(A, f)
@@ -130,6 +131,20 @@ def main():
         metrics = api_text(api_a, "/metrics")
         assert metric_value(metrics, "qkdn_cxi_peers_up") == 1, metrics
         assert metric_value(metrics, "qkdn_cxi_events_total", event="session_opened") >= 1
+
+        # A peer added through the API reaches the running Cxi node (live state "down", not
+        # "unknown"), and a policy without SAEs makes nothing reachable for it.
+        admin_a = Api(ports_a["api"], admin_token)
+        r = admin_a.session.post(admin_a.base + "/api/v1/peers", timeout=10, json={
+            "qkdn_id": "QKDN-C", "identity": "ctl-c", "endpoint": "127.0.0.1:9"})
+        assert r.status_code == 201, r.text
+        wait_for(lambda: peer(api_a, "QKDN-C")["live"]["state"] == "down", 10, 0.1,
+                 "QKDN-C known to the Cxi node")
+        r = admin_a.session.post(admin_a.base + "/api/v1/peers", timeout=10, json={
+            "qkdn_id": "QKDN-D", "identity": "ctl-d",
+            "policy": {"reachable_saes": ["SAE-NOPE"]}})
+        assert r.status_code == 400 and "unknown SAE 'SAE-NOPE'" in r.text, r.text
+        assert peer(api_a, "QKDN-B")["live"]["state"] == "up"
 
         # A controller killed: its peer marks it down within the bound, with an alarm.
         ps.stop(ctl_b, sig=9)
