@@ -30,7 +30,7 @@ fail() { echo "$1"; failed=1; }
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   mapfile -t sources < <(git ls-files '*.cpp' '*.hpp' '*.h' '*.cc')
 else
-  mapfile -t sources < <(find base controller southbound northbound db tools tests bench \
+  mapfile -t sources < <(find base controller southbound northbound db interworking tools tests bench \
                            -name '*.cpp' -o -name '*.hpp' | sort)
 fi
 
@@ -62,18 +62,22 @@ if want layering; then
   out=$(
     # The pure core: no transport, database or JSON; nothing above it.
     check_includes '^controller/(core|include)/' \
-      'boost/asio|boost/beast|boost/json|pqxx|prometheus/|qkdn/(net|db|northbound|southbound|service)/' \
+      'boost/asio|boost/beast|boost/json|pqxx|prometheus/|qkdn/(net|db|northbound|southbound|service|interworking)/' \
       'the core includes no transport, database, JSON or upper-layer header'
     # The southbound and the database never reach up into the northbound or the service.
-    check_includes '^southbound/' 'qkdn/(northbound|service|db)/' \
-      'southbound does not include northbound, service or db'
-    check_includes '^db/' 'qkdn/(northbound|service|southbound|net)/|boost/asio|boost/beast' \
-      'db does not include northbound, service, southbound or transport'
+    check_includes '^southbound/' 'qkdn/(northbound|service|db|interworking)/' \
+      'southbound does not include northbound, service, db or interworking'
+    check_includes '^db/' 'qkdn/(northbound|service|southbound|net|interworking)/|boost/asio|boost/beast' \
+      'db does not include northbound, service, southbound, interworking or transport'
+    # Interworking (Cxi between controllers) sits beside the southbound: core, base/net and
+    # base/json below it; never the service, the northbound, the database or the Ck southbound.
+    check_includes '^interworking/' 'qkdn/(northbound|service|db|southbound)/|pqxx|boost/beast' \
+      'interworking does not include northbound, service, db, southbound or Beast'
     # Tools are applications of the southbound interfaces: never the controller's insides.
     check_includes '^tools/' 'qkdn/(northbound|service|db)/|boost/beast' \
       'tools do not include northbound, service, db or Beast'
     # base/ is below everything.
-    check_includes '^base/' 'qkdn/(northbound|service|southbound|db|controller)/' \
+    check_includes '^base/' 'qkdn/(northbound|service|southbound|db|controller|interworking)/' \
       'base includes nothing above it'
   )
   if [ -n "$out" ]; then echo "$out"; failed=1; fi

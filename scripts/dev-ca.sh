@@ -12,7 +12,8 @@ URI: such certificates of older versions are renewed) under OUTDIR one certifica
 one role is refused in every other (see base/net/include/qkdn/net/tls.hpp):
   ca.pem, ca.key                 development CA (EC P-256)
   controller.pem, controller.key CN=<controller-id>, SAN URI:urn:qkdn:controller:<controller-id>,
-                                 DNS:localhost, IP:127.0.0.1; EKU serverAuth. Agents pin it
+                                 DNS:localhost, IP:127.0.0.1; EKU serverAuth, clientAuth (Cxi
+                                 dials peer controllers, docs/cxi.md). Agents pin it
                                  (qkdn-agent --controller-id, default qkdn-controller); also
                                  fits the API's HTTPS (--api-tls-cert)
   etsi.pem, etsi.key             CN=qkdn-etsi, SAN URI:urn:qkdn:etsi:qkdn-etsi, DNS:localhost,
@@ -101,7 +102,7 @@ valid_id "$controller_id" || { echo "dev-ca.sh: bad controller id '$controller_i
 issue "$out/controller" "$controller_id" "urn:qkdn:controller:$controller_id" \
   "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth
+extendedKeyUsage=serverAuth,clientAuth
 subjectAltName=URI:urn:qkdn:controller:$controller_id,DNS:localhost,IP:127.0.0.1"
 
 issue "$out/etsi" "qkdn-etsi" "urn:qkdn:etsi:qkdn-etsi" \

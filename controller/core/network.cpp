@@ -123,6 +123,7 @@ std::vector<NetworkEvent> Network::apply_topology(const TopologyDoc& doc) {
     km.lon = spec.lon;
     km.trust_level = spec.trust_level;
     km.tags = spec.tags;
+    km.gateway = spec.gateway;
     kms.emplace(spec.km_id, std::move(km));
     km_order.push_back(spec.km_id);
   }
@@ -175,6 +176,9 @@ std::vector<NetworkEvent> Network::apply_topology(const TopologyDoc& doc) {
 
   name_ = doc.name;
   declared_apps_ = doc.applications;
+  qkdn_id_ = doc.qkdn_id;
+  inter_qkdn_links_ = doc.inter_qkdn_links;
+  peers_ = doc.peers;
   apps_.clear();
   for (const AppSpec& app : declared_apps_) apps_[app.sae_id] = app.km_id;
   // Only the declaration maps an SAE to a KM: an attachment the new topology moved elsewhere ends.
@@ -194,11 +198,14 @@ TopologyDoc Network::topology() const {
   doc.kms.reserve(km_order_.size());
   for (const std::string& id : km_order_) {
     const Km& km = kms_.at(id);
-    doc.kms.push_back({id, km.site, km.lat, km.lon, km.trust_level, km.tags});
+    doc.kms.push_back({id, km.site, km.lat, km.lon, km.trust_level, km.tags, km.gateway});
   }
   doc.links.reserve(link_order_.size());
   for (const std::string& id : link_order_) doc.links.push_back(links_.at(id).spec);
   doc.applications = declared_apps_;
+  doc.qkdn_id = qkdn_id_;
+  doc.inter_qkdn_links = inter_qkdn_links_;
+  doc.peers = peers_;
   return doc;
 }
 

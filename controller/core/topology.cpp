@@ -106,6 +106,7 @@ void validate_topology(const TopologyDoc& doc) {
       throw InvalidArgument(at("applications", i, "km_id") + ": unknown KM '" + a.km_id + "'");
     }
   }
+  validate_interworking(doc);
 }
 
 }  // namespace qkdn::controller

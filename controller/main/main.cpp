@@ -14,9 +14,11 @@
 #include <vector>
 
 #include "ha_main.hpp"
+#include "interworking_wiring.hpp"
 #include "qkdn/base/args.hpp"
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/build_info.hpp"
+#include "qkdn/controller/clock.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/db/pg_store.hpp"
 #include "qkdn/net/listener.hpp"
@@ -62,6 +64,10 @@ struct Args {
   bool ck_host_given = false;  ///< --ck-listen named a host (else the default depends on TLS)
   qkdn::northbound::ApiOptions api;
   std::string topology_file;
+  std::string qkdn_id;  ///< --qkdn-id: this network's QKDN ID (docs/cxi.md)
+  bool cxi = false;     ///< --cxi-listen given: interworking with peer controllers
+  qkdn::interworking_wiring::Options cxi_options;
+  std::string cxi_port_file;
   std::string store_dsn;  ///< --store-dsn: main builds the service's store from it
   std::string port_file;
   std::string api_port_file;
@@ -96,6 +102,30 @@ qkdn::base::ArgParser make_parser(Args& a) {
             "replace the stored topology with --topology (default: a stored topology wins and "
             "--topology is ignored, with a log line)",
             [&o](bool on) { o.topology_override = on; })
+      .option("qkdn-id", "ID",
+              "this network's QKDN ID for interworking (docs/cxi.md); a --topology document "
+              "without qkdn_id takes it, one with a different qkdn_id is refused",
+              text(a.qkdn_id))
+      .option("cxi-listen", "HOST:PORT",
+              "enables Cxi, the interworking protocol with the controllers of other QKDNs "
+              "(docs/cxi.md), listening here (port 0 = any free port); mutual TLS with --tls-ca, "
+              "--tls-cert (which then needs EKU clientAuth too) and --tls-key",
+              [&a](V v) {
+                const auto hp = qkdn::base::parse_host_port("--cxi-listen", v);
+                if (!hp.host.empty()) a.cxi_options.listen_host = hp.host;
+                a.cxi_options.listen_port = hp.port;
+                a.cxi = true;
+              })
+      .option("cxi-port-file", "FILE",
+              "write the bound Cxi port to FILE once listening (for --cxi-listen HOST:0)",
+              text(a.cxi_port_file))
+      .option("cxi-heartbeat-ms", "N",
+              "Cxi heartbeat period (default 1000, 100..60000): a peer silent for one period is "
+              "down, with an alarm, and routes through it are unusable",
+              [&a](V v) {
+                a.cxi_options.heartbeat =
+                    std::chrono::milliseconds(parse_int("--cxi-heartbeat-ms", v, 100, 60'000));
+              })
       .option("ck-listen", "HOST:PORT",
               "Ck listen address (default 0.0.0.0:4164, with --insecure-ck 127.0.0.1:4164; port "
               "0 = any free port; \":PORT\" keeps the default host)",
@@ -272,6 +302,15 @@ void check_args(Args& a) {
       (!o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty())) {
     throw qkdn::InvalidArgument("--insecure-ck and --tls-* are mutually exclusive");
   }
+  if (a.cxi && a.ha.enabled) {
+    throw qkdn::InvalidArgument(
+        "--cxi-listen and --ha together are not supported yet (docs/high-availability.md)");
+  }
+  if (a.cxi && (o.insecure_ck || o.tls.cert_file.empty())) {
+    throw qkdn::InvalidArgument(
+        "--cxi-listen needs --tls-ca, --tls-cert and --tls-key (Cxi is "
+        "always mutual TLS)");
+  }
   // Plain TCP on Ck authenticates nobody: unless the operator named a host, only this machine
   // may reach it.
   if (o.insecure_ck && !a.ck_host_given) o.listen_host = "127.0.0.1";
@@ -314,6 +353,22 @@ void write_port_file(const std::string& path, std::uint16_t port, std::string_vi
   }
 }
 
+// --qkdn-id and the document's qkdn_id must agree; a document without one takes the option's.
+void apply_qkdn_id(Args& a) {
+  if (a.qkdn_id.empty()) return;
+  auto& doc = a.options.topology;
+  if (!qkdn::is_valid_id(a.qkdn_id)) {
+    throw qkdn::InvalidArgument("--qkdn-id: invalid ID '" + a.qkdn_id +
+                                "' (1..128 of [A-Za-z0-9._:-])");
+  }
+  if (doc.qkdn_id.empty()) {
+    doc.qkdn_id = a.qkdn_id;
+  } else if (doc.qkdn_id != a.qkdn_id) {
+    throw qkdn::InvalidArgument("--qkdn-id '" + a.qkdn_id + "' differs from the qkdn_id '" +
+                                doc.qkdn_id + "' of " + a.topology_file);
+  }
+}
+
 std::string host_text(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -338,6 +393,7 @@ int main(int argc, char** argv) {
     qkdn::base::configure_logging(args.log);
     if (!args.topology_file.empty()) {
       args.options.topology = qkdn::southbound::load_topology_file(args.topology_file);
+      apply_qkdn_id(args);
     }
     fit_to_fd_limit(args);
   } catch (const std::exception& e) {
@@ -390,8 +446,22 @@ int main(int argc, char** argv) {
     if (!args.store_dsn.empty()) args.options.store = qkdn::db::pg_store_factory(args.store_dsn);
     qkdn::service::ControllerService service(args.options);
     service.set_command_handler(qkdn::service::make_key_supply_handler());
+    std::shared_ptr<qkdn::interworking_wiring::Wiring> cxi;
+    if (args.cxi) {
+      args.cxi_options.tls = args.options.tls;
+      args.cxi_options.controller_id = args.options.controller_id;
+      cxi = qkdn::interworking_wiring::make(service, args.options.topology, args.cxi_options,
+                                            args.api);
+    }
     qkdn::northbound::ApiServer api(service, args.api);
     service.start();
+    if (cxi) {
+      const auto port = qkdn::interworking_wiring::start(cxi);
+      service.log("cxi listening on " + host_text(args.cxi_options.listen_host) + ":" +
+                  std::to_string(port) + " (TLS 1.3, mutual; QKDN " +
+                  args.options.topology.qkdn_id + ")");
+      if (!args.cxi_port_file.empty()) write_port_file(args.cxi_port_file, port, "--cxi-port-file");
+    }
     service.log("ck listening on " + host_text(args.options.listen_host) + ":" +
                 std::to_string(service.port()) +
                 (args.options.insecure_ck ? " (INSECURE plain TCP)" : " (TLS 1.3, mutual)"));
@@ -405,6 +475,7 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&stop_signals, &sig);
     service.log(std::string("main: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+    if (cxi) qkdn::interworking_wiring::stop(*cxi);
     api.stop();
     service.stop();
   } catch (const std::exception& e) {

@@ -15,5 +15,7 @@ target_link_libraries(qkdn_service PUBLIC qkdn_base qkdn_core qkdn_southbound_ne
                                    PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
 
 add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp
-                               ${CMAKE_CURRENT_LIST_DIR}/../main/ha_main.cpp)
-target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_db qkdn_options)
+                               ${CMAKE_CURRENT_LIST_DIR}/../main/ha_main.cpp
+                               ${CMAKE_CURRENT_LIST_DIR}/../main/interworking_wiring.cpp)
+target_link_libraries(qkdn-controller PRIVATE qkdn_service qkdn_northbound qkdn_db
+                                              qkdn_interworking prometheus-cpp::core qkdn_options)

@@ -55,8 +55,9 @@ constexpr const char* kSchemaVersionTableExists =
 
 constexpr Statement kUpsertTopologyName{
     "upsert_topology_name",
-    "INSERT INTO topology_meta (id, name, updated_at) VALUES (1, $1, now())"
-    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()"};
+    "INSERT INTO topology_meta (id, name, qkdn_id, updated_at) VALUES (1, $1, $2, now())"
+    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, qkdn_id = EXCLUDED.qkdn_id,"
+    "   updated_at = now()"};
 constexpr Statement kUpsertKms{
     "upsert_kms",
     "INSERT INTO kms (km_id, site, lat, lon, trust_level, tags, ord)"
@@ -95,6 +96,28 @@ constexpr Statement kDeleteOtherKms{
     "delete_other_kms",
     "DELETE FROM kms x"
     " WHERE NOT EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(id) WHERE n.id = x.km_id)"};
+
+// Interworking (0009): peers and inter-QKDN links are few (bounded by the document rules) and
+// replaced as a whole with the document.
+constexpr Statement kDeleteInterQkdnLinks{"delete_inter_qkdn_links",
+                                          "DELETE FROM inter_qkdn_links"};
+constexpr Statement kDeletePeers{"delete_peers", "DELETE FROM peers"};
+constexpr Statement kSetGateways{
+    "set_gateways",
+    "UPDATE kms SET gateway = EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(id)"
+    " WHERE n.id = kms.km_id)"};
+constexpr Statement kInsertPeers{
+    "insert_peers",
+    "INSERT INTO peers (qkdn_id, endpoint, identity, reachable_saes, key_rate_share, ord)"
+    " SELECT t.q, t.e, t.i, t.s::text[], t.r, t.ord"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])"
+    "   WITH ORDINALITY AS t(q, e, i, s, r, ord)"};
+constexpr Statement kInsertInterQkdnLinks{
+    "insert_inter_qkdn_links",
+    "INSERT INTO inter_qkdn_links (link_id, km_id, peer_qkdn_id, peer_km_id, key_rate_bps, ord)"
+    " SELECT t.l, t.k, t.q, t.p, t.r, t.ord"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])"
+    "   WITH ORDINALITY AS t(l, k, q, p, r, ord)"};
 
 constexpr Statement kUpsertLinkConfig{
     "upsert_link_config",
@@ -260,9 +283,18 @@ constexpr Statement kSelectAudit{
 // --- load ------------------------------------------------------------------------------------
 
 constexpr Statement kLoadTopologyName{"load_topology_name",
-                                      "SELECT name FROM topology_meta WHERE id = 1"};
+                                      "SELECT name, qkdn_id FROM topology_meta WHERE id = 1"};
 constexpr Statement kLoadKms{
-    "load_kms", "SELECT km_id, site, lat, lon, trust_level, tags FROM kms ORDER BY ord, km_id"};
+    "load_kms",
+    "SELECT km_id, site, lat, lon, trust_level, tags, gateway FROM kms ORDER BY ord, km_id"};
+constexpr Statement kLoadPeers{
+    "load_peers",
+    "SELECT qkdn_id, endpoint, identity, reachable_saes, key_rate_share FROM peers"
+    " ORDER BY ord, qkdn_id"};
+constexpr Statement kLoadInterQkdnLinks{
+    "load_inter_qkdn_links",
+    "SELECT link_id, km_id, peer_qkdn_id, peer_km_id, key_rate_bps FROM inter_qkdn_links"
+    " ORDER BY ord, link_id"};
 constexpr Statement kLoadLinks{
     "load_links",
     "SELECT link_id, a, b, key_rate_bps, distance_km, qber, weight FROM links"
@@ -334,6 +366,11 @@ constexpr Statement kStatements[] = {
     kDeleteOtherApplications,
     kDeleteOtherLinks,
     kDeleteOtherKms,
+    kDeleteInterQkdnLinks,
+    kDeletePeers,
+    kSetGateways,
+    kInsertPeers,
+    kInsertInterQkdnLinks,
     kUpsertLinkConfig,
     kDeleteLinkConfig,
     kUpsertThresholds,
@@ -360,6 +397,8 @@ constexpr Statement kStatements[] = {
     kLoadKms,
     kLoadLinks,
     kLoadApplications,
+    kLoadPeers,
+    kLoadInterQkdnLinks,
     kLoadThresholds,
     kLoadLinkConfigs,
     kLoadPolicies,
@@ -852,6 +891,7 @@ StoredState PgStore::load() {
     if (!name.empty()) {
       TopologyDoc doc;
       doc.name = as_text(name[0][0]);
+      doc.qkdn_id = as_text(name[0][1]);
       const pqxx::result kms = tx.exec_prepared(kLoadKms.name);
       doc.kms.reserve(kms.size());
       for (const auto& r : kms) {
@@ -862,6 +902,7 @@ StoredState PgStore::load() {
         }
         if (!r[4].is_null()) k.trust_level = r[4].as<int>();
         k.tags = parse_text_array(r[5]);
+        k.gateway = r[6].as<bool>();
         doc.kms.push_back(std::move(k));
       }
       const pqxx::result links = tx.exec_prepared(kLoadLinks.name);
@@ -873,6 +914,16 @@ StoredState PgStore::load() {
       const pqxx::result apps = tx.exec_prepared(kLoadApplications.name);
       doc.applications.reserve(apps.size());
       for (const auto& r : apps) doc.applications.push_back({as_text(r[0]), as_text(r[1])});
+      for (const auto& r : tx.exec_prepared(kLoadPeers.name)) {
+        controller::PeerSpec p{as_text(r[0]), as_text(r[1]), as_text(r[2])};
+        p.policy.reachable_saes = parse_text_array(r[3]);
+        p.policy.key_rate_share = r[4].as<double>();
+        doc.peers.push_back(std::move(p));
+      }
+      for (const auto& r : tx.exec_prepared(kLoadInterQkdnLinks.name)) {
+        doc.inter_qkdn_links.push_back(
+            {as_text(r[0]), as_text(r[1]), as_text(r[2]), as_text(r[3]), r[4].as<double>()});
+      }
       st.topology = std::move(doc);
     }
 
@@ -1043,7 +1094,7 @@ void PgStore::save_topology(const TopologyDoc& doc) {
         text_array(doc.links, [](const auto& l) -> std::string_view { return l.link_id; });
     const auto sae_ids =
         text_array(doc.applications, [](const auto& a) -> std::string_view { return a.sae_id; });
-    tx.exec_prepared(kUpsertTopologyName.name, doc.name);
+    tx.exec_prepared(kUpsertTopologyName.name, doc.name, doc.qkdn_id);
     // Upsert first, then delete what the document no longer has: rows that stay keep their
     // link configs (which cascade only when their link goes).
     tx.exec_prepared(kUpsertKms.name, km_ids,
@@ -1067,9 +1118,33 @@ void PgStore::save_topology(const TopologyDoc& doc) {
     tx.exec_prepared(
         kUpsertApplications.name, sae_ids,
         text_array(doc.applications, [](const auto& a) -> std::string_view { return a.km_id; }));
+    // Inter-QKDN links reference KMs and peers: replaced before KMs go.
+    tx.exec_prepared(kDeleteInterQkdnLinks.name);
+    tx.exec_prepared(kDeletePeers.name);
     tx.exec_prepared(kDeleteOtherApplications.name, sae_ids);
     tx.exec_prepared(kDeleteOtherLinks.name, link_ids);
     tx.exec_prepared(kDeleteOtherKms.name, km_ids);
+    std::vector<std::string> gateways;
+    for (const auto& k : doc.kms) {
+      if (k.gateway) gateways.push_back(k.km_id);
+    }
+    tx.exec_prepared(kSetGateways.name, text_array(gateways));
+    const auto& peers = doc.peers;
+    tx.exec_prepared(
+        kInsertPeers.name,
+        text_array(peers, [](const auto& p) -> std::string_view { return p.qkdn_id; }),
+        text_array(peers, [](const auto& p) -> std::string_view { return p.endpoint; }),
+        text_array(peers, [](const auto& p) -> std::string_view { return p.identity; }),
+        text_array(peers, [](const auto& p) { return text_array(p.policy.reachable_saes); }),
+        float_array(peers, [](const auto& p) { return p.policy.key_rate_share; }));
+    const auto& inter = doc.inter_qkdn_links;
+    tx.exec_prepared(
+        kInsertInterQkdnLinks.name,
+        text_array(inter, [](const auto& l) -> std::string_view { return l.link_id; }),
+        text_array(inter, [](const auto& l) -> std::string_view { return l.km_id; }),
+        text_array(inter, [](const auto& l) -> std::string_view { return l.peer_qkdn_id; }),
+        text_array(inter, [](const auto& l) -> std::string_view { return l.peer_km_id; }),
+        float_array(inter, [](const auto& l) { return l.key_rate_bps; }));
   });
 }
 

@@ -10,6 +10,7 @@ set(QKDN_DB_MIGRATIONS
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0006_trust.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0007_link_weight.sql
   ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0008_leadership.sql
+  ${CMAKE_CURRENT_SOURCE_DIR}/migrations/0009_interworking.sql
 )
 set(QKDN_DB_MIGRATIONS_CPP ${CMAKE_CURRENT_BINARY_DIR}/generated/migrations.cpp)
 string(REPLACE ";" "|" _qkdn_db_inputs "${QKDN_DB_MIGRATIONS}")

@@ -88,6 +88,7 @@ Commands:
   km list | show ID | add ID [--site S] [--trust-level N] [--tags T,...] | set ID [...] | delete ID
   link list | show ID | add ID A B [...] | set ID [...] | delete ID
   app list                               applications (SAEs) and the KM serving each
+  peer list | show QKDN_ID | links | delete QKDN_ID   peer controllers (interworking)
   route show SRC DST [--k N] [--metric M] [--min-trust N] [--max-intermediates N]
                      [--avoid-tag T,...] [--explain]
   pin list | set SRC DST KM... | delete SRC DST
@@ -174,6 +175,18 @@ Examples:
   qkdnctl link set L12 --qber-threshold 0.08 --pool-floor-bits 65536
   qkdnctl link set L12 --weight 3      (routing weight: this link costs 3 hops; default 1)
   qkdnctl link set L12 --qber-threshold default
+)"},
+      {"peer", R"(qkdnctl peer - peer controllers (other QKDNs) and their Cxi state (docs/cxi.md)
+
+Usage:
+  qkdnctl peer list
+  qkdnctl peer show QKDN_ID
+  qkdnctl peer links [--peer QKDN_ID]   inter-QKDN links and their state
+  qkdnctl peer delete QKDN_ID           (delete its inter-QKDN links first)
+Peers are added with the topology document or POST /api/v1/peers.
+Examples:
+  qkdnctl peer list
+  qkdnctl peer links --peer QKDN-B
 )"},
       {"app", R"(qkdnctl app - applications (SAEs) and the KM serving each
 
@@ -1188,6 +1201,56 @@ int cmd_link(Context& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
+std::string nested(const json::object& o, std::string_view outer, std::string_view inner) {
+  const auto* v = field(o, outer);
+  if (v == nullptr || !v->is_object()) return "-";
+  return str(v->as_object(), inner);
+}
+
+int cmd_peer(Context& ctx, const std::vector<std::string>& argv) {
+  if (argv.empty()) usage_error("usage: qkdnctl peer list|show|links|delete ...");
+  const std::string& verb = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (verb == "list") {
+    verb_args(rest, {}, 0, 0, "qkdnctl peer list");
+    list(ctx, fetch_all(ctx, kApi + "/peers", {}),
+         {col("QKDN", "qkdn_id"),
+          col("IDENTITY", "identity"),
+          col("ENDPOINT", "endpoint"),
+          {"STATE", [](const json::object& o) { return nested(o, "live", "state"); }, false},
+          {"SHARE", [](const json::object& o) { return nested(o, "policy", "key_rate_share"); },
+           true},
+          {"REACHABLE SAES",
+           [](const json::object& o) { return nested(o, "live", "reachable_saes"); }, true},
+          {"LINKS",
+           [](const json::object& o) {
+             const auto* v = field(o, "inter_qkdn_links");
+             if (v == nullptr || !v->is_array()) return std::string("-");
+             std::string out;
+             for (const auto& e : v->as_array()) out += (out.empty() ? "" : ",") + text(e);
+             return out.empty() ? std::string("-") : out;
+           },
+           false}});
+  } else if (verb == "show") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl peer show QKDN_ID");
+    show(ctx, call(ctx, http::verb::get, kApi + "/peers" + seg(a.words[0])));
+  } else if (verb == "links") {
+    Args a = verb_args(rest, {{"--peer", 1}}, 0, 0, "qkdnctl peer links [--peer QKDN_ID]");
+    Query q;
+    if (auto v = a.get("--peer")) q.emplace_back("peer_qkdn_id", *v);
+    list(ctx, fetch_all(ctx, kApi + "/inter-qkdn-links", q),
+         {col("LINK", "link_id"), col("GATEWAY KM", "km_id"), col("PEER QKDN", "peer_qkdn_id"),
+          col("PEER KM", "peer_km_id"), col("KEY RATE", "key_rate_bps"), col("STATE", "state")});
+  } else if (verb == "delete") {
+    Args a = verb_args(rest, {}, 1, 1, "qkdnctl peer delete QKDN_ID");
+    done(ctx, call(ctx, http::verb::delete_, kApi + "/peers" + seg(a.words[0])),
+         "peer '" + a.words[0] + "' deleted");
+  } else {
+    usage_error("unknown verb 'peer " + verb + "'; see qkdnctl peer --help");
+  }
+  return kOk;
+}
+
 int cmd_app(Context& ctx, const std::vector<std::string>& argv) {
   Args a = verb_args(argv, {{"--km", 1}}, 1, 1, "qkdnctl app list [--km ID]");
   if (a.words[0] != "list") usage_error("usage: qkdnctl app list [--km ID]");
@@ -1705,6 +1768,7 @@ const std::map<std::string, Handler>& commands() {
       {"topology", cmd_topology},
       {"km", cmd_km},
       {"link", cmd_link},
+      {"peer", cmd_peer},
       {"app", cmd_app},
       {"route", cmd_route},
       {"pin", cmd_pin},

@@ -122,10 +122,11 @@ class Api : public std::enable_shared_from_this<Api> {
 };
 
 /// Registers the handlers of each area.
-void add_network_routes(Router& r);  // topology, KMs, links, thresholds, applications
-void add_routing_routes(Router& r);  // routes, pinned routes, policy, schedules
-void add_state_routes(Router& r);    // health, sessions, relays, alarms, accounting, audit
-void add_ui_routes(Router& r);       // the network view's static files (/ui/)
+void add_network_routes(Router& r);       // topology, KMs, links, thresholds, applications
+void add_routing_routes(Router& r);       // routes, pinned routes, policy, schedules
+void add_state_routes(Router& r);         // health, sessions, relays, alarms, accounting, audit
+void add_ui_routes(Router& r);            // the network view's static files (/ui/)
+void add_interworking_routes(Router& r);  // peers, inter-QKDN links (docs/cxi.md)
 
 /// Pagination parameters from `limit` and `cursor`.
 struct PageParams {

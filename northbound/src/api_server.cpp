@@ -204,6 +204,7 @@ Api::Api(service::ControllerService& s, ApiOptions o)
   add_routing_routes(router);
   add_state_routes(router);
   add_ui_routes(router);
+  add_interworking_routes(router);
 }
 
 void Api::audit(const RequestContext& ctx, const std::string& action, int status,

@@ -37,6 +37,7 @@ add_library(qkdn_northbound STATIC
   ${CMAKE_CURRENT_LIST_DIR}/handlers_routing.cpp
   ${CMAKE_CURRENT_LIST_DIR}/handlers_state.cpp
   ${CMAKE_CURRENT_LIST_DIR}/handlers_ui.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/handlers_interworking.cpp
   ${QKDN_OPENAPI_CPP}
   ${QKDN_UI_CPP}
 )

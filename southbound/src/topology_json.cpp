@@ -85,21 +85,115 @@ const json::object& as_object(const json::value& v, const std::string& path) {
 // A topology of 10,000 KMs and 30,000 links is about 6 MB; the bound leaves room for names.
 constexpr qkdn::json::ParseLimits kTopologyLimits{std::size_t{64} << 20, 32};
 
+std::vector<std::string> get_string_array(const json::object& obj, std::string_view key,
+                                          const std::string& path, std::size_t max) {
+  std::vector<std::string> out;
+  const auto* v = obj.if_contains(key);
+  if (v == nullptr) return out;
+  const std::string where = path + "." + std::string(key);
+  if (!v->is_array()) throw InvalidArgument(where + ": expected array");
+  const auto& arr = v->get_array();
+  if (arr.size() > max) {
+    throw InvalidArgument(where + ": at most " + std::to_string(max) + " entries");
+  }
+  for (std::size_t i = 0; i < arr.size(); ++i) {
+    if (!arr[i].is_string()) {
+      throw InvalidArgument(where + "[" + std::to_string(i) + "]: expected string");
+    }
+    out.emplace_back(arr[i].get_string());
+  }
+  return out;
+}
+
 }  // namespace
+
+controller::PeerSpec parse_peer(const json::object& o, const std::string& path, bool strict) {
+  check_members(o, {"qkdn_id", "endpoint", "identity", "policy"}, path, strict);
+  controller::PeerSpec p;
+  p.qkdn_id = get_string(o, "qkdn_id", path, true);
+  p.endpoint = get_string(o, "endpoint", path, false);
+  p.identity = get_string(o, "identity", path, true);
+  if (const auto* pol = o.if_contains("policy")) {
+    const std::string ppath = path + ".policy";
+    const auto& po = as_object(*pol, ppath);
+    check_members(po, {"reachable_saes", "key_rate_share"}, ppath, strict);
+    p.policy.reachable_saes =
+        get_string_array(po, "reachable_saes", ppath, controller::kMaxReachableSaesPerPeer);
+    p.policy.key_rate_share = get_number(po, "key_rate_share", ppath, false, 0);
+  }
+  return p;
+}
+
+json::object peer_to_json(const controller::PeerSpec& p) {
+  json::array saes;
+  for (const auto& s : p.policy.reachable_saes) saes.emplace_back(s);
+  return json::object{{"qkdn_id", p.qkdn_id},
+                      {"endpoint", p.endpoint},
+                      {"identity", p.identity},
+                      {"policy", json::object{{"reachable_saes", std::move(saes)},
+                                              {"key_rate_share", p.policy.key_rate_share}}}};
+}
+
+json::object inter_qkdn_link_to_json(const controller::InterQkdnLinkSpec& l) {
+  return json::object{{"link_id", l.link_id},
+                      {"km_id", l.km_id},
+                      {"peer_qkdn_id", l.peer_qkdn_id},
+                      {"peer_km_id", l.peer_km_id},
+                      {"key_rate_bps", l.key_rate_bps}};
+}
+
+controller::InterQkdnLinkSpec parse_inter_qkdn_link(const json::object& o, const std::string& path,
+                                                    bool strict) {
+  check_members(o, {"link_id", "km_id", "peer_qkdn_id", "peer_km_id", "key_rate_bps"}, path,
+                strict);
+  controller::InterQkdnLinkSpec l;
+  l.link_id = get_string(o, "link_id", path, true);
+  l.km_id = get_string(o, "km_id", path, true);
+  l.peer_qkdn_id = get_string(o, "peer_qkdn_id", path, true);
+  l.peer_km_id = get_string(o, "peer_km_id", path, true);
+  l.key_rate_bps = get_number(o, "key_rate_bps", path, false, 0);
+  return l;
+}
+
+// The interworking part (docs/topology.md "Interworking"): inter_qkdn_links and peers. Array
+// sizes are bounded here already, before anything is copied.
+static void parse_interworking(const json::object& obj, TopologyDoc& doc, bool strict) {
+  const auto& links = get_array(obj, "inter_qkdn_links", false);
+  if (links.size() > controller::kMaxInterQkdnLinks) {
+    throw InvalidArgument("inter_qkdn_links: at most " +
+                          std::to_string(controller::kMaxInterQkdnLinks) + " links");
+  }
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    const std::string path = "inter_qkdn_links[" + std::to_string(i) + "]";
+    doc.inter_qkdn_links.push_back(parse_inter_qkdn_link(as_object(links[i], path), path, strict));
+  }
+  const auto& peers = get_array(obj, "peers", false);
+  if (peers.size() > controller::kMaxPeers) {
+    throw InvalidArgument("peers: at most " + std::to_string(controller::kMaxPeers) + " peers");
+  }
+  for (std::size_t i = 0; i < peers.size(); ++i) {
+    const std::string path = "peers[" + std::to_string(i) + "]";
+    doc.peers.push_back(parse_peer(as_object(peers[i], path), path, strict));
+  }
+}
 
 TopologyDoc parse_topology(std::string_view text, bool strict) {
   // The shared reader: bounded, and exact for every number (a document survives write and read).
   const json::value root = qkdn::json::parse(text, kTopologyLimits, refuse_topology);
   const auto& obj = as_object(root, "topology");
-  check_members(obj, {"name", "kms", "links", "applications"}, "topology", strict);
+  check_members(obj,
+                {"name", "qkdn_id", "kms", "links", "applications", "inter_qkdn_links", "peers"},
+                "topology", strict);
 
   TopologyDoc doc;
   doc.name = get_string(obj, "name", "topology", false);
+  doc.qkdn_id = get_string(obj, "qkdn_id", "topology", false);
   const auto& kms = get_array(obj, "kms", true);
   for (std::size_t i = 0; i < kms.size(); ++i) {
     const std::string path = "kms[" + std::to_string(i) + "]";
     const auto& o = as_object(kms[i], path);
-    check_members(o, {"km_id", "site", "lat", "lon", "trust_level", "tags"}, path, strict);
+    check_members(o, {"km_id", "site", "lat", "lon", "trust_level", "tags", "gateway"}, path,
+                  strict);
     controller::KmSpec k{get_string(o, "km_id", path, true), get_string(o, "site", path, false)};
     if (o.contains("lat")) k.lat = get_number(o, "lat", path, true, 0);
     if (o.contains("lon")) k.lon = get_number(o, "lon", path, true, 0);
@@ -119,6 +213,10 @@ TopologyDoc parse_topology(std::string_view text, bool strict) {
         }
         k.tags.emplace_back(v.get_string());
       }
+    }
+    if (const auto* gw = o.if_contains("gateway")) {
+      if (!gw->is_bool()) throw InvalidArgument(path + ".gateway: expected boolean");
+      k.gateway = gw->get_bool();
     }
     doc.kms.push_back(std::move(k));
   }
@@ -146,6 +244,7 @@ TopologyDoc parse_topology(std::string_view text, bool strict) {
     doc.applications.push_back(
         {get_string(o, "sae_id", path, true), get_string(o, "km_id", path, true)});
   }
+  parse_interworking(obj, doc, strict);
   controller::validate_topology(doc);
   return doc;
 }
@@ -202,6 +301,7 @@ void pretty_print(std::ostream& os, const json::value& v, int indent) {
 std::string serialize_topology(const TopologyDoc& doc, bool pretty) {
   json::object root;
   root["name"] = doc.name;
+  if (!doc.qkdn_id.empty()) root["qkdn_id"] = doc.qkdn_id;
   json::array kms;
   for (const auto& k : doc.kms) {
     json::object o{{"km_id", k.km_id}, {"site", k.site}};
@@ -215,6 +315,7 @@ std::string serialize_topology(const TopologyDoc& doc, bool pretty) {
       for (const auto& t : k.tags) tags.emplace_back(t);
       o["tags"] = std::move(tags);
     }
+    if (k.gateway) o["gateway"] = true;
     kms.push_back(std::move(o));
   }
   root["kms"] = std::move(kms);
@@ -236,6 +337,17 @@ std::string serialize_topology(const TopologyDoc& doc, bool pretty) {
     apps.push_back(json::object{{"sae_id", a.sae_id}, {"km_id", a.km_id}});
   }
   root["applications"] = std::move(apps);
+  // The interworking part is written only when there is one: other documents stay unchanged.
+  if (!doc.inter_qkdn_links.empty()) {
+    json::array inter;
+    for (const auto& l : doc.inter_qkdn_links) inter.push_back(inter_qkdn_link_to_json(l));
+    root["inter_qkdn_links"] = std::move(inter);
+  }
+  if (!doc.peers.empty()) {
+    json::array peers;
+    for (const auto& p : doc.peers) peers.push_back(peer_to_json(p));
+    root["peers"] = std::move(peers);
+  }
   if (!pretty) return json::serialize(root);
   std::ostringstream os;
   pretty_print(os, root, 0);

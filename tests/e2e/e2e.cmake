@@ -121,3 +121,9 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_ha_clock test_ha_clock.py)
   set_tests_properties(e2e_ha_clock PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 180)
 endif()
+# Interworking (issue 16): two controllers over Cxi, each with its own agent.
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
+  qkdn_e2e_test(e2e_interworking_cxi test_interworking_cxi.py)
+  set_tests_properties(e2e_interworking_cxi PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
+endif()

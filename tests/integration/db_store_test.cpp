@@ -162,6 +162,47 @@ TEST_F(DbTest, TopologyRoundTripAndReplace) {
   EXPECT_EQ(st.link_configs[0].admin_state, "maintenance");
 }
 
+// The interworking part (migration 0009): QKDN ID, gateway KMs, peers with their policy, and
+// inter-QKDN links survive a reload, and are replaced with the document (a removed peer and its
+// links go; a KM that stops being a gateway is one no more).
+TEST_F(DbTest, InterworkingRoundTripAndReplace) {
+  EXPECT_EQ(sql("SELECT name FROM schema_version WHERE version = 9"), "0009_interworking");
+  auto doc = sample_topology();
+  doc.qkdn_id = "QKDN-A";
+  doc.kms[0].gateway = true;
+  doc.kms[1].gateway = true;
+  doc.peers = {{"QKDN-B", "ctl-b.example:4170", "ctl-b", {{doc.applications[0].sae_id}, 0.5}},
+               {"QKDN-C", "", "ctl-c", {{}, 0}}};
+  doc.inter_qkdn_links = {{"X1", doc.kms[0].km_id, "QKDN-B", "GWB1", 2000},
+                          {"X2", doc.kms[1].km_id, "QKDN-C", "GWC1", 0}};
+  store_->save_topology(doc);
+  auto st = store_->load();
+  ASSERT_TRUE(st.topology.has_value());
+  EXPECT_EQ(st.topology->qkdn_id, "QKDN-A");
+  EXPECT_TRUE(st.topology->kms[0].gateway);
+  EXPECT_TRUE(st.topology->kms[1].gateway);
+  EXPECT_FALSE(st.topology->kms[2].gateway);
+  ASSERT_EQ(st.topology->peers.size(), 2u);
+  EXPECT_EQ(st.topology->peers[0].endpoint, "ctl-b.example:4170");
+  EXPECT_EQ(st.topology->peers[0].identity, "ctl-b");
+  EXPECT_EQ(st.topology->peers[0].policy.reachable_saes, doc.peers[0].policy.reachable_saes);
+  EXPECT_EQ(st.topology->peers[0].policy.key_rate_share, 0.5);
+  ASSERT_EQ(st.topology->inter_qkdn_links.size(), 2u);
+  EXPECT_EQ(st.topology->inter_qkdn_links[0].peer_km_id, "GWB1");
+  EXPECT_EQ(st.topology->inter_qkdn_links[0].key_rate_bps, 2000);
+
+  doc.kms[1].gateway = false;
+  doc.peers.pop_back();
+  doc.inter_qkdn_links.pop_back();
+  store_->save_topology(doc);
+  st = store_->load();
+  ASSERT_TRUE(st.topology.has_value());
+  EXPECT_FALSE(st.topology->kms[1].gateway);
+  ASSERT_EQ(st.topology->peers.size(), 1u);
+  ASSERT_EQ(st.topology->inter_qkdn_links.size(), 1u);
+  EXPECT_EQ(st.topology->inter_qkdn_links[0].link_id, "X1");
+}
+
 // An inconsistent document is refused as InvalidArgument and changes nothing.
 TEST_F(DbTest, TopologyConstraintViolations) {
   store_->save_topology(sample_topology());

@@ -30,7 +30,8 @@ std::string concrete(const std::string& path) {
       {"{session_id}", "00000000-0000-4000-8000-000000000001"},
       {"{relay_id}", "00000000-0000-4000-8000-000000000002"},
       {"{src_sae}", "SAE-1"},
-      {"{dst_sae}", "SAE-3"}};
+      {"{dst_sae}", "SAE-3"},
+      {"{qkdn_id}", "QKDN-B"}};
   std::string out = path;
   for (const auto& [k, v] : kValues) {
     for (auto pos = out.find(k); pos != std::string::npos; pos = out.find(k)) {

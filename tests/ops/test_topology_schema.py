@@ -64,7 +64,32 @@ def broken_documents(base):
         edit("link end not a string", lambda d: link0(d).update(a=7)),
         edit("unknown link field", lambda d: link0(d).update(colour="red")),
         edit("application without km_id", lambda d: d["applications"][0].pop("km_id")),
+        # Interworking (issue 16, docs/cxi.md): each on a document that has a valid part.
+        edit("gateway as text", lambda d: (with_interworking(d), km0(d).update(gateway="yes"))),
+        edit("peer without identity",
+             lambda d: (with_interworking(d), d["peers"][0].pop("identity"))),
+        edit("key_rate_share 2",
+             lambda d: (with_interworking(d), d["peers"][0]["policy"].update(key_rate_share=2))),
+        edit("peer endpoint without port",
+             lambda d: (with_interworking(d), d["peers"][0].update(endpoint="ctl-b.example"))),
+        edit("unknown peer field", lambda d: (with_interworking(d), d["peers"][0].update(x=1))),
+        edit("inter-QKDN link without peer_km_id",
+             lambda d: (with_interworking(d), d["inter_qkdn_links"][0].pop("peer_km_id"))),
+        edit("QKDN ID with a space", lambda d: (with_interworking(d), d.update(qkdn_id="a b"))),
     ]
+
+
+def with_interworking(d):
+    """Makes the first KM a gateway with one inter-QKDN link to one peer controller."""
+    d["qkdn_id"] = "QKDN-A"
+    d["kms"][0]["gateway"] = True
+    d["peers"] = [{"qkdn_id": "QKDN-B", "endpoint": "ctl-b.example:4170", "identity": "ctl-b",
+                   "policy": {"reachable_saes": [d["applications"][0]["sae_id"]],
+                              "key_rate_share": 0.5}}]
+    d["inter_qkdn_links"] = [{"link_id": "X1", "km_id": d["kms"][0]["km_id"],
+                              "peer_qkdn_id": "QKDN-B", "peer_km_id": "GWB1",
+                              "key_rate_bps": 1000}]
+    return d
 
 
 def main():
@@ -145,6 +170,21 @@ def main():
         after = requests.get(base + "/topology", timeout=10).json()
         assert after == exported, "a refused document changed the topology"
         log(f"ok   {len(broken_documents(germany))} broken documents refused by both")
+
+        # The interworking part round-trips and passes the schema (issue 16).
+        iw = with_interworking(copy.deepcopy(germany))
+        assert not list(validator.iter_errors(iw)), "the schema refuses the interworking part"
+        r = put(iw)
+        assert r.status_code == 200, r.text
+        got = requests.get(base + "/topology", timeout=10).json()
+        assert not list(validator.iter_errors(got))
+        for key in ("qkdn_id", "peers", "inter_qkdn_links"):
+            assert got[key] == iw[key], (key, got.get(key))
+        assert got["kms"][0].get("gateway") is True
+        peers = requests.get(base + "/peers", timeout=10).json()
+        assert [p["qkdn_id"] for p in peers["items"]] == ["QKDN-B"], peers
+        log("ok   the interworking part round-trips through PUT/GET /api/v1/topology")
+        passed += 1
     print(f"topology_schema: {passed} passed, 0 failed")
 
 

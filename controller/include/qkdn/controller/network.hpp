@@ -32,6 +32,7 @@ struct Km {
   std::optional<double> lon;
   std::optional<int> trust_level;  ///< from the topology document (absent = unrated)
   std::vector<std::string> tags;   ///< from the topology document
+  bool gateway = false;            ///< from the topology document (kms[].gateway)
   bool connected = false;
   std::string kma_endpoint;           ///< host:port of its KMA-link listener, from Register
   std::vector<std::string> attached;  ///< SAE IDs its KSA currently serves (from Register/0x14E7)
@@ -227,6 +228,12 @@ class Network {
   /// structure_version() differs from the network only in those figures.
   [[nodiscard]] std::uint64_t structure_version() const { return version_; }
   [[nodiscard]] std::string name() const { return name_; }
+  /// The interworking part of the topology (topology.hpp): QKDN ID, inter-QKDN links, peers.
+  [[nodiscard]] const std::string& qkdn_id() const { return qkdn_id_; }
+  [[nodiscard]] const std::vector<InterQkdnLinkSpec>& inter_qkdn_links() const {
+    return inter_qkdn_links_;
+  }
+  [[nodiscard]] const std::vector<PeerSpec>& peers() const { return peers_; }
 
  private:
   void recompute_oper(Link& link, const std::string& km_id, std::vector<NetworkEvent>& events);
@@ -246,6 +253,9 @@ class Network {
   std::map<std::string, Km> kms_;
   std::map<std::string, Link> links_;
   std::vector<AppSpec> declared_apps_;
+  std::string qkdn_id_;
+  std::vector<InterQkdnLinkSpec> inter_qkdn_links_;
+  std::vector<PeerSpec> peers_;
   std::map<std::string, std::string> apps_;                   // sae -> km, from the topology
   std::map<std::string, std::set<std::string>> links_by_km_;  // km -> its link IDs
   Thresholds thresholds_;

@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +27,16 @@ class ControllerService;
 }
 
 namespace qkdn::northbound {
+
+/// The live Cxi state of one peer controller (docs/cxi.md), for GET /api/v1/peers. Filled by the
+/// interworking runtime; plain data so that the API does not depend on it.
+struct PeerLiveState {
+  std::string state = "down";       ///< down | connecting | up
+  std::int64_t last_heard_ms = -1;  ///< Unix ms of the last message from the peer; -1 = never
+  std::size_t reachable_saes = 0;   ///< SAEs the peer announces behind its gateways
+  std::size_t sessions_opened = 0;
+  std::vector<std::pair<std::string, std::string>> inter_qkdn_links;  ///< link_id -> up | down
+};
 
 /// Start-up options of the API. Validated by ApiServer's constructor.
 struct ApiOptions {
@@ -60,6 +72,9 @@ struct ApiOptions {
   /// GET /api/v1/links and /api/v1/kms serve a serialized page (per query string) for this long
   /// before asking the core again, so readers see state at most this old (0 = no cache).
   std::chrono::milliseconds list_cache_ttl{25};
+  /// The live Cxi state of a peer by QKDN ID (thread-safe; called from request handlers); empty
+  /// or nullopt = no interworking runtime (peers show state "unknown").
+  std::function<std::optional<PeerLiveState>(const std::string& qkdn_id)> peer_state;
 };
 
 /// One route of the router (method and path template, e.g. "/api/v1/kms/{km_id}").

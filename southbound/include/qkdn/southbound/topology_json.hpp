@@ -4,6 +4,8 @@
 #include <string>
 #include <string_view>
 
+#include <boost/json/object.hpp>
+
 #include "qkdn/controller/topology.hpp"
 
 namespace qkdn::southbound {
@@ -16,5 +18,16 @@ controller::TopologyDoc parse_topology(std::string_view json, bool strict = fals
 controller::TopologyDoc load_topology_file(const std::string& path, bool strict = false);
 /// Serializes a topology document (pretty = indented for people).
 std::string serialize_topology(const controller::TopologyDoc& doc, bool pretty = false);
+
+/// One peer controller / inter-QKDN link of the document, read from and written to JSON (the
+/// REST API's POST bodies and GET entries). Parsing checks field types (and unknown fields when
+/// `strict`) and the bounds of lists, not the document-wide rules: validate_interworking does
+/// those once the element is in a document. Errors are InvalidArgument prefixed with `path`.
+controller::PeerSpec parse_peer(const boost::json::object& obj, const std::string& path,
+                                bool strict);
+boost::json::object peer_to_json(const controller::PeerSpec& peer);
+controller::InterQkdnLinkSpec parse_inter_qkdn_link(const boost::json::object& obj,
+                                                    const std::string& path, bool strict);
+boost::json::object inter_qkdn_link_to_json(const controller::InterQkdnLinkSpec& link);
 
 }  // namespace qkdn::southbound
