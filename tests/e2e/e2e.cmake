@@ -100,3 +100,8 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_rerouting_modes test_rerouting_modes.py)
 endif()
+# Interworking through an IWN (issue 16): Kxi' key transfer (ETSI GS QKD 020 ext_keys) between
+# two QKDNs, each with its own PKI, controller and agent.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_interworking_iwn test_interworking_iwn.py)
+endif()
