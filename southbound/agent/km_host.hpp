@@ -246,6 +246,13 @@ class KmHost {
   /// are never filed here. False (nothing done) for any other SAE.
   bool iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFiling& sae,
                    std::function<void(const std::string&)> answer);
+  /// Asks the controller whether to transfer (0x14F0 -> 0x41F1): "" when it said OK for exactly
+  /// these keys and this IWN's partner, else the "NG: ..." reason.
+  net::awaitable<std::string> iwn_decision(southbound::ck::IwnTransferRequest request,
+                                           std::chrono::milliseconds timeout);
+  /// Reports a finished transfer to the controller (0x14F2): metadata only.
+  void iwn_report(const southbound::ck::IwnTransferRequest& what, const std::string& role,
+                  const std::string& response, const std::string& disposition);
   void expire_key_supply(SteadyTime now);
   /// The link end to `peer` (`link_id` when given and non-empty); nullptr when none.
   LinkEnd* hop_link(const std::string& peer, const std::optional<std::string>& link_id);

@@ -14,6 +14,13 @@
 
 namespace qkdn::agent {
 
+namespace ck = southbound::ck;
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // GCC 12 false positive on coroutines
+#endif
+
 // ---- AgentCore ---------------------------------------------------------------------------------
 
 void AgentCore::init_iwn() {
@@ -73,24 +80,46 @@ bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFilin
   const IwnPair pair = state->pair;
   auto* tls = state->client_tls.get();
   const auto timeout = core_.config().kxi_timeout;
-  const std::string master = sae.master_sae;
-  const std::string slave = sae.slave_sae;
+  const std::string& master = sae.master_sae;
+  const std::string& slave = sae.slave_sae;
   const auto bits = sae.key_bits;
   ++iwn_stats_.sent_attempts;
   log_line(LogLevel::kInfo, "KM " + km_id_ + ": kxi transfer " + transfer_id + " of " +
                                 std::to_string(ids.size()) + " keys (" + std::to_string(bits) +
                                 " bits) for " + master + " -> " + slave + " to " +
                                 pair.partner_km_id + " (" + pair.partner_qkdn_id + ")");
+  ck::IwnTransferRequest ask;
+  ask.transfer_id = transfer_id;
+  ask.kma_id = km_id_;
+  ask.partner_kma_id = pair.partner_km_id;
+  ask.partner_qkdn_id = pair.partner_qkdn_id;
+  ask.application_source_id = master;
+  ask.application_destination_id = slave;
+  ask.number_of_keys = static_cast<std::int64_t>(ids.size());
+  ask.key_size = bits;
+  ask.key_ids = ids;
   spawn(
       [](KmHost* self, net::ssl::context* ctx, IwnPair p, std::string target, std::string b,
-         std::chrono::milliseconds t, std::string tid, std::size_t n,
+         std::chrono::milliseconds t, ck::IwnTransferRequest q,
          std::function<void(const std::string&)> done) -> net::awaitable<void> {
+        // 1. The controller decides (Y.3818 9.2 1): the keys go only where it says.
+        auto decision_op = self->iwn_decision(q, t);
+        std::string refusal = co_await std::move(decision_op);
+        if (!refusal.empty()) {
+          OPENSSL_cleanse(b.data(), b.size());
+          ++self->iwn_stats_.sent_failed;
+          log_line(LogLevel::kWarn,
+                   "KM " + self->km_id_ + ": kxi transfer " + q.transfer_id + ": " + refusal);
+          done(refusal);
+          co_return;
+        }
+        // 2. The transfer over Kxi' (the body is wiped by kxi_send).
         auto op = kxi_send(self->strand_, *ctx, p, std::move(target), std::move(b), t);
         const KxiOutcome out = co_await std::move(op);
         std::string response = "OK";
         if (out.delivered) {
           ++self->iwn_stats_.sent_ok;
-          self->iwn_stats_.keys_sent += static_cast<std::int64_t>(n);
+          self->iwn_stats_.keys_sent += q.number_of_keys;
         } else {
           ++self->iwn_stats_.sent_failed;
           std::string why = out.message;
@@ -100,19 +129,91 @@ bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFilin
                      why;
         }
         log_line(out.delivered ? LogLevel::kInfo : LogLevel::kWarn,
-                 "KM " + self->km_id_ + ": kxi transfer " + tid + ": " + response);
+                 "KM " + self->km_id_ + ": kxi transfer " + q.transfer_id + ": " + response);
+        // 3. The metadata to the controller; this KM keeps no copy either way ("deleted").
+        self->iwn_report(q, "sender", response, "deleted");
         done(response);
-      }(this, tls, pair, path, std::move(body), timeout, transfer_id, ids.size(), std::move(answer)),
+      }(this, tls, pair, path, std::move(body), timeout, std::move(ask), std::move(answer)),
       "kxi transfer");
   return true;
+}
+
+net::awaitable<std::string> KmHost::iwn_decision(ck::IwnTransferRequest request,
+                                                 std::chrono::milliseconds timeout) {
+  auto channel = channel_;
+  if (!channel || !registered_) co_return "NG: controller unreachable: no decision on the transfer";
+  const std::string transfer_id = request.transfer_id;
+  const std::vector<std::string> ids = request.key_ids;
+  std::optional<ck::Frame> frame;
+  try {
+    auto op = channel->request(ck::Message{std::move(request)}, timeout);
+    frame = co_await std::move(op);
+  } catch (const std::exception& e) {
+    co_return std::string("NG: timeout: no transfer decision from the controller: ") + e.what();
+  }
+  auto decoded = ck::decode_payload(frame->command, frame->payload);
+  auto* m = std::get_if<ck::Message>(&decoded);
+  if (m == nullptr) co_return "NG: bad_request: malformed transfer decision";
+  if (auto* e = std::get_if<ck::ErrorMessage>(m)) {
+    co_return "NG: " + e->error + ": " + e->message.value_or("controller refused the transfer");
+  }
+  auto* d = std::get_if<ck::IwnTransferInstruction>(m);
+  if (d == nullptr || d->transfer_id != transfer_id) {
+    co_return "NG: bad_request: unexpected answer to the transfer request";
+  }
+  if (d->response != "OK") co_return d->response;
+  const auto* state = core_.iwn(km_id_);
+  if (state == nullptr || d->partner_kma_id.value_or(state->pair.partner_km_id) !=
+                              state->pair.partner_km_id) {
+    co_return "NG: unknown_kma: the controller named another partner than this IWN's";
+  }
+  if (d->key_ids && *d->key_ids != ids) {
+    co_return "NG: bad_request: the controller named other keys than those held";
+  }
+  co_return std::string();
+}
+
+void KmHost::iwn_report(const ck::IwnTransferRequest& what, const std::string& role,
+                        const std::string& response, const std::string& disposition) {
+  auto channel = channel_;
+  if (!channel || !registered_) {
+    log_line(LogLevel::kWarn, "KM " + km_id_ + ": kxi transfer " + what.transfer_id +
+                                  ": controller unreachable, report not sent");
+    return;
+  }
+  ck::IwnTransferReport r;
+  r.transfer_id = what.transfer_id;
+  r.kma_id = km_id_;
+  r.role = role;
+  r.partner_kma_id = what.partner_kma_id;
+  r.partner_qkdn_id = what.partner_qkdn_id;
+  r.application_source_id = what.application_source_id;
+  r.application_destination_id = what.application_destination_id;
+  r.number_of_keys = what.number_of_keys;
+  r.key_size = what.key_size;
+  r.key_ids = what.key_ids;
+  r.response = response;
+  r.disposition = disposition;
+  channel->send(ck::Message{std::move(r)});
 }
 
 // ---- KmHost: receiving side --------------------------------------------------------------------
 
 net::awaitable<kxi::Answer> KmHost::kxi_receive(std::string partner_km,
                                                 kxi::TransferRequest request) {
+  // The metadata this KM reports to its controller (Y.3818 9.2 1), never the key bytes.
+  ck::IwnTransferRequest meta;
+  meta.transfer_id = request.transfer_id.value_or(key_id_to_string(new_key_id()));
+  meta.partner_kma_id = partner_km;
+  if (const auto* st = core_.iwn(km_id_)) meta.partner_qkdn_id = st->pair.partner_qkdn_id;
+  meta.application_source_id = request.initiator_sae;
+  meta.application_destination_id = request.target_sae;
+  meta.number_of_keys = static_cast<std::int64_t>(request.keys.size());
+  meta.key_size = request.keys.empty() ? 0 : static_cast<std::int64_t>(request.keys[0].value.size()) * 8;
+  for (const auto& k : request.keys) meta.key_ids.push_back(k.key_id);
   auto refuse = [&](int status, std::string message, std::string name, std::string text) {
     ++iwn_stats_.received_refused;
+    iwn_report(meta, "receiver", "NG: " + message + ": " + text, "deleted");
     log_line(LogLevel::kWarn, "KM " + km_id_ + ": kxi transfer " +
                                   request.transfer_id.value_or("(no transfer_id)") + " from " +
                                   partner_km + " refused: " + message + ": " + text);
@@ -164,6 +265,7 @@ net::awaitable<kxi::Answer> KmHost::kxi_receive(std::string partner_km,
   }
   ++iwn_stats_.received_ok;
   iwn_stats_.keys_received += static_cast<std::int64_t>(request.keys.size());
+  iwn_report(meta, "receiver", "OK", "stored");
   log_line(LogLevel::kInfo, "KM " + km_id_ + ": kxi transfer " +
                                 request.transfer_id.value_or("(no transfer_id)") + " from " +
                                 partner_km + ": stored " + std::to_string(request.keys.size()) +
@@ -174,5 +276,9 @@ net::awaitable<kxi::Answer> KmHost::kxi_receive(std::string partner_km,
 }
 
 net::awaitable<IwnStats> KmHost::iwn_stats() { co_return iwn_stats_; }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace qkdn::agent

@@ -4,13 +4,16 @@ Q.QKDNi_KM 7.1/8.1/8.2 and Appendix I: ETSI GS QKD 020 ext_keys over mutual TLS)
 
 Two QKDNs, each with its own PKI (CA), controller and agent process, real processes on loopback:
   QKDN-A: KM-A1 -- KM-A2 -- IWN-A      SAE-A1 at KM-A1, SAE-A2 at KM-A2;
-          SAE-B1 and SAE-B2 (of QKDN-B) appear at IWN-A, the IWN KM of QKDN-A
+          SAE-B1, SAE-B2, SAE-B3 (of QKDN-B) appear at IWN-A, the IWN KM of QKDN-A;
+          controller A's policy lets keys go to SAE-B1 and SAE-B2 only
   QKDN-B: IWN-B -- KM-B2               SAE-B1 at IWN-B, SAE-B2 at KM-B2
 IWN-A and IWN-B form the interworking node: no QKD link between them, Kxi' only.
 
 Checked: SAE-A1 (a relay through the controller A to IWN-A) and SAE-A2 (adjacent supply) get
 keys for SAE-B1 that SAE-B1 fetches identically from its own KM in QKDN-B with dec_keys; IWN-A
-never files them; a transfer for SAE-B2 (not served by IWN-B: that leg needs controller B over
+never files them; controller A decided each transfer (0x14F0/0x41F1) and both controllers
+recorded the KMs' reports (0x14F2) in their metrics and audit trail; controller A refuses a
+transfer to SAE-B3 (not allowed by its policy) and nothing moves; a transfer for SAE-B2 (not served by IWN-B: that leg needs controller B over
 Cxi) is refused by IWN-B and SAE-A1 gets a 503 naming it, nothing delivered; IWN-B's listener
 refuses every client but IWN-A's certificate and every malformed transfer with a clear error;
 a KM-B' that is down makes the request fail loudly (503) with nothing filed anywhere."""
@@ -24,8 +27,8 @@ import sys
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qkdn_e2e import (Processes, etsi_error, log, make_certs, read_port_file, start_network,
-                      wait_for)
+from qkdn_e2e import (Processes, api_text, etsi_error, log, make_certs, metric_value,
+                      read_port_file, start_network, wait_for)
 
 TIMEOUT = 20
 
@@ -35,7 +38,8 @@ TOPO_A = {
     "links": [{"link_id": "LA12", "a": "KM-A1", "b": "KM-A2", "key_rate_bps": 200000},
               {"link_id": "LA2I", "a": "KM-A2", "b": "IWN-A", "key_rate_bps": 200000}],
     "applications": [{"sae_id": "SAE-A1", "km_id": "KM-A1"}, {"sae_id": "SAE-A2", "km_id": "KM-A2"},
-                     {"sae_id": "SAE-B1", "km_id": "IWN-A"}, {"sae_id": "SAE-B2", "km_id": "IWN-A"}],
+                     {"sae_id": "SAE-B1", "km_id": "IWN-A"}, {"sae_id": "SAE-B2", "km_id": "IWN-A"},
+                     {"sae_id": "SAE-B3", "km_id": "IWN-A"}],
 }
 TOPO_B = {
     "name": "qkdn-b",
@@ -109,8 +113,12 @@ def main():
         cfg_a = write_json(os.path.join(ps_a.dir, "iwn.json"), {"pairs": [{
             "km_id": "IWN-A", "partner_km_id": "IWN-B", "partner_qkdn_id": "QKDN-B",
             "partner_ca": f"{certs_b}/ca.pem", "partner_endpoint": f"127.0.0.1:{kxi_port}",
-            "remote_saes": ["SAE-B1", "SAE-B2"]}]})
-        net_a = start_network(ps_a, topo_a, agent_args=["--iwn-config", cfg_a])
+            "remote_saes": ["SAE-B1", "SAE-B2", "SAE-B3"]}]})
+        policy_a = write_json(os.path.join(ps_a.dir, "iwn-policy.json"), {"pairs": [{
+            "km_id": "IWN-A", "partner_km_id": "IWN-B", "partner_qkdn_id": "QKDN-B",
+            "allowed_saes": ["SAE-B1", "SAE-B2"], "max_keys_per_transfer": 64}]})
+        net_a = start_network(ps_a, topo_a, agent_args=["--iwn-config", cfg_a],
+                              controller_args=["--iwn-policy", policy_a])
         log(f"QKDN-A and QKDN-B up, IWN-B's Kxi' listener on {kxi_port}")
 
         # SAE-B1 is not served by QKDN-A's agent (it only appears at IWN-A for routing).
@@ -143,6 +151,39 @@ def main():
         iwn_b = km_state(net_b, "IWN-B")
         assert iwn_b["iwn"]["received_ok"] == 2 and iwn_b["iwn"]["keys_received"] == 5, iwn_b
 
+        # Both controllers recorded the transfers (metadata only), controller A decided them. The
+        # reports travel on the IWN KMs' own Ck connections: polled with a bound.
+        def recorded():
+            m_a, m_b = api_text(net_a.api, "/metrics"), api_text(net_b.api, "/metrics")
+            return (metric_value(m_a, "qkdn_interworking_transfer_decisions_total",
+                                 decision="accepted") == 2
+                    and metric_value(m_a, "qkdn_interworking_transfers_total", role="sender",
+                                     result="ok") == 2
+                    and metric_value(m_a, "qkdn_interworking_transfer_keys_total",
+                                     role="sender") == 5
+                    and metric_value(m_b, "qkdn_interworking_transfers_total", role="receiver",
+                                     result="ok") == 2
+                    and metric_value(m_b, "qkdn_interworking_transfer_keys_total",
+                                     role="receiver") == 5)
+        wait_for(recorded, 10, 0.05, "both controllers' transfer records")
+        audit = [a for a in net_a.api.get("/api/v1/audit")["items"]
+                 if a["action"] == "iwn_transfer"]
+        assert len(audit) == 2 and all(a["outcome"] == "OK" for a in audit), audit
+        assert all("decided" in a["detail"] for a in audit), audit
+        assert not any(k in json.dumps(audit) for k in map(str, a_keys)), "key ID in audit?"
+
+        # 3a. SAE-B3 is not allowed by controller A's policy: refused before anything moves.
+        # unknown_application maps to ETSI 400 at the source KM, as for any unreachable SAE.
+        r = enc_keys(net_a, "SAE-A1", "SAE-B3", 1, 256)
+        etsi_error(r, 400)
+        assert "may not be reached" in r.text, r.text
+        m_a = api_text(net_a.api, "/metrics")
+        assert metric_value(m_a, "qkdn_interworking_transfer_decisions_total",
+                            decision="refused") == 1
+        assert km_state(net_b, "IWN-B")["iwn"]["received_ok"] == 2  # nothing reached IWN-B
+        assert km_state(net_a, "IWN-A")["supplied_keys"] == 0
+        log("transfer to SAE-B3 refused by controller A's policy")
+
         # 3. SAE-B2 is behind KM-B2, not IWN-B: IWN-B refuses, SAE-A1 gets a loud 503.
         r = enc_keys(net_a, "SAE-A1", "SAE-B2", 1, 256)
         etsi_error(r, 503)
@@ -150,9 +191,15 @@ def main():
         assert km_state(net_b, "IWN-B")["iwn"]["received_refused"] == 1
         assert km_state(net_b, "IWN-B")["supplied_keys"] == 0
         assert km_state(net_b, "KM-B2")["supplied_keys"] == 0
-        assert km_state(net_a, "IWN-A")["iwn"]["sent_failed"] == 1
+        assert km_state(net_a, "IWN-A")["iwn"]["sent_failed"] == 2  # SAE-B3, SAE-B2
         assert km_state(net_a, "IWN-A")["supplied_keys"] == 0
-        log("transfer for SAE-B2 refused by IWN-B, SAE-A1 answered 503")
+        wait_for(lambda: metric_value(api_text(net_a.api, "/metrics"),
+                                      "qkdn_interworking_transfers_total", role="sender",
+                                      result="failed") == 1, 10, 0.05, "controller A's record")
+        wait_for(lambda: metric_value(api_text(net_b.api, "/metrics"),
+                                      "qkdn_interworking_transfers_total", role="receiver",
+                                      result="failed") == 1, 10, 0.05, "controller B's record")
+        log("transfer for SAE-B2 refused by IWN-B, SAE-A1 answered 503, both controllers know")
 
         # 4. IWN-B's listener itself: only IWN-A's certificate, only well-formed transfers.
         ca_b = f"{certs_b}/ca.pem"
@@ -201,9 +248,12 @@ def main():
         etsi_error(r, 503)
         assert "kxi transfer to IWN-B" in r.text, r.text
         state = km_state(net_a, "IWN-A")
-        assert state["iwn"]["sent_failed"] == 2, state["iwn"]
+        assert state["iwn"]["sent_failed"] == 3, state["iwn"]
         assert state["supplied_keys"] == 0
         assert all(k["supplied_keys"] == 0 for k in net_a.admin_state()["kms"])
+        wait_for(lambda: metric_value(api_text(net_a.api, "/metrics"),
+                                      "qkdn_interworking_transfers_total", role="sender",
+                                      result="failed") == 2, 10, 0.05, "controller A's record")
         log("IWN-B down: SAE-A1 answered 503, nothing filed in QKDN-A")
     print("PASS")
 
