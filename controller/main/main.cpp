@@ -350,8 +350,10 @@ int main(int argc, char** argv) {
     std::vector<qkdn::service::IwnPolicyPair> iwn_policy;
     if (!args.iwn_policy_file.empty()) {
       std::ifstream in(args.iwn_policy_file);
-      if (!in) throw qkdn::InvalidArgument("--iwn-policy '" + args.iwn_policy_file + "': cannot be read");
-      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!in)
+        throw qkdn::InvalidArgument("--iwn-policy '" + args.iwn_policy_file + "': cannot be read");
+      const std::string text((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
       iwn_policy = qkdn::service::parse_iwn_policy(text);
     }
     service.set_command_handler(qkdn::service::make_iwn_transfer_handler(

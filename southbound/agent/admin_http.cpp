@@ -128,8 +128,7 @@ asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
                                                       {"sent_failed", km.iwn.sent_failed},
                                                       {"keys_sent", km.iwn.keys_sent},
                                                       {"received_ok", km.iwn.received_ok},
-                                                      {"received_refused",
-                                                       km.iwn.received_refused},
+                                                      {"received_refused", km.iwn.received_refused},
                                                       {"keys_received", km.iwn.keys_received}}}});
     }
     co_return ok(json::object{{"kms", std::move(kms)}});

@@ -138,8 +138,8 @@ std::vector<IwnPair> parse_iwn_config(std::string_view text) {
     throw InvalidArgument("iwn config: pairs: expected a non-empty array");
   }
   static const std::set<std::string, std::less<>> kFields = {
-      "km_id",       "partner_km_id", "partner_qkdn_id", "partner_ca",
-      "partner_endpoint", "remote_saes", "listen"};
+      "km_id",       "partner_km_id", "partner_qkdn_id", "partner_ca", "partner_endpoint",
+      "remote_saes", "listen"};
   std::vector<IwnPair> out;
   std::set<std::string> kms;
   std::set<std::string> remote;
@@ -273,7 +273,8 @@ std::uint16_t KxiServer::bind() {
     auto parsed = kxi::parse_request(initiator, target_sae, req.body, limits);
     wipe(req.body);  // the base64 key text
     if (auto* a = std::get_if<kxi::Answer>(&parsed)) co_return reply(*a);
-    auto op = receiver->receive_transfer(km, caller, std::get<kxi::TransferRequest>(std::move(parsed)));
+    auto op =
+        receiver->receive_transfer(km, caller, std::get<kxi::TransferRequest>(std::move(parsed)));
     const kxi::Answer answer = co_await std::move(op);
     co_return reply(answer);
   };
@@ -281,9 +282,9 @@ std::uint16_t KxiServer::bind() {
     log_line(LogLevel::kDebug, "kxi: " + method + " -> " + std::to_string(status));
   };
   try {
-    http_ = std::make_unique<qkdn::net::HttpServer>(io_, asio::ip::tcp::endpoint(addr, port_),
-                                                    handler, std::move(o), tls_.get(), admission,
-                                                    observer);
+    http_ =
+        std::make_unique<qkdn::net::HttpServer>(io_, asio::ip::tcp::endpoint(addr, port_), handler,
+                                                std::move(o), tls_.get(), admission, observer);
   } catch (const InvalidArgument& e) {
     throw Unavailable(e.what());
   }

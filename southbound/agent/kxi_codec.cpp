@@ -76,8 +76,8 @@ struct KeyArena {
 bool valid_id(std::string_view id) noexcept {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
   });
 }
 
@@ -104,8 +104,8 @@ std::string path(std::string_view initiator_sae, std::string_view target_sae) {
 }
 
 std::variant<std::pair<std::string, std::string>, Answer> match(std::string_view p) {
-  auto not_found = Answer{404, "not found", {{"path", "expected " + path("{initiator_SAE_ID}",
-                                                                          "{target_SAE_ID}")}}};
+  auto not_found = Answer{
+      404, "not found", {{"path", "expected " + path("{initiator_SAE_ID}", "{target_SAE_ID}")}}};
   if (!p.starts_with(kPrefix) || !p.ends_with(kSuffix)) return not_found;
   std::string_view rest = p.substr(kPrefix.size(), p.size() - kPrefix.size() - kSuffix.size());
   const auto slash = rest.find('/');
@@ -181,7 +181,8 @@ std::variant<TransferRequest, Answer> parse_request(std::string initiator_sae,
                                                     std::string target_sae, std::string_view body,
                                                     const Limits& limits) {
   if (body.size() > kMaxBodyBytes) {
-    return Answer{413, "request too large",
+    return Answer{413,
+                  "request too large",
                   {{"body", "at most " + std::to_string(kMaxBodyBytes) + " bytes"}}};
   }
   // The tree holds the base64 key text: it lives in key memory, wiped when `arena` goes.
@@ -348,9 +349,8 @@ std::optional<Answer> parse_answer(int status, std::string_view body, std::strin
         return std::nullopt;
       }
       for (const auto& [name, text] : item.get_object()) {
-        a.details.emplace_back(std::string(name),
-                               text.is_string() ? std::string(text.get_string())
-                                                : json::serialize(text));
+        a.details.emplace_back(std::string(name), text.is_string() ? std::string(text.get_string())
+                                                                   : json::serialize(text));
       }
     }
   }

@@ -163,8 +163,8 @@ net::awaitable<std::string> KmHost::iwn_decision(ck::IwnTransferRequest request,
   }
   if (d->response != "OK") co_return d->response;
   const auto* state = core_.iwn(km_id_);
-  if (state == nullptr || d->partner_kma_id.value_or(state->pair.partner_km_id) !=
-                              state->pair.partner_km_id) {
+  if (state == nullptr ||
+      d->partner_kma_id.value_or(state->pair.partner_km_id) != state->pair.partner_km_id) {
     co_return "NG: unknown_kma: the controller named another partner than this IWN's";
   }
   if (d->key_ids && *d->key_ids != ids) {
@@ -209,7 +209,8 @@ net::awaitable<kxi::Answer> KmHost::kxi_receive(std::string partner_km,
   meta.application_source_id = request.initiator_sae;
   meta.application_destination_id = request.target_sae;
   meta.number_of_keys = static_cast<std::int64_t>(request.keys.size());
-  meta.key_size = request.keys.empty() ? 0 : static_cast<std::int64_t>(request.keys[0].value.size()) * 8;
+  meta.key_size =
+      request.keys.empty() ? 0 : static_cast<std::int64_t>(request.keys[0].value.size()) * 8;
   for (const auto& k : request.keys) meta.key_ids.push_back(k.key_id);
   auto refuse = [&](int status, std::string message, std::string name, std::string text) {
     ++iwn_stats_.received_refused;
@@ -269,8 +270,7 @@ net::awaitable<kxi::Answer> KmHost::kxi_receive(std::string partner_km,
   log_line(LogLevel::kInfo, "KM " + km_id_ + ": kxi transfer " +
                                 request.transfer_id.value_or("(no transfer_id)") + " from " +
                                 partner_km + ": stored " + std::to_string(request.keys.size()) +
-                                " keys for " + request.initiator_sae + " -> " +
-                                request.target_sae);
+                                " keys for " + request.initiator_sae + " -> " + request.target_sae);
   co_return kxi::Answer{
       200, "OK", {{"stored", std::to_string(request.keys.size())}, {"km_id", km_id_}}};
 }

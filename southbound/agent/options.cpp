@@ -2,16 +2,16 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <iterator>
 #include <fstream>
+#include <iterator>
 
 #include <boost/asio/ip/address.hpp>
 
+#include "kxi.hpp"
 #include "qkdn/base/args.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/southbound/topology_json.hpp"
-#include "kxi.hpp"
 
 namespace qkdn::agent {
 namespace {

@@ -277,9 +277,8 @@ void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& s
   if (!keys) return answer("NG: unknown_key: link keys not available at " + km_id_);
   link.keys_consumed += static_cast<std::int64_t>(keys->size());
   // An SAE of the IWN partner's QKDN: acknowledged once the partner stored the keys (kxi_host).
-  if (iwn_forward(*keys, s->sae, [session, id](const std::string& r) {
-        session->send(supply_ack(id, r));
-      })) {
+  if (iwn_forward(*keys, s->sae,
+                  [session, id](const std::string& r) { session->send(supply_ack(id, r)); })) {
     return;
   }
   file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae);

@@ -92,8 +92,7 @@ TEST(KxiCodec, Path) {
   EXPECT_EQ(std::get<kxi::Answer>(kxi::match("/api/v1/keys/SAE-B1/enc_keys")).status, 404);
   EXPECT_EQ(std::get<kxi::Answer>(kxi::match("/api/v1/keys/A/B/C/ext_keys")).status, 404);
   EXPECT_EQ(std::get<kxi::Answer>(kxi::match("/api/v1/keys//SAE-B1/ext_keys")).status, 400);
-  EXPECT_EQ(std::get<kxi::Answer>(kxi::match("/api/v1/keys/SAE%20A/SAE-B1/ext_keys")).status,
-            400);
+  EXPECT_EQ(std::get<kxi::Answer>(kxi::match("/api/v1/keys/SAE%20A/SAE-B1/ext_keys")).status, 400);
   EXPECT_EQ(std::get<kxi::Answer>(kxi::match("/api/v1/keys/SAE-B1/SAE-B1/ext_keys")).status, 400);
 }
 
@@ -120,15 +119,13 @@ TEST(KxiCodec, StrictBodies) {
       {R"({"keys":[]})", 400, "keys"},
       {R"({"keys":[1]})", 400, "keys[0]"},
       {body_with(one(kId1, v32), R"(,"other":1)"), 400, "other"},
-      {body_with(R"([{"key_id":")" + std::string(kId1) + R"(","value":")" + v32 +
-                 R"(","x":1}])"),
+      {body_with(R"([{"key_id":")" + std::string(kId1) + R"(","value":")" + v32 + R"(","x":1}])"),
        400, "keys[0].x"},
       {body_with(one("not-a-uuid", v32)), 400, "keys[0].key_id"},
       {body_with(one("0A1B2C3D-0000-4000-8000-00000000000A", v32)), 400, "keys[0].key_id"},
       {body_with(R"([{"value":")" + v32 + R"("}])"), 400, "keys[0].key_id"},
       {body_with(R"([{"key_id":")" + std::string(kId1) + R"("}])"), 400, "keys[0].value"},
-      {body_with(R"([{"key_id":")" + std::string(kId1) + R"(","value":7}])"), 400,
-       "keys[0].value"},
+      {body_with(R"([{"key_id":")" + std::string(kId1) + R"(","value":7}])"), 400, "keys[0].value"},
       {body_with(one(kId1, "ERER*ERE")), 400, "keys[0].value"},
       {body_with(one(kId1, "ERERERERERERERERERERERERERERERERERERERERERF=")), 400,
        "keys[0].value"},  // pad bits not zero: not canonical
@@ -184,10 +181,10 @@ TEST(KxiCodec, Bounds) {
 
 // The answer is message_data {message, details}; a malformed answer is reported, not trusted.
 TEST(KxiCodec, Answer) {
-  const std::string text = kxi::encode_answer(kxi::Answer{409, "key already stored", {{"key_id",
-                                                                                     kId1}}});
-  EXPECT_EQ(text, R"({"message":"key already stored","details":[{"key_id":")" +
-                      std::string(kId1) + R"("}]})");
+  const std::string text =
+      kxi::encode_answer(kxi::Answer{409, "key already stored", {{"key_id", kId1}}});
+  EXPECT_EQ(text, R"({"message":"key already stored","details":[{"key_id":")" + std::string(kId1) +
+                      R"("}]})");
   std::string why;
   auto a = kxi::parse_answer(409, text, why);
   ASSERT_TRUE(a) << why;

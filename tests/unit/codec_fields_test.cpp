@@ -226,18 +226,13 @@ std::vector<Field> fields_of(std::uint16_t command) {
               {"released", false, K::kNonNegInt},
               {"discarded", false, K::kNonNegInt}};
     case 0x14F0:  // Interworking transfer request [project]
-      return {{"transfer_id", true, K::kUuid},
-              {"kma_id", true, K::kId},
-              {"partner_kma_id", true, K::kId},
-              {"partner_qkdn_id", false, K::kId},
-              {"application_source_id", true, K::kId},
-              {"application_destination_id", true, K::kId},
-              {"number_of_keys", true, K::kCount},
-              {"key_size", true, K::kKeySize},
-              {"key_ids", true, K::kUuidArrayNonEmpty},
-              {"key_ids/1", false, K::kUuid},
-              {"key_relay_request_id", false, K::kUuid},
-              ext};
+      return {
+          {"transfer_id", true, K::kUuid},           {"kma_id", true, K::kId},
+          {"partner_kma_id", true, K::kId},          {"partner_qkdn_id", false, K::kId},
+          {"application_source_id", true, K::kId},   {"application_destination_id", true, K::kId},
+          {"number_of_keys", true, K::kCount},       {"key_size", true, K::kKeySize},
+          {"key_ids", true, K::kUuidArrayNonEmpty},  {"key_ids/1", false, K::kUuid},
+          {"key_relay_request_id", false, K::kUuid}, ext};
     case 0x41F1:  // Interworking transfer instruction [project]
       return {{"transfer_id", true, K::kUuid},
               {"response", true, K::kResponse},

@@ -21,8 +21,8 @@ namespace {
 bool valid_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
   });
 }
 
@@ -120,8 +120,8 @@ class IwnTransferHandler final : public CommandHandler {
     }
   }
 
-  static ck::IwnTransferInstruction decide(ControllerService& svc, State& st,
-                                           const std::string& km, const ck::IwnTransferRequest& r) {
+  static ck::IwnTransferInstruction decide(ControllerService& svc, State& st, const std::string& km,
+                                           const ck::IwnTransferRequest& r) {
     forget_lost(svc, st);
     ck::IwnTransferInstruction out;
     out.transfer_id = r.transfer_id;
@@ -144,8 +144,7 @@ class IwnTransferHandler final : public CommandHandler {
                     "KM " + r.partner_kma_id + " is not the IWN partner of " + km);
     }
     const auto& allowed = pol.allowed_saes;
-    if (std::find(allowed.begin(), allowed.end(), r.application_destination_id) ==
-        allowed.end()) {
+    if (std::find(allowed.begin(), allowed.end(), r.application_destination_id) == allowed.end()) {
       return refuse(ck::errc::kUnknownApplication,
                     "SAE " + r.application_destination_id + " may not be reached through " + km +
                         " (policy of the IWN to " + pol.partner_qkdn_id + ")");
@@ -174,8 +173,8 @@ class IwnTransferHandler final : public CommandHandler {
                         std::to_string(pol.max_keys_per_transfer) + " per transfer");
     }
     if (st.in_flight[km] >= pol.max_in_flight || st.pending.size() >= kMaxPending) {
-      return refuse(ck::errc::kBusy, std::to_string(st.in_flight[km]) +
-                                         " transfers of " + km + " in progress");
+      return refuse(ck::errc::kBusy,
+                    std::to_string(st.in_flight[km]) + " transfers of " + km + " in progress");
     }
     const auto now = std::chrono::steady_clock::now();
     if (pol.max_keys_per_s > 0) {
@@ -189,9 +188,9 @@ class IwnTransferHandler final : public CommandHandler {
       }
       last = now;
       if (c->second < static_cast<double>(r.number_of_keys)) {
-        return refuse(ck::errc::kInsufficientKeys,
-                      "the IWN's key rate share (" + std::to_string(pol.max_keys_per_s) +
-                          " keys/s) is used up");
+        return refuse(ck::errc::kInsufficientKeys, "the IWN's key rate share (" +
+                                                       std::to_string(pol.max_keys_per_s) +
+                                                       " keys/s) is used up");
       }
       c->second -= static_cast<double>(r.number_of_keys);
     }
@@ -216,8 +215,8 @@ class IwnTransferHandler final : public CommandHandler {
         if (auto& n = st.in_flight[r.kma_id]; n > 0) --n;
         st.pending.erase(it);
       } else {
-        svc.log(base::LogLevel::kWarn, "iwn: " + r.kma_id + " reported transfer " +
-                                           r.transfer_id + " that this controller did not decide");
+        svc.log(base::LogLevel::kWarn, "iwn: " + r.kma_id + " reported transfer " + r.transfer_id +
+                                           " that this controller did not decide");
       }
     }
     const bool ok = r.response == "OK";
@@ -250,13 +249,13 @@ std::vector<IwnPolicyPair> parse_iwn_policy(std::string_view text) {
   boost::system::error_code ec;
   json::value root = json::parse(text, ec);
   if (ec) throw InvalidArgument("iwn policy: not JSON: " + ec.message());
-  if (!root.is_object() || root.get_object().size() != 1 ||
-      !root.get_object().contains("pairs") || !root.get_object().at("pairs").is_array()) {
+  if (!root.is_object() || root.get_object().size() != 1 || !root.get_object().contains("pairs") ||
+      !root.get_object().at("pairs").is_array()) {
     throw InvalidArgument("iwn policy: expected {\"pairs\":[...]}");
   }
   static const std::set<std::string, std::less<>> kFields = {
-      "km_id",        "partner_km_id",  "partner_qkdn_id", "allowed_saes",
-      "max_keys_per_transfer", "max_keys_per_s", "max_in_flight"};
+      "km_id",          "partner_km_id", "partner_qkdn_id", "allowed_saes", "max_keys_per_transfer",
+      "max_keys_per_s", "max_in_flight"};
   std::vector<IwnPolicyPair> out;
   std::set<std::string> kms;
   const auto& arr = root.get_object().at("pairs").get_array();

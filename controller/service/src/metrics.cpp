@@ -247,7 +247,8 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
     }
     s.iwn_transfer_keys.Add({{"role", std::string(role)}});
   }
-  for (std::string_view d : {"accepted", "refused"}) s.iwn_decisions.Add({{"decision", std::string(d)}});
+  for (std::string_view d : {"accepted", "refused"})
+    s.iwn_decisions.Add({{"decision", std::string(d)}});
   for (auto q : kAdmissionQueues) {
     s.admission_gauges.emplace(std::string(q), &s.ck_admission.Add({{"queue", std::string(q)}}));
   }

@@ -353,8 +353,8 @@ struct IwnTransferRequest {
   std::string application_source_id;       ///< the SAE that asked for the keys (this QKDN)
   std::string application_destination_id;  ///< the SAE of the partner's QKDN
   std::int64_t number_of_keys = 0;
-  std::int64_t key_size = 0;          ///< bits per key
-  std::vector<std::string> key_ids;   ///< the ETSI key_IDs, number_of_keys of them
+  std::int64_t key_size = 0;                        ///< bits per key
+  std::vector<std::string> key_ids;                 ///< the ETSI key_IDs, number_of_keys of them
   std::optional<std::string> key_relay_request_id;  ///< the relay that brought them, if any
   Extension extension;
   bool operator==(const IwnTransferRequest&) const = default;

@@ -20,10 +20,10 @@ struct IwnPolicyPair {
   std::string km_id;          ///< the IWN KM of this QKDN
   std::string partner_km_id;  ///< its partner KM in the other QKDN
   std::string partner_qkdn_id;
-  std::vector<std::string> allowed_saes;     ///< SAEs of the partner QKDN keys may go to
+  std::vector<std::string> allowed_saes;  ///< SAEs of the partner QKDN keys may go to
   std::int64_t max_keys_per_transfer = 1024;
-  double max_keys_per_s = 0;                 ///< key rate share of the IWN; 0 = unbounded
-  std::size_t max_in_flight = 16;            ///< transfers decided and not yet reported
+  double max_keys_per_s = 0;       ///< key rate share of the IWN; 0 = unbounded
+  std::size_t max_in_flight = 16;  ///< transfers decided and not yet reported
 };
 
 /// Reads the --iwn-policy document {"pairs":[{km_id, partner_km_id, partner_qkdn_id,

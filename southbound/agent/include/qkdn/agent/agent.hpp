@@ -23,13 +23,13 @@ namespace qkdn::agent {
 /// QKD link between them): docs/kxi.md. A pair with `partner_endpoint` sends keys whose slave
 /// SAE is one of `remote_saes`; a pair with `listen_port` receives keys for its KM's SAEs.
 struct IwnPair {
-  std::string km_id;            ///< the hosted KM
-  std::string partner_km_id;    ///< the partner KM (its certificate's urn:qkdn:km:<id>)
-  std::string partner_qkdn_id;  ///< the partner's QKDN (metadata, logs)
-  std::string partner_ca;       ///< CA (PEM) verifying the partner's certificate
-  std::string partner_endpoint;             ///< "host:port" of the partner's Kxi' listener
-  std::vector<std::string> remote_saes;     ///< SAEs reached through the partner
-  std::string listen_host = "127.0.0.1";    ///< this KM's Kxi' listener
+  std::string km_id;                      ///< the hosted KM
+  std::string partner_km_id;              ///< the partner KM (its certificate's urn:qkdn:km:<id>)
+  std::string partner_qkdn_id;            ///< the partner's QKDN (metadata, logs)
+  std::string partner_ca;                 ///< CA (PEM) verifying the partner's certificate
+  std::string partner_endpoint;           ///< "host:port" of the partner's Kxi' listener
+  std::vector<std::string> remote_saes;   ///< SAEs reached through the partner
+  std::string listen_host = "127.0.0.1";  ///< this KM's Kxi' listener
   std::optional<std::uint16_t> listen_port;  ///< nullopt = does not receive; 0 = automatic
 };
 
