@@ -38,7 +38,7 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
-constexpr std::size_t kHeaderLimit = 8 * 1024;
+constexpr std::size_t kHeaderLimit = std::size_t{8} * 1024;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 // ---- configuration --------------------------------------------------------------------------
@@ -76,7 +76,11 @@ std::pair<std::string, std::uint16_t> host_port(const std::string& text, const s
   int port = 0;
   for (char c : text.substr(colon + 1)) {
     if (c < '0' || c > '9' || port > 65535) {
-      throw InvalidArgument(where + ": bad port in '" + text + "'");
+      std::string why = where;
+      why += ": bad port in '";
+      why += text;
+      why += "'";
+      throw InvalidArgument(why);
     }
     port = port * 10 + (c - '0');
   }

@@ -186,7 +186,7 @@ std::variant<TransferRequest, Answer> parse_request(std::string initiator_sae,
                   {{"body", "at most " + std::to_string(kMaxBodyBytes) + " bytes"}}};
   }
   // The tree holds the base64 key text: it lives in key memory, wiped when `arena` goes.
-  KeyArena arena(body.size() * 3 + 64 * 1024);
+  KeyArena arena(body.size() * 3 + std::size_t{64} * 1024);
   json::value root;
   {
     boost::system::error_code ec;

@@ -34,7 +34,7 @@ inline constexpr std::size_t kMaxExtensionBytes = 4096;
 /// Items of `extension_optional` at most.
 inline constexpr std::size_t kMaxExtensionItems = 16;
 /// An answer body at most (the sender reads no more).
-inline constexpr std::size_t kMaxResponseBytes = 16 * 1024;
+inline constexpr std::size_t kMaxResponseBytes = std::size_t{16} * 1024;
 
 /// What the receiving KM accepts (key sizes in bits, a multiple of 8).
 struct Limits {

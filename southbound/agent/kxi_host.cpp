@@ -123,7 +123,12 @@ bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFilin
         } else {
           ++self->iwn_stats_.sent_failed;
           std::string why = out.message;
-          for (const auto& [name, text] : out.details) why += "; " + name + ": " + text;
+          for (const auto& [name, text] : out.details) {
+            why += "; ";
+            why += name;
+            why += ": ";
+            why += text;
+          }
           response = "NG: peer_unreachable: kxi transfer to " + p.partner_km_id +
                      (out.status != 0 ? " answered " + std::to_string(out.status) : "") + ": " +
                      why;
