@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "qkdn/net/listener.hpp"
 #include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
+#include "qkdn/service/iwn_transfers.hpp"
 #include "qkdn/southbound/topology_json.hpp"
 
 namespace {
@@ -72,6 +74,7 @@ struct Args {
   std::string port_file;
   std::string api_port_file;
   qkdn::ha::HaArgs ha;
+  std::string iwn_policy_file;  ///< --iwn-policy: interworking transfer policy (docs/kxi.md)
 };
 
 // Counts (connections, commands, threads) are positive and below this.
@@ -210,6 +213,11 @@ qkdn::base::ArgParser make_parser(Args& a) {
               "even if the wall clock went back (without it and without a store the epoch is the "
               "wall clock in ms at start; docs/RELIABILITY.md)",
               text(o.epoch_file))
+      .option("iwn-policy", "PATH",
+              "interworking-node policy {\"pairs\":[{km_id, partner_km_id, partner_qkdn_id, "
+              "allowed_saes, max_keys_per_transfer, max_keys_per_s, max_in_flight}]}: which Kxi' "
+              "key transfers this controller allows its IWN KMs (docs/kxi.md)",
+              text(a.iwn_policy_file))
       .section("Store (PostgreSQL; without it everything lives in memory and is lost at exit)")
       .option("store-dsn", "DSN",
               "libpq connection string or URI; the schema is migrated at start, an unreachable "
@@ -301,6 +309,10 @@ void check_args(Args& a) {
   if (o.insecure_ck &&
       (!o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty())) {
     throw qkdn::InvalidArgument("--insecure-ck and --tls-* are mutually exclusive");
+  }
+  if (!a.iwn_policy_file.empty() && a.ha.enabled) {
+    throw qkdn::InvalidArgument(
+        "--iwn-policy and --ha together are not supported yet (docs/high-availability.md)");
   }
   if (a.cxi && a.ha.enabled) {
     throw qkdn::InvalidArgument(
@@ -445,7 +457,17 @@ int main(int argc, char** argv) {
     // The store is main's choice: the service opens what it is given.
     if (!args.store_dsn.empty()) args.options.store = qkdn::db::pg_store_factory(args.store_dsn);
     qkdn::service::ControllerService service(args.options);
-    service.set_command_handler(qkdn::service::make_key_supply_handler());
+    std::vector<qkdn::service::IwnPolicyPair> iwn_policy;
+    if (!args.iwn_policy_file.empty()) {
+      std::ifstream in(args.iwn_policy_file);
+      if (!in)
+        throw qkdn::InvalidArgument("--iwn-policy '" + args.iwn_policy_file + "': cannot be read");
+      const std::string text((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+      iwn_policy = qkdn::service::parse_iwn_policy(text);
+    }
+    service.set_command_handler(qkdn::service::make_iwn_transfer_handler(
+        qkdn::service::make_key_supply_handler(), std::move(iwn_policy)));
     std::shared_ptr<qkdn::interworking_wiring::Wiring> cxi;
     if (args.cxi) {
       args.cxi_options.tls = args.options.tls;

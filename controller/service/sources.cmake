@@ -5,6 +5,7 @@ add_library(qkdn_service STATIC
   ${CMAKE_CURRENT_LIST_DIR}/src/controller_service.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/core_wiring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/epoch.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/iwn_transfers.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/key_supply.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/leadership.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/persistence.cpp

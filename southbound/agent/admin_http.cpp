@@ -121,7 +121,15 @@ asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
                                  {"controller_epoch", km.controller_epoch},
                                  {"registrations", km.registrations},
                                  {"busy_refusals", km.busy_refusals},
-                                 {"links", std::move(links)}});
+                                 {"links", std::move(links)},
+                                 {"supplied_keys", km.supplied_keys},
+                                 {"iwn", json::object{{"sent_attempts", km.iwn.sent_attempts},
+                                                      {"sent_ok", km.iwn.sent_ok},
+                                                      {"sent_failed", km.iwn.sent_failed},
+                                                      {"keys_sent", km.iwn.keys_sent},
+                                                      {"received_ok", km.iwn.received_ok},
+                                                      {"received_refused", km.iwn.received_refused},
+                                                      {"keys_received", km.iwn.keys_received}}}});
     }
     co_return ok(json::object{{"kms", std::move(kms)}});
   }

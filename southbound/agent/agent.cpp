@@ -10,6 +10,7 @@
 #include "admin_http.hpp"
 #include "etsi_server.hpp"
 #include "km_host.hpp"
+#include "kxi.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/listener.hpp"
 
@@ -102,6 +103,17 @@ Agent::Agent(net::io_context& io, AgentConfig config) {
           core->spawn(ex, std::move(work), std::move(what));
         });
   }
+  for (const auto& pair : cfg.iwn_pairs) {  // Kxi' listeners of receiving IWN KMs (kxi.hpp)
+    if (!pair.listen_port) continue;
+    kxi::Limits limits;
+    limits.max_key_bits = cfg.sae_max_key_size;
+    AgentCore* core = core_.get();
+    kxi_.push_back(std::make_unique<KxiServer>(
+        io, *core_, pair, cfg.tls_cert_dir, limits,
+        [core](const net::any_io_executor& ex, net::awaitable<void> work, std::string what) {
+          core->spawn(ex, std::move(work), std::move(what));
+        }));
+  }
 }
 
 Agent::~Agent() = default;
@@ -116,9 +128,14 @@ void Agent::start() {
     etsi_->bind();
     etsi_->start();
   }
+  for (auto& k : kxi_) {
+    k->bind();
+    k->start();
+  }
 }
 
 void Agent::stop() {
+  for (auto& k : kxi_) k->stop();
   if (etsi_) etsi_->stop();
   if (admin_) admin_->stop();
   core_->stop();
@@ -129,6 +146,12 @@ bool Agent::wait_stopped(std::chrono::milliseconds timeout) { return core_->wait
 std::uint16_t Agent::admin_port() const { return admin_ ? admin_->port() : 0; }
 
 std::uint16_t Agent::etsi_port() const { return etsi_ ? etsi_->port() : 0; }
+
+std::vector<std::pair<std::string, std::uint16_t>> Agent::kxi_ports() const {
+  std::vector<std::pair<std::string, std::uint16_t>> out;
+  for (const auto& k : kxi_) out.emplace_back(k->pair().km_id, k->port());
+  return out;
+}
 
 std::string Agent::kma_endpoint(const std::string& km_id) const {
   return core_->local_endpoint(km_id).value_or("");

@@ -538,6 +538,12 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
       return answer("OK");
     }
     if (relay.sae) {  // an SAE request: filed for the slave SAE
+      // An SAE of the IWN partner's QKDN: acknowledged once the partner stored them (kxi_host).
+      if (iwn_forward(d.keys, *relay.sae, [session, rid](const std::string& r) {
+            session->send(relay_ack_frame(rid, r));
+          })) {
+        return;
+      }
       file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae, relay.sae->slave_sae);
       log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
                                     relay.source_kma_id + " for SAE " + relay.sae->slave_sae);

@@ -1252,6 +1252,8 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
   s.controller_epoch = controller_epoch_;
   s.registrations = registrations_;
   s.busy_refusals = busy_refusals_;
+  s.supplied_keys = static_cast<std::int64_t>(supplied_.size());
+  s.iwn = iwn_stats_;
   for (const auto& l : links_) {
     LinkSnapshot ls;
     ls.link_id = l->link_id;
@@ -1323,6 +1325,7 @@ AgentCore::AgentCore(net::io_context& io, AgentConfig config)
     if (auto it = by_id_.find(a.km_id); it != by_id_.end()) by_sae_[a.sae_id] = it->second;
     sae_ids_.push_back(a.sae_id);
   }
+  init_iwn();  // kxi_host.cpp
 }
 
 AgentCore::~AgentCore() = default;

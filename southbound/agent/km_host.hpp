@@ -26,7 +26,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
+#include "kma_messages.hpp"
 #include "kma_wire.hpp"
+#include "kxi.hpp"
 #include "qkdn/agent/agent.hpp"
 #include "qkdn/agent/key_store.hpp"
 #include "qkdn/controller/clock.hpp"
@@ -169,6 +171,12 @@ class KmHost {
   /// Test hook: keys_relayed reported so far for a relay instruction (-1: unknown instruction).
   net::awaitable<std::int64_t> instruction_keys_relayed(std::string instruction_id);
 
+  // Interworking node (kxi_host.cpp, docs/kxi.md): run on the strand.
+  /// Files the keys of a Kxi' transfer from the IWN partner for this KM's target SAE, or says
+  /// why not (the HTTP status and message_data of the answer).
+  net::awaitable<kxi::Answer> kxi_receive(std::string partner_km, kxi::TransferRequest request);
+  net::awaitable<IwnStats> iwn_stats();
+
  private:
   friend class KmaSession;
 
@@ -232,6 +240,19 @@ class KmHost {
   /// KMA Discard from the peer: its copies of these keys are gone, ours go too.
   void on_discard_frame(LinkEnd& link, const std::string& payload);
   void finish_source_relay(const std::string& request_id, const std::string& response);
+  /// Keys arriving for an SAE of the IWN partner's QKDN (kxi_host.cpp): when `sae.slave_sae` is
+  /// one of this KM's IWN remote SAEs, transfers them to the partner over Kxi' and calls
+  /// `answer` ("OK" or "NG: ...") once the partner stored them or the transfer failed; the keys
+  /// are never filed here. False (nothing done) for any other SAE.
+  bool iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFiling& sae,
+                   std::function<void(const std::string&)> answer);
+  /// Asks the controller whether to transfer (0x14F0 -> 0x41F1): "" when it said OK for exactly
+  /// these keys and this IWN's partner, else the "NG: ..." reason.
+  net::awaitable<std::string> iwn_decision(southbound::ck::IwnTransferRequest request,
+                                           std::chrono::milliseconds timeout);
+  /// Reports a finished transfer to the controller (0x14F2): metadata only.
+  void iwn_report(const southbound::ck::IwnTransferRequest& what, const std::string& role,
+                  const std::string& response, const std::string& disposition);
   void expire_key_supply(SteadyTime now);
   /// The link end to `peer` (`link_id` when given and non-empty); nullptr when none.
   LinkEnd* hop_link(const std::string& peer, const std::optional<std::string>& link_id);
@@ -439,10 +460,16 @@ class KmHost {
   net::steady_timer ck_timer_;
   net::steady_timer beat_timer_;
   net::steady_timer tick_timer_;
+  IwnStats iwn_stats_;  ///< Kxi' transfers of this KM (kxi_host.cpp)
 };
 
+/// The ETSI keys made of `units` (256 bits each, in order), as handed to SAEs: ceil(bits/256)
+/// units per key, truncated to bits/8 bytes, key_IDs derived from the SAE pair (sae_supply.cpp).
+std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                                const std::string& master_sae, const std::string& slave_sae);
+
 /// Everything shared by the hosted KMs. Immutable after start() except through the strands.
-class AgentCore : public SaeKeyService {
+class AgentCore : public SaeKeyService, public KxiReceiver {
  public:
   AgentCore(net::io_context& io, AgentConfig config);
   ~AgentCore() override;
@@ -485,7 +512,22 @@ class AgentCore : public SaeKeyService {
   net::awaitable<SaeResult> dec_keys(std::string slave_sae, std::string master_sae,
                                      std::vector<std::string> key_ids) override;
 
+  // Interworking node (kxi_host.cpp).
+  struct IwnState {
+    IwnPair pair;
+    std::unique_ptr<net::ssl::context> client_tls;  ///< set when the pair sends
+  };
+  /// The IWN pair of a hosted KM; nullptr when it has none.
+  [[nodiscard]] const IwnState* iwn(const std::string& km_id) const;
+  /// KxiReceiver: routed to the hosted KM's strand.
+  net::awaitable<kxi::Answer> receive_transfer(std::string km_id, std::string partner_km,
+                                               kxi::TransferRequest request) override;
+
  private:
+  /// Builds iwn_ from config_.iwn_pairs (throws InvalidArgument) and withdraws the pairs'
+  /// remote SAEs from by_sae_ (they are not served here).
+  void init_iwn();
+  std::map<std::string, IwnState> iwn_;
   net::io_context& io_;
   AgentConfig config_;
   std::vector<std::unique_ptr<KmHost>> hosts_;

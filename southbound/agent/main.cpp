@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
     agent->start();
     write_port_file(cl.admin_port_file, agent->admin_port(), "--admin-port-file");
     write_port_file(cl.etsi_port_file, agent->etsi_port(), "--etsi-port-file");
+    for (const auto& [km, port] : agent->kxi_ports()) {
+      write_port_file(cl.kxi_port_file, port, "--kxi-port-file");
+      std::cout << "kxi " << km << " listening on port " << port << "\n";
+    }
   } catch (const std::exception& e) {
     qkdn::base::log(qkdn::base::LogLevel::kError, "main", e.what());
     return 1;

@@ -1,10 +1,13 @@
 #include "qkdn/agent/options.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 
 #include <boost/asio/ip/address.hpp>
 
+#include "kxi.hpp"
 #include "qkdn/base/args.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/listener.hpp"
@@ -185,6 +188,19 @@ base::ArgParser make_parser(CommandLine& cl, Given& g) {
             [&cfg](bool on) { cfg.etsi_insecure = on; })
       .option("etsi-port-file", "FILE", "write the bound ETSI port to FILE",
               text(cl.etsi_port_file))
+      .section("Interworking node: Kxi' key transfer to a partner KM of another QKDN (docs/kxi.md)")
+      .option("iwn-config", "FILE",
+              "IWN pairs {\"pairs\":[{km_id, partner_km_id, partner_qkdn_id, partner_ca, "
+              "partner_endpoint, remote_saes, listen}]}: keys for remote_saes go to the partner "
+              "over HTTPS ext_keys (ETSI GS QKD 020), a pair with listen receives",
+              text(cl.iwn_config))
+      .option("kxi-port-file", "FILE", "write the bound Kxi' port (one receiving pair) to FILE",
+              text(cl.kxi_port_file))
+      .option("kxi-timeout-ms", "N", "one Kxi' transfer, connect to answer (5000)",
+              [&cfg](V v) {
+                cfg.kxi_timeout =
+                    std::chrono::milliseconds(parse_int("--kxi-timeout-ms", v, 1, 60'000));
+              })
       .option(
           "sae-key-size", "BITS", "key size when a request names none (256)",
           [&cfg](V v) { cfg.sae_default_key_size = parse_int("--sae-key-size", v, 8, 1 << 20); })
@@ -322,6 +338,17 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   }
   if (!cl.admin_port_file.empty() && !cfg.admin_port) {
     throw InvalidArgument("--admin-port-file needs --admin-listen");
+  }
+  if (!cl.iwn_config.empty()) {
+    std::ifstream in(cl.iwn_config);
+    if (!in) throw InvalidArgument("--iwn-config '" + cl.iwn_config + "': cannot be read");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    cfg.iwn_pairs = parse_iwn_config(text);
+  }
+  if (!cl.kxi_port_file.empty() &&
+      std::count_if(cfg.iwn_pairs.begin(), cfg.iwn_pairs.end(),
+                    [](const IwnPair& p) { return p.listen_port.has_value(); }) != 1) {
+    throw InvalidArgument("--kxi-port-file needs exactly one IWN pair with listen");
   }
   cfg.topology = southbound::load_topology_file(g.topology_path);
   if (g.all) {

@@ -116,9 +116,11 @@ struct SaeSlot {
 
 std::int64_t units_per_key(std::int64_t key_bits) { return (key_bits + kKeyBits - 1) / kKeyBits; }
 
+}  // namespace
+
 /// The ETSI keys made of `units` (256 bits each, in order): ceil(bits/256) units per key,
 /// truncated to bits/8 bytes; the key_ID is derived from the first unit's ID and the SAE pair
-/// (sae_key_id.hpp). Both ends use this rule.
+/// (sae_key_id.hpp). Both ends use this rule (and the IWN, kxi_host.cpp).
 std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t key_bits,
                                 const std::string& master_sae, const std::string& slave_sae) {
   // Callers pass a size read and checked where it entered (ETSI request, kma_messages.cpp);
@@ -142,6 +144,8 @@ std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t
   }
   return out;
 }
+
+namespace {
 
 std::string supply_ack(const std::string& id, const std::string& response) {
   json::object o{{"supply_id", id}, {"response", response}};
@@ -272,6 +276,11 @@ void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& s
   auto keys = link.store.take(s->key_ids, false);
   if (!keys) return answer("NG: unknown_key: link keys not available at " + km_id_);
   link.keys_consumed += static_cast<std::int64_t>(keys->size());
+  // An SAE of the IWN partner's QKDN: acknowledged once the partner stored the keys (kxi_host).
+  if (iwn_forward(*keys, s->sae,
+                  [session, id](const std::string& r) { session->send(supply_ack(id, r)); })) {
+    return;
+  }
   file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae);
   answer("OK");
 }
@@ -562,6 +571,7 @@ net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::strin
   }
   if (!unknown.empty() || !duplicate.empty()) {
     std::vector<std::string> details;
+    details.reserve(unknown.size() + duplicate.size());
     for (const auto& id : unknown) details.push_back("key_ID " + id + " not found");
     for (const auto& id : duplicate) details.push_back("duplicate key_ID " + id);
     co_return fail(400, "one or more keys specified are not found on KME", std::move(details));

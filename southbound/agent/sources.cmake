@@ -15,6 +15,9 @@ add_library(qkdn_agent STATIC
   agent/sae_supply.cpp
   agent/etsi_request.cpp
   agent/etsi_server.cpp
+  agent/kxi_codec.cpp
+  agent/kxi.cpp
+  agent/kxi_host.cpp
 )
 target_include_directories(qkdn_agent PUBLIC agent/include PRIVATE agent)
 target_link_libraries(qkdn_agent

@@ -113,6 +113,10 @@ inline constexpr OneOf kSeverity{kSeverities, "expected critical, major, minor o
 inline constexpr OneOf kErrorCode{kErrorCodes, "not an error code of clause 3"};
 inline constexpr std::array<std::string_view, 2> kDispositions = {"release", "discard"};
 inline constexpr OneOf kDisposition{kDispositions, "expected \"release\" or \"discard\""};
+inline constexpr std::array<std::string_view, 2> kIwnRoles = {"sender", "receiver"};
+inline constexpr OneOf kIwnRole{kIwnRoles, "expected \"sender\" or \"receiver\""};
+inline constexpr std::array<std::string_view, 2> kIwnDispositions = {"stored", "deleted"};
+inline constexpr OneOf kIwnDisposition{kIwnDispositions, "expected \"stored\" or \"deleted\""};
 
 // ---- rules over several fields -----------------------------------------------------------------
 
@@ -534,6 +538,57 @@ struct Spec<KeyReleaseResponse> {
       Field{"response", &M::response, ResponseText{}},
       Field{"released", &M::released, kNonNegativeInt},
       Field{"discarded", &M::discarded, kNonNegativeInt},
+  };
+};
+
+template <>
+struct Spec<IwnTransferRequest> {
+  using M = IwnTransferRequest;
+  static constexpr auto fields = std::tuple{
+      Field{"transfer_id", &M::transfer_id, Uuid{}},
+      Field{"kma_id", &M::kma_id, Id{}},
+      Field{"partner_kma_id", &M::partner_kma_id, Id{}},
+      Field{"partner_qkdn_id", &M::partner_qkdn_id, Id{}},
+      Field{"application_source_id", &M::application_source_id, Id{}},
+      Field{"application_destination_id", &M::application_destination_id, Id{}},
+      Field{"number_of_keys", &M::number_of_keys, kCount},
+      Field{"key_size", &M::key_size, kKeySize},
+      Field{"key_ids", &M::key_ids, NonEmpty<Uuid>{}},
+      Field{"key_relay_request_id", &M::key_relay_request_id, Uuid{}},
+      ExtensionField{&M::extension},
+  };
+};
+
+template <>
+struct Spec<IwnTransferInstruction> {
+  using M = IwnTransferInstruction;
+  static constexpr auto fields = std::tuple{
+      Field{"transfer_id", &M::transfer_id, Uuid{}},
+      Field{"response", &M::response, ResponseText{}},
+      Field{"partner_kma_id", &M::partner_kma_id, Id{}},
+      Field{"key_ids", &M::key_ids, NonEmpty<Uuid>{}},
+      ExtensionField{&M::extension},
+      Field{"controller_epoch", &M::controller_epoch, kEpoch},
+  };
+};
+
+template <>
+struct Spec<IwnTransferReport> {
+  using M = IwnTransferReport;
+  static constexpr auto fields = std::tuple{
+      Field{"transfer_id", &M::transfer_id, Uuid{}},
+      Field{"kma_id", &M::kma_id, Id{}},
+      Field{"role", &M::role, kIwnRole},
+      Field{"partner_kma_id", &M::partner_kma_id, Id{}},
+      Field{"partner_qkdn_id", &M::partner_qkdn_id, Id{}},
+      Field{"application_source_id", &M::application_source_id, Id{}},
+      Field{"application_destination_id", &M::application_destination_id, Id{}},
+      Field{"number_of_keys", &M::number_of_keys, kCount},
+      Field{"key_size", &M::key_size, kKeySize},
+      Field{"key_ids", &M::key_ids, NonEmpty<Uuid>{}},
+      Field{"response", &M::response, ResponseText{}},
+      Field{"disposition", &M::disposition, kIwnDisposition},
+      ExtensionField{&M::extension},
   };
 };
 

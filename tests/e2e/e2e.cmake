@@ -127,3 +127,8 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
   set_tests_properties(e2e_interworking_cxi PROPERTIES ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_CTL=$<TARGET_FILE:qkdnctl>")
 endif()
+# Interworking through an IWN (issue 16): Kxi' key transfer (ETSI GS QKD 020 ext_keys) between
+# two QKDNs, each with its own PKI, controller and agent.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_interworking_iwn test_interworking_iwn.py)
+endif()

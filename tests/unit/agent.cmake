@@ -42,3 +42,11 @@ target_compile_definitions(unit_agent_options PRIVATE
   QKDN_TEST_TOPOLOGY="${CMAKE_SOURCE_DIR}/tests/data/topologies/tokyo-qkd.json")
 target_link_libraries(unit_agent_options PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_agent_options TEST_PREFIX "unit_agent_options." PROPERTIES LABELS unit)
+
+# Kxi' key transfer codec (kxi_codec.cpp, ETSI GS QKD 020 ext_keys) and IWN configuration.
+add_executable(unit_agent_kxi
+  ${CMAKE_CURRENT_LIST_DIR}/agent_kxi_test.cpp
+)
+target_include_directories(unit_agent_kxi PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)
+target_link_libraries(unit_agent_kxi PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_agent_kxi TEST_PREFIX "unit_agent_kxi." PROPERTIES LABELS unit)

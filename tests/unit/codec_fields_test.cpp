@@ -44,7 +44,9 @@ enum class Kind {
   kAlarm,
   kSeverity,
   kErrorCode,
-  kDisposition,  // "release" | "discard" (0x41EA)
+  kDisposition,     // "release" | "discard" (0x41EA)
+  kIwnRole,         // "sender" | "receiver" (0x14F2)
+  kIwnDisposition,  // "stored" | "deleted" (0x14F2)
 };
 
 struct Field {
@@ -223,6 +225,37 @@ std::vector<Field> fields_of(std::uint16_t command) {
               {"response", true, K::kResponse},
               {"released", false, K::kNonNegInt},
               {"discarded", false, K::kNonNegInt}};
+    case 0x14F0:  // Interworking transfer request [project]
+      return {
+          {"transfer_id", true, K::kUuid},           {"kma_id", true, K::kId},
+          {"partner_kma_id", true, K::kId},          {"partner_qkdn_id", false, K::kId},
+          {"application_source_id", true, K::kId},   {"application_destination_id", true, K::kId},
+          {"number_of_keys", true, K::kCount},       {"key_size", true, K::kKeySize},
+          {"key_ids", true, K::kUuidArrayNonEmpty},  {"key_ids/1", false, K::kUuid},
+          {"key_relay_request_id", false, K::kUuid}, ext};
+    case 0x41F1:  // Interworking transfer instruction [project]
+      return {{"transfer_id", true, K::kUuid},
+              {"response", true, K::kResponse},
+              {"partner_kma_id", false, K::kId},
+              {"key_ids", false, K::kUuidArrayNonEmpty},
+              {"key_ids/0", false, K::kUuid},
+              ext,
+              epoch};
+    case 0x14F2:  // Interworking transfer report [project]
+      return {{"transfer_id", true, K::kUuid},
+              {"kma_id", true, K::kId},
+              {"role", true, K::kIwnRole},
+              {"partner_kma_id", true, K::kId},
+              {"partner_qkdn_id", false, K::kId},
+              {"application_source_id", true, K::kId},
+              {"application_destination_id", true, K::kId},
+              {"number_of_keys", true, K::kCount},
+              {"key_size", true, K::kKeySize},
+              {"key_ids", false, K::kUuidArrayNonEmpty},
+              {"key_ids/0", false, K::kUuid},
+              {"response", true, K::kResponse},
+              {"disposition", true, K::kIwnDisposition},
+              ext};
     case 0x14E7:  // Applications update
       return {{"kma_id", true, K::kId},
               {"attached", false, K::kIdArray},
@@ -256,6 +289,8 @@ bool is_string_kind(Kind k) {
     case Kind::kSeverity:
     case Kind::kErrorCode:
     case Kind::kDisposition:
+    case Kind::kIwnRole:
+    case Kind::kIwnDisposition:
       return true;
     default:
       return false;
@@ -363,6 +398,10 @@ std::vector<std::string> invalid_values(Kind k) {
       return {"\"oops\"", "\"\"", "\"BAD_REQUEST\""};
     case Kind::kDisposition:
       return {"\"Release\"", "\"\"", "\"keep\""};
+    case Kind::kIwnRole:
+      return {"\"Sender\"", "\"\"", "\"relay\""};
+    case Kind::kIwnDisposition:
+      return {"\"Stored\"", "\"\"", "\"kept\""};
     default:
       return {};
   }
@@ -413,6 +452,10 @@ std::vector<std::string> edge_values(Kind k) {
       return {"\"critical\"", "\"minor\"", "\"cleared\""};
     case Kind::kDisposition:
       return {"\"release\""};
+    case Kind::kIwnRole:
+      return {"\"receiver\""};
+    case Kind::kIwnDisposition:
+      return {"\"deleted\""};
     case Kind::kErrorCode:
       return {"\"unknown_command\"", "\"unsupported_version\"",
               "\"unknown_kma\"",     "\"unknown_application\"",

@@ -362,6 +362,9 @@ const CommandRow kCommandTable[] = {
     {0x14EB, "key_release_response", Direction::kKmToController, std::nullopt},
     {0x14EF, "error", Direction::kKmToController, std::nullopt},
     {0x41EF, "error", Direction::kControllerToKm, std::nullopt},
+    {0x14F0, "iwn_transfer_request", Direction::kKmToController, 0x41F1},
+    {0x41F1, "iwn_transfer_instruction", Direction::kControllerToKm, std::nullopt},
+    {0x14F2, "iwn_transfer_report", Direction::kKmToController, std::nullopt},
 };
 
 // Names, directions and response pairs for every known code.
@@ -388,7 +391,7 @@ TEST(CkCommands, TableMatchesClause4) {
       EXPECT_EQ(command_name(code), "unknown");
     }
   }
-  EXPECT_EQ(known, 26);
+  EXPECT_EQ(known, 29);
   EXPECT_FALSE(direction_of(0x1501));
   EXPECT_FALSE(direction_of(0x0014));
   EXPECT_EQ(direction_of(0x14FF), Direction::kKmToController);

@@ -97,6 +97,22 @@ inline std::vector<Sample> all_samples() {
                    R"(],"disposition":"discard",)" + ext + R"(,"controller_epoch":3})"},
       {0x14EB,
        R"({"key_relay_request_id":)" + u1 + R"(,"response":"OK","released":1,"discarded":2})"},
+      {0x14F0,
+       R"({"transfer_id":)" + u1 +
+           R"(,"kma_id":"IWN-A","partner_kma_id":"IWN-B",)"
+           R"("partner_qkdn_id":"QKDN-B","application_source_id":"SAE-A",)"
+           R"("application_destination_id":"SAE-B","number_of_keys":2,"key_size":256,"key_ids":[)" +
+           u2 + "," + u3 + R"(],"key_relay_request_id":)" + u1 + "," + ext + "}"},
+      {0x41F1, R"({"transfer_id":)" + u1 +
+                   R"(,"response":"OK","partner_kma_id":"IWN-B",)"
+                   R"("key_ids":[)" +
+                   u2 + "," + u3 + "]," + ext + R"(,"controller_epoch":3})"},
+      {0x14F2,
+       R"({"transfer_id":)" + u1 +
+           R"(,"kma_id":"IWN-A","role":"sender","partner_kma_id":"IWN-B",)"
+           R"("partner_qkdn_id":"QKDN-B","application_source_id":"SAE-A",)"
+           R"("application_destination_id":"SAE-B","number_of_keys":2,"key_size":256,"key_ids":[)" +
+           u2 + "," + u3 + R"(],"response":"OK","disposition":"deleted",)" + ext + "}"},
       {0x14EF, R"({"error":"bad_request","message":"links: expected array","message_id":42})"},
       {0x41EF, R"({"error":"not_registered","message":"register first","message_id":1})"},
   };

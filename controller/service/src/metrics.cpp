@@ -223,6 +223,16 @@ struct Metrics::State {
       counter("qkdn_route_trust_refusals_total",
               "Key relays refused because no route met the trust constraints")
           .Add({});
+  pm::Family<pm::Counter>& iwn_transfers =
+      counter("qkdn_interworking_transfers_total",
+              "Key transfers through an interworking node (Kxi') reported by this QKDN's KMs, "
+              "by role and result");
+  pm::Family<pm::Counter>& iwn_transfer_keys =
+      counter("qkdn_interworking_transfer_keys_total",
+              "Keys of interworking transfers that the partner stored, by role");
+  pm::Family<pm::Counter>& iwn_decisions =
+      counter("qkdn_interworking_transfer_decisions_total",
+              "Interworking transfer requests this controller decided, by decision");
   pm::Family<pm::Counter>& reroutes =
       counter("qkdn_reroutes_total", "Standing routes changed, by reason");
   pm::Family<pm::Gauge>& alarms_active = gauge("qkdn_alarms_active", "Active alarms by severity");
@@ -318,6 +328,14 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
   }
   for (auto r : kCkErrorReasons) s.labelled(s.ck_errors, s.ck_error_by_reason, "reason", r);
   for (auto r : kCkRefusedReasons) s.labelled(s.ck_refused, s.ck_refused_by_reason, "reason", r);
+  for (std::string_view role : {"sender", "receiver"}) {
+    for (std::string_view result : {"ok", "failed", "lost"}) {
+      s.iwn_transfers.Add({{"role", std::string(role)}, {"result", std::string(result)}});
+    }
+    s.iwn_transfer_keys.Add({{"role", std::string(role)}});
+  }
+  for (std::string_view d : {"accepted", "refused"})
+    s.iwn_decisions.Add({{"decision", std::string(d)}});
   for (auto q : kAdmissionQueues) {
     s.admission_gauges.emplace(std::string(q), &s.ck_admission.Add({{"queue", std::string(q)}}));
   }
@@ -365,6 +383,19 @@ void Metrics::relay_intermediates(std::size_t intermediate_kms, std::uint64_t ke
 }
 
 void Metrics::trust_refusal() { state_->trust_refusals.Increment(); }
+
+void Metrics::iwn_transfer(std::string_view role, std::string_view result, std::uint64_t keys) {
+  state_->iwn_transfers.Add({{"role", std::string(role)}, {"result", std::string(result)}})
+      .Increment();
+  if (result == "ok") {
+    state_->iwn_transfer_keys.Add({{"role", std::string(role)}})
+        .Increment(static_cast<double>(keys));
+  }
+}
+
+void Metrics::iwn_transfer_decision(std::string_view decision) {
+  state_->iwn_decisions.Add({{"decision", std::string(decision)}}).Increment();
+}
 
 void Metrics::key_relay(std::string_view result, double seconds) {
   state_->labelled(state_->relays, state_->relay_by_result, "result", result).Increment();

@@ -41,6 +41,9 @@ enum class Command : std::uint16_t {
   kKeyRelease = 0x41EA,
   kKeyReleaseResponse = 0x14EB,
   kErrorFromKm = 0x14EF,
+  kIwnTransferRequest = 0x14F0,
+  kIwnTransferInstruction = 0x41F1,
+  kIwnTransferReport = 0x14F2,
   kErrorFromController = 0x41EF,
 };
 
@@ -339,6 +342,53 @@ struct KeyReleaseResponse {
   std::optional<std::int64_t> discarded;
   bool operator==(const KeyReleaseResponse&) const = default;
 };
+/// 0x14F0 [project] (docs/ck-extensions.md "Interworking key transfer", Y.3818 9.2 1): an
+/// interworking-node KM holds keys for an SAE of another QKDN and asks its controller whether
+/// to transfer them to its IWN partner KM. Metadata only: key IDs, never key bytes.
+struct IwnTransferRequest {
+  std::string transfer_id;  ///< UUID chosen by the KM
+  std::string kma_id;       ///< the asking KM (must be the connection's)
+  std::string partner_kma_id;
+  std::optional<std::string> partner_qkdn_id;
+  std::string application_source_id;       ///< the SAE that asked for the keys (this QKDN)
+  std::string application_destination_id;  ///< the SAE of the partner's QKDN
+  std::int64_t number_of_keys = 0;
+  std::int64_t key_size = 0;                        ///< bits per key
+  std::vector<std::string> key_ids;                 ///< the ETSI key_IDs, number_of_keys of them
+  std::optional<std::string> key_relay_request_id;  ///< the relay that brought them, if any
+  Extension extension;
+  bool operator==(const IwnTransferRequest&) const = default;
+};
+/// 0x41F1 [project]: the controller's decision on a 0x14F0 (same MessageID): "OK" with the
+/// partner and the key IDs to transfer, or "NG: <code>: <text>" (the KM deletes the keys).
+struct IwnTransferInstruction {
+  std::string transfer_id;
+  std::string response;  ///< "OK" | "NG: <reason>"
+  std::optional<std::string> partner_kma_id;
+  std::optional<std::vector<std::string>> key_ids;
+  Extension extension;
+  std::optional<std::int64_t> controller_epoch;  ///< [project] clause 2; >= 0, omitted if absent
+  bool operator==(const IwnTransferInstruction&) const = default;
+};
+/// 0x14F2 [project]: a KM of an IWN reports a finished transfer (Y.3818 9.2 1: "metadata for
+/// transfer key lifecycle management"): the sender after the partner's answer, the receiver
+/// after storing or refusing. No response unless rejected (Error).
+struct IwnTransferReport {
+  std::string transfer_id;
+  std::string kma_id;
+  std::string role;  ///< "sender" | "receiver"
+  std::string partner_kma_id;
+  std::optional<std::string> partner_qkdn_id;
+  std::string application_source_id;
+  std::string application_destination_id;
+  std::int64_t number_of_keys = 0;
+  std::int64_t key_size = 0;
+  std::optional<std::vector<std::string>> key_ids;
+  std::string response;     ///< "OK" | "NG: <reason>"
+  std::string disposition;  ///< "stored" | "deleted": what the KM did with its copy
+  Extension extension;
+  bool operator==(const IwnTransferReport&) const = default;
+};
 /// 0x14EF / 0x41EF. `from_km` selects the code on encode and is set from it on decode.
 struct ErrorMessage {
   std::string error;
@@ -355,7 +405,8 @@ using Message =
                  KeyReservationRequest, KeyReservationResponse, KeyAllocationRequest,
                  KeyAllocationResponse, Register, RegisterResponse, StatusReport, Alarm,
                  RelayInstruction, RelayInstructionResponse, ApplicationsUpdate, Heartbeat,
-                 HeartbeatResponse, KeyRelease, KeyReleaseResponse, ErrorMessage>;
+                 HeartbeatResponse, KeyRelease, KeyReleaseResponse, ErrorMessage,
+                 IwnTransferRequest, IwnTransferInstruction, IwnTransferReport>;
 
 // ---- the command table -----------------------------------------------------------------------
 
@@ -441,6 +492,12 @@ inline constexpr CommandInfo kCommands[] = {
      kMessageIndex<KeyRelease>},
     {Command::kKeyReleaseResponse, "key_release_response", Direction::kKmToController, std::nullopt,
      kMessageIndex<KeyReleaseResponse>},
+    {Command::kIwnTransferRequest, "iwn_transfer_request", Direction::kKmToController,
+     Command::kIwnTransferInstruction, kMessageIndex<IwnTransferRequest>},
+    {Command::kIwnTransferInstruction, "iwn_transfer_instruction", Direction::kControllerToKm,
+     std::nullopt, kMessageIndex<IwnTransferInstruction>},
+    {Command::kIwnTransferReport, "iwn_transfer_report", Direction::kKmToController, std::nullopt,
+     kMessageIndex<IwnTransferReport>},
     {Command::kErrorFromKm, "error", Direction::kKmToController, std::nullopt,
      kMessageIndex<ErrorMessage>},
     {Command::kErrorFromController, "error", Direction::kControllerToKm, std::nullopt,

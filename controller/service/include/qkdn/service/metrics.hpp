@@ -71,6 +71,11 @@ class Metrics {
   void relay_intermediates(std::size_t intermediate_kms, std::uint64_t keys);
   /// qkdn_route_trust_refusals_total: relays refused because no route met the trust constraints.
   void trust_refusal();
+  /// qkdn_interworking_transfers_total{role="sender"|"receiver", result="ok"|"failed"|"lost"}
+  /// and, for "ok", qkdn_interworking_transfer_keys_total{role} += keys (docs/kxi.md).
+  void iwn_transfer(std::string_view role, std::string_view result, std::uint64_t keys);
+  /// qkdn_interworking_transfer_decisions_total{decision="accepted"|"refused"}.
+  void iwn_transfer_decision(std::string_view decision);
   /// qkdn_reroutes_total{reason}.
   void reroute(std::string_view reason);
   /// qkdn_key_reservations_total{result} ("reserved", "allocated", "consumed", "released",

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qkdn/controller/topology.hpp"
@@ -17,6 +18,20 @@ class io_context;
 }
 
 namespace qkdn::agent {
+
+/// One KM of an interworking node (IWN) and its partner KM in another QKDN, joined by Kxi' (no
+/// QKD link between them): docs/kxi.md. A pair with `partner_endpoint` sends keys whose slave
+/// SAE is one of `remote_saes`; a pair with `listen_port` receives keys for its KM's SAEs.
+struct IwnPair {
+  std::string km_id;                      ///< the hosted KM
+  std::string partner_km_id;              ///< the partner KM (its certificate's urn:qkdn:km:<id>)
+  std::string partner_qkdn_id;            ///< the partner's QKDN (metadata, logs)
+  std::string partner_ca;                 ///< CA (PEM) verifying the partner's certificate
+  std::string partner_endpoint;           ///< "host:port" of the partner's Kxi' listener
+  std::vector<std::string> remote_saes;   ///< SAEs reached through the partner
+  std::string listen_host = "127.0.0.1";  ///< this KM's Kxi' listener
+  std::optional<std::uint16_t> listen_port;  ///< nullopt = does not receive; 0 = automatic
+};
 
 /// Everything the agent needs to run; filled by parse_options (options.hpp) or by tests.
 struct AgentConfig {
@@ -88,6 +103,10 @@ struct AgentConfig {
   /// Bytes of keys filed for one SAE and not fetched yet (dec_keys) that an enc_keys between
   /// two SAEs of the same KM may add to; beyond it that call is refused (memory bound).
   std::size_t sae_max_waiting_bytes = 16u << 20;
+
+  // Interworking node (kxi.hpp, docs/kxi.md): Kxi' key transfer to / from a partner KM.
+  std::vector<IwnPair> iwn_pairs;
+  std::chrono::milliseconds kxi_timeout{5'000};  ///< one transfer, connect to answer
 };
 
 /// Run-time changes of an emulated link (any subset).
@@ -123,6 +142,17 @@ struct LinkSnapshot {
   std::int64_t keys_discarded = 0;  ///< dropped by resynchronisation (trim / clear)
 };
 
+/// Kxi' transfers of one hosted KM (docs/kxi.md): counts only, never key material.
+struct IwnStats {
+  std::int64_t sent_attempts = 0;     ///< transfers started to the IWN partner
+  std::int64_t sent_ok = 0;           ///< of which the partner stored
+  std::int64_t sent_failed = 0;       ///< of which failed (refused, unreachable, timeout)
+  std::int64_t keys_sent = 0;         ///< keys of the transfers the partner stored
+  std::int64_t received_ok = 0;       ///< transfers from the partner stored here
+  std::int64_t received_refused = 0;  ///< transfers from the partner refused here
+  std::int64_t keys_received = 0;     ///< keys of the transfers stored here
+};
+
 /// One hosted KM.
 struct KmSnapshot {
   std::string km_id;
@@ -132,11 +162,14 @@ struct KmSnapshot {
   std::uint64_t registrations = 0;    ///< successful registrations so far
   std::uint64_t busy_refusals = 0;    ///< registrations refused with "NG: busy"
   std::vector<LinkSnapshot> links;
+  std::int64_t supplied_keys = 0;  ///< ETSI keys filed here for SAEs, not fetched yet
+  IwnStats iwn;                    ///< Kxi' transfers (interworking node)
 };
 
 class AgentCore;
 class AdminServer;
 class EtsiServer;
+class KxiServer;
 
 /// The agent. Construct, start(), run the io_context on some threads, stop(), join the threads,
 /// destroy. The blocking helpers below must not be called from the io_context's threads.
@@ -162,6 +195,8 @@ class Agent {
   [[nodiscard]] std::uint16_t admin_port() const;
   /// Bound ETSI GS QKD 014 port (0 when disabled).
   [[nodiscard]] std::uint16_t etsi_port() const;
+  /// Bound Kxi' ports by receiving KM (docs/kxi.md).
+  [[nodiscard]] std::vector<std::pair<std::string, std::uint16_t>> kxi_ports() const;
   /// "host:port" of a hosted KM's KMA listener; empty if not hosted.
   [[nodiscard]] std::string kma_endpoint(const std::string& km_id) const;
 
@@ -180,6 +215,7 @@ class Agent {
   std::unique_ptr<AgentCore> core_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<EtsiServer> etsi_;
+  std::vector<std::unique_ptr<KxiServer>> kxi_;
 };
 
 }  // namespace qkdn::agent

@@ -19,6 +19,8 @@ struct CommandLine {
   unsigned threads = 2;
   std::string admin_port_file;  ///< write the bound admin port here (empty = no file)
   std::string etsi_port_file;   ///< write the bound ETSI 014 port here
+  std::string iwn_config;       ///< --iwn-config FILE (read into config.iwn_pairs)
+  std::string kxi_port_file;    ///< write the bound Kxi' port here (one receiving IWN pair)
   AgentConfig config;
 };
 
