@@ -31,12 +31,7 @@ namespace {
 
 using net::ip::tcp;
 
-CoreResult failure(const std::exception& e) {
-  if (const auto* qe = dynamic_cast<const Error*>(&e)) {
-    return {std::string(error_ck_code(qe->code())), qe->what(), {}};
-  }
-  return {std::string(ck::errc::kInternal), e.what(), {}};
-}
+CoreResult failure(const std::exception& e) { return ck::error_of(e); }
 
 }  // namespace
 
@@ -276,10 +271,10 @@ void ControllerService::Impl::queue_status(const std::shared_ptr<Session>& s,
     if (!r || it == registered.end() || it->second.session_id != s->id) return;
     ck::Message m{std::move(*r)};
     auto result = apply_km_message(s->km_id, s->channel->remote_endpoint(), m);
-    if (!result.error.empty()) {
-      send_error(*s, result.error,
+    if (result) {
+      send_error(*s, error_ck_code(*result),
                  command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " +
-                     result.message,
+                     result->what(),
                  report_id);
     }
   });
@@ -387,7 +382,7 @@ net::awaitable<void> ControllerService::Impl::session_ended(std::shared_ptr<Sess
     if (it != registered.end() && it->second.session_id == s->id) {
       registered.erase(it);
       try {
-        network_changed(svc.network_.disconnect_km(s->km_id));
+        svc.facade().report([&](CoreChanges& c) { c.disconnect_km(s->km_id); });
       } catch (const std::exception& e) {
         svc.log("ck: disconnect " + s->km_id + ": " + e.what());
       }
@@ -472,8 +467,8 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
                            std::move(admitted));
       auto hop = qkdn::net::run_on(core, std::move(op));
       auto r = co_await std::move(hop);
-      if (!r.error.empty()) {
-        send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
+      if (r) {
+        send_error(*s, error_ck_code(*r), command_label(code) + ": " + r->what(), frame.message_id);
       }
       co_return;
     }
@@ -535,7 +530,7 @@ void ControllerService::Impl::touch(Session& s) {
   s.last_touch = now;
   net::post(core, [this, km = s.km_id] {
     try {
-      svc.network_.touch_km(km);
+      svc.facade().report([&](CoreChanges& c) { c.touch_km(km); });
     } catch (const std::exception&) {
       // The KM vanished from the topology meanwhile; its session is being closed.
     }
@@ -614,7 +609,9 @@ net::awaitable<southbound::FramedServer::Verdict> ControllerService::Impl::regis
   auto op = core_register(std::move(s), std::move(reg), std::move(pending), message_id);
   auto hop = qkdn::net::run_on(core, std::move(op));
   auto r = co_await std::move(hop);
-  if (!r.error.empty()) co_return southbound::FramedServer::Verdict::refuse(r.error, r.message);
+  if (r) {
+    co_return southbound::FramedServer::Verdict::refuse(std::string(error_ck_code(*r)), r->what());
+  }
   co_return southbound::FramedServer::Verdict::ok();
 }
 
@@ -624,16 +621,15 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
     std::shared_ptr<Session> s, ck::Register reg, southbound::FramedServer::Pending pending,
     std::uint32_t message_id) {
   pending.started();  // no longer waiting; the time from here on is the registration's service
-  if (stopping) co_return CoreResult{std::string(ck::errc::kInternal), "shutting down", {}};
+  if (stopping) co_return ck::error(ck::errc::kInternal, "shutting down");
   // The KM gave up on this connection while the registration waited (closed it, or the
   // registration deadline did): registering it now would only be undone by session_ended.
   if (!s->channel->is_open()) {
-    co_return CoreResult{std::string(ck::errc::kInternal), "connection closed", {}};
+    co_return ck::error(ck::errc::kInternal, "connection closed");
   }
   auto& net = svc.network_;
   if (net.find_km(reg.km_id) == nullptr) {
-    co_return CoreResult{
-        std::string(ck::errc::kUnknownKma), "KM '" + reg.km_id + "' is not in the topology", {}};
+    co_return ck::error(ck::errc::kUnknownKma, "KM '" + reg.km_id + "' is not in the topology");
   }
   controller::Registration r;
   r.km_id = reg.km_id;
@@ -644,7 +640,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   std::vector<std::string> unknown_links;
   std::vector<controller::RefusedClaim> refused;
   try {
-    network_changed_soon(net.register_km(r, &unknown_links, &refused));
+    svc.facade().report([&](CoreChanges& c) { c.register_km(r, &unknown_links, &refused); });
   } catch (const std::exception& e) {
     co_return failure(e);
   }
@@ -662,7 +658,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   }
   it->second = Registered{s->id, s->channel};
 
-  CoreResult out;
+  std::vector<ck::PeerEndpoint> peers;
   std::set<std::string> seen;
   for (const auto& [link_id, link] : net.links()) {
     std::string peer;
@@ -674,7 +670,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
       continue;
     const auto* km = net.find_km(peer);
     if (km == nullptr || km->kma_endpoint.empty() || !seen.insert(peer).second) continue;
-    out.peers.push_back({peer, km->kma_endpoint});
+    peers.push_back({peer, km->kma_endpoint});
   }
   // Sent here, on the core strand, before the batched engine run can send this KM a relay
   // instruction (0x41E5 must follow the register response: the KM learns the epoch first).
@@ -684,9 +680,9 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   resp.controller_epoch = svc.epoch_;
   resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
   resp.status_interval_ms = svc.options_.status_interval.count();
-  resp.peers = out.peers;
+  resp.peers = std::move(peers);
   s->channel->send(resp, message_id);
-  co_return out;
+  co_return std::nullopt;
 }
 
 void ControllerService::Impl::refuse_claims(const std::vector<controller::RefusedClaim>& refused,
@@ -731,9 +727,8 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
   try {
     if (auto* st = std::get_if<ck::StatusReport>(&message)) {
       if (st->kma_id != km_id) {
-        return CoreResult{std::string(ck::errc::kBadRequest),
-                          "kma_id '" + st->kma_id + "' is not this connection's KM",
-                          {}};
+        return ck::error(ck::errc::kBadRequest,
+                         "kma_id '" + st->kma_id + "' is not this connection's KM");
       }
       std::vector<controller::LinkReport> reports;
       reports.reserve(st->links.size());
@@ -746,57 +741,57 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
                            static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
                            l.consumption_rate_bps, l.qber});
       }
-      network_changed_soon(svc.network_.apply_status(km_id, reports));
+      svc.facade().report([&](CoreChanges& c) { c.apply_status(km_id, reports); });
     } else if (auto* al = std::get_if<ck::Alarm>(&message)) {
       if (al->kma_id != km_id) {
-        return CoreResult{std::string(ck::errc::kBadRequest),
-                          "kma_id '" + al->kma_id + "' is not this connection's KM",
-                          {}};
+        return ck::error(ck::errc::kBadRequest,
+                         "kma_id '" + al->kma_id + "' is not this connection's KM");
       }
-      auto events = svc.network_.apply_alarm(km_id, al->alarm, al->link_id.value_or(""),
-                                             al->severity, al->value.value_or(0.0));
-      const std::string resource = al->link_id.value_or(km_id);
-      if (al->severity == "cleared") {
-        clear_alarm(al->alarm, resource);
-      } else if (al->alarm == "link_up") {
-        clear_alarm(controller::alarm_type::kLinkDown, resource);
-      } else {
-        controller::AlarmSpec spec;
-        spec.type = al->alarm;
-        spec.resource = resource;
-        spec.km_id = km_id;
-        spec.link_id = al->link_id.value_or("");
-        spec.severity = controller::parse_severity(al->severity);
-        spec.value = al->value.value_or(0.0);
-        spec.text = al->text.value_or("");
-        raise_alarm(spec);
-      }
-      svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
-              (al->link_id ? " on " + *al->link_id : ""));
-      // The alarm table first, then the engine (the alarms it raises or clears come after).
-      network_changed(events);
+      // The alarm table first, then the engine (the alarms it raises or clears come after): the
+      // facade forwards the network events once the report is applied.
+      svc.facade().report([&](CoreChanges& c) {
+        c.apply_alarm(km_id, al->alarm, al->link_id.value_or(""), al->severity,
+                      al->value.value_or(0.0));
+        const std::string resource = al->link_id.value_or(km_id);
+        if (al->severity == "cleared") {
+          clear_alarm(al->alarm, resource);
+        } else if (al->alarm == "link_up") {
+          clear_alarm(controller::alarm_type::kLinkDown, resource);
+        } else {
+          controller::AlarmSpec spec;
+          spec.type = al->alarm;
+          spec.resource = resource;
+          spec.km_id = km_id;
+          spec.link_id = al->link_id.value_or("");
+          spec.severity = controller::parse_severity(al->severity);
+          spec.value = al->value.value_or(0.0);
+          spec.text = al->text.value_or("");
+          raise_alarm(spec);
+        }
+        svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
+                (al->link_id ? " on " + *al->link_id : ""));
+      });
     } else if (auto* au = std::get_if<ck::ApplicationsUpdate>(&message)) {
       if (au->kma_id != km_id) {
-        return CoreResult{std::string(ck::errc::kBadRequest),
-                          "kma_id '" + au->kma_id + "' is not this connection's KM",
-                          {}};
+        return ck::error(ck::errc::kBadRequest,
+                         "kma_id '" + au->kma_id + "' is not this connection's KM");
       }
-      const auto refused =
-          svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
-                                           au->detached.value_or(std::vector<std::string>{}));
+      const auto refused = svc.facade().report([&](CoreChanges& c) {
+        return c.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
+                                     au->detached.value_or(std::vector<std::string>{}));
+      });
       if (!refused.empty()) {
         refuse_claims(refused, "applications_update", remote);
         std::string names;
         for (const auto& c : refused) names += (names.empty() ? "" : ", ") + c.sae_id;
-        return CoreResult{std::string(ck::errc::kUnknownApplication),
-                          "not served by this KM in the topology: " + names,
-                          {}};
+        return ck::error(ck::errc::kUnknownApplication,
+                         "not served by this KM in the topology: " + names);
       }
     }
   } catch (const std::exception& e) {
     return failure(e);
   }
-  return CoreResult{};
+  return std::nullopt;
 }
 
 // ---- ControllerService ----------------------------------------------------------------------

@@ -89,12 +89,9 @@ struct WriteGroup {
   SteadyTime queued_at{};  ///< set by submit_writes
 };
 
-/// Outcome of a step run on the core strand: empty error = success.
-struct CoreResult {
-  std::string error;  ///< Ck error code (clause 3)
-  std::string message;
-  std::vector<ck::PeerEndpoint> peers;
-};
+/// Outcome of a step run on the core strand: nullopt = done; else the project's Error, whose Ck
+/// code (clause 3) is error_ck_code(const Error&) (ck::error() sets a finer one).
+using CoreResult = std::optional<Error>;
 
 struct ControllerService::Impl {
   // One Ck connection, owned by its session coroutine; fields touched on the channel's strand.
