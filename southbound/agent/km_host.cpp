@@ -749,16 +749,19 @@ net::awaitable<void> KmHost::inbound(std::shared_ptr<southbound::FramedServer::C
     auto handshake_op = session->handshake();
     co_await std::move(handshake_op);
     auto read_frame_op = session->read_frame(kFrameTimeout);
-    auto [type, payload] = co_await std::move(read_frame_op);
+    const auto [type, payload] = co_await std::move(read_frame_op);
+    // Named copies: a lambda may not capture a structured binding (before C++20).
+    const kma::Type first_type = type;
+    const std::string& first_payload = payload;
     LinkEnd* link = nullptr;
     // Hello through the server's registration gate: what is wrong with it at once, then the
     // link (one session per link).
     auto check = [&]() -> Verdict {
       std::string problem;
       std::optional<kma::Hello> hello;
-      if (type == kma::Type::kHello) {
+      if (first_type == kma::Type::kHello) {
         try {
-          hello = kma::parse_hello(payload);
+          hello = kma::parse_hello(first_payload);
         } catch (const kma::BadMessage& e) {
           problem = std::string("malformed hello: ") + e.what();
         }

@@ -188,7 +188,7 @@ void FramedServer::Pending::started() {
 
 // ---- Connection -------------------------------------------------------------------------------
 
-void FramedServer::Connection::set_closer(std::function<void()> close) {
+void FramedServer::Connection::set_closer(const std::function<void()>& close) {
   bool now = false;
   {
     std::lock_guard lock(mu_);

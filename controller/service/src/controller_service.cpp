@@ -45,7 +45,7 @@ std::string command_label(std::uint16_t code) {
   return ck::is_known_command(code) ? std::string(ck::command_name(code)) : hex_code(code);
 }
 
-std::string one_line(std::string text) {
+std::string one_line(const std::string& text) {
   std::string out;
   out.reserve(text.size());
   for (const char c : text) {
@@ -94,7 +94,7 @@ void ControllerService::Impl::emit(const std::vector<controller::NetworkEvent>& 
 
 // A root coroutine's completion: never a bare `detached` (STYLE.md): log and count.
 std::function<void(std::exception_ptr)> ControllerService::Impl::completion(std::string what) {
-  return [this, w = std::move(what)](std::exception_ptr e) {
+  return [this, w = std::move(what)](const std::exception_ptr& e) {
     if (!e) return;
     ++counters.handler_failures;
     try {
@@ -364,7 +364,7 @@ net::awaitable<void> ControllerService::Impl::serve(
   // GCC 12 destroys by-value argument temporaries of a call inside a co_await expression twice:
   // every coroutine with non-trivial arguments is created in its own statement, then awaited.
   southbound::CkChannel::FrameHandler on_frame_fn =
-      [this, s](std::shared_ptr<southbound::CkChannel>, ck::Frame frame) {
+      [this, s](const std::shared_ptr<southbound::CkChannel>&, ck::Frame frame) {
         return on_frame(s, std::move(frame));
       };
   auto run = s->channel->run(std::move(on_frame_fn));
@@ -896,7 +896,7 @@ net::ip::tcp::endpoint ControllerService::start() {
                                         options_.max_refused_per_s};
   impl_->server = std::make_unique<southbound::FramedServer>(impl_->ioc.get_executor(),
                                                              std::move(so), impl_->server_hooks());
-  const auto bound = impl_->server->listen(want, ec);
+  auto bound = impl_->server->listen(want, ec);
   if (ec) throw InvalidArgument("cannot listen for Ck on " + where + ": " + ec.message());
   port_ = bound.port();
 

@@ -54,7 +54,7 @@ std::string hex_code(std::uint16_t code);
 /// Command name for known codes, else hex.
 std::string command_label(std::uint16_t code);
 /// One line: newlines of library messages (libpq) become spaces.
-std::string one_line(std::string text);
+std::string one_line(const std::string& text);
 /// `text` with every "key ID <id>" of core messages reduced to "key ID <redacted>": key IDs are
 /// never logged.
 std::string without_key_ids(std::string text);

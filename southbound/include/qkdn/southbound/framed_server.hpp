@@ -120,7 +120,7 @@ class FramedServer {
     /// The executor serve runs on.
     [[nodiscard]] const net::any_io_executor& executor() const { return executor_; }
     /// How to close the owner's transport (set by serve before it reads). Thread-safe.
-    void set_closer(std::function<void()> close);
+    void set_closer(const std::function<void()>& close);
     /// Closes the connection through the closer (thread-safe, idempotent for the server; the
     /// closer itself must tolerate repeated calls).
     void close();
