@@ -52,4 +52,8 @@ std::string_view error_ck_code(ErrorCode code) noexcept {
   return "internal";
 }
 
+std::string_view error_ck_code(const Error& e) noexcept {
+  return e.wire_code().empty() ? error_ck_code(e.code()) : e.wire_code();
+}
+
 }  // namespace qkdn

@@ -254,7 +254,6 @@ KmHost::KmHost(AgentCore& core, std::string km_id)
     : core_(core),
       km_id_(std::move(km_id)),
       strand_(net::make_strand(core.io())),
-      acceptor_(strand_),
       ck_timer_(strand_),
       beat_timer_(strand_),
       tick_timer_(strand_) {
@@ -293,6 +292,24 @@ KmHost::KmHost(AgentCore& core, std::string km_id)
     kma_client_tls_ = qkdn::net::make_tls_context(files, kma);
     if (!cfg.insecure_ck) ck_tls_ = southbound::make_tls_context(files, false);
   }
+  southbound::FramedServerOptions so;
+  so.name = "KM " + km_id_ + ": KMA";
+  // Sessions that have not passed Hello yet are capped agent-wide (a peer that connects and waits
+  // cannot pile up descriptors); the slot is held until Hello is answered.
+  so.unregistered = &core_.kma_pending();
+  // The TLS handshake and the Hello frame are bounded by kFrameTimeout each.
+  so.registration_timeout = 2 * kFrameTimeout;
+  so.connection_executor = [this] { return net::any_io_executor(strand_); };
+  southbound::FramedServer::Hooks h;
+  h.serve = [this](std::shared_ptr<southbound::FramedServer::Connection> conn, tcp::socket socket) {
+    return inbound(std::move(conn), std::move(socket));
+  };
+  h.log = [](const std::string& line) { log_line(LogLevel::kWarn, line); };
+  h.spawn = [this](const net::any_io_executor& ex, net::awaitable<void> work, std::string what) {
+    core_.spawn(ex, std::move(work), std::move(what));
+  };
+  kma_server_ = std::make_unique<southbound::FramedServer>(core.io().get_executor(), std::move(so),
+                                                           std::move(h));
 }
 
 KmHost::~KmHost() = default;
@@ -308,15 +325,10 @@ void KmHost::bind_listener() {
   boost::system::error_code ec;
   const auto addr = net::ip::make_address(cfg.kma_listen_host, ec);
   if (ec) throw InvalidArgument("--kma-listen-host: not an IP address: " + cfg.kma_listen_host);
-  tcp::endpoint ep(addr, 0);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  const auto bound = kma_server_->listen(tcp::endpoint(addr, 0), ec);
   if (ec)
     throw Unavailable("KM " + km_id_ + ": cannot listen on " + cfg.kma_listen_host + ": " +
                       ec.message());
-  const auto bound = acceptor_.local_endpoint();
   const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
                                                    : bound.address().to_string();
   kma_endpoint_ = host + ":" + std::to_string(bound.port());
@@ -324,7 +336,7 @@ void KmHost::bind_listener() {
 
 void KmHost::start() {
   spawn(ck_loop(), "Ck loop of " + km_id_);
-  spawn(accept_loop(), "KMA accept loop of " + km_id_);
+  kma_server_->start();
   spawn(tick_loop(), "tick loop of " + km_id_);
   for (auto& l : links_) spawn(dial_loop(l.get()), "KMA dial loop of " + km_id_);
 }
@@ -334,8 +346,7 @@ void KmHost::stop() {
 }
 
 void KmHost::shutdown() {
-  boost::system::error_code ec;
-  acceptor_.close(ec);
+  kma_server_->stop();
   if (channel_) channel_->close();
   ck_timer_.cancel();
   beat_timer_.cancel();
@@ -760,85 +771,82 @@ std::optional<std::string> KmHost::peer_endpoint(const std::string& peer_km) con
   return std::nullopt;
 }
 
-net::awaitable<void> KmHost::accept_loop() {
-  qkdn::net::AcceptBackoff backoff;
-  net::steady_timer pause(strand_);
-  while (!stopping()) {
-    auto accept_op = acceptor_.async_accept(strand_, kTuple);
-    auto [ec, socket] = co_await std::move(accept_op);
-    if (stopping()) break;
-    if (ec) {
-      if (ec == net::error::operation_aborted || !acceptor_.is_open()) break;
-      // Out of descriptors and the like: pause (5 ms doubling to 1 s) instead of spinning.
-      const auto p = backoff.on_error(ec);
-      if (p.log) log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA accept: " + ec.message());
-      pause.expires_after(p.delay);
-      auto wait_op = pause.async_wait(kTuple);
-      co_await std::move(wait_op);
-      continue;
-    }
-    backoff.on_success();
-    // Sessions that have not passed Hello yet are capped (a peer that connects and waits cannot
-    // pile up descriptors); the slot is held until Hello is answered.
-    auto slot = core_.kma_pending().try_enter();
-    boost::system::error_code ignored;
-    if (!slot) {
-      socket.close(ignored);
-      continue;
-    }
-    socket.set_option(tcp::no_delay(true), ignored);
-    auto session =
-        std::make_shared<KmaSession>(*this, std::move(socket), kma_server_tls_.get(), false);
-    sessions_.insert(session);
-    session->start_background();
-    spawn(inbound(session, std::move(slot)), "KMA inbound session of " + km_id_);
-  }
+namespace {
+net::awaitable<southbound::FramedServer::Verdict> verdict_now(southbound::FramedServer::Verdict v) {
+  co_return v;
 }
+}  // namespace
 
-net::awaitable<void> KmHost::inbound(std::shared_ptr<KmaSession> session,
-                                     qkdn::net::ConnectionGate::Ticket slot) {
+net::awaitable<void> KmHost::inbound(std::shared_ptr<southbound::FramedServer::Connection> conn,
+                                     tcp::socket socket) {
+  using Verdict = southbound::FramedServer::Verdict;
+  boost::system::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  auto session =
+      std::make_shared<KmaSession>(*this, std::move(socket), kma_server_tls_.get(), false);
+  sessions_.insert(session);
+  session->start_background();
+  conn->set_closer([this, weak = std::weak_ptr<KmaSession>(session)] {
+    net::post(strand_, [weak] {
+      if (auto s = weak.lock()) s->close();
+    });
+  });
   try {
     auto handshake_op = session->handshake();
     co_await std::move(handshake_op);
     auto read_frame_op = session->read_frame(kFrameTimeout);
-    auto [type, payload] = co_await std::move(read_frame_op);
-    std::string problem;
+    const auto [type, payload] = co_await std::move(read_frame_op);
+    // Named copies: a lambda may not capture a structured binding (before C++20).
+    const kma::Type first_type = type;
+    const std::string& first_payload = payload;
     LinkEnd* link = nullptr;
-    std::optional<kma::Hello> hello;
-    if (type == kma::Type::kHello) {
-      try {
-        hello = kma::parse_hello(payload);
-      } catch (const kma::BadMessage& e) {
-        problem = std::string("malformed hello: ") + e.what();
-      }
-    } else {
-      problem = "expected hello";
-    }
-    if (hello) {
-      const std::string& from = hello->from_km;
-      const std::string& to = hello->to_km;
-      auto it = link_by_id_.find(hello->link_id);
-      if (to != km_id_) {
-        problem = "wrong KM";
-      } else if (it == link_by_id_.end() || it->second->peer_km != from) {
-        problem = "unknown link";
-      } else if (session->tls() && session->peer_identity() != from) {
-        problem = "certificate does not name " + from;
+    // Hello through the server's registration gate: what is wrong with it at once, then the
+    // link (one session per link).
+    auto check = [&]() -> Verdict {
+      std::string problem;
+      std::optional<kma::Hello> hello;
+      if (first_type == kma::Type::kHello) {
+        try {
+          hello = kma::parse_hello(first_payload);
+        } catch (const kma::BadMessage& e) {
+          problem = std::string("malformed hello: ") + e.what();
+        }
       } else {
-        link = it->second;
+        problem = "expected hello";
       }
-    }
-    if (link == nullptr) {
-      log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA session refused: " + problem);
-      session->send(
-          json_frame(kma::Type::kError, {{"error", "bad_request"}, {"message", problem}}));
-      session->close();
-    } else if (!attach(link, session)) {
+      if (hello) {
+        const std::string& from = hello->from_km;
+        const std::string& to = hello->to_km;
+        auto it = link_by_id_.find(hello->link_id);
+        if (to != km_id_) {
+          problem = "wrong KM";
+        } else if (it == link_by_id_.end() || it->second->peer_km != from) {
+          problem = "unknown link";
+        } else if (session->tls() && session->peer_identity() != from) {
+          problem = "certificate does not name " + from;
+        } else {
+          link = it->second;
+        }
+      }
+      if (link == nullptr) {
+        log_line(LogLevel::kWarn, "KM " + km_id_ + ": KMA session refused: " + problem);
+        return Verdict::refuse("bad_request", problem);
+      }
+      return Verdict::ok();
+    };
+    auto attempt = [this, &link, session](southbound::FramedServer::Pending) {
+      return verdict_now(attach(link, session)
+                             ? Verdict::ok()
+                             : Verdict::refuse("conflict", "link already connected"));
+    };
+    auto gate = conn->register_peer(std::move(check), std::move(attempt));
+    auto r = co_await std::move(gate);
+    if (r.outcome != southbound::FramedServer::Registration::Outcome::kRegistered) {
+      // Only a refusal can happen here: no bound on pending Hellos, one read at a time.
       session->send(json_frame(kma::Type::kError,
-                               {{"error", "conflict"}, {"message", "link already connected"}}));
+                               {{"error", r.verdict.refusal}, {"message", r.verdict.text}}));
       session->close();
     } else {
-      slot.release();
       session->send(json_frame(kma::Type::kHelloOk, {}));
       begin_sync(*link);
       auto loop = session_loop(session);

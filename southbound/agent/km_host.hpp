@@ -37,6 +37,7 @@
 #include "qkdn/net/listener.hpp"
 #include "qkdn/southbound/ck_channel.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
+#include "qkdn/southbound/framed_server.hpp"
 #include "sae_keys.hpp"
 
 namespace qkdn::agent {
@@ -204,9 +205,10 @@ class KmHost {
                   std::optional<double> value, std::string text);
 
   // KMA side.
-  net::awaitable<void> accept_loop();
-  net::awaitable<void> inbound(std::shared_ptr<KmaSession> session,
-                               qkdn::net::ConnectionGate::Ticket slot);
+  /// Serves an accepted KMA connection (FramedServer::Hooks::serve): Hello through the
+  /// server's registration gate, then the session.
+  net::awaitable<void> inbound(std::shared_ptr<southbound::FramedServer::Connection> conn,
+                               tcp::socket socket);
   net::awaitable<void> dial_loop(LinkEnd* link);
   net::awaitable<bool> dial(LinkEnd* link, std::string endpoint);
   net::awaitable<void> session_loop(std::shared_ptr<KmaSession> session);
@@ -431,7 +433,9 @@ class KmHost {
   std::map<std::string, LinkEnd*> link_by_id_;
   std::vector<std::string> applications_;
 
-  tcp::acceptor acceptor_;
+  /// The KMA listener (southbound::FramedServer, the same accept side as the controller's Ck):
+  /// accept loop, the agent-wide cap of sessions without Hello, the Hello deadline, drain.
+  std::unique_ptr<southbound::FramedServer> kma_server_;
   std::string kma_endpoint_;
   std::unique_ptr<net::ssl::context> kma_server_tls_;
   std::unique_ptr<net::ssl::context> kma_client_tls_;

@@ -852,4 +852,42 @@ std::optional<ExtensionError> find_error_extension(const Extension& extension) n
       });
 }
 
+// ---- errors -----------------------------------------------------------------------------------
+
+ErrorCode errc::category(std::string_view code) noexcept {
+  struct Row {
+    std::string_view code;
+    ErrorCode category;
+  };
+  static constexpr Row kTable[] = {
+      {kBadRequest, ErrorCode::kInvalidArgument},
+      {kUnknownCommand, ErrorCode::kInvalidArgument},
+      {kUnsupportedVersion, ErrorCode::kInvalidArgument},
+      {kNotRegistered, ErrorCode::kConflict},
+      {kUnknownKma, ErrorCode::kNotFound},
+      {kUnknownApplication, ErrorCode::kNotFound},
+      {kUnknownKey, ErrorCode::kNotFound},
+      {kNoRoute, ErrorCode::kUnavailable},
+      {kInsufficientKeys, ErrorCode::kUnavailable},
+      {kTimeout, ErrorCode::kUnavailable},
+      {kBusy, ErrorCode::kUnavailable},
+      {kReservationExpired, ErrorCode::kConflict},
+      {kStaleEpoch, ErrorCode::kConflict},
+      {kInternal, ErrorCode::kInternal},
+  };
+  for (const auto& r : kTable) {
+    if (r.code == code) return r.category;
+  }
+  return ErrorCode::kInternal;
+}
+
+Error error(std::string_view code, const std::string& message) {
+  return Error(errc::category(code), message, code);
+}
+
+Error error_of(const std::exception& e) {
+  if (const auto* qe = dynamic_cast<const Error*>(&e)) return *qe;
+  return error(errc::kInternal, e.what());
+}
+
 }  // namespace qkdn::southbound::ck

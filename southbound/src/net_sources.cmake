@@ -2,6 +2,7 @@
 # Beast and OpenSSL stay in these TUs.
 add_library(qkdn_southbound_net STATIC
   ${CMAKE_CURRENT_LIST_DIR}/ck_channel.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/framed_server.cpp
 )
 target_include_directories(qkdn_southbound_net PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../include)
 target_link_libraries(qkdn_southbound_net

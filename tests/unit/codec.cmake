@@ -4,6 +4,7 @@ add_executable(unit_codec
   unit/codec_messages_test.cpp
   unit/codec_fields_test.cpp
   unit/codec_exact_test.cpp
+  unit/codec_error_test.cpp
 )
 target_link_libraries(unit_codec PRIVATE qkdn_southbound GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_codec PROPERTIES LABELS unit DISCOVERY_TIMEOUT 60)

@@ -9,3 +9,10 @@ add_executable(unit_net
 # qkdn_core for the injected Random of the backoff tests.
 target_link_libraries(unit_net PRIVATE qkdn_net qkdn_core GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_net TEST_PREFIX "unit_net." PROPERTIES LABELS unit)
+
+# southbound::FramedServer (the Ck and KMA listeners' accept side) over real TCP on port 0: the
+# registration bound answered busy, the registration deadline, the gates, stop and drain.
+add_executable(unit_framed_server ${CMAKE_CURRENT_LIST_DIR}/framed_server_test.cpp)
+target_link_libraries(unit_framed_server PRIVATE qkdn_southbound_net GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_framed_server TEST_PREFIX "unit_framed_server." PROPERTIES LABELS unit
+                                        TIMEOUT 60)

@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "qkdn/controller/error.hpp"
+#include "service_impl.hpp"
 
 namespace qkdn::service {
 
@@ -100,6 +101,46 @@ const controller::Alarm* CoreChanges::clear_alarm(const std::string& type,
   return core_.alarms.clear(type, resource);
 }
 
+void CoreChanges::register_km(const controller::Registration& registration,
+                              std::vector<std::string>* unknown_links,
+                              std::vector<controller::RefusedClaim>* refused) {
+  auto events = core_.network.register_km(registration, unknown_links, refused);
+  batched_.insert(batched_.end(), events.begin(), events.end());
+  batched_called_ = true;
+}
+
+void CoreChanges::apply_status(const std::string& km_id,
+                               const std::vector<controller::LinkReport>& links) {
+  auto events = core_.network.apply_status(km_id, links);
+  batched_.insert(batched_.end(), events.begin(), events.end());
+  batched_called_ = true;
+}
+
+void CoreChanges::apply_alarm(const std::string& km_id, const std::string& alarm,
+                              const std::string& link_id, const std::string& severity,
+                              double value) {
+  // Batched like registrations (docs/RELIABILITY.md): forwarded even without events.
+  auto events = core_.network.apply_alarm(km_id, alarm, link_id, severity, value);
+  batched_.insert(batched_.end(), events.begin(), events.end());
+  batched_called_ = true;
+}
+
+std::vector<controller::RefusedClaim> CoreChanges::update_applications(
+    const std::string& km_id, const std::vector<std::string>& attached,
+    const std::vector<std::string>& detached) {
+  return core_.network.update_applications(km_id, attached, detached);
+}
+
+void CoreChanges::disconnect_km(const std::string& km_id) {
+  // Batched like registrations: a storm of disconnects (an agent process with thousands of KMs
+  // going away) must not cost one snapshot build each.
+  auto events = core_.network.disconnect_km(km_id);
+  batched_.insert(batched_.end(), events.begin(), events.end());
+  batched_called_ = true;
+}
+
+void CoreChanges::touch_km(const std::string& km_id) { core_.network.touch_km(km_id); }
+
 // ---- ControllerFacade ---------------------------------------------------------------------------
 
 // A buffered channel of capacity one is a semaphore: the send completes once the slot is free.
@@ -136,6 +177,15 @@ net::awaitable<void> ControllerFacade::persist(StoreOp op) {
   if (!service_.store_configured()) co_return;
   auto aw = service_.persist(std::move(op), /*retry_safe=*/true);
   co_await std::move(aw);
+}
+
+void ControllerFacade::forward_report(CoreChanges& changes) {
+  if (!changes.batched_.empty() || changes.batched_called_) {
+    service_.impl_->network_changed_soon(std::move(changes.batched_));
+  }
+  if (changes.network_changed_ || !changes.events_.empty()) {
+    service_.impl_->network_changed(changes.events_);
+  }
 }
 
 void ControllerFacade::forward(CoreChanges& changes) {

@@ -32,12 +32,7 @@ namespace {
 
 using net::ip::tcp;
 
-CoreResult failure(const std::exception& e) {
-  if (const auto* qe = dynamic_cast<const Error*>(&e)) {
-    return {std::string(error_ck_code(qe->code())), qe->what(), {}};
-  }
-  return {std::string(ck::errc::kInternal), e.what(), {}};
-}
+CoreResult failure(const std::exception& e) { return ck::error_of(e); }
 
 }  // namespace
 
@@ -51,7 +46,7 @@ std::string command_label(std::uint16_t code) {
   return ck::is_known_command(code) ? std::string(ck::command_name(code)) : hex_code(code);
 }
 
-std::string one_line(std::string text) {
+std::string one_line(const std::string& text) {
   std::string out;
   out.reserve(text.size());
   for (const char c : text) {
@@ -71,8 +66,6 @@ ControllerService::Impl::Impl(ControllerService& s)
           std::max<std::size_t>(s.options_.max_pending_commands, 1))),
       api_requests(std::make_shared<qkdn::net::AdmissionQueue>(256)),
       core(net::make_strand(ioc)),
-      acceptor_strand(net::make_strand(ioc)),
-      acceptor(acceptor_strand),
       metrics(std::make_unique<Metrics>(build_version(), build_revision())),
       random(s.options_.random ? s.options_.random : std::make_shared<OsRandom>()),
       engine(*s.clock_, *random),
@@ -103,7 +96,7 @@ void ControllerService::Impl::emit(const std::vector<controller::NetworkEvent>& 
 
 // A root coroutine's completion: never a bare `detached` (STYLE.md): log and count.
 std::function<void(std::exception_ptr)> ControllerService::Impl::completion(std::string what) {
-  return [this, w = std::move(what)](std::exception_ptr e) {
+  return [this, w = std::move(what)](const std::exception_ptr& e) {
     if (!e) return;
     ++counters.handler_failures;
     try {
@@ -189,20 +182,19 @@ void ControllerService::Impl::send_busy(Session& s, std::uint16_t code, std::uin
 
 bool ControllerService::Impl::admit_frame(const std::shared_ptr<Session>& s,
                                           const ck::Frame& frame) {
-  if (!s->flood) return true;
   const auto now = std::chrono::steady_clock::now();
-  switch (s->flood->on_frame(now)) {
+  switch (s->conn->admit_frame(now)) {
     case qkdn::net::FloodGuard::Verdict::kAdmit:
       return true;
     case qkdn::net::FloodGuard::Verdict::kRefuse:
       count_refused("rate");
-      if (s->flood->refused() == 1) {
+      if (s->conn->frames_refused() == 1) {
         svc.log(base::LogLevel::kWarn, "ck: " + s->km_id + " is over its rate of " +
                                            std::to_string(svc.options_.max_frames_per_s) +
                                            " frames/s; refusing with busy");
       }
       send_busy(*s, frame.command, frame.message_id, "frame rate over the limit",
-                s->flood->retry_after(now));
+                s->conn->frame_retry_after(now));
       return false;
     case qkdn::net::FloodGuard::Verdict::kDisconnect:
       count_refused("flood");
@@ -281,65 +273,44 @@ void ControllerService::Impl::queue_status(const std::shared_ptr<Session>& s,
     if (!r || it == registered.end() || it->second.session_id != s->id) return;
     ck::Message m{std::move(*r)};
     auto result = apply_km_message(s->km_id, s->channel->remote_endpoint(), m);
-    if (!result.error.empty()) {
-      send_error(*s, result.error,
+    if (result) {
+      send_error(*s, error_ck_code(*result),
                  command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " +
-                     result.message,
+                     result->what(),
                  report_id);
     }
   });
 }
 
-// ---- accept loop ----
+// ---- the Ck listener (southbound::FramedServer) ----
 
-net::awaitable<void> ControllerService::Impl::accept_loop() {
-  net::steady_timer pause(acceptor_strand);
-  qkdn::net::AcceptBackoff backoff;
-  while (acceptor.is_open()) {
-    auto accept_op = acceptor.async_accept(ioc.get_executor(), kUseTuple);
-    auto [ec, socket] = co_await std::move(accept_op);
-    if (ec == net::error::operation_aborted || !acceptor.is_open()) break;
-    if (ec) {
-      // Out of descriptors and the like: pause (5 ms doubling to 1 s) instead of spinning.
-      const auto p = backoff.on_error(ec);
-      if (p.log) svc.log("ck: accept failed: " + ec.message() + " (pausing the listener)");
-      pause.expires_after(p.delay);
-      auto wait_op = pause.async_wait(kUseTuple);
-      co_await std::move(wait_op);
-      continue;
-    }
-    backoff.on_success();
-    start_session(std::move(socket));
-  }
-  net::post(core, [this] {
-    accept_done = true;
-    check_drained();
-  });
+southbound::FramedServer::Hooks ControllerService::Impl::server_hooks() {
+  southbound::FramedServer::Hooks h;
+  h.serve = [this](std::shared_ptr<southbound::FramedServer::Connection> conn, tcp::socket socket) {
+    return serve(std::move(conn), std::move(socket));
+  };
+  // Refused newcomers and evicted unregistered peers are counted, not logged one by one.
+  h.refused = [this] { ++counters.connections_refused; };
+  h.accepted = [this] {
+    ++counters.connections_accepted;
+    ++counters.connections_active;
+  };
+  h.deadline_passed = [this](const std::shared_ptr<southbound::FramedServer::Connection>&) {
+    count_protocol_error("establish_timeout");
+  };
+  h.log = [this](const std::string& line) { svc.log(line); };
+  h.spawn = [this](const net::any_io_executor& ex, net::awaitable<void> root, std::string what) {
+    net::co_spawn(ex, std::move(root), completion(std::move(what)));
+  };
+  return h;
 }
 
-void ControllerService::Impl::start_session(tcp::socket socket) {
-  // Pre-authentication cap: when max_unregistered connections wait for their handshake and
-  // registration, the one that has waited longest is closed to make room if it has waited at
-  // least unregistered_min_age (a flood of slow peers cannot lock out a KM that registers within
-  // milliseconds); otherwise the newcomer is closed (a storm of genuine KMs: they retry).
-  // Counted, not logged.
-  auto holder = std::make_shared<std::weak_ptr<southbound::CkChannel>>();
-  auto slot = unregistered->try_enter([this, holder] {
-    ++counters.connections_refused;
-    if (auto c = holder->lock()) c->close();
-  });
-  if (!slot) {
-    ++counters.connections_refused;
-    boost::system::error_code ignored;
-    socket.close(ignored);
-    return;
-  }
-  ++counters.connections_accepted;
-  ++counters.connections_active;
+net::awaitable<void> ControllerService::Impl::serve(
+    std::shared_ptr<southbound::FramedServer::Connection> conn, tcp::socket socket) {
   const auto& o = svc.options_;
   southbound::ChannelOptions copt;
   copt.handshake_timeout = o.handshake_timeout;
-  copt.establish_timeout = o.register_timeout;
+  // The registration deadline (register_timeout) is the server's (FramedServer).
   copt.peer_role = qkdn::net::PeerRole::kKm;
   copt.read_timeout = o.read_timeout;
   copt.idle_timeout = 3 * o.heartbeat_interval;
@@ -366,28 +337,19 @@ void ControllerService::Impl::start_session(tcp::socket socket) {
       o.insecure_ck
           ? southbound::make_plain_channel(std::move(socket), copt, std::move(obs))
           : southbound::make_tls_channel(std::move(socket), *tls, true, copt, std::move(obs));
-  auto session = std::make_shared<Session>();
-  session->channel = channel;
-  *holder = channel;
-  session->unregistered = std::move(slot);
-  // The id is taken here (acceptor strand) and the session is made known to the core before
-  // it can end: posts to the core strand run in order.
-  session->id = next_session_id.fetch_add(1);
-  net::post(core, [this, id = session->id, channel] {
-    live.emplace(id, channel);
-    if (stopping) channel->close();
+  auto s = std::make_shared<Session>();
+  s->channel = channel;
+  s->conn = conn;
+  s->id = conn->id();
+  conn->set_closer([weak = std::weak_ptr<southbound::CkChannel>(channel)] {
+    if (auto c = weak.lock()) c->close();
   });
   // No log line per accepted connection (a flood of connections must not flood the log): the
   // registration is logged, and refused or timed-out peers are counted (protocol errors).
-  net::co_spawn(channel->executor(), run_session(session),
-                completion("session " + std::to_string(session->id)));
-}
-
-net::awaitable<void> ControllerService::Impl::run_session(std::shared_ptr<Session> s) {
   // GCC 12 destroys by-value argument temporaries of a call inside a co_await expression twice:
   // every coroutine with non-trivial arguments is created in its own statement, then awaited.
   southbound::CkChannel::FrameHandler on_frame_fn =
-      [this, s](std::shared_ptr<southbound::CkChannel>, ck::Frame frame) {
+      [this, s](const std::shared_ptr<southbound::CkChannel>&, ck::Frame frame) {
         return on_frame(s, std::move(frame));
       };
   auto run = s->channel->run(std::move(on_frame_fn));
@@ -399,16 +361,13 @@ net::awaitable<void> ControllerService::Impl::run_session(std::shared_ptr<Sessio
 
 net::awaitable<void> ControllerService::Impl::session_ended(std::shared_ptr<Session> s) {
   --counters.connections_active;
-  live.erase(s->id);
   std::string what = "ck: session " + std::to_string(s->id) + " closed";
   if (s->registered) {
     auto it = registered.find(s->km_id);
     if (it != registered.end() && it->second.session_id == s->id) {
       registered.erase(it);
       try {
-        // Batched like registrations: a storm of disconnects (an agent process with thousands
-        // of KMs going away) must not cost one snapshot build each.
-        network_changed_soon(svc.network_.disconnect_km(s->km_id));
+        svc.facade().report([&](CoreChanges& c) { c.disconnect_km(s->km_id); });
       } catch (const std::exception& e) {
         svc.log("ck: disconnect " + s->km_id + ": " + e.what());
       }
@@ -418,15 +377,7 @@ net::awaitable<void> ControllerService::Impl::session_ended(std::shared_ptr<Sess
     }
   }
   if (s->registered) svc.log(what);  // unregistered peers are counted, not logged one by one
-  check_drained();
   co_return;
-}
-
-void ControllerService::Impl::check_drained() {
-  if (stopping && accept_done && live.empty() && drained != nullptr) {
-    drained->set_value();
-    drained = nullptr;
-  }
 }
 
 // ---- inbound frames (channel strand) ----
@@ -501,8 +452,8 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
                            std::move(admitted));
       auto hop = qkdn::net::run_on(core, std::move(op));
       auto r = co_await std::move(hop);
-      if (!r.error.empty()) {
-        send_error(*s, r.error, command_label(code) + ": " + r.message, frame.message_id);
+      if (r) {
+        send_error(*s, error_ck_code(*r), command_label(code) + ": " + r->what(), frame.message_id);
       }
       co_return;
     }
@@ -564,7 +515,7 @@ void ControllerService::Impl::touch(Session& s) {
   s.last_touch = now;
   net::post(core, [this, km = s.km_id] {
     try {
-      svc.network_.touch_km(km);
+      svc.facade().report([&](CoreChanges& c) { c.touch_km(km); });
     } catch (const std::exception&) {
       // The KM vanished from the topology meanwhile; its session is being closed.
     }
@@ -573,29 +524,33 @@ void ControllerService::Impl::touch(Session& s) {
 
 net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Session> s,
                                                           std::uint32_t id, ck::Register reg) {
-  if (s->registering) {
-    count_protocol_error("second_register");
-    send_register_ng(*s, id, ck::errc::kBadRequest,
-                     "a registration of this connection is already in progress");
-    co_return;
-  }
-  if (s->registered && reg.km_id != s->km_id) {
-    count_protocol_error("second_register");
-    send_register_ng(
-        *s, id, ck::errc::kBadRequest,
-        "connection already registered as '" + s->km_id + "', not '" + reg.km_id + "'");
-    co_return;
-  }
-  if (!svc.options_.insecure_ck) {
-    const auto identity = s->channel->peer_identity();
-    if (identity != reg.km_id) {
-      count_protocol_error("identity_mismatch");
-      send_register_ng(*s, id, ck::errc::kBadRequest,
-                       "certificate names '" + identity + "', register names '" + reg.km_id + "'");
-      s->channel->close_after_flush();
-      co_return;
+  using Outcome = southbound::FramedServer::Registration::Outcome;
+  using Verdict = southbound::FramedServer::Verdict;
+  // What is refused at once, on the session's strand.
+  auto check = [this, s, &reg]() -> Verdict {
+    if (s->registered && reg.km_id != s->km_id) {
+      count_protocol_error("second_register");
+      return Verdict::refuse(
+          std::string(ck::errc::kBadRequest),
+          "connection already registered as '" + s->km_id + "', not '" + reg.km_id + "'", false);
     }
-  }
+    if (!svc.options_.insecure_ck) {
+      const auto identity = s->channel->peer_identity();
+      if (identity != reg.km_id) {
+        count_protocol_error("identity_mismatch");
+        return Verdict::refuse(
+            std::string(ck::errc::kBadRequest),
+            "certificate names '" + identity + "', register names '" + reg.km_id + "'");
+      }
+    }
+    return Verdict::ok();
+  };
+  // The registration gate (FramedServer): one Register at a time; at most
+  // max_pending_registrations wait for the core, the rest are told when to come back (the time
+  // to serve the queue) instead of waiting behind it and timing out.
+  auto attempt = [this, s, reg, id](southbound::FramedServer::Pending pending) {
+    return register_on_core(s, reg, std::move(pending), id);
+  };
   // High availability: a standby refuses, naming the leader (docs/ck-extensions.md).
   if (svc.options_.refuse_registration) {
     if (auto reason = svc.options_.refuse_registration()) {
@@ -605,34 +560,31 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
       co_return;
     }
   }
-  // Backpressure: at most max_pending_registrations wait for the core; the rest are told when to
-  // come back (the time to serve the queue) instead of waiting behind it and timing out.
-  auto ticket = registrations->try_enter();
-  if (!ticket) {
-    count_refused("registration_busy");
-    send_register_ng(*s, id, ck::errc::kBusy, "registrations queued",
-                     registrations->retry_after(std::chrono::milliseconds{1000}));
-    s->channel->close_after_flush();
-    co_return;
-  }
-  s->registering = true;
-  auto op = core_register(s, reg, std::move(ticket), id);
-  auto hop = qkdn::net::run_on(core, std::move(op));
-  auto r = co_await std::move(hop);
-  s->registering = false;
-  if (!r.error.empty()) {
-    send_register_ng(*s, id, r.error, r.message);
-    s->channel->close_after_flush();
-    co_return;
+  auto gate = s->conn->register_peer(std::move(check), std::move(attempt));
+  auto r = co_await std::move(gate);
+  switch (r.outcome) {
+    case Outcome::kInProgress:
+      count_protocol_error("second_register");
+      send_register_ng(*s, id, ck::errc::kBadRequest,
+                       "a registration of this connection is already in progress");
+      co_return;
+    case Outcome::kBusy:
+      count_refused("registration_busy");
+      send_register_ng(*s, id, ck::errc::kBusy, "registrations queued", r.retry_after);
+      s->channel->close_after_flush();
+      co_return;
+    case Outcome::kRefused:
+      send_register_ng(*s, id, r.verdict.refusal, r.verdict.text);
+      if (r.verdict.close) s->channel->close_after_flush();
+      co_return;
+    case Outcome::kRegistered:
+      break;
   }
   const bool again = s->registered;
-  s->registered = true;
-  s->channel->mark_established();  // ends the registration deadline
-  s->unregistered.release();       // frees a slot among max_unregistered
+  s->registered = true;  // the server ended the deadline, freed the slot, armed the frame gate
   s->km_id = reg.km_id;
   s->last_touch = std::chrono::steady_clock::now();
   const auto& o = svc.options_;
-  if (!s->flood) s->flood.emplace(o.max_frames_per_s, o.frame_burst, o.max_refused_per_s);
   if (!s->pending) {
     s->pending =
         std::make_shared<qkdn::net::AdmissionQueue>(std::max<std::size_t>(o.max_pending_per_km, 1));
@@ -645,31 +597,33 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
   net::post(core, [this, km = reg.km_id] { resend_instructions(km); });
 }
 
+net::awaitable<southbound::FramedServer::Verdict> ControllerService::Impl::register_on_core(
+    std::shared_ptr<Session> s, ck::Register reg, southbound::FramedServer::Pending pending,
+    std::uint32_t message_id) {
+  auto op = core_register(std::move(s), std::move(reg), std::move(pending), message_id);
+  auto hop = qkdn::net::run_on(core, std::move(op));
+  auto r = co_await std::move(hop);
+  if (r) {
+    co_return southbound::FramedServer::Verdict::refuse(std::string(error_ck_code(*r)), r->what());
+  }
+  co_return southbound::FramedServer::Verdict::ok();
+}
+
 // ---- core strand ----
 
 net::awaitable<CoreResult> ControllerService::Impl::core_register(
-    std::shared_ptr<Session> s, ck::Register reg, qkdn::net::AdmissionQueue::Ticket ticket,
+    std::shared_ptr<Session> s, ck::Register reg, southbound::FramedServer::Pending pending,
     std::uint32_t message_id) {
-  ticket.release();  // no longer waiting
-  const auto t0 = std::chrono::steady_clock::now();
-  struct Served {
-    qkdn::net::AdmissionQueue& q;
-    std::chrono::steady_clock::time_point t0;
-    ~Served() {
-      q.served(std::chrono::duration_cast<std::chrono::microseconds>(
-          std::chrono::steady_clock::now() - t0));
-    }
-  } served{*registrations, t0};
-  if (stopping) co_return CoreResult{std::string(ck::errc::kInternal), "shutting down", {}};
+  pending.started();  // no longer waiting; the time from here on is the registration's service
+  if (stopping) co_return ck::error(ck::errc::kInternal, "shutting down");
   // The KM gave up on this connection while the registration waited (closed it, or the
   // registration deadline did): registering it now would only be undone by session_ended.
   if (!s->channel->is_open()) {
-    co_return CoreResult{std::string(ck::errc::kInternal), "connection closed", {}};
+    co_return ck::error(ck::errc::kInternal, "connection closed");
   }
   auto& net = svc.network_;
   if (net.find_km(reg.km_id) == nullptr) {
-    co_return CoreResult{
-        std::string(ck::errc::kUnknownKma), "KM '" + reg.km_id + "' is not in the topology", {}};
+    co_return ck::error(ck::errc::kUnknownKma, "KM '" + reg.km_id + "' is not in the topology");
   }
   controller::Registration r;
   r.km_id = reg.km_id;
@@ -680,7 +634,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   std::vector<std::string> unknown_links;
   std::vector<controller::RefusedClaim> refused;
   try {
-    network_changed_soon(net.register_km(r, &unknown_links, &refused));
+    svc.facade().report([&](CoreChanges& c) { c.register_km(r, &unknown_links, &refused); });
   } catch (const std::exception& e) {
     co_return failure(e);
   }
@@ -698,7 +652,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   }
   it->second = Registered{s->id, s->channel};
 
-  CoreResult out;
+  std::vector<ck::PeerEndpoint> peers;
   std::set<std::string> seen;
   for (const auto& [link_id, link] : net.links()) {
     std::string peer;
@@ -710,7 +664,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
       continue;
     const auto* km = net.find_km(peer);
     if (km == nullptr || km->kma_endpoint.empty() || !seen.insert(peer).second) continue;
-    out.peers.push_back({peer, km->kma_endpoint});
+    peers.push_back({peer, km->kma_endpoint});
   }
   // Sent here, on the core strand, before the batched engine run can send this KM a relay
   // instruction (0x41E5 must follow the register response: the KM learns the epoch first).
@@ -720,9 +674,9 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   resp.controller_epoch = svc.epoch_;
   resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
   resp.status_interval_ms = svc.options_.status_interval.count();
-  resp.peers = out.peers;
+  resp.peers = std::move(peers);
   s->channel->send(resp, message_id);
-  co_return out;
+  co_return std::nullopt;
 }
 
 void ControllerService::Impl::refuse_claims(const std::vector<controller::RefusedClaim>& refused,
@@ -767,9 +721,8 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
   try {
     if (auto* st = std::get_if<ck::StatusReport>(&message)) {
       if (st->kma_id != km_id) {
-        return CoreResult{std::string(ck::errc::kBadRequest),
-                          "kma_id '" + st->kma_id + "' is not this connection's KM",
-                          {}};
+        return ck::error(ck::errc::kBadRequest,
+                         "kma_id '" + st->kma_id + "' is not this connection's KM");
       }
       std::vector<controller::LinkReport> reports;
       reports.reserve(st->links.size());
@@ -782,57 +735,57 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
                            static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
                            l.consumption_rate_bps, l.qber});
       }
-      network_changed_soon(svc.network_.apply_status(km_id, reports));
+      svc.facade().report([&](CoreChanges& c) { c.apply_status(km_id, reports); });
     } else if (auto* al = std::get_if<ck::Alarm>(&message)) {
       if (al->kma_id != km_id) {
-        return CoreResult{std::string(ck::errc::kBadRequest),
-                          "kma_id '" + al->kma_id + "' is not this connection's KM",
-                          {}};
+        return ck::error(ck::errc::kBadRequest,
+                         "kma_id '" + al->kma_id + "' is not this connection's KM");
       }
-      auto events = svc.network_.apply_alarm(km_id, al->alarm, al->link_id.value_or(""),
-                                             al->severity, al->value.value_or(0.0));
-      const std::string resource = al->link_id.value_or(km_id);
-      if (al->severity == "cleared") {
-        clear_alarm(al->alarm, resource);
-      } else if (al->alarm == "link_up") {
-        clear_alarm(controller::alarm_type::kLinkDown, resource);
-      } else {
-        controller::AlarmSpec spec;
-        spec.type = al->alarm;
-        spec.resource = resource;
-        spec.km_id = km_id;
-        spec.link_id = al->link_id.value_or("");
-        spec.severity = controller::parse_severity(al->severity);
-        spec.value = al->value.value_or(0.0);
-        spec.text = al->text.value_or("");
-        raise_alarm(spec);
-      }
-      svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
-              (al->link_id ? " on " + *al->link_id : ""));
-      // The alarm table first, then the engine (the alarms it raises or clears come after).
-      network_changed_soon(std::move(events));
+      // The alarm table first, then the engine (the alarms it raises or clears come after): the
+      // facade forwards the network events once the report is applied.
+      svc.facade().report([&](CoreChanges& c) {
+        c.apply_alarm(km_id, al->alarm, al->link_id.value_or(""), al->severity,
+                      al->value.value_or(0.0));
+        const std::string resource = al->link_id.value_or(km_id);
+        if (al->severity == "cleared") {
+          clear_alarm(al->alarm, resource);
+        } else if (al->alarm == "link_up") {
+          clear_alarm(controller::alarm_type::kLinkDown, resource);
+        } else {
+          controller::AlarmSpec spec;
+          spec.type = al->alarm;
+          spec.resource = resource;
+          spec.km_id = km_id;
+          spec.link_id = al->link_id.value_or("");
+          spec.severity = controller::parse_severity(al->severity);
+          spec.value = al->value.value_or(0.0);
+          spec.text = al->text.value_or("");
+          raise_alarm(spec);
+        }
+        svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
+                (al->link_id ? " on " + *al->link_id : ""));
+      });
     } else if (auto* au = std::get_if<ck::ApplicationsUpdate>(&message)) {
       if (au->kma_id != km_id) {
-        return CoreResult{std::string(ck::errc::kBadRequest),
-                          "kma_id '" + au->kma_id + "' is not this connection's KM",
-                          {}};
+        return ck::error(ck::errc::kBadRequest,
+                         "kma_id '" + au->kma_id + "' is not this connection's KM");
       }
-      const auto refused =
-          svc.network_.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
-                                           au->detached.value_or(std::vector<std::string>{}));
+      const auto refused = svc.facade().report([&](CoreChanges& c) {
+        return c.update_applications(km_id, au->attached.value_or(std::vector<std::string>{}),
+                                     au->detached.value_or(std::vector<std::string>{}));
+      });
       if (!refused.empty()) {
         refuse_claims(refused, "applications_update", remote);
         std::string names;
         for (const auto& c : refused) names += (names.empty() ? "" : ", ") + c.sae_id;
-        return CoreResult{std::string(ck::errc::kUnknownApplication),
-                          "not served by this KM in the topology: " + names,
-                          {}};
+        return ck::error(ck::errc::kUnknownApplication,
+                         "not served by this KM in the topology: " + names);
       }
     }
   } catch (const std::exception& e) {
     return failure(e);
   }
-  return CoreResult{};
+  return std::nullopt;
 }
 
 // ---- ControllerService ----------------------------------------------------------------------
@@ -934,18 +887,22 @@ net::ip::tcp::endpoint ControllerService::start() {
     address = results.begin()->endpoint().address();
   }
   const tcp::endpoint want(address, options_.listen_port);
-  auto& acc = impl_->acceptor;
   const std::string where = options_.listen_host + ":" + std::to_string(options_.listen_port);
-  acc.open(want.protocol(), ec);
-  if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) acc.bind(want, ec);
-  if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
+  southbound::FramedServerOptions so;
+  so.name = "ck";
+  so.unregistered = impl_->unregistered.get();
+  so.registrations = impl_->registrations;
+  so.registration_timeout = options_.register_timeout;
+  so.frame_rate = southbound::FrameRate{options_.max_frames_per_s, options_.frame_burst,
+                                        options_.max_refused_per_s};
+  impl_->server = std::make_unique<southbound::FramedServer>(impl_->ioc.get_executor(),
+                                                             std::move(so), impl_->server_hooks());
+  auto bound = impl_->server->listen(want, ec);
   if (ec) throw InvalidArgument("cannot listen for Ck on " + where + ": " + ec.message());
-  const auto bound = acc.local_endpoint();
   port_ = bound.port();
 
   impl_->work.emplace(impl_->ioc.get_executor());
-  net::co_spawn(impl_->acceptor_strand, impl_->accept_loop(), impl_->completion("accept loop"));
+  impl_->server->start();
   net::post(impl_->core, [this] { impl_->start_timers(); });
   if (impl_->pool) {
     impl_->writer_running = true;
@@ -986,21 +943,16 @@ void ControllerService::raise_alarm_soon(controller::AlarmSpec spec) {
 void ControllerService::stop() {
   if (!impl_->started || impl_->stopped) return;
   impl_->stopped = true;
-  std::promise<void> drained;
-  auto done = drained.get_future();
-  net::post(impl_->core, [this, &drained] {
+  // The server stops accepting, closes every session and reports once each has ended (its
+  // session_ended ran on the core): the core refuses registrations from here on.
+  auto drained = std::make_shared<std::promise<void>>();
+  auto done = drained->get_future();
+  net::post(impl_->core, [this, drained] {
     impl_->stopping = true;
-    impl_->drained = &drained;
-    net::post(impl_->acceptor_strand, [this] {
-      boost::system::error_code ignored;
-      impl_->acceptor.close(ignored);
-    });
-    for (auto& [id, channel] : impl_->live) channel->close();
-    impl_->check_drained();
+    impl_->server->stop([drained] { drained->set_value(); });
   });
   if (done.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
     log("ck: sessions did not drain within 10 s; stopping anyway");
-    net::post(impl_->core, [this] { impl_->drained = nullptr; });
     impl_->ioc.stop();
   }
   // Then the timers, and the writer once every queued write is in the store (bounded).

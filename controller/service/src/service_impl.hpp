@@ -1,5 +1,6 @@
 // Private state of ControllerService, shared by the service's translation units:
-//   controller_service.cpp  the Ck server (accept loop, sessions, registration gate, status)
+//   controller_service.cpp  Ck sessions on the shared southbound::FramedServer (which owns the
+//                           accept loop, the registration gate and deadline, the frame gate)
 //   core_wiring.cpp         network events -> rerouting engine -> 0x41E5, alarms, timers
 //   key_supply.cpp          0x1401 / 0x1403 / 0x1406 and the relay and session exchanges
 //   persistence.cpp         PostgreSQL: start-up restore, ordered writer, probe, audit, accounting
@@ -41,6 +42,7 @@
 #include "qkdn/net/listener.hpp"
 #include "qkdn/service/controller_service.hpp"
 #include "qkdn/service/metrics.hpp"
+#include "qkdn/southbound/framed_server.hpp"
 
 namespace qkdn::service {
 
@@ -52,7 +54,7 @@ std::string hex_code(std::uint16_t code);
 /// Command name for known codes, else hex.
 std::string command_label(std::uint16_t code);
 /// One line: newlines of library messages (libpq) become spaces.
-std::string one_line(std::string text);
+std::string one_line(const std::string& text);
 /// `text` with every "key ID <id>" of core messages reduced to "key ID <redacted>": key IDs are
 /// never logged.
 std::string without_key_ids(std::string text);
@@ -87,27 +89,21 @@ struct WriteGroup {
   SteadyTime queued_at{};  ///< set by submit_writes
 };
 
-/// Outcome of a step run on the core strand: empty error = success.
-struct CoreResult {
-  std::string error;  ///< Ck error code (clause 3)
-  std::string message;
-  std::vector<ck::PeerEndpoint> peers;
-};
+/// Outcome of a step run on the core strand: nullopt = done; else the project's Error, whose Ck
+/// code (clause 3) is error_ck_code(const Error&) (ck::error() sets a finer one).
+using CoreResult = std::optional<Error>;
 
 struct ControllerService::Impl {
   // One Ck connection, owned by its session coroutine; fields touched on the channel's strand.
   struct Session {
     std::uint64_t id = 0;
     std::shared_ptr<southbound::CkChannel> channel;
+    /// The server's side of the connection: the slot among max_unregistered, the registration
+    /// gate (one Register at a time, bounded pending registrations), the frame-rate gate.
+    std::shared_ptr<southbound::FramedServer::Connection> conn;
     std::string km_id;  ///< set once registered
     bool registered = false;
     SteadyTime last_touch{};
-    /// A slot among max_unregistered, released once registered (or when the session ends).
-    qkdn::net::ConnectionGate::Ticket unregistered;
-    /// A Register of this connection is on its way through the core (a second one is refused).
-    bool registering = false;
-    /// The KM's frame rate (ServiceOptions::max_frames_per_s); set once registered.
-    std::optional<qkdn::net::FloodGuard> flood;
     /// This KM's commands admitted and not yet done on the core (max_pending_per_km).
     std::shared_ptr<qkdn::net::AdmissionQueue> pending;
     // Status reports are coalesced: at most one per KM waits for the core, and a newer report
@@ -142,10 +138,10 @@ struct ControllerService::Impl {
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   net::any_io_executor core;
-  net::any_io_executor acceptor_strand;
-  net::ip::tcp::acceptor acceptor;
   /// Ck connections not registered yet (ServiceOptions::max_unregistered).
   std::unique_ptr<qkdn::net::ConnectionGate> unregistered;
+  /// The Ck listener (accept loop, gates, deadline, drain); made by start().
+  std::unique_ptr<southbound::FramedServer> server;
   std::unique_ptr<net::ssl::context> tls;
   std::vector<std::thread> threads;
   std::shared_ptr<CommandHandler> handler;
@@ -153,7 +149,6 @@ struct ControllerService::Impl {
   mutable std::mutex errors_mu;  // metrics only, never domain state
   std::map<std::string, std::uint64_t, std::less<>> protocol_errors;
   std::mutex log_mu;
-  std::atomic<std::uint64_t> next_session_id{1};
   bool started = false;
   bool stopped = false;
   std::unique_ptr<Metrics> metrics;
@@ -165,10 +160,7 @@ struct ControllerService::Impl {
   controller::ReservationLedger ledger;
   controller::RelayTable relays;
   std::map<std::string, Registered> registered;
-  std::map<std::uint64_t, std::shared_ptr<southbound::CkChannel>> live;
   bool stopping = false;
-  bool accept_done = false;
-  std::promise<void>* drained = nullptr;
   // Timers: the periodic tick (engine, relays, sessions) and the coalesced snapshot refresh.
   net::steady_timer tick_timer;
   net::steady_timer snapshot_timer;
@@ -217,16 +209,21 @@ struct ControllerService::Impl {
   /// not as a protocol error.
   void send_register_ng(Session& s, std::uint32_t id, std::string_view code, const std::string& why,
                         std::optional<std::chrono::milliseconds> retry = std::nullopt);
-  net::awaitable<void> accept_loop();
-  void start_session(net::ip::tcp::socket socket);
-  net::awaitable<void> run_session(std::shared_ptr<Session> s);
+  /// The FramedServer hooks of the Ck listener.
+  southbound::FramedServer::Hooks server_hooks();
+  /// Serves one accepted connection (FramedServer::Hooks::serve): the CkChannel and its session.
+  net::awaitable<void> serve(std::shared_ptr<southbound::FramedServer::Connection> conn,
+                             net::ip::tcp::socket socket);
   net::awaitable<void> session_ended(std::shared_ptr<Session> s);
-  void check_drained();
   net::awaitable<void> on_frame(std::shared_ptr<Session> s, ck::Frame frame);
   void touch(Session& s);
   net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg);
+  /// The registration's verdict from the core (FramedServer::Connection::register_peer).
+  net::awaitable<southbound::FramedServer::Verdict> register_on_core(
+      std::shared_ptr<Session> s, ck::Register reg, southbound::FramedServer::Pending pending,
+      std::uint32_t message_id);
   net::awaitable<CoreResult> core_register(std::shared_ptr<Session> s, ck::Register reg,
-                                           qkdn::net::AdmissionQueue::Ticket ticket,
+                                           southbound::FramedServer::Pending pending,
                                            std::uint32_t message_id);
   net::awaitable<CoreResult> core_apply(std::string km_id, std::string remote, ck::Message message,
                                         std::shared_ptr<const void> admitted);

@@ -19,15 +19,24 @@ enum class ErrorCode {
   kInternal,         ///< a broken invariant inside the project
 };
 
-/// Base of every exception the project throws on purpose.
+/// Base of every exception the project throws on purpose, and the one error value the service
+/// hands around (std::optional<Error>: nullopt = done).
 class Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  /// With the southbound wire code the peer is to get when it is finer than the code's default
+  /// (error_ck_code): "unknown_application", "busy", "not_leader", ... Ck builds these through
+  /// qkdn::southbound::ck::error(), which derives `code` from the wire code (one table).
+  Error(ErrorCode code, const std::string& message, std::string_view wire_code)
+      : std::runtime_error(message), code_(code), wire_code_(wire_code) {}
   /// The category of the failure.
   [[nodiscard]] ErrorCode code() const noexcept { return code_; }
+  /// The wire code given at construction, or empty.
+  [[nodiscard]] std::string_view wire_code() const noexcept { return wire_code_; }
 
  private:
   ErrorCode code_;
+  std::string wire_code_;
 };
 
 class InvalidArgument : public Error {
@@ -60,5 +69,7 @@ std::string_view error_name(ErrorCode code) noexcept;
 /// an application or a key send "unknown_application" / "unknown_key" themselves), unavailable and
 /// internal -> "internal".
 std::string_view error_ck_code(ErrorCode code) noexcept;
+/// The Ck error code of an error: its wire code when it has one, else error_ck_code(code()).
+std::string_view error_ck_code(const Error& e) noexcept;
 
 }  // namespace qkdn

@@ -12,6 +12,8 @@
 #include <variant>
 #include <vector>
 
+#include "qkdn/base/error.hpp"
+
 namespace qkdn::southbound::ck {
 
 /// Command codes of Q.4164 Table I.1 and the project extensions. Each has a row in kCommands.
@@ -68,7 +70,19 @@ inline constexpr std::string_view kInternal = "internal";
 /// [project] The controller is overloaded or the KM is over its rate: retry later (the hint is
 /// RegisterResponse::retry_after_ms, or "retry after <N> ms" at the end of the message).
 inline constexpr std::string_view kBusy = "busy";
+
+/// The one table from a Ck error code to the project's ErrorCode (bad_request ->
+/// kInvalidArgument, unknown_* -> kNotFound, busy/no_route/insufficient_keys/timeout ->
+/// kUnavailable, stale_epoch/reservation_expired -> kConflict, internal and codes not in the
+/// table -> kInternal).
+ErrorCode category(std::string_view code) noexcept;
 }  // namespace errc
+
+/// A qkdn::Error that carries the Ck error code `code` (Error::wire_code) and its category.
+Error error(std::string_view code, const std::string& message);
+/// An exception as the Error a KM is answered with: an Error as it is (its code by
+/// error_ck_code(const Error&)), anything else as internal.
+Error error_of(const std::exception& e);
 
 /// `extension` of Tables 1-13: an array of objects, kept as its JSON text ("[...]") so that
 /// unknown extensions round-trip. Absent when the field was absent.

@@ -1,9 +1,9 @@
-// The controller facade: the one way an operator write (the northbound write handlers) changes
-// the core. One write at a time: plan on the core strand (read, validate, nothing changes), store
-// (when a store is configured), apply on the core strand through CoreChanges, whose typed
-// changes keep the core's outputs; the facade forwards those outputs (network events to the
-// rerouting engine, alarms and metrics; rerouting outputs as 0x41E5 and alarms) itself, so no
-// caller can forget to.
+// The controller facade: the one way an operator write (the northbound write handlers) and a
+// KM's report over Ck (registration, status, alarm, applications, disconnect) change the core. One
+// write at a time: plan on the core strand (read, validate, nothing changes), store (when a store
+// is configured), apply on the core strand through CoreChanges, whose typed changes keep the core's
+// outputs; the facade forwards those outputs (network events to the rerouting engine, alarms and
+// metrics; rerouting outputs as 0x41E5 and alarms) itself, so no caller can forget to.
 #pragma once
 
 #include <functional>
@@ -76,10 +76,33 @@ class CoreChanges {
   const controller::Alarm& acknowledge_alarm(std::uint64_t id, const std::string& actor);
   const controller::Alarm* clear_alarm(const std::string& type, const std::string& resource);
 
+  // ---- what KMs report over Ck (ControllerFacade::report); Network's contracts ----
+  /// Network::register_km. Its events are forwarded batched (see ControllerFacade::report).
+  void register_km(const controller::Registration& registration,
+                   std::vector<std::string>* unknown_links,
+                   std::vector<controller::RefusedClaim>* refused);
+  /// Network::apply_status. Batched like a registration.
+  void apply_status(const std::string& km_id, const std::vector<controller::LinkReport>& links);
+  /// Network::apply_alarm.
+  void apply_alarm(const std::string& km_id, const std::string& alarm, const std::string& link_id,
+                   const std::string& severity, double value);
+  /// Network::update_applications: the refused claims.
+  std::vector<controller::RefusedClaim> update_applications(
+      const std::string& km_id, const std::vector<std::string>& attached,
+      const std::vector<std::string>& detached);
+  /// Network::disconnect_km (the KM's Ck session ended).
+  void disconnect_km(const std::string& km_id);
+  /// Network::touch_km (last_seen; no events).
+  void touch_km(const std::string& km_id);
+
  private:
   friend class ControllerFacade;
   Core& core_;
   std::vector<controller::NetworkEvent> events_;
+  /// Registrations and status reports: events go to observers at once and to the rerouting
+  /// engine once per core pass (a storm of 2,000 registrations costs one engine run).
+  std::vector<controller::NetworkEvent> batched_;
+  bool batched_called_ = false;   ///< a report without events still refreshes the pools
   bool network_changed_ = false;  ///< the topology was applied (forwarded even without events)
   controller::ReroutingOutput rerouting_;
   bool rerouting_changed_ = false;
@@ -127,6 +150,24 @@ class ControllerFacade {
     co_return co_await std::move(apply_op);
   }
 
+  /// A KM's report over Ck (called on the core strand by the Ck session handlers): fn(changes)
+  /// makes the changes and returns its result; the facade then forwards the outputs, as for a
+  /// write. No write turn and no store step: reports are applied in the order they reach the
+  /// core, and what of them must be stored goes through the service's writer.
+  template <class Fn>
+  auto report(Fn fn) -> std::invoke_result_t<Fn, CoreChanges&> {
+    Core core = service_.core_refs();
+    CoreChanges changes(core);
+    if constexpr (std::is_void_v<std::invoke_result_t<Fn, CoreChanges&>>) {
+      fn(changes);
+      forward_report(changes);
+    } else {
+      auto result = fn(changes);
+      forward_report(changes);
+      return result;
+    }
+  }
+
  private:
   class Turn;
   /// Waits for this write's turn (one write at a time); the turn ends with the returned object.
@@ -135,6 +176,8 @@ class ControllerFacade {
   net::awaitable<void> persist(StoreOp op);
   /// Hands the outputs kept by `changes` to the service (core strand).
   void forward(CoreChanges& changes);
+  /// forward() for a report: the batched events through the service's per-pass batch.
+  void forward_report(CoreChanges& changes);
 
   struct Lock;
   ControllerService& service_;
