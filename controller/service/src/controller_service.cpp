@@ -927,13 +927,18 @@ net::ip::tcp::endpoint ControllerService::start() {
 
 void ControllerService::stand_down() {
   if (!impl_->started || impl_->stopped) return;
-  net::post(impl_->acceptor_strand, [this] {
-    boost::system::error_code ignored;
-    impl_->acceptor.close(ignored);
-  });
-  net::post(impl_->core, [this] {
-    for (auto& [id, channel] : impl_->live) channel->close();
-  });
+  // The server stops accepting and closes every Ck session at once; stop() later waits for the
+  // same drain (FramedServer::stop runs once).
+  net::post(impl_->core, [this] { impl_->stop_server(); });
+}
+
+std::shared_future<void> ControllerService::Impl::stop_server() {
+  if (!server_stopped) {
+    auto drained = std::make_shared<std::promise<void>>();
+    server_stopped = drained->get_future().share();
+    server->stop([drained] { drained->set_value(); });
+  }
+  return *server_stopped;
 }
 
 void ControllerService::raise_alarm_soon(controller::AlarmSpec spec) {
@@ -945,13 +950,15 @@ void ControllerService::stop() {
   impl_->stopped = true;
   // The server stops accepting, closes every session and reports once each has ended (its
   // session_ended ran on the core): the core refuses registrations from here on.
-  auto drained = std::make_shared<std::promise<void>>();
-  auto done = drained->get_future();
-  net::post(impl_->core, [this, drained] {
+  auto stopped = std::make_shared<std::promise<std::shared_future<void>>>();
+  auto stopping = stopped->get_future();
+  net::post(impl_->core, [this, stopped] {
     impl_->stopping = true;
-    impl_->server->stop([drained] { drained->set_value(); });
+    stopped->set_value(impl_->stop_server());
   });
-  if (done.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  if (stopping.wait_until(deadline) != std::future_status::ready ||
+      stopping.get().wait_until(deadline) != std::future_status::ready) {
     log("ck: sessions did not drain within 10 s; stopping anyway");
     impl_->ioc.stop();
   }

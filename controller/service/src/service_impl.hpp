@@ -142,6 +142,9 @@ struct ControllerService::Impl {
   std::unique_ptr<qkdn::net::ConnectionGate> unregistered;
   /// The Ck listener (accept loop, gates, deadline, drain); made by start().
   std::unique_ptr<southbound::FramedServer> server;
+  /// Stops the server once (stand_down or stop, whichever comes first); the drain. Core strand.
+  std::shared_future<void> stop_server();
+  std::optional<std::shared_future<void>> server_stopped;
   std::unique_ptr<net::ssl::context> tls;
   std::vector<std::thread> threads;
   std::shared_ptr<CommandHandler> handler;
