@@ -137,6 +137,8 @@ std::string relay_aad(const json::object& meta, const std::string& from, const s
     aad += "\nsae\n" + str_of(meta, "master_sae") + "\n" + str_of(meta, "slave_sae") + "\n" +
            str_of(meta, "session_id") + "\n" + std::to_string(int_of(meta, "sae_key_bits"));
   }
+  // Key combination `hybrid`: the source's key-exchange offer (docs/hybrid.md).
+  if (const auto* x = meta.if_contains(hybrid::kFrameField)) aad += "\nkex\n" + json::serialize(*x);
   return aad;
 }
 
@@ -162,8 +164,10 @@ std::string relay_frame(json::object meta, const std::string& from, const std::s
   return kma::encode_frame(kma::Type::kRelay, json::serialize(meta));
 }
 
-std::string relay_ack_frame(const std::string& request_id, const std::string& response) {
+std::string relay_ack_frame(const std::string& request_id, const std::string& response,
+                            const std::string& exchange = {}) {
   json::object o{{"key_relay_request_id", request_id}, {"response", response}};
+  if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kRelayAck, json::serialize(o));
 }
 
@@ -434,6 +438,7 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
       meta["slave_sae"] = w->second->slave_sae;
       meta["session_id"] = w->second->session_id;
       meta["sae_key_bits"] = w->second->key_bits;
+      if (w->second->kex) meta[hybrid::kFrameField] = w->second->kex->offer();
       w->second->relay_id = rid;
       waits_by_relay_[rid] = w->second;
       waits_by_notification_.erase(w);
@@ -537,11 +542,22 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
                                     relay.source_kma_id);
       return answer("OK");
     }
-    if (relay.sae) {  // an SAE request: filed for the slave SAE
-      file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae, relay.sae->slave_sae);
+    if (relay.sae) {  // an SAE request: filed for the slave SAE (combined when hybrid)
+      std::optional<hybrid::Shared> shared;
+      std::string exchange;
+      const auto* offer = relay.meta.if_contains(hybrid::kFrameField);
+      const auto refusal = accept_combination(
+          relay.sae->master_sae, relay.sae->slave_sae,
+          offer == nullptr ? std::string{} : json::serialize(*offer), shared, exchange);
+      if (!refusal.empty()) return answer(refusal);
+      const auto first = file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae,
+                                       relay.sae->slave_sae, shared ? &*shared : nullptr);
+      record_delivery(
+          slave_delivery(*relay.sae, relay.source_kma_id, "relay", shared, d.keys.size(), first));
       log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
                                     relay.source_kma_id + " for SAE " + relay.sae->slave_sae);
-      return answer("OK");
+      session->send(relay_ack_frame(rid, "OK", exchange));
+      return;
     }
     d.expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
     delivered_[rid] = std::move(d);
@@ -591,10 +607,13 @@ void KmHost::on_relay_ack(const std::string& payload) {
   if (auto f = forwarded_relays_.find(rid); f != forwarded_relays_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
-      l->second->session->send(relay_ack_frame(rid, response));
+      l->second->session->send(relay_ack_frame(rid, response, hybrid::exchange_of(payload)));
     }
     forwarded_relays_.erase(f);
     return;
+  }
+  if (auto w = waits_by_relay_.find(rid); w != waits_by_relay_.end()) {
+    w->second->kex_answer = hybrid::exchange_of(payload);
   }
   finish_source_relay(rid, response);
 }
@@ -661,8 +680,10 @@ std::string claim_aad(const kma::Claim& c) {
                    c.sae.slave_sae, c.sae.session_id, c.sae.key_bits, c.key_ids);
 }
 
-std::string claim_ack_frame(const std::string& claim_id, const std::string& response) {
+std::string claim_ack_frame(const std::string& claim_id, const std::string& response,
+                            const std::string& exchange = {}) {
   json::object o{{"claim_id", claim_id}, {"response", response}};
+  if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kClaimAck, json::serialize(o));
 }
 
@@ -920,7 +941,7 @@ void KmHost::finish_instruction_relay(const std::string& request_id, const std::
 bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
                         const std::vector<KeyBlock>& units, const std::string& master_sae,
                         const std::string& slave_sae, const std::string& session_id,
-                        std::int64_t key_bits) {
+                        std::int64_t key_bits, const std::string& exchange) {
   if (pool.route.size() < 2 || pool.route.front() != km_id_) return false;
   LinkEnd* out = hop_link(pool.route[1], std::nullopt);
   if (out == nullptr || !out->up()) return false;
@@ -946,6 +967,7 @@ bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
                            {});
   wipe(pad);
   c["tag"] = to_hex(tag.data(), tag.size());
+  if (!exchange.empty()) c[hybrid::kFrameField] = json::parse(exchange);
   out->session->send(kma::encode_frame(kma::Type::kClaim, json::serialize(c)));
   return true;
 }
@@ -1001,8 +1023,16 @@ void KmHost::on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
   std::erase_if(pool.units, [&](const PoolUnit& p) {
     return std::find(c.key_ids.begin(), c.key_ids.end(), p.key.id) != c.key_ids.end();
   });
-  file_supplied(units, c.sae.key_bits, c.sae.master_sae, c.sae.slave_sae);
-  answer("OK");
+  // Checked after the units left the pool: the source dropped them too, whatever the answer.
+  std::optional<hybrid::Shared> shared;
+  std::string exchange;
+  const auto refusal = accept_combination(c.sae.master_sae, c.sae.slave_sae,
+                                          hybrid::exchange_of(payload), shared, exchange);
+  if (!refusal.empty()) return answer(refusal);
+  const auto first = file_supplied(units, c.sae.key_bits, c.sae.master_sae, c.sae.slave_sae,
+                                   shared ? &*shared : nullptr);
+  record_delivery(slave_delivery(c.sae, route.front(), "pool", shared, units.size(), first));
+  session->send(claim_ack_frame(id, "OK", exchange));
 }
 
 void KmHost::on_claim_ack(const std::string& payload) {
@@ -1022,7 +1052,7 @@ void KmHost::on_claim_ack(const std::string& payload) {
   if (auto f = forwarded_claims_.find(id); f != forwarded_claims_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
-      l->second->session->send(claim_ack_frame(id, response));
+      l->second->session->send(claim_ack_frame(id, response, hybrid::exchange_of(payload)));
     }
     forwarded_claims_.erase(f);
     return;
@@ -1031,6 +1061,7 @@ void KmHost::on_claim_ack(const std::string& payload) {
   if (it == waits_by_relay_.end()) return;
   auto w = it->second;
   waits_by_relay_.erase(it);
+  w->kex_answer = hybrid::exchange_of(payload);
   complete_wait(w, response, 503);
 }
 

@@ -1206,6 +1206,8 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
   s.controller_epoch = controller_epoch_;
   s.registrations = registrations_;
   s.busy_refusals = busy_refusals_;
+  s.keys_by_mode = keys_by_mode_;
+  s.deliveries.assign(deliveries_.begin(), deliveries_.end());
   for (const auto& l : links_) {
     LinkSnapshot ls;
     ls.link_id = l->link_id;

@@ -143,8 +143,15 @@ std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t
   return out;
 }
 
-std::string supply_ack(const std::string& id, const std::string& response) {
+std::string suite_of_offer(const hybrid::Initiator& kex) {
+  const auto offer = kex.offer();
+  return std::string(offer.at("suite").as_string());
+}
+
+std::string supply_ack(const std::string& id, const std::string& response,
+                       const std::string& exchange = {}) {
   json::object o{{"supply_id", id}, {"response", response}};
+  if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kSupplyAck, json::serialize(o));
 }
 
@@ -195,10 +202,14 @@ void KmHost::finish_sae_relay(const std::string& request_id, const std::string& 
   complete_wait(w, response, status);
 }
 
-void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
-                           const std::string& master_sae, const std::string& slave_sae) {
+std::string KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                                  const std::string& master_sae, const std::string& slave_sae,
+                                  const hybrid::Shared* shared) {
   const auto expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
+  std::string first;
   for (auto& k : group_units(units, key_bits, master_sae, slave_sae)) {
+    if (first.empty()) first = k.key_id;
+    if (shared != nullptr) hybrid::combine(k.bytes, *shared, k.key_id, master_sae, slave_sae);
     SuppliedKey s;
     s.master_sae = master_sae;
     s.slave_sae = slave_sae;
@@ -209,6 +220,7 @@ void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_
     supplied_bytes_[slave_sae] += s.bytes.size();
     supplied_.emplace(k.key_id, std::move(s));
   }
+  return first;
 }
 
 void KmHost::forget_supplied(std::unordered_map<std::string, SuppliedKey>::iterator it) {
@@ -269,11 +281,18 @@ void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& s
   } catch (const kma::BadMessage& e) {
     return answer(std::string("NG: bad_request: malformed supply frame: ") + e.what());
   }
-  auto keys = link.store.take(s->key_ids, false);
+  std::optional<hybrid::Shared> shared;
+  std::string exchange;
+  const auto refusal = accept_combination(s->sae.master_sae, s->sae.slave_sae,
+                                          hybrid::exchange_of(payload), shared, exchange);
+  auto keys = link.store.take(s->key_ids, false);  // taken whatever follows: never used twice
   if (!keys) return answer("NG: unknown_key: link keys not available at " + km_id_);
   link.keys_consumed += static_cast<std::int64_t>(keys->size());
-  file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae);
-  answer("OK");
+  if (!refusal.empty()) return answer(refusal);
+  const auto first = file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae,
+                                   shared ? &*shared : nullptr);
+  record_delivery(slave_delivery(s->sae, link.peer_km, "adjacent", shared, keys->size(), first));
+  session->send(supply_ack(id, "OK", exchange));
 }
 
 void KmHost::on_supply_ack(const std::string& payload) {
@@ -288,6 +307,7 @@ void KmHost::on_supply_ack(const std::string& payload) {
   if (it == waits_by_relay_.end()) return;
   auto w = it->second;
   waits_by_relay_.erase(it);
+  w->kex_answer = hybrid::exchange_of(payload);
   complete_wait(w, ack.response, 503);
 }
 
@@ -404,6 +424,37 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   w->slave_sae = slave_sae;
   w->session_id = session->session_id;
   w->key_bits = size_bits;
+  // Key combination (docs/hybrid.md): `hybrid` pairs exchange ephemeral keys with the
+  // destination KM in the frames that deliver the units; a local pair has no network path.
+  const bool hybrid_pair = dst != km_id_ && core_.config().key_combination.of(
+                                                master_sae, slave_sae) == hybrid::Mode::kHybrid;
+  auto new_kex = [&]() -> std::shared_ptr<hybrid::Initiator> {
+    if (!hybrid_pair) return nullptr;
+    return std::make_shared<hybrid::Initiator>();
+  };
+  // The keys for the master SAE, combined when hybrid, and the delivery recorded.
+  auto deliver = [&](const SupplyWait& done, const std::vector<KeyBlock>& delivered,
+                     const std::string& path) -> SaeResult {
+    SaeResult r;
+    r.keys = group_units(delivered, size_bits, master_sae, slave_sae);
+    std::string why;
+    if (!finish_combination(done, r.keys, why)) {
+      return fail(503, "key combination failed", {why});
+    }
+    DeliveryRecord rec;
+    rec.role = "master";
+    rec.master_sae = master_sae;
+    rec.slave_sae = slave_sae;
+    rec.peer_km = dst;
+    rec.path = path;
+    rec.mode = done.kex ? "hybrid" : "qkd";
+    rec.suite = done.kex ? suite_of_offer(*done.kex) : std::string{};
+    rec.keys = static_cast<std::int64_t>(r.keys.size());
+    rec.key_bits = size_bits;
+    rec.first_key_id = r.keys.empty() ? std::string{} : r.keys.front().key_id;
+    record_delivery(std::move(rec));
+    return r;
+  };
 
   if (dst == km_id_) {  // both SAEs here: fresh random keys, filed for the slave too
     // Memory bound: keys wait here until the slave fetches them (or their TTL), so a master
@@ -428,9 +479,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
       k.created = created;
     }
     file_supplied(keys, size_bits, master_sae, slave_sae);
-    SaeResult r;
-    r.keys = group_units(keys, size_bits, master_sae, slave_sae);
-    co_return r;
+    co_return deliver(*w, keys, "local");
   }
 
   // Pre-positioned units (relay instructions) first: no relay, one Claim along the pool's route;
@@ -443,21 +492,20 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     for (std::int64_t i = 0; i < units; ++i)
       claimed.push_back(pool->second.units[static_cast<std::size_t>(i)].key);
     const std::string claim_id = km_id_ + "-" + key_id_to_string(new_key_id());
+    auto cw = std::make_shared<SupplyWait>(strand_);
+    cw->master_sae = master_sae;
+    cw->slave_sae = slave_sae;
+    cw->kex = new_kex();
     if (send_claim(claim_id, pool->second, claimed, master_sae, slave_sae, session->session_id,
-                   size_bits)) {
+                   size_bits, cw->kex ? json::serialize(cw->kex->offer()) : std::string{})) {
       // Taken whatever the answer: a unit the destination may have filed is never reused.
       pool->second.units.erase(pool->second.units.begin(),
                                pool->second.units.begin() + static_cast<std::ptrdiff_t>(units));
-      auto cw = std::make_shared<SupplyWait>(strand_);
       waits_by_relay_[claim_id] = cw;
       auto wait = await_wait(cw, deadline);
       co_await std::move(wait);
       waits_by_relay_.erase(claim_id);
-      if (cw->done && cw->response == "OK") {
-        SaeResult r;
-        r.keys = group_units(claimed, size_bits, master_sae, slave_sae);
-        co_return r;
-      }
+      if (cw->done && cw->response == "OK") co_return deliver(*cw, claimed, "pool");
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": claim " + claim_id + " to " + dst + ": " +
                                     (cw->done ? cw->response : std::string("timeout")));
       if (stopping() || std::chrono::steady_clock::now() >= deadline) {
@@ -484,6 +532,8 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     json::object frame{{"supply_id", supply_id}, {"master_sae", master_sae},
                        {"slave_sae", slave_sae}, {"session_id", session->session_id},
                        {"key_bits", size_bits},  {"key_ids", std::move(id_text)}};
+    w->kex = new_kex();
+    if (w->kex) frame[hybrid::kFrameField] = w->kex->offer();
     w->units = std::move(*keys);
     waits_by_relay_[supply_id] = w;
     link->session->send(kma::encode_frame(kma::Type::kSupply, json::serialize(frame)));
@@ -492,9 +542,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     waits_by_relay_.erase(supply_id);
     if (!w->done) co_return fail(503, "timeout", {"no answer from KM " + dst});
     if (w->response != "OK") co_return fail(503, "supply failed", {w->response});
-    SaeResult r;
-    r.keys = group_units(w->units, size_bits, master_sae, slave_sae);
-    co_return r;
+    co_return deliver(*w, w->units, "adjacent");
   }
 
   // Elsewhere: a key relay through the controller (0x1403 -> 0x4104 -> KMA relay).
@@ -510,6 +558,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   n.application_destination_id = slave_sae;
   n.number_of_keys = units;
   n.key_size = kKeyBits;
+  w->kex = new_kex();  // on_relay_request puts its offer in the relay metadata
   const std::uint32_t mid = channel->send(ck::Message{std::move(n)});
   waits_by_notification_[mid] = w;
   auto wait = await_wait(w, deadline);
@@ -522,9 +571,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     co_return fail(w->ng_status, w->ng_status == 400 ? "unknown SAE" : "relay failed",
                    {w->response});
   }
-  SaeResult r;
-  r.keys = group_units(w->units, size_bits, master_sae, slave_sae);
-  co_return r;
+  co_return deliver(*w, w->units, "relay");
 }
 
 net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::string master_sae,

@@ -100,3 +100,8 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_rerouting_modes test_rerouting_modes.py)
 endif()
+# Key combination per SAE pair (issue 19, docs/hybrid.md): hybrid and qkd pairs, adjacent and
+# relayed, identical keys at both SAEs, the mode in the agent's delivery records.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_hybrid test_hybrid.py)
+endif()

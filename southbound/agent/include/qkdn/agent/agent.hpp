@@ -5,11 +5,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "qkdn/agent/key_combination.hpp"
 #include "qkdn/controller/topology.hpp"
 
 namespace boost::asio {
@@ -84,6 +86,8 @@ struct AgentConfig {
   /// Bytes of keys filed for one SAE and not fetched yet (dec_keys) that an enc_keys between
   /// two SAEs of the same KM may add to; beyond it that call is refused (memory bound).
   std::size_t sae_max_waiting_bytes = 16u << 20;
+  /// Key combination per SAE pair (--key-combination; key_combination.hpp, docs/hybrid.md).
+  hybrid::Policy key_combination;
 };
 
 /// Run-time changes of an emulated link (any subset).
@@ -120,6 +124,22 @@ struct LinkSnapshot {
 };
 
 /// One hosted KM.
+/// One SAE key delivery at a KM (both ends record it): what was delivered and how, never key
+/// bytes.
+struct DeliveryRecord {
+  std::string time;  ///< RFC 3339
+  std::string role;  ///< "master" (enc_keys answered here) or "slave" (keys filed for dec_keys)
+  std::string master_sae;
+  std::string slave_sae;
+  std::string peer_km;  ///< the other end KM (this KM for a local pair)
+  std::string path;     ///< "local", "adjacent", "relay" or "pool"
+  std::string mode;     ///< key combination: "qkd" or "hybrid"
+  std::string suite;    ///< hybrid: "x25519" or "x25519+mlkem768"; empty otherwise
+  std::int64_t keys = 0;
+  std::int64_t key_bits = 0;
+  std::string first_key_id;
+};
+
 struct KmSnapshot {
   std::string km_id;
   std::string kma_endpoint;
@@ -128,6 +148,8 @@ struct KmSnapshot {
   std::uint64_t registrations = 0;    ///< successful registrations so far
   std::uint64_t busy_refusals = 0;    ///< registrations refused with "NG: busy"
   std::vector<LinkSnapshot> links;
+  std::map<std::string, std::int64_t> keys_by_mode;  ///< SAE keys delivered per combination mode
+  std::vector<DeliveryRecord> deliveries;            ///< the latest (at most 64), oldest first
 };
 
 class AgentCore;
