@@ -42,3 +42,13 @@ target_compile_definitions(unit_agent_options PRIVATE
   QKDN_TEST_TOPOLOGY="${CMAKE_SOURCE_DIR}/tests/data/topologies/tokyo-qkd.json")
 target_link_libraries(unit_agent_options PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_agent_options TEST_PREFIX "unit_agent_options." PROPERTIES LABELS unit)
+
+# Key combination (key_combination.cpp): X25519 (+ ML-KEM-768) exchange, HKDF checked against an
+# independent RFC 5869 computation, per-pair policy rules.
+add_executable(unit_agent_key_combination
+  ${CMAKE_CURRENT_LIST_DIR}/agent_key_combination_test.cpp
+)
+target_link_libraries(unit_agent_key_combination PRIVATE qkdn_agent Boost::json OpenSSL::Crypto
+                      GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_agent_key_combination TEST_PREFIX "unit_agent_key_combination."
+                     PROPERTIES LABELS unit)
