@@ -151,11 +151,22 @@ void wipe(std::vector<std::uint8_t>& v) {
   if (!v.empty()) OPENSSL_cleanse(v.data(), v.size());
 }
 
-/// A whole Relay frame: the metadata plus ciphertext and tag for the hop from -> to.
+/// A whole Relay frame: the metadata plus ciphertext and tag for the hop from -> to. The
+/// metadata's "encryption" says how: otp-xor (pad as long as the keys) or aes-256-gcm (the pad
+/// is one hop key; relay_scheme.hpp).
 std::string relay_frame(json::object meta, const std::string& from, const std::string& to,
                         std::vector<std::uint8_t> plaintext, std::vector<std::uint8_t> pad) {
-  xor_into(plaintext, pad);  // plaintext now holds the ciphertext
-  const auto tag = hop_tag(pad, relay_aad(meta, from, to), plaintext);
+  const auto aad = relay_aad(meta, from, to);
+  if (str_of(meta, "encryption") == relay::scheme_name(relay::Scheme::kAesGcm)) {
+    std::array<std::uint8_t, 12> nonce{};
+    std::array<std::uint8_t, 16> gcm_tag{};
+    relay::gcm_seal(pad, aad, plaintext, nonce, gcm_tag);  // plaintext now holds the ciphertext
+    meta["nonce"] = to_hex(nonce.data(), nonce.size());
+    meta["gcm_tag"] = to_hex(gcm_tag.data(), gcm_tag.size());
+  } else {
+    xor_into(plaintext, pad);  // plaintext now holds the ciphertext
+  }
+  const auto tag = hop_tag(pad, aad, plaintext);
   wipe(pad);
   meta["from"] = from;
   meta["to"] = to;
@@ -377,12 +388,24 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
   route.push_back(*r.destination_kma_id);
   if (r.hop_keys.size() != route.size() - 1)
     return ng("bad_request: hop_keys do not match the route");
-  const std::size_t n = r.hop_keys.front().key_ids.size();
+  // An SAE request whose pair relays with aes-256-gcm asked for one hop key per hop and says
+  // how many units it needs; otherwise one unit per hop key (one-time pad).
+  std::shared_ptr<SupplyWait> sae_wait;
+  if (r.notification_message_id) {
+    if (auto w = waits_by_notification_.find(*r.notification_message_id);
+        w != waits_by_notification_.end()) {
+      sae_wait = w->second;
+    }
+  }
+  const bool gcm = sae_wait && sae_wait->gcm_units > 0;
+  const std::size_t per_hop = r.hop_keys.front().key_ids.size();
+  const std::size_t n = gcm ? static_cast<std::size_t>(sae_wait->gcm_units) : per_hop;
   if (n == 0 || n > static_cast<std::size_t>(kMaxKeysPerRelay)) return ng("bad_request: key count");
+  if (gcm && per_hop != 1) return ng("bad_request: an aes-256-gcm relay takes one key per hop");
   json::array hops;
   for (std::size_t i = 0; i < r.hop_keys.size(); ++i) {
     const auto& h = r.hop_keys[i];
-    if (h.kma_id != route[i] || h.next_kma_id != route[i + 1] || h.key_ids.size() != n) {
+    if (h.kma_id != route[i] || h.next_kma_id != route[i + 1] || h.key_ids.size() != per_hop) {
       return ng("bad_request: hop_keys do not match the route");
     }
     hops.push_back(json::object{{"kma_id", h.kma_id},
@@ -427,7 +450,7 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
                     {"key_ids", to_array(e2e_ids)},
                     {"key_size", kKeyBits},
                     {"created", format_rfc3339(created)},
-                    {"encryption", "otp-xor"},
+                    {"encryption", gcm ? "aes-256-gcm" : "otp-xor"},
                     {"integrity", "hmac-sha256"}};
   // A relay an SAE request asked for (0x1403 from sae_supply.cpp): the destination files the
   // keys for that SAE pair, and the request waits for this relay.
@@ -515,7 +538,15 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
     return answer("NG: integrity: relay tag mismatch");
   }
   auto plain = std::move(ct);
-  xor_into(plain, pad);
+  if (relay.gcm) {
+    if (!relay::gcm_open(pad, relay_aad(relay.meta, from, km_id_), plain, relay.nonce,
+                         relay.gcm_tag)) {
+      wipe(pad);
+      return answer("NG: integrity: relay AES-256-GCM tag mismatch");
+    }
+  } else {
+    xor_into(plain, pad);
+  }
   wipe(pad);
   if (destination == km_id_) {
     const auto& ids = relay.key_ids;
@@ -552,8 +583,11 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
       if (!refusal.empty()) return answer(refusal);
       const auto first = file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae,
                                        relay.sae->slave_sae, shared ? &*shared : nullptr);
-      record_delivery(
-          slave_delivery(*relay.sae, relay.source_kma_id, "relay", shared, d.keys.size(), first));
+      auto rec =
+          slave_delivery(*relay.sae, relay.source_kma_id, "relay", shared, d.keys.size(), first);
+      rec.relay_scheme =
+          relay::scheme_name(relay.gcm ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
+      record_delivery(std::move(rec));
       log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
                                     relay.source_kma_id + " for SAE " + relay.sae->slave_sae);
       session->send(relay_ack_frame(rid, "OK", exchange));
@@ -583,6 +617,8 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
   out->keys_consumed += static_cast<std::int64_t>(out_keys->size());
   relay.meta.erase("ciphertext");
   relay.meta.erase("tag");
+  relay.meta.erase("nonce");
+  relay.meta.erase("gcm_tag");
   std::string frame = relay_frame(std::move(relay.meta), km_id_, out_hop->next_kma_id,
                                   std::move(plain), pad_of(*out_keys));
   out->session->send(std::move(frame));

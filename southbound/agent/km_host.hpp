@@ -269,6 +269,9 @@ class KmHost {
     /// (serialized JSON) from the SupplyAck / RelayAck / ClaimAck.
     std::shared_ptr<hybrid::Initiator> kex;
     std::string kex_answer;
+    /// Relay scheme aes-256-gcm: the 256-bit units the relay carries (its 0x1403 asked for one
+    /// hop key per hop); 0 for otp.
+    std::int64_t gcm_units = 0;
   };
   /// A key filed for an SAE at this KM, until dec_keys fetches it or it expires. Its bytes are
   /// key memory: an entry overwritten in supplied_ frees (and so wipes) the old buffer.

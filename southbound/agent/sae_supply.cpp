@@ -452,6 +452,10 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     rec.keys = static_cast<std::int64_t>(r.keys.size());
     rec.key_bits = size_bits;
     rec.first_key_id = r.keys.empty() ? std::string{} : r.keys.front().key_id;
+    if (path == "relay") {
+      rec.relay_scheme =
+          relay::scheme_name(done.gcm_units > 0 ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
+    }
     record_delivery(std::move(rec));
     return r;
   };
@@ -558,6 +562,14 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   n.application_destination_id = slave_sae;
   n.number_of_keys = units;
   n.key_size = kKeyBits;
+  if (core_.config().relay_scheme.of(master_sae, slave_sae) == relay::Scheme::kAesGcm) {
+    // One hop key per hop keys an AES-256-GCM encryption of every unit (relay_scheme.hpp).
+    n.number_of_keys = 1;
+    n.extension = json::serialize(
+        json::array{json::object{{relay::kSchemeField, relay::scheme_name(relay::Scheme::kAesGcm)},
+                                 {relay::kKeysField, units}}});
+    w->gcm_units = units;
+  }
   w->kex = new_kex();  // on_relay_request puts its offer in the relay metadata
   const std::uint32_t mid = channel->send(ck::Message{std::move(n)});
   waits_by_notification_[mid] = w;

@@ -15,6 +15,7 @@ add_library(qkdn_agent STATIC
   agent/sae_supply.cpp
   agent/key_combination.cpp
   agent/sae_combination.cpp
+  agent/relay_scheme.cpp
   agent/etsi_request.cpp
   agent/etsi_server.cpp
 )

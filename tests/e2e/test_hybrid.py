@@ -4,7 +4,10 @@
 SAE-KOG:SAE-HON (relayed KOG -> OTE -> HON through the controller) are `hybrid`, every other pair
 `qkd`. For each pair both SAEs get identical keys over ETSI GS QKD 014 (mutual TLS), in both
 directions, and the agent's delivery records and per-mode counters (/admin/state) show the mode
-and path of each delivery at both end KMs. The combination itself (HKDF over QKD key || X25519
+and path of each delivery at both end KMs. The pair SAE-HAK:SAE-KOG relays with aes-256-gcm
+(`--relay-scheme`): one link key per hop instead of one per relayed key, the scheme and its
+security level shown in the controller's relay record, its metric and the agent's records. The
+combination itself (HKDF over QKD key || X25519
 secret, differing from the QKD key) is checked byte for byte in unit_agent_key_combination."""
 
 import base64
@@ -13,7 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qkdn_e2e import Processes, log, start_network, wait_for
+from qkdn_e2e import (Processes, api_text, log, metric_value, relays_of, start_network,
+                      wait_for)
 
 TIMEOUT = 20
 
@@ -57,7 +61,13 @@ def record_of(net, km, role, first_key_id):
     return recs[0]
 
 
-def check(net, master_km, slave_km, got, mode, path):
+def link_consumed(net):
+    """(KM, link) -> keys_consumed at that link end."""
+    return {(k["km_id"], l["link_id"]): l["keys_consumed"]
+            for k in net.admin_state()["kms"] for l in k["links"]}
+
+
+def check(net, master_km, slave_km, got, mode, path, scheme="otp"):
     first = next(iter(got))
     for km, role in ((master_km, "master"), (slave_km, "slave")):
         rec = record_of(net, km, role, first)
@@ -67,6 +77,12 @@ def check(net, master_km, slave_km, got, mode, path):
             assert rec["suite"] in ("x25519", "x25519+mlkem768"), rec
         else:
             assert "suite" not in rec, rec
+        if path == "relay":
+            assert rec["relay_scheme"] == scheme, rec
+            assert rec["relay_security"] == ("information_theoretic" if scheme == "otp"
+                                             else "computational"), rec
+        else:
+            assert "relay_scheme" not in rec, rec
     log(f"{master_km} -> {slave_km}: {len(got)} identical keys, mode {mode}, path {path}")
 
 
@@ -75,7 +91,8 @@ def main():
     with Processes("hybrid") as ps:
         net = start_network(ps, "tokyo-qkd.json", agent_args=[
             "--key-combination", "SAE-KOG:SAE-OTE=hybrid",
-            "--key-combination", "SAE-HON:SAE-KOG=hybrid"])
+            "--key-combination", "SAE-HON:SAE-KOG=hybrid",
+            "--relay-scheme", "SAE-KOG:SAE-HAK=aes-256-gcm"])
         # A route KOG -> HON exists once the pools are above the floor.
         wait_for(lambda: net.api.get("/api/v1/routes", src="KOG", dst="HON")["items"], 30, 0.1,
                  "a route KOG -> HON")
@@ -91,8 +108,26 @@ def main():
         check(net, "HON", "KOG", back, "hybrid", "relay")
         plain = exchange(net, "SAE-OTE", "SAE-HAK")
         check(net, "OTE", "HAK", plain, "qkd", "adjacent")
-        plain_relay = exchange(net, "SAE-HAK", "SAE-KOG")
-        check(net, "HAK", "KOG", plain_relay, "qkd", "relay")
+        # aes-256-gcm relay HAK -> OTE -> KOG: 4 keys of 512 bits = 8 units, one link key per hop.
+        consumed = link_consumed(net)
+        plain_relay = exchange(net, "SAE-HAK", "SAE-KOG", number=4, size=512)
+        check(net, "HAK", "KOG", plain_relay, "qkd", "relay", scheme="aes-256-gcm")
+        used = {k: link_consumed(net)[k] - v for k, v in consumed.items()}
+        hop_links = {k: v for k, v in used.items() if v}
+        log(f"link keys used by the aes-256-gcm relay of 8 units: {hop_links}")
+        assert sorted(hop_links.values()) == [1, 1, 1, 1], hop_links  # 2 hops x 2 ends
+        gcm = [r for r in relays_of(net.api, "HAK", "KOG") if r["state"] == "relayed"]
+        assert len(gcm) == 1, gcm
+        assert gcm[0]["relay_scheme"] == "aes-256-gcm", gcm[0]
+        assert gcm[0]["relay_security"] == "computational", gcm[0]
+        assert gcm[0]["number_of_keys"] == 1 and len(gcm[0]["hops"]) == 2, gcm[0]
+        otp = [r for r in relays_of(net.api, "KOG", "HON") if r["state"] == "relayed"]
+        assert otp and all(r["relay_scheme"] == "otp" and r["number_of_keys"] == 3 and
+                           r["relay_security"] == "information_theoretic" for r in otp), otp
+        metrics = api_text(net.api, "/metrics")
+        assert metric_value(metrics, "qkdn_key_relays_by_scheme_total",
+                            scheme="aes-256-gcm") == 1, metrics
+        assert metric_value(metrics, "qkdn_key_relays_by_scheme_total", scheme="otp") == 2
         # No key was handed out twice across the pairs.
         every = [adjacent, relayed, back, plain, plain_relay]
         values = [v for d in every for v in d.values()]
@@ -100,10 +135,10 @@ def main():
 
         counts = {km: deliveries(net, km)["keys_by_mode"] for km in ("KOG", "OTE", "HON", "HAK")}
         log(f"keys by mode: {counts}")
-        assert counts["KOG"] == {"qkd": 3, "hybrid": 3 + 3 + 2}, counts
+        assert counts["KOG"] == {"qkd": 4, "hybrid": 3 + 3 + 2}, counts
         assert counts["OTE"] == {"qkd": 3, "hybrid": 3}, counts
         assert counts["HON"] == {"qkd": 0, "hybrid": 3 + 2}, counts
-        assert counts["HAK"] == {"qkd": 3 + 3, "hybrid": 0}, counts
+        assert counts["HAK"] == {"qkd": 3 + 4, "hybrid": 0}, counts
         assert net.controller.poll() is None and net.agent.poll() is None
     log(f"done in {time.monotonic() - start:.1f} s")
     print("e2e hybrid: 1 passed, 0 failed")

@@ -307,6 +307,13 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   }
   const std::int64_t keys = n.number_of_keys.value_or(1);
   const std::int64_t key_size = n.key_size.value_or(256);
+  // The relay scheme the source KM uses on every hop (docs/ck-extensions.md "Relay scheme").
+  const auto scheme = ck::find_extension_string(n.extension, "relay_scheme").value_or("otp");
+  if (std::find(controller::kRelaySchemes.begin(), controller::kRelaySchemes.end(), scheme) ==
+      controller::kRelaySchemes.end()) {
+    refuse(ck::errc::kBadRequest, "relay_scheme '" + scheme + "': expected otp or aes-256-gcm");
+    return;
+  }
   if (keys > relays.config().max_number_of_keys) {
     refuse(ck::errc::kBadRequest, "number_of_keys " + std::to_string(keys) + " exceeds " +
                                       std::to_string(relays.config().max_number_of_keys));
@@ -370,6 +377,7 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   req.key_size_bits = key_size;
   req.routes = std::move(routes);
   req.notification_message_id = ctx.message_id;
+  req.relay_scheme = scheme;
   if (for_instruction) {
     if (instruction_relays.size() >= 4096) instruction_relays.clear();  // lost answers: bounded
     instruction_relays.emplace(src, ctx.message_id);
@@ -465,6 +473,7 @@ void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGr
     for_instruction = instruction_relays.erase({r.src_km, *r.notification_message_id}) > 0;
   }
   if (r.state == RelayState::kRelayed) {
+    metrics->relay_scheme(r.relay_scheme);
     if (r.route.kms.size() >= 2) {
       metrics->relay_intermediates(
           r.route.kms.size() - 2,

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qkdn/agent/key_combination.hpp"
+#include "qkdn/agent/relay_scheme.hpp"
 #include "qkdn/controller/topology.hpp"
 
 namespace boost::asio {
@@ -88,6 +89,8 @@ struct AgentConfig {
   std::size_t sae_max_waiting_bytes = 16u << 20;
   /// Key combination per SAE pair (--key-combination; key_combination.hpp, docs/hybrid.md).
   hybrid::Policy key_combination;
+  /// Relay scheme per SAE pair for the relays an SAE request asks for (--relay-scheme).
+  relay::Policy relay_scheme;
 };
 
 /// Run-time changes of an emulated link (any subset).
@@ -138,6 +141,7 @@ struct DeliveryRecord {
   std::int64_t keys = 0;
   std::int64_t key_bits = 0;
   std::string first_key_id;
+  std::string relay_scheme;  ///< path "relay": "otp" or "aes-256-gcm"; empty otherwise
 };
 
 struct KmSnapshot {
