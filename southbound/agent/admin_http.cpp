@@ -122,6 +122,7 @@ json::object deliveries_json(const KmSnapshot& km) {
                    {"key_bits", d.key_bits},
                    {"first_key_id", d.first_key_id}};
     if (!d.suite.empty()) o["suite"] = d.suite;
+    o["key_check"] = d.key_check;
     if (!d.relay_scheme.empty()) {
       o["relay_scheme"] = d.relay_scheme;
       o["relay_security"] = d.relay_scheme == "otp" ? "information_theoretic" : "computational";

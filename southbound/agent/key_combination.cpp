@@ -313,6 +313,14 @@ std::string exchange_of(std::string_view payload) {
   return x == nullptr ? std::string{} : json::serialize(*x);
 }
 
+std::string string_of(std::string_view payload, std::string_view field) {
+  boost::system::error_code ec;
+  const auto v = json::parse(payload, ec);
+  if (ec || !v.is_object()) return {};
+  const auto* x = v.as_object().if_contains(field);
+  return x == nullptr || !x->is_string() ? std::string{} : std::string(x->as_string());
+}
+
 void combine(secure::Bytes& bytes, const Shared& shared, const std::string& key_id,
              const std::string& master_sae, const std::string& slave_sae) {
   secure::Bytes ikm(bytes.begin(), bytes.end());

@@ -176,8 +176,9 @@ std::string relay_frame(json::object meta, const std::string& from, const std::s
 }
 
 std::string relay_ack_frame(const std::string& request_id, const std::string& response,
-                            const std::string& exchange = {}) {
+                            const std::string& exchange = {}, const std::string& key_check = {}) {
   json::object o{{"key_relay_request_id", request_id}, {"response", response}};
+  if (!key_check.empty()) o["key_check"] = key_check;
   if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kRelayAck, json::serialize(o));
 }
@@ -581,16 +582,16 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
           relay.sae->master_sae, relay.sae->slave_sae,
           offer == nullptr ? std::string{} : json::serialize(*offer), shared, exchange);
       if (!refusal.empty()) return answer(refusal);
-      const auto first = file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae,
+      const auto filed = file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae,
                                        relay.sae->slave_sae, shared ? &*shared : nullptr);
-      auto rec =
-          slave_delivery(*relay.sae, relay.source_kma_id, "relay", shared, d.keys.size(), first);
+      auto rec = slave_delivery(*relay.sae, relay.source_kma_id, "relay", shared, d.keys.size(),
+                                filed.first_key_id);
       rec.relay_scheme =
           relay::scheme_name(relay.gcm ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
       record_delivery(std::move(rec));
       log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
                                     relay.source_kma_id + " for SAE " + relay.sae->slave_sae);
-      session->send(relay_ack_frame(rid, "OK", exchange));
+      session->send(relay_ack_frame(rid, "OK", exchange, filed.key_check));
       return;
     }
     d.expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
@@ -643,13 +644,15 @@ void KmHost::on_relay_ack(const std::string& payload) {
   if (auto f = forwarded_relays_.find(rid); f != forwarded_relays_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
-      l->second->session->send(relay_ack_frame(rid, response, hybrid::exchange_of(payload)));
+      // Forwarded as it came (key exchange answer and key check included).
+      l->second->session->send(kma::encode_frame(kma::Type::kRelayAck, payload));
     }
     forwarded_relays_.erase(f);
     return;
   }
   if (auto w = waits_by_relay_.find(rid); w != waits_by_relay_.end()) {
     w->second->kex_answer = hybrid::exchange_of(payload);
+    w->second->key_check = hybrid::string_of(payload, "key_check");
   }
   finish_source_relay(rid, response);
 }
@@ -717,8 +720,9 @@ std::string claim_aad(const kma::Claim& c) {
 }
 
 std::string claim_ack_frame(const std::string& claim_id, const std::string& response,
-                            const std::string& exchange = {}) {
+                            const std::string& exchange = {}, const std::string& key_check = {}) {
   json::object o{{"claim_id", claim_id}, {"response", response}};
+  if (!key_check.empty()) o["key_check"] = key_check;
   if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kClaimAck, json::serialize(o));
 }
@@ -1065,10 +1069,11 @@ void KmHost::on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
   const auto refusal = accept_combination(c.sae.master_sae, c.sae.slave_sae,
                                           hybrid::exchange_of(payload), shared, exchange);
   if (!refusal.empty()) return answer(refusal);
-  const auto first = file_supplied(units, c.sae.key_bits, c.sae.master_sae, c.sae.slave_sae,
+  const auto filed = file_supplied(units, c.sae.key_bits, c.sae.master_sae, c.sae.slave_sae,
                                    shared ? &*shared : nullptr);
-  record_delivery(slave_delivery(c.sae, route.front(), "pool", shared, units.size(), first));
-  session->send(claim_ack_frame(id, "OK", exchange));
+  record_delivery(
+      slave_delivery(c.sae, route.front(), "pool", shared, units.size(), filed.first_key_id));
+  session->send(claim_ack_frame(id, "OK", exchange, filed.key_check));
 }
 
 void KmHost::on_claim_ack(const std::string& payload) {
@@ -1088,7 +1093,8 @@ void KmHost::on_claim_ack(const std::string& payload) {
   if (auto f = forwarded_claims_.find(id); f != forwarded_claims_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
-      l->second->session->send(claim_ack_frame(id, response, hybrid::exchange_of(payload)));
+      // Forwarded as it came (key exchange answer and key check included).
+      l->second->session->send(kma::encode_frame(kma::Type::kClaimAck, payload));
     }
     forwarded_claims_.erase(f);
     return;
@@ -1098,6 +1104,7 @@ void KmHost::on_claim_ack(const std::string& payload) {
   auto w = it->second;
   waits_by_relay_.erase(it);
   w->kex_answer = hybrid::exchange_of(payload);
+  w->key_check = hybrid::string_of(payload, "key_check");
   complete_wait(w, response, 503);
 }
 

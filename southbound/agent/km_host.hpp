@@ -272,6 +272,8 @@ class KmHost {
     /// Relay scheme aes-256-gcm: the 256-bit units the relay carries (its 0x1403 asked for one
     /// hop key per hop); 0 for otp.
     std::int64_t gcm_units = 0;
+    /// The destination KSA's key check value from its answer (ksa_key_check), "" when none.
+    std::string key_check;
   };
   /// A key filed for an SAE at this KM, until dec_keys fetches it or it expires. Its bytes are
   /// key memory: an entry overwritten in supplied_ frees (and so wipes) the old buffer.
@@ -302,11 +304,15 @@ class KmHost {
   /// A relay this KM started finished: true when an SAE request waited for it.
   void finish_sae_relay(const std::string& request_id, const std::string& response);
   /// Files end-to-end units for an SAE pair, grouped into ETSI keys of `key_bits`.
+  /// What file_supplied filed: the first key_ID and the key check value over the keys.
+  struct Filed {
+    std::string first_key_id;
+    std::string key_check;
+  };
   /// With `shared` (key combination `hybrid`) each ETSI key is combined (hybrid::combine).
-  /// Returns the first key's key_ID.
-  std::string file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
-                            const std::string& master_sae, const std::string& slave_sae,
-                            const hybrid::Shared* shared = nullptr);
+  Filed file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                      const std::string& master_sae, const std::string& slave_sae,
+                      const hybrid::Shared* shared = nullptr);
   // Key combination (sae_combination.cpp, docs/hybrid.md).
   /// Destination of an SAE delivery: checks the frame's offer (`offer_json`, "" when none)
   /// against this KM's policy for the pair and answers it. Returns "" (with `shared` set and
@@ -317,6 +323,12 @@ class KmHost {
   /// Source: combines `keys` with the destination's answer when the request was hybrid; false
   /// (with `why`) when the answer is missing or wrong.
   bool finish_combination(const SupplyWait& w, std::vector<SaeKey>& keys, std::string& why);
+  /// The KSA key check (Y.3803 8.2.4, docs/hybrid.md "KSA key check"): hex of
+  /// HMAC-SHA256(key = the ETSI keys' bytes concatenated, "qkdn-ksa-check-v1" 0 master 0 slave
+  /// (0 key_ID)...). The destination sends it with its answer; the source hands the keys to its
+  /// SAE only when its own value matches.
+  static std::string ksa_key_check(const std::vector<SaeKey>& keys, const std::string& master_sae,
+                                   const std::string& slave_sae);
   /// Counts and records one delivery (delivery records and per-mode counters of /admin/state).
   void record_delivery(DeliveryRecord record);
   /// The record of keys filed here for a slave SAE (`units` of 256 bits).

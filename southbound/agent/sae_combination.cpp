@@ -64,6 +64,30 @@ bool KmHost::finish_combination(const SupplyWait& w, std::vector<SaeKey>& keys, 
   return true;
 }
 
+std::string KmHost::ksa_key_check(const std::vector<SaeKey>& keys, const std::string& master_sae,
+                                  const std::string& slave_sae) {
+  secure::Bytes all;
+  std::string text = "qkdn-ksa-check-v1";
+  for (const std::string* s : {&master_sae, &slave_sae}) {
+    text.push_back('\0');
+    text += *s;
+  }
+  for (const auto& k : keys) {
+    all.insert(all.end(), k.bytes.begin(), k.bytes.end());
+    text.push_back('\0');
+    text += k.key_id;
+  }
+  std::array<std::uint8_t, 32> mac{};
+  hmac_sha256(all, {{reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}}, mac.data());
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (auto b : mac) {
+    hex.push_back(kDigits[b >> 4]);
+    hex.push_back(kDigits[b & 15]);
+  }
+  return hex;
+}
+
 DeliveryRecord KmHost::slave_delivery(const kma::SaeFiling& sae, const std::string& peer_km,
                                       std::string path, const std::optional<hybrid::Shared>& shared,
                                       std::size_t units, std::string first_key_id) {
@@ -79,6 +103,7 @@ DeliveryRecord KmHost::slave_delivery(const kma::SaeFiling& sae, const std::stri
   r.keys = static_cast<std::int64_t>(units / std::max<std::size_t>(per, 1));
   r.key_bits = sae.key_bits;
   r.first_key_id = std::move(first_key_id);
+  r.key_check = "sent";
   return r;
 }
 

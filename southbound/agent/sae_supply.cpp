@@ -149,8 +149,9 @@ std::string suite_of_offer(const hybrid::Initiator& kex) {
 }
 
 std::string supply_ack(const std::string& id, const std::string& response,
-                       const std::string& exchange = {}) {
+                       const std::string& exchange = {}, const std::string& key_check = {}) {
   json::object o{{"supply_id", id}, {"response", response}};
+  if (!key_check.empty()) o["key_check"] = key_check;
   if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kSupplyAck, json::serialize(o));
 }
@@ -202,14 +203,18 @@ void KmHost::finish_sae_relay(const std::string& request_id, const std::string& 
   complete_wait(w, response, status);
 }
 
-std::string KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
-                                  const std::string& master_sae, const std::string& slave_sae,
-                                  const hybrid::Shared* shared) {
+KmHost::Filed KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                                    const std::string& master_sae, const std::string& slave_sae,
+                                    const hybrid::Shared* shared) {
   const auto expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
-  std::string first;
-  for (auto& k : group_units(units, key_bits, master_sae, slave_sae)) {
-    if (first.empty()) first = k.key_id;
-    if (shared != nullptr) hybrid::combine(k.bytes, *shared, k.key_id, master_sae, slave_sae);
+  auto keys = group_units(units, key_bits, master_sae, slave_sae);
+  if (shared != nullptr) {
+    for (auto& k : keys) hybrid::combine(k.bytes, *shared, k.key_id, master_sae, slave_sae);
+  }
+  Filed filed;
+  filed.key_check = ksa_key_check(keys, master_sae, slave_sae);
+  if (!keys.empty()) filed.first_key_id = keys.front().key_id;
+  for (auto& k : keys) {
     SuppliedKey s;
     s.master_sae = master_sae;
     s.slave_sae = slave_sae;
@@ -220,7 +225,7 @@ std::string KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64
     supplied_bytes_[slave_sae] += s.bytes.size();
     supplied_.emplace(k.key_id, std::move(s));
   }
-  return first;
+  return filed;
 }
 
 void KmHost::forget_supplied(std::unordered_map<std::string, SuppliedKey>::iterator it) {
@@ -289,10 +294,11 @@ void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& s
   if (!keys) return answer("NG: unknown_key: link keys not available at " + km_id_);
   link.keys_consumed += static_cast<std::int64_t>(keys->size());
   if (!refusal.empty()) return answer(refusal);
-  const auto first = file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae,
+  const auto filed = file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae,
                                    shared ? &*shared : nullptr);
-  record_delivery(slave_delivery(s->sae, link.peer_km, "adjacent", shared, keys->size(), first));
-  session->send(supply_ack(id, "OK", exchange));
+  record_delivery(
+      slave_delivery(s->sae, link.peer_km, "adjacent", shared, keys->size(), filed.first_key_id));
+  session->send(supply_ack(id, "OK", exchange, filed.key_check));
 }
 
 void KmHost::on_supply_ack(const std::string& payload) {
@@ -308,6 +314,7 @@ void KmHost::on_supply_ack(const std::string& payload) {
   auto w = it->second;
   waits_by_relay_.erase(it);
   w->kex_answer = hybrid::exchange_of(payload);
+  w->key_check = hybrid::string_of(payload, "key_check");
   complete_wait(w, ack.response, 503);
 }
 
@@ -441,6 +448,20 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     if (!finish_combination(done, r.keys, why)) {
       return fail(503, "key combination failed", {why});
     }
+    // KSA key check (Y.3803 8.2.4): the destination's value over the keys it filed must be
+    // ours before the master SAE gets them; a local pair has no second KSA.
+    if (path != "local") {
+      const auto mine = ksa_key_check(r.keys, master_sae, slave_sae);
+      if (done.key_check.size() != mine.size() ||
+          CRYPTO_memcmp(done.key_check.data(), mine.data(), mine.size()) != 0) {
+        log_line(LogLevel::kWarn, "KM " + km_id_ + ": key check with KM " + dst + " failed for " +
+                                      master_sae + "->" + slave_sae + " (" + path + ")");
+        return fail(
+            503, "key check failed",
+            {done.key_check.empty() ? "KM " + dst + " answered without a key check value"
+                                    : "the keys at KM " + dst + " do not match the keys here"});
+      }
+    }
     DeliveryRecord rec;
     rec.role = "master";
     rec.master_sae = master_sae;
@@ -452,6 +473,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     rec.keys = static_cast<std::int64_t>(r.keys.size());
     rec.key_bits = size_bits;
     rec.first_key_id = r.keys.empty() ? std::string{} : r.keys.front().key_id;
+    rec.key_check = path == "local" ? "none" : "verified";
     if (path == "relay") {
       rec.relay_scheme =
           relay::scheme_name(done.gcm_units > 0 ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);

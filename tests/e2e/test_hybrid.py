@@ -4,7 +4,8 @@
 SAE-KOG:SAE-HON (relayed KOG -> OTE -> HON through the controller) are `hybrid`, every other pair
 `qkd`. For each pair both SAEs get identical keys over ETSI GS QKD 014 (mutual TLS), in both
 directions, and the agent's delivery records and per-mode counters (/admin/state) show the mode
-and path of each delivery at both end KMs. The pair SAE-HAK:SAE-KOG relays with aes-256-gcm
+and path of each delivery at both end KMs, and that the two end KMs checked the keys against
+each other (KSA key check) before the master SAE got them. The pair SAE-HAK:SAE-KOG relays with aes-256-gcm
 (`--relay-scheme`): one link key per hop instead of one per relayed key, the scheme and its
 security level shown in the controller's relay record, its metric and the agent's records. The
 combination itself (HKDF over QKD key || X25519
@@ -73,6 +74,9 @@ def check(net, master_km, slave_km, got, mode, path, scheme="otp"):
         rec = record_of(net, km, role, first)
         assert rec["mode"] == mode and rec["path"] == path, rec
         assert rec["keys"] == len(got), rec
+        # KSA key check: the slave's KM sent its value, the master's KM matched it before
+        # answering enc_keys.
+        assert rec["key_check"] == ("verified" if role == "master" else "sent"), rec
         if mode == "hybrid":
             assert rec["suite"] in ("x25519", "x25519+mlkem768"), rec
         else:

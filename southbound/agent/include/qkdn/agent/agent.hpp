@@ -142,6 +142,9 @@ struct DeliveryRecord {
   std::int64_t key_bits = 0;
   std::string first_key_id;
   std::string relay_scheme;  ///< path "relay": "otp" or "aes-256-gcm"; empty otherwise
+  /// KSA key check between the two end KMs: "verified" (master: the destination's value
+  /// matched), "sent" (slave: the value went with the answer), "none" (local pair).
+  std::string key_check;
 };
 
 struct KmSnapshot {

@@ -84,6 +84,9 @@ inline constexpr std::string_view kFrameField = "key_combination";
 /// when the payload is not a JSON object.
 [[nodiscard]] std::string exchange_of(std::string_view payload);
 
+/// The string member `field` of a KMA frame's JSON payload; "" when absent or not a string.
+[[nodiscard]] std::string string_of(std::string_view payload, std::string_view field);
+
 /// The hybrid key of one ETSI key, in place: bytes = HKDF-SHA256(salt "qkdn-hybrid-v1",
 /// IKM = bytes || shared.secret, info = "qkdn-hybrid-v1" 0 key_id 0 master 0 slave 0
 /// transcript, L = bytes.size()).
