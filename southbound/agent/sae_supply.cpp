@@ -584,14 +584,17 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   n.application_destination_id = slave_sae;
   n.number_of_keys = units;
   n.key_size = kKeyBits;
+  // The SAE pair the relay serves: the controller applies its route constraints
+  // (docs/ck-extensions.md "Key relay").
+  json::object ext{{"application_source_id", master_sae}};
   if (core_.config().relay_scheme.of(master_sae, slave_sae) == relay::Scheme::kAesGcm) {
     // One hop key per hop keys an AES-256-GCM encryption of every unit (relay_scheme.hpp).
     n.number_of_keys = 1;
-    n.extension = json::serialize(
-        json::array{json::object{{relay::kSchemeField, relay::scheme_name(relay::Scheme::kAesGcm)},
-                                 {relay::kKeysField, units}}});
+    ext[relay::kSchemeField] = relay::scheme_name(relay::Scheme::kAesGcm);
+    ext[relay::kKeysField] = units;
     w->gcm_units = units;
   }
+  n.extension = json::serialize(json::array{std::move(ext)});
   w->kex = new_kex();  // on_relay_request puts its offer in the relay metadata
   const std::uint32_t mid = channel->send(ck::Message{std::move(n)});
   waits_by_notification_[mid] = w;

@@ -105,3 +105,7 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_hybrid test_hybrid.py)
 endif()
+# SAE-pair constraints on every relay an agent asks for, pairs sharing one KM pair (issue 20).
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_trust_pairs test_trust_pairs.py)
+endif()
