@@ -120,7 +120,9 @@ def main():
         hop_links = {k: v for k, v in used.items() if v}
         log(f"link keys used by the aes-256-gcm relay of 8 units: {hop_links}")
         assert sorted(hop_links.values()) == [1, 1, 1, 1], hop_links  # 2 hops x 2 ends
-        gcm = [r for r in relays_of(net.api, "HAK", "KOG") if r["state"] == "relayed"]
+        # Marked relayed on the source's 0x1405, which may come after enc_keys answered.
+        gcm = wait_for(lambda: [r for r in relays_of(net.api, "HAK", "KOG")
+                                if r["state"] == "relayed"], 10, 0.05, "HAK -> KOG relayed")
         assert len(gcm) == 1, gcm
         assert gcm[0]["relay_scheme"] == "aes-256-gcm", gcm[0]
         assert gcm[0]["relay_security"] == "computational", gcm[0]

@@ -76,8 +76,11 @@ def main():
             back = d.post(f"{base}/{sae}/dec_keys", json=body, timeout=TIMEOUT)
             assert back.status_code == 200, back.text
             assert {k["key_ID"]: k["key"] for k in back.json()["keys"]} == keys
-            new = [x for x in relays_of(net.api, "S", "D")
-                   if x["state"] == "relayed" and x["relay_id"] not in seen]
+            # The controller marks the relay relayed on the source's 0x1405, which may arrive
+            # after enc_keys answered: poll (bounded).
+            new = wait_for(lambda: [x for x in relays_of(net.api, "S", "D")
+                                    if x["state"] == "relayed" and x["relay_id"] not in seen],
+                           10, 0.05, f"the relay of {sae} recorded as relayed")
             assert len(new) == 1, new
             seen.add(new[0]["relay_id"])
             return new[0]["route"]["kms"]
