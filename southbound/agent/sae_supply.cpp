@@ -646,6 +646,7 @@ net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::strin
   }
   if (!unknown.empty() || !duplicate.empty()) {
     std::vector<std::string> details;
+    details.reserve(unknown.size() + duplicate.size());
     for (const auto& id : unknown) details.push_back("key_ID " + id + " not found");
     for (const auto& id : duplicate) details.push_back("duplicate key_ID " + id);
     co_return fail(400, "one or more keys specified are not found on KME", std::move(details));
