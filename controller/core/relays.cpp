@@ -359,6 +359,7 @@ RelayOutput RelayTable::start(const RelayRequest& request, SysTime now) {
   r.application_destination_id = request.application_destination_id;
   r.number_of_keys = request.number_of_keys;
   r.key_size_bits = request.key_size_bits;
+  r.relay_scheme = request.relay_scheme;
   r.route = routes.front();
   const std::size_t alts = std::min(routes.size(), config_.max_attempts) - 1;
   r.alternatives.assign(routes.begin() + 1, routes.begin() + static_cast<std::ptrdiff_t>(1 + alts));
@@ -549,6 +550,7 @@ void RelayTable::attempt_failed(Relay& r, const std::string& reason, const std::
   next.application_destination_id = r.application_destination_id;
   next.number_of_keys = r.number_of_keys;
   next.key_size_bits = r.key_size_bits;
+  next.relay_scheme = r.relay_scheme;
   next.route = std::move(left.front());
   next.alternatives.assign(std::make_move_iterator(left.begin() + 1),
                            std::make_move_iterator(left.end()));

@@ -216,6 +216,8 @@ json::object relay_json(const controller::Relay& r) {
   o["dst_km"] = r.dst_km;
   o["number_of_keys"] = r.number_of_keys;
   o["key_size_bits"] = r.key_size_bits;
+  o["relay_scheme"] = r.relay_scheme;
+  o["relay_security"] = r.relay_scheme == "otp" ? "information_theoretic" : "computational";
   o["state"] = controller::to_string(r.state);
   o["reason"] = r.reason;
   o["route"] = route_json(r.route);

@@ -105,6 +105,33 @@ std::vector<std::string_view> split_path(std::string_view target) {
   return parts;
 }
 
+// SAE key deliveries of a KM: keys per key-combination mode and the latest records.
+json::object deliveries_json(const KmSnapshot& km) {
+  json::object by_mode{{"qkd", 0}, {"hybrid", 0}};
+  for (const auto& [mode, n] : km.keys_by_mode) by_mode[mode] = n;
+  json::array recent;
+  for (const auto& d : km.deliveries) {
+    json::object o{{"time", d.time},
+                   {"role", d.role},
+                   {"master_sae", d.master_sae},
+                   {"slave_sae", d.slave_sae},
+                   {"peer_km", d.peer_km},
+                   {"path", d.path},
+                   {"mode", d.mode},
+                   {"keys", d.keys},
+                   {"key_bits", d.key_bits},
+                   {"first_key_id", d.first_key_id}};
+    if (!d.suite.empty()) o["suite"] = d.suite;
+    o["key_check"] = d.key_check;
+    if (!d.relay_scheme.empty()) {
+      o["relay_scheme"] = d.relay_scheme;
+      o["relay_security"] = d.relay_scheme == "otp" ? "information_theoretic" : "computational";
+    }
+    recent.push_back(std::move(o));
+  }
+  return json::object{{"keys_by_mode", std::move(by_mode)}, {"recent", std::move(recent)}};
+}
+
 asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
   const auto parts = split_path(req.target);
   if (parts.size() == 2 && parts[0] == "admin" && parts[1] == "state") {
@@ -129,7 +156,8 @@ asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
                                                       {"keys_sent", km.iwn.keys_sent},
                                                       {"received_ok", km.iwn.received_ok},
                                                       {"received_refused", km.iwn.received_refused},
-                                                      {"keys_received", km.iwn.keys_received}}}});
+                                                      {"keys_received", km.iwn.keys_received}}},
+                                 {"key_deliveries", deliveries_json(km)}});
     }
     co_return ok(json::object{{"kms", std::move(kms)}});
   }

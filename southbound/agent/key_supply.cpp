@@ -137,6 +137,8 @@ std::string relay_aad(const json::object& meta, const std::string& from, const s
     aad += "\nsae\n" + str_of(meta, "master_sae") + "\n" + str_of(meta, "slave_sae") + "\n" +
            str_of(meta, "session_id") + "\n" + std::to_string(int_of(meta, "sae_key_bits"));
   }
+  // Key combination `hybrid`: the source's key-exchange offer (docs/hybrid.md).
+  if (const auto* x = meta.if_contains(hybrid::kFrameField)) aad += "\nkex\n" + json::serialize(*x);
   return aad;
 }
 
@@ -149,11 +151,22 @@ void wipe(std::vector<std::uint8_t>& v) {
   if (!v.empty()) OPENSSL_cleanse(v.data(), v.size());
 }
 
-/// A whole Relay frame: the metadata plus ciphertext and tag for the hop from -> to.
+/// A whole Relay frame: the metadata plus ciphertext and tag for the hop from -> to. The
+/// metadata's "encryption" says how: otp-xor (pad as long as the keys) or aes-256-gcm (the pad
+/// is one hop key; relay_scheme.hpp).
 std::string relay_frame(json::object meta, const std::string& from, const std::string& to,
                         std::vector<std::uint8_t> plaintext, std::vector<std::uint8_t> pad) {
-  xor_into(plaintext, pad);  // plaintext now holds the ciphertext
-  const auto tag = hop_tag(pad, relay_aad(meta, from, to), plaintext);
+  const auto aad = relay_aad(meta, from, to);
+  if (str_of(meta, "encryption") == relay::scheme_name(relay::Scheme::kAesGcm)) {
+    std::array<std::uint8_t, 12> nonce{};
+    std::array<std::uint8_t, 16> gcm_tag{};
+    relay::gcm_seal(pad, aad, plaintext, nonce, gcm_tag);  // plaintext now holds the ciphertext
+    meta["nonce"] = to_hex(nonce.data(), nonce.size());
+    meta["gcm_tag"] = to_hex(gcm_tag.data(), gcm_tag.size());
+  } else {
+    xor_into(plaintext, pad);  // plaintext now holds the ciphertext
+  }
+  const auto tag = hop_tag(pad, aad, plaintext);
   wipe(pad);
   meta["from"] = from;
   meta["to"] = to;
@@ -162,8 +175,11 @@ std::string relay_frame(json::object meta, const std::string& from, const std::s
   return kma::encode_frame(kma::Type::kRelay, json::serialize(meta));
 }
 
-std::string relay_ack_frame(const std::string& request_id, const std::string& response) {
+std::string relay_ack_frame(const std::string& request_id, const std::string& response,
+                            const std::string& exchange = {}, const std::string& key_check = {}) {
   json::object o{{"key_relay_request_id", request_id}, {"response", response}};
+  if (!key_check.empty()) o["key_check"] = key_check;
+  if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kRelayAck, json::serialize(o));
 }
 
@@ -373,12 +389,24 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
   route.push_back(*r.destination_kma_id);
   if (r.hop_keys.size() != route.size() - 1)
     return ng("bad_request: hop_keys do not match the route");
-  const std::size_t n = r.hop_keys.front().key_ids.size();
+  // An SAE request whose pair relays with aes-256-gcm asked for one hop key per hop and says
+  // how many units it needs; otherwise one unit per hop key (one-time pad).
+  std::shared_ptr<SupplyWait> sae_wait;
+  if (r.notification_message_id) {
+    if (auto w = waits_by_notification_.find(*r.notification_message_id);
+        w != waits_by_notification_.end()) {
+      sae_wait = w->second;
+    }
+  }
+  const bool gcm = sae_wait && sae_wait->gcm_units > 0;
+  const std::size_t per_hop = r.hop_keys.front().key_ids.size();
+  const std::size_t n = gcm ? static_cast<std::size_t>(sae_wait->gcm_units) : per_hop;
   if (n == 0 || n > static_cast<std::size_t>(kMaxKeysPerRelay)) return ng("bad_request: key count");
+  if (gcm && per_hop != 1) return ng("bad_request: an aes-256-gcm relay takes one key per hop");
   json::array hops;
   for (std::size_t i = 0; i < r.hop_keys.size(); ++i) {
     const auto& h = r.hop_keys[i];
-    if (h.kma_id != route[i] || h.next_kma_id != route[i + 1] || h.key_ids.size() != n) {
+    if (h.kma_id != route[i] || h.next_kma_id != route[i + 1] || h.key_ids.size() != per_hop) {
       return ng("bad_request: hop_keys do not match the route");
     }
     hops.push_back(json::object{{"kma_id", h.kma_id},
@@ -423,7 +451,7 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
                     {"key_ids", to_array(e2e_ids)},
                     {"key_size", kKeyBits},
                     {"created", format_rfc3339(created)},
-                    {"encryption", "otp-xor"},
+                    {"encryption", gcm ? "aes-256-gcm" : "otp-xor"},
                     {"integrity", "hmac-sha256"}};
   // A relay an SAE request asked for (0x1403 from sae_supply.cpp): the destination files the
   // keys for that SAE pair, and the request waits for this relay.
@@ -434,6 +462,7 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
       meta["slave_sae"] = w->second->slave_sae;
       meta["session_id"] = w->second->session_id;
       meta["sae_key_bits"] = w->second->key_bits;
+      if (w->second->kex) meta[hybrid::kFrameField] = w->second->kex->offer();
       w->second->relay_id = rid;
       waits_by_relay_[rid] = w->second;
       waits_by_notification_.erase(w);
@@ -510,7 +539,15 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
     return answer("NG: integrity: relay tag mismatch");
   }
   auto plain = std::move(ct);
-  xor_into(plain, pad);
+  if (relay.gcm) {
+    if (!relay::gcm_open(pad, relay_aad(relay.meta, from, km_id_), plain, relay.nonce,
+                         relay.gcm_tag)) {
+      wipe(pad);
+      return answer("NG: integrity: relay AES-256-GCM tag mismatch");
+    }
+  } else {
+    xor_into(plain, pad);
+  }
   wipe(pad);
   if (destination == km_id_) {
     const auto& ids = relay.key_ids;
@@ -537,17 +574,33 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
                                     relay.source_kma_id);
       return answer("OK");
     }
-    if (relay.sae) {  // an SAE request: filed for the slave SAE
-      // An SAE of the IWN partner's QKDN: acknowledged once the partner stored them (kxi_host).
-      if (iwn_forward(d.keys, *relay.sae, [session, rid](const std::string& r) {
-            session->send(relay_ack_frame(rid, r));
-          })) {
+    if (relay.sae) {  // an SAE request: filed for the slave SAE (combined when hybrid)
+      // An SAE of the IWN partner's QKDN: acknowledged once the partner stored them (kxi_host),
+      // as QKD keys (no key combination across the interworking node).
+      if (iwn_forward(d.keys, *relay.sae,
+                      [session, rid](const std::string& r, const std::string& check) {
+                        session->send(relay_ack_frame(rid, r, {}, check));
+                      })) {
         return;
       }
-      file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae, relay.sae->slave_sae);
+      std::optional<hybrid::Shared> shared;
+      std::string exchange;
+      const auto* offer = relay.meta.if_contains(hybrid::kFrameField);
+      const auto refusal = accept_combination(
+          relay.sae->master_sae, relay.sae->slave_sae,
+          offer == nullptr ? std::string{} : json::serialize(*offer), shared, exchange);
+      if (!refusal.empty()) return answer(refusal);
+      const auto filed = file_supplied(d.keys, relay.sae->key_bits, relay.sae->master_sae,
+                                       relay.sae->slave_sae, shared ? &*shared : nullptr);
+      auto rec = slave_delivery(*relay.sae, relay.source_kma_id, "relay", shared, d.keys.size(),
+                                filed.first_key_id);
+      rec.relay_scheme =
+          relay::scheme_name(relay.gcm ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
+      record_delivery(std::move(rec));
       log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay " + rid + " delivered from " +
                                     relay.source_kma_id + " for SAE " + relay.sae->slave_sae);
-      return answer("OK");
+      session->send(relay_ack_frame(rid, "OK", exchange, filed.key_check));
+      return;
     }
     d.expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
     delivered_[rid] = std::move(d);
@@ -573,6 +626,8 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
   out->keys_consumed += static_cast<std::int64_t>(out_keys->size());
   relay.meta.erase("ciphertext");
   relay.meta.erase("tag");
+  relay.meta.erase("nonce");
+  relay.meta.erase("gcm_tag");
   std::string frame = relay_frame(std::move(relay.meta), km_id_, out_hop->next_kma_id,
                                   std::move(plain), pad_of(*out_keys));
   out->session->send(std::move(frame));
@@ -597,10 +652,15 @@ void KmHost::on_relay_ack(const std::string& payload) {
   if (auto f = forwarded_relays_.find(rid); f != forwarded_relays_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
-      l->second->session->send(relay_ack_frame(rid, response));
+      // Forwarded as it came (key exchange answer and key check included).
+      l->second->session->send(kma::encode_frame(kma::Type::kRelayAck, payload));
     }
     forwarded_relays_.erase(f);
     return;
+  }
+  if (auto w = waits_by_relay_.find(rid); w != waits_by_relay_.end()) {
+    w->second->kex_answer = hybrid::exchange_of(payload);
+    w->second->key_check = hybrid::string_of(payload, "key_check");
   }
   finish_source_relay(rid, response);
 }
@@ -667,8 +727,11 @@ std::string claim_aad(const kma::Claim& c) {
                    c.sae.slave_sae, c.sae.session_id, c.sae.key_bits, c.key_ids);
 }
 
-std::string claim_ack_frame(const std::string& claim_id, const std::string& response) {
+std::string claim_ack_frame(const std::string& claim_id, const std::string& response,
+                            const std::string& exchange = {}, const std::string& key_check = {}) {
   json::object o{{"claim_id", claim_id}, {"response", response}};
+  if (!key_check.empty()) o["key_check"] = key_check;
+  if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kClaimAck, json::serialize(o));
 }
 
@@ -926,7 +989,7 @@ void KmHost::finish_instruction_relay(const std::string& request_id, const std::
 bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
                         const std::vector<KeyBlock>& units, const std::string& master_sae,
                         const std::string& slave_sae, const std::string& session_id,
-                        std::int64_t key_bits) {
+                        std::int64_t key_bits, const std::string& exchange) {
   if (pool.route.size() < 2 || pool.route.front() != km_id_) return false;
   LinkEnd* out = hop_link(pool.route[1], std::nullopt);
   if (out == nullptr || !out->up()) return false;
@@ -952,6 +1015,7 @@ bool KmHost::send_claim(const std::string& claim_id, const PrePool& pool,
                            {});
   wipe(pad);
   c["tag"] = to_hex(tag.data(), tag.size());
+  if (!exchange.empty()) c[hybrid::kFrameField] = json::parse(exchange);
   out->session->send(kma::encode_frame(kma::Type::kClaim, json::serialize(c)));
   return true;
 }
@@ -1007,8 +1071,17 @@ void KmHost::on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
   std::erase_if(pool.units, [&](const PoolUnit& p) {
     return std::find(c.key_ids.begin(), c.key_ids.end(), p.key.id) != c.key_ids.end();
   });
-  file_supplied(units, c.sae.key_bits, c.sae.master_sae, c.sae.slave_sae);
-  answer("OK");
+  // Checked after the units left the pool: the source dropped them too, whatever the answer.
+  std::optional<hybrid::Shared> shared;
+  std::string exchange;
+  const auto refusal = accept_combination(c.sae.master_sae, c.sae.slave_sae,
+                                          hybrid::exchange_of(payload), shared, exchange);
+  if (!refusal.empty()) return answer(refusal);
+  const auto filed = file_supplied(units, c.sae.key_bits, c.sae.master_sae, c.sae.slave_sae,
+                                   shared ? &*shared : nullptr);
+  record_delivery(
+      slave_delivery(c.sae, route.front(), "pool", shared, units.size(), filed.first_key_id));
+  session->send(claim_ack_frame(id, "OK", exchange, filed.key_check));
 }
 
 void KmHost::on_claim_ack(const std::string& payload) {
@@ -1028,7 +1101,8 @@ void KmHost::on_claim_ack(const std::string& payload) {
   if (auto f = forwarded_claims_.find(id); f != forwarded_claims_.end()) {
     auto l = link_by_id_.find(f->second.first);
     if (l != link_by_id_.end() && l->second->session) {
-      l->second->session->send(claim_ack_frame(id, response));
+      // Forwarded as it came (key exchange answer and key check included).
+      l->second->session->send(kma::encode_frame(kma::Type::kClaimAck, payload));
     }
     forwarded_claims_.erase(f);
     return;
@@ -1037,6 +1111,8 @@ void KmHost::on_claim_ack(const std::string& payload) {
   if (it == waits_by_relay_.end()) return;
   auto w = it->second;
   waits_by_relay_.erase(it);
+  w->kex_answer = hybrid::exchange_of(payload);
+  w->key_check = hybrid::string_of(payload, "key_check");
   complete_wait(w, response, 503);
 }
 

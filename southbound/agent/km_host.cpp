@@ -1262,6 +1262,8 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
   s.busy_refusals = busy_refusals_;
   s.supplied_keys = static_cast<std::int64_t>(supplied_.size());
   s.iwn = iwn_stats_;
+  s.keys_by_mode = keys_by_mode_;
+  s.deliveries.assign(deliveries_.begin(), deliveries_.end());
   for (const auto& l : links_) {
     LinkSnapshot ls;
     ls.link_id = l->link_id;

@@ -30,6 +30,7 @@
 #include "kma_wire.hpp"
 #include "kxi.hpp"
 #include "qkdn/agent/agent.hpp"
+#include "qkdn/agent/key_combination.hpp"
 #include "qkdn/agent/key_store.hpp"
 #include "qkdn/controller/clock.hpp"
 #include "qkdn/controller/key_limits.hpp"
@@ -246,8 +247,10 @@ class KmHost {
   /// one of this KM's IWN remote SAEs, transfers them to the partner over Kxi' and calls
   /// `answer` ("OK" or "NG: ...") once the partner stored them or the transfer failed; the keys
   /// are never filed here. False (nothing done) for any other SAE.
+  /// `answer(response, key_check)`: key_check is the KSA key check value over the keys the
+  /// partner stored (docs/hybrid.md), empty unless it stored them.
   bool iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFiling& sae,
-                   std::function<void(const std::string&)> answer);
+                   std::function<void(const std::string&, const std::string&)> answer);
   /// Asks the controller whether to transfer (0x14F0 -> 0x41F1): "" when it said OK for exactly
   /// these keys and this IWN's partner, else the "NG: ..." reason.
   net::awaitable<std::string> iwn_decision(southbound::ck::IwnTransferRequest request,
@@ -286,6 +289,15 @@ class KmHost {
     std::int64_t key_bits = 256;
     std::vector<KeyBlock> units;  ///< the end-to-end units (wiped when freed)
     net::steady_timer timer;
+    /// Key combination `hybrid`: this end's ephemeral keys, and the destination's answer
+    /// (serialized JSON) from the SupplyAck / RelayAck / ClaimAck.
+    std::shared_ptr<hybrid::Initiator> kex;
+    std::string kex_answer;
+    /// Relay scheme aes-256-gcm: the 256-bit units the relay carries (its 0x1403 asked for one
+    /// hop key per hop); 0 for otp.
+    std::int64_t gcm_units = 0;
+    /// The destination KSA's key check value from its answer (ksa_key_check), "" when none.
+    std::string key_check;
   };
   /// A key filed for an SAE at this KM, until dec_keys fetches it or it expires. Its bytes are
   /// key memory: an entry overwritten in supplied_ frees (and so wipes) the old buffer.
@@ -316,8 +328,38 @@ class KmHost {
   /// A relay this KM started finished: true when an SAE request waited for it.
   void finish_sae_relay(const std::string& request_id, const std::string& response);
   /// Files end-to-end units for an SAE pair, grouped into ETSI keys of `key_bits`.
-  void file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
-                     const std::string& master_sae, const std::string& slave_sae);
+  /// What file_supplied filed: the first key_ID and the key check value over the keys.
+  struct Filed {
+    std::string first_key_id;
+    std::string key_check;
+  };
+  /// With `shared` (key combination `hybrid`) each ETSI key is combined (hybrid::combine).
+  Filed file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                      const std::string& master_sae, const std::string& slave_sae,
+                      const hybrid::Shared* shared = nullptr);
+  // Key combination (sae_combination.cpp, docs/hybrid.md).
+  /// Destination of an SAE delivery: checks the frame's offer (`offer_json`, "" when none)
+  /// against this KM's policy for the pair and answers it. Returns "" (with `shared` set and
+  /// `answer_json` the answer when hybrid) or the NG reason.
+  std::string accept_combination(const std::string& master_sae, const std::string& slave_sae,
+                                 const std::string& offer_json,
+                                 std::optional<hybrid::Shared>& shared, std::string& answer_json);
+  /// Source: combines `keys` with the destination's answer when the request was hybrid; false
+  /// (with `why`) when the answer is missing or wrong.
+  bool finish_combination(const SupplyWait& w, std::vector<SaeKey>& keys, std::string& why);
+  /// The KSA key check (Y.3803 8.2.4, docs/hybrid.md "KSA key check"): hex of
+  /// HMAC-SHA256(key = the ETSI keys' bytes concatenated, "qkdn-ksa-check-v1" 0 master 0 slave
+  /// (0 key_ID)...). The destination sends it with its answer; the source hands the keys to its
+  /// SAE only when its own value matches.
+  static std::string ksa_key_check(const std::vector<SaeKey>& keys, const std::string& master_sae,
+                                   const std::string& slave_sae);
+  /// Counts and records one delivery (delivery records and per-mode counters of /admin/state).
+  void record_delivery(DeliveryRecord record);
+  /// The record of keys filed here for a slave SAE (`units` of 256 bits).
+  static DeliveryRecord slave_delivery(const kma::SaeFiling& sae, const std::string& peer_km,
+                                       std::string path,
+                                       const std::optional<hybrid::Shared>& shared,
+                                       std::size_t units, std::string first_key_id);
   void on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
                        const std::string& payload);
   void on_supply_ack(const std::string& payload);
@@ -376,7 +418,7 @@ class KmHost {
   bool send_claim(const std::string& claim_id, const PrePool& pool,
                   const std::vector<KeyBlock>& units, const std::string& master_sae,
                   const std::string& slave_sae, const std::string& session_id,
-                  std::int64_t key_bits);
+                  std::int64_t key_bits, const std::string& exchange);
   void on_claim_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& session,
                       const std::string& payload);
   void on_claim_ack(const std::string& payload);
@@ -398,6 +440,10 @@ class KmHost {
   /// from the front instead of scanning supplied_ (which can hold hundreds of thousands).
   std::deque<std::pair<SteadyTime, std::string>> supplied_expiry_;
   std::map<std::pair<std::string, std::string>, SaeSession> sae_sessions_;  ///< (master, slave)
+  /// Keys delivered (filed or handed to an SAE) per key-combination mode, and the latest
+  /// delivery records (bounded), for /admin/state.
+  std::map<std::string, std::int64_t> keys_by_mode_;
+  std::deque<DeliveryRecord> deliveries_;
   /// Per-SAE limits (AgentConfig::sae_max_*), by calling SAE (only SAEs this KM serves).
   struct SaeGuard {
     qkdn::net::TokenBucket bucket;

@@ -279,7 +279,14 @@ Relay parse_relay(std::string_view payload) {
   } catch (const Error&) {
     bad("created", "must be an RFC 3339 time");
   }
-  if (text(o, "encryption", 64) != "otp-xor") bad("encryption", "must be \"otp-xor\"");
+  // otp-xor: one hop key per relayed key; aes-256-gcm: one hop key per hop (relay_scheme.hpp).
+  const auto encryption = text(o, "encryption", 64);
+  if (encryption == "aes-256-gcm") {
+    r.gcm = true;
+  } else if (encryption != "otp-xor") {
+    bad("encryption", "must be \"otp-xor\" or \"aes-256-gcm\"");
+  }
+  const std::size_t per_hop = r.gcm ? 1 : r.key_ids.size();
   if (text(o, "integrity", 64) != "hmac-sha256") bad("integrity", "must be \"hmac-sha256\"");
   const auto& hops = array(o, "hop_keys", r.route.size() - 1, r.route.size() - 1);
   for (std::size_t i = 0; i < hops.size(); ++i) {
@@ -290,7 +297,7 @@ Relay parse_relay(std::string_view payload) {
     ref.next_kma_id = id(h, "next_kma_id");
     ref.link_id = text(h, "link_id", 128);
     if (!ref.link_id.empty() && !is_valid_id(ref.link_id)) bad("link_id", "is not a valid ID");
-    ref.key_ids = key_ids(h, "key_ids", r.key_ids.size(), r.key_ids.size());
+    ref.key_ids = key_ids(h, "key_ids", per_hop, per_hop);
     if (ref.kma_id != r.route[i] || ref.next_kma_id != r.route[i + 1]) {
       bad("hop_keys", "do not follow the route");
     }
@@ -307,6 +314,14 @@ Relay parse_relay(std::string_view payload) {
     bad("ciphertext", "must be as long as the keys it carries");
   }
   r.tag = tag_of(o);
+  if (r.gcm) {
+    const auto nonce = hex(o, "nonce", r.nonce.size());
+    const auto gcm_tag = hex(o, "gcm_tag", r.gcm_tag.size());
+    if (nonce.size() != r.nonce.size()) bad("nonce", "must be 12 bytes");
+    if (gcm_tag.size() != r.gcm_tag.size()) bad("gcm_tag", "must be 16 bytes");
+    std::copy(nonce.begin(), nonce.end(), r.nonce.begin());
+    std::copy(gcm_tag.begin(), gcm_tag.end(), r.gcm_tag.begin());
+  }
   return r;
 }
 

@@ -95,6 +95,10 @@ struct Relay {
   std::optional<SaeFiling> sae;
   std::vector<std::uint8_t> ciphertext;  ///< exactly key_ids.size() * kKeyBytes
   std::array<std::uint8_t, 32> tag{};
+  /// encryption "aes-256-gcm" (relay_scheme.hpp): one hop key per hop, nonce and GCM tag.
+  bool gcm = false;
+  std::array<std::uint8_t, 12> nonce{};
+  std::array<std::uint8_t, 16> gcm_tag{};
 };
 
 struct Supply {

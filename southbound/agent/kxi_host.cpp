@@ -56,7 +56,7 @@ net::awaitable<kxi::Answer> AgentCore::receive_transfer(std::string km_id, std::
 // ---- KmHost: sending side ----------------------------------------------------------------------
 
 bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFiling& sae,
-                         std::function<void(const std::string&)> answer) {
+                         std::function<void(const std::string&, const std::string&)> answer) {
   const auto* state = core_.iwn(km_id_);
   if (state == nullptr || !state->client_tls) return false;
   const auto& remote = state->pair.remote_saes;
@@ -67,7 +67,11 @@ bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFilin
   req.initiator_sae = sae.master_sae;
   req.target_sae = sae.slave_sae;
   req.transfer_id = key_id_to_string(new_key_id());
-  for (auto& k : group_units(units, sae.key_bits, sae.master_sae, sae.slave_sae)) {
+  auto grouped = group_units(units, sae.key_bits, sae.master_sae, sae.slave_sae);
+  // The KSA key check (docs/hybrid.md) over the keys as the target SAE gets them: the source KM
+  // hands them to the master SAE only if its own value matches.
+  const std::string key_check = ksa_key_check(grouped, sae.master_sae, sae.slave_sae);
+  for (auto& k : grouped) {
     req.keys.push_back(kxi::Key{std::move(k.key_id), std::move(k.bytes), std::nullopt});
   }
   std::string body = kxi::encode_request(req);
@@ -101,7 +105,8 @@ bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFilin
   spawn(
       [](KmHost* self, net::ssl::context* ctx, IwnPair p, std::string target, std::string b,
          std::chrono::milliseconds t, ck::IwnTransferRequest q,
-         std::function<void(const std::string&)> done) -> net::awaitable<void> {
+         std::function<void(const std::string&, const std::string&)> done,
+         std::string check) -> net::awaitable<void> {
         // 1. The controller decides (Y.3818 9.2 1): the keys go only where it says.
         auto decision_op = self->iwn_decision(q, t);
         std::string refusal = co_await std::move(decision_op);
@@ -110,7 +115,7 @@ bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFilin
           ++self->iwn_stats_.sent_failed;
           log_line(LogLevel::kWarn,
                    "KM " + self->km_id_ + ": kxi transfer " + q.transfer_id + ": " + refusal);
-          done(refusal);
+          done(refusal, {});
           co_return;
         }
         // 2. The transfer over Kxi' (the body is wiped by kxi_send).
@@ -137,8 +142,9 @@ bool KmHost::iwn_forward(const std::vector<KeyBlock>& units, const kma::SaeFilin
                  "KM " + self->km_id_ + ": kxi transfer " + q.transfer_id + ": " + response);
         // 3. The metadata to the controller; this KM keeps no copy either way ("deleted").
         self->iwn_report(q, "sender", response, "deleted");
-        done(response);
-      }(this, tls, pair, path, std::move(body), timeout, std::move(ask), std::move(answer)),
+        done(response, out.delivered ? check : std::string{});
+      }(this, tls, pair, path, std::move(body), timeout, std::move(ask), std::move(answer),
+                            key_check),
       "kxi transfer");
   return true;
 }

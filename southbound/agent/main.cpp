@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
   }
   if (cl.version) {
     std::cout << "qkdn-agent " << qkdn::build_version() << " (revision " << qkdn::build_revision()
-              << ")\n";
+              << ")\n"
+              << qkdn::agent::hybrid::capabilities() << "\n";
     return 0;
   }
   qkdn::base::configure_logging({cl.log_level, cl.log_format, "qkdn-agent"});

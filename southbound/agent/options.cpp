@@ -240,6 +240,18 @@ base::ArgParser make_parser(CommandLine& cl, Given& g) {
                 cfg.sae_max_waiting_bytes =
                     static_cast<std::size_t>(parse_int("--sae-max-waiting-bytes", v, 1, INT64_MAX));
               })
+      .option("key-combination", "RULE",
+              "key delivered to an SAE pair (repeatable): qkd (the QKD key, default) or hybrid "
+              "(HKDF over the QKD key and an X25519 [+ ML-KEM-768] secret of the two end KMs), "
+              "for every pair, or SAE1:SAE2=qkd|hybrid for one pair in both directions; both end "
+              "KMs must agree (docs/hybrid.md)",
+              [&cfg](V v) { cfg.key_combination.add_rule(v); })
+      .option("relay-scheme", "RULE",
+              "how relays asked for SAE keys protect them on each hop (repeatable): otp (one "
+              "link key per relayed key, information-theoretic; default) or aes-256-gcm (one "
+              "link key per hop, computationally secure), for every pair or "
+              "SAE1:SAE2=otp|aes-256-gcm for one pair (docs/hybrid.md)",
+              [&cfg](V v) { cfg.relay_scheme.add_rule(v); })
       .section("Other")
       .option("threads", "N", "io threads (2)",
               [&cl](V v) { cl.threads = static_cast<unsigned>(parse_int("--threads", v, 1, 256)); })

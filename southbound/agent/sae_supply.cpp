@@ -147,8 +147,16 @@ std::vector<SaeKey> group_units(const std::vector<KeyBlock>& units, std::int64_t
 
 namespace {
 
-std::string supply_ack(const std::string& id, const std::string& response) {
+std::string suite_of_offer(const hybrid::Initiator& kex) {
+  const auto offer = kex.offer();
+  return std::string(offer.at("suite").as_string());
+}
+
+std::string supply_ack(const std::string& id, const std::string& response,
+                       const std::string& exchange = {}, const std::string& key_check = {}) {
   json::object o{{"supply_id", id}, {"response", response}};
+  if (!key_check.empty()) o["key_check"] = key_check;
+  if (!exchange.empty()) o[hybrid::kFrameField] = json::parse(exchange);
   return kma::encode_frame(kma::Type::kSupplyAck, json::serialize(o));
 }
 
@@ -199,10 +207,18 @@ void KmHost::finish_sae_relay(const std::string& request_id, const std::string& 
   complete_wait(w, response, status);
 }
 
-void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
-                           const std::string& master_sae, const std::string& slave_sae) {
+KmHost::Filed KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_bits,
+                                    const std::string& master_sae, const std::string& slave_sae,
+                                    const hybrid::Shared* shared) {
   const auto expires = std::chrono::steady_clock::now() + core_.config().supplied_key_ttl;
-  for (auto& k : group_units(units, key_bits, master_sae, slave_sae)) {
+  auto keys = group_units(units, key_bits, master_sae, slave_sae);
+  if (shared != nullptr) {
+    for (auto& k : keys) hybrid::combine(k.bytes, *shared, k.key_id, master_sae, slave_sae);
+  }
+  Filed filed;
+  filed.key_check = ksa_key_check(keys, master_sae, slave_sae);
+  if (!keys.empty()) filed.first_key_id = keys.front().key_id;
+  for (auto& k : keys) {
     SuppliedKey s;
     s.master_sae = master_sae;
     s.slave_sae = slave_sae;
@@ -213,6 +229,7 @@ void KmHost::file_supplied(const std::vector<KeyBlock>& units, std::int64_t key_
     supplied_bytes_[slave_sae] += s.bytes.size();
     supplied_.emplace(k.key_id, std::move(s));
   }
+  return filed;
 }
 
 void KmHost::forget_supplied(std::unordered_map<std::string, SuppliedKey>::iterator it) {
@@ -273,16 +290,26 @@ void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& s
   } catch (const kma::BadMessage& e) {
     return answer(std::string("NG: bad_request: malformed supply frame: ") + e.what());
   }
-  auto keys = link.store.take(s->key_ids, false);
+  std::optional<hybrid::Shared> shared;
+  std::string exchange;
+  const auto refusal = accept_combination(s->sae.master_sae, s->sae.slave_sae,
+                                          hybrid::exchange_of(payload), shared, exchange);
+  auto keys = link.store.take(s->key_ids, false);  // taken whatever follows: never used twice
   if (!keys) return answer("NG: unknown_key: link keys not available at " + km_id_);
   link.keys_consumed += static_cast<std::int64_t>(keys->size());
-  // An SAE of the IWN partner's QKDN: acknowledged once the partner stored the keys (kxi_host).
-  if (iwn_forward(*keys, s->sae,
-                  [session, id](const std::string& r) { session->send(supply_ack(id, r)); })) {
+  if (!refusal.empty()) return answer(refusal);
+  // An SAE of the IWN partner's QKDN: acknowledged once the partner stored the keys (kxi_host),
+  // as QKD keys (no key combination across the interworking node).
+  if (iwn_forward(*keys, s->sae, [session, id](const std::string& r, const std::string& check) {
+        session->send(supply_ack(id, r, {}, check));
+      })) {
     return;
   }
-  file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae);
-  answer("OK");
+  const auto filed = file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae,
+                                   shared ? &*shared : nullptr);
+  record_delivery(
+      slave_delivery(s->sae, link.peer_km, "adjacent", shared, keys->size(), filed.first_key_id));
+  session->send(supply_ack(id, "OK", exchange, filed.key_check));
 }
 
 void KmHost::on_supply_ack(const std::string& payload) {
@@ -297,6 +324,8 @@ void KmHost::on_supply_ack(const std::string& payload) {
   if (it == waits_by_relay_.end()) return;
   auto w = it->second;
   waits_by_relay_.erase(it);
+  w->kex_answer = hybrid::exchange_of(payload);
+  w->key_check = hybrid::string_of(payload, "key_check");
   complete_wait(w, ack.response, 503);
 }
 
@@ -413,6 +442,56 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   w->slave_sae = slave_sae;
   w->session_id = session->session_id;
   w->key_bits = size_bits;
+  // Key combination (docs/hybrid.md): `hybrid` pairs exchange ephemeral keys with the
+  // destination KM in the frames that deliver the units; a local pair has no network path.
+  const bool hybrid_pair = dst != km_id_ && core_.config().key_combination.of(
+                                                master_sae, slave_sae) == hybrid::Mode::kHybrid;
+  auto new_kex = [&]() -> std::shared_ptr<hybrid::Initiator> {
+    if (!hybrid_pair) return nullptr;
+    return std::make_shared<hybrid::Initiator>();
+  };
+  // The keys for the master SAE, combined when hybrid, and the delivery recorded.
+  auto deliver = [&](const SupplyWait& done, const std::vector<KeyBlock>& delivered,
+                     const std::string& path) -> SaeResult {
+    SaeResult r;
+    r.keys = group_units(delivered, size_bits, master_sae, slave_sae);
+    std::string why;
+    if (!finish_combination(done, r.keys, why)) {
+      return fail(503, "key combination failed", {why});
+    }
+    // KSA key check (Y.3803 8.2.4): the destination's value over the keys it filed must be
+    // ours before the master SAE gets them; a local pair has no second KSA.
+    if (path != "local") {
+      const auto mine = ksa_key_check(r.keys, master_sae, slave_sae);
+      if (done.key_check.size() != mine.size() ||
+          CRYPTO_memcmp(done.key_check.data(), mine.data(), mine.size()) != 0) {
+        log_line(LogLevel::kWarn, "KM " + km_id_ + ": key check with KM " + dst + " failed for " +
+                                      master_sae + "->" + slave_sae + " (" + path + ")");
+        return fail(
+            503, "key check failed",
+            {done.key_check.empty() ? "KM " + dst + " answered without a key check value"
+                                    : "the keys at KM " + dst + " do not match the keys here"});
+      }
+    }
+    DeliveryRecord rec;
+    rec.role = "master";
+    rec.master_sae = master_sae;
+    rec.slave_sae = slave_sae;
+    rec.peer_km = dst;
+    rec.path = path;
+    rec.mode = done.kex ? "hybrid" : "qkd";
+    rec.suite = done.kex ? suite_of_offer(*done.kex) : std::string{};
+    rec.keys = static_cast<std::int64_t>(r.keys.size());
+    rec.key_bits = size_bits;
+    rec.first_key_id = r.keys.empty() ? std::string{} : r.keys.front().key_id;
+    rec.key_check = path == "local" ? "none" : "verified";
+    if (path == "relay") {
+      rec.relay_scheme =
+          relay::scheme_name(done.gcm_units > 0 ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
+    }
+    record_delivery(std::move(rec));
+    return r;
+  };
 
   if (dst == km_id_) {  // both SAEs here: fresh random keys, filed for the slave too
     // Memory bound: keys wait here until the slave fetches them (or their TTL), so a master
@@ -437,9 +516,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
       k.created = created;
     }
     file_supplied(keys, size_bits, master_sae, slave_sae);
-    SaeResult r;
-    r.keys = group_units(keys, size_bits, master_sae, slave_sae);
-    co_return r;
+    co_return deliver(*w, keys, "local");
   }
 
   // Pre-positioned units (relay instructions) first: no relay, one Claim along the pool's route;
@@ -452,21 +529,20 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     for (std::int64_t i = 0; i < units; ++i)
       claimed.push_back(pool->second.units[static_cast<std::size_t>(i)].key);
     const std::string claim_id = km_id_ + "-" + key_id_to_string(new_key_id());
+    auto cw = std::make_shared<SupplyWait>(strand_);
+    cw->master_sae = master_sae;
+    cw->slave_sae = slave_sae;
+    cw->kex = new_kex();
     if (send_claim(claim_id, pool->second, claimed, master_sae, slave_sae, session->session_id,
-                   size_bits)) {
+                   size_bits, cw->kex ? json::serialize(cw->kex->offer()) : std::string{})) {
       // Taken whatever the answer: a unit the destination may have filed is never reused.
       pool->second.units.erase(pool->second.units.begin(),
                                pool->second.units.begin() + static_cast<std::ptrdiff_t>(units));
-      auto cw = std::make_shared<SupplyWait>(strand_);
       waits_by_relay_[claim_id] = cw;
       auto wait = await_wait(cw, deadline);
       co_await std::move(wait);
       waits_by_relay_.erase(claim_id);
-      if (cw->done && cw->response == "OK") {
-        SaeResult r;
-        r.keys = group_units(claimed, size_bits, master_sae, slave_sae);
-        co_return r;
-      }
+      if (cw->done && cw->response == "OK") co_return deliver(*cw, claimed, "pool");
       log_line(LogLevel::kWarn, "KM " + km_id_ + ": claim " + claim_id + " to " + dst + ": " +
                                     (cw->done ? cw->response : std::string("timeout")));
       if (stopping() || std::chrono::steady_clock::now() >= deadline) {
@@ -493,6 +569,8 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     json::object frame{{"supply_id", supply_id}, {"master_sae", master_sae},
                        {"slave_sae", slave_sae}, {"session_id", session->session_id},
                        {"key_bits", size_bits},  {"key_ids", std::move(id_text)}};
+    w->kex = new_kex();
+    if (w->kex) frame[hybrid::kFrameField] = w->kex->offer();
     w->units = std::move(*keys);
     waits_by_relay_[supply_id] = w;
     link->session->send(kma::encode_frame(kma::Type::kSupply, json::serialize(frame)));
@@ -501,9 +579,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     waits_by_relay_.erase(supply_id);
     if (!w->done) co_return fail(503, "timeout", {"no answer from KM " + dst});
     if (w->response != "OK") co_return fail(503, "supply failed", {w->response});
-    SaeResult r;
-    r.keys = group_units(w->units, size_bits, master_sae, slave_sae);
-    co_return r;
+    co_return deliver(*w, w->units, "adjacent");
   }
 
   // Elsewhere: a key relay through the controller (0x1403 -> 0x4104 -> KMA relay).
@@ -519,6 +595,18 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   n.application_destination_id = slave_sae;
   n.number_of_keys = units;
   n.key_size = kKeyBits;
+  // The SAE pair the relay serves: the controller applies its route constraints
+  // (docs/ck-extensions.md "Key relay").
+  json::object ext{{"application_source_id", master_sae}};
+  if (core_.config().relay_scheme.of(master_sae, slave_sae) == relay::Scheme::kAesGcm) {
+    // One hop key per hop keys an AES-256-GCM encryption of every unit (relay_scheme.hpp).
+    n.number_of_keys = 1;
+    ext[relay::kSchemeField] = relay::scheme_name(relay::Scheme::kAesGcm);
+    ext[relay::kKeysField] = units;
+    w->gcm_units = units;
+  }
+  n.extension = json::serialize(json::array{std::move(ext)});
+  w->kex = new_kex();  // on_relay_request puts its offer in the relay metadata
   const std::uint32_t mid = channel->send(ck::Message{std::move(n)});
   waits_by_notification_[mid] = w;
   auto wait = await_wait(w, deadline);
@@ -531,9 +619,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     co_return fail(w->ng_status, w->ng_status == 400 ? "unknown SAE" : "relay failed",
                    {w->response});
   }
-  SaeResult r;
-  r.keys = group_units(w->units, size_bits, master_sae, slave_sae);
-  co_return r;
+  co_return deliver(*w, w->units, "relay");
 }
 
 net::awaitable<SaeResult> KmHost::sae_dec_keys(std::string slave_sae, std::string master_sae,

@@ -13,6 +13,9 @@ add_library(qkdn_agent STATIC
   agent/admin_http.cpp
   agent/sae_key_id.cpp
   agent/sae_supply.cpp
+  agent/key_combination.cpp
+  agent/sae_combination.cpp
+  agent/relay_scheme.cpp
   agent/etsi_request.cpp
   agent/etsi_server.cpp
   agent/kxi_codec.cpp
@@ -27,3 +30,18 @@ target_link_libraries(qkdn_agent
 
 add_executable(qkdn-agent agent/main.cpp)
 target_link_libraries(qkdn-agent PRIVATE qkdn_agent qkdn_net Threads::Threads qkdn_options)
+
+# ML-KEM-768 for the hybrid key combination (key_combination.cpp): OpenSSL 3.5 or later. Checked
+# at build time; Debian 12's OpenSSL 3.0 has none, and the agent then combines with X25519 only.
+include(CheckCXXSourceCompiles)
+set(CMAKE_REQUIRED_INCLUDES ${OPENSSL_INCLUDE_DIR})
+check_cxx_source_compiles("
+#include <openssl/opensslv.h>
+#if OPENSSL_VERSION_NUMBER < 0x30500000L
+#error no ML-KEM before OpenSSL 3.5
+#endif
+int main() { return 0; }" QKDN_OPENSSL_HAS_MLKEM)
+unset(CMAKE_REQUIRED_INCLUDES)
+if(QKDN_OPENSSL_HAS_MLKEM)
+  target_compile_definitions(qkdn_agent PRIVATE QKDN_HAVE_MLKEM=1)
+endif()

@@ -132,3 +132,12 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_interworking_iwn test_interworking_iwn.py)
 endif()
+# Key combination per SAE pair (issue 19, docs/hybrid.md): hybrid and qkd pairs, adjacent and
+# relayed, identical keys at both SAEs, the mode in the agent's delivery records.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_hybrid test_hybrid.py)
+endif()
+# SAE-pair constraints on every relay an agent asks for, pairs sharing one KM pair (issue 20).
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_trust_pairs test_trust_pairs.py)
+endif()

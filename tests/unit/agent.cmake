@@ -50,3 +50,12 @@ add_executable(unit_agent_kxi
 target_include_directories(unit_agent_kxi PRIVATE ${CMAKE_SOURCE_DIR}/southbound/agent)
 target_link_libraries(unit_agent_kxi PRIVATE qkdn_agent GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_agent_kxi TEST_PREFIX "unit_agent_kxi." PROPERTIES LABELS unit)
+# Key combination (key_combination.cpp): X25519 (+ ML-KEM-768) exchange, HKDF checked against an
+# independent RFC 5869 computation, per-pair policy rules.
+add_executable(unit_agent_key_combination
+  ${CMAKE_CURRENT_LIST_DIR}/agent_key_combination_test.cpp
+)
+target_link_libraries(unit_agent_key_combination PRIVATE qkdn_agent Boost::json OpenSSL::Crypto
+                      GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_agent_key_combination TEST_PREFIX "unit_agent_key_combination."
+                     PROPERTIES LABELS unit)

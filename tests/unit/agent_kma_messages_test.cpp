@@ -292,3 +292,50 @@ TEST(KmaMessages, LinkMessages) {
 
 }  // namespace
 }  // namespace qkdn::agent::kma
+
+namespace qkdn::agent::kma {
+namespace {
+
+// aes-256-gcm relays (relay_scheme.hpp): one hop key per hop whatever the keys carried, and a
+// 12-byte nonce and 16-byte GCM tag; otp-xor keeps one hop key per relayed key.
+json::object gcm_relay(int n = 4) {
+  json::object o = good_relay(n);
+  o["encryption"] = "aes-256-gcm";
+  for (auto& h : o["hop_keys"].as_array()) h.as_object()["key_ids"] = kids(300, 1);
+  o["hop_keys"].as_array()[1].as_object()["key_ids"] = kids(400, 1);
+  o["nonce"] = std::string(24, 'b');
+  o["gcm_tag"] = std::string(32, 'c');
+  return o;
+}
+
+TEST(KmaMessages, GcmRelayTakesOneHopKeyPerHop) {
+  const Relay r = parse_relay(json::serialize(gcm_relay()));
+  EXPECT_TRUE(r.gcm);
+  EXPECT_EQ(r.key_ids.size(), 4U);
+  ASSERT_EQ(r.hop_keys.size(), 2U);
+  EXPECT_EQ(r.hop_keys[0].key_ids.size(), 1U);
+  EXPECT_EQ(r.nonce[0], 0xbb);
+  EXPECT_EQ(r.gcm_tag[15], 0xcc);
+  EXPECT_FALSE(parse_relay(json::serialize(good_relay())).gcm);
+  auto parse = [](std::string_view p) { (void)parse_relay(p); };
+  for (const char* field : {"nonce", "gcm_tag"}) {
+    auto o = gcm_relay();
+    o.erase(field);
+    refused(o, parse, std::string("without ") + field);
+    o = gcm_relay();
+    o[field] = "abcd";
+    refused(o, parse, std::string("short ") + field);
+  }
+  auto many = gcm_relay();  // a gcm relay with a hop key per relayed key is not one
+  many["hop_keys"].as_array()[0].as_object()["key_ids"] = kids(300, 4);
+  refused(many, parse, "gcm with 4 hop keys");
+  auto otp_one = good_relay(4);  // an otp relay with one hop key per hop is not one either
+  otp_one["hop_keys"].as_array()[0].as_object()["key_ids"] = kids(300, 1);
+  refused(otp_one, parse, "otp with 1 hop key");
+  auto other = gcm_relay();
+  other["encryption"] = "aes-128-cbc";
+  refused(other, parse, "unknown encryption");
+}
+
+}  // namespace
+}  // namespace qkdn::agent::kma

@@ -239,7 +239,20 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
     // A transit KM asks (distributed mode): routes from it, never back through the source.
     const bool from_source = !req.source_kma_id || *req.source_kma_id == me;
     bool refused = false;
-    if (from_source) {
+    // An SAE pair named by the source KM (application_source_id and application_destination_id)
+    // brings that pair's trust constraints to the next hops, as for 0x1403.
+    const auto named_src_sae = ck::find_extension_string(req.extension, "application_source_id");
+    const std::string pair_src_km = req.source_kma_id.value_or(me);
+    if (from_source && named_src_sae) {
+      auto answer = engine.route_for_saes(me, dst, *named_src_sae,
+                                          req.application_destination_id.value_or(""));
+      apply_rerouting(answer.output);
+      if (answer.route && answer.route->kms.size() > 1) {
+        hops.push_back(answer.route->kms[1]);
+      } else {
+        refused = true;
+      }
+    } else if (from_source) {
       auto answer = engine.route_for(me, dst);
       apply_rerouting(answer.output);
       if (answer.route && answer.route->kms.size() > 1) {
@@ -250,6 +263,10 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
     }
     if (!refused && engine.snapshot()) {
       auto o = route_options(me, dst, 0);
+      if (named_src_sae) {
+        o.trust = engine.trust_for(pair_src_km, dst, *named_src_sae,
+                                   req.application_destination_id.value_or(""));
+      }
       if (!from_source && svc.network_.find_km(*req.source_kma_id) != nullptr &&
           *req.source_kma_id != dst) {
         o.avoid_kms.push_back(*req.source_kma_id);
@@ -309,6 +326,13 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   }
   const std::int64_t keys = n.number_of_keys.value_or(1);
   const std::int64_t key_size = n.key_size.value_or(256);
+  // The relay scheme the source KM uses on every hop (docs/ck-extensions.md "Relay scheme").
+  const auto scheme = ck::find_extension_string(n.extension, "relay_scheme").value_or("otp");
+  if (std::find(controller::kRelaySchemes.begin(), controller::kRelaySchemes.end(), scheme) ==
+      controller::kRelaySchemes.end()) {
+    refuse(ck::errc::kBadRequest, "relay_scheme '" + scheme + "': expected otp or aes-256-gcm");
+    return;
+  }
   if (keys > relays.config().max_number_of_keys) {
     refuse(ck::errc::kBadRequest, "number_of_keys " + std::to_string(keys) + " exceeds " +
                                       std::to_string(relays.config().max_number_of_keys));
@@ -331,8 +355,21 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   const auto t0 = Clk::now();
   // The SAE pair (from the active session, and the destination application) may carry trust
   // constraints of its own on top of the policy's (issue 20).
+  // The source KM names the requesting SAE (application_source_id in the extension,
+  // docs/ck-extensions.md): that pair's constraints apply even when several SAE pairs share
+  // the KM pair. Without it, the active session's pair (the older convention).
   const auto* session = sessions.find_active(src, dst);
-  const std::string src_sae = session != nullptr ? session->src_sae : std::string();
+  const auto named_src_sae = ck::find_extension_string(n.extension, "application_source_id");
+  if (named_src_sae) {
+    const auto km = svc.network_.km_for_sae(*named_src_sae);
+    if (!km || *km != src) {
+      refuse(ck::errc::kBadRequest,
+             "application_source_id '" + *named_src_sae + "' is not an SAE of KM " + src);
+      return;
+    }
+  }
+  const std::string src_sae =
+      named_src_sae ? *named_src_sae : (session != nullptr ? session->src_sae : std::string());
   const std::string dst_sae =
       n.application_destination_id.value_or(session != nullptr ? session->dst_sae : "");
   const std::string session_id = session != nullptr ? session->session_id : std::string();
@@ -372,6 +409,7 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   req.key_size_bits = key_size;
   req.routes = std::move(routes);
   req.notification_message_id = ctx.message_id;
+  req.relay_scheme = scheme;
   if (for_instruction) {
     if (instruction_relays.size() >= 4096) instruction_relays.clear();  // lost answers: bounded
     instruction_relays.emplace(src, ctx.message_id);
@@ -467,6 +505,7 @@ void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGr
     for_instruction = instruction_relays.erase({r.src_km, *r.notification_message_id}) > 0;
   }
   if (r.state == RelayState::kRelayed) {
+    metrics->relay_scheme(r.relay_scheme);
     if (r.route.kms.size() >= 2) {
       metrics->relay_intermediates(
           r.route.kms.size() - 2,

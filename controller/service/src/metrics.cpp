@@ -15,6 +15,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include "qkdn/controller/relays.hpp"
 #include "qkdn/controller/rerouting.hpp"
 #include "qkdn/southbound/ck_messages.hpp"
 
@@ -205,6 +206,10 @@ struct Metrics::State {
       gauge("qkdn_sessions_active", "Key-supply sessions that are active").Add({});
   pm::Family<pm::Counter>& relays =
       counter("qkdn_key_relays_total", "Key relays finished, by result");
+  pm::Family<pm::Counter>& relays_by_scheme =
+      counter("qkdn_key_relays_by_scheme_total",
+              "Key relays relayed, by relay scheme (otp: information-theoretic; aes-256-gcm: "
+              "computational)");
   pm::Histogram& relay_duration = histogram("qkdn_key_relay_duration_seconds",
                                             "Time from key relay request to its successful end")
                                       .Add({}, kRelayBuckets);
@@ -286,6 +291,7 @@ struct Metrics::State {
 
   std::mutex mu;  // guards the caches below (never held across anything slow)
   std::map<std::string, pm::Counter*, std::less<>> relay_by_result;
+  std::map<std::string, pm::Counter*, std::less<>> relay_by_scheme;
   std::map<std::string, pm::Counter*, std::less<>> reroute_by_reason;
   std::map<std::string, pm::Counter*, std::less<>> reservation_by_result;
   std::map<std::string, pm::Counter*, std::less<>> ck_in;
@@ -310,6 +316,9 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
     s.labelled(s.reroutes, s.reroute_by_reason, "reason", controller::to_string(reason));
   }
   for (auto r : kRelayResults) s.labelled(s.relays, s.relay_by_result, "result", r);
+  for (auto r : controller::kRelaySchemes) {
+    s.labelled(s.relays_by_scheme, s.relay_by_scheme, "scheme", r);
+  }
   for (auto r : kReservationResults) {
     s.labelled(s.reservations, s.reservation_by_result, "result", r);
   }
@@ -400,6 +409,10 @@ void Metrics::iwn_transfer_decision(std::string_view decision) {
 void Metrics::key_relay(std::string_view result, double seconds) {
   state_->labelled(state_->relays, state_->relay_by_result, "result", result).Increment();
   if (result == "relayed") state_->relay_duration.Observe(seconds);
+}
+
+void Metrics::relay_scheme(std::string_view scheme) {
+  state_->labelled(state_->relays_by_scheme, state_->relay_by_scheme, "scheme", scheme).Increment();
 }
 
 void Metrics::route_computation(double seconds) { state_->route_duration.Observe(seconds); }

@@ -60,6 +60,7 @@
 // orphan live keys; live keys of relays recorded as relayed are consumed.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -126,7 +127,15 @@ struct Relay {
   SysTime created_at{};
   SysTime updated_at{};
   std::optional<SysTime> deadline;  ///< open relays: when expire() ends it
+  /// How the KMs protect the keys on each hop (0x1403 extension "relay_scheme",
+  /// docs/ck-extensions.md): "otp" (number_of_keys hop keys per hop = the keys relayed) or
+  /// "aes-256-gcm" (one hop key per hop keys every relayed key; computationally secure).
+  /// Not persisted: a relay read back from the store shows "otp".
+  std::string relay_scheme = "otp";
 };
+
+/// The relay schemes a 0x1403 may name.
+inline constexpr std::array<std::string_view, 2> kRelaySchemes{"otp", "aes-256-gcm"};
 
 /// Relay <-> persistence record. from_record rebuilds hops from the route (no key IDs); throws
 /// InvalidArgument for an unknown state, an empty ID or a route whose sizes disagree.
@@ -147,6 +156,7 @@ struct RelayRequest {
   std::int64_t key_size_bits = 256;
   std::vector<Route> routes;  ///< compute_routes(src, dst, k), best first; at least one
   std::optional<std::uint32_t> notification_message_id;
+  std::string relay_scheme = "otp";  ///< one of kRelaySchemes
 };
 
 /// 0x410A for the hop's near KM.

@@ -62,6 +62,8 @@ class Metrics {
   void ck_refused(std::string_view reason);
   /// qkdn_key_relays_total{result} and, for result "relayed", qkdn_key_relay_duration_seconds.
   void key_relay(std::string_view result, double seconds);
+  /// qkdn_key_relays_by_scheme_total{scheme}: a relay relayed with this scheme.
+  void relay_scheme(std::string_view scheme);
   /// qkdn_route_computation_seconds.
   void route_computation(double seconds);
   /// qkdn_topology_snapshot_build_seconds: one build of the routing snapshot (O(network)).

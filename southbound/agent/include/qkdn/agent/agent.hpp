@@ -5,12 +5,15 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "qkdn/agent/key_combination.hpp"
+#include "qkdn/agent/relay_scheme.hpp"
 #include "qkdn/controller/topology.hpp"
 
 namespace boost::asio {
@@ -107,6 +110,10 @@ struct AgentConfig {
   // Interworking node (kxi.hpp, docs/kxi.md): Kxi' key transfer to / from a partner KM.
   std::vector<IwnPair> iwn_pairs;
   std::chrono::milliseconds kxi_timeout{5'000};  ///< one transfer, connect to answer
+  /// Key combination per SAE pair (--key-combination; key_combination.hpp, docs/hybrid.md).
+  hybrid::Policy key_combination;
+  /// Relay scheme per SAE pair for the relays an SAE request asks for (--relay-scheme).
+  relay::Policy relay_scheme;
 };
 
 /// Run-time changes of an emulated link (any subset).
@@ -154,6 +161,26 @@ struct IwnStats {
 };
 
 /// One hosted KM.
+/// One SAE key delivery at a KM (both ends record it): what was delivered and how, never key
+/// bytes.
+struct DeliveryRecord {
+  std::string time;  ///< RFC 3339
+  std::string role;  ///< "master" (enc_keys answered here) or "slave" (keys filed for dec_keys)
+  std::string master_sae;
+  std::string slave_sae;
+  std::string peer_km;  ///< the other end KM (this KM for a local pair)
+  std::string path;     ///< "local", "adjacent", "relay" or "pool"
+  std::string mode;     ///< key combination: "qkd" or "hybrid"
+  std::string suite;    ///< hybrid: "x25519" or "x25519+mlkem768"; empty otherwise
+  std::int64_t keys = 0;
+  std::int64_t key_bits = 0;
+  std::string first_key_id;
+  std::string relay_scheme;  ///< path "relay": "otp" or "aes-256-gcm"; empty otherwise
+  /// KSA key check between the two end KMs: "verified" (master: the destination's value
+  /// matched), "sent" (slave: the value went with the answer), "none" (local pair).
+  std::string key_check;
+};
+
 struct KmSnapshot {
   std::string km_id;
   std::string kma_endpoint;
@@ -164,6 +191,8 @@ struct KmSnapshot {
   std::vector<LinkSnapshot> links;
   std::int64_t supplied_keys = 0;  ///< ETSI keys filed here for SAEs, not fetched yet
   IwnStats iwn;                    ///< Kxi' transfers (interworking node)
+  std::map<std::string, std::int64_t> keys_by_mode;  ///< SAE keys delivered per combination mode
+  std::vector<DeliveryRecord> deliveries;            ///< the latest (at most 64), oldest first
 };
 
 class AgentCore;
