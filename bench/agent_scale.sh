@@ -67,29 +67,7 @@ wait_file() {
 
 # The network: a ring of KMS KMs plus LINKS - KMS chords between KMs close on the ring (metro
 # distances), seeded, one SAE per KM.
-python3 - "$kms" "$links" "$rate" >"$dir/topology.json" <<'EOF'
-import json, random, sys
-kms, links, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-rng = random.Random(15)
-ids = ["KM%04d" % i for i in range(kms)]
-pairs = set()
-out = []
-def add(a, b):
-    key = (min(a, b), max(a, b))
-    if a == b or key in pairs:
-        return False
-    pairs.add(key)
-    out.append({"link_id": "L-%s-%s" % (ids[key[0]], ids[key[1]]), "a": ids[key[0]], "b": ids[key[1]],
-                "key_rate_bps": rate, "distance_km": 20.0, "qber": 0.02})
-    return True
-for i in range(kms):
-    add(i, (i + 1) % kms)
-while len(out) < links:
-    i = rng.randrange(kms)
-    add(i, (i + rng.randint(2, 12)) % kms)
-json.dump({"name": "agent-scale", "kms": [{"km_id": k, "site": k} for k in ids], "links": out,
-           "applications": [{"sae_id": "SAE-" + k, "km_id": k} for k in ids]}, sys.stdout)
-EOF
+python3 "$root/bench/metro_topology.py" "$kms" "$links" "$rate" agent-scale >"$dir/topology.json"
 
 "$controller" --topology "$dir/topology.json" --ck-listen 127.0.0.1:0 --port-file "$dir/ck.port" \
   --insecure-ck 2>"$dir/controller.log" &

@@ -77,39 +77,8 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # The network: a ring of KMS KMs plus LINKS - KMS chords between KMs close on the ring (metro
 # distances), seeded, one SAE per KM. Agent i hosts the i-th contiguous segment of the ring, so
 # most links are inside one process and the rest cross processes over KMA TCP.
-python3 - "$kms" "$links" "$rate" "$nagents" "$dir" <<'EOF'
-import json, random, sys
-kms, links, rate, nagents, out_dir = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-rng = random.Random(15)
-ids = ["KM%05d" % i for i in range(kms)]
-pairs = set()
-out = []
-def add(a, b):
-    key = (min(a, b), max(a, b))
-    if a == b or key in pairs:
-        return False
-    pairs.add(key)
-    out.append({"link_id": "L-%s-%s" % (ids[key[0]], ids[key[1]]), "a": ids[key[0]], "b": ids[key[1]],
-                "key_rate_bps": rate, "distance_km": 20.0, "qber": 0.02})
-    return True
-for i in range(kms):
-    add(i, (i + 1) % kms)
-while len(out) < links:
-    i = rng.randrange(kms)
-    add(i, (i + rng.randint(2, 12)) % kms)
-with open(out_dir + "/topology.json", "w") as f:
-    json.dump({"name": "controller-scale", "kms": [{"km_id": k, "site": k} for k in ids], "links": out,
-               "applications": [{"sae_id": "SAE-" + k, "km_id": k} for k in ids]}, f)
-per = (kms + nagents - 1) // nagents
-for a in range(nagents):
-    with open("%s/agent%d.args" % (out_dir, a), "w") as f:
-        f.write(" ".join("--km " + k for k in ids[a * per:(a + 1) * per]))
-pairs_rng = random.Random(42)
-with open(out_dir + "/route-pairs", "w") as f:
-    for _ in range(1000):
-        s, d = pairs_rng.sample(ids, 2)
-        f.write("%s %s\n" % (s, d))
-EOF
+python3 "$root/bench/metro_topology.py" "$kms" "$links" "$rate" controller-scale \
+  --agents "$nagents" --args-dir "$dir" >"$dir/topology.json"
 
 line=$("$root/scripts/make-token.sh" bench viewer)
 token=$(echo "$line" | sed -n 's/^token: //p')
