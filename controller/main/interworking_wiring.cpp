@@ -6,9 +6,6 @@
 #include <optional>
 #include <string>
 
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
-#include <prometheus/registry.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -62,35 +59,12 @@ class Wiring {
   Wiring(service::ControllerService& svc, std::shared_ptr<interworking::CxiNode> node,
          std::chrono::milliseconds heartbeat)
       : svc_(svc), node_(std::move(node)), heartbeat_(heartbeat) {
-    auto& reg = svc_.metrics().registry();
-    auto& counters = prometheus::BuildCounter()
-                         .Name("qkdn_cxi_events_total")
-                         .Help(
-                             "Cxi sessions and messages between this controller and its peer "
-                             "controllers, by event (docs/cxi.md)")
-                         .Register(reg);
-    for (const char* e : {"session_opened", "session_refused", "message_in", "message_out",
-                          "bad_message", "route_request_answered", "fault_received"}) {
-      counter_[e] = &counters.Add({{"event", e}});
-    }
-    peers_up_ = &prometheus::BuildGauge()
-                     .Name("qkdn_cxi_peers_up")
-                     .Help("Peer controllers with a Cxi session up")
-                     .Register(reg)
-                     .Add({});
-    relay_faults_ = &prometheus::BuildCounter()
-                         .Name("qkdn_interworking_relay_faults_total")
-                         .Help("Interworking relay failures forwarded by peer controllers")
-                         .Register(reg)
-                         .Add({});
+    // The families are the service's (declared on /metrics from start, docs/metrics.md).
   }
 
   service::ControllerService& svc_;
   std::shared_ptr<interworking::CxiNode> node_;
   std::chrono::milliseconds heartbeat_;
-  std::map<std::string, prometheus::Counter*> counter_;
-  prometheus::Gauge* peers_up_ = nullptr;
-  prometheus::Counter* relay_faults_ = nullptr;
   interworking::CxiCounters last_{};
   std::map<std::string, bool> link_up_;  ///< what the node was last told (state loop only)
   std::atomic<bool> stopped{false};
@@ -112,7 +86,7 @@ class Wiring {
             {std::string(controller::alarm_type::kPeerUnreachable), resource});
         break;
       case PeerEvent::Kind::kFaultReceived:
-        relay_faults_->Increment();
+        svc_.metrics().interworking_relay_fault();
         out.raise_alarms.push_back(
             {std::string(controller::alarm_type::kRelayFailure), resource + ":relay", "", "",
              controller::Severity::kMinor, 0,
@@ -138,7 +112,7 @@ class Wiring {
   }
 
   void bump(const char* name, std::uint64_t now, std::uint64_t& last) {
-    if (now > last) counter_[name]->Increment(static_cast<double>(now - last));
+    if (now > last) svc_.metrics().cxi_event(name, now - last);
     last = now;
   }
 
@@ -153,8 +127,8 @@ class Wiring {
       // the node within a tick; the link states follow the gateway KMs' Ck connections.
       std::optional<controller::TopologyDoc> changed;
       auto op = svc_.on_core([&](service::Core& c) {
-        if (c.network.version() != seen_version) {
-          seen_version = c.network.version();
+        if (c.network.structure_version() != seen_version) {
+          seen_version = c.network.structure_version();
           auto now = c.network.topology();
           if (!now.qkdn_id.empty()) {
             auto sig = interworking_signature(now);
@@ -194,11 +168,11 @@ class Wiring {
       bump("bad_message", c.bad_messages, last_.bad_messages);
       bump("route_request_answered", c.route_requests_answered, last_.route_requests_answered);
       bump("fault_received", c.faults_received, last_.faults_received);
-      double n = 0;
+      std::size_t n = 0;
       for (const auto& p : doc.peers) {
         if (auto s = node_->snapshot(p.qkdn_id); s && s->up) ++n;
       }
-      peers_up_->Set(n);
+      svc_.metrics().cxi_peers_up(n);
       timer.expires_after(heartbeat_ / 4);
       auto w = timer.async_wait(asio::as_tuple(asio::use_awaitable));
       co_await std::move(w);

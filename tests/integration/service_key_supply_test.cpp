@@ -77,6 +77,50 @@ TEST(ServiceRouting, NextHopByKmaAndApplication) {
   EXPECT_GT(metric_value(metrics_text(h), "qkdn_route_computation_seconds_count"), 0);
 }
 
+// 0x1401 naming the source SAE (application_source_id in the extension) gets next hops that meet
+// that SAE pair's trust constraints (issue 20): KM1 -> KM4 is shorter through low-trust KM2; the
+// constrained pair goes through KM3, another pair keeps the shortest, a pair no route can
+// satisfy gets no next hop, and an SAE of another KM is refused.
+TEST(ServiceRouting, NextHopMeetsTheNamedSaePairsConstraints) {
+  auto topo = diamond_topology();
+  topo.kms[1].trust_level = 10;  // KM2
+  topo.kms[2].trust_level = 90;  // KM3
+  for (auto& l : topo.links) {
+    if (l.link_id == "L13" || l.link_id == "L34") l.weight = 2;  // the long way round
+  }
+  topo.applications = {{"SAE1a", "KM1"}, {"SAE1b", "KM1"}, {"SAE1c", "KM1"}, {"SAE4", "KM4"}};
+  ServiceHarness h(topo);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  h.core([](service::Core& c) {
+    c.rerouting.set_sae_constraints({"SAE1a", "SAE4", std::nullopt, 50, {}, {}});
+    c.rerouting.set_sae_constraints({"SAE1c", "SAE4", std::nullopt, 95, {}, {}});
+    return 0;
+  });
+  auto& km1 = *kms["KM1"];
+  auto next_hops = [&](const std::string& sae) {
+    const auto id = km1.send(0x1401, R"({"application_destination_id":"SAE4","extension":)"
+                                     R"([{"application_source_id":")" +
+                                         sae + R"("}]})");
+    auto f = km1.answer_to(id);
+    if (!f) throw std::runtime_error("no answer to 0x1401");
+    if (f->command != 0x4102) throw std::runtime_error("0x1401 answered " + f->payload);
+    return decode_as<ck::KeyRelayNextHopResponse>(*f).next_kma_ids;
+  };
+  EXPECT_EQ(next_hops("SAE1a"), std::vector<std::string>{"KM3"});
+  const auto open_pair = next_hops("SAE1b");
+  ASSERT_FALSE(open_pair.empty());
+  EXPECT_EQ(open_pair.front(), "KM2");
+  EXPECT_TRUE(next_hops("SAE1c").empty());
+
+  const auto id = km1.send(0x1401, R"({"application_destination_id":"SAE4","extension":)"
+                                   R"([{"application_source_id":"SAE4"}]})");
+  auto f = km1.answer_to(id);
+  ASSERT_TRUE(f);
+  ASSERT_EQ(f->command, 0x41EF) << f->payload;
+  EXPECT_EQ(decode_as<ck::ErrorMessage>(*f).error, "bad_request");
+}
+
 // No usable route (the far KM is not connected): an empty next_kma_ids, not an error.
 TEST(ServiceRouting, NoRouteIsEmptyNextHops) {
   const auto topo = chain_topology(3);

@@ -104,7 +104,7 @@ TEST(AgentOptions, DebugEnvironment) {
 TEST(AgentOptions, UsageFromDeclarations) {
   const auto u = qkdn::agent::usage();
   for (const char* head :
-       {"  --topology FILE ", "  --km ID ", "  --all ", "  --controller HOST:PORT ",
+       {"  --topology FILE ", "  --km ID ", "  --all ", "  --controller HOST:PORT[,HOST:PORT...]\n",
         "  --admin-token-file FILE", "  --etsi-listen IP:PORT ", "  --sae-max-waiting-bytes N",
         "  --seed N ", "  --version ", "  --help "}) {
     EXPECT_NE(u.find(head), std::string::npos) << head << "\n" << u;

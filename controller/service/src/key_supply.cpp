@@ -243,6 +243,19 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
     // brings that pair's trust constraints to the next hops, as for 0x1403.
     const auto named_src_sae = ck::find_extension_string(req.extension, "application_source_id");
     const std::string pair_src_km = req.source_kma_id.value_or(me);
+    if (named_src_sae) {
+      // As for 0x1403: the named SAE must be one of the relay's source KM.
+      const auto km = svc.network_.km_for_sae(*named_src_sae);
+      if (!km || *km != pair_src_km) {
+        count_protocol_error(ck::errc::kBadRequest);
+        ctx.channel->send(ck::ErrorMessage{std::string(ck::errc::kBadRequest),
+                                           "application_source_id '" + *named_src_sae +
+                                               "' is not an SAE of KM " + pair_src_km,
+                                           ctx.message_id, false},
+                          ctx.message_id);
+        return;
+      }
+    }
     if (from_source && named_src_sae) {
       auto answer = engine.route_for_saes(me, dst, *named_src_sae,
                                           req.application_destination_id.value_or(""));

@@ -215,6 +215,24 @@ struct Metrics::State {
                                       .Add({}, kRelayBuckets);
   pm::Histogram& route_duration =
       histogram("qkdn_route_computation_seconds", "Time to compute a route").Add({}, kRouteBuckets);
+  pm::Family<pm::Counter>& cxi_events =
+      counter("qkdn_cxi_events_total",
+              "Cxi sessions and messages between this controller and its peer controllers, by "
+              "event (docs/cxi.md)");
+  pm::Gauge& cxi_peers_up =
+      gauge("qkdn_cxi_peers_up", "Peer controllers with a Cxi session up").Add({});
+  pm::Counter& interworking_relay_faults =
+      counter("qkdn_interworking_relay_faults_total",
+              "Interworking relay failures forwarded by peer controllers")
+          .Add({});
+  std::map<std::string, pm::Counter*, std::less<>> cxi_event_counters = [this] {
+    std::map<std::string, pm::Counter*, std::less<>> m;
+    for (const char* e : {"session_opened", "session_refused", "message_in", "message_out",
+                          "bad_message", "route_request_answered", "fault_received"}) {
+      m[e] = &cxi_events.Add({{"event", e}});
+    }
+    return m;
+  }();
   pm::Histogram& snapshot_duration =
       histogram("qkdn_topology_snapshot_build_seconds",
                 "Time to build the routing snapshot of the whole network (coalesced: at most a "
@@ -418,6 +436,17 @@ void Metrics::relay_scheme(std::string_view scheme) {
 void Metrics::route_computation(double seconds) { state_->route_duration.Observe(seconds); }
 
 void Metrics::snapshot_build(double seconds) { state_->snapshot_duration.Observe(seconds); }
+
+void Metrics::cxi_event(std::string_view event, std::uint64_t n) {
+  auto& s = *state_;
+  if (auto it = s.cxi_event_counters.find(event); it != s.cxi_event_counters.end()) {
+    it->second->Increment(static_cast<double>(n));
+  }
+}
+
+void Metrics::cxi_peers_up(std::size_t n) { state_->cxi_peers_up.Set(static_cast<double>(n)); }
+
+void Metrics::interworking_relay_fault() { state_->interworking_relay_faults.Increment(); }
 
 void Metrics::reroute(std::string_view reason) {
   state_->labelled(state_->reroutes, state_->reroute_by_reason, "reason", reason).Increment();

@@ -68,6 +68,13 @@ class Metrics {
   void route_computation(double seconds);
   /// qkdn_topology_snapshot_build_seconds: one build of the routing snapshot (O(network)).
   void snapshot_build(double seconds);
+  /// qkdn_cxi_events_total{event} += n (docs/cxi.md: session_opened, session_refused,
+  /// message_in, message_out, bad_message, route_request_answered, fault_received).
+  void cxi_event(std::string_view event, std::uint64_t n = 1);
+  /// qkdn_cxi_peers_up.
+  void cxi_peers_up(std::size_t n);
+  /// qkdn_interworking_relay_faults_total.
+  void interworking_relay_fault();
   /// qkdn_key_relay_intermediate_kms: one observation per delivered key of a relayed relay, the
   /// number of intermediate (trusted relay) KMs its route crossed.
   void relay_intermediates(std::size_t intermediate_kms, std::uint64_t keys);
