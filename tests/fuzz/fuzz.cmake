@@ -61,7 +61,9 @@ if(QKDN_FUZZ)
     qkdn_fuzz_target(fuzz_etsi SOURCES ${_agent}/etsi_request.cpp ${_json} ${_core})
     qkdn_fuzz_target(fuzz_topology
                      SOURCES ${CMAKE_SOURCE_DIR}/southbound/src/topology_json.cpp
-                             ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp ${_json} ${_core})
+                             ${CMAKE_SOURCE_DIR}/controller/core/topology.cpp
+                             ${CMAKE_SOURCE_DIR}/controller/core/interworking_model.cpp
+                             ${_json} ${_core})
     qkdn_fuzz_target(fuzz_northbound
                      SOURCES ${CMAKE_SOURCE_DIR}/northbound/src/api_util.cpp ${_json}
                              ${CMAKE_SOURCE_DIR}/base/net/src/reason_phrase.cpp ${_core}
