@@ -121,7 +121,10 @@ prometheus --config.file="$work/prometheus/prometheus.yml" \
 pids+=($!)
 
 etsi_flags=""
-if "$bin/southbound/qkdn-agent" --help 2>&1 | grep -q -- --etsi-insecure; then etsi_flags="--etsi-insecure"; fi
+# The help is read whole first: `--help | grep -q` under pipefail fails when grep stops reading
+# early and the agent's later writes get SIGPIPE (the demo then ran without key traffic).
+agent_help=$("$bin/southbound/qkdn-agent" --help 2>&1 || true)
+case "$agent_help" in *--etsi-insecure*) etsi_flags="--etsi-insecure" ;; esac
 "$bin/southbound/qkdn-agent" --topology "$topology" --all --controller "$controllers" \
   --tls-ca "$work/pki/ca.pem" --tls-cert-dir "$work/pki/km" --admin-listen 127.0.0.1:0 $etsi_flags \
   > "$work/agent.out" 2> "$work/agent.log" &
