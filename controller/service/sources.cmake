@@ -9,6 +9,7 @@ add_library(qkdn_service STATIC
   ${CMAKE_CURRENT_LIST_DIR}/src/key_supply.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/leadership.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/persistence.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/reroute_driver.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/metrics.cpp
 )
 target_include_directories(qkdn_service PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)

@@ -6,6 +6,8 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "qkdn/controller/error.hpp"
+#include "qkdn/service/key_supply_driver.hpp"
+#include "qkdn/service/reroute_driver.hpp"
 #include "service_impl.hpp"
 
 namespace qkdn::service {
@@ -141,6 +143,42 @@ void CoreChanges::disconnect_km(const std::string& km_id) {
 
 void CoreChanges::touch_km(const std::string& km_id) { core_.network.touch_km(km_id); }
 
+void CoreChanges::start_relay(const controller::RelayRequest& request) {
+  relay_.append(core_.relays.start(request, core_.clock.now()));
+}
+
+void CoreChanges::relay_reserved(const std::string& relay_id, std::size_t hop,
+                                 const std::vector<std::string>& key_ids) {
+  relay_.append(core_.relays.on_reserved(relay_id, hop, key_ids, core_.clock.now()));
+}
+
+void CoreChanges::relay_reservation_failed(const std::string& relay_id, std::size_t hop,
+                                           const std::string& ck_error,
+                                           const std::string& message) {
+  relay_.append(
+      core_.relays.on_reservation_failed(relay_id, hop, ck_error, message, core_.clock.now()));
+}
+
+void CoreChanges::relay_allocated(const std::string& relay_id, std::size_t hop) {
+  relay_.append(core_.relays.on_allocated(relay_id, hop, core_.clock.now()));
+}
+
+void CoreChanges::relay_allocation_failed(const std::string& relay_id, std::size_t hop,
+                                          const std::string& ck_error, const std::string& message) {
+  relay_.append(
+      core_.relays.on_allocation_failed(relay_id, hop, ck_error, message, core_.clock.now()));
+}
+
+void CoreChanges::relay_response(const std::string& relay_id, bool ok, const std::string& reason) {
+  relay_.append(core_.relays.on_relay_response(relay_id, ok, reason, core_.clock.now()));
+}
+
+void CoreChanges::relays_km_disconnected(const std::string& km_id) {
+  relay_.append(core_.relays.on_km_disconnected(km_id, core_.clock.now()));
+}
+
+void CoreChanges::expire_relays() { relay_.append(core_.relays.expire(core_.clock.now())); }
+
 // ---- ControllerFacade ---------------------------------------------------------------------------
 
 // A buffered channel of capacity one is a semaphore: the send completes once the slot is free.
@@ -179,13 +217,18 @@ net::awaitable<void> ControllerFacade::persist(StoreOp op) {
   co_await std::move(aw);
 }
 
-void ControllerFacade::forward_report(CoreChanges& changes) {
+CoreOutputs ControllerFacade::outputs() {
+  return {*service_.impl_->rerouting, *service_.impl_->key_supply};
+}
+
+void ControllerFacade::forward_report(CoreChanges& changes, const CoreOutputs& outputs) {
   if (!changes.batched_.empty() || changes.batched_called_) {
-    service_.impl_->network_changed_soon(std::move(changes.batched_));
+    outputs.rerouting.network_changed_soon(std::move(changes.batched_));
   }
   if (changes.network_changed_ || !changes.events_.empty()) {
-    service_.impl_->network_changed(changes.events_);
+    outputs.rerouting.network_changed(changes.events_);
   }
+  if (!changes.relay_.empty()) outputs.key_supply.carry_out(std::move(changes.relay_));
 }
 
 void ControllerFacade::forward(CoreChanges& changes) {

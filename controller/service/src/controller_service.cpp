@@ -73,10 +73,10 @@ ControllerService::Impl::Impl(ControllerService& s)
       ledger(*random, s.options_.ledger),
       relays(ledger, *random, s.options_.relay),
       tick_timer(core),
-      snapshot_timer(core),
       writer_wake(core),
-      probe_timer(core),
-      deferred_timer(core) {}
+      probe_timer(core) {
+  make_drivers();
+}
 
 ControllerService::Impl::~Impl() = default;
 
@@ -462,7 +462,7 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
       // instruction made (traffic_adaptive) and NG logging.
       net::post(core, [this, km = s->km_id,
                        r = std::get<ck::RelayInstructionResponse>(std::move(message))] {
-        on_instruction_response(km, r);
+        rerouting->on_instruction_response(km, r);
       });
       co_return;
     }
@@ -594,7 +594,7 @@ net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Sessio
   svc.log("ck: " + reg.km_id + (again ? " re-registered" : " registered") + " from " +
           s->channel->remote_endpoint() + " (session " + std::to_string(s->id) + ")");
   // Standing relay instructions follow the register response (the KM learns the epoch first).
-  net::post(core, [this, km = reg.km_id] { resend_instructions(km); });
+  net::post(core, [this, km = reg.km_id] { rerouting->resend_instructions(km); });
 }
 
 net::awaitable<southbound::FramedServer::Verdict> ControllerService::Impl::register_on_core(
@@ -691,7 +691,7 @@ void ControllerService::Impl::refuse_claims(const std::vector<controller::Refuse
     spec.severity = controller::Severity::kMajor;
     spec.text = "KM " + c.claimed_by + " claimed SAE " + c.sae_id + " (" + std::string(via) +
                 "); refused: " + why;
-    raise_alarm(spec);
+    rerouting->raise_alarm(spec);
     controller::AuditRecord rec;
     rec.actor = c.claimed_by;
     rec.action = "ck " + std::string(via) + " sae_claim";
@@ -748,9 +748,9 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
                       al->value.value_or(0.0));
         const std::string resource = al->link_id.value_or(km_id);
         if (al->severity == "cleared") {
-          clear_alarm(al->alarm, resource);
+          rerouting->clear_alarm(al->alarm, resource);
         } else if (al->alarm == "link_up") {
-          clear_alarm(controller::alarm_type::kLinkDown, resource);
+          rerouting->clear_alarm(controller::alarm_type::kLinkDown, resource);
         } else {
           controller::AlarmSpec spec;
           spec.type = al->alarm;
@@ -760,7 +760,7 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
           spec.severity = controller::parse_severity(al->severity);
           spec.value = al->value.value_or(0.0);
           spec.text = al->text.value_or("");
-          raise_alarm(spec);
+          rerouting->raise_alarm(spec);
         }
         svc.log("ck: " + km_id + " alarm " + al->alarm + " " + al->severity +
                 (al->link_id ? " on " + *al->link_id : ""));
@@ -858,8 +858,9 @@ ControllerService::ControllerService(ServiceOptions options)
                    : next_epoch_from_file(options_.epoch_file, unix_ms(clock_->wall_now()));
     }
     network_.apply_topology(options_.topology);
-    impl_->apply_rerouting(impl_->engine.on_snapshot(impl_->fresh_snapshot()));
-    if (options_.policy) impl_->apply_rerouting(impl_->engine.set_policy(*options_.policy));
+    auto& rerouting = *impl_->rerouting;
+    rerouting.apply(impl_->engine.on_snapshot(rerouting.fresh_snapshot()));
+    if (options_.policy) rerouting.apply(impl_->engine.set_policy(*options_.policy));
   }
   log("ck: controller epoch " + std::to_string(epoch_) +
       (options_.epoch_override       ? " (leadership term)"
@@ -942,7 +943,7 @@ std::shared_future<void> ControllerService::Impl::stop_server() {
 }
 
 void ControllerService::raise_alarm_soon(controller::AlarmSpec spec) {
-  net::post(impl_->core, [this, spec = std::move(spec)] { impl_->raise_alarm(spec); });
+  net::post(impl_->core, [this, spec = std::move(spec)] { impl_->rerouting->raise_alarm(spec); });
 }
 
 void ControllerService::stop() {
@@ -1022,11 +1023,11 @@ void ControllerService::after_network_events(const std::vector<controller::Netwo
                      [t = network_.thresholds()](controller::Store& s) { s.save_thresholds(t); }});
     impl_->submit_writes(std::move(g));
   }
-  impl_->network_changed(events);
+  impl_->rerouting->network_changed(events);
 }
 
 void ControllerService::apply_rerouting_output(const controller::ReroutingOutput& output) {
-  impl_->apply_rerouting(output);
+  impl_->rerouting->apply(output);
 }
 
 Metrics& ControllerService::metrics() { return *impl_->metrics; }

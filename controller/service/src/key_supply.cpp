@@ -20,6 +20,8 @@
 #include <boost/asio/co_spawn.hpp>
 
 #include "qkdn/controller/error.hpp"
+#include "qkdn/service/controller_facade.hpp"
+#include "qkdn/service/key_supply_driver.hpp"
 #include "service_impl.hpp"
 
 namespace qkdn::service {
@@ -43,6 +45,15 @@ std::string_view batch_step(const std::string& key) {
   if (a == std::string::npos) return {};
   const auto b = key.find('/', a + 1);
   return std::string_view(key).substr(a + 1, b == std::string::npos ? b : b - a - 1);
+}
+
+// The ordered writer's op for a ledger batch: apply_ledger under its idempotency key.
+void append_ledger_batch(const controller::LedgerBatch& batch, WriteGroup& g) {
+  g.ops.push_back({StoreWrite::Kind::kLedger, "ledger batch " + batch.idempotency_key,
+                   [key = batch.idempotency_key, entries = batch.entries](controller::Store& s) {
+                     s.apply_ledger(key, entries);
+                   },
+                   batch.idempotency_key});
 }
 
 std::optional<std::string> non_empty(const std::string& s) {
@@ -148,13 +159,13 @@ class KeySupplyHandler final : public CommandHandler {
       const auto t0 = Clk::now();
       try {
         if (auto* a = std::get_if<ck::KeyRelayNextHopRequest>(&m)) {
-          impl.on_next_hop(ctx, *a);
+          impl.key_supply->on_next_hop(ctx, *a);
         } else if (auto* b = std::get_if<ck::KeyRelayRequestNotification>(&m)) {
-          impl.on_relay_notification(ctx, *b);
+          impl.key_supply->on_relay_notification(ctx, *b);
         } else if (auto* c = std::get_if<ck::KeyRelayResponse>(&m)) {
-          impl.on_late_relay_response(ctx, *c);
+          impl.key_supply->on_late_relay_response(ctx, *c);
         } else if (auto* d = std::get_if<ck::SessionCreationRequest>(&m)) {
-          impl.on_session_request(ctx, *d);
+          impl.key_supply->on_session_request(ctx, *d);
         } else if (auto* e = std::get_if<ck::SessionCreationNotificationResponse>(&m)) {
           // The 0x4108 exchange waits with request(): this answer came after its timeout.
           impl.svc.log("key supply: late session answer from " + ctx.km_id + " for session " +
@@ -180,16 +191,29 @@ std::shared_ptr<CommandHandler> make_key_supply_handler() {
   return std::make_shared<KeySupplyHandler>();
 }
 
+// ---- the driver ---------------------------------------------------------------------------------
+
+KeySupplyDriver::KeySupplyDriver(net::any_io_executor core, Deps deps)
+    : core_(std::move(core)), d_(std::move(deps)) {}
+
+void KeySupplyDriver::recount_relays() {
+  relays_by_km_.clear();
+  for (const auto& id : d_.relays.open_relays()) {
+    if (const auto* r = d_.relays.find(id)) ++relays_by_km_[r->src_km];
+  }
+}
+
 // ---- routing ------------------------------------------------------------------------------------
 
-std::string ControllerService::Impl::resolve_destination(
-    const std::optional<std::string>& kma, const std::optional<std::string>& application,
-    std::string& error_code, std::string& error_message) const {
+std::string KeySupplyDriver::resolve_destination(const std::optional<std::string>& kma,
+                                                 const std::optional<std::string>& application,
+                                                 std::string& error_code,
+                                                 std::string& error_message) const {
   std::string dst;
   if (kma) {
     dst = *kma;
   } else if (application) {
-    auto km = svc.network_.km_for_sae(*application);
+    auto km = d_.network.km_for_sae(*application);
     if (!km) {
       error_code = ck::errc::kUnknownApplication;
       error_message = "application '" + *application + "' is not served by any KM";
@@ -197,7 +221,7 @@ std::string ControllerService::Impl::resolve_destination(
     }
     dst = *km;
   }
-  if (svc.network_.find_km(dst) == nullptr) {
+  if (d_.network.find_km(dst) == nullptr) {
     error_code = ck::errc::kUnknownKma;
     error_message = "destination KMA '" + dst + "' is not in the topology";
     return {};
@@ -205,23 +229,23 @@ std::string ControllerService::Impl::resolve_destination(
   return dst;
 }
 
-controller::RouteOptions ControllerService::Impl::route_options(const std::string& src,
-                                                                const std::string& dst,
-                                                                std::uint64_t demand_bits) const {
-  const auto& policy = engine.effective_policy(src, dst);
+controller::RouteOptions KeySupplyDriver::route_options(const std::string& src,
+                                                        const std::string& dst,
+                                                        std::uint64_t demand_bits) const {
+  const auto& policy = d_.engine.effective_policy(src, dst);
   const auto& p = policy.params;
   controller::RouteOptions o;
   o.trust = controller::trust_constraints(policy);
   o.metric = p.metric;
-  o.k = svc.options_.route_alternatives;
+  o.k = d_.options.route_alternatives;
   if (p.max_hops > 0) o.max_hops = static_cast<std::size_t>(p.max_hops);
   o.demand_bits = std::max(static_cast<std::uint64_t>(p.demand_bits), demand_bits);
   return o;
 }
 
-void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
-                                          const ck::KeyRelayNextHopRequest& req) {
-  flush_deferred_events();  // route on every KM and link event received so far
+void KeySupplyDriver::on_next_hop(const CommandContext& ctx,
+                                  const ck::KeyRelayNextHopRequest& req) {
+  d_.rerouting.flush_deferred_events();  // route on every KM and link event received so far
   std::string code;
   std::string message;
   const auto dst =
@@ -233,7 +257,7 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
   const std::string& me = ctx.km_id;
   std::vector<std::string> hops;
   if (dst != me) {
-    refresh_snapshot_if_dirty();
+    d_.rerouting.refresh_snapshot_if_dirty();
     const auto t0 = Clk::now();
     // The route's source asks: its standing route first (rerouting policy), then alternatives.
     // A transit KM asks (distributed mode): routes from it, never back through the source.
@@ -245,9 +269,9 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
     const std::string pair_src_km = req.source_kma_id.value_or(me);
     if (named_src_sae) {
       // As for 0x1403: the named SAE must be one of the relay's source KM.
-      const auto km = svc.network_.km_for_sae(*named_src_sae);
+      const auto km = d_.network.km_for_sae(*named_src_sae);
       if (!km || *km != pair_src_km) {
-        count_protocol_error(ck::errc::kBadRequest);
+        d_.protocol_error(ck::errc::kBadRequest);
         ctx.channel->send(ck::ErrorMessage{std::string(ck::errc::kBadRequest),
                                            "application_source_id '" + *named_src_sae +
                                                "' is not an SAE of KM " + pair_src_km,
@@ -257,56 +281,56 @@ void ControllerService::Impl::on_next_hop(const CommandContext& ctx,
       }
     }
     if (from_source && named_src_sae) {
-      auto answer = engine.route_for_saes(me, dst, *named_src_sae,
-                                          req.application_destination_id.value_or(""));
-      apply_rerouting(answer.output);
+      auto answer = d_.engine.route_for_saes(me, dst, *named_src_sae,
+                                             req.application_destination_id.value_or(""));
+      d_.rerouting.apply(answer.output);
       if (answer.route && answer.route->kms.size() > 1) {
         hops.push_back(answer.route->kms[1]);
       } else {
         refused = true;
       }
     } else if (from_source) {
-      auto answer = engine.route_for(me, dst);
-      apply_rerouting(answer.output);
+      auto answer = d_.engine.route_for(me, dst);
+      d_.rerouting.apply(answer.output);
       if (answer.route && answer.route->kms.size() > 1) {
         hops.push_back(answer.route->kms[1]);
       } else {
         refused = true;  // no route, or a broken pin without fallback
       }
     }
-    if (!refused && engine.snapshot()) {
+    if (!refused && d_.engine.snapshot()) {
       auto o = route_options(me, dst, 0);
       if (named_src_sae) {
-        o.trust = engine.trust_for(pair_src_km, dst, *named_src_sae,
-                                   req.application_destination_id.value_or(""));
+        o.trust = d_.engine.trust_for(pair_src_km, dst, *named_src_sae,
+                                      req.application_destination_id.value_or(""));
       }
-      if (!from_source && svc.network_.find_km(*req.source_kma_id) != nullptr &&
+      if (!from_source && d_.network.find_km(*req.source_kma_id) != nullptr &&
           *req.source_kma_id != dst) {
         o.avoid_kms.push_back(*req.source_kma_id);
       }
-      for (auto& h : controller::next_hops(*engine.snapshot(), me, dst, o)) {
+      for (auto& h : controller::next_hops(*d_.engine.snapshot(), me, dst, o)) {
         if (std::find(hops.begin(), hops.end(), h) == hops.end()) hops.push_back(std::move(h));
       }
     }
-    metrics->route_computation(seconds_since(t0));
-    if (hops.size() > svc.options_.route_alternatives) hops.resize(svc.options_.route_alternatives);
+    d_.metrics.route_computation(seconds_since(t0));
+    if (hops.size() > d_.options.route_alternatives) hops.resize(d_.options.route_alternatives);
   }
   ck::KeyRelayNextHopResponse resp;
   resp.source_kma_id = req.source_kma_id;
   resp.destination_kma_id = dst;
   resp.next_kma_ids = std::move(hops);
-  resp.controller_epoch = svc.epoch_;
+  resp.controller_epoch = d_.epoch;
   ctx.channel->send(std::move(resp), ctx.message_id);
 }
 
 // ---- key relay ----------------------------------------------------------------------------------
 
-void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
-                                                    const ck::KeyRelayRequestNotification& n) {
-  flush_deferred_events();  // route on every KM and link event received so far
+void KeySupplyDriver::on_relay_notification(const CommandContext& ctx,
+                                            const ck::KeyRelayRequestNotification& n) {
+  d_.rerouting.flush_deferred_events();  // route on every KM and link event received so far
   const auto refuse = [&](std::string_view code, const std::string& why) {
-    if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes
-    svc.log("key supply: 0x1403 from " + ctx.km_id + " refused: " + std::string(code) + ": " + why);
+    if (code == ck::errc::kBadRequest) d_.protocol_error(code);  // the rest: outcomes
+    d_.log("key supply: 0x1403 from " + ctx.km_id + " refused: " + std::string(code) + ": " + why);
     ctx.channel->send(ck::ErrorMessage{std::string(code), why, ctx.message_id, false},
                       ctx.message_id);
   };
@@ -328,11 +352,11 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
     refuse(ck::errc::kBadRequest, "destination is the requesting KM itself");
     return;
   }
-  if (stopping) {
+  if (d_.stopping()) {
     refuse(ck::errc::kInternal, "shutting down");
     return;
   }
-  if (svc.store_configured() && !svc.store_up()) {
+  if (d_.writer.configured() && !d_.writer.up()) {
     // Nothing may be allocated that the ledger cannot record.
     refuse(ck::errc::kInternal, "store unavailable");
     return;
@@ -346,15 +370,15 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
     refuse(ck::errc::kBadRequest, "relay_scheme '" + scheme + "': expected otp or aes-256-gcm");
     return;
   }
-  if (keys > relays.config().max_number_of_keys) {
+  if (keys > d_.relays.config().max_number_of_keys) {
     refuse(ck::errc::kBadRequest, "number_of_keys " + std::to_string(keys) + " exceeds " +
-                                      std::to_string(relays.config().max_number_of_keys));
+                                      std::to_string(d_.relays.config().max_number_of_keys));
     return;
   }
-  if (auto it = relays_by_km.find(src);
-      it != relays_by_km.end() && it->second >= svc.options_.max_relays_per_km) {
+  if (auto it = relays_by_km_.find(src);
+      it != relays_by_km_.end() && it->second >= d_.options.max_relays_per_km) {
     // Per-KM concurrency (issue 13): refused before any routing work; counted, not logged.
-    count_refused("relays_per_km");
+    d_.refused("relays_per_km");
     ctx.channel->send(
         ck::ErrorMessage{std::string(ck::errc::kBusy),
                          std::to_string(it->second) +
@@ -364,17 +388,17 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
     return;
   }
 
-  refresh_snapshot_if_dirty();
+  d_.rerouting.refresh_snapshot_if_dirty();
   const auto t0 = Clk::now();
   // The SAE pair (from the active session, and the destination application) may carry trust
   // constraints of its own on top of the policy's (issue 20).
   // The source KM names the requesting SAE (application_source_id in the extension,
   // docs/ck-extensions.md): that pair's constraints apply even when several SAE pairs share
   // the KM pair. Without it, the active session's pair (the older convention).
-  const auto* session = sessions.find_active(src, dst);
+  const auto* session = d_.sessions.find_active(src, dst);
   const auto named_src_sae = ck::find_extension_string(n.extension, "application_source_id");
   if (named_src_sae) {
-    const auto km = svc.network_.km_for_sae(*named_src_sae);
+    const auto km = d_.network.km_for_sae(*named_src_sae);
     if (!km || *km != src) {
       refuse(ck::errc::kBadRequest,
              "application_source_id '" + *named_src_sae + "' is not an SAE of KM " + src);
@@ -386,30 +410,30 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   const std::string dst_sae =
       n.application_destination_id.value_or(session != nullptr ? session->dst_sae : "");
   const std::string session_id = session != nullptr ? session->session_id : std::string();
-  auto answer = engine.route_for_saes(src, dst, src_sae, dst_sae);
-  apply_rerouting(answer.output);
+  auto answer = d_.engine.route_for_saes(src, dst, src_sae, dst_sae);
+  d_.rerouting.apply(answer.output);
   if (!answer.route || answer.route->links.empty()) {
-    metrics->route_computation(seconds_since(t0));
-    if (answer.refusal && answer.refusal->code == "trust_constraints") metrics->trust_refusal();
+    d_.metrics.route_computation(seconds_since(t0));
+    if (answer.refusal && answer.refusal->code == "trust_constraints") d_.metrics.trust_refusal();
     refuse(ck::errc::kNoRoute,
            answer.refusal ? answer.refusal->detail : "no usable route from " + src + " to " + dst);
     return;
   }
   std::vector<controller::Route> routes{*answer.route};
   const bool pin_only =
-      answer.pinned && engine.effective_policy(src, dst).params.pinned_fallback == 0;
-  if (!pin_only && svc.options_.route_alternatives > 1) {
+      answer.pinned && d_.engine.effective_policy(src, dst).params.pinned_fallback == 0;
+  if (!pin_only && d_.options.route_alternatives > 1) {
     const auto demand = static_cast<std::uint64_t>(keys) * static_cast<std::uint64_t>(key_size);
     auto o = route_options(src, dst, demand);
-    o.trust = engine.trust_for(src, dst, src_sae, dst_sae);
-    for (auto& r : controller::compute_routes(*engine.snapshot(), src, dst, o)) {
-      if (routes.size() >= svc.options_.route_alternatives) break;
+    o.trust = d_.engine.trust_for(src, dst, src_sae, dst_sae);
+    for (auto& r : controller::compute_routes(*d_.engine.snapshot(), src, dst, o)) {
+      if (routes.size() >= d_.options.route_alternatives) break;
       if (r.kms != routes.front().kms || r.links != routes.front().links) {
         routes.push_back(std::move(r));
       }
     }
   }
-  metrics->route_computation(seconds_since(t0));
+  d_.metrics.route_computation(seconds_since(t0));
 
   controller::RelayRequest req;
   const bool for_instruction = ck::find_extension_string(n.extension, "instruction_id").has_value();
@@ -424,26 +448,28 @@ void ControllerService::Impl::on_relay_notification(const CommandContext& ctx,
   req.notification_message_id = ctx.message_id;
   req.relay_scheme = scheme;
   if (for_instruction) {
-    if (instruction_relays.size() >= 4096) instruction_relays.clear();  // lost answers: bounded
-    instruction_relays.emplace(src, ctx.message_id);
+    if (instruction_relays_.size() >= 4096) instruction_relays_.clear();  // lost answers: bounded
+    instruction_relays_.emplace(src, ctx.message_id);
   }
-  controller::RelayOutput out;
   try {
-    out = relays.start(req, now());
+    // A bad request changes nothing (and nothing is forwarded). The count goes up before the
+    // facade carries the start out, as before: a relay that fails at once counts itself down.
+    d_.report([&](CoreChanges& c) {
+      c.start_relay(req);
+      ++relays_by_km_[src];
+    });
   } catch (const InvalidArgument& e) {
     refuse(ck::errc::kBadRequest, e.what());
     return;
   }
-  ++relays_by_km[src];
-  apply_relay_output(std::move(out));
 }
 
-void ControllerService::Impl::on_late_relay_response(const CommandContext& ctx,
-                                                     const ck::KeyRelayResponse& r) {
+void KeySupplyDriver::on_late_relay_response(const CommandContext& ctx,
+                                             const ck::KeyRelayResponse& r) {
   // The 0x4104 exchange waits with request(); a 0x1405 arriving here came after its timeout (or
   // answers nothing we sent). The relay has failed meanwhile: RelayTable ignores it.
   if (!r.key_relay_request_id) {
-    count_protocol_error("unexpected_response");
+    d_.protocol_error("unexpected_response");
     ctx.channel->send(ck::ErrorMessage{std::string(ck::errc::kBadRequest),
                                        "key_relay_response: no pending command with MessageID " +
                                            std::to_string(ctx.message_id),
@@ -451,18 +477,19 @@ void ControllerService::Impl::on_late_relay_response(const CommandContext& ctx,
                       ctx.message_id);
     return;
   }
-  const auto* relay = relays.find(*r.key_relay_request_id);
+  const auto* relay = d_.relays.find(*r.key_relay_request_id);
   if (relay == nullptr || relay->src_km != ctx.km_id) {
-    svc.log("key supply: 0x1405 from " + ctx.km_id + " for unknown relay " +
-            *r.key_relay_request_id + " ignored");
+    d_.log("key supply: 0x1405 from " + ctx.km_id + " for unknown relay " +
+           *r.key_relay_request_id + " ignored");
     return;
   }
   const bool ok = r.response == "OK";
-  apply_relay_output(relays.on_relay_response(*r.key_relay_request_id, ok,
-                                              ok ? std::string() : r.response.substr(4), now()));
+  d_.report([&](CoreChanges& c) {
+    c.relay_response(*r.key_relay_request_id, ok, ok ? std::string() : r.response.substr(4));
+  });
 }
 
-void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
+void KeySupplyDriver::carry_out(controller::RelayOutput out) {
   WriteGroup g;
   for (const auto& b : out.ledger) {
     if (b.empty()) continue;
@@ -470,8 +497,8 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
     std::map<std::string, std::uint64_t> by_state;
     for (const auto& e : b.entries)
       ++by_state[e.state == "released" && expiry ? "expired" : e.state];
-    for (const auto& [state, n] : by_state) metrics->key_reservation(state, n);
-    ledger_write(b, g);
+    for (const auto& [state, n] : by_state) d_.metrics.key_reservation(state, n);
+    append_ledger_batch(b, g);
   }
   for (auto& rec : out.records) {
     std::string what = "relay " + rec.relay_id;
@@ -479,7 +506,7 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
                      [r = std::move(rec)](controller::Store& s) { s.save_relay(r); }});
   }
   for (const auto& r : out.finished) relay_finished(r, g);
-  for (const auto& line : out.ignored) svc.log("key supply: ignored " + without_key_ids(line));
+  for (const auto& line : out.ignored) d_.log("key supply: ignored " + without_key_ids(line));
   // 0x410A and 0x410C only set keys aside at the KMs: they go out at once, their ledger writes
   // queued behind them. 0x4104 lets the KMs use keys: it waits until every write queued before
   // it (those reservations and allocations included) is stored.
@@ -489,7 +516,7 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
     };
   }
   g.can_wait = !g.then;
-  if (!g.ops.empty() || g.then) submit_writes(std::move(g));
+  if (!g.ops.empty() || g.then) d_.writer.submit(std::move(g));
   // Releases first: the keys of a failed attempt go back to their KM before the next attempt's
   // 0x410A reaches it (one Ck connection keeps the order).
   if (!out.release.empty()) send_releases(std::move(out.release));
@@ -497,48 +524,48 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
     send_relay_commands(std::move(out.reserve), std::move(out.allocate), {});
 }
 
-void ControllerService::Impl::send_releases(std::vector<controller::ReleaseCommand> release) {
+void KeySupplyDriver::send_releases(std::vector<controller::ReleaseCommand> release) {
   for (auto& c : release) {
-    if (!svc.channel_of(c.km_id)) continue;  // gone: its leases release what it holds
-    net::co_spawn(core, release_hop(std::move(c)), completion("key release"));
+    if (!d_.channels.channel_of(c.km_id)) continue;  // gone: its leases release what it holds
+    net::co_spawn(core_, release_hop(std::move(c)), d_.completion("key release"));
   }
 }
 
-void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGroup& group) {
+void KeySupplyDriver::relay_finished(const controller::Relay& r, WriteGroup& group) {
   const auto state = controller::to_string(r.state);
-  metrics->key_relay(state, std::chrono::duration<double>(r.updated_at - r.created_at).count());
+  d_.metrics.key_relay(state, std::chrono::duration<double>(r.updated_at - r.created_at).count());
   if (r.state == RelayState::kRelayed || r.state == RelayState::kFailed) {
-    if (auto it = relays_by_km.find(r.src_km); it != relays_by_km.end() && it->second > 0) {
-      if (--it->second == 0) relays_by_km.erase(it);
+    if (auto it = relays_by_km_.find(r.src_km); it != relays_by_km_.end() && it->second > 0) {
+      if (--it->second == 0) relays_by_km_.erase(it);
     }
   }
   bool for_instruction = false;
   if (r.notification_message_id &&
       (r.state == RelayState::kRelayed || r.state == RelayState::kFailed)) {
-    for_instruction = instruction_relays.erase({r.src_km, *r.notification_message_id}) > 0;
+    for_instruction = instruction_relays_.erase({r.src_km, *r.notification_message_id}) > 0;
   }
   if (r.state == RelayState::kRelayed) {
-    metrics->relay_scheme(r.relay_scheme);
+    d_.metrics.relay_scheme(r.relay_scheme);
     if (r.route.kms.size() >= 2) {
-      metrics->relay_intermediates(
+      d_.metrics.relay_intermediates(
           r.route.kms.size() - 2,
           static_cast<std::uint64_t>(std::max<std::int64_t>(r.number_of_keys, 0)));
     }
     try {
       if (!for_instruction)
-        engine.record_relay(r.src_km, r.dst_km, static_cast<std::uint64_t>(r.number_of_keys),
-                            r.updated_at);
+        d_.engine.record_relay(r.src_km, r.dst_km, static_cast<std::uint64_t>(r.number_of_keys),
+                               r.updated_at);
     } catch (const std::exception& e) {
-      svc.log(std::string("rerouting: relay statistics not recorded: ") + e.what());
+      d_.log(std::string("rerouting: relay statistics not recorded: ") + e.what());
     }
     if (r.session_id.empty()) return;
     try {
-      auto delivery = sessions.add_delivered(r.session_id, r.number_of_keys,
-                                             r.number_of_keys * r.key_size_bits / 8, now());
+      auto delivery = d_.sessions.add_delivered(r.session_id, r.number_of_keys,
+                                                r.number_of_keys * r.key_size_bits / 8, now());
       persist_session(delivery.session, group);
       for (auto& a : delivery.accounting) {
-        if (!svc.store_configured()) {
-          auto& slot = accounting_mem[{a.bucket_start, a.sae_id, a.session_id}];
+        if (!d_.writer.configured()) {
+          auto& slot = accounting_mem_[{a.bucket_start, a.sae_id, a.session_id}];
           if (slot.sae_id.empty())
             slot = a;
           else {
@@ -553,31 +580,30 @@ void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGr
       }
     } catch (const Error& e) {
       // The session ended meanwhile (expired, closed): the keys were delivered all the same.
-      svc.log("key supply: session " + r.session_id + " not credited: " + e.what());
+      d_.log("key supply: session " + r.session_id + " not credited: " + e.what());
     }
     return;
   }
   if (r.state != RelayState::kFailed) return;  // voided: a next attempt carries on
-  svc.log("key supply: relay " + r.relay_id + " " + r.src_km + "->" + r.dst_km +
-          " failed: " + without_key_ids(r.reason));
+  d_.log("key supply: relay " + r.relay_id + " " + r.src_km + "->" + r.dst_km +
+         " failed: " + without_key_ids(r.reason));
   if (r.request_sent || !r.notification_message_id) return;
   // No 0x4104 went out: the 0x1403 is answered with Error (ck-protocol.md clause 4, Pairs).
-  if (auto ch = svc.channel_of(r.src_km)) {
+  if (auto ch = d_.channels.channel_of(r.src_km)) {
     const auto code = valid_error_code(r.ck_error.empty() ? "no_route" : r.ck_error);
-    if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes
+    if (code == ck::errc::kBadRequest) d_.protocol_error(code);  // the rest: outcomes
     ch->send(ck::ErrorMessage{code, one_line(r.reason), r.notification_message_id, false},
              r.notification_message_id);
   }
 }
 
-void ControllerService::Impl::send_relay_commands(
-    std::vector<controller::ReserveCommand> reserve,
-    std::vector<controller::AllocateCommand> allocate,
-    std::vector<controller::RelayRequestCommand> requests) {
+void KeySupplyDriver::send_relay_commands(std::vector<controller::ReserveCommand> reserve,
+                                          std::vector<controller::AllocateCommand> allocate,
+                                          std::vector<controller::RelayRequestCommand> requests) {
   // Only what is still wanted: the store may have delayed these while the relay moved on.
   const auto hop_at = [this](const std::string& id, std::size_t hop,
                              HopStage stage) -> const controller::Relay* {
-    const auto* r = relays.find(id);
+    const auto* r = d_.relays.find(id);
     if (r == nullptr || controller::is_final(r->state) || hop >= r->hops.size() ||
         r->hops[hop].stage != stage) {
       return nullptr;
@@ -586,16 +612,16 @@ void ControllerService::Impl::send_relay_commands(
   };
   for (auto& c : reserve) {
     if (hop_at(c.relay_id, c.hop, HopStage::kReserving) == nullptr) continue;
-    net::co_spawn(core, reserve_hop(std::move(c)), completion("key reservation"));
+    net::co_spawn(core_, reserve_hop(std::move(c)), d_.completion("key reservation"));
   }
   for (auto& c : allocate) {
     if (hop_at(c.relay_id, c.hop, HopStage::kAllocating) == nullptr) continue;
-    net::co_spawn(core, allocate_hop(std::move(c)), completion("key allocation"));
+    net::co_spawn(core_, allocate_hop(std::move(c)), d_.completion("key allocation"));
   }
   for (auto& c : requests) {
-    const auto* r = relays.find(c.relay_id);
+    const auto* r = d_.relays.find(c.relay_id);
     if (r == nullptr || r->state != RelayState::kRelaying) continue;
-    net::co_spawn(core, request_relay(std::move(c)), completion("key relay request"));
+    net::co_spawn(core_, request_relay(std::move(c)), d_.completion("key relay request"));
   }
 }
 
@@ -607,7 +633,7 @@ void ControllerService::Impl::send_relay_commands(
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-net::awaitable<void> ControllerService::Impl::reserve_hop(controller::ReserveCommand cmd) {
+net::awaitable<void> KeySupplyDriver::reserve_hop(controller::ReserveCommand cmd) {
   ck::KeyReservationRequest m;
   m.source_kma_id = cmd.source_kma_id;
   m.destination_kma_id = cmd.destination_kma_id;
@@ -616,17 +642,16 @@ net::awaitable<void> ControllerService::Impl::reserve_hop(controller::ReserveCom
   m.next_kma_id = cmd.next_kma_id;
   m.link_id = cmd.link_id;
   m.key_relay_request_id = cmd.relay_id;
-  m.controller_epoch = svc.epoch_;
-  auto op = ask_km(svc.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
+  m.controller_epoch = d_.epoch;
+  auto op = ask_km(d_.channels.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
   auto answer = co_await std::move(op);
   std::optional<Failure> failure;
-  controller::RelayOutput out;
   if (auto* f = std::get_if<Failure>(&answer)) {
     failure = std::move(*f);
   } else {
     const auto& resp = std::get<ck::KeyReservationResponse>(std::get<ck::Message>(answer));
     if (resp.response == 0) {
-      out = relays.on_reserved(cmd.relay_id, cmd.hop, resp.key_ids, now());
+      d_.report([&](CoreChanges& c) { c.relay_reserved(cmd.relay_id, cmd.hop, resp.key_ids); });
     } else {
       auto ext = ck::find_error_extension(resp.extension);
       failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
@@ -634,14 +659,15 @@ net::awaitable<void> ControllerService::Impl::reserve_hop(controller::ReserveCom
     }
   }
   if (failure) {
-    metrics->key_reservation("refused");
-    out = relays.on_reservation_failed(cmd.relay_id, cmd.hop, failure->code,
-                                       cmd.km_id + ": " + failure->message, now());
+    d_.metrics.key_reservation("refused");
+    d_.report([&](CoreChanges& c) {
+      c.relay_reservation_failed(cmd.relay_id, cmd.hop, failure->code,
+                                 cmd.km_id + ": " + failure->message);
+    });
   }
-  apply_relay_output(std::move(out));
 }
 
-net::awaitable<void> ControllerService::Impl::allocate_hop(controller::AllocateCommand cmd) {
+net::awaitable<void> KeySupplyDriver::allocate_hop(controller::AllocateCommand cmd) {
   ck::KeyAllocationRequest m;
   m.source_kma_id = cmd.source_kma_id;
   m.destination_kma_id = cmd.destination_kma_id;
@@ -650,17 +676,16 @@ net::awaitable<void> ControllerService::Impl::allocate_hop(controller::AllocateC
   m.link_id = cmd.link_id;
   m.key_relay_request_id = cmd.relay_id;
   m.key_ids = std::move(cmd.key_ids);
-  m.controller_epoch = svc.epoch_;
-  auto op = ask_km(svc.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
+  m.controller_epoch = d_.epoch;
+  auto op = ask_km(d_.channels.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
   auto answer = co_await std::move(op);
   std::optional<Failure> failure;
-  controller::RelayOutput out;
   if (auto* f = std::get_if<Failure>(&answer)) {
     failure = std::move(*f);
   } else {
     const auto& resp = std::get<ck::KeyAllocationResponse>(std::get<ck::Message>(answer));
     if (resp.response == 0) {
-      out = relays.on_allocated(cmd.relay_id, cmd.hop, now());
+      d_.report([&](CoreChanges& c) { c.relay_allocated(cmd.relay_id, cmd.hop); });
     } else {
       auto ext = ck::find_error_extension(resp.extension);
       failure = Failure{ext ? ext->error : std::string(ck::errc::kInsufficientKeys),
@@ -668,22 +693,23 @@ net::awaitable<void> ControllerService::Impl::allocate_hop(controller::AllocateC
     }
   }
   if (failure) {
-    metrics->key_reservation("refused");
-    out = relays.on_allocation_failed(cmd.relay_id, cmd.hop, failure->code,
-                                      cmd.km_id + ": " + failure->message, now());
+    d_.metrics.key_reservation("refused");
+    d_.report([&](CoreChanges& c) {
+      c.relay_allocation_failed(cmd.relay_id, cmd.hop, failure->code,
+                                cmd.km_id + ": " + failure->message);
+    });
   }
-  apply_relay_output(std::move(out));
 }
 
-net::awaitable<void> ControllerService::Impl::release_hop(controller::ReleaseCommand cmd) {
+net::awaitable<void> KeySupplyDriver::release_hop(controller::ReleaseCommand cmd) {
   ck::KeyRelease m;
   m.key_relay_request_id = cmd.relay_id;
   m.next_kma_id = cmd.next_kma_id;
   m.link_id = non_empty(cmd.link_id);
   m.key_ids = std::move(cmd.key_ids);
   if (cmd.discard) m.disposition = "discard";
-  m.controller_epoch = svc.epoch_;
-  auto op = ask_km(svc.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
+  m.controller_epoch = d_.epoch;
+  auto op = ask_km(d_.channels.channel_of(cmd.km_id), cmd.km_id, ck::Message{std::move(m)});
   auto answer = co_await std::move(op);
   std::string problem;
   if (auto* f = std::get_if<Failure>(&answer)) {
@@ -693,16 +719,16 @@ net::awaitable<void> ControllerService::Impl::release_hop(controller::ReleaseCom
   }
   // The KM's own leases still release what it holds; nothing to retry.
   if (!problem.empty()) {
-    svc.log("key supply: key release at " + cmd.km_id + " for relay " + cmd.relay_id +
-            " not confirmed: " + without_key_ids(problem));
+    d_.log("key supply: key release at " + cmd.km_id + " for relay " + cmd.relay_id +
+           " not confirmed: " + without_key_ids(problem));
   }
 }
 
-net::awaitable<void> ControllerService::Impl::request_relay(controller::RelayRequestCommand cmd) {
+net::awaitable<void> KeySupplyDriver::request_relay(controller::RelayRequestCommand cmd) {
   bool ok = false;
   std::string reason;
   std::optional<ck::Frame> frame;
-  auto ch = svc.channel_of(cmd.km_id);
+  auto ch = d_.channels.channel_of(cmd.km_id);
   if (!ch) {
     reason = "KM " + cmd.km_id + " is not connected";
   } else {
@@ -715,9 +741,9 @@ net::awaitable<void> ControllerService::Impl::request_relay(controller::RelayReq
     for (auto& h : cmd.hop_keys) {
       m.hop_keys.push_back({h.kma_id, h.next_kma_id, h.link_id, std::move(h.key_ids)});
     }
-    m.controller_epoch = svc.epoch_;
+    m.controller_epoch = d_.epoch;
     try {
-      auto op = ch->request(ck::Message{std::move(m)}, relays.config().relaying_timeout);
+      auto op = ch->request(ck::Message{std::move(m)}, d_.relays.config().relaying_timeout);
       frame = co_await std::move(op);
     } catch (const std::exception& e) {
       reason = ch->is_open() ? "timeout" : "KM " + cmd.km_id + " disconnected";
@@ -741,7 +767,7 @@ net::awaitable<void> ControllerService::Impl::request_relay(controller::RelayReq
       }
     }
   }
-  apply_relay_output(relays.on_relay_response(cmd.relay_id, ok, reason, now()));
+  d_.report([&](CoreChanges& c) { c.relay_response(cmd.relay_id, ok, reason); });
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -750,49 +776,49 @@ net::awaitable<void> ControllerService::Impl::request_relay(controller::RelayReq
 
 // ---- sessions -----------------------------------------------------------------------------------
 
-void ControllerService::Impl::persist_session(const controller::Session& s, WriteGroup& group) {
+void KeySupplyDriver::persist_session(const controller::Session& s, WriteGroup& group) {
   group.ops.push_back(
       {StoreWrite::Kind::kUpsert, "session " + s.session_id,
        [rec = controller::to_record(s)](controller::Store& st) { st.save_session(rec); }});
 }
 
-void ControllerService::Impl::on_session_request(const CommandContext& ctx,
-                                                 const ck::SessionCreationRequest& req) {
-  flush_deferred_events();  // route on every KM and link event received so far
+void KeySupplyDriver::on_session_request(const CommandContext& ctx,
+                                         const ck::SessionCreationRequest& req) {
+  d_.rerouting.flush_deferred_events();  // route on every KM and link event received so far
   const auto answer_ng = [&](const std::string& code, const std::string& why,
                              const std::string& dst_km) {
-    if (code == ck::errc::kBadRequest) count_protocol_error(code);  // the rest: outcomes
-    svc.log("key supply: session request from " + ctx.km_id + " refused: " + code + ": " + why);
+    if (code == ck::errc::kBadRequest) d_.protocol_error(code);  // the rest: outcomes
+    d_.log("key supply: session request from " + ctx.km_id + " refused: " + code + ": " + why);
     ck::SessionCreationResponse r;
-    r.session_id = make_uuid_v4(*random);  // names nothing: no session was created
+    r.session_id = make_uuid_v4(d_.random);  // names nothing: no session was created
     r.response = "NG: " + code + ": " + one_line(why);
     r.destination_km_id = dst_km;
-    r.controller_epoch = svc.epoch_;
+    r.controller_epoch = d_.epoch;
     ctx.channel->send(std::move(r), ctx.message_id);
   };
-  if (stopping) {
+  if (d_.stopping()) {
     answer_ng(std::string(ck::errc::kInternal), "shutting down", ctx.km_id);
     return;
   }
-  if (svc.store_configured() && !svc.store_up()) {
+  if (d_.writer.configured() && !d_.writer.up()) {
     answer_ng(std::string(ck::errc::kInternal), "store unavailable", ctx.km_id);
     return;
   }
-  auto created = sessions.create(
+  auto created = d_.sessions.create(
       {ctx.km_id, req.application_source_id, req.application_destination_id, req.number_of_keys},
       now());
   if (!created.session) {
     answer_ng(created.ck_error, created.message,
-              svc.network_.km_for_sae(req.application_destination_id).value_or(ctx.km_id));
+              d_.network.km_for_sae(req.application_destination_id).value_or(ctx.km_id));
     return;
   }
   WriteGroup g;
   persist_session(*created.session, g);
   g.then = [this, ctx = CommandContext(ctx), s = std::move(*created.session)]() mutable {
-    net::co_spawn(core, session_exchange(std::move(ctx), std::move(s)),
-                  completion("session creation"));
+    net::co_spawn(core_, session_exchange(std::move(ctx), std::move(s)),
+                  d_.completion("session creation"));
   };
-  submit_writes(std::move(g));
+  d_.writer.submit(std::move(g));
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -800,11 +826,11 @@ void ControllerService::Impl::on_session_request(const CommandContext& ctx,
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // as for reserve_hop above
 #endif
 
-net::awaitable<void> ControllerService::Impl::session_exchange(CommandContext ctx,
-                                                               controller::Session session) {
+net::awaitable<void> KeySupplyDriver::session_exchange(CommandContext ctx,
+                                                       controller::Session session) {
   std::optional<ck::Frame> frame;
   std::string reason;
-  auto ch = svc.channel_of(session.dst_km);
+  auto ch = d_.channels.channel_of(session.dst_km);
   if (!ch) {
     reason = "destination KM " + session.dst_km + " is not connected";
   } else {
@@ -814,9 +840,9 @@ net::awaitable<void> ControllerService::Impl::session_exchange(CommandContext ct
     m.session_id = session.session_id;
     m.source_km_id = session.src_km;
     m.number_of_keys = session.keys_requested;
-    m.controller_epoch = svc.epoch_;
+    m.controller_epoch = d_.epoch;
     try {
-      auto op = ch->request(ck::Message{std::move(m)}, sessions.config().pending_timeout);
+      auto op = ch->request(ck::Message{std::move(m)}, d_.sessions.config().pending_timeout);
       frame = co_await std::move(op);
     } catch (const std::exception&) {
       reason = ch->is_open() ? "timeout" : "destination KM " + session.dst_km + " disconnected";
@@ -848,11 +874,11 @@ net::awaitable<void> ControllerService::Impl::session_exchange(CommandContext ct
   }
   controller::Session result = session;
   try {
-    result = frame ? sessions.on_answer(session.session_id, session.dst_km, ok, reason, now())
-                   : sessions.fail(session.session_id, reason, now());
+    result = frame ? d_.sessions.on_answer(session.session_id, session.dst_km, ok, reason, now())
+                   : d_.sessions.fail(session.session_id, reason, now());
   } catch (const Error&) {
     // Expired or closed meanwhile: answer with what it is now.
-    if (const auto* cur = sessions.find(session.session_id)) result = *cur;
+    if (const auto* cur = d_.sessions.find(session.session_id)) result = *cur;
     if (reason.empty()) reason = result.reason.empty() ? "timeout" : result.reason;
   }
   ok = result.state == controller::SessionState::kActive;
@@ -865,26 +891,26 @@ net::awaitable<void> ControllerService::Impl::session_exchange(CommandContext ct
     r.session_id = result.session_id;
     r.response = ok ? std::string("OK") : "NG: " + one_line(reason);
     r.destination_km_id = result.dst_km;
-    r.controller_epoch = svc.epoch_;
+    r.controller_epoch = d_.epoch;
     try {
       ctx.channel->send(std::move(r), ctx.message_id);
     } catch (const std::exception& e) {
-      svc.log(std::string("key supply: session answer not sent: ") + e.what());
+      d_.log(std::string("key supply: session answer not sent: ") + e.what());
     }
   };
-  submit_writes(std::move(g));
+  d_.writer.submit(std::move(g));
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
 
-void ControllerService::Impl::expire_sessions(SysTime t) {
-  auto ended = sessions.expire(t);
+void KeySupplyDriver::expire_sessions(SysTime t) {
+  auto ended = d_.sessions.expire(t);
   if (ended.empty()) return;
   WriteGroup g;
   for (const auto& s : ended) persist_session(s, g);
-  submit_writes(std::move(g));
+  d_.writer.submit(std::move(g));
 }
 
 }  // namespace qkdn::service

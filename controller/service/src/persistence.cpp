@@ -174,19 +174,19 @@ void ControllerService::Impl::restore_core(const controller::StoredState& stored
       svc.log("store: alarm " + std::to_string(a.id) + " not restored: " + e.what());
     }
   }
-  apply_rerouting(engine.on_snapshot(fresh_snapshot()));
+  rerouting->apply(engine.on_snapshot(rerouting->fresh_snapshot()));
   if (!stored.policies.empty() || !stored.schedules.empty() || !stored.pinned_routes.empty() ||
       !stored.sae_constraints.empty()) {
     controller::ReroutingConfig config{stored.policies, stored.schedules, stored.pinned_routes,
                                        stored.sae_constraints};
     try {
-      apply_rerouting(engine.import_config(config));
+      rerouting->apply(engine.import_config(config));
     } catch (const Error& e) {
       throw InvalidArgument(std::string("stored rerouting configuration: ") + e.what());
     }
   }
   if (stored.policies.empty() && svc.options_.policy) {
-    apply_rerouting(engine.set_policy(*svc.options_.policy));
+    rerouting->apply(engine.set_policy(*svc.options_.policy));
     store.save_policy(controller::policy_to_record(*svc.options_.policy, "", ""));
   }
 
@@ -208,14 +208,6 @@ void ControllerService::Impl::restore_core(const controller::StoredState& stored
 }
 
 // ---- the writer ---------------------------------------------------------------------------------
-
-void ControllerService::Impl::ledger_write(const controller::LedgerBatch& batch, WriteGroup& g) {
-  g.ops.push_back({StoreWrite::Kind::kLedger, "ledger batch " + batch.idempotency_key,
-                   [key = batch.idempotency_key, entries = batch.entries](controller::Store& s) {
-                     s.apply_ledger(key, entries);
-                   },
-                   batch.idempotency_key});
-}
 
 void ControllerService::Impl::submit_writes(WriteGroup group) {
   if (!svc.store_configured()) {
@@ -557,7 +549,7 @@ net::awaitable<std::vector<controller::AccountingRecord>> ControllerService::acc
   if (!store_configured()) {
     auto op = on_core([this, from, to, sae = std::move(sae_id)](Core&) {
       std::vector<controller::AccountingRecord> out;
-      for (const auto& [key, rec] : impl_->accounting_mem) {
+      for (const auto& [key, rec] : impl_->key_supply->accounting()) {
         if (rec.bucket_start < from || rec.bucket_start >= to) continue;
         if (!sae.empty() && rec.sae_id != sae) continue;
         out.push_back(rec);

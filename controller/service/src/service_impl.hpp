@@ -1,8 +1,10 @@
 // Private state of ControllerService, shared by the service's translation units:
 //   controller_service.cpp  Ck sessions on the shared southbound::FramedServer (which owns the
 //                           accept loop, the registration gate and deadline, the frame gate)
-//   core_wiring.cpp         network events -> rerouting engine -> 0x41E5, alarms, timers
-//   key_supply.cpp          0x1401 / 0x1403 / 0x1406 and the relay and session exchanges
+//   core_wiring.cpp         the drivers built with their dependencies; the periodic tick
+//   reroute_driver.cpp      RerouteDriver: network events -> rerouting engine -> 0x41E5, alarms
+//   key_supply.cpp          KeySupplyDriver: 0x1401 / 0x1403 / 0x1406, the relay and session
+//                           exchanges (relay results through the facade's report path)
 //   persistence.cpp         PostgreSQL: start-up restore, ordered writer, probe, audit, accounting
 //
 // Threading: everything below "core strand" is touched only on `core`. Ck sessions run on their
@@ -41,7 +43,10 @@
 #include "qkdn/net/limits.hpp"
 #include "qkdn/net/listener.hpp"
 #include "qkdn/service/controller_service.hpp"
+#include "qkdn/service/driver_ports.hpp"
+#include "qkdn/service/key_supply_driver.hpp"
 #include "qkdn/service/metrics.hpp"
+#include "qkdn/service/reroute_driver.hpp"
 #include "qkdn/southbound/framed_server.hpp"
 
 namespace qkdn::service {
@@ -61,39 +66,13 @@ std::string without_key_ids(std::string text);
 /// `text` with every UUID replaced by "<uuid>" (database messages about ledger rows).
 std::string without_uuids(std::string text);
 
-/// One store write of the ordered writer.
-struct StoreWrite {
-  enum class Kind {
-    kLedger,  ///< apply_ledger under its idempotency key: retried until it commits
-    kUpsert,  ///< an upsert (save_*): idempotent, retried until it commits
-    kOnce,    ///< not idempotent (audit append, accounting add): tried once, dropped on failure
-  };
-  StoreWrite(Kind k, std::string w, std::function<void(controller::Store&)> o, std::string key = {})
-      : kind(k), what(std::move(w)), op(std::move(o)), ledger_key(std::move(key)) {}
-
-  Kind kind = Kind::kUpsert;
-  std::string what;                            ///< for logs (never a key ID)
-  std::function<void(controller::Store&)> op;  ///< one attempt; the writer retries per kind
-  std::string ledger_key;  ///< kLedger: the batch's idempotency key (in-doubt resolution)
-  bool in_doubt = false;   ///< kLedger: a failed group commit may have stored it already
-};
-
-/// Writes that commit in order, then `then` runs on the core strand (write-ahead: Ck commands
-/// that depend on the writes are sent from `then`).
-struct WriteGroup {
-  std::vector<StoreWrite> ops;
-  std::function<void()> then;
-  /// Nothing waits for this group (no `then`, no reader counting on it soon): the writer may hold
-  /// it back a few milliseconds so that it shares the commit of a group that is waited for.
-  bool can_wait = false;
-  SteadyTime queued_at{};  ///< set by submit_writes
-};
-
 /// Outcome of a step run on the core strand: nullopt = done; else the project's Error, whose Ck
 /// code (clause 3) is error_ck_code(const Error&) (ck::error() sets a finer one).
 using CoreResult = std::optional<Error>;
 
-struct ControllerService::Impl {
+/// The service's private state. It is the drivers' store writer and the registry of KM channels
+/// they send on (driver_ports.hpp).
+struct ControllerService::Impl final : StoreWriter, KmChannels {
   // One Ck connection, owned by its session coroutine; fields touched on the channel's strand.
   struct Session {
     std::uint64_t id = 0;
@@ -117,11 +96,6 @@ struct ControllerService::Impl {
   struct Registered {
     std::uint64_t session_id = 0;
     std::shared_ptr<southbound::CkChannel> channel;
-  };
-  // A relay instruction sent (for 0x14E6 statistics).
-  struct SentInstruction {
-    std::string src;
-    std::string dst;
   };
 
   explicit Impl(ControllerService& s);
@@ -164,27 +138,16 @@ struct ControllerService::Impl {
   controller::RelayTable relays;
   std::map<std::string, Registered> registered;
   bool stopping = false;
-  // Timers: the periodic tick (engine, relays, sessions) and the coalesced snapshot refresh.
+  // The drivers (reroute_driver.hpp, key_supply_driver.hpp), built by the constructor with
+  // their dependencies (core_wiring.cpp).
+  std::unique_ptr<RerouteDriver> rerouting;
+  std::unique_ptr<KeySupplyDriver> key_supply;
+  // The periodic tick (engine, relays, sessions).
   net::steady_timer tick_timer;
-  net::steady_timer snapshot_timer;
   bool timers_stopped = false;
-  bool snapshot_dirty = false;  ///< status reports changed pools since the engine's snapshot
-  bool snapshot_armed = false;
-  SteadyTime last_snapshot{};
-  SteadyTime::duration last_snapshot_cost{};  ///< how long the last snapshot build took
-  /// When the next snapshot build is due: `floor` after the last one, or `factor` times its cost
-  /// if that is longer.
-  [[nodiscard]] SteadyTime next_build(std::chrono::milliseconds floor, int factor) const;
-  std::map<std::string, SentInstruction> sent_instructions;  // by instruction_id, bounded
-  /// (source KM, 0x1403 MessageID) of relays that serve a relay instruction: their keys are
-  /// counted by the instruction's keys_relayed, not again when the relay finishes. Bounded.
-  std::set<std::pair<std::string, std::uint32_t>> instruction_relays;
-  std::deque<std::string> sent_order;
-  // Without a store: the audit ring and accounting buckets.
+  // Without a store: the audit ring (accounting: KeySupplyDriver::accounting()).
   std::deque<controller::AuditRecord> audit_ring;
   std::int64_t next_audit_id = 1;
-  std::map<std::tuple<SysTime, std::string, std::string>, controller::AccountingRecord>
-      accounting_mem;
 
   // ---- store (writer state on the core strand) ----
   std::unique_ptr<db::StorePool> pool;
@@ -246,18 +209,6 @@ struct ControllerService::Impl {
   /// Queues a status report for the core (coalesced per KM, see Session::status_waiting).
   void queue_status(const std::shared_ptr<Session>& s, ck::StatusReport report,
                     std::uint32_t message_id);
-  // Network events of registrations and status reports are applied to the Network at once and
-  // handed to the rerouting engine in batches, at most one per coalescing interval (a storm of
-  // 10,000 registrations costs a bounded number of snapshots per second, not one each). Whatever
-  // routes on the engine's snapshot (relays, next hops, sessions, ticks, other events) flushes the
-  // batch first.
-  std::vector<controller::NetworkEvent> deferred_events;
-  bool deferred_armed = false;
-  net::steady_timer deferred_timer;
-  void network_changed_soon(std::vector<controller::NetworkEvent> events);
-  void flush_deferred_events();
-  /// Key relays in progress by source KM (max_relays_per_km); core strand.
-  std::map<std::string, std::size_t> relays_by_km;
   /// A KM claimed SAEs the topology serves elsewhere (or not at all): one alarm
   /// sae_claim_refused per SAE (resource = the SAE), an audit record each, a warning line.
   void refuse_claims(const std::vector<controller::RefusedClaim>& refused, std::string_view via,
@@ -265,59 +216,23 @@ struct ControllerService::Impl {
   [[nodiscard]] SysTime now() const { return svc.clock_->now(); }
 
   // ---- core wiring (core_wiring.cpp); core strand ----
-  /// Everything that reacts to a Network mutation; `status_only`: a status report (no events
-  /// means only pools/rates moved: the snapshot refresh is coalesced).
-  void network_changed(const std::vector<controller::NetworkEvent>& events);
-  /// network_changed without emitting the events to observers (emitted already).
-  void react_to_events(const std::vector<controller::NetworkEvent>& events);
-  /// A fresh snapshot of the Network (after the mutation that made it necessary).
-  std::shared_ptr<const controller::TopologySnapshot> fresh_snapshot();
-  /// Marks the engine's snapshot stale and arms the coalescing timer.
-  void schedule_snapshot();
-  /// Hands a fresh snapshot to the engine now if pools moved since the last one.
-  void refresh_snapshot_if_dirty();
-  void apply_rerouting(const controller::ReroutingOutput& out);
-  void send_instruction(const controller::RelayInstruction& inst, bool withdraw);
-  /// Sends the standing instructions of a KM that (re-)registered.
-  void resend_instructions(const std::string& km_id);
-  void on_instruction_response(const std::string& km_id, const ck::RelayInstructionResponse& r);
-  void raise_alarm(const controller::AlarmSpec& spec);
-  void clear_alarm(std::string_view type, std::string_view resource);
+  /// Builds the drivers (constructor).
+  void make_drivers();
+  /// After the engine saw events: the relays of KMs that went away end; a KM that left the
+  /// topology loses its Ck connection.
+  void after_events(const std::vector<controller::NetworkEvent>& events);
+  // StoreWriter and KmChannels (the drivers' ports).
+  void submit(WriteGroup group) override { submit_writes(std::move(group)); }
+  [[nodiscard]] bool configured() const override { return svc.store_configured(); }
+  [[nodiscard]] bool up() const override { return svc.store_up(); }
+  [[nodiscard]] std::shared_ptr<southbound::CkChannel> channel_of(
+      const std::string& km_id) const override {
+    return svc.channel_of(km_id);
+  }
   void start_timers();
   void arm_tick();
   void on_tick();
   void stop_timers();
-
-  // ---- key supply (key_supply.cpp); core strand unless said otherwise ----
-  /// Carries out a RelayTable output: metrics, finished relays (sessions, accounting, Error
-  /// answers), then its ledger batches and records through the writer, then its Ck commands.
-  void apply_relay_output(controller::RelayOutput out);
-  void relay_finished(const controller::Relay& r, WriteGroup& group);
-  void send_relay_commands(std::vector<controller::ReserveCommand> reserve,
-                           std::vector<controller::AllocateCommand> allocate,
-                           std::vector<controller::RelayRequestCommand> requests);
-  net::awaitable<void> reserve_hop(controller::ReserveCommand cmd);
-  net::awaitable<void> allocate_hop(controller::AllocateCommand cmd);
-  net::awaitable<void> request_relay(controller::RelayRequestCommand cmd);
-  /// 0x41EA to a hop's near KM (docs/ck-extensions.md "Key release"), at once, not waiting for
-  /// the store: a release only gives keys back or destroys them. Nothing for a KM not connected
-  /// (its own leases release what it holds).
-  void send_releases(std::vector<controller::ReleaseCommand> release);
-  net::awaitable<void> release_hop(controller::ReleaseCommand cmd);
-  void on_next_hop(const CommandContext& ctx, const ck::KeyRelayNextHopRequest& req);
-  void on_relay_notification(const CommandContext& ctx, const ck::KeyRelayRequestNotification& n);
-  void on_late_relay_response(const CommandContext& ctx, const ck::KeyRelayResponse& r);
-  void on_session_request(const CommandContext& ctx, const ck::SessionCreationRequest& req);
-  net::awaitable<void> session_exchange(CommandContext ctx, controller::Session session);
-  /// The destination KM named by a 0x1401/0x1403 (by KMA or application); empty with a Ck
-  /// error code and message when there is none.
-  std::string resolve_destination(const std::optional<std::string>& kma,
-                                  const std::optional<std::string>& application,
-                                  std::string& error_code, std::string& error_message) const;
-  controller::RouteOptions route_options(const std::string& src, const std::string& dst,
-                                         std::uint64_t demand_bits) const;
-  void expire_sessions(SysTime now);
-  void persist_session(const controller::Session& s, WriteGroup& group);
 
   // ---- persistence (persistence.cpp) ----
   /// Start-up (constructor thread, before the io threads run): connects, migrates, loads and
@@ -343,7 +258,6 @@ struct ControllerService::Impl {
   /// The store failed: store_up false, probe every second until it answers.
   void mark_store_down(const std::string& why);
   void arm_probe();
-  void ledger_write(const controller::LedgerBatch& batch, WriteGroup& group);
   /// Runs fn(Store&) on a database thread and returns its result (rethrows its exception).
   template <class R, class F>
   net::awaitable<R> on_pool(F fn) {

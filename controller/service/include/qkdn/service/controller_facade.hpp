@@ -25,6 +25,9 @@
 
 namespace qkdn::service {
 
+class RerouteDriver;
+class KeySupplyDriver;
+
 /// A store operation of a write (runs on a database thread); empty: nothing to store.
 using StoreOp = std::function<void(controller::Store&)>;
 
@@ -95,6 +98,25 @@ class CoreChanges {
   /// Network::touch_km (last_seen; no events).
   void touch_km(const std::string& km_id);
 
+  // ---- relay results (RelayTable's contracts, at the clock's now) ----
+  // Each keeps the table's output (Ck commands, ledger batches, records, finished relays); the
+  // facade hands it to the key-supply driver (KeySupplyDriver::carry_out), so no relay step can
+  // leave its output undone.
+  /// RelayTable::start (throws InvalidArgument for a bad request; nothing changed then).
+  void start_relay(const controller::RelayRequest& request);
+  void relay_reserved(const std::string& relay_id, std::size_t hop,
+                      const std::vector<std::string>& key_ids);
+  void relay_reservation_failed(const std::string& relay_id, std::size_t hop,
+                                const std::string& ck_error, const std::string& message);
+  void relay_allocated(const std::string& relay_id, std::size_t hop);
+  void relay_allocation_failed(const std::string& relay_id, std::size_t hop,
+                               const std::string& ck_error, const std::string& message);
+  void relay_response(const std::string& relay_id, bool ok, const std::string& reason);
+  /// RelayTable::on_km_disconnected.
+  void relays_km_disconnected(const std::string& km_id);
+  /// RelayTable::expire.
+  void expire_relays();
+
  private:
   friend class ControllerFacade;
   Core& core_;
@@ -106,6 +128,14 @@ class CoreChanges {
   bool network_changed_ = false;  ///< the topology was applied (forwarded even without events)
   controller::ReroutingOutput rerouting_;
   bool rerouting_changed_ = false;
+  controller::RelayOutput relay_;
+};
+
+/// Where the outputs of a KM report go (ControllerFacade::report_to): the rerouting driver takes
+/// the network events (batched or at once), the key-supply driver the RelayTable outputs.
+struct CoreOutputs {
+  RerouteDriver& rerouting;
+  KeySupplyDriver& key_supply;
 };
 
 /// Operator writes (northbound) through one pipeline. Owned by the ControllerService
@@ -156,14 +186,21 @@ class ControllerFacade {
   /// core, and what of them must be stored goes through the service's writer.
   template <class Fn>
   auto report(Fn fn) -> std::invoke_result_t<Fn, CoreChanges&> {
-    Core core = service_.core_refs();
+    return report_to(service_.core_refs(), outputs(), std::move(fn));
+  }
+
+  /// report() on given core objects and drivers (core strand of those objects): what the
+  /// service's report does, for the drivers' unit tests. When fn throws, nothing is forwarded.
+  template <class Fn>
+  static auto report_to(Core core, const CoreOutputs& outputs, Fn fn)
+      -> std::invoke_result_t<Fn, CoreChanges&> {
     CoreChanges changes(core);
     if constexpr (std::is_void_v<std::invoke_result_t<Fn, CoreChanges&>>) {
       fn(changes);
-      forward_report(changes);
+      forward_report(changes, outputs);
     } else {
       auto result = fn(changes);
-      forward_report(changes);
+      forward_report(changes, outputs);
       return result;
     }
   }
@@ -176,8 +213,11 @@ class ControllerFacade {
   net::awaitable<void> persist(StoreOp op);
   /// Hands the outputs kept by `changes` to the service (core strand).
   void forward(CoreChanges& changes);
-  /// forward() for a report: the batched events through the service's per-pass batch.
-  void forward_report(CoreChanges& changes);
+  /// forward() for a report: the batched events through the rerouting driver's per-pass batch,
+  /// the other events at once, then the RelayTable outputs through the key-supply driver.
+  static void forward_report(CoreChanges& changes, const CoreOutputs& outputs);
+  /// The service's drivers.
+  [[nodiscard]] CoreOutputs outputs();
 
   struct Lock;
   ControllerService& service_;
