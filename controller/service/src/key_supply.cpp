@@ -499,9 +499,24 @@ void ControllerService::Impl::apply_relay_output(controller::RelayOutput out) {
 
 void ControllerService::Impl::send_releases(std::vector<controller::ReleaseCommand> release) {
   for (auto& c : release) {
-    if (!svc.channel_of(c.km_id)) continue;  // gone: its leases release what it holds
+    if (!svc.channel_of(c.km_id)) {
+      // Not connected (a restart's or takeover's restore, or the KM dropped): it may still hold
+      // the keys, so they go when it registers.
+      auto& waiting = deferred_releases[c.km_id];
+      if (waiting.size() >= kMaxDeferredReleases) waiting.erase(waiting.begin());
+      waiting.push_back(std::move(c));
+      continue;
+    }
     net::co_spawn(core, release_hop(std::move(c)), completion("key release"));
   }
+}
+
+void ControllerService::Impl::send_deferred_releases(const std::string& km_id) {
+  auto node = deferred_releases.extract(km_id);
+  if (node.empty()) return;
+  svc.log("key supply: " + std::to_string(node.mapped().size()) + " key release(s) for " + km_id +
+          " sent now that it registered");
+  send_releases(std::move(node.mapped()));
 }
 
 void ControllerService::Impl::relay_finished(const controller::Relay& r, WriteGroup& group) {

@@ -163,6 +163,12 @@ struct ControllerService::Impl {
   controller::ReservationLedger ledger;
   controller::RelayTable relays;
   std::map<std::string, Registered> registered;
+  /// Key releases (0x41EA) for KMs that were not connected when the ledger made them — the
+  /// restore's after a restart or a takeover, when no KM is connected yet, or a KM that had
+  /// dropped: sent when the KM registers (else it held those keys until its own leases ran out).
+  /// At most kMaxDeferredReleases per KM; beyond, the oldest go (the KM's leases remain).
+  std::map<std::string, std::vector<controller::ReleaseCommand>> deferred_releases;
+  static constexpr std::size_t kMaxDeferredReleases = 4096;
   bool stopping = false;
   // Timers: the periodic tick (engine, relays, sessions) and the coalesced snapshot refresh.
   net::steady_timer tick_timer;
@@ -300,9 +306,11 @@ struct ControllerService::Impl {
   net::awaitable<void> allocate_hop(controller::AllocateCommand cmd);
   net::awaitable<void> request_relay(controller::RelayRequestCommand cmd);
   /// 0x41EA to a hop's near KM (docs/ck-extensions.md "Key release"), at once, not waiting for
-  /// the store: a release only gives keys back or destroys them. Nothing for a KM not connected
-  /// (its own leases release what it holds).
+  /// the store: a release only gives keys back or destroys them. For a KM not connected they
+  /// wait in deferred_releases until it registers (send_deferred_releases).
   void send_releases(std::vector<controller::ReleaseCommand> release);
+  /// Sends the releases that waited for `km_id` (core strand, after its register response).
+  void send_deferred_releases(const std::string& km_id);
   net::awaitable<void> release_hop(controller::ReleaseCommand cmd);
   void on_next_hop(const CommandContext& ctx, const ck::KeyRelayNextHopRequest& req);
   void on_relay_notification(const CommandContext& ctx, const ck::KeyRelayRequestNotification& n);
