@@ -585,6 +585,7 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
                                     std::to_string(controller_epoch_) + " to " +
                                     std::to_string(resp->controller_epoch));
     }
+    if (resp->controller_epoch > controller_epoch_) drop_holds_of_old_epoch();
     controller_epoch_ = std::max(controller_epoch_, resp->controller_epoch);
     heartbeat_interval_ =
         std::chrono::milliseconds{std::max<std::int64_t>(50, resp->heartbeat_interval_ms)};

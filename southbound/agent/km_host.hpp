@@ -259,6 +259,9 @@ class KmHost {
   void iwn_report(const southbound::ck::IwnTransferRequest& what, const std::string& role,
                   const std::string& response, const std::string& disposition);
   void expire_key_supply(SteadyTime now);
+  /// On registering in a higher controller epoch: every key still held for a relay goes (the
+  /// old epoch's relays are over).
+  void drop_holds_of_old_epoch();
   /// The link end to `peer` (`link_id` when given and non-empty); nullptr when none.
   LinkEnd* hop_link(const std::string& peer, const std::optional<std::string>& link_id);
 
