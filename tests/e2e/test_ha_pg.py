@@ -91,6 +91,7 @@ def fault_round(name, net, traffic, pg, controllers, fault, recover_after=None):
     new, h = wait_for(lambda: leading_again(controllers, recovered), LEAD_S, 0.05,
                       f"one controller leading again after {name}")
     led = time.monotonic() - t
+    led_after = time.monotonic() - recovered  # after the promotion / the server's start
     epoch = h["epoch"]
     assert epoch >= term0, f"term {epoch} after term {term0}"
     net.api = api_of(net, new)
@@ -101,7 +102,7 @@ def fault_round(name, net, traffic, pg, controllers, fault, recover_after=None):
     check_kept(before[0], after[0], "relay")
     check_kept(before[1], after[1], "ledger")
     log(f"{name}: {new.name} leads in term {epoch} (before: term {term0}) {led:.2f} s after the "
-        f"fault; keys again after {again:.2f} s; {len(before[0])} relay and {len(before[1])} "
+        f"fault, {led_after:.2f} s after the database was back; keys again after {again:.2f} s; {len(before[0])} relay and {len(before[1])} "
         f"ledger rows kept")
     return led, again
 
