@@ -142,9 +142,19 @@ def run(mode):
         assert not traffic.unmatched, f"keys delivered by enc_keys but not by dec_keys: " \
                                       f"{traffic.unmatched[:5]}"
         relays = relays_final(net.api)
-        rows = {s: int(n) for s, n in pg.psql("SELECT state, count(*) FROM relays GROUP BY state")}
+        # The leader's writer may still be committing the last relays' final states.
+        rows = {}
+
+        def stored_final():
+            rows.clear()
+            rows.update({s: int(n) for s, n in
+                         pg.psql("SELECT state, count(*) FROM relays GROUP BY state")})
+            return set(rows) <= {"relayed", "failed", "voided"}
+        try:
+            wait_for(stored_final, 10, 0.2, "every stored relay in a final state")
+        except AssertionError:
+            raise AssertionError(f"open relays in the store: {rows}") from None
         log(f"relays: API {len(relays)}, database {rows}")
-        assert set(rows) <= {"relayed", "failed", "voided"}, f"open relays in the store: {rows}"
         t = time.monotonic()
         ledger_drained(net, timeout=DRAIN_S)
         wait_for(lambda: pg.psql("SELECT count(*) FROM ledger WHERE state IN "
