@@ -104,6 +104,8 @@ if ! python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", 9090
   prom_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 fi
 mkdir -p "$work/prometheus/data"
+prom_targets="\"127.0.0.1:$api\""
+[ "$ha" = 1 ] && prom_targets+=", \"127.0.0.1:$api_b\""  # both: whichever leads
 cat > "$work/prometheus/prometheus.yml" <<YML
 # Written by scripts/demo.sh (dashboards/prometheus/prometheus.yml with the demo's port).
 global:
@@ -113,7 +115,7 @@ rule_files: ["$root/dashboards/prometheus/qkdn.rules.yml"]
 scrape_configs:
   - job_name: qkdn-controller
     static_configs:
-      - targets: ["127.0.0.1:$api"]
+      - targets: [$prom_targets]
 YML
 prometheus --config.file="$work/prometheus/prometheus.yml" \
   --storage.tsdb.path="$work/prometheus/data" --storage.tsdb.retention.time=1d \
@@ -137,14 +139,18 @@ python3 "$root/scripts/demo_tour.py" --api "$QKDN_API" --token-file "$work/admin
 
 if [ "$ha" = 1 ]; then
   echo "demo: failover: kill -9 of controller-a (the leader)"
-  kill -9 "$leader_pid"
   t0=$(date +%s.%N)
+  kill -9 "$leader_pid"
+  wait "$leader_pid" 2>/dev/null || true  # (bash would report "Killed")
   for _ in $(seq 200); do
     curl -sf "http://127.0.0.1:$api_b/api/v1/health" | grep -q '"role":"leader"' && break
     sleep 0.05
   done
   t1=$(date +%s.%N)
-  echo "demo: controller-b leads after $(python3 -c "print(f'{$t1 - $t0:.2f}')") s:"
+  echo "demo: takeover: controller-b leads $(python3 -c "print(f'{$t1 - $t0:.2f}')") s after the kill"
+  python3 "$root/scripts/demo_tour.py" --api "http://127.0.0.1:$api_b" \
+    --token-file "$work/admin.token" --agent-out "$work/agent.out" --topology "$topology" \
+    --after-failover "$t0" || true
   QKDN_API="http://127.0.0.1:$api_b" QKDN_TOKEN_FILE="$work/admin.token" \
     "$bin/northbound/qkdnctl" health || true
   export QKDN_API="http://127.0.0.1:$api_b"

@@ -59,10 +59,15 @@ def main():
     ap.add_argument("--token-file", required=True)
     ap.add_argument("--agent-out", required=True)
     ap.add_argument("--topology", required=True)
+    ap.add_argument("--after-failover", type=float, metavar="UNIX_TIME",
+                    help="instead of the tour: the leader was killed at UNIX_TIME; show the KMs "
+                         "moving to the new leader (--api) and keys flowing again")
     a = ap.parse_args()
     api = Api(int(a.api.rsplit(":", 1)[1]), open(a.token_file).read().strip())
     topo = json.load(open(a.topology))
     n = len(topo["kms"])
+    if a.after_failover is not None:
+        return after_failover(a, api, topo, a.after_failover)
 
     wait(lambda: api.get("/api/v1/health"), 20, "the controller API")
     admin, etsi = agent_ports(a.agent_out)
@@ -142,6 +147,30 @@ def main():
               f"'http://{etsi[src]}/api/v1/keys/{apps[dst]}/enc_keys?number=1&size=256'")
         print(f"  curl -H 'X-SAE-ID: {apps[dst]}' "
               f"'http://{etsi[dst]}/api/v1/keys/{apps[src]}/dec_keys?key_ID=<key_ID>'")
+
+
+def after_failover(a, api, topo, killed_at):
+    """The KMs follow the new leader; keys flow again (times from the kill)."""
+    n = len(topo["kms"])
+    wait(lambda: sum(k["connected"] for k in api.items("/api/v1/kms")) == n, 60,
+         f"{n} KMs to register with the new leader")
+    say(f"all {n} KMs registered with the new leader {time.time() - killed_at:.2f} s after the "
+        "kill")
+    _, etsi = agent_ports(a.agent_out)
+    apps = {app["km_id"]: app["sae_id"] for app in topo.get("applications", [])}
+    src, dst = ("Aachen", "Dresden") if "Aachen" in apps and "Dresden" in apps else \
+        (topo["kms"][0]["km_id"], topo["kms"][-1]["km_id"])
+    if src not in etsi or src not in apps or dst not in apps:
+        return
+    ok = poll(lambda: requests.get(f"http://{etsi[src]}/api/v1/keys/{apps[dst]}/enc_keys",
+                                   params={"number": 1, "size": 256},
+                                   headers={"X-SAE-ID": apps[src]}, timeout=10).status_code == 200,
+              60)
+    if ok:
+        say(f"keys flow again ({apps[src]} -> {apps[dst]}, ETSI GS QKD 014) "
+            f"{time.time() - killed_at:.2f} s after the kill")
+    else:
+        say("no key delivered within 60 s of the takeover")
 
 
 if __name__ == "__main__":

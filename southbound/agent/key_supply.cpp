@@ -682,6 +682,30 @@ void KmHost::finish_source_relay(const std::string& request_id, const std::strin
   source_relays_.erase(it);
 }
 
+void KmHost::drop_holds_of_old_epoch(SteadyTime before) {
+  // A new controller epoch (a restart or a takeover) ended every relay of the old one (its
+  // restore voids or fails them), and the new controller commands this KM only once it is
+  // registered: whatever this KM holds now was set aside by the old epoch. Reserved keys come
+  // back, allocated ones are discarded at both ends (they may have been named in a 0x4104), as
+  // when their leases lapse, only without waiting for that. Covers the keys the old controller
+  // had set aside but never stored in its ledger (lost with it), which its successor cannot
+  // release by name. Only keys reserved before `before` (the Register went out): later ones are
+  // the new epoch's.
+  std::size_t back = 0;
+  std::size_t gone = 0;
+  for (auto& l : links_) {
+    back += l->store.release_expired(before, std::chrono::milliseconds{0});
+    auto ids = l->store.discard_expired_allocations(before, std::chrono::milliseconds{0});
+    gone += ids.size();
+    discard_at_both_ends(*l, ids);
+  }
+  if (back + gone > 0) {
+    log_line(LogLevel::kInfo, "KM " + km_id_ + ": new controller epoch: " + std::to_string(back) +
+                                  " reserved key(s) back, " + std::to_string(gone) +
+                                  " allocated key(s) discarded");
+  }
+}
+
 void KmHost::expire_key_supply(SteadyTime now) {
   for (auto& l : links_) {
     l->store.release_expired(now, kReservationLease);

@@ -532,6 +532,7 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
     // ordinary request (the controller answers, refuses busy, or closes the connection at its
     // registration deadline first), so that a slow registration is never abandoned and repeated
     // on a new connection while the first one may still complete.
+    const auto sent_at = std::chrono::steady_clock::now();
     auto reg_op = channel->request(std::move(reg_message), core_.config().register_timeout);
     ck::Frame reply = co_await std::move(reg_op);
     auto post_op = net::post(strand_, net::use_awaitable);
@@ -585,6 +586,11 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
                                     std::to_string(controller_epoch_) + " to " +
                                     std::to_string(resp->controller_epoch));
     }
+    // Commands of the new epoch may have been handled already (they can follow the response
+    // on the connection before this coroutine resumes): what was held before the Register went
+    // out is the old epoch's.
+    if (resp->controller_epoch > registered_epoch_) drop_holds_of_old_epoch(sent_at);
+    registered_epoch_ = std::max(registered_epoch_, resp->controller_epoch);
     controller_epoch_ = std::max(controller_epoch_, resp->controller_epoch);
     heartbeat_interval_ =
         std::chrono::milliseconds{std::max<std::int64_t>(50, resp->heartbeat_interval_ms)};

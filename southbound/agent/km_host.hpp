@@ -259,6 +259,9 @@ class KmHost {
   void iwn_report(const southbound::ck::IwnTransferRequest& what, const std::string& role,
                   const std::string& response, const std::string& disposition);
   void expire_key_supply(SteadyTime now);
+  /// On registering in a higher controller epoch than the last registration's: every key held
+  /// for a relay since before `before` goes (the old epoch's relays are over).
+  void drop_holds_of_old_epoch(SteadyTime before);
   /// The link end to `peer` (`link_id` when given and non-empty); nullptr when none.
   LinkEnd* hop_link(const std::string& peer, const std::optional<std::string>& link_id);
 
@@ -493,6 +496,7 @@ class KmHost {
   std::shared_ptr<southbound::CkChannel> channel_;
   bool registered_ = false;
   std::int64_t controller_epoch_ = 0;
+  std::int64_t registered_epoch_ = 0;  ///< controller_epoch of the last registration
   std::uint64_t registrations_ = 0;
   std::uint64_t busy_refusals_ = 0;  ///< registrations the controller refused "NG: busy"
   /// The controller's retry_after_ms of the last "NG: busy" (ck_loop waits at least that).

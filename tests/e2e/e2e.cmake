@@ -112,7 +112,8 @@ endif()
 # High availability (issue 17, docs/high-availability.md): two qkdn-controller --ha sharing a
 # private PostgreSQL and one agent following the leader: kill -9 of the leader under ETSI 014
 # traffic, 20 times in turn (QKDN_HA_FAILOVERS); the leader cut off from the database by a TCP
-# proxy that stalls; a standby with its clock 10 minutes ahead. Label ha (and e2e, fault).
+# proxy that stalls; a standby with its clock 10 minutes ahead; PostgreSQL failover and restart.
+# Label ha (and e2e, fault).
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_ha_failover test_ha_failover.py)
   set_tests_properties(e2e_ha_failover PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 600)
@@ -120,6 +121,16 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent)
   set_tests_properties(e2e_ha_partition PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 300)
   qkdn_e2e_test(e2e_ha_clock test_ha_clock.py)
   set_tests_properties(e2e_ha_clock PROPERTIES LABELS "e2e;fault;ha" TIMEOUT 180)
+  # PostgreSQL fails under them: primary crash + promotion of a synchronous streaming replica
+  # (multi-host DSN), and a restart of the one server (test_ha_pg.py).
+  add_test(NAME e2e_ha_pg_failover
+           COMMAND ${QKDN_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_ha_pg.py failover)
+  set_tests_properties(e2e_ha_pg_failover PROPERTIES LABELS "e2e;fault;ha"
+                       ENVIRONMENT "${QKDN_E2E_ENV}" TIMEOUT 300)
+  add_test(NAME e2e_ha_pg_restart
+           COMMAND ${QKDN_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_ha_pg.py restart)
+  set_tests_properties(e2e_ha_pg_restart PROPERTIES LABELS "e2e;fault;ha"
+                       ENVIRONMENT "${QKDN_E2E_ENV}" TIMEOUT 300)
 endif()
 # Interworking (issue 16): two controllers over Cxi, each with its own agent.
 if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)

@@ -95,6 +95,139 @@ class StallProxy:
         self.listener.close()
 
 
+def _pg_bindir():
+    import glob
+    import shutil as _sh
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.path.exists(os.path.join(d, "pg_basebackup")):
+            return d
+    if _sh.which("pg_basebackup"):
+        return os.path.dirname(_sh.which("pg_basebackup"))
+    raise AssertionError("pg_basebackup not found (install postgresql-15)")
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class ReplicatedPostgres:
+    """Two private PostgreSQL instances in a temp dir (as the postgres user when run as root): a
+    primary and a streaming replica made by pg_basebackup -R, replication synchronous
+    (synchronous_commit = on, synchronous_standby_names names the replica), so that a commit is
+    acknowledged only once the replica has it. dsn lists both hosts with
+    target_session_attrs=read-write: libpq connects to whichever accepts writes.
+    stop_primary() (immediate: a crash, no shutdown checkpoint), promote(). fsync is off (a
+    process kill, not a machine crash, loses nothing the OS has)."""
+
+    def __init__(self, name):
+        import tempfile
+        self.bindir = _pg_bindir()
+        self.dir = tempfile.mkdtemp(prefix=f"qkdn-pgrep-{name}-")
+        self.root = os.geteuid() == 0
+        if self.root:
+            import shutil as _sh
+            _sh.chown(self.dir, "postgres", "postgres")
+            os.chmod(self.dir, 0o700)
+        self.ports = {"primary": _free_port(), "replica": _free_port()}
+        self.dsn = ("host=127.0.0.1,127.0.0.1 port={primary},{replica} user=postgres "
+                    "dbname=postgres target_session_attrs=read-write").format(**self.ports)
+        self.running = set()
+        self.promoted = False
+
+    def _run(self, argv, timeout=120, check=True):
+        import subprocess
+        if self.root:
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{argv}: {r.returncode}: {r.stderr[-2000:]}")
+        return r
+
+    def _data(self, which):
+        return os.path.join(self.dir, which)
+
+    def _options(self, which):
+        o = (f"-c port={self.ports[which]} -c listen_addresses=127.0.0.1 "
+             f"-c unix_socket_directories={self.dir} -c max_connections=200 -c fsync=off "
+             "-c full_page_writes=off -c synchronous_commit=on -c wal_level=replica "
+             "-c max_wal_senders=5 -c hot_standby=on")
+        if which == "primary" and not self.promoted:
+            # Only the primary waits for the replica: the promoted replica has no standby.
+            o += " -c synchronous_standby_names=replica1"
+        return o
+
+    def start(self, which):
+        self._run([f"{self.bindir}/pg_ctl", "start", "-w", "-t", "60", "-D", self._data(which),
+                   "-l", os.path.join(self.dir, f"{which}.log"), "-o", self._options(which)])
+        self.running.add(which)
+
+    def stop(self, which, mode="fast"):
+        if which in self.running:
+            self._run([f"{self.bindir}/pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D",
+                       self._data(which)], check=False)
+            self.running.discard(which)
+
+    def setup(self):
+        self._run([f"{self.bindir}/initdb", "-D", self._data("primary"), "-U", "postgres", "-A",
+                   "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        self.start("primary")
+        self._run([f"{self.bindir}/pg_basebackup", "-h", "127.0.0.1", "-p",
+                   str(self.ports["primary"]), "-U", "postgres", "-D", self._data("replica"),
+                   "-R", "-X", "stream", "--no-sync", "-c", "fast"])
+        with open(os.path.join(self._data("replica"), "postgresql.auto.conf"), "a") as f:
+            f.write(f"primary_conninfo = 'host=127.0.0.1 port={self.ports['primary']} "
+                    "user=postgres application_name=replica1'\n")
+        self.start("replica")
+        wait_for(lambda: self.psql_at("primary", "SELECT sync_state FROM pg_stat_replication "
+                                      "WHERE application_name = 'replica1'") == [["sync"]],
+                 60, 0.1, "the replica to stream synchronously")
+        return self
+
+    def psql_at(self, which, sql):
+        import subprocess
+        out = subprocess.run(["psql", f"host=127.0.0.1 port={self.ports[which]} user=postgres "
+                              "dbname=postgres", "-AtX", "-F", "\t", "-c", sql], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def psql(self, sql):
+        """Rows of one query on whichever instance accepts writes."""
+        import subprocess
+        out = subprocess.run(["psql", self.dsn, "-AtX", "-F", "\t", "-c", sql], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def stop_primary(self):
+        """The primary crashes (pg_ctl stop -m immediate)."""
+        self.stop("primary", "immediate")
+
+    def promote(self):
+        self._run([f"{self.bindir}/pg_ctl", "promote", "-w", "-t", "60", "-D",
+                   self._data("replica")])
+        self.promoted = True
+
+    def __enter__(self):
+        try:
+            return self.setup()
+        except BaseException:
+            self.__exit__(*__import__("sys").exc_info())
+            raise
+
+    def __exit__(self, *exc):
+        import shutil as _sh
+        for which in list(self.running):
+            self.stop(which, "immediate")
+        if exc[0] is None:
+            _sh.rmtree(self.dir, ignore_errors=True)
+        else:
+            print(f"postgres kept in {self.dir}")
+        return False
+
+
 def dsn_via(dsn, port):
     """The DSN with its port replaced (through a proxy)."""
     u = urlparse(dsn)
@@ -229,5 +362,5 @@ def log_times(path, needle):
     return out
 
 
-__all__ = ["StallProxy", "dsn_via", "health", "role", "Controller", "start_ha_network",
+__all__ = ["StallProxy", "ReplicatedPostgres", "dsn_via", "health", "role", "Controller", "start_ha_network",
            "api_of", "wait_leader", "log_times", "LEASE_MS", "log"]

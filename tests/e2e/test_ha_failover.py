@@ -80,7 +80,7 @@ def main():
         rows = {s: int(n) for s, n in pg.psql("SELECT state, count(*) FROM relays GROUP BY state")}
         log(f"relays: API {len(relays)}, database {rows}")
         assert set(rows) <= {"relayed", "failed", "voided"}, f"open relays in the store: {rows}"
-        ledger_drained(net, timeout=90)  # agents hold keys allocated at the fault for their 60 s lease
+        ledger_drained(net, timeout=30)  # held keys go when the KMs register in the new term
         wait_for(lambda: pg.psql("SELECT count(*) FROM ledger WHERE state IN "
                                  "('reserved', 'allocated')") == [["0"]], 10, 0.2,
                  "the store to hold no reserved or allocated key")

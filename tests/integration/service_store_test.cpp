@@ -236,6 +236,20 @@ TEST(ServiceStore, RestartRecoveryAfterKill9) {
   // DbTest.LedgerKeyReleasedBeforeAllocationIsReservedAgainByItsHop).
   auto kms = connect_all(topo, h.port());
   ASSERT_TRUE(h.wait_links_up());
+  // The KMs still hold the keys the old controller had them set aside. The restore's 0x41EA go
+  // out as each KM registers (issue 17: they used to be dropped, the KMs were not connected yet,
+  // and the keys stayed held until the KMs' own allocation lease ran out).
+  {
+    std::set<std::string> released;
+    for (const auto* km : {"KM1", "KM2"}) {
+      ASSERT_TRUE(kms[km]->wait_for(0x41EA)) << km << " got no key release\n" << h.log_text();
+      for (const auto& f : kms[km]->received(0x41EA)) {
+        for (const auto& k : decode_as<ck::KeyRelease>(f).key_ids) released.insert(k);
+      }
+    }
+    EXPECT_EQ(released, std::set<std::string>(held.begin(), held.end()));
+    EXPECT_TRUE(kms["KM3"]->received(0x41EA).empty());
+  }
   FakeKm::Behavior reuse;
   reuse.next_key_ids = {held[0]};
   kms["KM1"]->set_behavior(reuse);

@@ -676,6 +676,8 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   resp.status_interval_ms = svc.options_.status_interval.count();
   resp.peers = std::move(peers);
   s->channel->send(resp, message_id);
+  // Releases that waited for this KM follow its register response (same connection, in order).
+  key_supply->send_deferred_releases(reg.km_id);
   co_return std::nullopt;
 }
 

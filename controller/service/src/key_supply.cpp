@@ -526,9 +526,24 @@ void KeySupplyDriver::carry_out(controller::RelayOutput out) {
 
 void KeySupplyDriver::send_releases(std::vector<controller::ReleaseCommand> release) {
   for (auto& c : release) {
-    if (!d_.channels.channel_of(c.km_id)) continue;  // gone: its leases release what it holds
+    if (!d_.channels.channel_of(c.km_id)) {
+      // Not connected (a restart's or takeover's restore, or the KM dropped): it may still hold
+      // the keys, so they go when it registers.
+      auto& waiting = deferred_releases_[c.km_id];
+      if (waiting.size() >= kMaxDeferredReleases) waiting.erase(waiting.begin());
+      waiting.push_back(std::move(c));
+      continue;
+    }
     net::co_spawn(core_, release_hop(std::move(c)), d_.completion("key release"));
   }
+}
+
+void KeySupplyDriver::send_deferred_releases(const std::string& km_id) {
+  auto node = deferred_releases_.extract(km_id);
+  if (node.empty()) return;
+  d_.log("key supply: " + std::to_string(node.mapped().size()) + " key release(s) for " + km_id +
+         " sent now that it registered");
+  send_releases(std::move(node.mapped()));
 }
 
 void KeySupplyDriver::relay_finished(const controller::Relay& r, WriteGroup& group) {

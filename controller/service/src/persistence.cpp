@@ -197,6 +197,8 @@ void ControllerService::Impl::restore_core(const controller::StoredState& stored
     if (!b.empty()) store.apply_ledger(b.idempotency_key, b.entries);
   }
   for (const auto& r : out.records) store.save_relay(r);
+  // No KM is connected yet: their releases wait for each KM's registration.
+  key_supply->send_releases(std::move(out.release));
   const auto changed = sessions.restore(stored.sessions, t);
   for (const auto& s : changed) store.save_session(controller::to_record(s));
   svc.log("store: restored " + std::to_string(sessions.active_count()) + " active sessions (" +

@@ -98,6 +98,13 @@ class KeySupplyDriver {
   void expire_sessions(SysTime now);
   /// Recounts the relays in progress per source KM from the table (max_relays_per_km).
   void recount_relays();
+  /// 0x41EA to a hop's near KM (docs/ck-extensions.md "Key release"), at once, not waiting for
+  /// the store: a release only gives keys back or destroys them. For a KM not connected (the
+  /// restore's after a restart or a takeover, or a KM that dropped) they wait until it registers
+  /// (send_deferred_releases), else it would hold those keys until its own leases ran out.
+  void send_releases(std::vector<controller::ReleaseCommand> release);
+  /// Sends the releases that waited for `km_id` (core strand, after its register response).
+  void send_deferred_releases(const std::string& km_id);
   /// Accounting kept without a store (read by the API; core strand).
   [[nodiscard]] const AccountingBuckets& accounting() const { return accounting_mem_; }
 
@@ -109,10 +116,6 @@ class KeySupplyDriver {
   net::awaitable<void> reserve_hop(controller::ReserveCommand cmd);
   net::awaitable<void> allocate_hop(controller::AllocateCommand cmd);
   net::awaitable<void> request_relay(controller::RelayRequestCommand cmd);
-  /// 0x41EA to a hop's near KM (docs/ck-extensions.md "Key release"), at once, not waiting for
-  /// the store: a release only gives keys back or destroys them. Nothing for a KM not connected
-  /// (its own leases release what it holds).
-  void send_releases(std::vector<controller::ReleaseCommand> release);
   net::awaitable<void> release_hop(controller::ReleaseCommand cmd);
   net::awaitable<void> session_exchange(CommandContext ctx, controller::Session session);
   /// The destination KM named by a 0x1401/0x1403 (by KMA or application); empty with a Ck
@@ -134,6 +137,10 @@ class KeySupplyDriver {
   std::set<std::pair<std::string, std::uint32_t>> instruction_relays_;
   /// Without a store: the accounting buckets.
   AccountingBuckets accounting_mem_;
+  /// Releases waiting for their KM's registration; at most kMaxDeferredReleases per KM (beyond,
+  /// the oldest go: the KM's leases remain).
+  std::map<std::string, std::vector<controller::ReleaseCommand>> deferred_releases_;
+  static constexpr std::size_t kMaxDeferredReleases = 4096;
 };
 
 }  // namespace qkdn::service
