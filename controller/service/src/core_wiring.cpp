@@ -147,6 +147,16 @@ void ControllerService::Impl::refresh_snapshot_if_dirty() {
   }
 }
 
+std::optional<controller::Route> ControllerService::route_inside(const std::string& src,
+                                                                 const std::string& dst) {
+  impl_->flush_deferred_events();
+  impl_->refresh_snapshot_if_dirty();
+  auto answer = impl_->engine.route_for(src, dst);
+  impl_->apply_rerouting(answer.output);
+  if (!answer.route || answer.route->kms.size() < 2) return std::nullopt;
+  return answer.route;
+}
+
 void ControllerService::Impl::apply_rerouting(const controller::ReroutingOutput& out) {
   for (const auto& i : out.withdraw) send_instruction(i, true);
   for (const auto& i : out.send) send_instruction(i, false);
