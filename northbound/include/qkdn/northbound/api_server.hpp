@@ -22,9 +22,10 @@
 #include <string_view>
 #include <vector>
 
+#include "qkdn/service/interworking_relay.hpp"
+
 namespace qkdn::service {
 class ControllerService;
-struct InterworkingRelayRecord;
 }  // namespace qkdn::service
 
 namespace qkdn::northbound {
