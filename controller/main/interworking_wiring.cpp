@@ -184,7 +184,8 @@ class Wiring {
 };
 
 std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::TopologyDoc& doc,
-                             const Options& options, northbound::ApiOptions& api) {
+                             const Options& options, northbound::ApiOptions& api,
+                             std::shared_ptr<service::InterworkingRelays> relays) {
   interworking::CxiNodeOptions o;
   o.controller_id = options.controller_id;
   o.listen_host = options.listen_host;
@@ -192,10 +193,24 @@ std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::
   o.tls = options.tls;
   o.heartbeat = options.heartbeat;
   auto holder = std::make_shared<std::weak_ptr<Wiring>>();
-  o.on_event = [holder](const PeerEvent& e) {
+  o.on_event = [holder, relays](const PeerEvent& e) {
+    if (relays && e.kind == PeerEvent::Kind::kPeerDown) service::on_peer_down(relays, e.qkdn_id);
     if (auto w = holder->lock()) w->on_event(e);
   };
+  if (relays) {
+    o.on_relay_setup = [relays](const std::string& peer, const interworking::RelaySetup& s,
+                                std::function<void(interworking::RelaySetupAnswer)> reply) {
+      service::on_peer_relay_setup(relays, peer, s, std::move(reply));
+    };
+    o.on_relay_end = [relays](const std::string& peer, const interworking::RelayEnd& e) {
+      service::on_peer_relay_end(relays, peer, e);
+    };
+  }
   auto node = interworking::CxiNode::create(svc.io_context().get_executor(), doc, o);
+  if (relays) {
+    service::attach_cxi(*relays, node);
+    api.interworking_relays = [relays] { return service::interworking_relay_records(*relays); };
+  }
   auto w = std::make_shared<Wiring>(svc, node, options.heartbeat);
   w->doc_ = doc;
   *holder = w;

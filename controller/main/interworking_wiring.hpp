@@ -14,6 +14,7 @@
 #include "qkdn/net/tls.hpp"
 #include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
+#include "qkdn/service/interworking_relay.hpp"
 
 namespace qkdn::interworking_wiring {
 
@@ -29,8 +30,11 @@ class Wiring;
 
 /// Creates the node for `doc` (its qkdn_id and peers), sets api.peer_state, and returns the
 /// wiring; start() binds the Cxi listener. Throws InvalidArgument for bad options or TLS files.
+/// `relays` (may be null) serves the Kxi-1 relays: the node's relay callbacks and peer-down
+/// events reach it, and the API lists its records.
 std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::TopologyDoc& doc,
-                             const Options& options, northbound::ApiOptions& api);
+                             const Options& options, northbound::ApiOptions& api,
+                             std::shared_ptr<service::InterworkingRelays> relays = nullptr);
 /// Binds the listener and starts the dialers and the state loop; returns the bound port.
 std::uint16_t start(const std::shared_ptr<Wiring>& w);
 void stop(Wiring& w);

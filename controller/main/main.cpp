@@ -25,6 +25,7 @@
 #include "qkdn/net/listener.hpp"
 #include "qkdn/northbound/api_server.hpp"
 #include "qkdn/service/controller_service.hpp"
+#include "qkdn/service/interworking_relay.hpp"
 #include "qkdn/service/iwn_transfers.hpp"
 #include "qkdn/southbound/topology_json.hpp"
 
@@ -466,14 +467,19 @@ int main(int argc, char** argv) {
                              std::istreambuf_iterator<char>());
       iwn_policy = qkdn::service::parse_iwn_policy(text);
     }
-    service.set_command_handler(qkdn::service::make_iwn_transfer_handler(
-        qkdn::service::make_key_supply_handler(), std::move(iwn_policy)));
+    // Kxi-1 relays through GWNs (docs/cxi.md 5.6) first: commands naming an SAE of another
+    // QKDN; the rest goes on to the IWN transfers and the key supply.
+    auto iw_relays = qkdn::service::make_interworking_relays(service);
+    service.set_command_handler(qkdn::service::make_interworking_relay_handler(
+        qkdn::service::make_iwn_transfer_handler(qkdn::service::make_key_supply_handler(),
+                                                 std::move(iwn_policy)),
+        iw_relays));
     std::shared_ptr<qkdn::interworking_wiring::Wiring> cxi;
     if (args.cxi) {
       args.cxi_options.tls = args.options.tls;
       args.cxi_options.controller_id = args.options.controller_id;
       cxi = qkdn::interworking_wiring::make(service, args.options.topology, args.cxi_options,
-                                            args.api);
+                                            args.api, iw_relays);
     }
     qkdn::northbound::ApiServer api(service, args.api);
     service.start();

@@ -5,6 +5,7 @@ add_library(qkdn_service STATIC
   ${CMAKE_CURRENT_LIST_DIR}/src/controller_service.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/core_wiring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/epoch.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/interworking_relay.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/iwn_transfers.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/key_supply.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/leadership.cpp
@@ -14,7 +15,8 @@ add_library(qkdn_service STATIC
 )
 target_include_directories(qkdn_service PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
 target_link_libraries(qkdn_service PUBLIC qkdn_base qkdn_core qkdn_southbound_net
-                                   PRIVATE qkdn_db prometheus-cpp::core qkdn_options)
+                                   PRIVATE qkdn_db qkdn_interworking prometheus-cpp::core
+                                           qkdn_options)
 
 add_executable(qkdn-controller ${CMAKE_CURRENT_LIST_DIR}/../main/main.cpp
                                ${CMAKE_CURRENT_LIST_DIR}/../main/ha_main.cpp

@@ -38,6 +38,19 @@ const json::array& array(Reader& r, std::string_view key, std::size_t max) {
   return *a;
 }
 
+bool is_uuid_text(std::string_view s) {
+  if (s.size() != 36) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 const json::object& object_at(const json::array& a, std::size_t i, const std::string& path) {
   if (!a[i].is_object()) reject(path + "[" + std::to_string(i) + "]: expected object");
   return a[i].get_object();
@@ -128,6 +141,61 @@ Message decode_object(const json::object& o) {
     r.finish();
     return m;
   }
+  if (type == "relay_setup") {
+    RelaySetup m;
+    m.relay_id = id(r, "relay_id");
+    m.src_sae = id(r, "src_sae");
+    m.dst_sae = id(r, "dst_sae");
+    m.link_id = id(r, "link_id");
+    m.number_of_keys = r.integer("number_of_keys", 1, kMaxRouteKeys);
+    r.finish();
+    return m;
+  }
+  if (type == "relay_setup_answer") {
+    RelaySetupAnswer m;
+    m.relay_id = id(r, "relay_id");
+    m.accepted = r.boolean("accepted");
+    if (m.accepted) {
+      m.dst_km = id(r, "dst_km");
+      const auto& a = array(r, "hops", kMaxRelayHops);
+      m.hops.reserve(a.size());
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        const std::string path = "hops[" + std::to_string(i) + "]";
+        Reader e(object_at(a, i, "hops"), path, reject);
+        RelayHop h;
+        h.kma_id = id(e, "kma_id");
+        h.next_kma_id = id(e, "next_kma_id");
+        h.link_id = id(e, "link_id");
+        const auto& k = array(e, "key_ids", static_cast<std::size_t>(kMaxRouteKeys));
+        if (k.empty()) reject(path + ".key_ids: at least one key ID");
+        h.key_ids.reserve(k.size());
+        for (std::size_t j = 0; j < k.size(); ++j) {
+          if (!k[j].is_string() || !is_uuid_text(k[j].get_string())) {
+            reject(path + ".key_ids[" + std::to_string(j) + "]: expected a UUID");
+          }
+          h.key_ids.emplace_back(k[j].get_string());
+        }
+        e.finish();
+        m.hops.push_back(std::move(h));
+      }
+    } else {
+      m.reason = reason(r, "reason");
+    }
+    r.finish();
+    return m;
+  }
+  if (type == "relay_end") {
+    RelayEnd m;
+    m.relay_id = id(r, "relay_id");
+    const auto result = r.string("result", 16);
+    if (result != "relayed" && result != "failed") {
+      reject(r.field("result") + ": must be relayed or failed");
+    }
+    m.relayed = result == "relayed";
+    m.reason = reason(r, "reason");
+    r.finish();
+    return m;
+  }
   if (type == "error") {
     ErrorMsg m;
     m.code = r.string("code", 32);
@@ -194,14 +262,47 @@ struct Encoder {
   json::object operator()(const ErrorMsg& m) const {
     return {{"type", "error"}, {"code", m.code}, {"reason", m.reason}};
   }
+  json::object operator()(const RelaySetup& m) const {
+    return {{"type", "relay_setup"}, {"relay_id", m.relay_id},
+            {"src_sae", m.src_sae},  {"dst_sae", m.dst_sae},
+            {"link_id", m.link_id},  {"number_of_keys", m.number_of_keys}};
+  }
+  json::object operator()(const RelaySetupAnswer& m) const {
+    json::object o{
+        {"type", "relay_setup_answer"}, {"relay_id", m.relay_id}, {"accepted", m.accepted}};
+    if (m.accepted) {
+      o["dst_km"] = m.dst_km;
+      json::array hops;
+      hops.reserve(m.hops.size());
+      for (const auto& h : m.hops) {
+        json::array ids;
+        ids.reserve(h.key_ids.size());
+        for (const auto& k : h.key_ids) ids.emplace_back(k);
+        hops.push_back(json::object{{"kma_id", h.kma_id},
+                                    {"next_kma_id", h.next_kma_id},
+                                    {"link_id", h.link_id},
+                                    {"key_ids", std::move(ids)}});
+      }
+      o["hops"] = std::move(hops);
+    } else {
+      o["reason"] = m.reason;
+    }
+    return o;
+  }
+  json::object operator()(const RelayEnd& m) const {
+    return {{"type", "relay_end"},
+            {"relay_id", m.relay_id},
+            {"result", m.relayed ? "relayed" : "failed"},
+            {"reason", m.reason}};
+  }
 };
 
 }  // namespace
 
 std::string_view type_name(const Message& m) {
-  static constexpr std::string_view kNames[] = {"hello",       "heartbeat",     "reachability",
-                                                "link_status", "route_request", "route_answer",
-                                                "fault",       "error"};
+  static constexpr std::string_view kNames[] = {
+      "hello", "heartbeat", "reachability", "link_status",        "route_request", "route_answer",
+      "fault", "error",     "relay_setup",  "relay_setup_answer", "relay_end"};
   return kNames[m.index()];
 }
 

@@ -110,6 +110,12 @@ struct CxiNode::Impl {
     std::optional<RouteAnswer> answer;
   };
   std::map<std::string, std::shared_ptr<Pending>> pending;  ///< by request ID (node strand)
+  struct PendingSetup {
+    std::string qkdn_id;
+    std::shared_ptr<asio::steady_timer> done;  ///< cancelled when the answer arrives
+    std::optional<RelaySetupAnswer> answer;
+  };
+  std::map<std::string, std::shared_ptr<PendingSetup>> pending_setup;  ///< by relay ID
   std::uint64_t next_request = 1;
   bool stopped = false;
 
@@ -155,6 +161,9 @@ struct CxiNode::Impl {
           sessions.erase(it);
         }
         for (auto& [id, p] : pending) {
+          if (p->qkdn_id == e.qkdn_id) p->done->cancel();
+        }
+        for (auto& [id, p] : pending_setup) {
           if (p->qkdn_id == e.qkdn_id) p->done->cancel();
         }
       }
@@ -415,6 +424,31 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
               it->second->answer = *a;
               it->second->done->cancel();
             }
+          } else if (const auto* rs = std::get_if<RelaySetup>(&msg)) {
+            // The route part is PeerTable::answer's (policy, link, SAE ours); the controller
+            // then decides on its own KMs.
+            RouteRequest q{rs->relay_id, rs->src_sae,        rs->dst_sae,
+                           rs->link_id,  rs->number_of_keys, 256};
+            auto verdict = t.answer(peer, q);
+            if (!verdict.accepted || !im.options.on_relay_setup) {
+              RelaySetupAnswer no;
+              no.relay_id = rs->relay_id;
+              no.reason = verdict.accepted ? "relays not supported" : verdict.reason;
+              im.send(peer, no);
+            } else {
+              im.options.on_relay_setup(peer, *rs, [self = n, imp = &im, peer](RelaySetupAnswer a) {
+                asio::post(imp->strand,
+                           [self, imp, peer, a = std::move(a)] { imp->send(peer, a); });
+              });
+            }
+          } else if (const auto* sa = std::get_if<RelaySetupAnswer>(&msg)) {
+            auto it = im.pending_setup.find(sa->relay_id);
+            if (it != im.pending_setup.end() && it->second->qkdn_id == peer) {
+              it->second->answer = *sa;
+              it->second->done->cancel();
+            }
+          } else if (const auto* re = std::get_if<RelayEnd>(&msg)) {
+            if (im.options.on_relay_end) im.options.on_relay_end(peer, *re);
           } else if (const auto* f = std::get_if<Fault>(&msg)) {
             ++im.faults;
             im.emit({{PeerEvent::Kind::kFaultReceived, peer,
@@ -585,6 +619,7 @@ void CxiNode::stop() {
     for (auto& [id, s] : i.sessions) s->post_close();
     i.sessions.clear();
     for (auto& [id, p] : i.pending) p->done->cancel();
+    for (auto& [id, p] : i.pending_setup) p->done->cancel();
   });
 }
 
@@ -622,6 +657,45 @@ asio::awaitable<std::optional<RouteAnswer>> CxiNode::request_route(std::string q
   });
   co_await std::move(op);
   co_return out;
+}
+
+asio::awaitable<std::optional<RelaySetupAnswer>> CxiNode::request_relay_setup(std::string qkdn_id,
+                                                                              RelaySetup setup) {
+  auto& i = *impl_;
+  auto pending = std::make_shared<Impl::PendingSetup>();
+  pending->qkdn_id = qkdn_id;
+  pending->done = std::make_shared<asio::steady_timer>(i.strand, i.options.request_timeout);
+  const std::string relay_id = setup.relay_id;
+  bool sent = false;
+  {
+    auto op = with_table([&](PeerTable&) {
+      if (!i.sessions.contains(qkdn_id) || i.pending_setup.contains(relay_id)) return false;
+      i.pending_setup[relay_id] = pending;
+      i.send(qkdn_id, setup);
+      return true;
+    });
+    sent = co_await std::move(op);
+  }
+  if (!sent) co_return std::nullopt;
+  auto wait = [](std::shared_ptr<Impl::PendingSetup> p) -> asio::awaitable<void> {
+    auto op = p->done->async_wait(kTuple);
+    co_await std::move(op);
+  };
+  auto hop = qkdn::net::run_on(i.strand, wait(pending));
+  co_await std::move(hop);
+  std::optional<RelaySetupAnswer> out;
+  auto op = with_table([&](PeerTable&) {
+    i.pending_setup.erase(relay_id);
+    out = pending->answer;
+  });
+  co_await std::move(op);
+  co_return out;
+}
+
+void CxiNode::send_relay_end(const std::string& qkdn_id, RelayEnd end) {
+  asio::post(impl_->strand, [self = shared_from_this(), qkdn_id, e = std::move(end)] {
+    self->impl_->send(qkdn_id, e);
+  });
 }
 
 void CxiNode::forward_fault(const std::string& qkdn_id, Fault fault) {

@@ -7,6 +7,7 @@
 
 #include "api_internal.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/service/interworking_relay.hpp"
 #include "qkdn/southbound/topology_json.hpp"
 
 namespace qkdn::northbound {
@@ -255,9 +256,42 @@ net::awaitable<HttpResponse> delete_inter_link(Api& api, RequestContext& ctx) {
   co_return no_content();
 }
 
+json::object relay_json(const service::InterworkingRelayRecord& r) {
+  return json::object{
+      {"relay_id", r.relay_id},    {"role", r.role},       {"peer_qkdn_id", r.peer_qkdn_id},
+      {"src_sae", r.src_sae},      {"dst_sae", r.dst_sae}, {"link_id", r.link_id},
+      {"src_km", r.src_km},        {"dst_km", r.dst_km},   {"number_of_keys", r.number_of_keys},
+      {"state", r.state},          {"reason", r.reason},   {"created_ms", r.created_ms},
+      {"updated_ms", r.updated_ms}};
+}
+
+// GET /api/v1/interworking/relays: the Kxi-1 relays (newest 1024), filters role, state,
+// peer_qkdn_id; paged by "<relay_id>/<role>".
+net::awaitable<HttpResponse> list_iw_relays(Api& api, RequestContext& ctx) {
+  auto page = page_params(ctx.query, api.options);
+  auto role = ctx.query.get("role");
+  auto state = ctx.query.get("state");
+  auto peer = ctx.query.get("peer_qkdn_id");
+  ctx.query.finish();
+  std::map<std::string, json::object> all;
+  if (api.options.interworking_relays) {
+    for (const auto& r : api.options.interworking_relays()) {
+      if ((role && r.role != *role) || (state && r.state != *state) ||
+          (peer && r.peer_qkdn_id != *peer)) {
+        continue;
+      }
+      all[r.relay_id + "/" + r.role] = relay_json(r);
+    }
+  }
+  co_return json_response(page_of_map(
+      all, page, [](const json::object&) { return true; },
+      [](const json::object& o) { return o; }));
+}
+
 }  // namespace
 
 void add_interworking_routes(Router& r) {
+  r.add("GET", "/api/v1/interworking/relays", false, false, list_iw_relays);
   r.add("GET", "/api/v1/peers", false, false, list_peers);
   r.add("POST", "/api/v1/peers", true, false, post_peer);
   r.add("GET", "/api/v1/peers/{qkdn_id}", false, false, get_peer);

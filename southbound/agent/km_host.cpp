@@ -272,6 +272,21 @@ KmHost::KmHost(AgentCore& core, std::string km_id)
     link_by_id_[l.link_id] = end.get();
     links_.push_back(std::move(end));
   }
+  // Inter-QKDN links of a gateway KM (Kxi-1 relay through GWNs, docs/cxi.md): emulated like
+  // any link; the far end's endpoint comes from --kma-peer.
+  for (const auto& l : cfg.topology.inter_qkdn_links) {
+    if (l.km_id != km_id_) continue;
+    auto end = std::make_unique<LinkEnd>(
+        l.link_id, l.peer_km_id, km_id_ < l.peer_km_id,
+        KeyStore(l.link_id, km_id_, l.peer_km_id, cfg.pool_capacity_bytes), l.key_rate_bps, 0.0,
+        strand_);
+    end->inter_qkdn = true;
+    link_by_id_[l.link_id] = end.get();
+    links_.push_back(std::move(end));
+    if (auto it = cfg.kma_peers.find(l.peer_km_id); it != cfg.kma_peers.end()) {
+      peers_[l.peer_km_id] = it->second;
+    }
+  }
   for (const auto& a : cfg.topology.applications) {
     if (a.km_id == km_id_) applications_.push_back(a.sae_id);
   }
@@ -524,7 +539,9 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
     reg.km_id = km_id_;
     reg.kma_id = km_id_;
     reg.kma_endpoint = kma_endpoint_;
-    for (const auto& l : links_) reg.links.push_back(ck::LinkRef{l->link_id, l->peer_km});
+    for (const auto& l : links_) {
+      if (!l->inter_qkdn) reg.links.push_back(ck::LinkRef{l->link_id, l->peer_km});
+    }
     reg.applications = applications_;
     reg.software = std::string("qkdn-agent/") + build_version();
     ck::Message reg_message{std::move(reg)};
@@ -732,6 +749,7 @@ ck::StatusReport KmHost::build_status() {
   report.kma_id = km_id_;
   report.timestamp = format_rfc3339(std::chrono::system_clock::now());
   for (const auto& l : links_) {
+    if (l->inter_qkdn) continue;  // the other QKDN's controller knows its end
     ck::LinkStatus s;
     s.link_id = l->link_id;
     s.peer_kma_id = l->peer_km;
@@ -748,6 +766,11 @@ ck::StatusReport KmHost::build_status() {
 
 void KmHost::send_alarm(const LinkEnd& link, const std::string& alarm, const std::string& severity,
                         std::optional<double> value, std::string text) {
+  if (link.inter_qkdn) {  // not a link of our controller's topology: logged only
+    log_line(LogLevel::kInfo, "KM " + km_id_ + ": alarm " + alarm + " " + severity + " on " +
+                                  link.link_id + " (inter-QKDN link)");
+    return;
+  }
   ck::Alarm a;
   a.kma_id = km_id_;
   a.alarm = alarm;

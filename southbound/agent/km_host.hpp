@@ -103,6 +103,9 @@ struct LinkEnd {
   double key_rate_bps;
   double qber;
   bool admin_up = true;
+  /// An inter-QKDN link (GWN, topology inter_qkdn_links): its peer registers with another
+  /// QKDN's controller, so this end is not reported to ours (registration, status, alarms).
+  bool inter_qkdn = false;
 
   std::shared_ptr<KmaSession> session;  ///< the active KMA session
   bool synced = false;

@@ -194,6 +194,19 @@ base::ArgParser make_parser(CommandLine& cl, Given& g) {
               "partner_endpoint, remote_saes, listen}]}: keys for remote_saes go to the partner "
               "over HTTPS ext_keys (ETSI GS QKD 020), a pair with listen receives",
               text(cl.iwn_config))
+      .option("kma-peer", "KM=HOST:PORT",
+              "the KMA endpoint of a gateway KM of another QKDN at the far end of one of this "
+              "QKDN's inter-QKDN links (Kxi-1 relay, docs/cxi.md); may be repeated",
+              [&cfg](V v) {
+                const auto eq = v.find('=');
+                if (eq == V::npos || eq == 0) {
+                  throw InvalidArgument("--kma-peer: expected KM=HOST:PORT");
+                }
+                const auto hp = host_port("--kma-peer", v.substr(eq + 1));
+                if (hp.port == 0) throw InvalidArgument("--kma-peer: port must not be 0");
+                cfg.kma_peers[std::string(v.substr(0, eq))] =
+                    hp.host + ":" + std::to_string(hp.port);
+              })
       .option("kxi-port-file", "FILE", "write the bound Kxi' port (one receiving pair) to FILE",
               text(cl.kxi_port_file))
       .option("kxi-timeout-ms", "N", "one Kxi' transfer, connect to answer (5000)",

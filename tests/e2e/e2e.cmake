@@ -143,6 +143,12 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_interworking_iwn test_interworking_iwn.py)
 endif()
+# Kxi-1 key relay through gateway KMs (issue 16, docs/cxi.md 5.6): two controllers, two agent
+# processes sharing the inter-QKDN link; identical keys, per-domain reservations, peer killed.
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_interworking_gwn test_interworking_gwn.py)
+  set_tests_properties(e2e_interworking_gwn PROPERTIES LABELS "e2e;fault" TIMEOUT 300)
+endif()
 # Key combination per SAE pair (issue 19, docs/hybrid.md): hybrid and qkd pairs, adjacent and
 # relayed, identical keys at both SAEs, the mode in the agent's delivery records.
 if(TARGET qkdn-controller AND TARGET qkdn-agent)

@@ -344,5 +344,58 @@ TEST(CxiMessages, DecodeValidatesAndBounds) {
   EXPECT_EQ(std::get<RouteAnswer>(back).ingress_km, "GWB1");
 }
 
+// Kxi-1 relay messages (docs/cxi.md 5.6): a peer's answer names key IDs and KMs; everything is
+// bounded and checked before the controller sees it.
+TEST(CxiMessages, RelayMessagesRoundTripAndRefusals) {
+  const std::string k1 = "0b6c2f1e-8a3d-4c5e-9f00-112233445566";
+  const std::string k2 = "1b6c2f1e-8a3d-4c5e-9f00-112233445566";
+  RelaySetupAnswer a;
+  a.relay_id = "r1";
+  a.accepted = true;
+  a.dst_km = "KMB1";
+  a.hops.push_back({"GWB1", "KMB1", "LB1", {k1, k2}});
+  const auto back = std::get<RelaySetupAnswer>(decode(encode(Message{a})));
+  ASSERT_EQ(back.hops.size(), 1u);
+  EXPECT_EQ(back.hops[0].key_ids, (std::vector<std::string>{k1, k2}));
+  EXPECT_EQ(back.dst_km, "KMB1");
+  const auto setup = std::get<RelaySetup>(decode(encode(Message{RelaySetup{"r1", "SAE-A1",
+                                                                            "SAE-B1", "X1", 4}})));
+  EXPECT_EQ(setup.number_of_keys, 4);
+  const auto end = std::get<RelayEnd>(decode(encode(Message{RelayEnd{"r1", false, "timeout"}})));
+  EXPECT_FALSE(end.relayed);
+  EXPECT_EQ(end.reason, "timeout");
+
+  auto refused = [](const std::string& body) -> std::string {
+    try {
+      (void)decode(body);
+      return "accepted";
+    } catch (const BadCxiMessage& e) {
+      return e.what();
+    }
+  };
+  const std::string head = R"({"type":"relay_setup_answer","relay_id":"r1","accepted":true,)";
+  EXPECT_EQ(refused(head + R"("dst_km":"K","hops":[{"kma_id":"G","next_kma_id":"K",)"
+                           R"("link_id":"L","key_ids":["not-a-uuid"]}]})"),
+            "hops[0].key_ids[0]: expected a UUID");
+  EXPECT_EQ(refused(head + R"("dst_km":"K","hops":[{"kma_id":"G","next_kma_id":"K",)"
+                           R"("link_id":"L","key_ids":[]}]})"),
+            "hops[0].key_ids: at least one key ID");
+  std::string many = head + R"("dst_km":"K","hops":[)";
+  for (std::size_t i = 0; i <= kMaxRelayHops; ++i) {
+    many += std::string(i ? "," : "") + R"({"kma_id":"G","next_kma_id":"K","link_id":"L",)" +
+            R"("key_ids":[")" + k1 + R"("]})";
+  }
+  EXPECT_EQ(refused(many + "]}"), "hops: at most 16 entries");
+  EXPECT_NE(refused(head + R"("hops":[]})"), "accepted");  // dst_km missing
+  EXPECT_EQ(refused(R"({"type":"relay_end","relay_id":"r1","result":"maybe"})"),
+            "result: must be relayed or failed");
+  EXPECT_NE(refused(R"({"type":"relay_setup","relay_id":"r1","src_sae":"a","dst_sae":"b",)"
+                    R"("link_id":"X","number_of_keys":0})"),
+            "accepted");
+  EXPECT_EQ(refused(R"({"type":"relay_setup","relay_id":"r1","src_sae":"a","dst_sae":"b",)"
+                    R"("link_id":"X","number_of_keys":1,"km":"K"})"),
+            "unknown field 'km'");
+}
+
 }  // namespace
 }  // namespace qkdn::interworking

@@ -69,6 +69,16 @@ void ControllerService::Impl::after_events(const std::vector<controller::Network
   }
 }
 
+std::optional<controller::Route> ControllerService::route_inside(const std::string& src,
+                                                                 const std::string& dst) {
+  impl_->rerouting->flush_deferred_events();
+  impl_->rerouting->refresh_snapshot_if_dirty();
+  auto answer = impl_->engine.route_for(src, dst);
+  impl_->rerouting->apply(answer.output);
+  if (!answer.route || answer.route->kms.size() < 2) return std::nullopt;
+  return answer.route;
+}
+
 // ---- timers -------------------------------------------------------------------------------------
 
 void ControllerService::Impl::start_timers() {

@@ -253,6 +253,10 @@ struct Metrics::State {
   pm::Family<pm::Counter>& iwn_transfer_keys =
       counter("qkdn_interworking_transfer_keys_total",
               "Keys of interworking transfers that the partner stored, by role");
+  pm::Family<pm::Counter>& iw_relays =
+      counter("qkdn_interworking_relays_total",
+              "Kxi-1 key relays through gateway KMs (GWN) that ended, by this QKDN's role and "
+              "result");
   pm::Family<pm::Counter>& iwn_decisions =
       counter("qkdn_interworking_transfer_decisions_total",
               "Interworking transfer requests this controller decided, by decision");
@@ -363,6 +367,11 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
   }
   for (std::string_view d : {"accepted", "refused"})
     s.iwn_decisions.Add({{"decision", std::string(d)}});
+  for (std::string_view role : {"source", "destination"}) {
+    for (std::string_view result : {"relayed", "failed"}) {
+      s.iw_relays.Add({{"role", std::string(role)}, {"result", std::string(result)}});
+    }
+  }
   for (auto q : kAdmissionQueues) {
     s.admission_gauges.emplace(std::string(q), &s.ck_admission.Add({{"queue", std::string(q)}}));
   }
@@ -418,6 +427,10 @@ void Metrics::iwn_transfer(std::string_view role, std::string_view result, std::
     state_->iwn_transfer_keys.Add({{"role", std::string(role)}})
         .Increment(static_cast<double>(keys));
   }
+}
+
+void Metrics::interworking_relay(std::string_view role, std::string_view result) {
+  state_->iw_relays.Add({{"role", std::string(role)}, {"result", std::string(result)}}).Increment();
 }
 
 void Metrics::iwn_transfer_decision(std::string_view decision) {

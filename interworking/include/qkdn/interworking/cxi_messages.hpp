@@ -22,6 +22,8 @@ inline constexpr std::size_t kMaxLinkStatusEntries = 1024;
 inline constexpr std::size_t kMaxReasonLength = 256;
 inline constexpr std::int64_t kMaxRouteKeys = 1024;
 inline constexpr std::int64_t kMaxCost = 1'000'000;
+/// Hops of one QKDN's side of a Kxi-1 relay (relay_setup_answer).
+inline constexpr std::size_t kMaxRelayHops = 16;
 
 struct Hello {
   int version = kCxiVersion;
@@ -80,6 +82,41 @@ struct Fault {
   std::string reason;
 };
 
+/// Kxi-1 key relay through GWNs (Y.3818 9.1 1, docs/cxi.md 5.6): the source QKDN asks the
+/// destination QKDN to set aside its side of a relay entering over `link_id`. The receiver
+/// decides (policy, its own routing) and reserves and allocates on its own KMs only.
+struct RelaySetup {
+  std::string relay_id;
+  std::string src_sae;              ///< in the sender's QKDN
+  std::string dst_sae;              ///< in the receiver's QKDN
+  std::string link_id;              ///< the inter-QKDN link the keys cross
+  std::int64_t number_of_keys = 1;  ///< 256-bit units, 1..kMaxRouteKeys
+};
+
+/// One hop of the receiver's side of a relay: the keys it allocated on the link from `kma_id`
+/// to `next_kma_id` (key IDs only, never key bytes).
+struct RelayHop {
+  std::string kma_id;
+  std::string next_kma_id;
+  std::string link_id;
+  std::vector<std::string> key_ids;  ///< UUIDs, exactly number_of_keys
+};
+
+struct RelaySetupAnswer {
+  std::string relay_id;
+  bool accepted = false;
+  std::string dst_km;          ///< the KM of dst_sae (accepted)
+  std::vector<RelayHop> hops;  ///< from the ingress gateway to dst_km, may be empty (accepted)
+  std::string reason;          ///< why not (refused)
+};
+
+/// The source QKDN's word on how a relay ended; the receiver releases its keys when failed.
+struct RelayEnd {
+  std::string relay_id;
+  bool relayed = false;
+  std::string reason;
+};
+
 /// Sent before closing a session on a protocol or policy violation.
 struct ErrorMsg {
   std::string code;  ///< bad_message | identity | version | policy | internal
@@ -87,7 +124,7 @@ struct ErrorMsg {
 };
 
 using Message = std::variant<Hello, Heartbeat, Reachability, LinkStatus, RouteRequest, RouteAnswer,
-                             Fault, ErrorMsg>;
+                             Fault, ErrorMsg, RelaySetup, RelaySetupAnswer, RelayEnd>;
 
 /// The message's "type" member ("hello", "heartbeat", ...).
 std::string_view type_name(const Message& m);

@@ -38,6 +38,14 @@ struct CxiNodeOptions {
   std::chrono::milliseconds request_timeout{5000};    ///< a route request's answer
   /// Called on the node's strand for every peer event (alarms, logs, metrics).
   std::function<void(const PeerEvent&)> on_event;
+  /// A peer's relay_setup that passed the route checks of PeerTable::answer (policy, link up on
+  /// both sides, SAE ours), on the node's strand: the controller decides, reserves on its own
+  /// KMs and calls `reply` exactly once (from any thread). Unset: every setup is refused.
+  std::function<void(const std::string& qkdn_id, const RelaySetup& setup,
+                     std::function<void(RelaySetupAnswer)> reply)>
+      on_relay_setup;
+  /// A peer's relay_end, on the node's strand.
+  std::function<void(const std::string& qkdn_id, const RelayEnd& end)> on_relay_end;
 };
 
 /// Counters for metrics (read from any thread).
@@ -84,6 +92,12 @@ class CxiNode : public std::enable_shared_from_this<CxiNode> {
   /// does not answer within request_timeout.
   boost::asio::awaitable<std::optional<RouteAnswer>> request_route(std::string qkdn_id,
                                                                    RouteRequest request);
+  /// Asks `qkdn_id` to set up its side of a Kxi-1 relay (docs/cxi.md 5.6); nullopt when the
+  /// peer is not up, goes down meanwhile or does not answer within request_timeout.
+  boost::asio::awaitable<std::optional<RelaySetupAnswer>> request_relay_setup(std::string qkdn_id,
+                                                                              RelaySetup setup);
+  /// Tells `qkdn_id` how a relay ended (dropped when it is not up).
+  void send_relay_end(const std::string& qkdn_id, RelayEnd end);
   /// Forwards an interworking relay failure to `qkdn_id` (dropped when it is not up).
   void forward_fault(const std::string& qkdn_id, Fault fault);
   /// Our side of an inter-QKDN link changed: stored and sent to the peer.

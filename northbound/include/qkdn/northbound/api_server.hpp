@@ -22,9 +22,11 @@
 #include <string_view>
 #include <vector>
 
+#include "qkdn/service/interworking_relay.hpp"
+
 namespace qkdn::service {
 class ControllerService;
-}
+}  // namespace qkdn::service
 
 namespace qkdn::northbound {
 
@@ -75,6 +77,9 @@ struct ApiOptions {
   /// The live Cxi state of a peer by QKDN ID (thread-safe; called from request handlers); empty
   /// or nullopt = no interworking runtime (peers show state "unknown").
   std::function<std::optional<PeerLiveState>(const std::string& qkdn_id)> peer_state;
+  /// The Kxi-1 relays through GWNs this controller took part in (thread-safe; for GET
+  /// /api/v1/interworking/relays); empty = no interworking runtime (an empty list).
+  std::function<std::vector<service::InterworkingRelayRecord>()> interworking_relays;
 };
 
 /// One route of the router (method and path template, e.g. "/api/v1/kms/{km_id}").

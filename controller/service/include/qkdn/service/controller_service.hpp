@@ -331,6 +331,11 @@ class ControllerService {
   /// operator writes; tests call it to stand in for the engine.
   void apply_rerouting_output(const controller::ReroutingOutput& output);
 
+  /// The route the rerouting engine gives from `src` to `dst` inside this QKDN (standing route
+  /// first; the snapshot refreshed, its output applied), or nullopt. Core strand only. The
+  /// interworking relay (interworking_relay.hpp) routes its side of a Kxi-1 relay with it.
+  std::optional<controller::Route> route_inside(const std::string& src, const std::string& dst);
+
   /// True when a store was configured (ServiceOptions::store).
   [[nodiscard]] bool store_configured() const;
   /// True while the last store operation (or health probe) succeeded; false without a store.

@@ -85,6 +85,9 @@ class Metrics {
   void iwn_transfer(std::string_view role, std::string_view result, std::uint64_t keys);
   /// qkdn_interworking_transfer_decisions_total{decision="accepted"|"refused"}.
   void iwn_transfer_decision(std::string_view decision);
+  /// A Kxi-1 key relay through GWNs ended (docs/cxi.md 5.6): role source | destination, result
+  /// relayed | failed.
+  void interworking_relay(std::string_view role, std::string_view result);
   /// qkdn_reroutes_total{reason}.
   void reroute(std::string_view reason);
   /// qkdn_key_reservations_total{result} ("reserved", "allocated", "consumed", "released",

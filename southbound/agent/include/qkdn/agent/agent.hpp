@@ -110,6 +110,10 @@ struct AgentConfig {
   // Interworking node (kxi.hpp, docs/kxi.md): Kxi' key transfer to / from a partner KM.
   std::vector<IwnPair> iwn_pairs;
   std::chrono::milliseconds kxi_timeout{5'000};  ///< one transfer, connect to answer
+  /// Gateway KMs (GWN, docs/cxi.md "Kxi-1 key relay"): the KMA endpoints of KMs of another
+  /// QKDN at the far end of this QKDN's inter-QKDN links (--kma-peer KM=HOST:PORT). That KM
+  /// registers with the other QKDN's controller, so ours cannot name it.
+  std::map<std::string, std::string> kma_peers;
   /// Key combination per SAE pair (--key-combination; key_combination.hpp, docs/hybrid.md).
   hybrid::Policy key_combination;
   /// Relay scheme per SAE pair for the relays an SAE request asks for (--relay-scheme).
