@@ -123,6 +123,7 @@ json::object deliveries_json(const KmSnapshot& km) {
                    {"first_key_id", d.first_key_id}};
     if (!d.suite.empty()) o["suite"] = d.suite;
     o["key_check"] = d.key_check;
+    o["wrapped"] = d.wrapped;
     if (!d.relay_scheme.empty()) {
       o["relay_scheme"] = d.relay_scheme;
       o["relay_security"] = d.relay_scheme == "otp" ? "information_theoretic" : "computational";

@@ -109,6 +109,8 @@ DeliveryRecord KmHost::slave_delivery(const kma::SaeFiling& sae, const std::stri
 
 void KmHost::record_delivery(DeliveryRecord record) {
   record.time = format_rfc3339(std::chrono::system_clock::now());
+  record.wrapped = core_.config().outside_sae_certs.contains(
+      record.role == "master" ? record.master_sae : record.slave_sae);
   keys_by_mode_[record.mode] += record.keys;
   log_line(LogLevel::kDebug, "KM " + km_id_ + ": delivered " + std::to_string(record.keys) +
                                  " keys " + record.master_sae + "->" + record.slave_sae + " via " +

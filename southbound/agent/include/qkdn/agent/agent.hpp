@@ -90,6 +90,11 @@ struct AgentConfig {
   std::string etsi_ca;         ///< CA verifying SAE client certificates (default: tls_ca)
   std::size_t etsi_max_connections = 1024;     ///< open ETSI connections; more are closed
   std::size_t etsi_max_unauthenticated = 256;  ///< of those, without an SAE identity yet
+  /// SAEs outside every trusted node (--outside-sae SAE=CERT, draft TR.QKDN-nq 7.3): their keys
+  /// leave this agent only wrapped to the public key of that certificate (enc_keys_wrapped /
+  /// dec_keys_wrapped; key_wrap.hpp, docs/hybrid.md). SAE ID -> PEM certificate file.
+  std::map<std::string, std::string> outside_sae_certs;
+  std::string outside_sae_ca;  ///< CA bundle the certificates above must verify against (optional)
   /// Inbound KMA sessions (all hosted KMs together) that have not passed Hello yet; more are
   /// closed at accept.
   std::size_t kma_max_pending = 256;
@@ -179,6 +184,9 @@ struct DeliveryRecord {
   /// KSA key check between the two end KMs: "verified" (master: the destination's value
   /// matched), "sent" (slave: the value went with the answer), "none" (local pair).
   std::string key_check;
+  /// The SAE this record delivers to (the master's, or the slave's) is outside every trusted
+  /// node (--outside-sae): its keys leave only wrapped to its certificate (docs/hybrid.md).
+  bool wrapped = false;
 };
 
 struct KmSnapshot {
