@@ -149,11 +149,11 @@ std::string describe_key(EVP_PKEY* key) {
     std::array<char, 80> name{};
     std::size_t len = 0;
     if (EVP_PKEY_get_group_name(key, name.data(), name.size(), &len) == 1) {
-      return "an EC key on " + std::string(name.data(), len);
+      return "EC on " + std::string(name.data(), len);
     }
   }
   const char* type = EVP_PKEY_get0_type_name(key);
-  return std::string("a ") + (type != nullptr ? type : "unknown") + " key";
+  return type != nullptr ? type : "of an unknown type";
 }
 
 std::time_t time_of(const ASN1_TIME* t) {
@@ -245,7 +245,7 @@ Recipient load_recipient(const std::string& sae_id, const std::string& cert_file
   r.cert_file = cert_file;
   r.curve = curve_of(pub);
   if (r.curve.empty()) {
-    throw InvalidArgument(where + "the certificate has " + describe_key(pub) +
+    throw InvalidArgument(where + "the certificate's key is " + describe_key(pub) +
                           "; keys can only be wrapped to an EC key (P-256, P-384, P-521, X25519 "
                           "or X448)");
   }
@@ -401,7 +401,7 @@ std::vector<PlainKey> unwrap_json(std::string_view json_text, std::string_view p
   if (!priv) throw InvalidArgument("private key: not an unencrypted PEM private key");
   const std::string own_curve = curve_of(priv.get());
   if (own_curve.empty()) {
-    throw InvalidArgument("private key: " + describe_key(priv.get()) +
+    throw InvalidArgument("private key: the key is " + describe_key(priv.get()) +
                           "; wrapped keys need the EC key of the SAE's certificate");
   }
   const std::string epk_curve = curve_of(epk.get());

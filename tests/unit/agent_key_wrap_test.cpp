@@ -423,7 +423,7 @@ TEST(KeyWrap, CertificatesAreValidatedAtLoad) {
   Pkey rsa = keygen("RSA");
   refused(
       [&] { (void)wrap::load_recipient("SAE-R", f.issue(rsa.get(), "SAE-R"), f.ca_file, kNow); },
-      "an RSA key; keys can only be wrapped to an EC key");
+      "key is RSA; keys can only be wrapped to an EC key");
   // Issued by another CA: refused against the configured one, accepted without one.
   Pkey rogue_key = keygen("EC", "P-256");
   Cert rogue = make_cert(rogue_key.get(), rogue_key.get(), nullptr, -3600, 86400, "rogue", "");
