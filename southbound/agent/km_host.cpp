@@ -1268,6 +1268,8 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
     LinkSnapshot ls;
     ls.link_id = l->link_id;
     ls.peer_km_id = l->peer_km;
+    ls.qkd_module_id = l->store.qkd_module_id();
+    ls.matching_qkd_module_id = l->store.matching_qkd_module_id();
     ls.primary = l->primary;
     ls.up = l->up();
     ls.admin_up = l->admin_up;

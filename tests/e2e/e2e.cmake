@@ -148,3 +148,7 @@ if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdn-unwrap)
   set_tests_properties(e2e_wrap PROPERTIES ENVIRONMENT
     "${QKDN_E2E_ENV};QKDN_UNWRAP=$<TARGET_FILE:qkdn-unwrap>")
 endif()
+# Y.3803 Table 1 (1) QKD-key metadata in the agent's delivery records (issue 19).
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_key_metadata test_key_metadata.py)
+endif()

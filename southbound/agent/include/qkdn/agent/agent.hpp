@@ -132,6 +132,8 @@ struct LinkControl {
 struct LinkSnapshot {
   std::string link_id;
   std::string peer_km_id;
+  std::string qkd_module_id;           ///< emulated QKD module of this end (Y.3803 Table 1 (1))
+  std::string matching_qkd_module_id;  ///< of the peer end
   bool primary = false;  ///< this end generates and sends the keys
   bool up = false;       ///< admin up, KMA session established and synchronized
   bool admin_up = true;
@@ -187,6 +189,21 @@ struct DeliveryRecord {
   /// The SAE this record delivers to (the master's, or the slave's) is outside every trusted
   /// node (--outside-sae): its keys leave only wrapped to its certificate (docs/hybrid.md).
   bool wrapped = false;
+  /// Y.3803 Table 1 (1) of the QKD keys this delivery consumed at this KM: for path "adjacent"
+  /// only (there the link's QKD keys are the delivered keys' material; a relay's or pool's
+  /// end-to-end keys are random keys of the source KM, not QKD keys). Unset otherwise.
+  struct QkdKeys {
+    std::string link_id;
+    std::string module_id;           ///< emulated QKD module of this link end (KeyStore)
+    std::string matching_module_id;  ///< the peer end's
+    std::int64_t keys = 0;           ///< QKD keys consumed
+    std::int64_t key_bits = 0;       ///< each (kKeyBits)
+    std::string first_key_id;        ///< QKD-key ID of the first (all went in the Supply frame)
+    std::string generated_after;     ///< RFC 3339: every one was stored at this end in
+    std::string generated_at;        ///< (generated_after, generated_at] (KeyStore mint log)
+    std::string hash;                ///< hex SHA-256("qkdn-qkd-key-hash-v1" || keys in order)
+  };
+  std::optional<QkdKeys> qkd_keys;
 };
 
 struct KmSnapshot {
