@@ -111,6 +111,8 @@ std::vector<std::string_view> split_path(std::string_view target) {
 json::object deliveries_json(const KmSnapshot& km) {
   json::object by_mode{{"qkd", 0}, {"hybrid", 0}};
   for (const auto& [mode, n] : km.keys_by_mode) by_mode[mode] = n;
+  json::object by_delivery{{"plain", 0}, {"wrapped", 0}};
+  for (const auto& [how, n] : km.keys_by_delivery) by_delivery[how] = n;
   json::array recent;
   for (const auto& d : km.deliveries) {
     json::object o{{"time", d.time},
@@ -144,7 +146,9 @@ json::object deliveries_json(const KmSnapshot& km) {
     }
     recent.push_back(std::move(o));
   }
-  return json::object{{"keys_by_mode", std::move(by_mode)}, {"recent", std::move(recent)}};
+  return json::object{{"keys_by_mode", std::move(by_mode)},
+                      {"keys_by_delivery", std::move(by_delivery)},
+                      {"recent", std::move(recent)}};
 }
 
 asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {

@@ -5,8 +5,8 @@
 #include <any>
 #include <ctime>
 #include <map>
-#include <span>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <utility>
 #include <variant>
@@ -134,8 +134,9 @@ std::optional<HttpResponse> wrap_refusal(const Recipients& outside, const std::s
                         "enc_keys / dec_keys"}}});
   }
   if (auto why = wrap::validity_error(it->second, std::time(nullptr)); !why.empty()) {
-    return reply(etsi::Error{
-        503, "the SAE's certificate is not usable", {{"certificate", it->second.cert_file + ": " + why}}});
+    return reply(etsi::Error{503,
+                             "the SAE's certificate is not usable",
+                             {{"certificate", it->second.cert_file + ": " + why}}});
   }
   return std::nullopt;
 }

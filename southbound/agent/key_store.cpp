@@ -226,8 +226,7 @@ KeyStore::KeyStore(std::string link_id, std::string kma_id, std::string matching
       matching_kma_id_(std::move(matching_kma_id)),
       capacity_bits_(static_cast<std::int64_t>(capacity_bytes) * 8) {}
 
-void KeyStore::rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> start,
-                     SysTime now) {
+void KeyStore::rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> start, SysTime now) {
   mac_.reset();
   secret_.assign(secret, secret + kLinkSecretBytes);
   static constexpr std::string_view kLabel = "qkdn-emu-id-v1";

@@ -194,16 +194,15 @@ secure::Bytes aes_kwp(bool encrypt, std::span<const std::uint8_t> kek,
   if (!ctx) fail("key wrap: out of memory");
   EVP_CIPHER_CTX_set_flags(ctx.get(), EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
   const int init =
-      encrypt
-          ? EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_wrap_pad(), nullptr, kek.data(), nullptr)
-          : EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_wrap_pad(), nullptr, kek.data(), nullptr);
+      encrypt ? EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_wrap_pad(), nullptr, kek.data(), nullptr)
+              : EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_wrap_pad(), nullptr, kek.data(), nullptr);
   if (init != 1) fail("key wrap: AES-256 key wrap unavailable");
   secure::Bytes out(in.size() + 16);
   int n = 0;
-  const int ok = encrypt ? EVP_EncryptUpdate(ctx.get(), out.data(), &n, in.data(),
-                                             static_cast<int>(in.size()))
-                         : EVP_DecryptUpdate(ctx.get(), out.data(), &n, in.data(),
-                                             static_cast<int>(in.size()));
+  const int ok =
+      encrypt
+          ? EVP_EncryptUpdate(ctx.get(), out.data(), &n, in.data(), static_cast<int>(in.size()))
+          : EVP_DecryptUpdate(ctx.get(), out.data(), &n, in.data(), static_cast<int>(in.size()));
   if (ok != 1 || n <= 0) {
     ERR_clear_error();
     return {};
@@ -220,7 +219,8 @@ const json::object* object_field(const json::object& o, std::string_view name) {
 std::string string_field(const json::object& o, std::string_view name) {
   const auto* v = o.if_contains(name);
   if (v == nullptr || !v->is_string()) {
-    throw InvalidArgument("wrapped keys: field \"" + std::string(name) + "\" missing or not a string");
+    throw InvalidArgument("wrapped keys: field \"" + std::string(name) +
+                          "\" missing or not a string");
   }
   return std::string(v->as_string());
 }
@@ -368,7 +368,8 @@ std::string wrapped_json(const Recipient& r, std::string_view master_sae,
                         {"recipient_SAE_ID", r.sae_id},
                         {"recipient_key_sha256", hex(recipient_key)},
                         {"certificate_sha256", r.cert_sha256}};
-  return json::serialize(json::object{{"wrapping", std::move(wrapping)}, {"keys", std::move(keys)}});
+  return json::serialize(
+      json::object{{"wrapping", std::move(wrapping)}, {"keys", std::move(keys)}});
 }
 
 std::vector<PlainKey> unwrap_json(std::string_view json_text, std::string_view private_key_pem) {

@@ -1263,6 +1263,7 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
   s.supplied_keys = static_cast<std::int64_t>(supplied_.size());
   s.iwn = iwn_stats_;
   s.keys_by_mode = keys_by_mode_;
+  s.keys_by_delivery = keys_by_delivery_;
   s.deliveries.assign(deliveries_.begin(), deliveries_.end());
   for (const auto& l : links_) {
     LinkSnapshot ls;

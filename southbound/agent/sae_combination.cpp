@@ -152,6 +152,7 @@ void KmHost::record_delivery(DeliveryRecord record) {
   record.wrapped = core_.config().outside_sae_certs.contains(
       record.role == "master" ? record.master_sae : record.slave_sae);
   keys_by_mode_[record.mode] += record.keys;
+  keys_by_delivery_[record.wrapped ? "wrapped" : "plain"] += record.keys;
   log_line(LogLevel::kDebug, "KM " + km_id_ + ": delivered " + std::to_string(record.keys) +
                                  " keys " + record.master_sae + "->" + record.slave_sae + " via " +
                                  record.path + " (" + record.mode + ")");

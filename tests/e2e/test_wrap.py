@@ -177,6 +177,11 @@ def main():
         assert record_of(net, "KOG", "slave", first)["wrapped"] is True
         assert record_of(net, "HON", "master", first)["wrapped"] is False
         log("dec_keys_wrapped at KOG: 1 key of 512 bits unwrapped equals HON's enc_keys")
+        # Per-KM counters of keys delivered plain or wrapped (both ends count their records).
+        counts = {km: next(k for k in net.admin_state()["kms"] if k["km_id"] == km)
+                  ["key_deliveries"]["keys_by_delivery"] for km in ("KOG", "HON")}
+        assert counts["KOG"] == {"plain": 0, "wrapped": 2 + 1}, counts
+        assert counts["HON"] == {"plain": 2 + 1, "wrapped": 0}, counts
         # Each key is handed out once, wrapped or not.
         again = car.post(f"{base}/SAE-HON/dec_keys_wrapped",
                          json={"key_IDs": [{"key_ID": k} for k in hon_keys]}, timeout=TIMEOUT)

@@ -503,7 +503,6 @@ TEST(KeyId, ParseRoundTripAndRejects) {
   EXPECT_TRUE(parse_key_id("00000000-0000-4000-8000-000000000000"));
 }
 
-
 // Y.3803 Table 1 (1) generation time stamp under lazy emulation: the mint log gives each block
 // the interval (after, at] of the mint that stored it, exactly while the log holds every mint
 // still stored, widened (never wrong) once marks merge; taken blocks carry it; a cut mint keeps

@@ -153,7 +153,8 @@ Bytes kw_wrap(const Bytes& kek, const Bytes& iv, const Bytes& plain) {
   const std::size_t n = plain.size() / 8;
   Bytes a = iv;
   std::vector<Bytes> r;
-  for (std::size_t i = 0; i < n; ++i) r.emplace_back(plain.begin() + 8 * i, plain.begin() + 8 * i + 8);
+  for (std::size_t i = 0; i < n; ++i)
+    r.emplace_back(plain.begin() + 8 * i, plain.begin() + 8 * i + 8);
   for (std::uint64_t j = 0; j <= 5; ++j) {
     for (std::size_t i = 0; i < n; ++i) {
       Bytes in = a;
@@ -242,10 +243,10 @@ Bytes independent_unwrap(const json::object& doc, std::size_t index, EVP_PKEY* r
 
   const auto& key = doc.at("keys").as_array().at(index).as_object();
   Bytes info = bytes_of("qkdn-wrap-v1");
-  for (const std::string_view part :
-       {std::string_view("ECDH-ES+HKDF-SHA256+A256KWP"), std::string_view(key.at("key_ID").as_string()),
-        std::string_view(w.at("master_SAE_ID").as_string()),
-        std::string_view(w.at("slave_SAE_ID").as_string())}) {
+  for (const std::string_view part : {std::string_view("ECDH-ES+HKDF-SHA256+A256KWP"),
+                                      std::string_view(key.at("key_ID").as_string()),
+                                      std::string_view(w.at("master_SAE_ID").as_string()),
+                                      std::string_view(w.at("slave_SAE_ID").as_string())}) {
     info.push_back(0);
     info.insert(info.end(), part.begin(), part.end());
   }
@@ -254,7 +255,8 @@ Bytes independent_unwrap(const json::object& doc, std::size_t index, EVP_PKEY* r
     info.insert(info.end(), h.begin(), h.end());
   }
   const Bytes kek = hkdf32(bytes_of("qkdn-wrap-v1"), z, info);
-  const auto [aiv, padded] = kw_unwrap(kek, unbase64(std::string(key.at("wrapped_key").as_string())));
+  const auto [aiv, padded] =
+      kw_unwrap(kek, unbase64(std::string(key.at("wrapped_key").as_string())));
   // RFC 5649 3: AIV = A65959A6 || 32-bit MLI; the padding is zeros.
   EXPECT_EQ(Bytes(aiv.begin(), aiv.begin() + 4), unhex("a65959a6"));
   const std::size_t mli = (std::size_t{aiv[4]} << 24) | (std::size_t{aiv[5]} << 16) |
@@ -277,15 +279,16 @@ struct Fixture {
   Cert ca = make_cert(ca_key.get(), ca_key.get(), nullptr, -3600, 86400 * 365, "test CA", "");
   std::string ca_file = dir.write_cert("ca.pem", ca.get());
 
-  std::string issue(EVP_PKEY* sae_key, const std::string& name, long from = -60,
-                    long to = 86400, const std::string& uri_id = "") {
+  std::string issue(EVP_PKEY* sae_key, const std::string& name, long from = -60, long to = 86400,
+                    const std::string& uri_id = "") {
     Cert c = make_cert(sae_key, ca_key.get(), ca.get(), from, to, name,
                        "urn:qkdn:sae:" + (uri_id.empty() ? name : uri_id));
     return dir.write_cert(name + ".pem", c.get());
   }
 };
 
-json::object wrap_to(const wrap::Recipient& r, const std::vector<std::pair<std::string, Bytes>>& keys,
+json::object wrap_to(const wrap::Recipient& r,
+                     const std::vector<std::pair<std::string, Bytes>>& keys,
                      const std::string& master = "SAE-CAR", const std::string& slave = "SAE-HON") {
   std::vector<wrap::PlainRef> refs;
   for (const auto& [id, bytes] : keys) refs.push_back({id, bytes});
@@ -300,8 +303,8 @@ TEST(KeyWrap, HandWrittenAesKeyWrapMatchesRfc3394Vector) {
   // other tests unwrap with.
   const Bytes kek = unhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
   const Bytes data = unhex("00112233445566778899aabbccddeeff000102030405060708090a0b0c0d0e0f");
-  const Bytes expect = unhex(
-      "28c9f404c4b810f4cbccb35cfb87f8263f5786e2d80ed326cbc7f0e71a99f43bfb988b9b7a02dd21");
+  const Bytes expect =
+      unhex("28c9f404c4b810f4cbccb35cfb87f8263f5786e2d80ed326cbc7f0e71a99f43bfb988b9b7a02dd21");
   const Bytes iv = unhex("a6a6a6a6a6a6a6a6");
   EXPECT_EQ(kw_wrap(kek, iv, data), expect);
   const auto [a, plain] = kw_unwrap(kek, expect);
@@ -311,8 +314,12 @@ TEST(KeyWrap, HandWrittenAesKeyWrapMatchesRfc3394Vector) {
 
 TEST(KeyWrap, MatchesTheIndependentConstructionOnEveryCurve) {
   Fixture f;
-  for (const auto& [type, curve] : std::vector<std::pair<const char*, const char*>>{
-           {"EC", "P-256"}, {"EC", "P-384"}, {"EC", "P-521"}, {"X25519", nullptr}, {"X448", nullptr}}) {
+  for (const auto& [type, curve] :
+       std::vector<std::pair<const char*, const char*>>{{"EC", "P-256"},
+                                                        {"EC", "P-384"},
+                                                        {"EC", "P-521"},
+                                                        {"X25519", nullptr},
+                                                        {"X448", nullptr}}) {
     SCOPED_TRACE(curve != nullptr ? curve : type);
     Pkey sae = keygen(type, curve);
     const auto r = wrap::load_recipient("SAE-CAR", f.issue(sae.get(), "SAE-CAR"), f.ca_file, kNow);
@@ -329,9 +336,8 @@ TEST(KeyWrap, MatchesTheIndependentConstructionOnEveryCurve) {
     EXPECT_EQ(w.at("recipient_SAE_ID").as_string(), "SAE-CAR");
     EXPECT_EQ(w.at("certificate_sha256").as_string().size(), 64U);
     for (std::size_t i = 0; i < keys.size(); ++i) {
-      if (keys[i].second.size() == 8 && doc.at("keys").as_array().at(i).at("wrapped_key")
-                                                .as_string()
-                                                .size() == 24) {
+      if (keys[i].second.size() == 8 &&
+          doc.at("keys").as_array().at(i).at("wrapped_key").as_string().size() == 24) {
         // One semiblock: RFC 5649 4.1 encrypts AIV || P as a single AES block, not the W
         // function; check that case directly.
         continue;
@@ -347,9 +353,9 @@ TEST(KeyWrap, MatchesTheIndependentConstructionOnEveryCurve) {
       // The wrap hides the key.
       const Bytes wrapped =
           unbase64(std::string(doc.at("keys").as_array().at(i).at("wrapped_key").as_string()));
-      EXPECT_EQ(std::search(wrapped.begin(), wrapped.end(), keys[i].second.begin(),
-                            keys[i].second.end()),
-                wrapped.end());
+      EXPECT_EQ(
+          std::search(wrapped.begin(), wrapped.end(), keys[i].second.begin(), keys[i].second.end()),
+          wrapped.end());
     }
   }
 }
@@ -435,8 +441,11 @@ TEST(KeyWrap, CertificatesAreValidatedAtLoad) {
   EXPECT_EQ(wrap::load_recipient("SAE-CAR", foreign_file, "", kNow).sae_id, "SAE-CAR");
   refused([&] { (void)wrap::load_recipient("SAE-CAR", "/nonexistent/x.pem", "", kNow); },
           "cannot read the file");
-  refused([&] { (void)wrap::load_recipient("SAE-CAR", f.dir.write_text("junk.pem", "junk"), "", kNow); },
-          "not a PEM X.509 certificate");
+  refused(
+      [&] {
+        (void)wrap::load_recipient("SAE-CAR", f.dir.write_text("junk.pem", "junk"), "", kNow);
+      },
+      "not a PEM X.509 certificate");
   // Validity is checked again at request time (the ETSI server): validity_error.
   const auto r = wrap::load_recipient("SAE-CAR", good, "", kNow);
   EXPECT_EQ(wrap::validity_error(r, kNow), "");

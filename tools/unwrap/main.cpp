@@ -35,7 +35,8 @@ constexpr std::size_t kMaxInput = std::size_t{4} << 20;
 
 void usage(std::ostream& out) {
   out << "usage: qkdn-unwrap --key SAE.key [--in WRAPPED.json|-] [--out KEYS.json]\n"
-         "  Unwraps keys answered by enc_keys_wrapped / dec_keys_wrapped (" << wrap::kAlg
+         "  Unwraps keys answered by enc_keys_wrapped / dec_keys_wrapped ("
+      << wrap::kAlg
       << ")\n"
          "  with the SAE's private key (unencrypted PEM) and prints them as an ETSI 014 key\n"
          "  container {\"keys\":[{\"key_ID\":..,\"key\":<base64>}]} (to --out, mode 0600).\n";

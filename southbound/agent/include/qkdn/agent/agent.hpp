@@ -134,8 +134,8 @@ struct LinkSnapshot {
   std::string peer_km_id;
   std::string qkd_module_id;           ///< emulated QKD module of this end (Y.3803 Table 1 (1))
   std::string matching_qkd_module_id;  ///< of the peer end
-  bool primary = false;  ///< this end generates and sends the keys
-  bool up = false;       ///< admin up, KMA session established and synchronized
+  bool primary = false;                ///< this end generates and sends the keys
+  bool up = false;                     ///< admin up, KMA session established and synchronized
   bool admin_up = true;
   bool kma_connected = false;
   std::int64_t stored_keys = 0;
@@ -217,7 +217,9 @@ struct KmSnapshot {
   std::int64_t supplied_keys = 0;  ///< ETSI keys filed here for SAEs, not fetched yet
   IwnStats iwn;                    ///< Kxi' transfers (interworking node)
   std::map<std::string, std::int64_t> keys_by_mode;  ///< SAE keys delivered per combination mode
-  std::vector<DeliveryRecord> deliveries;            ///< the latest (at most 64), oldest first
+  /// SAE keys delivered "plain" or "wrapped" (to an SAE outside every trusted node).
+  std::map<std::string, std::int64_t> keys_by_delivery;
+  std::vector<DeliveryRecord> deliveries;  ///< the latest (at most 64), oldest first
 };
 
 class AgentCore;

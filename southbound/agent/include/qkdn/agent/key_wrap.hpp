@@ -36,10 +36,10 @@ inline constexpr std::string_view kLabel = "qkdn-wrap-v1";
 struct Recipient {
   std::string sae_id;
   std::string cert_file;
-  std::string curve;                      ///< "P-256", "P-384", "P-521", "X25519" or "X448"
-  std::vector<std::uint8_t> spki;         ///< the certificate's public key, DER SPKI
-  std::string cert_sha256;                ///< hex SHA-256 of the certificate (DER)
-  std::string subject;                    ///< one line, for messages
+  std::string curve;               ///< "P-256", "P-384", "P-521", "X25519" or "X448"
+  std::vector<std::uint8_t> spki;  ///< the certificate's public key, DER SPKI
+  std::string cert_sha256;         ///< hex SHA-256 of the certificate (DER)
+  std::string subject;             ///< one line, for messages
   std::time_t not_before = 0;
   std::time_t not_after = 0;
 };
