@@ -36,6 +36,8 @@ std::string sha256(std::string_view text) {
 json::object link_json(const LinkSnapshot& l) {
   return json::object{{"link_id", l.link_id},
                       {"peer_km_id", l.peer_km_id},
+                      {"qkd_module_id", l.qkd_module_id},
+                      {"matching_qkd_module_id", l.matching_qkd_module_id},
                       {"primary", l.primary},
                       {"state", l.up ? "up" : "down"},
                       {"admin_up", l.admin_up},
@@ -109,6 +111,8 @@ std::vector<std::string_view> split_path(std::string_view target) {
 json::object deliveries_json(const KmSnapshot& km) {
   json::object by_mode{{"qkd", 0}, {"hybrid", 0}};
   for (const auto& [mode, n] : km.keys_by_mode) by_mode[mode] = n;
+  json::object by_delivery{{"plain", 0}, {"wrapped", 0}};
+  for (const auto& [how, n] : km.keys_by_delivery) by_delivery[how] = n;
   json::array recent;
   for (const auto& d : km.deliveries) {
     json::object o{{"time", d.time},
@@ -123,13 +127,28 @@ json::object deliveries_json(const KmSnapshot& km) {
                    {"first_key_id", d.first_key_id}};
     if (!d.suite.empty()) o["suite"] = d.suite;
     o["key_check"] = d.key_check;
+    o["wrapped"] = d.wrapped;
+    if (d.qkd_keys) {
+      const auto& q = *d.qkd_keys;
+      o["qkd_keys"] = json::object{{"link_id", q.link_id},
+                                   {"qkd_module_id", q.module_id},
+                                   {"matching_qkd_module_id", q.matching_module_id},
+                                   {"keys", q.keys},
+                                   {"key_bits", q.key_bits},
+                                   {"first_key_id", q.first_key_id},
+                                   {"generated_after", q.generated_after},
+                                   {"generated_at", q.generated_at},
+                                   {"hash", q.hash}};
+    }
     if (!d.relay_scheme.empty()) {
       o["relay_scheme"] = d.relay_scheme;
       o["relay_security"] = d.relay_scheme == "otp" ? "information_theoretic" : "computational";
     }
     recent.push_back(std::move(o));
   }
-  return json::object{{"keys_by_mode", std::move(by_mode)}, {"recent", std::move(recent)}};
+  return json::object{{"keys_by_mode", std::move(by_mode)},
+                      {"keys_by_delivery", std::move(by_delivery)},
+                      {"recent", std::move(recent)}};
 }
 
 asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {

@@ -96,6 +96,14 @@ Agent::Agent(net::io_context& io, AgentConfig config) {
     o.ca_file = cfg.etsi_ca.empty() ? cfg.tls_ca : cfg.etsi_ca;
     o.max_connections = cfg.etsi_max_connections;
     o.max_unauthenticated = cfg.etsi_max_unauthenticated;
+    for (const auto& [sae, cert] : cfg.outside_sae_certs) {
+      if (!core_->serves(sae)) {
+        throw InvalidArgument("--outside-sae " + sae +
+                              ": no KM hosted here serves this SAE (topology applications)");
+      }
+    }
+    o.outside_sae_certs = cfg.outside_sae_certs;
+    o.outside_sae_ca = cfg.outside_sae_ca;
     AgentCore* core = core_.get();
     etsi_ = std::make_unique<EtsiServer>(
         io, *core_, std::move(o),

@@ -258,7 +258,9 @@ std::variant<Route, Error> match(std::string_view path) {
   auto not_found = [] {
     return Error{404,
                  "no such resource",
-                 {{"path", "expected /api/v1/keys/{SAE_ID}/status|enc_keys|dec_keys"}}};
+                 {{"path",
+                   "expected /api/v1/keys/{SAE_ID}/"
+                   "status|enc_keys|dec_keys|enc_keys_wrapped|dec_keys_wrapped"}}};
   };
   if (!path.starts_with(kPrefix)) return not_found();
   path.remove_prefix(kPrefix.size());
@@ -272,6 +274,12 @@ std::variant<Route, Error> match(std::string_view path) {
     r.op = Op::kEncKeys;
   } else if (what == "dec_keys") {
     r.op = Op::kDecKeys;
+  } else if (what == "enc_keys_wrapped") {
+    r.op = Op::kEncKeys;
+    r.wrapped = true;
+  } else if (what == "dec_keys_wrapped") {
+    r.op = Op::kDecKeys;
+    r.wrapped = true;
   } else {
     return not_found();
   }

@@ -45,8 +45,12 @@ enum class Op { kStatus, kEncKeys, kDecKeys };
 struct Route {
   Op op = Op::kStatus;
   std::string sae;
+  /// enc_keys_wrapped / dec_keys_wrapped (this project's extension, docs/hybrid.md): the same
+  /// request, the keys answered wrapped to the caller's certificate (key_wrap.hpp).
+  bool wrapped = false;
 };
-/// Matches /api/v1/keys/{SAE_ID}/status|enc_keys|dec_keys; a 404 Error otherwise.
+/// Matches /api/v1/keys/{SAE_ID}/status|enc_keys|dec_keys|enc_keys_wrapped|dec_keys_wrapped; a
+/// 404 Error otherwise.
 std::variant<Route, Error> match(std::string_view path);
 
 /// A validated Get key request (number and size in bits).

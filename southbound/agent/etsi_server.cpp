@@ -3,7 +3,10 @@
 #include "etsi_server.hpp"
 
 #include <any>
+#include <ctime>
+#include <map>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <utility>
 #include <variant>
@@ -13,6 +16,7 @@
 
 #include "etsi_request.hpp"
 #include "log.hpp"
+#include "qkdn/agent/key_wrap.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/http_server.hpp"
 
@@ -84,6 +88,59 @@ HttpResponse key_container(const std::vector<SaeKey>& keys) {
   return r;
 }
 
+using Recipients = std::map<std::string, wrap::Recipient>;
+
+/// The keys wrapped to `recipient`'s certificate (key_wrap.hpp); the plain keys are wiped by
+/// SaeKey's destructor.
+HttpResponse wrapped_container(const wrap::Recipient& recipient, const std::string& master,
+                               const std::string& slave, const std::vector<SaeKey>& keys) {
+  std::vector<wrap::PlainRef> refs;
+  refs.reserve(keys.size());
+  for (const auto& k : keys) refs.push_back(wrap::PlainRef{k.key_id, k.bytes});
+  HttpResponse r;
+  try {
+    const wrap::Wrapped w = wrap::wrap_keys(recipient, master, slave, refs);
+    r.body = wrap::wrapped_json(recipient, master, slave, w);
+  } catch (const std::exception& e) {
+    log_line(LogLevel::kError, std::string("etsi: ") + e.what());
+    return reply(etsi::Error{503, "internal error of the KME", {{"wrap", e.what()}}});
+  }
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+
+/// Refuses a request before any key is taken: the plain resources for an SAE outside every
+/// trusted node, the wrapped ones for an SAE without a certificate here or with one not valid now.
+std::optional<HttpResponse> wrap_refusal(const Recipients& outside, const std::string& sae,
+                                         const etsi::Route& route) {
+  const auto it = outside.find(sae);
+  if (!route.wrapped) {
+    if (it == outside.end()) return std::nullopt;
+    const std::string wrapped_name =
+        route.op == etsi::Op::kEncKeys ? "enc_keys_wrapped" : "dec_keys_wrapped";
+    return reply(etsi::Error{400,
+                             "keys of this SAE are delivered only wrapped",
+                             {{"SAE_ID", "SAE " + sae +
+                                             " is outside every trusted node at this KME: ask "
+                                             "for " +
+                                             wrapped_name + " (docs/hybrid.md)"}}});
+  }
+  if (it == outside.end()) {
+    return reply(etsi::Error{
+        400,
+        "no certificate to wrap keys to",
+        {{"SAE_ID", "SAE " + sae +
+                        " has no certificate configured at this KME (--outside-sae); use "
+                        "enc_keys / dec_keys"}}});
+  }
+  if (auto why = wrap::validity_error(it->second, std::time(nullptr)); !why.empty()) {
+    return reply(etsi::Error{503,
+                             "the SAE's certificate is not usable",
+                             {{"certificate", it->second.cert_file + ": " + why}}});
+  }
+  return std::nullopt;
+}
+
 /// The calling SAE, as admitted (HttpRequest::admission).
 struct Caller {
   std::string sae;
@@ -118,7 +175,8 @@ HttpAdmission admit(const SaeKeyService& service, bool insecure, const HttpReque
   return a;
 }
 
-asio::awaitable<HttpResponse> handle(SaeKeyService& service, HttpRequest req) {
+asio::awaitable<HttpResponse> handle(SaeKeyService& service, const Recipients& outside,
+                                     HttpRequest req) {
   const std::string sae = std::any_cast<const Caller&>(req.admission).sae;
   const std::string_view target = req.target;
   const auto qpos = target.find('?');
@@ -147,6 +205,10 @@ asio::awaitable<HttpResponse> handle(SaeKeyService& service, HttpRequest req) {
   if (!query) {
     co_return reply(
         etsi::Error{400, "bad request format", {{"query", "malformed percent-encoding"}}});
+  }
+
+  if (route.op != etsi::Op::kStatus) {
+    if (auto refusal = wrap_refusal(outside, sae, route)) co_return std::move(*refusal);
   }
 
   switch (route.op) {
@@ -180,6 +242,7 @@ asio::awaitable<HttpResponse> handle(SaeKeyService& service, HttpRequest req) {
       if (res.status != 200) {
         co_return service_error(res.status, res.message, res.details, res.retry_after_s);
       }
+      if (route.wrapped) co_return wrapped_container(outside.at(sae), sae, route.sae, res.keys);
       co_return key_container(res.keys);
     }
     case etsi::Op::kDecKeys: {
@@ -192,6 +255,7 @@ asio::awaitable<HttpResponse> handle(SaeKeyService& service, HttpRequest req) {
       if (res.status != 200) {
         co_return service_error(res.status, res.message, res.details, res.retry_after_s);
       }
+      if (route.wrapped) co_return wrapped_container(outside.at(sae), route.sae, sae, res.keys);
       co_return key_container(res.keys);
     }
   }
@@ -219,6 +283,10 @@ EtsiServer::EtsiServer(asio::io_context& io, SaeKeyService& service, EtsiServerO
     tls_ =
         qkdn::net::make_tls_context({options_.ca_file, options_.cert_file, options_.key_file}, s);
   }
+  for (const auto& [sae, cert] : options_.outside_sae_certs) {
+    outside_saes_.emplace(
+        sae, wrap::load_recipient(sae, cert, options_.outside_sae_ca, std::time(nullptr)));
+  }
 }
 
 EtsiServer::~EtsiServer() = default;
@@ -244,12 +312,13 @@ std::uint16_t EtsiServer::bind() {
   };
   o.spawn = spawn_;
   SaeKeyService* service = &service_;
+  const Recipients* outside = &outside_saes_;
   const bool insecure = options_.insecure;
   auto admission = [service, insecure](const HttpRequest& head) {
     return admit(*service, insecure, head);
   };
-  auto handler = [service](HttpRequest req) -> asio::awaitable<HttpResponse> {
-    auto op = handle(*service, std::move(req));
+  auto handler = [service, outside](HttpRequest req) -> asio::awaitable<HttpResponse> {
+    auto op = handle(*service, *outside, std::move(req));
     co_return co_await std::move(op);
   };
   // Method, path (never the query: it carries key IDs) and status, at debug level only.

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -24,6 +25,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include "qkdn/agent/key_wrap.hpp"
 #include "sae_keys.hpp"
 
 namespace qkdn::net {
@@ -45,6 +47,10 @@ struct EtsiServerOptions {
   std::chrono::milliseconds handshake_timeout{5'000};
   std::chrono::milliseconds read_timeout{10'000};  ///< a whole request
   std::chrono::milliseconds idle_timeout{30'000};  ///< keep-alive wait
+  /// SAEs outside every trusted node: SAE ID -> certificate file (AgentConfig::outside_sae_certs),
+  /// loaded and validated by the constructor; their keys leave only wrapped.
+  std::map<std::string, std::string> outside_sae_certs;
+  std::string outside_sae_ca;
 };
 
 /// Starts a root coroutine on an executor and accounts for it (AgentCore::spawn).
@@ -79,6 +85,7 @@ class EtsiServer {
   EtsiSpawn spawn_;
   std::uint16_t port_;
   std::unique_ptr<boost::asio::ssl::context> tls_;
+  std::map<std::string, wrap::Recipient> outside_saes_;  ///< loaded from options_
   std::unique_ptr<qkdn::net::HttpServer> http_;
 };
 

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 #include <iterator>
+#include <optional>
+#include <tuple>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -224,7 +226,7 @@ KeyStore::KeyStore(std::string link_id, std::string kma_id, std::string matching
       matching_kma_id_(std::move(matching_kma_id)),
       capacity_bits_(static_cast<std::int64_t>(capacity_bytes) * 8) {}
 
-void KeyStore::rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> start) {
+void KeyStore::rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> start, SysTime now) {
   mac_.reset();
   secret_.assign(secret, secret + kLinkSecretBytes);
   static constexpr std::string_view kLabel = "qkdn-emu-id-v1";
@@ -249,6 +251,7 @@ void KeyStore::rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> st
     ids_[p].tag[0] = static_cast<std::uint8_t>((ids_[p].tag[0] & 0x3F) | 0x80);  // RFC 4122 variant
     half_[p] = Half{};
     half_[p].lo = half_[p].hi = half_[p].next = std::min(start[p], kMaxIndex);
+    half_[p].since = now;
   }
   held_.clear();
   reserved_.clear();
@@ -260,15 +263,34 @@ bool KeyStore::has_secret(const std::uint8_t* secret) const {
          CRYPTO_memcmp(secret_.data(), secret, kLinkSecretBytes) == 0;
 }
 
-void KeyStore::mint(const std::array<std::int64_t, 2>& n) {
+void KeyStore::mint(const std::array<std::int64_t, 2>& n, SysTime now) {
   if (!keyed()) throw Internal("mint before the link has a secret");
   for (std::size_t p = 0; p < 2; ++p) {
     if (n[p] <= 0) continue;
-    const auto add =
-        std::min(static_cast<std::uint64_t>(n[p]), kMaxIndex - half_[p].hi);  // never wraps
-    half_[p].hi += add;
+    Half& h = half_[p];
+    const auto add = std::min(static_cast<std::uint64_t>(n[p]), kMaxIndex - h.hi);  // never wraps
+    if (add == 0) continue;
+    h.hi += add;
     added_bits_total_ += static_cast<std::int64_t>(add) * kKeyBits;
+    // Mint log: marks of blocks no longer stored go (their time becomes the next interval's
+    // lower bound), then this mint's mark; over the limit the two oldest intervals merge.
+    while (!h.marks.empty() && h.marks.front().first <= h.lo) {
+      h.since = h.marks.front().second;
+      h.marks.pop_front();
+    }
+    h.marks.emplace_back(h.hi, std::max(now, h.marks.empty() ? h.since : h.marks.back().second));
+    if (h.marks.size() > kMintLogEntries) h.marks.pop_front();  // its blocks join the next mark
   }
+}
+
+std::pair<SysTime, SysTime> KeyStore::generated(int parity, std::uint64_t index) const {
+  const Half& h = half_[static_cast<std::size_t>(parity & 1)];
+  SysTime after = h.since;
+  for (const auto& [end, at] : h.marks) {
+    if (index < end) return {after, at};
+    after = at;
+  }
+  return {after, after};  // not minted (callers ask only for stored blocks)
 }
 
 bool KeyStore::trim_to(const std::array<std::uint64_t, 2>& hi) {
@@ -290,6 +312,15 @@ bool KeyStore::trim_to(const std::array<std::uint64_t, 2>& hi) {
     h.gone.erase(h.gone.lower_bound(hi[p]), h.gone.end());
     h.returned.erase(h.returned.lower_bound(hi[p]), h.returned.end());
     h.hi = std::max(hi[p], h.lo);
+    // Mint log: marks past the cut go; a mint cut in the middle keeps its time for the rest.
+    std::optional<SysTime> cut;
+    while (!h.marks.empty() && h.marks.back().first > h.hi) {
+      cut = h.marks.back().second;
+      h.marks.pop_back();
+    }
+    if (cut && (h.marks.empty() ? h.lo < h.hi : h.marks.back().first < h.hi)) {
+      h.marks.emplace_back(h.hi, *cut);
+    }
     if (h.lo > h.hi) h.lo = h.hi;
     h.next = std::min(h.next, h.hi);
   }
@@ -300,8 +331,10 @@ void KeyStore::clear() {
   for (std::size_t p = 0; p < 2; ++p) {
     Half& h = half_[p];
     const auto hi = h.hi;
+    const auto since = h.marks.empty() ? h.since : h.marks.back().second;
     h = Half{};
     h.lo = h.hi = h.next = hi;
+    h.since = since;
   }
   held_.clear();
   reserved_.clear();
@@ -338,6 +371,7 @@ KeyBlock KeyStore::block(Slot slot) const {
   KeyBlock k;
   const int p = static_cast<int>(slot & 1);
   k.id = id_of(p, slot >> 1);
+  std::tie(k.created_after, k.created) = generated(p, slot >> 1);
   derive(p, slot >> 1, k.bytes.data());
   return k;
 }

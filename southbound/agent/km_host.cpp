@@ -1292,11 +1292,14 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
   s.supplied_keys = static_cast<std::int64_t>(supplied_.size());
   s.iwn = iwn_stats_;
   s.keys_by_mode = keys_by_mode_;
+  s.keys_by_delivery = keys_by_delivery_;
   s.deliveries.assign(deliveries_.begin(), deliveries_.end());
   for (const auto& l : links_) {
     LinkSnapshot ls;
     ls.link_id = l->link_id;
     ls.peer_km_id = l->peer_km;
+    ls.qkd_module_id = l->store.qkd_module_id();
+    ls.matching_qkd_module_id = l->store.matching_qkd_module_id();
     ls.primary = l->primary;
     ls.up = l->up();
     ls.admin_up = l->admin_up;

@@ -449,6 +449,7 @@ class KmHost {
   /// Keys delivered (filed or handed to an SAE) per key-combination mode, and the latest
   /// delivery records (bounded), for /admin/state.
   std::map<std::string, std::int64_t> keys_by_mode_;
+  std::map<std::string, std::int64_t> keys_by_delivery_;  ///< "plain" or "wrapped"
   std::deque<DeliveryRecord> deliveries_;
   /// Per-SAE limits (AgentConfig::sae_max_*), by calling SAE (only SAEs this KM serves).
   struct SaeGuard {

@@ -188,6 +188,25 @@ base::ArgParser make_parser(CommandLine& cl, Given& g) {
             [&cfg](bool on) { cfg.etsi_insecure = on; })
       .option("etsi-port-file", "FILE", "write the bound ETSI port to FILE",
               text(cl.etsi_port_file))
+      .option("outside-sae", "SAE=CERT",
+              "an SAE outside every trusted node (repeatable; draft TR.QKDN-nq 7.3): its keys "
+              "leave only wrapped to the public key of CERT (PEM X.509, EC P-256/P-384/P-521 or "
+              "X25519/X448, checked at start) through enc_keys_wrapped / dec_keys_wrapped; the "
+              "plain enc_keys / dec_keys refuse it (docs/hybrid.md)",
+              [&cfg](V v) {
+                const auto eq = v.find('=');
+                if (eq == 0 || eq == std::string_view::npos || eq + 1 == v.size()) {
+                  throw InvalidArgument("--outside-sae: expected SAE_ID=CERT_FILE, got '" +
+                                        std::string(v) + "'");
+                }
+                const std::string sae(v.substr(0, eq));
+                if (!cfg.outside_sae_certs.emplace(sae, std::string(v.substr(eq + 1))).second) {
+                  throw InvalidArgument("--outside-sae " + sae + ": given twice");
+                }
+              })
+      .option("outside-sae-ca", "FILE",
+              "CA bundle every --outside-sae certificate must verify against (optional)",
+              text(cfg.outside_sae_ca))
       .section("Interworking node: Kxi' key transfer to a partner KM of another QKDN (docs/kxi.md)")
       .option("iwn-config", "FILE",
               "IWN pairs {\"pairs\":[{km_id, partner_km_id, partner_qkdn_id, partner_ca, "
@@ -350,6 +369,12 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     }
     if (cfg.etsi_ca.empty()) cfg.etsi_ca = cfg.tls_ca;
     if (cfg.etsi_ca.empty()) throw InvalidArgument("--etsi-listen needs --etsi-ca or --tls-ca");
+  }
+  if (!cfg.etsi_port && !cfg.outside_sae_certs.empty()) {
+    throw InvalidArgument("--outside-sae needs --etsi-listen or --etsi-insecure");
+  }
+  if (cfg.outside_sae_certs.empty() && !cfg.outside_sae_ca.empty()) {
+    throw InvalidArgument("--outside-sae-ca needs --outside-sae");
   }
   if (!cfg.etsi_port && (!cfg.etsi_cert.empty() || !cfg.etsi_key.empty() || !cfg.etsi_ca.empty() ||
                          !cl.etsi_port_file.empty())) {

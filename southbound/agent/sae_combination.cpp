@@ -2,11 +2,16 @@
 // the pair's policy against the frame's offer, the source's combination of the keys it hands to
 // the master SAE, and the delivery records. Strand only, like the rest of KmHost.
 #include <algorithm>
+#include <array>
+#include <memory>
 
+#include <openssl/evp.h>
 #include <boost/json.hpp>
 
 #include "km_host.hpp"
 #include "log.hpp"
+#include "qkd_key_meta.hpp"
+#include "qkdn/controller/error.hpp"
 
 namespace qkdn::agent {
 
@@ -88,6 +93,41 @@ std::string KmHost::ksa_key_check(const std::vector<SaeKey>& keys, const std::st
   return hex;
 }
 
+DeliveryRecord::QkdKeys qkd_key_metadata(const KeyStore& store, const std::vector<KeyBlock>& keys) {
+  DeliveryRecord::QkdKeys q;
+  q.link_id = store.link_id();
+  q.module_id = store.qkd_module_id();
+  q.matching_module_id = store.matching_qkd_module_id();
+  q.keys = static_cast<std::int64_t>(keys.size());
+  q.key_bits = kKeyBits;
+  if (keys.empty()) return q;
+  q.first_key_id = key_id_to_string(keys.front().id);
+  SysTime after = keys.front().created_after;
+  SysTime at = keys.front().created;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  static constexpr std::string_view kLabel = "qkdn-qkd-key-hash-v1";
+  if (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1 ||
+      EVP_DigestUpdate(md.get(), kLabel.data(), kLabel.size()) != 1) {
+    throw Internal("SHA-256 unavailable");
+  }
+  for (const auto& k : keys) {
+    after = std::min(after, k.created_after);
+    at = std::max(at, k.created);
+    EVP_DigestUpdate(md.get(), k.bytes.data(), k.bytes.size());
+  }
+  std::array<std::uint8_t, 32> digest{};
+  unsigned int n = 0;
+  EVP_DigestFinal_ex(md.get(), digest.data(), &n);
+  q.generated_after = format_rfc3339(after);
+  q.generated_at = format_rfc3339(at);
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (const auto b : digest) {
+    q.hash.push_back(kDigits[b >> 4]);
+    q.hash.push_back(kDigits[b & 15]);
+  }
+  return q;
+}
+
 DeliveryRecord KmHost::slave_delivery(const kma::SaeFiling& sae, const std::string& peer_km,
                                       std::string path, const std::optional<hybrid::Shared>& shared,
                                       std::size_t units, std::string first_key_id) {
@@ -109,7 +149,10 @@ DeliveryRecord KmHost::slave_delivery(const kma::SaeFiling& sae, const std::stri
 
 void KmHost::record_delivery(DeliveryRecord record) {
   record.time = format_rfc3339(std::chrono::system_clock::now());
+  record.wrapped = core_.config().outside_sae_certs.contains(
+      record.role == "master" ? record.master_sae : record.slave_sae);
   keys_by_mode_[record.mode] += record.keys;
+  keys_by_delivery_[record.wrapped ? "wrapped" : "plain"] += record.keys;
   log_line(LogLevel::kDebug, "KM " + km_id_ + ": delivered " + std::to_string(record.keys) +
                                  " keys " + record.master_sae + "->" + record.slave_sae + " via " +
                                  record.path + " (" + record.mode + ")");

@@ -13,6 +13,7 @@
 #include "km_host.hpp"
 #include "kma_messages.hpp"
 #include "log.hpp"
+#include "qkd_key_meta.hpp"
 #include "qkdn/controller/error.hpp"
 #include "qkdn/controller/key_limits.hpp"
 #include "qkdn/net/run_on.hpp"
@@ -307,8 +308,10 @@ void KmHost::on_supply_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& s
   }
   const auto filed = file_supplied(*keys, s->sae.key_bits, s->sae.master_sae, s->sae.slave_sae,
                                    shared ? &*shared : nullptr);
-  record_delivery(
-      slave_delivery(s->sae, link.peer_km, "adjacent", shared, keys->size(), filed.first_key_id));
+  auto rec =
+      slave_delivery(s->sae, link.peer_km, "adjacent", shared, keys->size(), filed.first_key_id);
+  rec.qkd_keys = qkd_key_metadata(link.store, *keys);
+  record_delivery(std::move(rec));
   session->send(supply_ack(id, "OK", exchange, filed.key_check));
 }
 
@@ -451,6 +454,8 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     return std::make_shared<hybrid::Initiator>();
   };
   // The keys for the master SAE, combined when hybrid, and the delivery recorded.
+  // Y.3803 Table 1 (1) of the link keys an adjacent delivery consumed (set before deliver).
+  std::optional<DeliveryRecord::QkdKeys> qkd_keys;
   auto deliver = [&](const SupplyWait& done, const std::vector<KeyBlock>& delivered,
                      const std::string& path) -> SaeResult {
     SaeResult r;
@@ -485,6 +490,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     rec.key_bits = size_bits;
     rec.first_key_id = r.keys.empty() ? std::string{} : r.keys.front().key_id;
     rec.key_check = path == "local" ? "none" : "verified";
+    rec.qkd_keys = qkd_keys;
     if (path == "relay") {
       rec.relay_scheme =
           relay::scheme_name(done.gcm_units > 0 ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
@@ -563,6 +569,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     auto keys = link->store.take(ids, true);
     if (!keys) co_return fail(503, "internal: link keys vanished");
     link->keys_consumed += static_cast<std::int64_t>(keys->size());
+    qkd_keys = qkd_key_metadata(link->store, *keys);
     const std::string supply_id = km_id_ + "-" + key_id_to_string(new_key_id());
     json::array id_text;
     for (const auto& k : *keys) id_text.emplace_back(key_id_to_string(k.id));

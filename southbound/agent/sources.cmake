@@ -16,6 +16,7 @@ add_library(qkdn_agent STATIC
   agent/key_combination.cpp
   agent/sae_combination.cpp
   agent/relay_scheme.cpp
+  agent/key_wrap.cpp
   agent/etsi_request.cpp
   agent/etsi_server.cpp
   agent/kxi_codec.cpp

@@ -158,3 +158,14 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_trust_pairs test_trust_pairs.py)
 endif()
+# Keys wrapped to the certificate of an SAE outside every trusted node (issue 19, draft
+# TR.QKDN-nq 7.3; docs/hybrid.md): enc_keys_wrapped / dec_keys_wrapped unwrapped by qkdn-unwrap.
+if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdn-unwrap)
+  qkdn_e2e_test(e2e_wrap test_wrap.py)
+  set_tests_properties(e2e_wrap PROPERTIES ENVIRONMENT
+    "${QKDN_E2E_ENV};QKDN_UNWRAP=$<TARGET_FILE:qkdn-unwrap>")
+endif()
+# Y.3803 Table 1 (1) QKD-key metadata in the agent's delivery records (issue 19).
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_key_metadata test_key_metadata.py)
+endif()

@@ -59,3 +59,12 @@ target_link_libraries(unit_agent_key_combination PRIVATE qkdn_agent Boost::json 
                       GTest::gtest_main qkdn_options)
 gtest_discover_tests(unit_agent_key_combination TEST_PREFIX "unit_agent_key_combination."
                      PROPERTIES LABELS unit)
+# Keys wrapped to an SAE's certificate (key_wrap.cpp): against an independent ECDH + RFC 5869 +
+# RFC 5649 construction (AES-KW checked on the RFC 3394 vector), wrong keys, certificate checks.
+add_executable(unit_agent_key_wrap
+  ${CMAKE_CURRENT_LIST_DIR}/agent_key_wrap_test.cpp
+)
+target_link_libraries(unit_agent_key_wrap PRIVATE qkdn_agent Boost::json OpenSSL::Crypto
+                      GTest::gtest_main qkdn_options)
+gtest_discover_tests(unit_agent_key_wrap TEST_PREFIX "unit_agent_key_wrap."
+                     PROPERTIES LABELS unit)

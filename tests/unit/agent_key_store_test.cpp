@@ -503,5 +503,61 @@ TEST(KeyId, ParseRoundTripAndRejects) {
   EXPECT_TRUE(parse_key_id("00000000-0000-4000-8000-000000000000"));
 }
 
+// Y.3803 Table 1 (1) generation time stamp under lazy emulation: the mint log gives each block
+// the interval (after, at] of the mint that stored it, exactly while the log holds every mint
+// still stored, widened (never wrong) once marks merge; taken blocks carry it; a cut mint keeps
+// its time for the blocks below the cut, and blocks minted again above it get the new time.
+TEST(KeyStore, MintLogGivesEachBlockItsGenerationInterval) {
+  using std::chrono::seconds;
+  const SysTime t0{seconds{1'800'000'000}};
+  KeyStore s("L12", "KM1", "KM2", kCapacityBytes);
+  s.rekey(secret_of(3).data(), {0, 0}, t0);
+  EXPECT_EQ(s.qkd_module_id(), "qkdm:L12:KM1");
+  EXPECT_EQ(s.matching_qkd_module_id(), "qkdm:L12:KM2");
+  s.mint({2, 0}, t0 + seconds{1});
+  s.mint({3, 1}, t0 + seconds{2});
+  EXPECT_EQ(s.generated(0, 0), std::make_pair(t0, t0 + seconds{1}));
+  EXPECT_EQ(s.generated(0, 1), std::make_pair(t0, t0 + seconds{1}));
+  EXPECT_EQ(s.generated(0, 4), std::make_pair(t0 + seconds{1}, t0 + seconds{2}));
+  EXPECT_EQ(s.generated(1, 0), std::make_pair(t0, t0 + seconds{2}));
+  const auto taken = s.take({s.id_of(0, 3)}, false);
+  ASSERT_TRUE(taken);
+  EXPECT_EQ((*taken)[0].created_after, t0 + seconds{1});
+  EXPECT_EQ((*taken)[0].created, t0 + seconds{2});
+
+  // Many more mints than marks: every block's interval holds its true time; the newest
+  // (kMintLogEntries - 1) mints are exact.
+  KeyStore m("L12", "KM1", "KM2", std::size_t{4096} * 32);
+  m.rekey(secret_of(4).data(), {0, 0}, t0);
+  constexpr int kMints = 40;
+  for (int i = 1; i <= kMints; ++i) m.mint({1, 0}, t0 + seconds{i});
+  for (int i = 1; i <= kMints; ++i) {
+    const auto [after, at] = m.generated(0, static_cast<std::uint64_t>(i - 1));
+    EXPECT_LT(after, t0 + seconds{i}) << i;
+    EXPECT_GE(at, t0 + seconds{i}) << i;
+    if (i > kMints - static_cast<int>(KeyStore::kMintLogEntries) + 1) {
+      EXPECT_EQ(after, t0 + seconds{i - 1}) << i;
+      EXPECT_EQ(at, t0 + seconds{i}) << i;
+    }
+  }
+  // Consumed from the front: the next mint drops the marks of blocks no longer stored, and the
+  // oldest stored block's lower bound moves up to the last dropped mark.
+  std::vector<KeyId> front;
+  for (int i = 0; i < 30; ++i) front.push_back(m.id_of(0, static_cast<std::uint64_t>(i)));
+  ASSERT_TRUE(m.take(front, false));
+  m.mint({1, 0}, t0 + seconds{kMints + 1});
+  EXPECT_EQ(m.generated(0, 30), std::make_pair(t0 + seconds{30}, t0 + seconds{31}));
+
+  // trim_to: the mint cut in the middle keeps its time below the cut; blocks minted again
+  // above it get the new mint's time.
+  KeyStore c("L12", "KM1", "KM2", kCapacityBytes);
+  c.rekey(secret_of(5).data(), {0, 0}, t0);
+  c.mint({4, 0}, t0 + seconds{1});
+  ASSERT_TRUE(c.trim_to({2, 0}));
+  c.mint({2, 0}, t0 + seconds{5});
+  EXPECT_EQ(c.generated(0, 1), std::make_pair(t0, t0 + seconds{1}));
+  EXPECT_EQ(c.generated(0, 2), std::make_pair(t0 + seconds{1}, t0 + seconds{5}));
+}
+
 }  // namespace
 }  // namespace qkdn::agent

@@ -90,6 +90,11 @@ struct AgentConfig {
   std::string etsi_ca;         ///< CA verifying SAE client certificates (default: tls_ca)
   std::size_t etsi_max_connections = 1024;     ///< open ETSI connections; more are closed
   std::size_t etsi_max_unauthenticated = 256;  ///< of those, without an SAE identity yet
+  /// SAEs outside every trusted node (--outside-sae SAE=CERT, draft TR.QKDN-nq 7.3): their keys
+  /// leave this agent only wrapped to the public key of that certificate (enc_keys_wrapped /
+  /// dec_keys_wrapped; key_wrap.hpp, docs/hybrid.md). SAE ID -> PEM certificate file.
+  std::map<std::string, std::string> outside_sae_certs;
+  std::string outside_sae_ca;  ///< CA bundle the certificates above must verify against (optional)
   /// Inbound KMA sessions (all hosted KMs together) that have not passed Hello yet; more are
   /// closed at accept.
   std::size_t kma_max_pending = 256;
@@ -131,8 +136,10 @@ struct LinkControl {
 struct LinkSnapshot {
   std::string link_id;
   std::string peer_km_id;
-  bool primary = false;  ///< this end generates and sends the keys
-  bool up = false;       ///< admin up, KMA session established and synchronized
+  std::string qkd_module_id;           ///< emulated QKD module of this end (Y.3803 Table 1 (1))
+  std::string matching_qkd_module_id;  ///< of the peer end
+  bool primary = false;                ///< this end generates and sends the keys
+  bool up = false;                     ///< admin up, KMA session established and synchronized
   bool admin_up = true;
   bool kma_connected = false;
   std::int64_t stored_keys = 0;
@@ -183,6 +190,24 @@ struct DeliveryRecord {
   /// KSA key check between the two end KMs: "verified" (master: the destination's value
   /// matched), "sent" (slave: the value went with the answer), "none" (local pair).
   std::string key_check;
+  /// The SAE this record delivers to (the master's, or the slave's) is outside every trusted
+  /// node (--outside-sae): its keys leave only wrapped to its certificate (docs/hybrid.md).
+  bool wrapped = false;
+  /// Y.3803 Table 1 (1) of the QKD keys this delivery consumed at this KM: for path "adjacent"
+  /// only (there the link's QKD keys are the delivered keys' material; a relay's or pool's
+  /// end-to-end keys are random keys of the source KM, not QKD keys). Unset otherwise.
+  struct QkdKeys {
+    std::string link_id;
+    std::string module_id;           ///< emulated QKD module of this link end (KeyStore)
+    std::string matching_module_id;  ///< the peer end's
+    std::int64_t keys = 0;           ///< QKD keys consumed
+    std::int64_t key_bits = 0;       ///< each (kKeyBits)
+    std::string first_key_id;        ///< QKD-key ID of the first (all went in the Supply frame)
+    std::string generated_after;     ///< RFC 3339: every one was stored at this end in
+    std::string generated_at;        ///< (generated_after, generated_at] (KeyStore mint log)
+    std::string hash;                ///< hex SHA-256("qkdn-qkd-key-hash-v1" || keys in order)
+  };
+  std::optional<QkdKeys> qkd_keys;
 };
 
 struct KmSnapshot {
@@ -196,7 +221,9 @@ struct KmSnapshot {
   std::int64_t supplied_keys = 0;  ///< ETSI keys filed here for SAEs, not fetched yet
   IwnStats iwn;                    ///< Kxi' transfers (interworking node)
   std::map<std::string, std::int64_t> keys_by_mode;  ///< SAE keys delivered per combination mode
-  std::vector<DeliveryRecord> deliveries;            ///< the latest (at most 64), oldest first
+  /// SAE keys delivered "plain" or "wrapped" (to an SAE outside every trusted node).
+  std::map<std::string, std::int64_t> keys_by_delivery;
+  std::vector<DeliveryRecord> deliveries;  ///< the latest (at most 64), oldest first
 };
 
 class AgentCore;

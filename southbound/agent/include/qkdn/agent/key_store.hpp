@@ -59,12 +59,15 @@ using Holder = std::uint64_t;
 /// The holder of a key_relay_request_id (FNV-1a 64; "" for a reservation that named none).
 Holder holder_of(std::string_view key_relay_request_id) noexcept;
 
-/// One KMA-key. Y.3803 Table 1 (2): KMA-key ID (`id`), key length (kKeyBits), generation time
-/// stamp (`created`). KMA ID, matching KMA ID and link are per store (KeyStore accessors).
+/// One QKD key / KMA-key. Y.3803 Table 1 (1) and (2): key ID (`id`), key length (kKeyBits),
+/// generation time stamp (KeyStore::take and reserve fill `created` and `created_after`: the
+/// block was stored at this end in (created_after, created]; see KeyStore "mint log"). Link,
+/// KMA ID, matching KMA ID and the emulated QKD module IDs are per store (KeyStore accessors).
 /// The destructor wipes the key bytes (OPENSSL_cleanse); copies wipe their own bytes too.
 struct KeyBlock {
   KeyId id{};
   SysTime created{};
+  SysTime created_after{};
   KeyState state = KeyState::kAvailable;
   std::chrono::steady_clock::time_point reserved_at{};  ///< when reserved (lease start)
   Holder holder = 0;                                    ///< reserved / allocated: for whom
@@ -140,14 +143,31 @@ class KeyStore {
   /// Keys the store from now on: every key goes (nothing is reserved or stored), and both halves
   /// start empty at block `start` (so blocks below it, used under an earlier epoch of the same
   /// secret, are never handed out again). `secret` must hold kLinkSecretBytes.
-  void rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> start);
+  void rekey(const std::uint8_t* secret, std::array<std::uint64_t, 2> start,
+             SysTime now = std::chrono::system_clock::now());
   /// True when keyed with exactly this secret (kLinkSecretBytes).
   [[nodiscard]] bool has_secret(const std::uint8_t* secret) const;
   [[nodiscard]] bool keyed() const { return !secret_.empty(); }
   /// The secret (kLinkSecretBytes, key memory; empty before rekey). Sent only to the peer KM.
   [[nodiscard]] const secure::Bytes& secret() const { return secret_; }
-  /// Appends `n[p]` new blocks to half p (the generator's mint). Needs a secret.
-  void mint(const std::array<std::int64_t, 2>& n);
+  /// Appends `n[p]` new blocks to half p (the generator's mint), stored at `now`. Needs a secret.
+  ///
+  /// Mint log (Y.3803 Table 1 (1) generation time stamp, lazy emulation): per half the store
+  /// keeps up to kMintLogEntries marks (one past the newest block, time) of the mints whose
+  /// blocks are still stored; a block's time stamp is the interval (previous mark's time, its
+  /// mark's time]. While there are fewer mints than marks the interval is exactly one mint
+  /// (one generation tick); beyond that adjacent marks merge (the oldest pair first), so the
+  /// interval widens but always holds the true time. Memory: O(1) per store.
+  void mint(const std::array<std::int64_t, 2>& n, SysTime now = std::chrono::system_clock::now());
+  static constexpr std::size_t kMintLogEntries = 16;
+  /// The generation interval (after, at] of block `index` of half `parity` (see mint).
+  [[nodiscard]] std::pair<SysTime, SysTime> generated(int parity, std::uint64_t index) const;
+  /// The emulated QKD module of this link end and of the peer's (Y.3803 Table 1 (1) QKD module
+  /// ID, matching QKD module ID): "qkdm:<link_id>:<km_id>".
+  [[nodiscard]] std::string qkd_module_id() const { return "qkdm:" + link_id_ + ":" + kma_id_; }
+  [[nodiscard]] std::string matching_qkd_module_id() const {
+    return "qkdm:" + link_id_ + ":" + matching_kma_id_;
+  }
   /// One past the newest block per half.
   [[nodiscard]] std::array<std::uint64_t, 2> minted() const { return {half_[0].hi, half_[1].hi}; }
   /// Drops the blocks at or above `hi` per half (batches minted here that the peer never
@@ -228,6 +248,10 @@ class KeyStore {
     std::set<std::uint64_t> gone;  ///< consumed or discarded blocks in (lo, hi)
     std::set<std::uint64_t> returned;  ///< available blocks below next, oldest first
     std::size_t held = 0;              ///< reserved or allocated blocks of this half
+    /// Mint log (see mint): marks (one past the newest block of a mint, time), oldest first;
+    /// `since` is when the half started (rekey), the lower bound of the first interval.
+    std::deque<std::pair<std::uint64_t, SysTime>> marks;
+    SysTime since{};
   };
 
   /// The block an ID names, when it is one of this store's secret and stored (any state).
