@@ -123,6 +123,12 @@ json::object deliveries_json(const KmSnapshot& km) {
                    {"first_key_id", d.first_key_id}};
     if (!d.suite.empty()) o["suite"] = d.suite;
     o["key_check"] = d.key_check;
+    if (!d.relay_routing.empty()) o["relay_routing"] = d.relay_routing;
+    if (!d.route.empty()) {
+      json::array route;
+      for (const auto& km : d.route) route.emplace_back(km);
+      o["route"] = std::move(route);
+    }
     if (!d.relay_scheme.empty()) {
       o["relay_scheme"] = d.relay_scheme;
       o["relay_security"] = d.relay_scheme == "otp" ? "information_theoretic" : "computational";
@@ -148,6 +154,7 @@ asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
                                  {"controller_epoch", km.controller_epoch},
                                  {"registrations", km.registrations},
                                  {"busy_refusals", km.busy_refusals},
+                                 {"relay_routing", km.relay_routing},
                                  {"links", std::move(links)},
                                  {"supplied_keys", km.supplied_keys},
                                  {"iwn", json::object{{"sent_attempts", km.iwn.sent_attempts},
