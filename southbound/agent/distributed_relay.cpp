@@ -236,8 +236,8 @@ net::awaitable<void> KmHost::distributed_forward_run(
     master = relay.sae->master_sae;
     slave = relay.sae->slave_sae;
   }
-  auto ask = ask_next_hops(relay.source_kma_id, relay.destination_kma_id, master, slave,
-                           relay.route);
+  auto ask =
+      ask_next_hops(relay.source_kma_id, relay.destination_kma_id, master, slave, relay.route);
   auto [candidates, refused] = co_await std::move(ask);
   if (stopping()) co_return;
   if (!refused.empty()) {
@@ -260,8 +260,8 @@ net::awaitable<void> KmHost::distributed_forward_run(
   meta.erase("gcm_tag");
   meta["route"].as_array().emplace_back(next);
   meta["hop_keys"].as_array().emplace_back(hop_ref(km_id_, next, *hop->link, hop->keys));
-  std::string frame = encode_relay_frame(std::move(meta), km_id_, next, std::move(*plain),
-                                         relay_pad(hop->keys));
+  std::string frame =
+      encode_relay_frame(std::move(meta), km_id_, next, std::move(*plain), relay_pad(hop->keys));
   hop->link->session->send(std::move(frame));
   distributed_out_[rid] = hop->link->link_id;
 }

@@ -12,12 +12,12 @@
 #include <boost/json.hpp>
 
 #include "km_host.hpp"
-#include "relay_frames.hpp"
 #include "kma_messages.hpp"
 #include "log.hpp"
 #include "qkdn/base/error.hpp"
 #include "qkdn/controller/key_limits.hpp"
 #include "qkdn/json/reader.hpp"
+#include "relay_frames.hpp"
 
 namespace qkdn::agent {
 
@@ -626,7 +626,8 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
     return answer("OK");
   }
   // Distributed relay (Q.4164 7.1): this KM asks for its next hop and takes its own hop keys.
-  if (relay.distributed) return distributed_forward(link, session, std::move(relay), std::move(plain));
+  if (relay.distributed)
+    return distributed_forward(link, session, std::move(relay), std::move(plain));
   // Transit: re-encrypt with the outbound hop keys allocated here.
   if (!out_hop) {
     wipe(plain);

@@ -118,8 +118,7 @@ inline constexpr OneOf kIwnRole{kIwnRoles, "expected \"sender\" or \"receiver\""
 inline constexpr std::array<std::string_view, 2> kIwnDispositions = {"stored", "deleted"};
 inline constexpr OneOf kIwnDisposition{kIwnDispositions, "expected \"stored\" or \"deleted\""};
 inline constexpr std::array<std::string_view, 2> kRelayRoutings = {"centralized", "distributed"};
-inline constexpr OneOf kRelayRouting{kRelayRoutings,
-                                     "expected \"centralized\" or \"distributed\""};
+inline constexpr OneOf kRelayRouting{kRelayRoutings, "expected \"centralized\" or \"distributed\""};
 
 // ---- rules over several fields -----------------------------------------------------------------
 
