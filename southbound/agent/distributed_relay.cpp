@@ -186,8 +186,13 @@ net::awaitable<std::string> KmHost::distributed_start(std::shared_ptr<SupplyWait
                     {"session_id", w->session_id},
                     {"sae_key_bits", w->key_bits}};
   if (w->kex) meta[hybrid::kFrameField] = w->kex->offer();
-  std::string frame =
-      encode_relay_frame(std::move(meta), km_id_, next, std::move(plain), relay_pad(hop->keys));
+  std::string frame;
+  try {
+    frame =
+        encode_relay_frame(std::move(meta), km_id_, next, std::move(plain), relay_pad(hop->keys));
+  } catch (const std::exception& e) {
+    co_return std::string("bad_request: relay frame: ") + e.what();
+  }
   hop->link->session->send(std::move(frame));
   delivered_[rid] = std::move(d);
   source_relays_[rid] = SourceRelay{nullptr, 0, std::chrono::steady_clock::now() + kRelayTimeout};
@@ -260,8 +265,14 @@ net::awaitable<void> KmHost::distributed_forward_run(
   meta.erase("gcm_tag");
   meta["route"].as_array().emplace_back(next);
   meta["hop_keys"].as_array().emplace_back(hop_ref(km_id_, next, *hop->link, hop->keys));
-  std::string frame =
-      encode_relay_frame(std::move(meta), km_id_, next, std::move(*plain), relay_pad(hop->keys));
+  std::string frame;
+  try {  // the route grows at every hop: a KMA frame holds at most kma::kMaxPayload
+    frame =
+        encode_relay_frame(std::move(meta), km_id_, next, std::move(*plain), relay_pad(hop->keys));
+  } catch (const std::exception& e) {
+    fail(std::string("bad_request: relay frame at ") + km_id_ + ": " + e.what());
+    co_return;
+  }
   hop->link->session->send(std::move(frame));
   distributed_out_[rid] = hop->link->link_id;
 }
