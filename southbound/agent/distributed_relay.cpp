@@ -56,6 +56,11 @@ json::object hop_ref(const std::string& from, const std::string& to, const LinkE
 
 }  // namespace
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // GCC 12 false positive on coroutines
+#endif
+
 net::awaitable<std::pair<std::vector<std::string>, std::string>> KmHost::ask_next_hops(
     std::string source, std::string dst, std::string master_sae, std::string slave_sae,
     std::vector<std::string> visited) {
@@ -298,5 +303,9 @@ void KmHost::distributed_link_lost(LinkEnd& link) {
     }
   }
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace qkdn::agent

@@ -262,6 +262,7 @@ class KmHost {
 
   // Distributed relay (distributed_relay.cpp, Q.4164 7.1, docs/key-supply.md): each KM of the
   // route asks the controller for its next hop (0x1401) and takes its own hop keys.
+  struct SupplyWait;
   /// Source: asks the next hop and sends the first hop of a relay of `units` for the SAE request
   /// `w` (which then waits in waits_by_relay_ like a centralized relay). "" when sent, else the
   /// reason ("<code>: <text>").
