@@ -126,7 +126,7 @@ json::object deliveries_json(const KmSnapshot& km) {
     if (!d.relay_routing.empty()) o["relay_routing"] = d.relay_routing;
     if (!d.route.empty()) {
       json::array route;
-      for (const auto& km : d.route) route.emplace_back(km);
+      for (const auto& hop : d.route) route.emplace_back(hop);
       o["route"] = std::move(route);
     }
     if (!d.relay_scheme.empty()) {
