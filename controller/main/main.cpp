@@ -205,6 +205,18 @@ qkdn::base::ArgParser make_parser(Args& a) {
       .option("route-alternatives", "N",
               "routes tried per key relay request / next hops answered (default 3)",
               count(o.route_alternatives, "--route-alternatives"))
+      .option("relay-routing", "MODE",
+              "centralized (default: the controller reserves every hop of a key relay, 0x1403) "
+              "or distributed (Q.4164 7.1: every KM of the route asks 0x1401 for its next hop and "
+              "reserves its own hop keys); sent to the KMs when they register",
+              [&o](V v) {
+                const std::string mode(v);
+                if (mode != "centralized" && mode != "distributed") {
+                  throw qkdn::InvalidArgument(
+                      "--relay-routing: expected centralized or distributed, got '" + mode + "'");
+                }
+                o.distributed_relay = mode == "distributed";
+              })
       .option("threads", "N", "I/O threads (default 2)",
               [&o](V v) { o.threads = static_cast<int>(parse_int("--threads", v, 1, 1000)); })
       .option("port-file", "PATH", "write the bound Ck port to PATH (for scripts and tests)",

@@ -140,6 +140,12 @@ json::object deliveries_json(const KmSnapshot& km) {
                                    {"generated_at", q.generated_at},
                                    {"hash", q.hash}};
     }
+    if (!d.relay_routing.empty()) o["relay_routing"] = d.relay_routing;
+    if (!d.route.empty()) {
+      json::array route;
+      for (const auto& hop : d.route) route.emplace_back(hop);
+      o["route"] = std::move(route);
+    }
     if (!d.relay_scheme.empty()) {
       o["relay_scheme"] = d.relay_scheme;
       o["relay_security"] = d.relay_scheme == "otp" ? "information_theoretic" : "computational";
@@ -167,6 +173,7 @@ asio::awaitable<HttpResponse> route(AgentCore& core, const HttpRequest& req) {
                                  {"controller_epoch", km.controller_epoch},
                                  {"registrations", km.registrations},
                                  {"busy_refusals", km.busy_refusals},
+                                 {"relay_routing", km.relay_routing},
                                  {"links", std::move(links)},
                                  {"supplied_keys", km.supplied_keys},
                                  {"iwn", json::object{{"sent_attempts", km.iwn.sent_attempts},

@@ -17,6 +17,7 @@
 #include "qkdn/base/error.hpp"
 #include "qkdn/controller/key_limits.hpp"
 #include "qkdn/json/reader.hpp"
+#include "relay_frames.hpp"
 
 namespace qkdn::agent {
 
@@ -132,6 +133,8 @@ std::string relay_aad(const json::object& meta, const std::string& from, const s
   for (const auto& id : strings_of(meta, "key_ids")) aad += "\n" + id;
   // Relay instruction: the destination files the keys in its pre-positioned pool.
   if (meta.contains("preposition")) aad += "\npre";
+  // Distributed relay (hop by hop, distributed_relay.cpp).
+  if (str_of(meta, "routing") == "distributed") aad += "\ndistributed";
   // SAE key supply: the pair and the ETSI key size the destination files the keys under.
   if (meta.contains("slave_sae")) {
     aad += "\nsae\n" + str_of(meta, "master_sae") + "\n" + str_of(meta, "slave_sae") + "\n" +
@@ -184,6 +187,18 @@ std::string relay_ack_frame(const std::string& request_id, const std::string& re
 }
 
 }  // namespace
+
+std::string encode_relay_frame(boost::json::object meta, const std::string& from,
+                               const std::string& to, std::vector<std::uint8_t> plaintext,
+                               std::vector<std::uint8_t> pad) {
+  return relay_frame(std::move(meta), from, to, std::move(plaintext), std::move(pad));
+}
+
+std::string encode_relay_ack(const std::string& request_id, const std::string& response) {
+  return relay_ack_frame(request_id, response);
+}
+
+std::vector<std::uint8_t> relay_pad(const std::vector<KeyBlock>& keys) { return pad_of(keys); }
 
 LinkEnd* KmHost::hop_link(const std::string& peer, const std::optional<std::string>& link_id) {
   if (link_id && !link_id->empty()) {
@@ -594,6 +609,8 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
                                        relay.sae->slave_sae, shared ? &*shared : nullptr);
       auto rec = slave_delivery(*relay.sae, relay.source_kma_id, "relay", shared, d.keys.size(),
                                 filed.first_key_id);
+      rec.relay_routing = relay.distributed ? "distributed" : "centralized";
+      rec.route = relay.route;
       rec.relay_scheme =
           relay::scheme_name(relay.gcm ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
       record_delivery(std::move(rec));
@@ -608,6 +625,9 @@ void KmHost::on_relay_frame(LinkEnd& link, const std::shared_ptr<KmaSession>& se
              "KM " + km_id_ + ": relay " + rid + " delivered from " + relay.source_kma_id);
     return answer("OK");
   }
+  // Distributed relay (Q.4164 7.1): this KM asks for its next hop and takes its own hop keys.
+  if (relay.distributed)
+    return distributed_forward(link, session, std::move(relay), std::move(plain));
   // Transit: re-encrypt with the outbound hop keys allocated here.
   if (!out_hop) {
     wipe(plain);
@@ -656,6 +676,7 @@ void KmHost::on_relay_ack(const std::string& payload) {
       l->second->session->send(kma::encode_frame(kma::Type::kRelayAck, payload));
     }
     forwarded_relays_.erase(f);
+    distributed_out_.erase(rid);
     return;
   }
   if (auto w = waits_by_relay_.find(rid); w != waits_by_relay_.end()) {
@@ -668,6 +689,7 @@ void KmHost::on_relay_ack(const std::string& payload) {
 void KmHost::finish_source_relay(const std::string& request_id, const std::string& response) {
   auto it = source_relays_.find(request_id);
   if (it == source_relays_.end()) return;  // late (already timed out) or unknown
+  distributed_out_.erase(request_id);
   ck::KeyRelayResponse resp;
   resp.response = response;
   resp.key_relay_request_id = request_id;
@@ -718,6 +740,9 @@ void KmHost::expire_key_supply(SteadyTime now) {
   for (const auto& rid : late) finish_source_relay(rid, "NG: timeout");
   // A transit KM forgets relays whose downstream never answered (the source timed out long ago).
   std::erase_if(forwarded_relays_, [&](const auto& f) { return now >= f.second.second; });
+  std::erase_if(distributed_out_, [&](const auto& o) {
+    return !source_relays_.contains(o.first) && !forwarded_relays_.contains(o.first);
+  });
   // End-to-end keys nobody claimed (controller-initiated relays, late SAE relays) expire.
   std::erase_if(delivered_, [&](const auto& d) {
     return now >= d.second.expires && !source_relays_.contains(d.first);

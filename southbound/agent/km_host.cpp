@@ -619,6 +619,12 @@ net::awaitable<void> KmHost::register_and_beat(std::shared_ptr<southbound::CkCha
         if (!l->session) l->dial_wake.cancel();
       }
     }
+    const bool distributed = resp->relay_routing.value_or("centralized") == "distributed";
+    if (distributed != distributed_relay_) {
+      log_line(LogLevel::kInfo, "KM " + km_id_ + ": relay routing " +
+                                    (distributed ? "distributed (Q.4164 7.1)" : "centralized"));
+    }
+    distributed_relay_ = distributed;
     registered_ = true;
     ++registrations_;
     log_line(LogLevel::kInfo, "KM " + km_id_ + " registered (controller " + resp->controller_id +
@@ -1044,6 +1050,7 @@ void KmHost::detach(const std::shared_ptr<KmaSession>& session) {
   link->dial_wake.cancel();
   if (!stopping()) {
     log_line(LogLevel::kInfo, "KM " + km_id_ + ": KMA link " + link->link_id + " disconnected");
+    distributed_link_lost(*link);
   }
 }
 
@@ -1289,6 +1296,7 @@ net::awaitable<KmSnapshot> KmHost::snapshot() {
   s.controller_epoch = controller_epoch_;
   s.registrations = registrations_;
   s.busy_refusals = busy_refusals_;
+  s.relay_routing = distributed_relay_ ? "distributed" : "centralized";
   s.supplied_keys = static_cast<std::int64_t>(supplied_.size());
   s.iwn = iwn_stats_;
   s.keys_by_mode = keys_by_mode_;

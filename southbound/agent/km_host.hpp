@@ -265,6 +265,45 @@ class KmHost {
   /// On registering in a higher controller epoch than the last registration's: every key held
   /// for a relay since before `before` goes (the old epoch's relays are over).
   void drop_holds_of_old_epoch(SteadyTime before);
+
+  // Distributed relay (distributed_relay.cpp, Q.4164 7.1, docs/key-supply.md): each KM of the
+  // route asks the controller for its next hop (0x1401) and takes its own hop keys.
+  struct SupplyWait;
+  /// Source: asks the next hop and sends the first hop of a relay of `units` for the SAE request
+  /// `w` (which then waits in waits_by_relay_ like a centralized relay). "" when sent, else the
+  /// reason ("<code>: <text>").
+  net::awaitable<std::string> distributed_start(std::shared_ptr<SupplyWait> w, std::string dst,
+                                                std::int64_t units);
+  /// Transit: the relay arrived over `in` and was decrypted into `plain`; asks the next hop and
+  /// forwards, or answers NG back over `session`. Takes ownership of `plain` (wiped).
+  void distributed_forward(LinkEnd& in, const std::shared_ptr<KmaSession>& session,
+                           kma::Relay relay, std::vector<std::uint8_t> plain);
+  net::awaitable<void> distributed_forward_run(std::string in_link_id,
+                                               std::shared_ptr<KmaSession> session,
+                                               kma::Relay relay,
+                                               std::shared_ptr<std::vector<std::uint8_t>> plain);
+  /// 0x1401: candidate next hops from this KM toward `dst` for the relay from `source`, or the
+  /// reason why none ("<code>: <text>") in the second member.
+  net::awaitable<std::pair<std::vector<std::string>, std::string>> ask_next_hops(
+      std::string source, std::string dst, std::string master_sae, std::string slave_sae,
+      std::vector<std::string> visited);
+  /// One hop of a distributed relay: the first candidate (not in `visited`) whose link is up and
+  /// holds `n` keys of this end's parity; those keys reserved, allocated and taken at once for
+  /// relay `rid`. nullopt with `why` when none.
+  struct TakenHop {
+    LinkEnd* link = nullptr;
+    std::vector<KeyBlock> keys;
+  };
+  std::optional<TakenHop> take_distributed_hop(const std::vector<std::string>& candidates,
+                                               const std::vector<std::string>& visited,
+                                               std::size_t n, const std::string& rid,
+                                               std::string& why);
+  /// A KMA session of `link` is gone: every distributed relay sent over it and not answered
+  /// fails now (source: the SAE gets 503; transit: NG back toward the source).
+  void distributed_link_lost(LinkEnd& link);
+  bool distributed_relay_ = false;  ///< the controller's policy (0x41E2 relay_routing)
+  /// relay id -> outbound link id of a distributed relay sent from here and not answered yet.
+  std::map<std::string, std::string> distributed_out_;
   /// The link end to `peer` (`link_id` when given and non-empty); nullptr when none.
   LinkEnd* hop_link(const std::string& peer, const std::optional<std::string>& link_id);
 

@@ -1,6 +1,7 @@
 // Strict KMA message reading: see kma_messages.hpp.
 #include "kma_messages.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -269,7 +270,20 @@ Relay parse_relay(std::string_view payload) {
   r.destination_kma_id = id(o, "destination_kma_id");
   r.from = id(o, "from");
   r.to = id(o, "to");
-  r.route = route_of(o, r.source_kma_id, r.destination_kma_id);
+  if (o.contains("routing")) {
+    const auto routing = text(o, "routing", 32);
+    if (routing == "distributed") {
+      r.distributed = true;
+    } else if (routing != "centralized") {
+      bad("routing", "must be \"centralized\" or \"distributed\"");
+    }
+  }
+  // A distributed relay's route is the path so far: it ends at the KM this hop goes to.
+  r.route = route_of(o, r.source_kma_id, r.distributed ? r.to : r.destination_kma_id);
+  if (r.distributed && r.to != r.destination_kma_id &&
+      std::find(r.route.begin(), r.route.end(), r.destination_kma_id) != r.route.end()) {
+    bad("route", "passes the destination before its end");
+  }
   r.key_ids = key_ids(o, "key_ids", 1, kMaxKeys);
   if (integer(o, "key_size", 0, limits::kMaxSaeKeyBits) != limits::kKmaKeyBits) {
     bad("key_size", "must be " + std::to_string(limits::kKmaKeyBits));

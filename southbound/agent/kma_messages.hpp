@@ -88,7 +88,10 @@ struct Relay {
   std::string destination_kma_id;
   std::string from;
   std::string to;
+  /// Centralized: source .. destination. Distributed ("routing": "distributed", Q.4164 7.1):
+  /// the route so far, source .. `to`; each transit KM appends its next hop.
   std::vector<std::string> route;
+  bool distributed = false;
   std::vector<HopRef> hop_keys;
   std::vector<KeyId> key_ids;  ///< end to end; as many as every hop carries
   bool preposition = false;

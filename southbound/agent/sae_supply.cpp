@@ -453,6 +453,8 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     if (!hybrid_pair) return nullptr;
     return std::make_shared<hybrid::Initiator>();
   };
+  // How a relay was routed (docs/key-supply.md "Distributed relay").
+  std::string routing = "centralized";
   // The keys for the master SAE, combined when hybrid, and the delivery recorded.
   // Y.3803 Table 1 (1) of the link keys an adjacent delivery consumed (set before deliver).
   std::optional<DeliveryRecord::QkdKeys> qkd_keys;
@@ -492,6 +494,7 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
     rec.key_check = path == "local" ? "none" : "verified";
     rec.qkd_keys = qkd_keys;
     if (path == "relay") {
+      rec.relay_routing = routing;
       rec.relay_scheme =
           relay::scheme_name(done.gcm_units > 0 ? relay::Scheme::kAesGcm : relay::Scheme::kOtp);
     }
@@ -593,6 +596,33 @@ net::awaitable<SaeResult> KmHost::sae_enc_keys(std::string master_sae, std::stri
   if (units > limits::kMaxKeysPerRelay) {
     co_return fail(400, "too many keys for one relay",
                    {"at most " + std::to_string(limits::kMaxKeysPerRelay) + " x 256 bits"});
+  }
+  if (distributed_relay_) {  // Q.4164 7.1: hop by hop, each KM asks 0x1401 (distributed_relay.cpp)
+    routing = "distributed";
+    if (core_.config().relay_scheme.of(master_sae, slave_sae) == relay::Scheme::kAesGcm) {
+      w->gcm_units = units;
+    }
+    w->kex = new_kex();
+    auto start = distributed_start(w, dst, units);
+    const std::string refused = co_await std::move(start);
+    if (!refused.empty()) {
+      sae_sessions_.erase({master_sae, slave_sae});  // the next request asks for a new session
+      const bool unknown = refused.rfind(ck::errc::kUnknownApplication, 0) == 0;
+      co_return fail(unknown ? 400 : 503, unknown ? "unknown SAE" : "relay failed",
+                     {"distributed relay to KM " + dst + ": NG: " + refused});
+    }
+    auto wait = await_wait(w, deadline);
+    co_await std::move(wait);
+    waits_by_relay_.erase(w->relay_id);
+    if (!w->done) {
+      co_return fail(503, "timeout",
+                     {"distributed relay to KM " + dst + " did not finish in time"});
+    }
+    if (w->response != "OK") {
+      sae_sessions_.erase({master_sae, slave_sae});
+      co_return fail(503, "relay failed", {"distributed relay to KM " + dst + ": " + w->response});
+    }
+    co_return deliver(*w, w->units, "relay");
   }
   auto channel = channel_;
   if (!channel || !registered_) co_return fail(503, "controller unreachable");

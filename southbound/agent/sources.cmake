@@ -9,6 +9,7 @@ add_library(qkdn_agent STATIC
   agent/options.cpp
   agent/km_host.cpp
   agent/key_supply.cpp
+  agent/distributed_relay.cpp
   agent/agent.cpp
   agent/admin_http.cpp
   agent/sae_key_id.cpp

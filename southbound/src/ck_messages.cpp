@@ -117,6 +117,8 @@ inline constexpr std::array<std::string_view, 2> kIwnRoles = {"sender", "receive
 inline constexpr OneOf kIwnRole{kIwnRoles, "expected \"sender\" or \"receiver\""};
 inline constexpr std::array<std::string_view, 2> kIwnDispositions = {"stored", "deleted"};
 inline constexpr OneOf kIwnDisposition{kIwnDispositions, "expected \"stored\" or \"deleted\""};
+inline constexpr std::array<std::string_view, 2> kRelayRoutings = {"centralized", "distributed"};
+inline constexpr OneOf kRelayRouting{kRelayRoutings, "expected \"centralized\" or \"distributed\""};
 
 // ---- rules over several fields -----------------------------------------------------------------
 
@@ -463,6 +465,7 @@ struct Spec<RegisterResponse> {
       Field{"status_interval_ms", &M::status_interval_ms, kInterval},
       Field{"peers", &M::peers},
       Field{"retry_after_ms", &M::retry_after_ms, kInterval},
+      Field{"relay_routing", &M::relay_routing, kRelayRouting},
   };
 };
 
@@ -830,6 +833,26 @@ std::optional<std::string> find_extension_string(const Extension& extension,
         if (m == nullptr || !m->is_string()) return std::nullopt;
         return std::string(m->get_string());
       });
+}
+
+std::vector<std::string> find_extension_strings(const Extension& extension,
+                                                std::string_view name) noexcept {
+  try {
+    auto found = first_extension_object<std::vector<std::string>>(
+        extension, [name](const json::object& o) -> std::optional<std::vector<std::string>> {
+          const json::value* m = o.if_contains(name);
+          if (m == nullptr || !m->is_array()) return std::nullopt;
+          std::vector<std::string> out;
+          for (const auto& e : m->get_array()) {
+            if (out.size() >= 256) break;
+            if (e.is_string()) out.emplace_back(e.get_string());
+          }
+          return out;
+        });
+    return found ? std::move(*found) : std::vector<std::string>{};
+  } catch (...) {  // allocation failure: no strings
+    return {};
+  }
 }
 
 std::string make_extension_string(std::string_view name, std::string_view value) {

@@ -100,6 +100,11 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_rerouting_modes test_rerouting_modes.py)
 endif()
+# Distributed relay (Q.4164 7.1, issue 19): hop by hop with 0x1401 on a random topology, and a
+# KM killed mid-relay (docs/key-supply.md "Distributed relay").
+if(TARGET qkdn-controller AND TARGET qkdn-agent)
+  qkdn_e2e_test(e2e_distributed_relay test_distributed_relay.py)
+endif()
 # Scale smoke (issue 15): 2,000 KMs hosted by two agent processes register with one controller
 # within a bound, every link comes up, /metrics and route queries answer, the controller stays up
 # (bench/controller_scale.sh in SMOKE mode; the full 10,000-KM run is in docs/PERFORMANCE.md).

@@ -121,6 +121,41 @@ TEST(ServiceRouting, NextHopMeetsTheNamedSaePairsConstraints) {
   EXPECT_EQ(decode_as<ck::ErrorMessage>(*f).error, "bad_request");
 }
 
+// Distributed relay (Q.4164 7.1): the operator's relay routing policy reaches every KM in its
+// register response, and a transit KM's 0x1401 naming the KMs the relay already visited gets
+// next hops that avoid them (visited_kma_ids), so a hop-by-hop relay never loops back.
+TEST(ServiceRouting, DistributedRelayPolicyAndVisitedKms) {
+  const auto topo = diamond_topology();
+  {
+    ServiceHarness centralized(topo);
+    FakeKm km1(centralized.port(), "KM1", links_of(topo, "KM1"));
+    EXPECT_EQ(km1.relay_routing(), "centralized");
+  }
+  service::ServiceOptions o;
+  o.distributed_relay = true;
+  ServiceHarness h(topo, o);
+  auto kms = connect_all(topo, h.port());
+  ASSERT_TRUE(h.wait_links_up());
+  for (const auto& [id, km] : kms) EXPECT_EQ(km->relay_routing(), "distributed") << id;
+  auto& km4 = *kms["KM4"];
+  auto next_hops = [&](const std::string& extension) {
+    std::string body = R"({"source_kma_id":"KM2","destination_kma_id":"KM1")";
+    if (!extension.empty()) body += R"(,"extension":)" + extension;
+    const auto id = km4.send(0x1401, body + "}");
+    auto f = km4.answer_to(id);
+    if (!f) throw std::runtime_error("no answer to 0x1401");
+    if (f->command != 0x4102) throw std::runtime_error("0x1401 answered " + f->payload);
+    return decode_as<ck::KeyRelayNextHopResponse>(*f).next_kma_ids;
+  };
+  // The relay came KM2 -> KM4: never back through the source KM2, so through KM3.
+  EXPECT_EQ(next_hops(""), std::vector<std::string>{"KM3"});
+  // It also passed KM3 (KM2 -> KM3 -> KM4 in a longer relay): no next hop is left.
+  EXPECT_TRUE(next_hops(R"([{"visited_kma_ids":["KM2","KM3","KM4"]}])").empty());
+  // Unknown KMs in the list are ignored; the destination is never avoided.
+  EXPECT_EQ(next_hops(R"([{"visited_kma_ids":["NOBODY","KM1"]}])"),
+            std::vector<std::string>{"KM3"});
+}
+
 // No usable route (the far KM is not connected): an empty next_kma_ids, not an error.
 TEST(ServiceRouting, NoRouteIsEmptyNextHops) {
   const auto topo = chain_topology(3);

@@ -69,6 +69,7 @@ class FakeKm {
     const auto r = decode_as<ck::RegisterResponse>(f);
     if (r.response != "OK") throw std::runtime_error("register refused: " + f.payload);
     epoch_ = r.controller_epoch;
+    relay_routing_ = r.relay_routing.value_or("");
     reader_ = std::thread([this] { read_loop(); });
     report();
   }
@@ -78,6 +79,8 @@ class FakeKm {
 
   const std::string& id() const { return km_; }
   std::int64_t epoch() const { return epoch_; }
+  /// relay_routing of the register response ("" when absent).
+  const std::string& relay_routing() const { return relay_routing_; }
 
   /// Sends a status report (0x14E3) with every link up and `pool_bits` stored.
   void report(double qber = 0.01) {
@@ -318,6 +321,7 @@ class FakeKm {
   std::mt19937_64 rng_;
   RawClient client_;
   std::int64_t epoch_ = 0;
+  std::string relay_routing_;
   std::uint32_t next_id_ = 1;
   std::mutex write_mu_;
   std::mutex mu_;

@@ -116,6 +116,47 @@ TEST(KmaMessages, RelayReadsEveryField) {
   EXPECT_FALSE(r.preposition);
 }
 
+// A distributed relay (Q.4164 7.1, distributed_relay.cpp) carries the route so far: from the
+// source to the KM this hop goes to, one hop key set per hop; each transit KM appends its hop.
+TEST(KmaMessages, DistributedRelayCarriesTheRouteSoFar) {
+  json::object o = good_relay();
+  o["routing"] = "distributed";
+  o["route"] = json::array{"KM1", "KM2"};
+  o["hop_keys"].as_array().pop_back();
+  const Relay r = parse_relay(json::serialize(o));
+  EXPECT_TRUE(r.distributed);
+  EXPECT_EQ(r.route, (std::vector<std::string>{"KM1", "KM2"}));
+  ASSERT_EQ(r.hop_keys.size(), 1U);
+  // The whole route at the last hop reads too.
+  json::object last = good_relay();
+  last["routing"] = "distributed";
+  last["from"] = "KM2";
+  last["to"] = "KM3";
+  EXPECT_TRUE(parse_relay(json::serialize(last)).distributed);
+  // Centralized (no routing, or "centralized"): the route must reach the destination.
+  json::object partial = o;
+  partial.erase("routing");
+  refused(partial, parse_relay, "a centralized relay with a partial route");
+  partial["routing"] = "centralized";
+  refused(partial, parse_relay, "a centralized relay with a partial route");
+  EXPECT_FALSE(parse_relay(json::serialize(good_relay())).distributed);
+  // The route must end at `to`, never pass the destination, never repeat a KM.
+  json::object wrong_end = o;
+  wrong_end["route"] = json::array{"KM1", "KM4"};
+  wrong_end["hop_keys"].as_array()[0].as_object()["next_kma_id"] = "KM4";
+  refused(wrong_end, parse_relay, "route not ending at the hop's receiver");
+  json::object past = o;
+  past["to"] = "KM2";
+  past["route"] = json::array{"KM1", "KM3", "KM2"};
+  past["hop_keys"] = json::array{
+      json::object{{"kma_id", "KM1"}, {"next_kma_id", "KM3"}, {"key_ids", kids(100, 2)}},
+      json::object{{"kma_id", "KM3"}, {"next_kma_id", "KM2"}, {"key_ids", kids(200, 2)}}};
+  refused(past, parse_relay, "a route that passed the destination");
+  json::object bad = o;
+  bad["routing"] = "flooding";
+  refused(bad, parse_relay, "unknown routing");
+}
+
 // Missing fields are errors, never "" or 0. The SAE fields come together or not at all.
 TEST(KmaMessages, RelayFieldsRequired) {
   each_field_required(good_relay(), parse_relay,

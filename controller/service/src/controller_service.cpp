@@ -675,6 +675,7 @@ net::awaitable<CoreResult> ControllerService::Impl::core_register(
   resp.heartbeat_interval_ms = svc.options_.heartbeat_interval.count();
   resp.status_interval_ms = svc.options_.status_interval.count();
   resp.peers = std::move(peers);
+  resp.relay_routing = svc.options_.distributed_relay ? "distributed" : "centralized";
   s->channel->send(resp, message_id);
   // Releases that waited for this KM follow its register response (same connection, in order).
   key_supply->send_deferred_releases(reg.km_id);

@@ -308,6 +308,11 @@ void KeySupplyDriver::on_next_hop(const CommandContext& ctx,
           *req.source_kma_id != dst) {
         o.avoid_kms.push_back(*req.source_kma_id);
       }
+      // Distributed relay: the KMs the relay already passed (extension visited_kma_ids) are
+      // avoided too, so the next hop never loops back (docs/ck-extensions.md "Next hop").
+      for (auto& v : ck::find_extension_strings(req.extension, "visited_kma_ids")) {
+        if (v != dst && v != me && d_.network.find_km(v) != nullptr) o.avoid_kms.push_back(v);
+      }
       for (auto& h : controller::next_hops(*d_.engine.snapshot(), me, dst, o)) {
         if (std::find(hops.begin(), hops.end(), h) == hops.end()) hops.push_back(std::move(h));
       }

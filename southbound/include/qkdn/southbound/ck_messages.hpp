@@ -264,6 +264,10 @@ struct RegisterResponse {
   std::optional<std::vector<PeerEndpoint>> peers;
   /// [project] With "NG: busy": wait at least this long before registering again.
   std::optional<std::int64_t> retry_after_ms;
+  /// [project] The network's relay routing policy (docs/ck-extensions.md "Relay routing"):
+  /// "centralized" (0x1403, the controller reserves every hop) or "distributed" (Q.4164 7.1: each
+  /// KM of the route asks 0x1401 for its next hop). Absent: centralized.
+  std::optional<std::string> relay_routing;
   bool operator==(const RegisterResponse&) const = default;
 };
 struct LinkStatus {
@@ -625,6 +629,10 @@ std::optional<ExtensionError> find_error_extension(const Extension& extension) n
 /// there is none or the text is not a JSON array. Never throws.
 std::optional<std::string> find_extension_string(const Extension& extension,
                                                  std::string_view name) noexcept;
+/// The string elements of the array member `name` of the first extension object that has one as
+/// an array (non-strings skipped, at most 256); empty when there is none. Never throws.
+std::vector<std::string> find_extension_strings(const Extension& extension,
+                                                std::string_view name) noexcept;
 /// An extension holding the one object {"<name>": "<value>"}.
 std::string make_extension_string(std::string_view name, std::string_view value);
 /// True for the error codes of clause 3.

@@ -114,6 +114,10 @@ struct ServiceOptions {
   /// Routes tried per 0x1403 (the standing route first, then alternatives), and next hops
   /// answered per 0x1401. >= 1.
   std::size_t route_alternatives = 3;
+  /// Relay routing policy sent to every KM in its register response (0x41E2 relay_routing,
+  /// docs/ck-extensions.md "Relay routing"): false = centralized (0x1403, the controller reserves
+  /// every hop), true = distributed (Q.4164 7.1, each KM asks 0x1401 for its next hop).
+  bool distributed_relay = false;
   /// Network-wide rerouting policy at start when the store holds none (default: manual).
   std::optional<controller::ReroutingPolicy> policy;
   /// Without a store: a file holding the last controller_epoch, so that the epoch grows across

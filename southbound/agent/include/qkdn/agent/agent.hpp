@@ -187,6 +187,10 @@ struct DeliveryRecord {
   std::int64_t key_bits = 0;
   std::string first_key_id;
   std::string relay_scheme;  ///< path "relay": "otp" or "aes-256-gcm"; empty otherwise
+  /// path "relay": "centralized" (0x1403) or "distributed" (hop by hop, 0x1401); empty otherwise.
+  std::string relay_routing;
+  /// The relay's route, source .. destination, as the destination saw it (slave records).
+  std::vector<std::string> route;
   /// KSA key check between the two end KMs: "verified" (master: the destination's value
   /// matched), "sent" (slave: the value went with the answer), "none" (local pair).
   std::string key_check;
@@ -217,6 +221,8 @@ struct KmSnapshot {
   std::int64_t controller_epoch = 0;  ///< highest epoch seen
   std::uint64_t registrations = 0;    ///< successful registrations so far
   std::uint64_t busy_refusals = 0;    ///< registrations refused with "NG: busy"
+  /// Relay routing policy from the controller: "centralized" or "distributed".
+  std::string relay_routing = "centralized";
   std::vector<LinkSnapshot> links;
   std::int64_t supplied_keys = 0;  ///< ETSI keys filed here for SAEs, not fetched yet
   IwnStats iwn;                    ///< Kxi' transfers (interworking node)
