@@ -99,7 +99,7 @@ struct ControllerService::Impl final : StoreWriter, KmChannels {
   };
 
   explicit Impl(ControllerService& s);
-  ~Impl();
+  ~Impl() override;
 
   ControllerService& svc;
   // Admission queues (declared before ioc: handlers the io_context destroys may hold tickets).
