@@ -520,7 +520,8 @@ void ControllerService::audit(controller::AuditRecord record) {
       return;
     }
     WriteGroup g;
-    g.ops.push_back({StoreWrite::Kind::kOnce, "audit " + r.action,
+    std::string what = "audit " + r.action;
+    g.ops.push_back({StoreWrite::Kind::kOnce, std::move(what),
                      [rec = std::move(r)](controller::Store& s) { s.append_audit(rec); }});
     impl_->submit_writes(std::move(g));
   });
