@@ -743,7 +743,7 @@ TEST(ServiceStore, Kill9RestartRestoresEverythingAnd1000LedgerRows) {
     request_relays(*kms["KM1"], "KM3", kRelayed, kKeys);
     ASSERT_TRUE(eventually([&] {
       return sql_count(dsn, "SELECT count(*) FROM ledger WHERE state = 'consumed'") ==
-             2 * kKeys * kRelayed;
+             std::int64_t{2} * kKeys * kRelayed;
     })) << read_file(log1);
 
     // 300 rows allocated: the source KM never answers the 0x4104 (relaying deadline 30 s).
@@ -763,7 +763,7 @@ TEST(ServiceStore, Kill9RestartRestoresEverythingAnd1000LedgerRows) {
     kms["KM1"]->set_behavior(hold);
     kms["KM2"]->set_behavior(hold);
     request_relays(*kms["KM1"], "KM3", kReserved, kKeys);
-    const auto allocations = static_cast<std::size_t>(kRelayed + kRelaying + kReserved);
+    const std::size_t allocations = std::size_t{kRelayed} + kRelaying + kReserved;
     ASSERT_TRUE(eventually([&] {
       return kms["KM1"]->received(0x410C).size() == allocations &&
              kms["KM2"]->received(0x410C).size() == allocations;
@@ -773,7 +773,7 @@ TEST(ServiceStore, Kill9RestartRestoresEverythingAnd1000LedgerRows) {
     ASSERT_TRUE(eventually([&] {
       const auto v = ledger_view(dsn);
       return v.rows.size() == 1000 && v.by_state.count("allocated") == 1 &&
-             v.by_state.at("allocated") == 2u * kKeys * kRelaying &&
+             v.by_state.at("allocated") == std::size_t{2} * kKeys * kRelaying &&
              sql_count(dsn, "SELECT count(*) FROM sessions WHERE state = 'active'") == 4 &&
              sql_count(dsn, "SELECT count(*) FROM thresholds WHERE qber = 0.08") == 1;
     })) << read_file(log1);
@@ -899,7 +899,7 @@ TEST(ServiceStore, Kill9RestartRestoresEverythingAnd1000LedgerRows) {
   EXPECT_EQ(fresh_keys, 2u * kKeys);
   ASSERT_TRUE(eventually([&] {
     return sql_count(dsn, "SELECT count(*) FROM ledger WHERE state = 'consumed'") ==
-           2 * kKeys * (kRelayed + 1);
+           std::int64_t{2} * kKeys * (kRelayed + 1);
   })) << read_file(log2);
   const auto final_view = ledger_view(dsn);
   for (const auto& [key, row] : after.rows) EXPECT_EQ(final_view.rows.at(key), row) << key;
