@@ -436,10 +436,11 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
               no.reason = verdict.accepted ? "relays not supported" : verdict.reason;
               im.send(peer, no);
             } else {
-              im.options.on_relay_setup(peer, *rs, [self = n, imp = &im, peer](RelaySetupAnswer ans) {
-                asio::post(imp->strand,
-                           [self, imp, peer, ans = std::move(ans)] { imp->send(peer, ans); });
-              });
+              im.options.on_relay_setup(
+                  peer, *rs, [self = n, imp = &im, peer](RelaySetupAnswer ans) {
+                    asio::post(imp->strand,
+                               [self, imp, peer, ans = std::move(ans)] { imp->send(peer, ans); });
+                  });
             }
           } else if (const auto* sa = std::get_if<RelaySetupAnswer>(&msg)) {
             auto it = im.pending_setup.find(sa->relay_id);
