@@ -185,7 +185,7 @@ class Wiring {
 
 std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::TopologyDoc& doc,
                              const Options& options, northbound::ApiOptions& api,
-                             std::shared_ptr<service::InterworkingRelays> relays) {
+                             const std::shared_ptr<service::InterworkingRelays>& relays) {
   interworking::CxiNodeOptions o;
   o.controller_id = options.controller_id;
   o.listen_host = options.listen_host;

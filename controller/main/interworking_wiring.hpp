@@ -34,7 +34,7 @@ class Wiring;
 /// events reach it, and the API lists its records.
 std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::TopologyDoc& doc,
                              const Options& options, northbound::ApiOptions& api,
-                             std::shared_ptr<service::InterworkingRelays> relays = nullptr);
+                             const std::shared_ptr<service::InterworkingRelays>& relays = nullptr);
 /// Binds the listener and starts the dialers and the state loop; returns the bound port.
 std::uint16_t start(const std::shared_ptr<Wiring>& w);
 void stop(Wiring& w);

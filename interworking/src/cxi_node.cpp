@@ -427,19 +427,20 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
           } else if (const auto* rs = std::get_if<RelaySetup>(&msg)) {
             // The route part is PeerTable::answer's (policy, link, SAE ours); the controller
             // then decides on its own KMs.
-            RouteRequest q{rs->relay_id, rs->src_sae,        rs->dst_sae,
-                           rs->link_id,  rs->number_of_keys, 256};
-            auto verdict = t.answer(peer, q);
+            const RouteRequest as_route{rs->relay_id, rs->src_sae,        rs->dst_sae,
+                                        rs->link_id,  rs->number_of_keys, 256};
+            auto verdict = t.answer(peer, as_route);
             if (!verdict.accepted || !im.options.on_relay_setup) {
               RelaySetupAnswer no;
               no.relay_id = rs->relay_id;
               no.reason = verdict.accepted ? "relays not supported" : verdict.reason;
               im.send(peer, no);
             } else {
-              im.options.on_relay_setup(peer, *rs, [self = n, imp = &im, peer](RelaySetupAnswer a) {
-                asio::post(imp->strand,
-                           [self, imp, peer, a = std::move(a)] { imp->send(peer, a); });
-              });
+              im.options.on_relay_setup(
+                  peer, *rs, [self = n, imp = &im, peer](RelaySetupAnswer ans) {
+                    asio::post(imp->strand,
+                               [self, imp, peer, ans = std::move(ans)] { imp->send(peer, ans); });
+                  });
             }
           } else if (const auto* sa = std::get_if<RelaySetupAnswer>(&msg)) {
             auto it = im.pending_setup.find(sa->relay_id);

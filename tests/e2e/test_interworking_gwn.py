@@ -130,6 +130,9 @@ def main():
                     and agent_a.link("KMA1", "LA1")["state"] == "up"
                     and agent_b.link("KMB1", "LB1")["state"] == "up")
         wait_for(ready, 30, 0.1, "Cxi up, X1 up at both gateways")
+        # Each controller routes its own side: its links must be up in its view too.
+        wait_for(lambda: all(l["oper_state"] == "up" for api in (api_a, api_b)
+                             for l in api.items("/api/v1/links")), 30, 0.1, "links up")
         # The emulated X1 is one link shared by the two agent processes.
         wait_for(lambda: agent_a.link("GWA1", "X1")["keys_available"] >= 64
                  and agent_b.link("GWB1", "X1")["keys_available"] >= 64, 30, 0.1, "X1 keys")

@@ -358,8 +358,8 @@ TEST(CxiMessages, RelayMessagesRoundTripAndRefusals) {
   ASSERT_EQ(back.hops.size(), 1u);
   EXPECT_EQ(back.hops[0].key_ids, (std::vector<std::string>{k1, k2}));
   EXPECT_EQ(back.dst_km, "KMB1");
-  const auto setup = std::get<RelaySetup>(decode(encode(Message{RelaySetup{"r1", "SAE-A1",
-                                                                            "SAE-B1", "X1", 4}})));
+  const auto setup =
+      std::get<RelaySetup>(decode(encode(Message{RelaySetup{"r1", "SAE-A1", "SAE-B1", "X1", 4}})));
   EXPECT_EQ(setup.number_of_keys, 4);
   const auto end = std::get<RelayEnd>(decode(encode(Message{RelayEnd{"r1", false, "timeout"}})));
   EXPECT_FALSE(end.relayed);

@@ -9,10 +9,8 @@
 #include <set>
 #include <variant>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include "qkdn/controller/clock.hpp"
 #include "qkdn/interworking/cxi_node.hpp"
@@ -73,7 +71,7 @@ net::awaitable<Answer> ask(std::shared_ptr<southbound::CkChannel> ch, std::strin
   try {
     auto op = ch->request(std::move(m), timeout);
     frame = co_await std::move(op);
-  } catch (const std::exception& e) {
+  } catch (const std::exception&) {
     failure = "KM " + km + ": " + std::string(ch->is_open() ? "timeout" : "disconnected");
   }
   if (!frame) co_return failure;
