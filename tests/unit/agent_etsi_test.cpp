@@ -98,5 +98,21 @@ TEST(EtsiRequest, ErrorBodyIsValidJsonWhateverTheInput) {
             "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD, ok \xc3\xa9");
 }
 
+// The wrapped resources (docs/hybrid.md, keys of an SAE outside every trusted node) are the
+// plain operations marked wrapped; nothing else gains a wrapped form.
+TEST(EtsiRoute, WrappedResources) {
+  const auto enc = std::get<Route>(match("/api/v1/keys/SAE-B/enc_keys_wrapped"));
+  EXPECT_EQ(enc.op, Op::kEncKeys);
+  EXPECT_TRUE(enc.wrapped);
+  EXPECT_EQ(enc.sae, "SAE-B");
+  const auto dec = std::get<Route>(match("/api/v1/keys/SAE-A/dec_keys_wrapped"));
+  EXPECT_EQ(dec.op, Op::kDecKeys);
+  EXPECT_TRUE(dec.wrapped);
+  EXPECT_FALSE(std::get<Route>(match("/api/v1/keys/SAE-B/enc_keys")).wrapped);
+  EXPECT_FALSE(std::get<Route>(match("/api/v1/keys/SAE-A/dec_keys")).wrapped);
+  EXPECT_EQ(std::get<Error>(match("/api/v1/keys/SAE-B/status_wrapped")).status, 404);
+  EXPECT_EQ(std::get<Error>(match("/api/v1/keys/SAE-B/enc_keys_wrapped/x")).status, 404);
+}
+
 }  // namespace
 }  // namespace qkdn::agent::etsi
