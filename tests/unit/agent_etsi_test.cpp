@@ -16,7 +16,8 @@ namespace {
 
 KeyId unit(std::uint8_t seed) {
   KeyId id{};
-  for (std::size_t i = 0; i < id.size(); ++i) id[i] = static_cast<std::uint8_t>(std::size_t{seed} * 31 + i * 7);
+  for (std::size_t i = 0; i < id.size(); ++i)
+    id[i] = static_cast<std::uint8_t>(std::size_t{seed} * 31 + i * 7);
   id[6] = static_cast<std::uint8_t>((id[6] & 0x0F) | 0x40);
   id[8] = static_cast<std::uint8_t>((id[8] & 0x3F) | 0x80);
   return id;
