@@ -30,8 +30,8 @@ using qkdn::net::HttpResponse;
 
 namespace {
 
-constexpr std::size_t kBodyLimit = 64 * 1024;
-constexpr std::size_t kHeaderLimit = 8 * 1024;
+constexpr std::size_t kBodyLimit = std::size_t{64} * 1024;
+constexpr std::size_t kHeaderLimit = std::size_t{8} * 1024;
 
 // ---- replies ------------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ namespace {
 
 KeyId unit(std::uint8_t seed) {
   KeyId id{};
-  for (std::size_t i = 0; i < id.size(); ++i) id[i] = static_cast<std::uint8_t>(seed * 31 + i * 7);
+  for (std::size_t i = 0; i < id.size(); ++i)
+    id[i] = static_cast<std::uint8_t>(std::size_t{seed} * 31 + i * 7);
   id[6] = static_cast<std::uint8_t>((id[6] & 0x0F) | 0x40);
   id[8] = static_cast<std::uint8_t>((id[8] & 0x3F) | 0x80);
   return id;
@@ -96,6 +97,22 @@ TEST(EtsiRequest, ErrorBodyIsValidJsonWhateverTheInput) {
   EXPECT_EQ(v2.as_object().at("message").as_string(),
             "bad \xEF\xBF\xBD\xEF\xBF\xBD byte, overlong \xEF\xBF\xBD\xEF\xBF\xBD, surrogate "
             "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD, ok \xc3\xa9");
+}
+
+// The wrapped resources (docs/hybrid.md, keys of an SAE outside every trusted node) are the
+// plain operations marked wrapped; nothing else gains a wrapped form.
+TEST(EtsiRoute, WrappedResources) {
+  const auto enc = std::get<Route>(match("/api/v1/keys/SAE-B/enc_keys_wrapped"));
+  EXPECT_EQ(enc.op, Op::kEncKeys);
+  EXPECT_TRUE(enc.wrapped);
+  EXPECT_EQ(enc.sae, "SAE-B");
+  const auto dec = std::get<Route>(match("/api/v1/keys/SAE-A/dec_keys_wrapped"));
+  EXPECT_EQ(dec.op, Op::kDecKeys);
+  EXPECT_TRUE(dec.wrapped);
+  EXPECT_FALSE(std::get<Route>(match("/api/v1/keys/SAE-B/enc_keys")).wrapped);
+  EXPECT_FALSE(std::get<Route>(match("/api/v1/keys/SAE-A/dec_keys")).wrapped);
+  EXPECT_EQ(std::get<Error>(match("/api/v1/keys/SAE-B/status_wrapped")).status, 404);
+  EXPECT_EQ(std::get<Error>(match("/api/v1/keys/SAE-B/enc_keys_wrapped/x")).status, 404);
 }
 
 }  // namespace

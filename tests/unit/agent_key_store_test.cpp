@@ -543,6 +543,7 @@ TEST(KeyStore, MintLogGivesEachBlockItsGenerationInterval) {
   // Consumed from the front: the next mint drops the marks of blocks no longer stored, and the
   // oldest stored block's lower bound moves up to the last dropped mark.
   std::vector<KeyId> front;
+  front.reserve(30);
   for (int i = 0; i < 30; ++i) front.push_back(m.id_of(0, static_cast<std::uint64_t>(i)));
   ASSERT_TRUE(m.take(front, false));
   m.mint({1, 0}, t0 + seconds{kMints + 1});

@@ -91,14 +91,14 @@ class TempDir {
   }
   ~TempDir() { std::filesystem::remove_all(dir_); }
   std::string write_cert(const std::string& name, X509* cert) const {
-    const std::string path = dir_ + "/" + name;
+    std::string path = dir_ + "/" + name;
     FILE* f = std::fopen(path.c_str(), "w");
     PEM_write_X509(f, cert);
     std::fclose(f);
     return path;
   }
   std::string write_text(const std::string& name, const std::string& text) const {
-    const std::string path = dir_ + "/" + name;
+    std::string path = dir_ + "/" + name;
     std::ofstream(path) << text;
     return path;
   }
@@ -154,7 +154,8 @@ Bytes kw_wrap(const Bytes& kek, const Bytes& iv, const Bytes& plain) {
   Bytes a = iv;
   std::vector<Bytes> r;
   for (std::size_t i = 0; i < n; ++i)
-    r.emplace_back(plain.begin() + 8 * i, plain.begin() + 8 * i + 8);
+    r.emplace_back(plain.begin() + static_cast<std::ptrdiff_t>(8 * i),
+                   plain.begin() + static_cast<std::ptrdiff_t>(8 * i + 8));
   for (std::uint64_t j = 0; j <= 5; ++j) {
     for (std::size_t i = 0; i < n; ++i) {
       Bytes in = a;
@@ -177,7 +178,8 @@ std::pair<Bytes, Bytes> kw_unwrap(const Bytes& kek, const Bytes& wrapped) {
   Bytes a(wrapped.begin(), wrapped.begin() + 8);
   std::vector<Bytes> r;
   for (std::size_t i = 0; i < n; ++i) {
-    r.emplace_back(wrapped.begin() + 8 * (i + 1), wrapped.begin() + 8 * (i + 2));
+    r.emplace_back(wrapped.begin() + static_cast<std::ptrdiff_t>(8 * (i + 1)),
+                   wrapped.begin() + static_cast<std::ptrdiff_t>(8 * (i + 2)));
   }
   for (std::uint64_t j = 6; j-- > 0;) {
     for (std::size_t i = n; i-- > 0;) {
@@ -276,7 +278,7 @@ Bytes random_bytes(std::size_t n, std::uint8_t seed) {
 struct Fixture {
   TempDir dir;
   Pkey ca_key = keygen("EC", "P-256");
-  Cert ca = make_cert(ca_key.get(), ca_key.get(), nullptr, -3600, 86400 * 365, "test CA", "");
+  Cert ca = make_cert(ca_key.get(), ca_key.get(), nullptr, -3600, 86400L * 365, "test CA", "");
   std::string ca_file = dir.write_cert("ca.pem", ca.get());
 
   std::string issue(EVP_PKEY* sae_key, const std::string& name, long from = -60, long to = 86400,
@@ -291,6 +293,7 @@ json::object wrap_to(const wrap::Recipient& r,
                      const std::vector<std::pair<std::string, Bytes>>& keys,
                      const std::string& master = "SAE-CAR", const std::string& slave = "SAE-HON") {
   std::vector<wrap::PlainRef> refs;
+  refs.reserve(keys.size());
   for (const auto& [id, bytes] : keys) refs.push_back({id, bytes});
   const auto w = wrap::wrap_keys(r, master, slave, refs);
   return json::parse(wrap::wrapped_json(r, master, slave, w)).as_object();
@@ -420,7 +423,7 @@ TEST(KeyWrap, CertificatesAreValidatedAtLoad) {
   };
   const std::string good = f.issue(sae.get(), "SAE-CAR");
   EXPECT_EQ(wrap::load_recipient("SAE-CAR", good, f.ca_file, kNow).curve, "P-256");
-  refused([&] { (void)wrap::load_recipient("SAE-CAR", good, f.ca_file, kNow + 2 * 86400); },
+  refused([&] { (void)wrap::load_recipient("SAE-CAR", good, f.ca_file, kNow + 2L * 86400); },
           "the certificate expired at");
   refused([&] { (void)wrap::load_recipient("SAE-CAR", good, f.ca_file, kNow - 3600); },
           "not valid before");
@@ -449,7 +452,7 @@ TEST(KeyWrap, CertificatesAreValidatedAtLoad) {
   // Validity is checked again at request time (the ETSI server): validity_error.
   const auto r = wrap::load_recipient("SAE-CAR", good, "", kNow);
   EXPECT_EQ(wrap::validity_error(r, kNow), "");
-  EXPECT_NE(wrap::validity_error(r, kNow + 2 * 86400).find("expired"), std::string::npos);
+  EXPECT_NE(wrap::validity_error(r, kNow + 2L * 86400).find("expired"), std::string::npos);
 }
 
 }  // namespace

@@ -56,7 +56,13 @@ std::string read_all(const std::string& path, const std::string& what) {
   while (*src) {
     src->read(buf.data(), buf.size());
     text.append(buf.data(), static_cast<std::size_t>(src->gcount()));
-    if (text.size() > kMaxInput) throw qkdn::InvalidArgument(what + " " + path + ": too large");
+    if (text.size() > kMaxInput) {
+      std::string message = what;
+      message += ' ';
+      message += path;
+      message += ": too large";
+      throw qkdn::InvalidArgument(message);
+    }
   }
   OPENSSL_cleanse(buf.data(), buf.size());
   return text;
