@@ -14,9 +14,10 @@ controller started no centralized relay (its relay table is empty) and counted 0
 every ETSI key ID and key is unique, and every link end consumed exactly the hop keys the
 routes need (each hop's keys taken once at each end: never a key used twice, none lost).
 
-Phase 2: a relay whose route passes V; V's agent is frozen (SIGSTOP) so the Relay frame waits
-at V, then killed (SIGKILL) mid-relay: the SAE's enc_keys fails loudly (503 naming the lost KMA
-link), and no link end of the surviving agent holds a reserved or allocated key."""
+Phase 2: a relay whose route passes V (preferably as its second hop, so that a transit KM sees
+the loss); V's agent is frozen (SIGSTOP) so the Relay frame waits at V, then killed (SIGKILL)
+mid-relay: the SAE's enc_keys fails loudly (503 naming the lost KMA link into V), and no link
+end of the surviving agent holds a reserved or allocated key."""
 
 import base64
 import collections
