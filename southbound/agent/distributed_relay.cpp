@@ -299,7 +299,10 @@ void KmHost::distributed_link_lost(LinkEnd& link) {
         in->second->session->send(encode_relay_ack(rid, reason));
       }
       forwarded_relays_.erase(f);
-      log_line(LogLevel::kWarn, "KM " + km_id_ + ": distributed relay " + rid + ": " + reason);
+      std::string line = "KM " + km_id_;
+      line += ": distributed relay " + rid;
+      line += ": " + reason;
+      log_line(LogLevel::kWarn, line);
     }
   }
 }

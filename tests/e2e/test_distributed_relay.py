@@ -14,9 +14,10 @@ controller started no centralized relay (its relay table is empty) and counted 0
 every ETSI key ID and key is unique, and every link end consumed exactly the hop keys the
 routes need (each hop's keys taken once at each end: never a key used twice, none lost).
 
-Phase 2: a relay whose route passes V; V's agent is frozen (SIGSTOP) so the Relay frame waits
-at V, then killed (SIGKILL) mid-relay: the SAE's enc_keys fails loudly (503 naming the lost KMA
-link), and no link end of the surviving agent holds a reserved or allocated key."""
+Phase 2: a relay whose route passes V (preferably as its second hop, so that a transit KM sees
+the loss); V's agent is frozen (SIGSTOP) so the Relay frame waits at V, then killed (SIGKILL)
+mid-relay: the SAE's enc_keys fails loudly (503 naming the lost KMA link into V), and no link
+end of the surviving agent holds a reserved or allocated key."""
 
 import base64
 import collections
@@ -216,22 +217,32 @@ def main():
             f"queries, {hops} link ends used; all keys identical and unique")
 
         # ---- phase 2: the victim KM dies while a relay waits at it -----------------------------
-        # A source next to the victim whose standing route starts with it: the source asks
-        # 0x1401 and gets the standing route's next hop first, so the relay goes to the victim.
-        src = dst = None
-        for a in sorted(adj[victim]):
+        # Preferably a relay whose second hop is the victim (a transit KM then sees the loss
+        # and answers NG back toward the source): the source's standing route runs
+        # src -> X -> victim and X's own route to dst starts with the victim. Otherwise a source
+        # next to the victim whose standing route starts with it. The source asks 0x1401 and
+        # gets the standing route's next hop first.
+        src = dst = upstream = first_hop = None
+        for a in main_kms:
             for b in main_kms:
                 if b == a or b in adj[a]:
                     continue
                 items = api.get("/api/v1/routes", src=a, dst=b)["items"]
-                if items and items[0]["kms"][1] == victim:
-                    src, dst = a, b
-                    break
-            if src:
+                kms = items[0]["kms"] if items else []
+                if len(kms) > 3 and kms[2] == victim:
+                    onward = api.get("/api/v1/routes", src=kms[1], dst=b)["items"]
+                    if onward and onward[0]["kms"][1] == victim and a not in onward[0]["kms"]:
+                        src, dst, upstream = a, b, kms[1]
+                        break
+                if upstream is None and kms[1:2] == [victim] and src is None:
+                    first_hop = (a, b)
+            if upstream:
                 break
-        assert src, f"no standing route through {victim}"
-        upstream = src
-        log(f"phase 2: SAE-{src} -> SAE-{dst}, first hop {victim}")
+        if upstream is None:
+            assert first_hop, f"no standing route through {victim}"
+            src, dst = first_hop
+            upstream = src
+        log(f"phase 2: SAE-{src} -> SAE-{dst}, {upstream} sends the relay to {victim}")
         up_link = f"{min(upstream, victim)}-{max(upstream, victim)}"
 
         def consumed_up():
@@ -259,6 +270,7 @@ def main():
         assert r.status_code == 503, (r.status_code, r.text)
         text = r.text
         assert "relay failed" in text and "peer_unreachable" in text and victim in text, text
+        assert f"KMA link {up_link} " in text, f"the loss of {up_link} must be named: {text}"
         log(f"phase 2: enc_keys answered 503: {r.json()}")
         held = []
 

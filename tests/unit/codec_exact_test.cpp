@@ -268,7 +268,8 @@ TEST(CkExact, EncodeRefusalMessages) {
             "hop_keys[0].link_id: invalid identifier (1..128 of [A-Za-z0-9._:-])");
 
   RegisterResponse rr{
-      "OK", "c", 0, 1, 1, std::vector<PeerEndpoint>{{"K", "h:1"}, {"K", "h"}}, std::nullopt};
+      "OK",         "c",         0, 1, 1, std::vector<PeerEndpoint>{{"K", "h:1"}, {"K", "h"}},
+      std::nullopt, std::nullopt};
   EXPECT_EQ(encode_error(rr), "peers[1].kma_endpoint: expected host:port with port 1..65535");
   rr.status_interval_ms = 86'400'001;
   EXPECT_EQ(encode_error(rr), "status_interval_ms: out of range [1, 86400000]");

@@ -47,6 +47,7 @@ enum class Kind {
   kDisposition,     // "release" | "discard" (0x41EA)
   kIwnRole,         // "sender" | "receiver" (0x14F2)
   kIwnDisposition,  // "stored" | "deleted" (0x14F2)
+  kRelayRouting,    // "centralized" | "distributed" (0x41E2)
 };
 
 struct Field {
@@ -178,7 +179,7 @@ std::vector<Field> fields_of(std::uint16_t command) {
           {"controller_epoch", true, K::kEpoch},      {"heartbeat_interval_ms", true, K::kInterval},
           {"status_interval_ms", true, K::kInterval}, {"peers", false, K::kObjArray},
           {"peers/0/kma_id", true, K::kId},           {"peers/0/kma_endpoint", true, K::kEndpoint},
-          {"retry_after_ms", false, K::kInterval}};
+          {"retry_after_ms", false, K::kInterval},    {"relay_routing", false, K::kRelayRouting}};
     case 0x14E3:  // Status report
       return {{"kma_id", true, K::kId},
               {"timestamp", true, K::kTimestamp},
@@ -291,6 +292,7 @@ bool is_string_kind(Kind k) {
     case Kind::kDisposition:
     case Kind::kIwnRole:
     case Kind::kIwnDisposition:
+    case Kind::kRelayRouting:
       return true;
     default:
       return false;
@@ -402,6 +404,8 @@ std::vector<std::string> invalid_values(Kind k) {
       return {"\"Sender\"", "\"\"", "\"relay\""};
     case Kind::kIwnDisposition:
       return {"\"Stored\"", "\"\"", "\"kept\""};
+    case Kind::kRelayRouting:
+      return {"\"Distributed\"", "\"\"", "\"flooding\""};
     default:
       return {};
   }
@@ -456,6 +460,8 @@ std::vector<std::string> edge_values(Kind k) {
       return {"\"receiver\""};
     case Kind::kIwnDisposition:
       return {"\"deleted\""};
+    case Kind::kRelayRouting:
+      return {"\"centralized\"", "\"distributed\""};
     case Kind::kErrorCode:
       return {"\"unknown_command\"", "\"unsupported_version\"",
               "\"unknown_kma\"",     "\"unknown_application\"",

@@ -261,7 +261,7 @@ TEST(CkEncode, RefusesInvalidMessages) {
   Alarm a{"KM1", "qber_high",           {}, "major", std::numeric_limits<double>::quiet_NaN(),
           {},    "2026-01-01T00:00:00Z"};
   EXPECT_THROW(encode_payload(a), InvalidArgument);
-  RegisterResponse rr{"OK", "ctl", -1, 1000, 1000, std::nullopt, std::nullopt};
+  RegisterResponse rr{"OK", "ctl", -1, 1000, 1000, std::nullopt, std::nullopt, std::nullopt};
   EXPECT_THROW(encode_payload(rr), InvalidArgument);
 }
 

@@ -73,10 +73,10 @@ inline std::vector<Sample> all_samples() {
       {0x14E1, R"({"km_id":"KM1","kma_id":"KM1","ksa_id":"KSA1","kma_endpoint":"km1.example:7001",)"
                R"("links":[{"link_id":"L12","peer_kma_id":"KM2"}],"applications":["SAE-A"],)"
                R"("software":"qkdn-agent 0.1"})"},
-      {0x41E2,
-       R"({"response":"OK","controller_id":"ctl-1","controller_epoch":3,)"
-       R"("heartbeat_interval_ms":1000,"status_interval_ms":5000,)"
-       R"("peers":[{"kma_id":"KM2","kma_endpoint":"10.0.0.2:7001"}],"retry_after_ms":1500})"},
+      {0x41E2, R"({"response":"OK","controller_id":"ctl-1","controller_epoch":3,)"
+               R"("heartbeat_interval_ms":1000,"status_interval_ms":5000,)"
+               R"("peers":[{"kma_id":"KM2","kma_endpoint":"10.0.0.2:7001"}],"retry_after_ms":1500,)"
+               R"("relay_routing":"distributed"})"},
       {0x14E3,
        R"({"kma_id":"KM1","timestamp":"2026-11-22T10:00:00.123Z","links":[{"link_id":"L12",)"
        R"("peer_kma_id":"KM2","state":"up","stored_keys":100,"stored_key_bits":25600,)"
