@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql-15 postgresql-client-15 prometheus
   python3 python3-requests python3-yaml python3-jsonschema python3-websocket python3-pil
+  python3-cryptography # e2e_wrap: an unwrap independent of qkdn-unwrap
   chromium wrk clang-format clang-tidy curl procps faketime
   gnuplot-nox # bench/run-all.sh: the relay plot in docs/PERFORMANCE.md
   clang libclang-rt-14-dev
