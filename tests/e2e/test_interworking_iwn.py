@@ -18,7 +18,7 @@ recorded the KMs' reports (0x14F2) in their metrics and audit trail; controller 
 transfer to SAE-B3 (not allowed by its policy) and nothing moves; keys for SAE-B2 (one hop
 behind IWN-B) and SAE-B4 (two hops) go on by a relay controller B decides and reserves (the last
 leg), and those SAEs fetch identical keys from their own KMs; SAE-B5 (not in controller B's peer
-policy) is refused by IWN-B and SAE-A1 gets a 503 naming why, nothing delivered; transfers over
+policy) is refused by IWN-B and SAE-A1 gets a 400 naming why, nothing delivered; transfers over
 QKDN-A's key rate share are refused (503 with the reason, counted); IWN-B's listener
 refuses every client but IWN-A's certificate and every malformed transfer with a clear error;
 a KM-B' that is down makes the request fail loudly (503) with nothing filed anywhere."""
@@ -229,9 +229,10 @@ def main():
         log("last leg: SAE-B2 (1 hop) and SAE-B4 (2 hops) hold the keys of SAE-A1 / SAE-A2")
 
         # 3b. SAE-B5 is declared in QKDN-B but not reachable from QKDN-A by controller B's peer
-        # policy: IWN-B refuses, SAE-A1 gets a loud 503 naming why, nothing delivered.
+        # policy: IWN-B refuses, SAE-A1 gets a loud error naming why (400 "unknown SAE", as for
+        # any SAE its KM cannot reach), nothing delivered.
         r = enc_keys(net_a, "SAE-A1", "SAE-B5", 1, 256)
-        etsi_error(r, 503)
+        etsi_error(r, 400)
         assert "unknown target SAE" in r.text and "may not be reached from QKDN-A" in r.text, r.text
         assert km_state(net_b, "KM-B3")["supplied_keys"] == 0
         log("last leg to SAE-B5 refused by controller B's peer policy")
