@@ -33,8 +33,7 @@ TEST(KeyShare, OneRequestOverTheWindowBudgetIsRefusedOutright) {
   KeyShareLimiter l(10s);
   auto v = l.admit("QKDN-A", 0.005, 200000, 10240, t0);
   EXPECT_FALSE(v.admitted);
-  EXPECT_NE(v.reason.find("key rate share of QKDN-A exceeded: 10240 bits asked"),
-            std::string::npos)
+  EXPECT_NE(v.reason.find("key rate share of QKDN-A exceeded: 10240 bits asked"), std::string::npos)
       << v.reason;
   EXPECT_NE(v.reason.find("at most 10000 bits per 10000 ms"), std::string::npos) << v.reason;
   // ... even after any wait, and it did not spend the budget.
@@ -73,8 +72,7 @@ TEST(KeyShare, PeersHaveSeparateBudgetsAndZeroShareAdmitsNothing) {
 TEST(KeyShare, TrackedPeersAreBounded) {
   KeyShareLimiter l(1s);
   for (std::size_t i = 0; i < KeyShareLimiter::kMaxPeers + 10; ++i) {
-    EXPECT_TRUE(l.admit("P" + std::to_string(i), 1.0, 1000, 1000,
-                        t0 + std::chrono::milliseconds(i))
+    EXPECT_TRUE(l.admit("P" + std::to_string(i), 1.0, 1000, 1000, t0 + std::chrono::milliseconds(i))
                     .admitted);
   }
   // The stalest peer was forgotten (a fresh budget); a recent one still has none left.

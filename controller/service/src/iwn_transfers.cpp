@@ -162,8 +162,8 @@ class IwnTransferHandler final : public CommandHandler {
                                          target + " refused: " + text);
       return std::optional<Refusal>(Refusal{code, std::move(text)});
     };
-    if (!valid_id(tid) || !partner || !valid_id(*partner) || !initiator ||
-        !valid_id(*initiator) || !valid_id(target)) {
+    if (!valid_id(tid) || !partner || !valid_id(*partner) || !initiator || !valid_id(*initiator) ||
+        !valid_id(target)) {
       return refuse(ck::errc::kBadRequest,
                     "a last leg names iwn_transfer_id, iwn_partner_qkdn_id, iwn_initiator_sae and "
                     "application_destination_id (IDs)");
@@ -206,9 +206,9 @@ class IwnTransferHandler final : public CommandHandler {
       return refuse(ck::errc::kInsufficientKeys, verdict.reason);
     }
     svc.metrics().iwn_last_leg("accepted");
-    svc.log("iwn: last leg of transfer " + tid + " from " + *partner + ": " +
-            std::to_string(bits) + " bits for " + *initiator + " -> " + target + " from " + km +
-            " to " + *target_km + " accepted");
+    svc.log("iwn: last leg of transfer " + tid + " from " + *partner + ": " + std::to_string(bits) +
+            " bits for " + *initiator + " -> " + target + " from " + km + " to " + *target_km +
+            " accepted");
     return std::nullopt;
   }
 

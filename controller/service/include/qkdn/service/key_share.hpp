@@ -37,8 +37,8 @@ class KeyShareLimiter {
                 std::int64_t bits, Clock::time_point now);
 
   /// Bits `peer_qkdn_id` may still take at `now` (the full budget for an unknown peer).
-  [[nodiscard]] double available(const std::string& peer_qkdn_id, double share,
-                                 double capacity_bps, Clock::time_point now) const;
+  [[nodiscard]] double available(const std::string& peer_qkdn_id, double share, double capacity_bps,
+                                 Clock::time_point now) const;
 
   [[nodiscard]] std::chrono::milliseconds window() const { return window_; }
 
