@@ -217,9 +217,9 @@ std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::
     }
     if (s->summary) {
       // The codec's own JSON of the message, without its "type".
-      auto o = boost::json::parse(interworking::encode(*s->summary)).as_object();
-      o.erase("type");
-      out.summary_json = boost::json::serialize(o);
+      auto body = boost::json::parse(interworking::encode(*s->summary)).as_object();
+      body.erase("type");
+      out.summary_json = boost::json::serialize(body);
       out.summary_received_ms = s->summary_received_ms;
     }
     return out;
