@@ -116,6 +116,7 @@ struct CxiNode::Impl {
   struct PeerCounts {
     std::int64_t answered = 0, accepted = 0, refused = 0, faults_sent = 0, faults_received = 0;
     std::int64_t summary_seq = 0;  ///< of the summaries we send in the current session
+    std::chrono::steady_clock::time_point next_summary{};
   };
   std::map<std::string, PeerCounts> counts;  ///< by declared peer QKDN ID
   struct Received {
@@ -125,7 +126,6 @@ struct CxiNode::Impl {
     std::int64_t session = 0;  ///< sessions_opened of the peer when received
   };
   std::map<std::string, Received> summaries;  ///< by declared peer QKDN ID
-  std::chrono::steady_clock::time_point next_summary{};
 
   std::atomic<std::shared_ptr<const std::map<std::string, PeerSnapshot>>> published{
       std::make_shared<const std::map<std::string, PeerSnapshot>>()};
@@ -212,12 +212,14 @@ struct CxiNode::Impl {
   }
 
   // Node strand: sends each peer that is up its summary when the period is over.
-  void send_summaries(bool force_for = false, const std::string& only = {}) {
+  // (`only`: at once to that peer, its session just opened.)
+  void send_summaries(const std::string& only = {}) {
     const auto now = std::chrono::steady_clock::now();
-    if (!force_for && now < next_summary) return;
-    if (!force_for) next_summary = now + options.summary_period;
     for (const auto& [id, session] : sessions) {
       if (!only.empty() && id != only) continue;
+      auto& c = counts[id];
+      if (only.empty() && now < c.next_summary) continue;
+      c.next_summary = now + options.summary_period;
       send(id, summary_for(id));
       ++summaries_sent;
     }
@@ -434,7 +436,7 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
       impl.send(theirs.qkdn_id, t.announce_for(theirs.qkdn_id));
       impl.send(theirs.qkdn_id, t.link_status_for(theirs.qkdn_id));
       impl.counts[theirs.qkdn_id].summary_seq = 0;  // seq starts again in each session
-      impl.send_summaries(true, theirs.qkdn_id);
+      impl.send_summaries(theirs.qkdn_id);
     }
     return r;
   });
