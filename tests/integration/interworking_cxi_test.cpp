@@ -372,14 +372,17 @@ TEST(CxiMessages, SummaryRoundTripAndBounds) {
   // Every member mandatory, none unknown, counters and period bounded, usable <= total.
   EXPECT_EQ(refused(head + perf + acct.substr(0, acct.size() - 1) + "}"),
             "security: required object");
-  EXPECT_NE(refused(head + perf + acct + R"("security":{"sessions_refused":0,"bad_messages":0,)"
-                                          R"("faults_received":0,"extra":1}})"),
+  EXPECT_NE(refused(head + perf + acct +
+                    R"("security":{"sessions_refused":0,"bad_messages":0,)"
+                    R"("faults_received":0,"extra":1}})"),
             "accepted");
-  EXPECT_NE(refused(head + perf + acct + R"("security":{"sessions_refused":-1,"bad_messages":0,)"
-                                          R"("faults_received":0}})"),
+  EXPECT_NE(refused(head + perf + acct +
+                    R"("security":{"sessions_refused":-1,"bad_messages":0,)"
+                    R"("faults_received":0}})"),
             "accepted");
-  EXPECT_NE(refused(head + perf + acct + R"("security":{"sessions_refused":9007199254740992,)"
-                                          R"("bad_messages":0,"faults_received":0}})"),
+  EXPECT_NE(refused(head + perf + acct +
+                    R"("security":{"sessions_refused":9007199254740992,)"
+                    R"("bad_messages":0,"faults_received":0}})"),
             "accepted");
   EXPECT_NE(refused(R"({"type":"summary","seq":1,"period_ms":999,)" + perf + acct + sec + "}"),
             "accepted");

@@ -228,8 +228,8 @@ struct Metrics::State {
   std::map<std::string, pm::Counter*, std::less<>> cxi_event_counters = [this] {
     std::map<std::string, pm::Counter*, std::less<>> m;
     for (const char* e : {"session_opened", "session_refused", "message_in", "message_out",
-                          "bad_message", "route_request_answered", "fault_received",
-                          "summary_sent", "summary_received", "summary_refused"}) {
+                          "bad_message", "route_request_answered", "fault_received", "summary_sent",
+                          "summary_received", "summary_refused"}) {
       m[e] = &cxi_events.Add({{"event", e}});
     }
     return m;
