@@ -341,9 +341,15 @@ net::awaitable<std::optional<kxi::Answer>> KmHost::iwn_last_leg(
       OPENSSL_cleanse(b.bytes.data(), b.bytes.size());
     }
     if (!id || etsi_key_id(w->units[i * per].id, initiator, target) != k.key_id) {
+      std::string why = "SAE ";
+      why += target;
+      why += " is behind another KM: its key_IDs must name the SAE pair ";
+      why += initiator;
+      why += " -> ";
+      why += target;
+      why += " (docs/kxi.md, sae_key_id)";
       co_return no(400, "key_id not relayable", "keys[" + std::to_string(i) + "].key_id",
-                   "SAE " + target + " is behind another KM: its key_IDs must name the SAE pair " +
-                       initiator + " -> " + target + " (docs/kxi.md, sae_key_id)");
+                   std::move(why));
     }
   }
   auto channel = channel_;
