@@ -10,6 +10,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
 
 #include "qkdn/base/log.hpp"
 #include "qkdn/controller/alarms.hpp"
@@ -168,6 +169,9 @@ class Wiring {
       bump("bad_message", c.bad_messages, last_.bad_messages);
       bump("route_request_answered", c.route_requests_answered, last_.route_requests_answered);
       bump("fault_received", c.faults_received, last_.faults_received);
+      bump("summary_sent", c.summaries_sent, last_.summaries_sent);
+      bump("summary_received", c.summaries_received, last_.summaries_received);
+      bump("summary_refused", c.summaries_refused, last_.summaries_refused);
       std::size_t n = 0;
       for (const auto& p : doc.peers) {
         if (auto s = node_->snapshot(p.qkdn_id); s && s->up) ++n;
@@ -192,6 +196,7 @@ std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::
   o.listen_port = options.listen_port;
   o.tls = options.tls;
   o.heartbeat = options.heartbeat;
+  o.summary_period = options.summary_period;
   auto holder = std::make_shared<std::weak_ptr<Wiring>>();
   o.on_event = [holder, relays](const PeerEvent& e) {
     if (relays && e.kind == PeerEvent::Kind::kPeerDown) service::on_peer_down(relays, e.qkdn_id);
@@ -224,6 +229,13 @@ std::shared_ptr<Wiring> make(service::ControllerService& svc, const controller::
     out.sessions_opened = s->sessions_opened;
     for (const auto& [id, usable] : s->links) {
       out.inter_qkdn_links.emplace_back(id, usable ? "up" : "down");
+    }
+    if (s->summary) {
+      // The codec's own JSON of the message, without its "type".
+      auto body = boost::json::parse(interworking::encode(*s->summary)).as_object();
+      body.erase("type");
+      out.summary_json = boost::json::serialize(body);
+      out.summary_received_ms = s->summary_received_ms;
     }
     return out;
   };

@@ -23,6 +23,7 @@ struct Options {
   std::uint16_t listen_port = 4170;
   qkdn::net::TlsFiles tls;
   std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds summary_period{10000};  ///< Mxi summaries (docs/cxi.md 5.7)
   std::string controller_id;
 };
 

@@ -130,6 +130,13 @@ qkdn::base::ArgParser make_parser(Args& a) {
                 a.cxi_options.heartbeat =
                     std::chrono::milliseconds(parse_int("--cxi-heartbeat-ms", v, 100, 60'000));
               })
+      .option("cxi-summary-ms", "N",
+              "period of the Mxi summaries sent to each peer over Cxi (default 10000, "
+              "1000..3600000; docs/cxi.md clause 5.8)",
+              [&a](V v) {
+                a.cxi_options.summary_period =
+                    std::chrono::milliseconds(parse_int("--cxi-summary-ms", v, 1000, 3'600'000));
+              })
       .option("ck-listen", "HOST:PORT",
               "Ck listen address (default 0.0.0.0:4164, with --insecure-ck 127.0.0.1:4164; port "
               "0 = any free port; \":PORT\" keeps the default host)",

@@ -7,6 +7,7 @@ add_library(qkdn_service STATIC
   ${CMAKE_CURRENT_LIST_DIR}/src/epoch.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/interworking_relay.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/iwn_transfers.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/key_share.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/key_supply.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/leadership.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/persistence.cpp

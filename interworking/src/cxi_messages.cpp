@@ -203,6 +203,39 @@ Message decode_object(const json::object& o) {
     r.finish();
     return m;
   }
+  if (type == "summary") {
+    Summary m;
+    m.seq = r.integer("seq", 1, kMaxSummaryCounter);
+    m.period_ms = r.integer("period_ms", kMinSummaryPeriodMs, kMaxSummaryPeriodMs);
+    auto part = [&](std::string_view name) {
+      const auto* v = r.opt_object(name);
+      if (v == nullptr) reject(r.field(name) + ": required object");
+      return Reader(*v, std::string(name), reject);
+    };
+    auto count = [](Reader& x, std::string_view name) {
+      return x.integer(name, 0, kMaxSummaryCounter);
+    };
+    Reader p = part("performance");
+    m.performance.links_usable = count(p, "links_usable");
+    m.performance.links_total = count(p, "links_total");
+    m.performance.route_requests_answered = count(p, "route_requests_answered");
+    p.finish();
+    if (m.performance.links_usable > m.performance.links_total) {
+      reject("performance.links_usable: more than links_total");
+    }
+    Reader a = part("accounting");
+    m.accounting.route_requests_accepted = count(a, "route_requests_accepted");
+    m.accounting.route_requests_refused = count(a, "route_requests_refused");
+    m.accounting.faults_sent = count(a, "faults_sent");
+    a.finish();
+    Reader s = part("security");
+    m.security.sessions_refused = count(s, "sessions_refused");
+    m.security.bad_messages = count(s, "bad_messages");
+    m.security.faults_received = count(s, "faults_received");
+    s.finish();
+    r.finish();
+    return m;
+  }
   reject("type: unknown message type '" + type.substr(0, 32) + "'");
 }
 
@@ -295,6 +328,22 @@ struct Encoder {
             {"result", m.relayed ? "relayed" : "failed"},
             {"reason", m.reason}};
   }
+  json::object operator()(const Summary& m) const {
+    return {{"type", "summary"},
+            {"seq", m.seq},
+            {"period_ms", m.period_ms},
+            {"performance",
+             json::object{{"links_usable", m.performance.links_usable},
+                          {"links_total", m.performance.links_total},
+                          {"route_requests_answered", m.performance.route_requests_answered}}},
+            {"accounting",
+             json::object{{"route_requests_accepted", m.accounting.route_requests_accepted},
+                          {"route_requests_refused", m.accounting.route_requests_refused},
+                          {"faults_sent", m.accounting.faults_sent}}},
+            {"security", json::object{{"sessions_refused", m.security.sessions_refused},
+                                      {"bad_messages", m.security.bad_messages},
+                                      {"faults_received", m.security.faults_received}}}};
+  }
 };
 
 }  // namespace
@@ -302,7 +351,7 @@ struct Encoder {
 std::string_view type_name(const Message& m) {
   static constexpr std::string_view kNames[] = {
       "hello", "heartbeat", "reachability", "link_status",        "route_request", "route_answer",
-      "fault", "error",     "relay_setup",  "relay_setup_answer", "relay_end"};
+      "fault", "error",     "relay_setup",  "relay_setup_answer", "relay_end",     "summary"};
   return kNames[m.index()];
 }
 

@@ -118,6 +118,20 @@ struct CxiNode::Impl {
   std::map<std::string, std::shared_ptr<PendingSetup>> pending_setup;  ///< by relay ID
   std::uint64_t next_request = 1;
   bool stopped = false;
+  /// Mxi (node strand): what this node counts per peer, and the last summary of each peer.
+  struct PeerCounts {
+    std::int64_t answered = 0, accepted = 0, refused = 0, faults_sent = 0, faults_received = 0;
+    std::int64_t summary_seq = 0;  ///< of the summaries we send in the current session
+    std::chrono::steady_clock::time_point next_summary{};
+  };
+  std::map<std::string, PeerCounts> counts;  ///< by declared peer QKDN ID
+  struct Received {
+    Summary summary;
+    std::int64_t wall_ms = 0;
+    std::chrono::steady_clock::time_point at{};
+    std::int64_t session = 0;  ///< sessions_opened of the peer when received
+  };
+  std::map<std::string, Received> summaries;  ///< by declared peer QKDN ID
 
   std::atomic<std::shared_ptr<const std::map<std::string, PeerSnapshot>>> published{
       std::make_shared<const std::map<std::string, PeerSnapshot>>()};
@@ -142,6 +156,10 @@ struct CxiNode::Impl {
         for (const auto& e : st->reachable) saes.insert(e.sae_id);
         snap.reachable_saes = saes.size();
       }
+      if (auto r = summaries.find(p.qkdn_id); r != summaries.end()) {
+        snap.summary = r->second.summary;
+        snap.summary_received_ms = r->second.wall_ms;
+      }
       for (const auto& l : table.local().inter_qkdn_links) {
         if (l.peer_qkdn_id == p.qkdn_id) snap.links.emplace_back(l.link_id, table.link_usable(l));
       }
@@ -151,7 +169,67 @@ struct CxiNode::Impl {
   }
 
   std::atomic<std::uint64_t> sessions_opened{0}, sessions_refused{0}, messages_in{0},
-      messages_out{0}, bad_messages{0}, answered{0}, faults{0};
+      messages_out{0}, bad_messages{0}, answered{0}, faults{0}, summaries_sent{0},
+      summaries_received{0}, summaries_refused{0};
+
+  // Node strand: the Mxi summary for one peer (what this node counted of its dealings with it).
+  Summary summary_for(const std::string& qkdn_id) {
+    auto& c = counts[qkdn_id];
+    Summary m;
+    m.seq = ++c.summary_seq;
+    m.period_ms = options.summary_period.count();
+    for (const auto& l : table.local().inter_qkdn_links) {
+      if (l.peer_qkdn_id != qkdn_id) continue;
+      ++m.performance.links_total;
+      if (table.link_usable(l)) ++m.performance.links_usable;
+    }
+    m.performance.route_requests_answered = c.answered;
+    m.accounting.route_requests_accepted = c.accepted;
+    m.accounting.route_requests_refused = c.refused;
+    m.accounting.faults_sent = c.faults_sent;
+    const auto cap = [](std::uint64_t v) {
+      return static_cast<std::int64_t>(std::min<std::uint64_t>(v, kMaxSummaryCounter));
+    };
+    m.security.sessions_refused = cap(sessions_refused.load());
+    m.security.bad_messages = cap(bad_messages.load());
+    m.security.faults_received = c.faults_received;
+    return m;
+  }
+
+  // Node strand: a summary from `qkdn_id` (valid by the codec). Kept unless it comes sooner than
+  // half the period it declares after the previous one, or does not advance seq in a session.
+  void on_summary(const std::string& qkdn_id, const Summary& m, std::int64_t session) {
+    const auto now = std::chrono::steady_clock::now();
+    if (auto it = summaries.find(qkdn_id); it != summaries.end()) {
+      const auto& prev = it->second;
+      const bool same_session = prev.session == session;
+      if ((same_session && m.seq <= prev.summary.seq) ||
+          (same_session && now - prev.at < std::chrono::milliseconds(m.period_ms / 2))) {
+        ++summaries_refused;
+        return;
+      }
+    }
+    ++summaries_received;
+    const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    summaries[qkdn_id] = Received{m, wall, now, session};
+    publish();
+  }
+
+  // Node strand: sends each peer that is up its summary when the period is over.
+  // (`only`: at once to that peer, its session just opened.)
+  void send_summaries(const std::string& only = {}) {
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& [id, session] : sessions) {
+      if (!only.empty() && id != only) continue;
+      auto& c = counts[id];
+      if (only.empty() && now < c.next_summary) continue;
+      c.next_summary = now + options.summary_period;
+      send(id, summary_for(id));
+      ++summaries_sent;
+    }
+  }
 
   void emit(const std::vector<PeerEvent>& events) {
     for (const auto& e : events) {
@@ -254,6 +332,11 @@ std::shared_ptr<CxiNode> CxiNode::create(const asio::any_io_executor& ex,
   server.ca_label = "--cxi-ca";
   qkdn::net::TlsSettings client = server;
   client.server = false;
+  if (options.summary_period < std::chrono::milliseconds(kMinSummaryPeriodMs) ||
+      options.summary_period > std::chrono::milliseconds(kMaxSummaryPeriodMs)) {
+    throw InvalidArgument("Cxi summary period must be " + std::to_string(kMinSummaryPeriodMs) +
+                          ".." + std::to_string(kMaxSummaryPeriodMs) + " ms");
+  }
   auto impl = std::make_unique<Impl>(ex, std::move(local), std::move(options));
   impl->server_ctx = qkdn::net::make_tls_context(impl->options.tls, server);
   impl->client_ctx = qkdn::net::make_tls_context(impl->options.tls, client);
@@ -262,9 +345,18 @@ std::shared_ptr<CxiNode> CxiNode::create(const asio::any_io_executor& ex,
 
 CxiCounters CxiNode::counters() const {
   const Impl& i = *impl_;
-  return {i.sessions_opened.load(), i.sessions_refused.load(), i.messages_in.load(),
-          i.messages_out.load(),    i.bad_messages.load(),     i.answered.load(),
-          i.faults.load()};
+  CxiCounters c;
+  c.sessions_opened = i.sessions_opened.load();
+  c.sessions_refused = i.sessions_refused.load();
+  c.messages_in = i.messages_in.load();
+  c.messages_out = i.messages_out.load();
+  c.bad_messages = i.bad_messages.load();
+  c.route_requests_answered = i.answered.load();
+  c.faults_received = i.faults.load();
+  c.summaries_sent = i.summaries_sent.load();
+  c.summaries_received = i.summaries_received.load();
+  c.summaries_refused = i.summaries_refused.load();
+  return c;
 }
 
 std::optional<PeerSnapshot> CxiNode::snapshot(const std::string& qkdn_id) const {
@@ -352,6 +444,8 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
       impl.emit(events);
       impl.send(theirs.qkdn_id, t.announce_for(theirs.qkdn_id));
       impl.send(theirs.qkdn_id, t.link_status_for(theirs.qkdn_id));
+      impl.counts[theirs.qkdn_id].summary_seq = 0;  // seq starts again in each session
+      impl.send_summaries(theirs.qkdn_id);
     }
     return r;
   });
@@ -417,7 +511,11 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
             t.accept_link_status(peer, *l);
           } else if (const auto* q = std::get_if<RouteRequest>(&msg)) {
             ++im.answered;
-            im.send(peer, t.answer(peer, *q));
+            auto answer = t.answer(peer, *q);
+            auto& c = im.counts[peer];
+            ++c.answered;
+            ++(answer.accepted ? c.accepted : c.refused);
+            im.send(peer, answer);
           } else if (const auto* a = std::get_if<RouteAnswer>(&msg)) {
             auto it = im.pending.find(a->request_id);
             if (it != im.pending.end() && it->second->qkdn_id == peer) {
@@ -450,8 +548,13 @@ asio::awaitable<void> run_session(std::shared_ptr<CxiNode> node, CxiNode::Impl& 
             }
           } else if (const auto* re = std::get_if<RelayEnd>(&msg)) {
             if (im.options.on_relay_end) im.options.on_relay_end(peer, *re);
+          } else if (const auto* sm = std::get_if<Summary>(&msg)) {
+            const auto* st = t.state(peer);
+            im.on_summary(peer, *sm,
+                          st != nullptr ? static_cast<std::int64_t>(st->sessions_opened) : 0);
           } else if (const auto* f = std::get_if<Fault>(&msg)) {
             ++im.faults;
+            ++im.counts[peer].faults_received;
             im.emit({{PeerEvent::Kind::kFaultReceived, peer,
                       "relay " + f->relay_id + " on link " + f->link_id + ": " + f->reason}});
           }
@@ -569,6 +672,7 @@ asio::awaitable<void> liveness_loop(std::shared_ptr<CxiNode> node, CxiNode::Impl
     if (!co_await std::move(p)) co_return;
     auto op = node->with_table([&](PeerTable& t) {
       impl.emit(t.check_liveness(std::chrono::steady_clock::now()));
+      impl.send_summaries();
       impl.publish();  // what the API shows is at most one tick old
     });
     co_await std::move(op);
@@ -701,6 +805,7 @@ void CxiNode::send_relay_end(const std::string& qkdn_id, RelayEnd end) {
 
 void CxiNode::forward_fault(const std::string& qkdn_id, Fault fault) {
   asio::post(impl_->strand, [self = shared_from_this(), qkdn_id, f = std::move(fault)] {
+    if (self->impl_->sessions.contains(qkdn_id)) ++self->impl_->counts[qkdn_id].faults_sent;
     self->impl_->send(qkdn_id, f);
   });
 }

@@ -3,6 +3,7 @@
 // one ControllerFacade::write that builds the new document, validates it whole
 // (validate_topology) and stores and applies it as a topology change.
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include "api_internal.hpp"
@@ -28,12 +29,27 @@ json::object live_json(const Api& api, const std::string& qkdn_id) {
   if (!live) return json::object{{"state", "unknown"}};
   json::object links;
   for (const auto& [id, st] : live->inter_qkdn_links) links[id] = st;
+  // The last Mxi summary of the peer with its age (docs/cxi.md clause 5.8), null when none.
+  json::value summary = nullptr;
+  if (!live->summary_json.empty() && live->summary_received_ms >= 0) {
+    boost::system::error_code ec;
+    auto v = json::parse(live->summary_json, ec);
+    if (!ec && v.is_object()) {
+      const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+      v.as_object()["received_ms"] = live->summary_received_ms;
+      v.as_object()["age_ms"] = std::max<std::int64_t>(0, now - live->summary_received_ms);
+      summary = std::move(v);
+    }
+  }
   return json::object{{"state", live->state},
                       {"last_heard_ms", live->last_heard_ms < 0 ? json::value(nullptr)
                                                                 : json::value(live->last_heard_ms)},
                       {"reachable_saes", live->reachable_saes},
                       {"sessions_opened", live->sessions_opened},
-                      {"inter_qkdn_links", std::move(links)}};
+                      {"inter_qkdn_links", std::move(links)},
+                      {"summary", std::move(summary)}};
 }
 
 json::object peer_json(const Api& api, const controller::PeerSpec& p,

@@ -448,11 +448,17 @@ void KmHost::on_relay_request(const std::shared_ptr<southbound::CkChannel>& chan
   plain.reserve(n * kKeyBytes);
   const auto created = std::chrono::system_clock::now();
   std::vector<std::string> e2e_ids;
-  for (auto& k : d.keys) {
-    if (RAND_bytes(k.bytes.data(), static_cast<int>(k.bytes.size())) != 1) {
+  // The last leg of a Kxi' transfer (kxi_host.cpp) relays the keys received, not fresh ones.
+  const bool received = sae_wait && !sae_wait->units.empty();
+  if (received && sae_wait->units.size() != n) return ng("bad_request: key count");
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& k = d.keys[i];
+    if (received) {
+      k = sae_wait->units[i];
+    } else if (RAND_bytes(k.bytes.data(), static_cast<int>(k.bytes.size())) != 1) {
       return ng("internal: RAND_bytes failed");
     }
-    k.id = new_key_id();
+    if (!received) k.id = new_key_id();
     k.created = created;
     k.state = KeyState::kAllocated;
     plain.insert(plain.end(), k.bytes.begin(), k.bytes.end());

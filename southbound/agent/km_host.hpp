@@ -261,6 +261,12 @@ class KmHost {
   /// Reports a finished transfer to the controller (0x14F2): metadata only.
   void iwn_report(const southbound::ck::IwnTransferRequest& what, const std::string& role,
                   const std::string& response, const std::string& disposition);
+  /// The last leg inside this QKDN (docs/kxi.md): keys of a Kxi' transfer for an SAE another
+  /// KM of this QKDN serves go on by a key relay the controller decides and reserves (0x1403
+  /// naming the transfer -> 0x4104 -> KMA relay of exactly these keys). An empty answer when the
+  /// destination KM filed them for the target SAE, else the refusal to send back.
+  net::awaitable<std::optional<kxi::Answer>> iwn_last_leg(
+      const southbound::ck::IwnTransferRequest& meta, const kxi::TransferRequest& request);
   void expire_key_supply(SteadyTime now);
   /// On registering in a higher controller epoch than the last registration's: every key held
   /// for a relay since before `before` goes (the old epoch's relays are over).

@@ -2,15 +2,19 @@
 // of another QKDN to its IWN partner KM over Kxi' (kxi.hpp) before it acknowledges them, and a
 // partner KM files the keys it receives for its own SAE (ETSI 014 dec_keys then returns them).
 #include <algorithm>
+#include <cstring>
 
 #include <openssl/crypto.h>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/json.hpp>
 
 #include "km_host.hpp"
 #include "kxi.hpp"
 #include "log.hpp"
 #include "qkdn/controller/error.hpp"
+#include "qkdn/controller/key_limits.hpp"
 #include "qkdn/net/run_on.hpp"
+#include "sae_key_id.hpp"
 
 namespace qkdn::agent {
 
@@ -237,16 +241,31 @@ net::awaitable<kxi::Answer> KmHost::kxi_receive(std::string partner_km,
     co_return refuse(401, "unauthorized", "certificate",
                      "KM " + partner_km + " is not the IWN partner of " + km_id_);
   }
-  if (std::find(applications_.begin(), applications_.end(), request.target_sae) ==
-      applications_.end()) {
-    co_return refuse(400, "unknown target SAE", "target_SAE_ID",
-                     "SAE " + request.target_sae + " is not served by KM " + km_id_);
-  }
   if (std::find(applications_.begin(), applications_.end(), request.initiator_sae) !=
       applications_.end()) {
     co_return refuse(400, "bad initiator SAE", "initiator_SAE_ID",
                      "SAE " + request.initiator_sae + " is served by KM " + km_id_ +
                          " itself, not in the partner's QKDN");
+  }
+  if (std::find(applications_.begin(), applications_.end(), request.target_sae) ==
+      applications_.end()) {
+    // Not served here: the last leg inside this QKDN, if the controller relays it.
+    auto leg_op = iwn_last_leg(meta, request);
+    auto refused = co_await std::move(leg_op);
+    if (refused) {
+      auto& d = refused->details;
+      co_return refuse(refused->status, refused->message, d.empty() ? "target_SAE_ID" : d[0].first,
+                       d.empty() ? std::string() : d[0].second);
+    }
+    ++iwn_stats_.received_ok;
+    iwn_stats_.keys_received += static_cast<std::int64_t>(request.keys.size());
+    iwn_report(meta, "receiver", "OK", "deleted");  // this KM keeps no copy: relayed on
+    log_line(LogLevel::kInfo, "KM " + km_id_ + ": kxi transfer " + meta.transfer_id + " from " +
+                                  partner_km + ": " + std::to_string(request.keys.size()) +
+                                  " keys relayed on for " + request.initiator_sae + " -> " +
+                                  request.target_sae);
+    co_return kxi::Answer{
+        200, "OK", {{"stored", std::to_string(request.keys.size())}, {"km_id", km_id_}}};
   }
   std::size_t bytes = 0;
   for (const auto& k : request.keys) {
@@ -284,6 +303,112 @@ net::awaitable<kxi::Answer> KmHost::kxi_receive(std::string partner_km,
                                 " keys for " + request.initiator_sae + " -> " + request.target_sae);
   co_return kxi::Answer{
       200, "OK", {{"stored", std::to_string(request.keys.size())}, {"km_id", km_id_}}};
+}
+
+net::awaitable<std::optional<kxi::Answer>> KmHost::iwn_last_leg(
+    const ck::IwnTransferRequest& meta, const kxi::TransferRequest& request) {
+  auto no = [](int status, std::string message, std::string name, std::string text) {
+    return std::optional<kxi::Answer>(
+        kxi::Answer{status, std::move(message), {{std::move(name), std::move(text)}}});
+  };
+  const std::string& initiator = request.initiator_sae;
+  const std::string& target = request.target_sae;
+  const auto key_bytes = request.keys.front().value.size();  // the codec: >= 1 key, one size
+  const auto key_bits = static_cast<std::int64_t>(key_bytes) * 8;
+  const auto per = static_cast<std::size_t>((key_bits + kKeyBits - 1) / kKeyBits);
+  const std::size_t units = per * request.keys.size();
+  if (units > static_cast<std::size_t>(limits::kMaxKeysPerRelay)) {
+    co_return no(413, "too many keys for the last leg", "keys",
+                 std::to_string(units) + " units of 256 bits exceed one relay's " +
+                     std::to_string(limits::kMaxKeysPerRelay) + " (SAE " + target +
+                     " is behind another KM)");
+  }
+  // The relay carries 256-bit units; the destination KM files them as ETSI keys whose key_ID
+  // it derives from the first unit's ID and the SAE pair (sae_key_id.hpp). The first unit of
+  // each key therefore takes the key_ID's first 8 bytes, and the key_ID must be that pair's.
+  auto w = std::make_shared<SupplyWait>(strand_);
+  w->units.reserve(units);
+  for (std::size_t i = 0; i < request.keys.size(); ++i) {
+    const auto& k = request.keys[i];
+    const auto id = parse_key_id(k.key_id);
+    for (std::size_t j = 0; j < per; ++j) {
+      KeyBlock b;
+      b.id = new_key_id();
+      if (j == 0 && id) std::memcpy(b.id.data(), id->data(), 8);
+      const std::size_t off = j * kKeyBytes;
+      std::memcpy(b.bytes.data(), k.value.data() + off, std::min(kKeyBytes, key_bytes - off));
+      w->units.push_back(b);
+      OPENSSL_cleanse(b.bytes.data(), b.bytes.size());
+    }
+    if (!id || etsi_key_id(w->units[i * per].id, initiator, target) != k.key_id) {
+      std::string why = "SAE ";
+      why += target;
+      why += " is behind another KM: its key_IDs must name the SAE pair ";
+      why += initiator;
+      why += " -> ";
+      why += target;
+      why += " (docs/kxi.md, sae_key_id)";
+      co_return no(400, "key_id not relayable", "keys[" + std::to_string(i) + "].key_id",
+                   std::move(why));
+    }
+  }
+  auto channel = channel_;
+  if (!channel || !registered_) {
+    co_return no(503, "controller unreachable", "target_SAE_ID",
+                 "SAE " + target + " is behind another KM and KM " + km_id_ +
+                     " has no controller to relay the keys");
+  }
+  w->master_sae = initiator;
+  w->slave_sae = target;
+  w->session_id = meta.transfer_id;
+  w->key_bits = key_bits;
+  ck::KeyRelayRequestNotification n;
+  n.source_kma_id = km_id_;
+  n.application_destination_id = target;
+  n.number_of_keys = static_cast<std::int64_t>(units);
+  n.key_size = kKeyBits;
+  // The controller's decision (iwn_transfers.cpp): the peer QKDN's policy, its key rate share.
+  boost::json::object ext{{"iwn_transfer_id", meta.transfer_id},
+                          {"iwn_initiator_sae", initiator},
+                          {"iwn_partner_kma_id", meta.partner_kma_id}};
+  if (meta.partner_qkdn_id) ext["iwn_partner_qkdn_id"] = *meta.partner_qkdn_id;
+  n.extension = boost::json::serialize(boost::json::array{std::move(ext)});
+  // Within the sender's wait for this answer (--kxi-timeout-ms on both sides by default).
+  const auto deadline = std::chrono::steady_clock::now() + core_.config().kxi_timeout * 3 / 4;
+  const std::uint32_t mid = channel->send(ck::Message{std::move(n)});
+  waits_by_notification_[mid] = w;
+  auto wait = await_wait(w, deadline);
+  co_await std::move(wait);
+  waits_by_notification_.erase(mid);
+  if (!w->relay_id.empty()) waits_by_relay_.erase(w->relay_id);
+  if (!w->done) {
+    co_return no(503, "timeout", "target_SAE_ID",
+                 "the relay to SAE " + target + "'s KM did not finish in time");
+  }
+  if (w->response != "OK") {
+    if (w->ng_status == 400) {
+      co_return no(400, "unknown target SAE", "target_SAE_ID",
+                   "SAE " + target + " is not served by KM " + km_id_ +
+                       " and the controller relays no keys to it: " + w->response);
+    }
+    co_return no(503, "last leg failed", "target_SAE_ID",
+                 "relay to SAE " + target + "'s KM: " + w->response);
+  }
+  // The destination's key check over the keys as SAE-B gets them (docs/hybrid.md): equal to
+  // the keys received, or the transfer fails.
+  std::vector<SaeKey> expect;
+  expect.reserve(request.keys.size());
+  for (const auto& k : request.keys) {
+    SaeKey e;
+    e.key_id = k.key_id;
+    e.bytes = k.value;
+    expect.push_back(std::move(e));
+  }
+  if (!w->key_check.empty() && w->key_check != ksa_key_check(expect, initiator, target)) {
+    co_return no(503, "last leg failed", "target_SAE_ID",
+                 "the key check of SAE " + target + "'s KM differs from the keys received");
+  }
+  co_return std::nullopt;
 }
 
 net::awaitable<IwnStats> KmHost::iwn_stats() { co_return iwn_stats_; }

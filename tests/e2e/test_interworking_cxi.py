@@ -61,7 +61,7 @@ def start_controller(ps, name, topo_path, certs, controller_id, tokens, cxi_port
         "--tls-ca", f"{certs}/ca.pem", "--tls-cert", f"{certs}/controller.pem",
         "--tls-key", f"{certs}/controller.key",
         "--cxi-listen", f"127.0.0.1:{cxi_port}", "--cxi-port-file", files["cxi"],
-        "--cxi-heartbeat-ms", str(HEARTBEAT_MS)])
+        "--cxi-heartbeat-ms", str(HEARTBEAT_MS), "--cxi-summary-ms", "1000"])
     ports = {k: read_port_file(f, proc) for k, f in files.items()}
     return proc, ports
 
@@ -128,7 +128,24 @@ def main():
         assert code == 0, err
         row = [line.split() for line in out.splitlines() if line.startswith("QKDN-B")]
         assert row and row[0][1] == "ctl-b" and row[0][2] == "up", out
+        # Mxi: each side shows the last summary the other sent, with its age; the summary is
+        # the peer's view (B's links with A: X1, usable).
+        def summary_of(api, qkdn):
+            return peer(api, qkdn)["live"]["summary"]
+        wait_for(lambda: summary_of(api_a, "QKDN-B") and summary_of(api_a, "QKDN-B")["seq"] >= 2,
+                 10, 0.1, "a second Mxi summary from B")
+        sa = summary_of(api_a, "QKDN-B")
+        assert sa["period_ms"] == 1000 and 0 <= sa["age_ms"] <= 5000, sa
+        assert sa["performance"]["links_total"] == 1 and sa["performance"]["links_usable"] == 1, sa
+        assert set(sa) == {"seq", "period_ms", "performance", "accounting", "security",
+                           "received_ms", "age_ms"}, sa
+        wait_for(lambda: summary_of(api_b, "QKDN-A"), 10, 0.1, "a Mxi summary from A")
+        code, out, err = cli.run("peer", "show", "QKDN-B")
+        assert code == 0 and "summary" in out and "route_requests_answered" in out, (out, err)
         metrics = api_text(api_a, "/metrics")
+        assert metric_value(metrics, "qkdn_cxi_events_total", event="summary_received") >= 2
+        assert metric_value(metrics, "qkdn_cxi_events_total", event="summary_sent") >= 1
+        assert metric_value(metrics, "qkdn_cxi_events_total", event="summary_refused") == 0
         assert metric_value(metrics, "qkdn_cxi_peers_up") == 1, metrics
         assert metric_value(metrics, "qkdn_cxi_events_total", event="session_opened") >= 1
 

@@ -6,19 +6,25 @@ Two QKDNs, each with its own PKI (CA), controller and agent process, real proces
   QKDN-A: KM-A1 -- KM-A2 -- IWN-A      SAE-A1 at KM-A1, SAE-A2 at KM-A2;
           SAE-B1, SAE-B2, SAE-B3 (of QKDN-B) appear at IWN-A, the IWN KM of QKDN-A;
           controller A's policy lets keys go to SAE-B1 and SAE-B2 only
-  QKDN-B: IWN-B -- KM-B2               SAE-B1 at IWN-B, SAE-B2 at KM-B2
+  QKDN-B: IWN-B -- KM-B2 -- KM-B3      SAE-B1 at IWN-B, SAE-B2 at KM-B2, SAE-B4, SAE-B5 at KM-B3;
+          controller B's peer policy lets QKDN-A reach SAE-B1, SAE-B2, SAE-B4 with a key rate
+          share of 0.005
 IWN-A and IWN-B form the interworking node: no QKD link between them, Kxi' only.
 
 Checked: SAE-A1 (a relay through the controller A to IWN-A) and SAE-A2 (adjacent supply) get
 keys for SAE-B1 that SAE-B1 fetches identically from its own KM in QKDN-B with dec_keys; IWN-A
 never files them; controller A decided each transfer (0x14F0/0x41F1) and both controllers
 recorded the KMs' reports (0x14F2) in their metrics and audit trail; controller A refuses a
-transfer to SAE-B3 (not allowed by its policy) and nothing moves; a transfer for SAE-B2 (not served by IWN-B: that leg needs controller B over
-Cxi) is refused by IWN-B and SAE-A1 gets a 503 naming it, nothing delivered; IWN-B's listener
+transfer to SAE-B3 (not allowed by its policy) and nothing moves; keys for SAE-B2 (one hop
+behind IWN-B) and SAE-B4 (two hops) go on by a relay controller B decides and reserves (the last
+leg), and those SAEs fetch identical keys from their own KMs; SAE-B5 (not in controller B's peer
+policy) is refused by IWN-B and SAE-A1 gets a 400 naming why, nothing delivered; transfers over
+QKDN-A's key rate share are refused (503 with the reason, counted); IWN-B's listener
 refuses every client but IWN-A's certificate and every malformed transfer with a clear error;
 a KM-B' that is down makes the request fail loudly (503) with nothing filed anywhere."""
 
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -39,14 +45,34 @@ TOPO_A = {
               {"link_id": "LA2I", "a": "KM-A2", "b": "IWN-A", "key_rate_bps": 200000}],
     "applications": [{"sae_id": "SAE-A1", "km_id": "KM-A1"}, {"sae_id": "SAE-A2", "km_id": "KM-A2"},
                      {"sae_id": "SAE-B1", "km_id": "IWN-A"}, {"sae_id": "SAE-B2", "km_id": "IWN-A"},
-                     {"sae_id": "SAE-B3", "km_id": "IWN-A"}],
+                     {"sae_id": "SAE-B3", "km_id": "IWN-A"}, {"sae_id": "SAE-B4", "km_id": "IWN-A"},
+                     {"sae_id": "SAE-B5", "km_id": "IWN-A"}],
 }
+# QKDN-A's share of QKDN-B's key rate at IWN-B (200,000 bit/s of LBI2): 1,000 bit/s, so a budget
+# of 10,000 bits per 10 s window (docs/cxi.md "Key rate share").
+SHARE_A = 0.005
 TOPO_B = {
-    "name": "qkdn-b",
-    "kms": [{"km_id": "IWN-B"}, {"km_id": "KM-B2"}],
-    "links": [{"link_id": "LBI2", "a": "IWN-B", "b": "KM-B2", "key_rate_bps": 200000}],
-    "applications": [{"sae_id": "SAE-B1", "km_id": "IWN-B"}, {"sae_id": "SAE-B2", "km_id": "KM-B2"}],
+    "name": "qkdn-b", "qkdn_id": "QKDN-B",
+    "kms": [{"km_id": "IWN-B"}, {"km_id": "KM-B2"}, {"km_id": "KM-B3"}],
+    "links": [{"link_id": "LBI2", "a": "IWN-B", "b": "KM-B2", "key_rate_bps": 200000},
+              {"link_id": "LB23", "a": "KM-B2", "b": "KM-B3", "key_rate_bps": 200000}],
+    "applications": [{"sae_id": "SAE-B1", "km_id": "IWN-B"}, {"sae_id": "SAE-B2", "km_id": "KM-B2"},
+                     {"sae_id": "SAE-B4", "km_id": "KM-B3"}, {"sae_id": "SAE-B5", "km_id": "KM-B3"}],
+    # Controller B's policy for QKDN-A: which SAEs its keys may reach (not SAE-B5), its share.
+    "peers": [{"qkdn_id": "QKDN-A", "endpoint": "", "identity": "ctl-a",
+               "policy": {"reachable_saes": ["SAE-B1", "SAE-B2", "SAE-B4"],
+                          "key_rate_share": SHARE_A}}],
 }
+
+
+def pair_key_id(master, slave):
+    """An ETSI key_ID naming the SAE pair (southbound/agent/sae_key_id.hpp)."""
+    p = bytearray(os.urandom(8))
+    p[6] = (p[6] & 0x0F) | 0x40
+    m = bytearray(hashlib.sha256(b"qkdn-etsi-master" + bytes(p) + master.encode()).digest()[:4])
+    m[0] = (m[0] & 0x3F) | 0x80
+    s = hashlib.sha256(b"qkdn-etsi-slave" + bytes(p) + slave.encode()).digest()[:4]
+    return str(uuid.UUID(bytes=bytes(p) + bytes(m) + s))
 
 
 def write_json(path, obj):
@@ -113,10 +139,11 @@ def main():
         cfg_a = write_json(os.path.join(ps_a.dir, "iwn.json"), {"pairs": [{
             "km_id": "IWN-A", "partner_km_id": "IWN-B", "partner_qkdn_id": "QKDN-B",
             "partner_ca": f"{certs_b}/ca.pem", "partner_endpoint": f"127.0.0.1:{kxi_port}",
-            "remote_saes": ["SAE-B1", "SAE-B2", "SAE-B3"]}]})
+            "remote_saes": ["SAE-B1", "SAE-B2", "SAE-B3", "SAE-B4", "SAE-B5"]}]})
         policy_a = write_json(os.path.join(ps_a.dir, "iwn-policy.json"), {"pairs": [{
             "km_id": "IWN-A", "partner_km_id": "IWN-B", "partner_qkdn_id": "QKDN-B",
-            "allowed_saes": ["SAE-B1", "SAE-B2"], "max_keys_per_transfer": 64}]})
+            "allowed_saes": ["SAE-B1", "SAE-B2", "SAE-B4", "SAE-B5"],
+            "max_keys_per_transfer": 64}]})
         net_a = start_network(ps_a, topo_a, agent_args=["--iwn-config", cfg_a],
                               controller_args=["--iwn-policy", policy_a])
         log(f"QKDN-A and QKDN-B up, IWN-B's Kxi' listener on {kxi_port}")
@@ -184,22 +211,58 @@ def main():
         assert km_state(net_a, "IWN-A")["supplied_keys"] == 0
         log("transfer to SAE-B3 refused by controller A's policy")
 
-        # 3. SAE-B2 is behind KM-B2, not IWN-B: IWN-B refuses, SAE-A1 gets a loud 503.
-        r = enc_keys(net_a, "SAE-A1", "SAE-B2", 1, 256)
+        # 3. The last leg inside QKDN-B: SAE-B2 is one hop behind IWN-B, SAE-B4 two (KM-B3).
+        # Controller B decides (peer policy, key rate share) and relays the keys received with
+        # its ordinary reservations; each SAE fetches identical keys from its own KM.
+        wait_for(lambda: net_b.api.get("/api/v1/routes", src="IWN-B", dst="KM-B3")["items"],
+                 30, 0.1, "a route IWN-B -> KM-B3")
+        b2 = keys_of(enc_keys(net_a, "SAE-A1", "SAE-B2", 1, 256))
+        assert keys_of(dec_keys(net_b, "SAE-B2", "SAE-A1", list(b2))) == b2
+        b4 = keys_of(enc_keys(net_a, "SAE-A1", "SAE-B4", 3, 256))
+        assert len(b4) == 3
+        assert keys_of(dec_keys(net_b, "SAE-B4", "SAE-A1", list(b4))) == b4
+        b4s = keys_of(enc_keys(net_a, "SAE-A2", "SAE-B4", 2, 512))  # adjacent supply in A
+        assert all(len(v) == 64 for v in b4s.values())
+        assert keys_of(dec_keys(net_b, "SAE-B4", "SAE-A2", list(b4s))) == b4s
+        for km in ("IWN-B", "KM-B2", "KM-B3"):  # nothing left over anywhere in QKDN-B
+            assert km_state(net_b, km)["supplied_keys"] == 0, km
+        log("last leg: SAE-B2 (1 hop) and SAE-B4 (2 hops) hold the keys of SAE-A1 / SAE-A2")
+
+        # 3b. SAE-B5 is declared in QKDN-B but not reachable from QKDN-A by controller B's peer
+        # policy: IWN-B refuses, SAE-A1 gets a loud error naming why (400 "unknown SAE", as for
+        # any SAE its KM cannot reach), nothing delivered.
+        r = enc_keys(net_a, "SAE-A1", "SAE-B5", 1, 256)
+        etsi_error(r, 400)
+        assert "unknown target SAE" in r.text and "may not be reached from QKDN-A" in r.text, r.text
+        assert km_state(net_b, "KM-B3")["supplied_keys"] == 0
+        log("last leg to SAE-B5 refused by controller B's peer policy")
+
+        # 3c. Key rate share: more than QKDN-A's budget in one transfer is refused outright; two
+        # transfers of 30 keys in a row exceed it (the second is refused until it refills).
+        r = enc_keys(net_a, "SAE-A1", "SAE-B4", 40, 256)  # 10,240 bits > 10,000
         etsi_error(r, 503)
-        assert "unknown target SAE" in r.text and "IWN-B" in r.text, r.text
-        assert km_state(net_b, "IWN-B")["iwn"]["received_refused"] == 1
+        assert "key rate share of QKDN-A exceeded" in r.text, r.text
+        keys_of(enc_keys(net_a, "SAE-A1", "SAE-B4", 30, 256))
+        r = enc_keys(net_a, "SAE-A1", "SAE-B4", 30, 256)
+        etsi_error(r, 503)
+        assert "key rate share of QKDN-A used up" in r.text, r.text
+        m_b = api_text(net_b.api, "/metrics")
+        assert metric_value(m_b, "qkdn_interworking_key_share_refusals_total", peer="QKDN-A") == 2
+        assert metric_value(m_b, "qkdn_interworking_last_legs_total", decision="accepted") == 4
+        assert metric_value(m_b, "qkdn_interworking_last_legs_total", decision="refused") == 3
+        log("key rate share of QKDN-A enforced by controller B")
+
+        assert km_state(net_b, "IWN-B")["iwn"]["received_refused"] == 3
         assert km_state(net_b, "IWN-B")["supplied_keys"] == 0
-        assert km_state(net_b, "KM-B2")["supplied_keys"] == 0
-        assert km_state(net_a, "IWN-A")["iwn"]["sent_failed"] == 2  # SAE-B3, SAE-B2
+        assert km_state(net_a, "IWN-A")["iwn"]["sent_failed"] == 4  # SAE-B3, SAE-B5, share x2
+        assert km_state(net_a, "IWN-A")["iwn"]["sent_ok"] == 6
         assert km_state(net_a, "IWN-A")["supplied_keys"] == 0
         wait_for(lambda: metric_value(api_text(net_a.api, "/metrics"),
                                       "qkdn_interworking_transfers_total", role="sender",
-                                      result="failed") == 1, 10, 0.05, "controller A's record")
+                                      result="failed") == 3, 10, 0.05, "controller A's record")
         wait_for(lambda: metric_value(api_text(net_b.api, "/metrics"),
                                       "qkdn_interworking_transfers_total", role="receiver",
-                                      result="failed") == 1, 10, 0.05, "controller B's record")
-        log("transfer for SAE-B2 refused by IWN-B, SAE-A1 answered 503, both controllers know")
+                                      result="failed") == 3, 10, 0.05, "controller B's record")
 
         # 4. IWN-B's listener itself: only IWN-A's certificate, only well-formed transfers.
         ca_b = f"{certs_b}/ca.pem"
@@ -229,9 +292,17 @@ def main():
             got, answer = kxi_call(kxi_port, ca_b, *iwn_a_cert, path, body)
             assert got == status, (body, got, answer)
             assert any(field in d for d in answer.get("details", [])), (body, answer)
+        # A target behind another KM: key_IDs must name the SAE pair; a target the peer policy
+        # does not allow is refused by controller B.
         got, answer = kxi_call(kxi_port, ca_b, *iwn_a_cert, "/api/v1/keys/SAE-A9/SAE-B2/ext_keys",
                                good)
+        assert got == 400 and answer["message"] == "key_id not relayable", (got, answer)
+        named = {"keys": [{"key_id": pair_key_id("SAE-A9", "SAE-B5"),
+                           "value": base64.b64encode(bytes(32)).decode()}]}
+        got, answer = kxi_call(kxi_port, ca_b, *iwn_a_cert, "/api/v1/keys/SAE-A9/SAE-B5/ext_keys",
+                               named)
         assert got == 400 and answer["message"] == "unknown target SAE", (got, answer)
+        assert "peer policy" in json.dumps(answer), answer
         got, answer = kxi_call(kxi_port, ca_b, *iwn_a_cert, path, good, method="GET")
         assert got == 405, (got, answer)
         got, answer = kxi_call(kxi_port, ca_b, *iwn_a_cert, path, good)
@@ -248,12 +319,12 @@ def main():
         etsi_error(r, 503)
         assert "kxi transfer to IWN-B" in r.text, r.text
         state = km_state(net_a, "IWN-A")
-        assert state["iwn"]["sent_failed"] == 3, state["iwn"]
+        assert state["iwn"]["sent_failed"] == 5, state["iwn"]
         assert state["supplied_keys"] == 0
         assert all(k["supplied_keys"] == 0 for k in net_a.admin_state()["kms"])
         wait_for(lambda: metric_value(api_text(net_a.api, "/metrics"),
                                       "qkdn_interworking_transfers_total", role="sender",
-                                      result="failed") == 2, 10, 0.05, "controller A's record")
+                                      result="failed") == 4, 10, 0.05, "controller A's record")
         log("IWN-B down: SAE-A1 answered 503, nothing filed in QKDN-A")
     print("PASS")
 

@@ -397,5 +397,57 @@ TEST(CxiMessages, RelayMessagesRoundTripAndRefusals) {
             "unknown field 'km'");
 }
 
+TEST(CxiMessages, SummaryRoundTripAndBounds) {
+  auto refused = [](const std::string& body) {
+    try {
+      (void)decode(body);
+      return std::string("accepted");
+    } catch (const BadCxiMessage& e) {
+      return std::string(e.what());
+    }
+  };
+  Summary m;
+  m.seq = 3;
+  m.period_ms = 5000;
+  m.performance = {1, 2, 7};
+  m.accounting = {5, 2, 1};
+  m.security = {4, 9, 0};
+  EXPECT_EQ(std::get<Summary>(decode(encode(m))), m);
+  EXPECT_EQ(type_name(Message{m}), "summary");
+  const std::string perf = R"("performance":{"links_usable":1,"links_total":2,)"
+                           R"("route_requests_answered":0},)";
+  const std::string acct = R"("accounting":{"route_requests_accepted":0,)"
+                           R"("route_requests_refused":0,"faults_sent":0},)";
+  const std::string sec = R"("security":{"sessions_refused":0,"bad_messages":0,)"
+                          R"("faults_received":0})";
+  const std::string head = R"({"type":"summary","seq":1,"period_ms":1000,)";
+  EXPECT_EQ(refused(head + perf + acct + sec + "}"), "accepted");
+  // Every member mandatory, none unknown, counters and period bounded, usable <= total.
+  EXPECT_EQ(refused(head + perf + acct.substr(0, acct.size() - 1) + "}"),
+            "security: required object");
+  EXPECT_NE(refused(head + perf + acct +
+                    R"("security":{"sessions_refused":0,"bad_messages":0,)"
+                    R"("faults_received":0,"extra":1}})"),
+            "accepted");
+  EXPECT_NE(refused(head + perf + acct +
+                    R"("security":{"sessions_refused":-1,"bad_messages":0,)"
+                    R"("faults_received":0}})"),
+            "accepted");
+  EXPECT_NE(refused(head + perf + acct +
+                    R"("security":{"sessions_refused":9007199254740992,)"
+                    R"("bad_messages":0,"faults_received":0}})"),
+            "accepted");
+  EXPECT_NE(refused(R"({"type":"summary","seq":1,"period_ms":999,)" + perf + acct + sec + "}"),
+            "accepted");
+  EXPECT_NE(refused(R"({"type":"summary","seq":0,"period_ms":1000,)" + perf + acct + sec + "}"),
+            "accepted");
+  EXPECT_EQ(refused(head +
+                    R"("performance":{"links_usable":3,"links_total":2,)"
+                    R"("route_requests_answered":0},)" +
+                    acct + sec + "}"),
+            "performance.links_usable: more than links_total");
+  EXPECT_NE(refused(head + R"("performance":[],)" + acct + sec + "}"), "accepted");
+}
+
 }  // namespace
 }  // namespace qkdn::interworking

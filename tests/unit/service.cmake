@@ -6,6 +6,7 @@ add_executable(unit_service
   ${CMAKE_CURRENT_LIST_DIR}/service_memory_store_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/service_facade_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/service_drivers_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/service_key_share_test.cpp
 )
 target_include_directories(unit_service PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration)
 target_link_libraries(unit_service PRIVATE qkdn_northbound qkdn_service Boost::json

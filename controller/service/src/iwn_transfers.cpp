@@ -10,6 +10,7 @@
 
 #include "qkdn/controller/error.hpp"
 #include "qkdn/net/run_on.hpp"
+#include "qkdn/service/key_share.hpp"
 #include "qkdn/service/metrics.hpp"
 
 namespace qkdn::service {
@@ -53,8 +54,19 @@ struct State {
   std::map<std::string, double> credit;         ///< keys a KM may still transfer now
   std::map<std::string, std::chrono::steady_clock::time_point> refilled;
   std::map<std::string, std::size_t> in_flight;  ///< by IWN KM
+  KeyShareLimiter shares;                        ///< last legs, per peer QKDN
 };
 
+/// Why a last leg (a 0x1403 naming an interworking transfer) is refused: Ck error code and text.
+struct Refusal {
+  std::string_view code;
+  std::string text;
+};
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // GCC 12 false positive on coroutines
+#endif
 class IwnTransferHandler final : public CommandHandler {
  public:
   IwnTransferHandler(std::shared_ptr<CommandHandler> next, std::vector<IwnPolicyPair> policy)
@@ -81,7 +93,24 @@ class IwnTransferHandler final : public CommandHandler {
       ctx.channel->send(ck::Message{std::move(answer)}, ctx.message_id);
       co_return;
     }
-    if (auto* rep = std::get_if<ck::IwnTransferReport>(&message)) {
+    if (auto* n = std::get_if<ck::KeyRelayRequestNotification>(&message);
+        n != nullptr && ck::find_extension_string(n->extension, "iwn_transfer_id")) {
+      // The last leg of a Kxi' transfer received by an IWN KM of this QKDN (docs/kxi.md): this
+      // controller decides by its peer policy and the peer's key rate share, then the ordinary
+      // key relay (next_) reserves and relays as for any 0x1403.
+      auto work = [](ControllerService* svc, std::shared_ptr<State> st, std::string km,
+                     ck::KeyRelayRequestNotification r) -> net::awaitable<std::optional<Refusal>> {
+        co_return decide_last_leg(*svc, *st, km, r);
+      }(&service, state_, ctx.km_id, *n);
+      auto hop = qkdn::net::run_on(service.core_executor(), std::move(work));
+      std::optional<Refusal> refused = co_await std::move(hop);
+      if (refused) {
+        ctx.channel->send(
+            ck::ErrorMessage{std::string(refused->code), refused->text, ctx.message_id, false},
+            ctx.message_id);
+        co_return;
+      }
+    } else if (auto* rep = std::get_if<ck::IwnTransferReport>(&message)) {
       if (rep->kma_id != ctx.km_id) {
         ck::ErrorMessage e;
         e.error = std::string(ck::errc::kBadRequest);
@@ -118,6 +147,69 @@ class IwnTransferHandler final : public CommandHandler {
       if (auto& n = st.in_flight[it->second.km_id]; n > 0) --n;
       it = st.pending.erase(it);
     }
+  }
+
+  static std::optional<Refusal> decide_last_leg(ControllerService& svc, State& st,
+                                                const std::string& km,
+                                                const ck::KeyRelayRequestNotification& n) {
+    const std::string tid = ck::find_extension_string(n.extension, "iwn_transfer_id").value_or("");
+    const auto partner = ck::find_extension_string(n.extension, "iwn_partner_qkdn_id");
+    const auto initiator = ck::find_extension_string(n.extension, "iwn_initiator_sae");
+    const std::string target = n.application_destination_id.value_or("");
+    auto refuse = [&](std::string_view code, std::string text) {
+      svc.metrics().iwn_last_leg("refused");
+      svc.log(base::LogLevel::kWarn, "iwn: last leg of transfer " + tid + " at " + km + " to " +
+                                         target + " refused: " + text);
+      return std::optional<Refusal>(Refusal{code, std::move(text)});
+    };
+    if (!valid_id(tid) || !partner || !valid_id(*partner) || !initiator || !valid_id(*initiator) ||
+        !valid_id(target)) {
+      return refuse(ck::errc::kBadRequest,
+                    "a last leg names iwn_transfer_id, iwn_partner_qkdn_id, iwn_initiator_sae and "
+                    "application_destination_id (IDs)");
+    }
+    const auto& net = svc.network();
+    if (net.km_for_sae(*initiator)) {
+      return refuse(ck::errc::kBadRequest,
+                    "SAE " + *initiator + " is an application of this QKDN, not of " + *partner);
+    }
+    const auto& peers = net.peers();
+    const auto peer = std::find_if(peers.begin(), peers.end(),
+                                   [&](const auto& p) { return p.qkdn_id == *partner; });
+    if (peer == peers.end()) {
+      return refuse(ck::errc::kUnknownApplication,
+                    *partner + " is no peer of this QKDN: none of its keys go further than " + km);
+    }
+    const auto& allowed = peer->policy.reachable_saes;
+    if (std::find(allowed.begin(), allowed.end(), target) == allowed.end()) {
+      return refuse(ck::errc::kUnknownApplication,
+                    "SAE " + target + " may not be reached from " + *partner + " (peer policy)");
+    }
+    const auto target_km = net.km_for_sae(target);
+    if (!target_km || *target_km == km) {
+      return refuse(ck::errc::kUnknownApplication,
+                    "SAE " + target + " is not declared behind another KM than " + km);
+    }
+    if (n.destination_kma_id && *n.destination_kma_id != *target_km) {
+      return refuse(ck::errc::kBadRequest, "destination_kma_id is not SAE " + target + "'s KM");
+    }
+    // The share is of the key rate the last legs draw from: the QKD links of the IWN KM.
+    double capacity = 0;
+    for (const auto& [id, link] : net.links()) {
+      if (link.spec.a == km || link.spec.b == km) capacity += link.spec.key_rate_bps;
+    }
+    const std::int64_t bits = n.number_of_keys.value_or(1) * n.key_size.value_or(256);
+    auto verdict = st.shares.admit(*partner, peer->policy.key_rate_share, capacity, bits,
+                                   std::chrono::steady_clock::now());
+    if (!verdict.admitted) {
+      svc.metrics().key_share_refusal(*partner);
+      return refuse(ck::errc::kInsufficientKeys, verdict.reason);
+    }
+    svc.metrics().iwn_last_leg("accepted");
+    svc.log("iwn: last leg of transfer " + tid + " from " + *partner + ": " + std::to_string(bits) +
+            " bits for " + *initiator + " -> " + target + " from " + km + " to " + *target_km +
+            " accepted");
+    return std::nullopt;
   }
 
   static ck::IwnTransferInstruction decide(ControllerService& svc, State& st, const std::string& km,
@@ -242,6 +334,9 @@ class IwnTransferHandler final : public CommandHandler {
   std::shared_ptr<CommandHandler> next_;
   std::shared_ptr<State> state_;
 };
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace
 

@@ -228,7 +228,8 @@ struct Metrics::State {
   std::map<std::string, pm::Counter*, std::less<>> cxi_event_counters = [this] {
     std::map<std::string, pm::Counter*, std::less<>> m;
     for (const char* e : {"session_opened", "session_refused", "message_in", "message_out",
-                          "bad_message", "route_request_answered", "fault_received"}) {
+                          "bad_message", "route_request_answered", "fault_received", "summary_sent",
+                          "summary_received", "summary_refused"}) {
       m[e] = &cxi_events.Add({{"event", e}});
     }
     return m;
@@ -260,6 +261,13 @@ struct Metrics::State {
   pm::Family<pm::Counter>& iwn_decisions =
       counter("qkdn_interworking_transfer_decisions_total",
               "Interworking transfer requests this controller decided, by decision");
+  pm::Family<pm::Counter>& iwn_last_legs =
+      counter("qkdn_interworking_last_legs_total",
+              "Relays inside this QKDN of keys an interworking transfer brought for an SAE behind "
+              "another KM, by decision");
+  pm::Family<pm::Counter>& key_share_refusals =
+      counter("qkdn_interworking_key_share_refusals_total",
+              "Requests of a peer QKDN refused because they exceed its key rate share, by peer");
   pm::Family<pm::Counter>& reroutes =
       counter("qkdn_reroutes_total", "Standing routes changed, by reason");
   pm::Family<pm::Gauge>& alarms_active = gauge("qkdn_alarms_active", "Active alarms by severity");
@@ -365,8 +373,10 @@ Metrics::Metrics(std::string version, std::string revision) : state_(std::make_u
     }
     s.iwn_transfer_keys.Add({{"role", std::string(role)}});
   }
-  for (std::string_view d : {"accepted", "refused"})
+  for (std::string_view d : {"accepted", "refused"}) {
     s.iwn_decisions.Add({{"decision", std::string(d)}});
+    s.iwn_last_legs.Add({{"decision", std::string(d)}});
+  }
   for (std::string_view role : {"source", "destination"}) {
     for (std::string_view result : {"relayed", "failed"}) {
       s.iw_relays.Add({{"role", std::string(role)}, {"result", std::string(result)}});
@@ -435,6 +445,14 @@ void Metrics::interworking_relay(std::string_view role, std::string_view result)
 
 void Metrics::iwn_transfer_decision(std::string_view decision) {
   state_->iwn_decisions.Add({{"decision", std::string(decision)}}).Increment();
+}
+
+void Metrics::iwn_last_leg(std::string_view decision) {
+  state_->iwn_last_legs.Add({{"decision", std::string(decision)}}).Increment();
+}
+
+void Metrics::key_share_refusal(std::string_view peer_qkdn_id) {
+  state_->key_share_refusals.Add({{"peer", std::string(peer_qkdn_id)}}).Increment();
 }
 
 void Metrics::key_relay(std::string_view result, double seconds) {

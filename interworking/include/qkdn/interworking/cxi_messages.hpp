@@ -117,6 +117,36 @@ struct RelayEnd {
   std::string reason;
 };
 
+/// Mxi (Y.3818 7.1): the periodic performance, accounting and security summary of the sender's
+/// dealings with the receiver (docs/cxi.md clause 5.8). Every counter counts since the
+/// sender's start, 0..kMaxSummaryCounter.
+inline constexpr std::int64_t kMaxSummaryCounter = (std::int64_t{1} << 53) - 1;
+inline constexpr std::int64_t kMinSummaryPeriodMs = 1000;
+inline constexpr std::int64_t kMaxSummaryPeriodMs = 3'600'000;
+struct Summary {
+  std::int64_t seq = 0;            ///< 1, 2, ... per session of the sender
+  std::int64_t period_ms = 10000;  ///< the sender's period, kMin..kMaxSummaryPeriodMs
+  struct Performance {
+    std::int64_t links_usable = 0;  ///< inter-QKDN links with the receiver both sides see up
+    std::int64_t links_total = 0;   ///< inter-QKDN links with the receiver
+    std::int64_t route_requests_answered = 0;  ///< the receiver's route requests answered
+    bool operator==(const Performance&) const = default;
+  } performance;
+  struct Accounting {
+    std::int64_t route_requests_accepted = 0;  ///< of the receiver's, accepted
+    std::int64_t route_requests_refused = 0;   ///< of the receiver's, refused
+    std::int64_t faults_sent = 0;              ///< faults forwarded to the receiver
+    bool operator==(const Accounting&) const = default;
+  } accounting;
+  struct Security {
+    std::int64_t sessions_refused = 0;  ///< Cxi sessions the sender refused (any caller)
+    std::int64_t bad_messages = 0;      ///< malformed or refused Cxi messages (any peer)
+    std::int64_t faults_received = 0;   ///< faults the receiver forwarded to the sender
+    bool operator==(const Security&) const = default;
+  } security;
+  bool operator==(const Summary&) const = default;
+};
+
 /// Sent before closing a session on a protocol or policy violation.
 struct ErrorMsg {
   std::string code;  ///< bad_message | identity | version | policy | internal
@@ -124,7 +154,7 @@ struct ErrorMsg {
 };
 
 using Message = std::variant<Hello, Heartbeat, Reachability, LinkStatus, RouteRequest, RouteAnswer,
-                             Fault, ErrorMsg, RelaySetup, RelaySetupAnswer, RelayEnd>;
+                             Fault, ErrorMsg, RelaySetup, RelaySetupAnswer, RelayEnd, Summary>;
 
 /// The message's "type" member ("hello", "heartbeat", ...).
 std::string_view type_name(const Message& m);

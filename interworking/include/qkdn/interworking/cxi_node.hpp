@@ -36,6 +36,8 @@ struct CxiNodeOptions {
   std::chrono::milliseconds handshake_timeout{5000};  ///< TLS handshake and hello
   std::chrono::milliseconds redial{500};              ///< between dial attempts
   std::chrono::milliseconds request_timeout{5000};    ///< a route request's answer
+  /// Mxi summary to each peer that is up (docs/cxi.md clause 5.8), kMin..kMaxSummaryPeriodMs.
+  std::chrono::milliseconds summary_period{10000};
   /// Called on the node's strand for every peer event (alarms, logs, metrics).
   std::function<void(const PeerEvent&)> on_event;
   /// A peer's relay_setup that passed the route checks of PeerTable::answer (policy, link up on
@@ -57,6 +59,9 @@ struct CxiCounters {
   std::uint64_t bad_messages = 0;
   std::uint64_t route_requests_answered = 0;
   std::uint64_t faults_received = 0;
+  std::uint64_t summaries_sent = 0;
+  std::uint64_t summaries_received = 0;
+  std::uint64_t summaries_refused = 0;  ///< too frequent or seq not increasing (ignored)
 };
 
 /// What the API shows of one peer (published by the node, read from any thread).
@@ -66,6 +71,9 @@ struct PeerSnapshot {
   std::size_t reachable_saes = 0;   ///< distinct SAEs the peer announces
   std::uint64_t sessions_opened = 0;
   std::vector<std::pair<std::string, bool>> links;  ///< inter-QKDN link -> usable (both sides up)
+  /// The last Mxi summary the peer sent (kept across its sessions) and when (Unix ms).
+  std::optional<Summary> summary;
+  std::int64_t summary_received_ms = -1;
 };
 
 class CxiNode : public std::enable_shared_from_this<CxiNode> {

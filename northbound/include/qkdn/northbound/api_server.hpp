@@ -38,6 +38,10 @@ struct PeerLiveState {
   std::size_t reachable_saes = 0;   ///< SAEs the peer announces behind its gateways
   std::size_t sessions_opened = 0;
   std::vector<std::pair<std::string, std::string>> inter_qkdn_links;  ///< link_id -> up | down
+  /// The last Mxi summary the peer sent (docs/cxi.md clause 5.8) as its JSON object text, and
+  /// when it arrived (Unix ms); empty / -1 = none yet.
+  std::string summary_json;
+  std::int64_t summary_received_ms = -1;
 };
 
 /// Start-up options of the API. Validated by ApiServer's constructor.

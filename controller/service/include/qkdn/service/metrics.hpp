@@ -88,6 +88,12 @@ class Metrics {
   /// A Kxi-1 key relay through GWNs ended (docs/cxi.md 5.6): role source | destination, result
   /// relayed | failed.
   void interworking_relay(std::string_view role, std::string_view result);
+  /// qkdn_interworking_last_legs_total{decision="accepted"|"refused"}: relays inside this QKDN
+  /// of keys a Kxi' transfer brought for an SAE behind another KM (docs/kxi.md).
+  void iwn_last_leg(std::string_view decision);
+  /// qkdn_interworking_key_share_refusals_total{peer}: requests of a peer QKDN refused because
+  /// they exceed its key rate share (docs/cxi.md "Key rate share").
+  void key_share_refusal(std::string_view peer_qkdn_id);
   /// qkdn_reroutes_total{reason}.
   void reroute(std::string_view reason);
   /// qkdn_key_reservations_total{result} ("reserved", "allocated", "consumed", "released",
