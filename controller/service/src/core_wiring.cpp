@@ -121,6 +121,7 @@ std::shared_ptr<const controller::TopologySnapshot> ControllerService::Impl::fre
   last_snapshot = std::chrono::steady_clock::now();
   last_snapshot_cost = last_snapshot - t0;
   metrics->snapshot_build(std::chrono::duration<double>(last_snapshot_cost).count());
+  publish_snapshot(s);  // route queries of the API read it off the core strand
   return s;
 }
 
