@@ -9,8 +9,8 @@
 #include <iostream>
 #include <optional>
 #include <thread>
-#include <vector>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -519,8 +519,8 @@ void ApiServer::start() {
   auto observer = [metrics](const std::string& method, int status, double seconds) {
     metrics->http_request(method_label(method), status, seconds);
   };
-  state_->http = std::make_unique<qkdn::net::HttpServer>(
-      state_->ioc, state_->endpoint, handler, ho, state_->tls.get(), admit, observer);
+  state_->http = std::make_unique<qkdn::net::HttpServer>(state_->ioc, state_->endpoint, handler, ho,
+                                                         state_->tls.get(), admit, observer);
   state_->http->start();
   state_->work.emplace(state_->ioc.get_executor());
   for (std::size_t i = 0; i < o.threads; ++i) {

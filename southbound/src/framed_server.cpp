@@ -12,6 +12,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace qkdn::southbound {
@@ -310,6 +311,8 @@ net::awaitable<FramedServer::Registration> FramedServer::Connection::register_pe
     pending.queue_ = state.options.registrations;
     pending.server_ = server_;
     const auto& o = state.options;
+    // The hold's timer lives on the strand this coroutine runs on (the caller's serving strand).
+    const net::any_io_executor here = co_await net::this_coro::executor;
     std::shared_ptr<Held> wait;
     {
       std::lock_guard lock(state.mu);
@@ -317,7 +320,7 @@ net::awaitable<FramedServer::Registration> FramedServer::Connection::register_pe
       if (state.held_waiting == 0) pending.ticket_ = pending.queue_->try_enter();
       if (!pending.ticket_ && o.registration_hold.count() > 0 &&
           state.held_waiting < o.max_held_registrations && !state.stop_called) {
-        wait = std::make_shared<Held>(executor_);
+        wait = std::make_shared<Held>(here);
         state.held.push_back(wait);
         ++state.held_waiting;
         ++state.held_total;

@@ -310,5 +310,46 @@ TEST(CkBackpressure, StatusReportsWaitingForTheCoreAreCoalesced) {
   EXPECT_EQ(h.svc().counters().pending_statuses, 0u);
 }
 
+// Status reports of many KMs reach the core together: they are applied in one core pass (one
+// facade report, one snapshot refresh), not one pass per report.
+TEST(CkBackpressure, StatusReportsOfSeveralKmsAreAppliedInOneCorePass) {
+  auto o = insecure();
+  o.heartbeat_interval = 60s;  // no liveness touch of its own during the test
+  Harness h(std::move(o));
+  RawClient km1(h.port());
+  RawClient km2(h.port());
+  ASSERT_EQ(km1.do_register("KM1", R"([{"link_id":"L12","peer_kma_id":"KM2"}])").command,
+            kRegisterResponse);
+  ASSERT_EQ(km2.do_register("KM2", R"([{"link_id":"L12","peer_kma_id":"KM1"}])").command,
+            kRegisterResponse);
+  const auto c0 = h.svc().counters();
+  {
+    CoreBlock block(h.svc());
+    km1.send(kStatusReport, 201, status_payload("KM1", 7));
+    km2.send(kStatusReport, 202, status_payload("KM2", 9));
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (h.svc().counters().pending_statuses < 2 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(h.svc().counters().pending_statuses, 2u);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (h.svc().counters().pending_statuses > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const auto c1 = h.svc().counters();
+  EXPECT_EQ(c1.pending_statuses, 0u);
+  EXPECT_EQ(c1.status_passes - c0.status_passes, 1u) << "two KMs' reports, one core pass";
+  // Both were applied: each end of L12 reported its keys.
+  bool seen = false;
+  for (const auto& l : h.svc().snapshot_state().links) {
+    if (l.spec.link_id == "L12") {
+      seen = true;
+      EXPECT_GT(l.stored_keys, 0u);
+    }
+  }
+  EXPECT_TRUE(seen);
+}
+
 }  // namespace
 }  // namespace qkdn::test

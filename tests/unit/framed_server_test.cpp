@@ -241,7 +241,7 @@ TEST_F(FramedServerTest, RegistrationsBeyondTheBoundAreHeldForAPlace) {
   Client b(client_io, endpoint);
   b.send("REG km-b");
   ASSERT_TRUE(eventually([&] { return server->held() == 1; }));  // b is held, not refused
-  EXPECT_EQ(attempts.load(), 1);                                   // and not at the owner yet
+  EXPECT_EQ(attempts.load(), 1);                                 // and not at the owner yet
   release = true;
   EXPECT_EQ(a.line(), "OK");
   EXPECT_EQ(b.line(), "OK");  // on the same connection, without a busy answer

@@ -338,9 +338,9 @@ void ControllerService::Impl::apply_status_batch() {
           continue;
         }
         if (it.report->kma_id != it.s->km_id) {
-          failed.emplace_back(i, ck::error(ck::errc::kBadRequest,
-                                           "kma_id '" + it.report->kma_id +
-                                               "' is not this connection's KM"));
+          failed.emplace_back(
+              i, ck::error(ck::errc::kBadRequest,
+                           "kma_id '" + it.report->kma_id + "' is not this connection's KM"));
           continue;
         }
         c.apply_status(it.s->km_id, link_reports(*it.report));
@@ -352,10 +352,10 @@ void ControllerService::Impl::apply_status_batch() {
   });
   for (const auto& [i, err] : failed) {
     auto& it = items[i];
-    send_error(*it.s, error_ck_code(err),
-               command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " +
-                   err.what(),
-               it.report_id);
+    send_error(
+        *it.s, error_ck_code(err),
+        command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " + err.what(),
+        it.report_id);
   }
 }
 
@@ -1199,6 +1199,7 @@ CountersSnapshot ControllerService::counters() const {
     out.held_registrations_total = impl_->server->held_total();
   }
   out.pending_statuses = impl_->statuses_waiting.load();
+  out.status_passes = impl_->status_passes.load();
   out.pending_commands = impl_->commands->depth();
   out.pending_high_water = impl_->registrations->high_water() + impl_->commands->high_water();
   return out;

@@ -146,7 +146,7 @@ struct ControllerService::Impl {
   std::vector<std::shared_ptr<Session>> status_batch;  // under batch_mu
   bool status_batch_armed = false;                     // under batch_mu
   std::atomic<std::uint64_t> status_passes{0};         ///< core passes that applied a batch
-  mutable std::mutex refused_mu;  // metrics only
+  mutable std::mutex refused_mu;                       // metrics only
   std::map<std::string, std::uint64_t, std::less<>> refusal_counts;
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;

@@ -264,7 +264,7 @@ class Network {
   std::map<std::string, std::set<std::string>> links_by_km_;  // km -> its link IDs
   Thresholds thresholds_;
   std::atomic<std::uint64_t> version_{0};  ///< structure_version(); written on the core only
-  std::uint64_t figures_version_ = 0;  ///< status-report figures only
+  std::uint64_t figures_version_ = 0;      ///< status-report figures only
 };
 
 }  // namespace qkdn::controller

@@ -142,8 +142,8 @@ class FramedServer {
     /// registration while one is on its way is kInProgress; `check` (may be empty) refuses what
     /// the owner can tell at once (a certificate naming someone else); beyond the bound of
     /// pending registrations it is held for a place (FramedServerOptions::registration_hold),
-    /// and kBusy when the hold is off, full or over; then `attempt` gets the Pending registration and
-    /// returns the owner's verdict. On kRegistered the deadline ends and the slot among the
+    /// and kBusy when the hold is off, full or over; then `attempt` gets the Pending registration
+    /// and returns the owner's verdict. On kRegistered the deadline ends and the slot among the
     /// unregistered is freed (the frame gate starts counting).
     net::awaitable<Registration> register_peer(
         std::function<Verdict()> check, std::function<net::awaitable<Verdict>(Pending)> attempt);

@@ -198,8 +198,10 @@ struct CountersSnapshot {
   /// Backpressure: refusals by reason (see Metrics::ck_refused) and the admission queues now.
   std::map<std::string, std::uint64_t> refused;
   std::size_t pending_registrations = 0;
-  std::size_t held_registrations = 0;        ///< Registers held for a place now
+  std::size_t held_registrations = 0;          ///< Registers held for a place now
   std::uint64_t held_registrations_total = 0;  ///< Registers ever held
+  /// Core passes that applied waiting status reports and liveness touches (all KMs' at once).
+  std::uint64_t status_passes = 0;
   std::size_t pending_statuses = 0;
   std::size_t pending_commands = 0;
   std::size_t pending_high_water = 0;  ///< most registrations + commands ever waiting at once
