@@ -963,7 +963,9 @@ net::ip::tcp::endpoint ControllerService::start() {
   so.registrations = impl_->registrations;
   so.registration_timeout = options_.register_timeout;
   so.max_held_registrations = options_.max_held_registrations;
-  so.registration_hold = options_.register_timeout;
+  // A held KM sends nothing while it waits for its answer: the hold must end (busy, with a
+  // retry hint) well before the channel's idle timeout (3 heartbeat periods) would close it.
+  so.registration_hold = std::min(options_.register_timeout, 2 * options_.heartbeat_interval);
   so.frame_rate = southbound::FrameRate{options_.max_frames_per_s, options_.frame_burst,
                                         options_.max_refused_per_s};
   impl_->server = std::make_unique<southbound::FramedServer>(impl_->ioc.get_executor(),

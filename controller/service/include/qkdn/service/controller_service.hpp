@@ -69,7 +69,8 @@ struct ServiceOptions {
   std::size_t max_pending_registrations = 64;
   /// Beyond max_pending_registrations a Register is held (first come, first served) until a
   /// place frees instead of being answered busy at once: at most this many at a time, each at
-  /// most 90 % of register_timeout (then "NG: busy" as above). A held connection leaves the
+  /// most 2 heartbeat periods (before the idle timeout of 3) and 90 % of register_timeout (then
+  /// "NG: busy" as above). A held connection leaves the
   /// max_unregistered slots to newcomers. 0 = no hold (busy at once).
   std::size_t max_held_registrations = 4096;
   /// Commands (0x1401, 0x1403, 0x1406, alarms, application updates, late answers) admitted from
