@@ -140,6 +140,23 @@ register_s=$el
 register_rss=$(rss_mib)
 register_cpu=$(awk -v c="$(cpu_ticks)" -v hz="$ticks" 'BEGIN { printf "%.1f", c / hz }')
 echo "register: $register_s s for $kms KMs (controller CPU $register_cpu s so far, RSS $register_rss MiB)"
+# The churn of registration: Register frames received (one per KM without churn), Registers
+# answered NG busy, registrations abandoned (the connection closed while it waited: "internal")
+# and connections closed at their registration deadline ("establish_timeout").
+churn() {
+  curl -s --max-time 60 -H "Authorization: Bearer $token" "$api/metrics" | awk '
+    /^qkdn_ck_messages_total\{/ && /direction="in/ && /command="register"/ { reg += $NF }
+    /^qkdn_ck_refused_total\{/ && /reason="registration_busy"/ { busy += $NF }
+    /^qkdn_ck_protocol_errors_total\{/ && /reason="internal"/ { abandoned += $NF }
+    /^qkdn_ck_protocol_errors_total\{/ && /reason="establish_timeout"/ { timeout += $NF }
+    END { printf "%d %d %d %d\n", reg, busy, abandoned, timeout }'
+}
+set -- $(churn)
+register_frames=$1
+register_busy=$2
+register_abandoned=$3
+register_timeouts=$4
+echo "register churn: $register_frames Register frames for $kms KMs, $register_busy answered NG busy, $register_abandoned abandoned while waiting, $register_timeouts connections closed at the registration deadline"
 if [ -n "$smoke" ]; then
   awk -v e="$register_s" -v t="$register_bound" 'BEGIN { exit !(e > t) }' &&
     fail "registration took $register_s s, more than REGISTER_BOUND=$register_bound s"
@@ -166,9 +183,10 @@ alive
 c1=$(cpu_ticks)
 steady_cpu=$(awk -v c=$((c1 - c0)) -v hz="$ticks" -v a="$t0" -v b="$(now)" \
   'BEGIN { printf "%.1f", 100 * c / hz / (b - a) }')
+steady_cpu_s=$(awk -v c=$((c1 - c0)) -v hz="$ticks" 'BEGIN { printf "%.2f", c / hz }')
 rss=$(rss_mib)
 peak=$(hwm_mib)
-echo "steady: controller CPU $steady_cpu % of one core over $window s, RSS $rss MiB (peak $peak MiB)"
+echo "steady: controller CPU $steady_cpu % of one core over $window s ($steady_cpu_s CPU s), RSS $rss MiB (peak $peak MiB)"
 
 # Phase 4: /metrics.
 best=""
@@ -214,4 +232,4 @@ route_cpu=$(awk -v c=$((c1 - c0)) -v hz="$ticks" -v n="$routes" 'BEGIN { printf 
 echo "route: p50 $1 ms, p99 $2 ms over $routes queries ($3 with a route); controller CPU $route_cpu us per query (with status reports going on)"
 alive
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "RESULT kms=$kms links=$links register_s=$register_s register_cpu_s=$register_cpu links_up_s=$links_s steady_cpu_pct=$steady_cpu rss_mib=$rss peak_mib=$peak metrics_best_s=$best metrics_worst_s=$worst metrics_kib=$metrics_kib route_p50_ms=$1 route_p99_ms=$2 route_cpu_us=$route_cpu"
+echo "RESULT kms=$kms links=$links register_s=$register_s register_cpu_s=$register_cpu register_frames=$register_frames register_busy=$register_busy register_abandoned=$register_abandoned register_timeouts=$register_timeouts links_up_s=$links_s steady_cpu_pct=$steady_cpu steady_cpu_s=$steady_cpu_s rss_mib=$rss peak_mib=$peak metrics_best_s=$best metrics_worst_s=$worst metrics_kib=$metrics_kib route_p50_ms=$1 route_p99_ms=$2 route_cpu_us=$route_cpu"

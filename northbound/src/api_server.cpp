@@ -4,9 +4,16 @@
 
 #include <algorithm>
 #include <any>
+#include <chrono>
+#include <future>
 #include <iostream>
+#include <optional>
+#include <thread>
 #include <utility>
+#include <vector>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse.hpp>
 
@@ -440,6 +447,12 @@ net::awaitable<HttpResponse> Api::handle(HttpRequest req) {
 struct ApiServer::State {
   std::shared_ptr<Api> api;
   std::unique_ptr<net::ssl::context> tls;
+  // The API's own io_context and threads (ApiOptions::threads): requests are parsed, answered
+  // and routed here, not on the service's threads, so that they never queue behind Ck traffic.
+  // What needs the core still hops to the core strand (ControllerService::on_core).
+  net::io_context ioc;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
   std::unique_ptr<qkdn::net::HttpServer> http;
   net::ip::tcp::endpoint endpoint;
 };
@@ -465,6 +478,9 @@ ApiServer::ApiServer(service::ControllerService& service, ApiOptions options)
   }
   if (options.max_connections < 1 || options.max_unauthenticated < 1) {
     throw InvalidArgument("api: connection limits must be at least 1");
+  }
+  if (options.threads < 1 || options.threads > 64) {
+    throw InvalidArgument("api: threads must be between 1 and 64");
   }
   state_->api = std::make_shared<Api>(service, std::move(options));
   if (state_->api->options.insecure) {
@@ -503,15 +519,44 @@ void ApiServer::start() {
   auto observer = [metrics](const std::string& method, int status, double seconds) {
     metrics->http_request(method_label(method), status, seconds);
   };
-  state_->http = std::make_unique<qkdn::net::HttpServer>(
-      api->svc.io_context(), state_->endpoint, handler, ho, state_->tls.get(), admit, observer);
+  state_->http = std::make_unique<qkdn::net::HttpServer>(state_->ioc, state_->endpoint, handler, ho,
+                                                         state_->tls.get(), admit, observer);
   state_->http->start();
+  state_->work.emplace(state_->ioc.get_executor());
+  for (std::size_t i = 0; i < o.threads; ++i) {
+    state_->threads.emplace_back([st = state_.get(), svc] {
+      for (;;) {
+        try {
+          st->ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          svc->log(std::string("api: thread: ") + e.what());  // a handler threw: keep serving
+        }
+      }
+    });
+  }
 }
 
 std::uint16_t ApiServer::port() const { return state_->http ? state_->http->port() : 0; }
 
 void ApiServer::stop() {
-  if (state_->http) state_->http->stop();
+  if (!state_->http || state_->threads.empty()) return;
+  state_->http->stop();  // closes the listener and every connection (posted to their strands)
+  state_->work.reset();
+  // The threads return once the closes ran and no request is in flight. A request still waiting
+  // for a core that no longer runs would hold them: bounded, then the io_context is stopped.
+  auto done = std::make_shared<std::promise<void>>();
+  auto finished = done->get_future();
+  std::thread waiter([st = state_.get(), done] {
+    for (auto& t : st->threads) t.join();
+    done->set_value();
+  });
+  if (finished.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    state_->api->svc.log("api: requests still in flight after 5 s; stopping anyway");
+    state_->ioc.stop();
+  }
+  waiter.join();
+  state_->threads.clear();
 }
 
 std::vector<ApiRoute> ApiServer::routes() const { return state_->api->router.routes(); }

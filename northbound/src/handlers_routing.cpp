@@ -130,8 +130,13 @@ net::awaitable<HttpResponse> get_routes(Api& api, RequestContext& ctx) {
   check_id_param("src", src);
   check_id_param("dst", dst);
   const controller::RouteOptions o = route_query_options(q);
-  auto op = api.svc.on_core([](Core& c) { return current_snapshot(c); });
-  auto snapshot = co_await std::move(op);
+  // The snapshot the core published, when the network's structure has not moved since: no hop
+  // to the core strand, so a route query does not wait behind Ck traffic. Else the core's.
+  auto snapshot = api.svc.published_snapshot();
+  if (!snapshot || snapshot->structure_version() != api.svc.network_structure_version()) {
+    auto op = api.svc.on_core([](Core& c) { return current_snapshot(c); });
+    snapshot = co_await std::move(op);
+  }
   // Route computation needs only the immutable snapshot: it runs here, off the core strand.
   co_return route_answer(api, *snapshot, src, dst, o);
 }

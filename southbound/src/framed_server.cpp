@@ -1,6 +1,8 @@
 // The shared accept side of Ck (controller) and KMA (agent): see framed_server.hpp.
 #include "qkdn/southbound/framed_server.hpp"
 
+#include <algorithm>
+#include <deque>
 #include <exception>
 #include <tuple>
 #include <utility>
@@ -10,6 +12,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace qkdn::southbound {
@@ -17,6 +20,22 @@ namespace qkdn::southbound {
 namespace {
 using tcp = net::ip::tcp;
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+// A registration waiting for a place among the pending ones. The timer belongs to the
+// connection's strand; others only post its cancel there. `granted`, `gone` and `ticket` are
+// under State::mu.
+struct Held {
+  explicit Held(const net::any_io_executor& ex) : timer(ex) {}
+  net::steady_timer timer;
+  qkdn::net::AdmissionQueue::Ticket ticket;
+  bool granted = false;
+  bool gone = false;  // gave up (hold over, connection closed): skipped when a place frees
+};
+
+void wake(const std::shared_ptr<Held>& h) {
+  auto ex = h->timer.get_executor();
+  net::post(ex, [h] { h->timer.cancel(); });
+}
 }  // namespace
 
 struct FramedServer::State : std::enable_shared_from_this<FramedServer::State> {
@@ -36,10 +55,40 @@ struct FramedServer::State : std::enable_shared_from_this<FramedServer::State> {
 
   mutable std::mutex mu;  // everything below
   std::map<std::uint64_t, std::weak_ptr<Connection>> live;
+  std::deque<std::shared_ptr<Held>> held;  // first come, first served
+  std::size_t held_waiting = 0;            // in `held` and not gone
+  std::uint64_t held_total = 0;
   bool started = false;
   bool stop_called = false;
   bool accept_done = false;
   std::function<void()> drained;
+
+  // Hands free places of the registration queue to held registrations, oldest first. Under mu.
+  void grant_held_locked() {
+    auto& q = *options.registrations;
+    while (!held.empty()) {
+      auto h = held.front();
+      if (h->gone) {
+        held.pop_front();
+        continue;
+      }
+      if (q.depth() >= q.limit()) break;
+      auto t = q.try_enter();
+      if (!t) break;
+      h->ticket = std::move(t);
+      h->granted = true;
+      --held_waiting;
+      held.pop_front();
+      wake(h);
+    }
+  }
+
+  // A place of the registration queue given back (Pending): to the oldest held registration.
+  void release_place(qkdn::net::AdmissionQueue::Ticket& ticket) {
+    std::lock_guard lock(mu);
+    ticket.release();
+    grant_held_locked();
+  }
 
   void log(const std::string& line) const {
     if (hooks.log) hooks.log(line);
@@ -109,6 +158,7 @@ struct FramedServer::State : std::enable_shared_from_this<FramedServer::State> {
     auto conn = std::make_shared<Connection>();
     conn->id_ = next_id.fetch_add(1);
     conn->executor_ = ex;
+    conn->accepted_at_ = std::chrono::steady_clock::now();
     conn->server_ = shared_from_this();
     if (options.unregistered != nullptr) {
       // Pre-registration cap: the gate's policy decides between refusing the newcomer and
@@ -179,10 +229,20 @@ FramedServer::Pending::~Pending() {
     queue_->served(std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - *t0_));
   }
+  release_place();
+}
+
+void FramedServer::Pending::release_place() {
+  if (!ticket_) return;
+  if (server_) {
+    static_cast<State*>(server_.get())->release_place(ticket_);
+  } else {
+    ticket_.release();
+  }
 }
 
 void FramedServer::Pending::started() {
-  ticket_.release();  // no longer waiting
+  release_place();  // no longer waiting: the place goes to the oldest held registration
   if (!t0_) t0_ = std::chrono::steady_clock::now();
 }
 
@@ -200,11 +260,14 @@ void FramedServer::Connection::set_closer(const std::function<void()>& close) {
 
 void FramedServer::Connection::close() {
   std::function<void()> c;
+  std::shared_ptr<void> held;
   {
     std::lock_guard lock(mu_);
     close_requested_ = true;
     c = closer_;
+    held = held_;
   }
+  if (held) wake(std::static_pointer_cast<Held>(held));  // a held registration gives up
   if (c) c();
 }
 
@@ -239,21 +302,67 @@ net::awaitable<FramedServer::Registration> FramedServer::Connection::register_pe
   }
   auto& state = *static_cast<State*>(server_.get());
   Pending pending;
-  if (state.options.registrations) {
-    pending.queue_ = state.options.registrations;
-    pending.ticket_ = pending.queue_->try_enter();
-    if (!pending.ticket_) {
-      out.outcome = Registration::Outcome::kBusy;
-      out.retry_after = pending.queue_->retry_after(state.options.registration_retry_floor);
-      pending.queue_.reset();
-      co_return out;
-    }
-  }
-  registering_ = true;
+  registering_ = true;  // from here: a second Register is kInProgress, also while held
   struct Done {
     bool& flag;
     ~Done() { flag = false; }
   } done{registering_};
+  if (state.options.registrations) {
+    pending.queue_ = state.options.registrations;
+    pending.server_ = server_;
+    const auto& o = state.options;
+    // The hold's timer lives on the strand this coroutine runs on (the caller's serving strand).
+    const net::any_io_executor here = co_await net::this_coro::executor;
+    std::shared_ptr<Held> wait;
+    {
+      std::lock_guard lock(state.mu);
+      // Newcomers queue behind those held already (fair), else take a free place at once.
+      if (state.held_waiting == 0) pending.ticket_ = pending.queue_->try_enter();
+      if (!pending.ticket_ && o.registration_hold.count() > 0 &&
+          state.held_waiting < o.max_held_registrations && !state.stop_called) {
+        wait = std::make_shared<Held>(here);
+        state.held.push_back(wait);
+        ++state.held_waiting;
+        ++state.held_total;
+      }
+    }
+    if (wait) {
+      auto until = std::chrono::steady_clock::now() + o.registration_hold;
+      if (o.registration_timeout.count() > 0) {
+        until = std::min(until, accepted_at_ + o.registration_timeout * 9 / 10);
+      }
+      wait->timer.expires_at(until);
+      bool closing = false;
+      {
+        std::lock_guard lock(mu_);
+        held_ = wait;
+        closing = close_requested_;
+      }
+      // Held: the slot among the unregistered goes to a newcomer (the hold has its own bound).
+      slot_.release();
+      if (!closing) {
+        auto wait_op = wait->timer.async_wait(kTuple);
+        co_await std::move(wait_op);
+      }
+      {
+        std::lock_guard lock(mu_);
+        held_.reset();
+      }
+      std::lock_guard lock(state.mu);
+      if (wait->granted) {
+        pending.ticket_ = std::move(wait->ticket);
+      } else {
+        wait->gone = true;
+        --state.held_waiting;
+      }
+    }
+    if (!pending.ticket_) {
+      out.outcome = Registration::Outcome::kBusy;
+      out.retry_after = pending.queue_->retry_after(o.registration_retry_floor);
+      pending.queue_.reset();
+      co_return out;
+    }
+  }
   auto op = attempt(std::move(pending));
   auto v = co_await std::move(op);
   if (!v.registered()) {
@@ -344,6 +453,16 @@ void FramedServer::stop(std::function<void()> drained) {
 std::size_t FramedServer::active() const {
   std::lock_guard lock(state_->mu);
   return state_->live.size();
+}
+
+std::size_t FramedServer::held() const {
+  std::lock_guard lock(state_->mu);
+  return state_->held_waiting;
+}
+
+std::uint64_t FramedServer::held_total() const {
+  std::lock_guard lock(state_->mu);
+  return state_->held_total;
 }
 
 }  // namespace qkdn::southbound

@@ -12,7 +12,9 @@
 #include <atomic>
 #include <cstdio>
 #include <future>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/post.hpp>
 
@@ -169,45 +171,110 @@ TEST(CkBackpressure, FloodingKmIsThrottledWhileAnotherKeepsWorking) {
   EXPECT_EQ(calm.expect_frame().command, kNextHopResponse);
 }
 
-// With the core busy, one registration waits in the admission queue (limit 1 here); the next is
-// answered at once "NG: busy" with retry_after_ms and closed, instead of queueing behind the core
-// until the KM times out and registers again on a new connection.
-TEST(CkBackpressure, RegistrationsBeyondTheQueueAreToldToComeBack) {
+// With the core busy, one registration waits in the admission queue (limit 1 here) and one is
+// held for a place (max_held_registrations 1); the next is answered at once "NG: busy" with
+// retry_after_ms and closed, instead of queueing behind the core until the KM times out and
+// registers again on a new connection. (Before the hold, the second was the busy one.)
+TEST(CkBackpressure, RegistrationsBeyondTheQueueAndTheHoldAreToldToComeBack) {
   auto o = insecure();
   o.max_pending_registrations = 1;
+  o.max_held_registrations = 1;
   Harness h(std::move(o));
   RawClient first(h.port());
-  RawClient second(h.port());
+  RawClient held(h.port());
+  RawClient third(h.port());
   {
     CoreBlock block(h.svc());
     first.send(0x14E1, 1, R"({"km_id":"KM1","kma_endpoint":"127.0.0.1:7001","links":[]})");
     // Bounded wait until the first registration holds the queue's one place.
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    auto deadline = std::chrono::steady_clock::now() + 5s;
     while (h.svc().counters().pending_registrations < 1 &&
            std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(5ms);
     }
     ASSERT_EQ(h.svc().counters().pending_registrations, 1u);
-    second.send(0x14E1, 1, R"({"km_id":"KM2","kma_endpoint":"127.0.0.1:7002","links":[]})");
-    ck::Frame ng = second.expect_frame(2s);  // answered while the core is still blocked
+    held.send(0x14E1, 1, R"({"km_id":"KM2","kma_endpoint":"127.0.0.1:7002","links":[]})");
+    deadline = std::chrono::steady_clock::now() + 5s;
+    while (h.svc().counters().held_registrations < 1 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(h.svc().counters().held_registrations, 1u);
+    third.send(0x14E1, 1, R"({"km_id":"KM3","kma_endpoint":"127.0.0.1:7003","links":[]})");
+    ck::Frame ng = third.expect_frame(2s);  // answered while the core is still blocked
     ASSERT_EQ(ng.command, kRegisterResponse);
     EXPECT_NE(ng.payload.find(R"("response":"NG: busy")"), std::string::npos) << ng.payload;
     const auto r = decode_as<ck::RegisterResponse>(ng);
     ASSERT_TRUE(r.retry_after_ms.has_value()) << ng.payload;
     EXPECT_GE(*r.retry_after_ms, 1000);
-    EXPECT_TRUE(second.wait_closed(2s));
+    EXPECT_TRUE(third.wait_closed(2s));
   }
-  ck::Frame ok = first.expect_frame();
-  ASSERT_EQ(ok.command, kRegisterResponse);
-  EXPECT_NE(ok.payload.find(R"("response":"OK")"), std::string::npos) << ok.payload;
+  for (auto* c : {&first, &held}) {
+    ck::Frame ok = c->expect_frame();
+    ASSERT_EQ(ok.command, kRegisterResponse);
+    EXPECT_NE(ok.payload.find(R"("response":"OK")"), std::string::npos) << ok.payload;
+  }
   // The counter is bumped on the core strand after the OK is sent: poll it (bounded).
   const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (h.svc().counters().registrations < 1 && std::chrono::steady_clock::now() < deadline) {
+  while (h.svc().counters().registrations < 2 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(5ms);
   }
   const auto c = h.svc().counters();
   EXPECT_EQ(c.refused.at("registration_busy"), 1u);
-  EXPECT_EQ(c.registrations, 1u);
+  EXPECT_EQ(c.registrations, 2u);
+  EXPECT_EQ(c.held_registrations, 0u);
+}
+
+// A storm: 40 KMs register at once while the core is blocked and the admission queue holds 2.
+// Every one is held for a place and registered once the core runs again: no "NG: busy", no
+// reconnect (each answer arrives on the connection that asked).
+TEST(CkBackpressure, ARegistrationStormIsHeldNotRefused) {
+  auto o = insecure();
+  o.max_pending_registrations = 2;
+  constexpr int kStorm = 40;
+  // A network of kStorm KMs (no links: registration alone is measured).
+  o.topology.name = "storm";
+  for (int i = 0; i < kStorm; ++i) {
+    const auto km = "S" + std::to_string(i);
+    o.topology.kms.push_back({km, km});
+  }
+  Harness h(std::move(o));
+  std::vector<std::unique_ptr<RawClient>> kms;
+  for (int i = 0; i < kStorm; ++i) kms.push_back(std::make_unique<RawClient>(h.port()));
+  {
+    CoreBlock block(h.svc());
+    for (int i = 0; i < kStorm; ++i) {
+      kms[i]->send(0x14E1, 1,
+                   R"({"km_id":"S)" + std::to_string(i) +
+                       R"(","kma_endpoint":"127.0.0.1:7001","links":[]})");
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (h.svc().counters().held_registrations < kStorm - 2 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    const auto c = h.svc().counters();
+    EXPECT_EQ(c.pending_registrations, 2u);
+    EXPECT_EQ(c.held_registrations, static_cast<std::size_t>(kStorm - 2));
+    EXPECT_EQ(c.refused.count("registration_busy") ? c.refused.at("registration_busy") : 0, 0u);
+  }
+  int answered = 0;
+  for (auto& km : kms) {
+    ck::Frame f = km->expect_frame(5s);
+    ASSERT_EQ(f.command, kRegisterResponse);
+    EXPECT_NE(f.payload.find(R"("response":"OK")"), std::string::npos) << f.payload;
+    ++answered;
+  }
+  EXPECT_EQ(answered, kStorm);
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (h.svc().counters().registrations < kStorm && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const auto c = h.svc().counters();
+  EXPECT_EQ(c.registrations, static_cast<std::uint64_t>(kStorm));
+  EXPECT_EQ(c.refused.count("registration_busy") ? c.refused.at("registration_busy") : 0, 0u);
+  EXPECT_EQ(c.held_registrations, 0u);
+  EXPECT_EQ(c.held_registrations_total, static_cast<std::uint64_t>(kStorm - 2));
 }
 
 // Status reports that wait for a busy core are coalesced: one per KM waits, the latest wins.
@@ -241,6 +308,47 @@ TEST(CkBackpressure, StatusReportsWaitingForTheCoreAreCoalesced) {
   }
   EXPECT_EQ(keys, 50u);
   EXPECT_EQ(h.svc().counters().pending_statuses, 0u);
+}
+
+// Status reports of many KMs reach the core together: they are applied in one core pass (one
+// facade report, one snapshot refresh), not one pass per report.
+TEST(CkBackpressure, StatusReportsOfSeveralKmsAreAppliedInOneCorePass) {
+  auto o = insecure();
+  o.heartbeat_interval = 60s;  // no liveness touch of its own during the test
+  Harness h(std::move(o));
+  RawClient km1(h.port());
+  RawClient km2(h.port());
+  ASSERT_EQ(km1.do_register("KM1", R"([{"link_id":"L12","peer_kma_id":"KM2"}])").command,
+            kRegisterResponse);
+  ASSERT_EQ(km2.do_register("KM2", R"([{"link_id":"L12","peer_kma_id":"KM1"}])").command,
+            kRegisterResponse);
+  const auto c0 = h.svc().counters();
+  {
+    CoreBlock block(h.svc());
+    km1.send(kStatusReport, 201, status_payload("KM1", 7));
+    km2.send(kStatusReport, 202, status_payload("KM2", 9));
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (h.svc().counters().pending_statuses < 2 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(h.svc().counters().pending_statuses, 2u);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (h.svc().counters().pending_statuses > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const auto c1 = h.svc().counters();
+  EXPECT_EQ(c1.pending_statuses, 0u);
+  EXPECT_EQ(c1.status_passes - c0.status_passes, 1u) << "two KMs' reports, one core pass";
+  // Both were applied: each end of L12 reported its keys.
+  bool seen = false;
+  for (const auto& l : h.svc().snapshot_state().links) {
+    if (l.spec.link_id == "L12") {
+      seen = true;
+      EXPECT_GT(l.stored_keys, 0u);
+    }
+  }
+  EXPECT_TRUE(seen);
 }
 
 }  // namespace

@@ -226,6 +226,85 @@ TEST_F(FramedServerTest, PendingRegistrationsBeyondTheBoundAreAnsweredBusy) {
   EXPECT_EQ(o.registrations->depth(), 0u);
 }
 
+// With the hold on, a registration that finds the queue full waits for a place instead of being
+// answered busy, and gets it as soon as the one ahead starts (no reconnect, no retry).
+TEST_F(FramedServerTest, RegistrationsBeyondTheBoundAreHeldForAPlace) {
+  FramedServerOptions o;
+  o.registrations = std::make_shared<qkdn::net::AdmissionQueue>(1);
+  o.max_held_registrations = 4;
+  o.registration_hold = 5s;
+  start(o);
+  release = false;
+  Client a(client_io, endpoint);
+  a.send("REG km-a");
+  ASSERT_TRUE(eventually([&] { return attempts.load() == 1; }));  // a waits for its verdict
+  Client b(client_io, endpoint);
+  b.send("REG km-b");
+  ASSERT_TRUE(eventually([&] { return server->held() == 1; }));  // b is held, not refused
+  EXPECT_EQ(attempts.load(), 1);                                 // and not at the owner yet
+  release = true;
+  EXPECT_EQ(a.line(), "OK");
+  EXPECT_EQ(b.line(), "OK");  // on the same connection, without a busy answer
+  EXPECT_EQ(attempts.load(), 2);
+  EXPECT_EQ(server->held(), 0u);
+  EXPECT_EQ(server->held_total(), 1u);
+  EXPECT_EQ(o.registrations->depth(), 0u);
+}
+
+// The hold is bounded in number (beyond it: busy at once) and in time (then: busy).
+TEST_F(FramedServerTest, TheHoldIsBoundedInNumberAndTime) {
+  FramedServerOptions o;
+  o.registrations = std::make_shared<qkdn::net::AdmissionQueue>(1);
+  o.registration_retry_floor = 250ms;
+  o.max_held_registrations = 1;
+  o.registration_hold = 300ms;
+  start(o);
+  release = false;
+  Client a(client_io, endpoint);
+  a.send("REG km-a");
+  ASSERT_TRUE(eventually([&] { return attempts.load() == 1; }));
+  Client b(client_io, endpoint);
+  b.send("REG km-b");
+  ASSERT_TRUE(eventually([&] { return server->held() == 1; }));
+  Client c(client_io, endpoint);
+  c.send("REG km-c");
+  const auto full = c.line();  // the hold is full: busy at once
+  ASSERT_TRUE(full.starts_with("BUSY ")) << full;
+  const auto late = b.line();  // held 300 ms without a place: busy
+  ASSERT_TRUE(late.starts_with("BUSY ")) << late;
+  EXPECT_GE(std::stoi(late.substr(5)), 250);
+  EXPECT_EQ(server->held(), 0u);
+  release = true;
+  EXPECT_EQ(a.line(), "OK");
+  EXPECT_EQ(attempts.load(), 1);  // neither b nor c reached the owner
+}
+
+// Held registrations get places in their order of arrival, before a newcomer that finds a place
+// just freed (first come, first served).
+TEST_F(FramedServerTest, HeldRegistrationsAreServedFirstComeFirstServed) {
+  FramedServerOptions o;
+  o.registrations = std::make_shared<qkdn::net::AdmissionQueue>(1);
+  o.max_held_registrations = 8;
+  o.registration_hold = 5s;
+  start(o);
+  release = false;
+  Client a(client_io, endpoint);
+  a.send("REG km-a");
+  ASSERT_TRUE(eventually([&] { return attempts.load() == 1; }));
+  Client b(client_io, endpoint);
+  b.send("REG km-b");
+  ASSERT_TRUE(eventually([&] { return server->held() == 1; }));
+  Client c(client_io, endpoint);
+  c.send("REG km-c");
+  ASSERT_TRUE(eventually([&] { return server->held() == 2; }));
+  release = true;
+  EXPECT_EQ(a.line(), "OK");
+  EXPECT_EQ(b.line(), "OK");
+  EXPECT_EQ(c.line(), "OK");
+  EXPECT_EQ(attempts.load(), 3);
+  EXPECT_EQ(server->held_total(), 2u);
+}
+
 TEST_F(FramedServerTest, OwnerRefusalsAreHandedBackWithTheirCode) {
   start({});
   Client c(client_io, endpoint);

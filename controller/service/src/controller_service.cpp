@@ -74,7 +74,8 @@ ControllerService::Impl::Impl(ControllerService& s)
       relays(ledger, *random, s.options_.relay),
       tick_timer(core),
       writer_wake(core),
-      probe_timer(core) {
+      probe_timer(core),
+      status_timer(core) {
   make_drivers();
 }
 
@@ -247,39 +248,115 @@ std::shared_ptr<const void> ControllerService::Impl::admit_command(Session& s, s
   return t;
 }
 
+namespace {
+// Status reports and liveness touches wait at most this long for their (shared) core pass.
+constexpr auto kStatusBatch = std::chrono::milliseconds{50};
+
+std::vector<controller::LinkReport> link_reports(const ck::StatusReport& st) {
+  std::vector<controller::LinkReport> reports;
+  reports.reserve(st.links.size());
+  for (const auto& l : st.links) {
+    if (l.stored_keys < 0 || l.stored_key_bits < 0) {
+      throw InvalidArgument("link '" + l.link_id + "': negative key counts");
+    }
+    reports.push_back({l.link_id, l.peer_kma_id, l.state == "up",
+                       static_cast<std::uint64_t>(l.stored_keys),
+                       static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
+                       l.consumption_rate_bps, l.qber});
+  }
+  return reports;
+}
+}  // namespace
+
 void ControllerService::Impl::queue_status(const std::shared_ptr<Session>& s,
                                            ck::StatusReport report, std::uint32_t message_id) {
   {
     std::lock_guard lock(s->status_mu);
-    s->status_waiting = std::move(report);
+    if (!s->status_waiting) statuses_waiting.fetch_add(1, std::memory_order_relaxed);
+    s->status_waiting = std::move(report);  // a waiting one is replaced: latest wins
     s->status_message_id = message_id;
-    if (s->status_posted) return;  // the waiting report is replaced: latest wins
-    s->status_posted = true;
+    if (s->in_batch) return;
+    s->in_batch = true;
   }
-  statuses_waiting.fetch_add(1, std::memory_order_relaxed);
-  net::post(core, [this, s] {
-    std::optional<ck::StatusReport> r;
+  list_in_batch(s);
+}
+
+void ControllerService::Impl::list_in_batch(const std::shared_ptr<Session>& s) {
+  {
+    std::lock_guard lock(batch_mu);
+    status_batch.push_back(s);
+    if (status_batch_armed) return;
+    status_batch_armed = true;
+  }
+  net::post(core, [this] {
+    status_timer.expires_after(kStatusBatch);
+    status_timer.async_wait([this](boost::system::error_code) { apply_status_batch(); });
+  });
+}
+
+void ControllerService::Impl::apply_status_batch() {
+  std::vector<std::shared_ptr<Session>> batch;
+  {
+    std::lock_guard lock(batch_mu);
+    batch.swap(status_batch);
+    status_batch_armed = false;
+  }
+  struct Item {
+    std::shared_ptr<Session> s;
+    std::optional<ck::StatusReport> report;
     std::uint32_t report_id = 0;
+  };
+  std::vector<Item> items;
+  items.reserve(batch.size());
+  for (auto& s : batch) {
+    Item it{s, std::nullopt, 0};
+    bool touched = false;
     {
       std::lock_guard lock(s->status_mu);
-      r = std::move(s->status_waiting);
-      report_id = s->status_message_id;
+      it.report = std::move(s->status_waiting);
+      it.report_id = s->status_message_id;
       s->status_waiting.reset();
-      s->status_posted = false;
+      touched = std::exchange(s->touch_waiting, false);
+      s->in_batch = false;
     }
-    statuses_waiting.fetch_sub(1, std::memory_order_relaxed);
-    // Only the KM's current session reports (a superseded or closed one is not the KM's voice).
-    auto it = registered.find(s->km_id);
-    if (!r || it == registered.end() || it->second.session_id != s->id) return;
-    ck::Message m{std::move(*r)};
-    auto result = apply_km_message(s->km_id, s->channel->remote_endpoint(), m);
-    if (result) {
-      send_error(*s, error_ck_code(*result),
-                 command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " +
-                     result->what(),
-                 report_id);
+    if (it.report) statuses_waiting.fetch_sub(1, std::memory_order_relaxed);
+    // Only the KM's current session speaks for it (a superseded or closed one does not).
+    auto r = registered.find(s->km_id);
+    if (r == registered.end() || r->second.session_id != s->id) continue;
+    if (it.report || touched) items.push_back(std::move(it));
+  }
+  if (items.empty() || stopping) return;
+  ++status_passes;
+  // One facade report for the whole batch: one engine hand-over, one snapshot refresh.
+  std::vector<std::pair<std::size_t, Error>> failed;
+  svc.facade().report([&](CoreChanges& c) {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      auto& it = items[i];
+      try {
+        if (!it.report) {
+          c.touch_km(it.s->km_id);  // a status report refreshes last_seen itself
+          continue;
+        }
+        if (it.report->kma_id != it.s->km_id) {
+          failed.emplace_back(
+              i, ck::error(ck::errc::kBadRequest,
+                           "kma_id '" + it.report->kma_id + "' is not this connection's KM"));
+          continue;
+        }
+        c.apply_status(it.s->km_id, link_reports(*it.report));
+      } catch (const std::exception& e) {
+        if (it.report) failed.emplace_back(i, ck::error_of(e));
+        // A touch of a KM that vanished from the topology: its session is being closed.
+      }
     }
   });
+  for (const auto& [i, err] : failed) {
+    auto& it = items[i];
+    send_error(
+        *it.s, error_ck_code(err),
+        command_label(static_cast<std::uint16_t>(ck::Command::kStatusReport)) + ": " + err.what(),
+        it.report_id);
+  }
 }
 
 // ---- the Ck listener (southbound::FramedServer) ----
@@ -409,7 +486,7 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
   }
   // A registered KM's rate: frames over it are refused here and never reach the core.
   if (!admit_frame(s, frame)) co_return;
-  touch(*s);
+  touch(s);
   auto decoded = ck::decode_payload(code, frame.payload);
   if (auto* bad = std::get_if<ck::DecodeError>(&decoded)) {
     if (code == static_cast<std::uint16_t>(ck::Command::kRegister)) {
@@ -506,20 +583,22 @@ net::awaitable<void> ControllerService::Impl::on_frame(std::shared_ptr<Session> 
   }
 }
 
-// Refreshes the KM's last_seen at most once per heartbeat interval (not on every frame: the
-// hot path of heartbeats must not hop to the core).
-void ControllerService::Impl::touch(Session& s) {
-  if (!s.registered) return;
+// Refreshes the KM's last_seen at most once per heartbeat interval (not on every frame), and
+// then in the status batch's shared core pass: heartbeats are answered here, on the session's
+// strand, and never cost a core pass of their own (the channel's idle timeout is the liveness
+// check of the session itself).
+void ControllerService::Impl::touch(const std::shared_ptr<Session>& s) {
+  if (!s->registered) return;
   const auto now = std::chrono::steady_clock::now();
-  if (now - s.last_touch < svc.options_.heartbeat_interval) return;
-  s.last_touch = now;
-  net::post(core, [this, km = s.km_id] {
-    try {
-      svc.facade().report([&](CoreChanges& c) { c.touch_km(km); });
-    } catch (const std::exception&) {
-      // The KM vanished from the topology meanwhile; its session is being closed.
-    }
-  });
+  if (now - s->last_touch < svc.options_.heartbeat_interval) return;
+  s->last_touch = now;
+  {
+    std::lock_guard lock(s->status_mu);
+    s->touch_waiting = true;
+    if (s->in_batch) return;
+    s->in_batch = true;
+  }
+  list_in_batch(s);
 }
 
 net::awaitable<void> ControllerService::Impl::on_register(std::shared_ptr<Session> s,
@@ -727,17 +806,7 @@ CoreResult ControllerService::Impl::apply_km_message(const std::string& km_id,
         return ck::error(ck::errc::kBadRequest,
                          "kma_id '" + st->kma_id + "' is not this connection's KM");
       }
-      std::vector<controller::LinkReport> reports;
-      reports.reserve(st->links.size());
-      for (const auto& l : st->links) {
-        if (l.stored_keys < 0 || l.stored_key_bits < 0) {
-          throw InvalidArgument("link '" + l.link_id + "': negative key counts");
-        }
-        reports.push_back({l.link_id, l.peer_kma_id, l.state == "up",
-                           static_cast<std::uint64_t>(l.stored_keys),
-                           static_cast<std::uint64_t>(l.stored_key_bits), l.key_rate_bps,
-                           l.consumption_rate_bps, l.qber});
-      }
+      const auto reports = link_reports(*st);
       svc.facade().report([&](CoreChanges& c) { c.apply_status(km_id, reports); });
     } else if (auto* al = std::get_if<ck::Alarm>(&message)) {
       if (al->kma_id != km_id) {
@@ -897,6 +966,10 @@ net::ip::tcp::endpoint ControllerService::start() {
   so.unregistered = impl_->unregistered.get();
   so.registrations = impl_->registrations;
   so.registration_timeout = options_.register_timeout;
+  so.max_held_registrations = options_.max_held_registrations;
+  // A held KM sends nothing while it waits for its answer: the hold must end (busy, with a
+  // retry hint) well before the channel's idle timeout (3 heartbeat periods) would close it.
+  so.registration_hold = std::min(options_.register_timeout, 2 * options_.heartbeat_interval);
   so.frame_rate = southbound::FrameRate{options_.max_frames_per_s, options_.frame_burst,
                                         options_.max_refused_per_s};
   impl_->server = std::make_unique<southbound::FramedServer>(impl_->ioc.get_executor(),
@@ -1037,6 +1110,21 @@ Metrics& ControllerService::metrics() { return *impl_->metrics; }
 
 net::io_context& ControllerService::io_context() { return impl_->ioc; }
 
+void ControllerService::Impl::publish_snapshot(
+    std::shared_ptr<const controller::TopologySnapshot> s) {
+  std::lock_guard lock(published_mu);
+  published = std::move(s);
+}
+
+std::shared_ptr<const controller::TopologySnapshot> ControllerService::published_snapshot() const {
+  std::lock_guard lock(impl_->published_mu);
+  return impl_->published;
+}
+
+std::uint64_t ControllerService::network_structure_version() const {
+  return network_.structure_version();
+}
+
 net::awaitable<std::string> ControllerService::metrics_text() {
   auto op = on_core([this](Core& c) {
     GaugeInput in;
@@ -1112,7 +1200,12 @@ CountersSnapshot ControllerService::counters() const {
     for (const auto& [k, v] : impl_->refusal_counts) out.refused[k] = v;
   }
   out.pending_registrations = impl_->registrations->depth();
+  if (impl_->server) {
+    out.held_registrations = impl_->server->held();
+    out.held_registrations_total = impl_->server->held_total();
+  }
   out.pending_statuses = impl_->statuses_waiting.load();
+  out.status_passes = impl_->status_passes.load();
   out.pending_commands = impl_->commands->depth();
   out.pending_high_water = impl_->registrations->high_water() + impl_->commands->high_water();
   return out;

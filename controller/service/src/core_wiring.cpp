@@ -28,6 +28,9 @@ void ControllerService::Impl::make_drivers() {
                 [this](std::string_view line) { svc.log(line); },
                 [this](const std::vector<controller::NetworkEvent>& e) { emit(e); },
                 [this](const std::vector<controller::NetworkEvent>& e) { after_events(e); },
+                [this](std::shared_ptr<const controller::TopologySnapshot> s) {
+                  publish_snapshot(std::move(s));
+                },
             });
   KeySupplyDriver::Options o;
   o.route_alternatives = svc.options_.route_alternatives;

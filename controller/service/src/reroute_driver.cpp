@@ -119,6 +119,7 @@ std::shared_ptr<const controller::TopologySnapshot> RerouteDriver::fresh_snapsho
   last_snapshot_ = std::chrono::steady_clock::now();
   last_snapshot_cost_ = last_snapshot_ - t0;
   d_.metrics.snapshot_build(std::chrono::duration<double>(last_snapshot_cost_).count());
+  if (d_.published) d_.published(s);  // route queries of the API read it off the core strand
   return s;
 }
 

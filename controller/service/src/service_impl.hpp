@@ -86,12 +86,14 @@ struct ControllerService::Impl final : StoreWriter, KmChannels {
     /// This KM's commands admitted and not yet done on the core (max_pending_per_km).
     std::shared_ptr<qkdn::net::AdmissionQueue> pending;
     // Status reports are coalesced: at most one per KM waits for the core, and a newer report
-    // replaces a waiting one (latest wins; reports are periodic snapshots). Channel strand and
-    // core strand: under status_mu.
+    // replaces a waiting one (latest wins; reports are periodic snapshots). Liveness (last_seen)
+    // waits the same way. Both are applied for every KM at once, in one core pass per
+    // kStatusBatch (Impl::status_batch). Channel strand and core strand: under status_mu.
     std::mutex status_mu;
     std::optional<ck::StatusReport> status_waiting;
     std::uint32_t status_message_id = 0;  ///< of status_waiting (an Error names it)
-    bool status_posted = false;
+    bool touch_waiting = false;           ///< a frame arrived: last_seen to refresh
+    bool in_batch = false;                ///< listed in Impl::status_batch
   };
   struct Registered {
     std::uint64_t session_id = 0;
@@ -107,7 +109,18 @@ struct ControllerService::Impl final : StoreWriter, KmChannels {
   std::shared_ptr<qkdn::net::AdmissionQueue> commands;
   std::shared_ptr<qkdn::net::AdmissionQueue> api_requests;  ///< on_core() calls waiting
   std::atomic<std::size_t> statuses_waiting{0};
-  mutable std::mutex refused_mu;  // metrics only
+  // The snapshot fresh_snapshot() built last, for readers off the core (published_snapshot()).
+  mutable std::mutex published_mu;
+  std::shared_ptr<const controller::TopologySnapshot> published;  // under published_mu
+  void publish_snapshot(std::shared_ptr<const controller::TopologySnapshot> s);
+  // Sessions with a status report or a liveness touch waiting for the core: applied all at once
+  // in one core pass (apply_status_batch), at most one pass per kStatusBatch, instead of one
+  // core pass per report and per heartbeat period of every KM.
+  std::mutex batch_mu;
+  std::vector<std::shared_ptr<Session>> status_batch;  // under batch_mu
+  bool status_batch_armed = false;                     // under batch_mu
+  std::atomic<std::uint64_t> status_passes{0};         ///< core passes that applied a batch
+  mutable std::mutex refused_mu;                       // metrics only
   std::map<std::string, std::uint64_t, std::less<>> refusal_counts;
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
@@ -182,7 +195,7 @@ struct ControllerService::Impl final : StoreWriter, KmChannels {
                              net::ip::tcp::socket socket);
   net::awaitable<void> session_ended(std::shared_ptr<Session> s);
   net::awaitable<void> on_frame(std::shared_ptr<Session> s, ck::Frame frame);
-  void touch(Session& s);
+  void touch(const std::shared_ptr<Session>& s);
   net::awaitable<void> on_register(std::shared_ptr<Session> s, std::uint32_t id, ck::Register reg);
   /// The registration's verdict from the core (FramedServer::Connection::register_peer).
   net::awaitable<southbound::FramedServer::Verdict> register_on_core(
@@ -209,6 +222,12 @@ struct ControllerService::Impl final : StoreWriter, KmChannels {
   /// Queues a status report for the core (coalesced per KM, see Session::status_waiting).
   void queue_status(const std::shared_ptr<Session>& s, ck::StatusReport report,
                     std::uint32_t message_id);
+  /// Lists `s` in the status batch (caller set its status_waiting or touch_waiting) and arms the
+  /// batch's core pass if none is due.
+  void list_in_batch(const std::shared_ptr<Session>& s);
+  /// The batch's core pass: every waiting status report and touch, one facade report.
+  void apply_status_batch();
+  net::steady_timer status_timer;
   /// A KM claimed SAEs the topology serves elsewhere (or not at all): one alarm
   /// sae_claim_refused per SAE (resource = the SAE), an audit record each, a warning line.
   void refuse_claims(const std::vector<controller::RefusedClaim>& refused, std::string_view via,

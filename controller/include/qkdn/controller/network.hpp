@@ -3,6 +3,7 @@
 // service layer calls it from the controller strand only.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -225,8 +226,11 @@ class Network {
   [[nodiscard]] std::uint64_t version() const { return version_ + figures_version_; }
   /// Increases on every change except a status report's figures (pool, rates, QBER value): the
   /// KMs, links, their states, alarms, admin and operator edits. A snapshot with the current
-  /// structure_version() differs from the network only in those figures.
-  [[nodiscard]] std::uint64_t structure_version() const { return version_; }
+  /// structure_version() differs from the network only in those figures. Any thread may read it
+  /// (the API compares it with a published snapshot's off the core strand).
+  [[nodiscard]] std::uint64_t structure_version() const {
+    return version_.load(std::memory_order_acquire);
+  }
   [[nodiscard]] std::string name() const { return name_; }
   /// The interworking part of the topology (topology.hpp): QKDN ID, inter-QKDN links, peers.
   [[nodiscard]] const std::string& qkdn_id() const { return qkdn_id_; }
@@ -259,8 +263,8 @@ class Network {
   std::map<std::string, std::string> apps_;                   // sae -> km, from the topology
   std::map<std::string, std::set<std::string>> links_by_km_;  // km -> its link IDs
   Thresholds thresholds_;
-  std::uint64_t version_ = 0;          ///< structure_version()
-  std::uint64_t figures_version_ = 0;  ///< status-report figures only
+  std::atomic<std::uint64_t> version_{0};  ///< structure_version(); written on the core only
+  std::uint64_t figures_version_ = 0;      ///< status-report figures only
 };
 
 }  // namespace qkdn::controller

@@ -70,6 +70,9 @@ struct ApiOptions {
   /// Of those, connections that have not presented a valid token yet (TLS handshakes
   /// included); without a tokens file every connection counts here.
   std::size_t max_unauthenticated = 512;
+  /// Threads of the API's own io_context (requests never wait behind the Ck traffic of the
+  /// service's threads; what needs the core hops to its strand).
+  std::size_t threads = 1;
   std::size_t default_page_limit = 100;  ///< lists without `limit`
   std::size_t max_page_limit = 1000;     ///< larger `limit` answers 400
   /// Idempotency-Key entries kept (least recently stored dropped first) and for how long.
@@ -94,7 +97,7 @@ struct ApiRoute {
   bool open = false;   ///< served without a token even when tokens are configured
 };
 
-/// The northbound API server. Runs on the service's io_context threads.
+/// The northbound API server. Runs on its own io_context and threads (ApiOptions::threads).
 class ApiServer {
  public:
   /// Validates options, reads the tokens file and the TLS files. Throws InvalidArgument with one
@@ -106,13 +109,14 @@ class ApiServer {
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;
 
-  /// Binds, listens and starts accepting. Throws InvalidArgument when the address cannot be
-  /// bound. The service may be started before or after; requests are served once its threads
-  /// run.
+  /// Binds, listens and starts accepting on the API's own threads. Throws InvalidArgument when
+  /// the address cannot be bound. The service may be started before or after; requests that
+  /// need the core are answered once the service's threads run.
   void start();
   /// The bound port (after start(); useful with port 0).
   [[nodiscard]] std::uint16_t port() const;
-  /// Stops accepting and closes open connections. Idempotent; call before the service's stop().
+  /// Stops accepting, closes open connections and ends the API's threads (requests in flight
+  /// get up to 5 s). Idempotent; call before the service's stop().
   void stop();
 
   /// Every route the router serves (for tests and the OpenAPI equality check).

@@ -55,6 +55,16 @@ struct FramedServerOptions {
   std::shared_ptr<qkdn::net::AdmissionQueue> registrations;
   /// Floor of the busy retry hint.
   std::chrono::milliseconds registration_retry_floor{1000};
+  /// Holding instead of refusing: a registration that finds `registrations` full waits for a
+  /// place (first come, first served) instead of being answered busy at once, at most
+  /// `max_held_registrations` at a time and each at most `registration_hold` (never past 90 % of
+  /// its registration deadline, so that the answer reaches the peer before the deadline closes
+  /// the connection). A held connection gives back its slot among the unregistered (it spoke
+  /// the protocol; the hold has its own bound), so newcomers neither evict nor wait behind it.
+  /// What is still waiting then, or finds the hold full, is answered busy as before. 0 = no
+  /// hold.
+  std::size_t max_held_registrations = 0;
+  std::chrono::milliseconds registration_hold{0};
   /// From accept to registration; a connection still unregistered then is closed
   /// (Hooks::deadline_passed first). 0 = no deadline.
   std::chrono::milliseconds registration_timeout{0};
@@ -108,7 +118,9 @@ class FramedServer {
 
    private:
     friend class FramedServer;
+    void release_place();
     std::shared_ptr<qkdn::net::AdmissionQueue> queue_;
+    std::shared_ptr<void> server_;  // the server's state: a freed place goes to a held one
     qkdn::net::AdmissionQueue::Ticket ticket_;
     std::optional<std::chrono::steady_clock::time_point> t0_;
   };
@@ -129,8 +141,9 @@ class FramedServer {
     /// The registration gate. Call from the connection's serving strand. In order: a second
     /// registration while one is on its way is kInProgress; `check` (may be empty) refuses what
     /// the owner can tell at once (a certificate naming someone else); beyond the bound of
-    /// pending registrations it is kBusy; then `attempt` gets the Pending registration and
-    /// returns the owner's verdict. On kRegistered the deadline ends and the slot among the
+    /// pending registrations it is held for a place (FramedServerOptions::registration_hold),
+    /// and kBusy when the hold is off, full or over; then `attempt` gets the Pending registration
+    /// and returns the owner's verdict. On kRegistered the deadline ends and the slot among the
     /// unregistered is freed (the frame gate starts counting).
     net::awaitable<Registration> register_peer(
         std::function<Verdict()> check, std::function<net::awaitable<Verdict>(Pending)> attempt);
@@ -156,6 +169,8 @@ class FramedServer {
     std::unique_ptr<net::steady_timer> deadline_;
     std::atomic<bool> registered_{false};
     bool registering_ = false;
+    std::chrono::steady_clock::time_point accepted_at_{};
+    std::shared_ptr<void> held_;  // under mu_: the registration waiting for a place, if any
     std::optional<qkdn::net::FloodGuard> flood_;
     void registered_now();
   };
@@ -194,6 +209,9 @@ class FramedServer {
 
   /// Connections whose serve has not returned yet.
   [[nodiscard]] std::size_t active() const;
+  /// Registrations held (waiting for a place among the pending ones) now, and in all.
+  [[nodiscard]] std::size_t held() const;
+  [[nodiscard]] std::uint64_t held_total() const;
 
   struct State;
 

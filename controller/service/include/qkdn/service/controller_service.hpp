@@ -67,6 +67,12 @@ struct ServiceOptions {
   /// Registrations admitted and waiting for the core strand. Beyond it a Register is answered
   /// "NG: busy" with retry_after_ms (the time to serve those queued) and the connection closed.
   std::size_t max_pending_registrations = 64;
+  /// Beyond max_pending_registrations a Register is held (first come, first served) until a
+  /// place frees instead of being answered busy at once: at most this many at a time, each at
+  /// most 2 heartbeat periods (before the idle timeout of 3) and 90 % of register_timeout (then
+  /// "NG: busy" as above). A held connection leaves the
+  /// max_unregistered slots to newcomers. 0 = no hold (busy at once).
+  std::size_t max_held_registrations = 4096;
   /// Commands (0x1401, 0x1403, 0x1406, alarms, application updates, late answers) admitted from
   /// all KMs and waiting for or running on the core strand. Beyond it: Error / NG busy.
   std::size_t max_pending_commands = 4096;
@@ -197,6 +203,10 @@ struct CountersSnapshot {
   /// Backpressure: refusals by reason (see Metrics::ck_refused) and the admission queues now.
   std::map<std::string, std::uint64_t> refused;
   std::size_t pending_registrations = 0;
+  std::size_t held_registrations = 0;          ///< Registers held for a place now
+  std::uint64_t held_registrations_total = 0;  ///< Registers ever held
+  /// Core passes that applied waiting status reports and liveness touches (all KMs' at once).
+  std::uint64_t status_passes = 0;
   std::size_t pending_statuses = 0;
   std::size_t pending_commands = 0;
   std::size_t pending_high_water = 0;  ///< most registrations + commands ever waiting at once
@@ -367,6 +377,13 @@ class ControllerService {
   net::awaitable<std::string> metrics_text();
   /// The io_context (for servers that share the service's threads, e.g. northbound).
   net::io_context& io_context();
+  /// The routing snapshot the core built last (for the rerouting engine), published for readers
+  /// off the core strand (any thread; null before the first). It is current for routing when its
+  /// structure_version() equals network_structure_version(); only pools and rates may then be as
+  /// old as the engine's own (refreshed within its coalescing interval).
+  [[nodiscard]] std::shared_ptr<const controller::TopologySnapshot> published_snapshot() const;
+  /// The Network's structure_version() now (any thread).
+  [[nodiscard]] std::uint64_t network_structure_version() const;
 
  private:
   friend class KeySupplyHandler;

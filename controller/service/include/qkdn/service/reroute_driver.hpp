@@ -49,6 +49,9 @@ class RerouteDriver {
     /// Runs after the engine saw a batch of events (the service ends the relays and connections
     /// of KMs that went away); may be empty.
     std::function<void(const std::vector<controller::NetworkEvent>&)> after_events;
+    /// Each fresh snapshot, for readers off the core strand (the API's route queries); may be
+    /// empty.
+    std::function<void(std::shared_ptr<const controller::TopologySnapshot>)> published;
   };
 
   /// `core` is the core strand: the coalescing timers run there.
