@@ -152,6 +152,7 @@ class Rig {
                                              epoch_,
                                              [this](std::string_view l) { log.emplace_back(l); },
                                              {},
+                                             {},
                                              {}}),
         key_supply(core_, KeySupplyDriver::Deps{
                               lab.net,
