@@ -80,7 +80,10 @@ endif()
 # Faults (issue 12): a registration storm of 2,000 KMs on two agent processes.
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   qkdn_e2e_test(e2e_fault_storm test_fault_storm.py)
-  set_tests_properties(e2e_fault_storm PROPERTIES LABELS "e2e;fault" TIMEOUT 240)
+  # Alone: 2,000 KMs in two agent processes; beside another heavy test the starved agents miss
+  # their heartbeats and the controller rightly closes their idle sessions, which is not what
+  # this test measures (a registration storm).
+  set_tests_properties(e2e_fault_storm PROPERTIES LABELS "e2e;fault" TIMEOUT 240 RUN_SERIAL TRUE)
 endif()
 # Trust constraints end to end (issue 20): routes around a low-trust KM, refusals with the reason.
 if(TARGET qkdn-controller AND TARGET qkdn-agent AND TARGET qkdnctl)
@@ -111,7 +114,7 @@ endif()
 if(TARGET qkdn-controller AND TARGET qkdn-agent)
   add_test(NAME e2e_scale_smoke
            COMMAND sh ${CMAKE_SOURCE_DIR}/bench/controller_scale.sh ${CMAKE_BINARY_DIR})
-  set_tests_properties(e2e_scale_smoke PROPERTIES LABELS e2e TIMEOUT 400 ENVIRONMENT
+  set_tests_properties(e2e_scale_smoke PROPERTIES LABELS e2e TIMEOUT 400 RUN_SERIAL TRUE ENVIRONMENT
     "SMOKE=1;KMS=2000;LINKS=4000;AGENTS=2;WINDOW=5;ROUTES=100;REGISTER_BOUND=60;UP_TIMEOUT=240")
 endif()
 # High availability (issue 17, docs/high-availability.md): two qkdn-controller --ha sharing a

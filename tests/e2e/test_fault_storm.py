@@ -148,7 +148,8 @@ def main():
             worst = max(worst, took)
             assert took <= METRICS_BOUND_S, f"/metrics took {took:.2f} s after the storm"
             time.sleep(0.2)
-        assert int(metric_value(text, "qkdn_km_connected")) == KMS
+        still = int(metric_value(text, "qkdn_km_connected"))
+        assert still == KMS, f"only {still} of {KMS} KMs connected 5 s after all registered"
 
         # At most one retry per KM: registrations as the agents count them, and the controller
         # never had to close an older session of a KM more than once.

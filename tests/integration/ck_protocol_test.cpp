@@ -2,7 +2,10 @@
 // registration gate, against the in-process controller service on 127.0.0.1:0.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "ck_test_support.hpp"
 
@@ -279,15 +282,24 @@ TEST_F(CkProtocol, StatusReportUpdatesLinkState) {
            R"({"kma_id":"KM1","timestamp":"2026-01-01T00:00:00Z","links":[{"link_id":"L12",)"
            R"("peer_kma_id":"KM2","state":"up","stored_keys":40,"stored_key_bits":10240,)"
            R"("key_rate_bps":5000,"consumption_rate_bps":100,"qber":0.03}]})");
-  // Frames of one connection are handled in order: once the heartbeat is answered the status
-  // report has been applied.
   EXPECT_EQ(km1.heartbeat("KM1", 3).command, kHeartbeatResponse);
-  auto snap = h.svc().snapshot_state();
-  const controller::Link* l12 = nullptr;
-  for (const auto& l : snap.links) {
-    if (l.spec.link_id == "L12") l12 = &l;
-  }
-  ASSERT_NE(l12, nullptr);
+  // Status reports are applied in one core pass per batch interval (not with the frame that
+  // carried them): poll, bounded.
+  auto l12_state = [&](controller::OperState want, std::uint64_t keys) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      auto snap = h.svc().snapshot_state();
+      for (const auto& l : snap.links) {
+        if (l.spec.link_id == "L12" && l.oper == want && l.stored_keys == keys)
+          return std::optional<controller::Link>(l);
+      }
+      if (std::chrono::steady_clock::now() > until) return std::optional<controller::Link>();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  const auto up = l12_state(controller::OperState::kUp, 40);
+  ASSERT_TRUE(up.has_value()) << "L12 not up within 5 s of the status report";
+  const controller::Link* l12 = &*up;
   EXPECT_EQ(l12->oper, controller::OperState::kUp);
   EXPECT_EQ(l12->stored_keys, 40u);
   EXPECT_EQ(l12->stored_key_bits, 10240u);
@@ -298,12 +310,8 @@ TEST_F(CkProtocol, StatusReportUpdatesLinkState) {
            R"("peer_kma_id":"KM2","state":"down","stored_keys":0,"stored_key_bits":0,)"
            R"("key_rate_bps":0,"consumption_rate_bps":0,"qber":0.03}]})");
   EXPECT_EQ(km1.heartbeat("KM1", 5).command, kHeartbeatResponse);
-  snap = h.svc().snapshot_state();
-  for (const auto& l : snap.links) {
-    if (l.spec.link_id == "L12") {
-      EXPECT_EQ(l.oper, controller::OperState::kDown);
-    }
-  }
+  EXPECT_TRUE(l12_state(controller::OperState::kDown, 0).has_value())
+      << "L12 not down within 5 s of the status report";
   // A KM may report only its own links.
   km1.send(kStatus, 6,
            R"({"kma_id":"KM1","timestamp":"2026-01-01T00:00:01Z","links":[{"link_id":"L23",)"

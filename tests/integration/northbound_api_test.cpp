@@ -2,6 +2,9 @@
 // export (all or nothing), KMs and links with live Ck state, thresholds, applications, route
 // queries with exclusions, pinned routes, policy, schedules, alarms (list, ack, clear), sessions,
 // relays, accounting, audit and health.
+#include <chrono>
+#include <thread>
+
 #include "northbound_test_support.hpp"
 
 namespace qkdn::test {
@@ -102,7 +105,13 @@ TEST_F(NorthboundApi, LinkLifecycleAndLiveState) {
            R"("peer_kma_id":"KM2","state":"up","stored_keys":40,"stored_key_bits":10240,)"
            R"("key_rate_bps":5000,"consumption_rate_bps":100,"qber":0.03}]})");
   ASSERT_EQ(km1.heartbeat("KM1", 3).command, 0x41E9);
+  // Status reports are applied in one core pass per batch interval: poll, bounded.
   auto l = obj(c.get("/api/v1/links/L12"));
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+       l.at("stored_keys").as_int64() != 40 && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    l = obj(c.get("/api/v1/links/L12"));
+  }
   EXPECT_EQ(l.at("oper_state").as_string(), "up");
   EXPECT_EQ(l.at("stored_key_bits").as_int64(), 10240);
   EXPECT_EQ(l.at("stored_keys").as_int64(), 40);

@@ -153,6 +153,7 @@ class Rig {
                                              [this](std::string_view l) { log.emplace_back(l); },
                                              {},
                                              {},
+                                             {},
                                              {}}),
         key_supply(core_, KeySupplyDriver::Deps{
                               lab.net,

@@ -31,6 +31,7 @@ void ControllerService::Impl::make_drivers() {
                 [this](std::shared_ptr<const controller::TopologySnapshot> s) {
                   publish_snapshot(std::move(s));
                 },
+                [this] { apply_status_batch(); },
             });
   KeySupplyDriver::Options o;
   o.route_alternatives = svc.options_.route_alternatives;

@@ -66,6 +66,16 @@ void RerouteDriver::network_changed(const std::vector<NetworkEvent>& events) {
 }
 
 void RerouteDriver::flush_deferred_events() {
+  if (d_.before_flush && !flushing_) {
+    flushing_ = true;
+    try {
+      d_.before_flush();
+    } catch (...) {
+      flushing_ = false;
+      throw;
+    }
+    flushing_ = false;
+  }
   if (deferred_events_.empty()) return;
   auto batch = std::exchange(deferred_events_, {});
   react_to_events(batch);

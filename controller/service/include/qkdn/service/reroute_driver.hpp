@@ -52,6 +52,10 @@ class RerouteDriver {
     /// Each fresh snapshot, for readers off the core strand (the API's route queries); may be
     /// empty.
     std::function<void(std::shared_ptr<const controller::TopologySnapshot>)> published;
+    /// Runs before the batched events go to the engine: the service applies the status reports
+    /// still waiting for their batch, so whatever routes sees every report received so far; may
+    /// be empty.
+    std::function<void()> before_flush;
   };
 
   /// `core` is the core strand: the coalescing timers run there.
@@ -113,6 +117,7 @@ class RerouteDriver {
   SteadyTime::duration last_snapshot_cost_{};  ///< how long the last snapshot build took
   std::vector<controller::NetworkEvent> deferred_events_;
   bool deferred_armed_ = false;
+  bool flushing_ = false;  ///< in before_flush (its reports add events: no second flush)
   std::map<std::string, SentInstruction> sent_instructions_;  // by instruction_id, bounded
   std::deque<std::string> sent_order_;
 };
