@@ -149,6 +149,10 @@ def main():
         check(d.status_code == 200 and {k["key_ID"]: base64.b64decode(k["key"])
                                         for k in d.json()["keys"]} == got,
               "dec_keys at SAE-D returns the same keys", d.text)
+        # The SAE has its keys when the destination KM filed them; the controller records the
+        # relay as relayed when the source KM's 0x1405 reaches it, a moment later: poll, bounded.
+        wait_for(lambda: any(x["state"] == "relayed" for x in relays_of(api, "S", "D")), 10, POLL,
+                 "the relay S -> D recorded as relayed")
         relays = [x for x in relays_of(api, "S", "D") if x["state"] == "relayed"]
         check(relays and all(x["route"]["kms"] == ["S", "Y", "Z", "D"] for x in relays),
               "every relay S -> D went around X", [x["route"]["kms"] for x in relays])
