@@ -38,19 +38,6 @@ const json::array& array(Reader& r, std::string_view key, std::size_t max) {
   return *a;
 }
 
-bool is_uuid_text(std::string_view s) {
-  if (s.size() != 36) return false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (c != '-') return false;
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 const json::object& object_at(const json::array& a, std::size_t i, const std::string& path) {
   if (!a[i].is_object()) reject(path + "[" + std::to_string(i) + "]: expected object");
   return a[i].get_object();
@@ -170,7 +157,7 @@ Message decode_object(const json::object& o) {
         if (k.empty()) reject(path + ".key_ids: at least one key ID");
         h.key_ids.reserve(k.size());
         for (std::size_t j = 0; j < k.size(); ++j) {
-          if (!k[j].is_string() || !is_uuid_text(k[j].get_string())) {
+          if (!k[j].is_string() || !qkdn::is_uuid(std::string(k[j].get_string()))) {
             reject(path + ".key_ids[" + std::to_string(j) + "]: expected a UUID");
           }
           h.key_ids.emplace_back(k[j].get_string());
